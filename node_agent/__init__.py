@@ -1,0 +1,1 @@
+"""node-agent: turns the coding agents' logs on one machine into usage events."""

@@ -1,0 +1,1 @@
+"""One module per agent; each exposes a `Source` subclass."""

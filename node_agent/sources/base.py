@@ -1,0 +1,112 @@
+"""What every agent source implements, and the sink it reports into.
+
+A source knows one agent's on-disk layout: where its homes are, which files under a home hold
+usage, and how to turn their records into events. It never prices (that is `pricing`) and never
+touches sockets. One source instance holds the cross-file state of a whole read (dedupe keys,
+per-file cursors), so a scan creates one instance per agent and feeds it every file.
+
+Files come in two kinds. Append-only JSONL files (plain or zstd-compressed) are fed line by
+line through `feed_line`, by a one-shot reader in `node-agent scan` and by the tailer in the
+daemon; `lineno` is 1-based. Whole files (a SQLite database, a CSV export, a legacy JSON chat)
+are handed to `read_whole`, which may be called again after the file changed: it must emit the
+same event ids for the same records.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from shared.events import Agent, EventSet, LimitEvent, UsageEvent
+
+
+class FileKind(StrEnum):
+    JSONL = "jsonl"
+    JSONL_ZST = "jsonl.zst"
+    WHOLE = "whole"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: Path
+    kind: FileKind
+    # Files are read in ascending order of (order, path). Sources use it where order decides
+    # dedupe (a main transcript before the subagent files that may replay it).
+    order: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ParseProblem:
+    """Something in a log that could not be read. Reported with its place; never fatal."""
+
+    path: str
+    line: int  # 1-based; 0 when it concerns the whole file
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.reason}"
+
+
+class Sink(Protocol):
+    def usage(self, event: UsageEvent) -> None: ...
+
+    def limit(self, event: LimitEvent) -> None: ...
+
+    def problem(self, problem: ParseProblem) -> None: ...
+
+    def skip(self, reason: str) -> None:
+        """Count a record deliberately not turned into an event (e.g. "synthetic", "replayed")."""
+        ...
+
+
+@dataclass(slots=True)
+class Collector:
+    """A Sink that keeps everything in memory: for scans and tests."""
+
+    events: EventSet = field(default_factory=EventSet)
+    problems: list[ParseProblem] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def usage(self, event: UsageEvent) -> None:
+        self.events.add(event)
+
+    def limit(self, event: LimitEvent) -> None:
+        self.events.add(event)
+
+    def problem(self, problem: ParseProblem) -> None:
+        self.problems.append(problem)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+
+class Source(ABC):
+    agent: ClassVar[Agent]
+
+    @abstractmethod
+    def default_homes(self) -> list[Path]:
+        """Where this agent keeps its data on this machine (env overrides first); may not exist."""
+
+    @abstractmethod
+    def is_home(self, path: Path) -> bool:
+        """True when `path` looks like this agent's home (or a file this source reads)."""
+
+    @abstractmethod
+    def discover(self, home: Path) -> list[SourceFile]:
+        """Every file under `home` that may hold usage, in reading order."""
+
+    def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
+        """One complete line (without its newline) of a JSONL file."""
+        raise NotImplementedError(f"{type(self).__name__} reads no JSONL files")
+
+    def read_whole(self, path: Path, sink: Sink) -> None:
+        """A whole-file source, read from the start."""
+        raise NotImplementedError(f"{type(self).__name__} reads no whole files")
+
+    def reset_file(self, path: Path) -> None:
+        """The file was truncated or replaced: forget per-file cursors (not dedupe keys)."""

@@ -1,0 +1,1 @@
+"""The contract between node-agent and fleet-hub: event types, wire codec, config schema."""

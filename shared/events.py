@@ -1,0 +1,201 @@
+"""The event types every part of fleetmeter speaks: usage, limit and profile events.
+
+Sources produce them, the wire carries them, the hub prices and rolls them up. They hold
+facts as logged (token counts from the provider's usage fields, ids, attribution) and never
+money: pricing is the ledger's job.
+
+Revisions: a source may learn more about one call after it first reported it (Claude Code
+writes a streaming snapshot per content block; Gemini re-emits a message when it changes).
+It then emits the same `event_id` again with a higher `revision`. Every consumer keeps, per
+`event_id`, the version with the highest revision and ignores lower or equal ones, so
+re-reading a log (any number of times, in any order of files) converges on the same set.
+An event found to be a copy of another call is re-emitted with `duplicate_of` set; it
+then counts nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Agent(StrEnum):
+    CLAUDE_CODE = "claude-code"
+    CODEX = "codex"
+    GEMINI = "gemini"
+    OPENCODE = "opencode"
+    CURSOR = "cursor"
+
+
+class Role(StrEnum):
+    """Who made the call inside a session."""
+
+    MAIN = "main"
+    SUBAGENT = "subagent"  # a spawned agent (Task tool, thread_spawn, child session)
+    AUXILIARY = "auxiliary"  # work on the user's behalf that is not a conversation turn (review, compaction)
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Disjoint token buckets of one call. Each token is in exactly one bucket.
+
+    `input` is uncached input only (for OpenAI/Gemini-style usage, where the prompt count
+    includes cached tokens, the source subtracts). `output` excludes reasoning tokens that the
+    provider reported separately; `reasoning` holds those, so billed output = output + reasoning.
+    Cache writes are split by TTL tier; a write logged without its tier is put in
+    `cache_write_5m` and the event is marked `cache_write_unsplit`.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    reasoning: int = 0
+    web_search_requests: int = 0
+
+    @property
+    def prompt(self) -> int:
+        """Every input-side token of the request: what long-context thresholds are measured on."""
+        return self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.output + self.reasoning
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_read + other.cache_read,
+            self.cache_write_5m + other.cache_write_5m,
+            self.cache_write_1h + other.cache_write_1h,
+            self.reasoning + other.reasoning,
+            self.web_search_requests + other.web_search_requests,
+        )
+
+    def is_zero(self) -> bool:
+        return self.total == 0 and self.web_search_requests == 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One billed model call."""
+
+    event_id: str  # stable, from the source's own identity (same on every re-read)
+    ts: float  # epoch seconds, UTC
+    agent: Agent
+    model: str  # as logged; pricing resolves aliases
+    tokens: Tokens
+    session_id: str
+    revision: int = 0  # see module doc: highest revision per event_id wins
+    role: Role = Role.MAIN
+    parent_session_id: str | None = None
+    subagent_id: str | None = None
+    provider: str | None = None  # provider hint from the log (e.g. OpenCode providerID)
+    project: str | None = None  # cwd of the session
+    git_branch: str | None = None
+    git_repo: str | None = None
+    service_tier: str | None = None  # standard / batch / flex / priority / default, as logged
+    speed: str | None = None  # "fast" for fast mode
+    inference_geo: str | None = None
+    cache_write_unsplit: bool = False  # the log gave a cache-write total without 5m/1h split
+    reported_cost_usd: str | None = None  # the agent's own figure, decimal string; never used as the price
+    agent_version: str | None = None
+    duplicate_of: str | None = None  # set on a retraction: this id turned out to copy that one
+    machine: str = ""
+    profile: str | None = None
+    account: str | None = None
+    origin: str = ""  # file (and line) the event was read from, for diagnostics
+
+    @property
+    def counts(self) -> bool:
+        return self.duplicate_of is None
+
+
+class LimitKind(StrEnum):
+    RATE_LIMIT_HIT = "rate_limit_hit"  # the agent was refused (429 / usage limit)
+    QUOTA_SNAPSHOT = "quota_snapshot"  # an official reading of a window's usage
+
+
+class LimitWindow(StrEnum):
+    FIVE_HOUR = "5h"
+    WEEKLY = "weekly"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitEvent:
+    event_id: str
+    ts: float
+    agent: Agent
+    kind: LimitKind
+    window: LimitWindow = LimitWindow.UNKNOWN
+    window_minutes: int | None = None
+    used_percent: float | None = None
+    resets_at: float | None = None  # epoch seconds, UTC, when known
+    message: str | None = None  # the agent's own wording, for the operator
+    plan_type: str | None = None
+    session_id: str | None = None
+    machine: str = ""
+    profile: str | None = None
+    account: str | None = None
+    origin: str = ""
+
+
+class ProfileState(StrEnum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    RATE_LIMITED = "rate_limited"
+    SWITCHED_AWAY = "switched_away"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileEvent:
+    """A change on a profile's timeline."""
+
+    event_id: str
+    ts: float
+    machine: str
+    profile: str
+    agent: Agent
+    state: ProfileState
+    until: float | None = None  # for RATE_LIMITED: the reset time
+    switched_to: str | None = None
+    reason: str | None = None
+    account: str | None = None
+    origin: str = ""
+
+
+Event = UsageEvent | LimitEvent | ProfileEvent
+
+
+@dataclass(slots=True)
+class EventSet:
+    """Events keyed by id, keeping the highest revision of each: the consumer side of revisions."""
+
+    usage: dict[str, UsageEvent] = field(default_factory=dict)
+    limits: dict[str, LimitEvent] = field(default_factory=dict)
+    profiles: dict[str, ProfileEvent] = field(default_factory=dict)
+
+    def add(self, event: Event) -> bool:
+        """Add or supersede; returns True when the set changed."""
+        if isinstance(event, UsageEvent):
+            old = self.usage.get(event.event_id)
+            if old is not None and old.revision >= event.revision:
+                return False
+            self.usage[event.event_id] = event
+            return True
+        if isinstance(event, LimitEvent):
+            if event.event_id in self.limits:
+                return False
+            self.limits[event.event_id] = event
+            return True
+        if event.event_id in self.profiles:
+            return False
+        self.profiles[event.event_id] = event
+        return True
+
+    def counted_usage(self) -> list[UsageEvent]:
+        return [e for e in self.usage.values() if e.counts]
