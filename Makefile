@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m node_agent.simulate.demo
+	$(BIN)/python -m node_agent.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

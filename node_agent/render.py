@@ -1,0 +1,105 @@
+"""Plain-text and JSON renderings of a scan report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from node_agent.sources.base import ParseProblem
+from pricing import CostClass
+from pricing.rollup import Rollup
+
+CENT = Decimal("0.01")
+MAX_LISTED_PROBLEMS = 20
+
+
+def money(value: Decimal) -> str:
+    return f"${value.quantize(CENT, rounding=ROUND_HALF_EVEN):,}"
+
+
+def count(value: int) -> str:
+    if value >= 10_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    if value >= 100_000:
+        return f"{value / 1_000:.0f}k"
+    return f"{value:,}"
+
+
+COLUMNS = (
+    ("calls", lambda r: count(r.calls)),
+    ("input", lambda r: count(r.tokens.input)),
+    ("output", lambda r: count(r.tokens.output)),
+    ("reason", lambda r: count(r.tokens.reasoning)),
+    ("c.read", lambda r: count(r.tokens.cache_read)),
+    ("c.w5m", lambda r: count(r.tokens.cache_write_5m)),
+    ("c.w1h", lambda r: count(r.tokens.cache_write_1h)),
+    ("API-equiv", lambda r: money(r.api_equivalent)),
+    ("metered", lambda r: money(r.cost(CostClass.METERED))),
+    ("subscr.", lambda r: money(r.cost(CostClass.SUBSCRIPTION_INCLUDED))),
+    ("estim.", lambda r: money(r.cost(CostClass.ESTIMATED))),
+    ("unknown", lambda r: f"{r.unknown_calls} calls" if r.unknown_calls else "-"),
+)
+
+
+def render_text(
+    result: Rollup,
+    *,
+    files: int,
+    size: int,
+    skipped: Counter[str],
+    problems: list[ParseProblem],
+    unknown_models: Counter[str],
+) -> str:
+    rows = result.sorted_rows()
+    head = [k for k in result.by] + [name for name, _ in COLUMNS]
+    body = [[r.keys[k] or "-" for k in result.by] + [fn(r) for _, fn in COLUMNS] for r in rows]
+    total = ["TOTAL"] + [""] * (len(result.by) - 1) if result.by else []
+    body.append(total + [fn(result.total) for _, fn in COLUMNS])
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body, strict=True)]
+    numeric_from = len(result.by)
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            out.append(cell.rjust(width) if i >= numeric_from else cell.ljust(width))
+        return "  ".join(out).rstrip()
+
+    lines = [line(head), line(["-" * w for w in widths])]
+    lines += [line(cells) for cells in body[:-1]]
+    lines += [line(["-" * w for w in widths]), line(body[-1])]
+    lines.append("")
+    lines.append(f"read {files} files, {size / 1_000_000:.1f} MB")
+    if skipped:
+        lines.append("skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.most_common()))
+    if unknown_models:
+        models = ", ".join(f"{m} ({n} calls)" for m, n in unknown_models.most_common())
+        lines.append(f"no price known (shown as unknown, not $0): {models}")
+    if problems:
+        lines.append(f"{len(problems)} unreadable records:")
+        lines += [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+        if len(problems) > MAX_LISTED_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see --json)")
+    return "\n".join(lines)
+
+
+def render_json(
+    result: Rollup,
+    *,
+    files: int,
+    size: int,
+    skipped: Counter[str],
+    problems: list[ParseProblem],
+    unknown_models: Counter[str],
+) -> dict[str, Any]:
+    return {
+        "group_by": list(result.by),
+        "rows": [row.to_json() for row in result.sorted_rows()],
+        "total": result.total.to_json(),
+        "files": files,
+        "bytes": size,
+        "skipped": dict(skipped),
+        "unknown_models": dict(unknown_models),
+        "problems": [{"path": p.path, "line": p.line, "reason": p.reason} for p in problems],
+    }
+

@@ -1,0 +1,170 @@
+"""Group priced usage events into report rows: the one row shape of `node-agent scan --json`
+and `fleet-hub report --json`.
+
+A row carries its group keys, `calls`, `tokens` per bucket and `cost` per class as exact
+decimal strings in USD. `cost.api_equivalent` is the list-price value of every priced call in
+the row; each priced call's figure also sits in exactly one of `metered`,
+`subscription_included`, `estimated`. Calls with no known price are never given a dollar
+figure: they are counted in `unknown_calls` / `unknown_tokens`, and `cost.unknown` is null when
+there are any (an amount exists but is not known), "0" when there are none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from decimal import Decimal
+from typing import Any, Final
+
+from pricing import CostClass, PricedCall
+from shared.events import Tokens, UsageEvent
+
+ZERO: Final = Decimal(0)
+TOKEN_KEYS: Final = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
+CLASS_KEYS: Final = {
+    CostClass.METERED: "metered",
+    CostClass.SUBSCRIPTION_INCLUDED: "subscription_included",
+    CostClass.ESTIMATED: "estimated",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who an event belongs to, where the event itself does not say (a scan's profile, a node)."""
+
+    machine: str | None = None
+    profile: str | None = None
+    account: str | None = None
+
+
+KeyFn = Callable[[UsageEvent, Attribution, tzinfo], str | None]
+
+
+def _local(event: UsageEvent, tz: tzinfo) -> datetime:
+    return datetime.fromtimestamp(event.ts, tz)
+
+
+def _week(event: UsageEvent, _: Attribution, tz: tzinfo) -> str:
+    year, week, _day = _local(event, tz).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+GROUP_KEYS: Final[dict[str, KeyFn]] = {
+    "day": lambda e, a, tz: _local(e, tz).date().isoformat(),
+    "week": _week,
+    "month": lambda e, a, tz: _local(e, tz).strftime("%Y-%m"),
+    "model": lambda e, a, tz: e.model,
+    "agent": lambda e, a, tz: e.agent.value,
+    "profile": lambda e, a, tz: e.profile or a.profile,
+    "account": lambda e, a, tz: e.account or a.account,
+    "machine": lambda e, a, tz: e.machine or a.machine,
+    "project": lambda e, a, tz: e.project,
+    "session": lambda e, a, tz: e.session_id,
+    "role": lambda e, a, tz: e.role.value,
+}
+
+
+class UnknownGroupKeyError(ValueError):
+    pass
+
+
+def check_keys(keys: Sequence[str]) -> None:
+    if bad := [k for k in keys if k not in GROUP_KEYS]:
+        raise UnknownGroupKeyError(
+            f"unknown grouping {', '.join(bad)}: choose from {', '.join(GROUP_KEYS)}"
+        )
+
+
+@dataclass(slots=True)
+class Row:
+    keys: dict[str, str | None]
+    calls: int = 0
+    tokens: Tokens = field(default_factory=Tokens)
+    api_equivalent: Decimal = ZERO
+    by_class: dict[CostClass, Decimal] = field(default_factory=dict)
+    unknown_calls: int = 0
+    unknown_tokens: int = 0
+
+    def add(self, event: UsageEvent, priced: PricedCall) -> None:
+        self.calls += 1
+        self.tokens = self.tokens + event.tokens
+        if priced.api_equivalent is None or priced.cost_class is CostClass.UNKNOWN:
+            self.unknown_calls += 1
+            self.unknown_tokens += event.tokens.total
+            return
+        self.api_equivalent += priced.api_equivalent
+        self.by_class[priced.cost_class] = (
+            self.by_class.get(priced.cost_class, ZERO) + priced.api_equivalent
+        )
+
+    def merge(self, other: Row) -> None:
+        self.calls += other.calls
+        self.tokens = self.tokens + other.tokens
+        self.api_equivalent += other.api_equivalent
+        for cls, amount in other.by_class.items():
+            self.by_class[cls] = self.by_class.get(cls, ZERO) + amount
+        self.unknown_calls += other.unknown_calls
+        self.unknown_tokens += other.unknown_tokens
+
+    def cost(self, cls: CostClass) -> Decimal:
+        return self.by_class.get(cls, ZERO)
+
+    def to_json(self) -> dict[str, Any]:
+        cost: dict[str, str | None] = {"api_equivalent": _dec(self.api_equivalent)}
+        for cls, name in CLASS_KEYS.items():
+            cost[name] = _dec(self.cost(cls))
+        cost["unknown"] = None if self.unknown_calls else "0"
+        return {
+            **self.keys,
+            "calls": self.calls,
+            "tokens": {k: getattr(self.tokens, k) for k in TOKEN_KEYS},
+            "web_search_requests": self.tokens.web_search_requests,
+            "cost": cost,
+            "unknown_calls": self.unknown_calls,
+            "unknown_tokens": self.unknown_tokens,
+        }
+
+
+def _dec(value: Decimal) -> str:
+    """Exact, without exponent notation and without trailing zeros past the cent."""
+    text = format(value.normalize(), "f")
+    if "." not in text:
+        return text + ".00"
+    whole, frac = text.split(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+@dataclass(slots=True)
+class Rollup:
+    by: Sequence[str]
+    tz: tzinfo
+    rows: dict[tuple[str | None, ...], Row] = field(default_factory=dict)
+    total: Row = field(default_factory=lambda: Row(keys={}))
+
+    def __post_init__(self) -> None:
+        check_keys(self.by)
+
+    def add(self, event: UsageEvent, priced: PricedCall, attribution: Attribution) -> None:
+        key = tuple(GROUP_KEYS[k](event, attribution, self.tz) for k in self.by)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = Row(keys=dict(zip(self.by, key, strict=True)))
+        row.add(event, priced)
+        self.total.add(event, priced)
+
+    def sorted_rows(self) -> list[Row]:
+        return [self.rows[k] for k in sorted(self.rows, key=lambda k: tuple(v or "" for v in k))]
+
+
+def rollup(
+    items: Iterable[tuple[UsageEvent, PricedCall, Attribution]], by: Sequence[str], tz: tzinfo
+) -> Rollup:
+    result = Rollup(by, tz)
+    for event, priced, attribution in items:
+        result.add(event, priced, attribution)
+    return result
+
+
+def rows_json(result: Rollup) -> list[Mapping[str, Any]]:
+    return [row.to_json() for row in result.sorted_rows()]
