@@ -11,9 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node_agent.reading import iter_lines
+import zstandard
+
 from node_agent.sources.base import Collector, FileKind, ParseProblem, Source
 from node_agent.sources.registry import all_sources
+from node_agent.tailer import iter_plain_lines, iter_zst_lines
 from shared.config import Billing, NodeConfig, Profile
 from shared.events import Agent
 
@@ -132,6 +134,10 @@ def scan(
 
 def read_target(source: Source, result: TargetResult) -> None:
     sink = result.collector
+
+    def torn_tail(_lineno: int, _line: bytes) -> None:
+        sink.skip("incomplete last line (still being written)")
+
     for file in sorted(source.discover(result.target.path), key=lambda f: (f.order, f.path)):
         try:
             result.bytes += os.stat(file.path).st_size
@@ -142,8 +148,10 @@ def read_target(source: Source, result: TargetResult) -> None:
         if file.kind is FileKind.WHOLE:
             source.read_whole(file.path, sink)
             continue
+        read = iter_zst_lines if file.kind is FileKind.JSONL_ZST else iter_plain_lines
         try:
-            for lineno, line in iter_lines(file.path, file.kind):
+            for lineno, line in read(file.path, torn_tail):
                 source.feed_line(file.path, lineno, line, sink)
-        except OSError as exc:
-            sink.problem(ParseProblem(str(file.path), 0, f"cannot read: {exc}"))
+        except (OSError, zstandard.ZstdError) as exc:
+            # Lines before the damage were read; say what stopped the rest.
+            sink.problem(ParseProblem(str(file.path), 0, f"cannot read further: {exc}"))

@@ -737,7 +737,8 @@ class _Session:
                         "subagent_type": "general-purpose",
                     }
                     tools = [ToolUse("Task", task_input, "", {}, 0.0, 0)]
-                web = int(spec.web_search and turn == spec.turns - 1 and k == 0)
+                # 1.x lines have no server_tool_use, so no web search can be logged there.
+                web = int(self.split and spec.web_search and turn == spec.turns - 1 and k == 0)
                 call, written = self._call(w, ctx, t, spec.model, tools, role=Role.MAIN, web=web)
                 yield written.final_at
                 if replay_source is None and spec.btw_replay and turn == 0:

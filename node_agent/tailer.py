@@ -1,0 +1,407 @@
+"""Append tailer for JSONL logs, and streaming readers for whole plain or zstd files.
+
+Behaviour (research/stack.md §6, measured there):
+
+- Binary reads in large chunks from the committed offset. A line is handed out only once its
+  `\\n` is on disk; a torn last line is left on disk and read again at the next poll. The
+  committed offset therefore always sits just past a complete line, and is what is saved.
+- Truncation: the file is shorter than the committed offset, or its first bytes (up to 64, only ever
+  bytes below the committed offset) no longer hash to the saved fingerprint → restart at 0.
+- Rotation or replace: the path names another (dev, ino) than the open file → drain the old
+  file to EOF (its unterminated last line included: the file is finished), then read the new
+  one from 0.
+- Resume: a saved `TailState` whose (dev, ino) and fingerprint still match continues at its
+  offset and line number; otherwise the file is read from 0.
+
+Whenever reading restarts at 0 the caller must drop its per-file state (`Source.reset_file`)
+before feeding the batch: `Tailer.reset` says so for the batch `poll()` just returned, and
+`on_reset` is called at that moment. A batch never mixes lines of two files or of the same file
+before and after a reset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import orjson
+import zstandard
+
+CHUNK: Final = 1 << 20  # 1 MiB per read(): few syscalls on a cold scan, bounded memory
+DEFAULT_MAX_BATCH: Final = 8 << 20  # bytes per poll(); `more` is set when there is more
+FINGERPRINT_BYTES: Final = 64
+
+
+def fingerprint(head: bytes) -> str:
+    """Hash of a file's first bytes (at most 64), to recognise the same file again."""
+    return hashlib.blake2b(head[:FINGERPRINT_BYTES], digest_size=8).hexdigest()
+
+
+_EMPTY_FP: Final = fingerprint(b"")
+
+
+@dataclass(frozen=True, slots=True)
+class TailState:
+    """Where a tailer stands in a file; saved with the events read up to it."""
+
+    path: str
+    dev: int
+    ino: int
+    offset: int  # bytes consumed, always just past a complete line
+    lineno: int  # lines consumed up to `offset`
+    fingerprint: str  # of the first min(64, offset) bytes
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {
+            "path": self.path,
+            "dev": self.dev,
+            "ino": self.ino,
+            "offset": self.offset,
+            "lineno": self.lineno,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> TailState:
+        """Inverse of `to_dict`; raises ValueError naming the first bad field."""
+
+        def get_int(name: str) -> int:
+            value = data.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"tail state: {name!r} must be a non-negative int, got {value!r}")
+            return value
+
+        def get_str(name: str) -> str:
+            value = data.get(name)
+            if not isinstance(value, str):
+                raise ValueError(f"tail state: {name!r} must be a string, got {value!r}")
+            return value
+
+        return cls(
+            path=get_str("path"),
+            dev=get_int("dev"),
+            ino=get_int("ino"),
+            offset=get_int("offset"),
+            lineno=get_int("lineno"),
+            fingerprint=get_str("fingerprint"),
+        )
+
+
+def _pread(fd: int, size: int, pos: int) -> bytes:
+    """Positional read; lseek+read where the platform has no pread (Windows)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, pos)
+    os.lseek(fd, pos, os.SEEK_SET)  # pragma: no cover
+    return os.read(fd, size)  # pragma: no cover
+
+
+class _Splitter:
+    """Cuts a byte stream into lines; keeps the unterminated tail without quadratic copying."""
+
+    __slots__ = ("_pieces", "pending")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self.pending = 0  # bytes held in the unterminated tail
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Complete lines in `chunk` (with what was held before), without their newlines."""
+        nl = chunk.rfind(b"\n")
+        if nl < 0:
+            if chunk:
+                self._pieces.append(chunk)
+                self.pending += len(chunk)
+            return []
+        head = chunk[:nl]
+        if self._pieces:
+            self._pieces.append(head)
+            head = b"".join(self._pieces)
+        rest = chunk[nl + 1 :]
+        self._pieces = [rest] if rest else []
+        self.pending = len(rest)
+        return head.split(b"\n")
+
+    def tail(self) -> bytes:
+        """The unterminated rest, and forget it."""
+        rest = b"".join(self._pieces)
+        self._pieces = []
+        self.pending = 0
+        return rest
+
+
+def _number(lines: list[bytes], lineno: int, out: list[tuple[int, bytes]]) -> int:
+    """Append (lineno, line) for non-empty lines to `out`; returns the last line number used.
+
+    Blank lines are counted but not handed out; a CR of a CRLF ending is dropped.
+    """
+    for line in lines:
+        lineno += 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line:
+            out.append((lineno, line))
+    return lineno
+
+
+class Tailer:
+    """Follows one append-only file across appends, truncation, rotation and restarts.
+
+    Not thread-safe; one poller per file. `poll()` returns new complete lines, each with its
+    1-based line number. After it, `state` is the position just past those lines, `reset` tells
+    whether the batch restarted a file from 0, and `more` that data is waiting (call again).
+    A missing file is waited for; other OS errors (permissions, a directory) propagate.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        state: TailState | None = None,
+        *,
+        on_reset: Callable[[], None] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.path = Path(path)
+        if state is not None and state.path != str(self.path):
+            raise ValueError(f"tail state is for {state.path!r}, not {str(self.path)!r}")
+        self.on_reset = on_reset
+        self.max_batch = max_batch
+        self.reset = False
+        self.more = False
+        self._saved = state  # applied when the file is (re)opened
+        self._fd: int | None = None
+        self._dev = 0
+        self._ino = 0
+        self._offset = 0
+        self._lineno = 0
+        self._fp = _EMPTY_FP
+        self._fp_len = 0
+        self._seen: tuple[int, int] = (-1, -1)  # (size, mtime_ns) at the last check
+
+    @property
+    def state(self) -> TailState:
+        if self._fd is None and self._saved is not None:
+            return self._saved
+        return TailState(str(self.path), self._dev, self._ino, self._offset, self._lineno, self._fp)
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def close(self) -> None:
+        """Release the fd (e.g. an idle file); the next poll reopens it like a resume."""
+        if self._fd is not None:
+            self._saved = self.state
+            self._drop_fd()
+
+    def __enter__(self) -> Tailer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def poll(self) -> list[tuple[int, bytes]]:
+        """New complete lines since the last poll (possibly none)."""
+        self.reset = False
+        self.more = False
+        out: list[tuple[int, bytes]] = []
+        if self._fd is None and not self._open(restart=False):
+            return out
+        assert self._fd is not None
+
+        try:
+            st_path: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            st_path = None
+        if st_path is None or (st_path.st_dev, st_path.st_ino) != (self._dev, self._ino):
+            # Rotated, replaced or deleted: finish the file we hold before anything else. Only
+            # once a newer file exists is the old one's unterminated tail final.
+            if not self._read(out, final=st_path is not None) or st_path is None:
+                return out
+            if out:
+                # Never mix two files in one batch: the next poll finds the old file at its
+                # end (or drains what was still written to it) and switches then.
+                self.more = True
+                return out
+            self._drop_fd()
+            if not self._open(restart=True):
+                return out
+
+        st = os.fstat(self._fd)
+        seen = (st.st_size, st.st_mtime_ns)
+        if seen != self._seen:
+            self._seen = seen
+            if st.st_size < self._offset or self._head_hash(self._fp_len) != self._fp:
+                self._restart()
+        self._read(out, final=False)
+        return out
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _open(self, *, restart: bool) -> bool:
+        """Open the path; resume from the saved state when it still describes this file."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            return False
+        st = os.fstat(fd)
+        self._fd = fd
+        self._dev, self._ino = st.st_dev, st.st_ino
+        self._seen = (st.st_size, st.st_mtime_ns)
+        saved, self._saved = self._saved, None
+        if saved is not None and not restart:
+            fp_len = min(FINGERPRINT_BYTES, saved.offset)
+            if (
+                (saved.dev, saved.ino) == (st.st_dev, st.st_ino)
+                and st.st_size >= saved.offset
+                and self._head_hash(fp_len) == saved.fingerprint
+            ):
+                self._offset, self._lineno = saved.offset, saved.lineno
+                self._fp, self._fp_len = saved.fingerprint, fp_len
+                return True
+        self._offset = self._lineno = 0
+        self._fp, self._fp_len = _EMPTY_FP, 0
+        if restart or saved is not None:
+            self._signal_reset()
+        return True
+
+    def _restart(self) -> None:
+        self._offset = self._lineno = 0
+        self._fp, self._fp_len = _EMPTY_FP, 0
+        self._signal_reset()
+
+    def _signal_reset(self) -> None:
+        self.reset = True
+        if self.on_reset is not None:
+            self.on_reset()
+
+    def _drop_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _head_hash(self, length: int) -> str:
+        assert self._fd is not None
+        return fingerprint(_pread(self._fd, length, 0)) if length else _EMPTY_FP
+
+    def _read(self, out: list[tuple[int, bytes]], *, final: bool) -> bool:
+        """Append complete lines from the committed offset to `out`; True when EOF was reached.
+
+        A torn tail is not kept between polls but read again from disk next time, so a writer
+        that cuts it back or rewrites it is followed exactly. With `final` (the file has been
+        superseded) the tail at EOF is handed out as a last line. Stops after max_batch bytes,
+        but only once a line was found, so a line longer than the cap still gets through.
+        """
+        assert self._fd is not None
+        split = _Splitter()
+        pos = start = self._offset
+        eof = False
+        while True:
+            if pos - start >= self.max_batch and self._offset > start:
+                self.more = True
+                break
+            chunk = _pread(self._fd, CHUNK, pos)
+            if not chunk:
+                eof = True
+                break
+            pos += len(chunk)
+            lines = split.feed(chunk)
+            if lines:
+                self._lineno = _number(lines, self._lineno, out)
+                self._offset = pos - split.pending
+        if eof and final and split.pending:
+            tail = split.tail()
+            self._offset += len(tail)
+            self._lineno = _number([tail], self._lineno, out)
+        want = min(FINGERPRINT_BYTES, self._offset)
+        if want != self._fp_len:
+            self._fp, self._fp_len = self._head_hash(want), want
+        return eof
+
+
+# -- whole-file readers (one-shot scans, compressed archives) ----------------------------------
+
+
+TornTail = Callable[[int, bytes], None]
+
+
+def iter_plain_lines(
+    path: Path | str, on_torn_tail: TornTail | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(lineno, line) of a whole JSONL file, streaming. See `_lines` for the last line."""
+    with open(path, "rb", buffering=0) as fh:
+        yield from _lines(iter(lambda: fh.read(CHUNK), b""), on_torn_tail)
+
+
+def iter_zst_lines(
+    path: Path | str, on_torn_tail: TornTail | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(lineno, line) of a `.jsonl.zst` file, decompressed as a stream (never whole).
+
+    Every frame is read (Codex may write several). A corrupt or truncated stream raises
+    `zstandard.ZstdError` after the lines before the damage have been yielded.
+    """
+    yield from _lines(_zst_chunks(path), on_torn_tail)
+
+
+def _lines(chunks: Iterator[bytes], on_torn_tail: TornTail | None) -> Iterator[tuple[int, bytes]]:
+    """Number the lines of a byte stream.
+
+    An unterminated last line is handed out as a line when nobody asked otherwise: a file at rest
+    may end without a newline (the Codex writer repairs it only before its next append). With
+    `on_torn_tail`, a last line that is not complete JSON goes there instead: it is most likely
+    still being written, which is not an error.
+    """
+    split = _Splitter()
+    lineno = 0
+    for chunk in chunks:
+        batch: list[tuple[int, bytes]] = []
+        lineno = _number(split.feed(chunk), lineno, batch)
+        yield from batch
+    batch = []
+    _number([split.tail()], lineno, batch)
+    if batch and on_torn_tail is not None and not _is_json(batch[0][1]):
+        on_torn_tail(*batch[0])
+        return
+    yield from batch
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _zst_chunks(path: Path | str) -> Iterator[bytes]:
+    # decompressobj rather than stream_reader: stream_reader ends silently on a truncated frame
+    # and, by default, after the first frame.
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    in_frame = False
+    with open(path, "rb", buffering=0) as fh:
+        # Compressed reads are smaller: JSONL inflates about tenfold.
+        while raw := fh.read(max(1, CHUNK // 8)):
+            while raw:
+                out = dobj.decompress(raw)
+                in_frame = True
+                if out:
+                    yield out
+                if not dobj.eof:
+                    break
+                raw = dobj.unused_data
+                dobj = dctx.decompressobj()
+                in_frame = False
+    if in_frame:
+        raise zstandard.ZstdError(f"{path}: compressed stream ends inside a frame (truncated)")
+
+
+def iter_lines(path: Path | str) -> Iterator[tuple[int, bytes]]:
+    """Whole-file reader chosen by suffix: `.zst` is decompressed, anything else read plain."""
+    if str(path).endswith(".zst"):
+        return iter_zst_lines(path)
+    return iter_plain_lines(path)
