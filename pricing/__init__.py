@@ -1,10 +1,36 @@
-"""Tokens to money: effective-dated price tables, model matching, the long-context cliff, cost classes.
+"""Tokens to money: effective-dated price tables, model matching, long-context cliffs, cost classes.
 
 Public surface (implemented in private modules of this package):
 
-- `Billing`: how a profile pays (`API`, `SUBSCRIPTION`).
+- `Billing`: how a profile pays (`API`, `SUBSCRIPTION`); the same type as `shared.config.Billing`.
 - `CostClass`: `METERED`, `SUBSCRIPTION_INCLUDED`, `ESTIMATED`, `UNKNOWN`.
 - `PriceBook.default()`: the tables shipped in `pricing/tables/*.toml`; `PriceBook.load(dir)`.
 - `PriceBook.price(event, billing=Billing.API) -> PricedCall`: the API-equivalent cost of one
   usage event (exact `Decimal` USD, or None when no price is known) and its one cost class.
+- `PriceBook.lookup(model, at, provider=None) -> PricePeriod | None`: the prices that apply to a
+  model name at an instant, for diagnostics.
+- `PriceTableError`: a broken table; its message names the file and the key.
+
+Modules: `_tables` reads and checks the TOML, `_match` resolves logged model names, `_engine`
+does the arithmetic, `_classes` the cost classes, `_book` ties them together.
 """
+
+from pricing._book import PriceBook
+from pricing._classes import Billing, CostClass, PricedCall
+from pricing._match import normalise
+from pricing._tables import PriceTableError
+from pricing._types import Modifier, PricePeriod, RateSet, Source, Tier
+
+__all__ = [
+    "Billing",
+    "CostClass",
+    "Modifier",
+    "PriceBook",
+    "PricePeriod",
+    "PriceTableError",
+    "PricedCall",
+    "RateSet",
+    "Source",
+    "Tier",
+    "normalise",
+]

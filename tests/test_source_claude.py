@@ -289,6 +289,21 @@ def test_resumed_session_copy_is_counted_once(tmp_path: Path) -> None:
     assert sink.skipped["snapshot"] == 2
 
 
+def test_forked_copy_is_attributed_to_the_session_it_came_from(tmp_path: Path) -> None:
+    """Copied lines carry `forkedFrom`; the call belongs to the original session even when the
+    fork's file is read first (its name sorts first here)."""
+    fork_session = "00000000-fork-4000-8000-000000000000"
+    write(main_file(tmp_path, fork_session), [
+        assistant("msg_01A", "req_A", output=50, session=fork_session,
+                  forkedFrom={"sessionId": SESSION, "messageUuid": "m-1"}),
+        assistant("msg_01C", "req_C", output=90, session=fork_session),
+    ])
+    write(main_file(tmp_path), [assistant("msg_01A", "req_A", output=50)])
+    sink = scan(tmp_path)
+    sessions = {e.event_id: e.session_id for e in sink.events.counted_usage()}
+    assert sessions == {"claude:msg_01A:req_A": SESSION, "claude:msg_01C:req_C": fork_session}
+
+
 def test_any_file_order_converges(tmp_path: Path) -> None:
     """Re-reading in another order (another node restart) yields the same counted set."""
     sub = tmp_path / "projects" / SLUG / SESSION / "subagents" / "agent-a3f9c21.jsonl"

@@ -1016,3 +1016,25 @@ def test_cold_scan_skips_bulk_lines_without_parsing(
     sink = read_all([path])
     assert len(sink.events.counted_usage()) == 50
     assert len(parsed) == 52 and max(parsed) < 2000
+
+
+def test_slow_copy_burst_without_copied_turns_is_skipped_for_uuid7_threads(tmp_path: Path) -> None:
+    """A spawned child whose copy burst pauses >1 s and outlasts 2.5 s, with no copied
+    turn_context in it: the UUIDv7 thread id says turn ids exist, so only the child's own
+    turn_context (a turn id minted after the fork) ends the copied region."""
+    parent = uuid7(T0)
+    c = Counter()
+    parent_rows = [c.call(T0 + timedelta(minutes=k), usage(1000 * k, 0, 10 * k, 0)) for k in range(1, 5)]
+    fork_at = T0 + timedelta(hours=1)
+    child = uuid7(fork_at)
+    own = Counter(c.total)
+    u_own = usage(9000, 8000, 40, 0)
+    lines = [
+        meta(fork_at, child, forked_from_id=parent),
+        *_restamp(parent_rows, fork_at + timedelta(seconds=1.6), timedelta(seconds=1.5)),
+        turn(fork_at + timedelta(seconds=7), turn_id=uuid7(fork_at + timedelta(seconds=7))),
+        own.call(fork_at + timedelta(seconds=20), u_own),
+    ]
+    sink = read_all([write(rollout(tmp_path, child, fork_at), lines)])
+    assert [e.tokens for e in counted(sink)] == [split(u_own)]
+    assert sink.skipped["codex-replayed-history"] == 4

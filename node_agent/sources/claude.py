@@ -209,6 +209,11 @@ class ClaudeSource(Source):
             )
 
         session = _str(rec.get("sessionId")) or info.stem
+        forked = rec.get("forkedFrom")
+        if isinstance(forked, dict) and (origin_session := _str(forked.get("sessionId"))):
+            # A fork copies earlier calls into a new session file; the call was made (and
+            # billed) in the session it was copied from, whichever file is read first.
+            session = origin_session
         agent_id = _str(rec.get("agentId"))
         sidechain = rec.get("isSidechain") is True
         is_sub = sidechain or agent_id is not None or info.subagent

@@ -48,6 +48,9 @@ here needs no other file, so it holds when the parent's rollout is absent or rea
    the thread's creation (its own UUIDv7 id, else the meta timestamp), a `task_started` whose
    `started_at` is not before it, or a `token_usage_record` of this thread. Copied turns were
    minted before the fork, so they never end it.
+   A thread whose own id is a UUIDv7 is presumed to be from such a build: its region is
+   structural from the start, so a copy burst with no copied turn_context in it is skipped
+   whole; a turn_context without a turn id disproves that and hands over to rule 3.
 3. Builds without such turn ids fall back to timing: inside the region a token row is a copy
    while it is within 2.5 s of the thread's creation or within 1 s of the previous copied row
    (the copy is written in one burst), or older than the creation (kept original timestamps).
@@ -391,6 +394,7 @@ class _File:
     metas: dict[str, _Meta] = field(default_factory=dict)
     region: bool = False  # inside copied history (heuristic rule)
     region_structural: bool = False  # turn ids seen in the region: only they may end it
+    region_assumed: bool = False  # structural only because the thread id is a UUIDv7
     last_copy_ms: float | None = None
     model: str | None = None
     copy_model: str | None = None
@@ -534,7 +538,12 @@ class CodexSource(Source):
 
     def _arm(self, st: _File, ctx: _Line) -> None:
         if not st.region:
-            st.region, st.region_structural, st.last_copy_ms = True, False, None
+            # A thread whose own id is a UUIDv7 comes from a build that mints UUIDv7 turn ids
+            # and writes a turn_context before any call of its own: only a proven own turn may
+            # end the region, whatever the copy burst's timing (it can span seconds).
+            structural = _uuid7_ms(st.thread) is not None
+            st.region, st.region_structural, st.last_copy_ms = True, structural, None
+            st.region_assumed = structural
         if ctx.ts is not None:
             st.last_copy_ms = ctx.ts * 1000.0
 
@@ -560,9 +569,12 @@ class CodexSource(Source):
                 st.region = False
             return explicit
         own = self._own_turn(st, payload)
+        if own is None and st.region and st.region_assumed:
+            # This build writes turns without turn ids after all: back to the timing rule.
+            st.region_structural = st.region_assumed = False
         if own is None or not st.region:
             return False
-        st.region_structural = True
+        st.region_structural, st.region_assumed = True, False
         if own:
             st.region = False
         return not own
@@ -575,6 +587,8 @@ class CodexSource(Source):
         if not st.region:
             return False
         if st.region_structural:
+            if may_end and ctx.ts is not None:
+                st.last_copy_ms = ctx.ts * 1000.0  # the timing rule may take over later
             return True
         created = st.meta.created_ms if st.meta is not None else None
         if created is None or ctx.ts is None:
