@@ -77,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         first = sorted(p for p in fleet.iterdir() if p.is_dir())[0]
         print(f"\n=== {first.name} by day and model: node-agent scan --by day,model {first}")
-        status |= cli.main(["scan", "--config", str(work / f"{first.name}.toml"), "--by",
-                            "day,model", str(first)])
+        status |= cli.main(
+            ["scan", "--config", str(work / f"{first.name}.toml"), "--by", "day,model", str(first)]
+        )
         return status
     finally:
         if args.keep is None:

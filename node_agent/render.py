@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from node_agent.sources.base import ParseProblem
 from pricing import CostClass
-from pricing.rollup import Rollup
+from pricing.rollup import Rollup, Row
 
 CENT = Decimal("0.01")
 MAX_LISTED_PROBLEMS = 20
@@ -26,7 +27,7 @@ def count(value: int) -> str:
     return f"{value:,}"
 
 
-COLUMNS = (
+COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("calls", lambda r: count(r.calls)),
     ("input", lambda r: count(r.tokens.input)),
     ("output", lambda r: count(r.tokens.output)),
@@ -102,4 +103,3 @@ def render_json(
         "unknown_models": dict(unknown_models),
         "problems": [{"path": p.path, "line": p.line, "reason": p.reason} for p in problems],
     }
-

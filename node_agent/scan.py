@@ -155,3 +155,4 @@ def read_target(source: Source, result: TargetResult) -> None:
         except (OSError, zstandard.ZstdError) as exc:
             # Lines before the damage were read; say what stopped the rest.
             sink.problem(ParseProblem(str(file.path), 0, f"cannot read further: {exc}"))
+        source.flush(sink)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
@@ -22,6 +21,8 @@ class PriceBook:
     def __init__(self, tables: Sequence[ProviderTable]) -> None:
         self._tables = tuple(tables)
         self._index = ModelIndex(self._tables)
+        # A fleet logs a handful of model names millions of times: resolve each name once.
+        self._resolve = lru_cache(maxsize=4096)(self._index.resolve)
 
     @classmethod
     def default(cls) -> PriceBook:
@@ -46,18 +47,21 @@ class PriceBook:
             raise ValueError(
                 "lookup needs a timezone-aware instant (e.g. datetime(..., tzinfo=UTC))"
             )
-        entry = self._index.resolve(model, provider).entry
+        entry = self._resolve(model, provider).entry
         return entry.at(at.astimezone(UTC)) if entry is not None else None
 
     def price(self, event: UsageEvent, billing: Billing = Billing.API) -> PricedCall:
-        resolution = self._index.resolve(event.model, event.provider)
+        resolution = self._resolve(event.model, event.provider)
         entry = resolution.entry
         if entry is None:
             return _unknown(None, resolution.notes)
-        problem = _bad_input(event)
+        problem = _bad_counts(event)
         if problem:
             return _unknown(entry.id, (problem,))
-        at = datetime.fromtimestamp(event.ts, UTC)
+        try:
+            at = datetime.fromtimestamp(event.ts, UTC)
+        except (OverflowError, OSError, ValueError):  # NaN, infinities, years out of range
+            return _unknown(entry.id, (f"the event time {event.ts!r} is not a valid instant",))
         period = entry.at(at)
         if period is None:
             first = entry.periods[0].start.isoformat()
@@ -76,7 +80,7 @@ class PriceBook:
         notes = resolution.notes + q.notes
         return PricedCall(
             api_equivalent=q.amount,
-            cost_class=classify(True, estimated, billing),
+            cost_class=classify(priced=True, estimated=estimated, billing=billing),
             model_id=entry.id,
             estimated=estimated,
             notes=notes,
@@ -93,18 +97,12 @@ def _unknown(model_id: str | None, notes: tuple[str, ...]) -> PricedCall:
     )
 
 
-def _bad_input(event: UsageEvent) -> str | None:
+def _bad_counts(event: UsageEvent) -> str | None:
     # A figure from impossible input would look precise and be wrong: report it as unknown.
-    if not math.isfinite(event.ts):
-        return f"the event time {event.ts!r} is not a valid instant"
     for name in (*TOKEN_CLASSES, "web_search_requests"):
         value = getattr(event.tokens, name)
         if not isinstance(value, int) or value < 0:
             return f"the {name} count {value!r} is not a non-negative whole number"
-    try:
-        datetime.fromtimestamp(event.ts, UTC)
-    except (OverflowError, OSError, ValueError):
-        return f"the event time {event.ts!r} is out of range"
     return None
 
 

@@ -82,8 +82,8 @@ def quote(
         period.estimated, period.notes, f"the {model} price for this period is approximate"
     )
 
-    tier = _service_tier(period, service_tier, notes)
-    rates = _rates(period, tier, tokens.prompt, notes)
+    service = _service_tier(period, service_tier, notes)
+    rates = _rates(period, service, tokens.prompt, notes)
 
     with _exact():
         per_million = Decimal(0)
@@ -117,8 +117,8 @@ def quote(
                 )
 
         factor = Decimal(1)
-        if tier is not None and tier.multiplier is not None:
-            factor *= tier.multiplier
+        if service is not None and service.multiplier is not None:
+            factor *= service.multiplier
         for kind, value, plain, what in (
             ("speeds", speed, PLAIN_SPEEDS, "speed"),
             ("inference_geos", inference_geo, PLAIN_GEOS, "inference geo"),
@@ -158,20 +158,20 @@ def _service_tier(period: PricePeriod, value: str | None, notes: _Notes) -> Modi
     return mod
 
 
-def _rates(period: PricePeriod, tier: Modifier | None, prompt: int, notes: _Notes) -> RateSet:
+def _rates(period: PricePeriod, service: Modifier | None, prompt: int, notes: _Notes) -> RateSet:
     cliff = period.tier_for(prompt)
     if cliff is not None:
         notes.flagged(cliff.estimated, cliff.notes, "the long-context price is approximate")
-    if tier is None or tier.rates is None:
+    if service is None or service.rates is None:
         return cliff.rates if cliff is not None else period.rates
     if cliff is None:
-        return tier.rates
-    own = next((t for t in tier.tiers if t.above == cliff.above), None)
+        return service.rates
+    own = next((t for t in service.tiers if t.above == cliff.above), None)
     if own is None:
         notes.add(
-            f"no {tier.name} rate is known for prompts above {cliff.above:,} tokens on "
-            f"{period.model_id}; priced at its {tier.name} base rates"
+            f"no {service.name} rate is known for prompts above {cliff.above:,} tokens on "
+            f"{period.model_id}; priced at its {service.name} base rates"
         )
-        return tier.rates
-    notes.flagged(own.estimated, own.notes, f"the long-context {tier.name} price is approximate")
+        return service.rates
+    notes.flagged(own.estimated, own.notes, f"the long-context {service.name} price is approximate")
     return own.rates

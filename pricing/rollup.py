@@ -21,7 +21,14 @@ from pricing import CostClass, PricedCall
 from shared.events import Tokens, UsageEvent
 
 ZERO: Final = Decimal(0)
-TOKEN_KEYS: Final = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "reasoning")
+TOKEN_KEYS: Final = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write_5m",
+    "cache_write_1h",
+    "reasoning",
+)
 CLASS_KEYS: Final = {
     CostClass.METERED: "metered",
     CostClass.SUBSCRIPTION_INCLUDED: "subscription_included",

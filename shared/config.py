@@ -132,7 +132,9 @@ def _parse_profile(raw: dict[str, Any], here: str) -> Profile:
         agent = Agent(agent_name)
     except ValueError:
         choices = ", ".join(a.value for a in Agent)
-        raise ConfigError(f"{here}.agent: unknown agent {agent_name!r} (one of {choices})") from None
+        raise ConfigError(
+            f"{here}.agent: unknown agent {agent_name!r} (one of {choices})"
+        ) from None
     billing_name = text("billing", required=False) or Billing.API.value
     try:
         billing = Billing(billing_name)

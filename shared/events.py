@@ -32,7 +32,8 @@ class Role(StrEnum):
 
     MAIN = "main"
     SUBAGENT = "subagent"  # a spawned agent (Task tool, thread_spawn, child session)
-    AUXILIARY = "auxiliary"  # work on the user's behalf that is not a conversation turn (review, compaction)
+    # work on the user's behalf that is not a conversation turn (review, compaction)
+    AUXILIARY = "auxiliary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,9 @@ class UsageEvent:
     speed: str | None = None  # "fast" for fast mode
     inference_geo: str | None = None
     cache_write_unsplit: bool = False  # the log gave a cache-write total without 5m/1h split
-    reported_cost_usd: str | None = None  # the agent's own figure, decimal string; never used as the price
+    reported_cost_usd: str | None = (
+        None  # the agent's own figure, decimal string; never used as the price
+    )
     agent_version: str | None = None
     duplicate_of: str | None = None  # set on a retraction: this id turned out to copy that one
     machine: str = ""

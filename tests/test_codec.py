@@ -74,7 +74,20 @@ def test_batch_round_trip() -> None:
 def test_defaults_are_not_sent() -> None:
     minimal = UsageEvent("e", 1.0, Agent.CODEX, "gpt-5", Tokens(1), "s")
     data = msgpack.unpackb(pack(minimal))
-    assert set(data) == {"v", "t", "event_id", "ts", "agent", "model", "tokens", "session_id", "revision", "role", "machine", "origin"}
+    assert set(data) == {
+        "v",
+        "t",
+        "event_id",
+        "ts",
+        "agent",
+        "model",
+        "tokens",
+        "session_id",
+        "revision",
+        "role",
+        "machine",
+        "origin",
+    }
     assert unpack(pack(minimal)) == minimal
 
 
@@ -85,17 +98,53 @@ def test_defaults_are_not_sent() -> None:
         (msgpack.packb([1, 2]), "must be a map"),
         (msgpack.packb({"v": 99, "t": "u"}), "schema version 99"),
         (msgpack.packb({"v": 1, "t": "z"}), "unknown event type"),
-        (msgpack.packb({"v": 1, "t": "u", "event_id": "e", "ts": 1.0}), "missing required field 'agent'"),
         (
-            msgpack.packb({"v": 1, "t": "u", "event_id": "e", "ts": 1.0, "agent": "codex", "model": "m", "tokens": [1, 2], "session_id": "s"}),
+            msgpack.packb({"v": 1, "t": "u", "event_id": "e", "ts": 1.0}),
+            "missing required field 'agent'",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "t": "u",
+                    "event_id": "e",
+                    "ts": 1.0,
+                    "agent": "codex",
+                    "model": "m",
+                    "tokens": [1, 2],
+                    "session_id": "s",
+                }
+            ),
             "tokens must be a list of 7",
         ),
         (
-            msgpack.packb({"v": 1, "t": "u", "event_id": "e", "ts": "x", "agent": "codex", "model": "m", "tokens": [0] * 7, "session_id": "s"}),
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "t": "u",
+                    "event_id": "e",
+                    "ts": "x",
+                    "agent": "codex",
+                    "model": "m",
+                    "tokens": [0] * 7,
+                    "session_id": "s",
+                }
+            ),
             "ts must be a number",
         ),
         (
-            msgpack.packb({"v": 1, "t": "u", "event_id": "e", "ts": 1, "agent": "vim", "model": "m", "tokens": [0] * 7, "session_id": "s"}),
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "t": "u",
+                    "event_id": "e",
+                    "ts": 1,
+                    "agent": "vim",
+                    "model": "m",
+                    "tokens": [0] * 7,
+                    "session_id": "s",
+                }
+            ),
             "bad value for 'agent'",
         ),
     ],
@@ -119,6 +168,8 @@ def test_event_set_keeps_highest_revision() -> None:
     assert not events.add(low)
     assert not events.add(high)
     assert events.usage["e"].tokens.output == 50
-    retract = UsageEvent("e", 1.0, Agent.CLAUDE_CODE, "m", Tokens(), "s", revision=99, duplicate_of="other")
+    retract = UsageEvent(
+        "e", 1.0, Agent.CLAUDE_CODE, "m", Tokens(), "s", revision=99, duplicate_of="other"
+    )
     assert events.add(retract)
     assert events.counted_usage() == []

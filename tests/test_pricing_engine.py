@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,8 @@ def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: 
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
-def event(
-    model: str, ts: float, tokens: Tokens, provider: str | None = None, **kw: object
-) -> UsageEvent:
+def event(model: str, ts: float, tokens: Tokens, **kw: Any) -> UsageEvent:
+    """A usage event; `kw` sets the optional fields (service_tier, speed, provider, ...)."""
     return UsageEvent(
         event_id="e1",
         ts=ts,
@@ -28,8 +28,7 @@ def event(
         model=model,
         tokens=tokens,
         session_id="s1",
-        provider=provider,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -39,7 +38,7 @@ def book() -> PriceBook:
 
 
 def price(
-    book: PriceBook, model: str, ts: float, billing: Billing = Billing.API, **kw: object
+    book: PriceBook, model: str, ts: float, billing: Billing = Billing.API, **kw: Any
 ) -> PricedCall:
     tokens = kw.pop("tokens")
     assert isinstance(tokens, Tokens)

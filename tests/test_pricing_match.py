@@ -256,7 +256,7 @@ def test_lookup_returns_the_period_of_that_instant(book: PriceBook) -> None:
     listed = book.lookup("claude-sonnet-5", datetime(2026, 9, 1, tzinfo=UTC))
     assert launch is not None and listed is not None
     assert launch.end == listed.start == datetime(2026, 9, 1, tzinfo=UTC)
-    assert (launch.rates.input, listed.rates.input) == (2, 3)
+    assert (launch.rates.input, listed.rates.input) == (Decimal("2"), Decimal("3"))
     assert listed.end is None
     # Provenance travels with the period: the model's sources, each with its check date.
     assert any(s.ref == "https://www.anthropic.com/news/claude-sonnet-5" for s in listed.sources)

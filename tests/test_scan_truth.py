@@ -96,8 +96,11 @@ def test_every_group_matches_truth_to_the_token_and_cent(
     extra = sorted(set(got) - set(want))
     assert not missing and not extra, f"missing {missing[:5]} extra {extra[:5]}"
     diffs = [
-        (key, (got[key].calls, got[key].tokens, got[key].cost, got[key].unknown_calls),
-         (w.calls, w.tokens, w.cost, w.unknown_calls))
+        (
+            key,
+            (got[key].calls, got[key].tokens, got[key].cost, got[key].unknown_calls),
+            (w.calls, w.tokens, w.cost, w.unknown_calls),
+        )
         for key, w in want.items()
         if (got[key].calls, got[key].tokens, got[key].cost, got[key].unknown_calls)
         != (w.calls, w.tokens, w.cost, w.unknown_calls)
@@ -174,14 +177,19 @@ def test_cli_json_twice_is_identical_and_matches_truth(fleet: Fleet) -> None:
     assert total["calls"] == want.calls
     assert Decimal(total["cost"]["api_equivalent"]) == want.cost
     assert total["cost"]["unknown"] is None  # there are unpriced calls: no dollar figure
-    assert Tokens(**total["tokens"], web_search_requests=total["web_search_requests"]) == want.tokens
+    assert (
+        Tokens(**total["tokens"], web_search_requests=total["web_search_requests"]) == want.tokens
+    )
     rows = first["rows"]
     assert isinstance(rows, list)
     for row in rows:
         assert set(row["cost"]) == {
-            "api_equivalent", "metered", "subscription_included", "estimated", "unknown"
+            "api_equivalent",
+            "metered",
+            "subscription_included",
+            "estimated",
+            "unknown",
         }
         want_row = fleet.truth.total(day=row["day"], agent=row["agent"])
         assert row["calls"] == want_row.calls
         assert Decimal(row["cost"]["api_equivalent"]) == want_row.cost
-

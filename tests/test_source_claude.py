@@ -169,6 +169,7 @@ def feed(source: ClaudeSource, files: Iterable[Path], sink: Recorder) -> Recorde
     for path in files:
         for lineno, line in iter_plain_lines(path):
             source.feed_line(path, lineno, line, sink)
+        source.flush(sink)  # as the scanner does after each file
     return sink
 
 
@@ -215,10 +216,12 @@ def test_streaming_snapshots_keep_the_largest(tmp_path: Path, order: tuple[int, 
     assert event.tokens == Tokens(input=4, output=187, cache_read=48811, cache_write_1h=2210)
     assert event.origin == f"{path}:{order.index(2) + 1}"
     assert event.ts == utc("2026-09-03T14:02:13")
-    # Emitted only when superseding: every emission is larger than the one before.
-    revisions = [e.revision for e in sink.sent]
-    assert revisions == sorted(set(revisions))
-    assert len(sink.sent) + sink.skipped["snapshot"] == 3
+    # Consecutive snapshots of one response are held back: the event is built and sent once,
+    # and the snapshots that did not supersede the one held are counted as skipped.
+    assert len(sink.sent) == 1
+    assert sink.skipped["snapshot"] == sum(
+        1 for k, i in enumerate(order) if any(j > i for j in order[:k])
+    )
 
 
 def test_event_attribution(tmp_path: Path) -> None:
@@ -258,7 +261,7 @@ def test_tie_goes_to_the_line_with_speed(tmp_path: Path) -> None:
     )
     sink = scan(tmp_path)
     assert only(sink).speed == "fast"
-    assert len(sink.sent) == 2  # the speed line supersedes the equal-sized one
+    assert len(sink.sent) == 1  # the speed line superseded the equal-sized one before sending
 
 
 # -- cross-file copies -----------------------------------------------------------------------
@@ -293,11 +296,19 @@ def test_forked_copy_is_attributed_to_the_session_it_came_from(tmp_path: Path) -
     """Copied lines carry `forkedFrom`; the call belongs to the original session even when the
     fork's file is read first (its name sorts first here)."""
     fork_session = "00000000-fork-4000-8000-000000000000"
-    write(main_file(tmp_path, fork_session), [
-        assistant("msg_01A", "req_A", output=50, session=fork_session,
-                  forkedFrom={"sessionId": SESSION, "messageUuid": "m-1"}),
-        assistant("msg_01C", "req_C", output=90, session=fork_session),
-    ])
+    write(
+        main_file(tmp_path, fork_session),
+        [
+            assistant(
+                "msg_01A",
+                "req_A",
+                output=50,
+                session=fork_session,
+                forkedFrom={"sessionId": SESSION, "messageUuid": "m-1"},
+            ),
+            assistant("msg_01C", "req_C", output=90, session=fork_session),
+        ],
+    )
     write(main_file(tmp_path), [assistant("msg_01A", "req_A", output=50)])
     sink = scan(tmp_path)
     sessions = {e.event_id: e.session_id for e in sink.events.counted_usage()}
@@ -372,12 +383,12 @@ def test_sidechain_replay_before_main_is_retracted(tmp_path: Path) -> None:
     assert event.event_id == "claude:msg_01Parent:req_parent"
     side_id = "claude:msg_01Parent:req_sidechain_replay"
     sent = [(e.event_id, e.revision, e.duplicate_of) for e in sink.sent]
-    # side emitted, superseded by its larger snapshot, then main, then the retraction of side.
-    assert [s[0] for s in sent] == [side_id, side_id, event.event_id, side_id]
+    # side emitted (its largest snapshot), then main, then the retraction of side.
+    assert [s[0] for s in sent] == [side_id, event.event_id, side_id]
     retraction = sink.sent[-1]
     assert isinstance(retraction, UsageEvent)
     assert retraction.duplicate_of == event.event_id
-    assert retraction.revision > max(e.revision for e in sink.sent[:2])
+    assert retraction.revision > sink.sent[0].revision
     assert retraction.revision >= RETRACTED
     assert not retraction.counts
     assert sink.events.usage[side_id] is retraction  # the consumer keeps the retraction

@@ -1024,7 +1024,9 @@ def test_slow_copy_burst_without_copied_turns_is_skipped_for_uuid7_threads(tmp_p
     turn_context (a turn id minted after the fork) ends the copied region."""
     parent = uuid7(T0)
     c = Counter()
-    parent_rows = [c.call(T0 + timedelta(minutes=k), usage(1000 * k, 0, 10 * k, 0)) for k in range(1, 5)]
+    parent_rows = [
+        c.call(T0 + timedelta(minutes=k), usage(1000 * k, 0, 10 * k, 0)) for k in range(1, 5)
+    ]
     fork_at = T0 + timedelta(hours=1)
     child = uuid7(fork_at)
     own = Counter(c.total)

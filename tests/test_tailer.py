@@ -201,12 +201,14 @@ def test_child_writing_claude_snapshots_into_the_source(tmp_path: Path) -> None:
         polls_with_lines += bool(lines)
         for lineno, line in lines:
             source.feed_line(path, lineno, line, sink)
+        source.flush(sink)  # after every batch, as the daemon does
         if done:
             break
         time.sleep(0.005)
     assert child.wait(timeout=10) == 0
     for lineno, line in drain(t):
         source.feed_line(path, lineno, line, sink)
+    source.flush(sink)
     assert polls_with_lines >= 2  # really read while being written
     (event,) = sink.events.counted_usage()
     assert event.tokens.output == 187 and event.origin == f"{path}:3"

@@ -108,5 +108,12 @@ class Source(ABC):
         """A whole-file source, read from the start."""
         raise NotImplementedError(f"{type(self).__name__} reads no whole files")
 
-    def reset_file(self, path: Path) -> None:
+    def flush(self, sink: Sink) -> None:  # noqa: B027 (optional hook, default: nothing)
+        """Emit what the source holds back (e.g. the latest streaming snapshot of a call).
+
+        Called after the last line of a file and after every batch a tailer hands over: a
+        source may defer building an event until it knows no later line supersedes it.
+        """
+
+    def reset_file(self, path: Path) -> None:  # noqa: B027 (optional hook, default: nothing)
         """The file was truncated or replaced: forget per-file cursors (not dedupe keys)."""

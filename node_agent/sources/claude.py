@@ -56,6 +56,8 @@ SYNTHETIC_MODEL: Final = "<synthetic>"
 
 # Cheap byte-level prefilters: most bytes of a transcript are user and tool-result lines.
 _USAGE_MARK: Final = b'"usage"'
+_USER_MARK: Final = b'"type":"user"'  # unescaped quotes: only JSON structure matches
+_HEAD: Final = 512
 _ERROR_MARK: Final = b'"isApiErrorMessage"'
 
 
@@ -68,6 +70,28 @@ class _Key:
     revision: int = -1  # highest revision emitted; -1 = nothing emitted yet
     replay: bool = False  # a losing copy of a call: its lines are skipped
     last: UsageEvent | None = None  # kept for sidechain keys only, to be able to retract them
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """A usage line whose event is not built yet (a later snapshot may supersede it)."""
+
+    key: _Key | None
+    loser: _Key | None
+    path: Path
+    lineno: int
+    rec: dict[str, Any]
+    msg: dict[str, Any]
+    usage: dict[str, Any]
+    ts: float
+    tokens: Tokens
+    unsplit: bool
+    revision: int
+    session: str
+    is_sub: bool
+    agent_id: str | None
+    info: _FileInfo
+    event_id: str
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +120,7 @@ class ClaudeSource(Source):
         self._keys: dict[str, _Key] = {}
         self._calls: dict[str, list[_Call]] = {}
         self._files: dict[Path, _FileInfo] = {}
+        self._pending: _Pending | None = None
 
     # -- homes and files ------------------------------------------------------------------
 
@@ -154,8 +179,12 @@ class ClaudeSource(Source):
                     )
                 )
             return
+        if _USER_MARK in line[:_HEAD]:
+            # Most bytes are user/tool-result lines; their top-level type comes before the big
+            # message, so the head says enough. (Their toolUseResult.usage is never spend.)
+            return
         if _USAGE_MARK not in line and _ERROR_MARK not in line:
-            return  # user, tool-result, summary, snapshot lines: no usage
+            return  # summary, snapshot, system lines: no usage
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -187,7 +216,6 @@ class ClaudeSource(Source):
         usage: dict[str, Any],
         sink: Sink,
     ) -> None:
-        origin = f"{path}:{lineno}"
         ts = _timestamp(rec.get("timestamp"))
         if ts is None:
             sink.problem(ParseProblem(str(path), lineno, "usage line without a valid timestamp"))
@@ -217,11 +245,9 @@ class ClaudeSource(Source):
         agent_id = _str(rec.get("agentId"))
         sidechain = rec.get("isSidechain") is True
         is_sub = sidechain or agent_id is not None or info.subagent
-        speed = _str(usage.get("speed"))
         size = tokens.input + tokens.output + tokens.cache_read
         size += tokens.cache_write_5m + tokens.cache_write_1h
         revision = 2 * size + (1 if usage.get("speed") is not None else 0)
-        cost = rec.get("costUSD")
 
         msg_id = _str(msg.get("id"))
         request_id = _str(rec.get("requestId"))
@@ -250,39 +276,95 @@ class ClaudeSource(Source):
                 sink.skip("snapshot")  # an earlier or equal streaming snapshot of an emitted call
                 return
 
-        event = UsageEvent(
-            event_id=event_id,
-            ts=ts,
-            agent=self.agent,
-            model=_str(msg.get("model")) or "unknown",
-            tokens=tokens,
-            session_id=session,
-            revision=revision,
-            role=Role.SUBAGENT if is_sub else Role.MAIN,
-            parent_session_id=session if is_sub else None,
-            subagent_id=(agent_id or info.file_agent_id) if is_sub else None,
-            project=_str(rec.get("cwd")),
-            git_branch=_str(rec.get("gitBranch")),
-            service_tier=_str(usage.get("service_tier")),
-            speed=speed,
-            inference_geo=_str(usage.get("inference_geo")),
-            cache_write_unsplit=unsplit,
-            reported_cost_usd=_decimal_str(cost),
-            agent_version=_str(rec.get("version")),
-            origin=origin,
-        )
         if key is None:
-            sink.usage(event)  # no message.id: nothing to dedupe on; the id is stable per line
+            # No message.id: nothing to dedupe on; the id is stable per line.
+            sink.usage(
+                self._event(
+                    _Pending(
+                        None,
+                        None,
+                        path,
+                        lineno,
+                        rec,
+                        msg,
+                        usage,
+                        ts,
+                        tokens,
+                        unsplit,
+                        revision,
+                        session,
+                        is_sub,
+                        agent_id,
+                        info,
+                        event_id,
+                    )
+                )
+            )
             return
         key.revision = revision
+        held = self._pending
+        if held is not None and held.key is not key:
+            self.flush(sink)
+            held = None
+        # The streaming snapshots of one response are consecutive lines: hold the latest and
+        # build its event once, when the next call starts or the caller flushes.
+        self._pending = _Pending(
+            key,
+            loser or (held.loser if held else None),
+            path,
+            lineno,
+            rec,
+            msg,
+            usage,
+            ts,
+            tokens,
+            unsplit,
+            revision,
+            session,
+            is_sub,
+            agent_id,
+            info,
+            event_id,
+        )
+
+    def flush(self, sink: Sink) -> None:
+        held, self._pending = self._pending, None
+        if held is None or held.key is None:
+            return
+        event = self._event(held)
+        key, loser = held.key, held.loser
         if key.side:
             key.last = event
         sink.usage(event)
         if loser is not None and loser.last is not None:
             # The sidechain copy was counted before its main copy turned up: take it back.
             loser.revision = RETRACTED + loser.revision
-            sink.usage(replace(loser.last, revision=loser.revision, duplicate_of=event_id))
+            sink.usage(replace(loser.last, revision=loser.revision, duplicate_of=event.event_id))
             loser.last = None
+
+    def _event(self, p: _Pending) -> UsageEvent:
+        rec, msg, usage = p.rec, p.msg, p.usage
+        return UsageEvent(
+            event_id=p.event_id,
+            ts=p.ts,
+            agent=self.agent,
+            model=_str(msg.get("model")) or "unknown",
+            tokens=p.tokens,
+            session_id=p.session,
+            revision=p.revision,
+            role=Role.SUBAGENT if p.is_sub else Role.MAIN,
+            parent_session_id=p.session if p.is_sub else None,
+            subagent_id=(p.agent_id or p.info.file_agent_id) if p.is_sub else None,
+            project=_str(rec.get("cwd")),
+            git_branch=_str(rec.get("gitBranch")),
+            service_tier=_str(usage.get("service_tier")),
+            speed=_str(usage.get("speed")),
+            inference_geo=_str(usage.get("inference_geo")),
+            cache_write_unsplit=p.unsplit,
+            reported_cost_usd=_decimal_str(rec.get("costUSD")),
+            agent_version=_str(rec.get("version")),
+            origin=f"{p.path}:{p.lineno}",
+        )
 
     @staticmethod
     def _join(key: _Key, calls: list[_Call]) -> _Key | None:

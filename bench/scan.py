@@ -1,0 +1,181 @@
+"""Cold `node-agent scan` on a generated corpus of at least 200 MB, against ccusage on the same files.
+
+Each run is a fresh process (no warm interpreter, no cached state). Peak memory is the child's
+own maximum resident set (wait4 rusage). The page cache is dropped before each run when the
+kernel lets us (root outside a container); otherwise both tools read from a warm cache, which
+is said in the output. ccusage is the native binary of its npm package, run with `--offline`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from node_agent.simulate.fleet import generate_fleet
+
+WORK = Path(__file__).resolve().parent / ".work"
+CORPUS_MB = 200
+CCUSAGE_VERSION = "20.0.24"  # 20.0.26's platform packages were never published
+RUNS = 3
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    peak_rss_mb: float
+    stdout: bytes
+
+
+def ensure_corpus(mb: int = CORPUS_MB, seed: int = 2026) -> Path:
+    root = WORK / f"corpus-{seed}-{mb}mb"
+    if (root / "truth.json").exists():
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    print(f"generating a {mb} MB corpus in {root} ...", flush=True)
+    began = time.perf_counter()
+    generate_fleet(root, seed=seed, machines=4, target_bytes=mb * 1_000_000)
+    print(f"  generated in {time.perf_counter() - began:.1f} s", flush=True)
+    return root
+
+
+def ensure_ccusage() -> Path | None:
+    binary = WORK / "npm/node_modules/@ccusage/ccusage-linux-x64/bin/ccusage"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            print("npm not found: ccusage comparison skipped")
+            return None
+        print(f"installing ccusage@{CCUSAGE_VERSION} from the npm registry ...", flush=True)
+        proc = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(WORK / "npm"),
+                f"ccusage@{CCUSAGE_VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0 or not binary.exists():
+            print(f"ccusage install failed: {proc.stderr.strip()[-400:]}")
+            return None
+    binary.chmod(0o755)
+    return binary
+
+
+def drop_page_cache() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def measure(cmd: Sequence[str], env: dict[str, str] | None = None) -> Run:
+    began = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - began
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}")
+    return Run(seconds, usage.ru_maxrss / 1024, out)
+
+
+def best(cmd: Sequence[str], env: dict[str, str] | None, cold: bool) -> Run:
+    runs = []
+    for _ in range(RUNS):
+        if cold:
+            drop_page_cache()
+        runs.append(measure(cmd, env))
+    fastest = min(runs, key=lambda r: r.seconds)
+    return Run(fastest.seconds, max(r.peak_rss_mb for r in runs), fastest.stdout)
+
+
+def size_of(paths: Sequence[Path]) -> int:
+    return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
+
+
+def ours(paths: Sequence[Path], cold: bool) -> tuple[Run, dict[str, object]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "node_agent.cli",
+        "scan",
+        "--json",
+        "--by",
+        "day",
+        *map(str, paths),
+    ]
+    run = best(cmd, None, cold)
+    return run, orjson.loads(run.stdout)
+
+
+def theirs(binary: Path, agent: str, homes: Sequence[Path], cold: bool) -> tuple[Run, object]:
+    var = {"claude": "CLAUDE_CONFIG_DIR", "codex": "CODEX_HOME"}[agent]
+    env = dict(os.environ, **{var: ",".join(map(str, homes)), "NO_COLOR": "1"})
+    run = best([str(binary), agent, "daily", "--offline", "--json"], env, cold)
+    return run, orjson.loads(run.stdout).get("totals")
+
+
+def line(name: str, run: Run, size: int, calls: int | None) -> str:
+    rate = f"{calls / run.seconds:>9,.0f} events/s" if calls is not None else " " * 19
+    return (
+        f"  {name:<28} {run.seconds:6.2f} s  {size / 1e6 / run.seconds:7.1f} MB/s  {rate}"
+        f"  peak {run.peak_rss_mb:6.1f} MB"
+    )
+
+
+def main() -> None:
+    corpus = ensure_corpus()
+    machines = sorted(p for p in corpus.iterdir() if p.is_dir())
+    cold = drop_page_cache()
+    print(
+        f"page cache {'dropped before each run' if cold else 'NOT dropped (no permission): warm'}"
+    )
+    print(f"best of {RUNS} fresh processes each; peak = max resident set of the process\n")
+
+    total_size = size_of(machines)
+    run, report = ours(machines, cold)
+    calls = report["total"]["calls"]  # type: ignore[index]
+    print(f"full corpus, all five agents: {total_size / 1e6:.1f} MB in {report['files']} files")
+    print(line("fleetmeter node-agent scan", run, total_size, calls))
+
+    binary = ensure_ccusage()
+    for agent, home in (("claude", "claude"), ("codex", "codex")):
+        homes = sorted(h for m in machines for h in m.iterdir() if h.name.startswith(home))
+        size = size_of(homes)
+        print(f"\n{agent} homes only: {size / 1e6:.1f} MB in {len(homes)} homes")
+        our_run, our_report = ours(homes, cold)
+        our_calls = our_report["total"]["calls"]  # type: ignore[index]
+        print(line("fleetmeter node-agent scan", our_run, size, our_calls))
+        if binary is None:
+            continue
+        their_run, totals = theirs(binary, agent, homes, cold)
+        print(line(f"ccusage {CCUSAGE_VERSION} --offline", their_run, size, None))
+        speed = their_run.seconds / our_run.seconds
+        memory = their_run.peak_rss_mb / our_run.peak_rss_mb
+        print(f"  -> fleetmeter is {speed:.2f}x ccusage's speed, uses {1 / memory:.2f}x its memory")
+        our_cost = our_report["total"]["cost"]["api_equivalent"]  # type: ignore[index]
+        their_cost = (
+            totals.get("totalCost", totals.get("costUSD")) if isinstance(totals, dict) else None
+        )
+        print(f"  API-equivalent total: fleetmeter ${our_cost}, ccusage ${their_cost}")
+
+
+if __name__ == "__main__":
+    main()
