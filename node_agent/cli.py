@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from datetime import date, datetime, tzinfo
+from datetime import date, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from node_agent.render import render_json, render_text
-from node_agent.scan import scan
-from pricing import CostClass, PriceBook
-from pricing.rollup import GROUP_KEYS, Attribution, Rollup, UnknownGroupKeyError
+from node_agent.report import Query, build_report
+from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.config import ConfigError, NodeConfig, find_config, load_config
 
 
@@ -55,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     scan_p.add_argument("--until", type=date.fromisoformat, help="last day (YYYY-MM-DD, in --tz)")
     scan_p.add_argument("--json", action="store_true", help="print one JSON object")
     scan_p.add_argument("--config", type=Path, help="node config file (profiles)")
+    scan_p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="worker processes (default: one per CPU when there is much to read)",
+    )
     return parser
 
 
@@ -74,57 +78,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
     by = [k.strip() for arg in (args.by or ["day"]) for k in arg.split(",") if k.strip()]
     try:
         config = _load_config(args.config)
-        report = Rollup(by, tz)
+        check_keys(by)
     except (ConfigError, UnknownGroupKeyError) as exc:
         print(f"node-agent scan: {exc}", file=sys.stderr)
         return 2
 
-    result = scan(args.paths, config)
-    book = PriceBook.default()
-    skipped: Counter[str] = Counter()
-    unknown_models: Counter[str] = Counter()
-    problems = list(result.problems)
-    for target_result in result.results:
-        target = target_result.target
-        collector = target_result.collector
-        skipped.update(collector.skipped)
-        problems.extend(collector.problems)
-        attribution = Attribution(
-            machine=config.node,
-            profile=target.profile.name if target.profile else None,
-            account=target.profile.account if target.profile else None,
-        )
-        for event in collector.events.counted_usage():
-            if not _in_range(event.ts, tz, args.since, args.until):
-                continue
-            priced = book.price(event, target.billing)
-            if priced.cost_class is CostClass.UNKNOWN:
-                unknown_models[event.model] += 1
-            report.add(event, priced, attribution)
-
-    render = render_json if args.json else render_text
-    out = render(
-        report,
-        files=result.files,
-        size=result.bytes,
-        skipped=skipped,
-        problems=problems,
-        unknown_models=unknown_models,
-    )
+    query = Query(tuple(by), tz, args.since, args.until)
+    report = build_report(args.paths, config, query, jobs=args.jobs)
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
+        blob = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2)
+        sys.stdout.buffer.write(blob + b"\n")
     else:
-        print(out)
-    for problem in result.problems:
+        print(render_text(report))
+    for problem in report.path_problems:
         print(f"node-agent scan: {problem}", file=sys.stderr)
-    return 1 if result.problems else 0
-
-
-def _in_range(ts: float, tz: tzinfo, since: date | None, until: date | None) -> bool:
-    if since is None and until is None:
-        return True
-    day = datetime.fromtimestamp(ts, tz).date()
-    return (since is None or day >= since) and (until is None or day <= until)
+    return 1 if report.path_problems else 0
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from node_agent.sources.base import ParseProblem
+from node_agent.report import Report
 from pricing import CostClass
-from pricing.rollup import Rollup, Row
+from pricing.rollup import Row
 
 CENT = Decimal("0.01")
 MAX_LISTED_PROBLEMS = 20
@@ -43,15 +42,8 @@ COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
 )
 
 
-def render_text(
-    result: Rollup,
-    *,
-    files: int,
-    size: int,
-    skipped: Counter[str],
-    problems: list[ParseProblem],
-    unknown_models: Counter[str],
-) -> str:
+def render_text(report: Report) -> str:
+    result = report.rollup
     rows = result.sorted_rows()
     head = [k for k in result.by] + [name for name, _ in COLUMNS]
     body = [[r.keys[k] or "-" for k in result.by] + [fn(r) for _, fn in COLUMNS] for r in rows]
@@ -70,12 +62,14 @@ def render_text(
     lines += [line(cells) for cells in body[:-1]]
     lines += [line(["-" * w for w in widths]), line(body[-1])]
     lines.append("")
-    lines.append(f"read {files} files, {size / 1_000_000:.1f} MB")
-    if skipped:
-        lines.append("skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.most_common()))
-    if unknown_models:
-        models = ", ".join(f"{m} ({n} calls)" for m, n in unknown_models.most_common())
+    lines.append(f"read {report.files} files, {report.bytes / 1_000_000:.1f} MB")
+    if report.skipped:
+        counts = report.skipped.most_common()
+        lines.append("skipped: " + ", ".join(f"{n} {why}" for why, n in counts))
+    if report.unknown_models:
+        models = ", ".join(f"{m} ({n} calls)" for m, n in report.unknown_models.most_common())
         lines.append(f"no price known (shown as unknown, not $0): {models}")
+    problems = report.problems
     if problems:
         lines.append(f"{len(problems)} unreadable records:")
         lines += [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
@@ -84,22 +78,18 @@ def render_text(
     return "\n".join(lines)
 
 
-def render_json(
-    result: Rollup,
-    *,
-    files: int,
-    size: int,
-    skipped: Counter[str],
-    problems: list[ParseProblem],
-    unknown_models: Counter[str],
-) -> dict[str, Any]:
+def render_json(report: Report) -> dict[str, Any]:
+    result = report.rollup
     return {
         "group_by": list(result.by),
         "rows": [row.to_json() for row in result.sorted_rows()],
         "total": result.total.to_json(),
-        "files": files,
-        "bytes": size,
-        "skipped": dict(skipped),
-        "unknown_models": dict(unknown_models),
-        "problems": [{"path": p.path, "line": p.line, "reason": p.reason} for p in problems],
+        "files": report.files,
+        "bytes": report.bytes,
+        "skipped": dict(sorted(report.skipped.items())),
+        "unknown_models": dict(sorted(report.unknown_models.items())),
+        "problems": [
+            {"path": p.path, "line": p.line, "reason": p.reason}
+            for p in report.path_problems + report.problems
+        ],
     }

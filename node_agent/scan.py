@@ -13,7 +13,7 @@ from pathlib import Path
 
 import zstandard
 
-from node_agent.sources.base import Collector, FileKind, ParseProblem, Source
+from node_agent.sources.base import Collector, FileKind, ParseProblem, Source, SourceFile
 from node_agent.sources.registry import all_sources
 from node_agent.tailer import iter_plain_lines, iter_zst_lines
 from shared.config import Billing, NodeConfig, Profile
@@ -133,26 +133,33 @@ def scan(
 
 
 def read_target(source: Source, result: TargetResult) -> None:
-    sink = result.collector
+    for file in sorted(source.discover(result.target.path), key=lambda f: (f.order, f.path)):
+        size = read_file(source, file, result.collector)
+        if size is not None:
+            result.files += 1
+            result.bytes += size
+
+
+def read_file(source: Source, file: SourceFile, sink: Collector) -> int | None:
+    """Feed one file to its source; returns its size, or None when it could not be opened."""
+    try:
+        size = os.stat(file.path).st_size
+    except OSError as exc:
+        sink.problem(ParseProblem(str(file.path), 0, f"cannot stat: {exc.strerror}"))
+        return None
+    if file.kind is FileKind.WHOLE:
+        source.read_whole(file.path, sink)
+        return size
 
     def torn_tail(_lineno: int, _line: bytes) -> None:
         sink.skip("incomplete last line (still being written)")
 
-    for file in sorted(source.discover(result.target.path), key=lambda f: (f.order, f.path)):
-        try:
-            result.bytes += os.stat(file.path).st_size
-        except OSError as exc:
-            sink.problem(ParseProblem(str(file.path), 0, f"cannot stat: {exc.strerror}"))
-            continue
-        result.files += 1
-        if file.kind is FileKind.WHOLE:
-            source.read_whole(file.path, sink)
-            continue
-        read = iter_zst_lines if file.kind is FileKind.JSONL_ZST else iter_plain_lines
-        try:
-            for lineno, line in read(file.path, torn_tail):
-                source.feed_line(file.path, lineno, line, sink)
-        except (OSError, zstandard.ZstdError) as exc:
-            # Lines before the damage were read; say what stopped the rest.
-            sink.problem(ParseProblem(str(file.path), 0, f"cannot read further: {exc}"))
-        source.flush(sink)
+    read = iter_zst_lines if file.kind is FileKind.JSONL_ZST else iter_plain_lines
+    try:
+        for lineno, line in read(file.path, torn_tail):
+            source.feed_line(file.path, lineno, line, sink)
+    except (OSError, zstandard.ZstdError) as exc:
+        # Lines before the damage were read; say what stopped the rest.
+        sink.problem(ParseProblem(str(file.path), 0, f"cannot read further: {exc}"))
+    source.flush(sink)
+    return size

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from pricing._match import normalise
+from pricing._cache import cached_tables
 from pricing._types import (
     MODIFIER_KINDS,
     RATE_KEYS,
@@ -430,4 +431,5 @@ def load_package() -> list[ProviderTable]:
     entries = sorted((e for e in root.iterdir() if e.name.endswith(".toml")), key=lambda e: e.name)
     if not entries:
         raise PriceTableError("pricing/tables", "(directory)", "no *.toml price tables shipped")
-    return load_texts((f"pricing/tables/{e.name}", e.read_text(encoding="utf-8")) for e in entries)
+    texts = [(f"pricing/tables/{e.name}", e.read_text(encoding="utf-8")) for e in entries]
+    return cached_tables(texts, load_texts)

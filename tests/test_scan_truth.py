@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from node_agent.report import Query, build_report
 from node_agent.scan import ScanResult, scan
 from node_agent.simulate.fleet import generate_fleet
 from node_agent.simulate.truth import Total, Truth
@@ -155,21 +157,33 @@ def test_skips_and_limit_hits(fleet: Fleet, scanned: list[tuple[Path, ScanResult
     assert sorted((h.resets_at or 0.0) for h in hits) == pytest.approx(want_resets)
 
 
-def run_cli(*args: str) -> dict[str, object]:
+def run_cli(*args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "node_agent.cli", "scan", "--json", *args],
         capture_output=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
-    data: dict[str, object] = orjson.loads(proc.stdout)
+    data: dict[str, Any] = orjson.loads(proc.stdout)
     return data
 
 
+def test_cross_project_fork_is_read_together(fleet: Fleet) -> None:
+    forks = fleet.truth.realism.get("claude.fork_copy", [])
+    assert forks, "the corpus should hold a Claude fork"
+    query = Query(("agent",), UTC)
+    report = build_report(fleet.machines, NodeConfig(), query, jobs=1)
+    claude = report.rollup.rows[(Agent.CLAUDE_CODE.value,)]
+    assert claude.calls == fleet.truth.total(agent=Agent.CLAUDE_CODE.value).calls
+
+
 def test_cli_json_twice_is_identical_and_matches_truth(fleet: Fleet) -> None:
+    """Two scans, one in process and one split over worker processes, print the same JSON.
+    The corpus has a Claude fork copied into another project dir, so the parallel split must
+    notice the shared message ids and read those units again together."""
     paths = [str(m) for m in fleet.machines]
-    first = run_cli("--by", "day,agent", *paths)
-    second = run_cli("--by", "day,agent", *paths)
+    first = run_cli("--by", "day,agent", "--jobs", "1", *paths)
+    second = run_cli("--by", "day,agent", "--jobs", "2", *paths)
     assert first == second
     want = fleet.truth.total()
     total = first["total"]

@@ -100,6 +100,17 @@ class Source(ABC):
     def discover(self, home: Path) -> list[SourceFile]:
         """Every file under `home` that may hold usage, in reading order."""
 
+    def partition(self, path: Path) -> str:
+        """A guess at groups of files that share no dedupe keys, so that separate instances of
+        this source may read them in parallel. Default: one partition. The guess is checked
+        with `dedupe_key`: partitions whose events share a key are read again together."""
+        return ""
+
+    def dedupe_key(self, event: UsageEvent) -> str:
+        """What this source's dedupe decisions about `event` hang on: two events with different
+        keys never affect each other, whatever files they came from."""
+        return event.event_id
+
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         """One complete line (without its newline) of a JSONL file."""
         raise NotImplementedError(f"{type(self).__name__} reads no JSONL files")

@@ -1,0 +1,206 @@
+"""A priced cost report over agent homes: what `node-agent scan` prints.
+
+The files are cut into units that share no dedupe keys (`Source.partition`: for Claude Code one
+project slug across every home; for the other agents all their files). Each unit is read by its
+own source instance, priced and rolled up; unit reports add up exactly (integer tokens, Decimal
+money), so units may run in worker processes. Only the small rollups and each unit's dedupe keys
+cross process boundaries: shipping every event back would cost more than the second core saves.
+The partition is a guess checked afterwards: units whose events share a dedupe key are read
+again as one, so the result always equals one global read.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+
+from node_agent.scan import Target, read_file, resolve_targets
+from node_agent.sources.base import Collector, ParseProblem, SourceFile
+from node_agent.sources.registry import all_sources, source_for
+from pricing import CostClass, PriceBook
+from pricing.rollup import Attribution, Rollup
+from shared.config import NodeConfig
+from shared.events import Agent
+
+# Below this much data a worker process costs more than it saves.
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    by: tuple[str, ...]
+    tz: tzinfo
+    since: date | None = None
+    until: date | None = None
+
+    def wants(self, ts: float) -> bool:
+        if self.since is None and self.until is None:
+            return True
+        day = datetime.fromtimestamp(ts, self.tz).date()
+        return (self.since is None or day >= self.since) and (
+            self.until is None or day <= self.until
+        )
+
+
+@dataclass(slots=True)
+class Report:
+    rollup: Rollup
+    files: int = 0
+    bytes: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    problems: list[ParseProblem] = field(default_factory=list)
+    unknown_models: Counter[str] = field(default_factory=Counter)
+    path_problems: list[ParseProblem] = field(default_factory=list)  # paths that were no home
+
+    def merge(self, other: Report) -> None:
+        for key, row in other.rollup.rows.items():
+            mine = self.rollup.rows.get(key)
+            if mine is None:
+                self.rollup.rows[key] = row
+            else:
+                mine.merge(row)
+        self.rollup.total.merge(other.rollup.total)
+        self.files += other.files
+        self.bytes += other.bytes
+        self.skipped.update(other.skipped)
+        self.problems.extend(other.problems)
+        self.unknown_models.update(other.unknown_models)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    agent: Agent
+    files: tuple[tuple[int, SourceFile], ...]  # (index of its target, file) in reading order
+    size: int
+
+
+def plan_units(targets: Sequence[Target]) -> list[Unit]:
+    sources = {s.agent: s for s in all_sources()}
+    groups: dict[tuple[Agent, str], list[tuple[int, SourceFile]]] = {}
+    for index, target in enumerate(targets):
+        source = sources[target.agent]
+        for file in source.discover(target.path):
+            groups.setdefault((target.agent, source.partition(file.path)), []).append((index, file))
+    units = []
+    for (agent, _), files in groups.items():
+        files.sort(key=lambda item: (item[1].order, str(item[1].path)))
+        units.append(Unit(agent, tuple(files), sum(_size(f.path) for _, f in files)))
+    units.sort(key=lambda u: u.size, reverse=True)  # biggest first: better load balance
+    return units
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def build_report(
+    paths: Sequence[Path], config: NodeConfig, query: Query, jobs: int | None = None
+) -> Report:
+    """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process."""
+    targets, path_problems = resolve_targets(paths, config, all_sources())
+    units = plan_units(targets)
+    if jobs is None:
+        big = sum(u.size for u in units) >= PARALLEL_MIN_BYTES
+        jobs = min(os.cpu_count() or 1, len(units)) if big else 1
+    PriceBook.default()  # load once, before workers fork, so they share it
+    done = _run_all(units, targets, config.node, query, jobs)
+    report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
+    for part, _keys in _regroup_overlaps(units, done, targets, config.node, query):
+        report.merge(part)
+    report.problems.sort(key=lambda p: (p.path, p.line))
+    return report
+
+
+Result = tuple["Report", frozenset[str]]
+
+
+def _run_all(
+    units: Sequence[Unit], targets: Sequence[Target], node: str, query: Query, jobs: int
+) -> list[Result]:
+    work = [(unit, targets, node, query) for unit in units]
+    if jobs > 1 and len(units) > 1:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            # Units are sorted biggest first; chunks amortise the per-task cost of small ones.
+            return pool.map(_run_unit, work, chunksize=max(1, len(work) // (jobs * 8)))
+    return [_run_unit(item) for item in work]
+
+
+def _regroup_overlaps(
+    units: Sequence[Unit],
+    done: list[Result],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+) -> list[Result]:
+    """Units whose events share a dedupe key were wrongly read apart (a fork copied into
+    another project dir, say): read each such set again as one unit, in place of its parts."""
+    owner: dict[tuple[Agent, str], int] = {}
+    parent = list(range(len(units)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for index, (unit, (_, keys)) in enumerate(zip(units, done, strict=True)):
+        for key in keys:
+            other = owner.setdefault((unit.agent, key), index)
+            if other != index:
+                parent[root(index)] = root(other)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(units)):
+        groups.setdefault(root(index), []).append(index)
+    results: list[Result] = []
+    for members in groups.values():
+        if len(members) == 1:
+            results.append(done[members[0]])
+            continue
+        files = sorted(
+            (item for m in members for item in units[m].files),
+            key=lambda item: (item[1].order, str(item[1].path)),
+        )
+        merged = Unit(units[members[0]].agent, tuple(files), sum(units[m].size for m in members))
+        results.append(_run_unit((merged, targets, node, query)))
+    return results
+
+
+def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
+    unit, targets, node, query = item
+    source = source_for(unit.agent)
+    sinks: dict[int, Collector] = {}
+    report = Report(Rollup(query.by, query.tz))
+    for index, file in unit.files:
+        sink = sinks.setdefault(index, Collector())
+        size = read_file(source, file, sink)
+        if size is not None:
+            report.files += 1
+            report.bytes += size
+    book = PriceBook.default()
+    keys = frozenset(source.dedupe_key(e) for s in sinks.values() for e in s.events.usage.values())
+    for index, sink in sinks.items():
+        target = targets[index]
+        profile = target.profile
+        attribution = Attribution(
+            machine=node,
+            profile=profile.name if profile else None,
+            account=profile.account if profile else None,
+        )
+        report.skipped.update(sink.skipped)
+        report.problems.extend(sink.problems)
+        for event in sink.events.counted_usage():
+            if not query.wants(event.ts):
+                continue
+            priced = book.price(event, target.billing)
+            if priced.cost_class is CostClass.UNKNOWN:
+                report.unknown_models[event.model] += 1
+            report.rollup.add(event, priced, attribution)
+    return report, keys
