@@ -1,9 +1,10 @@
 """Cold `node-agent scan` of a generated corpus (at least 200 MB) against ccusage, same files.
 
 Each run is a fresh process (no warm interpreter). Peak memory is the largest sum of resident
-sets over the process tree (fleetmeter may use worker processes), sampled every 5 ms. The page cache is dropped before each run when the
-kernel lets us (root outside a container); otherwise both tools read from a warm cache, which
-is said in the output. ccusage is the native binary of its npm package, run with `--offline`.
+sets over the process tree (fleetmeter may use worker processes), sampled every 5 ms. The page
+cache is dropped before each run when the kernel lets us; otherwise both tools read from a warm
+cache, which is said in the output. ccusage is the native binary of its npm package, run with
+`--offline`.
 """
 
 from __future__ import annotations

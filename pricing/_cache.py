@@ -73,7 +73,7 @@ def cached_tables(items: Sequence[tuple[str, str]], parse: Parse) -> list[Provid
         tables = pickle.loads(path.read_bytes())
         if isinstance(tables, list) and all(isinstance(t, ProviderTable) for t in tables):
             return tables
-    except Exception:  # noqa: BLE001: a bad cache must never stop a scan; parse instead
+    except Exception:  # a bad cache must never stop a scan: parse instead
         pass
     tables = parse(items)
     try:
@@ -87,6 +87,6 @@ def cached_tables(items: Sequence[tuple[str, str]], parse: Parse) -> list[Provid
         except BaseException:
             os.unlink(tmp)
             raise
-    except Exception:  # noqa: BLE001: no writable cache dir, or anything else: parse each time
+    except Exception:  # no writable cache dir, or anything else: parse each time
         pass
     return tables

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
-from pricing._match import normalise
 from pricing._cache import cached_tables
+from pricing._match import normalise
 from pricing._types import (
     MODIFIER_KINDS,
     RATE_KEYS,

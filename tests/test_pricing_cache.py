@@ -57,7 +57,9 @@ def test_a_corrupt_cache_is_ignored(own_cache: Path) -> None:
     assert calls == [1, 1]
 
 
-def test_an_unwritable_cache_dir_only_costs_a_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritable_cache_dir_only_costs_a_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
