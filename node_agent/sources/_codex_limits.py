@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from node_agent.sources._values import number as _num
+from node_agent.sources._values import text as _text
 from shared.events import Agent, LimitEvent, LimitKind, LimitWindow
 
 USAGE_LIMIT_EXCEEDED: Final = "usage_limit_exceeded"
@@ -31,19 +33,9 @@ _SLOTS: Final = ("primary", "secondary")
 _RELATIVE_RESET_SLACK_S: Final = 90.0
 
 
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _minutes(value: object) -> int | None:
     number = _num(value)
     return int(number) if number is not None and number > 0 else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def classify_window(minutes: int | None) -> LimitWindow:

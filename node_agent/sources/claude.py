@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-import orjson
-
 from node_agent.sources._claude_limits import is_limit_text, machine_zone, parse_limit_text
+from node_agent.sources._values import iso_time as _timestamp
+from node_agent.sources._values import json_object
+from node_agent.sources._values import text as _str
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, LimitEvent, LimitKind, Role, Tokens, UsageEvent
 
@@ -206,13 +207,8 @@ class ClaudeSource(Source):
             return
         if _USAGE_MARK not in line and _ERROR_MARK not in line:
             return  # summary, snapshot, system lines: no usage
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            sink.problem(ParseProblem(str(path), lineno, f"invalid JSON: {exc}"))
-            return
-        if not isinstance(rec, dict):
-            sink.problem(ParseProblem(str(path), lineno, "line is not a JSON object"))
+        rec = json_object(path, lineno, line, sink)
+        if rec is None:
             return
         msg = rec.get("message")
         if not isinstance(msg, dict):
@@ -467,26 +463,10 @@ class ClaudeSource(Source):
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _decimal_str(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return repr(value)  # shortest round-trip form of what was logged, e.g. "0.0123"
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)  # transcripts are UTC
-    return dt.timestamp()
 
 
 def _count(usage: dict[str, Any], name: str, bad: list[str]) -> int:

@@ -79,6 +79,10 @@ from typing import ClassVar, Final, NamedTuple
 import orjson
 
 from node_agent.sources._codex_limits import LimitTracker, parse_rate_limits, usage_limit_message
+from node_agent.sources._values import count as _int
+from node_agent.sources._values import iso_time
+from node_agent.sources._values import number as _num
+from node_agent.sources._values import text as _text
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
 
@@ -149,35 +153,9 @@ def _obj(value: object) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _parse_ts(value: object) -> float | None:
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)  # rollout timestamps are UTC
-        return parsed.timestamp()
+        return iso_time(value)  # rollout timestamps are UTC
     number = _num(value)
     if number is None:
         return None

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from node_agent.sources._values import count as _int
+from node_agent.sources._values import iso_time as _parse_ts
+from node_agent.sources._values import json_object
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
 
@@ -52,29 +54,6 @@ class _Session:
     role: Role
     parent_session_id: str | None
     project: str | None
-
-
-def _int(value: Any) -> int | None:
-    """A token count as logged: an int (or an integral float); anything else is unknown."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _parse_ts(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)  # Gemini writes toISOString(): UTC
-    return dt.timestamp()
 
 
 def gemini_tokens(raw: Any) -> Tokens | None:
@@ -167,13 +146,8 @@ class GeminiSource(Source):
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         if not line.strip():
             return
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            sink.problem(ParseProblem(str(path), lineno, f"invalid JSON: {exc}"))
-            return
-        if not isinstance(record, dict):
-            sink.problem(ParseProblem(str(path), lineno, "record is not a JSON object"))
+        record = json_object(path, lineno, line, sink)
+        if record is None:
             return
         if "$rewindTo" in record:
             # Rewinding edits the conversation, not the bill: rewound calls were paid for.

@@ -35,6 +35,8 @@ from urllib.parse import quote
 
 import orjson
 
+from node_agent.sources._values import count as _int
+from node_agent.sources._values import text as _str
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
 
@@ -63,16 +65,6 @@ class _Call:
     ts_ms: float
     revision: int
     origin: str
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 def opencode_tokens(raw: Any) -> Tokens | None:
@@ -123,10 +115,6 @@ def _cost(value: Any) -> str | None:
         return format(Decimal(repr(value)), "f")
     except InvalidOperation:
         return None  # nan / inf
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _message_time_ms(message: dict[str, Any]) -> float | None:
