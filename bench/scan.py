@@ -124,17 +124,13 @@ def size_of(paths: Sequence[Path]) -> int:
     return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
 
 
-def ours(paths: Sequence[Path], cold: bool) -> tuple[Run, dict[str, object]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "node_agent.cli",
-        "scan",
-        "--json",
-        "--by",
-        "day",
-        *map(str, paths),
-    ]
+def ours(
+    paths: Sequence[Path], cold: bool, jobs: int | None = None
+) -> tuple[Run, dict[str, object]]:
+    cmd = [sys.executable, "-m", "node_agent.cli", "scan", "--json", "--by", "day"]
+    if jobs is not None:
+        cmd += ["--jobs", str(jobs)]
+    cmd += map(str, paths)
     run = best(cmd, None, cold)
     return run, orjson.loads(run.stdout)
 
@@ -174,9 +170,11 @@ def main() -> None:
         homes = sorted(h for m in machines for h in m.iterdir() if h.name.startswith(home))
         size = size_of(homes)
         print(f"\n{agent} homes only: {size / 1e6:.1f} MB in {len(homes)} homes")
+        one_run, _ = ours(homes, cold, jobs=1)
         our_run, our_report = ours(homes, cold)
         our_calls = our_report["total"]["calls"]  # type: ignore[index]
-        print(line("fleetmeter node-agent scan", our_run, size, our_calls))
+        print(line("fleetmeter scan --jobs 1", one_run, size, our_calls))
+        print(line("fleetmeter scan (2 workers)", our_run, size, our_calls))
         if binary is None:
             continue
         their_run, totals = theirs(binary, agent, homes, cold)
@@ -184,6 +182,9 @@ def main() -> None:
         speed = their_run.seconds / our_run.seconds
         memory = their_run.peak_rss_mb / our_run.peak_rss_mb
         print(f"  -> fleetmeter is {speed:.2f}x ccusage's speed, uses {1 / memory:.2f}x its memory")
+        speed1 = their_run.seconds / one_run.seconds
+        memory1 = one_run.peak_rss_mb / their_run.peak_rss_mb
+        print(f"     (--jobs 1: {speed1:.2f}x its speed, {memory1:.2f}x its memory)")
         our_cost = our_report["total"]["cost"]["api_equivalent"]  # type: ignore[index]
         their_cost = (
             totals.get("totalCost", totals.get("costUSD")) if isinstance(totals, dict) else None

@@ -28,7 +28,7 @@ from shared.config import NodeConfig
 from shared.events import Agent
 
 # Below this much data a worker process costs more than it saves.
-PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -439,6 +439,11 @@ class CodexSource(Source):
         ]
         return sorted(files, key=lambda f: str(f.path))
 
+    def partition(self, path: Path) -> str:
+        # One rollout (its plain, .zst and archived copies together). A child's copy of its
+        # parent's records shares their event ids, so the report re-reads such pairs together.
+        return path.name.removesuffix(".zst")
+
     def reset_file(self, path: Path) -> None:
         self._files.pop(str(path), None)
 
