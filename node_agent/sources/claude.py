@@ -293,56 +293,22 @@ class ClaudeSource(Source):
                 sink.skip("snapshot")  # an earlier or equal streaming snapshot of an emitted call
                 return
 
+        pending = _Pending(
+            key, loser, path, lineno, rec, msg, usage, ts, tokens, unsplit, revision, session,
+            is_sub, agent_id, info, event_id,
+        )  # fmt: skip
         if key is None:
-            # No message.id: nothing to dedupe on; the id is stable per line.
-            sink.usage(
-                self._event(
-                    _Pending(
-                        None,
-                        None,
-                        path,
-                        lineno,
-                        rec,
-                        msg,
-                        usage,
-                        ts,
-                        tokens,
-                        unsplit,
-                        revision,
-                        session,
-                        is_sub,
-                        agent_id,
-                        info,
-                        event_id,
-                    )
-                )
-            )
+            sink.usage(self._event(pending))  # no message.id: nothing to dedupe on
             return
         key.revision = revision
         held = self._pending
         if held is not None and held.key is not key:
             self.flush(sink)
-            held = None
+        elif held is not None and pending.loser is None:
+            pending.loser = held.loser  # a displaced sidechain copy, found by an earlier snapshot
         # The streaming snapshots of one response are consecutive lines: hold the latest and
         # build its event once, when the next call starts or the caller flushes.
-        self._pending = _Pending(
-            key,
-            loser or (held.loser if held else None),
-            path,
-            lineno,
-            rec,
-            msg,
-            usage,
-            ts,
-            tokens,
-            unsplit,
-            revision,
-            session,
-            is_sub,
-            agent_id,
-            info,
-            event_id,
-        )
+        self._pending = pending
 
     def flush(self, sink: Sink) -> None:
         held, self._pending = self._pending, None
