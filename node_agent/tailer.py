@@ -398,10 +398,3 @@ def _zst_chunks(path: Path | str) -> Iterator[bytes]:
                 in_frame = False
     if in_frame:
         raise zstandard.ZstdError(f"{path}: compressed stream ends inside a frame (truncated)")
-
-
-def iter_lines(path: Path | str) -> Iterator[tuple[int, bytes]]:
-    """Whole-file reader chosen by suffix: `.zst` is decompressed, anything else read plain."""
-    if str(path).endswith(".zst"):
-        return iter_zst_lines(path)
-    return iter_plain_lines(path)

@@ -11,7 +11,7 @@ there are any (an amount exists but is not known), "0" when there are none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal
@@ -162,16 +162,3 @@ class Rollup:
 
     def sorted_rows(self) -> list[Row]:
         return [self.rows[k] for k in sorted(self.rows, key=lambda k: tuple(v or "" for v in k))]
-
-
-def rollup(
-    items: Iterable[tuple[UsageEvent, PricedCall, Attribution]], by: Sequence[str], tz: tzinfo
-) -> Rollup:
-    result = Rollup(by, tz)
-    for event, priced, attribution in items:
-        result.add(event, priced, attribution)
-    return result
-
-
-def rows_json(result: Rollup) -> list[Mapping[str, Any]]:
-    return [row.to_json() for row in result.sorted_rows()]

@@ -64,6 +64,9 @@ class Tokens:
     def total(self) -> int:
         return self.prompt + self.output + self.reasoning
 
+    def is_zero(self) -> bool:
+        return self.total == 0 and self.web_search_requests == 0
+
     def __add__(self, other: Tokens) -> Tokens:
         return Tokens(
             self.input + other.input,
@@ -74,9 +77,6 @@ class Tokens:
             self.reasoning + other.reasoning,
             self.web_search_requests + other.web_search_requests,
         )
-
-    def is_zero(self) -> bool:
-        return self.total == 0 and self.web_search_requests == 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.sources.base import Collector, FileKind, ParseProblem, SourceFile
+from node_agent.sources.base import FileKind, SourceFile
 from node_agent.sources.cursor import CursorSource
-from shared.events import Agent, LimitEvent, Role, Tokens, UsageEvent
+from shared.events import Agent, Role, Tokens, UsageEvent
+from tests.recording import Recorder
 
 OLD = (
     "Date,Model,Input (w/ Cache Write),Input (w/o Cache Write),Cache Read,Output Tokens,"
@@ -55,33 +56,6 @@ ROW_B = {
 }
 TOKENS_A = Tokens(input=126, output=450, cache_read=11964, cache_write_5m=6112)
 TOKENS_B = Tokens(input=8263, output=1612, cache_read=66964)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[UsageEvent] = []
-        self.collector = Collector()
-
-    def usage(self, event: UsageEvent) -> None:
-        self.sent.append(event)
-        self.collector.usage(event)
-
-    def limit(self, event: LimitEvent) -> None:
-        self.collector.limit(event)
-
-    def problem(self, problem: ParseProblem) -> None:
-        self.collector.problem(problem)
-
-    def skip(self, reason: str) -> None:
-        self.collector.skip(reason)
-
-    @property
-    def events(self) -> dict[str, UsageEvent]:
-        return self.collector.events.usage
-
-    @property
-    def problems(self) -> list[ParseProblem]:
-        return self.collector.problems
 
 
 def export(path: Path, header: str, rows: list[dict[str, str]], quote_all: bool = True) -> Path:

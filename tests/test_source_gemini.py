@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from node_agent.sources.base import Collector, FileKind, ParseProblem, Source, SourceFile
+from node_agent.sources.base import FileKind, Source, SourceFile
 from node_agent.sources.gemini import GeminiSource, gemini_tokens
-from shared.events import Agent, LimitEvent, Role, Tokens, UsageEvent
+from shared.events import Agent, Role, Tokens
+from tests.recording import Recorder
 
 SID = "5f0c2d1e-8a7b-4c3d-9e2f-1a0b9c8d7e6f"
 META: dict[str, Any] = {
@@ -47,35 +48,6 @@ REPLY: dict[str, Any] = {
     },
 }
 REPLY_TOKENS = Tokens(input=6441, output=356, cache_read=12001, reasoning=904)
-
-
-class Recorder:
-    """A sink that keeps every emission, to see what was sent and not only what won."""
-
-    def __init__(self) -> None:
-        self.sent: list[UsageEvent] = []
-        self.collector = Collector()
-
-    def usage(self, event: UsageEvent) -> None:
-        self.sent.append(event)
-        self.collector.usage(event)
-
-    def limit(self, event: LimitEvent) -> None:
-        self.collector.limit(event)
-
-    def problem(self, problem: ParseProblem) -> None:
-        self.collector.problem(problem)
-
-    def skip(self, reason: str) -> None:
-        self.collector.skip(reason)
-
-    @property
-    def events(self) -> dict[str, UsageEvent]:
-        return self.collector.events.usage
-
-    @property
-    def problems(self) -> list[ParseProblem]:
-        return self.collector.problems
 
 
 def msg(base: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from node_agent.sources.base import Collector, FileKind, ParseProblem, SourceFile
+from node_agent.sources.base import FileKind, SourceFile
 from node_agent.sources.opencode import OpenCodeSource, opencode_tokens
-from shared.events import Agent, LimitEvent, Role, Tokens, UsageEvent
+from shared.events import Agent, Role, Tokens
+from tests.recording import Recorder
 
 SCHEMA = """
 CREATE TABLE project (id TEXT PRIMARY KEY, worktree TEXT NOT NULL);
@@ -69,33 +70,6 @@ MESSAGE = {
     "finish": "stop",
 }
 STEP_TOKENS = Tokens(input=20, output=410, reasoning=5, cache_read=28800, cache_write_5m=988)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[UsageEvent] = []
-        self.collector = Collector()
-
-    def usage(self, event: UsageEvent) -> None:
-        self.sent.append(event)
-        self.collector.usage(event)
-
-    def limit(self, event: LimitEvent) -> None:
-        self.collector.limit(event)
-
-    def problem(self, problem: ParseProblem) -> None:
-        self.collector.problem(problem)
-
-    def skip(self, reason: str) -> None:
-        self.collector.skip(reason)
-
-    @property
-    def events(self) -> dict[str, UsageEvent]:
-        return self.collector.events.usage
-
-    @property
-    def problems(self) -> list[ParseProblem]:
-        return self.collector.problems
 
 
 class DB:

@@ -22,7 +22,6 @@ from node_agent.tailer import (
     Tailer,
     TailState,
     fingerprint,
-    iter_lines,
     iter_plain_lines,
     iter_zst_lines,
 )
@@ -400,7 +399,6 @@ def test_zst_reader_streams_lines_across_chunks_and_frames(
     path.write_bytes(cctx.compress(data[:half]) + cctx.compress(data[half:]))  # two frames
     got = list(iter_zst_lines(path))
     assert got == list(enumerate(lines, 1))
-    assert list(iter_lines(path)) == got
 
 
 def test_zst_reader_is_lazy_and_keeps_unterminated_tail(tmp_path: Path) -> None:
@@ -436,4 +434,17 @@ def test_plain_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "p.jsonl"
     path.write_bytes(b"alpha\r\n\nbeta\ngamma")
     assert list(iter_plain_lines(path)) == [(1, b"alpha"), (3, b"beta"), (4, b"gamma")]
-    assert list(iter_lines(path)) == list(iter_plain_lines(path))
+
+
+def test_torn_tail_callback_gets_an_incomplete_last_line_only(tmp_path: Path) -> None:
+    torn: list[tuple[int, bytes]] = []
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2')  # still being written
+    assert list(iter_plain_lines(path, lambda n, line: torn.append((n, line)))) == [(1, b'{"a":1}')]
+    assert torn == [(2, b'{"a":2')]
+    path.write_bytes(b'{"a":1}\n{"a":2}')  # complete JSON, only the newline is missing
+    assert list(iter_plain_lines(path, lambda n, line: torn.append((n, line)))) == [
+        (1, b'{"a":1}'),
+        (2, b'{"a":2}'),
+    ]
+    assert len(torn) == 1
