@@ -336,6 +336,28 @@ def iter_plain_lines(
         yield from _lines(iter(lambda: fh.read(CHUNK), b""), on_torn_tail)
 
 
+def iter_head_lines(path: Path | str, end: int) -> Iterator[tuple[int, bytes]]:
+    """(lineno, line) of the lines in the first `end` bytes of a file: a committed offset, which
+    always sits just past a newline. Numbered exactly as `Tailer.poll` numbered them."""
+
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb", buffering=0) as fh:
+            remaining = end
+            while remaining > 0:
+                chunk = fh.read(min(CHUNK, remaining))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+                yield chunk
+
+    split = _Splitter()
+    lineno = 0
+    for chunk in chunks():
+        batch: list[tuple[int, bytes]] = []
+        lineno = _number(split.feed(chunk), lineno, batch)
+        yield from batch
+
+
 def iter_zst_lines(
     path: Path | str, on_torn_tail: TornTail | None = None
 ) -> Iterator[tuple[int, bytes]]:

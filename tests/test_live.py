@@ -1,0 +1,187 @@
+"""The daemon's continuous reader: what it commits to the outbox equals a one-shot scan of the
+same files, while the files grow (torn lines included), across restarts and a full outbox."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from node_agent.live import LiveReader
+from node_agent.outbox import Outbox
+from node_agent.scan import scan
+from node_agent.simulate.fleet import generate_fleet
+from node_agent.sources.registry import all_sources
+from shared.codec import unpack
+from shared.config import NodeConfig, Profile
+from shared.events import Agent, EventSet, UsageEvent
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("live") / "fleet"
+    generate_fleet(root, seed=5, machines=1, start=datetime(2026, 10, 5, tzinfo=UTC), days=2)
+    return next(p for p in root.iterdir() if p.is_dir())
+
+
+def config_for(machine: Path) -> NodeConfig:
+    profiles = []
+    for home in sorted(machine.iterdir()):
+        for source in all_sources():
+            if source.is_home(home):
+                profiles.append(Profile(f"{home.name}", source.agent, home))
+    return NodeConfig(node=machine.name, profiles=tuple(profiles))
+
+
+def outbox_events(outbox: Outbox) -> EventSet:
+    events = EventSet()
+    batch = outbox.next_batch(max_events=10**9, max_bytes=1 << 40)
+    for packed in batch.events if batch else []:
+        events.add(unpack(packed))
+    return events
+
+
+def usage_view(events: EventSet) -> dict[str, tuple[object, ...]]:
+    return {
+        e.event_id: (e.tokens, e.model, e.session_id, e.role, e.profile, e.machine)
+        for e in events.counted_usage()
+    }
+
+
+def scanned(machine: Path, config: NodeConfig) -> EventSet:
+    out = EventSet()
+    for result in scan([], config).results:
+        profile = result.target.profile
+        if profile is None:
+            continue  # an agent home of this machine itself, not part of the test
+        for event in result.collector.events.usage.values():
+            out.add(_stamp(event, config.node, profile.name))
+        for limit in result.collector.events.limits.values():
+            out.add(limit)
+    return out
+
+
+def _stamp(event: UsageEvent, node: str, profile: str) -> UsageEvent:
+    return replace(event, machine=node, profile=profile)
+
+
+def test_start_commits_what_a_scan_finds(machine: Path, tmp_path: Path) -> None:
+    config = config_for(machine)
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        reader = LiveReader(config, outbox)
+        committed = reader.start()
+        got = outbox_events(outbox)
+    want = scanned(machine, config)
+    assert committed > 0
+    assert usage_view(got) == usage_view(want)
+    assert set(got.limits) == set(want.limits)
+
+
+def test_a_restart_reads_nothing_twice(machine: Path, tmp_path: Path) -> None:
+    config = config_for(machine)
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        LiveReader(config, outbox).start()
+        pending = outbox.pending()
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        again = LiveReader(config, outbox)
+        assert again.start() == 0
+        assert again.poll() == 0
+        assert outbox.pending() == pending
+
+
+def _grow(src_root: Path, dst_root: Path, fraction: float) -> None:
+    """Copy the first `fraction` of every file's bytes (cutting lines in half) into dst."""
+    for src in sorted(src_root.rglob("*")):
+        if not src.is_file():
+            continue
+        dst = dst_root / src.relative_to(src_root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        data = src.read_bytes()
+        if not src.name.endswith(".jsonl"):
+            if fraction >= 1.0:
+                shutil.copy2(src, dst)
+            continue
+        have = dst.stat().st_size if dst.exists() else 0
+        upto = max(have, int(len(data) * fraction))
+        with open(dst, "ab") as fh:
+            fh.write(data[have:upto])
+
+
+def test_growing_files_and_a_restart_mid_way_equal_a_scan(machine: Path, tmp_path: Path) -> None:
+    live = tmp_path / machine.name
+    live.mkdir()
+    config = config_for(machine)
+    live_config = NodeConfig(
+        node=config.node,
+        profiles=tuple(
+            Profile(p.name, p.agent, live / p.home.name, p.billing) for p in config.profiles
+        ),
+    )
+    for home in machine.iterdir():
+        (live / home.name).mkdir()
+    db = tmp_path / "outbox.db"
+    with Outbox(db) as outbox:
+        reader = LiveReader(live_config, outbox)
+        reader.start()
+        for fraction in (0.2, 0.45):
+            _grow(machine, live, fraction)
+            reader.rescan()
+    # The node dies here (no flush, nothing else saved) and comes back.
+    with Outbox(db) as outbox:
+        reader = LiveReader(live_config, outbox)
+        reader.start()
+        for fraction in (0.7, 1.0):
+            _grow(machine, live, fraction)
+            reader.rescan()
+            reader.poll()
+        got = outbox_events(outbox)
+    want = scanned(live, live_config)
+    assert usage_view(got) == usage_view(want)
+    assert set(got.limits) == set(want.limits)
+
+
+def test_a_full_outbox_pauses_reading_and_loses_nothing(machine: Path, tmp_path: Path) -> None:
+    config = config_for(machine)
+    want = scanned(machine, config)
+    total = len(want.usage) + len(want.limits)
+    got = EventSet()
+    with Outbox(tmp_path / "outbox.db", max_events=max(1, total // 20)) as outbox:
+        reader = LiveReader(config, outbox)
+        reader.start()
+        was_blocked = reader.stats.blocked
+        for _ in range(50):
+            batch = outbox.next_batch(max_events=10**9, max_bytes=1 << 40)
+            if batch is None and not reader.stats.blocked:
+                break
+            if batch is not None:
+                for packed in batch.events:
+                    got.add(unpack(packed))
+                outbox.ack(batch.seq1)
+            reader.rescan()
+            was_blocked = was_blocked or reader.stats.blocked
+        assert outbox.pending() == 0
+    assert was_blocked
+    assert usage_view(got) == usage_view(want)
+
+
+def test_a_whole_file_is_read_again_only_when_it_changed(tmp_path: Path) -> None:
+    csv = tmp_path / "cursor" / "usage.csv"
+    csv.parent.mkdir()
+    header = "Date,Kind,Model,Max Mode,Input (w/ Cache Write),Input (w/o Cache Write),"
+    header += "Cache Read,Output Tokens,Total Tokens,Cost\n"
+    row = '"2026-11-20T10:00:00.000Z","Included","claude-4.5-sonnet","No",10,5,100,20,135,"0.01"\n'
+    csv.write_text(header + row)
+    config = NodeConfig(node="n1", profiles=(Profile("cur", Agent.CURSOR, csv),))
+    with Outbox(tmp_path / "o.db") as outbox:
+        reader = LiveReader(config, outbox)
+        first = reader.start()
+        assert reader.rescan() == 0
+        row2 = row.replace("10:00:00", "11:00:00")
+        csv.write_text(header + row + row2)
+        os.utime(csv, ns=(1, 2))  # a different mtime even on a coarse clock
+        assert reader.rescan() == 1
+        assert first >= 1
