@@ -1,0 +1,296 @@
+"""The ledger: prices each usage event, gives it one cost class, keeps running totals in memory.
+
+Totals are kept per calendar day (in the ledger's time zone) and per scope: the fleet, each
+machine, profile ("machine/profile"), account, agent, project, session and model. "This week"
+(ISO) and "this month" are the sums of their days, so an event costs one update per scope, and a
+midnight needs no restart: "today" is always the day of `now()`, and days that no current
+period covers are dropped as the clock moves on. A per-minute series for the last few hours
+(fleet, machines, profiles) gives sparklines and the $/h burn rate.
+
+The class comes from the profile's billing (`billing_of(machine, profile)`); a call with no
+profile, or one `billing_of` does not know, is API (metered). `billing_of` and the price book
+must stay fixed between `apply` calls: figures are subtracted as they were added, so when
+either changes (a hello changes a profile's billing, a new price table), call `rebuild`.
+
+A price-table problem never stops the ledger: a call that cannot be priced stays unknown.
+Not thread-safe: one owner (the hub service) calls it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import Decimal, localcontext
+from enum import StrEnum
+
+from hub._pricing import safe_price
+from hub._runrate import FLEET, MinutePoint, RunRate, Scope
+from hub._totals import MONEY, Basis, Figures, Totals
+from pricing import PriceBook, PricedCall
+from shared.config import Billing
+from shared.events import UsageEvent
+
+__all__ = [
+    "FLEET",
+    "Basis",
+    "Dimension",
+    "Ledger",
+    "MinutePoint",
+    "Period",
+    "Scope",
+    "Totals",
+    "profile_key",
+]
+
+BillingOf = Callable[[str, str], Billing]
+
+
+class Period(StrEnum):
+    TODAY = "today"
+    WEEK = "week"  # ISO week, Monday first
+    MONTH = "month"
+
+
+class Dimension(StrEnum):
+    """Scopes the ledger totals by; the names are `pricing.rollup.GROUP_KEYS` names."""
+
+    MACHINE = "machine"
+    PROFILE = "profile"  # key: "machine/profile", a profile name is unique on its machine only
+    ACCOUNT = "account"
+    AGENT = "agent"
+    PROJECT = "project"
+    SESSION = "session"
+    MODEL = "model"
+
+
+def profile_key(machine: str, profile: str) -> str:
+    return f"{machine}/{profile}"
+
+
+_DIMENSIONS = tuple(Dimension)  # the order of `_Day.tables` and of `_keys`
+
+
+@dataclass(slots=True)
+class _Day:
+    fleet: Totals = field(default_factory=Totals)
+    # one table per dimension, in `_DIMENSIONS` order: a tuple indexes faster than an enum dict
+    tables: tuple[dict[str | None, Totals], ...] = field(
+        default_factory=lambda: tuple({} for _ in _DIMENSIONS)
+    )
+
+    def table(self, dimension: Dimension) -> dict[str | None, Totals]:
+        return self.tables[_DIMENSIONS.index(dimension)]
+
+
+class Ledger:
+    def __init__(
+        self,
+        book: PriceBook,
+        billing_of: BillingOf,
+        tz: tzinfo = UTC,
+        now: Callable[[], float] = time.time,
+        *,
+        run_rate_hours: float = 6.0,
+    ) -> None:
+        self._book = book
+        self._billing_of = billing_of
+        self.tz = tz
+        self._now = now
+        self._rate = RunRate(run_rate_hours)
+        self._days: dict[date, _Day] = {}
+        self.price_errors = 0  # calls the price book failed on (counted as unknown)
+        self.unplaceable = 0  # calls whose time is not a valid instant (counted nowhere)
+        now_ts = now()
+        self._minute = int(now_ts // 60)
+        self._today = self._date(now_ts)
+        self._keep_from = _keep_from(self._today)
+
+    # ---- updating -----------------------------------------------------------------------
+
+    def apply(self, old: UsageEvent | None, new: UsageEvent) -> None:
+        """`new` replaced `old` in the store (old None: a new call). A retraction (new with
+        `duplicate_of` set) withdraws the old figures and adds nothing."""
+        self._tick()
+        with localcontext(MONEY):
+            if old is not None and old.counts:
+                self._add(old, negate=True)
+            if new.counts:
+                self._add(new, negate=False)
+
+    def rebuild(self, events: Iterable[UsageEvent]) -> None:
+        """Start over from the store's kept events (pass those since `horizon()`)."""
+        self._days.clear()
+        self._rate.clear()
+        self.price_errors = self.unplaceable = 0
+        self._tick()
+        with localcontext(MONEY):
+            for event in events:
+                if event.counts:
+                    self._add(event, negate=False)
+
+    def horizon(self) -> float:
+        """The earliest call time any current total or series covers: what `rebuild` needs."""
+        self._tick()
+        start = datetime.combine(self._keep_from, datetime.min.time(), self.tz).timestamp()
+        return min(start, (self._minute - self._rate.minutes + 1) * 60.0)
+
+    def _tick(self) -> None:
+        """Follow the clock: prune the minute series, and at a new day drop uncovered days."""
+        now = self._now()
+        minute = int(now // 60)
+        if minute == self._minute:
+            return
+        self._minute = minute
+        self._rate.prune(minute)
+        today = self._date(now)
+        if today != self._today:
+            self._today = today
+            self._keep_from = _keep_from(today)
+            for day in [d for d in self._days if d < self._keep_from]:
+                del self._days[day]
+
+    def _add(self, event: UsageEvent, *, negate: bool) -> None:
+        try:
+            minute = int(event.ts // 60)
+            day = datetime.fromtimestamp(event.ts, self.tz).date()
+        except (OverflowError, OSError, ValueError):  # NaN, infinities, years out of range
+            if not negate:
+                self.unplaceable += 1
+            return
+        in_days = day >= self._keep_from
+        in_window = minute > self._minute - self._rate.minutes
+        if not (in_days or in_window):
+            return
+        figures = Figures.of(event, self._price(event))
+        if negate:
+            figures = figures.negated()
+        machine, profile = event.machine, event.profile
+        pkey = profile_key(machine, profile) if profile is not None else None
+        if in_days:
+            self._add_to_day(day, event, pkey, figures, negate)
+        if in_window:
+            scopes: tuple[Scope, ...] = (
+                (FLEET, ("machine", machine), ("profile", pkey))
+                if pkey is not None
+                else (FLEET, ("machine", machine))
+            )
+            self._rate.add(scopes, minute, self._minute, figures)
+
+    def _add_to_day(
+        self, day: date, event: UsageEvent, pkey: str | None, figures: Figures, negate: bool
+    ) -> None:
+        cell = self._days.get(day)
+        if cell is None:
+            cell = self._days[day] = _Day()
+        cell.fleet.add(figures)
+        keys = (
+            event.machine,
+            pkey,
+            event.account,
+            event.agent,  # a StrEnum: equal to, and hashed as, its value
+            event.project,
+            event.session_id,
+            event.model,
+        )
+        for table, key in zip(cell.tables, keys, strict=True):
+            totals = table.get(key)
+            if totals is None:
+                totals = table[key] = Totals()
+            totals.add(figures)
+            if negate and totals.calls == 0:
+                del table[key]  # a withdrawn scope leaves no empty row behind
+
+    def _price(self, event: UsageEvent) -> PricedCall:
+        profile = event.profile
+        billing = Billing.API if profile is None else self._billing_of(event.machine, profile)
+        priced, failed = safe_price(self._book, event, billing)
+        self.price_errors += failed
+        return priced
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def labels(self) -> dict[Period, str]:
+        """The current periods' labels, as report rows name them (day, week, month keys)."""
+        self._tick()
+        year, week, _ = self._today.isocalendar()
+        return {
+            Period.TODAY: self._today.isoformat(),
+            Period.WEEK: f"{year}-W{week:02d}",
+            Period.MONTH: self._today.strftime("%Y-%m"),
+        }
+
+    def fleet(self, period: Period) -> Totals:
+        out = Totals()
+        with localcontext(MONEY):
+            for day in self._days_in(period):
+                out.add(day.fleet)
+        return out
+
+    def totals(self, dimension: Dimension, period: Period) -> dict[str | None, Totals]:
+        """Every key of `dimension` with calls in `period` (None: calls that do not say)."""
+        out: dict[str | None, Totals] = {}
+        with localcontext(MONEY):
+            for day in self._days_in(period):
+                for key, totals in day.table(dimension).items():
+                    mine = out.get(key)
+                    if mine is None:
+                        out[key] = totals.copy()
+                    else:
+                        mine.add(totals)
+        return out
+
+    def total(self, dimension: Dimension, key: str | None, period: Period) -> Totals:
+        """One scope's totals (a budget's figure): zero when it has no calls in `period`."""
+        out = Totals()
+        with localcontext(MONEY):
+            for day in self._days_in(period):
+                totals = day.table(dimension).get(key)
+                if totals is not None:
+                    out.add(totals)
+        return out
+
+    def run_rate(self, scope: Scope = FLEET) -> list[MinutePoint]:
+        """Per-minute points over the run-rate window, oldest first, the current minute last."""
+        self._tick()
+        return self._rate.points(scope, self._minute)
+
+    def burn_rate_per_hour(
+        self, scope: Scope = FLEET, minutes: int = 15, basis: Basis = Basis.API_EQUIVALENT
+    ) -> Decimal:
+        """$/h over the last `minutes` minutes (the current, partial one included)."""
+        if not 0 < minutes <= self._rate.minutes:
+            raise ValueError(f"minutes must be in 1..{self._rate.minutes}, got {minutes}")
+        self._tick()
+        with localcontext(MONEY):
+            return self._rate.total(scope, self._minute, minutes, basis) * 60 / minutes
+
+    def kept_days(self) -> list[str]:
+        """The days whose totals are held (those a current period covers), oldest first."""
+        self._tick()
+        return [d.isoformat() for d in sorted(self._days)]
+
+    def scopes(self) -> list[Scope]:
+        """Scopes with calls in the run-rate window."""
+        self._tick()
+        return self._rate.scopes()
+
+    def _days_in(self, period: Period) -> list[_Day]:
+        self._tick()
+        today = self._today
+        if period is Period.TODAY:
+            cell = self._days.get(today)
+            return [cell] if cell is not None else []
+        if period is Period.WEEK:
+            week = today.isocalendar()[:2]
+            return [c for d, c in self._days.items() if d.isocalendar()[:2] == week]
+        return [c for d, c in self._days.items() if (d.year, d.month) == (today.year, today.month)]
+
+    def _date(self, ts: float) -> date:
+        return datetime.fromtimestamp(ts, self.tz).date()
+
+
+def _keep_from(today: date) -> date:
+    """The first day a current period covers: this month's first or this week's Monday."""
+    return min(today.replace(day=1), today - timedelta(days=today.weekday()))

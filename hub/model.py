@@ -1,0 +1,117 @@
+"""What the hub's store takes in and hands back, besides the events themselves.
+
+`NodeHello` is what a node says about itself with its batches. It belongs to the wire
+contract, so it should move to `shared/` once the wire codec carries it (the node side cannot
+import `hub`); it lives here until then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from shared.config import Billing
+from shared.events import Agent, LimitEvent, ProfileEvent, UsageEvent
+
+# A node unseen for this many stale periods is offline rather than stale: it has not merely
+# missed a few beats, it is down (or unplugged), and the TUI greys it out.
+OFFLINE_AFTER_STALE_PERIODS: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """One auth profile as its node announces it."""
+
+    name: str
+    agent: Agent
+    billing: Billing = Billing.API
+    account: str | None = None
+    plan: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHello:
+    """A node's account of itself. `node` is informative: the store files everything under
+    the authenticated node name it is given (the receiver rejects a mismatch)."""
+
+    node: str
+    version: str
+    boot_time: float  # epoch seconds
+    os: str
+    cpu_count: int
+    profiles: tuple[ProfileInfo, ...] = ()
+
+
+class NodeState(StrEnum):
+    ONLINE = "online"
+    STALE = "stale"  # missed a few beats
+    OFFLINE = "offline"  # silent for OFFLINE_AFTER_STALE_PERIODS stale periods, or never seen
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    node: str
+    first_seen: float
+    last_seen: float | None
+    version: str | None = None
+    boot_time: float | None = None
+    os: str | None = None
+    cpu_count: int | None = None
+
+    def state(self, now: float, stale_after: float) -> NodeState:
+        """ONLINE when seen within `stale_after` seconds; STALE up to 10× that; else OFFLINE."""
+        if self.last_seen is None:
+            return NodeState.OFFLINE
+        silent = now - self.last_seen
+        if silent <= stale_after:
+            return NodeState.ONLINE
+        if silent <= stale_after * OFFLINE_AFTER_STALE_PERIODS:
+            return NodeState.STALE
+        return NodeState.OFFLINE
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRecord:
+    node: str
+    name: str
+    agent: Agent
+    billing: Billing
+    account: str | None
+    plan: str | None
+    first_seen: float
+    last_announced: float  # the last hello that listed it
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    ts: float
+    who: str
+    action: str
+    target: str
+    result: str
+
+
+# A usage event's change in the store: (the version it replaced or None, the version now kept).
+Change = tuple[UsageEvent | None, UsageEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one batch did. A `duplicate` batch (already committed) changed nothing but liveness:
+    the receiver acks it again."""
+
+    duplicate: bool
+    changes: list[Change] = field(default_factory=list)
+    limits: list[LimitEvent] = field(default_factory=list)  # newly stored
+    profile_events: list[ProfileEvent] = field(default_factory=list)  # newly stored
+    ignored: int = 0  # events already known at this or a higher revision
+    # (event_id, why) of events that could not be stored (a non-finite time, say): left out
+    # and reported, so that one bad event never blocks the node's stream
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    gap: bool = False  # seq0 skipped past the committed high-water mark: batches went missing
+    # The hello changed the billing some (node, profile) resolves to (a new subscription profile
+    # counts: its events were taken as API before). Ledger figures classified under the old
+    # billing are stale: rebuild the ledger instead of applying `changes`.
+    billing_changed: bool = False

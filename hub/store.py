@@ -1,0 +1,419 @@
+"""The hub's SQLite store: every event the nodes sent, the node registry, profiles, the audit trail.
+
+`ingest` commits one node batch in one transaction, idempotently: per (node, stream) the
+highest committed batch seq is kept, and a batch at or below it is a re-send that changes
+nothing (its ack was lost; the receiver acks again). Inside a batch, usage events are upserted
+by `event_id` keeping the highest revision, limit and profile events are insert-or-ignore by
+`event_id`, so the same events in another batch, or a log the node re-read, add nothing twice.
+
+Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
+wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
+
+One `Store` is used from one thread (sqlite3 enforces it); other threads open their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from hub._schema import Synchronous, connect
+from hub.model import (
+    AuditRecord,
+    Change,
+    IngestResult,
+    NodeHello,
+    NodeRecord,
+    ProfileRecord,
+)
+from shared.codec import pack, unpack
+from shared.config import Billing
+from shared.events import Agent, Event, LimitEvent, ProfileEvent, UsageEvent
+
+DB_FILE: Final = "hub.db"
+_CHUNK: Final = 500  # ids per `IN (...)` lookup: well under SQLite's bound-parameter limit
+
+_UPSERT_USAGE: Final = """
+INSERT INTO usage (event_id, revision, counted, ts, machine, profile, account, session_id,
+                   model, agent, received, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_id) DO UPDATE SET
+    revision = excluded.revision, counted = excluded.counted, ts = excluded.ts,
+    machine = excluded.machine, profile = excluded.profile, account = excluded.account,
+    session_id = excluded.session_id, model = excluded.model, agent = excluded.agent,
+    received = excluded.received, payload = excluded.payload
+WHERE excluded.revision > usage.revision
+"""
+
+
+class Store:
+    def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL") -> None:
+        self.path = Path(path)
+        self._db = connect(self.path, synchronous)
+
+    @classmethod
+    def in_dir(cls, data_dir: Path, *, synchronous: Synchronous = "NORMAL") -> Store:
+        return cls(Path(data_dir) / DB_FILE, synchronous=synchronous)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE: take the write lock up front, so a busy database waits (busy_timeout)
+        # at BEGIN rather than failing halfway through a batch.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---- ingest -------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        node: str,
+        stream: str,
+        seq0: int,
+        seq1: int,
+        events: Sequence[Event],
+        hello: NodeHello | None,
+        now: float,
+    ) -> IngestResult:
+        """Commit one batch (seq0..seq1, inclusive) from the authenticated `node`, atomically.
+
+        An empty range (seq0 = seq1 + 1, no events) is a heartbeat. Liveness (last_seen) and
+        the hello are recorded for every batch, a re-sent one included: a re-send is a sign of
+        life too. Events are filed under `node` whatever machine they name.
+        """
+        if seq0 > seq1 + 1 or (seq0 == seq1 + 1 and events):
+            raise ValueError(f"batch from {node}/{stream}: bad range {seq0}..{seq1}")
+        with self._transaction():
+            self._touch_node(node, hello, now)
+            billing_changed = self._announce(node, hello, now) if hello is not None else False
+            if seq0 == seq1 + 1:
+                return IngestResult(duplicate=False, billing_changed=billing_changed)
+            row = self._db.execute(
+                "SELECT seq FROM streams WHERE node = ? AND stream = ?", (node, stream)
+            ).fetchone()
+            high: int | None = row[0] if row else None
+            if high is not None and seq1 <= high:
+                return IngestResult(duplicate=True, billing_changed=billing_changed)
+            accounts = self._accounts(node)
+            good, rejected = _usable(events)
+            usage = [self._attribute(e, node, accounts) for e in good if isinstance(e, UsageEvent)]
+            changes, ignored = self._upsert_usage(usage, now)
+            limits, ignored_limits = self._insert_limits(good, node, accounts, now)
+            profile_events, ignored_profiles = self._insert_profile_events(good, node, now)
+            self._db.execute(
+                "INSERT INTO streams (node, stream, seq, committed) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (node, stream) DO UPDATE SET seq = excluded.seq, "
+                "committed = excluded.committed",
+                (node, stream, seq1, now),
+            )
+        return IngestResult(
+            duplicate=False,
+            changes=changes,
+            limits=limits,
+            profile_events=profile_events,
+            ignored=ignored + ignored_limits + ignored_profiles,
+            rejected=rejected,
+            gap=high is not None and seq0 > high + 1,
+            billing_changed=billing_changed,
+        )
+
+    def _touch_node(self, node: str, hello: NodeHello | None, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO nodes (node, first_seen, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (node) DO UPDATE SET last_seen = max(coalesce(last_seen, ?), ?)",
+            (node, now, now, now, now),
+        )
+        if hello is not None:
+            self._db.execute(
+                "UPDATE nodes SET version = ?, boot_time = ?, os = ?, cpu_count = ? WHERE node = ?",
+                (hello.version, hello.boot_time, hello.os, hello.cpu_count, node),
+            )
+
+    def _announce(self, node: str, hello: NodeHello, now: float) -> bool:
+        """Record the node's profiles; True when one of them now bills differently (a profile
+        not announced before counted as API)."""
+        known = {
+            name: Billing(billing)
+            for name, billing in self._db.execute(
+                "SELECT name, billing FROM profiles WHERE node = ?", (node,)
+            )
+        }
+        changed = False
+        for p in hello.profiles:
+            changed |= known.get(p.name, Billing.API) != p.billing
+            self._db.execute(
+                "INSERT INTO profiles (node, name, agent, billing, account, plan, first_seen, "
+                "last_announced) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (node, name) DO UPDATE SET agent = excluded.agent, "
+                "billing = excluded.billing, account = excluded.account, plan = excluded.plan, "
+                "last_announced = excluded.last_announced",
+                (node, p.name, p.agent.value, p.billing.value, p.account, p.plan, now, now),
+            )
+        return changed
+
+    def _accounts(self, node: str) -> dict[str, str]:
+        return {
+            name: account
+            for name, account in self._db.execute(
+                "SELECT name, account FROM profiles WHERE node = ? AND account IS NOT NULL",
+                (node,),
+            )
+        }
+
+    @staticmethod
+    def _attribute(event: UsageEvent, node: str, accounts: dict[str, str]) -> UsageEvent:
+        """The authenticated node is the machine; a missing account comes from the profile."""
+        account = event.account
+        if account is None and event.profile is not None:
+            account = accounts.get(event.profile)
+        if event.machine == node and account == event.account:
+            return event  # the common case: skip the copy
+        return dataclasses.replace(event, machine=node, account=account)
+
+    def _upsert_usage(self, usage: list[UsageEvent], now: float) -> tuple[list[Change], int]:
+        latest: dict[str, UsageEvent] = {}
+        for event in usage:  # a batch may carry several revisions of one call: keep the highest
+            current = latest.get(event.event_id)
+            if current is None or event.revision > current.revision:
+                latest[event.event_id] = event
+        stored = self._stored_revisions(list(latest))
+        changes: list[Change] = []
+        rows: list[tuple[Any, ...]] = []
+        for event_id, event in latest.items():
+            old = stored.get(event_id)
+            if old is not None and old[0] >= event.revision:
+                continue
+            changes.append((_usage(old[1]) if old is not None else None, event))
+            rows.append(
+                (
+                    event_id,
+                    event.revision,
+                    int(event.counts),
+                    event.ts,
+                    event.machine,
+                    event.profile,
+                    event.account,
+                    event.session_id,
+                    event.model,
+                    event.agent.value,
+                    now,
+                    pack(event),
+                )
+            )
+        self._db.executemany(_UPSERT_USAGE, rows)
+        return changes, len(usage) - len(changes)
+
+    def _stored_revisions(self, ids: list[str]) -> dict[str, tuple[int, bytes]]:
+        found: dict[str, tuple[int, bytes]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for event_id, revision, payload in self._db.execute(
+                f"SELECT event_id, revision, payload FROM usage WHERE event_id IN ({marks})",
+                chunk,
+            ):
+                found[event_id] = (revision, payload)
+        return found
+
+    def _insert_limits(
+        self, events: Sequence[Event], node: str, accounts: dict[str, str], now: float
+    ) -> tuple[list[LimitEvent], int]:
+        added: list[LimitEvent] = []
+        ignored = 0
+        for event in events:
+            if not isinstance(event, LimitEvent):
+                continue
+            account = event.account
+            if account is None and event.profile is not None:
+                account = accounts.get(event.profile)
+            event = dataclasses.replace(event, machine=node, account=account)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO limits (event_id, ts, machine, profile, account, agent, "
+                "kind, received, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.ts,
+                    node,
+                    event.profile,
+                    account,
+                    event.agent.value,
+                    event.kind.value,
+                    now,
+                    pack(event),
+                ),
+            )
+            if cursor.rowcount:
+                added.append(event)
+            else:
+                ignored += 1
+        return added, ignored
+
+    def _insert_profile_events(
+        self, events: Sequence[Event], node: str, now: float
+    ) -> tuple[list[ProfileEvent], int]:
+        added: list[ProfileEvent] = []
+        ignored = 0
+        for event in events:
+            if not isinstance(event, ProfileEvent):
+                continue
+            event = dataclasses.replace(event, machine=node)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO profile_events (event_id, ts, machine, profile, agent, "
+                "state, received, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.ts,
+                    node,
+                    event.profile,
+                    event.agent.value,
+                    event.state.value,
+                    now,
+                    pack(event),
+                ),
+            )
+            if cursor.rowcount:
+                added.append(event)
+            else:
+                ignored += 1
+        return added, ignored
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def stream_seq(self, node: str, stream: str) -> int | None:
+        """The highest batch seq committed for (node, stream), or None before the first."""
+        row = self._db.execute(
+            "SELECT seq FROM streams WHERE node = ? AND stream = ?", (node, stream)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def usage_events(
+        self, since: float | None = None, until: float | None = None, *, counted_only: bool = False
+    ) -> Iterator[UsageEvent]:
+        """Kept usage events with since <= ts < until, in time order: counted and retracted
+        ones (unless `counted_only`), machine and account as filed at ingest."""
+        where, params = _time_range(since, until)
+        if counted_only:
+            where.append("counted = 1")
+        for (payload,) in self._select("usage", where, params):
+            yield _usage(payload)
+
+    def limit_events(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[LimitEvent]:
+        where, params = _time_range(since, until)
+        for (payload,) in self._select("limits", where, params):
+            event = unpack(payload)
+            assert isinstance(event, LimitEvent)
+            yield event
+
+    def profile_events(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[ProfileEvent]:
+        where, params = _time_range(since, until)
+        for (payload,) in self._select("profile_events", where, params):
+            event = unpack(payload)
+            assert isinstance(event, ProfileEvent)
+            yield event
+
+    def _select(self, table: str, where: list[str], params: list[float]) -> Iterator[tuple[bytes]]:
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        # ORDER BY event_id after ts: a stable order for equal times, so reads are repeatable.
+        sql = f"SELECT payload FROM {table}{clause} ORDER BY ts, event_id"
+        yield from self._db.execute(sql, params)
+
+    def nodes(self) -> list[NodeRecord]:
+        rows = self._db.execute(
+            "SELECT node, first_seen, last_seen, version, boot_time, os, cpu_count "
+            "FROM nodes ORDER BY node"
+        )
+        return [NodeRecord(*row) for row in rows]
+
+    def profiles(self) -> list[ProfileRecord]:
+        rows = self._db.execute(
+            "SELECT node, name, agent, billing, account, plan, first_seen, last_announced "
+            "FROM profiles ORDER BY node, name"
+        )
+        return [
+            ProfileRecord(node, name, Agent(agent), Billing(billing), account, plan, first, last)
+            for node, name, agent, billing, account, plan, first, last in rows
+        ]
+
+    def billing(self) -> dict[tuple[str, str], Billing]:
+        """(node, profile) → billing, for the ledger's `billing_of`."""
+        return {(p.node, p.name): p.billing for p in self.profiles()}
+
+    # ---- audit --------------------------------------------------------------------------
+
+    def audit(self, who: str, action: str, target: str, result: str, ts: float) -> int:
+        """Record an operator or governor action (pause, resume, kill, ...); returns its id."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO audit (ts, who, action, target, result) VALUES (?, ?, ?, ?, ?)",
+                (ts, who, action, target, result),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        """The latest `limit` audit records, newest first."""
+        rows = self._db.execute(
+            "SELECT id, ts, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [AuditRecord(*row) for row in rows]
+
+
+def _usable(events: Sequence[Event]) -> tuple[list[Event], list[tuple[str, str]]]:
+    """The events that can be stored, and (event_id, why) for those that cannot: these are
+    left out so that one bad event never blocks its node's stream."""
+    good: list[Event] = []
+    rejected: list[tuple[str, str]] = []
+    for event in events:
+        if not math.isfinite(event.ts):
+            rejected.append((event.event_id, f"time {event.ts!r} is not a finite number"))
+        elif isinstance(event, UsageEvent) and not 0 <= event.revision < 2**63:
+            rejected.append((event.event_id, f"revision {event.revision!r} is out of range"))
+        else:
+            good.append(event)
+    return good, rejected
+
+
+def _usage(payload: bytes) -> UsageEvent:
+    event = unpack(payload)
+    assert isinstance(event, UsageEvent), "the usage table holds usage events only"
+    return event
+
+
+def _time_range(since: float | None, until: float | None) -> tuple[list[str], list[float]]:
+    where: list[str] = []
+    params: list[float] = []
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        params.append(until)
+    return where, params
