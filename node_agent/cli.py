@@ -1,18 +1,33 @@
-"""`node-agent`: the per-machine command. `scan` reads local agent logs and prints a cost report."""
+"""`node-agent`: the per-machine command. `scan` reads local agent logs and prints a cost report;
+`init` writes the node's config and key; `install-service` writes its systemd unit."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import pwd
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import date, tzinfo
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from node_agent.init import (
+    InitError,
+    InitRequest,
+    parse_profile_spec,
+    run_init,
+    write_atomic,
+)
+from node_agent.init import default_path as default_init_path
 from node_agent.render import render_json, render_text
 from node_agent.report import Query, build_report
+from node_agent.systemd import UNIT_PATH, render_unit
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.config import ConfigError, NodeConfig, find_config, load_config
 
@@ -23,7 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"scan": cmd_scan}[args.command]
+    handler = {
+        "scan": cmd_scan,
+        "init": cmd_init,
+        "install-service": cmd_install_service,
+    }[args.command]
     return handler(args)
 
 
@@ -59,7 +78,68 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="worker processes (default: one per CPU when there is much to read)",
     )
+    _add_init(sub)
+    _add_install_service(sub)
     return parser
+
+
+def _add_init(sub: Any) -> None:
+    init_p = sub.add_parser(
+        "init",
+        help="write or update the node config (and install the node key)",
+        description=(
+            "Write the node's config file with explaining comments, or update an existing one "
+            "in place: its comments and edits are kept and only what is given here changes. "
+            "With no --profile, a new file gets a profile per agent home found at the default "
+            "places (~/.claude, ~/.codex, ~/.gemini, ~/.local/share/opencode)."
+        ),
+    )
+    init_p.add_argument(
+        "--config",
+        type=Path,
+        help="the file (default: $FLEETMETER_CONFIG, else ~/.config/fleetmeter/node.toml)",
+    )
+    init_p.add_argument("--node", help="this machine's name in the fleet (default: host name)")
+    init_p.add_argument(
+        "--hub", metavar="ADDRESS", help="the hub's events address, e.g. tcp://hub.lan:7461"
+    )
+    init_p.add_argument(
+        "--commands", metavar="ADDRESS", help="the hub's commands address (default: port + 1)"
+    )
+    init_p.add_argument("--state-dir", help="where the outbox lives (default: see the file)")
+    init_p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="NAME:AGENT:HOME[:BILLING[:PLAN[:ACCOUNT]]]",
+        help="add or update a profile (repeatable), e.g. max-a:claude-code:~/.claude:subscription",
+    )
+    key = init_p.add_mutually_exclusive_group()
+    key.add_argument("--key", metavar="HEX", help="the node key from `fleet-hub enroll NODE`")
+    key.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="read the node key from FILE ('-': standard input; keeps it out of ps and history)",
+    )
+    init_p.add_argument("--force", action="store_true", help="rewrite the file from scratch")
+
+
+def _add_install_service(sub: Any) -> None:
+    svc = sub.add_parser(
+        "install-service",
+        help="write the systemd unit that runs `node-agent run`",
+        description=(
+            f"Write {UNIT_PATH} (Type=notify, watchdog, sandboxed) and print the commands "
+            "that enable it."
+        ),
+    )
+    svc.add_argument(
+        "--user", help="the user it runs as: the owner of the agents (default: you / SUDO_USER)"
+    )
+    svc.add_argument("--output", type=Path, default=UNIT_PATH, help="default: %(default)s")
+    svc.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    svc.add_argument("--config", type=Path, help="the node config the service reads")
 
 
 def _load_config(path: Path | None) -> NodeConfig:
@@ -93,6 +173,97 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for problem in report.path_problems:
         print(f"node-agent scan: {problem}", file=sys.stderr)
     return 1 if report.path_problems else 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        key_hex = args.key
+        if args.key_file is not None:
+            key_hex = _read_key_source(args.key_file)
+        request = InitRequest(
+            path=args.config or default_init_path(),
+            node=args.node,
+            hub_events=args.hub,
+            hub_commands=args.commands,
+            state_dir=args.state_dir,
+            key_hex=key_hex,
+            profiles=[parse_profile_spec(spec) for spec in args.profile],
+            force=args.force,
+        )
+        result = run_init(request)
+    except (InitError, ConfigError) as exc:
+        print(f"node-agent init: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"node-agent init: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if result.created:
+        print(f"wrote {result.path}")
+    elif result.changes:
+        print(f"updated {result.path}")
+    else:
+        print(f"{result.path}: nothing to change")
+    for change in result.changes:
+        print(f"  {change}")
+    if result.key_file is not None:
+        print(f"node key written to {result.key_file} (mode 600)")
+    if result.created:
+        print("next: check the profiles in the file, then `node-agent install-service`")
+    return 0
+
+
+def _read_key_source(source: Path) -> str:
+    if str(source) == "-":
+        return sys.stdin.readline()
+    return source.read_text(encoding="ascii", errors="replace")
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    user = args.user or os.environ.get("SUDO_USER") or getpass.getuser()
+    config = args.config.expanduser().absolute() if args.config else find_config()
+    try:
+        text = render_unit(_node_agent_command(), user, config)
+    except ValueError as exc:
+        print(f"node-agent install-service: {exc}", file=sys.stderr)
+        return 2
+    if args.print:
+        sys.stdout.write(text)
+        return 0
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        print(f"node-agent install-service: warning: no user {user!r} here", file=sys.stderr)
+    output: Path = args.output
+    try:
+        write_atomic(output, text.encode(), mode=0o644)
+    except OSError as exc:
+        print(
+            f"node-agent install-service: cannot write {output}: {exc.strerror or exc}; "
+            "run it with sudo, or use --print / --output FILE",
+            file=sys.stderr,
+        )
+        return 1
+    unit = output.stem if output.suffix == ".service" else output.name
+    print(f"wrote {output} (runs as {user})")
+    print("next, as root:")
+    print("  systemctl daemon-reload")
+    print(f"  systemctl enable --now {unit}")
+    print(f"  systemctl status {unit}        # its status line once it is up")
+    print(f"  journalctl -u {unit} -f        # its log")
+    print(f"check the sandbox: systemd-analyze security {unit}   (about 2.2 OK expected)")
+    print(f"the node key must be in place and readable by {user} (node-agent init --key-file)")
+    return 0
+
+
+def _node_agent_command() -> list[str]:
+    """How systemd should start this same installation (not whatever is first on PATH)."""
+    beside = Path(sys.executable).parent / "node-agent"  # the venv's console script
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which("node-agent")
+    if found:
+        return [str(Path(found).absolute())]
+    return [str(Path(sys.executable).absolute()), "-m", "node_agent.cli"]
 
 
 if __name__ == "__main__":
