@@ -118,7 +118,8 @@ def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connecti
     few commits; FULL closes that at the cost of one fsync per batch.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None)
+    # One connection shared by threads that the owner serialises (the hub service holds a lock).
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]

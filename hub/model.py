@@ -1,8 +1,7 @@
 """What the hub's store takes in and hands back, besides the events themselves.
 
-`NodeHello` is what a node says about itself with its batches. It belongs to the wire
-contract, so it should move to `shared/` once the wire codec carries it (the node side cannot
-import `hub`); it lives here until then.
+`NodeHello` (what a node says about itself with its batches) is part of the wire contract and
+lives in `shared.hello`; it is re-exported here for the hub's modules.
 """
 
 from __future__ import annotations
@@ -17,30 +16,6 @@ from shared.events import Agent, LimitEvent, ProfileEvent, UsageEvent
 # A node unseen for this many stale periods is offline rather than stale: it has not merely
 # missed a few beats, it is down (or unplugged), and the TUI greys it out.
 OFFLINE_AFTER_STALE_PERIODS: Final = 10
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileInfo:
-    """One auth profile as its node announces it."""
-
-    name: str
-    agent: Agent
-    billing: Billing = Billing.API
-    account: str | None = None
-    plan: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NodeHello:
-    """A node's account of itself. `node` is informative: the store files everything under
-    the authenticated node name it is given (the receiver rejects a mismatch)."""
-
-    node: str
-    version: str
-    boot_time: float  # epoch seconds
-    os: str
-    cpu_count: int
-    profiles: tuple[ProfileInfo, ...] = ()
 
 
 class NodeState(StrEnum):

@@ -9,7 +9,8 @@ by `event_id` keeping the highest revision, limit and profile events are insert-
 Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
 wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
 
-One `Store` is used from one thread (sqlite3 enforces it); other threads open their own.
+A `Store` may be used from several threads as long as its owner serialises the calls (the hub
+service holds one lock for store and ledger); other processes open their own.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from hub.model import (
     AuditRecord,
     Change,
     IngestResult,
-    NodeHello,
     NodeRecord,
     ProfileRecord,
 )
 from shared.codec import pack, unpack
 from shared.config import Billing
 from shared.events import Agent, Event, LimitEvent, ProfileEvent, UsageEvent
+from shared.hello import NodeHello
 
 DB_FILE: Final = "hub.db"
 _CHUNK: Final = 500  # ids per `IN (...)` lookup: well under SQLite's bound-parameter limit

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from hub.ledger import FLEET, Basis, Dimension, Ledger, Period, Totals
-from hub.model import NodeHello, ProfileInfo
 from hub.store import Store
 from pricing import PriceBook, PricedCall, PriceTableError
 from shared.config import Billing
 from shared.events import Agent, Tokens, UsageEvent
+from shared.hello import NodeHello, ProfileInfo
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Sonnet 4.5 list rates, USD/MTok: input 3, output 15, cache read 0.30, 5m cache write 3.75.

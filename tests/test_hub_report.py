@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.model import NodeHello, ProfileInfo
 from hub.report import build_hub_report
 from hub.store import Store
 from node_agent.render import render_json
@@ -20,6 +19,7 @@ from pricing import PriceBook
 from pricing.rollup import Attribution, Rollup, UnknownGroupKeyError
 from shared.config import Billing
 from shared.events import Agent, Role, Tokens, UsageEvent
+from shared.hello import NodeHello, ProfileInfo
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 18, 12, 0, tzinfo=BERLIN).timestamp()

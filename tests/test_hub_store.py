@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hub._schema import SCHEMA_VERSION, StoreError
-from hub.model import NodeHello, NodeState, ProfileInfo
+from hub.model import NodeState
 from hub.store import DB_FILE, Store
 from shared.config import Billing
 from shared.events import (
@@ -28,6 +28,7 @@ from shared.events import (
     Tokens,
     UsageEvent,
 )
+from shared.hello import NodeHello, ProfileInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_795_000_000.0  # 2026-11-18
