@@ -1,20 +1,42 @@
 """`fleet-hub`: the ops workstation's command.
 
-The hub (receiver, store, ledger, TUI) is built in the fleet and dashboard issues; until then
-this entry point exists so the distribution's two console scripts are stable, and it says so.
+`init` writes the hub's config and fleet secret; `enroll NODE` prints a node's key; `serve` runs
+the hub headless (receiver, store, ledger, commands, zeroconf); `report` prints the fleet's
+costs from the hub's store, in the row shape of `node-agent scan --json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from hub.config import (
+    default_hub_config_path,
+    enroll_key,
+    init_hub,
+    load_hub_config,
+)
+from hub.report import build_hub_report
+from hub.store import DB_FILE, Store
+from pricing import PriceBook
+from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
+from shared.config import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleet-hub", description=__doc__)
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
         try:
@@ -22,12 +44,166 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PackageNotFoundError:
             print("unknown (not installed)")
         return 0
-    print(
-        "fleet-hub: the hub is not built yet in this version; "
-        "use `node-agent scan` for a local cost report.",
-        file=sys.stderr,
+    if args.command is None:
+        print(
+            "fleet-hub: the dashboard is not built yet in this version; use `fleet-hub serve` "
+            "and `fleet-hub report`.",
+            file=sys.stderr,
+        )
+        return 2
+    handler = {"init": cmd_init, "enroll": cmd_enroll, "serve": cmd_serve, "report": cmd_report}
+    try:
+        return handler[args.command](args)
+    except ConfigError as exc:
+        print(f"fleet-hub {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet-hub", description=__doc__)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config",
+            type=Path,
+            help="hub config (default: %(default)s)",
+            default=default_hub_config_path(),
+        )
+        return p
+
+    init_p = with_config(sub.add_parser("init", help="write the hub config and fleet secret"))
+    init_p.add_argument("--events", help="listen address for node batches")
+    init_p.add_argument("--commands", help="listen address for commands")
+    init_p.add_argument("--data-dir", type=Path, help="where the store lives")
+    init_p.add_argument("--no-advertise", action="store_true", help="do not use zeroconf")
+    init_p.add_argument(
+        "--force", action="store_true", help="rewrite the config (the secret is always kept)"
     )
-    return 2
+
+    enroll_p = with_config(sub.add_parser("enroll", help="print the key of a node"))
+    enroll_p.add_argument("node", help="the node's name (its `node` in node.toml)")
+
+    with_config(sub.add_parser("serve", help="run the hub headless until SIGTERM"))
+
+    report_p = with_config(sub.add_parser("report", help="the fleet's costs from the store"))
+    report_p.add_argument(
+        "--by",
+        action="append",
+        help=f"group keys, comma-separated: {', '.join(GROUP_KEYS)} (default: machine)",
+    )
+    report_p.add_argument("--tz", default="UTC", help="IANA zone for days (default: UTC)")
+    report_p.add_argument("--since", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    report_p.add_argument("--until", type=date.fromisoformat, help="last day, YYYY-MM-DD")
+    report_p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.events:
+        overrides["events"] = args.events
+    if args.commands:
+        overrides["commands"] = args.commands
+    if args.data_dir:
+        overrides["data_dir"] = str(args.data_dir)
+    if args.no_advertise:
+        overrides["advertise"] = False
+    config_path, secret_path = init_hub(args.config, force=args.force, overrides=overrides)
+    print(f"wrote {config_path}")
+    print(f"fleet secret in {secret_path} (mode 600: keep it that way)")
+    print("next: `fleet-hub enroll NODE` for each machine, then on that machine")
+    print("      `node-agent init --key HEX` and `node-agent install-service`")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    config = load_hub_config(args.config)
+    key = enroll_key(config, args.node)
+    print(key)
+    print(f"# on {args.node}: node-agent init --node {args.node} --key {key}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hub.serve import Hub  # sockets and zeroconf are not needed by the other commands
+
+    config = load_hub_config(args.config, missing_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s hub %(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    hub = Hub(config)
+    try:
+        hub.start()
+    except OSError as exc:
+        print(f"fleet-hub serve: {exc}", file=sys.stderr)
+        return 1
+    print(f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        hub.stop()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        tz = ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        print(f"fleet-hub report: unknown time zone {args.tz!r}", file=sys.stderr)
+        return 2
+    by = [k.strip() for arg in (args.by or ["machine"]) for k in arg.split(",") if k.strip()]
+    try:
+        check_keys(by)
+    except UnknownGroupKeyError as exc:
+        print(f"fleet-hub report: {exc}", file=sys.stderr)
+        return 2
+    config = load_hub_config(args.config, missing_ok=True)
+    if not (config.data_dir / DB_FILE).exists():
+        print(f"fleet-hub report: no store at {config.data_dir / DB_FILE}", file=sys.stderr)
+        return 1
+    with Store.in_dir(config.data_dir) as store:
+        report = build_hub_report(
+            store, PriceBook.default(), by=by, tz=tz, since=args.since, until=args.until
+        )
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(_text(report, by))
+    return 0
+
+
+def _text(report: dict[str, Any], by: list[str]) -> str:
+    header = [*by, "calls", "api-equiv $", "metered $", "subscr. $", "estimated $", "unknown"]
+    lines = [header]
+    for row in [*report["rows"], {**report["total"], **{k: "TOTAL" for k in by[:1]}}]:
+        cost = row["cost"]
+        unknown = f"{row['unknown_calls']} calls" if row["unknown_calls"] else "-"
+        lines.append(
+            [
+                *(str(row.get(k) or "-") for k in by),
+                str(row["calls"]),
+                *(
+                    _money(cost[c])
+                    for c in ("api_equivalent", "metered", "subscription_included", "estimated")
+                ),
+                unknown,
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i < len(by) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
+
+
+def _money(value: str | None) -> str:
+    return "unknown" if value is None else f"{Decimal(value):,.2f}"
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scan": cmd_scan,
         "init": cmd_init,
         "install-service": cmd_install_service,
+        "run": cmd_run,
     }[args.command]
     return handler(args)
 
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_init(sub)
     _add_install_service(sub)
+    _add_run(sub)
     return parser
 
 
@@ -125,6 +127,20 @@ def _add_init(sub: Any) -> None:
     init_p.add_argument("--force", action="store_true", help="rewrite the file from scratch")
 
 
+def _add_run(sub: Any) -> None:
+    run_p = sub.add_parser(
+        "run",
+        help="the daemon: follow every profile's logs and stream them to the hub",
+        description=(
+            "Follow the configured profiles' logs, keep the outbox, send it to the hub (its "
+            "address from [hub] in the config, or found with zeroconf) and answer its pause / "
+            "resume / kill commands. Stops cleanly on SIGTERM. Run it with systemd "
+            "(`node-agent install-service`)."
+        ),
+    )
+    run_p.add_argument("--config", type=Path, help="node config (default: the usual places)")
+
+
 def _add_install_service(sub: Any) -> None:
     svc = sub.add_parser(
         "install-service",
@@ -140,6 +156,21 @@ def _add_install_service(sub: Any) -> None:
     svc.add_argument("--output", type=Path, default=UNIT_PATH, help="default: %(default)s")
     svc.add_argument("--print", action="store_true", help="print the unit instead of writing it")
     svc.add_argument("--config", type=Path, help="the node config the service reads")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from node_agent.daemon import run  # the daemon's imports are not needed by the other commands
+
+    try:
+        config = _load_config(args.config)
+    except ConfigError as exc:
+        print(f"node-agent run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(config)
+    except ConfigError as exc:  # e.g. the node key is missing or readable by others
+        print(f"node-agent run: {exc}", file=sys.stderr)
+        return 2
 
 
 def _load_config(path: Path | None) -> NodeConfig:

@@ -174,6 +174,7 @@ class LiveReader:
         self.clock = clock
         self.stats = LiveStats()
         self._by_agent = {s.agent: s for s in self.sources}
+        self._accounts = {p.name: p.account for p in config.profiles}
         self._files: dict[str, _Watched] = {}
         self._saved: dict[str, bytes] = {}
         self._targets: list[Target] = []
@@ -376,19 +377,18 @@ class LiveReader:
     # -- attribution and bookkeeping ---------------------------------------------------------
 
     def _attribute(self, watched: _Watched, event: UsageEvent | LimitEvent) -> Event:
+        """Stamp machine, profile and account. Where several profiles share one home (one
+        config dir, several logins), the timeline tells which was in use at the event's time."""
         profile: Profile | None = watched.target.profile
         name = profile.name if profile is not None else None
-        account = profile.account if profile is not None else None
-        if name is None and self.profile_at is not None:
-            name = self.profile_at(watched.target.agent, watched.target.path, event.ts)
-            account = self._account_of(name)
-        return replace(event, machine=self.config.node, profile=name, account=account)
+        if self.profile_at is not None:
+            name = self.profile_at(watched.target.agent, watched.target.path, event.ts) or name
+        return replace(
+            event, machine=self.config.node, profile=name, account=self._account_of(name)
+        )
 
     def _account_of(self, name: str | None) -> str | None:
-        for profile in self.config.profiles:
-            if profile.name == name:
-                return profile.account
-        return None
+        return self._accounts.get(name) if name is not None else None
 
     def _account(self, buffer: _Buffer) -> None:
         self.stats.skipped.update(buffer.skipped)

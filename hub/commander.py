@@ -1,0 +1,85 @@
+"""The hub's command endpoint (Surveyor0, listening): one survey per command, one answer.
+
+Every node dials in and hears every survey; only the addressed node can verify the frame (it is
+signed with that node's key) and answers. Each command runs on its own nng context, so several
+can be in flight at once. No answer within the timeout means "no answer from node" — the
+command may or may not have run; sending it again with the same command id is safe, because a
+node answers a repeated id from memory instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pynng
+
+from shared.wire import MAX_FRAME, TO_HUB, FrameError, RejectLog, open_frame, seal
+
+log = logging.getLogger(__name__)
+
+KeyFor = Callable[[str], bytes | None]
+
+
+class Commander:
+    def __init__(
+        self,
+        address: str,
+        key_for: KeyFor,
+        *,
+        timeout: float = 2.0,
+        tls: pynng.TLSConfig | None = None,
+    ) -> None:
+        self.address = address
+        self.key_for = key_for
+        self.timeout = timeout
+        options: dict[str, Any] = {
+            "recv_max_size": MAX_FRAME,
+            "survey_time": int(timeout * 1000),
+        }
+        if tls is not None:
+            options["tls_config"] = tls
+        self._sock = pynng.Surveyor0(**options)
+        self.url: str = self._sock.listen(address).url  # the real port when asked for 0
+        self._lock = threading.Lock()
+        self.rejects = RejectLog("replies")
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def send(self, node: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Send one command to `node`; its answer, or None when none came in time."""
+        key = self.key_for(node)
+        if key is None:
+            raise ValueError(f"no key for node {node!r}")
+        body = dict(body)
+        body.setdefault("id", uuid.uuid4().hex)
+        deadline = time.monotonic() + self.timeout
+        with self._lock:  # contexts are cheap but their creation is not thread-safe in 0.9
+            ctx = self._sock.new_context()
+        try:
+            ctx.send(seal(key, node, "cmd", body))
+            while time.monotonic() < deadline:
+                try:
+                    data = ctx.recv()
+                except pynng.Timeout:
+                    return None
+                try:
+                    frame = open_frame(data, self.key_for, kinds=TO_HUB)
+                except FrameError as exc:
+                    self.rejects.reject(exc.reason, node, str(exc))
+                    continue
+                if (
+                    frame.kind == "reply"
+                    and frame.node == node
+                    and isinstance(frame.body, dict)
+                    and frame.body.get("id") == body["id"]
+                ):
+                    return frame.body
+            return None
+        finally:
+            ctx.close()

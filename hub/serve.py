@@ -1,0 +1,174 @@
+"""A running hub: store, service, event receiver, command endpoint, liveness and advertising.
+
+`fleet-hub serve` runs one headless; the TUI embeds the same one in its process. `Hub.start()`
+returns once both endpoints listen (their real addresses in `events_url` / `commands_url`, so a
+test can listen on port 0); `stop()` closes everything in order and leaves the store committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hub.commander import Commander
+from hub.config import HubConfig, read_secret
+from hub.receiver import Receiver
+from hub.service import FleetService
+from hub.store import Store
+from pricing import PriceBook
+from shared.discovery import ZeroconfAdvertiser
+from shared.tls import hub_tls_config
+from shared.wire import derive_node_key
+
+log = logging.getLogger(__name__)
+
+LIVENESS_EVERY = 1.0  # seconds between checks for nodes going stale
+
+
+class NodeKeys:
+    """Every node's key, derived from the fleet secret on first use."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, node: str) -> bytes | None:
+        with self._lock:
+            key = self._keys.get(node)
+            if key is None:
+                try:
+                    key = derive_node_key(self._secret, node)
+                except ValueError:
+                    return None  # not a valid node name: no key, the frame is refused
+                if len(self._keys) < 100_000:
+                    self._keys[node] = key
+            return key
+
+
+class Hub:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        book: PriceBook | None = None,
+        command_timeout: float = 2.0,
+        advertiser_factory: Callable[[HubConfig, str, str], ZeroconfAdvertiser] | None = None,
+    ) -> None:
+        self.config = config
+        self.book = book or PriceBook.default()
+        self.command_timeout = command_timeout
+        self.advertiser_factory = advertiser_factory
+        self.keys = NodeKeys(read_secret(config.secret_file))
+        self.stop_event = threading.Event()
+        self.service: FleetService | None = None
+        self.receiver: Receiver | None = None
+        self.commander: Commander | None = None
+        self._threads: list[threading.Thread] = []
+        self._store: Store | None = None
+        self._advertiser: ZeroconfAdvertiser | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def events_url(self) -> str:
+        assert self.receiver is not None
+        return self.receiver.url
+
+    @property
+    def commands_url(self) -> str:
+        assert self.commander is not None
+        return self.commander.url
+
+    def start(self) -> FleetService:
+        tls = None
+        if self.config.tls_cert_key_file is not None:
+            tls = hub_tls_config(self.config.tls_cert_key_file, self.config.tls_ca_file)
+        self._store = Store.in_dir(self.config.data_dir)
+        self.commander = Commander(
+            self.config.commands, self.keys, timeout=self.command_timeout, tls=tls
+        )
+        self.service = FleetService(
+            self._store,
+            self.book,
+            stale_after=self.config.stale_after,
+            commander=self.commander,
+        )
+        self.receiver = Receiver(
+            self.config.events,
+            self.keys,
+            self.service.handle_batch,
+            stop=self.stop_event,
+            tls=tls,
+        )
+        self._spawn("receiver", self.receiver.run)
+        self.receiver.ready.wait(10)
+        if self.receiver.error:
+            self.stop()
+            raise OSError(self.receiver.error)
+        self._spawn("liveness", self._liveness)
+        if self.config.advertise:
+            self._advertise()
+        log.info(
+            "hub %s: events %s, commands %s", self.config.name, self.events_url, self.commands_url
+        )
+        return self.service
+
+    def _spawn(self, name: str, target: Callable[[], Any]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _liveness(self) -> None:
+        assert self.service is not None
+        while not self.stop_event.wait(LIVENESS_EVERY):
+            try:
+                self.service.check_nodes()
+            except Exception:
+                log.exception("liveness check failed")
+
+    def _advertise(self) -> None:
+        factory = self.advertiser_factory or _default_advertiser
+        try:
+            self._advertiser = factory(self.config, self.events_url, self.commands_url)
+        except ValueError as exc:  # ipc:// or inproc:// addresses cannot be advertised
+            log.info("not advertising: %s", exc)
+            return
+        self._loop = asyncio.new_event_loop()
+        self._spawn("advertiser", self._loop.run_forever)
+        future = asyncio.run_coroutine_threadsafe(self._advertiser.start(), self._loop)
+        try:
+            future.result(timeout=10)
+        except (OSError, TimeoutError) as exc:
+            log.warning("cannot advertise the hub with zeroconf: %s", exc)
+            self._advertiser = None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._advertiser is not None and self._loop is not None:
+            future = asyncio.run_coroutine_threadsafe(self._advertiser.stop(), self._loop)
+            try:
+                future.result(timeout=5)
+            except Exception:  # noqa: BLE001 (best effort on the way out)
+                log.warning("zeroconf did not stop cleanly")
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.commander is not None:
+            self.commander.close()
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Hub:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _default_advertiser(config: HubConfig, events: str, commands: str) -> ZeroconfAdvertiser:
+    return ZeroconfAdvertiser(config.name, events, commands)

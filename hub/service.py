@@ -1,0 +1,367 @@
+"""The hub's one façade: what the TUI, the CLI (and later REST and MCP) all call.
+
+It owns the store and the ledger behind one lock: the receiver thread writes through
+`handle_batch`, readers take consistent snapshots, and commands go out through the
+`Commander` and are written to the audit log with their outcome. Subscribers are told about
+every change (new usage, limit hits, profile events, node state changes, command outcomes) on
+the thread that made it; a UI marshals them onto its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, tzinfo
+from typing import Any, Final, Literal
+
+from hub._totals import Totals
+from hub.commander import Commander
+from hub.ledger import FLEET, Dimension, Ledger, Period, Scope
+from hub.model import IngestResult, NodeRecord, NodeState, ProfileRecord
+from hub.report import build_hub_report
+from hub.store import Store
+from pricing import PriceBook
+from shared.codec import DecodeError, unpack
+from shared.config import Billing
+from shared.events import Event, LimitEvent, LimitKind, ProfileEvent
+from shared.hello import NodeHello, ProcessInfo, hello_from_map
+from shared.wire import Frame, parse_batch_body
+
+log = logging.getLogger(__name__)
+
+FEED_SIZE: Final = 500
+Action = Literal["pause", "resume", "kill"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One line of the event feed: something an operator should notice."""
+
+    ts: float
+    kind: str  # node | limit | profile | session | command
+    machine: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    record: NodeRecord
+    state: NodeState
+    hello: NodeHello | None
+    pending_problems: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """What became of a command: `outcome` is the node's word, or "no answer"."""
+
+    ok: bool
+    outcome: str
+    detail: str
+    node: str
+    pid: int
+    pids: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Change:
+    """What a subscriber is told: the pieces that changed, for incremental updates."""
+
+    usage: int = 0  # usage events added or superseded
+    machines: set[str] = field(default_factory=set)
+    feed: list[FeedItem] = field(default_factory=list)
+    nodes_changed: bool = False
+
+
+Subscriber = Callable[[Change], None]
+
+
+class FleetService:
+    def __init__(
+        self,
+        store: Store,
+        book: PriceBook,
+        *,
+        stale_after: float = 15.0,
+        tz: tzinfo | None = None,
+        commander: Commander | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._book = book
+        self.stale_after = stale_after
+        self.commander = commander
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._billing = store.billing()
+        self.ledger = Ledger(
+            book,
+            lambda machine, profile: self._billing.get((machine, profile or "")) or Billing.API,
+            tz or UTC,
+            clock,
+        )
+        self.ledger.rebuild(store.usage_events(since=self.ledger.horizon()))
+        self._hellos: dict[str, NodeHello] = {}
+        self._states: dict[str, NodeState] = {
+            n.node: n.state(clock(), stale_after) for n in store.nodes()
+        }
+        self._sessions: set[str] = set()
+        self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
+        self._subscribers: list[Subscriber] = []
+        self.bad_events = 0
+        self.batches = 0
+        self.events_in = 0
+
+    # -- the write path (receiver thread) ----------------------------------------------------
+
+    def handle_batch(self, frame: Frame) -> dict[str, Any]:
+        """Commit one verified batch; the ack body. Raises FrameError for a malformed body."""
+        body = parse_batch_body(frame.body)
+        events: list[Event] = []
+        for packed in body["events"]:
+            try:
+                events.append(unpack(packed))
+            except DecodeError as exc:
+                # One bad event never costs the batch (else the node would re-send it forever).
+                self.bad_events += 1
+                log.warning("%s: dropped an undecodable event: %s", frame.node, exc)
+        hello: NodeHello | None = None
+        if body.get("hello") is not None:
+            try:
+                hello = hello_from_map(body["hello"])
+            except DecodeError as exc:
+                log.warning("%s: ignored a malformed hello: %s", frame.node, exc)
+        now = self.clock()
+        with self._lock:
+            result = self._store.ingest(
+                frame.node, body["stream"], body["seq0"], body["seq1"], events, hello, now
+            )
+            change = self._account(frame.node, result, hello, now)
+        self._publish(change)
+        return {"seq1": body["seq1"]}
+
+    def _account(
+        self, node: str, result: IngestResult, hello: NodeHello | None, now: float
+    ) -> Change:
+        change = Change(machines={node})
+        self.batches += 1
+        if hello is not None:
+            self._hellos[node] = hello
+        if self._states.get(node) is not NodeState.ONLINE:
+            self._states[node] = NodeState.ONLINE
+            change.nodes_changed = True
+            change.feed.append(FeedItem(now, "node", node, f"{node} is online"))
+        if result.billing_changed:
+            self._billing = self._store.billing()
+            self.ledger.rebuild(self._store.usage_events(since=self.ledger.horizon()))
+        else:
+            for old, new in result.changes:
+                self.ledger.apply(old, new)
+        change.usage = len(result.changes)
+        self.events_in += len(result.changes)
+        for _old, new in result.changes:
+            if new.session_id not in self._sessions and new.counts:
+                self._sessions.add(new.session_id)
+                where = new.project or "?"
+                change.feed.append(
+                    FeedItem(
+                        now,
+                        "session",
+                        node,
+                        f"new {new.agent} session {new.session_id[:8]} "
+                        f"({new.profile or '?'}, {where})",
+                    )
+                )
+        for limit in result.limits:
+            change.feed.append(_limit_item(node, limit))
+        for event in result.profile_events:
+            change.feed.append(_profile_item(node, event))
+        self.feed.extend(change.feed)
+        return change
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    def check_nodes(self) -> None:
+        """Note nodes that went stale or offline since the last check (call every few seconds)."""
+        now = self.clock()
+        change = Change()
+        with self._lock:
+            for record in self._store.nodes():
+                state = record.state(now, self.stale_after)
+                if self._states.get(record.node) is not state:
+                    self._states[record.node] = state
+                    change.nodes_changed = True
+                    change.machines.add(record.node)
+                    if state is not NodeState.ONLINE:
+                        age = now - (record.last_seen or now)
+                        item = FeedItem(
+                            now,
+                            "node",
+                            record.node,
+                            f"{record.node} is {state.value} (silent {age:.0f}s)",
+                        )
+                        change.feed.append(item)
+            self.feed.extend(change.feed)
+        if change.nodes_changed:
+            self._publish(change)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def nodes(self) -> list[NodeView]:
+        now = self.clock()
+        with self._lock:
+            return [
+                NodeView(r, r.state(now, self.stale_after), self._hellos.get(r.node))
+                for r in self._store.nodes()
+            ]
+
+    def profiles(self) -> list[ProfileRecord]:
+        with self._lock:
+            return self._store.profiles()
+
+    def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
+        """The agent processes each node reported with its last batch."""
+        with self._lock:
+            return [
+                (name, process)
+                for name, hello in sorted(self._hellos.items())
+                if node is None or name == node
+                for process in hello.processes
+            ]
+
+    def fleet(self, period: Period) -> Totals:
+        with self._lock:
+            return self.ledger.fleet(period)
+
+    def totals(self, dimension: Dimension, period: Period) -> dict[str | None, Totals]:
+        with self._lock:
+            return self.ledger.totals(dimension, period)
+
+    def burn_rate_per_hour(self, scope: Scope = FLEET, minutes: int = 15) -> Any:
+        with self._lock:
+            return self.ledger.burn_rate_per_hour(scope, minutes)
+
+    def run_rate(self, scope: Scope = FLEET) -> list[Any]:
+        with self._lock:
+            return list(self.ledger.run_rate(scope))
+
+    def recent_feed(self, limit: int = 100) -> list[FeedItem]:
+        with self._lock:
+            return list(self.feed)[-limit:]
+
+    def report(
+        self,
+        by: Iterable[str],
+        tz: tzinfo,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> dict[str, Any]:
+        with self._lock:
+            return build_hub_report(
+                self._store, self._book, by=tuple(by), tz=tz, since=since, until=until
+            )
+
+    def audit_log(self, limit: int = 100) -> list[Any]:
+        with self._lock:
+            return self._store.audit_log(limit)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call `subscriber` with every change; returns the function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def _publish(self, change: Change) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            try:
+                subscriber(change)
+            except Exception:
+                log.exception("a subscriber failed")
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def command(
+        self, node: str, action: Action, pid: int, create_time: float, *, who: str
+    ) -> CommandOutcome:
+        """Send pause / resume / kill for (pid, create_time) on `node` and wait for the answer.
+        Written to the audit log and the feed, whatever the outcome."""
+        if self.commander is None:
+            outcome = CommandOutcome(
+                False, "refused", "this hub has no command endpoint", node, pid
+            )
+        else:
+            body = {"cmd": action, "pid": pid, "ctime": create_time}
+            try:
+                reply = self.commander.send(node, body)
+            except ValueError as exc:
+                reply = {"ok": False, "outcome": "refused", "detail": str(exc)}
+            if reply is None:
+                outcome = CommandOutcome(False, "no answer", f"no answer from {node}", node, pid)
+            else:
+                outcome = CommandOutcome(
+                    bool(reply.get("ok")),
+                    str(reply.get("outcome", "?")),
+                    str(reply.get("detail", "")),
+                    node,
+                    pid,
+                    tuple(p for p in reply.get("pids", []) if isinstance(p, int)),
+                )
+        now = self.clock()
+        text = f"{action} pid {pid} on {node}: {outcome.outcome}"
+        if outcome.detail:
+            text += f" ({outcome.detail})"
+        item = FeedItem(now, "command", node, text)
+        with self._lock:
+            self._store.audit(
+                who,
+                action,
+                f"{node}:{pid}@{create_time:.2f}",
+                outcome.outcome + (f": {outcome.detail}" if outcome.detail else ""),
+                now,
+            )
+            self.feed.append(item)
+        self._publish(Change(machines={node}, feed=[item]))
+        return outcome
+
+    async def acommand(
+        self, node: str, action: Action, pid: int, create_time: float, *, who: str
+    ) -> CommandOutcome:
+        """`command` without blocking an event loop (the TUI)."""
+        return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
+
+
+def _limit_item(node: str, limit: LimitEvent) -> FeedItem:
+    who = limit.profile or limit.agent.value
+    if limit.kind is LimitKind.RATE_LIMIT_HIT:
+        until = (
+            time.strftime(" until %H:%M UTC", time.gmtime(limit.resets_at))
+            if limit.resets_at
+            else ""
+        )
+        return FeedItem(limit.ts, "limit", node, f"{who} rate-limited{until}")
+    used = f"{limit.used_percent:.0f}%" if limit.used_percent is not None else "?"
+    return FeedItem(limit.ts, "limit", node, f"{who} {limit.window.value} window at {used}")
+
+
+def _profile_item(node: str, event: ProfileEvent) -> FeedItem:
+    text = f"{event.profile} {event.state.value}"
+    if event.switched_to:
+        text += f" → {event.switched_to}"
+    if event.reason:
+        text += f" ({event.reason})"
+    return FeedItem(event.ts, "profile", node, text)

@@ -1,0 +1,318 @@
+"""`node-agent run`: the daemon that keeps the hub told, and obeys its halt commands.
+
+Threads, each with one concern and its own SQLite connection where it needs one:
+- ingest: `LiveReader` polls hot files every `poll_interval`, rescans every `rescan_interval`,
+  and commits events with their positions; profile timelines turn limit hits and status-file
+  switches into profile events, committed the same way;
+- sender: `EventSender` drains the outbox to the hub;
+- commands: `CommandResponder` answers pause / resume / kill / processes;
+- the main thread: signals, the systemd watchdog, and the process inventory.
+
+SIGTERM or SIGINT stops every loop; what was read is committed by then (every commit is
+atomic), so a restart resumes exactly. Without systemd the notify calls do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+from node_agent import procs, systemd
+from node_agent.identity import identity_watchers
+from node_agent.link import CommandResponder, EventSender, LinkConfig
+from node_agent.live import LiveReader
+from node_agent.outbox import Outbox, OutboxFull
+from node_agent.status_file import StatusFileWatcher
+from node_agent.timeline import ProfileTimeline
+from shared.codec import pack_batch, unpack_batch
+from shared.config import NodeConfig, read_node_key
+from shared.discovery import HubAddress, ZeroconfDiscovery
+from shared.events import Event, LimitEvent, ProfileEvent
+from shared.hello import NodeHello, ProcessInfo, ProfileInfo, ReaderStatus, hello_to_map
+from shared.tls import node_tls_config
+
+log = logging.getLogger(__name__)
+
+VERSION: Final = "0.1.0"
+INVENTORY_EVERY: Final = 2.0  # seconds between process scans
+PROFILE_EVENTS_META: Final = "profile_events"
+KEEP_PROFILE_EVENTS: Final = 500
+
+
+class Daemon:
+    def __init__(self, config: NodeConfig, *, address: HubAddress | None = None) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox_path = self.state_dir / "outbox.db"
+        self.address = address or _configured_address(config)
+        self.inventory = procs.ProcessInventory(config)
+        self.processes: list[procs.AgentProcess] = []
+        self.timeline = ProfileTimeline(config)
+        self.status_watcher = (
+            StatusFileWatcher(config.status_file, config.node, config.profiles)
+            if config.status_file
+            else None
+        )
+        self.identities = identity_watchers(config.profiles)
+        self.pending = 0  # events in the outbox, for the hello
+        self._held: list[ProfileEvent] = []  # profile events not yet committed (outbox full)
+        self.booted = time.time()
+        self._lock = threading.Lock()  # guards processes and the timeline between threads
+        self.reader: LiveReader | None = None
+        self.sender: EventSender | None = None
+        self.responder: CommandResponder | None = None
+
+    # -- what the hub hears ------------------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        with self._lock:
+            processes = tuple(_process_info(p) for p in self.processes)
+        stats = self.reader.stats if self.reader is not None else None
+        reader = ReaderStatus()
+        if stats is not None:
+            reader = ReaderStatus(
+                files=stats.files,
+                events=stats.events,
+                problems=stats.problems,
+                pending=self.pending,
+                blocked=stats.blocked,
+                last_problem=stats.last_problem,
+            )
+        hello = NodeHello(
+            node=self.config.node,
+            version=VERSION,
+            boot_time=self.booted,
+            os=platform.platform(),
+            cpu_count=os.cpu_count() or 1,
+            profiles=tuple(
+                ProfileInfo(p.name, p.agent, p.billing, p.account, p.plan)
+                for p in self.config.profiles
+            ),
+            processes=processes,
+            reader=reader,
+        )
+        return hello_to_map(hello)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def execute(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        command = body.get("cmd")
+        if command == "processes":
+            with self._lock:
+                self.processes = self.inventory.scan()
+                listed = [hello_to_map_process(p) for p in self.processes]
+                return {"ok": True, "outcome": "listed", "processes": listed}
+        pid, ctime = body.get("pid"), body.get("ctime")
+        if not isinstance(pid, int) or not isinstance(ctime, (int, float)):
+            return {"ok": False, "outcome": "refused", "detail": "command names no pid/ctime"}
+        actions = {"pause": procs.pause, "resume": procs.resume, "kill": procs.kill}
+        action = actions.get(str(command))
+        if action is None:
+            return {"ok": False, "outcome": "refused", "detail": f"unknown command {command!r}"}
+        result = action(pid, float(ctime))
+        log.info("command %s pid %s: %s %s", command, pid, result.outcome, result.detail)
+        self._refresh_processes()
+        return {
+            "ok": result.ok,
+            "outcome": result.outcome,
+            "detail": result.detail,
+            "pids": list(result.pids),
+        }
+
+    def _refresh_processes(self) -> None:
+        with self._lock:
+            self.processes = self.inventory.scan()
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def _ingest(self) -> None:
+        with Outbox(self.outbox_path) as outbox:
+            self._restore_timeline(outbox)
+            self.reader = reader = LiveReader(
+                self.config, outbox, profile_at=self._profile_at, on_events=self._saw
+            )
+            reader.start()
+            self._commit_profile_events(outbox)
+            self.pending = outbox.pending()
+            self.wake.set()
+            next_scan = time.monotonic() + self.config.rescan_interval
+            while not self.stop.wait(self.config.poll_interval):
+                if time.monotonic() >= next_scan:
+                    count = reader.rescan()
+                    next_scan = time.monotonic() + self.config.rescan_interval
+                else:
+                    count = reader.poll()
+                if self._commit_profile_events(outbox) or count:
+                    self.wake.set()
+                self.pending = outbox.pending()
+
+    def _profile_at(self, agent: Any, home: Path, ts: float) -> str | None:
+        with self._lock:
+            return self.timeline.profile_at(agent, home, ts)
+
+    def _saw(self, events: Sequence[Event]) -> None:
+        with self._lock:
+            for event in events:
+                if isinstance(event, LimitEvent):
+                    self.timeline.add_limit(event)
+
+    def _commit_profile_events(self, outbox: Outbox) -> int:
+        """Status file and logins into the timelines; their new profile events into the outbox."""
+        polled = self.status_watcher.poll() if self.status_watcher is not None else None
+        switches = [w.poll() for w in self.identities]
+        with self._lock:
+            for event in polled or []:
+                self.timeline.add_profile_event(event)
+            for switch in switches:
+                if switch is not None:
+                    self.timeline.add_identity(switch)
+            self._held.extend(self.timeline.drain())
+        if not self._held:
+            return 0
+        sent = self._sent_profile_events(outbox) + self._held
+        try:
+            outbox.commit(self._held, {})
+        except OutboxFull:
+            return 0  # kept in `_held`: committed once the hub has caught up
+        # Remembered, so that a restarted daemon neither repeats nor forgets a profile's state.
+        outbox.set_meta(PROFILE_EVENTS_META, pack_batch(list(sent[-KEEP_PROFILE_EVENTS:])))
+        count, self._held = len(self._held), []
+        return count
+
+    def _restore_timeline(self, outbox: Outbox) -> None:
+        with self._lock:
+            self.timeline.restore(self._sent_profile_events(outbox))
+
+    @staticmethod
+    def _sent_profile_events(outbox: Outbox) -> list[ProfileEvent]:
+        data = outbox.get_meta(PROFILE_EVENTS_META)
+        events = unpack_batch(data) if data else []
+        return [e for e in events if isinstance(e, ProfileEvent)]
+
+    def run(self) -> int:
+        key = read_node_key(self.config.key_file)
+        address = self.address or _discover(self.stop)
+        if address is None:
+            return 0  # stopped while looking for a hub
+        tls = None
+        if self.config.ca_file is not None:
+            tls = node_tls_config(
+                self.config.ca_file, self.config.server_name or "", self.config.cert_key_file
+            )
+        link = LinkConfig(self.config.node, key, tls)
+        self.sender = EventSender(
+            link, address.events, self.outbox_path, self.hello, wake=self.wake, stop=self.stop
+        )
+        self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
+        self._refresh_processes()
+        threads = [
+            threading.Thread(target=self._guard(self._ingest), name="ingest", daemon=True),
+            threading.Thread(target=self._guard(self.sender.run), name="sender", daemon=True),
+            threading.Thread(target=self._guard(self.responder.run), name="commands", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        log.info(
+            "node %s watching %d profiles, hub %s",
+            self.config.node,
+            len(self.config.profiles),
+            address.events,
+        )
+        systemd.sd_notify("READY=1\nSTATUS=watching")
+        watchdog = systemd.watchdog_interval()
+        next_inventory = 0.0
+        while not self.stop.wait(min(0.5, watchdog / 2) if watchdog else 0.5):
+            if watchdog:
+                systemd.sd_notify("WATCHDOG=1")
+            if time.monotonic() >= next_inventory:
+                self._refresh_processes()
+                next_inventory = time.monotonic() + INVENTORY_EVERY
+            if not all(t.is_alive() for t in threads):
+                log.error("a daemon thread died; stopping so that systemd restarts the node")
+                self.stop.set()
+                return 1
+        systemd.sd_notify("STOPPING=1")
+        for thread in threads:
+            thread.join(timeout=10)
+        return 0
+
+    def _guard(self, target: Any) -> Any:
+        def run() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception("thread %s failed", threading.current_thread().name)
+                self.stop.set()
+
+        return run
+
+    def install_signals(self) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            log.info("signal %d: stopping", signum)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+
+def _configured_address(config: NodeConfig) -> HubAddress | None:
+    if config.hub_events and config.hub_commands:
+        return HubAddress(config.hub_events, config.hub_commands)
+    return None
+
+
+def _discover(stop: threading.Event) -> HubAddress | None:
+    """Browse for a hub until one answers (or the daemon is stopped)."""
+    discovery = ZeroconfDiscovery()
+    while not stop.is_set():
+        try:
+            found = asyncio.run(discovery.find(timeout=5.0))
+        except OSError as exc:
+            log.warning("hub discovery failed: %s", exc)
+            found = None
+        if found is not None:
+            log.info("found a hub at %s", found.events)
+            return found
+        log.info("no hub found yet; still looking")
+        stop.wait(5.0)
+    return None
+
+
+def _process_info(process: procs.AgentProcess) -> ProcessInfo:
+    return ProcessInfo(
+        pid=process.pid,
+        create_time=process.create_time,
+        agent=process.agent,
+        state=process.state,
+        profile=process.profile,
+        session_id=process.session_id,
+        cwd=process.cwd,
+        cpu_percent=process.cpu_percent,
+        rss=process.rss,
+        children=process.children,
+    )
+
+
+def hello_to_map_process(process: procs.AgentProcess) -> dict[str, Any]:
+    return asdict(_process_info(process)) | {"agent": process.agent.value}
+
+
+def run(config: NodeConfig) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {config.node} %(levelname)s %(message)s"
+    )
+    daemon = Daemon(config)
+    daemon.install_signals()
+    return daemon.run()

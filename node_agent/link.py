@@ -1,0 +1,256 @@
+"""The node's two connections to the hub (research/stack.md §1): events out, commands in.
+
+`EventSender` (Req0, dials the hub): sends the oldest outbox rows as one signed batch, waits for
+the hub's ack (sent only after the hub's store committed) and only then prunes them. A timeout or
+a dead hub means: send the same rows again later. A batch goes at least every `heartbeat`
+seconds, empty if need be, carrying the node's hello (profiles, processes, reader status), so
+the hub can tell a quiet node from a dead one.
+
+`CommandResponder` (Respondent0, dials the hub): every node hears every survey; a frame for
+another node is ignored without a word. A frame for this node is verified (key, time, replay),
+executed once per command id (a repeat gets the first answer again) and answered.
+
+Both run in plain threads with pynng's blocking calls: measured 3x faster than its asyncio API,
+and independent of whatever else the daemon does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pynng
+
+from node_agent.outbox import Outbox
+from shared.wire import (
+    MAX_FRAME,
+    TO_NODE,
+    FrameError,
+    RejectLog,
+    ReplayGuard,
+    batch_body,
+    events_budget,
+    open_frame,
+    peek_node,
+    seal,
+)
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT: Final = 5.0  # seconds between batches when there is nothing to send
+REPLY_TIMEOUT_MS: Final = 10_000
+BATCH_EVENTS: Final = 500
+BATCH_BYTES: Final = 512 << 10  # well under the frame cap, with room for the hello
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    node: str
+    key: bytes
+    tls: pynng.TLSConfig | None = None
+
+
+def _socket_options() -> dict[str, Any]:
+    return {
+        "recv_max_size": MAX_FRAME,
+        "reconnect_time_min": 250,
+        "reconnect_time_max": 5000,
+    }
+
+
+def _keepalive(sock: pynng.Socket) -> None:
+    # A dead hub behind a half-open connection shows nothing until TCP keepalive fires.
+    sock.tcp_keepalive = True
+
+
+class EventSender:
+    """Drains the outbox to the hub; one instance per daemon, run in its own thread."""
+
+    def __init__(
+        self,
+        link: LinkConfig,
+        address: str,
+        outbox_path: Path,
+        hello: Callable[[], Mapping[str, Any]],
+        *,
+        wake: threading.Event,
+        stop: threading.Event,
+        heartbeat: float = HEARTBEAT,
+    ) -> None:
+        self.link = link
+        self.address = address
+        self.outbox_path = outbox_path
+        self.hello = hello
+        self.wake = wake
+        self.stop = stop
+        self.heartbeat = heartbeat
+        self.connected = False
+        self.sent_batches = 0
+        self.sent_events = 0
+        self.last_ack: float | None = None
+        self.last_error: str | None = None
+
+    def run(self) -> None:
+        options = _socket_options()
+        if self.link.tls is not None:
+            options["tls_config"] = self.link.tls
+        with (
+            Outbox(self.outbox_path) as outbox,
+            pynng.Req0(
+                send_timeout=REPLY_TIMEOUT_MS, recv_timeout=REPLY_TIMEOUT_MS, **options
+            ) as sock,
+        ):
+            _keepalive(sock)
+            sock.dial(self.address, block=False)
+            last_sent = 0.0
+            while not self.stop.is_set():
+                hello = dict(self.hello())
+                budget = min(BATCH_BYTES, events_budget(self.link.node, outbox.stream_id, hello))
+                batch = outbox.next_batch(max_events=BATCH_EVENTS, max_bytes=budget)
+                if batch is None and time.monotonic() - last_sent < self.heartbeat:
+                    self.wake.wait(0.2)
+                    self.wake.clear()
+                    continue
+                if batch is None:  # a heartbeat: an empty range just past what was acked
+                    acked = outbox.stats()["acked_seq"]
+                    body = batch_body(outbox.stream_id, acked + 1, acked, [], hello)
+                else:
+                    body = batch_body(outbox.stream_id, batch.seq0, batch.seq1, batch.events, hello)
+                if self._exchange(sock, body):
+                    last_sent = time.monotonic()
+                    if batch is not None:
+                        outbox.ack(batch.seq1)
+                        self.sent_batches += 1
+                        self.sent_events += len(batch.events)
+                elif not self.stop.is_set():
+                    self.stop.wait(0.5)  # the hub is away: the same rows go again
+
+    def _exchange(self, sock: pynng.Req0, body: dict[str, Any]) -> bool:
+        """One batch out, its ack back; False when it must be sent again."""
+        frame = seal(self.link.key, self.link.node, "batch", body)
+        try:
+            sock.send(frame)
+            reply = sock.recv()
+        except pynng.Timeout:
+            self._down("no answer from the hub")
+            return False
+        except pynng.NNGException as exc:
+            self._down(f"link error: {exc}")
+            return False
+        try:
+            answer = open_frame(reply, self._key_for, kinds=TO_NODE)
+        except FrameError as exc:
+            self._down(f"bad answer from the hub: {exc}")
+            return False
+        if answer.kind != "ack" or not isinstance(answer.body, dict):
+            self._down(f"unexpected {answer.kind!r} answer from the hub")
+            return False
+        if "err" in answer.body:
+            self._down(f"the hub refused the batch: {answer.body['err']}")
+            return False
+        if answer.body.get("seq1") != body.get("seq1"):
+            self._down("the hub acknowledged another batch")
+            return False
+        if not self.connected:
+            log.info("connected to the hub at %s", self.address)
+        self.connected = True
+        self.last_ack = time.time()
+        self.last_error = None
+        return True
+
+    def _key_for(self, node: str) -> bytes | None:
+        return self.link.key if node == self.link.node else None
+
+    def _down(self, reason: str) -> None:
+        if self.connected or self.last_error != reason:
+            log.warning("hub at %s: %s", self.address, reason)
+        self.connected = False
+        self.last_error = reason
+
+
+Execute = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class CommandResponder:
+    """Answers the hub's commands meant for this node; run in its own thread."""
+
+    REMEMBER: Final = 1000  # answers kept for repeated command ids
+
+    def __init__(
+        self,
+        link: LinkConfig,
+        address: str,
+        execute: Execute,
+        *,
+        stop: threading.Event,
+        max_skew: float = 300.0,
+    ) -> None:
+        self.link = link
+        self.address = address
+        self.execute = execute
+        self.stop = stop
+        self.max_skew = max_skew
+        self.rejects = RejectLog("commands")
+        self.guard = ReplayGuard(window=2 * max_skew)
+        self.answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.handled = 0
+
+    def run(self) -> None:
+        options = _socket_options()
+        if self.link.tls is not None:
+            options["tls_config"] = self.link.tls
+        with pynng.Respondent0(recv_timeout=250, **options) as sock:
+            _keepalive(sock)
+            sock.dial(self.address, block=False)
+            while not self.stop.is_set():
+                try:
+                    data = sock.recv()
+                except pynng.Timeout:
+                    continue
+                except pynng.NNGException as exc:
+                    log.warning("command link: %s", exc)
+                    self.stop.wait(0.5)
+                    continue
+                answer = self.handle(data)
+                if answer is not None:
+                    try:
+                        sock.send(answer)
+                    except pynng.NNGException as exc:
+                        log.warning("could not answer the hub: %s", exc)
+
+    def handle(self, data: bytes) -> bytes | None:
+        """The signed answer to one survey, or None when it gets none."""
+        if peek_node(data) not in (self.link.node, None):
+            return None  # a command for another node: not ours to answer or count
+        try:
+            frame = open_frame(data, self._key_for, max_skew=self.max_skew, kinds=TO_NODE)
+        except FrameError as exc:
+            self.rejects.reject(exc.reason, self.address, str(exc))
+            return None
+        if frame.kind != "cmd" or not isinstance(frame.body, dict):
+            self.rejects.reject("kind", self.address, f"unexpected {frame.kind!r} frame")
+            return None
+        command_id = str(frame.body.get("id") or frame.id)
+        known = self.answers.get(command_id)
+        if not self.guard.check_and_remember(frame.node, frame.id, frame.ts):
+            if known is None:
+                self.rejects.reject("replay", self.address, f"replayed command {command_id}")
+                return None
+            self.rejects.reject("replay", self.address, f"repeated command {command_id}")
+        if known is None:
+            known = self.execute(frame.body)
+            known["id"] = command_id
+            self.answers[command_id] = known
+            while len(self.answers) > self.REMEMBER:
+                self.answers.popitem(last=False)
+            self.handled += 1
+        return seal(self.link.key, self.link.node, "reply", known)
+
+    def _key_for(self, node: str) -> bytes | None:
+        return self.link.key if node == self.link.node else None

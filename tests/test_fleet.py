@@ -1,0 +1,175 @@
+"""The whole fleet on loopback: a hub process, node-agent processes, logs growing while they run.
+
+The hub's figures must equal the generator's truth to the token and the cent, through kill -9
+of the hub mid-stream, kill -9 of a node, and the hub being away while agents keep writing.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from node_agent.simulate.fleet import generate_fleet
+from node_agent.simulate.truth import Total, Truth
+from node_agent.sources.registry import all_sources
+from shared.events import Tokens
+from tests.fleet_harness import (
+    ProfileSpec,
+    hub_report,
+    make_hub,
+    processes,
+    start_hub,
+    start_node,
+    stop,
+    wait_for,
+    write_node,
+)
+
+KEYS = ("machine", "profile", "agent", "session", "model", "day", "role")
+TRUTH_KEYS = ("machine", "profile", "agent", "session_id", "model", "day", "role")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
+    root = tmp_path_factory.mktemp("corpus") / "fleet"
+    generate_fleet(root, seed=23, machines=2, start=datetime(2026, 10, 5, tzinfo=UTC), days=2)
+    return root, Truth.load(root / "truth.json")
+
+
+def profiles_of(machine: Path, live: Path) -> list[ProfileSpec]:
+    out = []
+    for home in sorted(machine.iterdir()):
+        for source in all_sources():
+            if source.is_home(home):
+                out.append(ProfileSpec(home.name, source.agent, live / home.name))
+    return out
+
+
+def grow(src_root: Path, dst_root: Path, fraction: float) -> None:
+    """Append the next part of every JSONL file (cutting lines in half); copy other files whole
+    once `fraction` reaches 1 (a database or CSV appears when it is complete)."""
+    for src in sorted(src_root.rglob("*")):
+        if not src.is_file():
+            continue
+        dst = dst_root / src.relative_to(src_root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not src.name.endswith(".jsonl"):
+            if fraction >= 1.0 and not dst.exists():
+                dst.write_bytes(src.read_bytes())
+            continue
+        data = src.read_bytes()
+        have = dst.stat().st_size if dst.exists() else 0
+        upto = max(have, int(len(data) * fraction))
+        if upto > have:
+            with open(dst, "ab") as fh:
+                fh.write(data[have:upto])
+
+
+def truth_key(row: dict[str, object]) -> tuple[str, ...]:
+    out = []
+    for name in KEYS:
+        value = str(row.get(name) or "")
+        if name == "session" and row.get("agent") == "cursor":
+            value = ""
+        out.append(value)
+    return tuple(out)
+
+
+def compare(report: dict[str, object], truth: Truth) -> list[object]:
+    got: dict[tuple[str, ...], Total] = {}
+    rows = report["rows"]
+    assert isinstance(rows, list)
+    for row in rows:
+        total = got.setdefault(truth_key(row), Total())
+        total.calls += row["calls"]
+        total.tokens = total.tokens + Tokens(
+            **row["tokens"], web_search_requests=row["web_search_requests"]
+        )
+        total.cost += Decimal(row["cost"]["api_equivalent"])
+        total.unknown_calls += row["unknown_calls"]
+    want = truth.total_by(*TRUTH_KEYS)
+    diffs: list[object] = [k for k in set(want) ^ set(got)]
+    for key, w in want.items():
+        g = got.get(key)
+        if g is not None and (g.calls, g.tokens, g.cost, g.unknown_calls) != (
+            w.calls,
+            w.tokens,
+            w.cost,
+            w.unknown_calls,
+        ):
+            diffs.append((key, g, w))
+    return diffs
+
+
+def calls_in(report: dict[str, object]) -> int:
+    total = report["total"]
+    assert isinstance(total, dict)
+    return int(total["calls"])
+
+
+def test_hub_totals_equal_truth_through_crashes(corpus: tuple[Path, Truth], tmp_path: Path) -> None:
+    root, truth = corpus
+    machines = sorted(p for p in root.iterdir() if p.is_dir())
+    hub = make_hub(tmp_path)
+    live = tmp_path / "live"
+    configs = {}
+    for machine in machines:
+        (live / machine.name).mkdir(parents=True)
+        configs[machine.name] = write_node(
+            tmp_path, machine.name, hub, profiles_of(machine, live / machine.name)
+        )
+    want_calls = truth.total().calls
+    with processes() as started:
+        hub_proc = start_hub(hub, tmp_path)
+        started.append(hub_proc)
+        nodes = {name: start_node(cfg, tmp_path) for name, cfg in configs.items()}
+        started.extend(nodes.values())
+
+        def step(fraction: float) -> None:
+            for machine in machines:
+                grow(machine, live / machine.name, fraction)
+
+        step(0.25)
+        wait_for(lambda: calls_in(hub_report(hub, tmp_path)) > 0, 30, "the first events")
+        # kill -9 of the hub in the middle of a stream; agents keep writing while it is away.
+        step(0.4)
+        time.sleep(0.3)
+        hub_proc.send_signal(signal.SIGKILL)
+        hub_proc.wait()
+        step(0.55)
+        time.sleep(3)
+        step(0.6)
+        hub_proc = start_hub(hub, tmp_path)
+        started.append(hub_proc)
+        # kill -9 of a node while it reads; it comes back and resumes from its outbox.
+        step(0.75)
+        victim = machines[0].name
+        time.sleep(0.2)
+        nodes[victim].send_signal(signal.SIGKILL)
+        nodes[victim].wait()
+        step(0.9)
+        nodes[victim] = start_node(configs[victim], tmp_path)
+        started.append(nodes[victim])
+        step(1.0)
+        wait_for(
+            lambda: calls_in(hub_report(hub, tmp_path)) >= want_calls,
+            90,
+            f"{want_calls} calls at the hub",
+            every=0.5,
+        )
+        time.sleep(2)  # anything counted twice would show up now
+        report = hub_report(hub, tmp_path, *KEYS)
+        assert calls_in(report) == want_calls
+        diffs = compare(report, truth)
+        assert not diffs, f"{len(diffs)} groups differ, e.g. {diffs[:3]}"
+        total = report["total"]
+        assert isinstance(total, dict)
+        assert Decimal(total["cost"]["api_equivalent"]) == truth.total().cost
+        for proc in nodes.values():
+            assert stop(proc) == 0  # SIGTERM: a clean stop
+        assert stop(hub_proc) == 0
