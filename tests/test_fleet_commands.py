@@ -4,6 +4,7 @@ psutil → a real fake agent's process tree; and frames an attacker could send, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -50,10 +51,8 @@ def hub(tmp_path: Path) -> Iterator[tuple[Hub, FleetService]]:
 def states(agent: LaunchedAgent) -> set[str]:
     out = set()
     for proc in agent.tree():
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             out.add(proc.status())
-        except psutil.NoSuchProcess:
-            pass
     return out
 
 
