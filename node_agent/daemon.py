@@ -35,7 +35,7 @@ from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
 from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
-from shared.discovery import HubAddress, ZeroconfDiscovery
+from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, ProfileInfo, ReaderStatus, hello_to_map
 from shared.tls import node_tls_config
@@ -49,7 +49,13 @@ KEEP_PROFILE_EVENTS: Final = 500
 
 
 class Daemon:
-    def __init__(self, config: NodeConfig, *, address: HubAddress | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        address: HubAddress | None = None,
+        discovery: Discovery | None = None,
+    ) -> None:
         self.config = config
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -57,6 +63,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox_path = self.state_dir / "outbox.db"
         self.address = address or _configured_address(config)
+        self.discovery = discovery  # default: zeroconf on every interface
         self.inventory = procs.ProcessInventory(config)
         self.processes: list[procs.AgentProcess] = []
         self.timeline = ProfileTimeline(config)
@@ -203,7 +210,7 @@ class Daemon:
 
     def run(self) -> int:
         key = read_node_key(self.config.key_file)
-        address = self.address or _discover(self.stop)
+        address = self.address or _discover(self.discovery or ZeroconfDiscovery(), self.stop)
         if address is None:
             return 0  # stopped while looking for a hub
         tls = None
@@ -273,9 +280,8 @@ def _configured_address(config: NodeConfig) -> HubAddress | None:
     return None
 
 
-def _discover(stop: threading.Event) -> HubAddress | None:
+def _discover(discovery: Discovery, stop: threading.Event) -> HubAddress | None:
     """Browse for a hub until one answers (or the daemon is stopped)."""
-    discovery = ZeroconfDiscovery()
     while not stop.is_set():
         try:
             found = asyncio.run(discovery.find(timeout=5.0))
