@@ -44,7 +44,10 @@ from shared.wire import (
 log = logging.getLogger(__name__)
 
 HEARTBEAT: Final = 5.0  # seconds between batches when there is nothing to send
-REPLY_TIMEOUT_MS: Final = 10_000
+# Bounded so that a stop (SIGTERM) is honoured within systemd's TimeoutStopSec even while the
+# hub is away; a hub commits a full batch in tens of milliseconds.
+SEND_TIMEOUT_MS: Final = 2_000
+REPLY_TIMEOUT_MS: Final = 5_000
 BATCH_EVENTS: Final = 500
 BATCH_BYTES: Final = 512 << 10  # well under the frame cap, with room for the hello
 
@@ -103,7 +106,7 @@ class EventSender:
         with (
             Outbox(self.outbox_path) as outbox,
             pynng.Req0(
-                send_timeout=REPLY_TIMEOUT_MS, recv_timeout=REPLY_TIMEOUT_MS, **options
+                send_timeout=SEND_TIMEOUT_MS, recv_timeout=REPLY_TIMEOUT_MS, **options
             ) as sock,
         ):
             _keepalive(sock)
