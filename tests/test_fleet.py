@@ -173,3 +173,52 @@ def test_hub_totals_equal_truth_through_crashes(corpus: tuple[Path, Truth], tmp_
         for proc in nodes.values():
             assert stop(proc) == 0  # SIGTERM: a clean stop
         assert stop(hub_proc) == 0
+
+
+@pytest.mark.slow
+def test_hub_away_for_a_minute_while_agents_write(
+    corpus: tuple[Path, Truth], tmp_path: Path
+) -> None:
+    """The hub is down for a full minute while logs keep growing: the nodes hold everything in
+    their outboxes and deliver it, exactly once, when it returns."""
+    root, truth = corpus
+    machines = sorted(p for p in root.iterdir() if p.is_dir())
+    hub = make_hub(tmp_path)
+    live = tmp_path / "live"
+    configs = {}
+    for machine in machines:
+        (live / machine.name).mkdir(parents=True)
+        configs[machine.name] = write_node(
+            tmp_path, machine.name, hub, profiles_of(machine, live / machine.name)
+        )
+    want_calls = truth.total().calls
+    with processes() as started:
+        hub_proc = start_hub(hub, tmp_path)
+        started.append(hub_proc)
+        started.extend(start_node(cfg, tmp_path) for cfg in configs.values())
+        for machine in machines:
+            grow(machine, live / machine.name, 0.1)
+        wait_for(lambda: calls_in(hub_report(hub, tmp_path)) > 0, 30, "the first events")
+        assert stop(hub_proc) == 0
+        outage_end = time.monotonic() + 60
+        fraction = 0.1
+        while time.monotonic() < outage_end:
+            fraction = min(1.0, fraction + 0.08)
+            for machine in machines:
+                grow(machine, live / machine.name, fraction)
+            time.sleep(5)
+        for machine in machines:
+            grow(machine, live / machine.name, 1.0)
+        assert calls_in(hub_report(hub, tmp_path)) < want_calls  # nothing got through meanwhile
+        started.append(start_hub(hub, tmp_path))
+        wait_for(
+            lambda: calls_in(hub_report(hub, tmp_path)) >= want_calls,
+            60,
+            "the backlog",
+            every=0.5,
+        )
+        time.sleep(2)
+        report = hub_report(hub, tmp_path, *KEYS)
+        assert calls_in(report) == want_calls
+        diffs = compare(report, truth)
+        assert not diffs, f"{len(diffs)} groups differ, e.g. {diffs[:3]}"
