@@ -123,6 +123,21 @@ class OutboxStats(TypedDict):
     positions: int
 
 
+def _set_wal(db: sqlite3.Connection, attempts: int = 200) -> str:
+    """Switch a (possibly brand-new) database to WAL. Changing the journal mode needs an
+    exclusive lock that SQLite does not wait for with the busy timeout: when several processes
+    open a new outbox at once (a daemon and a status command), retry for a few seconds."""
+    for attempt in range(attempts):
+        try:
+            mode: str = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            return mode
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.025)
+    raise AssertionError("unreachable")
+
+
 def _revision(event: Event) -> int:
     return event.revision if isinstance(event, UsageEvent) else 0
 
@@ -160,7 +175,7 @@ class Outbox:
     @staticmethod
     def _open(db: sqlite3.Connection, path: Path) -> str:
         try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _set_wal(db)
             if mode != "wal":
                 raise OutboxError(f"outbox {path} needs WAL journal mode, SQLite gave {mode!r}")
             # FULL, not NORMAL. NORMAL in WAL is safe against a process crash (kill -9: the
