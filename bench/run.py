@@ -1,13 +1,35 @@
-"""`make bench`: every benchmark, each printing its own figures."""
+"""`make bench`: every benchmark, each printing its own figures.
+
+python -m bench.run [--only scan,fleet]
+"""
 
 from __future__ import annotations
 
-from bench import scan
+import argparse
+from collections.abc import Sequence
+
+from bench import fleet, scan
+
+BENCHMARKS = ("scan", "fleet")
 
 
-def main() -> None:
-    print("== cold scan: node-agent scan vs ccusage ==")
-    scan.main()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated benchmarks to run ({', '.join(BENCHMARKS)})",
+    )
+    args = parser.parse_args(argv)
+    chosen = {b.strip() for b in args.only.split(",") if b.strip()}
+    if unknown := sorted(chosen - set(BENCHMARKS)):
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if "scan" in chosen:
+        print("== cold scan: node-agent scan vs ccusage ==")
+        scan.main()
+    if "fleet" in chosen:
+        print("\n== fleet: live latency, commands, hub ingest, node idle cost ==")
+        fleet.main([])
 
 
 if __name__ == "__main__":

@@ -113,13 +113,14 @@ class EventSender:
             sock.dial(self.address, block=False)
             last_sent = 0.0
             while not self.stop.is_set():
+                # Idle: sleep until the reader commits (wake) or the next heartbeat is due.
+                if outbox.pending() == 0 and time.monotonic() - last_sent < self.heartbeat:
+                    self.wake.wait(min(1.0, self.heartbeat))
+                    self.wake.clear()
+                    continue
                 hello = dict(self.hello())
                 budget = min(BATCH_BYTES, events_budget(self.link.node, outbox.stream_id, hello))
                 batch = outbox.next_batch(max_events=BATCH_EVENTS, max_bytes=budget)
-                if batch is None and time.monotonic() - last_sent < self.heartbeat:
-                    self.wake.wait(0.2)
-                    self.wake.clear()
-                    continue
                 if batch is None:  # a heartbeat: an empty range just past what was acked
                     acked = outbox.stats()["acked_seq"]
                     body = batch_body(outbox.stream_id, acked + 1, acked, [], hello)
@@ -208,7 +209,7 @@ class CommandResponder:
         options = _socket_options()
         if self.link.tls is not None:
             options["tls_config"] = self.link.tls
-        with pynng.Respondent0(recv_timeout=250, **options) as sock:
+        with pynng.Respondent0(recv_timeout=1000, **options) as sock:
             _keepalive(sock)
             sock.dial(self.address, block=False)
             while not self.stop.is_set():
