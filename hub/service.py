@@ -17,12 +17,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
+from decimal import Decimal
 from typing import Any, Final, Literal
 
+from hub._runrate import MinutePoint
 from hub._totals import Totals
 from hub.commander import Commander
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope
-from hub.model import IngestResult, NodeRecord, NodeState, ProfileRecord
+from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.report import build_hub_report
 from hub.store import Store
 from pricing import PriceBook
@@ -53,7 +55,6 @@ class NodeView:
     record: NodeRecord
     state: NodeState
     hello: NodeHello | None
-    pending_problems: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ class CommandOutcome:
 
 
 @dataclass(slots=True)
-class Change:
+class Update:
     """What a subscriber is told: the pieces that changed, for incremental updates."""
 
     usage: int = 0  # usage events added or superseded
@@ -78,7 +79,7 @@ class Change:
     nodes_changed: bool = False
 
 
-Subscriber = Callable[[Change], None]
+Subscriber = Callable[[Update], None]
 
 
 class FleetService:
@@ -120,7 +121,8 @@ class FleetService:
     # -- the write path (receiver thread) ----------------------------------------------------
 
     def handle_batch(self, frame: Frame) -> dict[str, Any]:
-        """Commit one verified batch; the ack body. Raises FrameError for a malformed body."""
+        """Commit one verified batch; returns the ack body. A malformed body raises
+        `shared.wire.FrameError` (a ValueError), which the receiver counts."""
         body = parse_batch_body(frame.body)
         events: list[Event] = []
         for packed in body["events"]:
@@ -147,8 +149,8 @@ class FleetService:
 
     def _account(
         self, node: str, result: IngestResult, hello: NodeHello | None, now: float
-    ) -> Change:
-        change = Change(machines={node})
+    ) -> Update:
+        change = Update(machines={node})
         self.batches += 1
         if hello is not None:
             self._hellos[node] = hello
@@ -189,7 +191,7 @@ class FleetService:
     def check_nodes(self) -> None:
         """Note nodes that went stale or offline since the last check (call every few seconds)."""
         now = self.clock()
-        change = Change()
+        change = Update()
         with self._lock:
             for record in self._store.nodes():
                 state = record.state(now, self.stale_after)
@@ -242,11 +244,11 @@ class FleetService:
         with self._lock:
             return self.ledger.totals(dimension, period)
 
-    def burn_rate_per_hour(self, scope: Scope = FLEET, minutes: int = 15) -> Any:
+    def burn_rate_per_hour(self, scope: Scope = FLEET, minutes: int = 15) -> Decimal:
         with self._lock:
             return self.ledger.burn_rate_per_hour(scope, minutes)
 
-    def run_rate(self, scope: Scope = FLEET) -> list[Any]:
+    def run_rate(self, scope: Scope = FLEET) -> list[MinutePoint]:
         with self._lock:
             return list(self.ledger.run_rate(scope))
 
@@ -266,7 +268,7 @@ class FleetService:
                 self._store, self._book, by=tuple(by), tz=tz, since=since, until=until
             )
 
-    def audit_log(self, limit: int = 100) -> list[Any]:
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:
             return self._store.audit_log(limit)
 
@@ -284,7 +286,7 @@ class FleetService:
 
         return unsubscribe
 
-    def _publish(self, change: Change) -> None:
+    def _publish(self, change: Update) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
@@ -335,7 +337,7 @@ class FleetService:
                 now,
             )
             self.feed.append(item)
-        self._publish(Change(machines={node}, feed=[item]))
+        self._publish(Update(machines={node}, feed=[item]))
         return outcome
 
     async def acommand(

@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,7 +36,14 @@ from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
 from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
 from shared.events import Event, LimitEvent, ProfileEvent
-from shared.hello import NodeHello, ProcessInfo, ProfileInfo, ReaderStatus, hello_to_map
+from shared.hello import (
+    NodeHello,
+    ProcessInfo,
+    ProfileInfo,
+    ReaderStatus,
+    hello_to_map,
+    process_to_map,
+)
 from shared.tls import node_tls_config
 
 log = logging.getLogger(__name__)
@@ -119,7 +125,7 @@ class Daemon:
         if command == "processes":
             with self._lock:
                 self.processes = self.inventory.scan()
-                listed = [hello_to_map_process(p) for p in self.processes]
+                listed = [process_to_map(_process_info(p)) for p in self.processes]
                 return {"ok": True, "outcome": "listed", "processes": listed}
         pid, ctime = body.get("pid"), body.get("ctime")
         if not isinstance(pid, int) or not isinstance(ctime, (int, float)):
@@ -309,10 +315,6 @@ def _process_info(process: procs.AgentProcess) -> ProcessInfo:
         rss=process.rss,
         children=process.children,
     )
-
-
-def hello_to_map_process(process: procs.AgentProcess) -> dict[str, Any]:
-    return asdict(_process_info(process)) | {"agent": process.agent.value}
 
 
 def run(config: NodeConfig) -> int:

@@ -70,8 +70,12 @@ class NodeHello:
 def hello_to_map(hello: NodeHello) -> dict[str, Any]:
     out = dataclasses.asdict(hello)
     out["profiles"] = [_plain(dataclasses.asdict(p)) for p in hello.profiles]
-    out["processes"] = [_plain(dataclasses.asdict(p)) for p in hello.processes]
+    out["processes"] = [process_to_map(p) for p in hello.processes]
     return out
+
+
+def process_to_map(process: ProcessInfo) -> dict[str, Any]:
+    return _plain(dataclasses.asdict(process))
 
 
 def hello_from_map(data: object) -> NodeHello:

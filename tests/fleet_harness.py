@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from hub.config import init_hub, load_hub_config
+from node_agent.sources.registry import all_sources
 from shared.config import Billing
 from shared.events import Agent
 from shared.wire import derive_node_key
@@ -212,3 +213,32 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def profiles_of(machine: Path, live: Path) -> list[ProfileSpec]:
+    out = []
+    for home in sorted(machine.iterdir()):
+        for source in all_sources():
+            if source.is_home(home):
+                out.append(ProfileSpec(home.name, source.agent, live / home.name))
+    return out
+
+
+def grow(src_root: Path, dst_root: Path, fraction: float) -> None:
+    """Append the next part of every JSONL file (cutting lines in half); copy other files whole
+    once `fraction` reaches 1 (a database or CSV appears when it is complete)."""
+    for src in sorted(src_root.rglob("*")):
+        if not src.is_file():
+            continue
+        dst = dst_root / src.relative_to(src_root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not src.name.endswith(".jsonl"):
+            if fraction >= 1.0 and not dst.exists():
+                dst.write_bytes(src.read_bytes())
+            continue
+        data = src.read_bytes()
+        have = dst.stat().st_size if dst.exists() else 0
+        upto = max(have, int(len(data) * fraction))
+        if upto > have:
+            with open(dst, "ab") as fh:
+                fh.write(data[have:upto])

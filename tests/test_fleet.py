@@ -16,13 +16,14 @@ import pytest
 
 from node_agent.simulate.fleet import generate_fleet
 from node_agent.simulate.truth import Total, Truth
-from node_agent.sources.registry import all_sources
 from shared.events import Tokens
 from tests.fleet_harness import (
-    ProfileSpec,
+    HubSetup,
+    grow,
     hub_report,
     make_hub,
     processes,
+    profiles_of,
     start_hub,
     start_node,
     stop,
@@ -41,33 +42,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
     return root, Truth.load(root / "truth.json")
 
 
-def profiles_of(machine: Path, live: Path) -> list[ProfileSpec]:
-    out = []
-    for home in sorted(machine.iterdir()):
-        for source in all_sources():
-            if source.is_home(home):
-                out.append(ProfileSpec(home.name, source.agent, live / home.name))
-    return out
-
-
-def grow(src_root: Path, dst_root: Path, fraction: float) -> None:
-    """Append the next part of every JSONL file (cutting lines in half); copy other files whole
-    once `fraction` reaches 1 (a database or CSV appears when it is complete)."""
-    for src in sorted(src_root.rglob("*")):
-        if not src.is_file():
-            continue
-        dst = dst_root / src.relative_to(src_root)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not src.name.endswith(".jsonl"):
-            if fraction >= 1.0 and not dst.exists():
-                dst.write_bytes(src.read_bytes())
-            continue
-        data = src.read_bytes()
-        have = dst.stat().st_size if dst.exists() else 0
-        upto = max(have, int(len(data) * fraction))
-        if upto > have:
-            with open(dst, "ab") as fh:
-                fh.write(data[have:upto])
+def fleet_setup(root: Path, tmp: Path) -> tuple[list[Path], HubSetup, Path, dict[str, Path]]:
+    """A hub config, and one node config per generated machine whose profiles point at empty
+    live homes (the test grows the logs there)."""
+    machines = sorted(p for p in root.iterdir() if p.is_dir())
+    hub = make_hub(tmp)
+    live = tmp / "live"
+    configs = {}
+    for machine in machines:
+        (live / machine.name).mkdir(parents=True)
+        configs[machine.name] = write_node(
+            tmp, machine.name, hub, profiles_of(machine, live / machine.name)
+        )
+    return machines, hub, live, configs
 
 
 def truth_key(row: dict[str, object]) -> tuple[str, ...]:
@@ -114,15 +101,7 @@ def calls_in(report: dict[str, object]) -> int:
 
 def test_hub_totals_equal_truth_through_crashes(corpus: tuple[Path, Truth], tmp_path: Path) -> None:
     root, truth = corpus
-    machines = sorted(p for p in root.iterdir() if p.is_dir())
-    hub = make_hub(tmp_path)
-    live = tmp_path / "live"
-    configs = {}
-    for machine in machines:
-        (live / machine.name).mkdir(parents=True)
-        configs[machine.name] = write_node(
-            tmp_path, machine.name, hub, profiles_of(machine, live / machine.name)
-        )
+    machines, hub, live, configs = fleet_setup(root, tmp_path)
     want_calls = truth.total().calls
     with processes() as started:
         hub_proc = start_hub(hub, tmp_path)
@@ -182,15 +161,7 @@ def test_hub_away_for_a_minute_while_agents_write(
     """The hub is down for a full minute while logs keep growing: the nodes hold everything in
     their outboxes and deliver it, exactly once, when it returns."""
     root, truth = corpus
-    machines = sorted(p for p in root.iterdir() if p.is_dir())
-    hub = make_hub(tmp_path)
-    live = tmp_path / "live"
-    configs = {}
-    for machine in machines:
-        (live / machine.name).mkdir(parents=True)
-        configs[machine.name] = write_node(
-            tmp_path, machine.name, hub, profiles_of(machine, live / machine.name)
-        )
+    machines, hub, live, configs = fleet_setup(root, tmp_path)
     want_calls = truth.total().calls
     with processes() as started:
         hub_proc = start_hub(hub, tmp_path)

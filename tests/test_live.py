@@ -4,7 +4,6 @@ same files, while the files grow (torn lines included), across restarts and a fu
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +14,10 @@ from node_agent.live import LiveReader
 from node_agent.outbox import Outbox
 from node_agent.scan import scan
 from node_agent.simulate.fleet import generate_fleet
-from node_agent.sources.registry import all_sources
 from shared.codec import unpack
 from shared.config import NodeConfig, Profile
 from shared.events import Agent, EventSet, UsageEvent
+from tests.fleet_harness import grow, profiles_of
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +27,11 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next(p for p in root.iterdir() if p.is_dir())
 
 
-def config_for(machine: Path) -> NodeConfig:
-    profiles = []
-    for home in sorted(machine.iterdir()):
-        for source in all_sources():
-            if source.is_home(home):
-                profiles.append(Profile(f"{home.name}", source.agent, home))
-    return NodeConfig(node=machine.name, profiles=tuple(profiles))
+def config_for(machine: Path, homes: Path | None = None) -> NodeConfig:
+    """A profile per agent home of `machine`, pointing at the same names under `homes`."""
+    specs = profiles_of(machine, homes or machine)
+    profiles = tuple(Profile(p.name, p.agent, p.home, p.billing) for p in specs)
+    return NodeConfig(node=machine.name, profiles=profiles)
 
 
 def outbox_events(outbox: Outbox) -> EventSet:
@@ -93,34 +90,10 @@ def test_a_restart_reads_nothing_twice(machine: Path, tmp_path: Path) -> None:
         assert outbox.pending() == pending
 
 
-def _grow(src_root: Path, dst_root: Path, fraction: float) -> None:
-    """Copy the first `fraction` of every file's bytes (cutting lines in half) into dst."""
-    for src in sorted(src_root.rglob("*")):
-        if not src.is_file():
-            continue
-        dst = dst_root / src.relative_to(src_root)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        data = src.read_bytes()
-        if not src.name.endswith(".jsonl"):
-            if fraction >= 1.0:
-                shutil.copy2(src, dst)
-            continue
-        have = dst.stat().st_size if dst.exists() else 0
-        upto = max(have, int(len(data) * fraction))
-        with open(dst, "ab") as fh:
-            fh.write(data[have:upto])
-
-
 def test_growing_files_and_a_restart_mid_way_equal_a_scan(machine: Path, tmp_path: Path) -> None:
     live = tmp_path / machine.name
     live.mkdir()
-    config = config_for(machine)
-    live_config = NodeConfig(
-        node=config.node,
-        profiles=tuple(
-            Profile(p.name, p.agent, live / p.home.name, p.billing) for p in config.profiles
-        ),
-    )
+    live_config = config_for(machine, live)
     for home in machine.iterdir():
         (live / home.name).mkdir()
     db = tmp_path / "outbox.db"
@@ -128,14 +101,14 @@ def test_growing_files_and_a_restart_mid_way_equal_a_scan(machine: Path, tmp_pat
         reader = LiveReader(live_config, outbox)
         reader.start()
         for fraction in (0.2, 0.45):
-            _grow(machine, live, fraction)
+            grow(machine, live, fraction)
             reader.rescan()
     # The node dies here (no flush, nothing else saved) and comes back.
     with Outbox(db) as outbox:
         reader = LiveReader(live_config, outbox)
         reader.start()
         for fraction in (0.7, 1.0):
-            _grow(machine, live, fraction)
+            grow(machine, live, fraction)
             reader.rescan()
             reader.poll()
         got = outbox_events(outbox)
