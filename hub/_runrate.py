@@ -104,5 +104,15 @@ class RunRate:
                 total += b.amount(basis)
         return total
 
+    def binned(self, scope: Scope, now_minute: int, bins: int, basis: Basis) -> list[Decimal]:
+        """The window's spend in `bins` equal bins, oldest first (for a sparkline); reads only
+        the minutes that have calls, so a quiet scope costs nothing."""
+        out = [ZERO] * bins
+        first = now_minute - self.minutes + 1
+        for minute, b in self._series.get(scope, {}).items():
+            if minute >= first:
+                out[(minute - first) * bins // self.minutes] += b.amount(basis)
+        return out
+
     def scopes(self) -> list[Scope]:
         return sorted(self._series)

@@ -27,6 +27,7 @@ from enum import StrEnum
 
 from hub._pricing import safe_price
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
+from hub._sessions import SessionBook, SessionFigures
 from hub._totals import MONEY, Basis, Figures, Totals
 from pricing import PriceBook, PricedCall
 from shared.config import Billing
@@ -40,6 +41,7 @@ __all__ = [
     "MinutePoint",
     "Period",
     "Scope",
+    "SessionFigures",
     "Totals",
     "profile_key",
 ]
@@ -100,6 +102,7 @@ class Ledger:
         self._now = now
         self._rate = RunRate(run_rate_hours)
         self._days: dict[date, _Day] = {}
+        self.sessions = SessionBook()  # lifetime figures of sessions with calls in kept days
         self.price_errors = 0  # calls the price book failed on (counted as unknown)
         self.unplaceable = 0  # calls whose time is not a valid instant (counted nowhere)
         now_ts = now()
@@ -123,6 +126,7 @@ class Ledger:
         """Start over from the store's kept events (pass those since `horizon()`)."""
         self._days.clear()
         self._rate.clear()
+        self.sessions.clear()
         self.price_errors = self.unplaceable = 0
         self._tick()
         with localcontext(MONEY):
@@ -133,8 +137,11 @@ class Ledger:
     def horizon(self) -> float:
         """The earliest call time any current total or series covers: what `rebuild` needs."""
         self._tick()
-        start = datetime.combine(self._keep_from, datetime.min.time(), self.tz).timestamp()
+        start = self._start_of(self._keep_from)
         return min(start, (self._minute - self._rate.minutes + 1) * 60.0)
+
+    def _start_of(self, day: date) -> float:
+        return datetime.combine(day, datetime.min.time(), self.tz).timestamp()
 
     def _tick(self) -> None:
         """Follow the clock: prune the minute series, and at a new day drop uncovered days."""
@@ -144,12 +151,14 @@ class Ledger:
             return
         self._minute = minute
         self._rate.prune(minute)
+        self.sessions.prune(minute)
         today = self._date(now)
         if today != self._today:
             self._today = today
             self._keep_from = _keep_from(today)
             for day in [d for d in self._days if d < self._keep_from]:
                 del self._days[day]
+            self.sessions.drop_before(self._start_of(self._keep_from))
 
     def _add(self, event: UsageEvent, *, negate: bool) -> None:
         try:
@@ -170,6 +179,7 @@ class Ledger:
         pkey = profile_key(machine, profile) if profile is not None else None
         if in_days:
             self._add_to_day(day, event, pkey, figures, negate)
+            self.sessions.add(event, figures, negate=negate, now_minute=self._minute)
         if in_window:
             scopes: tuple[Scope, ...] = (
                 (FLEET, ("machine", machine), ("profile", pkey))
@@ -202,12 +212,19 @@ class Ledger:
             if negate and totals.calls == 0:
                 del table[key]  # a withdrawn scope leaves no empty row behind
 
+    def price(self, event: UsageEvent) -> PricedCall:
+        """The call priced and classified as the totals count it (a failure: unknown)."""
+        return self._priced(event)[0]
+
     def _price(self, event: UsageEvent) -> PricedCall:
-        profile = event.profile
-        billing = Billing.API if profile is None else self._billing_of(event.machine, profile)
-        priced, failed = safe_price(self._book, event, billing)
+        priced, failed = self._priced(event)
         self.price_errors += failed
         return priced
+
+    def _priced(self, event: UsageEvent) -> tuple[PricedCall, bool]:
+        profile = event.profile
+        billing = Billing.API if profile is None else self._billing_of(event.machine, profile)
+        return safe_price(self._book, event, billing)
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -255,6 +272,14 @@ class Ledger:
         """Per-minute points over the run-rate window, oldest first, the current minute last."""
         self._tick()
         return self._rate.points(scope, self._minute)
+
+    def run_rate_bins(
+        self, scope: Scope, bins: int, basis: Basis = Basis.API_EQUIVALENT
+    ) -> list[Decimal]:
+        """The run-rate window's spend in `bins` equal bins, oldest first: a sparkline."""
+        self._tick()
+        with localcontext(MONEY):
+            return self._rate.binned(scope, self._minute, bins, basis)
 
     def burn_rate_per_hour(
         self, scope: Scope = FLEET, minutes: int = 15, basis: Basis = Basis.API_EQUIVALENT

@@ -10,6 +10,7 @@ the thread that made it; a UI marshals them onto its own loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -21,10 +22,12 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from hub._runrate import MinutePoint
-from hub._totals import Totals
+from hub._sessions import session_key
+from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
-from hub.ledger import FLEET, Dimension, Ledger, Period, Scope
+from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
+from hub.profile_board import ProfileBoard, ProfileStanding
 from hub.report import build_hub_report
 from hub.store import Store
 from pricing import PriceBook
@@ -37,6 +40,7 @@ from shared.wire import Frame, parse_batch_body
 log = logging.getLogger(__name__)
 
 FEED_SIZE: Final = 500
+PROFILE_MEMORY_S: Final = 8 * 86400.0  # limit and profile events read back at start (a week+)
 Action = Literal["pause", "resume", "kill"]
 
 
@@ -75,6 +79,8 @@ class Update:
 
     usage: int = 0  # usage events added or superseded
     machines: set[str] = field(default_factory=set)
+    profiles: set[str] = field(default_factory=set)  # "machine/profile" keys
+    sessions: set[str] = field(default_factory=set)  # session rows (root session ids)
     feed: list[FeedItem] = field(default_factory=list)
     nodes_changed: bool = False
 
@@ -107,11 +113,13 @@ class FleetService:
             clock,
         )
         self.ledger.rebuild(store.usage_events(since=self.ledger.horizon()))
+        self.board = ProfileBoard()
+        self._restore_board()
         self._hellos: dict[str, NodeHello] = {}
         self._states: dict[str, NodeState] = {
             n.node: n.state(clock(), stale_after) for n in store.nodes()
         }
-        self._sessions: set[str] = set()
+        self._sessions: set[str] = set(self.ledger.sessions.keys())
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
         self._subscribers: list[Subscriber] = []
         self.bad_events = 0
@@ -138,14 +146,26 @@ class FleetService:
                 hello = hello_from_map(body["hello"])
             except DecodeError as exc:
                 log.warning("%s: ignored a malformed hello: %s", frame.node, exc)
+        self.ingest(frame.node, body["stream"], body["seq0"], body["seq1"], events, hello)
+        return {"seq1": body["seq1"]}
+
+    def ingest(
+        self,
+        node: str,
+        stream: str,
+        seq0: int,
+        seq1: int,
+        events: list[Event],
+        hello: NodeHello | None = None,
+    ) -> IngestResult:
+        """Commit one batch of decoded events from an authenticated `node` and tell the
+        subscribers (what `handle_batch` does after checking the frame)."""
         now = self.clock()
         with self._lock:
-            result = self._store.ingest(
-                frame.node, body["stream"], body["seq0"], body["seq1"], events, hello, now
-            )
-            change = self._account(frame.node, result, hello, now)
+            result = self._store.ingest(node, stream, seq0, seq1, events, hello, now)
+            change = self._account(node, result, hello, now)
         self._publish(change)
-        return {"seq1": body["seq1"]}
+        return result
 
     def _account(
         self, node: str, result: IngestResult, hello: NodeHello | None, now: float
@@ -167,8 +187,14 @@ class FleetService:
         change.usage = len(result.changes)
         self.events_in += len(result.changes)
         for _old, new in result.changes:
-            if new.session_id not in self._sessions and new.counts:
-                self._sessions.add(new.session_id)
+            key = session_key(new)
+            change.sessions.add(key)
+            if new.profile is not None:
+                change.profiles.add(profile_key(new.machine, new.profile))
+                if new.counts:
+                    self.board.note_call(new.machine, new.profile, new.ts)
+            if key not in self._sessions and new.counts:
+                self._sessions.add(key)
                 where = new.project or "?"
                 change.feed.append(
                     FeedItem(
@@ -180,11 +206,24 @@ class FleetService:
                     )
                 )
         for limit in result.limits:
+            if (pkey := self.board.add_limit(limit)) is not None:
+                change.profiles.add(pkey)
             change.feed.append(_limit_item(node, limit))
         for event in result.profile_events:
+            change.profiles.add(self.board.add_profile_event(event))
             change.feed.append(_profile_item(node, event))
         self.feed.extend(change.feed)
         return change
+
+    def _restore_board(self) -> None:
+        since = self.clock() - PROFILE_MEMORY_S
+        for limit in self._store.limit_events(since=since):
+            self.board.add_limit(limit)
+        for event in self._store.profile_events(since=since):
+            self.board.add_profile_event(event)
+        for row in self.ledger.sessions.active_since(0.0):
+            if row.profile is not None:
+                self.board.note_call(row.machine, row.profile, row.last_ts)
 
     # -- liveness ----------------------------------------------------------------------------
 
@@ -244,13 +283,59 @@ class FleetService:
         with self._lock:
             return self.ledger.totals(dimension, period)
 
-    def burn_rate_per_hour(self, scope: Scope = FLEET, minutes: int = 15) -> Decimal:
+    def total(self, dimension: Dimension, key: str | None, period: Period) -> Totals:
         with self._lock:
-            return self.ledger.burn_rate_per_hour(scope, minutes)
+            return self.ledger.total(dimension, key, period)
+
+    def sessions(self, keys: Iterable[str] | None = None) -> list[SessionFigures]:
+        """Snapshots of session rows (all kept ones when `keys` is None; unknown keys skipped)."""
+        with self._lock:
+            book = self.ledger.sessions
+            rows = (book.get(k) for k in (book.keys() if keys is None else keys))
+            return [_snapshot(row) for row in rows if row is not None]
+
+    def active_sessions(self, since: float) -> list[SessionFigures]:
+        with self._lock:
+            return [_snapshot(row) for row in self.ledger.sessions.active_since(since)]
+
+    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
+        """A session's API-equivalent spend over its life in `bins` equal bins:
+        (first call, last call, amounts)."""
+        with self._lock:
+            events = self._store.session_usage(key)
+            priced = [(e.ts, self.ledger.price(e).api_equivalent or ZERO) for e in events]
+        if not priced:
+            return 0.0, 0.0, [ZERO] * bins
+        first, last = priced[0][0], priced[-1][0]
+        span = max(last - first, 1.0)
+        out = [ZERO] * bins
+        for ts, amount in priced:
+            out[min(bins - 1, int((ts - first) / span * bins))] += amount
+        return first, last, out
+
+    def profile_standing(self, key: str) -> ProfileStanding:
+        """Where the profile "machine/profile" stands now."""
+        now = self.clock()
+        with self._lock:
+            return self.board.standing(key, now)
+
+    def profile_history(self, key: str) -> list[ProfileEvent]:
+        with self._lock:
+            return self.board.history(key)
+
+    def burn_rate_per_hour(
+        self, scope: Scope = FLEET, minutes: int = 15, basis: Basis = Basis.API_EQUIVALENT
+    ) -> Decimal:
+        with self._lock:
+            return self.ledger.burn_rate_per_hour(scope, minutes, basis)
 
     def run_rate(self, scope: Scope = FLEET) -> list[MinutePoint]:
         with self._lock:
             return list(self.ledger.run_rate(scope))
+
+    def run_rate_bins(self, scope: Scope, bins: int) -> list[Decimal]:
+        with self._lock:
+            return self.ledger.run_rate_bins(scope, bins)
 
     def recent_feed(self, limit: int = 100) -> list[FeedItem]:
         with self._lock:
@@ -345,6 +430,12 @@ class FleetService:
     ) -> CommandOutcome:
         """`command` without blocking an event loop (the TUI)."""
         return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
+
+
+def _snapshot(row: SessionFigures) -> SessionFigures:
+    return dataclasses.replace(
+        row, main=row.main.copy(), subagents=row.subagents.copy(), recent=dict(row.recent)
+    )
 
 
 def _limit_item(node: str, limit: LimitEvent) -> FeedItem:

@@ -321,6 +321,14 @@ class Store:
         for (payload,) in self._select("usage", where, params):
             yield _usage(payload)
 
+    def session_usage(self, session_id: str) -> list[UsageEvent]:
+        """A session's counted calls (its own id, and subagent calls filed under it), by time."""
+        rows = self._db.execute(
+            "SELECT payload FROM usage WHERE session_id = ? AND counted = 1 ORDER BY ts, event_id",
+            (session_id,),
+        )
+        return [_usage(payload) for (payload,) in rows]
+
     def limit_events(
         self, since: float | None = None, until: float | None = None
     ) -> Iterator[LimitEvent]:

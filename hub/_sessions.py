@@ -1,0 +1,115 @@
+"""Per-session running figures for the live sessions view: who, where, what it cost, how fast.
+
+A session row is keyed by its root session: a subagent's calls (Claude's `subagents/` files,
+Codex's spawned threads) carry their parent's id and are summed into the parent's row, split
+from the main thread's own spend, so a row answers "what did this piece of work cost, and how
+much of it went to subagents". The ledger feeds it the figures it already priced, so nothing is
+priced twice; a superseded call is withdrawn the same way the ledger withdraws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from hub._totals import Figures, Totals
+from shared.events import Agent, Role, UsageEvent
+
+RECENT_MINUTES: Final = 5  # tokens per minute are averaged over this many minutes
+
+
+def session_key(event: UsageEvent) -> str:
+    """The row a call belongs to: its root session (a subagent's parent)."""
+    if event.role is not Role.MAIN and event.parent_session_id:
+        return event.parent_session_id
+    return event.session_id
+
+
+@dataclass(slots=True)
+class SessionFigures:
+    key: str
+    machine: str
+    agent: Agent
+    profile: str | None = None
+    account: str | None = None
+    project: str | None = None
+    git_branch: str | None = None
+    model: str = ""  # of the latest call
+    first_ts: float = 0.0
+    last_ts: float = 0.0
+    main: Totals = field(default_factory=Totals)
+    subagents: Totals = field(default_factory=Totals)  # subagent and auxiliary calls
+    # epoch minute -> tokens, for the last few minutes only (pruned as the clock moves)
+    recent: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> Totals:
+        out = self.main.copy()
+        out.add(self.subagents)
+        return out
+
+    def tokens_per_minute(self, now: float) -> float:
+        minute = int(now // 60)
+        tokens = sum(t for m, t in self.recent.items() if m > minute - RECENT_MINUTES)
+        return tokens / RECENT_MINUTES
+
+
+def cache_read_ratio(t: Totals | Figures) -> float | None:
+    """Share of prompt tokens served from the cache (None: no prompt tokens yet). Near 0 with
+    large cache writes is cache thrash: the agent pays to write a prompt it never reads back."""
+    prompt = t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h
+    return t.cache_read / prompt if prompt else None
+
+
+class SessionBook:
+    """Not thread-safe: the ledger's owner calls it."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, SessionFigures] = {}
+
+    def clear(self) -> None:
+        self._sessions.clear()
+
+    def add(self, event: UsageEvent, figures: Figures, *, negate: bool, now_minute: int) -> None:
+        key = session_key(event)
+        row = self._sessions.get(key)
+        if row is None:
+            if negate:
+                return
+            row = self._sessions[key] = SessionFigures(key, event.machine, event.agent)
+        (row.main if event.role is Role.MAIN else row.subagents).add(figures)
+        minute = int(event.ts // 60)
+        if minute > now_minute - RECENT_MINUTES:
+            row.recent[minute] = row.recent.get(minute, 0) + figures.tokens
+        if negate:
+            return
+        if event.role is Role.MAIN or row.first_ts == 0.0:
+            # the main thread names the session; a subagent fills in until it is seen
+            row.profile = event.profile or row.profile
+            row.account = event.account or row.account
+            row.project = event.project or row.project
+            row.git_branch = event.git_branch or row.git_branch
+        if event.ts >= row.last_ts:
+            row.last_ts = event.ts
+            row.model = event.model
+        if row.first_ts == 0.0 or event.ts < row.first_ts:
+            row.first_ts = event.ts
+
+    def prune(self, now_minute: int) -> None:
+        oldest = now_minute - RECENT_MINUTES + 1
+        for row in self._sessions.values():
+            if row.recent and min(row.recent) < oldest:
+                row.recent = {m: t for m, t in row.recent.items() if m >= oldest}
+
+    def get(self, key: str) -> SessionFigures | None:
+        return self._sessions.get(key)
+
+    def keys(self) -> list[str]:
+        return list(self._sessions)
+
+    def active_since(self, ts: float) -> list[SessionFigures]:
+        return [row for row in self._sessions.values() if row.last_ts >= ts]
+
+    def drop_before(self, ts: float) -> None:
+        """Forget sessions whose last call is older than `ts` (no current period covers them)."""
+        self._sessions = {k: row for k, row in self._sessions.items() if row.last_ts >= ts}

@@ -1,0 +1,515 @@
+"""fleet-hub's dashboard: the fleet's spend live, per machine, profile and session, with halt keys.
+
+The app reads only through the hub service (via `hub.dashboard`), on a timer: the service tells
+the dashboard what changed from its own threads, and every `TICK_S` the app takes one
+`Frame` and writes only the changed cells. Halt actions go through `FleetService.acommand`
+(the same command path as any other client), off the UI loop, and their outcome is written to
+the row, the feed and the hub's audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import ClassVar, Final
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Input, RichLog, Static, TabbedContent, TabPane
+
+from hub.dashboard import (
+    COLUMNS,
+    GROUPINGS,
+    SPEND_COLUMNS,
+    Dashboard,
+    Frame,
+    HeaderFigures,
+    Row,
+    Table,
+    TableDiff,
+    machine_detail,
+    process_key,
+    profile_detail,
+    session_detail,
+    spend_rows,
+)
+from hub.ledger import Dimension, Period
+from hub.service import Action, CommandOutcome, FeedItem, FleetService
+from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
+from hub.tui.table import LiveTable
+
+TICK_S: Final = 0.25
+SPEND_EVERY_S: Final = 1.0
+FEED_KINDS: Final = {
+    "node": "cyan",
+    "limit": "bold red",
+    "profile": "magenta",
+    "session": "green",
+    "command": "bold yellow",
+}
+TABS: Final = ("machines", "profiles", "sessions", "spend")
+NOTES: Final = (
+    "Classes: metered = paid per token (API keys); subscription = included in a plan, shown at "
+    "API-equivalent rates; estimated = metered but from an approximation (e.g. no 5m/1h cache "
+    "split); unknown = no price for the model: counted in calls and tokens, never as $0.",
+    "Burn: the last 15 minutes as $/h. Projections (paid = metered + estimated): day = today "
+    "so far + the paid burn until midnight; month = the month so far and that, plus the "
+    "month's average day for each day left.",
+    "Cache rd: share of prompt tokens read from the cache; red when low while writing a lot "
+    "(cache thrash).",
+    "Halt actions go to the node that runs the agent and name (pid, start time); each is "
+    "written to the feed and the hub's audit log with its outcome.",
+)
+
+
+class FleetApp(App[None]):
+    TITLE = "fleet-hub"
+    CSS = """
+    #figures { height: 1; background: $boost; padding: 0 1; }
+    #scope { height: 1; color: $text-muted; padding: 0 1; }
+    #feed { height: 8; border-top: solid $primary-darken-2; }
+    #filter { dock: bottom; display: none; }
+    #filter.shown { display: block; }
+    LiveTable { height: 1fr; }
+    ConfirmScreen, HelpScreen, SortScreen, DetailScreen { align: center middle; }
+    ConfirmScreen #dialog, SortScreen #dialog {
+        width: 80; height: auto; border: thick $error; background: $surface; padding: 1 2;
+    }
+    HelpScreen #dialog { width: 100; height: 80%; border: thick $primary; background: $surface; }
+    #buttons { height: auto; margin-top: 1; }
+    #buttons Button { margin-right: 2; }
+    DetailScreen #detail {
+        width: 95%; height: 90%; border: thick $primary; background: $surface; padding: 0 1;
+    }
+    #detail-spark { height: 3; margin-bottom: 1; }
+    #detail-sessions { height: 12; }
+    SortScreen OptionList { height: auto; max-height: 20; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "tab('machines')", "Machines"),
+        Binding("2", "tab('profiles')", "Profiles"),
+        Binding("3", "tab('sessions')", "Sessions"),
+        Binding("4", "tab('spend')", "Spend by"),
+        Binding("d", "detail", "Detail"),
+        Binding("escape", "clear_scope", "Back", show=False),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("g", "grouping", "Group", show=False),
+        Binding("t", "period", "Period", show=False),
+        Binding("p", "halt('pause')", "Pause"),
+        Binding("r", "halt('resume')", "Resume"),
+        Binding("k", "halt('kill')", "Kill"),
+        Binding("P", "pause_all", "Pause all"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+    KEY_HELP: Final = (
+        ("1 2 3 4", "Machines, Profiles, Sessions, Spend-by tabs"),
+        ("↑ ↓ PgUp PgDn", "move in the table"),
+        (
+            "enter",
+            "drill down: machine → its profiles and sessions; profile → its sessions on "
+            "all machines; session → detail",
+        ),
+        ("escape", "back out of the drill-down (and close any pop-up)"),
+        ("d", "detail of the selected row: spend over time, sessions, profile timeline"),
+        ("/", "filter the rows (text anywhere in the row); empty to clear"),
+        ("s", "sort by a column (choose it again to flip); click a header too"),
+        ("g", "Spend-by tab: next grouping (account, machine, profile, agent, project, model)"),
+        ("t", "Spend-by tab: today / this week / this month"),
+        ("p", "pause the selected session's agent (its whole process tree)"),
+        ("r", "resume it"),
+        ("k", "kill it (asks first)"),
+        ("P", "pause every agent of the selected machine or profile (asks first)"),
+        ("ctrl+p", "command palette: every action by name"),
+        ("?", "this help"),
+        ("q", "quit"),
+    )
+
+    def __init__(
+        self,
+        service: FleetService,
+        *,
+        who: str | None = None,
+        live_window: float = 1800.0,
+        on_quit: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.dashboard = Dashboard(service, live_window=live_window)
+        self.who = who or f"{getpass.getuser()}@tui"
+        self.on_quit = on_quit
+        self.grouping = Dimension.ACCOUNT
+        self.period = Period.TODAY
+        self.scope_text = ""
+        self.header_figures: HeaderFigures | None = None
+        self.ticks = 0
+        self._spend_at = 0.0
+        self._spend_dirty = True
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="figures")
+        yield Static("", id="scope")
+        with TabbedContent(initial="machines", id="tabs"):
+            with TabPane("Machines", id="machines"):
+                yield LiveTable(COLUMNS[Table.MACHINES], id="table-machines")
+            with TabPane("Profiles", id="profiles"):
+                yield LiveTable(COLUMNS[Table.PROFILES], id="table-profiles")
+            with TabPane("Sessions", id="sessions"):
+                yield LiveTable(COLUMNS[Table.SESSIONS], id="table-sessions")
+            with TabPane("Spend by", id="spend"):
+                yield LiveTable(SPEND_COLUMNS, id="table-spend")
+        with Horizontal(id="feed-row"):
+            yield RichLog(id="feed", max_lines=500, wrap=False, markup=False)
+        yield Input(placeholder="filter rows (enter to apply, esc to clear)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._unsubscribe = self.service.subscribe(self.dashboard.note)
+        feed = self.query_one("#feed", RichLog)
+        for item in self.service.recent_feed(50):
+            feed.write(_feed_line(item, self.service))
+        self.table(Table.MACHINES).focus()
+        self.tick()
+        self.set_interval(TICK_S, self.tick)
+        self._show_scope()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    def table(self, which: Table | str) -> LiveTable:
+        return self.query_one(f"#table-{which}", LiveTable)
+
+    @property
+    def current_tab(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active or "machines"
+
+    @property
+    def current_table(self) -> LiveTable:
+        return self.table(self.current_tab)
+
+    # -- the live loop -----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        frame = self.dashboard.tick()
+        self.apply_frame(frame)
+
+    def apply_frame(self, frame: Frame) -> int:
+        """Write one frame to the screen; returns the cells written."""
+        self.ticks += 1
+        written = 0
+        for which, diff in frame.tables.items():
+            if diff.upserts or diff.removed:
+                table = self.table(which)
+                written += table.apply(diff)
+                table.settle()
+        if frame.header is not None:
+            self.header_figures = frame.header
+            self.query_one("#figures", Static).update(Text(frame.header.line(), no_wrap=True))
+            self._spend_dirty = True
+        if frame.feed:
+            feed = self.query_one("#feed", RichLog)
+            for item in frame.feed:
+                feed.write(_feed_line(item, self.service))
+        now = time.monotonic()
+        if self._spend_dirty and now - self._spend_at >= SPEND_EVERY_S:
+            self.refresh_spend()
+        return written
+
+    def refresh_spend(self) -> None:
+        self._spend_at = time.monotonic()
+        self._spend_dirty = False
+        table = self.table("spend")
+        rows = spend_rows(self.service, self.grouping, self.period)
+        gone = set(table.rows_by_key) - set(rows)
+        table.apply(TableDiff(upserts=rows, removed=gone))
+        table.settle()
+
+    # -- navigation --------------------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self.table(tab).focus()
+        self._show_scope()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        self.current_table.focus()
+        self._show_scope()
+
+    @on(LiveTable.RowSelected)
+    def _row_chosen(self, event: LiveTable.RowSelected) -> None:
+        if event.data_table is self.current_table:  # enter (or a click) on a row
+            self.action_drill()
+
+    def action_drill(self) -> None:
+        row = self.current_table.selected_row
+        tab = self.current_tab
+        if row is None:
+            return
+        if tab == "machines":
+            self.set_scope(f"machine {row.machine}", lambda r: r.machine == row.machine)
+            self.action_tab("profiles")
+        elif tab == "profiles" and row.profile:
+            name = row.profile.split("/", 1)[1]
+            self.set_scope(
+                f"profile {name} (all machines)",
+                lambda r: r.profile is not None and r.profile.split("/", 1)[1] == name,
+                tables=(Table.SESSIONS,),
+            )
+            self.action_tab("sessions")
+        else:
+            self.action_detail()
+
+    def set_scope(
+        self,
+        text: str,
+        scope: Callable[[Row], bool] | None,
+        tables: tuple[Table, ...] = (Table.PROFILES, Table.SESSIONS),
+    ) -> None:
+        self.scope_text = text
+        for which in Table:
+            self.table(which).set_scope(scope if which in tables else None)
+        self._show_scope()
+
+    def action_clear_scope(self) -> None:
+        if self.scope_text:
+            self.set_scope("", None)
+        filt = self.query_one("#filter", Input)
+        if filt.has_class("shown"):
+            filt.remove_class("shown")
+            self.current_table.focus()
+
+    def _show_scope(self) -> None:
+        table = self.current_table
+        parts = []
+        if self.scope_text:
+            parts.append(f"▸ {self.scope_text} (esc: back)")
+        if table.filter_text:
+            parts.append(f"filter “{table.filter_text}”")
+        if table.sort_column:
+            label = next(c.label for c in table.spec if c.key == table.sort_column)
+            parts.append(f"sort {label} {'↓' if table.sort_reverse else '↑'}")
+        if self.current_tab == "spend":
+            parts.append(f"group by {self.grouping.value} (g) · {self.period.value} (t)")
+        parts.append(f"{table.row_count} rows")
+        self.query_one("#scope", Static).update(Text("   ".join(parts)))
+
+    def action_filter(self) -> None:
+        filt = self.query_one("#filter", Input)
+        filt.value = self.current_table.filter_text
+        filt.add_class("shown")
+        filt.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        for which in (*Table, "spend"):
+            self.table(which).set_filter(event.value)
+        event.input.remove_class("shown")
+        self.current_table.focus()
+        self._show_scope()
+
+    def action_sort(self) -> None:
+        table = self.current_table
+
+        def chosen(column: str | None) -> None:
+            if column is not None:
+                table.sort_by(column)
+                self._show_scope()
+
+        self.push_screen(SortScreen(table.spec, table.sort_column), chosen)
+
+    @on(LiveTable.HeaderSelected)
+    def _header_clicked(self, event: LiveTable.HeaderSelected) -> None:
+        table = event.data_table
+        if isinstance(table, LiveTable) and event.column_key.value is not None:
+            table.sort_by(event.column_key.value)
+            self._show_scope()
+
+    def action_grouping(self) -> None:
+        i = GROUPINGS.index(self.grouping)
+        self.grouping = GROUPINGS[(i + 1) % len(GROUPINGS)]
+        self.table("spend").apply(TableDiff(removed=set(self.table("spend").rows_by_key)))
+        self.refresh_spend()
+        self.action_tab("spend")
+
+    def action_period(self) -> None:
+        periods = list(Period)
+        self.period = periods[(periods.index(self.period) + 1) % len(periods)]
+        self.refresh_spend()
+        self.action_tab("spend")
+
+    def action_detail(self) -> None:
+        row = self.current_table.selected_row
+        tab = self.current_tab
+        if row is None:
+            self.notify("No row selected", severity="warning")
+            return
+        if tab == "machines":
+            detail = machine_detail(self.dashboard, row.machine)
+        elif tab == "profiles" and row.profile:
+            detail = profile_detail(self.dashboard, row.profile)
+        elif tab == "sessions":
+            detail = session_detail(self.dashboard, row.key)
+        else:
+            self.notify("The Spend-by rows have no detail view", severity="warning")
+            return
+        self.push_screen(DetailScreen(detail))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.KEY_HELP, NOTES))
+
+    # -- halt actions ------------------------------------------------------------------------
+
+    def action_halt(self, action: Action) -> None:
+        if self.current_tab != "sessions":
+            self.notify(
+                "Select a session in the Sessions tab (3) to pause, resume or kill it; "
+                "P pauses every agent of a machine or profile.",
+                severity="warning",
+            )
+            return
+        row = self.current_table.selected_row
+        proc = self.dashboard.process_of(row.key) if row else None
+        if row is None or proc is None:
+            self.notify("This session has no live process to act on", severity="warning")
+            return
+        node, p = proc
+        if action != "kill":
+            self._run_commands(action, [(row.key, node, p.pid, p.create_time)])
+            return
+        spend = row.cells[6].text or "$0.00"
+        lines = (
+            f"machine  {node}",
+            f"profile  {p.profile or '?'}",
+            f"project  {row.cells[3].sort or p.cwd or '?'}",
+            f"spend    {spend} main, {row.cells[7].text or '$0.00'} subagents",
+            f"process  pid {p.pid} and its {p.children} children: frozen, terminated, killed",
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._run_commands("kill", [(row.key, node, p.pid, p.create_time)])
+
+        self.push_screen(ConfirmScreen("Kill this agent?", lines, "Kill"), answered)
+
+    def action_pause_all(self) -> None:
+        row = self.current_table.selected_row
+        tab = self.current_tab
+        if row is None or tab not in ("machines", "profiles"):
+            self.notify("Select a machine or a profile to pause all its agents", severity="warning")
+            return
+        if tab == "machines":
+            what = f"machine {row.machine}"
+            procs = self.dashboard.processes_of(machine=row.machine)
+        else:
+            what = f"profile {row.profile}"
+            procs = self.dashboard.processes_of(profile=row.profile)
+        running = [(n, p) for n, p in procs if p.state == "running"]
+        if not running:
+            self.notify(f"No running agent on {what}", severity="warning")
+            return
+        lines = [
+            f"{n} pid {p.pid} {p.agent.value} {p.profile or '?'} {p.cwd or ''}" for n, p in running
+        ]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                targets = [(process_key(n, p), n, p.pid, p.create_time) for n, p in running]
+                self._run_commands("pause", targets)
+
+        self.push_screen(
+            ConfirmScreen(f"Pause all {len(running)} agents of {what}?", lines, "Pause all"),
+            answered,
+        )
+
+    @work(group="halt")
+    async def _run_commands(
+        self, action: Action, targets: list[tuple[str, str, int, float]]
+    ) -> None:
+        """Send the commands (concurrently) and put each outcome on its row."""
+        for key, _node, _pid, _ctime in targets:
+            self.dashboard.note_outcome(key, f"{action}…", "warn")
+        outcomes = await asyncio.gather(
+            *(
+                self.service.acommand(node, action, pid, ctime, who=self.who)
+                for _key, node, pid, ctime in targets
+            )
+        )
+        for (key, *_), outcome in zip(targets, outcomes, strict=True):
+            text, tone = _outcome_text(action, outcome)
+            self.dashboard.note_outcome(key, text, tone)
+            if not outcome.ok:
+                self.notify(
+                    f"{action} pid {outcome.pid} on {outcome.node}: {text}", severity="error"
+                )
+        self.tick()
+
+    # -- the command palette -----------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield from [
+            SystemCommand("Show machines", "Machines tab", lambda: self.action_tab("machines")),
+            SystemCommand("Show profiles", "Profiles tab", lambda: self.action_tab("profiles")),
+            SystemCommand("Show sessions", "Sessions tab", lambda: self.action_tab("sessions")),
+            SystemCommand("Show spend by group", "Spend-by tab", lambda: self.action_tab("spend")),
+            SystemCommand("Drill down", "Into the selected machine or profile", self.action_drill),
+            SystemCommand("Back", "Leave the drill-down", self.action_clear_scope),
+            SystemCommand("Detail", "Detail view of the selected row", self.action_detail),
+            SystemCommand("Filter rows", "Filter by text", self.action_filter),
+            SystemCommand("Sort", "Sort by a column", self.action_sort),
+            SystemCommand("Next grouping", "Spend-by: next grouping", self.action_grouping),
+            SystemCommand("Next period", "Spend-by: today / week / month", self.action_period),
+            SystemCommand(
+                "Pause agent",
+                "Pause the selected session's agent",
+                lambda: self.action_halt("pause"),
+            ),
+            SystemCommand(
+                "Resume agent",
+                "Resume the selected session's agent",
+                lambda: self.action_halt("resume"),
+            ),
+            SystemCommand(
+                "Kill agent",
+                "Kill the selected session's agent (asks)",
+                lambda: self.action_halt("kill"),
+            ),
+            SystemCommand(
+                "Pause all",
+                "Pause every agent of the selected machine or profile",
+                self.action_pause_all,
+            ),
+            SystemCommand("Help", "Every key", self.action_help),
+        ]
+
+
+def _outcome_text(action: Action, outcome: CommandOutcome) -> tuple[str, str]:
+    if outcome.ok:
+        return {"pause": "paused", "resume": "running", "kill": "killed"}[action], "warn"
+    if outcome.outcome == "no answer":
+        return "no answer from node", "bad"
+    detail = f": {outcome.detail}" if outcome.detail else ""
+    return f"{outcome.outcome}{detail}", "bad"
+
+
+def _feed_line(item: FeedItem, service: FleetService) -> Text:
+    when = datetime.fromtimestamp(item.ts, service.ledger.tz).strftime("%H:%M:%S")
+    text = Text(f"{when} ", style="grey50")
+    text.append(f"{item.kind:<8}", style=FEED_KINDS.get(item.kind, ""))
+    text.append(f"{item.machine:<10} ", style="bold")
+    text.append(item.text)
+    return text
