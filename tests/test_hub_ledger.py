@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from hub._sessions import RECENT_MINUTES, cache_read_ratio
 from hub.ledger import FLEET, Basis, Dimension, Ledger, Period, Totals
 from hub.store import Store
 from pricing import PriceBook, PricedCall, PriceTableError
 from shared.config import Billing
-from shared.events import Agent, Tokens, UsageEvent
+from shared.events import Agent, Role, Tokens, UsageEvent
 from shared.hello import NodeHello, ProfileInfo
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -327,3 +328,58 @@ def test_totals_handed_out_are_copies(ledger: Ledger) -> None:
     ledger.fleet(Period.TODAY).add(Totals(calls=5))
     assert ledger.total(Dimension.MACHINE, "spark01", Period.TODAY).calls == 1
     assert ledger.fleet(Period.TODAY).calls == 1
+
+
+# ---- the session book the ledger keeps for the sessions view ---------------------------------
+
+
+def test_a_session_row_splits_main_from_subagent_spend(ledger: Ledger) -> None:
+    ledger.apply(None, usage("m1", git_branch="feat", model=SONNET))
+    ledger.apply(
+        None,
+        usage("sub1", session_id="agent-7", role=Role.SUBAGENT, parent_session_id="s1"),
+    )
+    ledger.apply(None, usage("sub2", role=Role.AUXILIARY, parent_session_id="s1"))
+    row = ledger.sessions.get("s1")
+    assert row is not None
+    assert ledger.sessions.get("agent-7") is None  # filed under its parent
+    assert (row.main.calls, row.subagents.calls) == (1, 2)
+    assert row.main.api_equivalent == PRICE
+    assert row.subagents.api_equivalent == 2 * PRICE
+    assert row.total.api_equivalent == 3 * PRICE
+    assert (row.machine, row.profile, row.project, row.git_branch) == (
+        "spark01",
+        "key-a",
+        "/src/app",
+        "feat",
+    )
+
+
+def test_a_superseded_call_leaves_the_session_row_as_if_only_the_new_one_came(
+    ledger: Ledger,
+) -> None:
+    old = usage("m1")
+    ledger.apply(None, old)
+    new = usage("m1", revision=1, tokens=dataclasses.replace(TOKENS, output=2 * TOKENS.output))
+    ledger.apply(old, new)
+    fresh = Ledger(ledger._book, billing, BERLIN, lambda: NOW)  # noqa: SLF001
+    fresh.apply(None, new)
+    assert ledger.sessions.get("s1") == fresh.sessions.get("s1")
+
+
+def test_tokens_per_minute_cover_the_last_minutes_and_decay(ledger: Ledger, clock: Clock) -> None:
+    ledger.apply(None, usage("m1", ts=NOW - 30))
+    row = ledger.sessions.get("s1")
+    assert row is not None
+    assert row.tokens_per_minute(NOW) == TOKENS.total / RECENT_MINUTES
+    clock.now = NOW + RECENT_MINUTES * 60 + 60
+    ledger.run_rate()  # the clock moves: recent minutes are pruned
+    assert row.tokens_per_minute(clock.now) == 0
+
+
+def test_cache_read_ratio_tells_thrash() -> None:
+    thrash = Totals(input=100, cache_write_5m=90_000, cache_read=0)
+    healthy = Totals(input=100, cache_write_5m=1_000, cache_read=98_900)
+    assert cache_read_ratio(thrash) == 0
+    assert cache_read_ratio(healthy) == pytest.approx(0.989)
+    assert cache_read_ratio(Totals()) is None
