@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo bench check lint typecheck fmt clean
+.PHONY: venv test demo scan-demo bench check lint typecheck fmt clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
+	$(BIN)/fleet-hub demo
+
+scan-demo: $(STAMP)
 	$(BIN)/python -m node_agent.demo
 
 bench: $(STAMP)

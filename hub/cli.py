@@ -1,5 +1,7 @@
 """`fleet-hub`: the ops workstation's command.
 
+With no command it opens the dashboard on an embedded hub (the same core as `serve`, in this
+process); `demo` does so on a demo fleet of real node agents and fake agents on loopback.
 `init` writes the hub's config and fleet secret; `enroll NODE` prints a node's key; `serve` runs
 the hub headless (receiver, store, ledger, commands, zeroconf); `report` prints the fleet's
 costs from the hub's store, in the row shape of `node-agent scan --json`.
@@ -8,6 +10,7 @@ costs from the hub's store, in the row shape of `node-agent scan --json`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -44,24 +47,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PackageNotFoundError:
             print("unknown (not installed)")
         return 0
-    if args.command is None:
-        print(
-            "fleet-hub: the dashboard is not built yet in this version; use `fleet-hub serve` "
-            "and `fleet-hub report`.",
-            file=sys.stderr,
-        )
-        return 2
-    handler = {"init": cmd_init, "enroll": cmd_enroll, "serve": cmd_serve, "report": cmd_report}
+    handler = {
+        None: cmd_dashboard,
+        "demo": cmd_demo,
+        "init": cmd_init,
+        "enroll": cmd_enroll,
+        "serve": cmd_serve,
+        "report": cmd_report,
+    }
     try:
         return handler[args.command](args)
     except ConfigError as exc:
-        print(f"fleet-hub {args.command}: {exc}", file=sys.stderr)
+        print(f"fleet-hub {args.command or ''}: {exc}".replace(" :", ":"), file=sys.stderr)
         return 2
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet-hub", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default_hub_config_path(),
+        help="hub config for the dashboard (default: %(default)s)",
+    )
     sub = parser.add_subparsers(dest="command")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -72,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
             default=default_hub_config_path(),
         )
         return p
+
+    demo_p = sub.add_parser("demo", help="the dashboard on a demo fleet (all on loopback)")
+    demo_p.add_argument("--machines", type=int, default=3, help="node agents (default: 3)")
+    demo_p.add_argument(
+        "--dir", type=Path, help="keep the demo's files here (default: a temporary dir)"
+    )
+    demo_p.add_argument(
+        "--pace", type=float, default=1.0, help="scale the agents' pauses (0.5: twice as busy)"
+    )
 
     init_p = with_config(sub.add_parser("init", help="write the hub config and fleet secret"))
     init_p.add_argument("--events", help="listen address for node batches")
@@ -98,6 +116,70 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("--until", type=date.fromisoformat, help="last day, YYYY-MM-DD")
     report_p.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """The TUI on an embedded hub: receiver, store, ledger and commands in this process."""
+    from hub.serve import Hub
+    from hub.tui import run_dashboard  # Textual is loaded only for the dashboard
+
+    if not args.config.exists():
+        print(
+            f"fleet-hub: no hub config at {args.config}: run `fleet-hub init` first "
+            "(or `fleet-hub demo` to try the dashboard on a demo fleet)",
+            file=sys.stderr,
+        )
+        return 2
+    config = load_hub_config(args.config)
+    _log_to_file(config.data_dir / "fleet-hub.log")
+    hub = Hub(config)
+    try:
+        service = hub.start()
+    except OSError as exc:
+        print(f"fleet-hub: {exc}", file=sys.stderr)
+        hub.stop()
+        return 1
+    try:
+        run_dashboard(service)
+    finally:
+        hub.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from hub.demo import DemoFleet
+    from hub.tui import run_dashboard
+
+    with contextlib.ExitStack() as stack:
+        workdir = args.dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetmeter-demo-"))
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        _log_to_file(workdir / "fleet-hub.log")
+        print(
+            f"fleet-hub demo: starting {args.machines} node agents and their agents in {workdir}",
+            flush=True,
+        )
+        fleet = stack.enter_context(DemoFleet(workdir, machines=args.machines, pace=args.pace))
+        try:
+            service = fleet.start()
+        except (OSError, RuntimeError) as exc:
+            print(f"fleet-hub demo: could not start the demo fleet: {exc}", file=sys.stderr)
+            return 1
+        run_dashboard(service)
+    return 0
+
+
+def _log_to_file(path: Path) -> None:
+    """The dashboard owns the terminal: the hub's log goes to a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        filename=path,
+        format="%(asctime)s hub %(levelname)s %(name)s %(message)s",
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -88,6 +88,10 @@ class ProfileBoard:
                 )
         return key
 
+    def window(self, key: str, window: LimitWindow) -> WindowReading | None:
+        p = self._profiles.get(key)
+        return p.windows.get(window) if p else None
+
     def note_call(self, machine: str, profile: str, ts: float) -> None:
         p = self._of(profile_key(machine, profile))
         if p.last_call is None or ts > p.last_call:

@@ -27,7 +27,7 @@ from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
-from hub.profile_board import ProfileBoard, ProfileStanding
+from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import build_hub_report
 from hub.store import Store
 from pricing import PriceBook
@@ -206,14 +206,20 @@ class FleetService:
                     )
                 )
         for limit in result.limits:
+            if _worth_a_feed_line(limit, self._previous_reading(limit)):
+                change.feed.append(_limit_item(node, limit))
             if (pkey := self.board.add_limit(limit)) is not None:
                 change.profiles.add(pkey)
-            change.feed.append(_limit_item(node, limit))
         for event in result.profile_events:
             change.profiles.add(self.board.add_profile_event(event))
             change.feed.append(_profile_item(node, event))
         self.feed.extend(change.feed)
         return change
+
+    def _previous_reading(self, limit: LimitEvent) -> WindowReading | None:
+        if limit.profile is None:
+            return None
+        return self.board.window(profile_key(limit.machine, limit.profile), limit.window)
 
     def _restore_board(self) -> None:
         since = self.clock() - PROFILE_MEMORY_S
@@ -436,6 +442,30 @@ def _snapshot(row: SessionFigures) -> SessionFigures:
     return dataclasses.replace(
         row, main=row.main.copy(), subagents=row.subagents.copy(), recent=dict(row.recent)
     )
+
+
+# A quota reading reaches the feed when it crosses one of these (percent used): agents log
+# one with every call, and the profiles view shows the figure anyway.
+FEED_BANDS: Final = (50.0, 75.0, 90.0, 100.0)
+NEW_WINDOW_S: Final = 600.0  # a reset this much later than the last reading's: a new window
+
+
+def _worth_a_feed_line(limit: LimitEvent, previous: WindowReading | None) -> bool:
+    if limit.kind is LimitKind.RATE_LIMIT_HIT:
+        return True
+    used = limit.used_percent
+    if used is None:
+        return False
+    before = 0.0  # a first reading, or one of a new window
+    if previous is not None and previous.used_percent is not None:
+        new_window = (
+            previous.resets_at is not None
+            and limit.resets_at is not None
+            and limit.resets_at - previous.resets_at > NEW_WINDOW_S
+        )
+        if not new_window:
+            before = previous.used_percent
+    return any(before < band <= used for band in FEED_BANDS)
 
 
 def _limit_item(node: str, limit: LimitEvent) -> FeedItem:

@@ -124,7 +124,7 @@ class Daemon:
         command = body.get("cmd")
         if command == "processes":
             with self._lock:
-                self.processes = self.inventory.scan()
+                self.processes = self._scan()
                 listed = [process_to_map(_process_info(p)) for p in self.processes]
                 return {"ok": True, "outcome": "listed", "processes": listed}
         pid, ctime = body.get("pid"), body.get("ctime")
@@ -134,6 +134,9 @@ class Daemon:
         action = actions.get(str(command))
         if action is None:
             return {"ok": False, "outcome": "refused", "detail": f"unknown command {command!r}"}
+        if self.config.only_profile_processes and not self._owns(pid):
+            detail = f"pid {pid} is not an agent of this node's profiles"
+            return {"ok": False, "outcome": "refused", "detail": detail}
         result = action(pid, float(ctime))
         log.info("command %s pid %s: %s %s", command, pid, result.outcome, result.detail)
         self._refresh_processes()
@@ -146,7 +149,20 @@ class Daemon:
 
     def _refresh_processes(self) -> None:
         with self._lock:
-            self.processes = self.inventory.scan()
+            self.processes = self._scan()
+
+    def _scan(self) -> list[procs.AgentProcess]:
+        """The agents to report; with `only_profile_processes`, those of our own profiles
+        (nodes sharing a host would otherwise each report every agent on it)."""
+        found = self.inventory.scan()
+        if self.config.only_profile_processes:
+            return [p for p in found if p.profile is not None]
+        return found
+
+    def _owns(self, pid: int) -> bool:
+        with self._lock:
+            self.processes = self._scan()
+            return any(p.pid == pid for p in self.processes)
 
     # -- threads -----------------------------------------------------------------------------
 

@@ -54,6 +54,10 @@ node = ""
 # poll_interval = 0.5
 # rescan_interval = 5.0
 
+# Report (and halt) only the agent processes whose home is one of the profiles below, for
+# several nodes sharing one host; by default every coding agent running here is reported.
+# only_profile_processes = false
+
 [hub]
 # Where the hub listens: events = "tcp://HOST:7461" and commands = "tcp://HOST:7462"
 # (tls+tcp:// for TLS). Without them the node finds the hub on the local network (zeroconf).

@@ -11,6 +11,9 @@ file's directory; `~` is expanded. Example:
     status_file = "~/.local/state/fleetmeter/profiles.json"  # profile heartbeat (default shown)
     poll_interval = 0.5               # seconds between reads of hot log files
     rescan_interval = 5.0             # seconds between directory rescans
+    only_profile_processes = false    # true: report (and halt) only agent processes whose home
+                                      #   is one of this node's profiles (several nodes on one
+                                      #   host, as in `fleet-hub demo`); default: every agent
 
     [hub]                             # no events/commands: find the hub with zeroconf
     events = "tcp://hub.lan:7461"     # tcp://HOST:PORT or tls+tcp://HOST:PORT
@@ -56,7 +59,16 @@ MIN_NODE_KEY_BYTES: Final = 16
 _TCP_SCHEMES: Final = frozenset({"tcp", "tcp4", "tcp6", "tls+tcp", "tls+tcp4", "tls+tcp6"})
 _OTHER_SCHEMES: Final = frozenset({"ipc", "inproc", "abstract"})
 _TOP_KEYS: Final = frozenset(
-    {"node", "profiles", "hub", "state_dir", "status_file", "poll_interval", "rescan_interval"}
+    {
+        "node",
+        "profiles",
+        "hub",
+        "state_dir",
+        "status_file",
+        "poll_interval",
+        "rescan_interval",
+        "only_profile_processes",
+    }
 )
 _HUB_KEYS: Final = frozenset(
     {"events", "commands", "key_file", "ca_file", "server_name", "cert_key_file"}
@@ -120,6 +132,8 @@ class NodeConfig:
     status_file: Path | None = field(default_factory=default_status_file)
     poll_interval: float = DEFAULT_POLL_INTERVAL
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
+    # Only the agents of this node's profiles (several nodes share one host); False: every agent.
+    only_profile_processes: bool = False
 
     @property
     def discover_hub(self) -> bool:
@@ -204,6 +218,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         status_file=path_key("status_file", default_status_file()),
         poll_interval=_interval(data, "poll_interval", DEFAULT_POLL_INTERVAL, where),
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
+        only_profile_processes=_flag(data, "only_profile_processes", where),
         hub_events=hub.events,
         hub_commands=hub.commands,
         key_file=hub.key_file,
@@ -226,6 +241,13 @@ def _interval(data: dict[str, Any], key: str, default: float, where: str) -> flo
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{where}: {key!r} must be a positive number of seconds, not {value}")
     return float(value)
+
+
+def _flag(data: dict[str, Any], key: str, where: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key!r} must be true or false, not {value!r}")
+    return value
 
 
 class _Hub(NamedTuple):

@@ -164,6 +164,10 @@ def build(
     fleet = SyntheticFleet(service, names, profiles, sessions, rng)
     now = time.time()
     for m in names:
+        # Announce every machine before any call: a new subscription profile makes the ledger
+        # rebuild from the store, which is cheap while the store is still empty.
+        service.ingest(m, "s1", 1, 0, [], fleet.hello(m))
+    for m in names:
         events: list[UsageEvent | LimitEvent | ProfileEvent] = [
             fleet.usage(m, sid, p, now - rng.uniform(0, 3600)) for sid, p in sessions[m]
         ]

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import tomllib
 from pathlib import Path
 
+import psutil
 import pytest
 
 from node_agent.cli import main
-from node_agent.init import InitError, InitRequest, parse_profile_spec, run_init
+from node_agent.daemon import Daemon
+from node_agent.init import TEMPLATE, InitError, InitRequest, parse_profile_spec, run_init
+from node_agent.simulate.fake_agent import launch
 from shared.config import (
     Billing,
     ConfigError,
     NodeConfig,
+    Profile,
     load_config,
     parse_config,
     read_node_key,
@@ -61,6 +66,7 @@ def test_defaults_without_systemd(home: Path) -> None:
     assert config.state_dir == home / ".local" / "state" / "fleetmeter"
     assert config.status_file == home / ".local" / "state" / "fleetmeter" / "profiles.json"
     assert (config.poll_interval, config.rescan_interval) == (0.5, 5.0)
+    assert not config.only_profile_processes
     assert NodeConfig().key_file == home / ".config" / "fleetmeter" / "node.key"
 
 
@@ -117,6 +123,8 @@ def test_full_hub_with_tls_and_relative_paths(home: Path) -> None:
         ('rescan_interval = "5s"\n', "'rescan_interval' must be a number of seconds"),
         ("state_dir = 5\n", "'state_dir' must be a non-empty string"),
         ("poll_intervall = 1\n", "unknown key(s) poll_intervall"),
+        ('only_profile_processes = "yes"\n', "'only_profile_processes' must be true or false"),
+        ("only_profile_processes = 1\n", "'only_profile_processes' must be true or false"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -125,6 +133,46 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> No
         load_config(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+def test_only_profile_processes(tmp_path: Path) -> None:
+    path = write(tmp_path / "node.toml", "only_profile_processes = true\n")
+    assert load_config(path).only_profile_processes
+    # The template documents it, commented out: uncommented, it parses.
+    assert "# only_profile_processes = false" in TEMPLATE
+    text = TEMPLATE.replace("# only_profile_processes = false", "only_profile_processes = true")
+    assert parse_config(
+        tomllib.loads(text.replace('node = ""', 'node = "n1"'))
+    ).only_profile_processes
+
+
+def test_only_profile_processes_in_the_daemon(tmp_path: Path) -> None:
+    """Two nodes on one host: each reports, and halts, only the agents of its own profiles."""
+    mine, other = tmp_path / "claude-mine", tmp_path / "claude-other"
+    config = NodeConfig(
+        node="n1",
+        profiles=(Profile("mine", Agent.CLAUDE_CODE, mine),),
+        state_dir=tmp_path / "state",
+        status_file=None,
+        only_profile_processes=True,
+    )
+    options = ("--pace", "60", "--children", "0", "--project", str(tmp_path))
+    ours = launch(Agent.CLAUDE_CODE, mine, *options)
+    theirs = launch(Agent.CLAUDE_CODE, other, *options)
+    try:
+        listed = Daemon(config).execute({"cmd": "processes"})["processes"]
+        assert [(p["pid"], p["profile"]) for p in listed] == [(ours.pid, "mine")]
+        everyone = dataclasses.replace(config, only_profile_processes=False)
+        pids = {p["pid"] for p in Daemon(everyone).execute({"cmd": "processes"})["processes"]}
+        assert {ours.pid, theirs.pid} <= pids
+
+        ctime = psutil.Process(theirs.pid).create_time()
+        answer = Daemon(config).execute({"cmd": "pause", "pid": theirs.pid, "ctime": ctime})
+        assert answer["outcome"] == "refused" and "not an agent of this node" in answer["detail"]
+        assert psutil.Process(theirs.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        ours.destroy()
+        theirs.destroy()
 
 
 def test_ipc_addresses_are_accepted(tmp_path: Path) -> None:

@@ -74,6 +74,9 @@ class FleetApp(App[None]):
     CSS = """
     #figures { height: 1; background: $boost; padding: 0 1; }
     #scope { height: 1; color: $text-muted; padding: 0 1; }
+    #tabs { height: 1fr; }
+    #tabs TabPane { height: 1fr; padding: 0; }
+    #feed-row { height: 8; }
     #feed { height: 8; border-top: solid $primary-darken-2; }
     #filter { dock: bottom; display: none; }
     #filter.shown { display: block; }
@@ -172,7 +175,9 @@ class FleetApp(App[None]):
                 yield LiveTable(SPEND_COLUMNS, id="table-spend")
         with Horizontal(id="feed-row"):
             yield RichLog(id="feed", max_lines=500, wrap=False, markup=False)
-        yield Input(placeholder="filter rows (enter to apply, esc to clear)", id="filter")
+        yield Input(
+            placeholder="filter rows: enter to apply (empty clears), esc to cancel", id="filter"
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -210,6 +215,8 @@ class FleetApp(App[None]):
         """Write one frame to the screen; returns the cells written."""
         self.ticks += 1
         written = 0
+        current = self.current_table
+        count = current.row_count
         for which, diff in frame.tables.items():
             if diff.upserts or diff.removed:
                 table = self.table(which)
@@ -226,6 +233,8 @@ class FleetApp(App[None]):
         now = time.monotonic()
         if self._spend_dirty and now - self._spend_at >= SPEND_EVERY_S:
             self.refresh_spend()
+        if current.row_count != count:  # the status line counts the rows shown
+            self._show_scope()
         return written
 
     def refresh_spend(self) -> None:
@@ -285,12 +294,12 @@ class FleetApp(App[None]):
         self._show_scope()
 
     def action_clear_scope(self) -> None:
-        if self.scope_text:
-            self.set_scope("", None)
         filt = self.query_one("#filter", Input)
-        if filt.has_class("shown"):
+        if filt.has_class("shown"):  # escape while editing the filter: leave it as it was
             filt.remove_class("shown")
             self.current_table.focus()
+        elif self.scope_text:
+            self.set_scope("", None)
 
     def _show_scope(self) -> None:
         table = self.current_table
