@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.profile_board import IDLE_AFTER_S, ProfileBoard
+from hub.profile_board import IDLE_AFTER_S, ProfileBoard, WindowReading
 from shared.events import Agent, LimitEvent, LimitKind, LimitWindow, ProfileEvent, ProfileState
 
 T0 = 1_800_000_000.0
@@ -106,3 +106,21 @@ def test_limits_without_a_profile_are_not_filed() -> None:
     board = ProfileBoard()
     event = LimitEvent("x", T0, Agent.CODEX, LimitKind.RATE_LIMIT_HIT, machine="spark01")
     assert board.add_limit(event) is None
+
+
+def test_quota_readings_reach_the_feed_only_when_they_cross_a_band() -> None:
+    from hub.service import _worth_a_feed_line
+
+    reset = T0 + 3600
+    seen: WindowReading | None = None
+    fed = []
+    for used in (10, 30, 49, 51, 60, 76, 74, 91, 100):
+        event = reading(T0 + used, LimitWindow.FIVE_HOUR, used, reset)
+        if _worth_a_feed_line(event, seen):
+            fed.append(used)
+        seen = WindowReading(event.used_percent, event.resets_at, event.ts)
+    assert fed == [51, 76, 91, 100]
+    # a new window starts counting from zero again
+    fresh = reading(T0 + 5000, LimitWindow.FIVE_HOUR, 55, reset + 18_000)
+    assert _worth_a_feed_line(fresh, seen)
+    assert _worth_a_feed_line(hit(T0, None), seen)  # a hit always does
