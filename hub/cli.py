@@ -162,10 +162,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"fleet-hub demo: starting {args.machines} node agents and their agents in {workdir}",
             flush=True,
         )
-        fleet = stack.enter_context(DemoFleet(workdir, machines=args.machines, pace=args.pace))
+        fleet = DemoFleet(workdir, machines=args.machines, pace=args.pace)
+        stack.callback(fleet.stop)  # not enter_context: __enter__ would start it outside the try
         try:
             service = fleet.start()
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ConfigError) as exc:
             print(f"fleet-hub demo: could not start the demo fleet: {exc}", file=sys.stderr)
             return 1
         run_dashboard(service)

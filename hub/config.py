@@ -117,7 +117,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         raise ConfigError(f"{where}: 'name' must be at most 63 bytes (an mDNS instance name)")
     events = _address(where, "events", text("events", DEFAULT_EVENTS))
     commands = _address(where, "commands", text("commands", DEFAULT_COMMANDS))
-    if events == commands:
+    if events == commands and not _any_port(events):
         raise ConfigError(f"{where}: 'events' and 'commands' must be different addresses")
     advertise = data.get("advertise", True)
     if not isinstance(advertise, bool):
@@ -162,6 +162,11 @@ def _address(where: str, key: str, value: str | None) -> str:
         if port is None:
             raise ConfigError(f"{where}: {key!r} = {value!r} needs a host and a port")
     return value
+
+
+def _any_port(address: str) -> bool:
+    """tcp://host:0 and the like: every listener on it gets a free port of its own."""
+    return address.partition("://")[0] in _NETWORK_SCHEMES and urlsplit(address).port == 0
 
 
 def _check_consistent(config: HubConfig, where: str) -> None:

@@ -3,6 +3,7 @@ loopback; what the hub sees of them, a pause through the hub, and nothing left b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hub import cli as hub_cli
 from hub.demo import DemoAgent, DemoFleet, build_cast
 from hub.ledger import Dimension, Period
 from hub.model import NodeState
@@ -161,3 +163,15 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path: Path) -> None:
     assert_all_gone(fleet.seen)
     assert fleet.hub is not None and fleet.hub.stop_event.is_set()
     fleet.stop()  # again: nothing left to do, and no error
+
+
+def test_fleet_hub_demo_reports_a_failed_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(self: DemoFleet) -> FleetService:
+        raise RuntimeError("no room on loopback")
+
+    monkeypatch.setattr(DemoFleet, "start", fail)
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # keep pytest's handlers
+    assert hub_cli.main(["demo", "--machines", "1", "--dir", str(tmp_path)]) == 1
+    assert "could not start the demo fleet: no room on loopback" in capsys.readouterr().err

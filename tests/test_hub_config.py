@@ -117,6 +117,15 @@ def test_local_addresses_are_fine_without_advertising(tmp_path: Path) -> None:
     assert load_hub_config(path).commands == "inproc://cmd"
 
 
+def test_both_endpoints_may_ask_for_any_free_port(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "hub.toml",
+        'advertise = false\nevents = "tcp://127.0.0.1:0"\ncommands = "tcp://127.0.0.1:0"\n',
+    )
+    config = load_hub_config(path)
+    assert config.events == config.commands == "tcp://127.0.0.1:0"
+
+
 # --- writing ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,277 @@
+"""DemoFleet: the embedded hub, one node agent per machine and the fake agents, started in
+order and ended in order (agents first, while their nodes and the hub still take their logs).
+
+Every file (hub config, secret and database, node configs and keys, agent homes, projects, the
+children's logs and the agents' truth journals) lives under `workdir`; a re-run in the same
+workdir keeps the hub's secret and history.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from hub.config import init_hub, load_hub_config
+from hub.demo._agent import HOME_VARIABLES, DemoAgent, end_agents, fake_agent_command
+from hub.demo._cast import (
+    LIMITED,
+    SPARE,
+    STORY_MACHINE,
+    CastMachine,
+    CastProfile,
+    build_cast,
+    pace_options,
+    project_names,
+)
+from hub.demo._nodes import end_nodes, node_command, write_node_config
+from hub.demo._scheduler import rotate, status_before, write_status
+from hub.demo._spawn import child_env, spawn
+from hub.serve import Hub
+from hub.service import FleetService
+
+log = logging.getLogger(__name__)
+
+# Node heartbeats come every 5 s: stale after two missed ones, so a stopped node shows soon.
+STALE_AFTER: Final = 11.0
+READY_TIMEOUT: Final = 30.0  # seconds for a fake agent's ready line
+
+
+class DemoFleet:
+    """An embedded hub, node-agent processes spark01..sparkNN and fake agents; see the package
+    docstring. `start()` returns the hub's service; `stop()` ends everything it started, whole
+    process trees included, and may be called any number of times, from an atexit hook or a
+    signal handler; `service` stays set afterwards, but its store is closed."""
+
+    def __init__(
+        self, workdir: Path, *, machines: int = 3, pace: float = 1.0, seed: int = 0
+    ) -> None:
+        if not 1 <= machines <= 99:
+            raise ValueError(f"machines must be between 1 and 99, not {machines}")
+        if not pace > 0:
+            raise ValueError(f"pace must be a positive factor, not {pace}")
+        self.workdir = Path(workdir).absolute()
+        self.cast = build_cast(machines)
+        self.pace = pace
+        self.rng = random.Random(seed)
+        self.hub: Hub | None = None
+        self.service: FleetService | None = None
+        self.switched = threading.Event()  # set once the rotator moved max-a's work to max-b
+        self.nodes: dict[str, subprocess.Popen[bytes]] = {}
+        self._agents: list[DemoAgent] = []
+        self._projects = project_names()
+        self._lock = threading.RLock()  # reentrant: stop() may run in a signal handler
+        self._halt = threading.Event()  # stop() was called: no more launching
+        self._rotator: threading.Thread | None = None
+        self._hub_running = False
+
+    @property
+    def agents(self) -> list[DemoAgent]:
+        """Every fake agent started so far (the rate-limited one stays listed once stopped)."""
+        with self._lock:
+            return list(self._agents)
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> FleetService:
+        with self._lock:
+            if self._halt.is_set():
+                raise RuntimeError("this demo fleet was stopped; make a new one")
+            if self.service is not None:
+                return self.service
+            atexit.register(self.stop)
+            try:
+                return self._start()
+            except BaseException:
+                self.stop()
+                raise
+
+    def _start(self) -> FleetService:
+        env = child_env(self.workdir)
+        service = self._start_hub()
+        for machine in self.cast:
+            self._check_running()
+            config = self._write_node(machine)
+            self.nodes[machine.name] = self._spawn(
+                node_command(config), config.parent / "node.log", env
+            )
+        launched = [
+            self._launch(machine.name, profile, env)
+            for machine in self.cast
+            for profile in machine.profiles
+            if profile.starts
+        ]
+        self._await_ready(launched)
+        limited = next(a for a in launched if a.machine == STORY_MACHINE and a.profile == LIMITED)
+        self._rotator = threading.Thread(
+            target=rotate,
+            args=(limited, self._status_file(STORY_MACHINE), self._start_spare),
+            kwargs={"halt": self._halt, "switched": self.switched},
+            name="demo-rotator",
+            daemon=True,
+        )
+        self._rotator.start()
+        return service
+
+    def _check_running(self) -> None:
+        if self._halt.is_set():
+            raise RuntimeError("the demo fleet is stopping: nothing more is started")
+
+    def _start_hub(self) -> FleetService:
+        """On loopback port 0: the hub's endpoints report the ports they got."""
+        config_path = self.workdir / "hub" / "hub.toml"
+        init_hub(
+            config_path,
+            force=True,  # a re-run in the same workdir keeps the secret and the database
+            overrides={
+                "name": "fleetmeter-demo",
+                "events": "tcp://127.0.0.1:0",
+                "commands": "tcp://127.0.0.1:0",
+                "data_dir": str(self.workdir / "hub" / "data"),
+                "advertise": False,
+                "stale_after": STALE_AFTER,
+            },
+        )
+        self.hub = Hub(load_hub_config(config_path), command_timeout=3.0)
+        self._hub_running = True
+        self.service = self.hub.start()
+        return self.service
+
+    def _write_node(self, machine: CastMachine) -> Path:
+        """The machine's node.toml, key and profile homes, and spark01's first heartbeat."""
+        assert self.hub is not None
+        config = write_node_config(
+            self._machine_dir(machine.name),
+            machine,
+            self.hub,
+            homes={p.name: self._home(machine.name, p.name) for p in machine.profiles},
+            status_file=self._status_file(machine.name),
+        )
+        if machine.name == STORY_MACHINE:
+            write_status(self._status_file(machine.name), status_before())
+        return config
+
+    def _machine_dir(self, machine: str) -> Path:
+        return self.workdir / "machines" / machine
+
+    def _home(self, machine: str, profile: str) -> Path:
+        return self._machine_dir(machine) / "homes" / profile
+
+    def _status_file(self, machine: str) -> Path:
+        """The machine's profile heartbeat (only spark01, where the scheduler runs, has one)."""
+        return self._machine_dir(machine) / "profiles.json"
+
+    def _launch(self, machine: str, profile: CastProfile, env: dict[str, str]) -> DemoAgent:
+        """Start one fake agent (not waiting for it), its profile's home in its environment as a
+        profile switcher sets it: that is how the node's inventory maps it to the profile."""
+        with self._lock:
+            self._check_running()
+            home = self._home(machine, profile.name)
+            project = self.workdir / "projects" / next(self._projects)
+            project.mkdir(parents=True, exist_ok=True)
+            runs = self.workdir / "agents"
+            runs.mkdir(parents=True, exist_ok=True)
+            stem = f"{machine}-{profile.name}-{len(self._agents) + 1:02d}"
+            truth = runs / f"{stem}.truth.jsonl"
+            children = self.rng.randint(1, 2)  # drawn before the pace: a seed replays the same
+            command = fake_agent_command(
+                machine,
+                profile,
+                home=home,
+                project=project,
+                truth=truth,
+                children=children,
+                pace=pace_options(profile, self.rng, self.pace),
+            )
+            popen = self._spawn(
+                command,
+                runs / f"{stem}.log",
+                {**env, HOME_VARIABLES[profile.agent]: str(home)},
+            )
+            agent = DemoAgent(
+                machine,
+                profile.name,
+                profile.agent,
+                profile.mode,
+                popen,
+                runs / f"{stem}.log",
+                truth,
+            )
+            self._agents.append(agent)
+            return agent
+
+    def _start_spare(self) -> None:
+        """The scheduler's switch: a new agent on max-b, ready before it returns."""
+        machine = next(m for m in self.cast if m.name == STORY_MACHINE)
+        agent = self._launch(STORY_MACHINE, machine.profile(SPARE), child_env(self.workdir))
+        self._await_ready([agent])
+
+    def _spawn(
+        self, command: list[str], log_path: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        with self._lock:
+            self._check_running()
+            return spawn(command, log_path, env)
+
+    def _await_ready(self, agents: Sequence[DemoAgent]) -> None:
+        """All at once: start-up costs one agent's start, not the sum."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        waiting = list(agents)
+        while waiting:
+            self._check_running()
+            for agent in list(waiting):
+                if agent.read_ready():
+                    waiting.remove(agent)
+                elif agent.popen.poll() is not None:
+                    raise RuntimeError(
+                        f"fake agent {agent.machine}/{agent.profile} exited with "
+                        f"{agent.popen.returncode}; see {agent.log}"
+                    )
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(f"{a.machine}/{a.profile}" for a in waiting)
+                raise TimeoutError(f"fake agents not ready after {READY_TIMEOUT:g} s: {names}")
+            if waiting:
+                self._halt.wait(0.02)
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the fake agents (whole trees), the node agents, the rotator and the hub.
+        Idempotent, never raises: safe from atexit or a signal handler."""
+        self._halt.set()
+        rotator = self._rotator
+        if rotator is not None and rotator is not threading.current_thread():
+            rotator.join(READY_TIMEOUT)
+        with self._lock:
+            # Agents first, while their nodes and the hub still take what they logged.
+            _safely(lambda: end_agents(list(self._agents)), "ending the fake agents")
+            _safely(lambda: end_nodes(list(self.nodes.values())), "ending the node agents")
+            _safely(self._stop_hub, "stopping the hub")
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def _stop_hub(self) -> None:
+        if self.hub is not None and self._hub_running:
+            self._hub_running = False
+            self.hub.stop()
+
+    def __enter__(self) -> DemoFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _safely(step: Callable[[], None], what: str) -> None:
+    try:
+        step()
+    except Exception:
+        log.exception("demo: %s failed", what)
