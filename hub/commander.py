@@ -9,6 +9,7 @@ node answers a repeated id from memory instead of acting twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -51,22 +52,31 @@ class Commander:
     def close(self) -> None:
         self._sock.close()
 
-    def send(self, node: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Send one command to `node`; its answer, or None when none came in time."""
+    def send(
+        self, node: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        """Send one command to `node`; its answer, or None when none came within `timeout`
+        seconds (at most the socket's own `timeout`: its survey time)."""
         key = self.key_for(node)
         if key is None:
             raise ValueError(f"no key for node {node!r}")
         body = dict(body)
         body.setdefault("id", uuid.uuid4().hex)
-        deadline = time.monotonic() + self.timeout
+        wait = self.timeout if timeout is None else min(timeout, self.timeout)
+        deadline = time.monotonic() + wait
         with self._lock:  # contexts are cheap but their creation is not thread-safe in 0.9
             ctx = self._sock.new_context()
+        # pynng 0.9 contexts take no per-context timeout: closing the context ends a wait
+        # shorter than the survey time (recv then raises Closed).
+        cutoff = threading.Timer(wait, ctx.close)
+        cutoff.daemon = True
+        cutoff.start()
         try:
             ctx.send(seal(key, node, "cmd", body))
             while time.monotonic() < deadline:
                 try:
                     data = ctx.recv()
-                except pynng.Timeout:
+                except (pynng.Timeout, pynng.Closed):
                     return None
                 try:
                     frame = open_frame(data, self.key_for, kinds=TO_HUB)
@@ -81,5 +91,9 @@ class Commander:
                 ):
                     return frame.body
             return None
+        except pynng.Closed:  # the cutoff came first
+            return None
         finally:
-            ctx.close()
+            cutoff.cancel()
+            with contextlib.suppress(pynng.Closed):  # closed twice when the cutoff fired
+                ctx.close()

@@ -55,7 +55,7 @@ class Hub:
         config: HubConfig,
         *,
         book: PriceBook | None = None,
-        command_timeout: float = 2.0,
+        command_timeout: float = 6.5,  # the survey time: the longest any command waits
         advertiser_factory: Callable[[HubConfig, str, str], ZeroconfAdvertiser] | None = None,
     ) -> None:
         self.config = config

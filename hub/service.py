@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 FEED_SIZE: Final = 500
 PROFILE_MEMORY_S: Final = 8 * 86400.0  # limit and profile events read back at start (a week+)
 Action = Literal["pause", "resume", "kill"]
+# How long an operator waits for a node's answer: pause and resume take milliseconds on the
+# node, so silence for a second means the node is not answering; a kill waits out the agent's
+# SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
+ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +404,7 @@ class FleetService:
         else:
             body = {"cmd": action, "pid": pid, "ctime": create_time}
             try:
-                reply = self.commander.send(node, body)
+                reply = self.commander.send(node, body, ANSWER_WITHIN[action])
             except ValueError as exc:
                 reply = {"ok": False, "outcome": "refused", "detail": str(exc)}
             if reply is None:

@@ -139,7 +139,7 @@ class DemoFleet:
                 "stale_after": STALE_AFTER,
             },
         )
-        self.hub = Hub(load_hub_config(config_path), command_timeout=3.0)
+        self.hub = Hub(load_hub_config(config_path))
         self._hub_running = True
         self.service = self.hub.start()
         return self.service

@@ -208,6 +208,8 @@ class FleetApp(App[None]):
     # -- the live loop -----------------------------------------------------------------------
 
     def tick(self) -> None:
+        if not self.is_running:  # shutting down: the timer can fire after the screen is gone
+            return
         frame = self.dashboard.tick()
         self.apply_frame(frame)
 
