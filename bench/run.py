@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own figures.
 
-python -m bench.run [--only scan,fleet]
+python -m bench.run [--only scan,fleet,tui]
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bench import fleet, scan
+from bench import fleet, scan, tui
 
-BENCHMARKS = ("scan", "fleet")
+BENCHMARKS = ("scan", "fleet", "tui")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "fleet" in chosen:
         print("\n== fleet: live latency, commands, hub ingest, node idle cost ==")
         fleet.main([])
+    if "tui" in chosen:
+        print("\n== tui: a tick at 200 machines / 2,000 profiles / 5,000 sessions, and memory ==")
+        tui.main([])
 
 
 if __name__ == "__main__":

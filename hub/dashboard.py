@@ -2,14 +2,22 @@
 
 No Textual here (the TUI in `hub/tui/` renders these rows; a test or a benchmark reads them
 directly). The service tells `note()` what changed, on whatever thread changed it; `tick()`,
-called by the screen a few times a second, returns only the rows that need redrawing:
+called by the screen a few times a second, names the rows that need redrawing:
 
-- machines: the ones that reported, and every row once a second (last-seen ages move);
-- profiles: the ones with new calls or limit/profile events, rate-limited ones each second
-  (their countdown), and all of them each sweep (idle comes from the clock);
-- sessions: the ones with new calls or whose process changed, and all shown ones each sweep
-  (tokens per minute decay); a session leaves the view when it has no process and no call in
-  `live_window` seconds.
+- machines: every row each tick (last-seen ages move), their spend figures read again when
+  they reported (sparklines at most every `SPARK_EVERY_S`);
+- profiles: the ones with new calls or limit/profile events, rate-limited ones each tick
+  (their countdown), and all of them once per sweep (idle comes from the clock);
+- sessions: the ones with new calls or whose process changed as the row shows it, and all
+  shown ones once per sweep (tokens per minute decay); a session leaves the view when it has
+  no process and no call in `live_window` seconds.
+
+A sweep is spread over the ticks of `SWEEP_EVERY_S`, a slice each. A fleet of thousands of
+rows changes more rows a second than a tick can build and draw, so a tick builds each table's
+new rows and then, within a budget, those that have waited longest; the others are named in
+the diff's `stale` with the `source` that builds them, and the screen builds at once the ones
+it shows (see `LiveTable.apply`). A row is built from its previous version: cells whose
+figures did not change are carried over, neither formatted again nor redrawn.
 
 Each cell carries its text, a sort value (numbers sort as numbers, blanks last) and a tone
 (a meaning such as "bad" or "dim", not a colour: the screen picks colours).
@@ -17,12 +25,17 @@ Each cell carries its text, a sort value (numbers sort as numbers, blanks last) 
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
+from operator import attrgetter
 from typing import Any, Final
 
 from hub import _format as fmt
@@ -34,10 +47,15 @@ from hub.profile_board import ProfileStanding
 from hub.service import FeedItem, FleetService, NodeView, Update
 from shared.config import Billing
 from shared.events import LimitWindow, ProfileState
-from shared.hello import ProcessInfo
+from shared.hello import ProcessInfo, ProfileInfo
 
-SWEEP_EVERY_S: Final = 5.0
-PROFILE_LIST_EVERY_S: Final = 2.0
+SWEEP_EVERY_S: Final = 5.0  # every shown row is rebuilt at least this often (a slice a tick)
+SPARK_EVERY_S: Final = 5.0  # a machine's sparkline is redrawn at most this often
+# A tick builds a table's new rows, then its changed ones, longest waiting first, at least
+# OFFSCREEN_ROWS and more while OFFSCREEN_S lasts; the screen builds those in view at once.
+OFFSCREEN_ROWS: Final = 50
+OFFSCREEN_S: Final = 0.002
+_CHUNK: Final = 25
 SPARK_BINS: Final = 24  # 6 h of run rate in 15-minute bars
 OUTCOME_SHOWN_S: Final = 8.0  # a halt action's outcome stays on its row this long
 
@@ -70,10 +88,18 @@ class Row:
     profile: str | None = None  # "machine/profile": what a profile drill-down matches
 
 
+# Builds the rows of the given keys now: (rows, keys whose row has left the view).
+RowSource = Callable[[Iterable[str]], tuple[dict[str, "Row"], set[str]]]
+
+
 @dataclass(slots=True)
 class TableDiff:
     upserts: dict[str, Row] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
+    # Rows that changed but are not built yet (a live view: it shrinks as they are built) and
+    # what builds them: a screen builds those it shows at once, the rest come in later ticks.
+    stale: AbstractSet[str] = field(default_factory=frozenset)
+    source: RowSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +248,26 @@ def column_index(table: Table, key: str) -> int:
 Process = tuple[str, ProcessInfo]
 
 
+class _Sweep:
+    """Visits each of a changing set of keys about once every `period` seconds, a slice a tick
+    in proportion to the time since the last tick, so that no tick pays for a whole sweep."""
+
+    __slots__ = ("_at", "_queue", "period")
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._queue: list[str] = []
+        self._at = 0
+
+    def take(self, keys: Callable[[], Iterable[str]], elapsed: float) -> list[str]:
+        if self._at >= len(self._queue):
+            self._queue, self._at = list(keys()), 0
+        n = math.ceil(len(self._queue) * min(1.0, max(0.0, elapsed) / self.period))
+        out = self._queue[self._at : self._at + n]
+        self._at += n
+        return out
+
+
 class Dashboard:
     def __init__(
         self,
@@ -236,17 +282,32 @@ class Dashboard:
         self._lock = threading.Lock()
         self._pending = Update()
         self._first = True
+        self._ticked_at = 0.0
+        self._header_at = 0.0
         self._nodes: dict[str, NodeView] = {}
         self._profiles: dict[str, ProfileRecord] = {}
-        self._profiles_at = 0.0
+        self._hello_profiles: dict[str, tuple[ProfileInfo, ...]] = {}  # per node, as announced
         self._limited: set[str] = set()  # profiles whose countdown moves
         self._machine_figures: dict[str, tuple[Cell, ...]] = {}
-        # session key -> its process; and per node, the session keys its processes fill
-        self._procs: dict[str, Process] = {}
+        self._sparks: dict[str, tuple[float, Cell]] = {}  # machine -> (drawn at, sparkline)
+        self._spark_due: set[str] = set()  # machines whose calls came after their sparkline
+        # The rows as last built (before a halt outcome is laid over them): unchanged cells are
+        # carried over, so that neither the formatting nor the screen pays for them again.
+        self._built: dict[Table, dict[str, Row]] = {t: {} for t in Table}
+        # session key -> its process; per node, its processes; what a session row shows of one
+        self._procs: dict[str, tuple[str, int]] = {}  # (node, index in its processes)
         self._node_procs: dict[str, tuple[ProcessInfo, ...]] = {}
+        # per node, what the rows show of its processes (`_LOOKS`), as of the last change
+        self._node_looks: dict[str, tuple[tuple[Any, ...], ...]] = {}
         self._sessions_shown: set[str] = set()
+        # per table, the rows that changed and are not built yet, longest waiting first
+        self._dirty: dict[Table, dict[str, None]] = {t: {} for t in Table}
+        self._refigure: set[str] = set()  # machines whose spend figures are to be read again
+        self._sweeps = {
+            Table.PROFILES: _Sweep(SWEEP_EVERY_S),
+            Table.SESSIONS: _Sweep(SWEEP_EVERY_S),
+        }
         self._minute = -1
-        self._swept = 0.0
         self._outcomes: dict[str, tuple[str, str, float]] = {}  # key -> (text, tone, until)
 
     # -- input (any thread) ----------------------------------------------------------------
@@ -272,56 +333,102 @@ class Dashboard:
     # -- output (the screen's thread) --------------------------------------------------------
 
     def tick(self) -> Frame:
+        """What changed since the last tick. Each table's rows are built here within a budget
+        (see `_diff`); the rest are named in its diff's `stale`, and its `source` builds them
+        when the screen needs them (in view, or asked by a filter or a sort)."""
         with self._lock:
             pending, self._pending = self._pending, Update()
+            outcomes = set(self._outcomes)
         now = self.clock()
         first, self._first = self._first, False
+        elapsed = SWEEP_EVERY_S if first else now - self._ticked_at
+        self._ticked_at = now
         minute = int(now // 60)
         new_minute, self._minute = minute != self._minute, minute
-        sweep = first or now - self._swept >= SWEEP_EVERY_S
-        if sweep:
-            self._swept = now
         changed = bool(pending.usage or pending.machines or pending.nodes_changed)
 
         self._nodes = {v.record.node: v for v in self.service.nodes()}
-        figures_for = set(self._nodes) if first or new_minute else pending.machines
-        machines = TableDiff()
-        for name, view in self._nodes.items():
-            machines.upserts[name] = self._machine_row(view, name in figures_for, now)
-
-        sessions = TableDiff()
-        touched_sessions = set(pending.sessions)
-        for name in pending.machines | (set(self._nodes) if first else set()):
+        reported = set(self._nodes) if first else pending.machines & self._nodes.keys()
+        touched_sessions = pending.sessions | outcomes
+        profiles_announced = first
+        for name in reported:
             touched_sessions |= self._refresh_processes(name)
+            profiles_announced |= self._announced(name)
 
-        profiles = TableDiff()
-        profile_keys = set(pending.profiles) | self._limited
-        if first or (pending.machines and now - self._profiles_at >= PROFILE_LIST_EVERY_S):
+        # machines: every row each tick (last-seen ages move); figures for those that reported,
+        # and the sparklines that were due while their machine's figures were read
+        self._refigure |= set(self._nodes) if first or new_minute else reported
+        due = {m for m in self._spark_due if now - self._sparks[m][0] >= SPARK_EVERY_S}
+        self._refigure |= due
+        self._spark_due -= due
+        self._dirty[Table.MACHINES].update(dict.fromkeys(self._nodes))
+
+        profile_keys = pending.profiles | self._limited
+        if profiles_announced:
             known = self._profiles
             self._profiles = {profile_key(p.node, p.name): p for p in self.service.profiles()}
-            self._profiles_at = now
-            profile_keys |= set(self._profiles) - set(known)
-        if sweep or new_minute:
-            profile_keys |= set(self._profiles)
-        for key in profile_keys:
-            record = self._profiles.get(key)
-            if record is not None:
-                profiles.upserts[key] = self._profile_row(key, record)
+            profile_keys |= {k for k, r in self._profiles.items() if known.get(k) != r}
+        profile_keys.update(self._sweeps[Table.PROFILES].take(lambda: self._profiles, elapsed))
+        self._dirty[Table.PROFILES].update(dict.fromkeys(profile_keys))
 
-        with self._lock:
-            touched_sessions |= set(self._outcomes)
-        if sweep or new_minute:
-            touched_sessions |= self._sessions_shown
+        if first:
             since = now - self.live_window
             touched_sessions |= {s.key for s in self.service.active_sessions(since)}
-        self._session_rows(touched_sessions, now, sessions)
-
-        header = self.header() if first or changed or sweep or new_minute else None
-        return Frame(
-            {Table.MACHINES: machines, Table.PROFILES: profiles, Table.SESSIONS: sessions},
-            header,
-            pending.feed,
+        touched_sessions.update(
+            self._sweeps[Table.SESSIONS].take(lambda: self._sessions_shown, elapsed)
         )
+        self._dirty[Table.SESSIONS].update(dict.fromkeys(touched_sessions))
+
+        header = None
+        if first or changed or new_minute or now - self._header_at >= SWEEP_EVERY_S:
+            header = self.header()
+            self._header_at = now
+        return Frame({t: self._diff(t) for t in Table}, header, pending.feed)
+
+    def _diff(self, table: Table) -> TableDiff:
+        """New rows (in key order: machine, then profile or session), then the rows longest
+        waiting, `OFFSCREEN_ROWS` at least and more while `OFFSCREEN_S` lasts; the rest stay
+        stale until the screen or a later tick builds them."""
+        dirty = self._dirty[table]
+        built = self._built[table]
+        waiting = [k for k in dirty if k in built]
+        rows, gone = self.rows(table, sorted(k for k in dirty if k not in built))
+        deadline = time.perf_counter() + OFFSCREEN_S
+        for start in range(0, len(waiting), _CHUNK):
+            more, left = self.rows(table, waiting[start : start + _CHUNK])
+            rows.update(more)
+            gone |= left
+            if start + _CHUNK >= OFFSCREEN_ROWS and time.perf_counter() >= deadline:
+                break
+        return TableDiff(rows, gone, dirty.keys(), partial(self.rows, table))
+
+    def rows(self, table: Table, keys: Iterable[str]) -> tuple[dict[str, Row], set[str]]:
+        """Build the rows of `keys` now: (rows, keys whose row has left the view). A key with
+        nothing to show (a profile no longer announced, a session never shown) is in neither."""
+        now = self.clock()
+        dirty = self._dirty[table]
+        keys = list(keys)
+        for key in keys:
+            dirty.pop(key, None)
+        if table is Table.MACHINES:
+            out = {}
+            for name in keys:
+                view = self._nodes.get(name)
+                if view is not None:
+                    out[name] = self._machine_row(view, name in self._refigure, now)
+                    self._refigure.discard(name)
+            return out, set()
+        if table is Table.PROFILES:
+            built = self._built[Table.PROFILES]
+            out = {}
+            for key in keys:
+                record = self._profiles.get(key)
+                if record is not None:
+                    out[key] = built[key] = self._profile_row(key, record, now, built.get(key))
+            return out, set()
+        diff = TableDiff()
+        self._session_rows(keys, now, diff)
+        return diff.upserts, diff.removed
 
     def header(self) -> HeaderFigures:
         s = self.service
@@ -349,7 +456,8 @@ class Dashboard:
 
     def process_of(self, key: str) -> Process | None:
         """The live process behind a session row (what a halt action names)."""
-        return self._procs.get(key)
+        at = self._procs.get(key)
+        return None if at is None else (at[0], self._node_procs[at[0]][at[1]])
 
     def processes_of(self, machine: str | None = None, profile: str | None = None) -> list[Process]:
         """Every live agent process of a machine, or of a "machine/profile" key."""
@@ -371,100 +479,133 @@ class Dashboard:
         name = view.record.node
         cached = self._machine_figures.get(name)
         if refigure or cached is None:
-            cached = self._machine_figures[name] = self._machine_figure_cells(name)
+            cached = self._machine_figures[name] = self._machine_figure_cells(name, now, cached)
+        old = self._built[Table.MACHINES].get(name)
+        o = old.cells if old is not None else _NO_CELLS
         seen = view.record.last_seen
         state_tone = {NodeState.ONLINE: "good", NodeState.STALE: "warn"}.get(view.state, "bad")
         procs = view.hello.processes if view.hello else ()
         running = sum(p.state == "running" for p in procs)
         paused = sum(p.state == "paused" for p in procs)
-        live = (
-            Cell(name, name),
-            Cell(view.state.value, _STATE_ORDER[view.state], state_tone),
-            Cell(fmt.age(now - seen) if seen else "never", -(seen or 0.0)),
-            Cell(f"{running}/{paused}", running + paused, "warn" if paused else ""),
+        cells = (
+            _pure(o[0], name) or Cell(name, name),
+            _same(o[1], view.state.value, _STATE_ORDER[view.state], state_tone),
+            _same(o[2], fmt.age(now - seen) if seen else "never", -(seen or 0.0)),
+            _same(o[3], f"{running}/{paused}", running + paused, "warn" if paused else ""),
+            *cached,
         )
-        return Row(name, live + cached, name)
+        row = _row(name, cells, name, None, old)
+        self._built[Table.MACHINES][name] = row
+        return row
 
-    def _machine_figure_cells(self, name: str) -> tuple[Cell, ...]:
+    def _machine_figure_cells(
+        self, name: str, now: float, old: tuple[Cell, ...] | None
+    ) -> tuple[Cell, ...]:
         s = self.service
+        o = old or _NO_CELLS
         totals = s.total(Dimension.MACHINE, name, Period.TODAY)
         scope = ("machine", name)
         burn = s.burn_rate_per_hour(scope)
-        spark = s.run_rate_bins(scope, SPARK_BINS)
+        drawn = self._sparks.get(name)
+        if drawn is None or now - drawn[0] >= SPARK_EVERY_S:
+            bins = s.run_rate_bins(scope, SPARK_BINS)
+            drawn = self._sparks[name] = (
+                now,
+                _same(o[6], fmt.sparkline(bins, SPARK_BINS), sum(bins, ZERO)),
+            )
+            self._spark_due.discard(name)
+        else:
+            self._spark_due.add(name)  # drawn a moment ago: again when it is due
         return (
-            *_class_cells(totals),
-            _ratio_cell(totals),
-            Cell(fmt.money(burn) if burn else "", burn),
-            Cell(fmt.sparkline(spark, SPARK_BINS), sum(spark, ZERO)),
+            *_class_cells(totals, o[:4]),
+            _ratio_cell(totals, o[4]),
+            _pure(o[5], burn) or Cell(fmt.money(burn) if burn else "", burn),
+            drawn[1],
         )
+
+    def _announced(self, node: str) -> bool:
+        """Whether `node`'s hello names other profiles (or other figures of them) than before."""
+        view = self._nodes.get(node)
+        if view is None or view.hello is None:
+            return False
+        profiles = view.hello.profiles
+        if self._hello_profiles.get(node) == profiles:
+            return False
+        self._hello_profiles[node] = profiles
+        return True
 
     # -- profiles ----------------------------------------------------------------------------
 
-    def _profile_row(self, key: str, record: ProfileRecord) -> Row:
+    def _profile_row(self, key: str, record: ProfileRecord, now: float, old: Row | None) -> Row:
         standing = self.service.profile_standing(key)
         totals = self.service.total(Dimension.PROFILE, key, Period.TODAY)
-        now = self.clock()
         if standing.state is ProfileState.RATE_LIMITED:
             self._limited.add(key)
         else:
             self._limited.discard(key)
+        o = old.cells if old is not None else _NO_CELLS
         billing = (
             (record.plan or "subscription") if record.billing is Billing.SUBSCRIPTION else "API"
         )
-        return Row(
-            key,
-            (
-                Cell(record.name, record.name),
-                Cell(record.node, record.node),
-                Cell(record.agent.value, record.agent.value),
-                Cell(record.account or "", record.account),
-                Cell(billing, billing),
-                state_cell(standing, now),
-                _window_cell(standing, LimitWindow.FIVE_HOUR),
-                _window_cell(standing, LimitWindow.WEEKLY),
-                *_class_cells(totals),
-                Cell(fmt.tokens(totals.cache_write_5m), totals.cache_write_5m),
-                Cell(fmt.tokens(totals.cache_write_1h), totals.cache_write_1h),
-            ),
-            record.node,
-            key,
+        agent = record.agent.value
+        cells = (
+            _pure(o[0], record.name) or Cell(record.name, record.name),
+            _pure(o[1], record.node) or Cell(record.node, record.node),
+            _pure(o[2], agent) or Cell(agent, agent),
+            _pure(o[3], record.account) or Cell(record.account or "", record.account),
+            _pure(o[4], billing) or Cell(billing, billing),
+            _kept(o[5], state_cell(standing, now)),
+            _kept(o[6], _window_cell(standing, LimitWindow.FIVE_HOUR)),
+            _kept(o[7], _window_cell(standing, LimitWindow.WEEKLY)),
+            *_class_cells(totals, o[8:12]),
+            _tokens_cell(o[12], totals.cache_write_5m),
+            _tokens_cell(o[13], totals.cache_write_1h),
         )
+        return _row(key, cells, record.node, key, old)
 
     # -- sessions ----------------------------------------------------------------------------
 
     def _refresh_processes(self, node: str) -> set[str]:
-        """Re-read `node`'s processes; returns the session rows whose process changed."""
+        """Take `node`'s processes as last reported; returns the session rows whose process
+        changed as the row shows it (CPU and memory move with every report: the detail view
+        reads them from here, so nothing is redrawn for them)."""
         view = self._nodes.get(node)
         procs = view.hello.processes if view and view.hello else ()
-        old = self._node_procs.get(node, ())
-        if procs == old:
-            return set()
         self._node_procs[node] = procs
+        looks = tuple(map(_LOOKS, procs))
+        old = self._node_looks.get(node, ())
+        if looks == old:
+            return set()
+        self._node_looks[node] = looks
+        before = {_look_key(node, look): look for look in old}
         touched: set[str] = set()
-        for p in old:
-            key = process_key(node, p)
-            self._procs.pop(key, None)
-            touched.add(key)
-        for p in procs:
-            key = process_key(node, p)
-            self._procs[key] = (node, p)
+        for i, look in enumerate(looks):
+            key = _look_key(node, look)
+            self._procs[key] = (node, i)
+            if before.pop(key, None) != look:
+                touched.add(key)
+        for key in before:  # ended
+            if self._procs.get(key, (node, 0))[0] == node:
+                del self._procs[key]
             touched.add(key)
         return touched
 
-    def _session_rows(self, keys: set[str], now: float, diff: TableDiff) -> None:
+    def _session_rows(self, keys: Collection[str], now: float, diff: TableDiff) -> None:
         figures = {s.key: s for s in self.service.sessions(keys)}
         horizon = now - self.live_window
+        built = self._built[Table.SESSIONS]
         for key in keys:
-            proc = self._procs.get(key)
+            proc = self.process_of(key)
             fig = figures.get(key)
             live = proc is not None or (fig is not None and fig.last_ts >= horizon)
             if not live:
+                built.pop(key, None)
                 if key in self._sessions_shown:
                     self._sessions_shown.discard(key)
                     diff.removed.add(key)
                 continue
             self._sessions_shown.add(key)
-            row = session_row(key, fig, proc, now)
+            row = built[key] = session_row(key, fig, proc, now, built.get(key))
             diff.upserts[key] = self._with_outcome(row, now)
 
     def _with_outcome(self, row: Row, now: float) -> Row:
@@ -482,7 +623,42 @@ class Dashboard:
 
 
 _PROCESS_COLUMN: Final = column_index(Table.SESSIONS, "process")
+_LOOKS: Final = attrgetter("session_id", "pid", "state", "profile", "cwd")
 _STATE_ORDER: Final = {NodeState.ONLINE: 0, NodeState.STALE: 1, NodeState.OFFLINE: 2}
+_NO_CELLS: Final[tuple[None, ...]] = (None,) * max(len(c) for c in COLUMNS.values())
+
+
+def _pure(old: Cell | None, sort: Any) -> Cell | None:
+    """`old` when it sorts by `sort`, for a cell whose text and tone follow from its sort
+    value alone (no formatting, and the screen sees the same object); else None."""
+    if old is not None and old.sort == sort and type(old.sort) is type(sort):
+        return old
+    return None
+
+
+def _same(old: Cell | None, text: str, sort: Any, tone: str = "") -> Cell:
+    """`old` when it reads and sorts the same, else a new cell."""
+    if old is not None and old.text == text and old.tone == tone and _pure(old, sort):
+        return old
+    return Cell(text, sort, tone)
+
+
+def _kept(old: Cell | None, new: Cell) -> Cell:
+    return old if old is not None and _same(old, new.text, new.sort, new.tone) is old else new
+
+
+def _row(
+    key: str, cells: tuple[Cell, ...], machine: str, profile: str | None, old: Row | None
+) -> Row:
+    """`old` itself when nothing in it changed (the screen skips it at once), else a new row."""
+    if (
+        old is not None
+        and old.machine == machine
+        and old.profile == profile
+        and all(a is b for a, b in zip(cells, old.cells, strict=True))
+    ):
+        return old
+    return Row(key, cells, machine, profile)
 
 
 def process_key(node: str, process: ProcessInfo) -> str:
@@ -490,38 +666,77 @@ def process_key(node: str, process: ProcessInfo) -> str:
     return process.session_id or f"{node}:pid{process.pid}"
 
 
-def session_row(key: str, fig: SessionFigures | None, proc: Process | None, now: float) -> Row:
+def _look_key(node: str, look: tuple[Any, ...]) -> str:
+    """`process_key` of a process's `_LOOKS`."""
+    return str(look[0]) if look[0] else f"{node}:pid{look[1]}"
+
+
+_NO_FIG_CELLS: Final = (
+    Cell("", None),  # branch
+    Cell("", None),  # model
+    Cell("", ZERO),  # main $
+    Cell("", ZERO),  # subagents $
+    Cell("", 0.0),  # tok/min
+    Cell(fmt.percent(None), None),  # cache rd
+)
+_NO_FIG_LAST: Final = Cell("", -0.0)
+
+
+def session_row(
+    key: str,
+    fig: SessionFigures | None,
+    proc: Process | None,
+    now: float,
+    old: Row | None = None,
+) -> Row:
+    """A session's row; `old`, its previous one, lends the cells that have not changed."""
+    o = old.cells if old is not None else _NO_CELLS
     node = proc[0] if proc else (fig.machine if fig else "")
     p = proc[1] if proc else None
     profile = (fig.profile if fig else None) or (p.profile if p else None)
-    main = fig.main.api_equivalent if fig else ZERO
-    sub = fig.subagents.api_equivalent if fig else ZERO
-    tpm = fig.tokens_per_minute(now) if fig else 0.0
-    total = fig.total if fig else Totals()
     project = (fig.project if fig else None) or (p.cwd if p else None) or ""
     state = p.state if p else ("ended" if fig is None or now - fig.last_ts > 600 else "no process")
-    tone = {"paused": "warn", "running": "good", "zombie": "bad"}.get(state, "dim")
-    short = key if key.startswith(node + ":pid") else key[:8]
-    return Row(
-        key,
-        (
-            Cell(short, key),
-            Cell(node, node),
-            Cell(profile or "", profile),
-            Cell(_tail(project, 28), project),
-            Cell(fig.git_branch or "" if fig else "", fig.git_branch if fig else None),
-            Cell(fig.model if fig else "", fig.model if fig else None),
-            Cell(fmt.money(main) if fig else "", main),
-            Cell(fmt.money_or_blank(sub), sub),
-            Cell(fmt.tokens(round(tpm)) if tpm else "", tpm),
-            _ratio_cell(total),
-            Cell(state, state, tone),
-            Cell(str(p.pid) if p else "", p.pid if p else None),
-            Cell(fmt.age(now - fig.last_ts) if fig else "", -(fig.last_ts if fig else 0.0)),
-        ),
-        node,
-        profile_key(node, profile) if profile else None,
+    pid = p.pid if p else None
+    if fig is None:
+        figure_cells = _NO_FIG_CELLS
+        last = _NO_FIG_LAST
+    else:
+        m, s = fig.main, fig.subagents
+        main, sub, tpm = m.api_equivalent, s.api_equivalent, fig.tokens_per_minute(now)
+        main_cell = o[6] if o[6] is not None and o[6].text and _pure(o[6], main) else None
+        figure_cells = (
+            _pure(o[4], fig.git_branch) or Cell(fig.git_branch or "", fig.git_branch),
+            _pure(o[5], fig.model) or Cell(fig.model, fig.model),
+            main_cell or Cell(fmt.money(main), main),
+            _pure(o[7], sub) or Cell(fmt.money_or_blank(sub), sub),
+            _pure(o[8], tpm) or Cell(fmt.tokens(round(tpm)) if tpm else "", tpm),
+            _ratio(
+                m.input + s.input,
+                m.cache_read + s.cache_read,
+                m.cache_write_5m + m.cache_write_1h + s.cache_write_5m + s.cache_write_1h,
+                o[9],
+            ),
+        )
+        last = _same(o[12], fmt.age(now - fig.last_ts), -fig.last_ts)
+    same_node = o[1] is not None and o[1].sort == node
+    cells = (
+        o[0] if same_node and o[0] is not None else Cell(_short(key, node), key),
+        o[1] if same_node and o[1] is not None else Cell(node, node),
+        _pure(o[2], profile) or Cell(profile or "", profile),
+        _pure(o[3], project) or Cell(_tail(project, 28), project),
+        *figure_cells,
+        _pure(o[10], state) or Cell(state, state, _PROCESS_TONES.get(state, "dim")),
+        _pure(o[11], pid) or Cell(str(pid) if pid is not None else "", pid),
+        last,
     )
+    return _row(key, cells, node, profile_key(node, profile) if profile else None, old)
+
+
+_PROCESS_TONES: Final = {"paused": "warn", "running": "good", "zombie": "bad"}
+
+
+def _short(key: str, node: str) -> str:
+    return key if key.startswith(node + ":pid") else key[:8]
 
 
 def state_cell(standing: ProfileStanding, now: float) -> Cell:
@@ -533,39 +748,63 @@ def state_cell(standing: ProfileStanding, now: float) -> Cell:
         to = f" → {standing.switched_to}" if standing.switched_to else ""
         return Cell(f"switched away{to}", 3, "dim")
     if state is ProfileState.ACTIVE:
-        return Cell("active", 0, "good")
-    return Cell("idle", 1, "dim")
+        return _ACTIVE
+    return _IDLE
+
+
+_ACTIVE: Final = Cell("active", 0, "good")
+_IDLE: Final = Cell("idle", 1, "dim")
+_NO_WINDOW: Final = Cell("", None)
 
 
 def _window_cell(standing: ProfileStanding, window: LimitWindow) -> Cell:
     reading = standing.windows.get(window)
     if reading is None or reading.used_percent is None:
-        return Cell("", None)
+        return _NO_WINDOW
     used = reading.used_percent
     tone = "bad" if used >= 90 else "warn" if used >= 70 else ""
     return Cell(f"{used:.0f}%", used, tone)
 
 
-def _class_cells(t: Totals) -> tuple[Cell, ...]:
+_NO_UNKNOWN: Final = Cell("", 0)
+
+
+def _class_cells(t: Totals, old: Sequence[Cell | None] = _NO_CELLS) -> tuple[Cell, ...]:
+    """metered, subscription, estimated, unknown; `old` lends the cells that have not changed."""
     unknown = (
-        Cell(f"{t.unknown_calls} / {fmt.tokens(t.unknown_tokens)}", t.unknown_tokens, "warn")
+        _same(
+            old[3], f"{t.unknown_calls} / {fmt.tokens(t.unknown_tokens)}", t.unknown_tokens, "warn"
+        )
         if t.unknown_calls
-        else Cell("", 0)
+        else _NO_UNKNOWN
     )
     return (
-        Cell(fmt.money_or_blank(t.metered), t.metered),
-        Cell(fmt.money_or_blank(t.subscription_included), t.subscription_included),
-        Cell(fmt.money_or_blank(t.estimated), t.estimated),
+        _pure(old[0], t.metered) or Cell(fmt.money_or_blank(t.metered), t.metered),
+        _pure(old[1], t.subscription_included)
+        or Cell(fmt.money_or_blank(t.subscription_included), t.subscription_included),
+        _pure(old[2], t.estimated) or Cell(fmt.money_or_blank(t.estimated), t.estimated),
         unknown,
     )
 
 
-def _ratio_cell(t: Totals) -> Cell:
-    ratio = cache_read_ratio(t)
-    writes = t.cache_write_5m + t.cache_write_1h
+def _ratio_cell(t: Totals, old: Cell | None = None) -> Cell:
+    return _ratio(t.input, t.cache_read, t.cache_write_5m + t.cache_write_1h, old)
+
+
+def _ratio(input_: int, cache_read: int, writes: int, old: Cell | None) -> Cell:
+    """Share of prompt tokens read from the cache (as `cache_read_ratio`)."""
+    prompt = input_ + cache_read + writes
+    ratio = cache_read / prompt if prompt else None
     # Cache thrash: paying to write prompts that are never read back.
     thrash = ratio is not None and ratio < 0.2 and writes > 50_000
-    return Cell(fmt.percent(ratio), ratio, "bad" if thrash else "")
+    tone = "bad" if thrash else ""
+    if old is not None and old.tone == tone and _pure(old, ratio):
+        return old
+    return Cell(fmt.percent(ratio), ratio, tone)
+
+
+def _tokens_cell(old: Cell | None, n: int) -> Cell:
+    return _pure(old, n) or Cell(fmt.tokens(n), n)
 
 
 def _tail(text: str, width: int) -> str:

@@ -4,18 +4,51 @@ It keeps every row it was given (`rows_by_key`) and shows those that pass the dr
 and the `/` filter, so narrowing and widening the view never loses a row, and a row that
 changes while hidden is right when it comes back. Sorting uses each cell's sort value (numbers
 as numbers, blanks last in either direction) and keeps the cursor on the same row.
+
+Made for thousands of rows changing every second (`bench/tui.py` measures it):
+
+- rows a diff names as stale (changed, not built yet: see `hub.dashboard`) are built when
+  they come into view, when a filter, scope or sort needs every row, or by later ticks;
+- a changed cell in view is written with `update_cell`; one out of view (or in a hidden tab)
+  is changed in place, as `update_cell` costs a widget refresh each;
+- a sort keeps its ranking up to date by bisection instead of sorting every row each tick,
+  and rows go in and out many at a time (a drill-down) in one pass rather than one by one;
+- the row order, and each line's styles, are worked out once, not for every cell written or
+  every line drawn; a body cell is drawn straight into segments and kept until it changes.
+
+The stock DataTable does these things one row or cell at a time through its private parts;
+these overrides use the same parts (`_row_locations`, `_data`, `_update_count`, the render
+caches and methods) as Textual 8.2 has them. `tests/test_dashboard_scale.py` checks that the
+table draws exactly what the stock code draws, and that rows land where they would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from itertools import repeat
+from typing import Any, Final, Self
 
-from rich.text import Text
+from rich.cells import cell_len, set_cell_size
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text, TextType
+from textual._two_way_dict import TwoWayDict
+from textual._types import SegmentLines
+from textual.color import Color
+from textual.coordinate import Coordinate
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
+from textual.widgets.data_table import Row as DataRow
 
-from hub.dashboard import Cell, Column, Row, TableDiff
+from hub.dashboard import Cell, Column, Row, RowSource, TableDiff
 
 TONES: Final = {
     "": "",
@@ -24,10 +57,16 @@ TONES: Final = {
     "bad": "bold red",
     "dim": "grey50",
 }
+_TONE_STYLES: Final = {
+    tone: Style.parse(style) if style else Style() for tone, style in TONES.items()
+}
+_NO_TONE: Final = Style()
+_RENDER_CACHE: Final = 20_000  # rendered cells kept (a screenful is a few hundred)
 
 
 class Shown:
-    """One cell as the DataTable holds it: rendered on demand (the table caches renders)."""
+    """One cell as the DataTable holds it. `_render_cell` draws it; Rich (the header's
+    measurements, the stock path) gets a Text, and its width without making one."""
 
     __slots__ = ("cell", "right", "row")
 
@@ -36,7 +75,7 @@ class Shown:
         self.right = right
         self.row = row  # the row's key: what a sort ranks by
 
-    def __rich__(self) -> Text:
+    def text(self) -> Text:
         return Text(
             self.cell.text,
             style=TONES.get(self.cell.tone, ""),
@@ -44,6 +83,13 @@ class Shown:
             no_wrap=True,
             end="",
         )
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.text()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        width = cell_len(self.cell.text)
+        return Measurement(width, width)
 
     def __str__(self) -> str:
         return self.cell.text
@@ -57,10 +103,35 @@ def _order(value: Any) -> tuple[int, Any]:
 
 
 RowFilter = Callable[[Row], bool]
+# (row index, column index, row style, width, cursor, hover)
+_RenderKey = tuple[int, int, Style, int, bool, bool]
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One render pass's constants."""
+
+    style: Style  # the widget's own style
+    widths: list[int]  # each column's, padding included
+    padding: int
+    fixed_rows: int
+    fixed_columns: int
+    # show_cursor, show_hover_cursor, css foreground priority, css background priority
+    cursor_styles: tuple[bool, bool, bool, bool]
+    components: dict[str, Style] = field(default_factory=dict)
 
 
 class LiveTable(DataTable[Shown]):
     def __init__(self, columns: Sequence[Column], **kwargs: Any) -> None:
+        # before the DataTable's own set-up, whose watchers clear the render caches
+        self._rendered: dict[_RenderKey, tuple[Cell, SegmentLines]] = {}
+        self._cell_styles: dict[_RenderKey, tuple[Style, Style, Style]] = {}
+        self._rendered_for: object = None  # the pseudo-classes the cached cells were drawn in
+        self._pass: _Pass | None = None
+        self._layout = 0  # counts the changes to the rows' order
+        self._auto_height = False
+        self._rows_in_order: tuple[tuple[int, int, int], list[DataRow]] | None = None
+        self._offsets: tuple[tuple[int, int, int], list[tuple[RowKey, int]]] | None = None
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.spec = tuple(columns)
         self.rows_by_key: dict[str, Row] = {}
@@ -68,68 +139,213 @@ class LiveTable(DataTable[Shown]):
         self.filter_text = ""
         self.sort_column: str | None = None
         self.sort_reverse = False
+        self._sort_index: int | None = None
         self._widths = [len(c.label) for c in self.spec]
         self._needs_sort = False
+        self._shown: dict[str, list[Shown]] = {}  # the cells of the rows in the DataTable
+        self._seq: dict[str, int] = {}  # shown rows: when each came (ties sort by it)
+        self._added = 0
+        self._row_keys: dict[str, RowKey] = {}
+        self._ranked: list[tuple[tuple[int, Any], int, str]] = []
+        self._ranks: dict[str, tuple[tuple[int, Any], int, str]] = {}  # key -> its entry
+        self._blanks: dict[str, int] = {}  # shown rows with no sort value -> seq
+        self._in_order: tuple[int, list[str]] | None = None  # (layout, order) as last sorted
+        self._stale: AbstractSet[str] = frozenset()  # rows changed but not built (see apply)
+        self._source: RowSource | None = None
 
     def on_mount(self) -> None:
         for column in self.spec:
             self.add_column(column.label, key=column.key)
 
-    # -- the data ----------------------------------------------------------------------------
+    # -- the data ------------------------------------------------------------------------------
 
     def apply(self, diff: TableDiff) -> int:
-        """Apply one tick's changes; returns how many cells were written."""
+        """Apply one tick's changes; returns how many cells were written (text or tone). Rows
+        the diff names as stale are built now if they are in view, later otherwise."""
+        written = self._apply_rows(diff.upserts, diff.removed)
+        if diff.source is not None:
+            self._stale, self._source = diff.stale, diff.source
+            top, bottom = self._visible_rows()
+            if self._stale and bottom > top:
+                keys = (self._row_locations.get_key(i) for i in range(max(0, top), bottom))
+                in_view = [
+                    k.value
+                    for k in keys
+                    if k is not None and k.value is not None and k.value in self._stale
+                ]
+                if in_view:
+                    written += self._apply_rows(*self._source(in_view))
+        return written
+
+    @property
+    def stale_rows(self) -> int:
+        """Rows that changed and are not drawn yet (none is in view after an `apply`)."""
+        return len(self._stale)
+
+    def settle(self) -> None:
+        """Re-sort if a row was added or a sorted-by cell changed since the last call."""
+        if self._needs_sort or (self.sort_column is None and self._sort_index is not None):
+            self._put_in_order()
+
+    def _build_stale(self, keys: Iterable[str] | None = None) -> None:
+        """Build stale rows now (all of them when `keys` is None)."""
+        if self._source is None:
+            return
+        wanted = list(self._stale) if keys is None else [k for k in keys if k in self._stale]
+        if wanted:
+            self._apply_rows(*self._source(wanted))
+
+    def _apply_rows(self, upserts: dict[str, Row], removed: AbstractSet[str]) -> int:
         written = 0
-        for key in diff.removed:
+        hide = []  # rows to take out of the DataTable, at the end, at once
+        adds: list[Row] = []  # and rows to put in
+        for key in removed:
             self.rows_by_key.pop(key, None)
-            if key in self.rows:
-                self.remove_row(key)
-        for key, row in diff.upserts.items():
+            if key in self._shown:
+                hide.append(key)
+        top, bottom = self._visible_rows()
+        unseen = False  # cells changed in place, out of view
+        sort_index = self._sort_index
+        for key, row in upserts.items():
             old = self.rows_by_key.get(key)
-            self.rows_by_key[key] = row
-            shown = key in self.rows
-            if not self._passes(row):
-                if shown:
-                    self.remove_row(key)
+            if old is row:
                 continue
-            if not shown:
-                self._add(row)
+            self.rows_by_key[key] = row
+            shown = self._shown.get(key)
+            if not self._passes(row):
+                if shown is not None:
+                    hide.append(key)
+                continue
+            if shown is None:
+                adds.append(row)
                 written += len(row.cells)
                 continue
             assert old is not None
+            visible: bool | None = None
             for i, (new, was) in enumerate(zip(row.cells, old.cells, strict=True)):
-                if new != was:
-                    written += 1
-                    self._write(key, i, new)
+                if new is was:
+                    continue
+                if i == sort_index and new.sort != was.sort:
+                    self._rank(key, new.sort)
+                if new.text == was.text and new.tone == was.tone:
+                    continue  # reads the same: nothing to draw
+                written += 1
+                wider = len(new.text) > self._widths[i]
+                if wider:
+                    self._widths[i] = len(new.text)
+                if visible is None:
+                    index = self._row_locations.get(self._row_keys[key])
+                    visible = index is not None and top <= index < bottom
+                if visible or wider:
+                    column = self.spec[i]
+                    shown[i] = Shown(new, column.numeric, key)
+                    self.update_cell(key, column.key, shown[i], update_width=wider)
+                else:
+                    shown[i].cell = new
+                    unseen = True
+        if unseen:
+            # Rendered lines are cached per `_update_count`: a row changed out of view must
+            # not come back from the cache when it is scrolled to.
+            self._update_count += 1
+        self._remove_many(hide)
+        self._add_many(adds)
         return written
 
-    def _add(self, row: Row) -> None:
-        for i, cell in enumerate(row.cells):
-            self._widths[i] = max(self._widths[i], len(cell.text))
-        self.add_row(*self._shown(row), key=row.key)
-        self._needs_sort = self.sort_column is not None
+    def _visible_rows(self) -> tuple[int, int]:
+        """The row indices on screen now (none when the table is not shown, as in a hidden
+        tab), with a few rows' margin."""
+        height = self.region.height
+        if not height:
+            return 0, 0
+        top = int(self.scroll_offset.y) - 2
+        return top, top + height + 4
 
-    def _write(self, key: str, i: int, cell: Cell) -> None:
-        column = self.spec[i]
-        wider = len(cell.text) > self._widths[i]
-        if wider:
-            self._widths[i] = len(cell.text)
-        self.update_cell(key, column.key, Shown(cell, column.numeric, key), update_width=wider)
-        if column.key == self.sort_column:
-            self._needs_sort = True
-
-    def _shown(self, row: Row) -> list[Shown]:
+    def _cells_of(self, row: Row) -> list[Shown]:
         return [
             Shown(cell, col.numeric, row.key)
             for cell, col in zip(row.cells, self.spec, strict=True)
         ]
 
-    def settle(self) -> None:
-        """Re-sort if a row was added or a sorted-by cell changed since the last call."""
-        if self._needs_sort:
-            self._resort()
+    def _add(self, row: Row) -> None:
+        for i, cell in enumerate(row.cells):
+            self._widths[i] = max(self._widths[i], len(cell.text))
+        shown = self._shown[row.key] = self._cells_of(row)
+        self._row_keys[row.key] = self.add_row(*shown, key=row.key)
+        self._seq[row.key] = self._added = self._added + 1
+        if self._sort_index is not None:
+            self._rank(row.key, row.cells[self._sort_index].sort)
 
-    # -- what is shown -----------------------------------------------------------------------
+    def _add_many(self, rows: list[Row]) -> None:
+        """`_add` for many rows at once (the first frame, leaving a drill-down), as `add_row`
+        does it for one, which also moves the cursor and measures the row's cells again."""
+        if len(rows) < 16:
+            for row in rows:
+                self._add(row)
+            return
+        was_empty = not self.rows
+        columns = self.ordered_columns
+        index = self.row_count
+        for row in rows:
+            shown = self._shown[row.key] = self._cells_of(row)
+            row_key = self._row_keys[row.key] = RowKey(row.key)
+            self._row_locations[row_key] = index
+            index += 1
+            self._data[row_key] = {c.key: cell for c, cell in zip(columns, shown, strict=True)}
+            self.rows[row_key] = DataRow(row_key, 1)
+            self._seq[row.key] = self._added = self._added + 1
+            for i, cell in enumerate(row.cells):
+                width = cell_len(cell.text)
+                if width > columns[i].content_width:
+                    columns[i].content_width = width
+                if len(cell.text) > self._widths[i]:
+                    self._widths[i] = len(cell.text)
+            if self._sort_index is not None:
+                self._rank(row.key, row.cells[self._sort_index].sort)
+        self._layout += 1
+        self._require_update_dimensions = True  # the virtual size, on idle
+        self.cursor_coordinate = self.cursor_coordinate
+        if was_empty and self.columns and self.show_cursor and self.cursor_type != "none":
+            self._highlight_cursor()
+        self._update_count += 1
+        self.check_idle()
+        self.refresh(layout=True)
+
+    def _remove(self, key: str) -> None:
+        del self._shown[key]
+        self._unrank(key)
+        del self._seq[key]
+        del self._row_keys[key]
+        self.remove_row(key)
+
+    def _remove_many(self, keys: list[str]) -> None:
+        """`_remove` for many rows at once, as `remove_row` does it for one: that renumbers
+        the rows below each time, which for a drill-down into one machine of a few thousand
+        rows is seconds."""
+        if len(keys) < 16:
+            for key in keys:
+                self._remove(key)
+            return
+        gone: set[RowKey] = set()
+        for key in keys:
+            del self._shown[key]
+            self._unrank(key)
+            del self._seq[key]
+            gone.add(self._row_keys.pop(key))
+        kept = [row.key for row in self.ordered_rows if row.key not in gone]
+        for row_key in gone:
+            del self.rows[row_key]
+            del self._data[row_key]
+        self._updated_cells = {cell for cell in self._updated_cells if cell.row_key not in gone}
+        self._row_locations = TwoWayDict({row_key: i for i, row_key in enumerate(kept)})
+        self._require_update_dimensions = True
+        self._layout += 1
+        self._update_count += 1
+        self.cursor_coordinate = self.cursor_coordinate
+        self.hover_coordinate = self.hover_coordinate
+        self.check_idle()
+        self.refresh(layout=True)
+
+    # -- what is shown -------------------------------------------------------------------------
 
     def _passes(self, row: Row) -> bool:
         if self.scope is not None and not self.scope(row):
@@ -149,17 +365,21 @@ class LiveTable(DataTable[Shown]):
 
     def _reselect(self) -> None:
         """Show exactly the rows that pass, keeping the ones already shown in place."""
+        self._build_stale()
         selected = self.selected_key
+        hide, adds = [], []
         for key, row in self.rows_by_key.items():
             passes = self._passes(row)
-            if passes and key not in self.rows:
-                self._add(row)
-            elif not passes and key in self.rows:
-                self.remove_row(key)
+            if passes and key not in self._shown:
+                adds.append(row)
+            elif not passes and key in self._shown:
+                hide.append(key)
+        self._remove_many(hide)
+        self._add_many(adds)
         self._resort()
         self._keep_cursor(selected)
 
-    # -- sorting and the cursor --------------------------------------------------------------
+    # -- sorting and the cursor ----------------------------------------------------------------
 
     def sort_by(self, column: str, reverse: bool | None = None) -> None:
         """Sort by `column`; numbers start largest first. `reverse=None` flips the direction
@@ -168,28 +388,8 @@ class LiveTable(DataTable[Shown]):
         if reverse is None:
             reverse = not self.sort_reverse if column == self.sort_column else spec.numeric
         self.sort_column, self.sort_reverse = column, reverse
+        self._build_stale()
         self._resort()
-
-    def _resort(self) -> None:
-        self._needs_sort = False
-        if self.sort_column is None or not self.rows:
-            return
-        selected = self.selected_key
-        index = next(i for i, c in enumerate(self.spec) if c.key == self.sort_column)
-        values = [
-            (key.value, self.rows_by_key[key.value].cells[index].sort)
-            for key in self.rows
-            if key.value is not None and key.value in self.rows_by_key
-        ]
-        present = sorted(
-            ((k, v) for k, v in values if v is not None),
-            key=lambda kv: _order(kv[1]),
-            reverse=self.sort_reverse,
-        )
-        blanks = [(k, v) for k, v in values if v is None]
-        rank = {k: i for i, (k, _) in enumerate(present + blanks)}
-        self.sort(key=lambda cells: rank.get(cells[0].row, len(rank)))
-        self._keep_cursor(selected)
 
     @property
     def selected_key(self) -> str | None:
@@ -201,8 +401,374 @@ class LiveTable(DataTable[Shown]):
     @property
     def selected_row(self) -> Row | None:
         key = self.selected_key
-        return self.rows_by_key.get(key) if key is not None else None
+        if key is None:
+            return None
+        self._build_stale([key])
+        return self.rows_by_key.get(key)
 
     def _keep_cursor(self, key: str | None) -> None:
         if key is not None and key in self.rows:
-            self.move_cursor(row=self.get_row_index(key), animate=False)
+            row = self.get_row_index(key)
+            if row != self.cursor_row:
+                self.move_cursor(row=row, animate=False)
+
+    # The shown rows in sort order are kept in `_ranked`, sorted (order, tie-break, key)
+    # entries, so that a tick's changed figures cost a few bisections, not a sort of every
+    # row. Ties, like blanks, keep the order in which the rows came.
+
+    def _resort(self) -> None:
+        """Rank every shown row again by the sort column and put them in that order."""
+        self._ranked.clear()
+        self._ranks.clear()
+        self._blanks.clear()
+        self._sort_index = None
+        self._needs_sort = False
+        if self.sort_column is None:
+            return
+        index = self._sort_index = next(
+            i for i, c in enumerate(self.spec) if c.key == self.sort_column
+        )
+        sign = -1 if self.sort_reverse else 1
+        for key in self._shown:
+            value = self.rows_by_key[key].cells[index].sort
+            if value is None:
+                self._blanks[key] = self._seq[key]
+            else:
+                self._ranks[key] = (_order(value), sign * self._seq[key], key)
+        self._ranked = sorted(self._ranks.values())
+        self._put_in_order()
+
+    def _rank(self, key: str, value: Any) -> None:
+        self._unrank(key)
+        seq = self._seq[key]
+        if value is None:
+            self._blanks[key] = seq
+        else:
+            entry = (_order(value), -seq if self.sort_reverse else seq, key)
+            insort(self._ranked, entry)
+            self._ranks[key] = entry
+        self._needs_sort = True
+
+    def _unrank(self, key: str) -> None:
+        entry = self._ranks.pop(key, None)
+        if entry is not None:
+            del self._ranked[bisect_left(self._ranked, entry)]
+        self._blanks.pop(key, None)
+
+    def _put_in_order(self) -> None:
+        self._needs_sort = False
+        if self.sort_column is None:  # the sort was dropped (`sort_column = None`)
+            self._ranked.clear()
+            self._ranks.clear()
+            self._blanks.clear()
+            self._sort_index = None
+            return
+        if self._sort_index is None or not self.rows:
+            return
+        ranked = reversed(self._ranked) if self.sort_reverse else iter(self._ranked)
+        order = [key for _, _, key in ranked]
+        order += sorted(self._blanks, key=self._blanks.__getitem__)
+        if self._in_order == (self._layout, order):
+            return  # no row moved: nothing to redraw
+        selected = self.selected_key
+        # What `DataTable.sort` ends with, without sorting every row again.
+        keys = [self._row_keys[k] for k in order]
+        self._row_locations = TwoWayDict({key: i for i, key in enumerate(keys)})
+        self._update_count += 1
+        self._layout += 1
+        self._rows_in_order = (self._layout_key, [self.rows[key] for key in keys])
+        self._in_order = (self._layout, order)
+        self.refresh()
+        self._keep_cursor(selected)
+
+    # -- the order of the rows, for the DataTable ----------------------------------------------
+
+    # The stock DataTable works out its rows' order again (`ordered_rows`, `_y_offsets`: a
+    # pass over every row) whenever `_update_count` moves, that is for any cell written; here
+    # they are kept until rows are added, removed or sorted.
+
+    def clear(self, columns: bool = False) -> Self:
+        self._shown.clear()
+        self._seq.clear()
+        self._row_keys.clear()
+        self._ranked.clear()
+        self._ranks.clear()
+        self._blanks.clear()
+        self._layout += 1
+        return super().clear(columns)
+
+    def add_row(
+        self,
+        *cells: Shown,
+        height: int | None = 1,
+        key: str | None = None,
+        label: TextType | None = None,
+    ) -> RowKey:
+        self._layout += 1
+        self._auto_height |= height is None
+        return super().add_row(*cells, height=height, key=key, label=label)
+
+    def remove_row(self, row_key: RowKey | str) -> None:
+        self._layout += 1
+        super().remove_row(row_key)
+
+    def sort(
+        self,
+        *columns: ColumnKey | str,
+        key: Callable[[Any], Any] | None = None,
+        reverse: bool = False,
+    ) -> Self:
+        self._layout += 1
+        return super().sort(*columns, key=key, reverse=reverse)
+
+    @property
+    def ordered_rows(self) -> list[DataRow]:
+        if self._rows_in_order is None or self._rows_in_order[0] != self._layout_key:
+            self._rows_in_order = (self._layout_key, super().ordered_rows)
+        return self._rows_in_order[1]
+
+    @property
+    def _y_offsets(self) -> list[tuple[RowKey, int]]:
+        if self._offsets is None or self._offsets[0] != self._layout_key:
+            rows = self.ordered_rows
+            if self._auto_height:
+                offsets = [(row.key, y) for row in rows for y in range(row.height)]
+            else:  # every row one line high
+                offsets = list(zip([row.key for row in rows], repeat(0)))
+            self._offsets = (self._layout_key, offsets)
+        return self._offsets[1]
+
+    @property
+    def _layout_key(self) -> tuple[int, int, int]:
+        # an auto-height row gets its height later, on idle: then follow every update
+        return (self._layout, self.row_count, self._update_count if self._auto_height else 0)
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    # The stock DataTable draws a line by looking up its styles again (walking the widget's
+    # ancestors) and each cell through Rich's padding and layout machinery; here the styles
+    # are taken once per pass and a body cell is made straight from its segments, cached
+    # while its content, place and style stay the same. Header, labels, fixed columns and
+    # auto-height rows go the stock way.
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._rendered.clear()
+        self._cell_styles.clear()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # What the stock DataTable works out again for every line, once per pass.
+        self._pass = _Pass(
+            self.rich_style,
+            [c.get_render_width(self) for c in self.ordered_columns],
+            self.cell_padding,
+            self.fixed_rows,
+            self.fixed_columns,
+            (
+                self.show_cursor,
+                self._show_hover_cursor,
+                self.cursor_foreground_priority == "css",
+                self.cursor_background_priority == "css",
+            ),
+        )
+        one = self._pass
+        drawn_for = (
+            self._pseudo_class_state,
+            one.padding,
+            one.fixed_rows,
+            one.fixed_columns,
+            one.cursor_styles,
+        )
+        if drawn_for != self._rendered_for:
+            # focus, hover and cursor settings change the styles: redraw every cell
+            self._rendered.clear()
+            self._cell_styles.clear()
+            self._rendered_for = drawn_for
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass = None
+
+    def render_line(self, y: int) -> Strip:
+        one = self._pass
+        if one is None or self.fixed_rows:
+            return super().render_line(y)
+        scroll_x, scroll_y = self.scroll_offset
+        if y >= (self.header_height if self.show_header else 0):
+            y += scroll_y
+        return self._render_line(y, scroll_x, scroll_x + self.size.width, one.style)
+
+    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
+        one = self._pass
+        if one is None:
+            return super()._get_row_style(row_index, base_style)
+        if row_index == -1:
+            name = "datatable--header"
+        elif row_index < self.fixed_rows:
+            name = "datatable--fixed"
+        elif self.zebra_stripes:
+            name = "datatable--odd-row" if row_index % 2 else "datatable--even-row"
+        else:
+            return base_style
+        style = one.components.get(name)
+        if style is None:
+            style = one.components[name] = self.get_component_styles(name).rich_style
+        return style
+
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> tuple[SegmentLines, SegmentLines]:
+        """A body row's line as the stock DataTable draws it when there are no row labels and
+        no fixed columns (this table's case), with its per-line style look-ups done once."""
+        one = self._pass
+        if (
+            one is None
+            or row_key is self._header_row_key
+            or self.fixed_columns
+            or (self._labelled_row_exists and self.show_row_labels)
+        ):
+            return super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        cursor_type = self.cursor_type
+        cache_key = (
+            row_key,
+            line_no,
+            base_style,
+            cursor_location,
+            hover_location,
+            cursor_type,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cached = self._row_render_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        index = self._row_locations.get(row_key)
+        row_index = -1 if index is None else index
+        row_style = self._get_row_style(row_index, base_style)
+        should_highlight = self._should_highlight
+        shown = self._shown.get(row_key.value) if row_key.value is not None else None
+        scrollable: SegmentLines = []
+        if cursor_type == "row" and shown is not None and not self._auto_height:
+            # the cursor and the hover cover the whole row or none of it
+            cursor = row_index == cursor_location.row
+            hover = row_index == hover_location.row
+            draw = self._draw_cell
+            for column_index, width in enumerate(one.widths):
+                scrollable.append(
+                    draw(one, shown, row_index, column_index, row_style, width, cursor, hover)[0]
+                )
+        else:
+            for column_index, width in enumerate(one.widths):
+                cell = Coordinate(row_index, column_index)
+                scrollable.append(
+                    self._render_cell(
+                        row_index,
+                        column_index,
+                        row_style,
+                        width,
+                        cursor=should_highlight(cursor_location, cell, cursor_type),
+                        hover=should_highlight(hover_location, cell, cursor_type),
+                    )[line_no]
+                )
+        remaining = max(0, self.size.width - sum(one.widths) - self._row_label_column_width)
+        if cursor_type == "row":
+            extend_style, _ = self._get_styles_to_render_cell(
+                row_index == -1,
+                False,
+                False,
+                should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type),
+                row_index == cursor_location.row,
+                self.show_cursor,
+                self._show_hover_cursor,
+                False,
+                False,
+            )
+            extend_style = row_style + extend_style
+        elif row_style.bgcolor is not None:
+            faded = Color.from_rich_color(row_style.bgcolor).blend(
+                self.background_colors[1], factor=0.25
+            )
+            extend_style = Style.from_color(color=row_style.color, bgcolor=faded.rich_color)
+        else:
+            extend_style = Style.from_color(row_style.color, row_style.bgcolor)
+        extend_style += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        scrollable.append([Segment(" " * remaining, extend_style)])
+        pair: tuple[SegmentLines, SegmentLines] = ([], scrollable)
+        self._row_render_cache[cache_key] = pair
+        return pair
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        one = self._pass
+        row_key = self._row_locations.get_key(row_index) if row_index >= 0 else None
+        shown = self._shown.get(row_key.value) if row_key and row_key.value else None
+        if one is None or shown is None or column_index < 0 or self._auto_height:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        return self._draw_cell(
+            one, shown, row_index, column_index, base_style, width, cursor, hover
+        )
+
+    def _draw_cell(
+        self,
+        one: _Pass,
+        shown: list[Shown],
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool,
+        hover: bool,
+    ) -> SegmentLines:
+        """One body cell as the stock DataTable draws it (padding, row and cursor styles, the
+        cell's tone, cropped to the column), from the cache while it is unchanged."""
+        cell = shown[column_index].cell
+        cache_key: _RenderKey = (row_index, column_index, base_style, width, cursor, hover)
+        hit = self._rendered.get(cache_key)
+        if hit is not None and hit[0] is cell:
+            return hit[1]
+        styles = self._cell_styles.get(cache_key)
+        if styles is None:
+            fixed = row_index < one.fixed_rows or column_index < one.fixed_columns
+            component_style, post_style = self._get_styles_to_render_cell(
+                False, False, fixed, hover, cursor, *one.cursor_styles
+            )
+            pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
+            pre += component_style
+            styles = self._cell_styles[cache_key] = (pre, post_style, pre + post_style)
+        pre, post_style, blank_style = styles
+        pad = one.padding
+        inner = max(0, width - 2 * pad)
+        text = cell.text
+        length = cell_len(text)
+        if length > inner:
+            text = set_cell_size(text, inner)
+            length = inner
+        space = " " * (inner - length)
+        # as Rich draws a justified Text: the fill takes the text's style, the padding not
+        toned = pre + _TONE_STYLES.get(cell.tone, _NO_TONE) + post_style
+        line = [Segment(space + text if shown[column_index].right else text + space, toned)]
+        if pad:
+            blank = Segment(" " * pad, blank_style)
+            line = [blank, *line, blank]
+        lines = [line]
+        if len(self._rendered) >= _RENDER_CACHE:
+            self._rendered.clear()
+            self._cell_styles.clear()
+        self._rendered[cache_key] = (cell, lines)
+        return lines

@@ -1,0 +1,351 @@
+"""The TUI benchmark's code path at a small size (so that `bench/tui.py` does not rot), and what
+its speed rests on: rows built from their previous versions are the rows built afresh, the
+rows changed out of view are built later and right, the table's own drawing of a cell is the
+stock DataTable's, and rows put in and taken out many at a time land where one at a time would.
+No timings here: the figures are `python -m bench.tui`'s.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.style import Style
+from textual.app import App, ComposeResult
+from textual.geometry import Region
+from textual.pilot import Pilot
+from textual.strip import Strip
+from textual.widgets import DataTable
+
+from bench import tui
+from hub._sessions import SessionFigures
+from hub._totals import Totals
+from hub.dashboard import (
+    COLUMNS,
+    Cell,
+    Column,
+    Dashboard,
+    Row,
+    Table,
+    TableDiff,
+    _class_cells,
+    session_row,
+)
+from hub.tui.table import LiveTable
+from shared.events import Agent
+from shared.hello import ProcessInfo
+from tests.synthetic_fleet import SyntheticFleet, build
+
+MACHINES, PROFILES, SESSIONS = 20, 10, 25  # per machine, as the benchmark's fleet
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> SyntheticFleet:
+    return build(
+        tmp_path,
+        machines=MACHINES,
+        profiles_per_machine=PROFILES,
+        sessions_per_machine=SESSIONS,
+        history_calls=2000,
+    )
+
+
+async def test_the_benchmark_runs_at_a_small_size(fleet: SyntheticFleet) -> None:
+    app = tui.BenchApp(fleet.service)
+    async with app.run_test(size=tui.SIZE) as pilot:
+        first = await tui.first_frame(app, pilot)
+        counts = {t: app.table(t).row_count for t in Table}
+        want = {
+            Table.MACHINES: MACHINES,
+            Table.PROFILES: MACHINES * PROFILES,
+            Table.SESSIONS: MACHINES * SESSIONS,
+        }
+        assert counts == want
+        assert first.cells == sum(n * len(COLUMNS[t]) for t, n in want.items())
+
+        quiet = await tui.one_tick(app, pilot, fleet, 0)
+        assert quiet.cells < first.cells / 20
+        busy = await tui.one_tick(app, pilot, fleet, 400)
+        assert busy.calls == 400 and quiet.cells < busy.cells < first.cells / 5
+        assert {t: app.table(t).row_count for t in Table} == want
+
+        app.action_tab("sessions")
+        app.table(Table.SESSIONS).sort_by(tui.SORTED_BY, reverse=True)
+        sorted_tick = await tui.one_tick(app, pilot, fleet, 400)
+        assert sorted_tick.total > 0 and app.table(Table.SESSIONS).row_count == want[Table.SESSIONS]
+        values = _column_sorts(app.table(Table.SESSIONS), tui.SORTED_BY)
+        in_view = values[: app.table(Table.SESSIONS).size.height - 1]
+        assert in_view == sorted(in_view, reverse=True)
+
+
+def _column_sorts(table: LiveTable, column: str) -> list[Any]:
+    index = next(i for i, c in enumerate(table.spec) if c.key == column)
+    return [table.rows_by_key[str(r.key.value)].cells[index].sort for r in table.ordered_rows]
+
+
+# -- rows from their previous versions -----------------------------------------------------
+
+
+def test_a_row_built_from_its_previous_one_is_the_row_built_afresh() -> None:
+    rng = random.Random(5)
+    now = 1_700_000_000.0
+    old: Row | None = None
+    for _ in range(300):
+        fig = _figures(rng, now) if rng.random() < 0.9 else None
+        proc = _process(rng) if rng.random() < 0.7 else None
+        now += rng.choice((0.0, 1.0, 30.0, 700.0))
+        fresh = session_row("s-1", fig, proc, now)
+        again = session_row("s-1", fig, proc, now, old)
+        assert again == fresh
+        old = again
+    totals: tuple[Cell, ...] = ()
+    for _ in range(200):
+        t = _totals(rng)
+        built = _class_cells(t, totals or (None,) * 4)
+        assert built == _class_cells(t)
+        totals = built
+
+
+def _figures(rng: random.Random, now: float) -> SessionFigures:
+    fig = SessionFigures(
+        "s-1",
+        rng.choice(("spark001", "spark002")),
+        Agent.CLAUDE_CODE,
+        profile=rng.choice((None, "p01", "p02")),
+        project=rng.choice((None, "/work/a", "/work/" + "b" * 40)),
+        git_branch=rng.choice((None, "", "main")),
+        model=rng.choice(("", "claude-sonnet-4-5")),
+        first_ts=now - 900,
+        last_ts=now - rng.choice((0.0, 5.0, 700.0)),
+        main=_totals(rng),
+        subagents=_totals(rng) if rng.random() < 0.5 else Totals(),
+    )
+    fig.recent = {int(now // 60): rng.choice((0, 1000, 50_000))}
+    return fig
+
+
+def _totals(rng: random.Random) -> Totals:
+    t = Totals(calls=rng.randint(0, 3))
+    t.input = rng.choice((0, 100, 60_000))
+    t.cache_read = rng.choice((0, 10, 90_000))
+    t.cache_write_5m = rng.choice((0, 70_000))
+    t.api_equivalent = Decimal(rng.choice(("0", "0.001", "1.25")))
+    t.metered = Decimal(rng.choice(("0", "2.5")))
+    t.unknown_calls = rng.choice((0, 0, 1))
+    t.unknown_tokens = 100 * t.unknown_calls
+    return t
+
+
+def _process(rng: random.Random) -> tuple[str, ProcessInfo]:
+    info = ProcessInfo(
+        pid=rng.choice((100, 200)),
+        create_time=1.0,
+        agent=Agent.CLAUDE_CODE,
+        state=rng.choice(("running", "paused", "zombie")),
+        profile=rng.choice((None, "p01")),
+        session_id="s-1",
+        cwd=rng.choice((None, "/work/c")),
+    )
+    return rng.choice(("spark001", "spark003")), info
+
+
+def test_rows_changed_out_of_view_come_right_in_the_end(fleet: SyntheticFleet) -> None:
+    """A dashboard that took traffic tick by tick, building rows within its budget and from
+    their previous versions, builds the same rows as a new one that builds all of them."""
+    clock = [time.time()]
+    lived = Dashboard(fleet.service, clock=lambda: clock[0])
+    fleet.service.subscribe(lived.note)
+    lived.tick()
+    for _ in range(6):
+        clock[0] += 1.0
+        fleet.second_of_updates(600)
+        lived.tick()
+    clock[0] += 10.0  # past the sparklines' redraw interval too
+    lived.tick()
+
+    fresh = Dashboard(fleet.service, clock=lambda: clock[0])
+    everything = fresh.tick()
+    for table, diff in everything.tables.items():
+        assert not diff.stale
+        rows, gone = lived.rows(table, diff.upserts)
+        assert not gone
+        assert rows == diff.upserts, table
+
+
+# -- the table's drawing ---------------------------------------------------------------------
+
+
+class StockTable(LiveTable):
+    """LiveTable drawn by the stock DataTable code."""
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        return DataTable.render_lines(self, crop)
+
+    def render_line(self, y: int) -> Strip:
+        return DataTable.render_line(self, y)
+
+    def _render_line_in_row(self, *args: Any, **kwargs: Any) -> Any:
+        return DataTable._render_line_in_row(self, *args, **kwargs)
+
+    def _render_cell(self, *args: Any, **kwargs: Any) -> Any:
+        return DataTable._render_cell(self, *args, **kwargs)
+
+    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
+        return DataTable._get_row_style(self, row_index, base_style)
+
+
+SPEC = (
+    Column("name", "name"),
+    Column("cost", "cost", numeric=True),
+    Column("state", "state"),
+    Column("note", "note"),
+)
+TONES = ("", "good", "warn", "bad", "dim")
+
+
+def _rows(n: int, seed: int = 1) -> dict[str, Row]:
+    rng = random.Random(seed)
+    out = {}
+    for i in range(n):
+        cost = rng.choice((None, Decimal(rng.randint(0, 500)) / 100))
+        out[f"k{i:03d}"] = Row(
+            f"k{i:03d}",
+            (
+                Cell(f"name{i}", f"name{i}"),
+                Cell("" if cost is None else f"${cost}", cost),
+                Cell(rng.choice(("ok", "late", "")), i, rng.choice(TONES)),
+                Cell("x" * rng.randint(0, 12), i),
+            ),
+            f"m{i % 3}",
+        )
+    return out
+
+
+class Pair(App[None]):
+    CSS = "LiveTable { height: 24; }"
+
+    def compose(self) -> ComposeResult:
+        yield LiveTable(SPEC, id="fast")
+        yield StockTable(SPEC, id="stock")
+
+
+def _cells(strips: list[Strip]) -> list[list[tuple[str, Style | None]]]:
+    return [[(ch, seg.style) for seg in strip for ch in seg.text] for strip in strips]
+
+
+async def _drawn_alike(app: Pair, pilot: Pilot[None]) -> None:
+    """Both tables, each in turn focused, then neither, draw the same characters in the same
+    styles (mouse metadata included)."""
+    fast, stock = app.query_one("#fast", LiveTable), app.query_one("#stock", LiveTable)
+    for table in (fast, stock):
+        table.move_cursor(row=3)
+    drawn: dict[str | None, list[list[tuple[str, Style | None]]]] = {}
+    for focused in (fast, stock, None):
+        app.set_focus(focused)
+        await pilot.pause()
+        for table in (fast, stock) if focused is None else (focused,):
+            table._clear_caches()
+            region = Region(0, 0, table.size.width, table.size.height)
+            drawn[table.id if focused else f"{table.id} unfocused"] = _cells(
+                table.render_lines(region)
+            )
+    assert drawn["fast"] == drawn["stock"]
+    assert drawn["fast unfocused"] == drawn["stock unfocused"]
+    assert drawn["fast"] != drawn["fast unfocused"]  # the cursor's row shows the focus
+
+
+async def test_the_table_draws_cells_as_the_stock_datatable() -> None:
+    app = Pair()
+    async with app.run_test(size=(90, 60)) as pilot:
+        fast, stock = app.query_one("#fast", LiveTable), app.query_one("#stock", LiveTable)
+        for table in (fast, stock):
+            table.apply(TableDiff(_rows(60)))
+        await pilot.pause()
+        await _drawn_alike(app, pilot)
+        # cells written in view and out of view, a sort, a hover
+        changed = _rows(60, seed=2)
+        for table in (fast, stock):
+            table.apply(TableDiff(changed))
+            table.sort_by("cost")
+            table.hover_coordinate = table.cursor_coordinate.down()
+            table._show_hover_cursor = True
+        await pilot.pause()
+        await _drawn_alike(app, pilot)
+
+
+# -- many rows at a time, and the sort ------------------------------------------------------
+
+
+def _shown(table: LiveTable) -> list[str]:
+    return [str(row.key.value) for row in table.ordered_rows]
+
+
+async def test_rows_in_and_out_by_the_many_land_as_one_at_a_time() -> None:
+    app = Pair()
+    async with app.run_test(size=(90, 60)) as pilot:
+        fast = app.query_one("#fast", LiveTable)
+        rows = _rows(80)
+        fast.apply(TableDiff(dict(list(rows.items())[:5])))  # one at a time
+        fast.apply(TableDiff(dict(list(rows.items())[5:])))  # the rest at once
+        await pilot.pause()
+        assert _shown(fast) == list(rows)
+        fast.move_cursor(row=10)
+        selected = fast.selected_key
+
+        fast.set_scope(lambda r: r.machine == "m1")  # 53 rows out at once
+        await pilot.pause()
+        assert _shown(fast) == [k for k, r in rows.items() if r.machine == "m1"]
+        assert len(fast._y_offsets) == fast.row_count == fast.virtual_size.height - 1
+        assert selected is not None and rows[selected].machine == "m1"
+        assert fast.selected_key == selected  # the cursor stayed on its row
+
+        fast.set_scope(None)  # and back in
+        await pilot.pause()
+        assert sorted(_shown(fast)) == sorted(rows)
+        assert len(fast._y_offsets) == fast.row_count == fast.virtual_size.height - 1
+        assert fast.selected_key == selected
+        for key in rows:
+            assert [str(fast.get_cell(key, c.key)) for c in SPEC] == [
+                c.text for c in rows[key].cells
+            ]
+
+        fast.apply(TableDiff(removed=set(list(rows)[::2])))  # 40 out at once
+        await pilot.pause()
+        assert sorted(_shown(fast)) == sorted(list(rows)[1::2])
+        assert fast.row_count == 40 and len(fast._y_offsets) == 40
+
+
+async def test_the_sort_follows_changed_figures() -> None:
+    app = Pair()
+    async with app.run_test(size=(90, 60)) as pilot:
+        fast = app.query_one("#fast", LiveTable)
+        rows = _rows(50)
+        fast.apply(TableDiff(rows))
+        fast.sort_by("cost")  # numeric: largest first
+        rng = random.Random(9)
+        for _ in range(20):
+            changed = {}
+            for key in rng.sample(list(rows), 8):
+                row = rows[key]
+                cost = rng.choice((None, Decimal(rng.randint(0, 500)) / 100))
+                cells = (
+                    row.cells[0],
+                    Cell("" if cost is None else f"${cost}", cost),
+                    *row.cells[2:],
+                )
+                changed[key] = rows[key] = replace(row, cells=cells)
+            fast.apply(TableDiff(changed))
+            fast.settle()
+            values = _column_sorts(fast, "cost")
+            present = [v for v in values if v is not None]
+            assert present == sorted(present, reverse=True)
+            assert values[len(present) :] == [None] * (len(values) - len(present))
+            incremental = _shown(fast)
+            fast._resort()  # everything ranked again: the same order, ties and all
+            assert _shown(fast) == incremental
+        await pilot.pause()
