@@ -29,6 +29,13 @@ def money_or_blank(amount: Decimal) -> str:
     return "" if amount == 0 else money(amount)
 
 
+def spend(amount: Decimal, unknown_calls: int, *, blank_zero: bool = False) -> str:
+    """A dollar figure that may include calls with no price: those never read as $0."""
+    if unknown_calls:
+        return "unknown" if amount == 0 else f"{money(amount)} + ?"
+    return money_or_blank(amount) if blank_zero else money(amount)
+
+
 def tokens(n: int) -> str:
     if abs(n) < 1000:
         return str(n)

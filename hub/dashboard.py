@@ -230,7 +230,7 @@ def spend_rows(service: FleetService, dimension: Dimension, period: Period) -> d
                 Cell(str(t.calls), t.calls),
                 Cell(fmt.tokens(t.tokens), t.tokens),
                 *_class_cells(t),
-                Cell(fmt.money(t.api_equivalent), t.api_equivalent),
+                Cell(fmt.spend(t.api_equivalent, t.unknown_calls), t.api_equivalent),
                 _ratio_cell(t),
                 Cell(fmt.tokens(t.cache_write_5m), t.cache_write_5m),
                 Cell(fmt.tokens(t.cache_write_1h), t.cache_write_1h),
@@ -703,12 +703,13 @@ def session_row(
     else:
         m, s = fig.main, fig.subagents
         main, sub, tpm = m.api_equivalent, s.api_equivalent, fig.tokens_per_minute(now)
-        main_cell = o[6] if o[6] is not None and o[6].text and _pure(o[6], main) else None
+        main_text = fmt.spend(main, m.unknown_calls)
+        sub_text = fmt.spend(sub, s.unknown_calls, blank_zero=True)
         figure_cells = (
             _pure(o[4], fig.git_branch) or Cell(fig.git_branch or "", fig.git_branch),
             _pure(o[5], fig.model) or Cell(fig.model, fig.model),
-            main_cell or Cell(fmt.money(main), main),
-            _pure(o[7], sub) or Cell(fmt.money_or_blank(sub), sub),
+            _same(o[6], main_text, main),
+            _same(o[7], sub_text, sub),
             _pure(o[8], tpm) or Cell(fmt.tokens(round(tpm)) if tpm else "", tpm),
             _ratio(
                 m.input + s.input,
@@ -861,7 +862,8 @@ def _figures_text(t: Totals) -> str:
     )
     return (
         f"metered {fmt.money(t.metered)} · subscription {fmt.money(t.subscription_included)} · "
-        f"estimated {fmt.money(t.estimated)}{unknown} · API-eq {fmt.money(t.api_equivalent)} · "
+        f"estimated {fmt.money(t.estimated)}{unknown} · "
+        f"API-eq {fmt.spend(t.api_equivalent, t.unknown_calls)} · "
         f"{t.calls} calls · cache rd {fmt.percent(cache_read_ratio(t))} · "
         f"cache wr 5m {fmt.tokens(t.cache_write_5m)} / 1h {fmt.tokens(t.cache_write_1h)}"
     )
