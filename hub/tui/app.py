@@ -226,7 +226,9 @@ class FleetApp(App[None]):
                 table.settle()
         if frame.header is not None:
             self.header_figures = frame.header
-            self.query_one("#figures", Static).update(Text(frame.header.line(), no_wrap=True))
+            # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
+            figures = Text(frame.header.line(), no_wrap=True)
+            self.query_one("#figures", Static).update(figures, layout=False)
             self._spend_dirty = True
         if frame.feed:
             feed = self.query_one("#feed", RichLog)
@@ -316,7 +318,7 @@ class FleetApp(App[None]):
         if self.current_tab == "spend":
             parts.append(f"group by {self.grouping.value} (g) · {self.period.value} (t)")
         parts.append(f"{table.row_count} rows")
-        self.query_one("#scope", Static).update(Text("   ".join(parts)))
+        self.query_one("#scope", Static).update(Text("   ".join(parts)), layout=False)
 
     def action_filter(self) -> None:
         filt = self.query_one("#filter", Input)
