@@ -54,11 +54,24 @@ class SessionFigures:
         return tokens / RECENT_MINUTES
 
 
+# Cache thrash: paying to write prompts that are never read back. Flagged when less than this
+# share of the prompt came from the cache while at least this many tokens were written to it.
+THRASH_BELOW: Final = 0.2
+THRASH_WRITES: Final = 50_000
+
+
+def cache_ratio(input_: int, cache_read: int, writes: int) -> float | None:
+    """Share of prompt tokens served from the cache (None: no prompt tokens yet)."""
+    prompt = input_ + cache_read + writes
+    return cache_read / prompt if prompt else None
+
+
 def cache_read_ratio(t: Totals | Figures) -> float | None:
-    """Share of prompt tokens served from the cache (None: no prompt tokens yet). Near 0 with
-    large cache writes is cache thrash: the agent pays to write a prompt it never reads back."""
-    prompt = t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h
-    return t.cache_read / prompt if prompt else None
+    return cache_ratio(t.input, t.cache_read, t.cache_write_5m + t.cache_write_1h)
+
+
+def is_thrash(ratio: float | None, writes: int) -> bool:
+    return ratio is not None and ratio < THRASH_BELOW and writes >= THRASH_WRITES
 
 
 class SessionBook:

@@ -39,7 +39,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from hub import _format as fmt
-from hub._sessions import SessionFigures, cache_read_ratio
+from hub._sessions import SessionFigures, cache_ratio, cache_read_ratio, is_thrash
 from hub._totals import ZERO, Basis, Totals
 from hub.ledger import Dimension, Period, profile_key
 from hub.model import NodeState, ProfileRecord
@@ -793,12 +793,9 @@ def _ratio_cell(t: Totals, old: Cell | None = None) -> Cell:
 
 
 def _ratio(input_: int, cache_read: int, writes: int, old: Cell | None) -> Cell:
-    """Share of prompt tokens read from the cache (as `cache_read_ratio`)."""
-    prompt = input_ + cache_read + writes
-    ratio = cache_read / prompt if prompt else None
-    # Cache thrash: paying to write prompts that are never read back.
-    thrash = ratio is not None and ratio < 0.2 and writes > 50_000
-    tone = "bad" if thrash else ""
+    """Share of prompt tokens read from the cache; red when the scope thrashes the cache."""
+    ratio = cache_ratio(input_, cache_read, writes)
+    tone = "bad" if is_thrash(ratio, writes) else ""
     if old is not None and old.tone == tone and _pure(old, ratio):
         return old
     return Cell(fmt.percent(ratio), ratio, tone)

@@ -54,7 +54,6 @@ FEED_KINDS: Final = {
     "session": "green",
     "command": "bold yellow",
 }
-TABS: Final = ("machines", "profiles", "sessions", "spend")
 NOTES: Final = (
     "Classes: metered = paid per token (API keys); subscription = included in a plan, shown at "
     "API-equivalent rates; estimated = metered but from an approximation (e.g. no 5m/1h cache "
@@ -143,13 +142,11 @@ class FleetApp(App[None]):
         *,
         who: str | None = None,
         live_window: float = 1800.0,
-        on_quit: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.service = service
         self.dashboard = Dashboard(service, live_window=live_window)
         self.who = who or f"{getpass.getuser()}@tui"
-        self.on_quit = on_quit
         self.grouping = Dimension.ACCOUNT
         self.period = Period.TODAY
         self.scope_text = ""
@@ -403,12 +400,13 @@ class FleetApp(App[None]):
         if action != "kill":
             self._run_commands(action, [(row.key, node, p.pid, p.create_time)])
             return
-        spend = row.cells[6].text or "$0.00"
+        cells = dict(zip((c.key for c in COLUMNS[Table.SESSIONS]), row.cells, strict=True))
         lines = (
             f"machine  {node}",
             f"profile  {p.profile or '?'}",
-            f"project  {row.cells[3].sort or p.cwd or '?'}",
-            f"spend    {spend} main, {row.cells[7].text or '$0.00'} subagents",
+            f"project  {cells['project'].sort or p.cwd or '?'}",
+            f"spend    {cells['main'].text or '$0.00'} main, "
+            f"{cells['subagents'].text or '$0.00'} subagents",
             f"process  pid {p.pid} and its {p.children} children: frozen, terminated, killed",
         )
 
