@@ -11,7 +11,6 @@ again as one, so the result always equals one global read.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from node_agent.scan import Target, read_file, resolve_targets
 from node_agent.sources.base import Collector, ParseProblem, SourceFile
 from node_agent.sources.registry import all_sources, source_for
+from node_agent.workers import worker_context
 from pricing import CostClass, PriceBook
 from pricing.rollup import Attribution, Rollup
 from shared.config import NodeConfig
@@ -127,7 +127,7 @@ def _run_all(
 ) -> list[Result]:
     work = [(unit, targets, node, query) for unit in units]
     if jobs > 1 and len(units) > 1:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        with worker_context().Pool(jobs) as pool:
             # Units are sorted biggest first; chunks amortise the per-task cost of small ones.
             return pool.map(_run_unit, work, chunksize=max(1, len(work) // (jobs * 8)))
     return [_run_unit(item) for item in work]

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from ..workers import worker_context
 from . import claude, codex, cursor, gemini, opencode
 from .common import ByteCounter, child_rng, ms, sub_seed
 from .env import Project, SessionEnv
@@ -574,7 +575,7 @@ def generate_fleet(
             if progress:
                 progress(f"machine {i + 1}/{machines} written")
     else:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as ex:
             futures = [ex.submit(_generate_machine, root, params, i) for i in range(machines)]
             for i, fut in enumerate(futures):
                 total.merge(fut.result())
