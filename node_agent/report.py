@@ -64,7 +64,6 @@ class Report:
                 self.rollup.rows[key] = row
             else:
                 mine.merge(row)
-        self.rollup.total.merge(other.rollup.total)
         self.files += other.files
         self.bytes += other.bytes
         self.skipped.update(other.skipped)
@@ -176,6 +175,7 @@ def _regroup_overlaps(
 def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
     unit, targets, node, query = item
     source = source_for(unit.agent)
+    source.wants_quota_readings = False  # the report counts spend only
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
     for index, file in unit.files:

@@ -156,7 +156,7 @@ def read_file(source: Source, file: SourceFile, sink: Collector) -> int | None:
 
     read = iter_zst_lines if file.kind is FileKind.JSONL_ZST else iter_plain_lines
     try:
-        for lineno, line in read(file.path, torn_tail):
+        for lineno, line in read(file.path, torn_tail, source.line_test()):
             source.feed_line(file.path, lineno, line, sink)
     except (OSError, zstandard.ZstdError) as exc:
         # Lines before the damage were read; say what stopped the rest.

@@ -100,7 +100,8 @@ def _pread(fd: int, size: int, pos: int) -> bytes:
 
 
 class _Splitter:
-    """Cuts a byte stream into lines; keeps the unterminated tail without quadratic copying."""
+    """Cuts a byte stream into blocks of complete lines; keeps the unterminated tail without
+    quadratic copying."""
 
     __slots__ = ("_pieces", "pending")
 
@@ -108,22 +109,25 @@ class _Splitter:
         self._pieces: list[bytes] = []
         self.pending = 0  # bytes held in the unterminated tail
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """Complete lines in `chunk` (with what was held before), without their newlines."""
+    def feed(self, chunk: bytes) -> tuple[bytes, int] | None:
+        """`(block, end)`: `block[:end]` holds the complete lines of `chunk` (with what was held
+        before), without the last newline; None when `chunk` completes no line. Not sliced, so
+        a chunk that starts on a line boundary is not copied."""
         nl = chunk.rfind(b"\n")
         if nl < 0:
             if chunk:
                 self._pieces.append(chunk)
                 self.pending += len(chunk)
-            return []
-        head = chunk[:nl]
+            return None
+        block, end = chunk, nl
         if self._pieces:
-            self._pieces.append(head)
-            head = b"".join(self._pieces)
+            self._pieces.append(chunk[:nl])
+            block = b"".join(self._pieces)
+            end = len(block)
         rest = chunk[nl + 1 :]
         self._pieces = [rest] if rest else []
         self.pending = len(rest)
-        return head.split(b"\n")
+        return block, end
 
     def tail(self) -> bytes:
         """The unterminated rest, and forget it."""
@@ -133,18 +137,38 @@ class _Splitter:
         return rest
 
 
-def _number(lines: list[bytes], lineno: int, out: list[tuple[int, bytes]]) -> int:
-    """Append (lineno, line) for non-empty lines to `out`; returns the last line number used.
+# A test on the line `data[start:end]` (newline and CR excluded): True when its reader would
+# drop it without a word, so it need not be copied out. See `Source.ignores`.
+LineTest = Callable[[bytes, int, int], bool]
 
-    Blank lines are counted but not handed out; a CR of a CRLF ending is dropped.
+
+def _number(
+    block: bytes,
+    end: int,
+    lineno: int,
+    out: list[tuple[int, bytes]],
+    ignores: LineTest | None = None,
+) -> int:
+    """Append (lineno, line) for the non-empty lines of `block[:end]` to `out`; returns the last
+    line number used.
+
+    Blank lines and lines that `ignores` are counted but not handed out; a CR of a CRLF ending
+    is dropped. Lines are found with `find` and only the ones handed out are copied: on a cold
+    scan most bytes are lines nobody parses.
     """
-    for line in lines:
+    find = block.find
+    pos = 0
+    while True:
+        nl = find(b"\n", pos, end)
+        stop = end if nl < 0 else nl
         lineno += 1
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line:
-            out.append((lineno, line))
-    return lineno
+        if stop > pos and block[stop - 1] == 13:  # CR
+            stop -= 1
+        if stop > pos and (ignores is None or not ignores(block, pos, stop)):
+            out.append((lineno, block[pos:stop]))
+        if nl < 0:
+            return lineno
+        pos = nl + 1
 
 
 class Tailer:
@@ -308,14 +332,14 @@ class Tailer:
                 eof = True
                 break
             pos += len(chunk)
-            lines = split.feed(chunk)
-            if lines:
-                self._lineno = _number(lines, self._lineno, out)
+            block = split.feed(chunk)
+            if block is not None:
+                self._lineno = _number(*block, self._lineno, out)
                 self._offset = pos - split.pending
         if eof and final and split.pending:
             tail = split.tail()
             self._offset += len(tail)
-            self._lineno = _number([tail], self._lineno, out)
+            self._lineno = _number(tail, len(tail), self._lineno, out)
         want = min(FINGERPRINT_BYTES, self._offset)
         if want != self._fp_len:
             self._fp, self._fp_len = self._head_hash(want), want
@@ -329,11 +353,12 @@ TornTail = Callable[[int, bytes], None]
 
 
 def iter_plain_lines(
-    path: Path | str, on_torn_tail: TornTail | None = None
+    path: Path | str, on_torn_tail: TornTail | None = None, ignores: LineTest | None = None
 ) -> Iterator[tuple[int, bytes]]:
-    """(lineno, line) of a whole JSONL file, streaming. See `_lines` for the last line."""
+    """(lineno, line) of a whole JSONL file, streaming. See `_lines` for the last line and
+    `_number` for `ignores`."""
     with open(path, "rb", buffering=0) as fh:
-        yield from _lines(iter(lambda: fh.read(CHUNK), b""), on_torn_tail)
+        yield from _lines(iter(lambda: fh.read(CHUNK), b""), on_torn_tail, ignores)
 
 
 def iter_head_lines(path: Path | str, end: int) -> Iterator[tuple[int, bytes]]:
@@ -354,22 +379,25 @@ def iter_head_lines(path: Path | str, end: int) -> Iterator[tuple[int, bytes]]:
     lineno = 0
     for chunk in chunks():
         batch: list[tuple[int, bytes]] = []
-        lineno = _number(split.feed(chunk), lineno, batch)
+        if (block := split.feed(chunk)) is not None:
+            lineno = _number(*block, lineno, batch)
         yield from batch
 
 
 def iter_zst_lines(
-    path: Path | str, on_torn_tail: TornTail | None = None
+    path: Path | str, on_torn_tail: TornTail | None = None, ignores: LineTest | None = None
 ) -> Iterator[tuple[int, bytes]]:
     """(lineno, line) of a `.jsonl.zst` file, decompressed as a stream (never whole).
 
     Every frame is read (Codex may write several). A corrupt or truncated stream raises
     `zstandard.ZstdError` after the lines before the damage have been yielded.
     """
-    yield from _lines(_zst_chunks(path), on_torn_tail)
+    yield from _lines(_zst_chunks(path), on_torn_tail, ignores)
 
 
-def _lines(chunks: Iterator[bytes], on_torn_tail: TornTail | None) -> Iterator[tuple[int, bytes]]:
+def _lines(
+    chunks: Iterator[bytes], on_torn_tail: TornTail | None, ignores: LineTest | None
+) -> Iterator[tuple[int, bytes]]:
     """Number the lines of a byte stream.
 
     An unterminated last line is handed out as a line when nobody asked otherwise: a file at rest
@@ -381,10 +409,12 @@ def _lines(chunks: Iterator[bytes], on_torn_tail: TornTail | None) -> Iterator[t
     lineno = 0
     for chunk in chunks:
         batch: list[tuple[int, bytes]] = []
-        lineno = _number(split.feed(chunk), lineno, batch)
+        if (block := split.feed(chunk)) is not None:
+            lineno = _number(*block, lineno, batch, ignores)
         yield from batch
     batch = []
-    _number([split.tail()], lineno, batch)
+    tail = split.tail()
+    _number(tail, len(tail), lineno, batch, ignores)
     if batch and on_torn_tail is not None and not _is_json(batch[0][1]):
         on_torn_tail(*batch[0])
         return

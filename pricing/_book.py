@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache, lru_cache
+from operator import attrgetter
 from pathlib import Path
+from typing import Final
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
 from pricing._engine import quote
@@ -97,9 +99,16 @@ def _unknown(model_id: str | None, notes: tuple[str, ...]) -> PricedCall:
     )
 
 
+_COUNTED: Final = (*TOKEN_CLASSES, "web_search_requests")
+_ALL_INT: Final = (int,) * len(_COUNTED)
+
+
 def _bad_counts(event: UsageEvent) -> str | None:
     # A figure from impossible input would look precise and be wrong: report it as unknown.
-    for name in (*TOKEN_CLASSES, "web_search_requests"):
+    values = attrgetter(*_COUNTED)(event.tokens)
+    if tuple(map(type, values)) == _ALL_INT and min(values) >= 0:
+        return None  # every event of a healthy log: checked without a Python-level loop
+    for name in _COUNTED:
         value = getattr(event.tokens, name)
         if not isinstance(value, int) or value < 0:
             return f"the {name} count {value!r} is not a non-negative whole number"

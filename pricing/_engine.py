@@ -9,10 +9,17 @@ call, output included, uses that tier's rates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal, Inexact, Rounded, localcontext
+from decimal import (
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    localcontext,
+)
 from typing import Final
 
 from pricing._types import TOKEN_CLASSES, Modifier, PricePeriod, RateSet
@@ -33,14 +40,11 @@ class Quote:
     notes: tuple[str, ...]
 
 
-@contextmanager
-def _exact() -> Iterator[None]:
-    # Enough digits for any realistic bill, and a trap so that a rounding can never pass silently.
-    with localcontext() as ctx:
-        ctx.prec = 60
-        ctx.traps[Inexact] = True
-        ctx.traps[Rounded] = True
-        yield
+# Enough digits for any realistic bill, and a trap so that a rounding can never pass silently.
+# One shared context: `localcontext(_EXACT)` copies it, cheaper than building one per call.
+_EXACT: Final = Context(
+    prec=60, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded]
+)
 
 
 def _word(value: str | None) -> str:
@@ -85,13 +89,13 @@ def quote(
     service = _service_tier(period, service_tier, notes)
     rates = _rates(period, service, tokens.prompt, notes)
 
-    with _exact():
+    with localcontext(_EXACT):
         per_million = Decimal(0)
         for cls in TOKEN_CLASSES:
             count: int = getattr(tokens, cls)
             if not count:
                 continue
-            rate = rates.get(cls)
+            rate: Decimal | None = getattr(rates, cls)
             if rate is None:
                 notes.add(f"{count:,} {cls} tokens left unpriced: {model} has no {cls} rate")
                 continue

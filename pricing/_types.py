@@ -6,7 +6,6 @@ written out per token class in the tables; nothing here derives one rate from an
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -140,9 +139,11 @@ class ModelEntry:
     ratio_exception: str | None = None
 
     def at(self, when: datetime) -> PricePeriod | None:
-        starts = [p.start for p in self.periods]
-        index = bisect.bisect_right(starts, when) - 1
-        return self.periods[index] if index >= 0 else None
+        # Periods are sorted and few (a price change every few months): newest first.
+        for period in reversed(self.periods):
+            if period.start <= when:
+                return period
+        return None
 
 
 @dataclass(frozen=True, slots=True)

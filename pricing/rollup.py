@@ -147,7 +147,6 @@ class Rollup:
     by: Sequence[str]
     tz: tzinfo
     rows: dict[tuple[str | None, ...], Row] = field(default_factory=dict)
-    total: Row = field(default_factory=lambda: Row(keys={}))
 
     def __post_init__(self) -> None:
         check_keys(self.by)
@@ -158,7 +157,14 @@ class Rollup:
         if row is None:
             row = self.rows[key] = Row(keys=dict(zip(self.by, key, strict=True)))
         row.add(event, priced)
-        self.total.add(event, priced)
+
+    @property
+    def total(self) -> Row:
+        """Every row added up: derived, so that an event is added once, not twice."""
+        total = Row(keys={})
+        for row in self.rows.values():
+            total.merge(row)
+        return total
 
     def sorted_rows(self) -> list[Row]:
         return [self.rows[k] for k in sorted(self.rows, key=lambda k: tuple(v or "" for v in k))]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -87,6 +88,9 @@ class Collector:
 
 class Source(ABC):
     agent: ClassVar[Agent]
+    # A one-shot cost report has no use for quota readings: a source may skip building them
+    # (rate-limit hits are still read: they are rare and cheap).
+    wants_quota_readings: bool = True
 
     @abstractmethod
     def default_homes(self) -> list[Path]:
@@ -110,6 +114,16 @@ class Source(ABC):
         """What this source's dedupe decisions about `event` hang on: two events with different
         keys never affect each other, whatever files they came from."""
         return event.event_id
+
+    def ignores(self, data: bytes, start: int, end: int) -> bool:
+        """True when the line `data[start:end]` is one `feed_line` would drop without a word (no
+        event, no problem, no skip count), so a reader need not copy it out. Must be cheap: it
+        sees every line of a scan. Default: no line is known to be ignorable."""
+        return False
+
+    def line_test(self) -> Callable[[bytes, int, int], bool] | None:
+        """`ignores`, when this source has one worth calling."""
+        return None if type(self).ignores is Source.ignores else self.ignores
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         """One complete line (without its newline) of a JSONL file."""

@@ -191,9 +191,21 @@ class ClaudeSource(Source):
 
     # -- lines ----------------------------------------------------------------------------
 
+    def ignores(self, data: bytes, start: int, end: int) -> bool:
+        if end <= start or data[end - 1] != 0x7D:  # not '}': torn or garbage, for feed_line
+            return False
+        if data.find(_USER_MARK, start, min(start + _HEAD, end)) >= 0:
+            # Most bytes are user/tool-result lines; their top-level type comes before the big
+            # message, so the head says enough. (Their toolUseResult.usage is never spend.)
+            return True
+        # Summary, snapshot and system lines carry no usage.
+        return data.find(_USAGE_MARK, start, end) < 0 and data.find(_ERROR_MARK, start, end) < 0
+
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
-        if not line.endswith(b"}") and not line.rstrip().endswith(b"}"):
-            # O(1) and catches torn lines that the usage prefilter below would hide.
+        if self.ignores(line, 0, len(line)):
+            return
+        if not line.rstrip().endswith(b"}"):
+            # Before parsing: catches torn lines that the usage prefilter would hide.
             if line.strip():
                 sink.problem(
                     ParseProblem(
@@ -201,12 +213,6 @@ class ClaudeSource(Source):
                     )
                 )
             return
-        if _USER_MARK in line[:_HEAD]:
-            # Most bytes are user/tool-result lines; their top-level type comes before the big
-            # message, so the head says enough. (Their toolUseResult.usage is never spend.)
-            return
-        if _USAGE_MARK not in line and _ERROR_MARK not in line:
-            return  # summary, snapshot, system lines: no usage
         rec = json_object(path, lineno, line, sink)
         if rec is None:
             return
@@ -238,10 +244,9 @@ class ClaudeSource(Source):
             sink.problem(ParseProblem(str(path), lineno, "usage line without a valid timestamp"))
             return
         info = self._file(path)
-        tokens, unsplit, bad = _tokens(usage)
+        tokens, unsplit, bad, mismatch = _tokens(usage)
         if bad:
             sink.problem(ParseProblem(str(path), lineno, f"non-numeric usage field(s): {bad}"))
-        mismatch = _split_mismatch(usage)
         if mismatch and not info.split_mismatch_reported:
             info.split_mismatch_reported = True
             sink.problem(
@@ -447,8 +452,38 @@ def _count(usage: dict[str, Any], name: str, bad: list[str]) -> int:
     return 0
 
 
-def _tokens(usage: dict[str, Any]) -> tuple[Tokens, bool, list[str]]:
-    """Disjoint buckets, whether the cache write lacked its 5m/1h split, and bad field names."""
+def _tokens(usage: dict[str, Any]) -> tuple[Tokens, bool, list[str], str | None]:
+    """Disjoint buckets, whether the cache write lacked its 5m/1h split, bad field names, and how
+    the split disagrees with `cache_creation_input_tokens` (None when it does not)."""
+    # Fast path for the shape every current line has (plain non-negative ints, a full split):
+    # this runs for every streaming snapshot of a cold scan. Anything else takes the checked path.
+    get = usage.get
+    inp, out = get("input_tokens"), get("output_tokens")
+    read, total = get("cache_read_input_tokens"), get("cache_creation_input_tokens")
+    split, server = get("cache_creation"), get("server_tool_use")
+    web = 0
+    if type(server) is dict:
+        web = server.get("web_search_requests", 0)
+    if (
+        type(inp) is int
+        and type(out) is int
+        and type(read) is int
+        and type(total) is int
+        and type(split) is dict
+        and type(web) is int
+        and (server is None or type(server) is dict)
+        and min(inp, out, read, total, web) >= 0
+    ):
+        w5 = split.get("ephemeral_5m_input_tokens")
+        w1 = split.get("ephemeral_1h_input_tokens")
+        if type(w5) is int and type(w1) is int and w5 >= 0 and w1 >= 0:
+            mismatch = None if w5 + w1 == total else _mismatch(w5, w1, total)
+            return Tokens(inp, out, read, w5, w1, 0, web), False, [], mismatch
+    tokens, unsplit, bad = _checked_tokens(usage)
+    return tokens, unsplit, bad, _split_mismatch(usage)
+
+
+def _checked_tokens(usage: dict[str, Any]) -> tuple[Tokens, bool, list[str]]:
     bad: list[str] = []
     creation_total = _count(usage, "cache_creation_input_tokens", bad)
     split = usage.get("cache_creation")
@@ -492,6 +527,10 @@ def _split_mismatch(usage: dict[str, Any]) -> str | None:
         return None
     if w5 + w1 == total:
         return None
+    return _mismatch(w5, w1, total)
+
+
+def _mismatch(w5: int, w1: int, total: int) -> str:
     return (
         f"cache_creation split 5m={w5} + 1h={w1} differs from cache_creation_input_tokens={total}"
     )

@@ -121,29 +121,31 @@ _PARSE_EVENTS: Final = frozenset(
 )
 
 
-def _wanted(line: bytes) -> bool:
-    """False only for lines that cannot matter; anything unrecognised is parsed."""
-    head = line[:_HEAD]
-    i = head.find(_TYPE_KEY)
+def _wanted(data: bytes, start: int = 0, stop: int | None = None) -> bool:
+    """False only for lines (`data[start:stop]`) that cannot matter; anything unrecognised is
+    parsed. Searches in place: most lines are never copied out of the read buffer."""
+    head_end = start + _HEAD if stop is None else min(start + _HEAD, stop)
+    find = data.find
+    i = find(_TYPE_KEY, start, head_end)
     if i < 0:
         return True
-    start = i + len(_TYPE_KEY)
-    end = head.find(b'"', start)
+    begin = i + len(_TYPE_KEY)
+    end = find(b'"', begin, head_end)
     if end < 0:
         return True
-    kind = head[start:end]
+    kind = data[begin:end]
     if kind in _PARSE_KINDS:
         return True
     if kind in _SKIP_KINDS:
         return False
     if kind != b"event_msg":
         return True
-    j = head.find(_TYPE_KEY, end)
+    j = find(_TYPE_KEY, end, head_end)
     if j < 0:
         return True
-    start = j + len(_TYPE_KEY)
-    end = head.find(b'"', start)
-    return end < 0 or head[start:end] in _PARSE_EVENTS
+    begin = j + len(_TYPE_KEY)
+    end = find(b'"', begin, head_end)
+    return end < 0 or data[begin:end] in _PARSE_EVENTS
 
 
 # --- JSON accessors (orjson gives untyped values) ---------------------------------------------
@@ -187,6 +189,21 @@ class _Usage(NamedTuple):
         raw = _obj(value)
         if raw is None:
             return None
+        # Fast path for the shape current rollouts write (non-negative ints): every token_count.
+        get = raw.get
+        inp, cached, out = get("input_tokens"), get("cached_input_tokens"), get("output_tokens")
+        reasoning, total = get("reasoning_output_tokens"), get("total_tokens")
+        write = get("cache_write_input_tokens", 0)
+        if (
+            type(inp) is int
+            and type(cached) is int
+            and type(out) is int
+            and type(reasoning) is int
+            and type(total) is int
+            and type(write) is int
+            and min(inp, cached, out, reasoning, total, write) >= 0
+        ):
+            return cls(inp, cached, write, out, reasoning, total)
         nums = [
             _int(raw.get(k))
             for k in (
@@ -449,6 +466,10 @@ class CodexSource(Source):
 
     # --- lines --------------------------------------------------------------------------------
 
+    def ignores(self, data: bytes, start: int, end: int) -> bool:
+        # A torn line (no closing brace) is never ignored: feed_line reports it.
+        return end > start and data[end - 1] == 0x7D and not _wanted(data, start, end)
+
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         data = line.strip()
         if not data:
@@ -644,7 +665,7 @@ class CodexSource(Source):
                 st.seen.add(total.key())
             sink.skip("codex-replayed-history")
             return
-        if ctx.ts is not None:
+        if ctx.ts is not None and self.wants_quota_readings:
             reading = parse_rate_limits(payload.get("rate_limits"), ctx.ts)
             if reading is not None:
                 for snapshot in st.limits.snapshots(
