@@ -17,14 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from node_agent.init import (
-    InitError,
-    InitRequest,
-    parse_profile_spec,
-    run_init,
-    write_atomic,
-)
-from node_agent.init import default_path as default_init_path
 from node_agent.render import render_json, render_text
 from node_agent.report import Query, build_report
 from node_agent.systemd import UNIT_PATH, render_unit
@@ -207,6 +199,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    # tomlkit and the init module only here: a scan starts faster without them.
+    from node_agent.init import InitError, InitRequest, parse_profile_spec, run_init
+    from node_agent.init import default_path as default_init_path
+
     try:
         key_hex = args.key
         if args.key_file is not None:
@@ -250,6 +246,8 @@ def _read_key_source(source: Path) -> str:
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
+    from node_agent.init import write_atomic
+
     user = args.user or os.environ.get("SUDO_USER") or getpass.getuser()
     config = args.config.expanduser().absolute() if args.config else find_config()
     try:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
@@ -110,26 +111,34 @@ def build_report(
         big = sum(u.size for u in units) >= PARALLEL_MIN_BYTES
         jobs = min(os.cpu_count() or 1, len(units)) if big else 1
     PriceBook.default()  # load once, before workers fork, so they share it
-    done = _run_all(units, targets, config.node, query, jobs)
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
-    for part, _keys in _regroup_overlaps(units, done, targets, config.node, query):
-        report.merge(part)
+    with _runner(jobs if len(units) > 1 else 1) as run:
+        done = run([(unit, targets, config.node, query) for unit in units])
+        for part, _keys in _regroup_overlaps(units, done, targets, config.node, query, run):
+            report.merge(part)
     report.problems.sort(key=lambda p: (p.path, p.line))
     return report
 
 
 Result = tuple["Report", frozenset[str]]
+Work = tuple["Unit", Sequence[Target], str, Query]
+Runner = Callable[[list[Work]], list[Result]]
 
 
-def _run_all(
-    units: Sequence[Unit], targets: Sequence[Target], node: str, query: Query, jobs: int
-) -> list[Result]:
-    work = [(unit, targets, node, query) for unit in units]
-    if jobs > 1 and len(units) > 1:
-        with worker_context().Pool(jobs) as pool:
+@contextmanager
+def _runner(jobs: int) -> Iterator[Runner]:
+    """Runs units in order: in this process, or spread over `jobs` worker processes that stay up
+    for the regrouped units too."""
+    if jobs <= 1:
+        yield lambda work: [_run_unit(item) for item in work]
+        return
+    with worker_context().Pool(jobs) as pool:
+
+        def run(work: list[Work]) -> list[Result]:
             # Units are sorted biggest first; chunks amortise the per-task cost of small ones.
             return pool.map(_run_unit, work, chunksize=max(1, len(work) // (jobs * 8)))
-    return [_run_unit(item) for item in work]
+
+        yield run
 
 
 def _regroup_overlaps(
@@ -138,6 +147,7 @@ def _regroup_overlaps(
     targets: Sequence[Target],
     node: str,
     query: Query,
+    run: Runner,
 ) -> list[Result]:
     """Units whose events share a dedupe key were wrongly read apart (a fork copied into
     another project dir, say): read each such set again as one unit, in place of its parts."""
@@ -159,6 +169,7 @@ def _regroup_overlaps(
     for index in range(len(units)):
         groups.setdefault(root(index), []).append(index)
     results: list[Result] = []
+    merged: list[Unit] = []
     for members in groups.values():
         if len(members) == 1:
             results.append(done[members[0]])
@@ -167,9 +178,11 @@ def _regroup_overlaps(
             (item for m in members for item in units[m].files),
             key=lambda item: (item[1].order, str(item[1].path)),
         )
-        merged = Unit(units[members[0]].agent, tuple(files), sum(units[m].size for m in members))
-        results.append(_run_unit((merged, targets, node, query)))
-    return results
+        merged.append(
+            Unit(units[members[0]].agent, tuple(files), sum(units[m].size for m in members))
+        )
+    merged.sort(key=lambda u: u.size, reverse=True)
+    return results + run([(unit, targets, node, query) for unit in merged])
 
 
 def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
