@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from hub._totals import ZERO, Basis, Figures
+from hub._totals import ZERO, Basis, Totals
 
 Scope = tuple[str, str]
 FLEET: Final[Scope] = ("fleet", "")
@@ -55,7 +55,7 @@ class RunRate:
     def clear(self) -> None:
         self._series.clear()
 
-    def add(self, scopes: tuple[Scope, ...], minute: int, now_minute: int, f: Figures) -> None:
+    def add(self, scopes: tuple[Scope, ...], minute: int, now_minute: int, f: Totals) -> None:
         if minute <= now_minute - self.minutes:
             return  # older than the window: no point keeping it
         tokens = f.tokens

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from hub._totals import Figures, Totals
+from hub._totals import Totals
 from shared.events import Agent, Role, UsageEvent
 
 RECENT_MINUTES: Final = 5  # tokens per minute are averaged over this many minutes
@@ -66,7 +66,7 @@ def cache_ratio(input_: int, cache_read: int, writes: int) -> float | None:
     return cache_read / prompt if prompt else None
 
 
-def cache_read_ratio(t: Totals | Figures) -> float | None:
+def cache_read_ratio(t: Totals) -> float | None:
     return cache_ratio(t.input, t.cache_read, t.cache_write_5m + t.cache_write_1h)
 
 
@@ -83,19 +83,21 @@ class SessionBook:
     def clear(self) -> None:
         self._sessions.clear()
 
-    def add(self, event: UsageEvent, figures: Figures, *, negate: bool, now_minute: int) -> None:
+    def note(self, event: UsageEvent, tokens: int, *, negate: bool, now_minute: int) -> str | None:
+        """Note a call (`negate`: withdraw it) in its row: `tokens` (negative when withdrawn)
+        for the rate, and who and where; its money follows with `add`, summed with the other
+        calls of the batch. Returns the row's key (None: a withdrawal from no row)."""
         key = session_key(event)
         row = self._sessions.get(key)
         if row is None:
             if negate:
-                return
+                return None
             row = self._sessions[key] = SessionFigures(key, event.machine, event.agent)
-        (row.main if event.role is Role.MAIN else row.subagents).add(figures)
         minute = int(event.ts // 60)
         if minute > now_minute - RECENT_MINUTES:
-            row.recent[minute] = row.recent.get(minute, 0) + figures.tokens
+            row.recent[minute] = row.recent.get(minute, 0) + tokens
         if negate:
-            return
+            return key
         if event.role is Role.MAIN or row.first_ts == 0.0:
             # the main thread names the session; a subagent fills in until it is seen
             row.profile = event.profile or row.profile
@@ -107,6 +109,13 @@ class SessionBook:
             row.model = event.model
         if row.first_ts == 0.0 or event.ts < row.first_ts:
             row.first_ts = event.ts
+        return key
+
+    def add(self, key: str, calls: Totals, *, main: bool) -> None:
+        """Add calls `note`d in row `key` to its main-thread or its subagent spend."""
+        row = self._sessions.get(key)
+        if row is not None:
+            (row.main if main else row.subagents).add(calls)
 
     def prune(self, now_minute: int) -> None:
         oldest = now_minute - RECENT_MINUTES + 1

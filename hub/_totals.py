@@ -1,8 +1,8 @@
-"""Running totals: what one priced call adds to a scope, and the sums the ledger keeps.
+"""Running totals: what priced calls add to a scope, and the sums the ledger keeps.
 
-`Figures` is computed once per call and added to every scope the call belongs to; subtracting
-a call adds its `negated()` figures, so a superseded or retracted call leaves no trace. All
-money is exact `Decimal` USD; callers add under `MONEY` so no sum is ever rounded.
+A call is added to one `Totals` (`add_call`), and sums are added to the scopes they belong to
+(`add`); withdrawing a call adds it with sign -1, so a superseded or retracted call leaves no
+trace. All money is exact `Decimal` USD; callers add under `MONEY` so no sum is ever rounded.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Final
 
 from pricing import CostClass, PricedCall
 from pricing.rollup import Row
-from shared.events import Tokens, UsageEvent
+from shared.events import Tokens
 
 ZERO: Final = Decimal(0)
 # 60 digits: a fleet's yearly bill to the picodollar fits many times over, so no sum rounds.
@@ -26,80 +26,6 @@ class Basis(StrEnum):
 
     API_EQUIVALENT = "api_equivalent"  # every priced call at list API rates
     METERED = "metered"  # money actually paid: metered plus estimated (API calls, approximate)
-
-
-@dataclass(slots=True)
-class Figures:
-    """One call's contribution to a total (or, negated, its withdrawal). Never mutated; not
-    frozen because a frozen dataclass costs 6x more to build, once per ingested call."""
-
-    calls: int
-    input: int
-    output: int
-    cache_read: int
-    cache_write_5m: int
-    cache_write_1h: int
-    reasoning: int
-    web_search_requests: int
-    api_equivalent: Decimal
-    metered: Decimal
-    subscription_included: Decimal
-    estimated: Decimal
-    unknown_calls: int
-    unknown_tokens: int
-
-    @classmethod
-    def of(cls, event: UsageEvent, priced: PricedCall) -> Figures:
-        t = event.tokens
-        amount = priced.api_equivalent
-        unknown = amount is None or priced.cost_class is CostClass.UNKNOWN
-        api = ZERO if unknown or amount is None else amount
-        cost_class = priced.cost_class
-        return cls(
-            1,
-            t.input,
-            t.output,
-            t.cache_read,
-            t.cache_write_5m,
-            t.cache_write_1h,
-            t.reasoning,
-            t.web_search_requests,
-            api,
-            api if cost_class is CostClass.METERED else ZERO,
-            api if cost_class is CostClass.SUBSCRIPTION_INCLUDED else ZERO,
-            api if cost_class is CostClass.ESTIMATED else ZERO,
-            1 if unknown else 0,
-            t.total if unknown else 0,
-        )
-
-    def negated(self) -> Figures:
-        return Figures(
-            -self.calls,
-            -self.input,
-            -self.output,
-            -self.cache_read,
-            -self.cache_write_5m,
-            -self.cache_write_1h,
-            -self.reasoning,
-            -self.web_search_requests,
-            -self.api_equivalent,
-            -self.metered,
-            -self.subscription_included,
-            -self.estimated,
-            -self.unknown_calls,
-            -self.unknown_tokens,
-        )
-
-    @property
-    def tokens(self) -> int:
-        return (
-            self.input
-            + self.output
-            + self.cache_read
-            + self.cache_write_5m
-            + self.cache_write_1h
-            + self.reasoning
-        )
 
 
 @dataclass(slots=True)
@@ -122,7 +48,33 @@ class Totals:
     unknown_calls: int = 0
     unknown_tokens: int = 0
 
-    def add(self, f: Figures | Totals) -> None:
+    def add_call(self, t: Tokens, priced: PricedCall, sign: int = 1) -> None:
+        """Add one priced call with tokens `t`, or withdraw it (`sign` -1). Call under
+        `localcontext(MONEY)`: the sums must not round."""
+        self.calls += sign
+        self.input += sign * t.input
+        self.output += sign * t.output
+        self.cache_read += sign * t.cache_read
+        self.cache_write_5m += sign * t.cache_write_5m
+        self.cache_write_1h += sign * t.cache_write_1h
+        self.reasoning += sign * t.reasoning
+        self.web_search_requests += sign * t.web_search_requests
+        amount, cost_class = priced.api_equivalent, priced.cost_class
+        if amount is None or cost_class is CostClass.UNKNOWN:
+            self.unknown_calls += sign
+            self.unknown_tokens += sign * t.total
+            return
+        if sign < 0:
+            amount = -amount
+        self.api_equivalent += amount
+        if cost_class is CostClass.METERED:
+            self.metered += amount
+        elif cost_class is CostClass.SUBSCRIPTION_INCLUDED:
+            self.subscription_included += amount
+        elif cost_class is CostClass.ESTIMATED:
+            self.estimated += amount
+
+    def add(self, f: Totals) -> None:
         """Add `f` (call under `localcontext(MONEY)`: the sums must not round)."""
         self.calls += f.calls
         self.input += f.input

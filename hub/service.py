@@ -5,6 +5,11 @@ It owns the store and the ledger behind one lock: the receiver thread writes thr
 `Commander` and are written to the audit log with their outcome. Subscribers are told about
 every change (new usage, limit hits, profile events, node state changes, command outcomes) on
 the thread that made it; a UI marshals them onto its own loop.
+
+The ledger is applied on the receiver thread, before the ack, not on a thread of its own:
+measured on the fleet bench (bench/fleet.py, part 3), a ledger thread made ingest slower
+(14-16k against 17k events/s), as both threads run Python under the one GIL and the handoffs
+at every SQLite call cost more than the overlap with SQLite's own time brought.
 """
 
 from __future__ import annotations
@@ -137,20 +142,25 @@ class FleetService:
         `shared.wire.FrameError` (a ValueError), which the receiver counts."""
         body = parse_batch_body(frame.body)
         events: list[Event] = []
-        for packed in body["events"]:
+        packed: list[bytes] = []  # as received: the store keeps these bytes, not a re-pack
+        for blob in body["events"]:
             try:
-                events.append(unpack(packed))
+                events.append(unpack(blob))
             except DecodeError as exc:
                 # One bad event never costs the batch (else the node would re-send it forever).
                 self.bad_events += 1
                 log.warning("%s: dropped an undecodable event: %s", frame.node, exc)
+                continue
+            packed.append(blob)
         hello: NodeHello | None = None
         if body.get("hello") is not None:
             try:
                 hello = hello_from_map(body["hello"])
             except DecodeError as exc:
                 log.warning("%s: ignored a malformed hello: %s", frame.node, exc)
-        self.ingest(frame.node, body["stream"], body["seq0"], body["seq1"], events, hello)
+        self.ingest(
+            frame.node, body["stream"], body["seq0"], body["seq1"], events, hello, packed=packed
+        )
         return {"seq1": body["seq1"]}
 
     def ingest(
@@ -161,12 +171,15 @@ class FleetService:
         seq1: int,
         events: list[Event],
         hello: NodeHello | None = None,
+        *,
+        packed: list[bytes] | None = None,
     ) -> IngestResult:
         """Commit one batch of decoded events from an authenticated `node` and tell the
-        subscribers (what `handle_batch` does after checking the frame)."""
+        subscribers (what `handle_batch` does after checking the frame). `packed`: the events
+        as received, for the store to keep."""
         now = self.clock()
         with self._lock:
-            result = self._store.ingest(node, stream, seq0, seq1, events, hello, now)
+            result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
         self._publish(change)
         return result
@@ -186,17 +199,21 @@ class FleetService:
             self._billing = self._store.billing()
             self.ledger.rebuild(self._store.usage_events(since=self.ledger.horizon()))
         else:
-            for old, new in result.changes:
-                self.ledger.apply(old, new)
+            self.ledger.apply_all(result.changes)
         change.usage = len(result.changes)
         self.events_in += len(result.changes)
+        # (machine, profile) -> its latest counted call in the batch: the board is told once
+        latest: dict[tuple[str, str], float | None] = {}
         for _old, new in result.changes:
             key = session_key(new)
             change.sessions.add(key)
             if new.profile is not None:
-                change.profiles.add(profile_key(new.machine, new.profile))
-                if new.counts:
-                    self.board.note_call(new.machine, new.profile, new.ts)
+                pair = (new.machine, new.profile)
+                last = latest.get(pair)
+                if new.counts and (last is None or new.ts > last):
+                    latest[pair] = new.ts
+                elif pair not in latest:
+                    latest[pair] = None
             if key not in self._sessions and new.counts:
                 self._sessions.add(key)
                 where = new.project or "?"
@@ -209,6 +226,10 @@ class FleetService:
                         f"({new.profile or '?'}, {where})",
                     )
                 )
+        for (machine, profile), last in latest.items():
+            change.profiles.add(profile_key(machine, profile))
+            if last is not None:
+                self.board.note_call(machine, profile, last)
         for limit in result.limits:
             if _worth_a_feed_line(limit, self._previous_reading(limit)):
                 change.feed.append(_limit_item(node, limit))

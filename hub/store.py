@@ -98,15 +98,22 @@ class Store:
         events: Sequence[Event],
         hello: NodeHello | None,
         now: float,
+        *,
+        packed: Sequence[bytes] | None = None,
     ) -> IngestResult:
         """Commit one batch (seq0..seq1, inclusive) from the authenticated `node`, atomically.
 
         An empty range (seq0 = seq1 + 1, no events) is a heartbeat. Liveness (last_seen) and
         the hello are recorded for every batch, a re-sent one included: a re-send is a sign of
         life too. Events are filed under `node` whatever machine they name.
+
+        `packed`, when given, holds each event's `codec.pack` bytes as received (same order):
+        a usage event filed as it came is stored as those bytes rather than packed again.
         """
         if seq0 > seq1 + 1 or (seq0 == seq1 + 1 and events):
             raise ValueError(f"batch from {node}/{stream}: bad range {seq0}..{seq1}")
+        if packed is not None and len(packed) != len(events):
+            raise ValueError(f"{len(events)} events but {len(packed)} packed forms")
         with self._transaction():
             self._touch_node(node, hello, now)
             billing_changed = self._announce(node, hello, now) if hello is not None else False
@@ -119,11 +126,22 @@ class Store:
             if high is not None and seq1 <= high:
                 return IngestResult(duplicate=True, billing_changed=billing_changed)
             accounts = self._accounts(node)
-            good, rejected = _usable(events)
-            usage = [self._attribute(e, node, accounts) for e in good if isinstance(e, UsageEvent)]
+            usage: list[tuple[UsageEvent, bytes | None]] = []
+            others: list[Event] = []
+            rejected: list[tuple[str, str]] = []
+            for i, event in enumerate(events):
+                # One event that cannot be stored is left out and reported, so that it never
+                # blocks its node's stream.
+                if (problem := _unstorable(event)) is not None:
+                    rejected.append((event.event_id, problem))
+                elif isinstance(event, UsageEvent):
+                    blob = None if packed is None else packed[i]
+                    usage.append(self._attribute(event, blob, node, accounts))
+                else:
+                    others.append(event)
             changes, ignored = self._upsert_usage(usage, now)
-            limits, ignored_limits = self._insert_limits(good, node, accounts, now)
-            profile_events, ignored_profiles = self._insert_profile_events(good, node, now)
+            limits, ignored_limits = self._insert_limits(others, node, accounts, now)
+            profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             self._db.execute(
                 "INSERT INTO streams (node, stream, seq, committed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (node, stream) DO UPDATE SET seq = excluded.seq, "
@@ -185,25 +203,30 @@ class Store:
         }
 
     @staticmethod
-    def _attribute(event: UsageEvent, node: str, accounts: dict[str, str]) -> UsageEvent:
-        """The authenticated node is the machine; a missing account comes from the profile."""
+    def _attribute(
+        event: UsageEvent, blob: bytes | None, node: str, accounts: dict[str, str]
+    ) -> tuple[UsageEvent, bytes | None]:
+        """The authenticated node is the machine; a missing account comes from the profile.
+        Returns the event to file and its packed form when that is still `blob` (else None)."""
         account = event.account
         if account is None and event.profile is not None:
             account = accounts.get(event.profile)
         if event.machine == node and account == event.account:
-            return event  # the common case: skip the copy
-        return dataclasses.replace(event, machine=node, account=account)
+            return event, blob  # the common case: skip the copy and the re-pack
+        return dataclasses.replace(event, machine=node, account=account), None
 
-    def _upsert_usage(self, usage: list[UsageEvent], now: float) -> tuple[list[Change], int]:
-        latest: dict[str, UsageEvent] = {}
-        for event in usage:  # a batch may carry several revisions of one call: keep the highest
-            current = latest.get(event.event_id)
-            if current is None or event.revision > current.revision:
-                latest[event.event_id] = event
+    def _upsert_usage(
+        self, usage: list[tuple[UsageEvent, bytes | None]], now: float
+    ) -> tuple[list[Change], int]:
+        latest: dict[str, tuple[UsageEvent, bytes | None]] = {}
+        for item in usage:  # a batch may carry several revisions of one call: keep the highest
+            current = latest.get(item[0].event_id)
+            if current is None or item[0].revision > current[0].revision:
+                latest[item[0].event_id] = item
         stored = self._stored_revisions(list(latest))
         changes: list[Change] = []
         rows: list[tuple[Any, ...]] = []
-        for event_id, event in latest.items():
+        for event_id, (event, blob) in latest.items():
             old = stored.get(event_id)
             if old is not None and old[0] >= event.revision:
                 continue
@@ -221,7 +244,7 @@ class Store:
                     event.model,
                     event.agent.value,
                     now,
-                    pack(event),
+                    pack(event) if blob is None else blob,
                 )
             )
         self._db.executemany(_UPSERT_USAGE, rows)
@@ -395,19 +418,13 @@ class Store:
         return [AuditRecord(*row) for row in rows]
 
 
-def _usable(events: Sequence[Event]) -> tuple[list[Event], list[tuple[str, str]]]:
-    """The events that can be stored, and (event_id, why) for those that cannot: these are
-    left out so that one bad event never blocks its node's stream."""
-    good: list[Event] = []
-    rejected: list[tuple[str, str]] = []
-    for event in events:
-        if not math.isfinite(event.ts):
-            rejected.append((event.event_id, f"time {event.ts!r} is not a finite number"))
-        elif isinstance(event, UsageEvent) and not 0 <= event.revision < 2**63:
-            rejected.append((event.event_id, f"revision {event.revision!r} is out of range"))
-        else:
-            good.append(event)
-    return good, rejected
+def _unstorable(event: Event) -> str | None:
+    """Why `event` cannot be stored, or None."""
+    if not math.isfinite(event.ts):
+        return f"time {event.ts!r} is not a finite number"
+    if isinstance(event, UsageEvent) and not 0 <= event.revision < 2**63:
+        return f"revision {event.revision!r} is out of range"
+    return None
 
 
 def _usage(payload: bytes) -> UsageEvent:

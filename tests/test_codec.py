@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 
@@ -152,6 +154,43 @@ def test_defaults_are_not_sent() -> None:
 def test_bad_frames_name_the_problem(blob: bytes, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         unpack(blob)
+
+
+def _usage_map(**changes: object) -> dict[str, object]:
+    data = msgpack.unpackb(pack(USAGE))
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"event_id": 7}, "event_id must be a string"),
+        ({"event_id": None}, "event_id must be a string"),  # required: never None
+        ({"project": ["/a"]}, "project must be a string"),
+        ({"revision": "7"}, "revision must be an integer"),
+        ({"revision": True}, "revision must be an integer"),
+        ({"cache_write_unsplit": 1}, "cache_write_unsplit must be true or false"),
+        ({"ts": None}, "ts must be a number"),
+        ({"role": ["main"]}, "bad value for 'role'"),
+        ({"tokens": [1, 2, 3, 4, 5, 6, -1]}, "non-negative integers"),
+        ({"tokens": [1, 2, 3, 4, 5, 6, 1.5]}, "non-negative integers"),
+        ({"model": _DROP}, "missing required field 'model'"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        unpack(msgpack.packb(_usage_map(**changes)))
+
+
+def test_decoding_takes_nil_for_optional_fields_and_skips_unknown_ones() -> None:
+    data = _usage_map(project=None, resets_at=1.0, someday="a field of a newer node", ts=17)
+    event = unpack(msgpack.packb(data))
+    assert event == dataclasses.replace(USAGE, project=None, ts=17.0)
+    assert type(event.ts) is float
 
 
 def test_truncated_batch_is_rejected() -> None:

@@ -321,6 +321,38 @@ def test_restart_rebuilds_identical_totals(tmp_path: Path, book: PriceBook, cloc
     reopened.close()
 
 
+def test_a_batch_applied_at_once_equals_its_calls_one_by_one(book: PriceBook) -> None:
+    changes: list[tuple[UsageEvent | None, UsageEvent]] = []
+    for node, events in scenario():
+        for event in events:
+            event = dataclasses.replace(event, machine=node)
+            old = next(
+                (new for _, new in reversed(changes) if new.event_id == event.event_id), None
+            )
+            changes.append((old, event))
+    changes.append((None, usage("sub", role=Role.SUBAGENT, parent_session_id="s1")))
+    one_by_one = Ledger(book, billing, BERLIN, Clock(NOW))
+    for old, new in changes:
+        one_by_one.apply(old, new)
+    at_once = Ledger(book, billing, BERLIN, Clock(NOW))
+    at_once.apply_all(changes)
+    assert snapshot(at_once) == snapshot(one_by_one)
+    rows = [{r.key: r for r in led.sessions.active_since(0.0)} for led in (at_once, one_by_one)]
+    assert rows[0] == rows[1]
+    assert at_once.fleet(Period.MONTH).calls == 71  # 30 + 40 + "m" + "sub", less a retraction
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/Havana", "Australia/Lord_Howe"])
+def test_calls_fall_on_their_local_day_across_dst_changes(book: PriceBook, zone: str) -> None:
+    # Havana moves its clocks at midnight, Lord Howe by half an hour: the ledger keeps the last
+    # day's bounds to place a batch's calls, and must agree with the zone's calendar anyway.
+    tz = ZoneInfo(zone)
+    ledger = Ledger(book, billing, tz, Clock(NOW))
+    start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    for ts in [start + k * 1799.5 for k in range(18_000)]:  # a year, every half hour or so
+        assert ledger._day_of(ts) == datetime.fromtimestamp(ts, tz).date()  # noqa: SLF001
+
+
 def test_totals_handed_out_are_copies(ledger: Ledger) -> None:
     ledger.apply(None, usage("a"))
     got = ledger.totals(Dimension.MACHINE, Period.TODAY)["spark01"]

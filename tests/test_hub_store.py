@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from hub._schema import SCHEMA_VERSION, StoreError
 from hub.model import NodeState
 from hub.store import DB_FILE, Store
+from shared.codec import pack, to_map, unpack
 from shared.config import Billing
 from shared.events import (
     Agent,
@@ -283,6 +285,37 @@ def test_a_database_from_another_schema_is_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="junk.db"):
         Store(junk)
+
+
+def test_a_database_from_an_older_schema_is_upgraded(tmp_path: Path) -> None:
+    with Store.in_dir(tmp_path) as first:
+        first.ingest("spark01", "events", 1, 1, [usage("a")], None, T0)
+    db = sqlite3.connect(tmp_path / DB_FILE)  # as version 1 left it: with the machine index
+    db.execute("CREATE INDEX usage_machine ON usage (machine, profile, ts)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with Store.in_dir(tmp_path) as again:
+        assert list(stored(again)) == ["a"]
+        assert again.stream_seq("spark01", "events") == 1
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "usage_machine" not in indexes and "usage_ts" in indexes
+    db.close()
+
+
+def test_received_bytes_are_stored_as_they_came(store: Store) -> None:
+    kept, moved = usage("a"), usage("b", machine="elsewhere")
+    # the first as a newer node might send it (a field this hub does not know); the second is
+    # re-filed under the sending node, so its received form is not what gets stored
+    blobs = [msgpack.packb({**to_map(kept), "future": 1}), pack(moved)]
+    store.ingest("spark01", "events", 1, 1, [kept, moved], None, T0, packed=blobs)
+    payloads = dict(store._db.execute("SELECT event_id, payload FROM usage"))  # noqa: SLF001
+    assert payloads["a"] == blobs[0]
+    assert unpack(payloads["b"]) == dataclasses.replace(moved, machine="spark01")
+    with pytest.raises(ValueError, match="packed"):
+        store.ingest("spark01", "events", 2, 2, [kept], None, T0, packed=[])
 
 
 # A child that ingests batches of N events as fast as it can; batch k holds ids k.0 .. k.N-1.
