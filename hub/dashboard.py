@@ -14,9 +14,11 @@ called by the screen a few times a second, names the rows that need redrawing:
 
 A sweep is spread over the ticks of `SWEEP_EVERY_S`, a slice each. A fleet of thousands of
 rows changes more rows a second than a tick can build and draw, so a tick builds each table's
-new rows and then, within a budget, those that have waited longest; the others are named in
-the diff's `stale` with the `source` that builds them, and the screen builds at once the ones
-it shows (see `LiveTable.apply`). A row is built from its previous version: cells whose
+new rows and then, within a budget, those that have waited longest (the table in front, that
+the screen shows, gets most of it); the others are named in the diff's `stale` with the
+`source` that builds them, and the screen builds at once the ones it shows, and all of a
+table's when a sort or filter needs them (see `LiveTable.apply`). A row is built from its
+previous version: cells whose
 figures did not change are carried over, neither formatted again nor redrawn.
 
 Each cell carries its text, a sort value (numbers sort as numbers, blanks last) and a tone
@@ -53,8 +55,11 @@ SWEEP_EVERY_S: Final = 5.0  # every shown row is rebuilt at least this often (a 
 SPARK_EVERY_S: Final = 5.0  # a machine's sparkline is redrawn at most this often
 # A tick builds a table's new rows, then its changed ones, longest waiting first, at least
 # OFFSCREEN_ROWS and more while OFFSCREEN_S lasts; the screen builds those in view at once.
+# The tables behind the one in front (`Dashboard.in_front`) get BEHIND_ROWS and BEHIND_S.
 OFFSCREEN_ROWS: Final = 50
 OFFSCREEN_S: Final = 0.002
+BEHIND_ROWS: Final = 10
+BEHIND_S: Final = 0.0005
 _CHUNK: Final = 25
 SPARK_BINS: Final = 24  # 6 h of run rate in 15-minute bars
 OUTCOME_SHOWN_S: Final = 8.0  # a halt action's outcome stays on its row this long
@@ -309,6 +314,9 @@ class Dashboard:
         }
         self._minute = -1
         self._outcomes: dict[str, tuple[str, str, float]] = {}  # key -> (text, tone, until)
+        # The table the screen shows, whose waiting rows come first (see `_diff`); None: no
+        # table is in front, each gets the full budget.
+        self.in_front: Table | None = None
 
     # -- input (any thread) ----------------------------------------------------------------
 
@@ -393,12 +401,15 @@ class Dashboard:
         built = self._built[table]
         waiting = [k for k in dirty if k in built]
         rows, gone = self.rows(table, sorted(k for k in dirty if k not in built))
-        deadline = time.perf_counter() + OFFSCREEN_S
-        for start in range(0, len(waiting), _CHUNK):
-            more, left = self.rows(table, waiting[start : start + _CHUNK])
+        front = self.in_front is None or table is self.in_front
+        least, budget = (OFFSCREEN_ROWS, OFFSCREEN_S) if front else (BEHIND_ROWS, BEHIND_S)
+        chunk = min(_CHUNK, least)
+        deadline = time.perf_counter() + budget
+        for start in range(0, len(waiting), chunk):
+            more, left = self.rows(table, waiting[start : start + chunk])
             rows.update(more)
             gone |= left
-            if start + _CHUNK >= OFFSCREEN_ROWS and time.perf_counter() >= deadline:
+            if start + chunk >= least and time.perf_counter() >= deadline:
                 break
         return TableDiff(rows, gone, dirty.keys(), partial(self.rows, table))
 

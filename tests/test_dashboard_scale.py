@@ -349,3 +349,69 @@ async def test_the_sort_follows_changed_figures() -> None:
             fast._resort()  # everything ranked again: the same order, ties and all
             assert _shown(fast) == incremental
         await pilot.pause()
+
+
+# -- redrawing only what changed ------------------------------------------------------------
+
+
+async def test_only_changed_lines_are_redrawn_and_the_screen_is_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A changed cell redraws its line, a sort the lines that show another row; what is on
+    the screen then is what drawing every line again makes."""
+    app = Pair()
+    async with app.run_test(size=(90, 60)) as pilot:
+        fast = app.query_one("#fast", LiveTable)
+        rows = _rows(60)
+        fast.apply(TableDiff(rows))
+        await pilot.pause()
+        drawn: list[int] = []
+        render_line = fast._render_line
+
+        def counted(y: int, *args: Any) -> Strip:
+            drawn.append(y)
+            return render_line(y, *args)
+
+        monkeypatch.setattr(fast, "_render_line", counted)
+
+        async def screen_is_right() -> None:
+            await pilot.pause()
+            shown = app.export_screenshot()
+            fast.refresh()  # every line drawn again
+            await pilot.pause()
+            assert app.export_screenshot() == shown
+
+        def with_cost(key: str, cost: Decimal | None) -> Row:
+            row = rows[key]
+            cell = Cell("" if cost is None else f"${cost}", cost)
+            rows[key] = replace(row, cells=(row.cells[0], cell, *row.cells[2:]))
+            return rows[key]
+
+        # one cell in view: its line alone
+        key = _shown(fast)[3]
+        fast.apply(TableDiff({key: with_cost(key, Decimal("0.01"))}))
+        await pilot.pause()
+        assert drawn == [1 + 3]  # below the header
+        await screen_is_right()
+
+        rng = random.Random(4)
+        for column in (None, "cost", "note"):
+            if column is not None:
+                fast.sort_by(column)
+                await screen_is_right()
+            for _ in range(6):
+                keys = rng.sample(list(rows), 12)  # in view and out of it
+                costs = [rng.choice((None, Decimal(rng.randint(0, 500)) / 100)) for _ in keys]
+                drawn.clear()
+                fast.apply(
+                    TableDiff({k: with_cost(k, c) for k, c in zip(keys, costs, strict=True)})
+                )
+                fast.settle()
+                await pilot.pause()
+                if column != "cost":  # no row moved: the changed lines in view alone
+                    assert len(drawn) <= len(keys) < fast.size.height
+                await screen_is_right()
+            fast.scroll_to(y=30, animate=False)  # rows changed out of view come into it
+            await screen_is_right()
+            fast.scroll_to(y=0, animate=False)
+            await screen_is_right()

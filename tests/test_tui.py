@@ -110,6 +110,10 @@ def row_count_is(table: LiveTable, n: int) -> Callable[[], bool]:
     return lambda: table.row_count == n
 
 
+def top_rows_are(table: LiveTable, keys: list[str]) -> Callable[[], bool]:
+    return lambda: keys_shown(table)[: len(keys)] == keys
+
+
 def cell(table: LiveTable, key: str, column: str) -> str:
     return str(table.get_cell(key, column))
 
@@ -243,24 +247,19 @@ async def test_rows_update_in_place(fleet: SyntheticFleet, monkeypatch: pytest.M
                 return _add(*cells, **kw)
 
             monkeypatch.setattr(t, "add_row", add_row)
-            original_update = t.update_cell
+            original_write = t.write_cell
 
-            def update_cell(
-                row: Any,
-                column: Any,
-                value: Any,
-                *a: Any,
-                _t: LiveTable = t,
-                _u: Any = original_update,
-                **kw: Any,
-            ) -> Any:
+            def write_cell(
+                row: str, index: int, value: Any, _t: LiveTable = t, _w: Any = original_write
+            ) -> None:
+                column = _t.spec[index].key
                 old = _t.get_cell(row, column)
-                written.append((str(row), str(column)))
-                if old.cell == value.cell:  # the same text, sort value and tone
-                    needless.append((str(row), str(column), value.cell.text))
-                return _u(row, column, value, *a, **kw)
+                written.append((row, column))
+                if old.cell == value:  # the same text, sort value and tone
+                    needless.append((row, column, value.text))
+                _w(row, index, value)
 
-            monkeypatch.setattr(t, "update_cell", update_cell)
+            monkeypatch.setattr(t, "write_cell", write_cell)
 
         big = Tokens(input=50_000, output=20_000)
         fleet.send("spark002", [call(fleet, "spark002", session, profile=1, tokens=big)])
@@ -495,6 +494,33 @@ async def test_sort_chooser_orders_by_a_column_and_again_flips(fleet: SyntheticF
         await pilot.press("s", "escape")
         await pilot.pause()
         assert (sessions.sort_column, sessions.sort_reverse) == ("main", False)
+
+
+async def test_a_sorted_table_follows_calls_that_change_ranks(fleet: SyntheticFleet) -> None:
+    """Sorted by tok/min, the rows stand in the order of the ledger's figures as calls move
+    sessions up and past each other (not only in the order of the figures the rows show)."""
+    async with fleet_app(fleet).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await pilot.press("3")
+        sessions = app.table("sessions")
+        sessions.sort_by("tpm", reverse=True)
+        picks = [fleet.sessions[m][i][0] for m, i in (("spark001", 3), ("spark002", 2))]
+        picks.append(fleet.sessions["spark003"][1][0])
+
+        def in_ledger_order() -> bool:
+            now = time.time()
+            tpm = {f.key: f.tokens_per_minute(now) for f in app.service.sessions()}
+            shown = [tpm.get(k, 0.0) for k in keys_shown(sessions)]
+            return shown == sorted(shown, reverse=True)
+
+        # tokens sent to each pick, step by step: 3rd, 2nd, 1st; then the order reversed
+        for sizes, top in (((1, 2, 3), picks[::-1]), ((9, 4, 2), picks)):
+            for session, size in zip(picks, sizes, strict=True):
+                machine = session.split("-s")[0]
+                tokens = Tokens(input=size * 100_000, output=0)
+                fleet.send(machine, [call(fleet, machine, session, tokens=tokens)])
+            await until(pilot, top_rows_are(sessions, top), "the new ranks")
+            assert in_ledger_order()
 
 
 async def test_clicking_a_header_sorts(fleet: SyntheticFleet) -> None:

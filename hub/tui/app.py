@@ -146,6 +146,7 @@ class FleetApp(App[None]):
         super().__init__()
         self.service = service
         self.dashboard = Dashboard(service, live_window=live_window)
+        self.dashboard.in_front = Table.MACHINES  # the first tab
         self.who = who or f"{getpass.getuser()}@tui"
         self.grouping = Dimension.ACCOUNT
         self.period = Period.TODAY
@@ -251,12 +252,17 @@ class FleetApp(App[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
-        self.table(tab).focus()
-        self._show_scope()
+        self._tab_shown()
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self) -> None:
-        self.current_table.focus()
+        self._tab_shown()
+
+    def _tab_shown(self) -> None:
+        tab = self.current_tab
+        # the rows waiting to be built of the table on screen come first
+        self.dashboard.in_front = next((t for t in Table if t == tab), None)
+        self.table(tab).focus()
         self._show_scope()
 
     @on(LiveTable.RowSelected)

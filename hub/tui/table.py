@@ -9,27 +9,32 @@ Made for thousands of rows changing every second (`bench/tui.py` measures it):
 
 - rows a diff names as stale (changed, not built yet: see `hub.dashboard`) are built when
   they come into view, when a filter, scope or sort needs every row, or by later ticks;
-- a changed cell in view is written with `update_cell`; one out of view (or in a hidden tab)
-  is changed in place, as `update_cell` costs a widget refresh each;
+- a changed cell is changed in place (`write_cell`), and only the lines of the changed rows
+  in view are redrawn (`update_cell` refreshes the whole table, for each cell);
 - a sort keeps its ranking up to date by bisection instead of sorting every row each tick,
-  and rows go in and out many at a time (a drill-down) in one pass rather than one by one;
+  redraws only the lines in view that show another row, and sets the rows' locations from
+  the new order at C speed (`_RowOrder`: the stock map hashes each `RowKey` in Python);
+  rows go in and out many at a time (a drill-down) in one pass rather than one by one;
 - the row order, and each line's styles, are worked out once, not for every cell written or
-  every line drawn; a body cell is drawn straight into segments and kept until it changes.
+  every line drawn; a body cell is drawn straight into simplified segments and kept until it
+  changes, and a body line is its cells' segments (no crop or simplify pass).
 
 The stock DataTable does these things one row or cell at a time through its private parts;
-these overrides use the same parts (`_row_locations`, `_data`, `_update_count`, the render
-caches and methods) as Textual 8.2 has them. `tests/test_dashboard_scale.py` checks that the
+these overrides use the same parts (`_row_locations` and `TwoWayDict`, `_data`, `rows`,
+`_update_count`, `_updated_cells`, `_get_offsets`, `_get_row_region`, `_line_cache`, the
+render caches and methods) as Textual 8.2 has them. `tests/test_dashboard_scale.py` checks that the
 table draws exactly what the stock code draws, and that rows land where they would.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, Final, Self
 
 from rich.cells import cell_len, set_cell_size
@@ -45,7 +50,7 @@ from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowKey
+from textual.widgets.data_table import ColumnKey, CursorType, RowKey, StringKey
 from textual.widgets.data_table import Row as DataRow
 
 from hub.dashboard import Cell, Column, Row, RowSource, TableDiff
@@ -107,15 +112,106 @@ RowFilter = Callable[[Row], bool]
 _RenderKey = tuple[int, int, Style, int, bool, bool]
 
 
+class _RowOrder(TwoWayDict[RowKey, int]):
+    """`DataTable._row_locations` made from the rows' order at once (a sort, rows taken out
+    by the many). The stock one is two dicts with a `RowKey` on one side, whose hash is
+    Python code: for thousands of rows a tick that adds up. Here index -> key is the list of
+    keys, and key -> index a dict by the key's string (a `RowKey` equals its string)."""
+
+    def __init__(self, keys: list[RowKey | None], names: list[str]) -> None:
+        self._keys = keys
+        self._index: dict[object, int] = dict(zip(names, range(len(names)), strict=True))
+
+    @staticmethod
+    def _name(key: object) -> object:
+        if isinstance(key, StringKey) and key.value is not None:
+            return key.value
+        return key
+
+    def __setitem__(self, key: RowKey, value: int) -> None:
+        self._index[self._name(key)] = value
+        if value == len(self._keys):
+            self._keys.append(key)
+        else:
+            self._keys[value] = key
+
+    def __delitem__(self, key: RowKey) -> None:
+        self._keys[self._index.pop(self._name(key))] = None
+
+    def __iter__(self) -> Iterator[RowKey]:
+        return (key for key in self._keys if key is not None)
+
+    def get(self, key: RowKey) -> int | None:
+        return self._index.get(self._name(key))
+
+    def get_key(self, value: int) -> RowKey | None:
+        return self._keys[value] if 0 <= value < len(self._keys) else None
+
+    def contains_value(self, value: int) -> bool:
+        return self.get_key(value) is not None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, item: object) -> bool:
+        return self._name(item) in self._index
+
+
+class _Look:
+    """A body cell's styles but for its place's mouse metadata: those of one row style,
+    cursor and hover. The stock DataTable adds the metadata first; it carries no colour or
+    attribute, so adding it last makes the same style, and this part is shared."""
+
+    __slots__ = ("_post", "_pre", "blank", "toned")
+
+    def __init__(self, base: Style, component: Style, post: Style) -> None:
+        self._pre = base + component
+        self._post = post
+        self.blank = self._pre + post  # the padding's
+        self.toned: dict[str, tuple[Style, bool]] = {}  # tone -> (style, the padding's too)
+
+    def tone(self, tone: str) -> tuple[Style, bool]:
+        hit = self.toned.get(tone)
+        if hit is None:
+            # as Rich draws a justified Text: the fill takes the text's style, the padding not
+            style = self._pre + _TONE_STYLES.get(tone, _NO_TONE) + self._post
+            hit = self.toned[tone] = (style, style == self.blank)
+        return hit
+
+
+class _Place:
+    """A body cell's styles in one place (row, column, row style, cursor, hover)."""
+
+    __slots__ = ("look", "meta", "styles")
+
+    def __init__(self, look: _Look, meta: Style) -> None:
+        self.look = look
+        self.meta = meta
+        # tone -> (the text's style, the padding's when it is another)
+        self.styles: dict[str, tuple[Style, Style | None]] = {}
+
+    def of(self, tone: str) -> tuple[Style, Style | None]:
+        hit = self.styles.get(tone)
+        if hit is None:
+            style, plain = self.look.tone(tone)
+            padding = None if plain else self.look.blank + self.meta
+            hit = self.styles[tone] = (style + self.meta, padding)
+        return hit
+
+
 @dataclass(slots=True)
 class _Pass:
     """One render pass's constants."""
 
     style: Style  # the widget's own style
+    width: int  # the widget's
     widths: list[int]  # each column's, padding included
+    total: int  # their sum
     padding: int
     fixed_rows: int
     fixed_columns: int
+    zebra_stripes: bool
+    cursor_type: CursorType
     # show_cursor, show_hover_cursor, css foreground priority, css background priority
     cursor_styles: tuple[bool, bool, bool, bool]
     components: dict[str, Style] = field(default_factory=dict)
@@ -125,7 +221,10 @@ class LiveTable(DataTable[Shown]):
     def __init__(self, columns: Sequence[Column], **kwargs: Any) -> None:
         # before the DataTable's own set-up, whose watchers clear the render caches
         self._rendered: dict[_RenderKey, tuple[Cell, SegmentLines]] = {}
-        self._cell_styles: dict[_RenderKey, tuple[Style, Style, Style]] = {}
+        self._places: dict[_RenderKey, _Place] = {}
+        self._looks: dict[tuple[Style, bool, bool, bool], _Look] = {}
+        # (row index, row style, cursor, hover) -> the style of the line's end past the columns
+        self._end_styles: dict[tuple[int, Style, bool, bool], Style] = {}
         self._rendered_for: object = None  # the pseudo-classes the cached cells were drawn in
         self._pass: _Pass | None = None
         self._layout = 0  # counts the changes to the rows' order
@@ -143,6 +242,7 @@ class LiveTable(DataTable[Shown]):
         self._widths = [len(c.label) for c in self.spec]
         self._needs_sort = False
         self._shown: dict[str, list[Shown]] = {}  # the cells of the rows in the DataTable
+        self._data_rows: dict[str, DataRow] = {}  # and their `rows`, by the key's string
         self._seq: dict[str, int] = {}  # shown rows: when each came (ties sort by it)
         self._added = 0
         self._row_keys: dict[str, RowKey] = {}
@@ -204,7 +304,8 @@ class LiveTable(DataTable[Shown]):
             if key in self._shown:
                 hide.append(key)
         top, bottom = self._visible_rows()
-        unseen = False  # cells changed in place, out of view
+        changed = False  # cells changed in place
+        redraw: list[int] = []  # the rows in view among them
         sort_index = self._sort_index
         for key, row in upserts.items():
             old = self.rows_by_key.get(key)
@@ -230,26 +331,48 @@ class LiveTable(DataTable[Shown]):
                 if new.text == was.text and new.tone == was.tone:
                     continue  # reads the same: nothing to draw
                 written += 1
-                wider = len(new.text) > self._widths[i]
-                if wider:
-                    self._widths[i] = len(new.text)
+                changed = True
+                self.write_cell(key, i, new)
                 if visible is None:
                     index = self._row_locations.get(self._row_keys[key])
                     visible = index is not None and top <= index < bottom
-                if visible or wider:
-                    column = self.spec[i]
-                    shown[i] = Shown(new, column.numeric, key)
-                    self.update_cell(key, column.key, shown[i], update_width=wider)
-                else:
-                    shown[i].cell = new
-                    unseen = True
-        if unseen:
-            # Rendered lines are cached per `_update_count`: a row changed out of view must
-            # not come back from the cache when it is scrolled to.
+                    if visible:
+                        assert index is not None
+                        redraw.append(index)
+        if changed:
+            # Rendered lines are cached per `_update_count`: a changed row, in view or not,
+            # must not come back from the cache; the rows in view are drawn again.
             self._update_count += 1
+            self._refresh_rows(redraw)
         self._remove_many(hide)
         self._add_many(adds)
         return written
+
+    def write_cell(self, key: str, column: int, cell: Cell) -> None:
+        """Put a changed cell of a shown row in place. The DataTable holds the same `Shown`;
+        unlike `update_cell` this leaves the redrawing to the caller (`update_cell` refreshes
+        the whole table, for each cell), but for a cell that may widen its column."""
+        shown = self._shown[key][column]
+        shown.cell = cell
+        if len(cell.text) > self._widths[column]:
+            self._widths[column] = len(cell.text)
+            self.update_cell(key, self.spec[column].key, shown, update_width=True)
+
+    def _refresh_rows(self, indices: Iterable[int]) -> None:
+        """Redraw these rows' lines where they are on screen, not the whole table."""
+        if self._auto_height:
+            self.refresh()
+            return
+        header = self.header_height if self.show_header else 0
+        first = int(self.scroll_offset.y)
+        width, height = self.size
+        regions = [
+            Region(0, header + i - first, width, 1)
+            for i in indices
+            if first <= i < first + height - header
+        ]
+        if regions:
+            self.refresh(*regions)
 
     def _visible_rows(self) -> tuple[int, int]:
         """The row indices on screen now (none when the table is not shown, as in a hidden
@@ -291,7 +414,7 @@ class LiveTable(DataTable[Shown]):
             self._row_locations[row_key] = index
             index += 1
             self._data[row_key] = {c.key: cell for c, cell in zip(columns, shown, strict=True)}
-            self.rows[row_key] = DataRow(row_key, 1)
+            self.rows[row_key] = self._data_rows[row.key] = DataRow(row_key, 1)
             self._seq[row.key] = self._added = self._added + 1
             for i, cell in enumerate(row.cells):
                 width = cell_len(cell.text)
@@ -330,13 +453,17 @@ class LiveTable(DataTable[Shown]):
             del self._shown[key]
             self._unrank(key)
             del self._seq[key]
+            del self._data_rows[key]
             gone.add(self._row_keys.pop(key))
-        kept = [row.key for row in self.ordered_rows if row.key not in gone]
+        names = set(keys)
+        kept: list[RowKey | None] = [
+            row.key for row in self.ordered_rows if row.key.value not in names
+        ]
         for row_key in gone:
             del self.rows[row_key]
             del self._data[row_key]
         self._updated_cells = {cell for cell in self._updated_cells if cell.row_key not in gone}
-        self._row_locations = TwoWayDict({row_key: i for i, row_key in enumerate(kept)})
+        self._row_locations = _RowOrder(kept, [str(key.value) for key in kept if key])
         self._require_update_dimensions = True
         self._layout += 1
         self._update_count += 1
@@ -466,19 +593,25 @@ class LiveTable(DataTable[Shown]):
         if self._sort_index is None or not self.rows:
             return
         ranked = reversed(self._ranked) if self.sort_reverse else iter(self._ranked)
-        order = [key for _, _, key in ranked]
+        order = list(map(itemgetter(2), ranked))
         order += sorted(self._blanks, key=self._blanks.__getitem__)
-        if self._in_order == (self._layout, order):
+        before = self._in_order[1] if self._in_order and self._in_order[0] == self._layout else None
+        if before == order:
             return  # no row moved: nothing to redraw
         selected = self.selected_key
         # What `DataTable.sort` ends with, without sorting every row again.
-        keys = [self._row_keys[k] for k in order]
-        self._row_locations = TwoWayDict({key: i for i, key in enumerate(keys)})
+        keys: list[RowKey | None] = list(map(self._row_keys.__getitem__, order))
+        self._row_locations = _RowOrder(keys, order)
         self._update_count += 1
         self._layout += 1
-        self._rows_in_order = (self._layout_key, [self.rows[key] for key in keys])
+        self._rows_in_order = (self._layout_key, list(map(self._data_rows.__getitem__, order)))
         self._in_order = (self._layout, order)
-        self.refresh()
+        if before is None:
+            self.refresh()
+        else:  # only the lines in view that show another row now
+            top, bottom = self._visible_rows()
+            top, bottom = max(0, top), min(bottom, len(order))
+            self._refresh_rows(i for i in range(top, bottom) if before[i] != order[i])
         self._keep_cursor(selected)
 
     # -- the order of the rows, for the DataTable ----------------------------------------------
@@ -489,6 +622,7 @@ class LiveTable(DataTable[Shown]):
 
     def clear(self, columns: bool = False) -> Self:
         self._shown.clear()
+        self._data_rows.clear()
         self._seq.clear()
         self._row_keys.clear()
         self._ranked.clear()
@@ -506,11 +640,17 @@ class LiveTable(DataTable[Shown]):
     ) -> RowKey:
         self._layout += 1
         self._auto_height |= height is None
-        return super().add_row(*cells, height=height, key=key, label=label)
+        row_key = super().add_row(*cells, height=height, key=key, label=label)
+        if row_key.value is not None:
+            self._data_rows[row_key.value] = self.rows[row_key]
+        return row_key
 
     def remove_row(self, row_key: RowKey | str) -> None:
         self._layout += 1
         super().remove_row(row_key)
+        name = row_key.value if isinstance(row_key, RowKey) else row_key
+        if name is not None:
+            self._data_rows.pop(name, None)
 
     def sort(
         self,
@@ -538,6 +678,16 @@ class LiveTable(DataTable[Shown]):
             self._offsets = (self._layout_key, offsets)
         return self._offsets[1]
 
+    def _get_row_region(self, row_index: int) -> Region:
+        """The stock one adds up the heights of every row above (the cursor asks for it on
+        each move): with one-line rows that is the row's index."""
+        if self._auto_height or not self.is_valid_row_index(row_index):
+            return super()._get_row_region(row_index)
+        width = sum(column.get_render_width(self) for column in self.columns.values())
+        width += self._row_label_column_width
+        y = row_index + (self.header_height if self.show_header else 0)
+        return Region(0, y, max(self.size.width, width), 1)
+
     @property
     def _layout_key(self) -> tuple[int, int, int]:
         # an auto-height row gets its height later, on idle: then follow every update
@@ -553,17 +703,27 @@ class LiveTable(DataTable[Shown]):
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
+        self._forget_drawn()
+
+    def _forget_drawn(self) -> None:
         self._rendered.clear()
-        self._cell_styles.clear()
+        self._places.clear()
+        self._looks.clear()
+        self._end_styles.clear()
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # What the stock DataTable works out again for every line, once per pass.
+        widths = [c.get_render_width(self) for c in self.ordered_columns]
         self._pass = _Pass(
             self.rich_style,
-            [c.get_render_width(self) for c in self.ordered_columns],
+            self.size.width,
+            widths,
+            sum(widths),
             self.cell_padding,
             self.fixed_rows,
             self.fixed_columns,
+            self.zebra_stripes,
+            self.cursor_type,
             (
                 self.show_cursor,
                 self._show_hover_cursor,
@@ -581,8 +741,7 @@ class LiveTable(DataTable[Shown]):
         )
         if drawn_for != self._rendered_for:
             # focus, hover and cursor settings change the styles: redraw every cell
-            self._rendered.clear()
-            self._cell_styles.clear()
+            self._forget_drawn()
             self._rendered_for = drawn_for
         try:
             return super().render_lines(crop)
@@ -598,15 +757,58 @@ class LiveTable(DataTable[Shown]):
             y += scroll_y
         return self._render_line(y, scroll_x, scroll_x + self.size.width, one.style)
 
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        """The stock `_render_line`, but a body line that needs no cropping is its cells'
+        segments as they are: `_draw_cell` makes each to its column's width and simplified
+        (neighbouring cells never share a style: their mouse metadata differ)."""
+        one = self._pass
+        if one is None:
+            return super()._render_line(y, x1, x2, base_style)
+        width = one.width
+        if (
+            x1
+            or one.total > width
+            or self.fixed_columns
+            or self._auto_height
+            or (self._labelled_row_exists and self.show_row_labels)
+        ):
+            return super()._render_line(y, x1, x2, base_style)
+        try:
+            row_key, line_no = self._get_offsets(y)
+        except LookupError:
+            return Strip.blank(width, base_style)
+        if row_key is self._header_row_key or row_key.value not in self._shown:
+            return super()._render_line(y, x1, x2, base_style)
+        cursor, hover = self.cursor_coordinate, self.hover_coordinate
+        cache_key = (
+            y,
+            x1,
+            x2,
+            width,
+            cursor,
+            hover,
+            base_style,
+            self.cursor_type,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        strip: Strip | None = self._line_cache.get(cache_key)
+        if strip is None:
+            _, cells = self._render_line_in_row(row_key, line_no, base_style, cursor, hover)
+            strip = Strip([segment for cell in cells for segment in cell], width)
+            self._line_cache[cache_key] = strip
+        return strip
+
     def _get_row_style(self, row_index: int, base_style: Style) -> Style:
         one = self._pass
         if one is None:
             return super()._get_row_style(row_index, base_style)
         if row_index == -1:
             name = "datatable--header"
-        elif row_index < self.fixed_rows:
+        elif row_index < one.fixed_rows:
             name = "datatable--fixed"
-        elif self.zebra_stripes:
+        elif one.zebra_stripes:
             name = "datatable--odd-row" if row_index % 2 else "datatable--even-row"
         else:
             return base_style
@@ -635,7 +837,7 @@ class LiveTable(DataTable[Shown]):
             return super()._render_line_in_row(
                 row_key, line_no, base_style, cursor_location, hover_location
             )
-        cursor_type = self.cursor_type
+        cursor_type = one.cursor_type
         cache_key = (
             row_key,
             line_no,
@@ -679,32 +881,53 @@ class LiveTable(DataTable[Shown]):
                         hover=should_highlight(hover_location, cell, cursor_type),
                     )[line_no]
                 )
-        remaining = max(0, self.size.width - sum(one.widths) - self._row_label_column_width)
+        remaining = max(0, one.width - one.total - self._row_label_column_width)
+        end = self._end_style(row_index, row_style, cursor_type, cursor_location, hover_location)
+        scrollable.append([Segment(" " * remaining, end)])
+        pair: tuple[SegmentLines, SegmentLines] = ([], scrollable)
+        self._row_render_cache[cache_key] = pair
+        return pair
+
+    def _end_style(
+        self,
+        row_index: int,
+        row_style: Style,
+        cursor_type: CursorType,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> Style:
+        """The style of a body line past its last column, as the stock DataTable makes it."""
+        hover = self._should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type)
+        cursor = row_index == cursor_location.row
+        key = (row_index, row_style, hover, cursor)
+        style = self._end_styles.get(key) if cursor_type == "row" else None
+        if style is not None:
+            return style
         if cursor_type == "row":
-            extend_style, _ = self._get_styles_to_render_cell(
+            style, _ = self._get_styles_to_render_cell(
                 row_index == -1,
                 False,
                 False,
-                should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type),
-                row_index == cursor_location.row,
+                hover,
+                cursor,
                 self.show_cursor,
                 self._show_hover_cursor,
                 False,
                 False,
             )
-            extend_style = row_style + extend_style
+            style = row_style + style
         elif row_style.bgcolor is not None:
             faded = Color.from_rich_color(row_style.bgcolor).blend(
                 self.background_colors[1], factor=0.25
             )
-            extend_style = Style.from_color(color=row_style.color, bgcolor=faded.rich_color)
+            style = Style.from_color(color=row_style.color, bgcolor=faded.rich_color)
         else:
-            extend_style = Style.from_color(row_style.color, row_style.bgcolor)
-        extend_style += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
-        scrollable.append([Segment(" " * remaining, extend_style)])
-        pair: tuple[SegmentLines, SegmentLines] = ([], scrollable)
-        self._row_render_cache[cache_key] = pair
-        return pair
+            style = Style.from_color(row_style.color, row_style.bgcolor)
+        style += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        if cursor_type == "row":
+            # the cursor settings are part of the pass: a change clears this (`render_lines`)
+            self._end_styles[key] = style
+        return style
 
     def _render_cell(
         self,
@@ -736,22 +959,27 @@ class LiveTable(DataTable[Shown]):
         hover: bool,
     ) -> SegmentLines:
         """One body cell as the stock DataTable draws it (padding, row and cursor styles, the
-        cell's tone, cropped to the column), from the cache while it is unchanged."""
+        cell's tone, cropped to the column), from the cache while it is unchanged. A cell whose
+        padding and text share a style is one segment, as `Strip.simplify` would make it."""
         cell = shown[column_index].cell
         cache_key: _RenderKey = (row_index, column_index, base_style, width, cursor, hover)
         hit = self._rendered.get(cache_key)
         if hit is not None and hit[0] is cell:
             return hit[1]
-        styles = self._cell_styles.get(cache_key)
-        if styles is None:
+        place = self._places.get(cache_key)
+        if place is None:
             fixed = row_index < one.fixed_rows or column_index < one.fixed_columns
-            component_style, post_style = self._get_styles_to_render_cell(
-                False, False, fixed, hover, cursor, *one.cursor_styles
-            )
-            pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
-            pre += component_style
-            styles = self._cell_styles[cache_key] = (pre, post_style, pre + post_style)
-        pre, post_style, blank_style = styles
+            look = self._looks.get((base_style, fixed, cursor, hover))
+            if look is None:
+                component_style, post_style = self._get_styles_to_render_cell(
+                    False, False, fixed, hover, cursor, *one.cursor_styles
+                )
+                look = self._looks[base_style, fixed, cursor, hover] = _Look(
+                    base_style, component_style, post_style
+                )
+            meta = Style.from_meta({"row": row_index, "column": column_index})
+            place = self._places[cache_key] = _Place(look, meta)
+        style, padding = place.of(cell.tone)
         pad = one.padding
         inner = max(0, width - 2 * pad)
         text = cell.text
@@ -760,15 +988,17 @@ class LiveTable(DataTable[Shown]):
             text = set_cell_size(text, inner)
             length = inner
         space = " " * (inner - length)
-        # as Rich draws a justified Text: the fill takes the text's style, the padding not
-        toned = pre + _TONE_STYLES.get(cell.tone, _NO_TONE) + post_style
-        line = [Segment(space + text if shown[column_index].right else text + space, toned)]
-        if pad:
-            blank = Segment(" " * pad, blank_style)
-            line = [blank, *line, blank]
+        body = space + text if shown[column_index].right else text + space
+        if not pad:
+            line = [Segment(body, style)]
+        elif padding is None:
+            blank = " " * pad
+            line = [Segment(blank + body + blank, style)]
+        else:
+            blank_segment = Segment(" " * pad, padding)
+            line = [blank_segment, Segment(body, style), blank_segment]
         lines = [line]
         if len(self._rendered) >= _RENDER_CACHE:
-            self._rendered.clear()
-            self._cell_styles.clear()
+            self._forget_drawn()
         self._rendered[cache_key] = (cell, lines)
         return lines
