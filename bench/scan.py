@@ -112,7 +112,8 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, pss: bool = F
     reader.join()
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}")
-    return Run(seconds, peak / 1e6, b"".join(chunks))
+    rss, pss_mb = (0.0, peak / 1e6) if pss else (peak / 1e6, 0.0)
+    return Run(seconds, rss, b"".join(chunks), pss_mb)
 
 
 def best(cmd: Sequence[str], env: dict[str, str] | None, cold: bool) -> Run:
@@ -124,7 +125,7 @@ def best(cmd: Sequence[str], env: dict[str, str] | None, cold: bool) -> Run:
         runs.append(measure(cmd, env))
     if cold:
         drop_page_cache()
-    pss = measure(cmd, env, pss=True).peak_rss_mb
+    pss = measure(cmd, env, pss=True).peak_pss_mb
     fastest = min(runs, key=lambda r: r.seconds)
     return Run(fastest.seconds, max(r.peak_rss_mb for r in runs), fastest.stdout, pss)
 

@@ -42,6 +42,7 @@ from hub.tui.app import FleetApp
 from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
 from hub.tui.table import LiveTable
 from shared.events import Role, Tokens, UsageEvent
+from tests.pilot_waits import asking, until
 from tests.synthetic_fleet import SyntheticFleet, build
 
 SIZE = (200, 50)
@@ -56,17 +57,6 @@ def fleet(tmp_path: Path) -> SyntheticFleet:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-async def until(
-    pilot: Pilot[Any], predicate: Callable[[], object], what: str, within: float = 5.0
-) -> None:
-    """Let the app run until `predicate()` holds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await pilot.pause(0.05)
-
-
 def fleet_app(fleet: SyntheticFleet, **kwargs: Any) -> FleetApp:
     app = FleetApp(fleet.service, **kwargs)
     app.animation_level = "none"  # no tab underline sliding: the Pilot waits for animations
@@ -78,18 +68,6 @@ async def started(pilot: Pilot[Any]) -> FleetApp:
     assert isinstance(app, FleetApp)
     await until(pilot, lambda: app.table("sessions").row_count > 0, "the first rows")
     return app
-
-
-async def asking(pilot: Pilot[Any]) -> ConfirmScreen:
-    """Wait for the confirmation dialog to be up and listening (its safe answer focused)."""
-    app = pilot.app
-    await until(
-        pilot,
-        lambda: isinstance(app.screen, ConfirmScreen) and isinstance(app.focused, Button),
-        "the confirmation dialog",
-    )
-    assert isinstance(app.screen, ConfirmScreen)
-    return app.screen
 
 
 def active_screen(app: FleetApp) -> Screen[Any]:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Label, RichLog
+from textual.widgets import Label, RichLog
 
 from hub.config import load_hub_config
 from hub.serve import Hub
@@ -35,6 +35,7 @@ from tests.fleet_harness import (
     wait_for,
     write_node,
 )
+from tests.pilot_waits import asking, until
 
 NODE = "spark07"
 PROFILE = "claude-max-a"
@@ -50,30 +51,6 @@ def hub(tmp_path: Path) -> Iterator[tuple[Hub, HubSetup]]:
         yield running, setup
     finally:
         running.stop()
-
-
-async def until(
-    pilot: Pilot[Any], predicate: Callable[[], object], what: str, within: float = 10.0
-) -> float:
-    """Let the app run until `predicate()` holds; returns how long that took."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await pilot.pause(0.02)
-    return time.monotonic() - start
-
-
-async def asking(pilot: Pilot[Any]) -> ConfirmScreen:
-    """Wait for the confirmation dialog to be up and listening (its safe answer focused)."""
-    app = pilot.app
-    await until(
-        pilot,
-        lambda: isinstance(app.screen, ConfirmScreen) and isinstance(app.focused, Button),
-        "the confirmation dialog",
-    )
-    assert isinstance(app.screen, ConfirmScreen)
-    return app.screen
 
 
 async def select(pilot: Pilot[Any], table: LiveTable, key: str) -> None:
