@@ -4,16 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
-import pwd
-import shutil
 import sys
 from collections.abc import Sequence
-from datetime import date, tzinfo
+from datetime import UTC, date, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -172,10 +168,21 @@ def _load_config(path: Path | None) -> NodeConfig:
     return load_config(found) if found else NodeConfig()
 
 
-def cmd_scan(args: argparse.Namespace) -> int:
+def _zone(name: str) -> tzinfo | None:
+    """The IANA zone `name`, or None when there is none by that name."""
+    if name == "UTC":
+        return UTC  # the default needs no zone database: zoneinfo's import costs start-up time
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
-        tz: tzinfo = ZoneInfo(args.tz)
+        return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    tz = _zone(args.tz)
+    if tz is None:
         print(f"node-agent scan: unknown time zone {args.tz!r}", file=sys.stderr)
         return 2
     by = [k.strip() for arg in (args.by or ["day"]) for k in arg.split(",") if k.strip()]
@@ -246,6 +253,9 @@ def _read_key_source(source: Path) -> str:
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
+    import getpass
+    import pwd
+
     from node_agent.init import write_atomic
 
     user = args.user or os.environ.get("SUDO_USER") or getpass.getuser()
@@ -289,6 +299,8 @@ def _node_agent_command() -> list[str]:
     beside = Path(sys.executable).parent / "node-agent"  # the venv's console script
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside)]
+    import shutil
+
     found = shutil.which("node-agent")
     if found:
         return [str(Path(found).absolute())]

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Final
 
 import msgpack
-import zstandard
 
 from node_agent.outbox import Outbox, OutboxFull
 from node_agent.scan import Target, resolve_targets
@@ -39,6 +38,7 @@ from node_agent.sources.base import FileKind, ParseProblem, Source, SourceFile
 from node_agent.sources.registry import all_sources
 from node_agent.tailer import (
     FINGERPRINT_BYTES,
+    CorruptStreamError,
     Tailer,
     TailState,
     fingerprint,
@@ -347,7 +347,7 @@ class LiveReader:
             try:
                 for lineno, line in iter_zst_lines(path):
                     source.feed_line(path, lineno, line, sink)
-            except (OSError, zstandard.ZstdError) as exc:
+            except (OSError, CorruptStreamError) as exc:
                 sink.problem(ParseProblem(str(path), 0, f"cannot read further: {exc}"))
         source.flush(sink)
 

@@ -11,11 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-
 from node_agent.sources.base import Collector, FileKind, ParseProblem, Source, SourceFile
 from node_agent.sources.registry import all_sources
-from node_agent.tailer import iter_plain_lines, iter_zst_lines
+from node_agent.tailer import CorruptStreamError, iter_plain_lines, iter_zst_lines
 from shared.config import Billing, NodeConfig, Profile
 from shared.events import Agent
 
@@ -158,7 +156,7 @@ def read_file(source: Source, file: SourceFile, sink: Collector) -> int | None:
     try:
         for lineno, line in read(file.path, torn_tail, source.line_test()):
             source.feed_line(file.path, lineno, line, sink)
-    except (OSError, zstandard.ZstdError) as exc:
+    except (OSError, CorruptStreamError) as exc:
         # Lines before the damage were read; say what stopped the rest.
         sink.problem(ParseProblem(str(file.path), 0, f"cannot read further: {exc}"))
     source.flush(sink)

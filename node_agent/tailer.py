@@ -21,15 +21,13 @@ before and after a reset.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
-import zstandard
 
 CHUNK: Final = 1 << 20  # 1 MiB per read(): few syscalls on a cold scan, bounded memory
 DEFAULT_MAX_BATCH: Final = 8 << 20  # bytes per poll(); `more` is set when there is more
@@ -38,10 +36,13 @@ FINGERPRINT_BYTES: Final = 64
 
 def fingerprint(head: bytes) -> str:
     """Hash of a file's first bytes (at most 64), to recognise the same file again."""
+    import hashlib  # here, not at the top: a one-shot scan never fingerprints (start-up time)
+
     return hashlib.blake2b(head[:FINGERPRINT_BYTES], digest_size=8).hexdigest()
 
 
-_EMPTY_FP: Final = fingerprint(b"")
+# fingerprint(b""), written out so that importing the tailer does not import hashlib
+_EMPTY_FP: Final = "e4a6a0577479b2b4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,7 +391,7 @@ def iter_zst_lines(
     """(lineno, line) of a `.jsonl.zst` file, decompressed as a stream (never whole).
 
     Every frame is read (Codex may write several). A corrupt or truncated stream raises
-    `zstandard.ZstdError` after the lines before the damage have been yielded.
+    `CorruptStreamError` after the lines before the damage have been yielded.
     """
     yield from _lines(_zst_chunks(path), on_torn_tail, ignores)
 
@@ -429,10 +430,23 @@ def _is_json(line: bytes) -> bool:
     return True
 
 
+class CorruptStreamError(ValueError):
+    """A compressed file that cannot be decompressed further (damaged or truncated)."""
+
+
 def _zst_chunks(path: Path | str) -> Iterator[bytes]:
+    # zstandard loads a large extension: import it when a compressed file is met, not at start.
+    import zstandard
+
+    try:
+        yield from _zst_frames(zstandard.ZstdDecompressor(), path)
+    except zstandard.ZstdError as exc:
+        raise CorruptStreamError(f"{path}: {exc}") from exc
+
+
+def _zst_frames(dctx: Any, path: Path | str) -> Iterator[bytes]:
     # decompressobj rather than stream_reader: stream_reader ends silently on a truncated frame
     # and, by default, after the first frame.
-    dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
     in_frame = False
     with open(path, "rb", buffering=0) as fh:
@@ -449,4 +463,4 @@ def _zst_chunks(path: Path | str) -> Iterator[bytes]:
                 dobj = dctx.decompressobj()
                 in_frame = False
     if in_frame:
-        raise zstandard.ZstdError(f"{path}: compressed stream ends inside a frame (truncated)")
+        raise CorruptStreamError(f"{path}: compressed stream ends inside a frame (truncated)")

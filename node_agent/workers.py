@@ -8,12 +8,16 @@ pynng (the daemon, the hub, a test session) starts its workers with forkserver i
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
-from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 
 def worker_context() -> BaseContext:
+    import multiprocessing  # here: a small scan runs in process and never needs it
+
     if "pynng" in sys.modules:
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("fork")

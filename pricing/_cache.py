@@ -15,7 +15,6 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -76,6 +75,8 @@ def cached_tables(items: Sequence[tuple[str, str]], parse: Parse) -> list[Provid
     except Exception:  # a bad cache must never stop a scan: parse instead
         pass
     tables = parse(items)
+    import tempfile  # only on a miss: its import (shutil, random, bz2) costs every start
+
     try:
         blob = _dumps(tables)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -8,13 +8,10 @@ described in the header comment of `pricing/tables/anthropic.toml`.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
@@ -164,6 +161,8 @@ def _unknown_key(allowed: set[str]) -> str:
 
 def parse_table(file: str, text: str) -> ProviderTable:
     """Parse and check one provider file; `file` is only used in error messages."""
+    import tomllib  # only when the parsed-table cache misses (start-up time)
+
     r = _Reader(file)
     try:
         raw = tomllib.loads(text)
@@ -426,8 +425,10 @@ def load_directory(directory: Path) -> list[ProviderTable]:
 
 
 def load_package() -> list[ProviderTable]:
-    """The tables shipped inside the package (works from a wheel as well as a checkout)."""
-    root: Traversable = files("pricing").joinpath("tables")
+    """The tables shipped inside the package (installed or in a checkout; never zipped).
+
+    A plain path rather than importlib.resources, whose import costs a cold scan several ms."""
+    root = Path(__file__).parent / "tables"
     entries = sorted((e for e in root.iterdir() if e.name.endswith(".toml")), key=lambda e: e.name)
     if not entries:
         raise PriceTableError("pricing/tables", "(directory)", "no *.toml price tables shipped")

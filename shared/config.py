@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import stat
-import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -116,9 +114,17 @@ def default_status_file() -> Path:
     return user_state_dir() / "profiles.json"
 
 
+def _hostname() -> str:
+    if hasattr(os, "uname"):
+        return os.uname().nodename  # what gethostname() returns, without importing socket
+    import socket
+
+    return socket.gethostname()
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    node: str = field(default_factory=socket.gethostname)
+    node: str = field(default_factory=_hostname)
     profiles: tuple[Profile, ...] = ()
     path: Path | None = None  # where it was read from, for messages
     # [hub]; both addresses None = discover the hub with zeroconf
@@ -167,6 +173,8 @@ def find_config() -> Path | None:
 
 
 def load_config(path: Path) -> NodeConfig:
+    import tomllib  # only when there is a file to read
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -182,7 +190,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
     base = path.parent if path else Path.cwd()
     if extra := sorted(set(data) - _TOP_KEYS):
         raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}")
-    node = data.get("node", socket.gethostname())
+    node = data.get("node") if "node" in data else _hostname()
     if not isinstance(node, str) or not node:
         raise ConfigError(f"{where}: 'node' must be a non-empty string")
     raw_profiles = data.get("profiles", [])

@@ -19,6 +19,8 @@ from node_agent import tailer as tailer_mod
 from node_agent.sources.base import Collector
 from node_agent.sources.claude import ClaudeSource
 from node_agent.tailer import (
+    _EMPTY_FP,
+    CorruptStreamError,
     Tailer,
     TailState,
     fingerprint,
@@ -314,6 +316,10 @@ def test_resume_from_saved_state(tmp_path: Path) -> None:
     assert not t2.reset
 
 
+def test_the_written_out_empty_fingerprint_is_the_fingerprint_of_nothing() -> None:
+    assert fingerprint(b"") == _EMPTY_FP
+
+
 def test_resume_with_short_file_uses_a_short_fingerprint(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_bytes(b"a\n")  # fewer than 64 bytes when saved
@@ -415,7 +421,7 @@ def test_zst_corrupt_stream_raises_after_good_lines(tmp_path: Path) -> None:
     good = zstandard.ZstdCompressor().compress(b"ok\n" * 10)
     path.write_bytes(good + b"\x28\xb5\x2f\xfd garbage that is not a frame")
     got: list[tuple[int, bytes]] = []
-    with pytest.raises(zstandard.ZstdError):
+    with pytest.raises(CorruptStreamError):
         for item in iter_zst_lines(path):
             got.append(item)
     assert len(got) == 10
@@ -425,7 +431,7 @@ def test_zst_truncated_stream_is_an_error_not_a_silent_end(tmp_path: Path) -> No
     path = tmp_path / "cut.jsonl.zst"
     whole = zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in _lines(50)))
     path.write_bytes(whole[:-7])
-    with pytest.raises(zstandard.ZstdError, match="truncated"):
+    with pytest.raises(CorruptStreamError, match="truncated"):
         list(iter_zst_lines(path))
 
 

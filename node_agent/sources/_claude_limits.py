@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.events import LimitWindow
 
@@ -69,6 +68,8 @@ class LimitInfo:
 
 def machine_zone() -> tzinfo:
     """The machine's zone with its DST rules (not just today's offset) where it can be found."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # here: limit lines are rare
+
     name = os.environ.get("TZ", "").lstrip(":")
     if name:
         try:
@@ -136,6 +137,8 @@ def _resolve(match: re.Match[str], ts: float, local_tz: tzinfo) -> tuple[float |
 
     zone: tzinfo = local_tz
     if match["zone"]:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         name = match["zone"].strip()
         try:
             zone = UTC if name.upper() in ("UTC", "GMT", "Z") else ZoneInfo(name)

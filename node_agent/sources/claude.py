@@ -117,11 +117,18 @@ class ClaudeSource(Source):
     def __init__(self, local_tz: tzinfo | None = None) -> None:
         # Zone of reset times that name none (Claude Code prints them in the machine's zone);
         # a parameter so tests do not depend on the machine.
-        self.local_tz: tzinfo = local_tz if local_tz is not None else machine_zone()
+        self._local_tz = local_tz
         self._keys: dict[str, _Key] = {}
         self._calls: dict[str, list[_Call]] = {}
         self._files: dict[Path, _FileInfo] = {}
         self._pending: _Pending | None = None
+
+    @property
+    def local_tz(self) -> tzinfo:
+        # Looked up at the first limit line: most reads meet none (and zoneinfo costs start-up).
+        if self._local_tz is None:
+            self._local_tz = machine_zone()
+        return self._local_tz
 
     # -- homes and files ------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ Cloud Agent rows, `cursor:automation:<Automation ID>` for automation rows, else
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 from collections import Counter
@@ -266,6 +265,8 @@ class CursorSource(Source):
     def _emit(self, row: _Row, occurrence: int, origin: str, sink: Sink) -> None:
         # A row without tokens is still kept: it is a usage event in Cursor's own ledger
         # (request-priced plans, errored requests) and may carry a cost.
+        import hashlib  # here, not at the top: a scan of the other agents starts faster
+
         key = "\x1f".join(str(part) for part in (*row.identity, occurrence))
         event_id = "cursor:" + hashlib.sha256(key.encode()).hexdigest()[:32]
         if event_id in self._emitted:

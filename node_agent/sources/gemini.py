@@ -17,7 +17,6 @@ migrated copy and the records re-emitted after it win, and within a file the las
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,6 +315,8 @@ class GeminiSource(Source):
         if marker:
             return marker
         # Before slugs (Feb 2026) the dir, like projectHash, was sha256(project root).
+        import hashlib  # here, not at the top: rarely needed, and it costs start-up time
+
         hashes = {name}
         if isinstance(project_hash, str):
             hashes.add(project_hash)

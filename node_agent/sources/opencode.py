@@ -24,13 +24,12 @@ mtime in ms, which is lower: the database wins on the ids it shares with migrate
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import orjson
@@ -39,6 +38,11 @@ from node_agent.sources._values import count as _int
 from node_agent.sources._values import text as _str
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
+
+if (
+    TYPE_CHECKING
+):  # sqlite3 is imported where a database is read: scans of other agents start faster
+    import sqlite3
 
 # Above any legacy revision (an mtime in ms stays below 2**44 until the year 2527).
 _DB_REVISION_BASE = 1 << 44
@@ -197,6 +201,8 @@ class OpenCodeSource(Source):
     # -- database ------------------------------------------------------------------------
 
     def _read_db(self, path: Path, sink: Sink) -> None:
+        import sqlite3
+
         if not path.is_file():
             sink.problem(ParseProblem(str(path), 0, "database does not exist"))
             return
@@ -223,6 +229,8 @@ class OpenCodeSource(Source):
 
     @contextmanager
     def _snapshot(self, path: Path, *, immutable: bool) -> Iterator[sqlite3.Connection]:
+        import sqlite3
+
         mode = "immutable=1" if immutable else "mode=ro"
         uri = f"file:{quote(str(path))}?{mode}"
         conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s, isolation_level=None)
