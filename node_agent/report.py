@@ -23,8 +23,8 @@ from node_agent.scan import Target, read_file, resolve_targets
 from node_agent.sources.base import Collector, ParseProblem, SourceFile
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
-from pricing import CostClass, PriceBook
-from pricing.rollup import Attribution, Rollup
+from pricing import CallBatch, PriceBook
+from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
 from shared.events import Agent
 
@@ -197,7 +197,7 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
         if size is not None:
             report.files += 1
             report.bytes += size
-    book = PriceBook.default()
+    batch = CallBatch[RowKey](PriceBook.default())
     keys = frozenset(source.dedupe_key(e) for s in sinks.values() for e in s.events.usage.values())
     for index, sink in sinks.items():
         target = targets[index]
@@ -212,8 +212,12 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
         for event in sink.events.counted_usage():
             if not query.wants(event.ts):
                 continue
-            priced = book.price(event, target.billing)
-            if priced.cost_class is CostClass.UNKNOWN:
+            # Priced per row in sums (exact, and far cheaper than a price per call).
+            row = report.rollup.key(event, attribution)
+            unknown = batch.add(row, event, target.billing)
+            if unknown is not None:
                 report.unknown_models[event.model] += 1
-            report.rollup.add(event, priced, attribution)
+                report.rollup.add_calls(row, 1, event.tokens, unknown)
+    for group, calls, tokens, priced in batch.settle():
+        report.rollup.add_calls(group, calls, tokens, priced)
     return report, keys

@@ -7,6 +7,9 @@ Public surface (implemented in private modules of this package):
 - `PriceBook.default()`: the tables shipped in `pricing/tables/*.toml`; `PriceBook.load(dir)`.
 - `PriceBook.price(event, billing=Billing.API) -> PricedCall`: the API-equivalent cost of one
   usage event (exact `Decimal` USD, or None when no price is known) and its one cost class.
+- `PriceBook.terms(event) -> Terms | PricedCall`: what fixes the event's price apart from its
+  counts (or its unknown `PricedCall`); `CallBatch(book)` prices many calls per group as exact
+  sums of their counts, which is how a report prices thousands of calls cheaply.
 - `PriceBook.lookup(model, at, provider=None) -> PricePeriod | None`: the prices that apply to a
   model name at an instant, for diagnostics.
 - `PriceTableError`: a broken table; its message names the file and the key.
@@ -15,7 +18,7 @@ Modules: `_tables` reads and checks the TOML, `_match` resolves logged model nam
 does the arithmetic, `_classes` the cost classes, `_book` ties them together.
 """
 
-from pricing._book import PriceBook
+from pricing._book import CallBatch, PriceBook, Terms
 from pricing._classes import Billing, CostClass, PricedCall
 from pricing._match import normalise
 from pricing._tables import PriceTableError
@@ -23,6 +26,7 @@ from pricing._types import Modifier, PricePeriod, RateSet, Source, Tier
 
 __all__ = [
     "Billing",
+    "CallBatch",
     "CostClass",
     "Modifier",
     "PriceBook",
@@ -31,6 +35,7 @@ __all__ = [
     "PricedCall",
     "RateSet",
     "Source",
+    "Terms",
     "Tier",
     "normalise",
 ]

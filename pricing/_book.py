@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache, lru_cache
 from operator import attrgetter
 from pathlib import Path
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
-from pricing._engine import quote
+from pricing._engine import RatePlan, rate_plan
 from pricing._match import ModelIndex
 from pricing._tables import load_directory, load_package
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
-from shared.events import UsageEvent
+from shared.events import Tokens, UsageEvent
 
 
 class PriceBook:
@@ -25,6 +27,8 @@ class PriceBook:
         self._index = ModelIndex(self._tables)
         # A fleet logs a handful of model names millions of times: resolve each name once.
         self._resolve = lru_cache(maxsize=4096)(self._index.resolve)
+        # ... and price them under a handful of distinct terms: build each once.
+        self._terms: dict[tuple[object, ...], Terms] = {}
 
     @classmethod
     def default(cls) -> PriceBook:
@@ -53,6 +57,14 @@ class PriceBook:
         return entry.at(at.astimezone(UTC)) if entry is not None else None
 
     def price(self, event: UsageEvent, billing: Billing = Billing.API) -> PricedCall:
+        terms = self.terms(event)
+        if isinstance(terms, PricedCall):
+            return terms
+        return terms.price(event, billing)
+
+    def terms(self, event: UsageEvent) -> Terms | PricedCall:
+        """What fixes the price of `event` apart from its counts; the (unknown) `PricedCall`
+        when there is no price for it."""
         resolution = self._resolve(event.model, event.provider)
         entry = resolution.entry
         if entry is None:
@@ -70,23 +82,111 @@ class PriceBook:
             return _unknown(
                 entry.id, (f"no price for {entry.id} before {first} (its first price)",)
             )
-        q = quote(
-            period,
-            event.tokens,
-            service_tier=event.service_tier,
-            speed=event.speed,
-            inference_geo=event.inference_geo,
-            cache_write_unsplit=event.cache_write_unsplit,
+        cliff = period.tier_for(event.tokens.prompt)
+        # Entries, periods and cliffs live as long as the book: their ids are stable keys.
+        key = (
+            id(entry),
+            resolution.ambiguous,
+            resolution.notes,
+            id(period),
+            id(cliff),
+            event.service_tier,
+            event.speed,
+            event.inference_geo,
         )
-        estimated = q.estimated or resolution.ambiguous
-        notes = resolution.notes + q.notes
+        terms = self._terms.get(key)
+        if terms is None:
+            plan = rate_plan(
+                period,
+                cliff,
+                service_tier=event.service_tier,
+                speed=event.speed,
+                inference_geo=event.inference_geo,
+            )
+            terms = Terms(entry.id, plan, resolution.ambiguous, resolution.notes)
+            self._terms[key] = terms
+        return terms
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Terms:
+    """A call's price terms: its canonical model and rate plan, and how its name resolved."""
+
+    model_id: str
+    plan: RatePlan
+    ambiguous: bool  # the name matched several providers' models
+    notes: tuple[str, ...]  # about the name
+
+    def price(self, event: UsageEvent, billing: Billing) -> PricedCall:
+        q = self.plan.quote(event.tokens, event.cache_write_unsplit)
+        return self.priced(q.amount, q.estimated, billing, self.notes + q.notes)
+
+    def estimated_for(self, event: UsageEvent) -> bool:
+        return self.ambiguous or self.plan.estimated_for(event.tokens, event.cache_write_unsplit)
+
+    def priced(
+        self, amount: Decimal, estimated: bool, billing: Billing, notes: tuple[str, ...] = ()
+    ) -> PricedCall:
+        estimated = estimated or self.ambiguous
         return PricedCall(
-            api_equivalent=q.amount,
+            api_equivalent=amount,
             cost_class=classify(priced=True, estimated=estimated, billing=billing),
-            model_id=entry.id,
+            model_id=self.model_id,
             estimated=estimated,
             notes=notes,
         )
+
+
+@dataclass(slots=True)
+class _Group:
+    calls: int = 0
+    counts: list[tuple[int, ...]] = field(default_factory=list)
+
+
+G = TypeVar("G", bound=Hashable)
+
+_COUNTS: Final = attrgetter(
+    "input",
+    "output",
+    "cache_read",
+    "cache_write_5m",
+    "cache_write_1h",
+    "reasoning",
+    "web_search_requests",
+)
+
+
+class CallBatch(Generic[G]):
+    """Many calls priced together: the calls that share a group (a report row, say), price terms,
+    estimated flag and billing are priced as one sum of their counts. That is exact, since under
+    fixed terms an amount is linear in the counts, and it costs a dict lookup per call instead
+    of a price computation. Notes are not kept (a report has no use for them)."""
+
+    def __init__(self, book: PriceBook) -> None:
+        self._book = book
+        self._groups: dict[tuple[G, Terms, bool, Billing], _Group] = {}
+
+    def add(self, group: G, event: UsageEvent, billing: Billing) -> PricedCall | None:
+        """Count `event` into `group`; returns its `PricedCall` at once when no price is known
+        for it (such calls have no figure to sum), else None."""
+        terms = self._book.terms(event)
+        if isinstance(terms, PricedCall):
+            return terms
+        key = (group, terms, terms.estimated_for(event), billing)
+        found = self._groups.get(key)
+        if found is None:
+            found = self._groups[key] = _Group()
+        found.calls += 1
+        found.counts.append(_COUNTS(event.tokens))
+        return None
+
+    def settle(self) -> Iterator[tuple[G, int, Tokens, PricedCall]]:
+        """(group, calls, summed tokens, their price) for each priced group; then empty."""
+        groups, self._groups = self._groups, {}
+        for (group, terms, estimated, billing), found in groups.items():
+            tokens = Tokens(*map(sum, zip(*found.counts, strict=True)))
+            amount = terms.plan.amount(tokens)
+            yield group, found.calls, tokens, terms.priced(amount, estimated, billing)
 
 
 def _unknown(model_id: str | None, notes: tuple[str, ...]) -> PricedCall:

@@ -22,7 +22,7 @@ from decimal import (
 )
 from typing import Final
 
-from pricing._types import TOKEN_CLASSES, Modifier, PricePeriod, RateSet
+from pricing._types import TOKEN_CLASSES, Modifier, PricePeriod, RateSet, Tier
 from shared.events import Tokens
 
 # Values that mean "no modifier": what agents log for the ordinary path.
@@ -71,55 +71,92 @@ class _Notes:
             self.add(*(notes or (fallback,)))
 
 
-def quote(
+@dataclass(frozen=True, slots=True, eq=False)
+class RatePlan:
+    """Everything that fixes a call's price except its token counts: the rates after the
+    long-context cliff and the service tier, the multiplier, and the notes that hold whatever the
+    counts. Under one plan a call's amount is linear in its counts, so calls that share a plan
+    can be priced as one sum, exactly (`amount`)."""
+
+    model_id: str
+    rates: RateSet
+    priced: tuple[tuple[str, Decimal], ...]  # (token class, rate) for the classes with a rate
+    unpriced: tuple[str, ...]  # token classes with no rate under this plan
+    search: Decimal | None  # USD per 1,000 web searches
+    factor: Decimal
+    lead: tuple[str, ...]  # notes before the count-dependent ones (period, service tier, cliff)
+    trail: tuple[str, ...]  # and after them (speed, inference geography)
+    estimated: bool
+    split_rates: tuple[Decimal, Decimal] | None  # the 5m and 1h write rates, when both differ
+
+    def amount(self, tokens: Tokens) -> Decimal:
+        """Exact USD for these counts (one call's, or the sum of several calls' under this plan)."""
+        with localcontext(_EXACT):
+            per_million = Decimal(0)
+            for cls, rate in self.priced:
+                count: int = getattr(tokens, cls)
+                if count:
+                    per_million += count * rate
+            amount = per_million.scaleb(-6)
+            if tokens.web_search_requests and self.search is not None:
+                # per request: the same under any cliff
+                amount += (tokens.web_search_requests * self.search).scaleb(-3)
+            return amount * self.factor
+
+    def estimated_for(self, tokens: Tokens, cache_write_unsplit: bool) -> bool:
+        """Whether a call with these counts is priced approximately (see `quote` for why)."""
+        return (
+            self.estimated
+            or any(getattr(tokens, cls) for cls in self.unpriced)
+            or bool(tokens.web_search_requests and self.search is None)
+            or bool(cache_write_unsplit and tokens.cache_write_5m and self.split_rates)
+        )
+
+    def quote(self, tokens: Tokens, cache_write_unsplit: bool = False) -> Quote:
+        notes = _Notes()
+        notes.items = list(self.lead)
+        notes.estimated = self.estimated
+        model = self.model_id
+        for cls in self.unpriced:
+            count: int = getattr(tokens, cls)
+            if count:
+                notes.add(f"{count:,} {cls} tokens left unpriced: {model} has no {cls} rate")
+        if tokens.web_search_requests and self.search is None:
+            notes.add(
+                f"{tokens.web_search_requests:,} web searches left unpriced: "
+                f"{model} has no web search rate"
+            )
+        if cache_write_unsplit and tokens.cache_write_5m and self.split_rates:
+            five, hour = self.split_rates
+            notes.add(
+                f"cache writes were logged without their 5m/1h split: "
+                f"{tokens.cache_write_5m:,} tokens priced at the 5-minute rate {_money(five)} "
+                f"(the 1-hour rate is {_money(hour)})"
+            )
+        if self.trail:
+            notes.add(*self.trail)
+        return Quote(self.amount(tokens), notes.estimated, tuple(notes.items))
+
+
+def rate_plan(
     period: PricePeriod,
-    tokens: Tokens,
+    cliff: Tier | None,
     *,
     service_tier: str | None = None,
     speed: str | None = None,
     inference_geo: str | None = None,
-    cache_write_unsplit: bool = False,
-) -> Quote:
+) -> RatePlan:
+    """The plan of a call under `period` whose prompt crossed `cliff` (`period.tier_for`)."""
     model = period.model_id
-    notes = _Notes()
-    notes.flagged(
+    lead = _Notes()
+    lead.flagged(
         period.estimated, period.notes, f"the {model} price for this period is approximate"
     )
+    service = _service_tier(period, service_tier, lead)
+    rates = _rates(period, service, cliff, lead)
 
-    service = _service_tier(period, service_tier, notes)
-    rates = _rates(period, service, tokens.prompt, notes)
-
+    trail = _Notes()
     with localcontext(_EXACT):
-        per_million = Decimal(0)
-        for cls in TOKEN_CLASSES:
-            count: int = getattr(tokens, cls)
-            if not count:
-                continue
-            rate: Decimal | None = getattr(rates, cls)
-            if rate is None:
-                notes.add(f"{count:,} {cls} tokens left unpriced: {model} has no {cls} rate")
-                continue
-            per_million += count * rate
-        amount = per_million.scaleb(-6)
-        if tokens.web_search_requests:
-            search = period.rates.web_search_per_1k  # per request: the same under any cliff
-            if search is None:
-                notes.add(
-                    f"{tokens.web_search_requests:,} web searches left unpriced: "
-                    f"{model} has no web search rate"
-                )
-            else:
-                amount += (tokens.web_search_requests * search).scaleb(-3)
-
-        if cache_write_unsplit and tokens.cache_write_5m:
-            five, hour = rates.cache_write_5m, rates.cache_write_1h
-            if five is not None and hour is not None and five != hour:
-                notes.add(
-                    f"cache writes were logged without their 5m/1h split: "
-                    f"{tokens.cache_write_5m:,} tokens priced at the 5-minute rate {_money(five)} "
-                    f"(the 1-hour rate is {_money(hour)})"
-                )
-
         factor = Decimal(1)
         if service is not None and service.multiplier is not None:
             factor *= service.multiplier
@@ -133,14 +170,48 @@ def quote(
             mod = period.modifiers(kind).get(name)
             if mod is None or mod.multiplier is None:
                 why = f" ({'; '.join(mod.notes)})" if mod is not None and mod.notes else ""
-                notes.add(
+                trail.add(
                     f"{what} {value!r} has no known price for {model}; priced without it{why}"
                 )
                 continue
-            notes.flagged(mod.estimated, mod.notes, f"the {what} {name!r} price is approximate")
+            trail.flagged(mod.estimated, mod.notes, f"the {what} {name!r} price is approximate")
             factor *= mod.multiplier
-        amount *= factor
-    return Quote(amount, notes.estimated, tuple(notes.items))
+
+    five, hour = rates.cache_write_5m, rates.cache_write_1h
+    return RatePlan(
+        model_id=model,
+        rates=rates,
+        priced=tuple((c, r) for c in TOKEN_CLASSES if (r := getattr(rates, c)) is not None),
+        unpriced=tuple(c for c in TOKEN_CLASSES if getattr(rates, c) is None),
+        search=period.rates.web_search_per_1k,
+        factor=factor,
+        lead=tuple(lead.items),
+        trail=tuple(trail.items),
+        estimated=lead.estimated or trail.estimated,
+        split_rates=(five, hour)
+        if five is not None and hour is not None and five != hour
+        else None,
+    )
+
+
+def quote(
+    period: PricePeriod,
+    tokens: Tokens,
+    *,
+    service_tier: str | None = None,
+    speed: str | None = None,
+    inference_geo: str | None = None,
+    cache_write_unsplit: bool = False,
+) -> Quote:
+    """One call's price: its plan, then its counts."""
+    plan = rate_plan(
+        period,
+        period.tier_for(tokens.prompt),
+        service_tier=service_tier,
+        speed=speed,
+        inference_geo=inference_geo,
+    )
+    return plan.quote(tokens, cache_write_unsplit)
 
 
 def _service_tier(period: PricePeriod, value: str | None, notes: _Notes) -> Modifier | None:
@@ -162,8 +233,9 @@ def _service_tier(period: PricePeriod, value: str | None, notes: _Notes) -> Modi
     return mod
 
 
-def _rates(period: PricePeriod, service: Modifier | None, prompt: int, notes: _Notes) -> RateSet:
-    cliff = period.tier_for(prompt)
+def _rates(
+    period: PricePeriod, service: Modifier | None, cliff: Tier | None, notes: _Notes
+) -> RateSet:
     if cliff is not None:
         notes.flagged(cliff.estimated, cliff.notes, "the long-context price is approximate")
     if service is None or service.rates is None:

@@ -45,6 +45,7 @@ class Attribution:
     account: str | None = None
 
 
+RowKey = tuple[str | None, ...]
 KeyFn = Callable[[UsageEvent, Attribution, tzinfo], str | None]
 
 
@@ -94,11 +95,15 @@ class Row:
     unknown_tokens: int = 0
 
     def add(self, event: UsageEvent, priced: PricedCall) -> None:
-        self.calls += 1
-        self.tokens = self.tokens + event.tokens
+        self.add_calls(1, event.tokens, priced)
+
+    def add_calls(self, calls: int, tokens: Tokens, priced: PricedCall) -> None:
+        """`calls` calls with these summed tokens, priced together at `priced`."""
+        self.calls += calls
+        self.tokens = self.tokens + tokens
         if priced.api_equivalent is None or priced.cost_class is CostClass.UNKNOWN:
-            self.unknown_calls += 1
-            self.unknown_tokens += event.tokens.total
+            self.unknown_calls += calls
+            self.unknown_tokens += tokens.total
             return
         self.api_equivalent += priced.api_equivalent
         self.by_class[priced.cost_class] = (
@@ -146,17 +151,23 @@ def _dec(value: Decimal) -> str:
 class Rollup:
     by: Sequence[str]
     tz: tzinfo
-    rows: dict[tuple[str | None, ...], Row] = field(default_factory=dict)
+    rows: dict[RowKey, Row] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_keys(self.by)
 
     def add(self, event: UsageEvent, priced: PricedCall, attribution: Attribution) -> None:
-        key = tuple(GROUP_KEYS[k](event, attribution, self.tz) for k in self.by)
+        self.add_calls(self.key(event, attribution), 1, event.tokens, priced)
+
+    def key(self, event: UsageEvent, attribution: Attribution) -> RowKey:
+        """The row `event` belongs in."""
+        return tuple(GROUP_KEYS[k](event, attribution, self.tz) for k in self.by)
+
+    def add_calls(self, key: RowKey, calls: int, tokens: Tokens, priced: PricedCall) -> None:
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = Row(keys=dict(zip(self.by, key, strict=True)))
-        row.add(event, priced)
+        row.add_calls(calls, tokens, priced)
 
     @property
     def total(self) -> Row:

@@ -1,0 +1,142 @@
+"""`CallBatch`: calls priced per group as sums of their counts equal the same calls priced one by
+one, to the last digit and per cost class, whatever mix of models, tiers, cliffs, modifiers and
+billing a group holds."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from pricing import Billing, CallBatch, CostClass, PriceBook, PricedCall
+from pricing._classes import classify
+from pricing._engine import quote
+from shared.events import Agent, Tokens, UsageEvent
+from tests.test_pricing_engine import APR_2026, MAY_2026, OCT_2025
+
+# (model, instant, service tier, speed, geo): plain calls, cliffs, tiers with multipliers and
+# with explicit rates, unknown tiers, fast mode, geography, a model without cache-write rates,
+# a name several providers list, and models with no price.
+SHAPES: list[tuple[str, float, str | None, str | None, str | None]] = [
+    ("claude-sonnet-4-5-20250929", OCT_2025, None, None, None),
+    ("claude-sonnet-4-5-20250929", OCT_2025, "batch", None, None),
+    ("claude-sonnet-4-5", OCT_2025, None, "fast", None),
+    ("claude-sonnet-4-5", OCT_2025, None, None, "us"),
+    ("claude-opus-4-6", APR_2026, None, "fast", "us"),
+    ("claude-opus-4-6", APR_2026, "mystery-tier", None, None),
+    ("gpt-5", OCT_2025, None, None, None),
+    ("gpt-5", OCT_2025, "flex", None, None),
+    ("gpt-5.5", MAY_2026, "priority", None, None),
+    ("gpt-5.5", MAY_2026, "fast", None, None),
+    ("gemini-2.5-pro", OCT_2025, None, None, None),
+    ("qwen3-max", OCT_2025, None, None, None),
+    ("glm-4.6", OCT_2025, None, None, None),
+    ("no-such-model-7", OCT_2025, None, None, None),
+]
+
+
+def random_tokens(rng: random.Random) -> Tokens:
+    big = rng.random() < 0.3  # past 200k / 272k: the whole request at long-context rates
+    return Tokens(
+        input=rng.randrange(0, 300_000 if big else 5_000),
+        output=rng.randrange(0, 20_000),
+        cache_read=rng.randrange(0, 150_000),
+        cache_write_5m=rng.choice([0, rng.randrange(0, 40_000)]),
+        cache_write_1h=rng.choice([0, rng.randrange(0, 40_000)]),
+        reasoning=rng.choice([0, rng.randrange(0, 8_000)]),
+        web_search_requests=rng.choice([0, 0, 0, rng.randrange(1, 5)]),
+    )
+
+
+def random_events(seed: int, n: int) -> list[tuple[int, UsageEvent, Billing]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        model, ts, tier, speed, geo = rng.choice(SHAPES)
+        event = UsageEvent(
+            event_id=f"e{i}",
+            ts=ts + rng.randrange(0, 86_400 * 20),
+            agent=Agent.CLAUDE_CODE,
+            model=model,
+            tokens=random_tokens(rng),
+            session_id="s",
+            service_tier=tier,
+            speed=speed,
+            inference_geo=geo,
+            cache_write_unsplit=rng.random() < 0.2,
+        )
+        out.append((rng.randrange(3), event, rng.choice([Billing.API, Billing.SUBSCRIPTION])))
+    return out
+
+
+def uncached_price(book: PriceBook, event: UsageEvent, billing: Billing) -> PricedCall:
+    """The engine's figure for one call, worked out afresh (no shared terms)."""
+    period = book.lookup(event.model, datetime.fromtimestamp(event.ts, UTC))
+    if period is None:
+        return book.price(event, billing)
+    q = quote(
+        period,
+        event.tokens,
+        service_tier=event.service_tier,
+        speed=event.speed,
+        inference_geo=event.inference_geo,
+        cache_write_unsplit=event.cache_write_unsplit,
+    )
+    cls = classify(priced=True, estimated=q.estimated, billing=billing)
+    return PricedCall(q.amount, cls, period.model_id, q.estimated, q.notes)
+
+
+def by_group_and_class(
+    items: list[tuple[int, int, Tokens, PricedCall]],
+) -> tuple[dict[tuple[int, CostClass], Decimal], Counter[tuple[int, CostClass]], dict[int, Tokens]]:
+    money: dict[tuple[int, CostClass], Decimal] = {}
+    calls: Counter[tuple[int, CostClass]] = Counter()
+    tokens: dict[int, Tokens] = {}
+    for group, n, toks, priced in items:
+        key = (group, priced.cost_class)
+        calls[key] += n
+        tokens[group] = tokens.get(group, Tokens()) + toks
+        if priced.api_equivalent is not None:
+            money[key] = money.get(key, Decimal(0)) + priced.api_equivalent
+    return money, calls, tokens
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batch_sums_equal_one_by_one_prices(seed: int) -> None:
+    book = PriceBook.default()
+    events = random_events(seed, 600)
+    one_by_one = [(g, 1, e.tokens, uncached_price(book, e, billing)) for g, e, billing in events]
+
+    batch = CallBatch[int](book)
+    settled: list[tuple[int, int, Tokens, PricedCall]] = []
+    for g, e, billing in events:
+        unknown = batch.add(g, e, billing)
+        if unknown is not None:
+            settled.append((g, 1, e.tokens, unknown))
+    settled.extend(batch.settle())
+
+    expected = by_group_and_class(one_by_one)
+    assert by_group_and_class(settled) == expected
+    # The mix really exercised every class, so the equality says something about each.
+    classes = {cls for _, cls in expected[1]}
+    assert classes == set(CostClass)
+    assert len(settled) < len(one_by_one) / 2  # and it priced fewer sums than calls
+
+
+def test_settle_empties_the_batch() -> None:
+    batch = CallBatch[str](PriceBook.default())
+    for _, event, billing in random_events(9, 20):
+        batch.add("row", event, billing)
+    assert list(batch.settle())
+    assert list(batch.settle()) == []
+
+
+def test_terms_are_shared_by_calls_that_differ_only_in_counts() -> None:
+    book = PriceBook.default()
+    events = [e for _, e, _ in random_events(4, 200) if e.model == "gpt-5" and not e.service_tier]
+    below = [e for e in events if e.tokens.prompt <= 272_000]
+    assert len(below) > 2
+    assert len({id(book.terms(e)) for e in below}) == 1
