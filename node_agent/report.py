@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 
+from node_agent import readahead
 from node_agent.scan import Target, read_file, resolve_targets
 from node_agent.sources.base import Collector, ParseProblem, SourceFile
 from node_agent.sources.registry import all_sources, source_for
@@ -113,6 +114,8 @@ def build_report(
     PriceBook.default()  # load once, before workers fork, so they share it
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
     with _runner(jobs if len(units) > 1 else 1) as run:
+        # Once the workers are up (their start would queue behind these reads on a cold disk).
+        readahead.start((f.path, _size(f.path)) for unit in units for _, f in unit.files)
         done = run([(unit, targets, config.node, query) for unit in units])
         for part, _keys in _regroup_overlaps(units, done, targets, config.node, query, run):
             report.merge(part)
