@@ -10,11 +10,14 @@ read-only home) just means parsing again.
 from __future__ import annotations
 
 import copyreg
-import hashlib
 import io
 import os
 import pickle
 import sys
+
+# blake2b straight from CPython's own module: `import hashlib` loads OpenSSL's libcrypto first,
+# which costs a cold start about 12 ms.
+from _blake2 import blake2b
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -51,7 +54,7 @@ def cache_dir() -> Path:
 
 
 def _key(items: Sequence[tuple[str, str]]) -> str:
-    digest = hashlib.sha256(sys.version.encode())
+    digest = blake2b(sys.version.encode())
     here = Path(__file__).parent
     for name in _CODE:
         try:
@@ -88,6 +91,9 @@ def cached_tables(items: Sequence[tuple[str, str]], parse: Parse) -> list[Provid
         except BaseException:
             os.unlink(tmp)
             raise
+        for stale in path.parent.glob("price-tables-*.pickle"):  # of other versions or tables
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except Exception:  # no writable cache dir, or anything else: parse each time
         pass
     return tables

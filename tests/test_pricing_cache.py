@@ -67,3 +67,13 @@ def test_an_unwritable_cache_dir_only_costs_a_parse(
     assert cached_tables(texts(), counting_parse(calls)) == load_texts(texts())
     assert cached_tables(texts(), counting_parse(calls)) == load_texts(texts())
     assert calls == [1, 1]
+
+
+def test_a_new_cache_file_replaces_the_stale_ones(own_cache: Path) -> None:
+    calls: list[int] = []
+    cached_tables(texts(), counting_parse(calls))
+    edited = [(name, text + "\n# edited\n") for name, text in texts()]
+    cached_tables(edited, counting_parse(calls))
+    assert len(list(cache_dir().glob("price-tables-*.pickle"))) == 1
+    cached_tables(edited, counting_parse(calls))
+    assert len(calls) == 2  # the kept file is the edited tables'
