@@ -180,6 +180,16 @@ def _zone(name: str) -> tzinfo | None:
         return None
 
 
+def _batch_gc() -> None:
+    """A scan builds tens of thousands of small objects that live until it ends; the cyclic
+    collector would walk them again and again for nothing (about 10 % of a scan's time).
+    Collect young objects rarely, and never walk what start-up built (inherited by workers)."""
+    import gc
+
+    gc.set_threshold(100_000, 50, 1000)
+    gc.freeze()
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     tz = _zone(args.tz)
     if tz is None:
@@ -194,6 +204,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return 2
 
     query = Query(tuple(by), tz, args.since, args.until)
+    _batch_gc()
     report = build_report(args.paths, config, query, jobs=args.jobs)
     if args.json:
         blob = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2)
