@@ -153,9 +153,11 @@ def read_file(source: Source, file: SourceFile, sink: Collector) -> int | None:
         sink.skip("incomplete last line (still being written)")
 
     read = iter_zst_lines if file.kind is FileKind.JSONL_ZST else iter_plain_lines
+    test = source.line_test()
+    feed = source.feed_line if test is None else source.feed_kept_line
     try:
-        for lineno, line in read(file.path, torn_tail, source.line_test()):
-            source.feed_line(file.path, lineno, line, sink)
+        for lineno, line in read(file.path, torn_tail, test):
+            feed(file.path, lineno, line, sink)
     except (OSError, CorruptStreamError) as exc:
         # Lines before the damage were read; say what stopped the rest.
         sink.problem(ParseProblem(str(file.path), 0, f"cannot read further: {exc}"))

@@ -181,3 +181,28 @@ def test_a_limit_line_without_usage_is_not_skipped(tmp_path: Path) -> None:
     sink = Collector()
     read_file(ClaudeSource(), SourceFile(path, FileKind.JSONL), sink)
     assert [e.origin for e in sink.events.limits.values()] == [f"{path}:2"]
+
+
+CODEX_EXTRA = [
+    b'{"timestamp":"2026-10-05T10:00:01Z","type":"event_msg","payload":{"type":"token_count"',
+    b'{"timestamp":"2026-10-05T10:00:01Z","type":"response_item","payload":{"type":"mess',
+    b'  {"timestamp":"2026-10-05T10:00:02Z","type":"event_msg","payload":{"type":"token_count"}}',
+    b'{"timestamp":"2026-10-05T10:00:03Z","type":"response_item","payload":{}}  ',
+    b'{"timestamp":"2026-10-05T10:00:03Z","type":"response_item","payload":{"x":}}',
+]
+
+
+@pytest.mark.parametrize("make", [ClaudeSource, CodexSource])
+def test_kept_lines_are_read_as_feed_line_reads_them(tmp_path: Path, make: type[Source]) -> None:
+    """A reader that ran `ignores` hands kept lines to `feed_kept_line`, which skips the test:
+    line by line, the outcome must be `feed_line`'s."""
+    path = tmp_path / "projects" / "p" / "rollout-2026-10-05T10-00-00-s.jsonl"
+    for number, line in enumerate([*EDGE_LINES, *CODEX_EXTRA], start=1):
+        plain, kept = make(), make()
+        by_feed, by_kept = Collector(), Collector()
+        plain.feed_line(path, number, line, by_feed)
+        if not kept.ignores(line, 0, len(line)):
+            kept.feed_kept_line(path, number, line, by_kept)
+        plain.flush(by_feed)
+        kept.flush(by_kept)
+        assert _outcome(by_kept) == _outcome(by_feed), line

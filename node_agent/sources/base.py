@@ -129,6 +129,11 @@ class Source(ABC):
         """One complete line (without its newline) of a JSONL file."""
         raise NotImplementedError(f"{type(self).__name__} reads no JSONL files")
 
+    def feed_kept_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
+        """`feed_line` for a line that the reader already tested with `ignores` and kept, so
+        the source need not test it again. Same events, problems and skips as `feed_line`."""
+        self.feed_line(path, lineno, line, sink)
+
     def read_whole(self, path: Path, sink: Sink) -> None:
         """A whole-file source, read from the start."""
         raise NotImplementedError(f"{type(self).__name__} reads no whole files")

@@ -209,8 +209,10 @@ class ClaudeSource(Source):
         return data.find(_USAGE_MARK, start, end) < 0 and data.find(_ERROR_MARK, start, end) < 0
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
-        if self.ignores(line, 0, len(line)):
-            return
+        if not self.ignores(line, 0, len(line)):
+            self.feed_kept_line(path, lineno, line, sink)
+
+    def feed_kept_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         if not line.rstrip().endswith(b"}"):
             # Before parsing: catches torn lines that the usage prefilter would hide.
             if line.strip():

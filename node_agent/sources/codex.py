@@ -472,13 +472,21 @@ class CodexSource(Source):
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         data = line.strip()
-        if not data:
-            return
-        if not _wanted(data):
+        if data and _wanted(data):
+            self._parse(path, lineno, data, sink)
+        elif data and not data.endswith(b"}"):
             # Not parsed, but a torn line must still be reported (research §6 item 13).
-            if not data.endswith(b"}"):
-                sink.problem(ParseProblem(str(path), lineno, "truncated JSON line"))
-            return
+            sink.problem(ParseProblem(str(path), lineno, "truncated JSON line"))
+
+    def feed_kept_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
+        # `ignores` keeps wanted lines and every line not ending in '}': a line that ends in
+        # '}' (and has nothing for strip() to shift) is a wanted one; the rest go the long way.
+        if line.endswith(b"}") and not line[:1].isspace():
+            self._parse(path, lineno, line, sink)
+        else:
+            self.feed_line(path, lineno, line, sink)
+
+    def _parse(self, path: Path, lineno: int, data: bytes, sink: Sink) -> None:
         try:
             parsed: object = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
