@@ -1,6 +1,9 @@
 """Cold `node-agent scan` of a generated corpus (at least 200 MB) against ccusage, same files.
 
-Each run is a fresh process (no warm interpreter). Peak memory is the largest sum of resident
+fleetmeter runs as a user has it: `pip install .` into its own venv under bench/.work (bytecode
+compiled, no editable-install finder), its `node-agent` console script. Each run is a fresh
+process (no warm interpreter); the two tools' runs alternate, so a noisy neighbour on a shared
+machine slows both alike. Peak memory is the largest sum of resident
 sets over the process tree (fleetmeter may use worker processes), sampled every 5 ms. The page
 cache is dropped before each run when the kernel lets us; otherwise both tools read from a warm
 cache, which is said in the output. ccusage is the native binary of its npm package, run with
@@ -18,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -28,6 +32,7 @@ WORK = Path(__file__).resolve().parent / ".work"
 CORPUS_MB = 200
 CCUSAGE_VERSION = "20.0.24"  # 20.0.26's platform packages were never published
 RUNS = 3
+NODE_AGENT = WORK / "venv" / "bin" / "node-agent"
 
 
 @dataclass(frozen=True)
@@ -116,40 +121,53 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, pss: bool = F
     return Run(seconds, rss, b"".join(chunks), pss_mb)
 
 
-def best(cmd: Sequence[str], env: dict[str, str] | None, cold: bool) -> Run:
-    """The fastest of RUNS timed runs; memory from those (RSS) and from one more run (PSS)."""
-    runs = []
+Cmd = tuple[Sequence[str], dict[str, str] | None]
+
+
+def best(cmds: Sequence[Cmd], cold: bool) -> list[Run]:
+    """For each command, the fastest of RUNS timed runs (the commands take turns); memory from
+    those (RSS) and from one more run each (PSS)."""
+    runs: list[list[Run]] = [[] for _ in cmds]
     for _ in range(RUNS):
+        for (cmd, env), mine in zip(cmds, runs, strict=True):
+            if cold:
+                drop_page_cache()
+            mine.append(measure(cmd, env))
+    out = []
+    for (cmd, env), mine in zip(cmds, runs, strict=True):
         if cold:
             drop_page_cache()
-        runs.append(measure(cmd, env))
-    if cold:
-        drop_page_cache()
-    pss = measure(cmd, env, pss=True).peak_pss_mb
-    fastest = min(runs, key=lambda r: r.seconds)
-    return Run(fastest.seconds, max(r.peak_rss_mb for r in runs), fastest.stdout, pss)
+        pss = measure(cmd, env, pss=True).peak_pss_mb
+        fastest = min(mine, key=lambda r: r.seconds)
+        out.append(Run(fastest.seconds, max(r.peak_rss_mb for r in mine), fastest.stdout, pss))
+    return out
 
 
 def size_of(paths: Sequence[Path]) -> int:
     return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
 
 
-def ours(
-    paths: Sequence[Path], cold: bool, jobs: int | None = None
-) -> tuple[Run, dict[str, object]]:
-    cmd = [sys.executable, "-m", "node_agent.cli", "scan", "--json", "--by", "day"]
+def ours(paths: Sequence[Path], jobs: int | None = None) -> Cmd:
+    cmd = [str(NODE_AGENT), "scan", "--json", "--by", "day"]
     if jobs is not None:
         cmd += ["--jobs", str(jobs)]
-    cmd += map(str, paths)
-    run = best(cmd, None, cold)
-    return run, orjson.loads(run.stdout)
+    return cmd + [str(p) for p in paths], None
 
 
-def theirs(binary: Path, agent: str, homes: Sequence[Path], cold: bool) -> tuple[Run, object]:
+def theirs(binary: Path, agent: str, homes: Sequence[Path]) -> Cmd:
     var = {"claude": "CLAUDE_CONFIG_DIR", "codex": "CODEX_HOME"}[agent]
     env = dict(os.environ, **{var: ",".join(map(str, homes)), "NO_COLOR": "1"})
-    run = best([str(binary), agent, "daily", "--offline", "--json"], env, cold)
-    return run, orjson.loads(run.stdout).get("totals")
+    return [str(binary), agent, "daily", "--offline", "--json"], env
+
+
+def report_of(run: Run) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(run.stdout)
+    return data
+
+
+def totals_of(run: Run) -> object:
+    data = orjson.loads(run.stdout)
+    return data.get("totals") if isinstance(data, dict) else None
 
 
 def line(name: str, run: Run, size: int, calls: int | None) -> str:
@@ -160,76 +178,115 @@ def line(name: str, run: Run, size: int, calls: int | None) -> str:
     )
 
 
-def compile_bytecode() -> None:
-    """An installed package has its bytecode compiled (pip does it); a checkout run with
-    PYTHONDONTWRITEBYTECODE would compile every module on every start, a cost no user pays."""
+def install_package() -> None:
+    """fleetmeter from this checkout, installed as a user installs it (not editable)."""
     root = Path(__file__).resolve().parent.parent
-    packages = [str(root / name) for name in ("shared", "pricing", "node_agent")]
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True)
+    venv = WORK / "venv"
+    fresh = not (venv / "bin" / "python").exists()
+    if fresh:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    print("installing this checkout into bench/.work/venv ...", flush=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    extra = [] if fresh else ["--no-deps", "--force-reinstall"]
+    done = subprocess.run([*pip, *extra, str(root)], cwd=WORK, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install failed: {done.stderr.strip()[-2000:]}")
+
+
+def plain_codex_mirror(homes: Sequence[Path]) -> list[Path]:
+    """The Codex homes with only their plain `.jsonl` rollouts (hard links): what ccusage reads.
+    It skips compressed `.jsonl.zst` rollouts, which Codex writes for idle sessions."""
+    out = []
+    for home in homes:
+        mirror = WORK / "codex-plain" / home.parent.name / home.name
+        if mirror.exists():
+            shutil.rmtree(mirror)
+        for file in home.rglob("*.jsonl"):
+            target = mirror / file.relative_to(home)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(file, target)
+        out.append(mirror)
+    return out
+
+
+def compare(name: str, homes: Sequence[Path], agent: str, binary: Path | None, cold: bool) -> float:
+    """Print one comparison; returns ccusage's time (0 without it)."""
+    size = size_of(homes)
+    print(f"\n{name}: {size / 1e6:.1f} MB in {len(homes)} homes")
+    cmds = [ours(homes, jobs=1), ours(homes)]
+    if binary is not None:
+        cmds.append(theirs(binary, agent, homes))
+    runs = best(cmds, cold)
+    one_run, our_run = runs[0], runs[1]
+    our_report = report_of(our_run)
+    our_calls = our_report["total"]["calls"]
+    print(line("fleetmeter scan --jobs 1", one_run, size, our_calls))
+    print(line("fleetmeter scan (2 workers)", our_run, size, our_calls))
+    if binary is None:
+        return 0.0
+    their_run = runs[2]
+    print(line(f"ccusage {CCUSAGE_VERSION} --offline", their_run, size, None))
+    speed = their_run.seconds / our_run.seconds
+    memory = our_run.peak_pss_mb / their_run.peak_pss_mb
+    print(f"  -> fleetmeter is {speed:.2f}x ccusage's speed, uses {memory:.2f}x its memory (PSS)")
+    speed1 = their_run.seconds / one_run.seconds
+    memory1 = one_run.peak_pss_mb / their_run.peak_pss_mb
+    print(f"     (--jobs 1: {speed1:.2f}x its speed, {memory1:.2f}x its memory)")
+    totals = totals_of(their_run)
+    their_cost = (
+        totals.get("totalCost", totals.get("costUSD")) if isinstance(totals, dict) else None
+    )
+    print(
+        f"  API-equivalent total: fleetmeter ${our_report['total']['cost']['api_equivalent']},"
+        f" ccusage ${their_cost}"
+    )
+    return their_run.seconds
 
 
 def main() -> None:
     corpus = ensure_corpus()
-    compile_bytecode()
+    install_package()
     machines = sorted(p for p in corpus.iterdir() if p.is_dir())
     cold = drop_page_cache()
     print(
         f"page cache {'dropped before each run' if cold else 'NOT dropped (no permission): warm'}"
     )
     print(
-        f"best of {RUNS} fresh processes each; peak = max summed RSS of the process tree in"
-        " those runs, and max summed PSS in one more run (shared pages of forked workers once)\n"
+        f"best of {RUNS} fresh processes each, the tools taking turns; peak = max summed RSS of"
+        " the process tree in those runs, and max summed PSS in one more run (shared pages of"
+        " forked workers once)\n"
     )
 
     total_size = size_of(machines)
-    run, report = ours(machines, cold)
-    calls = report["total"]["calls"]  # type: ignore[index]
+    (run,) = best([ours(machines)], cold)
+    report = report_of(run)
     print(f"full corpus, all five agents: {total_size / 1e6:.1f} MB in {report['files']} files")
-    print(line("fleetmeter node-agent scan", run, total_size, calls))
+    print(line("fleetmeter node-agent scan", run, total_size, report["total"]["calls"]))
 
     binary = ensure_ccusage()
-    both: list[Path] = []
-    theirs_total = 0.0
-    theirs_peak = 0.0
-    for agent, home in (("claude", "claude"), ("codex", "codex")):
-        homes = sorted(h for m in machines for h in m.iterdir() if h.name.startswith(home))
-        both += homes
-        size = size_of(homes)
-        print(f"\n{agent} homes only: {size / 1e6:.1f} MB in {len(homes)} homes")
-        one_run, _ = ours(homes, cold, jobs=1)
-        our_run, our_report = ours(homes, cold)
-        our_calls = our_report["total"]["calls"]  # type: ignore[index]
-        print(line("fleetmeter scan --jobs 1", one_run, size, our_calls))
-        print(line("fleetmeter scan (2 workers)", our_run, size, our_calls))
-        if binary is None:
-            continue
-        their_run, totals = theirs(binary, agent, homes, cold)
-        theirs_total += their_run.seconds
-        theirs_peak = max(theirs_peak, their_run.peak_pss_mb)
-        print(line(f"ccusage {CCUSAGE_VERSION} --offline", their_run, size, None))
-        speed = their_run.seconds / our_run.seconds
-        memory = our_run.peak_pss_mb / their_run.peak_pss_mb
-        print(
-            f"  -> fleetmeter is {speed:.2f}x ccusage's speed, uses {memory:.2f}x its memory (PSS)"
-        )
-        speed1 = their_run.seconds / one_run.seconds
-        memory1 = one_run.peak_pss_mb / their_run.peak_pss_mb
-        print(f"     (--jobs 1: {speed1:.2f}x its speed, {memory1:.2f}x its memory)")
-        our_cost = our_report["total"]["cost"]["api_equivalent"]  # type: ignore[index]
-        their_cost = (
-            totals.get("totalCost", totals.get("costUSD")) if isinstance(totals, dict) else None
-        )
-        print(f"  API-equivalent total: fleetmeter ${our_cost}, ccusage ${their_cost}")
+    claude = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("claude"))
+    codex = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("codex"))
+    theirs_total = compare("claude homes only", claude, "claude", binary, cold)
+    compare("codex homes (ccusage skips their .jsonl.zst rollouts)", codex, "codex", binary, cold)
+    plain = plain_codex_mirror(codex)
+    theirs_total += compare(
+        "codex homes, plain .jsonl rollouts only (the files ccusage reads)",
+        plain,
+        "codex",
+        binary,
+        cold,
+    )
 
     if binary is not None:
         # ccusage reads each agent with its own command; one fleetmeter scan reads both.
+        both = [*claude, *plain]
         size = size_of(both)
-        print(f"\nclaude + codex homes (every file ccusage reads): {size / 1e6:.1f} MB")
-        our_run, _ = ours(both, cold)
+        print(f"\nclaude + plain codex homes (every file ccusage reads): {size / 1e6:.1f} MB")
+        (our_run,) = best([ours(both)], cold)
         print(line("fleetmeter scan (2 workers)", our_run, size, None))
         print(
             f"  ccusage claude + ccusage codex    {theirs_total:6.2f} s  "
-            f"{size / 1e6 / theirs_total:7.1f} MB/s  {'':19}  peak PSS {theirs_peak:6.1f} MB"
+            f"{size / 1e6 / theirs_total:7.1f} MB/s"
         )
         print(f"  -> fleetmeter is {theirs_total / our_run.seconds:.2f}x ccusage's speed")
 
