@@ -96,6 +96,8 @@ class PriceBook:
         )
         terms = self._terms.get(key)
         if terms is None:
+            if len(self._terms) >= _MAX_TERMS:
+                self._terms.clear()  # garbage tier names in a log must not grow it forever
             plan = rate_plan(
                 period,
                 cliff,
@@ -142,6 +144,8 @@ class _Group:
     calls: int = 0
     counts: list[tuple[int, ...]] = field(default_factory=list)
 
+
+_MAX_TERMS: Final = 4096
 
 G = TypeVar("G", bound=Hashable)
 

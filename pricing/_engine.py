@@ -79,7 +79,6 @@ class RatePlan:
     can be priced as one sum, exactly (`amount`)."""
 
     model_id: str
-    rates: RateSet
     priced: tuple[tuple[str, Decimal], ...]  # (token class, rate) for the classes with a rate
     unpriced: tuple[str, ...]  # token classes with no rate under this plan
     search: Decimal | None  # USD per 1,000 web searches
@@ -180,7 +179,6 @@ def rate_plan(
     five, hour = rates.cache_write_5m, rates.cache_write_1h
     return RatePlan(
         model_id=model,
-        rates=rates,
         priced=tuple((c, r) for c in TOKEN_CLASSES if (r := getattr(rates, c)) is not None),
         unpriced=tuple(c for c in TOKEN_CLASSES if getattr(rates, c) is None),
         search=period.rates.web_search_per_1k,

@@ -8,9 +8,11 @@ import random
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+import pricing
 from pricing import Billing, CallBatch, CostClass, PriceBook, PricedCall
 from pricing._classes import classify
 from pricing._engine import quote
@@ -140,3 +142,19 @@ def test_terms_are_shared_by_calls_that_differ_only_in_counts() -> None:
     below = [e for e in events if e.tokens.prompt <= 272_000]
     assert len(below) > 2
     assert len({id(book.terms(e)) for e in below}) == 1
+
+
+def test_terms_stay_bounded_whatever_tier_names_a_log_holds() -> None:
+    book = PriceBook.load(Path(pricing.__file__).parent / "tables")  # its own cache
+    for i in range(5_000):
+        call = UsageEvent(
+            event_id=f"e{i}",
+            ts=OCT_2025,
+            agent=Agent.CLAUDE_CODE,
+            model="claude-sonnet-4-5",
+            tokens=Tokens(input=10),
+            session_id="s",
+            service_tier=f"garbage-{i}",
+        )
+        assert book.price(call).estimated
+    assert len(book._terms) <= 4096
