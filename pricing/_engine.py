@@ -85,6 +85,7 @@ class RatePlan:
     factor: Decimal
     lead: tuple[str, ...]  # notes before the count-dependent ones (period, service tier, cliff)
     trail: tuple[str, ...]  # and after them (speed, inference geography)
+    notes: tuple[str, ...]  # lead and trail: a call's notes when its counts add none
     estimated: bool
     split_rates: tuple[Decimal, Decimal] | None  # the 5m and 1h write rates, when both differ
 
@@ -104,14 +105,22 @@ class RatePlan:
 
     def estimated_for(self, tokens: Tokens, cache_write_unsplit: bool) -> bool:
         """Whether a call with these counts is priced approximately (see `quote` for why)."""
+        return self.estimated or self._caveats(tokens, cache_write_unsplit)
+
+    def _caveats(self, tokens: Tokens, cache_write_unsplit: bool) -> bool:
+        """Whether these counts add notes of their own (`quote` says which)."""
         return (
-            self.estimated
-            or any(getattr(tokens, cls) for cls in self.unpriced)
+            any(getattr(tokens, cls) for cls in self.unpriced)
             or bool(tokens.web_search_requests and self.search is None)
             or bool(cache_write_unsplit and tokens.cache_write_5m and self.split_rates)
         )
 
     def quote(self, tokens: Tokens, cache_write_unsplit: bool = False) -> Quote:
+        if not self._caveats(tokens, cache_write_unsplit):  # nearly every call
+            return Quote(self.amount(tokens), self.estimated, self.notes)
+        return self._full_quote(tokens, cache_write_unsplit)
+
+    def _full_quote(self, tokens: Tokens, cache_write_unsplit: bool) -> Quote:
         notes = _Notes()
         notes.items = list(self.lead)
         notes.estimated = self.estimated
@@ -185,6 +194,7 @@ def rate_plan(
         factor=factor,
         lead=tuple(lead.items),
         trail=tuple(trail.items),
+        notes=tuple(dict.fromkeys((*lead.items, *trail.items))),
         estimated=lead.estimated or trail.estimated,
         split_rates=(five, hour)
         if five is not None and hour is not None and five != hour

@@ -158,3 +158,14 @@ def test_terms_stay_bounded_whatever_tier_names_a_log_holds() -> None:
         )
         assert book.price(call).estimated
     assert len(book._terms) <= 4096
+
+
+def test_the_quick_quote_equals_the_full_one() -> None:
+    book = PriceBook.default()
+    for _, event, _ in random_events(11, 400):
+        terms = book.terms(event)
+        if isinstance(terms, PricedCall):
+            continue
+        quick = terms.plan.quote(event.tokens, event.cache_write_unsplit)
+        full = terms.plan._full_quote(event.tokens, event.cache_write_unsplit)
+        assert quick == full
