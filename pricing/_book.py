@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
@@ -149,15 +149,8 @@ _MAX_TERMS: Final = 4096
 
 G = TypeVar("G", bound=Hashable)
 
-_COUNTS: Final = attrgetter(
-    "input",
-    "output",
-    "cache_read",
-    "cache_write_5m",
-    "cache_write_1h",
-    "reasoning",
-    "web_search_requests",
-)
+# A call's counts in the order of Tokens' fields, so that Tokens(*sums) rebuilds them.
+_COUNTS: Final = attrgetter(*(f.name for f in fields(Tokens)))
 
 
 class CallBatch(Generic[G]):
