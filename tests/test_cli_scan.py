@@ -112,3 +112,16 @@ def test_a_bad_path_does_not_lose_the_good_ones(machine: tuple[Path, Truth]) -> 
     proc = run("--json", str(home), "/no/such/dir")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["total"]["calls"] == truth.total().calls
+
+
+def test_an_in_process_scan_puts_the_collector_back_as_it_was(
+    machine: tuple[Path, Truth], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+
+    from node_agent.cli import main
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    assert main(["scan", "--json", "--jobs", "1", str(machine[0])]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["calls"] > 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
