@@ -209,8 +209,10 @@ def plain_codex_mirror(homes: Sequence[Path]) -> list[Path]:
     return out
 
 
-def compare(name: str, homes: Sequence[Path], agent: str, binary: Path | None, cold: bool) -> float:
-    """Print one comparison; returns ccusage's time (0 without it)."""
+def compare(
+    name: str, homes: Sequence[Path], agent: str, binary: Path | None, cold: bool
+) -> Run | None:
+    """Print one comparison; returns ccusage's run (None without ccusage)."""
     size = size_of(homes)
     print(f"\n{name}: {size / 1e6:.1f} MB in {len(homes)} homes")
     cmds = [ours(homes, jobs=1), ours(homes)]
@@ -223,7 +225,7 @@ def compare(name: str, homes: Sequence[Path], agent: str, binary: Path | None, c
     print(line("fleetmeter scan --jobs 1", one_run, size, our_calls))
     print(line("fleetmeter scan (2 workers)", our_run, size, our_calls))
     if binary is None:
-        return 0.0
+        return None
     their_run = runs[2]
     print(line(f"ccusage {CCUSAGE_VERSION} --offline", their_run, size, None))
     speed = their_run.seconds / our_run.seconds
@@ -240,7 +242,7 @@ def compare(name: str, homes: Sequence[Path], agent: str, binary: Path | None, c
         f"  API-equivalent total: fleetmeter ${our_report['total']['cost']['api_equivalent']},"
         f" ccusage ${their_cost}"
     )
-    return their_run.seconds
+    return their_run
 
 
 def main() -> None:
@@ -266,10 +268,10 @@ def main() -> None:
     binary = ensure_ccusage()
     claude = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("claude"))
     codex = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("codex"))
-    theirs_total = compare("claude homes only", claude, "claude", binary, cold)
+    their_claude = compare("claude homes only", claude, "claude", binary, cold)
     compare("codex homes (ccusage skips their .jsonl.zst rollouts)", codex, "codex", binary, cold)
     plain = plain_codex_mirror(codex)
-    theirs_total += compare(
+    their_codex = compare(
         "codex homes, plain .jsonl rollouts only (the files ccusage reads)",
         plain,
         "codex",
@@ -277,7 +279,9 @@ def main() -> None:
         cold,
     )
 
-    if binary is not None:
+    if their_claude is not None and their_codex is not None:
+        theirs_total = their_claude.seconds + their_codex.seconds
+        theirs_peak = max(their_claude.peak_pss_mb, their_codex.peak_pss_mb)
         # ccusage reads each agent with its own command; one fleetmeter scan reads both.
         both = [*claude, *plain]
         size = size_of(both)
@@ -286,7 +290,7 @@ def main() -> None:
         print(line("fleetmeter scan (2 workers)", our_run, size, None))
         print(
             f"  ccusage claude + ccusage codex    {theirs_total:6.2f} s  "
-            f"{size / 1e6 / theirs_total:7.1f} MB/s"
+            f"{size / 1e6 / theirs_total:7.1f} MB/s  {'':19}  peak PSS {theirs_peak:6.1f} MB"
         )
         print(f"  -> fleetmeter is {theirs_total / our_run.seconds:.2f}x ccusage's speed")
 

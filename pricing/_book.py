@@ -18,6 +18,9 @@ from pricing._tables import load_directory, load_package
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
 from shared.events import Tokens, UsageEvent
 
+# Distinct price terms a book keeps (a handful in practice; garbage tier names must not grow it).
+_MAX_TERMS: Final = 4096
+
 
 class PriceBook:
     """Effective-dated prices for every model in a set of provider tables."""
@@ -97,7 +100,7 @@ class PriceBook:
         terms = self._terms.get(key)
         if terms is None:
             if len(self._terms) >= _MAX_TERMS:
-                self._terms.clear()  # garbage tier names in a log must not grow it forever
+                self._terms.clear()
             plan = rate_plan(
                 period,
                 cliff,
@@ -144,8 +147,6 @@ class _Group:
     calls: int = 0
     counts: list[tuple[int, ...]] = field(default_factory=list)
 
-
-_MAX_TERMS: Final = 4096
 
 G = TypeVar("G", bound=Hashable)
 

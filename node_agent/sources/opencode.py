@@ -39,9 +39,8 @@ from node_agent.sources._values import text as _str
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
 
-if (
-    TYPE_CHECKING
-):  # sqlite3 is imported where a database is read: scans of other agents start faster
+# sqlite3 is imported where a database is read: a scan of the other agents starts faster.
+if TYPE_CHECKING:
     import sqlite3
 
 # Above any legacy revision (an mtime in ms stays below 2**44 until the year 2527).
