@@ -9,13 +9,18 @@ priced twice; a superseded call is withdrawn the same way the ledger withdraws i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
 from hub._totals import Totals
 from shared.events import Agent, Role, UsageEvent
 
-RECENT_MINUTES: Final = 5  # tokens per minute are averaged over this many minutes
+# Tokens per minute are the tokens of the calls made in the last RECENT_S seconds of wall time,
+# per minute of that window the session has lived (at least one): a current rate that falls to
+# zero RECENT_S after the last call, whatever the process did since.
+RECENT_S: Final = 300
+_MIN_SPAN_S: Final = 60  # a first call is not a rate per second of its own
 
 
 def session_key(event: UsageEvent) -> str:
@@ -39,7 +44,8 @@ class SessionFigures:
     last_ts: float = 0.0
     main: Totals = field(default_factory=Totals)
     subagents: Totals = field(default_factory=Totals)  # subagent and auxiliary calls
-    # epoch minute -> tokens, for the last few minutes only (pruned as the clock moves)
+    label: str = ""  # the short id the dashboard shows (`SessionNames`), set on snapshots
+    # epoch second -> tokens, for the last RECENT_S seconds only (pruned as the clock moves)
     recent: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -49,9 +55,52 @@ class SessionFigures:
         return out
 
     def tokens_per_minute(self, now: float) -> float:
-        minute = int(now // 60)
-        tokens = sum(t for m, t in self.recent.items() if m > minute - RECENT_MINUTES)
-        return tokens / RECENT_MINUTES
+        """Tokens a minute over the last RECENT_S seconds (see RECENT_S)."""
+        start = now - RECENT_S
+        tokens = sum(t for second, t in self.recent.items() if second > start)
+        if not tokens:
+            return 0.0
+        span = max(_MIN_SPAN_S, min(RECENT_S, now - self.first_ts))
+        return tokens * 60 / span
+
+
+SHORT_ID: Final = 8  # characters of a session id shown, more only where two would look alike
+# A random (version 4) UUID, as Claude Code's: its first characters tell sessions apart. Any
+# other id may start with a timestamp (Codex's UUIDv7 thread ids, OpenCode's `ses_…`, Cursor's
+# dated ids), so its end is shown instead.
+_RANDOM_UUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+
+
+def short_id(key: str, length: int = SHORT_ID) -> str:
+    """`key` in about `length` characters: its head for a random UUID, else "…" and its tail."""
+    if len(key) <= length + 1:
+        return key
+    if _RANDOM_UUID.fullmatch(key):
+        return key[:length]
+    return "…" + key[-length:]
+
+
+class SessionNames:
+    """Short ids that no two sessions share: a session keeps the name it was first given; one
+    whose short id another already has gets a longer one. Not thread-safe (the service's lock)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}  # key -> name
+        self._taken: set[str] = set()
+
+    def name(self, key: str) -> str:
+        name = self._names.get(key)
+        if name is None:
+            length = SHORT_ID
+            name = short_id(key, length)
+            while name in self._taken and name != key:
+                length += 4
+                name = short_id(key, length)
+            self._names[key] = name
+            self._taken.add(name)
+        return name
 
 
 # Cache thrash: paying to write prompts that are never read back. Flagged when less than this
@@ -93,9 +142,9 @@ class SessionBook:
             if negate:
                 return None
             row = self._sessions[key] = SessionFigures(key, event.machine, event.agent)
-        minute = int(event.ts // 60)
-        if minute > now_minute - RECENT_MINUTES:
-            row.recent[minute] = row.recent.get(minute, 0) + tokens
+        second = int(event.ts)
+        if second > now_minute * 60 - RECENT_S:
+            row.recent[second] = row.recent.get(second, 0) + tokens
         if negate:
             return key
         if event.role is Role.MAIN or row.first_ts == 0.0:
@@ -118,10 +167,10 @@ class SessionBook:
             (row.main if main else row.subagents).add(calls)
 
     def prune(self, now_minute: int) -> None:
-        oldest = now_minute - RECENT_MINUTES + 1
+        oldest = now_minute * 60 - RECENT_S
         for row in self._sessions.values():
-            if row.recent and min(row.recent) < oldest:
-                row.recent = {m: t for m, t in row.recent.items() if m >= oldest}
+            if row.recent and min(row.recent) <= oldest:
+                row.recent = {s: t for s, t in row.recent.items() if s > oldest}
 
     def get(self, key: str) -> SessionFigures | None:
         return self._sessions.get(key)

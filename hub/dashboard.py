@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
@@ -41,8 +41,17 @@ from operator import attrgetter
 from typing import Any, Final
 
 from hub import _format as fmt
-from hub._sessions import SessionFigures, cache_ratio, cache_read_ratio, is_thrash
+from hub._sessions import (
+    RECENT_S,
+    SessionFigures,
+    cache_ratio,
+    cache_read_ratio,
+    is_thrash,
+    short_id,
+)
 from hub._totals import ZERO, Basis, Totals
+from hub.header import LONG_MIN, SHORT_MIN, project
+from hub.header import HeaderFigures as HeaderFigures  # the screens take it from here
 from hub.ledger import Dimension, Period, profile_key
 from hub.model import NodeState, ProfileRecord
 from hub.profile_board import ProfileStanding
@@ -107,40 +116,6 @@ class TableDiff:
     source: RowSource | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderFigures:
-    """The fleet's figures for today, as the header shows them."""
-
-    metered: Decimal
-    subscription_included: Decimal
-    estimated: Decimal
-    unknown_calls: int
-    unknown_tokens: int
-    api_equivalent: Decimal
-    burn_paid_per_hour: Decimal  # metered + estimated, last 15 minutes
-    burn_api_per_hour: Decimal  # API-equivalent, last 15 minutes
-    projected_day: Decimal  # paid: today so far + paid burn until midnight
-    projected_month: Decimal  # paid: month so far + today's projection + daily average after
-    online: int
-    nodes: int
-
-    def line(self) -> str:
-        unknown = (
-            f"unknown {self.unknown_calls} calls / {fmt.tokens(self.unknown_tokens)} tok"
-            if self.unknown_calls
-            else "unknown –"
-        )
-        return (
-            f"today  metered {fmt.money(self.metered)} · "
-            f"subscription {fmt.money(self.subscription_included)} (API-eq) · "
-            f"estimated {fmt.money(self.estimated)} · {unknown}  │  "
-            f"burn {fmt.money(self.burn_paid_per_hour)}/h paid, "
-            f"{fmt.money(self.burn_api_per_hour)}/h API-eq  │  "
-            f"→ day {fmt.money(self.projected_day)} · month {fmt.money(self.projected_month)}  │  "
-            f"nodes {self.online}/{self.nodes}"
-        )
-
-
 @dataclass(slots=True)
 class Frame:
     """One tick's worth of redrawing."""
@@ -161,7 +136,7 @@ COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
         Column("estimated", "estimated", numeric=True),
         Column("unknown", "unknown", numeric=True),
         Column("cache", "cache rd", numeric=True),
-        Column("burn", "$/h", numeric=True),
+        Column("burn", f"$/h {SHORT_MIN}m", numeric=True),
         Column("spark", "last 6 h"),
     ),
     Table.PROFILES: (
@@ -189,7 +164,7 @@ COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
         Column("model", "model"),
         Column("main", "main $", numeric=True),
         Column("subagents", "subagents $", numeric=True),
-        Column("tpm", "tok/min", numeric=True),
+        Column("tpm", f"tok/min {RECENT_S // 60}m", numeric=True),
         Column("cache", "cache rd", numeric=True),
         Column("process", "process"),
         Column("pid", "pid", numeric=True),
@@ -445,10 +420,10 @@ class Dashboard:
         s = self.service
         today = s.fleet(Period.TODAY)
         month = s.fleet(Period.MONTH)
-        paid = s.burn_rate_per_hour(basis=Basis.METERED)
-        api = s.burn_rate_per_hour(basis=Basis.API_EQUIVALENT)
+        paid, api = Basis.METERED, Basis.API_EQUIVALENT
+        paid_long = s.burn_rate_per_hour(minutes=LONG_MIN, basis=paid)
         now = datetime.fromtimestamp(self.clock(), s.ledger.tz)
-        day, month_total = project(today, month, paid, now)
+        day, month_total = project(today, month, paid_long, now, s.first_call())
         online = sum(v.state is NodeState.ONLINE for v in self._nodes.values())
         return HeaderFigures(
             today.metered,
@@ -457,8 +432,10 @@ class Dashboard:
             today.unknown_calls,
             today.unknown_tokens,
             today.api_equivalent,
-            paid,
-            api,
+            s.burn_rate_per_hour(minutes=SHORT_MIN, basis=paid),
+            paid_long,
+            s.burn_rate_per_hour(minutes=SHORT_MIN, basis=api),
+            s.burn_rate_per_hour(minutes=LONG_MIN, basis=api),
             day,
             month_total,
             online,
@@ -516,7 +493,7 @@ class Dashboard:
         o = old or _NO_CELLS
         totals = s.total(Dimension.MACHINE, name, Period.TODAY)
         scope = ("machine", name)
-        burn = s.burn_rate_per_hour(scope)
+        burn = s.burn_rate_per_hour(scope, minutes=SHORT_MIN)
         drawn = self._sparks.get(name)
         if drawn is None or now - drawn[0] >= SPARK_EVERY_S:
             bins = s.run_rate_bins(scope, SPARK_BINS)
@@ -616,7 +593,10 @@ class Dashboard:
                     diff.removed.add(key)
                 continue
             self._sessions_shown.add(key)
-            row = built[key] = session_row(key, fig, proc, now, built.get(key))
+            # a process whose session has no call yet: its id is named as the calls' will be
+            named = fig is None and proc is not None and proc[1].session_id
+            label = self.service.session_label(key) if named else ""
+            row = built[key] = session_row(key, fig, proc, now, built.get(key), label)
             diff.upserts[key] = self._with_outcome(row, now)
 
     def _with_outcome(self, row: Row, now: float) -> Row:
@@ -699,8 +679,10 @@ def session_row(
     proc: Process | None,
     now: float,
     old: Row | None = None,
+    label: str = "",
 ) -> Row:
-    """A session's row; `old`, its previous one, lends the cells that have not changed."""
+    """A session's row; `old`, its previous one, lends the cells that have not changed.
+    `label`: the session's short id (`FleetService.session_label`), else its figures'."""
     o = old.cells if old is not None else _NO_CELLS
     node = proc[0] if proc else (fig.machine if fig else "")
     p = proc[1] if proc else None
@@ -731,8 +713,9 @@ def session_row(
         )
         last = _same(o[12], fmt.age(now - fig.last_ts), -fig.last_ts)
     same_node = o[1] is not None and o[1].sort == node
+    label = label or (fig.label if fig is not None else "") or _short(key, node)
     cells = (
-        o[0] if same_node and o[0] is not None else Cell(_short(key, node), key),
+        _same(o[0], label, key),
         o[1] if same_node and o[1] is not None else Cell(node, node),
         _pure(o[2], profile) or Cell(profile or "", profile),
         _pure(o[3], project) or Cell(_tail(project, 28), project),
@@ -748,7 +731,7 @@ _PROCESS_TONES: Final = {"paused": "warn", "running": "good", "zombie": "bad"}
 
 
 def _short(key: str, node: str) -> str:
-    return key if key.startswith(node + ":pid") else key[:8]
+    return key if key.startswith(node + ":pid") else short_id(key)
 
 
 def state_cell(standing: ProfileStanding, now: float) -> Cell:
@@ -818,22 +801,6 @@ def _tokens_cell(old: Cell | None, n: int) -> Cell:
 
 def _tail(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
-
-
-def project(
-    today: Totals, month: Totals, paid_per_hour: Decimal, now: datetime
-) -> tuple[Decimal, Decimal]:
-    """(end of day, end of month) paid spend: today so far plus the current paid burn until
-    midnight; the month so far plus that, plus the month's average day for the days left."""
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
-    hours_left = Decimal(str((midnight - now).total_seconds())) / 3600
-    rest_of_today = paid_per_hour * hours_left
-    day = today.metered + today.estimated + rest_of_today
-    so_far = month.metered + month.estimated + rest_of_today
-    first_next = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
-    days_after_today = (first_next.date() - now.date()).days - 1
-    average_day = so_far / now.day
-    return day, so_far + average_day * days_after_today
 
 
 # -- the detail view ---------------------------------------------------------------------------

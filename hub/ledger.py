@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, localcontext
 from enum import StrEnum
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from hub._pricing import safe_price
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 BillingOf = Callable[[str, str], Billing]
+MIN_COVERED_S: Final = 60  # a rate is never taken over less time than this
 
 
 class Period(StrEnum):
@@ -132,6 +133,9 @@ class Ledger:
         self.sessions = SessionBook()  # lifetime figures of sessions with calls in kept days
         self.price_errors = 0  # calls the price book failed on (counted as unknown)
         self.unplaceable = 0  # calls whose time is not a valid instant (counted nowhere)
+        # The earliest call it was given: before it the fleet's figures cover nothing, so a rate
+        # is taken over the time since (see `covered`), not over a window of invented silence.
+        self.first_call: float | None = None
         now_ts = now()
         self._minute = int(now_ts // 60)
         self._today = self._date(now_ts)
@@ -163,6 +167,7 @@ class Ledger:
         self._rate.clear()
         self.sessions.clear()
         self.price_errors = self.unplaceable = 0
+        self.first_call = None
         self._tick()
         sums: _Sums = {}
         with localcontext(MONEY):
@@ -205,6 +210,8 @@ class Ledger:
             if not negate:
                 self.unplaceable += 1
             return
+        if not negate and (self.first_call is None or event.ts < self.first_call):
+            self.first_call = event.ts
         in_days = day >= self._keep_from
         in_window = minute > self._minute - self._rate.minutes
         if not (in_days or in_window):
@@ -338,12 +345,22 @@ class Ledger:
     def burn_rate_per_hour(
         self, scope: Scope = FLEET, minutes: int = 15, basis: Basis = Basis.API_EQUIVALENT
     ) -> Decimal:
-        """$/h over the last `minutes` minutes (the current, partial one included)."""
+        """$/h over the last `minutes` minutes (the current, partial one included), divided by
+        the part of them the figures cover (`covered`)."""
         if not 0 < minutes <= self._rate.minutes:
             raise ValueError(f"minutes must be in 1..{self._rate.minutes}, got {minutes}")
         self._tick()
         with localcontext(MONEY):
-            return self._rate.total(scope, self._minute, minutes, basis) * 60 / minutes
+            total = self._rate.total(scope, self._minute, minutes, basis)
+            return total * 3600 / Decimal(self.covered(minutes * 60))
+
+    def covered(self, seconds: int) -> int:
+        """How many of the last `seconds` the figures cover: all of them once the first call is
+        that old, else the time since it (at least `MIN_COVERED_S`: one call is not a rate)."""
+        if self.first_call is None:
+            return seconds
+        since = round(self._now() - self.first_call)
+        return max(MIN_COVERED_S, min(seconds, since))
 
     def kept_days(self) -> list[str]:
         """The days whose totals are held (those a current period covers), oldest first."""

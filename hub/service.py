@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from hub._runrate import MinutePoint
-from hub._sessions import session_key
+from hub._sessions import SessionNames, session_key
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
@@ -129,6 +129,7 @@ class FleetService:
             n.node: n.state(clock(), stale_after) for n in store.nodes()
         }
         self._sessions: set[str] = set(self.ledger.sessions.keys())
+        self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
         self._subscribers: list[Subscriber] = []
         self.bad_events = 0
@@ -323,11 +324,25 @@ class FleetService:
         with self._lock:
             book = self.ledger.sessions
             rows = (book.get(k) for k in (book.keys() if keys is None else keys))
-            return [_snapshot(row) for row in rows if row is not None]
+            return [self._snapshot(row) for row in rows if row is not None]
 
     def active_sessions(self, since: float) -> list[SessionFigures]:
         with self._lock:
-            return [_snapshot(row) for row in self.ledger.sessions.active_since(since)]
+            return [self._snapshot(row) for row in self.ledger.sessions.active_since(since)]
+
+    def session_label(self, key: str) -> str:
+        """The short id the dashboard shows for session `key`, unlike any other's."""
+        with self._lock:
+            return self._names.name(key)
+
+    def _snapshot(self, row: SessionFigures) -> SessionFigures:
+        return dataclasses.replace(
+            row,
+            main=row.main.copy(),
+            subagents=row.subagents.copy(),
+            recent=dict(row.recent),
+            label=self._names.name(row.key),
+        )
 
     def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
         """A session's API-equivalent spend over its life in `bins` equal bins:
@@ -359,6 +374,11 @@ class FleetService:
     ) -> Decimal:
         with self._lock:
             return self.ledger.burn_rate_per_hour(scope, minutes, basis)
+
+    def first_call(self) -> float | None:
+        """The earliest call the figures hold (what a rate or a projection can rest on)."""
+        with self._lock:
+            return self.ledger.first_call
 
     def run_rate(self, scope: Scope = FLEET) -> list[MinutePoint]:
         with self._lock:
@@ -461,12 +481,6 @@ class FleetService:
     ) -> CommandOutcome:
         """`command` without blocking an event loop (the TUI)."""
         return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
-
-
-def _snapshot(row: SessionFigures) -> SessionFigures:
-    return dataclasses.replace(
-        row, main=row.main.copy(), subagents=row.subagents.copy(), recent=dict(row.recent)
-    )
 
 
 # A quota reading reaches the feed when it crosses one of these (percent used): agents log

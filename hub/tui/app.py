@@ -224,9 +224,7 @@ class FleetApp(App[None]):
                 table.settle()
         if frame.header is not None:
             self.header_figures = frame.header
-            # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
-            figures = Text(frame.header.line(), no_wrap=True)
-            self.query_one("#figures", Static).update(figures, layout=False)
+            self._show_header()
             self._spend_dirty = True
         if frame.feed:
             feed = self.query_one("#feed", RichLog)
@@ -238,6 +236,18 @@ class FleetApp(App[None]):
         if current.row_count != count:  # the status line counts the rows shown
             self._show_scope()
         return written
+
+    def _show_header(self) -> None:
+        """The header line, fitted to the width it has (abbreviated rather than cut)."""
+        if self.header_figures is None:
+            return
+        static = self.query_one("#figures", Static)
+        width = static.content_region.width or self.size.width - 2
+        # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
+        static.update(Text(self.header_figures.line(width), no_wrap=True), layout=False)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._show_header)  # once the header has its new width
 
     def refresh_spend(self) -> None:
         self._spend_at = time.monotonic()
