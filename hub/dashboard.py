@@ -71,6 +71,7 @@ BEHIND_ROWS: Final = 10
 BEHIND_S: Final = 0.0005
 _CHUNK: Final = 25
 SPARK_BINS: Final = 24  # 6 h of run rate in 15-minute bars
+FEED_LINES: Final = 100  # the feed lines a screen is given at once
 OUTCOME_SHOWN_S: Final = 8.0  # a halt action's outcome stays on its row this long
 
 
@@ -122,7 +123,8 @@ class Frame:
 
     tables: dict[Table, TableDiff]
     header: HeaderFigures | None  # None: unchanged
-    feed: list[FeedItem]
+    feed: list[FeedItem]  # new feed lines, in the order things happened
+    feed_reset: bool = False  # `feed` is the whole recent feed: older news came in late
 
 
 COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
@@ -288,6 +290,7 @@ class Dashboard:
             Table.SESSIONS: _Sweep(SWEEP_EVERY_S),
         }
         self._minute = -1
+        self._feed_last: float | None = None  # when the latest line shown happened
         self._outcomes: dict[str, tuple[str, str, float]] = {}  # key -> (text, tone, until)
         # The table the screen shows, whose waiting rows come first (see `_diff`); None: no
         # table is in front, each gets the full budget.
@@ -366,7 +369,26 @@ class Dashboard:
         if first or changed or new_minute or now - self._header_at >= SWEEP_EVERY_S:
             header = self.header()
             self._header_at = now
-        return Frame({t: self._diff(t) for t in Table}, header, pending.feed)
+        feed, reset = self._feed(pending.feed)
+        return Frame({t: self._diff(t) for t in Table}, header, feed, reset)
+
+    def feed_backlog(self, lines: int = FEED_LINES) -> list[FeedItem]:
+        """The recent feed, oldest first, as a screen shows it when it opens."""
+        items = self.service.recent_feed(lines)
+        if items:
+            self._feed_last = max(self._feed_last or items[-1].ts, items[-1].ts)
+        return items
+
+    def _feed(self, items: list[FeedItem]) -> tuple[list[FeedItem], bool]:
+        """New lines in time order; the whole recent feed again (True) when one of them
+        happened before a line already shown, so the screen never lists news out of order."""
+        items = sorted(items, key=attrgetter("ts"))
+        if not items:
+            return items, False
+        if self._feed_last is not None and items[0].ts < self._feed_last:
+            return self.feed_backlog(), True
+        self._feed_last = items[-1].ts
+        return items, False
 
     def _diff(self, table: Table) -> TableDiff:
         """New rows (in key order: machine, then profile or session), then the rows longest
@@ -527,8 +549,8 @@ class Dashboard:
     def _profile_row(self, key: str, record: ProfileRecord, now: float, old: Row | None) -> Row:
         standing = self.service.profile_standing(key)
         totals = self.service.total(Dimension.PROFILE, key, Period.TODAY)
-        if standing.state is ProfileState.RATE_LIMITED:
-            self._limited.add(key)
+        if standing.state is ProfileState.RATE_LIMITED or standing.until is not None:
+            self._limited.add(key)  # its countdown moves
         else:
             self._limited.discard(key)
         o = old.cells if old is not None else _NO_CELLS
@@ -740,8 +762,10 @@ def state_cell(standing: ProfileStanding, now: float) -> Cell:
         left = f" {fmt.countdown(standing.until - now)}" if standing.until else " (reset ?)"
         return Cell(f"rate-limited{left}", 2, "bad")
     if state is ProfileState.SWITCHED_AWAY:
-        to = f" → {standing.switched_to}" if standing.switched_to else ""
-        return Cell(f"switched away{to}", 3, "dim")
+        to = f" → {standing.switched_to}" if standing.switched_to else " away"
+        if standing.until is None:
+            return Cell(f"switched{to}", 3, "dim")
+        return Cell(f"switched{to} · limited {fmt.countdown(standing.until - now)}", 3, "warn")
     if state is ProfileState.ACTIVE:
         return _ACTIVE
     return _IDLE

@@ -31,7 +31,9 @@ class ProfileStanding:
 
     state: ProfileState
     since: float | None  # when the deciding event happened (None: no event, no call)
-    until: float | None = None  # RATE_LIMITED: its reset (None: unknown)
+    # RATE_LIMITED: its reset (None: unknown); SWITCHED_AWAY: the reset of a limit still in
+    # force (the usual reason for the switch), None when none is
+    until: float | None = None
     switched_to: str | None = None
     reason: str | None = None
     windows: dict[LimitWindow, WindowReading] = field(default_factory=dict)
@@ -42,6 +44,7 @@ class ProfileStanding:
 class _Profile:
     latest: ProfileEvent | None = None
     hit: LimitEvent | None = None  # the latest rate-limit hit
+    limited: ProfileEvent | None = None  # the latest rate-limited event
     windows: dict[LimitWindow, WindowReading] = field(default_factory=dict)
     last_call: float | None = None
     history: list[ProfileEvent] = field(default_factory=list)
@@ -67,6 +70,9 @@ class ProfileBoard:
         p = self._of(key)
         if p.latest is None or event.ts >= p.latest.ts:
             p.latest = event
+        limited = event.state is ProfileState.RATE_LIMITED
+        if limited and (p.limited is None or event.ts >= p.limited.ts):
+            p.limited = event
         p.history.append(event)
         p.history.sort(key=lambda e: e.ts)
         del p.history[:-HISTORY]
@@ -135,6 +141,7 @@ class ProfileBoard:
                 return ProfileStanding(
                     ProfileState.SWITCHED_AWAY,
                     latest.ts,
+                    _reset_in_force(p, now),
                     switched_to=latest.switched_to,
                     reason=latest.reason,
                     windows=windows,
@@ -148,3 +155,14 @@ class ProfileBoard:
             windows=windows,
             last_call=p.last_call,
         )
+
+
+def _reset_in_force(p: _Profile, now: float) -> float | None:
+    """The reset of the latest limit (a hit, or a rate-limited event) still in force at `now`."""
+    limits = []
+    if p.hit is not None and p.hit.resets_at is not None:
+        limits.append((p.hit.ts, p.hit.resets_at))
+    if p.limited is not None and p.limited.until is not None:
+        limits.append((p.limited.ts, p.limited.until))
+    latest = max(limits, default=None)
+    return latest[1] if latest is not None and latest[1] > now else None

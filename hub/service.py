@@ -26,6 +26,8 @@ from datetime import UTC, date, tzinfo
 from decimal import Decimal
 from typing import Any, Final, Literal
 
+from hub._feed import FeedItem as FeedItem  # the screens take it from here
+from hub._feed import FeedWords
 from hub._runrate import MinutePoint
 from hub._sessions import SessionNames, session_key
 from hub._totals import ZERO, Basis, Totals
@@ -38,7 +40,7 @@ from hub.store import Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
 from shared.config import Billing
-from shared.events import Event, LimitEvent, LimitKind, ProfileEvent
+from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
 from shared.wire import Frame, parse_batch_body
 
@@ -51,16 +53,6 @@ Action = Literal["pause", "resume", "kill"]
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
 # SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
 ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
-
-
-@dataclass(frozen=True, slots=True)
-class FeedItem:
-    """One line of the event feed: something an operator should notice."""
-
-    ts: float
-    kind: str  # node | limit | profile | session | command
-    machine: str
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +122,8 @@ class FleetService:
         }
         self._sessions: set[str] = set(self.ledger.sessions.keys())
         self._names = SessionNames()
-        self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
+        self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
+        self._words = FeedWords(self.ledger.tz)
         self._subscribers: list[Subscriber] = []
         self.bad_events = 0
         self.batches = 0
@@ -220,10 +213,10 @@ class FleetService:
                 where = new.project or "?"
                 change.feed.append(
                     FeedItem(
-                        now,
+                        new.ts,
                         "session",
                         node,
-                        f"new {new.agent} session {new.session_id[:8]} "
+                        f"new {new.agent} session {self._names.name(key)} "
                         f"({new.profile or '?'}, {where})",
                     )
                 )
@@ -231,16 +224,24 @@ class FleetService:
             change.profiles.add(profile_key(machine, profile))
             if last is not None:
                 self.board.note_call(machine, profile, last)
+        change.feed += self._words.limits_and_switches(
+            node, result.limits, result.profile_events, self._previous_reading
+        )
         for limit in result.limits:
-            if _worth_a_feed_line(limit, self._previous_reading(limit)):
-                change.feed.append(_limit_item(node, limit))
             if (pkey := self.board.add_limit(limit)) is not None:
                 change.profiles.add(pkey)
         for event in result.profile_events:
             change.profiles.add(self.board.add_profile_event(event))
-            change.feed.append(_profile_item(node, event))
-        self.feed.extend(change.feed)
+        change.feed.sort(key=lambda item: item.ts)
+        self._add_to_feed(change.feed)
         return change
+
+    def _add_to_feed(self, items: list[FeedItem]) -> None:
+        """Keep the feed in the order things happened (a node catching up tells older news)."""
+        if items and self.feed and items[0].ts < self.feed[-1].ts:
+            self.feed = deque(sorted([*self.feed, *items], key=_when), maxlen=FEED_SIZE)
+        else:
+            self.feed.extend(items)
 
     def _previous_reading(self, limit: LimitEvent) -> WindowReading | None:
         if limit.profile is None:
@@ -279,7 +280,7 @@ class FleetService:
                             f"{record.node} is {state.value} (silent {age:.0f}s)",
                         )
                         change.feed.append(item)
-            self.feed.extend(change.feed)
+            self._add_to_feed(change.feed)
         if change.nodes_changed:
             self._publish(change)
 
@@ -472,7 +473,7 @@ class FleetService:
                 outcome.outcome + (f": {outcome.detail}" if outcome.detail else ""),
                 now,
             )
-            self.feed.append(item)
+            self._add_to_feed([item])
         self._publish(Update(machines={node}, feed=[item]))
         return outcome
 
@@ -483,47 +484,5 @@ class FleetService:
         return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
 
 
-# A quota reading reaches the feed when it crosses one of these (percent used): agents log
-# one with every call, and the profiles view shows the figure anyway.
-FEED_BANDS: Final = (50.0, 75.0, 90.0, 100.0)
-NEW_WINDOW_S: Final = 600.0  # a reset this much later than the last reading's: a new window
-
-
-def _worth_a_feed_line(limit: LimitEvent, previous: WindowReading | None) -> bool:
-    if limit.kind is LimitKind.RATE_LIMIT_HIT:
-        return True
-    used = limit.used_percent
-    if used is None:
-        return False
-    before = 0.0  # a first reading, or one of a new window
-    if previous is not None and previous.used_percent is not None:
-        new_window = (
-            previous.resets_at is not None
-            and limit.resets_at is not None
-            and limit.resets_at - previous.resets_at > NEW_WINDOW_S
-        )
-        if not new_window:
-            before = previous.used_percent
-    return any(before < band <= used for band in FEED_BANDS)
-
-
-def _limit_item(node: str, limit: LimitEvent) -> FeedItem:
-    who = limit.profile or limit.agent.value
-    if limit.kind is LimitKind.RATE_LIMIT_HIT:
-        until = (
-            time.strftime(" until %H:%M UTC", time.gmtime(limit.resets_at))
-            if limit.resets_at
-            else ""
-        )
-        return FeedItem(limit.ts, "limit", node, f"{who} rate-limited{until}")
-    used = f"{limit.used_percent:.0f}%" if limit.used_percent is not None else "?"
-    return FeedItem(limit.ts, "limit", node, f"{who} {limit.window.value} window at {used}")
-
-
-def _profile_item(node: str, event: ProfileEvent) -> FeedItem:
-    text = f"{event.profile} {event.state.value}"
-    if event.switched_to:
-        text += f" → {event.switched_to}"
-    if event.reason:
-        text += f" ({event.reason})"
-    return FeedItem(event.ts, "profile", node, text)
+def _when(item: FeedItem) -> float:
+    return item.ts

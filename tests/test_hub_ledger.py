@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub._sessions import RECENT_MINUTES, cache_read_ratio
+from hub._sessions import RECENT_S, cache_read_ratio
+from hub._totals import MONEY
 from hub.ledger import FLEET, Basis, Dimension, Ledger, Period, Totals
 from hub.store import Store
 from pricing import PriceBook, PricedCall, PriceTableError
@@ -135,7 +136,7 @@ def test_a_retraction_subtracts_and_adds_nothing(ledger: Ledger) -> None:
     assert ledger.fleet(Period.TODAY).calls == 1
     assert ledger.fleet(Period.TODAY).api_equivalent == PRICE
     assert list(ledger.totals(Dimension.SESSION, Period.TODAY)) == ["s1"]
-    assert ledger.burn_rate_per_hour() == PRICE * 4
+    assert ledger.burn_rate_per_hour() == PRICE * 60  # its figures cover the last minute
     # a retraction of something never counted changes nothing
     ledger.apply(None, usage("c", duplicate_of="a"))
     assert ledger.fleet(Period.TODAY).calls == 1
@@ -155,7 +156,7 @@ def test_classes_come_from_the_profile_billing(ledger: Ledger) -> None:
     assert fleet.api_equivalent == 4 * PRICE and fleet.metered == 3 * PRICE
     # the metered basis counts money paid; API-equivalent counts every priced call
     assert fleet.amount(Basis.METERED) == 3 * PRICE
-    assert ledger.burn_rate_per_hour(basis=Basis.METERED) == 3 * PRICE * 4
+    assert ledger.burn_rate_per_hour(basis=Basis.METERED) == 3 * PRICE * 60
 
 
 def test_estimated_calls_are_paid_money_on_the_metered_basis(ledger: Ledger) -> None:
@@ -248,9 +249,10 @@ def test_run_rate_and_burn_rate(ledger: Ledger, clock: Clock) -> None:
     assert [p.api_equivalent for p in points if p.api_equivalent] == [PRICE] * 3
     assert points[-2].tokens == TOKENS.total  # NOW - 1 falls in the minute before NOW
     assert ledger.burn_rate_per_hour() == 2 * PRICE * 4  # last 15 minutes, × 4 per hour
-    assert ledger.burn_rate_per_hour(minutes=30) == 3 * PRICE * 2
+    # the figures begin 20 minutes ago: a longer window is taken over those 20 minutes
+    assert ledger.burn_rate_per_hour(minutes=30) == 3 * PRICE * 3
     assert ledger.burn_rate_per_hour(basis=Basis.METERED) == PRICE * 4  # max-a: subscription
-    assert ledger.burn_rate_per_hour(("machine", "spark02"), minutes=60) == PRICE
+    assert ledger.burn_rate_per_hour(("machine", "spark02"), minutes=60) == PRICE * 3
     assert ledger.burn_rate_per_hour(("profile", "spark01/max-a")) == PRICE * 4
     assert set(ledger.scopes()) == {
         FLEET,
@@ -399,14 +401,56 @@ def test_a_superseded_call_leaves_the_session_row_as_if_only_the_new_one_came(
     assert ledger.sessions.get("s1") == fresh.sessions.get("s1")
 
 
-def test_tokens_per_minute_cover_the_last_minutes_and_decay(ledger: Ledger, clock: Clock) -> None:
+def test_burn_is_taken_over_the_time_the_figures_cover(ledger: Ledger, clock: Clock) -> None:
+    # A fleet that started two minutes ago burns its two calls in two minutes, not in 15.
+    ledger.apply(None, usage("first", ts=NOW - 120))
+    ledger.apply(None, usage("second", ts=NOW - 30))
+    assert ledger.covered(15 * 60) == 120
+    assert ledger.burn_rate_per_hour(minutes=5) == 2 * PRICE * 30
+    assert ledger.burn_rate_per_hour(minutes=60) == 2 * PRICE * 30
+    # Stopped: after 5 quiet minutes the short window reads zero, the hour still counts both.
+    clock.now = NOW + 5 * 60
+    assert ledger.burn_rate_per_hour(minutes=5) == 0
+    with localcontext(MONEY):
+        assert ledger.burn_rate_per_hour(minutes=60) == 2 * PRICE * 3600 / (7 * 60)
+    # One call alone is taken over a minute at least, not over its own instant.
+    fresh = Ledger(ledger._book, billing, BERLIN, lambda: NOW)  # noqa: SLF001
+    fresh.apply(None, usage("only", ts=NOW - 1))
+    assert fresh.burn_rate_per_hour(minutes=5) == PRICE * 60
+
+
+def test_tokens_per_minute_are_the_last_five_minutes_of_wall_time(
+    ledger: Ledger, clock: Clock
+) -> None:
+    ledger.apply(None, usage("old", ts=NOW - 3600))  # the session has lived an hour
     ledger.apply(None, usage("m1", ts=NOW - 30))
     row = ledger.sessions.get("s1")
-    assert row is not None
-    assert row.tokens_per_minute(NOW) == TOKENS.total / RECENT_MINUTES
-    clock.now = NOW + RECENT_MINUTES * 60 + 60
-    ledger.run_rate()  # the clock moves: recent minutes are pruned
+    assert row is not None and RECENT_S == 300
+    rate = TOKENS.total * 60 / RECENT_S  # one call's tokens in the last 5 minutes
+    assert row.tokens_per_minute(NOW) == rate
+    # no call since: the figure holds while the call is in the window (no jump at a minute
+    # boundary), and is zero once it is more than 5 minutes old
+    for later in (60, 180, 269):
+        clock.now = NOW + later
+        ledger.run_rate()  # the clock moves: old seconds are pruned
+        assert row.tokens_per_minute(clock.now) == rate, later
+    clock.now = NOW + 271
+    ledger.run_rate()
     assert row.tokens_per_minute(clock.now) == 0
+
+
+def test_tokens_per_minute_of_a_young_session_count_the_time_it_has_lived(
+    ledger: Ledger, clock: Clock
+) -> None:
+    ledger.apply(None, usage("m1", ts=NOW - 120))
+    ledger.apply(None, usage("m2", ts=NOW - 10))
+    row = ledger.sessions.get("s1")
+    assert row is not None
+    assert row.tokens_per_minute(NOW) == 2 * TOKENS.total / 2  # two calls in its 2 minutes
+    ledger.apply(None, usage("m3", ts=NOW - 5, session_id="s2"))
+    young = ledger.sessions.get("s2")
+    assert young is not None
+    assert young.tokens_per_minute(NOW) == TOKENS.total  # a first call: over a minute at least
 
 
 def test_cache_read_ratio_tells_thrash() -> None:

@@ -109,18 +109,17 @@ def test_limits_without_a_profile_are_not_filed() -> None:
 
 
 def test_quota_readings_reach_the_feed_only_when_they_cross_a_band() -> None:
-    from hub.service import _worth_a_feed_line
+    from hub._feed import _crosses_a_band
 
     reset = T0 + 3600
     seen: WindowReading | None = None
     fed = []
     for used in (10, 30, 49, 51, 60, 76, 74, 91, 100):
         event = reading(T0 + used, LimitWindow.FIVE_HOUR, used, reset)
-        if _worth_a_feed_line(event, seen):
+        if _crosses_a_band(event, seen):
             fed.append(used)
         seen = WindowReading(event.used_percent, event.resets_at, event.ts)
     assert fed == [51, 76, 91, 100]
     # a new window starts counting from zero again
     fresh = reading(T0 + 5000, LimitWindow.FIVE_HOUR, 55, reset + 18_000)
-    assert _worth_a_feed_line(fresh, seen)
-    assert _worth_a_feed_line(hit(T0, None), seen)  # a hit always does
+    assert _crosses_a_band(fresh, seen)

@@ -175,7 +175,8 @@ async def test_rows_appear_as_events_arrive(fleet: SyntheticFleet) -> None:
             lambda: money_cells(machines, "spark001") != before,
             "spark001's spend to move",
         )
-        await until(pilot, lambda: "session fresh-se" in feed_text(app), "feed")
+        label = app.service.session_label("fresh-session-1")
+        await until(pilot, lambda: f"session {label} " in feed_text(app), "feed")
         await pilot.press("3")
         scope = app.query_one("#scope", Static)
         assert static_text(scope).endswith("13 rows")
@@ -258,8 +259,8 @@ class LedgerNow:
     header: HeaderFigures
     today: Totals
     month: Totals
-    paid: Decimal
-    api: Decimal
+    paid: tuple[Decimal, Decimal]  # $/h over the short and the long window
+    api: tuple[Decimal, Decimal]
     at: datetime
 
 
@@ -282,8 +283,8 @@ async def header_and_ledger(pilot: Pilot[Any], app: FleetApp) -> LedgerNow:
             header,
             service.fleet(Period.TODAY),
             service.fleet(Period.MONTH),
-            service.burn_rate_per_hour(basis=Basis.METERED),
-            service.burn_rate_per_hour(),
+            tuple(service.burn_rate_per_hour(minutes=m, basis=Basis.METERED) for m in (5, 60)),
+            tuple(service.burn_rate_per_hour(minutes=m) for m in (5, 60)),
             datetime.now(service.ledger.tz),
         )
         if int(time.time() // 60) == minute:
@@ -310,32 +311,41 @@ async def test_header_figures_equal_the_ledger(fleet: SyntheticFleet) -> None:
             today.unknown_calls,
             today.unknown_tokens,
         )
-        assert header.burn_paid_per_hour == paid > 0
-        assert header.burn_api_per_hour == now.api > paid
-        # Projections (paid = metered + estimated): today so far plus the paid burn until
-        # midnight; the month so far plus that, plus the month's average day for each day left.
-        midnight = datetime.combine(
-            now.at.date() + timedelta(days=1), datetime.min.time(), now.at.tzinfo
-        )
-        rest = paid * Decimal((midnight - now.at).total_seconds()) / 3600
-        slack = paid / 60  # the header was computed up to a minute before `now.at`
-        day = today.metered + today.estimated + rest
-        assert abs(header.projected_day - day) <= slack
-        days_in_month = calendar.monthrange(now.at.year, now.at.month)[1]
-        so_far = month.metered + month.estimated + rest
-        whole = so_far + so_far / now.at.day * (days_in_month - now.at.day)
-        assert abs(header.projected_month - whole) <= slack * days_in_month
+        assert (header.burn_paid_short, header.burn_paid_long) == paid
+        assert (header.burn_api_short, header.burn_api_long) == now.api
+        assert paid[0] > 0 and paid[1] > 0 and now.api[0] > paid[0]
+        # Projections (paid = metered + estimated): today so far plus the paid burn of the last
+        # hour until midnight; the month so far plus that, plus the average day the figures
+        # cover for each day left; none before they cover 15 minutes of today.
+        first = app.service.first_call()
+        assert first is not None
+        midnight = datetime.combine(now.at.date(), datetime.min.time(), now.at.tzinfo)
+        if now.at.timestamp() - max(first, midnight.timestamp()) < 15 * 60:
+            assert header.projected_day is header.projected_month is None
+        else:
+            assert header.projected_day is not None and header.projected_month is not None
+            rest = paid[1] * Decimal((midnight + timedelta(days=1) - now.at).total_seconds()) / 3600
+            slack = paid[1] / 60  # the header was computed up to a minute before `now.at`
+            day = today.metered + today.estimated + rest
+            assert abs(header.projected_day - day) <= slack
+            days_in_month = calendar.monthrange(now.at.year, now.at.month)[1]
+            so_far = month.metered + month.estimated + rest
+            first_day = datetime.fromtimestamp(first, now.at.tzinfo).date()
+            covered = (now.at.date() - max(first_day, now.at.date().replace(day=1))).days + 1
+            whole = so_far + so_far / covered * (days_in_month - now.at.day)
+            assert abs(header.projected_month - whole) <= slack * days_in_month
         assert (header.online, header.nodes) == (3, 3)
 
-        line = static_text(app.query_one("#figures", Static))
-        assert line == header.line()
+        figures = app.query_one("#figures", Static)
+        line = static_text(figures)
+        assert line == header.line(figures.content_region.width)
         assert f"metered {fmt.money(today.metered)}" in line
-        assert f"subscription {fmt.money(today.subscription_included)} (API-eq)" in line
-        assert f"estimated {fmt.money(today.estimated)}" in line
-        assert "unknown 1 calls / 1.8k tok" in line
-        assert f"burn {fmt.money(paid)}/h paid, {fmt.money(now.api)}/h API-eq" in line
-        assert f"→ day {fmt.money(header.projected_day)}" in line
-        assert f"month {fmt.money(header.projected_month)}" in line
+        assert f"subscr. {fmt.money(today.subscription_included)}" in line
+        assert "unknown 1 calls" in line
+        assert f"burn {fmt.money(paid[0])}/h paid (5 min), {fmt.money(paid[1])}/h (1 h)" in line
+        if header.projected_day is not None:
+            assert f"→ day {fmt.money(header.projected_day)}" in line
+        assert line.endswith("nodes 3/3")
 
 
 async def test_an_unknown_model_shows_calls_and_tokens_never_dollars(fleet: SyntheticFleet) -> None:
@@ -819,7 +829,11 @@ async def test_a_rate_limited_profile_counts_down(fleet: SyntheticFleet) -> None
         assert profiles.rows_by_key[key].cells[5].tone == "bad"
         await until(pilot, lambda: cell(profiles, key, "state") != first, "the countdown", within=3)
         assert re.fullmatch(r"rate-limited [12]:[0-5]\d", cell(profiles, key, "state"))
-        await until(pilot, lambda: "p01 rate-limited until" in feed_text(app), "the feed")
+        # The log's hit and the timeline's limit are one happening: one line, in words.
+        said = re.compile(r"spark003 +p01 hit its rate limit \(5-hour window, resets \d\d:\d\d\)")
+        await until(pilot, lambda: said.search(feed_text(app)), "the feed")
+        await pilot.pause(0.3)
+        assert feed_text(app).count("p01 hit its rate limit") == 1
 
 
 async def test_unpriced_spend_never_reads_as_zero_dollars(fleet: SyntheticFleet) -> None:

@@ -181,7 +181,7 @@ class FleetApp(App[None]):
     def on_mount(self) -> None:
         self._unsubscribe = self.service.subscribe(self.dashboard.note)
         feed = self.query_one("#feed", RichLog)
-        for item in self.service.recent_feed(50):
+        for item in self.dashboard.feed_backlog():
             feed.write(_feed_line(item, self.service))
         self.table(Table.MACHINES).focus()
         self.tick()
@@ -228,6 +228,8 @@ class FleetApp(App[None]):
             self._spend_dirty = True
         if frame.feed:
             feed = self.query_one("#feed", RichLog)
+            if frame.feed_reset:  # older news came in late: the lines are written in order
+                feed.clear()
             for item in frame.feed:
                 feed.write(_feed_line(item, self.service))
         now = time.monotonic()
@@ -534,9 +536,13 @@ def _outcome_text(action: Action, outcome: CommandOutcome) -> tuple[str, str]:
 
 
 def _feed_line(item: FeedItem, service: FleetService) -> Text:
-    when = datetime.fromtimestamp(item.ts, service.ledger.tz).strftime("%H:%M:%S")
-    text = Text(f"{when} ", style="grey50")
-    text.append(f"{item.kind:<8}", style=FEED_KINDS.get(item.kind, ""))
+    """ "14:02:11 spark01   max-a hit its rate limit (resets 16:00)": when it happened (with
+    its date when not today), where, and what in words; the colour only repeats the kind."""
+    tz = service.ledger.tz
+    at = datetime.fromtimestamp(item.ts, tz)
+    today = datetime.fromtimestamp(service.clock(), tz).date()
+    when = at.strftime("%H:%M:%S" if at.date() == today else "%m-%d %H:%M")
+    text = Text(f"{when:>11} ", style="grey50")
     text.append(f"{item.machine:<10} ", style="bold")
-    text.append(item.text)
+    text.append(item.text, style=FEED_KINDS.get(item.kind, ""))
     return text
