@@ -49,30 +49,38 @@ class HeaderFigures:
         """The header in at most `width` characters: words are shortened and the least
         important figures left out, in `_GIVE_UP` order, until it fits; a figure is never cut."""
         parts = _parts(self)
-        state = {name: 0 for name in parts}  # part -> index of its variant; -1: left out
-        gap = _WIDE_GAP
-        text = _render(parts, state, gap)
+        state = {name: 0 for name in parts}  # part -> index of its wording; -1: left out
+        gaps = [_WIDE_GAP]
+        given_up: list[tuple[str, int]] = []  # (part, its wording before), in order
+        text = _render(parts, state, gaps[-1])
         for step in _GIVE_UP:
             if len(text) <= width:
                 break
-            if step == "gap":
-                gap = _NARROW_GAP
-            else:
-                name, action = step.split(":")
-                if name not in parts or state[name] < 0:
-                    continue
+            name, _, action = step.partition(":")
+            if name == "gap":
+                gaps.append(_NARROW_GAP)
+            elif name in parts and state[name] >= 0:
+                before = state[name]
                 if action == "drop":
                     state[name] = -1
-                elif state[name] + 1 < len(parts[name]):
+                elif before + 1 < len(parts[name]):
                     state[name] += 1
-            text = _render(parts, state, gap)
+                given_up.append((name, before))
+            text = _render(parts, state, gaps[-1])
+        # Give back, latest first, what still fits: a step taken early may no longer be needed.
+        for name, before in reversed(given_up):
+            now = state[name]
+            state[name] = before
+            if len(_render(parts, state, gaps[-1])) > width:
+                state[name] = now
+        text = _render(parts, state, gaps[-1])
         return text if len(text) <= width else ""
 
 
 # What the header gives up first when it is too wide: "part:shorter" takes the part's next
 # (shorter) wording, "part:drop" leaves it out. Never dropped: the paid burn and the nodes.
 _GIVE_UP: Final = (
-    "gap",
+    "gap:narrow",
     "subscription:shorter",
     "burn:shorter",
     "api:shorter",

@@ -125,7 +125,7 @@ def _figures(rng: random.Random, now: float) -> SessionFigures:
         main=_totals(rng),
         subagents=_totals(rng) if rng.random() < 0.5 else Totals(),
     )
-    fig.recent = {int(now // 60): rng.choice((0, 1000, 50_000))}
+    fig.recent = {int(now) - 30: rng.choice((0, 1000, 50_000))}
     return fig
 
 

@@ -283,8 +283,11 @@ async def header_and_ledger(pilot: Pilot[Any], app: FleetApp) -> LedgerNow:
             header,
             service.fleet(Period.TODAY),
             service.fleet(Period.MONTH),
-            tuple(service.burn_rate_per_hour(minutes=m, basis=Basis.METERED) for m in (5, 60)),
-            tuple(service.burn_rate_per_hour(minutes=m) for m in (5, 60)),
+            (
+                service.burn_rate_per_hour(minutes=5, basis=Basis.METERED),
+                service.burn_rate_per_hour(minutes=60, basis=Basis.METERED),
+            ),
+            (service.burn_rate_per_hour(minutes=5), service.burn_rate_per_hour(minutes=60)),
             datetime.now(service.ledger.tz),
         )
         if int(time.time() // 60) == minute:

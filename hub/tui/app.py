@@ -58,9 +58,12 @@ NOTES: Final = (
     "Classes: metered = paid per token (API keys); subscription = included in a plan, shown at "
     "API-equivalent rates; estimated = metered but from an approximation (e.g. no 5m/1h cache "
     "split); unknown = no price for the model: counted in calls and tokens, never as $0.",
-    "Burn: the last 15 minutes as $/h. Projections (paid = metered + estimated): day = today "
-    "so far + the paid burn until midnight; month = the month so far and that, plus the "
-    "month's average day for each day left.",
+    "Burn: $/h over the last 5 minutes and the last hour (paid = metered + estimated, then "
+    "API-equivalent), divided by the part of the window the hub's figures cover. Projections, "
+    "once today's figures cover 15 minutes (before: '→ day –'): day = today so far + the "
+    "last hour's paid burn until midnight; month = the month so far and that, plus the "
+    "average covered day for each day left. tok/min: a session's tokens of the last 5 "
+    "minutes, per minute (zero 5 minutes after its last call).",
     "Cache rd: share of prompt tokens read from the cache; red when low while writing a lot "
     "(cache thrash).",
     "Halt actions go to the node that runs the agent and name (pid, start time); each is "
