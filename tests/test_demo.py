@@ -99,14 +99,19 @@ def test_demo_fleet_end_to_end(tmp_path: Path) -> None:
         assert fleet.switched.wait(40), "the rotator never switched max-a to max-b"
 
         def story_told() -> bool:
-            limits, profiles = feed_texts(service, "limit"), feed_texts(service, "profile")
-            return (
-                any(t.startswith("max-a rate-limited until") for t in limits)
-                and "max-a switched_away → max-b (rate_limited)" in profiles
-                and any(t.startswith("max-b active") for t in profiles)
+            texts = feed_texts(service, "limit") + feed_texts(service, "profile")
+            return any(t.startswith("max-a hit its rate limit (") for t in texts) and any(
+                "claude-code switched" in t and t.endswith(" max-b") or "to max-b (" in t
+                for t in texts
             )
 
         wait_for(story_told, 20, "max-a's limit and the switch in the hub's feed")
+        # one line per happening: the log's hit, the node's timeline and the status file all
+        # report the limit; the switch comes as max-a switched away and max-b active
+        texts = [item.text for item in service.recent_feed(500)]
+        assert sum("max-a hit its rate limit" in t for t in texts) == 1, texts
+        assert sum("switched" in t for t in texts) == 1, texts
+        assert not any("rate_limited" in t or "switched_away" in t for t in texts), texts
         spare = next(a for a in fleet.agents if a.profile == "max-b")
         limited = next(a for a in fleet.agents if a.profile == "max-a")
         assert limited.popen.poll() is not None, "the limited agent was not stopped"
