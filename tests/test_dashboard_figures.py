@@ -8,6 +8,7 @@ A real `FleetService` (SQLite on disk, the ledger, the profile board) read throu
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import uuid
 from datetime import UTC, datetime
@@ -74,9 +75,11 @@ def call(event_id: str, ts: float, session: str, machine: str = "spark01") -> Us
 def send(
     service: FleetService, machine: str, events: list[UsageEvent | LimitEvent | ProfileEvent]
 ) -> None:
-    seq = getattr(service, "_test_seq", 0) + 1
-    service._test_seq = seq  # type: ignore[attr-defined]
+    seq = next(_SEQ)  # a new batch each time (the store keeps sequences per node and stream)
     service.ingest(machine, "s1", seq, seq, events)
+
+
+_SEQ = itertools.count(1)
 
 
 # -- the header ------------------------------------------------------------------------------
