@@ -241,22 +241,25 @@ def test_init_detects_default_homes(home: Path) -> None:
 
 def test_init_rerun_keeps_operator_comments_and_edits(home: Path) -> None:
     path = home / "node.toml"
+    srv = home / "srv"
+    for name in ("a", "a2", "b"):
+        (srv / name).mkdir(parents=True)
     run_init(
-        InitRequest(path, node="n1", profiles=[parse_profile_spec("a:codex:/srv/a:subscription")])
+        InitRequest(path, node="n1", profiles=[parse_profile_spec(f"a:codex:{srv}/a:subscription")])
     )
     edited = path.read_text().replace(
         'node = "n1"', '# rack 4, left\nnode = "n1"  # asset tag 1234\npoll_interval = 2.0'
     )
     edited += "# operator: b is the backup login\n"
-    path.write_text(edited.replace('home = "/srv/a"', 'home = "/srv/a"  # NFS'))
+    path.write_text(edited.replace(f'home = "{srv}/a"', f'home = "{srv}/a"  # NFS'))
 
     result = run_init(
         InitRequest(
             path,
             hub_events="tcp://hub.lan:7461",
             profiles=[
-                parse_profile_spec("a:codex:/srv/a2::pro"),
-                parse_profile_spec("b:claude-code:/srv/b:api::ops@example.com"),
+                parse_profile_spec(f"a:codex:{srv}/a2::pro"),
+                parse_profile_spec(f"b:claude-code:{srv}/b:api::ops@example.com"),
             ],
         )
     )
@@ -269,7 +272,7 @@ def test_init_rerun_keeps_operator_comments_and_edits(home: Path) -> None:
     assert config.node == "n1" and config.poll_interval == 2.0
     assert (config.hub_events, config.hub_commands) == ("tcp://hub.lan:7461", "tcp://hub.lan:7462")
     a, b = config.profiles
-    assert (a.home, a.billing, a.plan) == (Path("/srv/a2"), Billing.SUBSCRIPTION, "pro")
+    assert (a.home, a.billing, a.plan) == (srv / "a2", Billing.SUBSCRIPTION, "pro")
     assert (b.name, b.account) == ("b", "ops@example.com")
     # The addresses sit among the [hub] keys, not after its trailing comments.
     hub = text[text.index("[hub]") :]
