@@ -81,13 +81,8 @@ def load_hub_config(path: Path, *, missing_ok: bool = False) -> HubConfig:
         if missing_ok:
             return parse_hub_config({}, path)
         raise ConfigError(f"{path}: no such file (run `fleet-hub init` to create it)")
-    data = read_toml(path)
-    if not data:
-        raise ConfigError(
-            f"{path}: the file is empty (it sets nothing): "
-            f"run `fleet-hub init --config {path} --force` to write one (the secret is kept)"
-        )
-    return parse_hub_config(data, path)
+    fix = f"run `fleet-hub init --config {path} --force` to write one (the secret is kept)"
+    return parse_hub_config(read_toml(path, if_empty=fix), path)
 
 
 def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:

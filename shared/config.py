@@ -207,23 +207,23 @@ def find_config() -> Path | None:
 
 
 def load_config(path: Path) -> NodeConfig:
-    data = read_toml(path)
-    if not data:
-        raise ConfigError(
-            f"{path}: the file is empty (it sets nothing): write one with "
-            f"`node-agent init --config {path}`, or remove it to use the defaults"
-        )
-    return parse_config(data, path)
+    fix = f"write one with `node-agent init --config {path}`, or remove it to use the defaults"
+    return parse_config(read_toml(path, if_empty=fix), path)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's table; ConfigError names the file and what is wrong with it."""
+def read_toml(path: Path, *, if_empty: str) -> dict[str, Any]:
+    """A TOML file's table; ConfigError names the file and what is wrong with it. An empty
+    file is refused too (`if_empty` says what to do): it is a mistake far more often than a
+    wish for every default."""
     import tomllib  # only when there is a file to read
 
     try:
-        return tomllib.loads(read_config_text(path))
+        data = tomllib.loads(read_config_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if not data:
+        raise ConfigError(f"{path}: the file is empty (it sets nothing): {if_empty}")
+    return data
 
 
 def read_config_text(path: Path) -> str:
