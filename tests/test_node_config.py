@@ -346,3 +346,12 @@ def test_init_cli_with_key_from_stdin(
     assert data["hub"]["commands"] == "tcp://10.0.0.5:9001"
     assert main(["init", "--config", str(path), "--profile", "x:vim:/x"]) == 2
     assert "unknown agent 'vim'" in capsys.readouterr().err
+
+
+def test_init_over_an_empty_file_writes_the_whole_template(home: Path) -> None:
+    path = write(home / "node.toml", "")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_config(path)
+    result = run_init(InitRequest(path, node="n1"))
+    assert result.created and load_config(path).node == "n1"
+    assert "# One [[profiles]] table per auth identity" in path.read_text()
