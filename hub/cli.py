@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -47,6 +47,10 @@ from shared.cli import (
     positive_int,
 )
 from shared.config import ConfigError
+
+if TYPE_CHECKING:
+    from hub.serve import Hub
+    from hub.service import FleetService
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,12 +158,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     config = load_hub_config(args.config)
     _log_to_file(config.data_dir / "fleet-hub.log")
     hub = Hub(config)
-    try:
-        service = hub.start()
-    except OSError as exc:
-        print(f"fleet-hub: {exc}", file=sys.stderr)
-        hub.stop()
-        return 1
+    service = _start(hub, "fleet-hub")
+    if service is None:
+        return EXIT_FAILURE
     try:
         run_dashboard(service)
     finally:
@@ -203,6 +204,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 1
         run_dashboard(service)
     return 0
+
+
+def _start(hub: Hub, prog: str) -> FleetService | None:
+    """The started hub's service, or None after saying why it could not listen."""
+    from pynng.exceptions import NNGException  # with the hub's sockets: not for every command
+
+    try:
+        return hub.start()
+    except (OSError, NNGException) as exc:
+        hub.stop()
+        config = hub.config
+        print(
+            f"{prog}: cannot listen on {config.events} and {config.commands}: {exc}; is another "
+            f"fleet-hub running? (the addresses are in {config.path})",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _log_to_file(path: Path) -> None:
@@ -251,11 +269,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     hub = Hub(config)
-    try:
-        hub.start()
-    except OSError as exc:
-        print(f"fleet-hub serve: {exc}", file=sys.stderr)
-        return 1
+    if _start(hub, "fleet-hub serve") is None:
+        return EXIT_FAILURE
     print(f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}", flush=True)
     try:
         stop.wait()

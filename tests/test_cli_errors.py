@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -186,3 +187,24 @@ def test_init_that_finds_no_agent_home_says_so(place: Path, tmp_path: Path) -> N
     assert "no profile, so the node reads no logs" in proc.stderr
     assert "~/.claude" in proc.stderr and "--profile NAME:AGENT:HOME" in proc.stderr
     assert "check the profiles" not in proc.stdout
+
+
+def test_serve_on_a_taken_port_says_so(place: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config, _ = init_hub(
+            tmp_path / "hub.toml",
+            overrides={
+                "data_dir": "data",
+                "events": "tcp://127.0.0.1:0",
+                "commands": f"tcp://127.0.0.1:{port}",
+                "advertise": False,
+            },
+        )
+        proc = run(place, "fleet-hub", "serve", "--config", str(config))
+    assert "Traceback" not in proc.stderr and proc.returncode == 1, proc.stderr
+    assert f"cannot listen on tcp://127.0.0.1:0 and tcp://127.0.0.1:{port}: " in proc.stderr
+    assert "is another fleet-hub running?" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
