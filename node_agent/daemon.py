@@ -30,6 +30,7 @@ from node_agent.identity import identity_watchers
 from node_agent.link import CommandResponder, EventSender, LinkConfig
 from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxFull
+from node_agent.sources.registry import all_sources
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
 from shared.codec import pack_batch, unpack_batch
@@ -71,6 +72,11 @@ class Daemon:
         self.address = address or _configured_address(config)
         self.discovery = discovery  # default: zeroconf on every interface
         self.inventory = procs.ProcessInventory(config)
+        self._default_homes = frozenset(
+            (source.agent, home.resolve())
+            for source in all_sources()
+            for home in source.default_homes()
+        )
         self.processes: list[procs.AgentProcess] = []
         self.timeline = ProfileTimeline(config)
         self.status_watcher = (
@@ -152,12 +158,21 @@ class Daemon:
             self.processes = self._scan()
 
     def _scan(self) -> list[procs.AgentProcess]:
-        """The agents to report; with `only_profile_processes`, those of our own profiles
-        (nodes sharing a host would otherwise each report every agent on it)."""
+        """The agents to report; with `only_profile_processes`, only our own (nodes sharing a
+        host, or another user's session, would otherwise be listed and haltable)."""
         found = self.inventory.scan()
         if self.config.only_profile_processes:
-            return [p for p in found if p.profile is not None]
+            return [p for p in found if self._is_ours(p)]
         return found
+
+    def _is_ours(self, process: procs.AgentProcess) -> bool:
+        """Of one of our profiles; a node without profiles reads the agents' default homes,
+        so their agents are its own."""
+        if process.profile is not None:
+            return True
+        if self.config.profiles or process.home is None:
+            return False
+        return (process.agent, Path(process.home).resolve()) in self._default_homes
 
     def _owns(self, pid: int) -> bool:
         with self._lock:
