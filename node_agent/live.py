@@ -39,13 +39,12 @@ from node_agent.scan import Target, resolve_targets
 from node_agent.sources.base import FileKind, ParseProblem, Source, SourceFile
 from node_agent.sources.registry import all_sources
 from node_agent.tailer import (
-    FINGERPRINT_BYTES,
     CorruptStreamError,
     Tailer,
     TailState,
-    fingerprint,
     iter_head_lines,
     iter_zst_lines,
+    still_describes,
 )
 from shared.config import NodeConfig, Profile
 from shared.events import Agent, Event, LimitEvent, UsageEvent
@@ -378,7 +377,7 @@ class LiveReader:
             state = _unpack_state(saved, watched.key) if saved is not None else None
             tailer = Tailer(watched.file.path, state)
             watched.tailer = tailer
-            if state is not None and state.offset > 0 and _still_matches(state):
+            if state is not None and state.offset > 0 and still_describes(state):
                 _prime_lines(watched.source, watched.file.path, state.offset)
             return
         if saved is None:
@@ -433,18 +432,6 @@ def _unpack_state(data: bytes, key: str) -> TailState | None:
         log.warning("%s: saved position unreadable; reading the file again from the start", key)
         return None
     return state if state.path == key else None
-
-
-def _still_matches(state: TailState) -> bool:
-    """The saved position describes the file now at its path (same inode, not shorter)."""
-    try:
-        st = os.stat(state.path)
-    except OSError:
-        return False
-    if (st.st_dev, st.st_ino) != (state.dev, state.ino) or st.st_size < state.offset:
-        return False
-    with open(state.path, "rb") as fh:  # truncated and regrown: the head differs
-        return fingerprint(fh.read(min(FINGERPRINT_BYTES, state.offset))) == state.fingerprint
 
 
 def _prime_lines(source: Source, path: Path, offset: int) -> None:

@@ -20,6 +20,7 @@ from shared.config import NodeConfig, Profile
 from shared.events import Agent, EventSet, UsageEvent
 from tests.fleet_harness import grow, profiles_of
 from tests.small_disk import fill, small_tmpfs
+from tests.test_source_claude import assistant, main_file, write
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +196,21 @@ def test_a_full_disk_pauses_reading_and_loses_nothing(machine: Path, tmp_path: P
             outbox.ack(batch.seq1)
         assert reader.disk.failures == 0 and daemon.hello()["reader"]["stalled"] is None
     assert usage_view(got) == usage_view(scanned(machine, config))
+
+
+def test_a_log_truncated_and_regrown_between_polls_equals_a_scan(tmp_path: Path) -> None:
+    """Truncated in place, then written past the old read position before the next poll: the
+    daemon's outbox holds every call a scan of the same file counts."""
+    home = tmp_path / "claude"
+    log = main_file(home)
+    write(log, [assistant(f"msg_old_{i}", f"req_old_{i}") for i in range(2)])
+    config = NodeConfig(node="n1", profiles=(Profile("a", Agent.CLAUDE_CODE, home),))
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        reader = LiveReader(config, outbox)
+        reader.start()
+        log.write_bytes(b"")  # the same inode, cut to nothing ...
+        write(log, [assistant(f"msg_new_{i}", f"req_new_{i}") for i in range(4)])  # ... and past
+        reader.poll()
+        got = {e.event_id for e in outbox_events(outbox).counted_usage()}
+    scanned_ids = {e.event_id for e in scanned(home, config).counted_usage()}
+    assert len(scanned_ids) == 4 and scanned_ids <= got
