@@ -310,6 +310,7 @@ class Daemon:
         )
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
+        self._report_paused()
         threads = [
             threading.Thread(target=self._guard(self._ingest), name="ingest", daemon=True),
             threading.Thread(target=self._guard(self.sender.run), name="sender", daemon=True),
@@ -342,6 +343,18 @@ class Daemon:
         if self.failure is not None or died:
             return self._failed(self.failure)
         return 0
+
+    def _report_paused(self) -> None:
+        """Agents found stopped at start stay stopped until someone resumes them (a node killed
+        while one was paused): say so here; the hello carries them to the hub, which says it
+        in its feed and offers resume."""
+        with self._lock:
+            paused = [p for p in self.processes if p.state == "paused"]
+        if paused:
+            pids = ", ".join(f"{p.agent} pid {p.pid}" for p in paused)
+            log.warning(
+                "found %d agents paused at start (%s): resume them from the hub", len(paused), pids
+            )
 
     def _failed(self, failure: BaseException | None) -> int:
         """Tell systemd (and the log) why the node stops; the exit status for the service."""
