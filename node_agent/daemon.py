@@ -39,7 +39,7 @@ from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
 from node_agent.recovery import Backoff, open_checked_outbox
 from node_agent.sources.registry import all_sources
-from node_agent.state_lock import StateDirBusy, StateDirLock
+from node_agent.state_lock import StateDirBusy, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
 from shared.codec import pack_batch, unpack_batch
@@ -276,7 +276,7 @@ class Daemon:
     def run(self) -> int:
         """Until stopped: 0 after a stop, 1 after a failure. Raises StateDirBusy when another
         daemon holds the state dir."""
-        with StateDirLock(self.state_dir):
+        with state_dir_lock(self.state_dir):
             if not self._open_outbox():
                 return 0  # stopped while waiting for room on the disk
             return self._serve()

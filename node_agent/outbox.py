@@ -88,12 +88,14 @@ def _primary_code(exc: sqlite3.Error) -> int:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it in the low byte
 
 
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    return _primary_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-
-
-def _is_disk_full(exc: sqlite3.Error) -> bool:
-    return _primary_code(exc) == sqlite3.SQLITE_FULL
+def _translated(exc: sqlite3.Error, path: Path) -> OutboxError | None:
+    """The outbox's own error for a damaged file or a full disk; None for any other."""
+    code = _primary_code(exc)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return OutboxCorrupt(f"outbox {path} is damaged: {exc}")
+    if code == sqlite3.SQLITE_FULL:
+        return OutboxDiskFull(f"no room on the disk for outbox {path}")
+    return None
 
 
 class OutboxFull(OutboxError):
@@ -230,11 +232,9 @@ class Outbox:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
-            if _is_corrupt(exc):
-                raise OutboxCorrupt(f"outbox {path} is damaged: {exc}") from exc
-            if _is_disk_full(exc):
-                raise OutboxDiskFull(f"cannot open outbox {path}: {exc}") from exc
-            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+            raise _translated(exc, path) or OutboxError(
+                f"cannot open outbox {path}: {exc}"
+            ) from exc
         return stream
 
     def verify(self) -> None:
@@ -244,7 +244,9 @@ class Outbox:
             try:
                 rows = self._db.execute("PRAGMA quick_check").fetchall()
             except sqlite3.DatabaseError as exc:
-                raise OutboxCorrupt(f"outbox {self.path} is damaged: {exc}") from exc
+                raise _translated(exc, self.path) or OutboxCorrupt(
+                    f"outbox {self.path} is damaged: {exc}"
+                ) from exc
         if rows != [("ok",)]:
             raise OutboxCorrupt(f"outbox {self.path} is damaged: {rows[0][0]}")
 
@@ -282,11 +284,10 @@ class Outbox:
                         db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as exc:
-                if _is_disk_full(exc):
-                    raise OutboxDiskFull(f"no room on the disk for outbox {self.path}") from exc
-                if _is_corrupt(exc):
-                    raise OutboxCorrupt(f"outbox {self.path} is damaged: {exc}") from exc
-                raise
+                translated = _translated(exc, self.path)
+                if translated is None:
+                    raise
+                raise translated from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 LOCK_NAME: Final = "node.lock"
@@ -29,37 +30,22 @@ class StateDirBusy(Exception):
         self.holder = holder
 
 
-class StateDirLock:
-    """Context manager; raises StateDirBusy on entry when another process holds the lock."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.path = state_dir / LOCK_NAME
-        self._fd: int | None = None
-
-    def __enter__(self) -> StateDirLock:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+@contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state dir's lock inside the block; raises StateDirBusy when another process
+    holds it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise StateDirBusy(self.state_dir, holder) from None
+            raise StateDirBusy(state_dir, _read_pid(fd)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock; the file stays (unlinking it would race)
-            self._fd = None
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (unlinking it would race)
 
 
 def _read_pid(fd: int) -> int | None:

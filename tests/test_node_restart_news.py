@@ -6,46 +6,28 @@ log."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
-from hub.config import load_hub_config
 from hub.dashboard import Dashboard, Table, process_key
 from hub.serve import Hub
 from hub.service import FleetService
 from node_agent.simulate.fake_agent import launch
 from shared.events import Agent
-from shared.hello import ProcessInfo
+from tests import test_fleet_commands as fleet_commands
 from tests.fleet_harness import (
     ProfileSpec,
     child_env,
-    make_hub,
     processes,
     start_node,
     stop,
     wait_for,
     write_node,
 )
-from tests.test_fleet_commands import _setup_of
+from tests.test_fleet_commands import NODE, _process, _setup_of
 
-NODE = "spark09"
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[tuple[Hub, FleetService]]:
-    running = Hub(load_hub_config(make_hub(tmp_path).config), command_timeout=3.0)
-    service = running.start()
-    try:
-        yield running, service
-    finally:
-        running.stop()
-
-
-def _process(service: FleetService, pid: int) -> ProcessInfo | None:
-    return next((p for _, p in service.processes(NODE) if p.pid == pid), None)
+hub = fleet_commands.hub  # the fixture: a real hub with a command endpoint
 
 
 def _feed(service: FleetService, words: str) -> list[str]:
