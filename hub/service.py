@@ -26,6 +26,7 @@ from datetime import UTC, date, tzinfo
 from decimal import Decimal
 from typing import Any, Final, Literal
 
+from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
 from hub._sessions import session_key
 from hub._totals import ZERO, Basis, Totals
@@ -125,6 +126,7 @@ class FleetService:
         self.board = ProfileBoard()
         self._restore_board()
         self._hellos: dict[str, NodeHello] = {}
+        self.pauses = PauseBook(store.audit_log(PAUSE_MEMORY))  # who paused what, and when
         self._states: dict[str, NodeState] = {
             n.node: n.state(clock(), stale_after) for n in store.nodes()
         }
@@ -189,12 +191,19 @@ class FleetService:
     ) -> Update:
         change = Update(machines={node})
         self.batches += 1
+        news: list[FeedItem] = []
         if hello is not None:
+            previous = self._hellos.get(node)
+            news = [
+                FeedItem(now, "node", node, text)
+                for text in hello_news(node, previous, hello, self.pauses, self.ledger.tz)
+            ]
             self._hellos[node] = hello
         if self._states.get(node) is not NodeState.ONLINE:
             self._states[node] = NodeState.ONLINE
             change.nodes_changed = True
             change.feed.append(FeedItem(now, "node", node, f"{node} is online"))
+        change.feed.extend(news)
         if result.billing_changed:
             self._billing = self._store.billing()
             self.ledger.rebuild(self._store.usage_events(since=self.ledger.horizon()))
@@ -295,6 +304,12 @@ class FleetService:
     def profiles(self) -> list[ProfileRecord]:
         with self._lock:
             return self._store.profiles()
+
+    def paused_by(self, node: str, process: ProcessInfo) -> tuple[float, str] | None:
+        """(when, who) of the pause that stopped `process`, from the audit log; None when the
+        hub did not pause it (or does not remember)."""
+        with self._lock:
+            return self.pauses.of(node, process)
 
     def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
         """The agent processes each node reported with its last batch."""
@@ -444,14 +459,11 @@ class FleetService:
         if outcome.detail:
             text += f" ({outcome.detail})"
         item = FeedItem(now, "command", node, text)
+        target = pause_target(node, pid, create_time)
+        result = outcome.outcome + (f": {outcome.detail}" if outcome.detail else "")
         with self._lock:
-            self._store.audit(
-                who,
-                action,
-                f"{node}:{pid}@{create_time:.2f}",
-                outcome.outcome + (f": {outcome.detail}" if outcome.detail else ""),
-                now,
-            )
+            self._store.audit(who, action, target, result, now)
+            self.pauses.note(action, target, result, now, who)
             self.feed.append(item)
         self._publish(Update(machines={node}, feed=[item]))
         return outcome

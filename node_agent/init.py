@@ -57,9 +57,9 @@ node = ""
 # poll_interval = 0.5
 # rescan_interval = 5.0
 
-# Report (and halt) only the agent processes whose home is one of the profiles below, for
-# several nodes sharing one host; by default every coding agent running here is reported.
-# only_profile_processes = false
+# Report (and let the hub halt) only the agent processes whose home is one of the profiles
+# below (the default); false reports every coding agent running on this machine.
+# only_profile_processes = true
 
 [hub]
 # Where the hub listens: events = "tcp://HOST:7461" and commands = "tcp://HOST:7462"

@@ -11,9 +11,9 @@ file's directory; `~` is expanded. Example:
     status_file = "~/.local/state/fleetmeter/profiles.json"  # profile heartbeat (default shown)
     poll_interval = 0.5               # seconds between reads of hot log files
     rescan_interval = 5.0             # seconds between directory rescans
-    only_profile_processes = false    # true: report (and halt) only agent processes whose home
-                                      #   is one of this node's profiles (several nodes on one
-                                      #   host, as in `fleet-hub demo`); default: every agent
+    only_profile_processes = true     # report (and let the hub halt) only agent processes whose
+                                      #   home is one of this node's profiles (default; without
+                                      #   profiles: the watched default homes); false: every agent
 
     [hub]                             # no events/commands: find the hub with zeroconf
     events = "tcp://hub.lan:7461"     # tcp://HOST:PORT or tls+tcp://HOST:PORT
@@ -172,8 +172,9 @@ class NodeConfig:
     status_file: Path | None = field(default_factory=default_status_file)
     poll_interval: float = DEFAULT_POLL_INTERVAL
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
-    # Only the agents of this node's profiles (several nodes share one host); False: every agent.
-    only_profile_processes: bool = False
+    # Only the agents of this node's profiles: another user's (or a newcomer's own) session
+    # elsewhere on the machine is neither listed nor haltable. False: every agent here.
+    only_profile_processes: bool = True
 
     @property
     def discover_hub(self) -> bool:
@@ -286,7 +287,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         status_file=path_key("status_file", default_status_file()),
         poll_interval=_interval(data, "poll_interval", DEFAULT_POLL_INTERVAL, where),
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
-        only_profile_processes=_flag(data, "only_profile_processes", where),
+        only_profile_processes=_flag(data, "only_profile_processes", where, default=True),
         hub_events=hub.events,
         hub_commands=hub.commands,
         key_file=hub.key_file,
@@ -311,8 +312,8 @@ def _interval(data: dict[str, Any], key: str, default: float, where: str) -> flo
     return float(value)
 
 
-def _flag(data: dict[str, Any], key: str, where: str) -> bool:
-    value = data.get(key, False)
+def _flag(data: dict[str, Any], key: str, where: str, *, default: bool = False) -> bool:
+    value = data.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: {key!r} must be true or false, not {value!r}")
     return value

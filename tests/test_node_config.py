@@ -66,7 +66,7 @@ def test_defaults_without_systemd(home: Path) -> None:
     assert config.state_dir == home / ".local" / "state" / "fleetmeter"
     assert config.status_file == home / ".local" / "state" / "fleetmeter" / "profiles.json"
     assert (config.poll_interval, config.rescan_interval) == (0.5, 5.0)
-    assert not config.only_profile_processes
+    assert config.only_profile_processes
     assert NodeConfig().key_file == home / ".config" / "fleetmeter" / "node.key"
 
 
@@ -136,14 +136,34 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> No
 
 
 def test_only_profile_processes(tmp_path: Path) -> None:
-    path = write(tmp_path / "node.toml", "only_profile_processes = true\n")
-    assert load_config(path).only_profile_processes
-    # The template documents it, commented out: uncommented, it parses.
-    assert "# only_profile_processes = false" in TEMPLATE
-    text = TEMPLATE.replace("# only_profile_processes = false", "only_profile_processes = true")
-    assert parse_config(
+    path = write(tmp_path / "node.toml", "only_profile_processes = false\n")
+    assert not load_config(path).only_profile_processes
+    # The template documents it, commented out: uncommented and turned off, it parses.
+    assert "# only_profile_processes = true" in TEMPLATE
+    text = TEMPLATE.replace("# only_profile_processes = true", "only_profile_processes = false")
+    assert not parse_config(
         tomllib.loads(text.replace('node = ""', 'node = "n1"'))
     ).only_profile_processes
+
+
+def test_a_default_node_lists_only_its_own_agents(home: Path, tmp_path: Path) -> None:
+    """The default config reports no agent of a home it does not watch; a node without
+    profiles watches the default homes, so an agent there is its own."""
+    config = load_config(write(home / "cfg" / "node.toml", 'node = "n1"\n'))
+    options = ("--pace", "60", "--children", "0", "--project", str(tmp_path))
+    ours = launch(Agent.CLAUDE_CODE, home / ".claude", *options)
+    stranger = launch(Agent.CLAUDE_CODE, tmp_path / "someone-else", *options)
+    try:
+        daemon = Daemon(config)
+        listed = {p["pid"] for p in daemon.execute({"cmd": "processes"})["processes"]}
+        assert ours.pid in listed and stranger.pid not in listed
+        ctime = psutil.Process(stranger.pid).create_time()
+        answer = daemon.execute({"cmd": "pause", "pid": stranger.pid, "ctime": ctime})
+        assert answer["outcome"] == "refused"
+        assert psutil.Process(stranger.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        ours.destroy()
+        stranger.destroy()
 
 
 def test_only_profile_processes_in_the_daemon(tmp_path: Path) -> None:
