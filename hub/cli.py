@@ -12,19 +12,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from datetime import date
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from hub._schema import StoreError
 from hub.config import (
     default_hub_config_path,
     enroll_key,
@@ -35,18 +35,27 @@ from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
 from pricing import PriceBook
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
+from shared.cli import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    OneLineParser,
+    add_version,
+    day_range_error,
+    guarded,
+    iso_day,
+    positive_float,
+    positive_int,
+)
 from shared.config import ConfigError
+
+if TYPE_CHECKING:
+    from hub.serve import Hub
+    from hub.service import FleetService
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.version:
-        try:
-            print(version("fleetmeter"))
-        except PackageNotFoundError:
-            print("unknown (not installed)")
-        return 0
     handler = {
         None: cmd_dashboard,
         "demo": cmd_demo,
@@ -54,17 +63,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "enroll": cmd_enroll,
         "serve": cmd_serve,
         "report": cmd_report,
-    }
+    }[args.command]
+    prog = " ".join(filter(None, ["fleet-hub", args.command]))
+    return guarded(prog, lambda: _with_store_hint(prog, handler, args))
+
+
+def _with_store_hint(
+    prog: str, handler: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """A hub database that cannot be opened: say which, and what to do about it."""
     try:
-        return handler[args.command](args)
-    except ConfigError as exc:
-        print(f"fleet-hub {args.command or ''}: {exc}".replace(" :", ":"), file=sys.stderr)
-        return 2
+        return handler(args)
+    except StoreError as exc:
+        print(
+            f"{prog}: {exc}; move it aside to start an empty store, or restore a backup",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet-hub", description=__doc__)
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser = OneLineParser(prog="fleet-hub", description=__doc__)
+    add_version(parser)
     parser.add_argument(
         "--config",
         type=Path,
@@ -83,12 +103,17 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     demo_p = sub.add_parser("demo", help="the dashboard on a demo fleet (all on loopback)")
-    demo_p.add_argument("--machines", type=int, default=3, help="node agents (default: 3)")
+    demo_p.add_argument(
+        "--machines", type=positive_int, default=3, help="node agents, 1 to 99 (default: 3)"
+    )
     demo_p.add_argument(
         "--dir", type=Path, help="keep the demo's files here (default: a temporary dir)"
     )
     demo_p.add_argument(
-        "--pace", type=float, default=1.0, help="scale the agents' pauses (0.5: twice as busy)"
+        "--pace",
+        type=positive_float,
+        default=1.0,
+        help="scale the agents' pauses (0.5: twice as busy)",
     )
 
     init_p = with_config(sub.add_parser("init", help="write the hub config and fleet secret"))
@@ -112,8 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         help=f"group keys, comma-separated: {', '.join(GROUP_KEYS)} (default: machine)",
     )
     report_p.add_argument("--tz", default="UTC", help="IANA zone for days (default: UTC)")
-    report_p.add_argument("--since", type=date.fromisoformat, help="first day, YYYY-MM-DD")
-    report_p.add_argument("--until", type=date.fromisoformat, help="last day, YYYY-MM-DD")
+    report_p.add_argument("--since", type=iso_day, help="first day, YYYY-MM-DD")
+    report_p.add_argument("--until", type=iso_day, help="last day, YYYY-MM-DD")
     report_p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -133,12 +158,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     config = load_hub_config(args.config)
     _log_to_file(config.data_dir / "fleet-hub.log")
     hub = Hub(config)
-    try:
-        service = hub.start()
-    except OSError as exc:
-        print(f"fleet-hub: {exc}", file=sys.stderr)
-        hub.stop()
-        return 1
+    service = _start(hub, "fleet-hub")
+    if service is None:
+        return EXIT_FAILURE
     try:
         run_dashboard(service)
     finally:
@@ -156,13 +178,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir = args.dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetmeter-demo-"))
         )
-        workdir.mkdir(parents=True, exist_ok=True)
-        _log_to_file(workdir / "fleet-hub.log")
+        try:
+            fleet = DemoFleet(workdir, machines=args.machines, pace=args.pace)
+        except ValueError as exc:  # e.g. more machines than the demo can name
+            print(f"fleet-hub demo: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            _log_to_file(workdir / "fleet-hub.log")
+        except OSError as exc:
+            print(
+                f"fleet-hub demo: cannot use --dir {workdir}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         print(
             f"fleet-hub demo: starting {args.machines} node agents and their agents in {workdir}",
             flush=True,
         )
-        fleet = DemoFleet(workdir, machines=args.machines, pace=args.pace)
         stack.callback(fleet.stop)  # not enter_context: __enter__ would start it outside the try
         try:
             service = fleet.start()
@@ -171,6 +204,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 1
         run_dashboard(service)
     return 0
+
+
+def _start(hub: Hub, prog: str) -> FleetService | None:
+    """The started hub's service, or None after saying why it could not listen."""
+    from pynng.exceptions import NNGException  # with the hub's sockets: not for every command
+
+    try:
+        return hub.start()
+    except (OSError, NNGException) as exc:
+        hub.stop()
+        config = hub.config
+        print(
+            f"{prog}: cannot listen on {config.events} and {config.commands}: {exc}; is another "
+            f"fleet-hub running? (the addresses are in {config.path})",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _log_to_file(path: Path) -> None:
@@ -205,24 +255,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     config = load_hub_config(args.config)
     key = enroll_key(config, args.node)
     print(key)
-    print(f"# on {args.node}: node-agent init --node {args.node} --key {key}", file=sys.stderr)
+    node = shlex.quote(args.node)
+    print(f"# on {node}: node-agent init --node {node} --key {key}", file=sys.stderr)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hub.serve import Hub  # sockets and zeroconf are not needed by the other commands
 
-    config = load_hub_config(args.config, missing_ok=True)
+    config = load_hub_config(args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hub %(levelname)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     hub = Hub(config)
-    try:
-        hub.start()
-    except OSError as exc:
-        print(f"fleet-hub serve: {exc}", file=sys.stderr)
-        return 1
+    if _start(hub, "fleet-hub serve") is None:
+        return EXIT_FAILURE
     print(f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}", flush=True)
     try:
         stop.wait()
@@ -242,11 +290,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_keys(by)
     except UnknownGroupKeyError as exc:
         print(f"fleet-hub report: {exc}", file=sys.stderr)
-        return 2
-    config = load_hub_config(args.config, missing_ok=True)
-    if not (config.data_dir / DB_FILE).exists():
-        print(f"fleet-hub report: no store at {config.data_dir / DB_FILE}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
+    if problem := day_range_error(args.since, args.until):
+        print(f"fleet-hub report: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    config = load_hub_config(args.config)
+    if not (config.data_dir / DB_FILE).is_file():
+        print(
+            f"fleet-hub report: no store at {config.data_dir / DB_FILE}: the hub has stored "
+            "nothing yet; start it with `fleet-hub serve` (or `fleet-hub`) and let nodes report",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     with Store.in_dir(config.data_dir) as store:
         report = build_hub_report(
             store, PriceBook.default(), by=by, tz=tz, since=args.since, until=args.until

@@ -14,7 +14,6 @@ import math
 import os
 import secrets
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from shared.config import ConfigError
+from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
 from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_file
 
@@ -78,18 +77,12 @@ def default_data_dir() -> Path:
 
 def load_hub_config(path: Path, *, missing_ok: bool = False) -> HubConfig:
     """The config at `path`; with `missing_ok`, the defaults when there is no file."""
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
+    if not path.exists():
         if missing_ok:
             return parse_hub_config({}, path)
-        raise ConfigError(f"{path}: no such file (run `fleet-hub init` to create it)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_hub_config(data, path)
+        raise ConfigError(f"{path}: no such file (run `fleet-hub init` to create it)")
+    fix = f"run `fleet-hub init --config {path} --force` to write one (the secret is kept)"
+    return parse_hub_config(read_toml(path, if_empty=fix), path)
 
 
 def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
@@ -240,7 +233,7 @@ def write_hub_config(path: Path, overrides: Mapping[str, object] | None = None) 
     if path.exists():
         try:
             doc = tomlkit.parse(path.read_text(encoding="utf-8"))
-        except (OSError, TOMLKitError) as exc:
+        except (OSError, UnicodeDecodeError, TOMLKitError) as exc:
             raise ConfigError(f"{path}: cannot update: {exc}") from exc
         for key, value in _toml_values(path, overrides or {}).items():
             doc[key] = value
@@ -316,6 +309,8 @@ def read_secret(path: Path) -> bytes:
 
 def enroll_key(config: HubConfig, node: str) -> str:
     """The hex key to install on `node` (its only credential; it cannot sign as another)."""
+    if problem := node_name_problem(node):
+        raise ConfigError(f"cannot enroll: {problem}")
     try:
         return derive_node_key(read_secret(config.secret_file), node).hex()
     except ValueError as exc:

@@ -41,6 +41,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from hub import _format as fmt
+from hub._node_news import paused_since
 from hub._sessions import (
     RECENT_S,
     SessionFigures,
@@ -619,7 +620,19 @@ class Dashboard:
             named = fig is None and proc is not None and proc[1].session_id
             label = self.service.session_label(key) if named else ""
             row = built[key] = session_row(key, fig, proc, now, built.get(key), label)
-            diff.upserts[key] = self._with_outcome(row, now)
+            diff.upserts[key] = self._with_outcome(self._with_pause(row, proc), now)
+
+    def _with_pause(self, row: Row, proc: Process | None) -> Row:
+        """A paused agent's process cell says since when and by whom (from the audit log)."""
+        if proc is None or proc[1].state != "paused":
+            return row
+        pause = self.service.paused_by(*proc)
+        if pause is None:
+            return row
+        cells = list(row.cells)
+        i = _PROCESS_COLUMN
+        cells[i] = Cell(paused_since(*pause, self.service.ledger.tz), cells[i].sort, "warn")
+        return Row(row.key, tuple(cells), row.machine, row.profile)
 
     def _with_outcome(self, row: Row, now: float) -> Row:
         with self._lock:

@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from hub._feed import FeedItem as FeedItem  # the screens take it from here
 from hub._feed import FeedWords
+from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
 from hub._sessions import SessionNames, session_key
 from hub._totals import ZERO, Basis, Totals
@@ -117,6 +118,7 @@ class FleetService:
         self.board = ProfileBoard()
         self._restore_board()
         self._hellos: dict[str, NodeHello] = {}
+        self.pauses = PauseBook(store.audit_log(PAUSE_MEMORY))  # who paused what, and when
         self._states: dict[str, NodeState] = {
             n.node: n.state(clock(), stale_after) for n in store.nodes()
         }
@@ -183,12 +185,19 @@ class FleetService:
     ) -> Update:
         change = Update(machines={node})
         self.batches += 1
+        news: list[FeedItem] = []
         if hello is not None:
+            previous = self._hellos.get(node)
+            news = [
+                FeedItem(now, "node", node, text)
+                for text in hello_news(node, previous, hello, self.pauses, self.ledger.tz)
+            ]
             self._hellos[node] = hello
         if self._states.get(node) is not NodeState.ONLINE:
             self._states[node] = NodeState.ONLINE
             change.nodes_changed = True
             change.feed.append(FeedItem(now, "node", node, f"{node} is online"))
+        change.feed.extend(news)
         if result.billing_changed:
             self._billing = self._store.billing()
             self.ledger.rebuild(self._store.usage_events(since=self.ledger.horizon()))
@@ -297,6 +306,12 @@ class FleetService:
     def profiles(self) -> list[ProfileRecord]:
         with self._lock:
             return self._store.profiles()
+
+    def paused_by(self, node: str, process: ProcessInfo) -> tuple[float, str] | None:
+        """(when, who) of the pause that stopped `process`, from the audit log; None when the
+        hub did not pause it (or does not remember)."""
+        with self._lock:
+            return self.pauses.of(node, process)
 
     def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
         """The agent processes each node reported with its last batch."""
@@ -465,14 +480,11 @@ class FleetService:
         if outcome.detail:
             text += f" ({outcome.detail})"
         item = FeedItem(now, "command", node, text)
+        target = pause_target(node, pid, create_time)
+        result = outcome.outcome + (f": {outcome.detail}" if outcome.detail else "")
         with self._lock:
-            self._store.audit(
-                who,
-                action,
-                f"{node}:{pid}@{create_time:.2f}",
-                outcome.outcome + (f": {outcome.detail}" if outcome.detail else ""),
-                now,
-            )
+            self._store.audit(who, action, target, result, now)
+            self.pauses.note(action, target, result, now, who)
             self._add_to_feed([item])
         self._publish(Update(machines={node}, feed=[item]))
         return outcome

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, tzinfo
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,15 @@ from node_agent.render import render_json, render_text
 from node_agent.report import Query, build_report
 from node_agent.systemd import UNIT_PATH, render_unit
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
+from shared.cli import (
+    EXIT_USAGE,
+    OneLineParser,
+    add_version,
+    day_range_error,
+    guarded,
+    iso_day,
+    positive_int,
+)
 from shared.config import ConfigError, NodeConfig, find_config, load_config
 
 
@@ -33,11 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "install-service": cmd_install_service,
         "run": cmd_run,
     }[args.command]
-    return handler(args)
+    return guarded(f"node-agent {args.command}", lambda: handler(args))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="node-agent", description=__doc__)
+    parser = OneLineParser(prog="node-agent", description=__doc__)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command")
     scan_p = sub.add_parser(
         "scan",
@@ -58,13 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"group by these keys, comma-separated ({', '.join(GROUP_KEYS)}); default: day",
     )
     scan_p.add_argument("--tz", default="UTC", help="IANA zone for day/week/month (default UTC)")
-    scan_p.add_argument("--since", type=date.fromisoformat, help="first day (YYYY-MM-DD, in --tz)")
-    scan_p.add_argument("--until", type=date.fromisoformat, help="last day (YYYY-MM-DD, in --tz)")
+    scan_p.add_argument("--since", type=iso_day, help="first day (YYYY-MM-DD, in --tz)")
+    scan_p.add_argument("--until", type=iso_day, help="last day (YYYY-MM-DD, in --tz)")
     scan_p.add_argument("--json", action="store_true", help="print one JSON object")
     scan_p.add_argument("--config", type=Path, help="node config file (profiles)")
     scan_p.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=None,
         help="worker processes (default: one per CPU when there is much to read)",
     )
@@ -203,7 +213,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     tz = _zone(args.tz)
     if tz is None:
         print(f"node-agent scan: unknown time zone {args.tz!r}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if range_error := day_range_error(args.since, args.until):
+        print(f"node-agent scan: {range_error}", file=sys.stderr)
+        return EXIT_USAGE
     by = [k.strip() for arg in (args.by or ["day"]) for k in arg.split(",") if k.strip()]
     try:
         config = _load_config(args.config)
@@ -227,7 +240,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     # tomlkit and the init module only here: a scan starts faster without them.
-    from node_agent.init import InitError, InitRequest, parse_profile_spec, run_init
+    from node_agent.init import InitError, InitRequest, default_homes, parse_profile_spec, run_init
     from node_agent.init import default_path as default_init_path
 
     try:
@@ -261,7 +274,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"  {change}")
     if result.key_file is not None:
         print(f"node key written to {result.key_file} (mode 600)")
-    if result.created:
+    if not result.profiles:
+        print(
+            f"node-agent init: no profile, so the node reads no logs: no agent home at "
+            f"{', '.join(default_homes())}; add one with "
+            "`node-agent init --profile NAME:AGENT:HOME[:BILLING[:PLAN[:ACCOUNT]]]`",
+            file=sys.stderr,
+        )
+    elif result.created:
         print("next: check the profiles in the file, then `node-agent install-service`")
     return 0
 
@@ -280,6 +300,8 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
     user = args.user or os.environ.get("SUDO_USER") or getpass.getuser()
     config = args.config.expanduser().absolute() if args.config else find_config()
+    if config is not None:
+        load_config(config)  # a unit that points at a broken or missing config would only fail
     try:
         text = render_unit(_node_agent_command(), user, config)
     except ValueError as exc:

@@ -10,15 +10,22 @@ Threads, each with one concern and its own SQLite connection where it needs one:
 
 SIGTERM or SIGINT stops every loop; what was read is committed by then (every commit is
 atomic), so a restart resumes exactly. Without systemd the notify calls do nothing.
+
+One daemon per state dir (`state_lock`). A damaged outbox found at start is moved aside and
+the logs read again (`recovery`); a full disk is waited out, shown in the hello. Any other
+failure of a thread stops the daemon with exit status 1, telling systemd why (`STATUS=`,
+`ERRNO=`), so that `Restart=on-failure` starts it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +36,10 @@ from node_agent import procs, systemd
 from node_agent.identity import identity_watchers
 from node_agent.link import CommandResponder, EventSender, LinkConfig
 from node_agent.live import LiveReader
-from node_agent.outbox import Outbox, OutboxFull
+from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
+from node_agent.recovery import Backoff, open_checked_outbox
+from node_agent.sources.registry import all_sources
+from node_agent.state_lock import StateDirBusy, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
 from shared.codec import pack_batch, unpack_batch
@@ -71,6 +81,11 @@ class Daemon:
         self.address = address or _configured_address(config)
         self.discovery = discovery  # default: zeroconf on every interface
         self.inventory = procs.ProcessInventory(config)
+        self._default_homes = frozenset(
+            (source.agent, home.resolve())
+            for source in all_sources()
+            for home in source.default_homes()
+        )
         self.processes: list[procs.AgentProcess] = []
         self.timeline = ProfileTimeline(config)
         self.status_watcher = (
@@ -86,6 +101,8 @@ class Daemon:
         self.reader: LiveReader | None = None
         self.sender: EventSender | None = None
         self.responder: CommandResponder | None = None
+        self.failure: BaseException | None = None  # what stopped a thread
+        self.failed_thread = ""
 
     # -- what the hub hears ------------------------------------------------------------------
 
@@ -93,7 +110,10 @@ class Daemon:
         with self._lock:
             processes = tuple(_process_info(p) for p in self.processes)
         stats = self.reader.stats if self.reader is not None else None
-        reader = ReaderStatus()
+        sender = self.sender
+        stalled = (stats.stalled if stats else None) or (sender.stalled if sender else None)
+        status_file = self._status_file_problem()
+        reader = ReaderStatus(stalled=stalled, status_file=status_file)
         if stats is not None:
             reader = ReaderStatus(
                 files=stats.files,
@@ -102,6 +122,8 @@ class Daemon:
                 pending=self.pending,
                 blocked=stats.blocked,
                 last_problem=stats.last_problem,
+                stalled=stalled,
+                status_file=status_file,
             )
         hello = NodeHello(
             node=self.config.node,
@@ -117,6 +139,15 @@ class Daemon:
             reader=reader,
         )
         return hello_to_map(hello)
+
+    def _status_file_problem(self) -> str | None:
+        """Why the profile heartbeat is not (wholly) used: the hub shows it, not only our log."""
+        watcher = self.status_watcher
+        if watcher is None:
+            return None
+        if watcher.error is not None:
+            return watcher.error
+        return "; ".join(watcher.problems) or None
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -152,12 +183,21 @@ class Daemon:
             self.processes = self._scan()
 
     def _scan(self) -> list[procs.AgentProcess]:
-        """The agents to report; with `only_profile_processes`, those of our own profiles
-        (nodes sharing a host would otherwise each report every agent on it)."""
+        """The agents to report; with `only_profile_processes`, only our own (nodes sharing a
+        host, or another user's session, would otherwise be listed and haltable)."""
         found = self.inventory.scan()
         if self.config.only_profile_processes:
-            return [p for p in found if p.profile is not None]
+            return [p for p in found if self._is_ours(p)]
         return found
+
+    def _is_ours(self, process: procs.AgentProcess) -> bool:
+        """Of one of our profiles; a node without profiles reads the agents' default homes,
+        so their agents are its own."""
+        if process.profile is not None:
+            return True
+        if self.config.profiles or process.home is None:
+            return False
+        return (process.agent, Path(process.home).resolve()) in self._default_homes
 
     def _owns(self, pid: int) -> bool:
         with self._lock:
@@ -213,10 +253,13 @@ class Daemon:
         sent = self._sent_profile_events(outbox) + self._held
         try:
             outbox.commit(self._held, {})
-        except OutboxFull:
-            return 0  # kept in `_held`: committed once the hub has caught up
-        # Remembered, so that a restarted daemon neither repeats nor forgets a profile's state.
-        outbox.set_meta(PROFILE_EVENTS_META, pack_batch(list(sent[-KEEP_PROFILE_EVENTS:])))
+            # Remembered, so that a restarted daemon neither repeats nor forgets a profile's
+            # state.
+            outbox.set_meta(PROFILE_EVENTS_META, pack_batch(list(sent[-KEEP_PROFILE_EVENTS:])))
+        except (OutboxFull, OutboxDiskFull):
+            # Kept in `_held`: committed once there is room (a repeat of what did get committed
+            # is dropped by the outbox: same id, same revision).
+            return 0
         count, self._held = len(self._held), []
         return count
 
@@ -231,6 +274,27 @@ class Daemon:
         return [e for e in events if isinstance(e, ProfileEvent)]
 
     def run(self) -> int:
+        """Until stopped: 0 after a stop, 1 after a failure. Raises StateDirBusy when another
+        daemon holds the state dir."""
+        with state_dir_lock(self.state_dir):
+            if not self._open_outbox():
+                return 0  # stopped while waiting for room on the disk
+            return self._serve()
+
+    def _open_outbox(self) -> bool:
+        """Check the outbox (a damaged one is replaced); wait while the disk is full."""
+        backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                open_checked_outbox(self.outbox_path).close()
+                return True
+            except OutboxDiskFull as exc:
+                wait = backoff.failed(str(exc))
+                log.warning("%s; trying again in %.0f s", exc, wait)
+                self.stop.wait(wait)
+        return False
+
+    def _serve(self) -> int:
         key = read_node_key(self.config.key_file)
         address = self.address or _discover(self.discovery or ZeroconfDiscovery(), self.stop)
         if address is None:
@@ -246,6 +310,7 @@ class Daemon:
         )
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
+        self._report_paused()
         threads = [
             threading.Thread(target=self._guard(self._ingest), name="ingest", daemon=True),
             threading.Thread(target=self._guard(self.sender.run), name="sender", daemon=True),
@@ -262,6 +327,7 @@ class Daemon:
         systemd.sd_notify("READY=1\nSTATUS=watching")
         watchdog = systemd.watchdog_interval()
         next_inventory = 0.0
+        died = False
         while not self.stop.wait(min(0.5, watchdog / 2) if watchdog else 0.5):
             if watchdog:
                 systemd.sd_notify("WATCHDOG=1")
@@ -269,20 +335,49 @@ class Daemon:
                 self._refresh_processes()
                 next_inventory = time.monotonic() + INVENTORY_EVERY
             if not all(t.is_alive() for t in threads):
-                log.error("a daemon thread died; stopping so that systemd restarts the node")
+                died = not self.stop.is_set()  # a thread may end by itself only after a stop
                 self.stop.set()
-                return 1
         systemd.sd_notify("STOPPING=1")
         for thread in threads:
             thread.join(timeout=10)
+        if self.failure is not None or died:
+            return self._failed(self.failure)
         return 0
+
+    def _report_paused(self) -> None:
+        """Agents found stopped at start stay stopped until someone resumes them (a node killed
+        while one was paused): say so here; the hello carries them to the hub, which says it
+        in its feed and offers resume."""
+        with self._lock:
+            paused = [p for p in self.processes if p.state == "paused"]
+        if paused:
+            pids = ", ".join(f"{p.agent} pid {p.pid}" for p in paused)
+            log.warning(
+                "found %d agents paused at start (%s): resume them from the hub", len(paused), pids
+            )
+
+    def _failed(self, failure: BaseException | None) -> int:
+        """Tell systemd (and the log) why the node stops; the exit status for the service."""
+        reason = "a daemon thread died"
+        if failure is not None:
+            reason = f"the {self.failed_thread} thread failed: {failure}"
+        code = _errno_of(failure)
+        log.error("%s; stopping with exit status 1 so that the service restarts the node", reason)
+        systemd.sd_notify(f"STATUS=failed: {reason}\nERRNO={code}")
+        return 1
 
     def _guard(self, target: Any) -> Any:
         def run() -> None:
             try:
                 target()
-            except Exception:
-                log.exception("thread %s failed", threading.current_thread().name)
+            except Exception as exc:
+                name = threading.current_thread().name
+                if isinstance(exc, OutboxError):  # said in one line; a traceback adds nothing
+                    log.error("thread %s failed: %s", name, exc)
+                else:
+                    log.exception("thread %s failed", name)
+                self.failure = exc
+                self.failed_thread = name
                 self.stop.set()
 
         return run
@@ -294,6 +389,17 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+
+def _errno_of(failure: BaseException | None) -> int:
+    """The errno-style code systemd records for the failure (`ERRNO=`)."""
+    if isinstance(failure, OSError) and failure.errno:
+        return failure.errno
+    if isinstance(failure, OutboxDiskFull):
+        return errno.ENOSPC
+    if isinstance(failure, OutboxCorrupt):
+        return errno.EUCLEAN  # "structure needs cleaning": moved aside at the next start
+    return errno.EIO
 
 
 def _configured_address(config: NodeConfig) -> HubAddress | None:
@@ -339,4 +445,8 @@ def run(config: NodeConfig) -> int:
     )
     daemon = Daemon(config)
     daemon.install_signals()
-    return daemon.run()
+    try:
+        return daemon.run()
+    except (StateDirBusy, OutboxError) as exc:  # e.g. a newer outbox schema
+        print(f"node-agent run: {exc}", file=sys.stderr)
+        return 1

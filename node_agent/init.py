@@ -26,8 +26,11 @@ from shared.config import (
     MIN_NODE_KEY_BYTES,
     Billing,
     ConfigError,
+    NodeConfig,
     default_config_paths,
     parse_config,
+    plan_problem,
+    read_config_text,
     read_node_key,
 )
 from shared.events import Agent
@@ -54,9 +57,9 @@ node = ""
 # poll_interval = 0.5
 # rescan_interval = 5.0
 
-# Report (and halt) only the agent processes whose home is one of the profiles below, for
-# several nodes sharing one host; by default every coding agent running here is reported.
-# only_profile_processes = false
+# Report (and let the hub halt) only the agent processes whose home is one of the profiles
+# below (the default); false reports every coding agent running on this machine.
+# only_profile_processes = true
 
 [hub]
 # Where the hub listens: events = "tcp://HOST:7461" and commands = "tcp://HOST:7462"
@@ -117,7 +120,14 @@ def parse_profile_spec(spec: str) -> ProfileSpec:
             raise InitError(
                 f"--profile {spec!r}: billing {rest[0]!r} is not 'subscription' or 'api'"
             ) from None
+    if rest[1] and (problem := plan_problem(agent, rest[1])):
+        raise InitError(f"--profile {spec!r}: {problem}")
     return ProfileSpec(name, agent, home, billing, rest[1] or None, rest[2] or None)
+
+
+def default_homes() -> list[str]:
+    """Where `detect_profiles` looks, as the operator would write it."""
+    return [_tilde(h) for agent in DETECTED_AGENTS for h in source_for(agent).default_homes()]
 
 
 def detect_profiles() -> list[ProfileSpec]:
@@ -161,6 +171,7 @@ class InitResult:
     created: bool
     changes: list[str] = field(default_factory=list)
     key_file: Path | None = None  # where the key was written, if it was
+    profiles: int = 0  # how many the file holds now
 
 
 def default_path() -> Path:
@@ -171,6 +182,8 @@ def run_init(request: InitRequest) -> InitResult:
     """Write or update the config (and the key); raises InitError/ConfigError, writing nothing."""
     path = request.path.expanduser().absolute()
     existing = None if request.force else _read(path)
+    if existing is not None and not existing.strip():
+        existing = None  # an empty file holds nothing to keep: write the template
     created = existing is None
     doc = tomlkit.parse(existing if existing is not None else TEMPLATE)
     result = InitResult(path, created)
@@ -195,6 +208,8 @@ def run_init(request: InitRequest) -> InitResult:
 
     text = doc.as_string()
     config = parse_config(tomllib.loads(text), path)  # refuse to write what cannot be read
+    _check_homes(config, {spec.name for spec in request.profiles})
+    result.profiles = len(config.profiles)
     key_hex = request.key_hex
     if key_hex is not None:
         _check_key(key_hex)
@@ -206,13 +221,19 @@ def run_init(request: InitRequest) -> InitResult:
     return result
 
 
+def _check_homes(config: NodeConfig, named: set[str]) -> None:
+    """A home the operator typed must exist: a typo would leave its profile reading nothing."""
+    for profile in config.profiles:
+        if profile.name in named and not profile.home.exists():
+            raise InitError(
+                f"--profile {profile.name}: its home {profile.home} does not exist; check the "
+                "path (an agent creates its home the first time it runs)"
+            )
+
+
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InitError(f"{path}: cannot read: {exc}") from exc
+    """The existing file's text, None when there is none."""
+    return read_config_text(path) if path.exists() or path.is_symlink() else None
 
 
 def _hub(doc: tomlkit.TOMLDocument) -> Table:
@@ -333,6 +354,7 @@ __all__ = [
     "InitResult",
     "ProfileSpec",
     "commands_address",
+    "default_homes",
     "default_path",
     "detect_profiles",
     "parse_profile_spec",

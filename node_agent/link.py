@@ -27,7 +27,8 @@ from typing import Any, Final
 
 import pynng
 
-from node_agent.outbox import Outbox
+from node_agent.outbox import Outbox, OutboxDiskFull
+from node_agent.recovery import Backoff
 from shared.wire import (
     MAX_FRAME,
     TO_NODE,
@@ -98,6 +99,7 @@ class EventSender:
         self.sent_events = 0
         self.last_ack: float | None = None
         self.last_error: str | None = None
+        self.stalled: str | None = None  # the disk is full: the outbox cannot note a send
 
     def run(self) -> None:
         options = _socket_options()
@@ -112,28 +114,47 @@ class EventSender:
             _keepalive(sock)
             sock.dial(self.address, block=False)
             last_sent = 0.0
+            disk = Backoff()
             while not self.stop.is_set():
                 # Idle: sleep until the reader commits (wake) or the next heartbeat is due.
                 if outbox.pending() == 0 and time.monotonic() - last_sent < self.heartbeat:
                     self.wake.wait(min(1.0, self.heartbeat))
                     self.wake.clear()
                     continue
-                hello = dict(self.hello())
-                budget = min(BATCH_BYTES, events_budget(self.link.node, outbox.stream_id, hello))
-                batch = outbox.next_batch(max_events=BATCH_EVENTS, max_bytes=budget)
-                if batch is None:  # a heartbeat: an empty range just past what was acked
-                    acked = outbox.stats()["acked_seq"]
-                    body = batch_body(outbox.stream_id, acked + 1, acked, [], hello)
-                else:
-                    body = batch_body(outbox.stream_id, batch.seq0, batch.seq1, batch.events, hello)
-                if self._exchange(sock, body):
-                    last_sent = time.monotonic()
-                    if batch is not None:
-                        outbox.ack(batch.seq1)
-                        self.sent_batches += 1
-                        self.sent_events += len(batch.events)
-                elif not self.stop.is_set():
-                    self.stop.wait(0.5)  # the hub is away: the same rows go again
+                try:
+                    if self._send_one(outbox, sock):
+                        last_sent = time.monotonic()
+                    elif not self.stop.is_set():
+                        self.stop.wait(0.5)  # the hub is away: the same rows go again
+                    if disk.failures:
+                        disk.succeeded()
+                        self.stalled = None
+                except OutboxDiskFull as exc:
+                    # Handing out or pruning a batch writes to the outbox; wait for room (an
+                    # acked batch that could not be pruned goes again: the hub drops it).
+                    wait = disk.failed(str(exc))
+                    if disk.failures == 1:
+                        log.warning("%s; sending waits and tries again", exc)
+                    self.stalled = str(exc)
+                    self.stop.wait(wait)
+
+    def _send_one(self, outbox: Outbox, sock: pynng.Req0) -> bool:
+        """The next batch (or a heartbeat) out and acknowledged; False: send it again later."""
+        hello = dict(self.hello())
+        budget = min(BATCH_BYTES, events_budget(self.link.node, outbox.stream_id, hello))
+        batch = outbox.next_batch(max_events=BATCH_EVENTS, max_bytes=budget)
+        if batch is None:  # a heartbeat: an empty range just past what was acked
+            acked = outbox.stats()["acked_seq"]
+            body = batch_body(outbox.stream_id, acked + 1, acked, [], hello)
+        else:
+            body = batch_body(outbox.stream_id, batch.seq0, batch.seq1, batch.events, hello)
+        if not self._exchange(sock, body):
+            return False
+        if batch is not None:
+            outbox.ack(batch.seq1)
+            self.sent_batches += 1
+            self.sent_events += len(batch.events)
+        return True
 
     def _exchange(self, sock: pynng.Req0, body: dict[str, Any]) -> bool:
         """One batch out, its ack back; False when it must be sent again."""

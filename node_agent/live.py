@@ -16,7 +16,8 @@ one is read again in full (the hub keeps one row per event id, so a repeat adds 
 Cadence: `poll()` reads the hot files (written to in the last `HOT_SECONDS`); `rescan()` finds
 new files, polls every file and releases the descriptors of files idle for `IDLE_CLOSE_SECONDS`.
 When the outbox is full, reading stops (positions stay where they are) until the hub has
-acknowledged enough: nothing is dropped.
+acknowledged enough: nothing is dropped. When the disk is full, the same, and reading tries
+again after a wait that doubles each time (`recovery.Backoff`).
 """
 
 from __future__ import annotations
@@ -32,18 +33,18 @@ from typing import Final
 
 import msgpack
 
-from node_agent.outbox import Outbox, OutboxFull
+from node_agent.outbox import Outbox, OutboxDiskFull, OutboxFull
+from node_agent.recovery import Backoff
 from node_agent.scan import Target, resolve_targets
 from node_agent.sources.base import FileKind, ParseProblem, Source, SourceFile
 from node_agent.sources.registry import all_sources
 from node_agent.tailer import (
-    FINGERPRINT_BYTES,
     CorruptStreamError,
     Tailer,
     TailState,
-    fingerprint,
     iter_head_lines,
     iter_zst_lines,
+    still_describes,
 )
 from shared.config import NodeConfig, Profile
 from shared.events import Agent, Event, LimitEvent, UsageEvent
@@ -127,6 +128,7 @@ class LiveStats:
     skipped: Counter[str] = field(default_factory=Counter)
     blocked: bool = False  # the outbox is full: reading waits for acknowledgements
     last_problem: str | None = None
+    stalled: str | None = None  # the disk is full: reading waits and retries
 
 
 def whole_signature(path: Path) -> tuple[int, ...] | None:
@@ -179,6 +181,7 @@ class LiveReader:
         self._saved: dict[str, bytes] = {}
         self._targets: list[Target] = []
         self._logged: set[tuple[str, str]] = set()
+        self.disk = Backoff()  # waits while the disk is full
         # Commit in slices well below the outbox's bound, so a full outbox stops reading early.
         self._commit_every = max(1, min(COMMIT_EVENTS, outbox.max_events // 10))
 
@@ -237,6 +240,8 @@ class LiveReader:
         if self.outbox.is_full:
             self.stats.blocked = True
             return 0
+        if self.disk.waiting(self.clock()):
+            return 0
         committed = 0
         events: list[Event] = []
         positions: dict[str, bytes | None] = {}
@@ -268,6 +273,17 @@ class LiveReader:
             self.stats.blocked = True
             self._restart_from_saved()
             return False
+        except OutboxDiskFull as exc:
+            wait = self.disk.failed(str(exc), self.clock())
+            if self.disk.failures == 1:
+                log.warning("%s; reading waits and tries again (next in %.0f s)", exc, wait)
+            self.stats.stalled = f"{exc}; retrying every {self.disk.longest:.0f} s at most"
+            self._restart_from_saved()  # nothing was committed, as for a full outbox
+            return False
+        if self.disk.failures:
+            log.info("room on the disk again after %d tries; reading goes on", self.disk.failures)
+            self.disk.succeeded()
+            self.stats.stalled = None
         self.stats.blocked = False
         self.stats.events += len(events)
         for key, value in positions.items():
@@ -361,7 +377,7 @@ class LiveReader:
             state = _unpack_state(saved, watched.key) if saved is not None else None
             tailer = Tailer(watched.file.path, state)
             watched.tailer = tailer
-            if state is not None and state.offset > 0 and _still_matches(state):
+            if state is not None and state.offset > 0 and still_describes(state):
                 _prime_lines(watched.source, watched.file.path, state.offset)
             return
         if saved is None:
@@ -416,18 +432,6 @@ def _unpack_state(data: bytes, key: str) -> TailState | None:
         log.warning("%s: saved position unreadable; reading the file again from the start", key)
         return None
     return state if state.path == key else None
-
-
-def _still_matches(state: TailState) -> bool:
-    """The saved position describes the file now at its path (same inode, not shorter)."""
-    try:
-        st = os.stat(state.path)
-    except OSError:
-        return False
-    if (st.st_dev, st.st_ino) != (state.dev, state.ino) or st.st_size < state.offset:
-        return False
-    with open(state.path, "rb") as fh:  # truncated and regrown: the head differs
-        return fingerprint(fh.read(min(FINGERPRINT_BYTES, state.offset))) == state.fingerprint
 
 
 def _prime_lines(source: Source, path: Path, offset: int) -> None:

@@ -76,6 +76,28 @@ class OutboxError(Exception):
     """The file is not a usable outbox (not SQLite, newer schema, no WAL)."""
 
 
+class OutboxCorrupt(OutboxError):
+    """SQLite says the file is damaged or not a database: only moving it aside helps."""
+
+
+class OutboxDiskFull(OutboxError):
+    """A write found no room on the disk; SQLite rolled it back, so nothing was stored."""
+
+
+def _primary_code(exc: sqlite3.Error) -> int:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it in the low byte
+
+
+def _translated(exc: sqlite3.Error, path: Path) -> OutboxError | None:
+    """The outbox's own error for a damaged file or a full disk; None for any other."""
+    code = _primary_code(exc)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return OutboxCorrupt(f"outbox {path} is damaged: {exc}")
+    if code == sqlite3.SQLITE_FULL:
+        return OutboxDiskFull(f"no room on the disk for outbox {path}")
+    return None
+
+
 class OutboxFull(OutboxError):
     """The commit would push the outbox past its limit; nothing was stored."""
 
@@ -210,8 +232,23 @@ class Outbox:
                     db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
-            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+            raise _translated(exc, path) or OutboxError(
+                f"cannot open outbox {path}: {exc}"
+            ) from exc
         return stream
+
+    def verify(self) -> None:
+        """Read every page once (SQLite's quick_check); raises OutboxCorrupt when one is damaged.
+        Costs a read of the file: for start-up, not for every commit."""
+        with self._lock:
+            try:
+                rows = self._db.execute("PRAGMA quick_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _translated(exc, self.path) or OutboxCorrupt(
+                    f"outbox {self.path} is damaged: {exc}"
+                ) from exc
+        if rows != [("ok",)]:
+            raise OutboxCorrupt(f"outbox {self.path} is damaged: {rows[0][0]}")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -232,17 +269,25 @@ class Outbox:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any exception (OutboxFull included)."""
+        """One write transaction; rolled back on any exception (OutboxFull included). A full
+        disk raises OutboxDiskFull and a damaged file OutboxCorrupt, so callers can tell the
+        condition to wait out from the one to recover from."""
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # SQLite may already have rolled back (disk full)
-                    db.execute("ROLLBACK")
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:  # SQLite may already have rolled back (disk full)
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                translated = _translated(exc, self.path)
+                if translated is None:
+                    raise
+                raise translated from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

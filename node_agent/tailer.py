@@ -5,13 +5,16 @@ Behaviour (research/stack.md §6, measured there):
 - Binary reads in large chunks from the committed offset. A line is handed out only once its
   `\\n` is on disk; a torn last line is left on disk and read again at the next poll. The
   committed offset therefore always sits just past a complete line, and is what is saved.
-- Truncation: the file is shorter than the committed offset, or its first bytes (up to 64, only ever
-  bytes below the committed offset) no longer hash to the saved fingerprint → restart at 0.
+- Truncation: checked whenever the file's size or mtime changed, before reading on. The file is
+  shorter than the committed offset, or its first bytes (up to 64) or the window just before the
+  committed offset (up to 1 KiB, the end of the last line read) no longer hash as saved
+  → restart at 0. The window catches a file truncated and written past the old offset before
+  the next poll, whose head is often the same (JSONL lines of one agent start alike).
 - Rotation or replace: the path names another (dev, ino) than the open file → drain the old
   file to EOF (its unterminated last line included: the file is finished), then read the new
   one from 0.
-- Resume: a saved `TailState` whose (dev, ino) and fingerprint still match continues at its
-  offset and line number; otherwise the file is read from 0.
+- Resume: a saved `TailState` whose (dev, ino), head fingerprint and window still match
+  continues at its offset and line number; otherwise the file is read from 0.
 
 Whenever reading restarts at 0 the caller must drop its per-file state (`Source.reset_file`)
 before feeding the batch: `Tailer.reset` says so for the batch `poll()` just returned, and
@@ -32,13 +35,18 @@ import orjson
 CHUNK: Final = 1 << 20  # 1 MiB per read(): few syscalls on a cold scan, bounded memory
 DEFAULT_MAX_BATCH: Final = 8 << 20  # bytes per poll(); `more` is set when there is more
 FINGERPRINT_BYTES: Final = 64
+WINDOW_BYTES: Final = 1024  # hashed just before the offset: the end of the last line read
 
 
 def fingerprint(head: bytes) -> str:
     """Hash of a file's first bytes (at most 64), to recognise the same file again."""
+    return _digest(head[:FINGERPRINT_BYTES])
+
+
+def _digest(data: bytes) -> str:
     import hashlib  # here, not at the top: a one-shot scan never fingerprints (start-up time)
 
-    return hashlib.blake2b(head[:FINGERPRINT_BYTES], digest_size=8).hexdigest()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 # fingerprint(b""), written out so that importing the tailer does not import hashlib
@@ -55,6 +63,9 @@ class TailState:
     offset: int  # bytes consumed, always just past a complete line
     lineno: int  # lines consumed up to `offset`
     fingerprint: str  # of the first min(64, offset) bytes
+    # of the min(1024, offset) bytes before `offset`; "" in states saved before it existed
+    # (then only the head is checked until the next read)
+    window: str = ""
 
     def to_dict(self) -> dict[str, str | int]:
         return {
@@ -64,6 +75,7 @@ class TailState:
             "offset": self.offset,
             "lineno": self.lineno,
             "fingerprint": self.fingerprint,
+            "window": self.window,
         }
 
     @classmethod
@@ -89,7 +101,39 @@ class TailState:
             offset=get_int("offset"),
             lineno=get_int("lineno"),
             fingerprint=get_str("fingerprint"),
+            window=get_str("window") if "window" in data else "",
         )
+
+    def describes(self, fd: int, st: os.stat_result) -> bool:
+        """True when the open file `fd` (fstat `st`) is still the file this state was saved
+        for, unchanged up to `offset`: same inode, not shorter, same head, same window."""
+        return (
+            (self.dev, self.ino) == (st.st_dev, st.st_ino)
+            and st.st_size >= self.offset
+            and _head_hash(fd, min(FINGERPRINT_BYTES, self.offset)) == self.fingerprint
+            and (not self.window or _window_hash(fd, self.offset) == self.window)
+        )
+
+
+def still_describes(state: TailState) -> bool:
+    """`TailState.describes` for the file now at the state's path (False when unreadable)."""
+    try:
+        fd = os.open(state.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return False
+    try:
+        return state.describes(fd, os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def _head_hash(fd: int, length: int) -> str:
+    return fingerprint(_pread(fd, length, 0)) if length else _EMPTY_FP
+
+
+def _window_hash(fd: int, offset: int) -> str:
+    size = min(WINDOW_BYTES, offset)
+    return _digest(_pread(fd, size, offset - size)) if size else _EMPTY_FP
 
 
 def _pread(fd: int, size: int, pos: int) -> bytes:
@@ -204,13 +248,16 @@ class Tailer:
         self._lineno = 0
         self._fp = _EMPTY_FP
         self._fp_len = 0
+        self._window = _EMPTY_FP
         self._seen: tuple[int, int] = (-1, -1)  # (size, mtime_ns) at the last check
 
     @property
     def state(self) -> TailState:
         if self._fd is None and self._saved is not None:
             return self._saved
-        return TailState(str(self.path), self._dev, self._ino, self._offset, self._lineno, self._fp)
+        return TailState(
+            str(self.path), self._dev, self._ino, self._offset, self._lineno, self._fp, self._window
+        )
 
     @property
     def is_open(self) -> bool:
@@ -259,7 +306,7 @@ class Tailer:
         seen = (st.st_size, st.st_mtime_ns)
         if seen != self._seen:
             self._seen = seen
-            if st.st_size < self._offset or self._head_hash(self._fp_len) != self._fp:
+            if not self.state.describes(self._fd, st):
                 self._restart()
         self._read(out, final=False)
         return out
@@ -277,25 +324,20 @@ class Tailer:
         self._dev, self._ino = st.st_dev, st.st_ino
         self._seen = (st.st_size, st.st_mtime_ns)
         saved, self._saved = self._saved, None
-        if saved is not None and not restart:
-            fp_len = min(FINGERPRINT_BYTES, saved.offset)
-            if (
-                (saved.dev, saved.ino) == (st.st_dev, st.st_ino)
-                and st.st_size >= saved.offset
-                and self._head_hash(fp_len) == saved.fingerprint
-            ):
-                self._offset, self._lineno = saved.offset, saved.lineno
-                self._fp, self._fp_len = saved.fingerprint, fp_len
-                return True
+        if saved is not None and not restart and saved.describes(fd, st):
+            self._offset, self._lineno = saved.offset, saved.lineno
+            self._fp, self._fp_len = saved.fingerprint, min(FINGERPRINT_BYTES, saved.offset)
+            self._window = saved.window or _window_hash(fd, saved.offset)
+            return True
         self._offset = self._lineno = 0
-        self._fp, self._fp_len = _EMPTY_FP, 0
+        self._fp, self._fp_len, self._window = _EMPTY_FP, 0, _EMPTY_FP
         if restart or saved is not None:
             self._signal_reset()
         return True
 
     def _restart(self) -> None:
         self._offset = self._lineno = 0
-        self._fp, self._fp_len = _EMPTY_FP, 0
+        self._fp, self._fp_len, self._window = _EMPTY_FP, 0, _EMPTY_FP
         self._signal_reset()
 
     def _signal_reset(self) -> None:
@@ -307,10 +349,6 @@ class Tailer:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-    def _head_hash(self, length: int) -> str:
-        assert self._fd is not None
-        return fingerprint(_pread(self._fd, length, 0)) if length else _EMPTY_FP
 
     def _read(self, out: list[tuple[int, bytes]], *, final: bool) -> bool:
         """Append complete lines from the committed offset to `out`; True when EOF was reached.
@@ -343,7 +381,9 @@ class Tailer:
             self._lineno = _number(tail, len(tail), self._lineno, out)
         want = min(FINGERPRINT_BYTES, self._offset)
         if want != self._fp_len:
-            self._fp, self._fp_len = self._head_hash(want), want
+            self._fp, self._fp_len = _head_hash(self._fd, want), want
+        if self._offset != start:
+            self._window = _window_hash(self._fd, self._offset)
         return eof
 
 

@@ -11,9 +11,9 @@ file's directory; `~` is expanded. Example:
     status_file = "~/.local/state/fleetmeter/profiles.json"  # profile heartbeat (default shown)
     poll_interval = 0.5               # seconds between reads of hot log files
     rescan_interval = 5.0             # seconds between directory rescans
-    only_profile_processes = false    # true: report (and halt) only agent processes whose home
-                                      #   is one of this node's profiles (several nodes on one
-                                      #   host, as in `fleet-hub demo`); default: every agent
+    only_profile_processes = true     # report (and let the hub halt) only agent processes whose
+                                      #   home is one of this node's profiles (default; without
+                                      #   profiles: the watched default homes); false: every agent
 
     [hub]                             # no events/commands: find the hub with zeroconf
     events = "tcp://hub.lan:7461"     # tcp://HOST:PORT or tls+tcp://HOST:PORT
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -76,6 +77,39 @@ _HUB_KEYS: Final = frozenset(
 class Billing(StrEnum):
     API = "api"  # metered: every call is paid at the provider's rates
     SUBSCRIPTION = "subscription"  # covered by a plan: marginal cost zero
+
+
+# The subscription plans each agent can run under (research/pricing-billing.md §2; Codex's
+# names are its logs' `rate_limits.plan_type`). OpenCode signs in with a Claude or ChatGPT plan.
+_CLAUDE_PLANS: Final = ("pro", "max_5x", "max_20x", "team", "enterprise")
+_CHATGPT_PLANS: Final = ("plus", "pro", "team", "business", "enterprise", "edu")
+PLANS: Final[dict[Agent, tuple[str, ...]]] = {
+    Agent.CLAUDE_CODE: _CLAUDE_PLANS,
+    Agent.CODEX: _CHATGPT_PLANS,
+    Agent.GEMINI: ("free", "ai_pro", "ai_ultra", "code_assist_standard", "code_assist_enterprise"),
+    Agent.OPENCODE: tuple(dict.fromkeys(_CLAUDE_PLANS + _CHATGPT_PLANS)),
+    Agent.CURSOR: ("hobby", "pro", "pro_plus", "ultra", "teams", "enterprise"),
+}
+# A node's name: in every frame, the hub's tables and shell commands that `fleet-hub enroll`
+# prints, so a host-name-like word.
+_NODE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def plan_problem(agent: Agent, plan: str) -> str | None:
+    """Why `plan` is no plan of `agent`, or None when it is one."""
+    if plan in PLANS[agent]:
+        return None
+    return f"unknown {agent.value} plan {plan!r} (one of {', '.join(PLANS[agent])})"
+
+
+def node_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a node, or None when it can."""
+    if _NODE_NAME.fullmatch(name):
+        return None
+    return (
+        f"{name!r} is not a node name: 1 to 63 letters, digits, '.', '-' or '_', "
+        "starting with a letter or digit"
+    )
 
 
 class ConfigError(ValueError):
@@ -138,8 +172,9 @@ class NodeConfig:
     status_file: Path | None = field(default_factory=default_status_file)
     poll_interval: float = DEFAULT_POLL_INTERVAL
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
-    # Only the agents of this node's profiles (several nodes share one host); False: every agent.
-    only_profile_processes: bool = False
+    # Only the agents of this node's profiles: another user's (or a newcomer's own) session
+    # elsewhere on the machine is neither listed nor haltable. False: every agent here.
+    only_profile_processes: bool = True
 
     @property
     def discover_hub(self) -> bool:
@@ -173,16 +208,40 @@ def find_config() -> Path | None:
 
 
 def load_config(path: Path) -> NodeConfig:
+    fix = f"write one with `node-agent init --config {path}`, or remove it to use the defaults"
+    return parse_config(read_toml(path, if_empty=fix), path)
+
+
+def read_toml(path: Path, *, if_empty: str) -> dict[str, Any]:
+    """A TOML file's table; ConfigError names the file and what is wrong with it. An empty
+    file is refused too (`if_empty` says what to do): it is a mistake far more often than a
+    wish for every default."""
     import tomllib  # only when there is a file to read
 
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        data = tomllib.loads(read_config_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(data, path)
+    if not data:
+        raise ConfigError(f"{path}: the file is empty (it sets nothing): {if_empty}")
+    return data
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text; ConfigError says why it cannot be read."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "TOML files must be UTF-8: save it as UTF-8"
+        ) from None
 
 
 def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
@@ -193,6 +252,8 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
     node = data.get("node") if "node" in data else _hostname()
     if not isinstance(node, str) or not node:
         raise ConfigError(f"{where}: 'node' must be a non-empty string")
+    if problem := node_name_problem(node):
+        raise ConfigError(f"{where}: 'node' = {problem}")
     raw_profiles = data.get("profiles", [])
     if not isinstance(raw_profiles, list):
         raise ConfigError(f"{where}: 'profiles' must be an array of tables ([[profiles]])")
@@ -226,7 +287,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         status_file=path_key("status_file", default_status_file()),
         poll_interval=_interval(data, "poll_interval", DEFAULT_POLL_INTERVAL, where),
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
-        only_profile_processes=_flag(data, "only_profile_processes", where),
+        only_profile_processes=_flag(data, "only_profile_processes", where, default=True),
         hub_events=hub.events,
         hub_commands=hub.commands,
         key_file=hub.key_file,
@@ -251,8 +312,8 @@ def _interval(data: dict[str, Any], key: str, default: float, where: str) -> flo
     return float(value)
 
 
-def _flag(data: dict[str, Any], key: str, where: str) -> bool:
-    value = data.get(key, False)
+def _flag(data: dict[str, Any], key: str, where: str, *, default: bool = False) -> bool:
+    value = data.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: {key!r} must be true or false, not {value!r}")
     return value
@@ -403,11 +464,14 @@ def _parse_profile(raw: dict[str, Any], here: str, base: Path) -> Profile:
     known = {"name", "agent", "home", "billing", "account", "plan"}
     if extra := sorted(set(raw) - known):
         raise ConfigError(f"{here}: unknown key(s) {', '.join(extra)}")
+    plan = text("plan", required=False)
+    if plan is not None and (problem := plan_problem(agent, plan)):
+        raise ConfigError(f"{here}.plan: {problem}")
     return Profile(
         name=name,
         agent=agent,
         home=_path(home, base),
         billing=billing,
         account=text("account", required=False),
-        plan=text("plan", required=False),
+        plan=plan,
     )

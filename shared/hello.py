@@ -50,6 +50,8 @@ class ReaderStatus:
     pending: int = 0  # events waiting in the outbox for the hub
     blocked: bool = False  # the outbox is full: reading waits
     last_problem: str | None = None
+    stalled: str | None = None  # why the node waits and retries (a full disk), None: it does not
+    status_file: str | None = None  # why the profile heartbeat file is not (wholly) used
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,7 +258,7 @@ def test_an_enrolled_node_key_is_accepted_by_the_hub(tmp_path: Path) -> None:
     assert frame.node == "spark01"
     with pytest.raises(ValueError, match="bad_mac|fails authentication"):
         open_frame(seal(node_key, "spark02", "batch", {}), hub_key_for)  # cannot pose as another
-    with pytest.raises(ConfigError, match="cannot enroll ''"):
+    with pytest.raises(ConfigError, match="cannot enroll: '' is not a node name"):
         enroll_key(config, "")
 
 

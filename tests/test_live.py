@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node_agent.daemon import Daemon
 from node_agent.live import LiveReader
 from node_agent.outbox import Outbox
 from node_agent.scan import scan
@@ -18,6 +19,8 @@ from shared.codec import unpack
 from shared.config import NodeConfig, Profile
 from shared.events import Agent, EventSet, UsageEvent
 from tests.fleet_harness import grow, profiles_of
+from tests.small_disk import fill, small_tmpfs
+from tests.test_source_claude import assistant, main_file, write
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +161,56 @@ def test_a_whole_file_is_read_again_only_when_it_changed(tmp_path: Path) -> None
         os.utime(csv, ns=(1, 2))  # a different mtime even on a coarse clock
         assert reader.rescan() == 1
         assert first >= 1
+
+
+def test_a_full_disk_pauses_reading_and_loses_nothing(machine: Path, tmp_path: Path) -> None:
+    """A real full disk (a small tmpfs): reading waits with a doubling backoff, the daemon's
+    hello says why, and once there is room every event arrives, none twice."""
+    config = config_for(machine)
+    now = [0.0]
+    with (
+        small_tmpfs(tmp_path / "disk", "4m") as disk,
+        Outbox(disk / "outbox.db") as outbox,
+    ):
+        filler = fill(disk)
+        reader = LiveReader(config, outbox, clock=lambda: now[0])
+        assert reader.start() == 0
+        assert outbox.pending() == 0 and outbox.positions() == {}
+        assert reader.stats.stalled is not None and "no room on the disk" in reader.stats.stalled
+        daemon = Daemon(replace(config, state_dir=tmp_path / "state", status_file=None))
+        daemon.reader = reader
+        assert daemon.hello()["reader"]["stalled"] == reader.stats.stalled
+        assert reader.rescan() == 0  # within the wait: not even tried
+        now[0] += 1.5
+        assert reader.rescan() == 0 and reader.disk.failures == 2  # tried again: still full
+        filler.unlink()
+        now[0] += 2.5
+        got = EventSet()
+        for _ in range(20):
+            reader.rescan()
+            batch = outbox.next_batch(max_events=10**9, max_bytes=1 << 40)
+            if batch is None:
+                break
+            for packed in batch.events:
+                got.add(unpack(packed))
+            outbox.ack(batch.seq1)
+        assert reader.disk.failures == 0 and daemon.hello()["reader"]["stalled"] is None
+    assert usage_view(got) == usage_view(scanned(machine, config))
+
+
+def test_a_log_truncated_and_regrown_between_polls_equals_a_scan(tmp_path: Path) -> None:
+    """Truncated in place, then written past the old read position before the next poll: the
+    daemon's outbox holds every call a scan of the same file counts."""
+    home = tmp_path / "claude"
+    log = main_file(home)
+    write(log, [assistant(f"msg_old_{i}", f"req_old_{i}") for i in range(2)])
+    config = NodeConfig(node="n1", profiles=(Profile("a", Agent.CLAUDE_CODE, home),))
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        reader = LiveReader(config, outbox)
+        reader.start()
+        log.write_bytes(b"")  # the same inode, cut to nothing ...
+        write(log, [assistant(f"msg_new_{i}", f"req_new_{i}") for i in range(4)])  # ... and past
+        reader.poll()
+        got = {e.event_id for e in outbox_events(outbox).counted_usage()}
+    scanned_ids = {e.event_id for e in scanned(home, config).counted_usage()}
+    assert len(scanned_ids) == 4 and scanned_ids <= got

@@ -66,7 +66,7 @@ def test_defaults_without_systemd(home: Path) -> None:
     assert config.state_dir == home / ".local" / "state" / "fleetmeter"
     assert config.status_file == home / ".local" / "state" / "fleetmeter" / "profiles.json"
     assert (config.poll_interval, config.rescan_interval) == (0.5, 5.0)
-    assert not config.only_profile_processes
+    assert config.only_profile_processes
     assert NodeConfig().key_file == home / ".config" / "fleetmeter" / "node.key"
 
 
@@ -136,14 +136,34 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> No
 
 
 def test_only_profile_processes(tmp_path: Path) -> None:
-    path = write(tmp_path / "node.toml", "only_profile_processes = true\n")
-    assert load_config(path).only_profile_processes
-    # The template documents it, commented out: uncommented, it parses.
-    assert "# only_profile_processes = false" in TEMPLATE
-    text = TEMPLATE.replace("# only_profile_processes = false", "only_profile_processes = true")
-    assert parse_config(
+    path = write(tmp_path / "node.toml", "only_profile_processes = false\n")
+    assert not load_config(path).only_profile_processes
+    # The template documents it, commented out: uncommented and turned off, it parses.
+    assert "# only_profile_processes = true" in TEMPLATE
+    text = TEMPLATE.replace("# only_profile_processes = true", "only_profile_processes = false")
+    assert not parse_config(
         tomllib.loads(text.replace('node = ""', 'node = "n1"'))
     ).only_profile_processes
+
+
+def test_a_default_node_lists_only_its_own_agents(home: Path, tmp_path: Path) -> None:
+    """The default config reports no agent of a home it does not watch; a node without
+    profiles watches the default homes, so an agent there is its own."""
+    config = load_config(write(home / "cfg" / "node.toml", 'node = "n1"\n'))
+    options = ("--pace", "60", "--children", "0", "--project", str(tmp_path))
+    ours = launch(Agent.CLAUDE_CODE, home / ".claude", *options)
+    stranger = launch(Agent.CLAUDE_CODE, tmp_path / "someone-else", *options)
+    try:
+        daemon = Daemon(config)
+        listed = {p["pid"] for p in daemon.execute({"cmd": "processes"})["processes"]}
+        assert ours.pid in listed and stranger.pid not in listed
+        ctime = psutil.Process(stranger.pid).create_time()
+        answer = daemon.execute({"cmd": "pause", "pid": stranger.pid, "ctime": ctime})
+        assert answer["outcome"] == "refused"
+        assert psutil.Process(stranger.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        ours.destroy()
+        stranger.destroy()
 
 
 def test_only_profile_processes_in_the_daemon(tmp_path: Path) -> None:
@@ -241,22 +261,25 @@ def test_init_detects_default_homes(home: Path) -> None:
 
 def test_init_rerun_keeps_operator_comments_and_edits(home: Path) -> None:
     path = home / "node.toml"
+    srv = home / "srv"
+    for name in ("a", "a2", "b"):
+        (srv / name).mkdir(parents=True)
     run_init(
-        InitRequest(path, node="n1", profiles=[parse_profile_spec("a:codex:/srv/a:subscription")])
+        InitRequest(path, node="n1", profiles=[parse_profile_spec(f"a:codex:{srv}/a:subscription")])
     )
     edited = path.read_text().replace(
         'node = "n1"', '# rack 4, left\nnode = "n1"  # asset tag 1234\npoll_interval = 2.0'
     )
     edited += "# operator: b is the backup login\n"
-    path.write_text(edited.replace('home = "/srv/a"', 'home = "/srv/a"  # NFS'))
+    path.write_text(edited.replace(f'home = "{srv}/a"', f'home = "{srv}/a"  # NFS'))
 
     result = run_init(
         InitRequest(
             path,
             hub_events="tcp://hub.lan:7461",
             profiles=[
-                parse_profile_spec("a:codex:/srv/a2::pro"),
-                parse_profile_spec("b:claude-code:/srv/b:api::ops@example.com"),
+                parse_profile_spec(f"a:codex:{srv}/a2::pro"),
+                parse_profile_spec(f"b:claude-code:{srv}/b:api::ops@example.com"),
             ],
         )
     )
@@ -269,7 +292,7 @@ def test_init_rerun_keeps_operator_comments_and_edits(home: Path) -> None:
     assert config.node == "n1" and config.poll_interval == 2.0
     assert (config.hub_events, config.hub_commands) == ("tcp://hub.lan:7461", "tcp://hub.lan:7462")
     a, b = config.profiles
-    assert (a.home, a.billing, a.plan) == (Path("/srv/a2"), Billing.SUBSCRIPTION, "pro")
+    assert (a.home, a.billing, a.plan) == (srv / "a2", Billing.SUBSCRIPTION, "pro")
     assert (b.name, b.account) == ("b", "ops@example.com")
     # The addresses sit among the [hub] keys, not after its trailing comments.
     hub = text[text.index("[hub]") :]
@@ -343,3 +366,12 @@ def test_init_cli_with_key_from_stdin(
     assert data["hub"]["commands"] == "tcp://10.0.0.5:9001"
     assert main(["init", "--config", str(path), "--profile", "x:vim:/x"]) == 2
     assert "unknown agent 'vim'" in capsys.readouterr().err
+
+
+def test_init_over_an_empty_file_writes_the_whole_template(home: Path) -> None:
+    path = write(home / "node.toml", "")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_config(path)
+    result = run_init(InitRequest(path, node="n1"))
+    assert result.created and load_config(path).node == "n1"
+    assert "# One [[profiles]] table per auth identity" in path.read_text()

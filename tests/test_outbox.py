@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.outbox import Batch, Outbox, OutboxError, OutboxFull
+from node_agent.outbox import (
+    Batch,
+    Outbox,
+    OutboxCorrupt,
+    OutboxDiskFull,
+    OutboxError,
+    OutboxFull,
+)
 from shared.codec import pack, unpack
 from shared.events import (
     Agent,
@@ -28,6 +35,7 @@ from shared.events import (
     Tokens,
     UsageEvent,
 )
+from tests.small_disk import fill, small_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -231,7 +239,7 @@ def test_commit_of_1000_events_is_one_transaction(tmp_path: Path) -> None:
 def test_not_an_outbox_is_a_clear_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(OutboxError, match="cannot open outbox"):
+    with pytest.raises(OutboxCorrupt, match="is damaged"):
         Outbox(junk)
     newer = tmp_path / "newer.db"
     Outbox(newer).close()
@@ -408,3 +416,28 @@ def test_processes_creating_one_outbox_at_once_agree_on_the_stream(tmp_path: Pat
     assert len(streams) == 1
     with Outbox(db) as ob:
         assert streams == {ob.stream_id}
+
+
+def test_a_damaged_page_fails_the_check(tmp_path: Path) -> None:
+    path = tmp_path / "ob.db"
+    with Outbox(path) as ob:
+        ob.commit([usage(f"e{i}") for i in range(3000)], {"f": b"p"})
+    with Outbox(path) as ob:
+        ob.verify()  # a sound file passes
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # pages of the events table and its indexes
+    data[middle : middle + 3 * 4096] = b"\xff" * (3 * 4096)
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutboxCorrupt), Outbox(path) as ob:
+        ob.verify()
+
+
+def test_a_full_disk_stores_nothing_and_says_so(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "2m") as disk, Outbox(disk / "ob.db") as ob:
+        ob.commit([usage("first")], {"f": b"1"})
+        filler = fill(disk)
+        with pytest.raises(OutboxDiskFull, match="no room on the disk"):
+            ob.commit([usage(f"e{i}") for i in range(2000)], {"f": b"2"})
+        assert ob.pending() == 1 and ob.positions() == {"f": b"1"}
+        filler.unlink()
+        assert ob.commit([usage(f"e{i}") for i in range(2000)], {"f": b"2"}).stored == 2000

@@ -165,6 +165,7 @@ def test_install_service_writes_the_unit_and_says_what_next(
 ) -> None:
     output = tmp_path / "node-agent.service"
     config = tmp_path / "node.toml"
+    config.write_text('node = "n1"\n')
     code = main(
         ["install-service", "--user", "root", "--output", str(output), "--config", str(config)]
     )

@@ -54,8 +54,9 @@ def test_reads_appends_with_line_numbers(tmp_path: Path) -> None:
     append(path, b'{"a":3}\n')
     assert t.poll() == [(3, b'{"a":3}')]
     st = os.stat(path)
+    read = b'{"a":1}\n{"a":2}\n{"a":3}\n'
     assert t.state == TailState(
-        str(path), st.st_dev, st.st_ino, 24, 3, fingerprint(b'{"a":1}\n{"a":2}\n{"a":3}\n')
+        str(path), st.st_dev, st.st_ino, 24, 3, fingerprint(read), fingerprint(read)
     )
 
 
@@ -241,6 +242,58 @@ def test_truncate_and_regrow_caught_by_fingerprint(tmp_path: Path) -> None:
         fh.write(b'{"z":9}\n{"z":10}\n')
     assert t.poll() == [(1, b'{"z":9}'), (2, b'{"z":10}')]
     assert t.reset
+
+
+def same_head_lines(tag: str, count: int) -> bytes:
+    """JSONL lines that all start alike (as one agent's do), far past 64 bytes."""
+    head = '{"parentUuid":"4c1e0000-0000-4000-8000-000000000000","isSidechain":false,'
+    return "".join(f'{head}"id":"{tag}{i}"}}\n' for i in range(count)).encode()
+
+
+def test_truncate_and_regrow_past_the_offset_with_the_same_head(tmp_path: Path) -> None:
+    """The head alone cannot tell: the window before the offset does, before reading on."""
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(same_head_lines("old", 3))
+    t = Tailer(path)
+    assert len(t.poll()) == 3
+    with path.open("r+b") as fh:  # in place (same inode), longer than what was read
+        fh.truncate(0)
+        fh.write(same_head_lines("new", 5))
+    got = t.poll()
+    assert t.reset
+    assert [line for _, line in got] == same_head_lines("new", 5).splitlines()
+
+
+def test_a_saved_state_is_not_resumed_on_a_regrown_file(tmp_path: Path) -> None:
+    """The window is saved with the offset: a node restarted (kill -9) after the file was
+    truncated and regrown past its offset reads the file again from 0."""
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(same_head_lines("old", 3))
+    t = Tailer(path)
+    t.poll()
+    saved = TailState.from_dict(t.state.to_dict())
+    t.close()
+    with path.open("r+b") as fh:
+        fh.truncate(0)
+        fh.write(same_head_lines("new", 5))
+    again = Tailer(path, saved)
+    assert [line for _, line in again.poll()] == same_head_lines("new", 5).splitlines()
+    assert again.reset
+    append(path, same_head_lines("more", 1))  # and an untouched file resumes at its offset
+    resumed = Tailer(path, TailState.from_dict(again.state.to_dict()))
+    assert resumed.poll() == [(6, same_head_lines("more", 1).rstrip(b"\n"))]
+
+
+def test_a_state_saved_before_the_window_still_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(same_head_lines("a", 2))
+    t = Tailer(path)
+    t.poll()
+    old = {k: v for k, v in t.state.to_dict().items() if k != "window"}
+    append(path, same_head_lines("b", 1))
+    resumed = Tailer(path, TailState.from_dict(old))
+    assert resumed.poll() == [(3, same_head_lines("b", 1).rstrip(b"\n"))]
+    assert resumed.state.window  # known again from the next read on
 
 
 def test_rotation_by_rename_drains_the_old_file_first(tmp_path: Path) -> None:

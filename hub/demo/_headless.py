@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import signal
@@ -16,15 +15,18 @@ from types import FrameType
 from hub.demo._fleet import DemoFleet
 from hub.ledger import Dimension, Period
 from hub.service import FleetService
+from shared.cli import OneLineParser, positive_float, positive_int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m hub.demo", description="Run the demo fleet headless, then print totals."
     )
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--machines", type=int, default=3)
-    parser.add_argument("--pace", type=float, default=1.0, help="interval factor (0.3: faster)")
+    parser.add_argument("--seconds", type=positive_float, default=60.0)
+    parser.add_argument("--machines", type=positive_int, default=3)
+    parser.add_argument(
+        "--pace", type=positive_float, default=1.0, help="interval factor (0.3: faster)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory")
     args = parser.parse_args(argv)
@@ -32,9 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        fleet = stack.enter_context(
-            DemoFleet(workdir, machines=args.machines, pace=args.pace, seed=args.seed)
-        )
+        try:
+            fleet = DemoFleet(workdir, machines=args.machines, pace=args.pace, seed=args.seed)
+        except ValueError as exc:  # e.g. more machines than the demo can name
+            parser.error(str(exc))
+        stack.enter_context(fleet)
         assert fleet.service is not None
         with contextlib.suppress(KeyboardInterrupt):
             time.sleep(args.seconds)
