@@ -63,6 +63,7 @@ BEHIND_S: Final = 0.0005
 _CHUNK: Final = 25
 SPARK_BINS: Final = 24  # 6 h of run rate in 15-minute bars
 OUTCOME_SHOWN_S: Final = 8.0  # a halt action's outcome stays on its row this long
+THRASH_MARK: Final = " ▼"  # after a cache-read ratio that is low while writing a lot
 
 
 class Table(StrEnum):
@@ -76,6 +77,9 @@ class Column:
     key: str
     label: str
     numeric: bool = False  # right-aligned; sorts largest first on the first press
+    # What a narrow screen keeps: 0 always, then 1, 2, ... as long as they fit (the screen
+    # can show the rest on demand).
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +128,58 @@ class HeaderFigures:
     online: int
     nodes: int
 
-    def line(self) -> str:
-        unknown = (
-            f"unknown {self.unknown_calls} calls / {fmt.tokens(self.unknown_tokens)} tok"
-            if self.unknown_calls
-            else "unknown –"
+    def line(self, width: int | None = None) -> str:
+        """The header's text, abbreviated step by step until it fits `width` (None: in full);
+        every figure stays, only the words around them shrink."""
+        forms = self._forms()
+        if width is not None:
+            for text in forms:
+                if len(text) <= width:
+                    return text
+            return forms[-1]
+        return forms[0]
+
+    def _forms(self) -> tuple[str, ...]:
+        money = fmt.money
+        unknown_tokens = fmt.tokens(self.unknown_tokens)
+        if self.unknown_calls:
+            unknown = f"unknown {self.unknown_calls} calls / {unknown_tokens} tok"
+            unk = f"unk {self.unknown_calls}/{unknown_tokens}"
+        else:
+            unknown, unk = "unknown –", "unk –"
+        paid, api = money(self.burn_paid_per_hour), money(self.burn_api_per_hour)
+        day, month = money(self.projected_day), money(self.projected_month)
+        nodes = f"{self.online}/{self.nodes}"
+        metered, sub, est = (
+            money(self.metered),
+            money(self.subscription_included),
+            money(self.estimated),
         )
         return (
-            f"today  metered {fmt.money(self.metered)} · "
-            f"subscription {fmt.money(self.subscription_included)} (API-eq) · "
-            f"estimated {fmt.money(self.estimated)} · {unknown}  │  "
-            f"burn {fmt.money(self.burn_paid_per_hour)}/h paid, "
-            f"{fmt.money(self.burn_api_per_hour)}/h API-eq  │  "
-            f"→ day {fmt.money(self.projected_day)} · month {fmt.money(self.projected_month)}  │  "
-            f"nodes {self.online}/{self.nodes}"
+            f"today  metered {metered} · subscription {sub} (API-eq) · estimated {est} · "
+            f"{unknown}  │  burn {paid}/h paid, {api}/h API-eq  │  "
+            f"→ day {day} · month {month}  │  nodes {nodes}",
+            f"today metered {metered} · subscr. {sub} · est. {est} · {unknown} │ "
+            f"burn {paid}/h paid, {api}/h API-eq │ → day {day} · month {month} │ nodes {nodes}",
+            f"met {metered} · sub {sub} · est {est} · {unk} │ burn {paid}/h, API {api}/h │ "
+            f"→ day {day} · mo {month} │ nodes {nodes}",
+            f"met {metered} · sub {sub} · est {est} · {unk} │ {paid}/h │ "
+            f"→ {day} · mo {month} │ {nodes} nodes",
+            f"met {_brief(self.metered)} sub {_brief(self.subscription_included)} "
+            f"est {_brief(self.estimated)} {unk} │ {_brief(self.burn_paid_per_hour)}/h │ "
+            f"→ {_brief(self.projected_day)} mo {_brief(self.projected_month)} │ {nodes}",
         )
+
+
+def _brief(amount: Decimal) -> str:
+    """Dollars in a few characters for a narrow header: $12.34, $926, $1.5k, $2.1M."""
+    if amount < 100:
+        return fmt.money(amount)
+    if amount < 1000:
+        return f"${amount:.0f}"
+    if amount < 1_000_000:
+        return f"${amount / 1000:.1f}k"
+    return f"${amount / 1_000_000:.1f}M"
 
 
 @dataclass(slots=True)
@@ -153,47 +194,47 @@ class Frame:
 COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
     Table.MACHINES: (
         Column("machine", "machine"),
-        Column("state", "state"),
-        Column("seen", "seen", numeric=True),
-        Column("agents", "agents ▶/⏸", numeric=True),
-        Column("metered", "metered", numeric=True),
-        Column("subscription", "subscr. (API-eq)", numeric=True),
-        Column("estimated", "estimated", numeric=True),
-        Column("unknown", "unknown", numeric=True),
-        Column("cache", "cache rd", numeric=True),
-        Column("burn", "$/h", numeric=True),
-        Column("spark", "last 6 h"),
+        Column("state", "state", priority=1),
+        Column("seen", "seen", numeric=True, priority=3),
+        Column("agents", "agents ▶/⏸", numeric=True, priority=2),
+        Column("metered", "metered", numeric=True, priority=1),
+        Column("subscription", "subscr. (API-eq)", numeric=True, priority=2),
+        Column("estimated", "estimated", numeric=True, priority=4),
+        Column("unknown", "unknown", numeric=True, priority=3),
+        Column("cache", "cache rd", numeric=True, priority=2),
+        Column("burn", "$/h", numeric=True, priority=1),
+        Column("spark", "last 6 h", priority=5),
     ),
     Table.PROFILES: (
         Column("profile", "profile"),
-        Column("machine", "machine"),
-        Column("agent", "agent"),
-        Column("account", "account"),
-        Column("billing", "billing"),
-        Column("state", "state"),
-        Column("window_5h", "5h", numeric=True),
-        Column("window_weekly", "week", numeric=True),
-        Column("metered", "metered", numeric=True),
-        Column("subscription", "subscr. (API-eq)", numeric=True),
-        Column("estimated", "estimated", numeric=True),
-        Column("unknown", "unknown", numeric=True),
-        Column("cw_5m", "cache wr 5m", numeric=True),
-        Column("cw_1h", "cache wr 1h", numeric=True),
+        Column("machine", "machine", priority=1),
+        Column("agent", "agent", priority=3),
+        Column("account", "account", priority=4),
+        Column("billing", "billing", priority=3),
+        Column("state", "state", priority=1),
+        Column("window_5h", "5h", numeric=True, priority=2),
+        Column("window_weekly", "week", numeric=True, priority=2),
+        Column("metered", "metered", numeric=True, priority=1),
+        Column("subscription", "subscr. (API-eq)", numeric=True, priority=2),
+        Column("estimated", "estimated", numeric=True, priority=4),
+        Column("unknown", "unknown", numeric=True, priority=3),
+        Column("cw_5m", "cache wr 5m", numeric=True, priority=5),
+        Column("cw_1h", "cache wr 1h", numeric=True, priority=5),
     ),
     Table.SESSIONS: (
         Column("session", "session"),
-        Column("machine", "machine"),
-        Column("profile", "profile"),
-        Column("project", "project"),
-        Column("branch", "branch"),
-        Column("model", "model"),
-        Column("main", "main $", numeric=True),
-        Column("subagents", "subagents $", numeric=True),
-        Column("tpm", "tok/min", numeric=True),
-        Column("cache", "cache rd", numeric=True),
-        Column("process", "process"),
-        Column("pid", "pid", numeric=True),
-        Column("last", "last call", numeric=True),
+        Column("machine", "machine", priority=1),
+        Column("profile", "profile", priority=3),
+        Column("project", "project", priority=4),
+        Column("branch", "branch", priority=6),
+        Column("model", "model", priority=5),
+        Column("main", "main $", numeric=True, priority=1),
+        Column("subagents", "subagents $", numeric=True, priority=3),
+        Column("tpm", "tok/min", numeric=True, priority=2),
+        Column("cache", "cache rd", numeric=True, priority=2),
+        Column("process", "process", priority=1),
+        Column("pid", "pid", numeric=True, priority=4),
+        Column("last", "last call", numeric=True, priority=3),
     ),
 }
 
@@ -209,16 +250,16 @@ GROUPINGS: Final = (
 )
 SPEND_COLUMNS: Final = (
     Column("key", "group"),
-    Column("calls", "calls", numeric=True),
-    Column("tokens", "tokens", numeric=True),
-    Column("metered", "metered", numeric=True),
-    Column("subscription", "subscr. (API-eq)", numeric=True),
-    Column("estimated", "estimated", numeric=True),
-    Column("unknown", "unknown", numeric=True),
-    Column("api", "API-eq total", numeric=True),
-    Column("cache", "cache rd", numeric=True),
-    Column("cw_5m", "cache wr 5m", numeric=True),
-    Column("cw_1h", "cache wr 1h", numeric=True),
+    Column("calls", "calls", numeric=True, priority=3),
+    Column("tokens", "tokens", numeric=True, priority=2),
+    Column("metered", "metered", numeric=True, priority=1),
+    Column("subscription", "subscr. (API-eq)", numeric=True, priority=1),
+    Column("estimated", "estimated", numeric=True, priority=2),
+    Column("unknown", "unknown", numeric=True, priority=2),
+    Column("api", "API-eq total", numeric=True, priority=1),
+    Column("cache", "cache rd", numeric=True, priority=3),
+    Column("cw_5m", "cache wr 5m", numeric=True, priority=4),
+    Column("cw_1h", "cache wr 1h", numeric=True, priority=4),
 )
 
 
@@ -690,7 +731,7 @@ _NO_FIG_CELLS: Final = (
     Cell("", 0.0),  # tok/min
     Cell(fmt.percent(None), None),  # cache rd
 )
-_NO_FIG_LAST: Final = Cell("", -0.0)
+_NO_FIG_LAST: Final = Cell("", None)
 
 
 def session_row(
@@ -729,7 +770,7 @@ def session_row(
                 o[9],
             ),
         )
-        last = _same(o[12], fmt.age(now - fig.last_ts), -fig.last_ts)
+        last = _same(o[12], fmt.age(now - fig.last_ts), fig.last_ts)
     same_node = o[1] is not None and o[1].sort == node
     cells = (
         o[0] if same_node and o[0] is not None else Cell(_short(key, node), key),
@@ -804,12 +845,13 @@ def _ratio_cell(t: Totals, old: Cell | None = None) -> Cell:
 
 
 def _ratio(input_: int, cache_read: int, writes: int, old: Cell | None) -> Cell:
-    """Share of prompt tokens read from the cache; red when the scope thrashes the cache."""
+    """Share of prompt tokens read from the cache; red when the scope thrashes the cache, and
+    marked, so that it reads so without colour too."""
     ratio = cache_ratio(input_, cache_read, writes)
     tone = "bad" if is_thrash(ratio, writes) else ""
     if old is not None and old.tone == tone and _pure(old, ratio):
         return old
-    return Cell(fmt.percent(ratio), ratio, tone)
+    return Cell(fmt.percent(ratio) + (THRASH_MARK if tone else ""), ratio, tone)
 
 
 def _tokens_cell(old: Cell | None, n: int) -> Cell:
