@@ -70,6 +70,25 @@ NOTES: Final = (
 )
 
 
+class FiguresLine(Static):
+    """The header: the fleet's figures, abbreviated to the line's width (again on a resize)."""
+
+    figures: HeaderFigures | None = None
+
+    def show(self, figures: HeaderFigures) -> None:
+        self.figures = figures
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        width = self.content_size.width
+        if self.figures is not None and width:
+            # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
+            self.update(Text(self.figures.line(width), no_wrap=True), layout=False)
+
+
 class FleetApp(App[None]):
     TITLE = "fleet-hub"
     CSS = """
@@ -171,7 +190,7 @@ class FleetApp(App[None]):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="figures")
+        yield FiguresLine("", id="figures")
         yield Static("", id="scope")
         with TabbedContent(initial="machines", id="tabs"):
             with TabPane("1 Machines", id="machines"):
@@ -235,7 +254,7 @@ class FleetApp(App[None]):
                 table.settle()
         if frame.header is not None:
             self.header_figures = frame.header
-            self._show_header()
+            self.query_one("#figures", FiguresLine).show(frame.header)
             self._spend_dirty = True
         if frame.feed:
             feed = self.query_one("#feed", RichLog)
@@ -247,17 +266,6 @@ class FleetApp(App[None]):
         if current.row_count != count:  # the status line counts the rows shown
             self._show_scope()
         return written
-
-    def _show_header(self) -> None:
-        if self.header_figures is None:
-            return
-        widget = self.query_one("#figures", Static)
-        line = self.header_figures.line(widget.content_size.width or None)
-        # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
-        widget.update(Text(line, no_wrap=True), layout=False)
-
-    def on_resize(self) -> None:
-        self.call_after_refresh(self._show_header)  # the header's new width is known then
 
     def refresh_spend(self) -> None:
         self._spend_at = time.monotonic()
@@ -284,6 +292,11 @@ class FleetApp(App[None]):
         self.dashboard.in_front = next((t for t in Table if t == tab), None)
         self.table(tab).focus()
         self._show_scope()
+
+    @on(LiveTable.ColumnsChanged)
+    def _columns_changed(self) -> None:
+        if self.query("#tabs"):  # not while the tables are being mounted
+            self._show_scope()
 
     @on(LiveTable.RowSelected)
     def _row_chosen(self, event: LiveTable.RowSelected) -> None:

@@ -49,6 +49,7 @@ from textual._types import SegmentLines
 from textual.color import Color
 from textual.coordinate import Coordinate
 from textual.geometry import Region
+from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, CursorType, RowKey, StringKey
@@ -220,6 +221,9 @@ class _Pass:
 
 
 class LiveTable(DataTable[Shown]):
+    class ColumnsChanged(Message):
+        """The columns shown changed (the screen was resized, or `show_all` flipped)."""
+
     def __init__(self, columns: Sequence[Column], **kwargs: Any) -> None:
         # before the DataTable's own set-up, whose watchers clear the render caches
         self._rendered: dict[_RenderKey, tuple[Cell, SegmentLines]] = {}
@@ -312,6 +316,31 @@ class LiveTable(DataTable[Shown]):
             self._slots[i] = slot
             self.add_column(self.spec[i].label, key=self.spec[i].key)
         self._reselect(selected)
+        self.post_message(self.ColumnsChanged())
+
+    def action_cursor_right(self) -> None:
+        """With the row cursor, ← and → scroll sideways a column at a time (the stock table:
+        a character at a time)."""
+        if self.cursor_type != "row":
+            super().action_cursor_right()
+            return
+        edge = next((x for x in self._column_edges() if x > self.scroll_x), None)
+        self.scroll_to(x=min(edge, self.max_scroll_x) if edge else self.max_scroll_x, animate=False)
+
+    def action_cursor_left(self) -> None:
+        if self.cursor_type != "row":
+            super().action_cursor_left()
+            return
+        edge = next((x for x in reversed(self._column_edges()) if x < self.scroll_x), 0)
+        self.scroll_to(x=edge, animate=False)
+
+    def _column_edges(self) -> list[int]:
+        """Where each column starts, from the left edge of the table."""
+        edges, x = [], 0
+        for column in self.ordered_columns:
+            edges.append(x)
+            x += column.get_render_width(self)
+        return edges
 
     def _count(self, i: int, text: str, step: int) -> None:
         """Count a shown cell of column `i` in (`step` 1) or out (-1) of its column's widths."""
