@@ -206,7 +206,7 @@ class FleetApp(App[None]):
         yield Input(
             placeholder="filter rows: enter to apply (empty clears), esc to cancel", id="filter"
         )
-        yield Footer()
+        yield Footer(compact=True)  # room for every halt key at 80 columns
 
     def on_mount(self) -> None:
         self._unsubscribe = self.service.subscribe(self.dashboard.note)
