@@ -191,16 +191,20 @@ class Frame:
     feed: list[FeedItem]
 
 
+# Today's spend per cost class, as the machines and profiles show it.
+_CLASS_COLUMNS: Final = (
+    Column("metered", "metered", numeric=True, priority=1),
+    Column("subscription", "subscr. (API-eq)", numeric=True, priority=2),
+    Column("estimated", "estimated", numeric=True, priority=4),
+    Column("unknown", "unknown", numeric=True, priority=3),
+)
 COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
     Table.MACHINES: (
         Column("machine", "machine"),
         Column("state", "state", priority=1),
         Column("seen", "seen", numeric=True, priority=3),
         Column("agents", "agents ▶/⏸", numeric=True, priority=2),
-        Column("metered", "metered", numeric=True, priority=1),
-        Column("subscription", "subscr. (API-eq)", numeric=True, priority=2),
-        Column("estimated", "estimated", numeric=True, priority=4),
-        Column("unknown", "unknown", numeric=True, priority=3),
+        *_CLASS_COLUMNS,
         Column("cache", "cache rd", numeric=True, priority=2),
         Column("burn", "$/h", numeric=True, priority=1),
         Column("spark", "last 6 h", priority=5),
@@ -214,10 +218,7 @@ COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
         Column("state", "state", priority=1),
         Column("window_5h", "5h", numeric=True, priority=2),
         Column("window_weekly", "week", numeric=True, priority=2),
-        Column("metered", "metered", numeric=True, priority=1),
-        Column("subscription", "subscr. (API-eq)", numeric=True, priority=2),
-        Column("estimated", "estimated", numeric=True, priority=4),
-        Column("unknown", "unknown", numeric=True, priority=3),
+        *_CLASS_COLUMNS,
         Column("cw_5m", "cache wr 5m", numeric=True, priority=5),
         Column("cw_1h", "cache wr 1h", numeric=True, priority=5),
     ),
