@@ -74,6 +74,7 @@ _CHUNK: Final = 25
 SPARK_BINS: Final = 24  # 6 h of run rate in 15-minute bars
 FEED_LINES: Final = 100  # the feed lines a screen is given at once
 OUTCOME_SHOWN_S: Final = 8.0  # a halt action's outcome stays on its row this long
+THRASH_MARK: Final = " ▼"  # after a cache-read ratio that is low while writing a lot
 
 
 class Table(StrEnum):
@@ -87,6 +88,9 @@ class Column:
     key: str
     label: str
     numeric: bool = False  # right-aligned; sorts largest first on the first press
+    # What a narrow screen keeps: 0 always, then 1, 2, ... as long as they fit (the screen
+    # can show the rest on demand).
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,50 +132,51 @@ class Frame:
     feed_reset: bool = False  # `feed` is the whole recent feed: older news came in late
 
 
+# Today's spend per cost class, as the machines and profiles show it.
+_CLASS_COLUMNS: Final = (
+    Column("metered", "metered", numeric=True, priority=1),
+    Column("subscription", "subscr. (API-eq)", numeric=True, priority=2),
+    Column("estimated", "estimated", numeric=True, priority=4),
+    Column("unknown", "unknown", numeric=True, priority=3),
+)
 COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
     Table.MACHINES: (
         Column("machine", "machine"),
-        Column("state", "state"),
-        Column("seen", "seen", numeric=True),
-        Column("agents", "agents ▶/⏸", numeric=True),
-        Column("metered", "metered", numeric=True),
-        Column("subscription", "subscr. (API-eq)", numeric=True),
-        Column("estimated", "estimated", numeric=True),
-        Column("unknown", "unknown", numeric=True),
-        Column("cache", "cache rd", numeric=True),
-        Column("burn", f"$/h {SHORT_MIN}m", numeric=True),
-        Column("spark", "last 6 h"),
+        Column("state", "state", priority=1),
+        Column("seen", "seen", numeric=True, priority=3),
+        Column("agents", "agents ▶/⏸", numeric=True, priority=2),
+        *_CLASS_COLUMNS,
+        Column("cache", "cache rd", numeric=True, priority=2),
+        Column("burn", f"$/h {SHORT_MIN}m", numeric=True, priority=1),
+        Column("spark", "last 6 h", priority=5),
     ),
     Table.PROFILES: (
         Column("profile", "profile"),
-        Column("machine", "machine"),
-        Column("agent", "agent"),
-        Column("account", "account"),
-        Column("billing", "billing"),
-        Column("state", "state"),
-        Column("window_5h", "5h", numeric=True),
-        Column("window_weekly", "week", numeric=True),
-        Column("metered", "metered", numeric=True),
-        Column("subscription", "subscr. (API-eq)", numeric=True),
-        Column("estimated", "estimated", numeric=True),
-        Column("unknown", "unknown", numeric=True),
-        Column("cw_5m", "cache wr 5m", numeric=True),
-        Column("cw_1h", "cache wr 1h", numeric=True),
+        Column("machine", "machine", priority=1),
+        Column("agent", "agent", priority=3),
+        Column("account", "account", priority=4),
+        Column("billing", "billing", priority=3),
+        Column("state", "state", priority=1),
+        Column("window_5h", "5h", numeric=True, priority=2),
+        Column("window_weekly", "week", numeric=True, priority=2),
+        *_CLASS_COLUMNS,
+        Column("cw_5m", "cache wr 5m", numeric=True, priority=5),
+        Column("cw_1h", "cache wr 1h", numeric=True, priority=5),
     ),
     Table.SESSIONS: (
         Column("session", "session"),
-        Column("machine", "machine"),
-        Column("profile", "profile"),
-        Column("project", "project"),
-        Column("branch", "branch"),
-        Column("model", "model"),
-        Column("main", "main $", numeric=True),
-        Column("subagents", "subagents $", numeric=True),
-        Column("tpm", f"tok/min {RECENT_S // 60}m", numeric=True),
-        Column("cache", "cache rd", numeric=True),
-        Column("process", "process"),
-        Column("pid", "pid", numeric=True),
-        Column("last", "last call", numeric=True),
+        Column("machine", "machine", priority=1),
+        Column("profile", "profile", priority=3),
+        Column("project", "project", priority=4),
+        Column("branch", "branch", priority=6),
+        Column("model", "model", priority=5),
+        Column("main", "main $", numeric=True, priority=1),
+        Column("subagents", "subagents $", numeric=True, priority=3),
+        Column("tpm", f"tok/min {RECENT_S // 60}m", numeric=True, priority=2),
+        Column("cache", "cache rd", numeric=True, priority=2),
+        Column("process", "process", priority=1),
+        Column("pid", "pid", numeric=True, priority=4),
+        Column("last", "last call", numeric=True, priority=3),
     ),
 }
 
@@ -187,16 +192,16 @@ GROUPINGS: Final = (
 )
 SPEND_COLUMNS: Final = (
     Column("key", "group"),
-    Column("calls", "calls", numeric=True),
-    Column("tokens", "tokens", numeric=True),
-    Column("metered", "metered", numeric=True),
-    Column("subscription", "subscr. (API-eq)", numeric=True),
-    Column("estimated", "estimated", numeric=True),
-    Column("unknown", "unknown", numeric=True),
-    Column("api", "API-eq total", numeric=True),
-    Column("cache", "cache rd", numeric=True),
-    Column("cw_5m", "cache wr 5m", numeric=True),
-    Column("cw_1h", "cache wr 1h", numeric=True),
+    Column("calls", "calls", numeric=True, priority=3),
+    Column("tokens", "tokens", numeric=True, priority=2),
+    Column("metered", "metered", numeric=True, priority=1),
+    Column("subscription", "subscr. (API-eq)", numeric=True, priority=1),
+    Column("estimated", "estimated", numeric=True, priority=2),
+    Column("unknown", "unknown", numeric=True, priority=2),
+    Column("api", "API-eq total", numeric=True, priority=1),
+    Column("cache", "cache rd", numeric=True, priority=3),
+    Column("cw_5m", "cache wr 5m", numeric=True, priority=4),
+    Column("cw_1h", "cache wr 1h", numeric=True, priority=4),
 )
 
 
@@ -705,7 +710,7 @@ _NO_FIG_CELLS: Final = (
     Cell("", 0.0),  # tok/min
     Cell(fmt.percent(None), None),  # cache rd
 )
-_NO_FIG_LAST: Final = Cell("", -0.0)
+_NO_FIG_LAST: Final = Cell("", None)
 
 
 def session_row(
@@ -746,7 +751,7 @@ def session_row(
                 o[9],
             ),
         )
-        last = _same(o[12], fmt.age(now - fig.last_ts), -fig.last_ts)
+        last = _same(o[12], fmt.age(now - fig.last_ts), fig.last_ts)
     same_node = o[1] is not None and o[1].sort == node
     label = label or (fig.label if fig is not None else "") or _short(key, node)
     cells = (
@@ -824,12 +829,13 @@ def _ratio_cell(t: Totals, old: Cell | None = None) -> Cell:
 
 
 def _ratio(input_: int, cache_read: int, writes: int, old: Cell | None) -> Cell:
-    """Share of prompt tokens read from the cache; red when the scope thrashes the cache."""
+    """Share of prompt tokens read from the cache; red when the scope thrashes the cache, and
+    marked, so that it reads so without colour too."""
     ratio = cache_ratio(input_, cache_read, writes)
     tone = "bad" if is_thrash(ratio, writes) else ""
     if old is not None and old.tone == tone and _pure(old, ratio):
         return old
-    return Cell(fmt.percent(ratio), ratio, tone)
+    return Cell(fmt.percent(ratio) + (THRASH_MARK if tone else ""), ratio, tone)
 
 
 def _tokens_cell(old: Cell | None, n: int) -> Cell:

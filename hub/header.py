@@ -87,16 +87,23 @@ _GIVE_UP: Final = (
     "projection:shorter",
     "estimated:shorter",
     "unknown:shorter",
-    "quiet_unknown:drop",
     "api:drop",
-    "projection:shorter",
-    "subscription:shorter",
-    "estimated:drop",
-    "subscription:drop",
-    "burn:shorter",
-    "unknown:shorter",
-    "projection:drop",
+    # Shortest wordings next: every figure of today stays as long as it can.
     "metered:shorter",
+    "subscription:shorter",
+    "estimated:shorter",
+    "unknown:shorter",
+    "quiet_unknown:shorter",
+    "projection:shorter",
+    "burn:shorter",
+    "projection:shorter",
+    "metered:shorter",
+    "burn:shorter",
+    "projection:shorter",
+    "estimated:drop",
+    "quiet_unknown:drop",
+    "subscription:drop",
+    "projection:drop",
     "metered:drop",
     "unknown:drop",
 )
@@ -114,18 +121,27 @@ def _parts(h: HeaderFigures) -> dict[str, list[str]]:
     """Each part's wordings, the longest first."""
     m: Callable[[Decimal], str] = fmt.money
     parts = {
-        "metered": [f"today metered {m(h.metered)}", f"metered {m(h.metered)}"],
+        "metered": [
+            f"today metered {m(h.metered)}",
+            f"metered {m(h.metered)}",
+            f"met {m(h.metered)}",
+        ],
         "subscription": [
             f"subscription {m(h.subscription_included)} (API-eq)",
             f"subscr. {m(h.subscription_included)}",
             f"sub {m(h.subscription_included)}",
         ],
-        "estimated": [f"estimated {m(h.estimated)}", f"est. {m(h.estimated)}"],
+        "estimated": [
+            f"estimated {m(h.estimated)}",
+            f"est. {m(h.estimated)}",
+            f"est {m(h.estimated)}",
+        ],
         "burn": [
             f"burn {m(h.burn_paid_short)}/h paid ({SHORT_MIN} min), "
             f"{m(h.burn_paid_long)}/h ({LONG_MIN // 60} h)",
             f"burn {m(h.burn_paid_short)}/h {SHORT_MIN}m, {m(h.burn_paid_long)}/h 1h",
             f"burn {m(h.burn_paid_short)}/h",
+            f"{m(h.burn_paid_short)}/h",
         ],
         "api": [
             f"API-eq {m(h.burn_api_short)}/h, {m(h.burn_api_long)}/h",
@@ -139,18 +155,20 @@ def _parts(h: HeaderFigures) -> dict[str, list[str]]:
             f"unknown {h.unknown_calls} calls / {tokens} tok",
             f"unknown {h.unknown_calls} calls",
             f"unkn. {h.unknown_calls}",
+            f"unk {h.unknown_calls}",
         ]
     else:
-        parts["quiet_unknown"] = ["unknown –"]
+        parts["quiet_unknown"] = ["unknown –", "unk –"]
     day, month = h.projected_day, h.projected_month
     if day is None or month is None:
         wait = PROJECT_AFTER_S // 60
-        parts["projection"] = [f"→ day – (after {wait} min of data)", "→ day –"]
+        parts["projection"] = [f"→ day – (after {wait} min of data)", "→ day –", "→ –"]
     else:
         parts["projection"] = [
             f"→ day {m(day)} · month {m(month)}",
             f"→ day {m(day)} · mo. {m(month)}",
             f"→ day {m(day)}",
+            f"→ {m(day)}",
         ]
     return parts
 

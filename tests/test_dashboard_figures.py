@@ -111,9 +111,9 @@ def test_the_header_fits_every_width_and_never_cuts_a_figure(unknown: int) -> No
         line = h.line(width)
         assert len(line) <= width, (width, line)
         assert set(MONEY.findall(line)) <= figures, (width, line)  # whole, never a cut one
-        assert "burn $912.44/h" in line and line.endswith("nodes 3/3"), (width, line)
+        assert "$912.44/h" in line and line.endswith("nodes 3/3"), (width, line)  # paid burn
     at_80 = h.line(80)
-    assert "metered $1,234.56" in at_80 and "→ day $1,455.76" in at_80, at_80
+    assert re.search(r"met\S* \$1,234\.56", at_80) and "→ $1,455.76" in at_80, at_80
     if unknown:
         assert "unkn. 3" in h.line(60)  # calls with no price outlast the dollar figures
     at_160 = h.line(160)
@@ -142,7 +142,7 @@ def test_no_projection_before_fifteen_minutes_of_data(service: FleetService, clo
     frame = dash.tick()
     assert frame.header is not None and frame.header.projected_day is None
     assert "→ day – (after 15 min of data)" in frame.header.line(400)
-    assert "→ day –" in frame.header.line(80)
+    assert "→ –" in frame.header.line(80)
 
 
 def test_burn_rests_on_the_time_covered_with_a_short_and_a_long_window(

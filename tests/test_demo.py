@@ -17,6 +17,7 @@ from hub.ledger import Dimension, Period
 from hub.model import NodeState
 from hub.service import FleetService
 from shared.config import Billing
+from shared.events import Agent
 from tests.fleet_harness import wait_for
 
 PACE = 0.3  # about three times the demo's speed: max-a's limit hits after ~6-12 s
@@ -138,6 +139,25 @@ def test_demo_fleet_end_to_end(tmp_path: Path) -> None:
         started = descendants()
         pids = {p.pid for p in started}
         assert set(expected) | {n.pid for n in fleet.nodes.values()} <= pids
+
+        # A kill from the hub: the demo (the agent's parent) reaps it, so that no zombie is
+        # left for its node to list.
+        doomed = next(a for a in running if a.machine == "spark01" and a.mode == "normal")
+        info = next(p for _, p in service.processes("spark01") if p.pid == doomed.pid)
+        outcome = service.command("spark01", "kill", doomed.pid, info.create_time, who="test")
+        assert outcome.ok, outcome
+        wait_for(lambda: not psutil.pid_exists(doomed.pid), 10, "the killed agent reaped")
+        wait_for(lambda: doomed.pid not in listed(), 20, "the killed agent gone from the hub")
+
+        # Normal Claude agents run subagents: their sessions have subagent spend.
+        claude = {
+            a.session_id for a in running if a.mode == "normal" and a.agent is Agent.CLAUDE_CODE
+        }
+
+        def subagent_spend() -> set[str]:
+            return {s.key for s in service.sessions() if s.subagents.calls > 0} & claude
+
+        wait_for(lambda: bool(subagent_spend()), 30, "a Claude session with subagent spend")
     finally:
         fleet.stop()
     assert_all_gone(started)

@@ -395,7 +395,7 @@ async def test_number_keys_switch_tabs(fleet: SyntheticFleet) -> None:
         assert set(app.table("spend").rows_by_key) == {k or "(none)" for k in totals}
 
 
-async def test_filter_narrows_the_rows_and_empty_clears(fleet: SyntheticFleet) -> None:
+async def test_filter_narrows_its_own_tab_and_empty_clears(fleet: SyntheticFleet) -> None:
     async with fleet_app(fleet).run_test(size=SIZE) as pilot:
         app = await started(pilot)
         await pilot.press("3")
@@ -415,7 +415,16 @@ async def test_filter_narrows_the_rows_and_empty_clears(fleet: SyntheticFleet) -
         shown = set(keys_shown(sessions))
         assert shown == {s for s, _ in fleet.sessions["spark002"]}
         assert shown < everything
-        assert keys_shown(app.table("machines")) == ["spark002"]
+        assert "filter “spark002”" in static_text(app.query_one("#scope", Static))
+
+        # The filter is the Sessions tab's: the other tabs show every row, and say no filter.
+        assert len(keys_shown(app.table("machines"))) == 3
+        await pilot.press("4")
+        await until(pilot, lambda: app.table("spend").row_count > 0, "the spend rows")
+        totals = fleet.service.totals(Dimension.ACCOUNT, Period.TODAY)
+        assert set(keys_shown(app.table("spend"))) == {k or "(none)" for k in totals}
+        assert "filter" not in static_text(app.query_one("#scope", Static))
+        await pilot.press("3")
         assert "filter “spark002”" in static_text(app.query_one("#scope", Static))
 
         # A row arriving while filtered out stays out, and one that matches comes in.
@@ -425,23 +434,25 @@ async def test_filter_narrows_the_rows_and_empty_clears(fleet: SyntheticFleet) -
         assert "late-1" in sessions.rows_by_key and "late-1" not in keys_shown(sessions)
 
         # Escape while editing leaves the filter (and a drill-down) as they were.
-        await pilot.press("1", "enter")
+        await pilot.press("1", "down", "enter")
         assert app.scope_text == "machine spark002"
-        await pilot.press("slash", "x", "y", "escape")
+        await pilot.press("slash")
+        assert filt.value == ""  # the Profiles tab has no filter
+        await pilot.press("x", "y", "escape")
         assert not filt.has_class("shown") and focused(app) is app.table("profiles")
         assert app.scope_text == "machine spark002"
-        assert app.table("profiles").filter_text == "spark002"
+        assert app.table("profiles").filter_text == ""
         await pilot.press("escape", "3")
         assert app.scope_text == ""
+        assert sessions.filter_text == "spark002"
 
-        # Empty clears the filter everywhere.
+        # Empty clears it.
         await pilot.press("slash")
         assert filt.value == "spark002"
         filt.value = ""
         await pilot.press("enter")
         await pilot.pause()
         assert set(keys_shown(sessions)) == everything | {"late-1", "late-2"}
-        assert len(keys_shown(app.table("machines"))) == 3
         assert "filter" not in static_text(app.query_one("#scope", Static))
 
 
@@ -463,12 +474,13 @@ async def test_sort_chooser_orders_by_a_column_and_again_flips(fleet: SyntheticF
         assert values == sorted(values, reverse=True) and values[0] > values[-1]
         assert "sort main $ ↓" in static_text(app.query_one("#scope", Static))
 
-        # The chooser marks the current column; choosing it again flips the order.
+        # The chooser opens on the current column, marked; choosing it again flips the order.
         await pilot.press("s")
         options = app.screen.query_one(OptionList)
+        assert options.highlighted == index
         labels = [str(options.get_option_at_index(i).prompt) for i in range(index + 1)]
         assert "current" in labels[index] and "current" not in labels[0]
-        await pilot.press(*["down"] * index, "enter")
+        await pilot.press("enter")
         await pilot.pause()
         assert (sessions.sort_column, sessions.sort_reverse) == ("main", False)
         assert column_values(sessions, "main") == sorted(values)
@@ -580,6 +592,71 @@ async def test_enter_drills_down_and_escape_backs_out(fleet: SyntheticFleet) -> 
         await pilot.press("escape")
         await pilot.pause()
         assert app.scope_text == "" and sessions.row_count == 12
+
+
+async def test_escape_retraces_the_drill_down_one_level_at_a_time(fleet: SyntheticFleet) -> None:
+    """Machines → a machine → a profile, then esc back to that machine's profiles (on the
+    profile drilled into), and esc again back to the machines (on the machine)."""
+    async with fleet_app(fleet).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        machines, profiles = app.table("machines"), app.table("profiles")
+        sessions = app.table("sessions")
+        scope = app.query_one("#scope", Static)
+        await pilot.press("down", "enter")  # spark002
+        await pilot.pause()
+        assert app.current_tab == "profiles" and profiles.row_count == 3
+        profiles.move_cursor(row=1)
+        picked = profiles.selected_key
+        assert picked is not None and picked.startswith("spark002/")
+        name = picked.split("/", 1)[1]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.current_tab == "sessions"
+        path = f"machine spark002 › profile {name} (all machines)"
+        assert path in static_text(scope)
+        want = {s for m in fleet.machines for s, p in fleet.sessions[m] if p.name == name}
+        assert set(keys_shown(sessions)) == want
+
+        await pilot.press("escape")  # one level up: spark002's profiles, on the profile
+        await pilot.pause()
+        assert app.current_tab == "profiles"
+        assert app.scope_text == "machine spark002"
+        assert "▸ machine spark002 (esc: back)" in static_text(scope)
+        assert profiles.row_count == 3 and profiles.selected_key == picked
+        assert set(keys_shown(sessions)) == {s for s, _ in fleet.sessions["spark002"]}
+
+        await pilot.press("escape")  # the top: the machines, on spark002
+        await pilot.pause()
+        assert app.current_tab == "machines" and app.scope_text == ""
+        assert "▸" not in static_text(scope)
+        assert machines.selected_key == "spark002"
+        assert profiles.row_count == 9 and sessions.row_count == 12
+
+        await pilot.press("escape")  # nothing left to back out of
+        await pilot.pause()
+        assert app.current_tab == "machines" and machines.selected_key == "spark002"
+
+
+async def test_resume_all_asks_then_resumes_the_paused_agents(fleet: SyntheticFleet) -> None:
+    service = fleet.service
+    paused = frozenset(s for s, _ in fleet.sessions["spark002"][:2])
+    service.ingest("spark002", "s1", 50, 50, [], fleet.hello("spark002", paused=paused))
+    async with fleet_app(fleet, who="tester@tui").run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await pilot.press("down", "R")  # spark002
+        await asking(pilot)
+        text = screen_text(app)
+        assert "Resume all 2 agents of machine spark002?" in text
+        assert "spark002 pid 10000 " in text and "spark002 pid 10001 " in text
+        assert "spark002 pid 10002 " not in text  # running: nothing to resume
+        await pilot.press("y")
+        # This service has no command endpoint: each resume is refused, and audited.
+        await until(pilot, lambda: len(service.audit_log()) == 2, "two resumes in the audit log")
+        assert {(r.action, r.who) for r in service.audit_log()} == {("resume", "tester@tui")}
+        # Nothing paused on spark001: R says so and asks nothing.
+        await pilot.press("up", "R")
+        await pilot.pause()
+        assert not isinstance(active_screen(app), ConfirmScreen)
 
 
 async def test_detail_view_of_each_kind_of_row(fleet: SyntheticFleet) -> None:

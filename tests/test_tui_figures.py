@@ -36,7 +36,7 @@ async def test_the_header_fits_the_terminal_and_refits_when_it_is_resized(
         await until(pilot, fitted, "the header at 80 columns")
         line = header_shown(figures)
         assert len(line) <= 78, line  # 80 less the padding: nothing runs off the screen
-        assert re.search(r"metered \$[\d,]+\.\d\d", line) and "burn $" in line, line
+        assert re.search(r"met\S* \$[\d,]+\.\d\d", line) and "/h" in line, line
         assert line.endswith("nodes 3/3"), line
         await pilot.resize_terminal(160, 45)
         await until(pilot, lambda: fitted() and header_shown(figures) != line, "a wider header")

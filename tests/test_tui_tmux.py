@@ -82,14 +82,14 @@ def demo_processes(workdir: Path) -> list[psutil.Process]:
     return mine
 
 
-def test_the_demo_in_a_real_terminal_and_nothing_left_after_quit(
-    tmux: Tmux, tmp_path: Path
-) -> None:
+def start_demo(tmux: Tmux, tmp_path: Path, size: tuple[int, int], **extra_env: str) -> Path:
+    """`fleet-hub demo` with two machines in a tmux window of `size`; returns its dir."""
     workdir = tmp_path / "demo"
     env = child_env(tmp_path)
     env["TERM"] = "xterm-256color"
     env["LANG"] = "C.UTF-8"
     env["FLEETMETER_DEMO_MARK"] = str(workdir)  # lets demo_processes find every descendant
+    env.update(extra_env)
     command = (
         # COLUMNS/LINES (pytest's own, passed on by the tmux server) would override the
         # window's size for Textual.
@@ -97,10 +97,31 @@ def test_the_demo_in_a_real_terminal_and_nothing_left_after_quit(
         f"exec {sys.executable} -m hub.cli demo --machines 2 --pace 0.3 --dir {workdir}"
     )
     tmux(
-        "new-session", "-d", "-s", "main", "-x", "200", "-y", "50",
+        "new-session", "-d", "-s", "main", "-x", str(size[0]), "-y", str(size[1]),
         *(arg for key, value in env.items() for arg in ("-e", f"{key}={value}")),
         command,
     )  # fmt: skip
+    return workdir
+
+
+def quit_and_nothing_left(tmux: Tmux, workdir: Path) -> None:
+    tmux.keys("q")
+    deadline = time.monotonic() + 60
+    while tmux.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tmux.alive(), "fleet-hub demo did not exit on q"
+    deadline = time.monotonic() + 15
+    left = demo_processes(workdir)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.3)
+        left = demo_processes(workdir)
+    assert not left, [(p.pid, p.name()) for p in left]
+
+
+def test_the_demo_in_a_real_terminal_and_nothing_left_after_quit(
+    tmux: Tmux, tmp_path: Path
+) -> None:
+    workdir = start_demo(tmux, tmp_path, (200, 50))
     screen = tmux.wait_for("spark01", "spark02", "online", "Machines", timeout=90)
     assert "today" in screen and "burn" in screen  # the header line
 
@@ -117,15 +138,34 @@ def test_the_demo_in_a_real_terminal_and_nothing_left_after_quit(
     screen = tmux.wait_for("spark01", "cache rd")
     (tmp_path / "screen-machines.txt").write_text(screen)
     assert demo_processes(workdir), "the demo's processes should be running before quit"
+    quit_and_nothing_left(tmux, workdir)
 
-    tmux.keys("q")
-    deadline = time.monotonic() + 60
-    while tmux.alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not tmux.alive(), "fleet-hub demo did not exit on q"
-    deadline = time.monotonic() + 15
-    left = demo_processes(workdir)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.3)
-        left = demo_processes(workdir)
-    assert not left, [(p.pid, p.name()) for p in left]
+
+def test_the_demo_at_80x24_without_colour(tmux: Tmux, tmp_path: Path) -> None:
+    """The smallest usual terminal, NO_COLOR: the header keeps every figure, the footer the
+    halt keys, the Sessions tab its key columns, and the runaway's cache ratio is marked."""
+    workdir = start_demo(tmux, tmp_path, (80, 24), NO_COLOR="1")
+    screen = tmux.wait_for("spark01", "spark02", "online", "Machines", timeout=90)
+    lines = screen.splitlines()
+    header, footer = lines[0], lines[-1]
+    for part in ("met $", "sub $", "est $", "unk", "/h", "→", "mo $", "2/2"):
+        assert part in header, (part, header)
+    for key in ("p Pause", "r Resume", "k Kill", "P Pause all", "R Resume all", "q Quit"):
+        assert key in footer, (key, footer)
+    # spark02's runaway writes the cache and never reads it: marked, not only red
+    screen = tmux.wait_for("▼", timeout=60)
+    (tmp_path / "screen-machines-80x24.txt").write_text(screen)
+    assert "spark02" in next(line for line in screen.splitlines() if "▼" in line)
+
+    tmux.keys("3")
+    screen = tmux.wait_for("running", "main $", "process", timeout=60)
+    (tmp_path / "screen-sessions-80x24.txt").write_text(screen)
+    assert "more columns (c)" in screen
+    row = next(line for line in screen.splitlines() if "running" in line)
+    assert "spark0" in row and "$" in row
+
+    tmux.keys("?")
+    screen = tmux.wait_for("Keys", "pause the selected session")
+    tmux.keys("Escape")
+    tmux.wait_gone("pause the selected session")
+    quit_and_nothing_left(tmux, workdir)

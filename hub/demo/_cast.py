@@ -18,7 +18,8 @@ platform@example.com for the API keys):
 
 More machines repeat the spark02 / spark03 shapes with new accounts; with one machine the
 runaway runs on spark01. Each agent calls every 2-6 s (jittered per agent; `pace` scales every
-interval: 0.3 runs the demo about three times faster).
+interval: 0.3 runs the demo about three times faster); a normal Claude Code agent also runs a
+subagent (Haiku) every third call, so its session has subagent spend.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ PROJECTS: Final = (
 # Seconds; every one of them is scaled by `pace`.
 CALL_EVERY: Final = (2.0, 6.0)  # a normal agent's time between calls, drawn per agent
 RUNAWAY_EVERY: Final = 1.0
+SUBAGENT_EVERY: Final = 3  # a normal Claude agent runs a Task subagent every 3rd call
 LIMIT_AFTER: Final = (20.0, 40.0)  # when max-a's limit hits
 
 STORY_MACHINE: Final = "spark01"  # where the rate-limit story plays

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Node heartbeats come every 5 s: stale after two missed ones, so a stopped node shows soon.
 STALE_AFTER: Final = 11.0
 READY_TIMEOUT: Final = 30.0  # seconds for a fake agent's ready line
+REAP_EVERY: Final = 0.5  # seconds between collecting children that ended
 
 
 class DemoFleet:
@@ -70,6 +71,7 @@ class DemoFleet:
         self._lock = threading.RLock()  # reentrant: stop() may run in a signal handler
         self._halt = threading.Event()  # stop() was called: no more launching
         self._rotator: threading.Thread | None = None
+        self._reaper: threading.Thread | None = None
         self._hub_running = False
 
     @property
@@ -118,7 +120,17 @@ class DemoFleet:
             daemon=True,
         )
         self._rotator.start()
+        self._reaper = threading.Thread(target=self._reap, name="demo-reaper", daemon=True)
+        self._reaper.start()
         return service
+
+    def _reap(self) -> None:
+        """Collect the children that ended (an agent killed from the hub, a node that died):
+        the demo is their parent, and an uncollected child stays a zombie, which its node
+        would go on listing (the Sessions tab said `zombie`)."""
+        while not self._halt.wait(REAP_EVERY):
+            for popen in [a.popen for a in self.agents] + list(self.nodes.values()):
+                popen.poll()
 
     def _check_running(self) -> None:
         if self._halt.is_set():
@@ -249,6 +261,9 @@ class DemoFleet:
         rotator = self._rotator
         if rotator is not None and rotator is not threading.current_thread():
             rotator.join(READY_TIMEOUT)
+        reaper = self._reaper
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(READY_TIMEOUT)
         with self._lock:
             # Agents first, while their nodes and the hub still take what they logged.
             _safely(lambda: end_agents(list(self._agents)), "ending the fake agents")

@@ -31,7 +31,6 @@ from hub.dashboard import (
     Dashboard,
     Frame,
     HeaderFigures,
-    Row,
     Table,
     TableDiff,
     machine_detail,
@@ -44,6 +43,7 @@ from hub.ledger import Dimension, Period
 from hub.service import Action, CommandOutcome, FeedItem, FleetService
 from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
 from hub.tui.table import LiveTable
+from hub.tui.trail import Step, Trail
 
 TICK_S: Final = 0.25
 SPEND_EVERY_S: Final = 1.0
@@ -64,11 +64,32 @@ NOTES: Final = (
     "last hour's paid burn until midnight; month = the month so far and that, plus the "
     "average covered day for each day left. tok/min: a session's tokens of the last 5 "
     "minutes, per minute (zero 5 minutes after its last call).",
-    "Cache rd: share of prompt tokens read from the cache; red when low while writing a lot "
-    "(cache thrash).",
+    "Cache rd: share of prompt tokens read from the cache; red and marked ▼ when low while "
+    "writing a lot (cache thrash).",
+    "Columns: a narrow screen shows the most important ones that fit; c shows them all "
+    "(← → scroll sideways) and c again fits them.",
     "Halt actions go to the node that runs the agent and name (pid, start time); each is "
     "written to the feed and the hub's audit log with its outcome.",
 )
+
+
+class FiguresLine(Static):
+    """The header: the fleet's figures, abbreviated to the line's width (again on a resize)."""
+
+    figures: HeaderFigures | None = None
+
+    def show(self, figures: HeaderFigures) -> None:
+        self.figures = figures
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        width = self.content_size.width
+        if self.figures is not None and width:
+            # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
+            self.update(Text(self.figures.line(width), no_wrap=True), layout=False)
 
 
 class FleetApp(App[None]):
@@ -87,7 +108,11 @@ class FleetApp(App[None]):
     ConfirmScreen #dialog, SortScreen #dialog {
         width: 80; height: auto; border: thick $error; background: $surface; padding: 1 2;
     }
-    HelpScreen #dialog { width: 100; height: 80%; border: thick $primary; background: $surface; }
+    ConfirmScreen #dialog, SortScreen #dialog { max-width: 100%; max-height: 100%; }
+    HelpScreen #dialog {
+        width: 100; max-width: 100%; height: 80%; min-height: 10; max-height: 100%;
+        border: thick $primary; background: $surface;
+    }
     #buttons { height: auto; margin-top: 1; }
     #buttons Button { margin-right: 2; }
     DetailScreen #detail {
@@ -98,23 +123,26 @@ class FleetApp(App[None]):
     SortScreen OptionList { height: auto; max-height: 20; }
     """
 
+    # The footer shows these in order and cuts what does not fit: the halt keys come first.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "tab('machines')", "Machines"),
-        Binding("2", "tab('profiles')", "Profiles"),
-        Binding("3", "tab('sessions')", "Sessions"),
-        Binding("4", "tab('spend')", "Spend by"),
-        Binding("d", "detail", "Detail"),
-        Binding("escape", "clear_scope", "Back", show=False),
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "sort", "Sort"),
-        Binding("g", "grouping", "Group", show=False),
-        Binding("t", "period", "Period", show=False),
         Binding("p", "halt('pause')", "Pause"),
         Binding("r", "halt('resume')", "Resume"),
         Binding("k", "halt('kill')", "Kill"),
-        Binding("P", "pause_all", "Pause all"),
+        Binding("P", "halt_all('pause')", "Pause all"),
+        Binding("R", "halt_all('resume')", "Resume all"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("d", "detail", "Detail"),
+        Binding("c", "columns", "Columns"),
+        Binding("1", "tab('machines')", "Machines", show=False),  # the tabs' labels say 1-4
+        Binding("2", "tab('profiles')", "Profiles", show=False),
+        Binding("3", "tab('sessions')", "Sessions", show=False),
+        Binding("4", "tab('spend')", "Spend by", show=False),
+        Binding("escape", "step_back", "Back", show=False),
+        Binding("g", "grouping", "Group", show=False),
+        Binding("t", "period", "Period", show=False),
     ]
     KEY_HELP: Final = (
         ("1 2 3 4", "Machines, Profiles, Sessions, Spend-by tabs"),
@@ -124,9 +152,9 @@ class FleetApp(App[None]):
             "drill down: machine → its profiles and sessions; profile → its sessions on "
             "all machines; session → detail",
         ),
-        ("escape", "back out of the drill-down (and close any pop-up)"),
+        ("escape", "back one level of the drill-down (and close any pop-up)"),
         ("d", "detail of the selected row: spend over time, sessions, profile timeline"),
-        ("/", "filter the rows (text anywhere in the row); empty to clear"),
+        ("/", "filter this tab's rows (text anywhere in the row); empty to clear"),
         ("s", "sort by a column (choose it again to flip); click a header too"),
         ("g", "Spend-by tab: next grouping (account, machine, profile, agent, project, model)"),
         ("t", "Spend-by tab: today / this week / this month"),
@@ -134,6 +162,8 @@ class FleetApp(App[None]):
         ("r", "resume it"),
         ("k", "kill it (asks first)"),
         ("P", "pause every agent of the selected machine or profile (asks first)"),
+        ("R", "resume every paused agent of the selected machine or profile (asks first)"),
+        ("c", "all columns (← → scroll sideways), or again: those that fit"),
         ("ctrl+p", "command palette: every action by name"),
         ("?", "this help"),
         ("q", "quit"),
@@ -153,7 +183,7 @@ class FleetApp(App[None]):
         self.who = who or f"{getpass.getuser()}@tui"
         self.grouping = Dimension.ACCOUNT
         self.period = Period.TODAY
-        self.scope_text = ""
+        self.trail = Trail()
         self.header_figures: HeaderFigures | None = None
         self.ticks = 0
         self._spend_at = 0.0
@@ -163,23 +193,23 @@ class FleetApp(App[None]):
     # -- layout ------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="figures")
+        yield FiguresLine("", id="figures")
         yield Static("", id="scope")
         with TabbedContent(initial="machines", id="tabs"):
-            with TabPane("Machines", id="machines"):
+            with TabPane("1 Machines", id="machines"):
                 yield LiveTable(COLUMNS[Table.MACHINES], id="table-machines")
-            with TabPane("Profiles", id="profiles"):
+            with TabPane("2 Profiles", id="profiles"):
                 yield LiveTable(COLUMNS[Table.PROFILES], id="table-profiles")
-            with TabPane("Sessions", id="sessions"):
+            with TabPane("3 Sessions", id="sessions"):
                 yield LiveTable(COLUMNS[Table.SESSIONS], id="table-sessions")
-            with TabPane("Spend by", id="spend"):
+            with TabPane("4 Spend by", id="spend"):
                 yield LiveTable(SPEND_COLUMNS, id="table-spend")
         with Horizontal(id="feed-row"):
             yield RichLog(id="feed", max_lines=500, wrap=False, markup=False)
         yield Input(
             placeholder="filter rows: enter to apply (empty clears), esc to cancel", id="filter"
         )
-        yield Footer()
+        yield Footer(compact=True)  # room for every halt key at 80 columns
 
     def on_mount(self) -> None:
         self._unsubscribe = self.service.subscribe(self.dashboard.note)
@@ -227,7 +257,7 @@ class FleetApp(App[None]):
                 table.settle()
         if frame.header is not None:
             self.header_figures = frame.header
-            self._show_header()
+            self.query_one("#figures", FiguresLine).show(frame.header)
             self._spend_dirty = True
         if frame.feed:
             feed = self.query_one("#feed", RichLog)
@@ -241,18 +271,6 @@ class FleetApp(App[None]):
         if current.row_count != count:  # the status line counts the rows shown
             self._show_scope()
         return written
-
-    def _show_header(self) -> None:
-        """The header line, fitted to the width it has (abbreviated rather than cut)."""
-        if self.header_figures is None:
-            return
-        static = self.query_one("#figures", Static)
-        width = static.content_region.width or self.size.width - 2
-        # One line high, fixed: no need to lay out the whole screen again (~10 ms a tick).
-        static.update(Text(self.header_figures.line(width), no_wrap=True), layout=False)
-
-    def on_resize(self) -> None:
-        self.call_after_refresh(self._show_header)  # once the header has its new width
 
     def refresh_spend(self) -> None:
         self._spend_at = time.monotonic()
@@ -280,10 +298,20 @@ class FleetApp(App[None]):
         self.table(tab).focus()
         self._show_scope()
 
+    @on(LiveTable.ColumnsChanged)
+    def _columns_changed(self) -> None:
+        if self.query("#tabs"):  # not while the tables are being mounted
+            self._show_scope()
+
     @on(LiveTable.RowSelected)
     def _row_chosen(self, event: LiveTable.RowSelected) -> None:
         if event.data_table is self.current_table:  # enter (or a click) on a row
             self.action_drill()
+
+    @property
+    def scope_text(self) -> str:
+        """The drill-down level shown now ("" at the top)."""
+        return self.trail.last
 
     def action_drill(self) -> None:
         row = self.current_table.selected_row
@@ -291,43 +319,64 @@ class FleetApp(App[None]):
         if row is None:
             return
         if tab == "machines":
-            self.set_scope(f"machine {row.machine}", lambda r: r.machine == row.machine)
-            self.action_tab("profiles")
+            machine = row.machine
+            self._drill(
+                Step(
+                    f"machine {machine}",
+                    lambda r: r.machine == machine,
+                    (Table.PROFILES, Table.SESSIONS),
+                    tab,
+                    row.key,
+                ),
+                "profiles",
+            )
         elif tab == "profiles" and row.profile:
             name = row.profile.split("/", 1)[1]
-            self.set_scope(
-                f"profile {name} (all machines)",
-                lambda r: r.profile is not None and r.profile.split("/", 1)[1] == name,
-                tables=(Table.SESSIONS,),
+            self._drill(
+                Step(
+                    f"profile {name} (all machines)",
+                    lambda r: r.profile is not None and r.profile.split("/", 1)[1] == name,
+                    (Table.SESSIONS,),
+                    tab,
+                    row.key,
+                ),
+                "sessions",
             )
-            self.action_tab("sessions")
         else:
             self.action_detail()
 
-    def set_scope(
-        self,
-        text: str,
-        scope: Callable[[Row], bool] | None,
-        tables: tuple[Table, ...] = (Table.PROFILES, Table.SESSIONS),
-    ) -> None:
-        self.scope_text = text
+    def _drill(self, step: Step, tab: str) -> None:
+        self.trail.push(step)
+        self._apply_trail()
+        self.action_tab(tab)
+
+    def _apply_trail(self) -> None:
         for which in Table:
-            self.table(which).set_scope(scope if which in tables else None)
+            self.table(which).set_scope(self.trail.scope(which))
         self._show_scope()
 
-    def action_clear_scope(self) -> None:
+    def action_step_back(self) -> None:
+        """Escape: close the filter being typed, else step back one level of the drill-down,
+        to the tab and row it was taken from."""
         filt = self.query_one("#filter", Input)
         if filt.has_class("shown"):  # escape while editing the filter: leave it as it was
             filt.remove_class("shown")
             self.current_table.focus()
-        elif self.scope_text:
-            self.set_scope("", None)
+            return
+        step = self.trail.pop()
+        if step is None:
+            return
+        self._apply_trail()
+        self.action_tab(step.tab)
+        table = self.current_table
+        if step.row is not None and step.row in table.rows:
+            table.move_cursor(row=table.get_row_index(step.row), animate=False)
 
     def _show_scope(self) -> None:
         table = self.current_table
         parts = []
-        if self.scope_text:
-            parts.append(f"▸ {self.scope_text} (esc: back)")
+        if self.trail:
+            parts.append(f"▸ {self.trail.path()} (esc: back)")
         if table.filter_text:
             parts.append(f"filter “{table.filter_text}”")
         if table.sort_column:
@@ -336,6 +385,11 @@ class FleetApp(App[None]):
         if self.current_tab == "spend":
             parts.append(f"group by {self.grouping.value} (g) · {self.period.value} (t)")
         parts.append(f"{table.row_count} rows")
+        hidden = table.hidden_columns
+        if hidden:
+            parts.append(f"{len(hidden)} more columns (c)")
+        elif table.show_all:
+            parts.append("all columns (← →, c: fit)")
         self.query_one("#scope", Static).update(Text("   ".join(parts)), layout=False)
 
     def action_filter(self) -> None:
@@ -346,8 +400,7 @@ class FleetApp(App[None]):
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        for which in (*Table, "spend"):
-            self.table(which).set_filter(event.value)
+        self.current_table.set_filter(event.value)  # this tab's rows only
         event.input.remove_class("shown")
         self.current_table.focus()
         self._show_scope()
@@ -368,6 +421,12 @@ class FleetApp(App[None]):
         if isinstance(table, LiveTable) and event.column_key.value is not None:
             table.sort_by(event.column_key.value)
             self._show_scope()
+
+    def action_columns(self) -> None:
+        show_all = not self.current_table.show_all
+        for which in (*Table, "spend"):
+            self.table(which).set_show_all(show_all)
+        self._show_scope()
 
     def action_grouping(self) -> None:
         i = GROUPINGS.index(self.grouping)
@@ -408,7 +467,7 @@ class FleetApp(App[None]):
         if self.current_tab != "sessions":
             self.notify(
                 "Select a session in the Sessions tab (3) to pause, resume or kill it; "
-                "P pauses every agent of a machine or profile.",
+                "P / R pause / resume every agent of a machine or profile.",
                 severity="warning",
             )
             return
@@ -437,11 +496,17 @@ class FleetApp(App[None]):
 
         self.push_screen(ConfirmScreen("Kill this agent?", lines, "Kill"), answered)
 
-    def action_pause_all(self) -> None:
+    def action_halt_all(self, action: Action) -> None:
+        """Pause every running agent (or resume every paused one) of the selected machine or
+        profile, after asking."""
         row = self.current_table.selected_row
         tab = self.current_tab
+        verb = "Pause" if action == "pause" else "Resume"
         if row is None or tab not in ("machines", "profiles"):
-            self.notify("Select a machine or a profile to pause all its agents", severity="warning")
+            self.notify(
+                f"Select a machine or a profile to {verb.lower()} all its agents",
+                severity="warning",
+            )
             return
         if tab == "machines":
             what = f"machine {row.machine}"
@@ -449,21 +514,22 @@ class FleetApp(App[None]):
         else:
             what = f"profile {row.profile}"
             procs = self.dashboard.processes_of(profile=row.profile)
-        running = [(n, p) for n, p in procs if p.state == "running"]
-        if not running:
-            self.notify(f"No running agent on {what}", severity="warning")
+        state = "running" if action == "pause" else "paused"
+        chosen = [(n, p) for n, p in procs if p.state == state]
+        if not chosen:
+            self.notify(f"No {state} agent on {what}", severity="warning")
             return
         lines = [
-            f"{n} pid {p.pid} {p.agent.value} {p.profile or '?'} {p.cwd or ''}" for n, p in running
+            f"{n} pid {p.pid} {p.agent.value} {p.profile or '?'} {p.cwd or ''}" for n, p in chosen
         ]
 
         def answered(yes: bool | None) -> None:
             if yes:
-                targets = [(process_key(n, p), n, p.pid, p.create_time) for n, p in running]
-                self._run_commands("pause", targets)
+                targets = [(process_key(n, p), n, p.pid, p.create_time) for n, p in chosen]
+                self._run_commands(action, targets)
 
         self.push_screen(
-            ConfirmScreen(f"Pause all {len(running)} agents of {what}?", lines, "Pause all"),
+            ConfirmScreen(f"{verb} all {len(chosen)} agents of {what}?", lines, f"{verb} all"),
             answered,
         )
 
@@ -499,10 +565,11 @@ class FleetApp(App[None]):
             SystemCommand("Show sessions", "Sessions tab", lambda: self.action_tab("sessions")),
             SystemCommand("Show spend by group", "Spend-by tab", lambda: self.action_tab("spend")),
             SystemCommand("Drill down", "Into the selected machine or profile", self.action_drill),
-            SystemCommand("Back", "Leave the drill-down", self.action_clear_scope),
+            SystemCommand("Back", "One level back up the drill-down", self.action_step_back),
             SystemCommand("Detail", "Detail view of the selected row", self.action_detail),
             SystemCommand("Filter rows", "Filter by text", self.action_filter),
             SystemCommand("Sort", "Sort by a column", self.action_sort),
+            SystemCommand("Columns", "All columns, or those that fit", self.action_columns),
             SystemCommand("Next grouping", "Spend-by: next grouping", self.action_grouping),
             SystemCommand("Next period", "Spend-by: today / week / month", self.action_period),
             SystemCommand(
@@ -522,8 +589,13 @@ class FleetApp(App[None]):
             ),
             SystemCommand(
                 "Pause all",
-                "Pause every agent of the selected machine or profile",
-                self.action_pause_all,
+                "Pause every agent of the selected machine or profile (asks)",
+                lambda: self.action_halt_all("pause"),
+            ),
+            SystemCommand(
+                "Resume all",
+                "Resume every paused agent of the selected machine or profile (asks)",
+                lambda: self.action_halt_all("resume"),
             ),
             SystemCommand("Help", "Every key", self.action_help),
         ]

@@ -94,7 +94,11 @@ class SortScreen(ModalScreen[str | None]):
             yield OptionList(*labels, id="sort-options")
 
     def on_mount(self) -> None:
-        self.query_one(OptionList).focus()
+        options = self.query_one(OptionList)
+        keys = [c.key for c in self.columns]
+        if self.current in keys:  # opens on the column sorted by now
+            options.highlighted = keys.index(self.current)
+        options.focus()
 
     @on(OptionList.OptionSelected)
     def chosen(self, event: OptionList.OptionSelected) -> None:

@@ -29,6 +29,7 @@ table draws exactly what the stock code draws, and that rows land where they wou
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from textual._types import SegmentLines
 from textual.color import Color
 from textual.coordinate import Coordinate
 from textual.geometry import Region
+from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, CursorType, RowKey, StringKey
@@ -212,12 +214,16 @@ class _Pass:
     fixed_columns: int
     zebra_stripes: bool
     cursor_type: CursorType
+    columns: list[int]  # the spec index of each column shown
     # show_cursor, show_hover_cursor, css foreground priority, css background priority
     cursor_styles: tuple[bool, bool, bool, bool]
     components: dict[str, Style] = field(default_factory=dict)
 
 
 class LiveTable(DataTable[Shown]):
+    class ColumnsChanged(Message):
+        """The columns shown changed (the screen was resized, or `show_all` flipped)."""
+
     def __init__(self, columns: Sequence[Column], **kwargs: Any) -> None:
         # before the DataTable's own set-up, whose watchers clear the render caches
         self._rendered: dict[_RenderKey, tuple[Cell, SegmentLines]] = {}
@@ -239,7 +245,16 @@ class LiveTable(DataTable[Shown]):
         self.sort_column: str | None = None
         self.sort_reverse = False
         self._sort_index: int | None = None
-        self._widths = [len(c.label) for c in self.spec]
+        # Columns: those that fit by priority (`Column.priority`), or all of them (`show_all`:
+        # the table then scrolls sideways). Each column is as wide as its widest shown cell,
+        # and narrows again when that cell goes (an outcome in the process cell).
+        self.show_all = False
+        self._visible = list(range(len(self.spec)))  # spec indices of the DataTable's columns
+        self._slots: list[int | None] = list(range(len(self.spec)))  # spec -> DataTable index
+        self._lengths: list[Counter[int]] = [Counter() for _ in self.spec]  # shown cells' widths
+        self._labels = [cell_len(c.label) for c in self.spec]
+        self._widths = list(self._labels)  # each column's widest shown cell, or its label
+        self._resized: set[int] = set()  # columns whose widest cell changed
         self._needs_sort = False
         self._shown: dict[str, list[Shown]] = {}  # the cells of the rows in the DataTable
         self._data_rows: dict[str, DataRow] = {}  # and their `rows`, by the key's string
@@ -256,6 +271,111 @@ class LiveTable(DataTable[Shown]):
     def on_mount(self) -> None:
         for column in self.spec:
             self.add_column(column.label, key=column.key)
+
+    def on_resize(self) -> None:
+        self.fit_columns()
+
+    # -- the columns shown ---------------------------------------------------------------------
+
+    @property
+    def hidden_columns(self) -> list[str]:
+        """The labels of the columns left out for want of room."""
+        return [c.label for i, c in enumerate(self.spec) if self._slots[i] is None]
+
+    def set_show_all(self, show_all: bool) -> None:
+        self.show_all = show_all
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Show the columns that fit, most important first (all with `show_all`); rebuilds
+        the table only when that set changes."""
+        wanted = self._fitting()
+        if wanted != self._visible:
+            self._set_columns(wanted)
+
+    def _fitting(self) -> list[int]:
+        room = self.scrollable_content_region.width
+        if self.show_all or room <= 0:
+            return list(range(len(self.spec)))
+        pad = 2 * self.cell_padding
+        chosen: list[int] = []
+        used = 0
+        for i in sorted(range(len(self.spec)), key=lambda i: (self.spec[i].priority, i)):
+            width = self._widths[i] + pad
+            if not chosen or used + width <= room:
+                chosen.append(i)
+                used += width
+        return sorted(chosen)
+
+    def _set_columns(self, visible: list[int]) -> None:
+        selected = self.selected_key
+        self.clear(columns=True)
+        self._visible = visible
+        self._slots = [None] * len(self.spec)
+        for slot, i in enumerate(visible):
+            self._slots[i] = slot
+            self.add_column(self.spec[i].label, key=self.spec[i].key)
+        self._reselect(selected)
+        self.post_message(self.ColumnsChanged())
+
+    def action_cursor_right(self) -> None:
+        """With the row cursor, ← and → scroll sideways a column at a time (the stock table:
+        a character at a time)."""
+        if self.cursor_type != "row":
+            super().action_cursor_right()
+            return
+        edge = next((x for x in self._column_edges() if x > self.scroll_x), None)
+        self.scroll_to(x=min(edge, self.max_scroll_x) if edge else self.max_scroll_x, animate=False)
+
+    def action_cursor_left(self) -> None:
+        if self.cursor_type != "row":
+            super().action_cursor_left()
+            return
+        edge = next((x for x in reversed(self._column_edges()) if x < self.scroll_x), 0)
+        self.scroll_to(x=edge, animate=False)
+
+    def _column_edges(self) -> list[int]:
+        """Where each column starts, from the left edge of the table."""
+        edges, x = [], 0
+        for column in self.ordered_columns:
+            edges.append(x)
+            x += column.get_render_width(self)
+        return edges
+
+    def _count(self, i: int, text: str, step: int) -> None:
+        """Count a shown cell of column `i` in (`step` 1) or out (-1) of its column's widths."""
+        lengths = self._lengths[i]
+        n = cell_len(text)
+        left = lengths[n] + step
+        if left:
+            lengths[n] = left
+        else:
+            del lengths[n]
+        if (step > 0 and n > self._widths[i]) or (not left and n == self._widths[i]):
+            self._resized.add(i)
+
+    def _resize_columns(self) -> None:
+        """Give the columns whose widest cell changed their new width."""
+        if not self._resized:
+            return
+        changed = False
+        for i in self._resized:
+            width = max(self._labels[i], max(self._lengths[i], default=0))
+            if width == self._widths[i]:
+                continue
+            self._widths[i] = width
+            slot = self._slots[i]
+            if slot is not None:
+                self.ordered_columns[slot].content_width = width
+                changed = True
+        self._resized.clear()
+        if changed:
+            self._require_update_dimensions = True
+            self._update_count += 1
+            self.check_idle()
+            self.refresh()
+        if self._fitting() != self._visible:
+            self._set_columns(self._fitting())
 
     # -- the data ------------------------------------------------------------------------------
 
@@ -330,9 +450,11 @@ class LiveTable(DataTable[Shown]):
                     self._rank(key, new.sort)
                 if new.text == was.text and new.tone == was.tone:
                     continue  # reads the same: nothing to draw
+                self.write_cell(key, i, new)
+                if self._slots[i] is None:
+                    continue  # a column not shown
                 written += 1
                 changed = True
-                self.write_cell(key, i, new)
                 if visible is None:
                     index = self._row_locations.get(self._row_keys[key])
                     visible = index is not None and top <= index < bottom
@@ -346,6 +468,7 @@ class LiveTable(DataTable[Shown]):
             self._refresh_rows(redraw)
         self._remove_many(hide)
         self._add_many(adds)
+        self._resize_columns()
         return written
 
     def write_cell(self, key: str, column: int, cell: Cell) -> None:
@@ -353,10 +476,9 @@ class LiveTable(DataTable[Shown]):
         unlike `update_cell` this leaves the redrawing to the caller (`update_cell` refreshes
         the whole table, for each cell), but for a cell that may widen its column."""
         shown = self._shown[key][column]
+        self._count(column, shown.cell.text, -1)
+        self._count(column, cell.text, 1)
         shown.cell = cell
-        if len(cell.text) > self._widths[column]:
-            self._widths[column] = len(cell.text)
-            self.update_cell(key, self.spec[column].key, shown, update_width=True)
 
     def _refresh_rows(self, indices: Iterable[int]) -> None:
         """Redraw these rows' lines where they are on screen, not the whole table."""
@@ -391,9 +513,9 @@ class LiveTable(DataTable[Shown]):
 
     def _add(self, row: Row) -> None:
         for i, cell in enumerate(row.cells):
-            self._widths[i] = max(self._widths[i], len(cell.text))
+            self._count(i, cell.text, 1)
         shown = self._shown[row.key] = self._cells_of(row)
-        self._row_keys[row.key] = self.add_row(*shown, key=row.key)
+        self._row_keys[row.key] = self.add_row(*(shown[i] for i in self._visible), key=row.key)
         self._seq[row.key] = self._added = self._added + 1
         if self._sort_index is not None:
             self._rank(row.key, row.cells[self._sort_index].sort)
@@ -413,15 +535,13 @@ class LiveTable(DataTable[Shown]):
             row_key = self._row_keys[row.key] = RowKey(row.key)
             self._row_locations[row_key] = index
             index += 1
-            self._data[row_key] = {c.key: cell for c, cell in zip(columns, shown, strict=True)}
+            self._data[row_key] = {
+                column.key: shown[i] for column, i in zip(columns, self._visible, strict=True)
+            }
             self.rows[row_key] = self._data_rows[row.key] = DataRow(row_key, 1)
             self._seq[row.key] = self._added = self._added + 1
             for i, cell in enumerate(row.cells):
-                width = cell_len(cell.text)
-                if width > columns[i].content_width:
-                    columns[i].content_width = width
-                if len(cell.text) > self._widths[i]:
-                    self._widths[i] = len(cell.text)
+                self._count(i, cell.text, 1)
             if self._sort_index is not None:
                 self._rank(row.key, row.cells[self._sort_index].sort)
         self._layout += 1
@@ -433,8 +553,12 @@ class LiveTable(DataTable[Shown]):
         self.check_idle()
         self.refresh(layout=True)
 
+    def _uncount(self, key: str) -> None:
+        for i, shown in enumerate(self._shown.pop(key)):
+            self._count(i, shown.cell.text, -1)
+
     def _remove(self, key: str) -> None:
-        del self._shown[key]
+        self._uncount(key)
         self._unrank(key)
         del self._seq[key]
         del self._row_keys[key]
@@ -450,7 +574,7 @@ class LiveTable(DataTable[Shown]):
             return
         gone: set[RowKey] = set()
         for key in keys:
-            del self._shown[key]
+            self._uncount(key)
             self._unrank(key)
             del self._seq[key]
             del self._data_rows[key]
@@ -490,10 +614,11 @@ class LiveTable(DataTable[Shown]):
         self.filter_text = text.strip()
         self._reselect()
 
-    def _reselect(self) -> None:
-        """Show exactly the rows that pass, keeping the ones already shown in place."""
+    def _reselect(self, selected: str | None = None) -> None:
+        """Show exactly the rows that pass, keeping the ones already shown in place (and the
+        cursor on the selected row, or on `selected`)."""
         self._build_stale()
-        selected = self.selected_key
+        selected = self.selected_key or selected
         hide, adds = [], []
         for key, row in self.rows_by_key.items():
             passes = self._passes(row)
@@ -503,6 +628,7 @@ class LiveTable(DataTable[Shown]):
                 hide.append(key)
         self._remove_many(hide)
         self._add_many(adds)
+        self._resize_columns()
         self._resort()
         self._keep_cursor(selected)
 
@@ -622,6 +748,10 @@ class LiveTable(DataTable[Shown]):
 
     def clear(self, columns: bool = False) -> Self:
         self._shown.clear()
+        for lengths in self._lengths:
+            lengths.clear()
+        self._widths = list(self._labels)
+        self._resized.clear()
         self._data_rows.clear()
         self._seq.clear()
         self._row_keys.clear()
@@ -724,6 +854,7 @@ class LiveTable(DataTable[Shown]):
             self.fixed_columns,
             self.zebra_stripes,
             self.cursor_type,
+            self._visible,
             (
                 self.show_cursor,
                 self._show_hover_cursor,
@@ -961,7 +1092,8 @@ class LiveTable(DataTable[Shown]):
         """One body cell as the stock DataTable draws it (padding, row and cursor styles, the
         cell's tone, cropped to the column), from the cache while it is unchanged. A cell whose
         padding and text share a style is one segment, as `Strip.simplify` would make it."""
-        cell = shown[column_index].cell
+        column = shown[one.columns[column_index]]
+        cell = column.cell
         cache_key: _RenderKey = (row_index, column_index, base_style, width, cursor, hover)
         hit = self._rendered.get(cache_key)
         if hit is not None and hit[0] is cell:
@@ -988,7 +1120,7 @@ class LiveTable(DataTable[Shown]):
             text = set_cell_size(text, inner)
             length = inner
         space = " " * (inner - length)
-        body = space + text if shown[column_index].right else text + space
+        body = space + text if column.right else text + space
         if not pad:
             line = [Segment(body, style)]
         elif padding is None:

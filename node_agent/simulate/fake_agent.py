@@ -16,6 +16,9 @@ What it does, so tests and the demo can rely on it:
   keeps its session log open for writing while it runs (the inventory reads the session id
   from open files). The step-wise drivers (`iter_session`) are not used: they stamp simulated
   time (minutes between turns) and choose the token mix themselves.
+- `--subagents N`: every Nth call of a Claude agent also runs a Task subagent (Haiku, one call)
+  written where Claude Code 2.x writes them, `<session>/subagents/agent-<id>.jsonl`, its lines
+  carrying the parent's sessionId (0, the default: none).
 - Modes: `normal` (a growing, cached context), `runaway` (cache thrash: every call writes a
   large prompt to the cache and reads none back), `ratelimit` (after `--calls` calls, 3 by
   default, the agent's real limit record, then no more calls).
@@ -62,6 +65,7 @@ import psutil
 from shared.events import Agent, Role, Tokens
 
 from .claude import (
+    HAIKU,
     SONNET,
     VERSION_2X,
     ClaudeCall,
@@ -119,7 +123,14 @@ class TruthJournal:
             self._fh.flush()
 
     def call(
-        self, *, agent: Agent, session_id: str, model: str, at: datetime, tokens: Tokens
+        self,
+        *,
+        agent: Agent,
+        session_id: str,
+        model: str,
+        at: datetime,
+        tokens: Tokens,
+        role: Role = Role.MAIN,
     ) -> None:
         self._write(
             {
@@ -129,7 +140,7 @@ class TruthJournal:
                 "agent": agent.value,
                 "session_id": session_id,
                 "model": model,
-                "role": Role.MAIN.value,
+                "role": role.value,
                 "at": iso_ms(at),
                 "tokens": tokens_to_json(tokens),
             }
@@ -217,6 +228,7 @@ class FakeSession(Protocol):
 
 
 PROMPT = "Run the tests and fix what fails."
+TASK_PROMPT = "Find where the price table is loaded and list its callers."
 REPLY = "The failing test expected the old price table; updated it and the suite passes."
 TEST_OUTPUT = "........................................ [100%]\n40 passed in 1.92s\n"
 
@@ -232,11 +244,14 @@ class FakeClaude:
         mode: Mode,
         model: str,
         journal: TruthJournal,
+        subagents: int = 0,
     ) -> None:
         self.rng = rng
         self.mode = mode
         self.model = model
         self.journal = journal
+        self.subagents = subagents  # every Nth call runs a subagent too (0: never)
+        self.project = project
         self.session_id = uuid4(rng)
         self.path = home / "projects" / claude_project_slug(project) / f"{self.session_id}.jsonl"
         self.writer = ClaudeSessionWriter(
@@ -290,6 +305,44 @@ class FakeClaude:
             tokens=call.usage.tokens(split=True),
         )
         self.calls += 1
+        if self.subagents and self.calls % self.subagents == 0:
+            self._subagent()
+
+    def _subagent(self) -> None:
+        """A Task subagent's transcript in a file of its own, as Claude Code 2.x writes it."""
+        rng = self.rng
+        agent_id = hexid(rng, 7)
+        folder = self.path.parent / self.session_id / "subagents"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"agent-{agent_id}.meta.json").write_bytes(
+            orjson.dumps({"agentType": "general-purpose", "spawnDepth": 1})
+        )
+        writer = ClaudeSessionWriter(
+            LineSink(folder / f"agent-{agent_id}.jsonl", flush_each=True),
+            session_id=self.session_id,  # subagent lines carry the parent's sessionId
+            cwd=self.project,
+            version=VERSION_2X[-1],
+            git_branch="main",
+            rng=rng,
+            agent_id=agent_id,
+            sidechain=True,
+        )
+        try:
+            at = now()
+            writer.write_prompt(at, TASK_PROMPT)
+            usage = ClaudeUsage(rng.randrange(3, 13), rng.randrange(200, 1500), 0, 0, 12_000)
+            call = ClaudeCall(at=at, model=HAIKU, usage=usage, text=REPLY, tools=(), duration_s=0)
+            written = writer.write_call(call)
+        finally:
+            writer.close()
+        self.journal.call(
+            agent=Agent.CLAUDE_CODE,
+            session_id=self.session_id,
+            model=HAIKU,
+            at=written.final_at,
+            tokens=usage.tokens(split=True),
+            role=Role.SUBAGENT,
+        )
 
     def limit_hit(self) -> None:
         """Claude Code's synthetic 429 line (research/log-formats.md §1.5)."""
@@ -491,6 +544,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("normal", "runaway", "ratelimit"), default="normal")
     p.add_argument("--children", type=int, default=1, help="tool subprocesses to start")
     p.add_argument("--calls", type=int, help="calls to make (default: no end; ratelimit: 3)")
+    p.add_argument(
+        "--subagents", type=int, default=0, help="Claude: every Nth call runs a subagent too"
+    )
     p.add_argument("--project", help="the session's cwd (default: the current directory)")
     p.add_argument("--truth", type=Path, help="append one JSON line per call here")
     p.add_argument("--model", help="model to log (default: Sonnet 4.5 / gpt-5-codex)")
@@ -520,7 +576,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_process_name(PROCESS_NAMES[agent])
     rng = random.Random(args.session_seed)
     journal = TruthJournal(truth, machine=args.machine, profile=args.profile or home.name)
-    kind = FakeClaude if agent is Agent.CLAUDE_CODE else FakeCodex
     model = args.model or (SONNET if agent is Agent.CLAUDE_CODE else GPT5_CODEX)
     mode: Mode = args.mode
     tools: list[subprocess.Popen[bytes]] = []
@@ -528,7 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tools = spawn_tools(args.children)  # not while signals are blocked: they inherit that
         with _uninterrupted():
-            session = kind(home, project, rng, mode, model, journal)
+            if agent is Agent.CLAUDE_CODE:
+                session = FakeClaude(home, project, rng, mode, model, journal, args.subagents)
+            else:
+                session = FakeCodex(home, project, rng, mode, model, journal)
         _announce(session, agent, tools)
         _run(session, mode, args.calls, args.pace)
         if args.then == "exit":
