@@ -81,9 +81,11 @@ class IngestResult:
     limits: list[LimitEvent] = field(default_factory=list)  # newly stored
     profile_events: list[ProfileEvent] = field(default_factory=list)  # newly stored
     ignored: int = 0  # events already known at this or a higher revision
-    # (event_id, why) of events that could not be stored (a non-finite time, an id another
-    # node owns): left out and reported, so that one bad event never blocks the node's stream
+    # (event_id, why) of events that could not be stored (a non-finite time, say): left out
+    # and reported, so that one bad event never blocks the node's stream
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    # (event_id, owner) of events another node stored first: rejected, the owner's row untouched
+    foreign: list[tuple[str, str]] = field(default_factory=list)
     gap: bool = False  # seq0 skipped past the latest committed batch: batches went missing
     # The hello changed the billing some (node, profile) resolves to (a new subscription profile
     # counts: its events were taken as API before). Ledger figures classified under the old

@@ -8,7 +8,7 @@ frame with a huge sequence would otherwise make the hub skip that stream's later
 batches, and a node may legitimately renumber (a fresh outbox).
 
 An event belongs to the node that first stored it: another node's frame carrying its id is
-rejected (reported in `IngestResult.rejected`), never applied, whatever its revision.
+rejected (reported in `IngestResult.foreign`), never applied, whatever its revision.
 
 Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
 wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
@@ -148,7 +148,6 @@ class Store:
                 else:
                     others.append(event)
             changes, ignored, foreign = self._upsert_usage(usage, node, now)
-            rejected.extend(foreign)
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             self._db.execute(
@@ -163,6 +162,7 @@ class Store:
             profile_events=profile_events,
             ignored=ignored + ignored_limits + ignored_profiles,
             rejected=rejected,
+            foreign=foreign,
             gap=last is not None and seq0 > last + 1,
             billing_changed=billing_changed,
         )
@@ -226,7 +226,8 @@ class Store:
     def _upsert_usage(
         self, usage: list[tuple[UsageEvent, bytes | None]], node: str, now: float
     ) -> tuple[list[Change], int, list[tuple[str, str]]]:
-        """Store the new revisions; returns (changes, ignored, rejected: ids another node owns)."""
+        """Store the new revisions; returns (changes, ignored, foreign: (id, owner) of events
+        another node stored first, left untouched)."""
         latest: dict[str, tuple[UsageEvent, bytes | None]] = {}
         for item in usage:  # a batch may carry several revisions of one call: keep the highest
             current = latest.get(item[0].event_id)
@@ -234,12 +235,12 @@ class Store:
                 latest[item[0].event_id] = item
         stored = self._stored_revisions(list(latest))
         changes: list[Change] = []
-        rejected: list[tuple[str, str]] = []
+        foreign: list[tuple[str, str]] = []
         rows: list[tuple[Any, ...]] = []
         for event_id, (event, blob) in latest.items():
             old = stored.get(event_id)
             if old is not None and old.machine != node:
-                rejected.append((event_id, f"belongs to node {old.machine!r}, not {node!r}"))
+                foreign.append((event_id, old.machine))
                 continue
             if old is not None and old.revision >= event.revision:
                 continue
@@ -261,7 +262,7 @@ class Store:
                 )
             )
         self._db.executemany(_UPSERT_USAGE, rows)
-        return changes, len(usage) - len(changes) - len(rejected), rejected
+        return changes, len(usage) - len(changes) - len(foreign), foreign
 
     def _stored_revisions(self, ids: list[str]) -> dict[str, _Stored]:
         found: dict[str, _Stored] = {}
