@@ -17,6 +17,7 @@ from pathlib import Path
 import pynng
 import pytest
 
+from hub._counted_log import CountedLog
 from hub.config import load_hub_config
 from hub.ledger import Period
 from hub.serve import Hub
@@ -247,3 +248,27 @@ def test_plain_tcp_on_the_network_is_refused_unless_allowed(tmp_path: Path) -> N
     allowed = Hub(replace(config, allow_plaintext=True))
     allowed.start()
     allowed.stop()
+
+
+def test_a_counted_log_writes_one_line_per_origin_and_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    counted = CountedLog(logging.getLogger("test.counted"), "bad things", clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "test.counted"):
+        counted.note("spark01", 60_000, "one")
+        counted.note("spark01", 5, "two")  # within the interval: counted, not logged
+        counted.note("spark02", 1, "three")  # another origin has its own line
+        counted.note("spark01", 1, "other owner", about="victim")  # so has another subject
+        now[0] = 61.0
+        counted.note("spark01", 2, "four")
+    assert [r.getMessage() for r in caplog.records] == [
+        "spark01: dropped 60000 bad things (e.g. one); "
+        "further ones are logged at most once every 60s",
+        "spark02: dropped 1 bad things (e.g. three); "
+        "further ones are logged at most once every 60s",
+        "spark01: dropped 1 bad things (e.g. other owner); "
+        "further ones are logged at most once every 60s",
+        "spark01: dropped 7 bad things in the last 61s (e.g. four)",
+    ]
+    assert counted.counts == {"spark01": 60_008, "spark02": 1}
