@@ -38,7 +38,7 @@ class FeedItem:
     """One line of the event feed: something an operator should notice."""
 
     ts: float  # when it happened
-    kind: str  # node | limit | profile | session | command
+    kind: str  # node | limit | profile | session | command | auth
     machine: str
     text: str
 

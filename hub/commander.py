@@ -5,6 +5,11 @@ signed with that node's key) and answers. Each command runs on its own nng conte
 can be in flight at once. No answer within the timeout means "no answer from node" — the
 command may or may not have run; sending it again with the same command id is safe, because a
 node answers a repeated id from memory instead of acting twice.
+
+Any peer that dials the port hears every survey: without TLS, commands are readable on the
+network, which is why the hub refuses to listen on a non-loopback address in plain text unless
+told to (`hub.config.check_plaintext`). A reply that fails its checks is logged under the peer
+that sent it, never under the node it claims to answer for.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import pynng
 
+from hub._peer import peer_of
 from shared.wire import MAX_FRAME, TO_HUB, FrameError, RejectLog, open_frame, seal
 
 log = logging.getLogger(__name__)
@@ -75,13 +81,14 @@ class Commander:
             ctx.send(seal(key, node, "cmd", body))
             while time.monotonic() < deadline:
                 try:
-                    data = ctx.recv()
+                    message = ctx.recv_msg()
                 except (pynng.Timeout, pynng.Closed):
                     return None
+                peer = peer_of(message)
                 try:
-                    frame = open_frame(data, self.key_for, kinds=TO_HUB)
+                    frame = open_frame(message.bytes, self.key_for, kinds=TO_HUB)
                 except FrameError as exc:
-                    self.rejects.reject(exc.reason, node, str(exc))
+                    self.rejects.reject(exc.reason, peer, str(exc))
                     continue
                 if (
                     frame.kind == "reply"
@@ -90,6 +97,9 @@ class Commander:
                     and frame.body.get("id") == body["id"]
                 ):
                     return frame.body
+                self.rejects.reject(
+                    "unrelated", peer, f"a {frame.kind} from {frame.node!r} that answers no command"
+                )
             return None
         except pynng.Closed:  # the cutoff came first
             return None

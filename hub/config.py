@@ -10,6 +10,7 @@ once, as hex in a mode-0600 file, and never overwritten.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import secrets
@@ -43,7 +44,9 @@ KEYS: Final = (
     "tls_cert_key_file",
     "tls_ca_file",
     "stale_after",
+    "allow_plaintext",
 )
+_LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class HubConfig:
     tls_cert_key_file: Path | None = None
     tls_ca_file: Path | None = None  # set: nodes must present a certificate signed by it
     stale_after: float = DEFAULT_STALE_AFTER
+    allow_plaintext: bool = False  # listen on the network without TLS (see check_plaintext)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -115,6 +119,9 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
     advertise = data.get("advertise", True)
     if not isinstance(advertise, bool):
         raise ConfigError(f"{where}: 'advertise' must be true or false")
+    allow_plaintext = data.get("allow_plaintext", False)
+    if not isinstance(allow_plaintext, bool):
+        raise ConfigError(f"{where}: 'allow_plaintext' must be true or false")
     stale_after = data.get("stale_after", DEFAULT_STALE_AFTER)
     if (
         not isinstance(stale_after, int | float)
@@ -133,6 +140,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         tls_cert_key_file=file("tls_cert_key_file", None),
         tls_ca_file=file("tls_ca_file", None),
         stale_after=float(stale_after),
+        allow_plaintext=allow_plaintext,
         path=path,
     )
     _check_consistent(config, where)
@@ -160,6 +168,41 @@ def _address(where: str, key: str, value: str | None) -> str:
 def _any_port(address: str) -> bool:
     """tcp://host:0 and the like: every listener on it gets a free port of its own."""
     return address.partition("://")[0] in _NETWORK_SCHEMES and urlsplit(address).port == 0
+
+
+def check_plaintext(config: HubConfig) -> None:
+    """Refuse to listen on the network without TLS unless `allow_plaintext = true`.
+
+    Signatures stop forged frames but hide nothing: any peer that dials the command port hears
+    every command (node, action, pid), and the events show every call. Loopback, ipc:// and
+    inproc:// never leave the machine.
+    """
+    exposed = [
+        f"{key} = {address!r}"
+        for key in ("events", "commands")
+        if not is_tls(address := getattr(config, key)) and not _stays_on_this_machine(address)
+    ]
+    if exposed and not config.allow_plaintext:
+        raise ConfigError(
+            f"{config.path or 'hub config'}: {' and '.join(exposed)} would listen on the network "
+            "without TLS: anyone who dials the command port reads every command (node, action, "
+            "pid) and the usage travels readable. Use tls+tcp:// addresses with "
+            "tls_cert_key_file (and tls_ca_file), listen on 127.0.0.1, or set "
+            "allow_plaintext = true on a network you trust"
+        )
+
+
+def _stays_on_this_machine(address: str) -> bool:
+    scheme = address.partition("://")[0]
+    if scheme in _LOCAL_SCHEMES:
+        return True
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or empty (every interface)
+        return False
 
 
 def _check_consistent(config: HubConfig, where: str) -> None:
@@ -199,6 +242,11 @@ _TEMPLATE: Final = """\
 # Seconds without a batch or heartbeat after which a node is shown as stale.
 {stale_after}
 
+# Without TLS, signatures stop forged frames but hide nothing: anyone who can dial the command
+# port reads every command (node, action, pid). So the hub refuses plain tcp:// on any address
+# but loopback unless this says true (for a network you trust).
+{allow_plaintext}
+
 # Where the hub keeps its database (default: $XDG_DATA_HOME/fleetmeter).
 {data_dir}
 
@@ -218,6 +266,7 @@ _EXAMPLES: Final[dict[str, object]] = {
     "secret_file": SECRET_NAME,
     "tls_cert_key_file": "/etc/fleetmeter/hub.pem",
     "tls_ca_file": "/etc/fleetmeter/fleet-ca.pem",
+    "allow_plaintext": True,
 }
 _WRITTEN_DEFAULTS: Final[dict[str, object]] = {
     "events": DEFAULT_EVENTS,

@@ -74,10 +74,9 @@ Change = tuple[UsageEvent | None, UsageEvent]
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What one batch did. A `duplicate` batch (already committed) changed nothing but liveness:
-    the receiver acks it again."""
+    """What one batch did. A re-sent batch changes nothing but liveness (every event in it is
+    known at its revision): the receiver acks it again."""
 
-    duplicate: bool
     changes: list[Change] = field(default_factory=list)
     limits: list[LimitEvent] = field(default_factory=list)  # newly stored
     profile_events: list[ProfileEvent] = field(default_factory=list)  # newly stored
@@ -85,7 +84,9 @@ class IngestResult:
     # (event_id, why) of events that could not be stored (a non-finite time, say): left out
     # and reported, so that one bad event never blocks the node's stream
     rejected: list[tuple[str, str]] = field(default_factory=list)
-    gap: bool = False  # seq0 skipped past the committed high-water mark: batches went missing
+    # (event_id, owner) of events another node stored first: rejected, the owner's row untouched
+    foreign: list[tuple[str, str]] = field(default_factory=list)
+    gap: bool = False  # seq0 skipped past the latest committed batch: batches went missing
     # The hello changed the billing some (node, profile) resolves to (a new subscription profile
     # counts: its events were taken as API before). Ledger figures classified under the old
     # billing are stale: rebuild the ledger instead of applying `changes`.

@@ -4,6 +4,13 @@ A valid batch is answered with an ack only after `handle` returned, i.e. after t
 committed it. A forged, replayed, oversized or malformed frame gets no answer at all: it is
 counted, logged once per origin and reason, and the loop goes on serving. (nng itself drops a
 frame above `recv_max_size` and closes that pipe; the sender's own cap keeps honest nodes below.)
+
+Replays: only a message id not seen before reaches the store, so an old batch sent again keeps
+no dead node looking alive. A node whose ack was lost seals its rows again (a new id).
+
+Wrong keys: a node with a wrong key sees only silence. The first frame that fails
+authentication under a node name is reported through `on_bad_key` (the hub's feed says so),
+once per name, for at most `MAX_BAD_KEY_NAMES` names (anyone may claim any name).
 """
 
 from __future__ import annotations
@@ -11,16 +18,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import pynng
 
-from shared.wire import MAX_FRAME, TO_HUB, Frame, FrameError, RejectLog, open_frame, seal
+from hub._peer import peer_of
+from shared.wire import (
+    MAX_FRAME,
+    TO_HUB,
+    Frame,
+    FrameError,
+    RejectLog,
+    ReplayGuard,
+    open_frame,
+    seal,
+)
 
 log = logging.getLogger(__name__)
 
 KeyFor = Callable[[str], bytes | None]
 Handle = Callable[[Frame], dict[str, Any]]
+MAX_BAD_KEY_NAMES: Final = 50
 
 
 class Receiver:
@@ -34,6 +52,7 @@ class Receiver:
         tls: pynng.TLSConfig | None = None,
         max_skew: float = 300.0,
         max_size: int = MAX_FRAME,
+        on_bad_key: Callable[[str], None] | None = None,
     ) -> None:
         self.address = address
         self.key_for = key_for
@@ -43,6 +62,10 @@ class Receiver:
         self.max_skew = max_skew
         self.max_size = max_size
         self.rejects = RejectLog("events")
+        # Remembers ids for twice the accepted skew: an older frame is refused as stale.
+        self.replays = ReplayGuard(window=2 * max_skew)
+        self.on_bad_key = on_bad_key
+        self.bad_key_names: set[str] = set()
         self.frames = 0
         self.url = address
         self.ready = threading.Event()
@@ -70,7 +93,7 @@ class Receiver:
                 except pynng.NNGException as exc:
                     log.warning("event endpoint: %s", exc)
                     continue
-                answer = self.answer(message.bytes, _origin(message))
+                answer = self.answer(message.bytes, peer_of(message))
                 if answer is not None:
                     try:
                         sock.send(answer)
@@ -85,9 +108,14 @@ class Receiver:
             )
         except FrameError as exc:
             self.rejects.reject(exc.reason, origin, str(exc))
+            if exc.reason == "bad_mac" and exc.node is not None:
+                self._bad_key(exc.node)
             return None
         if frame.kind != "batch" or not isinstance(frame.body, dict):
             self.rejects.reject("kind", origin, f"unexpected {frame.kind!r} frame")
+            return None
+        if not self.replays.check_and_remember(frame.node, frame.id, frame.ts):
+            self.rejects.reject("replay", origin, f"frame {frame.id} from {frame.node!r} again")
             return None
         self.frames += 1
         try:
@@ -99,9 +127,12 @@ class Receiver:
         assert key is not None  # open_frame verified with it
         return seal(key, frame.node, "ack", body)
 
-
-def _origin(message: pynng.Message) -> str:
-    try:
-        return str(message.pipe.remote_address)
-    except Exception:  # noqa: BLE001 (diagnostics only: a closed pipe has no address)
-        return "unknown peer"
+    def _bad_key(self, node: str) -> None:
+        if node in self.bad_key_names or len(self.bad_key_names) >= MAX_BAD_KEY_NAMES:
+            return
+        self.bad_key_names.add(node)
+        if self.on_bad_key is not None:
+            try:
+                self.on_bad_key(node)
+            except Exception:
+                log.exception("reporting a wrong key for %s failed", node)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.commander import Commander
-from hub.config import HubConfig, read_secret
+from hub.config import HubConfig, check_plaintext, read_secret
 from hub.receiver import Receiver
 from hub.service import FleetService
 from hub.store import Store
@@ -62,6 +62,7 @@ class Hub:
         self.book = book or PriceBook.default()
         self.command_timeout = command_timeout
         self.advertiser_factory = advertiser_factory
+        check_plaintext(config)  # before anything listens
         self.keys = NodeKeys(read_secret(config.secret_file))
         self.stop_event = threading.Event()
         self.service: FleetService | None = None
@@ -102,6 +103,7 @@ class Hub:
             self.service.handle_batch,
             stop=self.stop_event,
             tls=tls,
+            on_bad_key=self.service.note_bad_key,
         )
         self._spawn("receiver", self.receiver.run)
         self.receiver.ready.wait(10)

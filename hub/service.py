@@ -26,6 +26,7 @@ from datetime import UTC, date, tzinfo
 from decimal import Decimal
 from typing import Any, Final, Literal
 
+from hub._counted_log import CountedLog
 from hub._feed import FeedItem as FeedItem  # the screens take it from here
 from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
@@ -128,6 +129,11 @@ class FleetService:
         self._words = FeedWords(self.ledger.tz)
         self._subscribers: list[Subscriber] = []
         self.bad_events = 0
+        # Counted per node, logged at most once a minute each: one frame may carry 60,000.
+        self._undecodable = CountedLog(log, "undecodable events")
+        self._bad_hellos = CountedLog(log, "malformed hellos")
+        self._refused = CountedLog(log, "events the store refused")
+        self._foreign = CountedLog(log, "events another node stored first")
         self.batches = 0
         self.events_in = 0
 
@@ -139,25 +145,47 @@ class FleetService:
         body = parse_batch_body(frame.body)
         events: list[Event] = []
         packed: list[bytes] = []  # as received: the store keeps these bytes, not a re-pack
+        bad: list[DecodeError] = []
         for blob in body["events"]:
             try:
                 events.append(unpack(blob))
             except DecodeError as exc:
                 # One bad event never costs the batch (else the node would re-send it forever).
-                self.bad_events += 1
-                log.warning("%s: dropped an undecodable event: %s", frame.node, exc)
+                bad.append(exc)
                 continue
             packed.append(blob)
+        if bad:
+            self.bad_events += len(bad)
+            self._undecodable.note(frame.node, len(bad), str(bad[0]))
         hello: NodeHello | None = None
         if body.get("hello") is not None:
             try:
                 hello = hello_from_map(body["hello"])
             except DecodeError as exc:
-                log.warning("%s: ignored a malformed hello: %s", frame.node, exc)
-        self.ingest(
+                self._bad_hellos.note(frame.node, 1, str(exc))
+        result = self.ingest(
             frame.node, body["stream"], body["seq0"], body["seq1"], events, hello, packed=packed
         )
+        if result.rejected:
+            event_id, why = result.rejected[0]
+            self._refused.note(frame.node, len(result.rejected), f"{event_id!r}: {why}")
+        owners: dict[str, list[str]] = {}
+        for event_id, owner in result.foreign:
+            owners.setdefault(owner, []).append(event_id)
+        for owner, ids in owners.items():
+            example = f"{ids[0]!r}, which belongs to {owner!r}"
+            self._foreign.note(frame.node, len(ids), example, about=owner)
         return {"seq1": body["seq1"]}
+
+    def note_bad_key(self, node: str) -> None:
+        """Frames claiming to come from `node` fail authentication: say so in the feed (the
+        receiver calls this once per node; the node itself only sees no answer)."""
+        item = FeedItem(
+            self.clock(), "auth", node, f"frames from {node} fail authentication: wrong key?"
+        )
+        with self._lock:
+            self._add_to_feed([item])
+        self._publish(Update(feed=[item]))
 
     def ingest(
         self,

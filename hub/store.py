@@ -1,10 +1,14 @@
 """The hub's SQLite store: every event the nodes sent, the node registry, profiles, the audit trail.
 
-`ingest` commits one node batch in one transaction, idempotently: per (node, stream) the
-highest committed batch seq is kept, and a batch at or below it is a re-send that changes
-nothing (its ack was lost; the receiver acks again). Inside a batch, usage events are upserted
-by `event_id` keeping the highest revision, limit and profile events are insert-or-ignore by
-`event_id`, so the same events in another batch, or a log the node re-read, add nothing twice.
+`ingest` commits one node batch in one transaction, idempotently, by event id alone: usage
+events are upserted by `event_id` keeping the highest revision, limit and profile events are
+insert-or-ignore by `event_id`, so a re-sent batch, the same events in another batch, or a log
+the node re-read, add nothing twice. Sequence numbers are not trusted for this: one signed
+frame with a huge sequence would otherwise make the hub skip that stream's later genuine
+batches, and a node may legitimately renumber (a fresh outbox).
+
+An event belongs to the node that first stored it: another node's frame carrying its id is
+rejected (reported in `IngestResult.foreign`), never applied, whatever its revision.
 
 Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
 wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
@@ -21,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from hub._schema import Synchronous, connect
 from hub.model import (
@@ -33,7 +37,7 @@ from hub.model import (
 )
 from shared.codec import pack, unpack
 from shared.config import Billing
-from shared.events import Agent, Event, LimitEvent, ProfileEvent, UsageEvent
+from shared.events import MAX_REVISION, Agent, Event, LimitEvent, ProfileEvent, UsageEvent
 from shared.hello import NodeHello
 
 DB_FILE: Final = "hub.db"
@@ -45,11 +49,19 @@ INSERT INTO usage (event_id, revision, counted, ts, machine, profile, account, s
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_id) DO UPDATE SET
     revision = excluded.revision, counted = excluded.counted, ts = excluded.ts,
-    machine = excluded.machine, profile = excluded.profile, account = excluded.account,
+    profile = excluded.profile, account = excluded.account,
     session_id = excluded.session_id, model = excluded.model, agent = excluded.agent,
     received = excluded.received, payload = excluded.payload
-WHERE excluded.revision > usage.revision
+WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
+
+
+class _Stored(NamedTuple):
+    """What the store holds of a usage event: enough to judge a new revision of it."""
+
+    revision: int
+    machine: str  # the node that first stored it: its owner
+    payload: bytes
 
 
 class Store:
@@ -104,8 +116,9 @@ class Store:
         """Commit one batch (seq0..seq1, inclusive) from the authenticated `node`, atomically.
 
         An empty range (seq0 = seq1 + 1, no events) is a heartbeat. Liveness (last_seen) and
-        the hello are recorded for every batch, a re-sent one included: a re-send is a sign of
-        life too. Events are filed under `node` whatever machine they name.
+        the hello are recorded for every batch (the receiver drops replayed frames before
+        they get here). Events are filed under `node` whatever machine they name; an event id
+        another node stored first is rejected.
 
         `packed`, when given, holds each event's `codec.pack` bytes as received (same order):
         a usage event filed as it came is stored as those bytes rather than packed again.
@@ -118,13 +131,8 @@ class Store:
             self._touch_node(node, hello, now)
             billing_changed = self._announce(node, hello, now) if hello is not None else False
             if seq0 == seq1 + 1:
-                return IngestResult(duplicate=False, billing_changed=billing_changed)
-            row = self._db.execute(
-                "SELECT seq FROM streams WHERE node = ? AND stream = ?", (node, stream)
-            ).fetchone()
-            high: int | None = row[0] if row else None
-            if high is not None and seq1 <= high:
-                return IngestResult(duplicate=True, billing_changed=billing_changed)
+                return IngestResult(billing_changed=billing_changed)
+            last = self.stream_seq(node, stream)
             accounts = self._accounts(node)
             usage: list[tuple[UsageEvent, bytes | None]] = []
             others: list[Event] = []
@@ -139,7 +147,7 @@ class Store:
                     usage.append(self._attribute(event, blob, node, accounts))
                 else:
                     others.append(event)
-            changes, ignored = self._upsert_usage(usage, now)
+            changes, ignored, foreign = self._upsert_usage(usage, node, now)
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             self._db.execute(
@@ -149,13 +157,13 @@ class Store:
                 (node, stream, seq1, now),
             )
         return IngestResult(
-            duplicate=False,
             changes=changes,
             limits=limits,
             profile_events=profile_events,
             ignored=ignored + ignored_limits + ignored_profiles,
             rejected=rejected,
-            gap=high is not None and seq0 > high + 1,
+            foreign=foreign,
+            gap=last is not None and seq0 > last + 1,
             billing_changed=billing_changed,
         )
 
@@ -216,8 +224,10 @@ class Store:
         return dataclasses.replace(event, machine=node, account=account), None
 
     def _upsert_usage(
-        self, usage: list[tuple[UsageEvent, bytes | None]], now: float
-    ) -> tuple[list[Change], int]:
+        self, usage: list[tuple[UsageEvent, bytes | None]], node: str, now: float
+    ) -> tuple[list[Change], int, list[tuple[str, str]]]:
+        """Store the new revisions; returns (changes, ignored, foreign: (id, owner) of events
+        another node stored first, left untouched)."""
         latest: dict[str, tuple[UsageEvent, bytes | None]] = {}
         for item in usage:  # a batch may carry several revisions of one call: keep the highest
             current = latest.get(item[0].event_id)
@@ -225,12 +235,16 @@ class Store:
                 latest[item[0].event_id] = item
         stored = self._stored_revisions(list(latest))
         changes: list[Change] = []
+        foreign: list[tuple[str, str]] = []
         rows: list[tuple[Any, ...]] = []
         for event_id, (event, blob) in latest.items():
             old = stored.get(event_id)
-            if old is not None and old[0] >= event.revision:
+            if old is not None and old.machine != node:
+                foreign.append((event_id, old.machine))
                 continue
-            changes.append((_usage(old[1]) if old is not None else None, event))
+            if old is not None and old.revision >= event.revision:
+                continue
+            changes.append((_usage(old.payload) if old is not None else None, event))
             rows.append(
                 (
                     event_id,
@@ -248,18 +262,19 @@ class Store:
                 )
             )
         self._db.executemany(_UPSERT_USAGE, rows)
-        return changes, len(usage) - len(changes)
+        return changes, len(usage) - len(changes) - len(foreign), foreign
 
-    def _stored_revisions(self, ids: list[str]) -> dict[str, tuple[int, bytes]]:
-        found: dict[str, tuple[int, bytes]] = {}
+    def _stored_revisions(self, ids: list[str]) -> dict[str, _Stored]:
+        found: dict[str, _Stored] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for event_id, revision, payload in self._db.execute(
-                f"SELECT event_id, revision, payload FROM usage WHERE event_id IN ({marks})",
+            for event_id, revision, machine, payload in self._db.execute(
+                "SELECT event_id, revision, machine, payload FROM usage "
+                f"WHERE event_id IN ({marks})",
                 chunk,
             ):
-                found[event_id] = (revision, payload)
+                found[event_id] = _Stored(revision, machine, payload)
         return found
 
     def _insert_limits(
@@ -327,7 +342,8 @@ class Store:
     # ---- reading ------------------------------------------------------------------------
 
     def stream_seq(self, node: str, stream: str) -> int | None:
-        """The highest batch seq committed for (node, stream), or None before the first."""
+        """The last seq of the latest batch committed for (node, stream), or None before the
+        first (for diagnostics: storing goes by event id, never by this)."""
         row = self._db.execute(
             "SELECT seq FROM streams WHERE node = ? AND stream = ?", (node, stream)
         ).fetchone()
@@ -422,8 +438,8 @@ def _unstorable(event: Event) -> str | None:
     """Why `event` cannot be stored, or None."""
     if not math.isfinite(event.ts):
         return f"time {event.ts!r} is not a finite number"
-    if isinstance(event, UsageEvent) and not 0 <= event.revision < 2**63:
-        return f"revision {event.revision!r} is out of range"
+    if isinstance(event, UsageEvent) and not 0 <= event.revision <= MAX_REVISION:
+        return f"revision {event.revision!r} is out of range (0..{MAX_REVISION})"
     return None
 
 

@@ -51,6 +51,9 @@ SEND_TIMEOUT_MS: Final = 2_000
 REPLY_TIMEOUT_MS: Final = 5_000
 BATCH_EVENTS: Final = 500
 BATCH_BYTES: Final = 512 << 10  # well under the frame cap, with room for the hello
+# Connected, yet this many batches in a row got no answer: the hub drops our frames. It tells
+# no one why (a forger must learn nothing), and a wrong key is the usual cause.
+SILENT_TRIES: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class EventSender:
         self.last_ack: float | None = None
         self.last_error: str | None = None
         self.stalled: str | None = None  # the disk is full: the outbox cannot note a send
+        self.unanswered = 0  # batches in a row the hub received but did not answer
 
     def run(self) -> None:
         options = _socket_options()
@@ -160,14 +164,23 @@ class EventSender:
         """One batch out, its ack back; False when it must be sent again."""
         frame = seal(self.link.key, self.link.node, "batch", body)
         try:
-            sock.send(frame)
-            reply = sock.recv()
+            sock.send(frame)  # times out only while no connection is up
         except pynng.Timeout:
-            self._down("no answer from the hub")
+            self._down("cannot reach the hub")
             return False
         except pynng.NNGException as exc:
             self._down(f"link error: {exc}")
             return False
+        try:
+            reply = sock.recv()
+        except pynng.Timeout:
+            self.unanswered += 1
+            self._down(self._silence())
+            return False
+        except pynng.NNGException as exc:
+            self._down(f"link error: {exc}")
+            return False
+        self.unanswered = 0
         try:
             answer = open_frame(reply, self._key_for, kinds=TO_NODE)
         except FrameError as exc:
@@ -191,6 +204,14 @@ class EventSender:
 
     def _key_for(self, node: str) -> bytes | None:
         return self.link.key if node == self.link.node else None
+
+    def _silence(self) -> str:
+        if self.unanswered < SILENT_TRIES:
+            return "no answer from the hub"
+        return (
+            f"hub does not answer: is the node key right? (fleet-hub enroll {self.link.node}); "
+            "or is this machine's clock minutes off?"
+        )
 
     def _down(self, reason: str) -> None:
         if self.connected or self.last_error != reason:

@@ -17,6 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
+
+# The highest revision a source emits: Claude's retractions (2**48 + its last snapshot's
+# revision, 2 × a call's tokens) stay below 2**49, Gemini's and OpenCode's (2**44 + a line
+# number or a time in ms) below 2**45, Codex's are 0..2. The hub refuses a higher one: a node
+# must not push one of its events beyond the reach of its own later revisions.
+MAX_REVISION: Final = (1 << 50) - 1
 
 
 class Agent(StrEnum):

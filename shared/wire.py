@@ -12,9 +12,10 @@ A receiver must pass `kinds=` for its direction (`TO_HUB` or `TO_NODE`): the kin
 MAC, so this stops a frame signed for one direction being reflected into the other.
 
 Replays: `ReplayGuard` remembers message ids for a window longer than the clock skew accepted by
-`open_frame`, so an old frame is either stale or remembered. Note that Req0 re-sends the same
-bytes by itself when a pipe drops: a replayed *batch* is an ordinary retry and should be acked
-again (the store dedupes on its sequence range), while a replayed *command* must not run twice.
+`open_frame`, so an old frame is either stale or remembered. The hub drops a replayed batch
+unanswered (a replay must not count as a sign of life); Req0 re-sends the same bytes by itself
+when a pipe drops, and a node whose ack was lost that way times out and seals the rows again as
+a new frame, which the store dedupes by event id. A replayed *command* must not run twice.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ KINDS: Final = frozenset({BATCH, ACK, CMD, REPLY})
 TO_HUB: Final = frozenset({BATCH, REPLY})
 TO_NODE: Final = frozenset({ACK, CMD})
 
-Reason = Literal["oversize", "malformed", "version", "unknown_node", "bad_mac", "stale", "kind"]
+Reason = Literal[
+    "oversize", "malformed", "version", "unknown_node", "bad_mac", "stale", "kind", "replay"
+]
 
 _KEY_LABEL: Final = b"fleetmeter/node-key/v1\0"
 
@@ -61,11 +64,13 @@ log = logging.getLogger(__name__)
 
 
 class FrameError(ValueError):
-    """A frame that must be dropped; `reason` is the counter it goes to, the message the detail."""
+    """A frame that must be dropped; `reason` is the counter it goes to, the message the detail,
+    `node` the node name it claimed when it got that far (unverified: a hint, not an identity)."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, *, node: str | None = None) -> None:
         super().__init__(message)
         self.reason: Reason = reason
+        self.node = node
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +214,7 @@ def open_frame(
     if key is None:
         raise FrameError("unknown_node", f"no key for node {node!r}")
     if not hmac.compare_digest(mac, _mac(key, PROTOCOL_VERSION, node, inner)):
-        raise FrameError("bad_mac", f"frame from {node!r} fails authentication")
+        raise FrameError("bad_mac", f"frame from {node!r} fails authentication", node=node)
     frame = _decode_inner(node, inner)
     if frame.kind not in kinds:
         raise FrameError("kind", f"frame kind {frame.kind!r} not accepted here")

@@ -14,6 +14,7 @@ import pytest
 from hub.config import (
     DEFAULT_COMMANDS,
     DEFAULT_EVENTS,
+    check_plaintext,
     default_hub_config_path,
     enroll_key,
     init_hub,
@@ -124,6 +125,36 @@ def test_both_endpoints_may_ask_for_any_free_port(tmp_path: Path) -> None:
     )
     config = load_hub_config(path)
     assert config.events == config.commands == "tcp://127.0.0.1:0"
+
+
+@pytest.mark.parametrize(
+    ("events", "commands", "exposed"),
+    [
+        ("tcp://127.0.0.1:1", "tcp://[::1]:2", None),
+        ("tcp://localhost:1", "ipc:///run/cmd", None),
+        ("tls+tcp://0.0.0.0:1", "tls+tcp://hub.lan:2", None),
+        ("tcp://0.0.0.0:1", "tcp://127.0.0.1:2", "events = 'tcp://0.0.0.0:1'"),
+        ("tcp://127.0.0.1:1", "tcp://hub.lan:2", "commands = 'tcp://hub.lan:2'"),
+        ("tcp://:1", "tcp://[::]:2", "events = 'tcp://:1' and commands = 'tcp://[::]:2'"),
+    ],
+)
+def test_plain_tcp_off_loopback_needs_allow_plaintext(
+    tmp_path: Path, events: str, commands: str, exposed: str | None
+) -> None:
+    tls = "tls_cert_key_file = 'hub.pem'\n" if "tls" in events else ""
+    text = f"advertise = false\nevents = {events!r}\ncommands = {commands!r}\n{tls}"
+    config = load_hub_config(write(tmp_path / "hub.toml", text))
+    assert not config.allow_plaintext
+    if exposed is None:
+        check_plaintext(config)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_plaintext(config)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'hub.toml'}: {exposed} would listen on the network")
+    assert "reads every command" in message and "allow_plaintext = true" in message
+    allowed = write(tmp_path / "allowed.toml", text + "allow_plaintext = true\n")
+    check_plaintext(load_hub_config(allowed))
 
 
 # --- writing ------------------------------------------------------------------------------

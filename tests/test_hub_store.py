@@ -18,9 +18,11 @@ import pytest
 from hub._schema import SCHEMA_VERSION, StoreError
 from hub.model import NodeState
 from hub.store import DB_FILE, Store
+from node_agent.sources import claude
 from shared.codec import pack, to_map, unpack
 from shared.config import Billing
 from shared.events import (
+    MAX_REVISION,
     Agent,
     Event,
     LimitEvent,
@@ -62,23 +64,74 @@ def stored(store: Store) -> dict[str, UsageEvent]:
     return {e.event_id: e for e in store.usage_events()}
 
 
-def test_same_batch_twice_is_a_duplicate_that_changes_nothing(store: Store) -> None:
+def test_same_batch_twice_changes_nothing(store: Store) -> None:
     batch = [usage("a"), usage("b"), usage("c")]
     first = store.ingest("spark01", "events", 1, 3, batch, None, T0)
-    assert not first.duplicate and [new.event_id for _, new in first.changes] == ["a", "b", "c"]
+    assert [new.event_id for _, new in first.changes] == ["a", "b", "c"]
     again = store.ingest("spark01", "events", 1, 3, batch, None, T0 + 5)
-    assert again.duplicate and again.changes == [] and again.ignored == 0
+    assert again.changes == [] and again.ignored == 3 and again.foreign == []
     assert store.stream_seq("spark01", "events") == 3
     assert sorted(stored(store)) == ["a", "b", "c"]
-    # ... but a re-send is a sign of life
+    # ... and a re-sealed re-send (a new frame: its ack was lost) is a sign of life
     assert store.nodes()[0].last_seen == T0 + 5
+
+
+def test_a_jump_of_the_sequence_never_costs_later_events(store: Store) -> None:
+    """One signed frame with seq 2**63 - 2 must not make the hub skip the stream's later,
+    genuinely new batches (nor a renumbered stream's: a fresh outbox starts again at 1)."""
+    store.ingest("spark01", "events", 1, 1, [usage("a")], None, T0)
+    store.ingest("spark01", "events", 2**63 - 2, 2**63 - 2, [usage("jump")], None, T0)
+    later = store.ingest("spark01", "events", 2, 3, [usage("b"), usage("c", 1)], None, T0)
+    assert [new.event_id for _, new in later.changes] == ["b", "c"]
+    again = store.ingest("spark01", "events", 2, 3, [usage("b"), usage("c", 1)], None, T0)
+    assert again.changes == [] and again.ignored == 2  # the replay adds nothing
+    assert sorted(stored(store)) == ["a", "b", "c", "jump"]
+
+
+def test_another_nodes_event_cannot_be_erased_or_rewritten(store: Store) -> None:
+    """The issue's attack: node `evil` sends `victim`'s event id, a huge revision, no tokens,
+    `duplicate_of` set. The event stays `victim`'s and counted."""
+    victim_call = usage("claude:msg_victim_1:req_v1", 40, machine="victim")
+    store.ingest("victim", "events", 1, 1, [victim_call], None, T0)
+    for revision in (41, 2**40):
+        forged = usage(
+            "claude:msg_victim_1:req_v1",
+            revision,
+            machine="evil",
+            tokens=Tokens(),
+            duplicate_of="claude:other",
+        )
+        result = store.ingest("evil", "events", 1, 1, [forged, usage("own")], None, T0 + 1)
+        assert result.foreign == [("claude:msg_victim_1:req_v1", "victim")]
+        assert [new.event_id for _, new in result.changes if new.event_id != "own"] == []
+    kept = stored(store)["claude:msg_victim_1:req_v1"]
+    assert (kept.machine, kept.revision, kept.counts) == ("victim", 40, True)
+    assert kept.tokens == victim_call.tokens
+    assert {e.event_id for e in store.usage_events(counted_only=True)} == {
+        "claude:msg_victim_1:req_v1",
+        "own",
+    }
+    # the owner's own next revision still applies
+    newer = store.ingest(
+        "victim", "events", 2, 2, [usage("claude:msg_victim_1:req_v1", 42)], None, T0
+    )
+    assert [new.revision for _, new in newer.changes] == [42]
+
+
+def test_revisions_above_what_a_source_produces_are_rejected(store: Store) -> None:
+    assert 2 * claude.RETRACTED <= MAX_REVISION  # a retraction of any sane call fits
+    store.ingest("spark01", "events", 1, 1, [usage("a", 2)], None, T0)
+    result = store.ingest("spark01", "events", 2, 2, [usage("a", 2**60)], None, T0)
+    [(event_id, why)] = result.rejected
+    assert event_id == "a" and "revision" in why
+    assert stored(store)["a"].revision == 2  # later genuine revisions still apply
+    assert store.ingest("spark01", "events", 3, 3, [usage("a", 3)], None, T0).changes
 
 
 def test_same_events_in_another_batch_or_rescanned_add_nothing(store: Store) -> None:
     store.ingest("spark01", "events", 1, 2, [usage("a"), usage("b")], None, T0)
     # the node lost its outbox and re-read the log: same ids, new seqs
     result = store.ingest("spark01", "events", 3, 5, [usage("b"), usage("a"), usage("c")], None, T0)
-    assert not result.duplicate
     assert [(old, new.event_id) for old, new in result.changes] == [(None, "c")]
     assert result.ignored == 2
     assert sorted(stored(store)) == ["a", "b", "c"]
@@ -88,7 +141,7 @@ def test_streams_are_independent_per_node_and_stream(store: Store) -> None:
     store.ingest("spark01", "events", 1, 5, [usage("a")], None, T0)
     other = store.ingest("spark02", "events", 1, 5, [usage("b", machine="spark02")], None, T0)
     second = store.ingest("spark01", "limits", 1, 5, [], None, T0)
-    assert not other.duplicate and not second.duplicate
+    assert other.changes and not other.gap and not second.gap
     assert store.stream_seq("spark01", "limits") == 5
 
 
@@ -270,7 +323,8 @@ def test_reopening_gives_the_same_state(tmp_path: Path) -> None:
             again.audit_log(),
             again.stream_seq("spark01", "events"),
         )
-        assert again.ingest("spark01", "events", 3, 3, [], None, T0 + 2).duplicate
+        resent = [usage("b", 2, duplicate_of="a")]
+        assert again.ingest("spark01", "events", 3, 3, resent, None, T0 + 2).changes == []
     assert after == before
 
 

@@ -53,6 +53,7 @@ FEED_KINDS: Final = {
     "profile": "magenta",
     "session": "green",
     "command": "bold yellow",
+    "auth": "bold red",
 }
 NOTES: Final = (
     "Classes: metered = paid per token (API keys); subscription = included in a plan, shown at "

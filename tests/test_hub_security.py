@@ -1,0 +1,274 @@
+"""A live hub against hostile enrolled nodes and strangers, over real nng sockets on loopback:
+another node's usage, sequence jumps, replays, floods of undecodable events, forged command
+replies, wrong keys (the hub's feed and the node's own log), and plain text on the network."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pynng
+import pytest
+
+from hub._counted_log import CountedLog
+from hub.config import load_hub_config
+from hub.ledger import Period
+from hub.serve import Hub
+from hub.service import FleetService
+from node_agent.link import EventSender, LinkConfig
+from shared.codec import pack
+from shared.events import Agent, Tokens, UsageEvent
+from shared.wire import TO_NODE, batch_body, open_frame, seal
+from tests.fleet_harness import child_env, make_hub, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+VICTIM_CALL = "claude:msg_victim_1:req_v1"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    running = Hub(load_hub_config(make_hub(tmp_path).config), command_timeout=3.0)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def service_of(running: Hub) -> FleetService:
+    assert running.service is not None
+    return running.service
+
+
+def call(event_id: str, revision: int = 0, **kw: object) -> UsageEvent:
+    fields: dict[str, object] = {
+        "agent": Agent.CLAUDE_CODE,
+        "model": "claude-sonnet-4-5",
+        "tokens": Tokens(input=1000, output=500),
+        "session_id": "s-victim",
+        "machine": "victim",
+    }
+    fields.update(kw)
+    return UsageEvent(event_id=event_id, ts=time.time(), revision=revision, **fields)  # type: ignore[arg-type]
+
+
+class Peer:
+    """One node's Req0 link, signing with whatever key it is given."""
+
+    def __init__(
+        self, running: Hub, node: str, key: bytes | None = None, wait_ms: int = 1500
+    ) -> None:
+        self.node = node
+        real = running.keys(node)
+        assert real is not None
+        self.key = real if key is None else key
+        self.sock = pynng.Req0(recv_timeout=wait_ms, send_timeout=2000)
+        self.sock.dial(running.events_url, block=True)
+
+    def frame(self, seq0: int, seq1: int, events: list[bytes], stream: str = "s1") -> bytes:
+        return seal(self.key, self.node, "batch", batch_body(stream, seq0, seq1, events))
+
+    def send(self, frame: bytes) -> dict[str, object] | None:
+        """The ack's body, or None when the hub dropped the frame."""
+        self.sock.send(frame)
+        try:
+            reply = self.sock.recv()
+        except pynng.Timeout:
+            return None
+        ack = open_frame(reply, lambda n: self.key if n == self.node else None, kinds=TO_NODE)
+        assert isinstance(ack.body, dict)
+        return ack.body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def warnings_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and text in r.getMessage()
+    ]
+
+
+def test_a_node_cannot_erase_another_nodes_call(hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    service = service_of(hub)
+    victim, evil = Peer(hub, "victim"), Peer(hub, "evil")
+    assert victim.send(victim.frame(1, 1, [pack(call(VICTIM_CALL, 40))])) == {"seq1": 1}
+    before = service.fleet(Period.TODAY)
+    assert before.api_equivalent and before.api_equivalent > 0
+    for revision in (2**60, 2**40):  # out of any source's range, and within it
+        forged = call(
+            VICTIM_CALL, revision, machine="evil", tokens=Tokens(), duplicate_of="claude:x"
+        )
+        assert evil.send(evil.frame(revision, revision, [pack(forged)])) is not None
+    after = service.fleet(Period.TODAY)
+    assert after.api_equivalent == before.api_equivalent and after.calls == before.calls
+    [kept] = service.sessions()
+    assert kept.machine == "victim"
+    # logged once (per interval), naming both nodes
+    [line] = warnings_with(caplog, "another node stored first")
+    assert (
+        line.startswith("evil: dropped 1 events")
+        and f"{VICTIM_CALL!r}, which belongs to 'victim'" in line
+    )
+    [line] = warnings_with(caplog, "out of range")  # the revision beyond any source's
+    assert line.startswith("evil: dropped 1 events the store refused")
+    victim.close()
+    evil.close()
+
+
+def test_a_jump_of_the_sequence_and_a_replay_lose_nothing(hub: Hub) -> None:
+    service = service_of(hub)
+    node = Peer(hub, "spark01")
+    first = pack(call("a", machine="spark01"))
+    assert node.send(node.frame(1, 1, [first])) == {"seq1": 1}
+    jump = 2**63 - 2
+    assert node.send(node.frame(jump, jump, [pack(call("j", machine="spark01"))])) is not None
+    later = node.frame(2, 3, [pack(call("b", machine="spark01")), pack(call("c", 2))])
+    assert node.send(later) == {"seq1": 3}
+    wait_for(lambda: service.fleet(Period.TODAY).calls == 4, 5, "all four calls counted")
+    # the same rows sealed again (a lost ack) add nothing
+    assert node.send(node.frame(2, 3, [pack(call("b")), pack(call("c", 2))])) == {"seq1": 3}
+    assert service.fleet(Period.TODAY).calls == 4
+    node.close()
+
+
+def test_a_replayed_batch_is_dropped_and_no_sign_of_life(hub: Hub) -> None:
+    service = service_of(hub)
+    node = Peer(hub, "spark01")
+    frame = node.frame(1, 1, [pack(call("a", machine="spark01"))])
+    assert node.send(frame) == {"seq1": 1}
+    [record] = service_of(hub).nodes()
+    seen = record.record.last_seen
+    wait_for(lambda: time.time() > (seen or 0) + 0.05, 5, "the clock to move on")
+    assert node.send(frame) is None  # the exact bytes again: dropped
+    assert service.nodes()[0].record.last_seen == seen
+    assert hub.receiver is not None and hub.receiver.rejects.counts["replay"] == 1
+    assert node.send(node.frame(2, 1, [])) == {"seq1": 1}  # a new heartbeat still counts
+    assert (service.nodes()[0].record.last_seen or 0) > (seen or 0)
+    node.close()
+
+
+def test_undecodable_events_are_counted_and_logged_once(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = service_of(hub)
+    node = Peer(hub, "spark01")
+    junk = [b"\xc1"] * 60_000  # 0xc1 is never valid msgpack
+    assert node.send(node.frame(1, 60_000, junk)) == {"seq1": 60_000}
+    assert node.send(node.frame(60_001, 120_000, junk)) == {"seq1": 120_000}
+    assert service.bad_events == 120_000
+    [line] = warnings_with(caplog, "undecodable")
+    assert "spark01: dropped 60000 undecodable events" in line
+    node.close()
+
+
+def test_a_wrong_key_shows_once_in_the_feed(hub: Hub) -> None:
+    service = service_of(hub)
+    wrong = Peer(hub, "spark02", key=os.urandom(32), wait_ms=500)
+    for seq in range(3):
+        assert wrong.send(wrong.frame(seq + 1, seq, [])) is None
+    text = "frames from spark02 fail authentication: wrong key?"
+    wait_for(lambda: any(i.text == text for i in service.recent_feed()), 5, "the feed line")
+    lines = [i for i in service.recent_feed() if i.kind == "auth"]
+    assert [(i.machine, i.text) for i in lines] == [("spark02", text)]
+    wrong.close()
+
+
+def test_the_node_says_its_key_may_be_wrong(
+    hub: Hub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("node_agent.link.REPLY_TIMEOUT_MS", 300)  # three silent tries, fast
+    stop = threading.Event()
+    sender = EventSender(
+        LinkConfig("spark03", os.urandom(32)),
+        hub.events_url,
+        tmp_path / "outbox.db",
+        dict,
+        wake=threading.Event(),
+        stop=stop,
+    )
+    thread = threading.Thread(target=sender.run)
+    thread.start()
+    try:
+        wait_for(lambda: "node key" in (sender.last_error or ""), 20, "the wrong-key hint")
+    finally:
+        stop.set()
+        thread.join()
+    hint = "hub does not answer: is the node key right? (fleet-hub enroll spark03)"
+    assert hint in (sender.last_error or "")
+    assert len(warnings_with(caplog, hint)) == 1
+
+
+def test_forged_command_replies_are_logged_under_the_peer_that_sent_them(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert hub.commander is not None
+    got: list[bytes] = []
+    with pynng.Respondent0(recv_timeout=3000, send_timeout=1000) as spy:
+        spy.dial(hub.commands_url, block=True)
+        wait_for(lambda: len(spy.pipes) == 1, 5, "the spy connected")
+        spy_address = str(spy.pipes[0].local_address)
+
+        def answer() -> None:
+            data = spy.recv()
+            got.append(data)
+            forged = seal(os.urandom(32), "spark07", "reply", {"id": "x", "ok": True})
+            spy.send(forged)
+
+        responder = threading.Thread(target=answer)
+        responder.start()
+        assert hub.commander.send("spark07", {"cmd": "pause", "pid": 1, "ctime": 0.0}, 2.0) is None
+        responder.join()
+    [line] = warnings_with(caplog, "replies: dropped frame")
+    assert f"from {spy_address!r}" in line and "bad_mac" in line
+
+
+def test_plain_tcp_on_the_network_is_refused_unless_allowed(tmp_path: Path) -> None:
+    setup = make_hub(tmp_path, events="tcp://0.0.0.0:0", commands="tcp://127.0.0.1:0")
+    serve = [sys.executable, "-m", "hub.cli", "serve", "--config", str(setup.config)]
+    env = child_env(tmp_path)
+    done = subprocess.run(serve, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "events = 'tcp://0.0.0.0:0'" in line and "without TLS" in line
+    assert "allow_plaintext = true" in line and "reads every command" in line
+    config = load_hub_config(setup.config)
+    allowed = Hub(replace(config, allow_plaintext=True))
+    allowed.start()
+    allowed.stop()
+
+
+def test_a_counted_log_writes_one_line_per_origin_and_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    counted = CountedLog(logging.getLogger("test.counted"), "bad things", clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "test.counted"):
+        counted.note("spark01", 60_000, "one")
+        counted.note("spark01", 5, "two")  # within the interval: counted, not logged
+        counted.note("spark02", 1, "three")  # another origin has its own line
+        counted.note("spark01", 1, "other owner", about="victim")  # so has another subject
+        now[0] = 61.0
+        counted.note("spark01", 2, "four")
+    assert [r.getMessage() for r in caplog.records] == [
+        "spark01: dropped 60000 bad things (e.g. one); "
+        "further ones are logged at most once every 60s",
+        "spark02: dropped 1 bad things (e.g. three); "
+        "further ones are logged at most once every 60s",
+        "spark01: dropped 1 bad things (e.g. other owner); "
+        "further ones are logged at most once every 60s",
+        "spark01: dropped 7 bad things in the last 61s (e.g. four)",
+    ]
+    assert counted.counts == {"spark01": 60_008, "spark02": 1}
