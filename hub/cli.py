@@ -26,6 +26,7 @@ import orjson
 
 from hub._schema import StoreError
 from hub.config import (
+    check_plaintext,
     default_hub_config_path,
     enroll_key,
     init_hub,
@@ -121,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     init_p.add_argument("--commands", help="listen address for commands")
     init_p.add_argument("--data-dir", type=Path, help="where the store lives")
     init_p.add_argument("--no-advertise", action="store_true", help="do not use zeroconf")
+    init_p.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="listen on the network without TLS (a network you trust: see README, The wire)",
+    )
     init_p.add_argument(
         "--force", action="store_true", help="rewrite the config (the secret is always kept)"
     )
@@ -243,9 +249,20 @@ def cmd_init(args: argparse.Namespace) -> int:
         overrides["data_dir"] = str(args.data_dir)
     if args.no_advertise:
         overrides["advertise"] = False
+    if args.allow_plaintext:
+        overrides["allow_plaintext"] = True
     config_path, secret_path = init_hub(args.config, force=args.force, overrides=overrides)
     print(f"wrote {config_path}")
     print(f"fleet secret in {secret_path} (mode 600: keep it that way)")
+    try:
+        check_plaintext(load_hub_config(config_path))
+    except ConfigError:
+        # Said now rather than when the hub first refuses to start.
+        print(
+            "note: the hub listens on the network without TLS and will refuse to start: give it "
+            "tls+tcp:// addresses and tls_cert_key_file, or run `fleet-hub init "
+            "--allow-plaintext` on a network you trust"
+        )
     print("next: `fleet-hub enroll NODE` for each machine, then on that machine")
     print("      `node-agent init --key HEX` and `node-agent install-service`")
     return 0

@@ -250,6 +250,25 @@ def test_plain_tcp_on_the_network_is_refused_unless_allowed(tmp_path: Path) -> N
     allowed.stop()
 
 
+def test_init_says_a_plain_hub_will_be_refused_and_allow_plaintext_sets_it(tmp_path: Path) -> None:
+    def init(where: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / where / "hub.toml"
+        command = [sys.executable, "-m", "hub.cli", "init", "--config", str(config), *flags]
+        env = child_env(tmp_path)
+        return subprocess.run(
+            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    plain = init("plain")
+    assert plain.returncode == 0, plain.stderr
+    assert "will refuse to start" in plain.stdout and "--allow-plaintext" in plain.stdout
+    assert not load_hub_config(tmp_path / "plain" / "hub.toml").allow_plaintext
+    allowed = init("allowed", "--allow-plaintext")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "refuse" not in allowed.stdout
+    assert load_hub_config(tmp_path / "allowed" / "hub.toml").allow_plaintext
+
+
 def test_a_counted_log_writes_one_line_per_origin_and_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
