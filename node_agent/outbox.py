@@ -8,10 +8,10 @@ outbox (its position advanced with it).
 Sending (research/stack.md §1.2): `next_batch()` hands out the oldest waiting rows as a sequence
 range `seq0..seq1`; the link sends it and, on the hub's ack, calls `ack(seq1)`, which prunes
 them. Until then every call returns the very same batch (same range, same bytes, also across a
-restart), so a re-send after a failure is an exact duplicate the hub can drop on
-(node, stream, seq). `seq` is AUTOINCREMENT: never reused, even after a prune and a reopen, and
-`stream_id` is new whenever the file is created, so a deleted outbox never collides with old
-sequence numbers.
+restart), so a re-send after a failure adds nothing at the hub, which keeps one row per event
+id whatever the sequence says (the range is for diagnostics and liveness only). `seq` is
+AUTOINCREMENT: never reused, even after a prune and a reopen, and `stream_id` is new whenever
+the file is created, so a fresh outbox's ranges are told apart from an old one's.
 
 Revisions (shared/events.py): the same `event_id` may be committed again with a higher
 `revision`. While the older row waits it is replaced: deleted, and the new one appended with a
@@ -204,8 +204,9 @@ class Outbox:
             # committed WAL frames are in the OS cache) and on power loss it only rolls back the
             # last transactions, positions with their events, so the lines are re-read. But a
             # batch may already have reached the hub before that power loss, and the rolled-back
-            # AUTOINCREMENT counter would then give the same seq numbers to other events, which
-            # the hub drops as duplicates of (stream, seq): loss. FULL syncs the WAL at each
+            # AUTOINCREMENT counter would then give the same seq numbers to other events (the
+            # hub stores by event id, so it would not drop them; FULL keeps a range meaning one
+            # set of events all the same). FULL syncs the WAL at each
             # commit, before anything committed can be sent; one fsync per commit (commits are
             # batches of events) is cheap.
             db.execute("PRAGMA synchronous=FULL")
