@@ -214,16 +214,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _start(hub: Hub, prog: str) -> FleetService | None:
     """The started hub's service, or None after saying why it could not listen."""
-    from pynng.exceptions import NNGException  # with the hub's sockets: not for every command
+    from pynng.exceptions import AddressInUse, NNGException  # not needed by every command
+
+    from hub.serve import DataDirError
 
     try:
         return hub.start()
+    except DataDirError as exc:
+        hub.stop()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
     except (OSError, NNGException) as exc:
         hub.stop()
         config = hub.config
+        # Only a taken address hints at another hub; a bad ipc:// path or host does not.
+        other = "; is another fleet-hub running?" if isinstance(exc, AddressInUse) else ""
         print(
-            f"{prog}: cannot listen on {config.events} and {config.commands}: {exc}; is another "
-            f"fleet-hub running? (the addresses are in {config.path})",
+            f"{prog}: cannot listen on {config.events} and {config.commands}: {exc}{other} "
+            f"(the addresses are in {config.path})",
             file=sys.stderr,
         )
         return None

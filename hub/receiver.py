@@ -69,7 +69,7 @@ class Receiver:
         self.frames = 0
         self.url = address
         self.ready = threading.Event()
-        self.error: str | None = None
+        self.error: pynng.NNGException | None = None  # why it could not listen
 
     def run(self) -> None:
         options: dict[str, Any] = {"recv_max_size": self.max_size, "recv_timeout": 250}
@@ -80,9 +80,10 @@ class Receiver:
             # The listener's url carries the real port when the address asked for port 0.
             self.url = sock.listen(self.address).url
         except pynng.NNGException as exc:
-            self.error = f"cannot listen on {self.address}: {exc}"
+            # Handed to the thread that started us, which says it once: no thread traceback.
+            self.error = exc
             self.ready.set()
-            raise
+            return
         self.ready.set()
         with sock:
             while not self.stop.is_set():

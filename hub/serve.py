@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 LIVENESS_EVERY = 1.0  # seconds between checks for nodes going stale
 
 
+class DataDirError(OSError):
+    """The hub's data dir cannot hold its store (missing, read-only, not a directory)."""
+
+
 class NodeKeys:
     """Every node's key, derived from the fleet secret on first use."""
 
@@ -87,7 +91,13 @@ class Hub:
         tls = None
         if self.config.tls_cert_key_file is not None:
             tls = hub_tls_config(self.config.tls_cert_key_file, self.config.tls_ca_file)
-        self._store = Store.in_dir(self.config.data_dir)
+        try:
+            self._store = Store.in_dir(self.config.data_dir)
+        except OSError as exc:
+            raise DataDirError(
+                f"cannot use data_dir {self.config.data_dir}: {exc.strerror or exc} "
+                f"(set in {self.config.path})"
+            ) from exc
         self.commander = Commander(
             self.config.commands, self.keys, timeout=self.command_timeout, tls=tls
         )
@@ -107,9 +117,9 @@ class Hub:
         )
         self._spawn("receiver", self.receiver.run)
         self.receiver.ready.wait(10)
-        if self.receiver.error:
+        if self.receiver.error is not None:
             self.stop()
-            raise OSError(self.receiver.error)
+            raise self.receiver.error
         self._spawn("liveness", self._liveness)
         if self.config.advertise:
             self._advertise()

@@ -14,8 +14,14 @@ from __future__ import annotations
 import hashlib
 import ssl
 from pathlib import Path
+from typing import Final
 
 import pynng
+
+from shared.config import ConfigError
+
+# TLS files are configuration: a missing or unusable one is a config error (exit 2), not a bug.
+_PEM_HINT: Final = " (give PEM files: a certificate and its private key, or a CA certificate)"
 
 
 def is_tls(address: str) -> bool:
@@ -36,7 +42,7 @@ def hub_tls_config(cert_key_file: Path, ca_file: Path | None = None) -> pynng.TL
             config.set_auth_mode(pynng.TLSConfig.AUTH_MODE_REQUIRED)
     except pynng.NNGException as exc:
         files = f"{cert_key_file}" + (f" / {ca_file}" if ca_file else "")
-        raise ValueError(f"{files}: TLS files not usable: {exc}") from exc
+        raise ConfigError(f"{files}: TLS files not usable: {exc}{_PEM_HINT}") from exc
     return config
 
 
@@ -46,7 +52,7 @@ def node_tls_config(
     """Client side: verify the hub against `ca_file` under `server_name` (a DNS or IP SAN of
     the hub's certificate); present `cert_key_file` when the hub requires client certificates."""
     if not server_name:
-        raise ValueError(
+        raise ConfigError(
             "TLS server_name is required: Mbed TLS will not verify the hub without it "
             "(use a DNS name or IP address from the hub certificate's SAN)"
         )
@@ -63,7 +69,7 @@ def node_tls_config(
             config.set_cert_key_file(str(cert_key_file))
     except pynng.NNGException as exc:
         files = f"{ca_file}" + (f" / {cert_key_file}" if cert_key_file else "")
-        raise ValueError(f"{files}: TLS files not usable: {exc}") from exc
+        raise ConfigError(f"{files}: TLS files not usable: {exc}{_PEM_HINT}") from exc
     return config
 
 
@@ -91,4 +97,6 @@ def _read(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="ascii", errors="replace")
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+        raise ConfigError(
+            f"{path}: cannot read {what}: {exc.strerror or exc} (fix the path in the config)"
+        ) from exc

@@ -47,11 +47,38 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "advertise": False,
             },
         )
+    hubs_with_bad_files(root)
+    node_with_a_missing_ca(root)
     (root / "corrupt" / "data").mkdir()
     (root / "corrupt" / "data" / DB_FILE).write_bytes(b"this is not an SQLite database\n" * 64)
     with Store.in_dir(root / "good" / "data"):
         pass
     yield root
+
+
+def hubs_with_bad_files(root: Path) -> None:
+    """Hub configs naming files it cannot use: TLS files missing or not PEM, a data dir that
+    cannot exist, an ipc:// socket in a directory that does not exist."""
+    tls = {"events": "tls+tcp://127.0.0.1:0", "commands": "tls+tcp://127.0.0.1:0"}
+    plain = {"events": "tcp://127.0.0.1:0", "commands": "tcp://127.0.0.1:0"}
+    for name, overrides in {
+        "nocert": {**tls, "tls_cert_key_file": "missing.pem"},
+        "junkcert": {**tls, "tls_cert_key_file": "hub.toml"},
+        "nodatadir": {**plain, "data_dir": "/proc/no-such-dir"},
+        "badipc": {"events": "ipc:///proc/no-such-dir/ev", "commands": "tcp://127.0.0.1:0"},
+    }.items():
+        init_hub(root / name / "hub.toml", overrides={"advertise": False, **overrides})
+
+
+def node_with_a_missing_ca(root: Path) -> None:
+    key = root / "tls-node.key"
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o600)
+    (root / "tls-node.toml").write_text(
+        'node = "n1"\nstate_dir = "tls-node-state"\n[hub]\n'
+        'events = "tls+tcp://127.0.0.1:1"\ncommands = "tls+tcp://127.0.0.1:2"\n'
+        f'key_file = "{key}"\nca_file = "missing-ca.pem"\nserver_name = "hub"\n'
+    )
 
 
 def run(
@@ -122,6 +149,12 @@ CASES = [
     ),
     ("fleet-hub enroll --config good/hub.toml 'bad name!'", 2, "'bad name!' is not a node name"),
     ("fleet-hub init --config good/hub.toml", 2, "already exists"),
+    # fleet-hub serve: files and addresses it cannot use are named, not "a bug"
+    ("fleet-hub serve --config nocert/hub.toml", 2, "cannot read hub certificate+key file"),
+    ("fleet-hub serve --config junkcert/hub.toml", 2, "TLS files not usable"),
+    ("fleet-hub serve --config nodatadir/hub.toml", 1, "cannot use data_dir /proc/no-such-dir"),
+    ("fleet-hub serve --config badipc/hub.toml", 1, "cannot listen on ipc:///proc/no-such-dir"),
+    ("node-agent run --config tls-node.toml", 2, "missing-ca.pem: cannot read hub CA file"),
     # fleet-hub demo: arguments, checked before anything starts
     ("fleet-hub demo --machines 0", 2, "--machines: must be 1 or more, not 0"),
     ("fleet-hub demo --machines -2", 2, "--machines: must be 1 or more, not -2"),
@@ -208,3 +241,8 @@ def test_serve_on_a_taken_port_says_so(place: Path, tmp_path: Path) -> None:
     assert f"cannot listen on tcp://127.0.0.1:0 and tcp://127.0.0.1:{port}: " in proc.stderr
     assert "is another fleet-hub running?" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_a_path_that_cannot_be_listened_on_is_not_blamed_on_another_hub(place: Path) -> None:
+    proc = run(place, "fleet-hub", "serve", "--config", "badipc/hub.toml")
+    assert proc.returncode == 1 and "another fleet-hub" not in proc.stderr, proc.stderr
