@@ -373,7 +373,7 @@ class RejectLog:
             return
         self._logged.add(key)
         self._logger.warning(
-            "%s: dropped frame from %r: %s (%s); further %s frames from it are only counted",
+            "%s: dropped frame from %r: %s (%s); further %s frames from there are only counted",
             self.name,
             origin,
             reason,
