@@ -39,7 +39,7 @@ from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
 from node_agent.recovery import Backoff, open_checked_outbox
 from node_agent.sources.registry import all_sources
-from node_agent.state_lock import StateDirBusy, state_dir_lock
+from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
 from shared.codec import pack_batch, unpack_batch
@@ -75,8 +75,7 @@ class Daemon:
         self.config = config
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.state_dir = Path(config.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = Path(config.state_dir)  # made by run(), under its lock
         self.outbox_path = self.state_dir / "outbox.db"
         self.address = address or _configured_address(config)
         self.discovery = discovery  # default: zeroconf on every interface
@@ -447,6 +446,6 @@ def run(config: NodeConfig) -> int:
     daemon.install_signals()
     try:
         return daemon.run()
-    except (StateDirBusy, OutboxError) as exc:  # e.g. a newer outbox schema
+    except (StateDirBusy, StateDirUnusable, OutboxError) as exc:  # e.g. a newer outbox schema
         print(f"node-agent run: {exc}", file=sys.stderr)
         return 1

@@ -184,9 +184,14 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
         # lock up front and waits on the busy timeout instead of failing on a lock upgrade.
-        db = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        try:
+            db = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.DatabaseError as exc:  # a directory in its place, a read-only dir
+            raise OutboxError(
+                f"cannot open outbox {path}: {exc} (it must be a file this user can write)"
+            ) from exc
         try:
             self.stream_id = self._open(db, path)
         except BaseException:

@@ -30,12 +30,28 @@ class StateDirBusy(Exception):
         self.holder = holder
 
 
+class StateDirUnusable(Exception):
+    """The state dir cannot be made or written (a file in its place, a read-only place)."""
+
+    def __init__(self, state_dir: Path, exc: OSError) -> None:
+        # mkdir says "File exists" when a file is in the way
+        why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or exc
+        super().__init__(
+            f"cannot use state_dir {state_dir}: {why}"
+            + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(state_dir) else "")
+            + "; set state_dir in the node config to a directory this user can write"
+        )
+
+
 @contextmanager
 def state_dir_lock(state_dir: Path) -> Iterator[None]:
     """Hold the state dir's lock inside the block; raises StateDirBusy when another process
-    holds it."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    holds it, StateDirUnusable when there is no writable directory there."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateDirUnusable(state_dir, exc) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

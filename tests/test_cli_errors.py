@@ -48,7 +48,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             },
         )
     hubs_with_bad_files(root)
-    node_with_a_missing_ca(root)
+    nodes_with_bad_files(root)
     (root / "corrupt" / "data").mkdir()
     (root / "corrupt" / "data" / DB_FILE).write_bytes(b"this is not an SQLite database\n" * 64)
     with Store.in_dir(root / "good" / "data"):
@@ -70,15 +70,25 @@ def hubs_with_bad_files(root: Path) -> None:
         init_hub(root / name / "hub.toml", overrides={"advertise": False, **overrides})
 
 
-def node_with_a_missing_ca(root: Path) -> None:
-    key = root / "tls-node.key"
+def nodes_with_bad_files(root: Path) -> None:
+    """Node configs that would run but for a file: a missing hub CA, a state dir that cannot
+    be made, a file where the state dir should be, a directory where the outbox should be."""
+    key = root / "run-node.key"
     key.write_text("ab" * 32 + "\n")
     key.chmod(0o600)
-    (root / "tls-node.toml").write_text(
-        'node = "n1"\nstate_dir = "tls-node-state"\n[hub]\n'
-        'events = "tls+tcp://127.0.0.1:1"\ncommands = "tls+tcp://127.0.0.1:2"\n'
-        f'key_file = "{key}"\nca_file = "missing-ca.pem"\nserver_name = "hub"\n'
-    )
+    (root / "a-file").write_text("")
+    (root / "outbox-dir" / "outbox.db").mkdir(parents=True)
+    plain = 'events = "tcp://127.0.0.1:1"\ncommands = "tcp://127.0.0.1:2"\n'
+    tls = plain.replace("tcp://", "tls+tcp://") + 'ca_file = "missing-ca.pem"\nserver_name = "h"\n'
+    for name, state_dir, hub in (
+        ("tls-node", "tls-node-state", tls),
+        ("proc-node", "/proc/no-such-dir", plain),
+        ("file-node", "a-file", plain),
+        ("outbox-node", "outbox-dir", plain),
+    ):
+        (root / f"{name}.toml").write_text(
+            f'node = "n1"\nstate_dir = "{state_dir}"\n[hub]\n{hub}key_file = "{key}"\n'
+        )
 
 
 def run(
@@ -155,6 +165,9 @@ CASES = [
     ("fleet-hub serve --config nodatadir/hub.toml", 1, "cannot use data_dir /proc/no-such-dir"),
     ("fleet-hub serve --config badipc/hub.toml", 1, "cannot listen on ipc:///proc/no-such-dir"),
     ("node-agent run --config tls-node.toml", 2, "missing-ca.pem: cannot read hub CA file"),
+    ("node-agent run --config proc-node.toml", 1, "cannot use state_dir /proc/no-such-dir: No"),
+    ("node-agent run --config file-node.toml", 1, "cannot use state_dir a-file: not a directory"),
+    ("node-agent run --config outbox-node.toml", 1, "cannot open outbox outbox-dir/outbox.db"),
     # fleet-hub demo: arguments, checked before anything starts
     ("fleet-hub demo --machines 0", 2, "--machines: must be 1 or more, not 0"),
     ("fleet-hub demo --machines -2", 2, "--machines: must be 1 or more, not -2"),
