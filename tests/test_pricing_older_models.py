@@ -15,6 +15,12 @@ from pricing import Billing, CostClass, PriceBook
 from shared.events import Agent, Tokens, UsageEvent
 
 M = Decimal(1_000_000)
+THOUSAND = Tokens(input=1000, cache_read=1000, output=1000)  # uncached, cached, output
+
+
+def per_thousand(uncached: str, cached: str, output: str) -> Decimal:
+    """THOUSAND's cost at these rates per million."""
+    return 1000 * (Decimal(uncached) + Decimal(cached) + Decimal(output)) / M
 
 
 def at(year: int, month: int, day: int) -> float:
@@ -76,24 +82,9 @@ def cost(book: PriceBook, model: str, ts: float, tokens: Tokens) -> tuple[Decima
             Tokens(input=1000, cache_read=1000, output=1000),
             (1000 * Decimal("2.50") + 1000 * Decimal("1.25") + 1000 * 10) / M,
         ),
-        (
-            "openai/gpt-4o-mini",
-            at(2025, 2, 1),
-            Tokens(input=1000, cache_read=1000, output=1000),
-            (1000 * Decimal("0.15") + 1000 * Decimal("0.075") + 1000 * Decimal("0.60")) / M,
-        ),
-        (
-            "gpt-4.1-mini-2025-04-14",
-            at(2025, 6, 1),
-            Tokens(input=1000, cache_read=1000, output=1000),
-            (1000 * Decimal("0.40") + 1000 * Decimal("0.10") + 1000 * Decimal("1.60")) / M,
-        ),
-        (
-            "gpt-4.1-nano",
-            at(2025, 6, 1),
-            Tokens(input=1000, cache_read=1000, output=1000),
-            (1000 * Decimal("0.10") + 1000 * Decimal("0.025") + 1000 * Decimal("0.40")) / M,
-        ),
+        ("openai/gpt-4o-mini", at(2025, 2, 1), THOUSAND, per_thousand("0.15", "0.075", "0.60")),
+        ("gpt-4.1-mini-2025-04-14", at(2025, 6, 1), THOUSAND, per_thousand("0.40", "0.10", "1.60")),
+        ("gpt-4.1-nano", at(2025, 6, 1), THOUSAND, per_thousand("0.10", "0.025", "0.40")),
         # o-series: reasoning tokens are output.
         (
             "o1-2024-12-17",
@@ -101,18 +92,8 @@ def cost(book: PriceBook, model: str, ts: float, tokens: Tokens) -> tuple[Decima
             Tokens(input=1000, cache_read=1000, output=1000, reasoning=500),
             (1000 * 15 + 1000 * Decimal("7.50") + 1000 * 60 + 500 * 60) / M,
         ),
-        (
-            "o3-mini-2025-01-31",
-            at(2025, 3, 1),
-            Tokens(input=1000, cache_read=1000, output=1000),
-            (1000 * Decimal("1.10") + 1000 * Decimal("0.55") + 1000 * Decimal("4.40")) / M,
-        ),
-        (
-            "gemini-2.0-flash-001",
-            at(2025, 4, 1),
-            Tokens(input=1000, cache_read=1000, output=1000),
-            (1000 * Decimal("0.10") + 1000 * Decimal("0.025") + 1000 * Decimal("0.40")) / M,
-        ),
+        ("o3-mini-2025-01-31", at(2025, 3, 1), THOUSAND, per_thousand("1.10", "0.55", "4.40")),
+        ("gemini-2.0-flash-001", at(2025, 4, 1), THOUSAND, per_thousand("0.10", "0.025", "0.40")),
         (
             "gemini-2.0-flash-lite",
             at(2025, 4, 1),

@@ -4,8 +4,6 @@ home, limited to those files). Anything else is refused with exit 1 naming what 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from node_agent.render import render_json
 from node_agent.report import Query, build_report
 from node_agent.simulate.fleet import generate_fleet
 from shared.config import NodeConfig, load_config
+from tests.test_cli_scan import run
 
 BY = ("project", "session", "role", "profile", "model")
 
@@ -41,15 +40,6 @@ def rows(config: NodeConfig, *paths: Path) -> dict[tuple[Any, ...], dict[str, An
     report = build_report(list(paths), config, Query(BY, UTC), jobs=1)
     assert not report.path_problems, report.path_problems
     return {tuple(row[k] for k in BY): row for row in render_json(report)["rows"]}
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node_agent.cli", "scan", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_a_project_folder_is_its_part_of_the_home(machine: Path, config: NodeConfig) -> None:
