@@ -137,3 +137,27 @@ def test_a_rate_that_did_not_exist_yet_is_estimated(book: PriceBook) -> None:
     # Prompt caching came to gpt-4o on 2024-10-01; a cached count before that has no rate.
     _, cls = cost(book, "gpt-4o", at(2024, 9, 1), Tokens(input=1000, cache_read=1000))
     assert cls is CostClass.ESTIMATED
+
+
+def test_haiku_3_5_launched_at_1_and_5_then_cut(book: PriceBook) -> None:
+    # $1 / $5 from launch; the cut to $0.80 / $4 came about a month later (its day is unverified,
+    # so the launch period is estimated).
+    tokens = Tokens(input=1000, output=1000, cache_read=1000, cache_write_1h=1000)
+    launch = cost(book, "claude-3-5-haiku-20241022", at(2024, 11, 15), tokens)
+    assert launch == (
+        (1000 * 1 + 1000 * 5 + 1000 * Decimal("0.10") + 1000 * 2) / M,
+        CostClass.ESTIMATED,
+    )
+    after = cost(book, "claude-3-5-haiku-20241022", at(2025, 1, 15), tokens)
+    assert after == (
+        (1000 * Decimal("0.80") + 1000 * 4 + 1000 * Decimal("0.08") + 1000 * Decimal("1.60")) / M,
+        CostClass.METERED,
+    )
+
+
+def test_o1_mini_launch_price_and_the_cut_with_o3_mini(book: PriceBook) -> None:
+    # $3 / $12 from 2024-09-12; the o3-mini price ($1.10 / cached $0.55 / $4.40) from 2025-01-31.
+    launch = cost(book, "o1-mini-2024-09-12", at(2024, 10, 15), Tokens(input=1000, output=1000))
+    assert launch == (Decimal(1000 * 3 + 1000 * 12) / M, CostClass.METERED)
+    cut = cost(book, "o1-mini", at(2025, 1, 31), THOUSAND)
+    assert cut == (per_thousand("1.10", "0.55", "4.40"), CostClass.METERED)
