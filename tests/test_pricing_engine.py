@@ -274,6 +274,53 @@ def test_sonnet_5_launch_price_ends_after_august(book: PriceBook) -> None:
     assert first.api_equivalent == Decimal("18.30")  # 3 + 15 + 0.30
 
 
+# Every class at one million tokens: input, output, cache read, 5m write, 1h write.
+ONE_M_ALL = Tokens(
+    input=1_000_000,
+    output=1_000_000,
+    cache_read=1_000_000,
+    cache_write_5m=1_000_000,
+    cache_write_1h=1_000_000,
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "day", "usd"),
+    [
+        ("claude-fable-5", at(2026, 6, 9), Decimal("93.50")),  # 10 + 50 + 1 + 12.50 + 20
+        ("claude-mythos-5", at(2026, 6, 9), Decimal("93.50")),
+        ("claude-fable-5-1", at(2026, 9, 1), Decimal("92.75")),  # 10 + 50 + 0.25 + 12.50 + 20
+        ("claude-mythos-5-1", at(2026, 9, 1), Decimal("92.75")),
+        ("claude-fable-5-2", at(2026, 11, 9), Decimal("74.20")),  # 8 + 40 + 0.20 + 10 + 16
+        ("claude-mythos-5-2", at(2026, 11, 9), Decimal("74.20")),
+        ("claude-fable-5-2-20261109", at(2026, 12, 1), Decimal("74.20")),
+    ],
+)
+def test_fable_and_mythos_each_version_at_its_own_price(
+    book: PriceBook, model: str, day: float, usd: Decimal
+) -> None:
+    # Mythos is Fable's model for vetted organisations, priced as the Fable of the same version.
+    p = price(book, model, day, tokens=ONE_M_ALL)
+    assert (p.api_equivalent, p.cost_class) == (usd, CostClass.METERED)
+
+
+@pytest.mark.parametrize(
+    ("model", "launch"),
+    [
+        ("claude-fable-5", at(2026, 6, 9)),
+        ("claude-mythos-5", at(2026, 6, 9)),
+        ("claude-fable-5-1", at(2026, 9, 1)),
+        ("claude-fable-5-2", at(2026, 11, 9)),
+        ("claude-mythos-5-2", at(2026, 11, 9)),
+    ],
+)
+def test_fable_and_mythos_unknown_before_release(
+    book: PriceBook, model: str, launch: float
+) -> None:
+    p = price(book, model, launch - 1, tokens=ONE_M_ALL)
+    assert (p.api_equivalent, p.cost_class) == (None, CostClass.UNKNOWN)
+
+
 def test_o3_price_cut(book: PriceBook) -> None:
     before = price(book, "o3", at(2025, 6, 9, 23, 59), tokens=ONE_M_EACH)
     after = price(book, "o3-2025-04-16", at(2025, 6, 10), tokens=ONE_M_EACH)

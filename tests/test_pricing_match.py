@@ -97,7 +97,7 @@ def test_alias_forms(book: PriceBook, logged: str, model_id: str) -> None:
         ("claude-haiku-4", None),
         ("claude-fable-5", "claude-fable-5"),
         ("claude-fable-5-1", "claude-fable-5-1"),
-        ("claude-fable-5-2", None),
+        ("claude-fable-5-3", None),
         ("gpt-5", "gpt-5"),
         ("gpt-5-mini", "gpt-5-mini"),
         ("gpt-5.1", "gpt-5.1"),
@@ -131,6 +131,43 @@ def test_alias_forms(book: PriceBook, logged: str, model_id: str) -> None:
 )
 def test_near_misses(book: PriceBook, logged: str, model_id: str | None) -> None:
     assert resolved(book, logged) == model_id
+
+
+DEC_2026 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("logged", "model_id"),
+    [
+        # Fable and Mythos: each version its own entry, never the neighbour one token away.
+        ("claude-fable-5", "claude-fable-5"),
+        ("claude-fable-5-20260609", "claude-fable-5"),
+        ("claude-fable-5-1", "claude-fable-5-1"),
+        ("claude-fable-5-2", "claude-fable-5-2"),
+        ("claude-fable-5.2", "claude-fable-5-2"),
+        ("claude-fable-5-2-20261109", "claude-fable-5-2"),
+        ("claude-fable-5-2[1m]", "claude-fable-5-2"),
+        ("claude-5.2-fable", "claude-fable-5-2"),
+        ("global.anthropic.claude-fable-5-2", "claude-fable-5-2"),
+        ("claude-mythos-5", "claude-mythos-5"),
+        ("claude-mythos-5-20260609", "claude-mythos-5"),
+        ("anthropic/claude-mythos-5-1", "claude-mythos-5-1"),
+        ("claude-5-1-mythos", "claude-mythos-5-1"),
+        ("claude-mythos-5-2", "claude-mythos-5-2"),
+        ("us.anthropic.claude-mythos-5-2-v1:0", "claude-mythos-5-2"),
+        # near misses stay unknown
+        ("claude-fable-5-3", None),
+        ("claude-fable-52", None),
+        ("claude-fable-5-2-mini", None),
+        ("claude-mythos", None),
+        ("claude-mythos-5-3", None),
+        ("claude-mythos-6", None),
+        ("claude-mythos-preview", None),
+    ],
+)
+def test_fable_and_mythos_versions(book: PriceBook, logged: str, model_id: str | None) -> None:
+    period = book.lookup(logged, DEC_2026)
+    assert (period.model_id if period else None) == model_id
 
 
 @pytest.mark.parametrize(
