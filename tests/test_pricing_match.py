@@ -294,13 +294,16 @@ def test_lookup_needs_an_aware_instant(book: PriceBook) -> None:
 
 
 def test_lookup_returns_the_period_of_that_instant(book: PriceBook) -> None:
-    launch = book.lookup("claude-sonnet-5", datetime(2026, 8, 31, 23, 59, tzinfo=UTC))
-    listed = book.lookup("claude-sonnet-5", datetime(2026, 9, 1, tzinfo=UTC))
-    assert launch is not None and listed is not None
-    assert launch.end == listed.start == datetime(2026, 9, 1, tzinfo=UTC)
-    assert (launch.rates.input, listed.rates.input) == (Decimal("2"), Decimal("3"))
-    assert listed.end is None
+    before = book.lookup("o3", datetime(2025, 6, 9, 23, 59, tzinfo=UTC))
+    after = book.lookup("o3", datetime(2025, 6, 10, tzinfo=UTC))
+    assert before is not None and after is not None
+    assert before.end == after.start == datetime(2025, 6, 10, tzinfo=UTC)
+    assert (before.rates.input, after.rates.input) == (Decimal("10"), Decimal("2.00"))
+    assert after.end is None
     # Provenance travels with the period: the model's sources, each with its check date.
-    assert any(s.ref == "https://www.anthropic.com/news/claude-sonnet-5" for s in listed.sources)
-    assert all(s.checked <= datetime(2026, 11, 23).date() for s in listed.sources)
-    assert any("[conflict]" in n for n in listed.model_notes)
+    genai = "https://github.com/pydantic/genai-prices/blob/main/prices/providers/openai.yml"
+    assert any(s.ref == genai for s in after.sources)
+    assert all(s.checked <= datetime(2026, 11, 23).date() for s in after.sources)
+    # and so do the model's notes ([conflict] on Sonnet 5's long-context bracket).
+    sonnet = book.lookup("claude-sonnet-5", datetime(2026, 9, 1, tzinfo=UTC))
+    assert sonnet is not None and any("[conflict]" in n for n in sonnet.model_notes)
