@@ -54,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         help="read local agent logs once and print a cost report",
         description=(
             "Read the logs under the given agent homes (a Claude config dir, a Codex home, a "
-            "Gemini home, an OpenCode data dir, a Cursor usage CSV, or a directory holding "
-            "several of them) and print tokens and cost grouped by --by. With no path: the "
-            "configured profiles and the agents' default locations."
+            "Gemini home, an OpenCode data dir, a Cursor usage CSV, a directory holding "
+            "several of them, or a file or folder inside a home) and print tokens and cost "
+            "grouped by --by. With no path: the configured profiles and the agents' default "
+            "locations."
         ),
     )
     scan_p.add_argument("paths", nargs="*", type=Path, metavar="PATH")

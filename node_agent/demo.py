@@ -1,8 +1,9 @@
-"""`make demo`: generate a sample fleet's logs and scan them the way an operator would.
+"""`make scan-demo`: generate a sample fleet's logs and scan them the way an operator would.
 
 Writes a few machines' worth of real-format Claude Code, Codex, Gemini CLI, OpenCode and Cursor
-logs (the simulator in `node_agent.simulate`, ending today), a node config per machine that marks
-some homes as subscriptions, then runs `node-agent scan` per machine and over the whole fleet.
+logs (the simulator in `node_agent.simulate`), a node config per machine that marks some homes as
+subscriptions, then runs `node-agent scan` per machine and over the whole fleet. The fleet's days
+end with yesterday: a simulated day runs to midnight, and no log may come from the future.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fleet,
             seed=7,
             machines=args.machines,
-            start=today - timedelta(days=args.days - 1),
+            start=today - timedelta(days=args.days),
             days=args.days,
         )
         status = 0

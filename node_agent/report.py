@@ -20,7 +20,7 @@ from datetime import date, datetime, tzinfo
 from pathlib import Path
 
 from node_agent import readahead
-from node_agent.scan import Target, read_file, resolve_targets
+from node_agent.scan import Target, nothing_to_read, read_file, resolve_targets
 from node_agent.sources.base import Collector, ParseProblem, SourceFile
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
@@ -80,19 +80,28 @@ class Unit:
     size: int
 
 
-def plan_units(targets: Sequence[Target]) -> list[Unit]:
+def plan_units(targets: Sequence[Target]) -> tuple[list[Unit], list[Target]]:
+    """The units to read, and the targets in which no file to read was found."""
     sources = {s.agent: s for s in all_sources()}
     groups: dict[tuple[Agent, str], list[tuple[int, SourceFile]]] = {}
+    seen: set[tuple[Agent, Path]] = set()  # a file named twice (its home and itself) is read once
+    empty: list[Target] = []
     for index, target in enumerate(targets):
         source = sources[target.agent]
-        for file in source.discover(target.path):
+        found = target.files(source)
+        if not found:
+            empty.append(target)
+        for file in found:
+            if (target.agent, file.path) in seen:
+                continue
+            seen.add((target.agent, file.path))
             groups.setdefault((target.agent, source.partition(file.path)), []).append((index, file))
     units = []
     for (agent, _), files in groups.items():
         files.sort(key=lambda item: (item[1].order, str(item[1].path)))
         units.append(Unit(agent, tuple(files), sum(_size(f.path) for _, f in files)))
     units.sort(key=lambda u: u.size, reverse=True)  # biggest first: better load balance
-    return units
+    return units, empty
 
 
 def _size(path: Path) -> int:
@@ -106,8 +115,12 @@ def build_report(
     paths: Sequence[Path], config: NodeConfig, query: Query, jobs: int | None = None
 ) -> Report:
     """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process."""
-    targets, path_problems = resolve_targets(paths, config, all_sources())
-    units = plan_units(targets)
+    sources = all_sources()
+    targets, path_problems = resolve_targets(paths, config, sources)
+    units, empty = plan_units(targets)
+    if paths:  # a path the user named that gave nothing to read says why
+        by_agent = {source.agent: source for source in sources}
+        path_problems += [nothing_to_read(target, by_agent[target.agent]) for target in empty]
     if jobs is None:
         big = sum(u.size for u in units) >= PARALLEL_MIN_BYTES
         jobs = min(os.cpu_count() or 1, len(units)) if big else 1

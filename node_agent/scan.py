@@ -20,16 +20,29 @@ from shared.events import Agent
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A home (or a single file) to read, with the profile it belongs to if one is configured."""
+    """A home (or a single file) to read, with the profile it belongs to if one is configured.
+    `within`: only the files at or below this file or folder of the home (a path given to scan
+    inside a home is read as part of its home, so it is attributed as in a scan of the home)."""
 
     path: Path
     agent: Agent
     profile: Profile | None = None
+    within: Path | None = None
 
     @property
     def billing(self) -> Billing:
         # With no profile, a local scan treats a log dir as metered API use.
         return self.profile.billing if self.profile else Billing.API
+
+    @property
+    def given(self) -> Path:
+        """The path as the user named it."""
+        return self.within or self.path
+
+    def files(self, source: Source) -> list[SourceFile]:
+        if self.within is None:
+            return source.discover(self.path)
+        return source.discover_under(self.path, self.within)
 
 
 @dataclass(slots=True)
@@ -64,8 +77,9 @@ def resolve_targets(
     """Map each path to the agents whose home it is; with no path, configured profiles and defaults.
 
     A path that is a parent of several homes (a machine's directory holding `claude/`, `codex/`,
-    …) is expanded one level. A path that exists but belongs to no agent is an error for that path
-    only: it is reported and the other paths are still read.
+    …) is expanded one level. A file or folder inside a home is read as part of that home. A path
+    that exists but is none of these is an error for that path only: it is reported and the other
+    paths are still read.
     """
     targets: list[Target] = []
     problems: list[ParseProblem] = []
@@ -83,20 +97,40 @@ def resolve_targets(
         if not path.exists():
             problems.append(ParseProblem(str(path), 0, "no such file or directory"))
             continue
-        found = _targets_at(path, config, sources)
-        if not found and path.is_dir():
-            for child in sorted(path.iterdir()):
-                found.extend(_targets_at(child, config, sources))
+        found = _targets_for(path, config, sources)
         if not found:
-            problems.append(
-                ParseProblem(
-                    str(path),
-                    0,
-                    "not a Claude Code, Codex, Gemini CLI, OpenCode home or a Cursor usage CSV",
-                )
-            )
+            problems.append(ParseProblem(str(path), 0, not_a_home(sources)))
         targets.extend(found)
     return _unique(targets), problems
+
+
+def not_a_home(sources: Sequence[Source]) -> str:
+    kinds = ", ".join(source.home_kind for source in sources)
+    return (
+        "no agent's logs: a PATH may be an agent home, a file or folder inside one, or a folder "
+        f"holding homes; homes are {kinds}"
+    )
+
+
+def _targets_for(path: Path, config: NodeConfig, sources: Sequence[Source]) -> list[Target]:
+    """A home itself; else the homes one level down; else the part of the home `path` is in;
+    else loose files one level down, or `path` itself, that a source reads alone (a copied
+    rollout). Homes one level down come before the home around: that one may be a guess (any
+    folder called projects/ looks like part of a Claude home)."""
+    children = sorted(path.iterdir()) if path.is_dir() else []
+    for candidates in (
+        [path] if path.is_dir() else [],
+        [child for child in children if child.is_dir()],
+        None,
+        [child for child in children if not child.is_dir()] or [path],
+    ):
+        if candidates is None:
+            found = _targets_inside(path, config, sources)
+        else:
+            found = [t for c in candidates for t in _targets_at(c, config, sources)]
+        if found:
+            return found
+    return []
 
 
 def _targets_at(path: Path, config: NodeConfig, sources: Sequence[Source]) -> list[Target]:
@@ -107,15 +141,51 @@ def _targets_at(path: Path, config: NodeConfig, sources: Sequence[Source]) -> li
     ]
 
 
+def _targets_inside(path: Path, config: NodeConfig, sources: Sequence[Source]) -> list[Target]:
+    """`path` as part of the innermost home that holds it (several agents' if they share it)."""
+    homes = [(home, source) for source in sources if (home := source.home_of(path)) is not None]
+    if not homes:
+        return []
+    depth = max(len(home.parts) for home, _ in homes)
+    return [
+        Target(home, source.agent, config.profile_for(path), within=path)
+        for home, source in homes
+        if len(home.parts) == depth
+    ]
+
+
 def _unique(targets: Iterable[Target]) -> list[Target]:
-    seen: set[tuple[Path, Agent]] = set()
+    seen: set[tuple[Path, Agent, Path | None]] = set()
     out: list[Target] = []
     for target in targets:
-        key = (target.path.expanduser().resolve(), target.agent)
+        within = target.within.resolve() if target.within else None
+        key = (target.path.expanduser().resolve(), target.agent, within)
         if key not in seen:
             seen.add(key)
             out.append(target)
     return out
+
+
+def nothing_to_read(target: Target, source: Source) -> ParseProblem:
+    """Why a given path yielded no file: what it is, what was looked for, what it holds."""
+    where = (
+        f"inside {source.home_kind} at {target.path}"
+        if target.within is not None
+        else source.home_kind
+    )
+    if target.given.is_file():
+        what = f"it is none of the {source.usage_files} read there"
+    elif held := _count_files(target.given):
+        what = f"none of its {held} file(s) is one of the {source.usage_files} read there"
+    else:
+        what = f"it is empty (no {source.usage_files})"
+    return ParseProblem(str(target.given), 0, f"{where}, but {what}")
+
+
+def _count_files(path: Path) -> int:
+    if path.is_file():
+        return 1
+    return sum(len(files) for _dir, _dirs, files in os.walk(path))
 
 
 def scan(
@@ -131,7 +201,7 @@ def scan(
 
 
 def read_target(source: Source, result: TargetResult) -> None:
-    for file in sorted(source.discover(result.target.path), key=lambda f: (f.order, f.path)):
+    for file in sorted(result.target.files(source), key=lambda f: (f.order, f.path)):
         size = read_file(source, file, result.collector)
         if size is not None:
             result.files += 1

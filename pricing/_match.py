@@ -23,7 +23,7 @@ _BEDROCK: Final = re.compile(
 _BEDROCK_VERSION: Final = re.compile(r"(?:-v\d+)?(?::\d+)?$")
 _DATE: Final = re.compile(r"-(?:20\d{6}|20\d{2}-\d{2}-\d{2})$")
 _CLAUDE_VERSION_FIRST: Final = re.compile(
-    r"^claude-(?P<major>\d+)(?:-(?P<minor>\d+))?-(?P<family>opus|sonnet|haiku|fable)(?P<rest>-.*)?$"
+    r"^claude-(?P<major>\d+)(?:-(?P<minor>\d+))?-(?P<family>opus|sonnet|haiku|fable|mythos)(?P<rest>-.*)?$"
 )
 # Claude 3.x ids put the version first (`claude-3-5-haiku`); from 4 on the family comes first.
 _FAMILY_FIRST_FROM: Final = 4

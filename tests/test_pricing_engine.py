@@ -267,11 +267,76 @@ def test_haiku_5_5_has_a_100k_threshold(book: PriceBook) -> None:
 ONE_M_EACH = Tokens(input=1_000_000, output=1_000_000, cache_read=1_000_000)
 
 
-def test_sonnet_5_launch_price_ends_after_august(book: PriceBook) -> None:
+def test_sonnet_5_keeps_its_launch_price_after_august(book: PriceBook) -> None:
+    # The rise to $3 / $15 announced for 2026-09-01 was cancelled: Anthropic's page still says $2.
     last = price(book, "claude-sonnet-5", at(2026, 8, 31, 23, 59, 59), tokens=ONE_M_EACH)
     first = price(book, "claude-sonnet-5", at(2026, 9, 1), tokens=ONE_M_EACH)
-    assert last.api_equivalent == Decimal("12.20")  # 2 + 10 + 0.20
-    assert first.api_equivalent == Decimal("18.30")  # 3 + 15 + 0.30
+    assert last.api_equivalent == first.api_equivalent == Decimal("12.20")  # 2 + 10 + 0.20
+
+
+def test_opus_5_5_and_sonnet_5_5_cache_reads(book: PriceBook) -> None:
+    # Opus 5.5: 4 / 20 with writes 5 / 8 and a 0.20 read (0.05x input), metered, not estimated.
+    opus = price(book, "claude-opus-5-5", at(2026, 10, 1), tokens=ONE_M_ALL)
+    assert (opus.api_equivalent, opus.cost_class) == (Decimal("37.20"), CostClass.METERED)
+    # Sonnet 5.5: 2 / 10, writes 2.50 / 4; the read 0.20 until 2026-10-07, 0.10 from then.
+    before = price(book, "claude-sonnet-5-5", at(2026, 10, 6), tokens=ONE_M_ALL)
+    after = price(book, "claude-sonnet-5-5", at(2026, 10, 7), tokens=ONE_M_ALL)
+    assert (before.api_equivalent, before.cost_class) == (Decimal("18.70"), CostClass.METERED)
+    assert after.api_equivalent == Decimal("18.60")  # 2 + 10 + 0.10 + 2.50 + 4
+
+
+def test_opus_5_starts_on_its_release_day(book: PriceBook) -> None:
+    assert price(book, "claude-opus-5", at(2026, 7, 23), tokens=ONE_M_EACH).api_equivalent is None
+    assert price(book, "claude-opus-5", at(2026, 7, 24), tokens=ONE_M_EACH).api_equivalent == (
+        Decimal("30.50")  # 5 + 25 + 0.50
+    )
+
+
+# Every class at one million tokens: input, output, cache read, 5m write, 1h write.
+ONE_M_ALL = Tokens(
+    input=1_000_000,
+    output=1_000_000,
+    cache_read=1_000_000,
+    cache_write_5m=1_000_000,
+    cache_write_1h=1_000_000,
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "day", "usd"),
+    [
+        ("claude-fable-5", at(2026, 6, 9), Decimal("93.50")),  # 10 + 50 + 1 + 12.50 + 20
+        ("claude-mythos-5", at(2026, 6, 9), Decimal("93.50")),
+        ("claude-fable-5-1", at(2026, 9, 1), Decimal("92.75")),  # 10 + 50 + 0.25 + 12.50 + 20
+        ("claude-mythos-5-1", at(2026, 9, 1), Decimal("92.75")),
+        ("claude-fable-5-2", at(2026, 11, 9), Decimal("74.20")),  # 8 + 40 + 0.20 + 10 + 16
+        ("claude-mythos-5-2", at(2026, 11, 9), Decimal("74.20")),
+        ("claude-fable-5-2-20261109", at(2026, 12, 1), Decimal("74.20")),
+    ],
+)
+def test_fable_and_mythos_each_version_at_its_own_price(
+    book: PriceBook, model: str, day: float, usd: Decimal
+) -> None:
+    # Mythos is Fable's model for vetted organisations, priced as the Fable of the same version.
+    p = price(book, model, day, tokens=ONE_M_ALL)
+    assert (p.api_equivalent, p.cost_class) == (usd, CostClass.METERED)
+
+
+@pytest.mark.parametrize(
+    ("model", "launch"),
+    [
+        ("claude-fable-5", at(2026, 6, 9)),
+        ("claude-mythos-5", at(2026, 6, 9)),
+        ("claude-fable-5-1", at(2026, 9, 1)),
+        ("claude-fable-5-2", at(2026, 11, 9)),
+        ("claude-mythos-5-2", at(2026, 11, 9)),
+    ],
+)
+def test_fable_and_mythos_unknown_before_release(
+    book: PriceBook, model: str, launch: float
+) -> None:
+    p = price(book, model, launch - 1, tokens=ONE_M_ALL)
+    assert (p.api_equivalent, p.cost_class) == (None, CostClass.UNKNOWN)
 
 
 def test_o3_price_cut(book: PriceBook) -> None:

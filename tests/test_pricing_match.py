@@ -97,7 +97,7 @@ def test_alias_forms(book: PriceBook, logged: str, model_id: str) -> None:
         ("claude-haiku-4", None),
         ("claude-fable-5", "claude-fable-5"),
         ("claude-fable-5-1", "claude-fable-5-1"),
-        ("claude-fable-5-2", None),
+        ("claude-fable-5-3", None),
         ("gpt-5", "gpt-5"),
         ("gpt-5-mini", "gpt-5-mini"),
         ("gpt-5.1", "gpt-5.1"),
@@ -108,8 +108,13 @@ def test_alias_forms(book: PriceBook, logged: str, model_id: str) -> None:
         ("gpt-5.6-sol", "gpt-5.6-sol"),
         ("gpt-5.6-sun", None),
         ("o3", "o3"),
-        ("o3-mini", None),
+        ("o3-mini", "o3-mini"),
         ("o3-pro", None),
+        ("o1-mini", "o1-mini"),
+        ("o1-mini-high", None),
+        ("o1-pro", None),
+        ("gpt-4o-audio-preview", None),
+        ("gemini-1.5-pro-exp-0827", None),
         ("o4-mini", "o4-mini"),
         ("glm-4.5", "glm-4.5"),
         ("glm-4.5-air", "glm-4.5-air"),
@@ -126,6 +131,43 @@ def test_alias_forms(book: PriceBook, logged: str, model_id: str) -> None:
 )
 def test_near_misses(book: PriceBook, logged: str, model_id: str | None) -> None:
     assert resolved(book, logged) == model_id
+
+
+DEC_2026 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("logged", "model_id"),
+    [
+        # Fable and Mythos: each version its own entry, never the neighbour one token away.
+        ("claude-fable-5", "claude-fable-5"),
+        ("claude-fable-5-20260609", "claude-fable-5"),
+        ("claude-fable-5-1", "claude-fable-5-1"),
+        ("claude-fable-5-2", "claude-fable-5-2"),
+        ("claude-fable-5.2", "claude-fable-5-2"),
+        ("claude-fable-5-2-20261109", "claude-fable-5-2"),
+        ("claude-fable-5-2[1m]", "claude-fable-5-2"),
+        ("claude-5.2-fable", "claude-fable-5-2"),
+        ("global.anthropic.claude-fable-5-2", "claude-fable-5-2"),
+        ("claude-mythos-5", "claude-mythos-5"),
+        ("claude-mythos-5-20260609", "claude-mythos-5"),
+        ("anthropic/claude-mythos-5-1", "claude-mythos-5-1"),
+        ("claude-5-1-mythos", "claude-mythos-5-1"),
+        ("claude-mythos-5-2", "claude-mythos-5-2"),
+        ("us.anthropic.claude-mythos-5-2-v1:0", "claude-mythos-5-2"),
+        # near misses stay unknown
+        ("claude-fable-5-3", None),
+        ("claude-fable-52", None),
+        ("claude-fable-5-2-mini", None),
+        ("claude-mythos", None),
+        ("claude-mythos-5-3", None),
+        ("claude-mythos-6", None),
+        ("claude-mythos-preview", None),
+    ],
+)
+def test_fable_and_mythos_versions(book: PriceBook, logged: str, model_id: str | None) -> None:
+    period = book.lookup(logged, DEC_2026)
+    assert (period.model_id if period else None) == model_id
 
 
 @pytest.mark.parametrize(
@@ -252,13 +294,16 @@ def test_lookup_needs_an_aware_instant(book: PriceBook) -> None:
 
 
 def test_lookup_returns_the_period_of_that_instant(book: PriceBook) -> None:
-    launch = book.lookup("claude-sonnet-5", datetime(2026, 8, 31, 23, 59, tzinfo=UTC))
-    listed = book.lookup("claude-sonnet-5", datetime(2026, 9, 1, tzinfo=UTC))
-    assert launch is not None and listed is not None
-    assert launch.end == listed.start == datetime(2026, 9, 1, tzinfo=UTC)
-    assert (launch.rates.input, listed.rates.input) == (Decimal("2"), Decimal("3"))
-    assert listed.end is None
+    before = book.lookup("o3", datetime(2025, 6, 9, 23, 59, tzinfo=UTC))
+    after = book.lookup("o3", datetime(2025, 6, 10, tzinfo=UTC))
+    assert before is not None and after is not None
+    assert before.end == after.start == datetime(2025, 6, 10, tzinfo=UTC)
+    assert (before.rates.input, after.rates.input) == (Decimal("10"), Decimal("2.00"))
+    assert after.end is None
     # Provenance travels with the period: the model's sources, each with its check date.
-    assert any(s.ref == "https://www.anthropic.com/news/claude-sonnet-5" for s in listed.sources)
-    assert all(s.checked <= datetime(2026, 11, 23).date() for s in listed.sources)
-    assert any("[conflict]" in n for n in listed.model_notes)
+    genai = "https://github.com/pydantic/genai-prices/blob/main/prices/providers/openai.yml"
+    assert any(s.ref == genai for s in after.sources)
+    assert all(s.checked <= datetime(2026, 11, 23).date() for s in after.sources)
+    # and so do the model's notes ([conflict] on Sonnet 5's long-context bracket).
+    sonnet = book.lookup("claude-sonnet-5", datetime(2026, 9, 1, tzinfo=UTC))
+    assert sonnet is not None and any("[conflict]" in n for n in sonnet.model_notes)

@@ -12,7 +12,7 @@ import pytest
 from pricing import PriceBook, PriceTableError, RateSet
 from pricing._types import ModelEntry
 
-RESEARCH_DATE = date(2026, 11, 23)
+RESEARCH_DATE = date(2026, 12, 5)  # the last day sources were read (pricing tables re-checked)
 
 VALID = """\
 schema = 1

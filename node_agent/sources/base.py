@@ -88,6 +88,9 @@ class Collector:
 
 class Source(ABC):
     agent: ClassVar[Agent]
+    # For messages about paths: what a home of this agent is, and which files in it hold usage.
+    home_kind: ClassVar[str]
+    usage_files: ClassVar[str]
     # A one-shot cost report has no use for quota readings: a source may skip building them
     # (rate-limit hits are still read: they are rare and cheap).
     wants_quota_readings: bool = True
@@ -103,6 +106,15 @@ class Source(ABC):
     @abstractmethod
     def discover(self, home: Path) -> list[SourceFile]:
         """Every file under `home` that may hold usage, in reading order."""
+
+    def home_of(self, path: Path) -> Path | None:
+        """The nearest folder above `path` that is this agent's home, so that a file or folder
+        inside a home is read as part of it (same attribution), or None."""
+        return next((p for p in path.parents if self.is_home(p)), None)
+
+    def discover_under(self, home: Path, under: Path) -> list[SourceFile]:
+        """`discover(home)`, limited to `under` (a file or folder inside the home)."""
+        return [f for f in self.discover(home) if f.path == under or under in f.path.parents]
 
     def partition(self, path: Path) -> str:
         """A guess at groups of files that share no dedupe keys, so that separate instances of

@@ -111,8 +111,27 @@ class _FileInfo:
     split_mismatch_reported: bool = False
 
 
+def _classify(root: Path, folder: Path, name: str) -> SourceFile | None:
+    """The transcript `folder/name` of the projects dir `root`, with its reading order; None
+    for a file that holds no usage."""
+    if not name.endswith(".jsonl") or not folder.is_relative_to(root):
+        return None
+    rel_dir = folder.relative_to(root).parts
+    if "workflows" in rel_dir:
+        if name == "journal.jsonl":  # workflow bookkeeping, no usage
+            return None
+        order = ORDER_WORKFLOW
+    elif len(rel_dir) <= 1 and not name.startswith("agent-"):
+        order = ORDER_MAIN  # projects/<slug>/<session>.jsonl
+    else:
+        order = ORDER_SUBAGENT
+    return SourceFile(folder / name, FileKind.JSONL, order)
+
+
 class ClaudeSource(Source):
     agent: ClassVar[Agent] = Agent.CLAUDE_CODE
+    home_kind: ClassVar[str] = "a Claude Code config dir (~/.claude, $CLAUDE_CONFIG_DIR)"
+    usage_files: ClassVar[str] = "session transcripts (projects/<project>/<session>.jsonl)"
 
     def __init__(self, local_tz: tzinfo | None = None) -> None:
         # Zone of reset times that name none (Claude Code prints them in the machine's zone);
@@ -146,29 +165,36 @@ class ClaudeSource(Source):
         return path.suffix == ".jsonl" and "projects" in path.parent.parts
 
     def discover(self, home: Path) -> list[SourceFile]:
-        root = (
-            home
-            if home.name == "projects" and not (home / "projects").is_dir()
-            else home / "projects"
-        )
-        if not root.is_dir():
-            return []
+        root = self._projects_dir(home)
+        return self._walk(root, root) if root.is_dir() else []
+
+    def home_of(self, path: Path) -> Path | None:
+        # The config dir above the nearest projects/: any other folder may be called projects.
+        return next((p.parent for p in path.parents if p.name == "projects"), None)
+
+    def discover_under(self, home: Path, under: Path) -> list[SourceFile]:
+        # Walks only `under`: the projects dir of a wrongly guessed home may be a code tree.
+        root = self._projects_dir(home)
+        if under.is_dir():
+            return self._walk(root, under)
+        found = _classify(root, under.parent, under.name)
+        return [found] if found is not None else []
+
+    @staticmethod
+    def _projects_dir(home: Path) -> Path:
+        if home.name == "projects" and not (home / "projects").is_dir():
+            return home
+        return home / "projects"
+
+    @staticmethod
+    def _walk(root: Path, start: Path) -> list[SourceFile]:
         found: list[SourceFile] = []
-        for dirpath, dirnames, filenames in os.walk(root):  # does not follow dir symlinks
+        for dirpath, dirnames, filenames in os.walk(start):  # does not follow dir symlinks
             dirnames.sort()
-            rel_dir = Path(dirpath).relative_to(root).parts
             for name in filenames:
-                if not name.endswith(".jsonl"):
-                    continue
-                if "workflows" in rel_dir:
-                    if name == "journal.jsonl":  # workflow bookkeeping, no usage
-                        continue
-                    order = ORDER_WORKFLOW
-                elif len(rel_dir) <= 1 and not name.startswith("agent-"):
-                    order = ORDER_MAIN  # projects/<slug>/<session>.jsonl
-                else:
-                    order = ORDER_SUBAGENT
-                found.append(SourceFile(Path(dirpath) / name, FileKind.JSONL, order))
+                file = _classify(root, Path(dirpath), name)
+                if file is not None:
+                    found.append(file)
         found.sort(key=lambda f: (f.order, str(f.path)))
         return found
 

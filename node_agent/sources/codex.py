@@ -406,6 +406,8 @@ class _File:
 
 class CodexSource(Source):
     agent: ClassVar[Agent] = Agent.CODEX
+    home_kind: ClassVar[str] = "a Codex home (~/.codex, $CODEX_HOME)"
+    usage_files: ClassVar[str] = "rollouts (sessions/YYYY/MM/DD/rollout-*.jsonl[.zst])"
 
     def __init__(self) -> None:
         self._files: dict[str, _File] = {}

@@ -135,6 +135,8 @@ def _cost(text: str) -> str | None:
 
 class CursorSource(Source):
     agent = Agent.CURSOR
+    home_kind = "a folder of Cursor usage CSVs"
+    usage_files = "Cursor usage CSVs (exported from the dashboard)"
 
     def __init__(self) -> None:
         self._emitted: set[str] = set()  # re-reads of an unchanged export send nothing new

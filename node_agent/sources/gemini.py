@@ -93,6 +93,8 @@ def gemini_tokens(raw: Any) -> Tokens | None:
 
 class GeminiSource(Source):
     agent = Agent.GEMINI
+    home_kind = "a Gemini CLI home (~/.gemini)"
+    usage_files = "chats (tmp/<project>/chats/session-*.json[l])"
 
     def __init__(self) -> None:
         self._sessions: dict[Path, _Session] = {}  # per JSONL file, from its metadata line

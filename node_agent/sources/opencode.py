@@ -141,6 +141,8 @@ def _finished(message: dict[str, Any]) -> bool:
 
 class OpenCodeSource(Source):
     agent = Agent.OPENCODE
+    home_kind = "an OpenCode data dir (~/.local/share/opencode)"
+    usage_files = "opencode.db or storage/message/<session>/<message>.json"
     # How long to wait for a lock before reading the database as an immutable snapshot.
     busy_timeout_s: ClassVar[float] = 2.0
 
