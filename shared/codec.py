@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgpack
 
-from shared.events import Event, LimitEvent, ProfileEvent, Tokens, UsageEvent
+from shared.events import MAX_TOKENS, Event, LimitEvent, ProfileEvent, Tokens, UsageEvent
 
 SCHEMA_VERSION: Final = 1
 _TAGS: Final[dict[type[Any], str]] = {UsageEvent: "u", LimitEvent: "l", ProfileEvent: "p"}
@@ -43,6 +43,8 @@ def _tokens(name: str, value: Any) -> Tokens:
         raise DecodeError(f"tokens must be a list of {len(_TOKEN_FIELDS)} integers")
     if set(map(type, value)) != _INT or min(value) < 0:  # checked in C: no loop per count
         raise DecodeError("tokens must be non-negative integers")
+    if max(value) > MAX_TOKENS:
+        raise DecodeError(f"a token count above {MAX_TOKENS} (no call has that many)")
     return Tokens(*value)
 
 

@@ -25,6 +25,12 @@ from typing import Final
 # must not push one of its events beyond the reach of its own later revisions.
 MAX_REVISION: Final = (1 << 50) - 1
 
+# The most tokens of one kind a single call (or a Codex session's running total) can hold: a
+# trillion, far beyond any context window. Sources treat a larger count as a bad field and the
+# hub refuses it, so one damaged log line or a hostile node cannot overflow msgpack's 64 bits
+# (which stopped the node at every restart) nor turn the fleet's totals into nonsense.
+MAX_TOKENS: Final = (1 << 40) - 1
+
 
 class Agent(StrEnum):
     CLAUDE_CODE = "claude-code"

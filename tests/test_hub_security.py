@@ -24,7 +24,7 @@ from hub.serve import Hub
 from hub.service import FleetService
 from node_agent.link import EventSender, LinkConfig
 from shared.codec import pack
-from shared.events import Agent, Tokens, UsageEvent
+from shared.events import MAX_TOKENS, Agent, Tokens, UsageEvent
 from shared.wire import TO_NODE, batch_body, open_frame, seal
 from tests.fleet_harness import child_env, make_hub, wait_for
 
@@ -308,3 +308,20 @@ def test_a_peer_that_redials_for_every_bad_frame_gets_one_log_line(
     wait_for(lambda: hub.receiver is not None and hub.receiver.rejects.total == 40, 10, "counts")
     [line] = warnings_with(caplog, "events: dropped frame")
     assert "from '127.0.0.1'" in line and "from there are only counted" in line
+
+
+def test_a_token_count_beyond_any_call_is_dropped_and_reports_still_work(hub: Hub) -> None:
+    """2^64-1 tokens from an enrolled node made the fleet's totals absurd and `fleet-hub report
+    --json` fail for good (orjson stops at 64 bits)."""
+    service = service_of(hub)
+    node = Peer(hub, "spark01")
+    huge = [
+        pack(call(f"big{n}", machine="spark01", tokens=Tokens(input=n)))
+        for n in (2**64 - 1, 2**63, MAX_TOKENS + 1)
+    ]
+    good = pack(call("fine", machine="spark01"))
+    assert node.send(node.frame(1, 4, [*huge, good])) == {"seq1": 4}
+    assert service.bad_events == 3
+    assert service.fleet(Period.TODAY).calls == 1
+    assert service.fleet(Period.TODAY).input == 1000
+    node.close()

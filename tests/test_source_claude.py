@@ -628,7 +628,7 @@ def test_bad_numbers_and_timestamps_are_reported(tmp_path: Path) -> None:
     sink = scan(tmp_path)
     assert only(sink).tokens.output == 0  # the rest of that call still counts
     assert [(p.line, p.reason.split(":")[0]) for p in sink.problems] == [
-        (1, "non-numeric usage field(s)"),
+        (1, "non-numeric or out-of-range usage field(s)"),
         (2, "usage line without a valid timestamp"),
     ]
     assert all(p.path == str(path) for p in sink.problems)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from node_agent.sources.base import ParseProblem, Sink
+from shared.events import MAX_TOKENS
 
 
 def text(value: object) -> str | None:
@@ -25,6 +26,12 @@ def count(value: object) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
+
+
+def token_count(value: object) -> int | None:
+    """A token count within 0..MAX_TOKENS, else None (negative, huge, not a number)."""
+    number = count(value)
+    return number if number is not None and 0 <= number <= MAX_TOKENS else None
 
 
 def number(value: object) -> float | None:

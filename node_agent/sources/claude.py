@@ -41,10 +41,10 @@ from typing import Any, ClassVar, Final
 
 from node_agent.sources._claude_limits import is_limit_text, machine_zone, parse_limit_text
 from node_agent.sources._values import iso_time as _timestamp
-from node_agent.sources._values import json_object
+from node_agent.sources._values import json_object, token_count
 from node_agent.sources._values import text as _str
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
-from shared.events import Agent, LimitEvent, LimitKind, Role, Tokens, UsageEvent
+from shared.events import MAX_TOKENS, Agent, LimitEvent, LimitKind, Role, Tokens, UsageEvent
 
 # Above any snapshot revision (2 × tokens of one call stays far below 2**48).
 RETRACTED: Final = 1 << 48
@@ -281,7 +281,11 @@ class ClaudeSource(Source):
         info = self._file(path)
         tokens, unsplit, bad, mismatch = _tokens(usage)
         if bad:
-            sink.problem(ParseProblem(str(path), lineno, f"non-numeric usage field(s): {bad}"))
+            sink.problem(
+                ParseProblem(
+                    str(path), lineno, f"non-numeric or out-of-range usage field(s): {bad}"
+                )
+            )
         if mismatch and not info.split_mismatch_reported:
             info.split_mismatch_reported = True
             sink.problem(
@@ -479,10 +483,9 @@ def _count(usage: dict[str, Any], name: str, bad: list[str]) -> int:
     value = usage.get(name)
     if value is None:
         return 0
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
+    number = token_count(value)
+    if number is not None:
+        return number
     bad.append(name)
     return 0
 
@@ -508,10 +511,11 @@ def _tokens(usage: dict[str, Any]) -> tuple[Tokens, bool, list[str], str | None]
         and type(web) is int
         and (server is None or type(server) is dict)
         and min(inp, out, read, total, web) >= 0
+        and max(inp, out, read, total, web) <= MAX_TOKENS
     ):
         w5 = split.get("ephemeral_5m_input_tokens")
         w1 = split.get("ephemeral_1h_input_tokens")
-        if type(w5) is int and type(w1) is int and w5 >= 0 and w1 >= 0:
+        if type(w5) is int and type(w1) is int and 0 <= w5 <= MAX_TOKENS and 0 <= w1 <= MAX_TOKENS:
             mismatch = None if w5 + w1 == total else _mismatch(w5, w1, total)
             return Tokens(inp, out, read, w5, w1, 0, web), False, [], mismatch
     tokens, unsplit, bad = _checked_tokens(usage)

@@ -80,11 +80,11 @@ import orjson
 
 from node_agent.sources._codex_limits import LimitTracker, parse_rate_limits, usage_limit_message
 from node_agent.sources._values import count as _int
-from node_agent.sources._values import iso_time
+from node_agent.sources._values import iso_time, token_count
 from node_agent.sources._values import number as _num
 from node_agent.sources._values import text as _text
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
-from shared.events import Agent, Role, Tokens, UsageEvent
+from shared.events import MAX_TOKENS, Agent, Role, Tokens, UsageEvent
 
 REV_TOKEN_COUNT: Final = 0
 REV_RETRACTED: Final = 1  # a token_count found to be the same response as a record
@@ -202,10 +202,11 @@ class _Usage(NamedTuple):
             and type(total) is int
             and type(write) is int
             and min(inp, cached, out, reasoning, total, write) >= 0
+            and max(inp, cached, out, reasoning, total, write) <= MAX_TOKENS
         ):
             return cls(inp, cached, write, out, reasoning, total)
         nums = [
-            _int(raw.get(k))
+            token_count(raw.get(k))
             for k in (
                 "input_tokens",
                 "cached_input_tokens",

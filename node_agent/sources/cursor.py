@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
-from shared.events import Agent, Tokens, UsageEvent
+from shared.events import MAX_TOKENS, Agent, Tokens, UsageEvent
 
 DATE = "Date"
 MODEL = "Model"
@@ -105,6 +105,8 @@ def _count(text: str, column: str) -> int:
         value = int(number)
     if value < 0:
         raise ValueError(f"{column} is negative: {text!r}")
+    if value > MAX_TOKENS:
+        raise ValueError(f"{column} is out of range: {text!r}")
     return value
 
 

@@ -24,9 +24,8 @@ from typing import Any
 
 import orjson
 
-from node_agent.sources._values import count as _int
 from node_agent.sources._values import iso_time as _parse_ts
-from node_agent.sources._values import json_object
+from node_agent.sources._values import json_object, token_count
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
 
@@ -72,8 +71,8 @@ def gemini_tokens(raw: Any) -> Tokens | None:
         value = raw.get(key)
         if value is None:
             continue
-        number = _int(value)
-        if number is None or number < 0:
+        number = token_count(value)
+        if number is None:
             raise ValueError(f"tokens.{key} is not a count: {value!r}")
         counts[key] = number
     prompt = counts.get("input", 0)

@@ -36,6 +36,7 @@ import orjson
 
 from node_agent.sources._values import count as _int
 from node_agent.sources._values import text as _str
+from node_agent.sources._values import token_count
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent, Role, Tokens, UsageEvent
 
@@ -98,8 +99,8 @@ def opencode_tokens(raw: Any) -> Tokens | None:
         if value is None:
             values[name] = 0
             continue
-        number = _int(value)
-        if number is None or number < 0:
+        number = token_count(value)
+        if number is None:
             raise ValueError(f"tokens.{name} is not a count: {value!r}")
         values[name] = number
     return Tokens(

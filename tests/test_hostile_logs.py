@@ -1,0 +1,107 @@
+"""Log lines no agent writes but a damaged disk or a hostile user can: a token count beyond 64
+bits stopped `node-agent run` at every restart (msgpack cannot pack it) and broke `scan --json`.
+Real processes: the installed scan, a real node against a real hub on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from hub.config import load_hub_config
+from hub.ledger import Period
+from hub.serve import Hub
+from shared.events import MAX_TOKENS, Agent
+from tests.fleet_harness import (
+    HubSetup,
+    ProfileSpec,
+    make_hub,
+    processes,
+    start_node,
+    wait_for,
+    write_node,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def claude_line(n: int, input_tokens: object) -> str:
+    return json.dumps(
+        {
+            "type": "assistant",
+            "sessionId": "s-hostile",
+            "cwd": "/work",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "requestId": f"req_{n}",
+            "uuid": f"u{n}",
+            "message": {
+                "id": f"msg_{n}",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5-20250929",
+                "usage": {"input_tokens": input_tokens, "output_tokens": 5},
+            },
+        }
+    )
+
+
+def hostile_home(root: Path) -> Path:
+    """A Claude home whose one session holds counts out of range, then a good call."""
+    session = root / "projects" / "p" / "s-hostile.jsonl"
+    session.parent.mkdir(parents=True)
+    lines = [claude_line(1, 2**70), claude_line(2, 2**64 - 1), claude_line(3, MAX_TOKENS + 1)]
+    session.write_text("\n".join([*lines, claude_line(4, 100)]) + "\n")
+    return root
+
+
+def test_scan_reports_a_count_beyond_any_call_as_a_problem(tmp_path: Path) -> None:
+    home = hostile_home(tmp_path / "claude")
+    proc = subprocess.run(
+        [str(BIN / "node-agent"), "scan", "--json", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = orjson.loads(proc.stdout)
+    assert report["total"]["calls"] == 4 and report["total"]["tokens"]["input"] == 100
+    bad = [p["line"] for p in report["problems"] if "out-of-range" in p["reason"]]
+    assert bad == [1, 2, 3]
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[tuple[Hub, HubSetup]]:
+    setup = make_hub(tmp_path)
+    running = Hub(load_hub_config(setup.config))
+    running.start()
+    try:
+        yield running, setup
+    finally:
+        running.stop()
+
+
+def test_a_node_reads_on_past_a_count_beyond_64_bits(
+    hub: tuple[Hub, HubSetup], tmp_path: Path
+) -> None:
+    running, setup = hub
+    service = running.service
+    assert service is not None
+    home = hostile_home(tmp_path / "claude")
+    config = write_node(tmp_path, "spark01", setup, [ProfileSpec("api", Agent.CLAUDE_CODE, home)])
+    with processes() as started:
+        node = start_node(config, tmp_path)
+        started.append(node)
+        wait_for(
+            lambda: service.fleet(Period.TODAY).calls >= 1 or node.poll() is not None,
+            30,
+            "the good call at the hub",
+        )
+        assert node.poll() is None, (config.parent / "node.log").read_text()
+    total = service.fleet(Period.TODAY)
+    assert total.calls == 4 and total.input == 100
