@@ -26,6 +26,7 @@ positions included; the reader stops until acks make room and then reads the sam
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import threading
@@ -38,7 +39,9 @@ from types import TracebackType
 from typing import Final, TypedDict
 
 from shared.codec import pack
-from shared.events import Event, LimitEvent, UsageEvent
+from shared.events import MAX_REVISION, Event, LimitEvent, UsageEvent
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_MAX_EVENTS: Final = 500_000
@@ -162,6 +165,22 @@ def _set_wal(db: sqlite3.Connection, attempts: int = 200) -> str:
 
 def _revision(event: Event) -> int:
     return event.revision if isinstance(event, UsageEvent) else 0
+
+
+def _rows(events: Sequence[Event]) -> list[tuple[str, int, float, str, bytes]]:
+    """The outbox rows of `events`. An event the wire cannot carry (a revision past what any
+    source produces, a value msgpack cannot pack) is logged and left out: kept, it would stop
+    the reader at every restart on the same log line, and the hub would refuse it anyway."""
+    rows = []
+    for event in events:
+        revision = _revision(event)
+        try:
+            if not 0 <= revision <= MAX_REVISION:
+                raise ValueError(f"revision {revision} is out of range (0..{MAX_REVISION})")
+            rows.append((event.event_id, revision, event.ts, _kind(event), pack(event)))
+        except (ValueError, OverflowError, TypeError) as exc:  # UnicodeError is a ValueError
+            log.warning("event %r left out: it cannot be sent: %s", event.event_id, exc)
+    return rows
 
 
 def _kind(event: Event) -> str:
@@ -316,7 +335,7 @@ class Outbox:
         Raises OutboxFull, storing nothing, when the commit would add rows past `max_events`.
         An empty outbox accepts any commit, so one oversized commit cannot wedge the reader.
         """
-        rows = [(e.event_id, _revision(e), e.ts, _kind(e), pack(e)) for e in events]
+        rows = _rows(events)
         stored = replaced = dropped = 0
         if not rows and not positions:
             return CommitResult(0, 0, 0)  # no transaction, no fsync

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,18 @@ def test_positions_are_saved_with_events_and_survive_reopen(tmp_path: Path) -> N
         assert ob.stream_id == stream
     with Outbox(tmp_path / "other.db") as other:
         assert other.stream_id != stream
+
+
+def test_an_event_the_wire_cannot_carry_is_left_out_and_the_rest_committed(
+    tmp_path: Path,
+) -> None:
+    """A revision past SQLite's 64 bits (an OpenCode row's damaged time) or a string msgpack
+    cannot encode stopped the reader at every restart; now only that event is left out."""
+    unpackable = replace(usage("bad-text"), session_id="s\ud800")  # a lone surrogate
+    with Outbox(tmp_path / "ob.db") as ob:
+        result = ob.commit([usage("big", revision=2**63), unpackable, usage("ok")], {"f1": b"pos"})
+        assert result.stored == 1 and ob.positions() == {"f1": b"pos"}
+        assert ids(ob.next_batch()) == [("ok", 0)]
 
 
 def test_seq_never_reused_after_prune_and_reopen(tmp_path: Path) -> None:

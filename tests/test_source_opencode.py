@@ -14,7 +14,7 @@ import pytest
 
 from node_agent.sources.base import FileKind, SourceFile
 from node_agent.sources.opencode import OpenCodeSource, opencode_tokens
-from shared.events import Agent, Role, Tokens
+from shared.events import MAX_REVISION, Agent, Role, Tokens
 from tests.recording import Recorder
 
 SCHEMA = """
@@ -315,6 +315,17 @@ def test_bad_rows_are_reported_and_the_rest_read(tmp_path: Path) -> None:
     assert len(reasons) == 2
     assert reasons[0].startswith("opencode:badtok: tokens.input")
     assert reasons[1].startswith("part broken: invalid JSON")
+
+
+def test_a_damaged_update_time_keeps_the_revision_in_range(tmp_path: Path) -> None:
+    """time_updated near 2^63 made a revision SQLite cannot store: the node's outbox failed on
+    it at every restart. The row counts, at the base revision."""
+    db = DB(tmp_path / "opencode.db")
+    db.session("ses_main")
+    db.message("msg_a", "ses_main", MESSAGE, updated=2**63 - 1)
+    sink = read(db.path)
+    [event] = sink.collector.events.counted_usage()
+    assert 0 < event.revision <= MAX_REVISION
 
 
 def test_re_reads_send_only_changed_rows(tmp_path: Path) -> None:

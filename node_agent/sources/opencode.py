@@ -277,7 +277,7 @@ class OpenCodeSource(Source):
                 usage=part,
                 message=message,
                 ts_ms=ts_ms,
-                revision=_DB_REVISION_BASE + (_int(updated) or 0),
+                revision=_db_revision(updated),
                 origin=f"{path}#{part_id}",
             )
             calls.append((call, sessions.get(str(session_id), _Session())))
@@ -299,7 +299,7 @@ class OpenCodeSource(Source):
                 info,
                 str(message_id),
                 str(session_id),
-                _DB_REVISION_BASE + (_int(updated) or 0),
+                _db_revision(updated),
                 f"{path}#{message_id}",
                 _int(step_starts) or 0,
                 str(path),
@@ -525,6 +525,14 @@ def _load_json_file(path: Path, sink: Sink) -> tuple[dict[str, Any], int] | None
         sink.problem(ParseProblem(str(path), 0, "not a JSON object"))
         return None
     return value, mtime_ms
+
+
+def _db_revision(updated: object) -> int:
+    """A database row's revision: the base plus its update time in ms. A time beyond 2^44 ms
+    (the year 2527) is damage: it would lift the revision past what the outbox and the hub
+    accept, so the row counts at the base revision instead."""
+    ms = _int(updated)
+    return _DB_REVISION_BASE + (ms if ms is not None and 0 <= ms < _DB_REVISION_BASE else 0)
 
 
 def _newer(current: int | None, value: Any) -> int | None:
