@@ -124,6 +124,10 @@ class Receiver:
         except ValueError as exc:  # a batch that is signed but not well formed
             self.rejects.reject("malformed", origin, str(exc))
             body = {"err": str(exc)}
+        except Exception as exc:  # noqa: BLE001 (one batch must never stop the receiver)
+            # Unanswered, so the node sends it again; every other node is still served.
+            self.rejects.reject("failed", origin, f"{frame.node}: {type(exc).__name__}: {exc}")
+            return None
         key = self.key_for(frame.node)
         assert key is not None  # open_frame verified with it
         return seal(key, frame.node, "ack", body)

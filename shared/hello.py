@@ -7,8 +7,9 @@ the batch body. Decoding is strict about types and lenient about unknown keys, l
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from shared.codec import DecodeError
 from shared.config import Billing
@@ -121,6 +122,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Counts, pids, bytes and times of a real node fit well within 2^53; a larger one (2^63 made
+# the hub's store raise OverflowError) or a NaN is a broken or hostile hello.
+_MAX_INT: Final = 1 << 53
+
+
 def _build(cls: type[T], data: object, where: str) -> T:
     if not isinstance(data, dict):
         raise DecodeError(f"{where} is not a map")
@@ -143,5 +149,9 @@ def _build(cls: type[T], data: object, where: str) -> T:
                 not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool))
             ):
                 raise DecodeError(f"{where}.{f.name} must be {kind}, got {type(value).__name__}")
+            if kind == "int" and not 0 <= value <= _MAX_INT:
+                raise DecodeError(f"{where}.{f.name} must be 0..{_MAX_INT}, not {value}")
+            if kind == "float" and not math.isfinite(value):
+                raise DecodeError(f"{where}.{f.name} must be a finite number, not {value}")
         kwargs[f.name] = value
     return cls(**kwargs)

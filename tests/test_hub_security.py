@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pynng
 import pytest
@@ -325,3 +326,52 @@ def test_a_token_count_beyond_any_call_is_dropped_and_reports_still_work(hub: Hu
     assert service.fleet(Period.TODAY).calls == 1
     assert service.fleet(Period.TODAY).input == 1000
     node.close()
+
+
+def hello_with(**fields: object) -> dict[str, object]:
+    hello: dict[str, object] = {
+        "node": "spark01",
+        "version": "1",
+        "boot_time": time.time(),
+        "os": "linux",
+        "cpu_count": 2,
+    }
+    hello.update(fields)
+    return hello
+
+
+def test_a_hello_with_numbers_no_node_has_is_dropped_and_the_hub_serves_on(hub: Hub) -> None:
+    """cpu_count 2^63 raised OverflowError in the store, which ended the receiver thread: the
+    hub still ran but took no batch from any node again."""
+    service = service_of(hub)
+    node, other = Peer(hub, "spark01"), Peer(hub, "spark02")
+    for n, hello in enumerate(
+        [hello_with(cpu_count=2**63), hello_with(boot_time=float("nan"))], start=1
+    ):
+        body = batch_body("s1", n, n, [pack(call(f"e{n}", machine="spark01"))], hello=hello)
+        assert node.send(seal(node.key, "spark01", "batch", body)) == {"seq1": n}
+    assert other.send(other.frame(1, 1, [pack(call("o", machine="spark02"))])) == {"seq1": 1}
+    assert service.fleet(Period.TODAY).calls == 3
+    node.close()
+    other.close()
+
+
+def test_a_batch_that_fails_unexpectedly_is_unanswered_and_the_hub_serves_on(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert hub.receiver is not None
+    handle = hub.receiver.handle
+
+    def failing_for_spark01(frame: Any) -> dict[str, Any]:
+        if frame.node == "spark01":
+            raise RuntimeError("a bug")
+        return handle(frame)
+
+    hub.receiver.handle = failing_for_spark01
+    node, other = Peer(hub, "spark01", wait_ms=500), Peer(hub, "spark02")
+    assert node.send(node.frame(1, 1, [pack(call("e", machine="spark01"))])) is None
+    assert other.send(other.frame(1, 1, [pack(call("o", machine="spark02"))])) == {"seq1": 1}
+    [line] = warnings_with(caplog, "RuntimeError: a bug")
+    assert "spark01" in line
+    node.close()
+    other.close()
