@@ -434,10 +434,21 @@ class Store:
         return [AuditRecord(*row) for row in rows]
 
 
+# Times past this (the year 3000) are damage: the feed and the ledger cannot turn them into
+# dates (OverflowError past the year 9999), and one stopped a whole batch's accounting.
+_LAST_TIME: Final = 32_503_680_000.0
+
+
 def _unstorable(event: Event) -> str | None:
     """Why `event` cannot be stored, or None."""
     if not math.isfinite(event.ts):
         return f"time {event.ts!r} is not a finite number"
+    until = event.resets_at if isinstance(event, LimitEvent) else None
+    if isinstance(event, ProfileEvent):
+        until = event.until
+    for when in (event.ts, until):
+        if when is not None and not 0 <= when <= _LAST_TIME:
+            return f"time {when!r} is out of range (the epoch to the year 3000)"
     if isinstance(event, UsageEvent) and not 0 <= event.revision <= MAX_REVISION:
         return f"revision {event.revision!r} is out of range (0..{MAX_REVISION})"
     return None

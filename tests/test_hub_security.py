@@ -25,7 +25,7 @@ from hub.serve import Hub
 from hub.service import FleetService
 from node_agent.link import EventSender, LinkConfig
 from shared.codec import pack
-from shared.events import MAX_TOKENS, Agent, Tokens, UsageEvent
+from shared.events import MAX_TOKENS, Agent, LimitEvent, LimitKind, Tokens, UsageEvent
 from shared.wire import TO_NODE, batch_body, open_frame, seal
 from tests.fleet_harness import child_env, make_hub, wait_for
 
@@ -375,3 +375,19 @@ def test_a_batch_that_fails_unexpectedly_is_unanswered_and_the_hub_serves_on(
     assert "spark01" in line
     node.close()
     other.close()
+
+
+def test_a_time_past_any_date_is_refused_and_the_batch_counted(hub: Hub) -> None:
+    """A rate-limit reset at 1e300 s made the feed's date raise OverflowError after the store's
+    commit, so the batch went unanswered and its calls stayed out of the live totals."""
+    service = service_of(hub)
+    node = Peer(hub, "spark01")
+    now = time.time()
+    limits = [
+        LimitEvent(f"l{n}", now, Agent.CLAUDE_CODE, LimitKind.RATE_LIMIT_HIT, resets_at=at)
+        for n, at in enumerate((1e300, float("nan"), -1.0))
+    ]
+    events = [*map(pack, limits), pack(call("fine", machine="spark01"))]
+    assert node.send(node.frame(1, 4, events)) == {"seq1": 4}
+    assert service.fleet(Period.TODAY).calls == 1
+    node.close()
