@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
+from typing import Final
 
 from node_agent import readahead
 from node_agent.scan import Target, nothing_to_read, read_file, resolve_targets
@@ -111,6 +112,9 @@ def _size(path: Path) -> int:
         return 0
 
 
+MAX_JOBS_PER_CPU: Final = 4
+
+
 def build_report(
     paths: Sequence[Path], config: NodeConfig, query: Query, jobs: int | None = None
 ) -> Report:
@@ -126,7 +130,10 @@ def build_report(
         jobs = min(os.cpu_count() or 1, len(units)) if big else 1
     PriceBook.default()  # load once, before workers fork, so they share it
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
-    with _runner(jobs if len(units) > 1 else 1) as run:
+    # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
+    # minutes on a 2-core machine).
+    jobs = min(jobs, len(units), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
+    with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
         readahead.start((f.path, _size(f.path)) for unit in units for _, f in unit.files)
         done = run([(unit, targets, config.node, query) for unit in units])

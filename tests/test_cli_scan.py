@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -12,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from node_agent import report
 from node_agent.simulate.fleet import generate_fleet
 from node_agent.simulate.truth import Truth
+from shared.config import NodeConfig
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +129,24 @@ def test_an_in_process_scan_puts_the_collector_back_as_it_was(
     assert main(["scan", "--json", "--jobs", "1", str(machine[0])]) == 0
     assert json.loads(capsys.readouterr().out)["total"]["calls"] > 0
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def test_jobs_beyond_the_units_start_no_more_workers(
+    monkeypatch: pytest.MonkeyPatch, machine: tuple[Path, Truth]
+) -> None:
+    """--jobs 10000 forked ten thousand workers (minutes on two cores) for a few files."""
+    asked: list[int] = []
+    real = multiprocessing.get_context("fork")
+
+    class Recording:
+        def Pool(self, processes: int) -> Any:  # noqa: N802 (multiprocessing's name)
+            asked.append(processes)
+            return real.Pool(min(processes, 2))
+
+    monkeypatch.setattr(report, "worker_context", Recording)
+    path, truth = machine
+    built = report.build_report([path], NodeConfig(), report.Query(("day",), UTC), jobs=10_000)
+    assert built.rollup.total.calls == truth.total().calls
+    targets, _ = report.resolve_targets([path], NodeConfig(), report.all_sources())
+    units, _ = report.plan_units(targets)
+    assert asked == [min(len(units), 4 * (os.cpu_count() or 1))]
