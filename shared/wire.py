@@ -415,7 +415,9 @@ def parse_batch_body(body: Any) -> dict[str, Any]:
     stream, seq0, seq1 = body.get("stream"), body.get("seq0"), body.get("seq1")
     if not isinstance(stream, str) or not stream:
         raise FrameError("malformed", "batch stream is not a non-empty string")
-    if type(seq0) is not int or type(seq1) is not int or not 0 <= seq0 <= seq1 + 1:
+    # Below 2^63: the hub's store keeps sequence numbers as SQLite integers (2^64-1 raised
+    # OverflowError there, which ended the receiver thread).
+    if type(seq0) is not int or type(seq1) is not int or not 0 <= seq0 <= seq1 + 1 <= 2**63:
         raise FrameError("malformed", f"batch sequence range {seq0!r}..{seq1!r} is not valid")
     events = body.get("events")
     if not isinstance(events, list) or not all(isinstance(e, bytes) for e in events):

@@ -391,3 +391,13 @@ def test_a_time_past_any_date_is_refused_and_the_batch_counted(hub: Hub) -> None
     assert node.send(node.frame(1, 4, events)) == {"seq1": 4}
     assert service.fleet(Period.TODAY).calls == 1
     node.close()
+
+
+def test_a_sequence_past_64_signed_bits_is_malformed_and_the_hub_serves_on(hub: Hub) -> None:
+    node = Peer(hub, "spark01")
+    for seq in (2**63, 2**64 - 1):  # batch_body() refuses them: sealed by hand
+        body = {"stream": "s1", "seq0": seq, "seq1": seq, "events": [pack(call("e"))]}
+        reply = node.send(seal(node.key, "spark01", "batch", body))
+        assert reply is not None and "is not valid" in str(reply.get("err"))
+    assert node.send(node.frame(1, 1, [pack(call("e", machine="spark01"))])) == {"seq1": 1}
+    node.close()
