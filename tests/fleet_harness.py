@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from hub.config import init_hub, load_hub_config
+from hub.serve import Hub
 from node_agent.sources.registry import all_sources
 from shared.config import Billing
 from shared.events import Agent
@@ -83,6 +84,18 @@ def make_hub(tmp: Path, *, events: str | None = None, commands: str | None = Non
     config = load_hub_config(config_path)
     secret = bytes.fromhex(config.secret_file.read_text().strip())
     return HubSetup(config_path, events, commands, config.data_dir, secret)
+
+
+@contextmanager
+def running_hub(tmp: Path) -> Iterator[tuple[Hub, HubSetup]]:
+    """An in-process hub (the same core as `fleet-hub serve`) on loopback, and its setup."""
+    setup = make_hub(tmp)
+    running = Hub(load_hub_config(setup.config))
+    running.start()
+    try:
+        yield running, setup
+    finally:
+        running.stop()
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hub.config import load_hub_config
 from hub.ledger import Period
 from hub.serve import Hub
 from shared.events import MAX_TOKENS, Agent
 from tests.fleet_harness import (
     HubSetup,
     ProfileSpec,
-    make_hub,
     processes,
+    running_hub,
     start_node,
     wait_for,
     write_node,
@@ -77,13 +76,8 @@ def test_scan_reports_a_count_beyond_any_call_as_a_problem(tmp_path: Path) -> No
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[Hub, HubSetup]]:
-    setup = make_hub(tmp_path)
-    running = Hub(load_hub_config(setup.config))
-    running.start()
-    try:
-        yield running, setup
-    finally:
-        running.stop()
+    with running_hub(tmp_path) as running:
+        yield running
 
 
 def test_a_node_reads_on_past_a_count_beyond_64_bits(

@@ -17,7 +17,6 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Label, RichLog
 
-from hub.config import load_hub_config
 from hub.serve import Hub
 from hub.service import ANSWER_WITHIN, FleetService
 from hub.tui.app import FleetApp
@@ -29,8 +28,8 @@ from tests.fleet_harness import (
     HubSetup,
     ProfileSpec,
     child_env,
-    make_hub,
     processes,
+    running_hub,
     start_node,
     wait_for,
     write_node,
@@ -44,13 +43,8 @@ OUTCOME_WITHIN_S = 1.0  # the issue: the row shows the outcome within a second
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[Hub, HubSetup]]:
-    setup = make_hub(tmp_path)
-    running = Hub(load_hub_config(setup.config))
-    running.start()
-    try:
-        yield running, setup
-    finally:
-        running.stop()
+    with running_hub(tmp_path) as running:
+        yield running
 
 
 async def select(pilot: Pilot[Any], table: LiveTable, key: str) -> None:
