@@ -24,17 +24,9 @@ from hub.ledger import Period
 from hub.serve import Hub
 from hub.service import FleetService
 from node_agent.link import EventSender, LinkConfig
+from shared import events as ev
 from shared.codec import pack
-from shared.events import (
-    MAX_TOKENS,
-    Agent,
-    LimitEvent,
-    LimitKind,
-    ProfileEvent,
-    ProfileState,
-    Tokens,
-    UsageEvent,
-)
+from shared.events import MAX_TOKENS, Agent, Tokens, UsageEvent
 from shared.wire import TO_NODE, batch_body, open_frame, seal
 from tests.fleet_harness import child_env, make_hub, wait_for
 
@@ -393,13 +385,13 @@ def test_a_time_past_any_date_is_refused_and_the_batch_counted(hub: Hub) -> None
     node = Peer(hub, "spark01")
     now = time.time()
     limits = [
-        LimitEvent(f"l{n}", now, Agent.CLAUDE_CODE, LimitKind.RATE_LIMIT_HIT, resets_at=at)
+        ev.LimitEvent(f"l{n}", now, Agent.CLAUDE_CODE, ev.LimitKind.RATE_LIMIT_HIT, resets_at=at)
         for n, at in enumerate((1e300, float("nan"), -1.0))
     ]
     # a status file's "until" in the year 9999 at UTC-14: "year 10000 is out of range" refused
     # the whole batch, and the node sent it again for ever, its later calls stuck behind it
-    switched = ProfileEvent(
-        "p", now, "spark01", "max-a", Agent.CLAUDE_CODE, ProfileState.RATE_LIMITED, until=2.53e11
+    switched = ev.ProfileEvent(
+        "p", now, "spark01", "max-a", Agent.CLAUDE_CODE, ev.ProfileState.RATE_LIMITED, until=2.53e11
     )
     events = [*map(pack, [*limits, switched]), pack(call("fine", machine="spark01"))]
     assert node.send(node.frame(1, 5, events)) == {"seq1": 5}
