@@ -39,7 +39,8 @@ class SessionFigures:
     account: str | None = None
     project: str | None = None
     git_branch: str | None = None
-    model: str = ""  # of the latest call
+    model: str = ""  # of the main thread's latest call (a subagent's until one is seen)
+    model_rank: tuple[bool, float] = (False, 0.0)  # (from the main thread, time) of `model`
     first_ts: float = 0.0
     last_ts: float = 0.0
     main: Totals = field(default_factory=Totals)
@@ -155,7 +156,9 @@ class SessionBook:
             row.git_branch = event.git_branch or row.git_branch
         if event.ts >= row.last_ts:
             row.last_ts = event.ts
-            row.model = event.model
+        rank = (event.role is Role.MAIN, event.ts)
+        if rank >= row.model_rank:  # a subagent's own model (often Haiku) is not the session's
+            row.model, row.model_rank = event.model, rank
         if row.first_ts == 0.0 or event.ts < row.first_ts:
             row.first_ts = event.ts
         return key

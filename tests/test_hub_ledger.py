@@ -389,6 +389,21 @@ def test_a_session_row_splits_main_from_subagent_spend(ledger: Ledger) -> None:
     )
 
 
+def test_a_session_row_names_the_main_threads_model_not_a_later_subagents(
+    ledger: Ledger,
+) -> None:
+    """The demo's Opus sessions showed Haiku every third call (their subagent's model)."""
+    haiku = "claude-haiku-4-5"
+    ledger.apply(None, usage("sub0", ts=NOW - 90, model=haiku, role=Role.SUBAGENT))
+    row = ledger.sessions.get("s1")
+    assert row is not None and row.model == haiku  # until the main thread is seen
+    ledger.apply(None, usage("m1", ts=NOW - 60, model="claude-opus-4-6"))
+    ledger.apply(None, usage("sub1", ts=NOW - 30, model=haiku, role=Role.SUBAGENT))
+    assert row.model == "claude-opus-4-6"
+    ledger.apply(None, usage("m2", ts=NOW - 10, model=SONNET))
+    assert row.model == SONNET
+
+
 def test_a_superseded_call_leaves_the_session_row_as_if_only_the_new_one_came(
     ledger: Ledger,
 ) -> None:
