@@ -5,6 +5,7 @@ Real processes: the installed scan, a real node against a real hub on loopback."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -99,3 +100,32 @@ def test_a_node_reads_on_past_a_count_beyond_64_bits(
         assert node.poll() is None, (config.parent / "node.log").read_text()
     total = service.fleet(Period.TODAY)
     assert total.calls == 4 and total.input == 100
+
+
+def test_scan_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO named like a transcript blocked the scan (and a node's reader) for good; a link to
+    /dev/zero filled memory (9.5 GB in 20 s) until it was killed. Claude Code and OpenCode's
+    JSON store (the other sources already read regular files only)."""
+    home = tmp_path / "claude"
+    session = home / "projects" / "p" / "s1.jsonl"
+    session.parent.mkdir(parents=True)
+    session.write_text(claude_line(1, 100) + "\n")
+    messages = tmp_path / "opencode" / "storage" / "message" / "ses_1"
+    messages.mkdir(parents=True)
+    for folder, name in ((session.parent, "bad.jsonl"), (messages, "msg_bad.json")):
+        os.mkfifo(folder / f"fifo-{name}")
+        (folder / f"zero-{name}").symlink_to("/dev/zero")
+    proc = subprocess.run(
+        [str(BIN / "node-agent"), "scan", "--json", str(home), str(tmp_path / "opencode")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = orjson.loads(proc.stdout)
+    assert report["total"]["calls"] == 1
+    assert sorted(Path(p["path"]).name for p in report["problems"]) == [
+        "fifo-msg_bad.json",
+        "zero-msg_bad.json",
+    ]

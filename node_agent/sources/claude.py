@@ -116,6 +116,9 @@ def _classify(root: Path, folder: Path, name: str) -> SourceFile | None:
     for a file that holds no usage."""
     if not name.endswith(".jsonl") or not folder.is_relative_to(root):
         return None
+    if not (folder / name).is_file():
+        # A FIFO blocked the reader for good; a link to /dev/zero filled memory until killed.
+        return None
     rel_dir = folder.relative_to(root).parts
     if "workflows" in rel_dir:
         if name == "journal.jsonl":  # workflow bookkeeping, no usage

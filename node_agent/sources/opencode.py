@@ -510,6 +510,9 @@ def _row_json(data: Any, path: Path, where: str, sink: Sink) -> dict[str, Any] |
 
 
 def _load_json_file(path: Path, sink: Sink) -> tuple[dict[str, Any], int] | None:
+    if not path.is_file():  # a FIFO would block the reader, a device fill memory
+        sink.problem(ParseProblem(str(path), 0, "not a regular file"))
+        return None
     try:
         mtime_ms = path.stat().st_mtime_ns // 1_000_000  # before reading: never too new
         raw = path.read_bytes()
