@@ -229,6 +229,9 @@ def read_toml(path: Path, *, if_empty: str) -> dict[str, Any]:
 
 def read_config_text(path: Path) -> str:
     """A config file's text; ConfigError says why it cannot be read."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A FIFO would block the command for good, /dev/zero fill its memory.
+        raise ConfigError(f"{path}: not a regular file (a pipe or a device?), not a config file")
     try:
         return path.read_bytes().decode("utf-8")
     except FileNotFoundError:

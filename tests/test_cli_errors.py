@@ -31,6 +31,8 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (root / "latin.toml").write_bytes(b'node = "caf\xe9"\n')  # Latin-1, not UTF-8
     (root / "empty.toml").write_text("")
     (root / "dir.toml").mkdir()
+    os.mkfifo(root / "fifo.toml")  # reading it blocked the command for good
+    (root / "zero.toml").symlink_to("/dev/zero")  # reading it filled memory
     (root / "bad.toml").write_text("node = \n")
     (root / "wrongtype.toml").write_text("node = 3\n")
     (root / "agent-home").mkdir()
@@ -119,6 +121,8 @@ CASES = [
     ("node-agent scan --config dir.toml .", 2, "dir.toml: is a directory"),
     ("node-agent run --config dir.toml", 2, "dir.toml: is a directory"),
     ("node-agent scan --config bad.toml .", 2, "bad.toml: not valid TOML"),
+    ("node-agent run --config fifo.toml", 2, "fifo.toml: not a regular file"),
+    ("fleet-hub report --config zero.toml", 2, "zero.toml: not a regular file"),
     ("node-agent run --config wrongtype.toml", 2, "'node' must be a non-empty string"),
     ("node-agent run --config missing.toml", 2, "missing.toml: no such file"),
     # node-agent scan: arguments
