@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -265,6 +266,9 @@ class StatusFileWatcher:
             self._fail(f"{self.path}: cannot read: {exc.strerror or exc}")
             return None
         if self._signature == _signature(info):
+            return None
+        if not stat.S_ISREG(info.st_mode):  # opening a FIFO would block the node's reader
+            self._fail(f"{self.path}: not a regular file (a scheduler writes a file, then renames)")
             return None
         try:
             with open(self.path, "rb") as fh:

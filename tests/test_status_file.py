@@ -195,3 +195,13 @@ def test_missing_file_is_not_an_error(tmp_path: Path) -> None:
     assert w.poll() is None and w.error is None and w.state is None
     publish(tmp_path / "profiles.json", heartbeat())
     assert w.poll()
+
+
+def test_a_pipe_in_place_of_the_file_is_named_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO blocks until someone writes: the node's reader stopped for good."""
+    path = tmp_path / "profiles.json"
+    os.mkfifo(path)
+    w = watcher(path)
+    assert w.poll() is None and w.error == f"{path}: not a regular file" + (
+        " (a scheduler writes a file, then renames)"
+    )
