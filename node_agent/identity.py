@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -143,6 +144,9 @@ class IdentityWatcher:
         path, info = found
         signature = (str(path), info.st_mtime_ns, info.st_size, info.st_ino)
         if self._read and signature == self._signature:
+            return None
+        if not stat.S_ISREG(info.st_mode):  # opening a FIFO would block the node's reader
+            self._fail(f"{path}: not a regular file")
             return None
         try:
             with open(path, "rb") as fh:

@@ -109,6 +109,14 @@ def test_codex_reads_the_account_id_and_never_the_tokens(
     assert_no_secret(switch, watcher, caplog.text)
 
 
+def test_a_pipe_in_place_of_the_login_file_is_named_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO blocks until someone writes: the node's reader stopped for good."""
+    os.mkfifo(tmp_path / "auth.json")
+    watcher = IdentityWatcher(tmp_path, Agent.CODEX)
+    assert watcher.poll() is None
+    assert watcher.error == f"{tmp_path / 'auth.json'}: not a regular file"
+
+
 def test_codex_api_key_login_has_no_identity(tmp_path: Path) -> None:
     put(tmp_path / "auth.json", {"auth_mode": "apikey", "OPENAI_API_KEY": SECRETS[3]})
     switch = IdentityWatcher(tmp_path, Agent.CODEX).poll()
