@@ -25,6 +25,7 @@ before and after a reset.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,10 +317,14 @@ class Tailer:
     def _open(self, *, restart: bool) -> bool:
         """Open the path; resume from the saved state when it still describes this file."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            # O_NONBLOCK: a FIFO put in the file's place must not block the reader in open()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
             return False
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # nothing but a regular file is a log
+            os.close(fd)
+            return False
         self._fd = fd
         self._dev, self._ino = st.st_dev, st.st_ino
         self._seen = (st.st_size, st.st_mtime_ns)
