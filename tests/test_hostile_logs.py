@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -59,17 +60,22 @@ def hostile_home(root: Path) -> Path:
     return root
 
 
-def test_scan_reports_a_count_beyond_any_call_as_a_problem(tmp_path: Path) -> None:
-    home = hostile_home(tmp_path / "claude")
+def scan_json(*paths: Path) -> dict[str, Any]:
+    """The installed `node-agent scan --json` of `paths`; a hang fails the test in 30 s."""
     proc = subprocess.run(
-        [str(BIN / "node-agent"), "scan", "--json", str(home)],
+        [str(BIN / "node-agent"), "scan", "--json", *map(str, paths)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    report = orjson.loads(proc.stdout)
+    report: dict[str, Any] = orjson.loads(proc.stdout)
+    return report
+
+
+def test_scan_reports_a_count_beyond_any_call_as_a_problem(tmp_path: Path) -> None:
+    report = scan_json(hostile_home(tmp_path / "claude"))
     assert report["total"]["calls"] == 4 and report["total"]["tokens"]["input"] == 100
     bad = [p["line"] for p in report["problems"] if "out-of-range" in p["reason"]]
     assert bad == [1, 2, 3]
@@ -115,15 +121,7 @@ def test_scan_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
     for folder, name in ((session.parent, "bad.jsonl"), (messages, "msg_bad.json")):
         os.mkfifo(folder / f"fifo-{name}")
         (folder / f"zero-{name}").symlink_to("/dev/zero")
-    proc = subprocess.run(
-        [str(BIN / "node-agent"), "scan", "--json", str(home), str(tmp_path / "opencode")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = orjson.loads(proc.stdout)
+    report = scan_json(home, tmp_path / "opencode")
     assert report["total"]["calls"] == 1
     assert sorted(Path(p["path"]).name for p in report["problems"]) == [
         "fifo-msg_bad.json",
