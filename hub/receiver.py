@@ -125,9 +125,11 @@ class Receiver:
             self.rejects.reject("malformed", origin, str(exc))
             body = {"err": str(exc)}
         except Exception as exc:  # noqa: BLE001 (one batch must never stop the receiver)
-            # Unanswered, so the node sends it again; every other node is still served.
-            self.rejects.reject("failed", origin, f"{frame.node}: {type(exc).__name__}: {exc}")
-            return None
+            # Not acknowledged, so the node sends it again; every other node is still served.
+            # Said to the node: silence would read as a wrong key in its log.
+            why = f"{type(exc).__name__}: {exc}"
+            self.rejects.reject("failed", origin, f"{frame.node}: {why}")
+            body = {"err": f"the hub could not store this batch ({why}); send it again"}
         key = self.key_for(frame.node)
         assert key is not None  # open_frame verified with it
         return seal(key, frame.node, "ack", body)

@@ -2,7 +2,8 @@
 
 The store's commit failed with "database or disk is full", which ended the receiver thread:
 the hub process ran on but answered no node again, even once there was room. A batch that
-cannot be committed now goes unanswered (the node sends it again) and the receiver serves on.
+cannot be committed is now refused with the reason (the node logs it and sends the batch
+again; silence would read as a wrong key) and the receiver serves on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.small_disk import fill, small_tmpfs
 from tests.test_hub_security import Peer, call
 
 
-def test_a_full_disk_leaves_a_batch_unanswered_and_the_next_try_is_stored(tmp_path: Path) -> None:
+def test_a_full_disk_refuses_a_batch_with_why_and_the_next_try_is_stored(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk", "4m") as disk:
         config, _ = init_hub(
             tmp_path / "hub.toml",
@@ -39,7 +40,8 @@ def test_a_full_disk_leaves_a_batch_unanswered_and_the_next_try_is_stored(tmp_pa
             batch = [
                 pack(call(f"b{i}", machine="spark01", session_id="x" * 2000)) for i in range(300)
             ]
-            assert node.send(node.frame(2, 301, batch)) is None
+            refused = node.send(node.frame(2, 301, batch))
+            assert refused is not None and "disk is full" in str(refused["err"])
             filler.unlink()
             assert node.send(node.frame(2, 301, batch)) == {"seq1": 301}
             assert service.fleet(Period.TODAY).calls == 301

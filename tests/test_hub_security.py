@@ -357,7 +357,7 @@ def test_a_hello_with_numbers_no_node_has_is_dropped_and_the_hub_serves_on(hub: 
     other.close()
 
 
-def test_a_batch_that_fails_unexpectedly_is_unanswered_and_the_hub_serves_on(
+def test_a_batch_that_fails_unexpectedly_is_refused_with_why_and_the_hub_serves_on(
     hub: Hub, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert hub.receiver is not None
@@ -370,7 +370,10 @@ def test_a_batch_that_fails_unexpectedly_is_unanswered_and_the_hub_serves_on(
 
     hub.receiver.handle = failing_for_spark01
     node, other = Peer(hub, "spark01", wait_ms=500), Peer(hub, "spark02")
-    assert node.send(node.frame(1, 1, [pack(call("e", machine="spark01"))])) is None
+    reply = node.send(node.frame(1, 1, [pack(call("e", machine="spark01"))]))
+    assert reply == {
+        "err": "the hub could not store this batch (RuntimeError: a bug); send it again"
+    }
     assert other.send(other.frame(1, 1, [pack(call("o", machine="spark02"))])) == {"seq1": 1}
     [line] = warnings_with(caplog, "RuntimeError: a bug")
     assert "spark01" in line
