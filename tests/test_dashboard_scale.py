@@ -207,9 +207,19 @@ def _rows(n: int, seed: int = 1) -> dict[str, Row]:
 class Pair(App[None]):
     CSS = "LiveTable { height: 24; }"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: list[str] = []  # rows selected, and headers clicked ("header cost")
+
     def compose(self) -> ComposeResult:
         yield LiveTable(SPEC, id="fast")
         yield LiveTable(SPEC, id="other")
+
+    def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        self.selected.append(event.key)
+
+    def on_live_table_header_selected(self, event: LiveTable.HeaderSelected) -> None:
+        self.selected.append(f"header {event.column}")
 
 
 def _text(strip: Strip) -> str:
@@ -268,6 +278,41 @@ async def test_the_table_draws_each_row_in_its_columns() -> None:
         assert _text(table.render_line(0)).startswith(" cost ")
         await pilot.press("left")
         assert table.scroll_x == 0
+
+
+async def test_keys_and_clicks_move_the_cursor_and_select() -> None:
+    """↓ PgDn End Home move the cursor and keep it in view; enter selects; a click moves the
+    cursor, a click on the cursor's row selects it, a click on a header asks for a sort."""
+    app = Pair()
+    async with app.run_test(size=(90, 60)) as pilot:
+        table = app.query_one("#fast", LiveTable)
+        table.apply(TableDiff(_rows(100)))
+        table.focus()
+        await pilot.pause()
+        page = table.scrollable_content_region.height - 1  # the rows under the header
+        await pilot.press("down", "down")
+        assert table.cursor_row == 2 and table.scroll_y == 0
+        await pilot.press("pagedown")
+        assert table.cursor_row == 2 + page
+        assert table.scroll_y <= table.cursor_row < table.scroll_y + page  # in view
+        await pilot.press("end")
+        assert table.cursor_row == 99 and table.scroll_y == table.max_scroll_y > 0
+        await pilot.press("home")
+        assert table.cursor_row == 0 and table.scroll_y == 0
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.selected == [table.shown_keys[0]]
+
+        app.selected.clear()
+        assert await pilot.click("#fast", offset=(2, 1 + 4))  # the fifth row
+        await pilot.pause()
+        assert table.cursor_row == 4 and app.selected == []
+        assert await pilot.click("#fast", offset=(2, 1 + 4))
+        await pilot.pause()
+        assert app.selected == [table.shown_keys[4]]
+        assert await pilot.click("#fast", offset=(table.column_x("cost") + 1, 0))
+        await pilot.pause()
+        assert app.selected[1:] == ["header cost"] and table.cursor_row == 4
 
 
 # -- many rows at a time, and the sort ------------------------------------------------------
