@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from rich.style import Style
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 from textual.strip import Strip
 
 from bench import tui
@@ -222,6 +223,14 @@ class Pair(App[None]):
         self.selected.append(f"header {event.column}")
 
 
+async def _filled(app: Pair, pilot: Pilot[None], rows: dict[str, Row]) -> LiveTable:
+    """The first table with these rows, drawn."""
+    table = app.query_one("#fast", LiveTable)
+    table.apply(TableDiff(rows))
+    await pilot.pause()
+    return table
+
+
 def _text(strip: Strip) -> str:
     return "".join(segment.text for segment in strip)
 
@@ -239,10 +248,8 @@ async def test_the_table_draws_each_row_in_its_columns() -> None:
     as its widest cell, the cell's tone, the cursor's row set apart, ← → a column at a time."""
     app = Pair()
     async with app.run_test(size=(30, 60)) as pilot:
-        table = app.query_one("#fast", LiveTable)
         rows = _rows(30)
-        table.apply(TableDiff(rows))
-        await pilot.pause()
+        table = await _filled(app, pilot, rows)
         assert table.hidden_columns  # too narrow for all of them
         table.set_show_all(True)
         table.move_cursor(row=2)
@@ -285,8 +292,7 @@ async def test_keys_and_clicks_move_the_cursor_and_select() -> None:
     cursor, a click on the cursor's row selects it, a click on a header asks for a sort."""
     app = Pair()
     async with app.run_test(size=(90, 60)) as pilot:
-        table = app.query_one("#fast", LiveTable)
-        table.apply(TableDiff(_rows(100)))
+        table = await _filled(app, pilot, _rows(100))
         table.focus()
         await pilot.pause()
         page = table.scrollable_content_region.height - 1  # the rows under the header
@@ -398,10 +404,8 @@ async def test_only_changed_lines_are_redrawn_and_the_screen_is_right(
     the screen then is what drawing every line again makes."""
     app = Pair()
     async with app.run_test(size=(90, 60)) as pilot:
-        fast = app.query_one("#fast", LiveTable)
         rows = _rows(60)
-        fast.apply(TableDiff(rows))
-        await pilot.pause()
+        fast = await _filled(app, pilot, rows)
         drawn: list[int] = []
         render_line = fast.render_line
 
