@@ -15,7 +15,7 @@ live process in its machine's hello, and `--history` calls in the last hour) dri
    Not part of the tick (the hub's receiver thread does it), but its rate is shown;
 2. (a) `dashboard.tick()`: the view model: what changed, and the rows it builds (new ones, then
    the longest waiting within its budget);
-3. (b) `app.apply_frame(frame)`: cells written into the DataTables, the rows in view that were
+3. (b) `app.apply_frame(frame)`: cells written into the tables, the rows in view that were
    not built yet, re-sorting, the header, feed and (once a second) the spend-by table;
 4. (c) render: `await pilot.pause()`: messages, layout, the compositor, and the bytes a real
    terminal would be sent (the headless driver skips them: `BenchApp._display` makes them).

@@ -1,7 +1,7 @@
 """The TUI benchmark's code path at a small size (so that `bench/tui.py` does not rot), and what
 its speed rests on: rows built from their previous versions are the rows built afresh, the
-rows changed out of view are built later and right, the table's own drawing of a cell is the
-stock DataTable's, and rows put in and taken out many at a time land where one at a time would.
+rows changed out of view are built later and right, the table draws each row's cells where
+its columns are, and rows put in and taken out many at a time land where one at a time would.
 No timings here: the figures are `python -m bench.tui`'s.
 """
 
@@ -17,10 +17,8 @@ from typing import Any
 import pytest
 from rich.style import Style
 from textual.app import App, ComposeResult
-from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.strip import Strip
-from textual.widgets import DataTable
 
 from bench import tui
 from hub._sessions import SessionFigures
@@ -85,7 +83,7 @@ async def test_the_benchmark_runs_at_a_small_size(fleet: SyntheticFleet) -> None
 
 def _column_sorts(table: LiveTable, column: str) -> list[Any]:
     index = next(i for i, c in enumerate(table.spec) if c.key == column)
-    return [table.rows_by_key[str(r.key.value)].cells[index].sort for r in table.ordered_rows]
+    return [table.rows_by_key[key].cells[index].sort for key in table.shown_keys]
 
 
 # -- rows from their previous versions -----------------------------------------------------
@@ -180,25 +178,6 @@ def test_rows_changed_out_of_view_come_right_in_the_end(fleet: SyntheticFleet) -
 # -- the table's drawing ---------------------------------------------------------------------
 
 
-class StockTable(LiveTable):
-    """LiveTable drawn by the stock DataTable code."""
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        return DataTable.render_lines(self, crop)
-
-    def render_line(self, y: int) -> Strip:
-        return DataTable.render_line(self, y)
-
-    def _render_line_in_row(self, *args: Any, **kwargs: Any) -> Any:
-        return DataTable._render_line_in_row(self, *args, **kwargs)
-
-    def _render_cell(self, *args: Any, **kwargs: Any) -> Any:
-        return DataTable._render_cell(self, *args, **kwargs)
-
-    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
-        return DataTable._get_row_style(self, row_index, base_style)
-
-
 SPEC = (
     Column("name", "name"),
     Column("cost", "cost", numeric=True),
@@ -229,60 +208,124 @@ def _rows(n: int, seed: int = 1) -> dict[str, Row]:
 class Pair(App[None]):
     CSS = "LiveTable { height: 24; }"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: list[str] = []  # rows selected, and headers clicked ("header cost")
+
     def compose(self) -> ComposeResult:
         yield LiveTable(SPEC, id="fast")
-        yield StockTable(SPEC, id="stock")
+        yield LiveTable(SPEC, id="other")
+
+    def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        self.selected.append(event.key)
+
+    def on_live_table_header_selected(self, event: LiveTable.HeaderSelected) -> None:
+        self.selected.append(f"header {event.column}")
 
 
-def _cells(strips: list[Strip]) -> list[list[tuple[str, Style | None]]]:
-    return [[(ch, seg.style) for seg in strip for ch in seg.text] for strip in strips]
+async def _filled(app: Pair, pilot: Pilot[None], rows: dict[str, Row]) -> LiveTable:
+    """The first table with these rows, drawn."""
+    table = app.query_one("#fast", LiveTable)
+    table.apply(TableDiff(rows))
+    await pilot.pause()
+    return table
 
 
-async def _drawn_alike(app: Pair, pilot: Pilot[None]) -> None:
-    """Both tables, each in turn focused, then neither, draw the same characters in the same
-    styles (mouse metadata included)."""
-    fast, stock = app.query_one("#fast", LiveTable), app.query_one("#stock", LiveTable)
-    for table in (fast, stock):
-        table.move_cursor(row=3)
-    drawn: dict[str | None, list[list[tuple[str, Style | None]]]] = {}
-    for focused in (fast, stock, None):
-        app.set_focus(focused)
+def _text(strip: Strip) -> str:
+    return "".join(segment.text for segment in strip)
+
+
+def _style_at(strip: Strip, x: int) -> Style | None:
+    for segment in strip:
+        if x < len(segment.text):
+            return segment.style
+        x -= len(segment.text)
+    raise IndexError(x)
+
+
+async def test_the_table_draws_each_row_in_its_columns() -> None:
+    """The header, then each row: left-aligned text, right-aligned numbers, a column as wide
+    as its widest cell, the cell's tone, the cursor's row set apart, ← → a column at a time."""
+    app = Pair()
+    async with app.run_test(size=(30, 60)) as pilot:
+        rows = _rows(30)
+        table = await _filled(app, pilot, rows)
+        assert table.hidden_columns  # too narrow for all of them
+        table.set_show_all(True)
+        table.move_cursor(row=2)
+        table.focus()
         await pilot.pause()
-        for table in (fast, stock) if focused is None else (focused,):
-            table._clear_caches()
-            region = Region(0, 0, table.size.width, table.size.height)
-            drawn[table.id if focused else f"{table.id} unfocused"] = _cells(
-                table.render_lines(region)
-            )
-    assert drawn["fast"] == drawn["stock"]
-    assert drawn["fast unfocused"] == drawn["stock unfocused"]
-    assert drawn["fast"] != drawn["fast unfocused"]  # the cursor's row shows the focus
+        widths = {c.key: table.column_width(c.key) for c in SPEC}
+        assert widths["note"] == max(12, *(len(r.cells[3].text) for r in rows.values()))
+        header = _text(table.render_line(0))
+        assert header.startswith(" name ") and len(header) == table.size.width
+        for y, key in enumerate(table.shown_keys[:20], start=1):
+            line = _text(table.render_line(y))
+            cells = rows[key].cells
+            x = table.column_x("cost")
+            assert line[x + 1 : x + 1 + widths["cost"]] == cells[1].text.rjust(widths["cost"])
+            x = table.column_x("state")
+            assert line[x + 1 : x + 1 + widths["state"]] == cells[2].text.ljust(widths["state"])
+            style = _style_at(table.render_line(y), x + 1)
+            assert style is not None
+            if cells[2].tone == "bad" and y != 3:
+                assert style.bold and style.color is not None and style.color.name == "red"
+        cursor = _style_at(table.render_line(3), 0)
+        others = {_style_at(table.render_line(y), 0) for y in (4, 5)}
+        assert cursor is not None and cursor not in others  # the cursor's row stands out
+        assert len({s.bgcolor for s in others if s is not None}) == 2  # stripes
+
+        app.query_one("#other", LiveTable).focus()  # unfocused: the cursor still shows
+        await pilot.pause()
+        assert _style_at(table.render_line(3), 0) not in {cursor, *others}
+        table.focus()
+        await pilot.press("right")
+        assert table.scroll_x == min(table.column_x("cost"), table.max_scroll_x)
+        await pilot.pause()
+        assert _text(table.render_line(0)).startswith(" cost ")
+        await pilot.press("left")
+        assert table.scroll_x == 0
 
 
-async def test_the_table_draws_cells_as_the_stock_datatable() -> None:
+async def test_keys_and_clicks_move_the_cursor_and_select() -> None:
+    """↓ PgDn End Home move the cursor and keep it in view; enter selects; a click moves the
+    cursor, a click on the cursor's row selects it, a click on a header asks for a sort."""
     app = Pair()
     async with app.run_test(size=(90, 60)) as pilot:
-        fast, stock = app.query_one("#fast", LiveTable), app.query_one("#stock", LiveTable)
-        for table in (fast, stock):
-            table.apply(TableDiff(_rows(60)))
+        table = await _filled(app, pilot, _rows(100))
+        table.focus()
         await pilot.pause()
-        await _drawn_alike(app, pilot)
-        # cells written in view and out of view, a sort, a hover
-        changed = _rows(60, seed=2)
-        for table in (fast, stock):
-            table.apply(TableDiff(changed))
-            table.sort_by("cost")
-            table.hover_coordinate = table.cursor_coordinate.down()
-            table._show_hover_cursor = True
+        page = table.scrollable_content_region.height - 1  # the rows under the header
+        await pilot.press("down", "down")
+        assert table.cursor_row == 2 and table.scroll_y == 0
+        await pilot.press("pagedown")
+        assert table.cursor_row == 2 + page
+        assert table.scroll_y <= table.cursor_row < table.scroll_y + page  # in view
+        await pilot.press("end")
+        assert table.cursor_row == 99 and table.scroll_y == table.max_scroll_y > 0
+        await pilot.press("home")
+        assert table.cursor_row == 0 and table.scroll_y == 0
+        await pilot.press("enter")
         await pilot.pause()
-        await _drawn_alike(app, pilot)
+        assert app.selected == [table.shown_keys[0]]
+
+        app.selected.clear()
+        assert await pilot.click("#fast", offset=(2, 1 + 4))  # the fifth row
+        await pilot.pause()
+        assert table.cursor_row == 4 and app.selected == []
+        assert await pilot.click("#fast", offset=(2, 1 + 4))
+        await pilot.pause()
+        assert app.selected == [table.shown_keys[4]]
+        assert await pilot.click("#fast", offset=(table.column_x("cost") + 1, 0))
+        await pilot.pause()
+        assert app.selected[1:] == ["header cost"] and table.cursor_row == 4
 
 
 # -- many rows at a time, and the sort ------------------------------------------------------
 
 
 def _shown(table: LiveTable) -> list[str]:
-    return [str(row.key.value) for row in table.ordered_rows]
+    return table.shown_keys
 
 
 async def test_rows_in_and_out_by_the_many_land_as_one_at_a_time() -> None:
@@ -300,24 +343,24 @@ async def test_rows_in_and_out_by_the_many_land_as_one_at_a_time() -> None:
         fast.set_scope(lambda r: r.machine == "m1")  # 53 rows out at once
         await pilot.pause()
         assert _shown(fast) == [k for k, r in rows.items() if r.machine == "m1"]
-        assert len(fast._y_offsets) == fast.row_count == fast.virtual_size.height - 1
+        assert fast.row_count == fast.virtual_size.height - 1
         assert selected is not None and rows[selected].machine == "m1"
         assert fast.selected_key == selected  # the cursor stayed on its row
 
         fast.set_scope(None)  # and back in
         await pilot.pause()
         assert sorted(_shown(fast)) == sorted(rows)
-        assert len(fast._y_offsets) == fast.row_count == fast.virtual_size.height - 1
+        assert fast.row_count == fast.virtual_size.height - 1
         assert fast.selected_key == selected
         for key in rows:
-            assert [str(fast.get_cell(key, c.key)) for c in SPEC] == [
+            assert [fast.get_cell(key, c.key).text for c in SPEC] == [
                 c.text for c in rows[key].cells
             ]
 
         fast.apply(TableDiff(removed=set(list(rows)[::2])))  # 40 out at once
         await pilot.pause()
         assert sorted(_shown(fast)) == sorted(list(rows)[1::2])
-        assert fast.row_count == 40 and len(fast._y_offsets) == 40
+        assert fast.row_count == 40 == fast.virtual_size.height - 1
 
 
 async def test_the_sort_follows_changed_figures() -> None:
@@ -361,18 +404,16 @@ async def test_only_changed_lines_are_redrawn_and_the_screen_is_right(
     the screen then is what drawing every line again makes."""
     app = Pair()
     async with app.run_test(size=(90, 60)) as pilot:
-        fast = app.query_one("#fast", LiveTable)
         rows = _rows(60)
-        fast.apply(TableDiff(rows))
-        await pilot.pause()
+        fast = await _filled(app, pilot, rows)
         drawn: list[int] = []
-        render_line = fast._render_line
+        render_line = fast.render_line
 
-        def counted(y: int, *args: Any) -> Strip:
+        def counted(y: int) -> Strip:
             drawn.append(y)
-            return render_line(y, *args)
+            return render_line(y)
 
-        monkeypatch.setattr(fast, "_render_line", counted)
+        monkeypatch.setattr(fast, "render_line", counted)
 
         async def screen_is_right() -> None:
             await pilot.pause()

@@ -70,7 +70,7 @@ def gone(procs: list[psutil.Process]) -> bool:
 
 
 def process_cell(table: LiveTable, key: str) -> str:
-    return str(table.get_cell(key, "process"))
+    return table.get_cell(key, "process").text
 
 
 async def process_says(
@@ -144,11 +144,11 @@ async def test_halt_keys_pause_resume_kill_and_a_silent_node(
                 sessions = app.table("sessions")
                 await until(
                     pilot,
-                    lambda: all(x.session_id in sessions.rows for x in agents),
+                    lambda: all(sessions.is_shown(x.session_id) for x in agents),
                     "both sessions' rows",
                 )
                 assert process_cell(sessions, a.session_id) == "running"
-                assert str(sessions.get_cell(a.session_id, "pid")) == str(a.pid)
+                assert sessions.get_cell(a.session_id, "pid").text == str(a.pid)
                 await select(pilot, sessions, a.session_id)
 
                 # p: the whole tree stops, and the row says so within a second.

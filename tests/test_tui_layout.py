@@ -34,7 +34,7 @@ def fleet(tmp_path: Path) -> SyntheticFleet:
 
 
 def shown_columns(table: LiveTable) -> list[str]:
-    return [str(c.key.value) for c in table.ordered_columns]
+    return table.shown_columns
 
 
 def fits(table: LiveTable) -> bool:
@@ -156,17 +156,15 @@ async def test_a_halt_outcome_widens_the_process_column_only_while_it_shows(
         assert {"process", "pid"} <= set(before)
 
         def process_width() -> int:
-            return sessions.columns[
-                next(k for k in sessions.columns if k == "process")
-            ].content_width
+            return sessions.column_width("process")
 
         width = process_width()
         key = sessions.selected_key
         assert key is not None
         long = "refused: no command endpoint on this hub (no answer)"
         app.dashboard.note_outcome(key, long, "bad")
-        await until(pilot, lambda: str(sessions.get_cell(key, "process")) == long, "the outcome")
+        await until(pilot, lambda: sessions.get_cell(key, "process").text == long, "the outcome")
         await until(pilot, lambda: fits(sessions), "the columns to fit around it")
-        await until(pilot, lambda: str(sessions.get_cell(key, "process")) == "running", "it to go")
+        await until(pilot, lambda: sessions.get_cell(key, "process").text == "running", "it to go")
         await until(pilot, lambda: process_width() == width, "the process column to narrow")
         await until(pilot, lambda: shown_columns(sessions) == before, "the columns as before")

@@ -306,7 +306,7 @@ class FleetApp(App[None]):
 
     @on(LiveTable.RowSelected)
     def _row_chosen(self, event: LiveTable.RowSelected) -> None:
-        if event.data_table is self.current_table:  # enter (or a click) on a row
+        if event.table is self.current_table:  # enter (or a click) on a row
             self.action_drill()
 
     @property
@@ -370,7 +370,7 @@ class FleetApp(App[None]):
         self._apply_trail()
         self.action_tab(step.tab)
         table = self.current_table
-        if step.row is not None and step.row in table.rows:
+        if step.row is not None and table.is_shown(step.row):
             table.move_cursor(row=table.get_row_index(step.row), animate=False)
 
     def _show_scope(self) -> None:
@@ -418,10 +418,8 @@ class FleetApp(App[None]):
 
     @on(LiveTable.HeaderSelected)
     def _header_clicked(self, event: LiveTable.HeaderSelected) -> None:
-        table = event.data_table
-        if isinstance(table, LiveTable) and event.column_key.value is not None:
-            table.sort_by(event.column_key.value)
-            self._show_scope()
+        event.table.sort_by(event.column)
+        self._show_scope()
 
     def action_columns(self) -> None:
         show_all = not self.current_table.show_all

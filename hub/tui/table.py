@@ -1,4 +1,5 @@
-"""A DataTable that is updated in place from `TableDiff`s: stable row keys, only changed cells.
+"""The dashboard's table: a scroll view over its own row model, updated in place from
+`TableDiff`s (stable row keys, only changed cells), drawing only the lines on screen.
 
 It keeps every row it was given (`rows_by_key`) and shows those that pass the drill-down scope
 and the `/` filter, so narrowing and widening the view never loses a row, and a row that
@@ -9,53 +10,36 @@ Made for thousands of rows changing every second (`bench/tui.py` measures it):
 
 - rows a diff names as stale (changed, not built yet: see `hub.dashboard`) are built when
   they come into view, when a filter, scope or sort needs every row, or by later ticks;
-- a changed cell is changed in place (`write_cell`), and only the lines of the changed rows
-  in view are redrawn (`update_cell` refreshes the whole table, for each cell);
-- a sort keeps its ranking up to date by bisection instead of sorting every row each tick,
-  redraws only the lines in view that show another row, and sets the rows' locations from
-  the new order at C speed (`_RowOrder`: the stock map hashes each `RowKey` in Python);
-  rows go in and out many at a time (a drill-down) in one pass rather than one by one;
-- the row order, and each line's styles, are worked out once, not for every cell written or
-  every line drawn; a body cell is drawn straight into simplified segments and kept until it
-  changes, and a body line is its cells' segments (no crop or simplify pass).
+- a changed cell is written into the row's cells, and only the lines of the changed rows in
+  view are redrawn; a sort redraws only the lines in view that show another row;
+- a sort keeps its ranking up to date by bisection instead of sorting every row each tick
+  (`Ranking`), and rows go in and out many at a time (a drill-down) in one pass;
+- a row's line is drawn once for its look (stripe, cursor, hover) and kept until a cell of
+  it, the columns or the styles change.
 
-The stock DataTable does these things one row or cell at a time through its private parts;
-these overrides use the same parts (`_row_locations` and `TwoWayDict`, `_data`, `rows`,
-`_update_count`, `_updated_cells`, `_get_offsets`, `_get_row_region`, `_line_cache`, the
-render caches and methods) as Textual 8.2 has them. `tests/test_dashboard_scale.py` checks that the
-table draws exactly what the stock code draws, and that rows land where they would.
+It stands on Textual's public API only: a `ScrollView` whose `render_line` draws the header
+(line 0, fixed) and the row at each other line, cropped to the horizontal scroll; the keys,
+the cursor and the mouse are its own.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
-from decimal import Decimal
-from itertools import repeat
-from operator import itemgetter
-from typing import Any, Final, Self
+from typing import ClassVar, Final
 
 from rich.cells import cell_len, set_cell_size
-from rich.console import Console, ConsoleOptions, RenderResult
-from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text, TextType
-from textual._two_way_dict import TwoWayDict
-from textual._types import SegmentLines
-from textual.color import Color
-from textual.coordinate import Coordinate
-from textual.geometry import Region
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
 from textual.message import Message
+from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, CursorType, RowKey, StringKey
-from textual.widgets.data_table import Row as DataRow
 
 from hub.dashboard import Cell, Column, Row, RowSource, TableDiff
+from hub.tui.table_model import ColumnWidths, Ranking
 
 TONES: Final = {
     "": "",
@@ -68,314 +52,273 @@ _TONE_STYLES: Final = {
     tone: Style.parse(style) if style else Style() for tone, style in TONES.items()
 }
 _NO_TONE: Final = Style()
-_RENDER_CACHE: Final = 20_000  # rendered cells kept (a screenful is a few hundred)
-
-
-class Shown:
-    """One cell as the DataTable holds it. `_render_cell` draws it; Rich (the header's
-    measurements, the stock path) gets a Text, and its width without making one."""
-
-    __slots__ = ("cell", "right", "row")
-
-    def __init__(self, cell: Cell, right: bool, row: str) -> None:
-        self.cell = cell
-        self.right = right
-        self.row = row  # the row's key: what a sort ranks by
-
-    def text(self) -> Text:
-        return Text(
-            self.cell.text,
-            style=TONES.get(self.cell.tone, ""),
-            justify="right" if self.right else "left",
-            no_wrap=True,
-            end="",
-        )
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.text()
-
-    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        width = cell_len(self.cell.text)
-        return Measurement(width, width)
-
-    def __str__(self) -> str:
-        return self.cell.text
-
-
-def _order(value: Any) -> tuple[int, Any]:
-    """Numbers before text, so one column's mixed blanks and values compare."""
-    if isinstance(value, (int, float, Decimal)):
-        return (0, value)
-    return (1, str(value))
-
+_PADDING: Final = 1  # blank cells each side of a column
+_HEADER: Final = 1  # lines above the rows
+_STRIPS_KEPT: Final = 20_000  # drawn rows kept (a screenful is a few dozen)
 
 RowFilter = Callable[[Row], bool]
-# (row index, column index, row style, width, cursor, hover)
-_RenderKey = tuple[int, int, Style, int, bool, bool]
+# (odd row, cursor, hover): what a row's line looks like besides its cells
+_Look = tuple[bool, bool, bool]
 
 
-class _RowOrder(TwoWayDict[RowKey, int]):
-    """`DataTable._row_locations` made from the rows' order at once (a sort, rows taken out
-    by the many). The stock one is two dicts with a `RowKey` on one side, whose hash is
-    Python code: for thousands of rows a tick that adds up. Here index -> key is the list of
-    keys, and key -> index a dict by the key's string (a `RowKey` equals its string)."""
+class LiveTable(ScrollView, can_focus=True):
+    """Rows by key under a header of columns; ↑ ↓ PgUp PgDn Home End move the row cursor,
+    ← → scroll sideways a column at a time, enter (or a click on the cursor's row) selects,
+    a click on a header asks for a sort."""
 
-    def __init__(self, keys: list[RowKey | None], names: list[str]) -> None:
-        self._keys = keys
-        self._index: dict[object, int] = dict(zip(names, range(len(names)), strict=True))
+    DEFAULT_CSS = """
+    LiveTable {
+        background: $surface;
+        color: $foreground;
+        height: auto;
+        max-height: 100%;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .live-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .live-table--header { background-tint: $foreground 5%; }
+        }
+        &:dark > .live-table--even-row { background: $surface-darken-1 40%; }
+        & > .live-table--header { text-style: bold; background: $panel; color: $foreground; }
+        &:ansi > .live-table--header { background: ansi_bright_blue; color: ansi_default; }
+        & > .live-table--odd-row { }
+        & > .live-table--even-row { background: $surface-lighten-1 50%; }
+        & > .live-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        & > .live-table--hover { background: $block-hover-background; }
+    }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "live-table--header",
+        "live-table--odd-row",
+        "live-table--even-row",
+        "live-table--cursor",
+        "live-table--hover",
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Select", show=False),
+        Binding("up", "cursor_up", "Cursor up", show=False),
+        Binding("down", "cursor_down", "Cursor down", show=False),
+        Binding("left", "column_left", "Column left", show=False),
+        Binding("right", "column_right", "Column right", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home,ctrl+home", "first_row", "First row", show=False),
+        Binding("end,ctrl+end", "last_row", "Last row", show=False),
+    ]
 
-    @staticmethod
-    def _name(key: object) -> object:
-        if isinstance(key, StringKey) and key.value is not None:
-            return key.value
-        return key
-
-    def __setitem__(self, key: RowKey, value: int) -> None:
-        self._index[self._name(key)] = value
-        if value == len(self._keys):
-            self._keys.append(key)
-        else:
-            self._keys[value] = key
-
-    def __delitem__(self, key: RowKey) -> None:
-        self._keys[self._index.pop(self._name(key))] = None
-
-    def __iter__(self) -> Iterator[RowKey]:
-        return (key for key in self._keys if key is not None)
-
-    def get(self, key: RowKey) -> int | None:
-        return self._index.get(self._name(key))
-
-    def get_key(self, value: int) -> RowKey | None:
-        return self._keys[value] if 0 <= value < len(self._keys) else None
-
-    def contains_value(self, value: int) -> bool:
-        return self.get_key(value) is not None
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __contains__(self, item: object) -> bool:
-        return self._name(item) in self._index
-
-
-class _Look:
-    """A body cell's styles but for its place's mouse metadata: those of one row style,
-    cursor and hover. The stock DataTable adds the metadata first; it carries no colour or
-    attribute, so adding it last makes the same style, and this part is shared."""
-
-    __slots__ = ("_post", "_pre", "blank", "toned")
-
-    def __init__(self, base: Style, component: Style, post: Style) -> None:
-        self._pre = base + component
-        self._post = post
-        self.blank = self._pre + post  # the padding's
-        self.toned: dict[str, tuple[Style, bool]] = {}  # tone -> (style, the padding's too)
-
-    def tone(self, tone: str) -> tuple[Style, bool]:
-        hit = self.toned.get(tone)
-        if hit is None:
-            # as Rich draws a justified Text: the fill takes the text's style, the padding not
-            style = self._pre + _TONE_STYLES.get(tone, _NO_TONE) + self._post
-            hit = self.toned[tone] = (style, style == self.blank)
-        return hit
-
-
-class _Place:
-    """A body cell's styles in one place (row, column, row style, cursor, hover)."""
-
-    __slots__ = ("look", "meta", "styles")
-
-    def __init__(self, look: _Look, meta: Style) -> None:
-        self.look = look
-        self.meta = meta
-        # tone -> (the text's style, the padding's when it is another)
-        self.styles: dict[str, tuple[Style, Style | None]] = {}
-
-    def of(self, tone: str) -> tuple[Style, Style | None]:
-        hit = self.styles.get(tone)
-        if hit is None:
-            style, plain = self.look.tone(tone)
-            padding = None if plain else self.look.blank + self.meta
-            hit = self.styles[tone] = (style + self.meta, padding)
-        return hit
-
-
-@dataclass(slots=True)
-class _Pass:
-    """One render pass's constants."""
-
-    style: Style  # the widget's own style
-    width: int  # the widget's
-    widths: list[int]  # each column's, padding included
-    total: int  # their sum
-    padding: int
-    fixed_rows: int
-    fixed_columns: int
-    zebra_stripes: bool
-    cursor_type: CursorType
-    columns: list[int]  # the spec index of each column shown
-    # show_cursor, show_hover_cursor, css foreground priority, css background priority
-    cursor_styles: tuple[bool, bool, bool, bool]
-    components: dict[str, Style] = field(default_factory=dict)
-
-
-class LiveTable(DataTable[Shown]):
     class ColumnsChanged(Message):
         """The columns shown changed (the screen was resized, or `show_all` flipped)."""
 
-    def __init__(self, columns: Sequence[Column], **kwargs: Any) -> None:
-        # before the DataTable's own set-up, whose watchers clear the render caches
-        self._rendered: dict[_RenderKey, tuple[Cell, SegmentLines]] = {}
-        self._places: dict[_RenderKey, _Place] = {}
-        self._looks: dict[tuple[Style, bool, bool, bool], _Look] = {}
-        # (row index, row style, cursor, hover) -> the style of the line's end past the columns
-        self._end_styles: dict[tuple[int, Style, bool, bool], Style] = {}
-        self._rendered_for: object = None  # the pseudo-classes the cached cells were drawn in
-        self._pass: _Pass | None = None
-        self._layout = 0  # counts the changes to the rows' order
-        self._auto_height = False
-        self._rows_in_order: tuple[tuple[int, int, int], list[DataRow]] | None = None
-        self._offsets: tuple[tuple[int, int, int], list[tuple[RowKey, int]]] | None = None
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+    class RowSelected(Message):
+        """Enter on a row, or a click on the cursor's row."""
+
+        def __init__(self, table: LiveTable, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> LiveTable:
+            return self.table
+
+    class HeaderSelected(Message):
+        """A click on a column's header."""
+
+        def __init__(self, table: LiveTable, column: str) -> None:
+            super().__init__()
+            self.table = table
+            self.column = column  # its key
+
+        @property
+        def control(self) -> LiveTable:
+            return self.table
+
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        *,
+        name: str | None = None,
+        id: str | None = None,  # noqa: A002 (Textual's name for it)
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.spec = tuple(columns)
         self.rows_by_key: dict[str, Row] = {}
         self.scope: RowFilter | None = None
         self.filter_text = ""
         self.sort_column: str | None = None
         self.sort_reverse = False
-        self._sort_index: int | None = None
+        self.cursor_row = 0
         # Columns: those that fit by priority (`Column.priority`), or all of them (`show_all`:
-        # the table then scrolls sideways). Each column is as wide as its widest shown cell,
-        # and narrows again when that cell goes (an outcome in the process cell).
+        # the table then scrolls sideways).
         self.show_all = False
-        self._visible = list(range(len(self.spec)))  # spec indices of the DataTable's columns
-        self._slots: list[int | None] = list(range(len(self.spec)))  # spec -> DataTable index
-        self._lengths: list[Counter[int]] = [Counter() for _ in self.spec]  # shown cells' widths
-        self._labels = [cell_len(c.label) for c in self.spec]
-        self._widths = list(self._labels)  # each column's widest shown cell, or its label
-        self._resized: set[int] = set()  # columns whose widest cell changed
-        self._needs_sort = False
-        self._shown: dict[str, list[Shown]] = {}  # the cells of the rows in the DataTable
-        self._data_rows: dict[str, DataRow] = {}  # and their `rows`, by the key's string
-        self._seq: dict[str, int] = {}  # shown rows: when each came (ties sort by it)
+        self._visible = list(range(len(self.spec)))  # spec indices of the columns shown
+        self._edges: list[int] = []  # where each shown column starts
+        self._total = 0  # their width, padding included
+        self._widths = ColumnWidths([c.label for c in self.spec])
+        self._shown: dict[str, list[Cell]] = {}  # the cells of the rows shown, by key
+        self._order: list[str] = []  # the rows shown, top to bottom
+        self._index: dict[str, int] = {}  # and each one's line
+        self._seq: dict[str, int] = {}  # when each shown row came (ties sort by it)
         self._added = 0
-        self._row_keys: dict[str, RowKey] = {}
-        self._ranked: list[tuple[tuple[int, Any], int, str]] = []
-        self._ranks: dict[str, tuple[tuple[int, Any], int, str]] = {}  # key -> its entry
-        self._blanks: dict[str, int] = {}  # shown rows with no sort value -> seq
-        self._in_order: tuple[int, list[str]] | None = None  # (layout, order) as last sorted
+        self._ranking = Ranking()
+        self._sort_index: int | None = None
+        self._needs_sort = False
         self._stale: AbstractSet[str] = frozenset()  # rows changed but not built (see apply)
         self._source: RowSource | None = None
-
-    def on_mount(self) -> None:
-        for column in self.spec:
-            self.add_column(column.label, key=column.key)
+        self._hover: int | None = None  # the row under the mouse
+        # drawn rows: key -> (look, line); styles by look and tone; redrawn on a style change
+        self._strips: dict[str, tuple[_Look, Strip, Style]] = {}
+        self._looks: dict[_Look, tuple[Style, Style]] = {}
+        self._toned: dict[tuple[_Look, str], Style] = {}
+        self._edges, self._total = self._layout_columns()
 
     def on_resize(self) -> None:
         self.fit_columns()
 
-    # -- the columns shown ---------------------------------------------------------------------
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._forget_drawn()
+
+    def on_focus(self) -> None:
+        self._forget_drawn()
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._forget_drawn()
+        self.refresh()
+
+    # -- what the app and the tests read -------------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self._order)
+
+    @property
+    def shown_keys(self) -> list[str]:
+        """The keys of the rows shown, top to bottom."""
+        return list(self._order)
+
+    def is_shown(self, key: str) -> bool:
+        return key in self._index
+
+    def get_row_index(self, key: str) -> int:
+        """The line of a shown row (KeyError when it is not shown)."""
+        return self._index[key]
+
+    def get_cell(self, key: str, column: str) -> Cell:
+        """A shown row's cell as drawn (KeyError when the row is not shown)."""
+        return self._shown[key][self._spec_index(column)]
+
+    @property
+    def shown_columns(self) -> list[str]:
+        """The keys of the columns shown, left to right."""
+        return [self.spec[i].key for i in self._visible]
+
+    def column_x(self, column: str) -> int:
+        """Where a shown column starts, from the table's left edge (ValueError if hidden)."""
+        return self._edges[self._visible.index(self._spec_index(column))]
+
+    def column_width(self, column: str) -> int:
+        """A column's width without its padding (shown or not)."""
+        return self._widths.widths[self._spec_index(column)]
 
     @property
     def hidden_columns(self) -> list[str]:
         """The labels of the columns left out for want of room."""
-        return [c.label for i, c in enumerate(self.spec) if self._slots[i] is None]
+        shown = set(self._visible)
+        return [c.label for i, c in enumerate(self.spec) if i not in shown]
+
+    @property
+    def selected_key(self) -> str | None:
+        if not self._order:
+            return None
+        return self._order[min(self.cursor_row, len(self._order) - 1)]
+
+    @property
+    def selected_row(self) -> Row | None:
+        key = self.selected_key
+        if key is None:
+            return None
+        self._build_stale([key])
+        return self.rows_by_key.get(key)
+
+    @property
+    def stale_rows(self) -> int:
+        """Rows that changed and are not drawn yet (none is in view after an `apply`)."""
+        return len(self._stale)
+
+    def _spec_index(self, column: str) -> int:
+        return next(i for i, c in enumerate(self.spec) if c.key == column)
+
+    # -- the columns shown ---------------------------------------------------------------------
 
     def set_show_all(self, show_all: bool) -> None:
         self.show_all = show_all
         self.fit_columns()
 
     def fit_columns(self) -> None:
-        """Show the columns that fit, most important first (all with `show_all`); rebuilds
-        the table only when that set changes."""
+        """Show the columns that fit, most important first (all with `show_all`)."""
         wanted = self._fitting()
         if wanted != self._visible:
-            self._set_columns(wanted)
+            self._visible = wanted
+            self._place_columns()
+            self.post_message(self.ColumnsChanged())
 
     def _fitting(self) -> list[int]:
         room = self.scrollable_content_region.width
         if self.show_all or room <= 0:
             return list(range(len(self.spec)))
-        pad = 2 * self.cell_padding
+        widths = self._widths.widths
         chosen: list[int] = []
         used = 0
         for i in sorted(range(len(self.spec)), key=lambda i: (self.spec[i].priority, i)):
-            width = self._widths[i] + pad
+            width = widths[i] + 2 * _PADDING
             if not chosen or used + width <= room:
                 chosen.append(i)
                 used += width
         return sorted(chosen)
 
-    def _set_columns(self, visible: list[int]) -> None:
-        selected = self.selected_key
-        self.clear(columns=True)
-        self._visible = visible
-        self._slots = [None] * len(self.spec)
-        for slot, i in enumerate(visible):
-            self._slots[i] = slot
-            self.add_column(self.spec[i].label, key=self.spec[i].key)
-        self._reselect(selected)
-        self.post_message(self.ColumnsChanged())
-
-    def action_cursor_right(self) -> None:
-        """With the row cursor, ← and → scroll sideways a column at a time (the stock table:
-        a character at a time)."""
-        if self.cursor_type != "row":
-            super().action_cursor_right()
-            return
-        edge = next((x for x in self._column_edges() if x > self.scroll_x), None)
-        self.scroll_to(x=min(edge, self.max_scroll_x) if edge else self.max_scroll_x, animate=False)
-
-    def action_cursor_left(self) -> None:
-        if self.cursor_type != "row":
-            super().action_cursor_left()
-            return
-        edge = next((x for x in reversed(self._column_edges()) if x < self.scroll_x), 0)
-        self.scroll_to(x=edge, animate=False)
-
-    def _column_edges(self) -> list[int]:
-        """Where each column starts, from the left edge of the table."""
+    def _layout_columns(self) -> tuple[list[int], int]:
+        """Where each shown column starts, and their width together."""
         edges, x = [], 0
-        for column in self.ordered_columns:
+        for i in self._visible:
             edges.append(x)
-            x += column.get_render_width(self)
-        return edges
+            x += self._widths.widths[i] + 2 * _PADDING
+        return edges, x
 
-    def _count(self, i: int, text: str, step: int) -> None:
-        """Count a shown cell of column `i` in (`step` 1) or out (-1) of its column's widths."""
-        lengths = self._lengths[i]
-        n = cell_len(text)
-        left = lengths[n] + step
-        if left:
-            lengths[n] = left
-        else:
-            del lengths[n]
-        if (step > 0 and n > self._widths[i]) or (not left and n == self._widths[i]):
-            self._resized.add(i)
+    def _place_columns(self) -> None:
+        """Lay the columns out again and redraw, after the columns or their widths changed."""
+        self._edges, self._total = self._layout_columns()
+        self._strips.clear()
+        self._size_changed()
+        self.refresh()
+
+    def _size_changed(self) -> None:
+        self.virtual_size = Size(self._total, len(self._order) + _HEADER)
 
     def _resize_columns(self) -> None:
-        """Give the columns whose widest cell changed their new width."""
-        if not self._resized:
-            return
-        changed = False
-        for i in self._resized:
-            width = max(self._labels[i], max(self._lengths[i], default=0))
-            if width == self._widths[i]:
-                continue
-            self._widths[i] = width
-            slot = self._slots[i]
-            if slot is not None:
-                self.ordered_columns[slot].content_width = width
-                changed = True
-        self._resized.clear()
+        changed = self._widths.settle()
+        if changed & set(self._visible):
+            self._place_columns()
         if changed:
-            self._require_update_dimensions = True
-            self._update_count += 1
-            self.check_idle()
-            self.refresh()
-        if self._fitting() != self._visible:
-            self._set_columns(self._fitting())
+            self.fit_columns()
+
+    def action_column_right(self) -> None:
+        """Scroll sideways to the next column's start."""
+        edge = next((x for x in self._edges if x > self.scroll_x), None)
+        self.scroll_to(x=min(edge, self.max_scroll_x) if edge else self.max_scroll_x, animate=False)
+
+    def action_column_left(self) -> None:
+        edge = next((x for x in reversed(self._edges) if x < self.scroll_x), 0)
+        self.scroll_to(x=edge, animate=False)
 
     # -- the data ------------------------------------------------------------------------------
 
@@ -387,20 +330,10 @@ class LiveTable(DataTable[Shown]):
             self._stale, self._source = diff.stale, diff.source
             top, bottom = self._visible_rows()
             if self._stale and bottom > top:
-                keys = (self._row_locations.get_key(i) for i in range(max(0, top), bottom))
-                in_view = [
-                    k.value
-                    for k in keys
-                    if k is not None and k.value is not None and k.value in self._stale
-                ]
+                in_view = [k for k in self._order[max(0, top) : bottom] if k in self._stale]
                 if in_view:
                     written += self._apply_rows(*self._source(in_view))
         return written
-
-    @property
-    def stale_rows(self) -> int:
-        """Rows that changed and are not drawn yet (none is in view after an `apply`)."""
-        return len(self._stale)
 
     def settle(self) -> None:
         """Re-sort if a row was added or a sorted-by cell changed since the last call."""
@@ -417,81 +350,64 @@ class LiveTable(DataTable[Shown]):
 
     def _apply_rows(self, upserts: dict[str, Row], removed: AbstractSet[str]) -> int:
         written = 0
-        hide = []  # rows to take out of the DataTable, at the end, at once
-        adds: list[Row] = []  # and rows to put in
+        hide = [key for key in removed if key in self._shown]  # taken out at the end, at once
+        adds: list[Row] = []  # and put in
         for key in removed:
             self.rows_by_key.pop(key, None)
-            if key in self._shown:
-                hide.append(key)
-        top, bottom = self._visible_rows()
-        changed = False  # cells changed in place
-        redraw: list[int] = []  # the rows in view among them
+        redraw: list[int] = []  # the lines of rows changed in place
         sort_index = self._sort_index
+        shown_columns = set(self._visible)
         for key, row in upserts.items():
             old = self.rows_by_key.get(key)
             if old is row:
                 continue
             self.rows_by_key[key] = row
-            shown = self._shown.get(key)
             if not self._passes(row):
-                if shown is not None:
+                if key in self._shown:
                     hide.append(key)
                 continue
-            if shown is None:
+            if key not in self._shown:
                 adds.append(row)
                 written += len(row.cells)
                 continue
             assert old is not None
-            visible: bool | None = None
+            seen = False
             for i, (new, was) in enumerate(zip(row.cells, old.cells, strict=True)):
                 if new is was:
                     continue
                 if i == sort_index and new.sort != was.sort:
-                    self._rank(key, new.sort)
+                    self._ranking.rank(key, new.sort, self._seq[key])
+                    self._needs_sort = True
                 if new.text == was.text and new.tone == was.tone:
                     continue  # reads the same: nothing to draw
                 self.write_cell(key, i, new)
-                if self._slots[i] is None:
-                    continue  # a column not shown
-                written += 1
-                changed = True
-                if visible is None:
-                    index = self._row_locations.get(self._row_keys[key])
-                    visible = index is not None and top <= index < bottom
-                    if visible:
-                        assert index is not None
-                        redraw.append(index)
-        if changed:
-            # Rendered lines are cached per `_update_count`: a changed row, in view or not,
-            # must not come back from the cache; the rows in view are drawn again.
-            self._update_count += 1
-            self._refresh_rows(redraw)
-        self._remove_many(hide)
-        self._add_many(adds)
+                if i in shown_columns:
+                    written += 1
+                    if not seen:
+                        seen = True
+                        redraw.append(self._index[key])
+        self._refresh_rows(redraw)
+        self._remove_rows(hide)
+        self._add_rows(adds)
         self._resize_columns()
         return written
 
     def write_cell(self, key: str, column: int, cell: Cell) -> None:
-        """Put a changed cell of a shown row in place. The DataTable holds the same `Shown`;
-        unlike `update_cell` this leaves the redrawing to the caller (`update_cell` refreshes
-        the whole table, for each cell), but for a cell that may widen its column."""
-        shown = self._shown[key][column]
-        self._count(column, shown.cell.text, -1)
-        self._count(column, cell.text, 1)
-        shown.cell = cell
+        """Put a changed cell of a shown row in place; the caller redraws its line."""
+        cells = self._shown[key]
+        self._widths.count(column, cells[column].text, -1)
+        self._widths.count(column, cell.text, 1)
+        cells[column] = cell
+        self._strips.pop(key, None)
 
     def _refresh_rows(self, indices: Iterable[int]) -> None:
         """Redraw these rows' lines where they are on screen, not the whole table."""
-        if self._auto_height:
-            self.refresh()
-            return
-        header = self.header_height if self.show_header else 0
-        first = int(self.scroll_offset.y)
+        first = int(self.scroll_y)
         width, height = self.size
         regions = [
-            Region(0, header + i - first, width, 1)
+            Region(0, _HEADER + i - first, width, 1)
             for i in indices
-            if first <= i < first + height - header
+            if first <= i < first + height - _HEADER
         ]
         if regions:
             self.refresh(*regions)
@@ -502,99 +418,50 @@ class LiveTable(DataTable[Shown]):
         height = self.region.height
         if not height:
             return 0, 0
-        top = int(self.scroll_offset.y) - 2
+        top = int(self.scroll_y) - 2
         return top, top + height + 4
 
-    def _cells_of(self, row: Row) -> list[Shown]:
-        return [
-            Shown(cell, col.numeric, row.key)
-            for cell, col in zip(row.cells, self.spec, strict=True)
-        ]
-
-    def _add(self, row: Row) -> None:
-        for i, cell in enumerate(row.cells):
-            self._count(i, cell.text, 1)
-        shown = self._shown[row.key] = self._cells_of(row)
-        self._row_keys[row.key] = self.add_row(*(shown[i] for i in self._visible), key=row.key)
-        self._seq[row.key] = self._added = self._added + 1
-        if self._sort_index is not None:
-            self._rank(row.key, row.cells[self._sort_index].sort)
-
-    def _add_many(self, rows: list[Row]) -> None:
-        """`_add` for many rows at once (the first frame, leaving a drill-down), as `add_row`
-        does it for one, which also moves the cursor and measures the row's cells again."""
-        if len(rows) < 16:
-            for row in rows:
-                self._add(row)
+    def _add_rows(self, rows: list[Row]) -> None:
+        """Put rows in at the end (a sort puts them in their place on `settle`)."""
+        if not rows:
             return
-        was_empty = not self.rows
-        columns = self.ordered_columns
-        index = self.row_count
+        sort_index = self._sort_index
         for row in rows:
-            shown = self._shown[row.key] = self._cells_of(row)
-            row_key = self._row_keys[row.key] = RowKey(row.key)
-            self._row_locations[row_key] = index
-            index += 1
-            self._data[row_key] = {
-                column.key: shown[i] for column, i in zip(columns, self._visible, strict=True)
-            }
-            self.rows[row_key] = self._data_rows[row.key] = DataRow(row_key, 1)
-            self._seq[row.key] = self._added = self._added + 1
+            key = row.key
+            self._shown[key] = list(row.cells)
+            self._index[key] = len(self._order)
+            self._order.append(key)
+            self._seq[key] = self._added = self._added + 1
             for i, cell in enumerate(row.cells):
-                self._count(i, cell.text, 1)
-            if self._sort_index is not None:
-                self._rank(row.key, row.cells[self._sort_index].sort)
-        self._layout += 1
-        self._require_update_dimensions = True  # the virtual size, on idle
-        self.cursor_coordinate = self.cursor_coordinate
-        if was_empty and self.columns and self.show_cursor and self.cursor_type != "none":
-            self._highlight_cursor()
-        self._update_count += 1
-        self.check_idle()
-        self.refresh(layout=True)
+                self._widths.count(i, cell.text, 1)
+            if sort_index is not None:
+                self._ranking.rank(key, row.cells[sort_index].sort, self._seq[key])
+                self._needs_sort = True
+        self._size_changed()
+        self.refresh()
 
-    def _uncount(self, key: str) -> None:
-        for i, shown in enumerate(self._shown.pop(key)):
-            self._count(i, shown.cell.text, -1)
-
-    def _remove(self, key: str) -> None:
-        self._uncount(key)
-        self._unrank(key)
-        del self._seq[key]
-        del self._row_keys[key]
-        self.remove_row(key)
-
-    def _remove_many(self, keys: list[str]) -> None:
-        """`_remove` for many rows at once, as `remove_row` does it for one: that renumbers
-        the rows below each time, which for a drill-down into one machine of a few thousand
-        rows is seconds."""
-        if len(keys) < 16:
-            for key in keys:
-                self._remove(key)
+    def _remove_rows(self, keys: list[str]) -> None:
+        """Take rows out, many at a time (a drill-down into one machine of thousands)."""
+        if not keys:
             return
-        gone: set[RowKey] = set()
         for key in keys:
-            self._uncount(key)
-            self._unrank(key)
+            for i, cell in enumerate(self._shown.pop(key)):
+                self._widths.count(i, cell.text, -1)
+            self._ranking.unrank(key)
             del self._seq[key]
-            del self._data_rows[key]
-            gone.add(self._row_keys.pop(key))
-        names = set(keys)
-        kept: list[RowKey | None] = [
-            row.key for row in self.ordered_rows if row.key.value not in names
-        ]
-        for row_key in gone:
-            del self.rows[row_key]
-            del self._data[row_key]
-        self._updated_cells = {cell for cell in self._updated_cells if cell.row_key not in gone}
-        self._row_locations = _RowOrder(kept, [str(key.value) for key in kept if key])
-        self._require_update_dimensions = True
-        self._layout += 1
-        self._update_count += 1
-        self.cursor_coordinate = self.cursor_coordinate
-        self.hover_coordinate = self.hover_coordinate
-        self.check_idle()
-        self.refresh(layout=True)
+            self._strips.pop(key, None)
+        self._set_order([key for key in self._order if key in self._shown])
+        self._size_changed()
+        self.refresh()
+
+    def _set_order(self, order: list[str]) -> None:
+        self._order = order
+        self._index = dict(zip(order, range(len(order)), strict=True))
+        last = max(0, len(order) - 1)
+        if self.cursor_row > last:
+            self.cursor_row = last
+        if self._hover is not None and self._hover > last:
+            self._hover = None
 
     # -- what is shown -------------------------------------------------------------------------
 
@@ -614,11 +481,11 @@ class LiveTable(DataTable[Shown]):
         self.filter_text = text.strip()
         self._reselect()
 
-    def _reselect(self, selected: str | None = None) -> None:
+    def _reselect(self) -> None:
         """Show exactly the rows that pass, keeping the ones already shown in place (and the
-        cursor on the selected row, or on `selected`)."""
+        cursor on the selected row)."""
         self._build_stale()
-        selected = self.selected_key or selected
+        selected = self.selected_key
         hide, adds = [], []
         for key, row in self.rows_by_key.items():
             passes = self._passes(row)
@@ -626,511 +493,222 @@ class LiveTable(DataTable[Shown]):
                 adds.append(row)
             elif not passes and key in self._shown:
                 hide.append(key)
-        self._remove_many(hide)
-        self._add_many(adds)
+        self._remove_rows(hide)
+        self._add_rows(adds)
         self._resize_columns()
         self._resort()
         self._keep_cursor(selected)
 
-    # -- sorting and the cursor ----------------------------------------------------------------
+    # -- sorting -------------------------------------------------------------------------------
 
     def sort_by(self, column: str, reverse: bool | None = None) -> None:
         """Sort by `column`; numbers start largest first. `reverse=None` flips the direction
         when the column is already the sort column."""
-        spec = next(c for c in self.spec if c.key == column)
+        spec = self.spec[self._spec_index(column)]
         if reverse is None:
             reverse = not self.sort_reverse if column == self.sort_column else spec.numeric
         self.sort_column, self.sort_reverse = column, reverse
         self._build_stale()
         self._resort()
 
-    @property
-    def selected_key(self) -> str | None:
-        if not self.rows or self.cursor_row < 0 or self.cursor_row >= self.row_count:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        return key
-
-    @property
-    def selected_row(self) -> Row | None:
-        key = self.selected_key
-        if key is None:
-            return None
-        self._build_stale([key])
-        return self.rows_by_key.get(key)
-
-    def _keep_cursor(self, key: str | None) -> None:
-        if key is not None and key in self.rows:
-            row = self.get_row_index(key)
-            if row != self.cursor_row:
-                self.move_cursor(row=row, animate=False)
-
-    # The shown rows in sort order are kept in `_ranked`, sorted (order, tie-break, key)
-    # entries, so that a tick's changed figures cost a few bisections, not a sort of every
-    # row. Ties, like blanks, keep the order in which the rows came.
-
     def _resort(self) -> None:
         """Rank every shown row again by the sort column and put them in that order."""
-        self._ranked.clear()
-        self._ranks.clear()
-        self._blanks.clear()
-        self._sort_index = None
         self._needs_sort = False
         if self.sort_column is None:
+            self._sort_index = None
+            self._ranking.clear()
             return
-        index = self._sort_index = next(
-            i for i, c in enumerate(self.spec) if c.key == self.sort_column
-        )
-        sign = -1 if self.sort_reverse else 1
-        for key in self._shown:
-            value = self.rows_by_key[key].cells[index].sort
-            if value is None:
-                self._blanks[key] = self._seq[key]
-            else:
-                self._ranks[key] = (_order(value), sign * self._seq[key], key)
-        self._ranked = sorted(self._ranks.values())
+        index = self._sort_index = self._spec_index(self.sort_column)
+        rows = ((key, cells[index].sort, self._seq[key]) for key, cells in self._shown.items())
+        self._ranking.rank_all(rows, self.sort_reverse)
         self._put_in_order()
-
-    def _rank(self, key: str, value: Any) -> None:
-        self._unrank(key)
-        seq = self._seq[key]
-        if value is None:
-            self._blanks[key] = seq
-        else:
-            entry = (_order(value), -seq if self.sort_reverse else seq, key)
-            insort(self._ranked, entry)
-            self._ranks[key] = entry
-        self._needs_sort = True
-
-    def _unrank(self, key: str) -> None:
-        entry = self._ranks.pop(key, None)
-        if entry is not None:
-            del self._ranked[bisect_left(self._ranked, entry)]
-        self._blanks.pop(key, None)
 
     def _put_in_order(self) -> None:
         self._needs_sort = False
         if self.sort_column is None:  # the sort was dropped (`sort_column = None`)
-            self._ranked.clear()
-            self._ranks.clear()
-            self._blanks.clear()
             self._sort_index = None
+            self._ranking.clear()
             return
-        if self._sort_index is None or not self.rows:
-            return
-        ranked = reversed(self._ranked) if self.sort_reverse else iter(self._ranked)
-        order = list(map(itemgetter(2), ranked))
-        order += sorted(self._blanks, key=self._blanks.__getitem__)
-        before = self._in_order[1] if self._in_order and self._in_order[0] == self._layout else None
-        if before == order:
+        order = self._ranking.order()
+        before = self._order
+        if order == before:
             return  # no row moved: nothing to redraw
         selected = self.selected_key
-        # What `DataTable.sort` ends with, without sorting every row again.
-        keys: list[RowKey | None] = list(map(self._row_keys.__getitem__, order))
-        self._row_locations = _RowOrder(keys, order)
-        self._update_count += 1
-        self._layout += 1
-        self._rows_in_order = (self._layout_key, list(map(self._data_rows.__getitem__, order)))
-        self._in_order = (self._layout, order)
-        if before is None:
+        self._set_order(order)
+        if len(before) != len(order):
             self.refresh()
         else:  # only the lines in view that show another row now
-            top, bottom = self._visible_rows()
-            top, bottom = max(0, top), min(bottom, len(order))
-            self._refresh_rows(i for i in range(top, bottom) if before[i] != order[i])
+            first = int(self.scroll_y)
+            bottom = min(first + self.size.height, len(order))
+            self._refresh_rows(i for i in range(first, bottom) if before[i] != order[i])
         self._keep_cursor(selected)
 
-    # -- the order of the rows, for the DataTable ----------------------------------------------
+    # -- the cursor ----------------------------------------------------------------------------
 
-    # The stock DataTable works out its rows' order again (`ordered_rows`, `_y_offsets`: a
-    # pass over every row) whenever `_update_count` moves, that is for any cell written; here
-    # they are kept until rows are added, removed or sorted.
+    def move_cursor(self, *, row: int, animate: bool = False) -> None:
+        """Put the cursor on line `row` (clamped to the rows) and scroll it into view."""
+        row = max(0, min(row, len(self._order) - 1))
+        if row != self.cursor_row:
+            self._refresh_rows((self.cursor_row, row))
+            self.cursor_row = row
+        page = self._page()
+        if row < self.scroll_y:
+            self.scroll_to(y=row, animate=animate)
+        elif row >= self.scroll_y + page:
+            self.scroll_to(y=row - page + 1, animate=animate)
 
-    def clear(self, columns: bool = False) -> Self:
-        self._shown.clear()
-        for lengths in self._lengths:
-            lengths.clear()
-        self._widths = list(self._labels)
-        self._resized.clear()
-        self._data_rows.clear()
-        self._seq.clear()
-        self._row_keys.clear()
-        self._ranked.clear()
-        self._ranks.clear()
-        self._blanks.clear()
-        self._layout += 1
-        return super().clear(columns)
+    def _keep_cursor(self, key: str | None) -> None:
+        index = self._index.get(key) if key is not None else None
+        if index is not None and index != self.cursor_row:
+            self.move_cursor(row=index)
 
-    def add_row(
-        self,
-        *cells: Shown,
-        height: int | None = 1,
-        key: str | None = None,
-        label: TextType | None = None,
-    ) -> RowKey:
-        self._layout += 1
-        self._auto_height |= height is None
-        row_key = super().add_row(*cells, height=height, key=key, label=label)
-        if row_key.value is not None:
-            self._data_rows[row_key.value] = self.rows[row_key]
-        return row_key
+    def _page(self) -> int:
+        """The rows a screenful shows."""
+        return max(1, self.scrollable_content_region.height - _HEADER)
 
-    def remove_row(self, row_key: RowKey | str) -> None:
-        self._layout += 1
-        super().remove_row(row_key)
-        name = row_key.value if isinstance(row_key, RowKey) else row_key
-        if name is not None:
-            self._data_rows.pop(name, None)
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - 1)
 
-    def sort(
-        self,
-        *columns: ColumnKey | str,
-        key: Callable[[Any], Any] | None = None,
-        reverse: bool = False,
-    ) -> Self:
-        self._layout += 1
-        return super().sort(*columns, key=key, reverse=reverse)
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + 1)
 
-    @property
-    def ordered_rows(self) -> list[DataRow]:
-        if self._rows_in_order is None or self._rows_in_order[0] != self._layout_key:
-            self._rows_in_order = (self._layout_key, super().ordered_rows)
-        return self._rows_in_order[1]
+    def action_page_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - self._page())
 
-    @property
-    def _y_offsets(self) -> list[tuple[RowKey, int]]:
-        if self._offsets is None or self._offsets[0] != self._layout_key:
-            rows = self.ordered_rows
-            if self._auto_height:
-                offsets = [(row.key, y) for row in rows for y in range(row.height)]
-            else:  # every row one line high
-                offsets = list(zip([row.key for row in rows], repeat(0)))
-            self._offsets = (self._layout_key, offsets)
-        return self._offsets[1]
+    def action_page_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + self._page())
 
-    def _get_row_region(self, row_index: int) -> Region:
-        """The stock one adds up the heights of every row above (the cursor asks for it on
-        each move): with one-line rows that is the row's index."""
-        if self._auto_height or not self.is_valid_row_index(row_index):
-            return super()._get_row_region(row_index)
-        width = sum(column.get_render_width(self) for column in self.columns.values())
-        width += self._row_label_column_width
-        y = row_index + (self.header_height if self.show_header else 0)
-        return Region(0, y, max(self.size.width, width), 1)
+    def action_first_row(self) -> None:
+        self.move_cursor(row=0)
 
-    @property
-    def _layout_key(self) -> tuple[int, int, int]:
-        # an auto-height row gets its height later, on idle: then follow every update
-        return (self._layout, self.row_count, self._update_count if self._auto_height else 0)
+    def action_last_row(self) -> None:
+        self.move_cursor(row=len(self._order) - 1)
+
+    def action_select_cursor(self) -> None:
+        key = self.selected_key
+        if key is not None:
+            self.post_message(self.RowSelected(self, key))
+
+    # -- the mouse -----------------------------------------------------------------------------
+
+    def _row_at(self, event: events.MouseEvent) -> int | None:
+        """The row under the mouse; -1 for the header, None past the rows."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return None
+        if offset.y < _HEADER:
+            return -1
+        index = offset.y - _HEADER + int(self.scroll_y)
+        return index if index < len(self._order) else None
+
+    def on_click(self, event: events.Click) -> None:
+        index = self._row_at(event)
+        if index is None:
+            return
+        event.stop()
+        if index == -1:
+            offset = event.get_content_offset(self)
+            assert offset is not None
+            x = offset.x + int(self.scroll_x)
+            slot = next(
+                (s for s, edge in reversed(list(enumerate(self._edges))) if edge <= x), None
+            )
+            if slot is not None and x < self._total:
+                self.post_message(self.HeaderSelected(self, self.spec[self._visible[slot]].key))
+        elif index == self.cursor_row:
+            self.action_select_cursor()
+        else:
+            self.move_cursor(row=index)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        index = self._row_at(event)
+        self._set_hover(index if index is not None and index >= 0 else None)
+
+    def on_leave(self) -> None:
+        self._set_hover(None)
+
+    def _set_hover(self, index: int | None) -> None:
+        if index != self._hover:
+            self._refresh_rows(i for i in (self._hover, index) if i is not None)
+            self._hover = index
 
     # -- drawing -------------------------------------------------------------------------------
 
-    # The stock DataTable draws a line by looking up its styles again (walking the widget's
-    # ancestors) and each cell through Rich's padding and layout machinery; here the styles
-    # are taken once per pass and a body cell is made straight from its segments, cached
-    # while its content, place and style stay the same. Header, labels, fixed columns and
-    # auto-height rows go the stock way.
-
-    def _clear_caches(self) -> None:
-        super()._clear_caches()
-        self._forget_drawn()
-
     def _forget_drawn(self) -> None:
-        self._rendered.clear()
-        self._places.clear()
+        self._strips.clear()
         self._looks.clear()
-        self._end_styles.clear()
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        # What the stock DataTable works out again for every line, once per pass.
-        widths = [c.get_render_width(self) for c in self.ordered_columns]
-        self._pass = _Pass(
-            self.rich_style,
-            self.size.width,
-            widths,
-            sum(widths),
-            self.cell_padding,
-            self.fixed_rows,
-            self.fixed_columns,
-            self.zebra_stripes,
-            self.cursor_type,
-            self._visible,
-            (
-                self.show_cursor,
-                self._show_hover_cursor,
-                self.cursor_foreground_priority == "css",
-                self.cursor_background_priority == "css",
-            ),
-        )
-        one = self._pass
-        drawn_for = (
-            self._pseudo_class_state,
-            one.padding,
-            one.fixed_rows,
-            one.fixed_columns,
-            one.cursor_styles,
-        )
-        if drawn_for != self._rendered_for:
-            # focus, hover and cursor settings change the styles: redraw every cell
-            self._forget_drawn()
-            self._rendered_for = drawn_for
-        try:
-            return super().render_lines(crop)
-        finally:
-            self._pass = None
+        self._toned.clear()
 
     def render_line(self, y: int) -> Strip:
-        one = self._pass
-        if one is None or self.fixed_rows:
-            return super().render_line(y)
         scroll_x, scroll_y = self.scroll_offset
-        if y >= (self.header_height if self.show_header else 0):
-            y += scroll_y
-        return self._render_line(y, scroll_x, scroll_x + self.size.width, one.style)
-
-    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
-        """The stock `_render_line`, but a body line that needs no cropping is its cells'
-        segments as they are: `_draw_cell` makes each to its column's width and simplified
-        (neighbouring cells never share a style: their mouse metadata differ)."""
-        one = self._pass
-        if one is None:
-            return super()._render_line(y, x1, x2, base_style)
-        width = one.width
-        if (
-            x1
-            or one.total > width
-            or self.fixed_columns
-            or self._auto_height
-            or (self._labelled_row_exists and self.show_row_labels)
-        ):
-            return super()._render_line(y, x1, x2, base_style)
-        try:
-            row_key, line_no = self._get_offsets(y)
-        except LookupError:
-            return Strip.blank(width, base_style)
-        if row_key is self._header_row_key or row_key.value not in self._shown:
-            return super()._render_line(y, x1, x2, base_style)
-        cursor, hover = self.cursor_coordinate, self.hover_coordinate
-        cache_key = (
-            y,
-            x1,
-            x2,
-            width,
-            cursor,
-            hover,
-            base_style,
-            self.cursor_type,
-            self._show_hover_cursor,
-            self._update_count,
-            self._pseudo_class_state,
-        )
-        strip: Strip | None = self._line_cache.get(cache_key)
-        if strip is None:
-            _, cells = self._render_line_in_row(row_key, line_no, base_style, cursor, hover)
-            strip = Strip([segment for cell in cells for segment in cell], width)
-            self._line_cache[cache_key] = strip
-        return strip
-
-    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
-        one = self._pass
-        if one is None:
-            return super()._get_row_style(row_index, base_style)
-        if row_index == -1:
-            name = "datatable--header"
-        elif row_index < one.fixed_rows:
-            name = "datatable--fixed"
-        elif one.zebra_stripes:
-            name = "datatable--odd-row" if row_index % 2 else "datatable--even-row"
+        if y < _HEADER:
+            strip, fill = self._header_strip()
         else:
-            return base_style
-        style = one.components.get(name)
-        if style is None:
-            style = one.components[name] = self.get_component_styles(name).rich_style
-        return style
+            index = y - _HEADER + scroll_y
+            if index >= len(self._order):
+                return Strip.blank(self.size.width, self.rich_style)
+            strip, fill = self._row_strip(index)
+        return strip.crop_extend(scroll_x, scroll_x + self.size.width, fill)
 
-    def _render_line_in_row(
-        self,
-        row_key: RowKey,
-        line_no: int,
-        base_style: Style,
-        cursor_location: Coordinate,
-        hover_location: Coordinate,
-    ) -> tuple[SegmentLines, SegmentLines]:
-        """A body row's line as the stock DataTable draws it when there are no row labels and
-        no fixed columns (this table's case), with its per-line style look-ups done once."""
-        one = self._pass
-        if (
-            one is None
-            or row_key is self._header_row_key
-            or self.fixed_columns
-            or (self._labelled_row_exists and self.show_row_labels)
-        ):
-            return super()._render_line_in_row(
-                row_key, line_no, base_style, cursor_location, hover_location
-            )
-        cursor_type = one.cursor_type
-        cache_key = (
-            row_key,
-            line_no,
-            base_style,
-            cursor_location,
-            hover_location,
-            cursor_type,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self._update_count,
-            self._pseudo_class_state,
-        )
-        cached = self._row_render_cache.get(cache_key)
-        if cached is not None:
-            return cached
-        index = self._row_locations.get(row_key)
-        row_index = -1 if index is None else index
-        row_style = self._get_row_style(row_index, base_style)
-        should_highlight = self._should_highlight
-        shown = self._shown.get(row_key.value) if row_key.value is not None else None
-        scrollable: SegmentLines = []
-        if cursor_type == "row" and shown is not None and not self._auto_height:
-            # the cursor and the hover cover the whole row or none of it
-            cursor = row_index == cursor_location.row
-            hover = row_index == hover_location.row
-            draw = self._draw_cell
-            for column_index, width in enumerate(one.widths):
-                scrollable.append(
-                    draw(one, shown, row_index, column_index, row_style, width, cursor, hover)[0]
-                )
-        else:
-            for column_index, width in enumerate(one.widths):
-                cell = Coordinate(row_index, column_index)
-                scrollable.append(
-                    self._render_cell(
-                        row_index,
-                        column_index,
-                        row_style,
-                        width,
-                        cursor=should_highlight(cursor_location, cell, cursor_type),
-                        hover=should_highlight(hover_location, cell, cursor_type),
-                    )[line_no]
-                )
-        remaining = max(0, one.width - one.total - self._row_label_column_width)
-        end = self._end_style(row_index, row_style, cursor_type, cursor_location, hover_location)
-        scrollable.append([Segment(" " * remaining, end)])
-        pair: tuple[SegmentLines, SegmentLines] = ([], scrollable)
-        self._row_render_cache[cache_key] = pair
-        return pair
+    def _header_strip(self) -> tuple[Strip, Style]:
+        style = self.rich_style + self.get_component_rich_style("live-table--header")
+        segments = [
+            Segment(f" {self._fit(self.spec[i].label, self._widths.widths[i], False)} ", style)
+            for i in self._visible
+        ]
+        return Strip(segments, self._total), style
 
-    def _end_style(
-        self,
-        row_index: int,
-        row_style: Style,
-        cursor_type: CursorType,
-        cursor_location: Coordinate,
-        hover_location: Coordinate,
-    ) -> Style:
-        """The style of a body line past its last column, as the stock DataTable makes it."""
-        hover = self._should_highlight(hover_location, Coordinate(row_index or 0, 0), cursor_type)
-        cursor = row_index == cursor_location.row
-        key = (row_index, row_style, hover, cursor)
-        style = self._end_styles.get(key) if cursor_type == "row" else None
-        if style is not None:
-            return style
-        if cursor_type == "row":
-            style, _ = self._get_styles_to_render_cell(
-                row_index == -1,
-                False,
-                False,
-                hover,
-                cursor,
-                self.show_cursor,
-                self._show_hover_cursor,
-                False,
-                False,
-            )
-            style = row_style + style
-        elif row_style.bgcolor is not None:
-            faded = Color.from_rich_color(row_style.bgcolor).blend(
-                self.background_colors[1], factor=0.25
-            )
-            style = Style.from_color(color=row_style.color, bgcolor=faded.rich_color)
-        else:
-            style = Style.from_color(row_style.color, row_style.bgcolor)
-        style += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
-        if cursor_type == "row":
-            # the cursor settings are part of the pass: a change clears this (`render_lines`)
-            self._end_styles[key] = style
-        return style
+    def _row_strip(self, index: int) -> tuple[Strip, Style]:
+        key = self._order[index]
+        look = (bool(index % 2), index == self.cursor_row, index == self._hover)
+        drawn = self._strips.get(key)
+        if drawn is not None and drawn[0] == look:
+            return drawn[1], drawn[2]
+        cells = self._shown[key]
+        widths = self._widths.widths
+        segments = []
+        for i in self._visible:
+            cell = cells[i]
+            body = self._fit(cell.text, widths[i], self.spec[i].numeric)
+            segments.append(Segment(f" {body} ", self._toned_style(look, cell.tone)))
+        strip = Strip(segments, self._total)
+        fill = self._look_styles(look)[0]
+        if len(self._strips) >= _STRIPS_KEPT:
+            self._strips.clear()
+        self._strips[key] = (look, strip, fill)
+        return strip, fill
 
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> SegmentLines:
-        one = self._pass
-        row_key = self._row_locations.get_key(row_index) if row_index >= 0 else None
-        shown = self._shown.get(row_key.value) if row_key and row_key.value else None
-        if one is None or shown is None or column_index < 0 or self._auto_height:
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        return self._draw_cell(
-            one, shown, row_index, column_index, base_style, width, cursor, hover
-        )
-
-    def _draw_cell(
-        self,
-        one: _Pass,
-        shown: list[Shown],
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool,
-        hover: bool,
-    ) -> SegmentLines:
-        """One body cell as the stock DataTable draws it (padding, row and cursor styles, the
-        cell's tone, cropped to the column), from the cache while it is unchanged. A cell whose
-        padding and text share a style is one segment, as `Strip.simplify` would make it."""
-        column = shown[one.columns[column_index]]
-        cell = column.cell
-        cache_key: _RenderKey = (row_index, column_index, base_style, width, cursor, hover)
-        hit = self._rendered.get(cache_key)
-        if hit is not None and hit[0] is cell:
-            return hit[1]
-        place = self._places.get(cache_key)
-        if place is None:
-            fixed = row_index < one.fixed_rows or column_index < one.fixed_columns
-            look = self._looks.get((base_style, fixed, cursor, hover))
-            if look is None:
-                component_style, post_style = self._get_styles_to_render_cell(
-                    False, False, fixed, hover, cursor, *one.cursor_styles
-                )
-                look = self._looks[base_style, fixed, cursor, hover] = _Look(
-                    base_style, component_style, post_style
-                )
-            meta = Style.from_meta({"row": row_index, "column": column_index})
-            place = self._places[cache_key] = _Place(look, meta)
-        style, padding = place.of(cell.tone)
-        pad = one.padding
-        inner = max(0, width - 2 * pad)
-        text = cell.text
+    @staticmethod
+    def _fit(text: str, width: int, right: bool) -> str:
         length = cell_len(text)
-        if length > inner:
-            text = set_cell_size(text, inner)
-            length = inner
-        space = " " * (inner - length)
-        body = space + text if column.right else text + space
-        if not pad:
-            line = [Segment(body, style)]
-        elif padding is None:
-            blank = " " * pad
-            line = [Segment(blank + body + blank, style)]
-        else:
-            blank_segment = Segment(" " * pad, padding)
-            line = [blank_segment, Segment(body, style), blank_segment]
-        lines = [line]
-        if len(self._rendered) >= _RENDER_CACHE:
-            self._forget_drawn()
-        self._rendered[cache_key] = (cell, lines)
-        return lines
+        if length > width:
+            return set_cell_size(text, width)
+        space = " " * (width - length)
+        return space + text if right else text + space
+
+    def _look_styles(self, look: _Look) -> tuple[Style, Style]:
+        """A line's style, and what goes over a cell's tone (the cursor's and the hover's
+        colours come from the CSS, not the cell)."""
+        styles = self._looks.get(look)
+        if styles is None:
+            odd, cursor, hover = look
+            stripe = "live-table--odd-row" if odd else "live-table--even-row"
+            line = self.rich_style + self.get_component_rich_style(stripe)
+            over = _NO_TONE
+            if hover:
+                hovered = self.get_component_rich_style("live-table--hover")
+                line += hovered
+                over = Style.from_color(bgcolor=hovered.bgcolor)
+            if cursor:
+                highlight = self.get_component_rich_style("live-table--cursor")
+                line += highlight
+                over = Style.from_color(highlight.color, highlight.bgcolor)
+            styles = self._looks[look] = (line, over)
+        return styles
+
+    def _toned_style(self, look: _Look, tone: str) -> Style:
+        style = self._toned.get((look, tone))
+        if style is None:
+            line, over = self._look_styles(look)
+            style = self._toned[look, tone] = line + _TONE_STYLES.get(tone, _NO_TONE) + over
+        return style
