@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hub._totals import Totals
 from shared.events import Agent, Role, UsageEvent
+
+if TYPE_CHECKING:
+    from hub._rollup import Cell  # _rollup files calls by `session_key`
 
 # Tokens per minute are the tokens of the calls made in the last RECENT_S seconds of wall time,
 # per minute of that window the session has lived (at least one): a current rate that falls to
@@ -159,6 +162,33 @@ class SessionBook:
         if row.first_ts == 0.0 or event.ts < row.first_ts:
             row.first_ts = event.ts
         return key
+
+    def restore(self, cell: Cell) -> str:
+        """Make or fill the row of a roll-up cell's calls (their money follows with `add`);
+        returns the row's key. A main-thread cell names the session, as in `note`."""
+        key = cell.session_row
+        row = self._sessions.get(key)
+        if row is None:
+            row = self._sessions[key] = SessionFigures(key, cell.machine, Agent(cell.agent))
+        if cell.role is Role.MAIN or row.first_ts == 0.0:
+            row.profile = cell.profile or row.profile
+            row.account = cell.account or row.account
+            row.project = cell.project or row.project
+            row.git_branch = cell.git_branch or row.git_branch
+        if cell.last_ts >= row.last_ts:
+            row.last_ts = cell.last_ts
+            row.model = cell.model
+        if row.first_ts == 0.0 or cell.first_ts < row.first_ts:
+            row.first_ts = cell.first_ts
+        return key
+
+    def note_recent(self, event: UsageEvent, now_minute: int) -> None:
+        """Count a stored call's tokens in its row's recent rate (the rows come from
+        `restore`; the roll-ups do not hold seconds)."""
+        row = self._sessions.get(session_key(event))
+        second = int(event.ts)
+        if row is not None and second > now_minute * 60 - RECENT_S:
+            row.recent[second] = row.recent.get(second, 0) + event.tokens.total
 
     def add(self, key: str, calls: Totals, *, main: bool) -> None:
         """Add calls `note`d in row `key` to its main-thread or its subagent spend."""

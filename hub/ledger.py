@@ -29,13 +29,14 @@ from enum import StrEnum
 from typing import Final, TypeVar
 
 from hub._pricing import safe_price
+from hub._rollup import Cell, MinuteCell, cell_totals, cost_class, totals_of
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
 from hub._sessions import SessionBook, SessionFigures
 from hub._totals import MONEY, Basis, Totals
 from hub.model import Change
 from pricing import PriceBook, PricedCall
 from shared.config import Billing
-from shared.events import Role, UsageEvent
+from shared.events import Role, Tokens, UsageEvent
 
 __all__ = [
     "FLEET",
@@ -103,6 +104,8 @@ _Place = tuple[date | None, int | None, str | None, bool, _Keys]
 _Sums = dict[_Place, Totals]
 
 _K = TypeVar("_K")
+# The scope keys past machine and profile, where only those two count (a run-rate minute).
+_NO_KEYS: Final = (None, "", None, "", "")
 
 
 def _add_to(table: dict[_K, Totals], key: _K, calls: Totals) -> Totals:
@@ -175,6 +178,66 @@ class Ledger:
                 if event.counts:
                     self._add(event, sums, negate=False)
             self._post(sums)
+
+    def load(
+        self, cells: Iterable[Cell], minutes: Iterable[MinuteCell], recent: Iterable[UsageEvent]
+    ) -> None:
+        """Start over from the store's roll-ups: the cells and minutes since `horizon()`, and
+        the calls of the last few minutes (for the sessions' current token rates). Reads sums,
+        not events: this is what a hub does at start-up and when a profile's billing changes."""
+        self._days.clear()
+        self._rate.clear()
+        self.sessions.clear()
+        self.price_errors = self.unplaceable = 0
+        self.first_call = None
+        self._tick()
+        sums: _Sums = {}
+        window_start = self._minute - self._rate.minutes
+        with localcontext(MONEY):
+            for cell in cells:
+                if not cell.calls:
+                    continue  # retractions only: they count nothing
+                day = self._day_of(cell.start)
+                if day < self._keep_from:
+                    continue
+                if self.first_call is None or cell.first_ts < self.first_call:
+                    self.first_call = cell.first_ts
+                billing = (
+                    Billing.API
+                    if cell.profile is None
+                    else self._billing_of(cell.machine, cell.profile)
+                )
+                pkey = profile_key(cell.machine, cell.profile) if cell.profile else None
+                keys = (
+                    cell.machine,
+                    pkey,
+                    cell.account,
+                    cell.agent,
+                    cell.project,
+                    cell.session_id,
+                    cell.model,
+                )
+                place = (day, None, self.sessions.restore(cell), cell.role is Role.MAIN, keys)
+                _add_to(sums, place, cell_totals(cell, billing))
+            for m in minutes:
+                if m.minute <= window_start or not m.calls:
+                    continue
+                billing = (
+                    Billing.API if m.profile is None else self._billing_of(m.machine, m.profile)
+                )
+                # a minute keeps only its token total: the run rate needs no more
+                calls = totals_of(
+                    m.calls,
+                    Tokens(input=m.tokens),
+                    m.amount,
+                    cost_class(m.priced, m.estimated, billing),
+                    unknown_tokens=m.tokens,
+                )
+                pkey = profile_key(m.machine, m.profile) if m.profile else None
+                _add_to(sums, (None, m.minute, None, True, (m.machine, pkey, *_NO_KEYS)), calls)
+            self._post(sums)
+        for event in recent:
+            self.sessions.note_recent(event, self._minute)
 
     def horizon(self) -> float:
         """The earliest call time any current total or series covers: what `rebuild` needs."""

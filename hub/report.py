@@ -5,51 +5,92 @@ the same way. The top level keeps the scan's keys that mean something on a hub: 
 `rows`, `total`, `skipped` (here: retracted calls in the range) and `unknown_models`. A scan's
 `files`, `bytes` and `problems` describe log reading, which the nodes did; they are left out.
 
-Attribution comes from the store: machine is the node that sent the call, profile and account
-as it filed them. The cost class comes from the profile's billing as the store knows it now.
+The figures come from the store's roll-ups (`hub._rollup`), not its events: a report reads a
+few thousand sums at any store size, and days whose events retention pruned still report.
+Each call is priced as it was when stored; the cost class comes from the profile's billing as
+the store knows it now. Attribution: machine is the node that sent the call, profile and
+account as it filed them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any
+from decimal import localcontext
+from typing import Any, Final
 
-from hub._pricing import billing_of, safe_price
+from hub._pricing import billing_of
+from hub._rollup import Cell, cost_class
+from hub._totals import MONEY
 from hub.store import Store
-from pricing import CostClass, PriceBook
-from pricing.rollup import Attribution, Rollup
+from pricing import PriceBook, PricedCall
+from pricing.rollup import Rollup
 
 RETRACTED = "retracted"  # the `skipped` reason for calls found to copy another one
-NO_EXTRA = Attribution()  # stored events carry their own attribution, filed at ingest
+
+CellKeyFn = Callable[[Cell, tzinfo], str | None]
+
+
+def _local(cell: Cell, tz: tzinfo) -> datetime:
+    return datetime.fromtimestamp(cell.start, tz)
+
+
+def _week(cell: Cell, tz: tzinfo) -> str:
+    year, week, _day = _local(cell, tz).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+# A cell's value of each `pricing.rollup.GROUP_KEYS` key (a quarter-hour lies in one day of
+# any zone, so its start names its day).
+CELL_KEYS: Final[dict[str, CellKeyFn]] = {
+    "day": lambda c, tz: _local(c, tz).date().isoformat(),
+    "week": _week,
+    "month": lambda c, tz: _local(c, tz).strftime("%Y-%m"),
+    "model": lambda c, tz: c.model,
+    "agent": lambda c, tz: c.agent,
+    "profile": lambda c, tz: c.profile,
+    "account": lambda c, tz: c.account,
+    "machine": lambda c, tz: c.machine,
+    "project": lambda c, tz: c.project,
+    "session": lambda c, tz: c.session_id,
+    "role": lambda c, tz: c.role.value,
+}
 
 
 def build_hub_report(
     store: Store,
-    book: PriceBook,
+    book: PriceBook | None = None,
     *,
     by: Sequence[str],
     tz: tzinfo,
     since: date | None = None,
     until: date | None = None,
 ) -> dict[str, Any]:
-    """Every kept call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
-    (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`)."""
+    """Every stored call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
+    (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`).
+    `book` is not read: calls were priced when stored (kept for callers that pass it)."""
     rollup = Rollup(tuple(by), tz)
+    keys = [CELL_KEYS[k] for k in rollup.by]
     billing = store.billing()
     unknown_models: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     start = _day_start(since, tz) if since is not None else None
     end = _day_start(until + timedelta(days=1), tz) if until is not None else None
-    for event in store.usage_events(start, end):
-        if not event.counts:
-            skipped[RETRACTED] += 1
-            continue
-        priced, _ = safe_price(book, event, billing_of(billing, event.machine, event.profile))
-        if priced.cost_class is CostClass.UNKNOWN:
-            unknown_models[event.model] += 1
-        rollup.add(event, priced, NO_EXTRA)
+    with localcontext(MONEY):
+        for cell in store.rollup(start, end):
+            if cell.retracted:
+                skipped[RETRACTED] += cell.retracted
+            if not cell.calls:
+                continue
+            cls = cost_class(
+                cell.priced, cell.estimated, billing_of(billing, cell.machine, cell.profile)
+            )
+            if not cell.priced:
+                unknown_models[cell.model] += cell.calls
+            priced = PricedCall(cell.amount if cell.priced else None, cls, None, cell.estimated)
+            row_key = tuple(key(cell, tz) for key in keys)
+            rollup.add_calls(row_key, cell.calls, cell.tokens, priced)
     return {
         "group_by": list(rollup.by),
         "rows": [row.to_json() for row in rollup.sorted_rows()],

@@ -31,7 +31,7 @@ from hub._feed import FeedItem as FeedItem  # the screens take it from here
 from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
-from hub._sessions import SessionNames, session_key
+from hub._sessions import RECENT_S, SessionNames, session_key
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
@@ -115,7 +115,7 @@ class FleetService:
             tz or UTC,
             clock,
         )
-        self.ledger.rebuild(store.usage_events(since=self.ledger.horizon()))
+        self._load_ledger()
         self.board = ProfileBoard()
         self._restore_board()
         self._hellos: dict[str, NodeHello] = {}
@@ -228,7 +228,7 @@ class FleetService:
         change.feed.extend(news)
         if result.billing_changed:
             self._billing = self._store.billing()
-            self.ledger.rebuild(self._store.usage_events(since=self.ledger.horizon()))
+            self._load_ledger()
         else:
             self.ledger.apply_all(result.changes)
         change.usage = len(result.changes)
@@ -272,6 +272,16 @@ class FleetService:
         change.feed.sort(key=lambda item: item.ts)
         self._add_to_feed(change.feed)
         return change
+
+    def _load_ledger(self) -> None:
+        """The ledger from the store's roll-ups (sums, not events: fast at any store size)."""
+        horizon = self.ledger.horizon()
+        self.ledger.load(
+            self._store.rollup(since=horizon),
+            self._store.rollup_minutes(since=horizon),
+            # a minute more: the rate's window starts at a minute's start before now
+            self._store.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
+        )
 
     def _add_to_feed(self, items: list[FeedItem]) -> None:
         """Keep the feed in the order things happened (a node catching up tells older news)."""

@@ -27,6 +27,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
+from hub._rollup import (
+    MINUTE_KEEP_S,
+    Cell,
+    MinuteCell,
+    Price,
+    RollupDeltas,
+    amount_text,
+    book_pricer,
+    read_cells,
+    read_minutes,
+    stored_price,
+)
 from hub._schema import Synchronous, connect
 from hub.model import (
     AuditRecord,
@@ -35,6 +47,7 @@ from hub.model import (
     NodeRecord,
     ProfileRecord,
 )
+from pricing import PriceBook
 from shared.codec import pack, unpack
 from shared.config import Billing
 from shared.events import MAX_REVISION, Agent, Event, LimitEvent, ProfileEvent, UsageEvent
@@ -44,34 +57,47 @@ DB_FILE: Final = "hub.db"
 _CHUNK: Final = 500  # ids per `IN (...)` lookup: well under SQLite's bound-parameter limit
 
 _UPSERT_USAGE: Final = """
-INSERT INTO usage (event_id, revision, counted, ts, machine, profile, account, session_id,
-                   model, agent, received, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO usage (event_id, revision, counted, ts, machine, session_id, amount, estimated,
+                   payload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_id) DO UPDATE SET
     revision = excluded.revision, counted = excluded.counted, ts = excluded.ts,
-    profile = excluded.profile, account = excluded.account,
-    session_id = excluded.session_id, model = excluded.model, agent = excluded.agent,
-    received = excluded.received, payload = excluded.payload
+    session_id = excluded.session_id, amount = excluded.amount,
+    estimated = excluded.estimated, payload = excluded.payload
 WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
+PRUNE_STEP: Final = 5_000  # raw rows deleted per transaction: the receiver waits no longer
+VACUUM_PAGES: Final = 2_000  # free pages handed back to the file system per step (8 MiB)
 
 
 class _Stored(NamedTuple):
-    """What the store holds of a usage event: enough to judge a new revision of it."""
+    """What the store holds of a usage event: enough to judge a new revision of it, and to
+    withdraw from the roll-ups what it added."""
 
     revision: int
     machine: str  # the node that first stored it: its owner
     payload: bytes
+    price: Price
 
 
 class Store:
-    def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL") -> None:
+    def __init__(
+        self, path: Path, *, synchronous: Synchronous = "NORMAL", book: PriceBook | None = None
+    ) -> None:
+        """`book` prices calls into the roll-ups as they are stored (default: the shipped
+        tables)."""
         self.path = Path(path)
-        self._db = connect(self.path, synchronous)
+        self._price = book_pricer(book)
+        self._db = connect(self.path, synchronous, self._price)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
+        # Raw events before this time were pruned: later copies of them are not stored.
+        self._pruned_before = float(row[0]) if row else -math.inf
 
     @classmethod
-    def in_dir(cls, data_dir: Path, *, synchronous: Synchronous = "NORMAL") -> Store:
-        return cls(Path(data_dir) / DB_FILE, synchronous=synchronous)
+    def in_dir(
+        cls, data_dir: Path, *, synchronous: Synchronous = "NORMAL", book: PriceBook | None = None
+    ) -> Store:
+        return cls(Path(data_dir) / DB_FILE, synchronous=synchronous, book=book)
 
     def close(self) -> None:
         self._db.close()
@@ -137,11 +163,16 @@ class Store:
             usage: list[tuple[UsageEvent, bytes | None]] = []
             others: list[Event] = []
             rejected: list[tuple[str, str]] = []
+            pruned = 0
             for i, event in enumerate(events):
                 # One event that cannot be stored is left out and reported, so that it never
                 # blocks its node's stream.
                 if (problem := _unstorable(event)) is not None:
                     rejected.append((event.event_id, problem))
+                elif event.ts < self._pruned_before:
+                    # Its day's raw rows are gone, so it cannot be told from one already
+                    # counted (a node re-reading old logs): the roll-ups stay as they are.
+                    pruned += 1
                 elif isinstance(event, UsageEvent):
                     blob = None if packed is None else packed[i]
                     usage.append(self._attribute(event, blob, node, accounts))
@@ -160,7 +191,7 @@ class Store:
             changes=changes,
             limits=limits,
             profile_events=profile_events,
-            ignored=ignored + ignored_limits + ignored_profiles,
+            ignored=ignored + ignored_limits + ignored_profiles + pruned,
             rejected=rejected,
             foreign=foreign,
             gap=last is not None and seq0 > last + 1,
@@ -237,6 +268,7 @@ class Store:
         changes: list[Change] = []
         foreign: list[tuple[str, str]] = []
         rows: list[tuple[Any, ...]] = []
+        deltas = RollupDeltas(minutes_since=now - MINUTE_KEEP_S)
         for event_id, (event, blob) in latest.items():
             old = stored.get(event_id)
             if old is not None and old.machine != node:
@@ -244,7 +276,13 @@ class Store:
                 continue
             if old is not None and old.revision >= event.revision:
                 continue
-            changes.append((_usage(old.payload) if old is not None else None, event))
+            replaced = None
+            if old is not None:
+                replaced = _usage(old.payload)
+                deltas.add(replaced, old.price, -1)  # what it added, at the price it was stored
+            changes.append((replaced, event))
+            amount, estimated = price = self._price(event)
+            deltas.add(event, price, 1)
             rows.append(
                 (
                     event_id,
@@ -252,16 +290,14 @@ class Store:
                     int(event.counts),
                     event.ts,
                     event.machine,
-                    event.profile,
-                    event.account,
                     event.session_id,
-                    event.model,
-                    event.agent.value,
-                    now,
+                    amount_text(amount),
+                    int(estimated),
                     pack(event) if blob is None else blob,
                 )
             )
         self._db.executemany(_UPSERT_USAGE, rows)
+        deltas.write(self._db)
         return changes, len(usage) - len(changes) - len(foreign), foreign
 
     def _stored_revisions(self, ids: list[str]) -> dict[str, _Stored]:
@@ -269,12 +305,14 @@ class Store:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for event_id, revision, machine, payload in self._db.execute(
-                "SELECT event_id, revision, machine, payload FROM usage "
+            for event_id, revision, machine, payload, amount, estimated in self._db.execute(
+                "SELECT event_id, revision, machine, payload, amount, estimated FROM usage "
                 f"WHERE event_id IN ({marks})",
                 chunk,
             ):
-                found[event_id] = _Stored(revision, machine, payload)
+                found[event_id] = _Stored(
+                    revision, machine, payload, stored_price(amount, estimated)
+                )
         return found
 
     def _insert_limits(
@@ -391,6 +429,50 @@ class Store:
         # ORDER BY event_id after ts: a stable order for equal times, so reads are repeatable.
         sql = f"SELECT payload FROM {table}{clause} ORDER BY ts, event_id"
         yield from self._db.execute(sql, params)
+
+    def rollup(self, since: float | None = None, until: float | None = None) -> Iterator[Cell]:
+        """The roll-up cells of the quarter-hours from `since`'s to the last before `until`
+        (every day, pruned or not)."""
+        return read_cells(self._db, since, until)
+
+    def rollup_minutes(self, since: float) -> Iterator[MinuteCell]:
+        """Per-minute sums since `since` (kept for the last `MINUTE_KEEP_S`)."""
+        return read_minutes(self._db, since)
+
+    # ---- retention ----------------------------------------------------------------------
+
+    def prune(self, before: float, now: float, *, step: int = PRUNE_STEP) -> int:
+        """Delete at most `step` raw events (usage, limits, profile events) older than
+        `before`, and minute sums older than `MINUTE_KEEP_S` before `now`; then hand back up to
+        `VACUUM_PAGES` free pages. The roll-ups stay. Returns the rows deleted: call again
+        while it returns `step` (each call is one short transaction). From then on, events
+        older than `before` are not stored (see `ingest`)."""
+        deleted = 0
+        with self._transaction():
+            if before > self._pruned_before:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pruned_before', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (before,),
+                )
+            for table in ("usage", "limits", "profile_events"):
+                left = step - deleted
+                if left <= 0:
+                    break
+                deleted += self._db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE ts < ? ORDER BY ts LIMIT ?)",
+                    (before, left),
+                ).rowcount
+            self._db.execute(
+                "DELETE FROM rollup_minute WHERE minute < ?",
+                (int((now - MINUTE_KEEP_S) // 60),),
+            )
+        self._pruned_before = max(self._pruned_before, before)
+        # executescript steps the pragma to its end (it frees a page a step; `execute` steps
+        # it once), and commits nothing of ours: the store is in autocommit between batches
+        self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        return deleted
 
     def nodes(self) -> list[NodeRecord]:
         rows = self._db.execute(

@@ -341,22 +341,7 @@ def test_a_database_from_another_schema_is_refused(tmp_path: Path) -> None:
         Store(junk)
 
 
-def test_a_database_from_an_older_schema_is_upgraded(tmp_path: Path) -> None:
-    with Store.in_dir(tmp_path) as first:
-        first.ingest("spark01", "events", 1, 1, [usage("a")], None, T0)
-    db = sqlite3.connect(tmp_path / DB_FILE)  # as version 1 left it: with the machine index
-    db.execute("CREATE INDEX usage_machine ON usage (machine, profile, ts)")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    with Store.in_dir(tmp_path) as again:
-        assert list(stored(again)) == ["a"]
-        assert again.stream_seq("spark01", "events") == 1
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert "usage_machine" not in indexes and "usage_ts" in indexes
-    db.close()
+# Upgrades from schema v1 and v2, with data: tests/test_hub_rollup.py.
 
 
 def test_received_bytes_are_stored_as_they_came(store: Store) -> None:
