@@ -96,6 +96,7 @@ class Hub:
             self.book,
             stale_after=self.config.stale_after,
             commander=self.commander,
+            retain_days=self.config.retain_days,
         )
         self.receiver = Receiver(
             self.config.events,
@@ -128,8 +129,9 @@ class Hub:
         while not self.stop_event.wait(LIVENESS_EVERY):
             try:
                 self.service.check_nodes()
+                self.service.prune()
             except Exception:
-                log.exception("liveness check failed")
+                log.exception("liveness check or pruning failed")
 
     def _advertise(self) -> None:
         factory = self.advertiser_factory or _default_advertiser

@@ -34,11 +34,12 @@ from hub._runrate import MinutePoint
 from hub._sessions import RECENT_S, SessionNames, session_key
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
+from hub.config import DEFAULT_RETAIN_DAYS
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import build_hub_report
-from hub.store import Store
+from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
 from shared.config import Billing
@@ -49,6 +50,8 @@ from shared.wire import Frame, parse_batch_body
 log = logging.getLogger(__name__)
 
 FEED_SIZE: Final = 500
+PRUNE_BUDGET_S: Final = 0.2  # time `prune` may take per call (in steps of PRUNE_STEP rows)
+PRUNE_REST_S: Final = 60.0  # after pruning all it could: a minute's events are all it can gain
 PROFILE_MEMORY_S: Final = 8 * 86400.0  # limit and profile events read back at start (a week+)
 Action = Literal["pause", "resume", "kill"]
 # How long an operator waits for a node's answer: pause and resume take milliseconds on the
@@ -101,8 +104,11 @@ class FleetService:
         tz: tzinfo | None = None,
         commander: Commander | None = None,
         clock: Callable[[], float] = time.time,
+        retain_days: int = DEFAULT_RETAIN_DAYS,
     ) -> None:
         self._store = store
+        self.retain_days = retain_days
+        self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
         self._book = book
         self.stale_after = stale_after
         self.commander = commander
@@ -304,6 +310,28 @@ class FleetService:
         for row in self.ledger.sessions.active_since(0.0):
             if row.profile is not None:
                 self.board.note_call(row.machine, row.profile, row.last_ts)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, budget_s: float = PRUNE_BUDGET_S) -> int:
+        """Prune raw events older than `retain_days`, a small step at a time, for about
+        `budget_s` at most (call it every few seconds: once it has caught up it rests for
+        `PRUNE_REST_S`); the lock is let go between steps, so a batch never waits for more
+        than one. Returns the rows deleted."""
+        start = time.monotonic()
+        if start < self._prune_rest_until:
+            return 0
+        deleted = 0
+        while True:
+            now = self.clock()
+            with self._lock:
+                step = self._store.prune(now - self.retain_days * 86400.0, now)
+            deleted += step
+            if step < PRUNE_STEP:
+                self._prune_rest_until = time.monotonic() + PRUNE_REST_S
+                return deleted
+            if time.monotonic() >= start + budget_s:
+                return deleted
 
     # -- liveness ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from hub._pricing import billing_of, safe_price
 from hub._schema import SCHEMA_VERSION
 from hub.ledger import Dimension, Ledger, Period
 from hub.report import build_hub_report
+from hub.service import FleetService
 from hub.store import DB_FILE, Store
 from pricing import Billing, PriceBook, PricedCall
 from pricing.rollup import GROUP_KEYS, Attribution, Rollup
@@ -364,3 +365,55 @@ def test_a_store_with_data_from_an_older_schema_migrates(tmp_path: Path, version
     indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "usage_machine" not in indexes and {"usage_ts", "usage_session"} <= indexes
     db.close()
+
+
+# ---- the service: retention and start-up -----------------------------------------------------
+
+
+def service_on(data: Path, now: float, **kw: Any) -> FleetService:
+    return FleetService(Store.in_dir(data), PriceBook.default(), clock=lambda: now, **kw)
+
+
+def test_the_service_prunes_old_events_and_keeps_their_figures(tmp_path: Path) -> None:
+    now = T0 + 10 * DAY  # 2026-11-28: three days back is still this month
+    service = service_on(tmp_path, now, retain_days=1)
+    batch = [usage("old", ts=now - 3 * DAY), usage("new", ts=now - 60, session_id="s2")]
+    service.ingest("spark01", "events", 1, 1, list(batch), HELLO)
+    month, report = service.fleet(Period.MONTH), service.report(["day", "session"], UTC)
+    assert month.calls == 2
+    assert service.prune() == 1
+    assert service.prune() == 0  # resting: it caught up
+    assert [e.event_id for e in service._store.usage_events()] == ["new"]  # noqa: SLF001
+    service._store.close()  # noqa: SLF001
+    restarted = service_on(tmp_path, now, retain_days=1)
+    assert restarted.fleet(Period.MONTH) == month
+    assert restarted.report(["day", "session"], UTC) == report
+    assert {row.key for row in restarted.sessions()} == {"s1", "s2"}
+    # a node re-sending the pruned call (a re-read log) cannot count it twice
+    restarted.ingest("spark01", "events", 2, 2, [usage("old", 1, ts=now - 3 * DAY)])
+    assert restarted.fleet(Period.MONTH) == month
+    assert restarted.report(["day", "session"], UTC) == report
+
+
+def test_start_up_reads_sums_and_the_last_minutes_not_the_events(tmp_path: Path) -> None:
+    """What made a hub with a month of events take 22.9 s before it listened: it re-priced
+    every event of the month. Now only the last few minutes' raw rows are read."""
+    now = T0 + 10 * DAY
+    with Store.in_dir(tmp_path) as store:
+        batch = [usage(f"e{i}", ts=now - i * 3600, session_id=f"s{i % 7}") for i in range(200)]
+        store.ingest("spark01", "events", 1, 1, batch, HELLO, now)
+    store = Store.in_dir(tmp_path)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)  # noqa: SLF001
+    service = FleetService(store, PriceBook.default(), clock=lambda: now)
+    store._db.set_trace_callback(None)  # noqa: SLF001
+    reads = [s for s in statements if "FROM usage" in s]
+    assert reads, statements
+    for sql in reads:
+        assert "ts >= " in sql, sql
+        since = float(sql.split("ts >= ")[1].split()[0])
+        assert since >= now - 600, sql
+    assert service.fleet(Period.MONTH).calls == sum(
+        1 for e in batch if e.ts >= datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    )
+    store.close()
