@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
+from operator import attrgetter
 from typing import Final, NamedTuple
 
 from hub._pricing import safe_price
 from hub._sessions import session_key
 from hub._totals import MONEY, ZERO, Totals
+from hub.model import Price
 from pricing import Billing, CostClass, PriceBook, classify
 from shared.events import Role, Tokens, UsageEvent
 
 QUARTER_S: Final = 900
 MINUTE_KEEP_S: Final = 86400.0  # minute rows kept a day: the run rate looks back a few hours
 
-# (API-equivalent USD or None when no price is known, whether it is an estimate)
-Price = tuple[Decimal | None, bool]
 Pricer = Callable[[UsageEvent], Price]
 
 _KEY_COLUMNS: Final = (
@@ -118,36 +117,31 @@ def stored_price(amount: str | None, estimated: int) -> Price:
     return (None if amount is None else Decimal(amount)), bool(estimated)
 
 
-@dataclass(slots=True)
-class _Delta:
-    counts: list[int] = field(default_factory=lambda: [0] * len(_COUNT_COLUMNS))
-    amount: Decimal = ZERO
-    first_ts: float = float("inf")
-    last_ts: float = float("-inf")
-    git_branch: str | None = None
-    withdrew: bool = False  # something was taken out: the cell may now be empty
-
-
-@dataclass(slots=True)
-class _MinuteDelta:
-    calls: int = 0
-    tokens: int = 0
-    amount: Decimal = ZERO
-    withdrew: bool = False
+# A call's counts in `_COUNT_COLUMNS` order but `calls` and `retracted`: summed per cell in C.
+_TOKENS: Final = attrgetter(
+    "input",
+    "output",
+    "cache_read",
+    "cache_write_5m",
+    "cache_write_1h",
+    "reasoning",
+    "web_search_requests",
+)
+# (sign, event, amount) of each call a cell or minute gains (+1) or loses (-1)
+_Entry = tuple[int, UsageEvent, Decimal | None]
 
 
 class RollupDeltas:
-    """What a set of changes adds to the cells and minutes; `write` applies it."""
+    """What a set of changes adds to the cells and minutes; `write` applies it. `add` only
+    files each call under its cell; the sums are taken per cell at `write` (in C, mostly)."""
 
     def __init__(self, minutes_since: float) -> None:
         self._minutes_since = minutes_since  # calls before it get no minute row
-        self.cells: dict[CellKey, _Delta] = {}
-        self.minutes: dict[MinuteKey, _MinuteDelta] = {}
+        self.cells: dict[CellKey, list[_Entry]] = {}
 
     def add(self, event: UsageEvent, price: Price, sign: int) -> None:
         """Add `event` priced at `price` (`sign` -1: withdraw it)."""
         amount, estimated = price
-        priced = int(amount is not None)
         counted = event.counts
         key: CellKey = (
             int(event.ts // QUARTER_S),
@@ -161,65 +155,70 @@ class RollupDeltas:
             event.model,
             event.role.value,
             # a retraction counts nothing: it is only told in `retracted`, in a plain cell
-            priced if counted else 1,
+            int(amount is not None) if counted else 1,
             int(estimated) if counted else 0,
         )
-        delta = self.cells.get(key)
-        if delta is None:
-            delta = self.cells[key] = _Delta()
-        delta.withdrew |= sign < 0
-        delta.first_ts = min(delta.first_ts, event.ts)
-        delta.last_ts = max(delta.last_ts, event.ts)
-        if sign > 0 and event.git_branch is not None:
-            delta.git_branch = event.git_branch
-        counts = delta.counts
-        if not counted:
-            counts[8] += sign
-            return
-        t = event.tokens
-        for i, n in enumerate(
-            (
-                1,
-                t.input,
-                t.output,
-                t.cache_read,
-                t.cache_write_5m,
-                t.cache_write_1h,
-                t.reasoning,
-                t.web_search_requests,
-            )
-        ):
-            counts[i] += sign * n
-        if amount is not None:
-            delta.amount += amount if sign > 0 else -amount
-        if event.ts < self._minutes_since:
-            return
-        mkey: MinuteKey = (int(event.ts // 60), event.machine, event.profile or "", *key[10:])
-        minute = self.minutes.get(mkey)
-        if minute is None:
-            minute = self.minutes[mkey] = _MinuteDelta()
-        minute.withdrew |= sign < 0
-        minute.calls += sign
-        minute.tokens += sign * t.total
-        if amount is not None:
-            minute.amount += amount if sign > 0 else -amount
+        entries = self.cells.get(key)
+        if entries is None:
+            entries = self.cells[key] = []
+        entries.append((sign, event, amount))
 
     def write(self, db: sqlite3.Connection) -> None:
-        """Apply the deltas (inside the caller's transaction) and drop cells left empty."""
+        """Apply the deltas (inside the caller's transaction) and drop what they left empty."""
+        cells: list[tuple[object, ...]] = []
+        emptied: list[CellKey] = []
+        minutes: dict[MinuteKey, list[_Entry]] = {}
         with localcontext(MONEY):
-            db.executemany(
-                _UPSERT_CELL,
-                [
-                    (*key, *d.counts, str(d.amount), d.first_ts, d.last_ts, d.git_branch)
-                    for key, d in self.cells.items()
-                ],
-            )
+            for key, entries in self.cells.items():
+                cells.append((*key, *_sums(entries), *_times(entries)))
+                if any(sign < 0 for sign, _, _ in entries):
+                    emptied.append(key)
+                for entry in entries:
+                    event = entry[1]
+                    if event.counts and event.ts >= self._minutes_since:
+                        mkey = (int(event.ts // 60), key[1], key[2], key[10], key[11])
+                        minutes.setdefault(mkey, []).append(entry)
+            db.executemany(_UPSERT_CELL, cells)
             db.executemany(
                 _UPSERT_MINUTE,
-                [(*key, m.calls, m.tokens, str(m.amount)) for key, m in self.minutes.items()],
+                [(*mkey, *_minute_sums(entries)) for mkey, entries in minutes.items()],
             )
-        db.executemany(_DROP_EMPTY_CELL, [k for k, d in self.cells.items() if d.withdrew])
-        db.executemany(_DROP_EMPTY_MINUTE, [k for k, m in self.minutes.items() if m.withdrew])
+        db.executemany(_DROP_EMPTY_CELL, emptied)
+        db.executemany(
+            _DROP_EMPTY_MINUTE,
+            [k for k, entries in minutes.items() if any(e[0] < 0 for e in entries)],
+        )
+
+
+def _sums(entries: list[_Entry]) -> tuple[object, ...]:
+    """calls, the token columns, retracted and the amount of a cell's entries."""
+    counted = [(sign, e, amount) for sign, e, amount in entries if e.counts]
+    retracted = sum(sign for sign, e, _ in entries if not e.counts)
+    if all(sign > 0 for sign, _, _ in counted):  # nearly every batch: new calls only
+        tokens = [
+            sum(column) for column in zip(*(_TOKENS(e.tokens) for _, e, _ in counted), strict=True)
+        ]
+        money = sum((a for _, _, a in counted if a is not None), ZERO)
+    else:
+        signed = [tuple(sign * n for n in _TOKENS(e.tokens)) for sign, e, _ in counted]
+        tokens = [sum(column) for column in zip(*signed, strict=True)]
+        money = sum((sign * a for sign, _, a in counted if a is not None), ZERO)
+    calls = sum(sign for sign, _, _ in counted)
+    return (calls, *(tokens or [0] * 7), retracted, str(money))
+
+
+def _times(entries: list[_Entry]) -> tuple[float, float, str | None]:
+    """first_ts, last_ts and the git branch the cell's newest added call names."""
+    times = [e.ts for _, e, _ in entries]
+    branches = [e.git_branch for sign, e, _ in entries if sign > 0 and e.git_branch is not None]
+    return min(times), max(times), branches[-1] if branches else None
+
+
+def _minute_sums(entries: list[_Entry]) -> tuple[int, int, str]:
+    calls = sum(sign for sign, _, _ in entries)
+    tokens = sum(sign * e.tokens.total for sign, e, _ in entries)
+    money = sum((sign * a for sign, _, a in entries if a is not None), ZERO)
+    return calls, tokens, str(money)
 
 
 class Cell(NamedTuple):

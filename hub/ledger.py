@@ -21,7 +21,7 @@ Not thread-safe: one owner (the hub service) calls it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, localcontext
@@ -33,7 +33,7 @@ from hub._rollup import Cell, MinuteCell, cell_totals, cost_class, totals_of
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
 from hub._sessions import SessionBook, SessionFigures
 from hub._totals import MONEY, Basis, Totals
-from hub.model import Change
+from hub.model import Change, Price
 from pricing import PriceBook, PricedCall
 from shared.config import Billing
 from shared.events import Role, Tokens, UsageEvent
@@ -152,16 +152,23 @@ class Ledger:
         `duplicate_of` set) withdraws the old figures and adds nothing."""
         self.apply_all(((old, new),))
 
-    def apply_all(self, changes: Iterable[Change]) -> None:
-        """`apply` each (old, new) in turn: a batch's changes in one go, cheaper per call."""
+    def apply_all(
+        self,
+        changes: Sequence[Change],
+        prices: Sequence[tuple[Price | None, Price]] | None = None,
+    ) -> None:
+        """`apply` each (old, new) in turn: a batch's changes in one go, cheaper per call.
+        `prices`: what the store priced each (old, new) at (`IngestResult.prices`), so that
+        nothing is priced twice and a call is withdrawn at the price it was added at."""
         self._tick()
         sums: _Sums = {}
         with localcontext(MONEY):
-            for old, new in changes:
+            for i, (old, new) in enumerate(changes):
+                old_price, new_price = (None, None) if prices is None else prices[i]
                 if old is not None and old.counts:
-                    self._add(old, sums, negate=True)
+                    self._add(old, sums, negate=True, price=old_price)
                 if new.counts:
-                    self._add(new, sums, negate=False)
+                    self._add(new, sums, negate=False, price=new_price)
             self._post(sums)
 
     def rebuild(self, events: Iterable[UsageEvent]) -> None:
@@ -265,7 +272,9 @@ class Ledger:
                 del self._days[day]
             self.sessions.drop_before(self._start_of(self._keep_from))
 
-    def _add(self, event: UsageEvent, sums: _Sums, *, negate: bool) -> None:
+    def _add(
+        self, event: UsageEvent, sums: _Sums, *, negate: bool, price: Price | None = None
+    ) -> None:
         try:
             minute = int(event.ts // 60)
             day = self._day_of(event.ts)
@@ -279,8 +288,11 @@ class Ledger:
         in_window = minute > self._minute - self._rate.minutes
         if not (in_days or in_window):
             return
-        priced, failed = self._priced(event)
-        self.price_errors += failed
+        if price is None:
+            priced, failed = self._priced(event)
+            self.price_errors += failed
+        else:
+            priced = self._stored(event, price)
         sign = -1 if negate else 1
         session = None
         if in_days:
@@ -344,6 +356,14 @@ class Ledger:
     def price(self, event: UsageEvent) -> PricedCall:
         """The call priced and classified as the totals count it (a failure: unknown)."""
         return self._priced(event)[0]
+
+    def _stored(self, event: UsageEvent, price: Price) -> PricedCall:
+        """The call at the price the store gave it, classified by its profile's billing."""
+        amount, estimated = price
+        profile = event.profile
+        billing = Billing.API if profile is None else self._billing_of(event.machine, profile)
+        cls = cost_class(amount is not None, estimated, billing)
+        return PricedCall(amount, cls, None, estimated)
 
     def _priced(self, event: UsageEvent) -> tuple[PricedCall, bool]:
         profile = event.profile

@@ -236,7 +236,7 @@ class FleetService:
             self._billing = self._store.billing()
             self._load_ledger()
         else:
-            self.ledger.apply_all(result.changes)
+            self.ledger.apply_all(result.changes, result.prices)
         change.usage = len(result.changes)
         self.events_in += len(result.changes)
         # (machine, profile) -> its latest counted call in the batch: the board is told once

@@ -31,7 +31,6 @@ from hub._rollup import (
     MINUTE_KEEP_S,
     Cell,
     MinuteCell,
-    Price,
     RollupDeltas,
     amount_text,
     book_pricer,
@@ -45,6 +44,7 @@ from hub.model import (
     Change,
     IngestResult,
     NodeRecord,
+    Price,
     ProfileRecord,
 )
 from pricing import PriceBook
@@ -178,7 +178,7 @@ class Store:
                     usage.append(self._attribute(event, blob, node, accounts))
                 else:
                     others.append(event)
-            changes, ignored, foreign = self._upsert_usage(usage, node, now)
+            changes, prices, ignored, foreign = self._upsert_usage(usage, node, now)
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             self._db.execute(
@@ -189,6 +189,7 @@ class Store:
             )
         return IngestResult(
             changes=changes,
+            prices=prices,
             limits=limits,
             profile_events=profile_events,
             ignored=ignored + ignored_limits + ignored_profiles + pruned,
@@ -256,9 +257,9 @@ class Store:
 
     def _upsert_usage(
         self, usage: list[tuple[UsageEvent, bytes | None]], node: str, now: float
-    ) -> tuple[list[Change], int, list[tuple[str, str]]]:
-        """Store the new revisions; returns (changes, ignored, foreign: (id, owner) of events
-        another node stored first, left untouched)."""
+    ) -> tuple[list[Change], list[tuple[Price | None, Price]], int, list[tuple[str, str]]]:
+        """Store the new revisions; returns (changes, their prices (old, new), ignored,
+        foreign: (id, owner) of events another node stored first, left untouched)."""
         latest: dict[str, tuple[UsageEvent, bytes | None]] = {}
         for item in usage:  # a batch may carry several revisions of one call: keep the highest
             current = latest.get(item[0].event_id)
@@ -266,6 +267,7 @@ class Store:
                 latest[item[0].event_id] = item
         stored = self._stored_revisions(list(latest))
         changes: list[Change] = []
+        prices: list[tuple[Price | None, Price]] = []
         foreign: list[tuple[str, str]] = []
         rows: list[tuple[Any, ...]] = []
         deltas = RollupDeltas(minutes_since=now - MINUTE_KEEP_S)
@@ -282,6 +284,7 @@ class Store:
                 deltas.add(replaced, old.price, -1)  # what it added, at the price it was stored
             changes.append((replaced, event))
             amount, estimated = price = self._price(event)
+            prices.append((None if old is None else old.price, price))
             deltas.add(event, price, 1)
             rows.append(
                 (
@@ -298,7 +301,7 @@ class Store:
             )
         self._db.executemany(_UPSERT_USAGE, rows)
         deltas.write(self._db)
-        return changes, len(usage) - len(changes) - len(foreign), foreign
+        return changes, prices, len(usage) - len(changes) - len(foreign), foreign
 
     def _stored_revisions(self, ids: list[str]) -> dict[str, _Stored]:
         found: dict[str, _Stored] = {}
