@@ -24,7 +24,7 @@ from hub._pricing import billing_of
 from hub._rollup import Cell, cost_class
 from hub._totals import MONEY
 from hub.store import Store
-from pricing import PriceBook, PricedCall
+from pricing import PricedCall
 from pricing.rollup import Rollup
 
 RETRACTED = "retracted"  # the `skipped` reason for calls found to copy another one
@@ -60,7 +60,6 @@ CELL_KEYS: Final[dict[str, CellKeyFn]] = {
 
 def build_hub_report(
     store: Store,
-    book: PriceBook | None = None,
     *,
     by: Sequence[str],
     tz: tzinfo,
@@ -68,8 +67,7 @@ def build_hub_report(
     until: date | None = None,
 ) -> dict[str, Any]:
     """Every stored call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
-    (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`).
-    `book` is not read: calls were priced when stored (kept for callers that pass it)."""
+    (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`)."""
     rollup = Rollup(tuple(by), tz)
     keys = [CELL_KEYS[k] for k in rollup.by]
     billing = store.billing()

@@ -482,9 +482,7 @@ class FleetService:
         until: date | None = None,
     ) -> dict[str, Any]:
         with self._lock:
-            return build_hub_report(
-                self._store, self._book, by=tuple(by), tz=tz, since=since, until=until
-            )
+            return build_hub_report(self._store, by=tuple(by), tz=tz, since=since, until=until)
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:
