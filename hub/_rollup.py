@@ -15,8 +15,10 @@ the roll-ups always equal a recount of the stored events, however the price tabl
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, tzinfo
 from decimal import Decimal, localcontext
+from functools import lru_cache
 from operator import attrgetter
 from typing import Final, NamedTuple
 
@@ -90,8 +92,7 @@ MinuteKey = tuple[int, str, str, int, int]
 
 def dec_add(a: str, b: str) -> str:
     """SQL `dec_add(a, b)`: the exact sum of two decimal texts (registered on each connection)."""
-    with localcontext(MONEY):
-        return str(Decimal(a) + Decimal(b))
+    return str(MONEY.add(Decimal(a), Decimal(b)))
 
 
 def book_pricer(book: PriceBook | None) -> Pricer:
@@ -222,18 +223,19 @@ def _minute_sums(entries: list[_Entry]) -> tuple[int, int, str]:
 
 
 class Cell(NamedTuple):
-    """One roll-up cell as read back ('' keys are None again)."""
+    """The sums of the cells that share a local day and the keys read (see `read_cells`);
+    a key not read is None, as is '' (no profile, account or project)."""
 
-    quarter: int
+    day: date
     machine: str
     profile: str | None
     account: str | None
-    agent: str
+    agent: str | None
     project: str | None
-    session_id: str
-    session_row: str
-    model: str
-    role: Role
+    session_id: str | None
+    session_row: str | None
+    model: str | None
+    role: Role | None
     priced: bool
     estimated: bool
     calls: int
@@ -243,10 +245,6 @@ class Cell(NamedTuple):
     first_ts: float
     last_ts: float
     git_branch: str | None
-
-    @property
-    def start(self) -> float:
-        return float(self.quarter * QUARTER_S)
 
 
 class MinuteCell(NamedTuple):
@@ -260,38 +258,104 @@ class MinuteCell(NamedTuple):
     amount: Decimal
 
 
+# What each key of `Cell` reads; `day` is the cells' local day (`rollup_day`, per call).
+READABLE: Final = {
+    "day": "rollup_day(quarter)",
+    "machine": "machine",
+    "profile": "profile",
+    "account": "account",
+    "agent": "agent",
+    "project": "project",
+    "session_id": "session_id",
+    "session_row": "session_row",
+    "model": "model",
+    "role": "role",
+}
+_SUMS: Final = (
+    ", ".join(f"sum({c})" for c in _COUNT_COLUMNS)
+    + ", dec_sum(amount), min(first_ts), max(last_ts), max(git_branch)"
+)
+
+
+class _DecimalSum:
+    """SQL `dec_sum(text)`: the exact sum of decimal texts."""
+
+    def __init__(self) -> None:
+        self.total = ZERO
+
+    def step(self, value: str) -> None:
+        self.total = MONEY.add(self.total, Decimal(value))
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+def register(db: sqlite3.Connection) -> None:
+    """The SQL functions the roll-ups use, on a new connection."""
+    db.create_function("dec_add", 2, dec_add, deterministic=True)
+    # typeshed's aggregate protocol has finalize return an int; SQLite takes text as well
+    db.create_aggregate("dec_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+
+
 def read_cells(
-    db: sqlite3.Connection, since: float | None = None, until: float | None = None
+    db: sqlite3.Connection,
+    tz: tzinfo,
+    keys: Sequence[str] = tuple(READABLE),
+    since: float | None = None,
+    until: float | None = None,
 ) -> Iterator[Cell]:
-    """Cells of the quarters from the one holding `since` to the one before `until`'s."""
+    """The cells of the quarters from the one holding `since` to the last starting before
+    `until`, summed by local day in `tz` and `keys` (names of `READABLE`; machine and
+    profile always: they fix the billing), priced and estimated. SQLite sums them, so a
+    reader handles one row per day and key, not one per quarter-hour."""
     low = -(2**62) if since is None else int(since // QUARTER_S)
     high = 2**62 if until is None else -(-int(until) // QUARTER_S)  # quarters starting < until
+
+    @lru_cache(maxsize=4096)  # a month has 2,880 quarters; each is asked for once per cell
+    def day_of(quarter: int) -> int:
+        return datetime.fromtimestamp(quarter * QUARTER_S, tz).date().toordinal()
+
+    # (the connection's owner serialises calls: this day function is the one of this read)
+    db.create_function("rollup_day", 1, day_of, deterministic=True)
+    names = [
+        "day",
+        "machine",
+        "profile",
+        *(k for k in keys if k in READABLE and k not in ("day", "machine", "profile")),
+    ]
+    if bad := [k for k in keys if k not in READABLE]:
+        raise ValueError(f"unknown roll-up keys: {', '.join(bad)}")
+    grouped = ", ".join(READABLE[k] for k in names) + ", priced, estimated"
     rows = db.execute(
-        f"SELECT {', '.join(_CELL_COLUMNS)}, git_branch FROM rollup "
-        "WHERE quarter >= ? AND quarter < ?",
+        f"SELECT {grouped}, {_SUMS} FROM rollup WHERE quarter >= ? AND quarter < ? "
+        f"GROUP BY {grouped}",
         (low, high),
     )
+    width = len(names)
     for r in rows:
+        found = dict(zip(names, r[:width], strict=True))
+        role = found.get("role")
+        n = r[width + 2 :]
         yield Cell(
-            r[0],
+            date.fromordinal(r[0]),
             r[1],
             r[2] or None,
-            r[3] or None,
-            r[4],
-            r[5] or None,
-            r[6],
-            r[7],
-            r[8],
-            Role(r[9]),
-            bool(r[10]),
-            bool(r[11]),
-            r[12],
-            Tokens(*r[13:20]),
-            r[20],
-            Decimal(r[21]),
-            r[22],
-            r[23],
-            r[24],
+            found.get("account") or None,
+            found.get("agent"),
+            found.get("project") or None,
+            found.get("session_id"),
+            found.get("session_row"),
+            found.get("model"),
+            None if role is None else Role(role),
+            bool(r[width]),
+            bool(r[width + 1]),
+            n[0],
+            Tokens(*n[1:8]),
+            n[8],
+            Decimal(n[9]),
+            n[10],
+            n[11],
+            n[12],
         )
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Final, Literal, NoReturn
 
-from hub._rollup import MINUTE_KEEP_S, Pricer, RollupDeltas, amount_text, dec_add
+from hub._rollup import MINUTE_KEEP_S, Pricer, RollupDeltas, amount_text, register
 from shared.codec import unpack
 from shared.events import UsageEvent
 
@@ -195,7 +195,7 @@ def connect(
     # One connection shared by threads that the owner serialises (the hub service holds a lock).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        db.create_function("dec_add", 2, dec_add, deterministic=True)
+        register(db)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Before the first table (a new file): pruned pages can then be handed back in steps.
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")

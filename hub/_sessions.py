@@ -166,10 +166,11 @@ class SessionBook:
     def restore(self, cell: Cell) -> str:
         """Make or fill the row of a roll-up cell's calls (their money follows with `add`);
         returns the row's key. A main-thread cell names the session, as in `note`."""
-        key = cell.session_row
+        key, agent = cell.session_row, cell.agent
+        assert key is not None and agent is not None, "a cell read with every key"
         row = self._sessions.get(key)
         if row is None:
-            row = self._sessions[key] = SessionFigures(key, cell.machine, Agent(cell.agent))
+            row = self._sessions[key] = SessionFigures(key, cell.machine, Agent(agent))
         if cell.role is Role.MAIN or row.first_ts == 0.0:
             row.profile = cell.profile or row.profile
             row.account = cell.account or row.account
@@ -177,7 +178,7 @@ class SessionBook:
             row.git_branch = cell.git_branch or row.git_branch
         if cell.last_ts >= row.last_ts:
             row.last_ts = cell.last_ts
-            row.model = cell.model
+            row.model = cell.model or row.model
         if row.first_ts == 0.0 or cell.first_ts < row.first_ts:
             row.first_ts = cell.first_ts
         return key

@@ -189,9 +189,10 @@ class Ledger:
     def load(
         self, cells: Iterable[Cell], minutes: Iterable[MinuteCell], recent: Iterable[UsageEvent]
     ) -> None:
-        """Start over from the store's roll-ups: the cells and minutes since `horizon()`, and
-        the calls of the last few minutes (for the sessions' current token rates). Reads sums,
-        not events: this is what a hub does at start-up and when a profile's billing changes."""
+        """Start over from the store's roll-ups: the cells since `horizon()` summed by day in
+        the ledger's zone and every key, the minutes since then, and the calls of the last few
+        minutes (for the sessions' current token rates). Reads sums, not events: this is what
+        a hub does at start-up and when a profile's billing changes."""
         self._days.clear()
         self._rate.clear()
         self.sessions.clear()
@@ -204,9 +205,12 @@ class Ledger:
             for cell in cells:
                 if not cell.calls:
                     continue  # retractions only: they count nothing
-                day = self._day_of(cell.start)
+                day = cell.day
                 if day < self._keep_from:
                     continue
+                # every key was read (the default of `Store.rollup`)
+                agent, session, model = cell.agent, cell.session_id, cell.model
+                assert agent is not None and session is not None and model is not None
                 if self.first_call is None or cell.first_ts < self.first_call:
                     self.first_call = cell.first_ts
                 billing = (
@@ -219,10 +223,10 @@ class Ledger:
                     cell.machine,
                     pkey,
                     cell.account,
-                    cell.agent,
+                    agent,
                     cell.project,
-                    cell.session_id,
-                    cell.model,
+                    session,
+                    model,
                 )
                 place = (day, None, self.sessions.restore(cell), cell.role is Role.MAIN, keys)
                 _add_to(sums, place, cell_totals(cell, billing))

@@ -29,32 +29,26 @@ from pricing.rollup import Rollup
 
 RETRACTED = "retracted"  # the `skipped` reason for calls found to copy another one
 
-CellKeyFn = Callable[[Cell, tzinfo], str | None]
 
-
-def _local(cell: Cell, tz: tzinfo) -> datetime:
-    return datetime.fromtimestamp(cell.start, tz)
-
-
-def _week(cell: Cell, tz: tzinfo) -> str:
-    year, week, _day = _local(cell, tz).isocalendar()
+def _week(day: date) -> str:
+    year, week, _ = day.isocalendar()
     return f"{year}-W{week:02d}"
 
 
-# A cell's value of each `pricing.rollup.GROUP_KEYS` key (a quarter-hour lies in one day of
-# any zone, so its start names its day).
-CELL_KEYS: Final[dict[str, CellKeyFn]] = {
-    "day": lambda c, tz: _local(c, tz).date().isoformat(),
-    "week": _week,
-    "month": lambda c, tz: _local(c, tz).strftime("%Y-%m"),
-    "model": lambda c, tz: c.model,
-    "agent": lambda c, tz: c.agent,
-    "profile": lambda c, tz: c.profile,
-    "account": lambda c, tz: c.account,
-    "machine": lambda c, tz: c.machine,
-    "project": lambda c, tz: c.project,
-    "session": lambda c, tz: c.session_id,
-    "role": lambda c, tz: c.role.value,
+# Each `pricing.rollup.GROUP_KEYS` key: the roll-up key it is read from, and its value in a cell
+# (day, week and month all come from the cell's local day).
+CELL_KEYS: Final[dict[str, tuple[str, Callable[[Cell], str | None]]]] = {
+    "day": ("day", lambda c: c.day.isoformat()),
+    "week": ("day", lambda c: _week(c.day)),
+    "month": ("day", lambda c: c.day.strftime("%Y-%m")),
+    "model": ("model", lambda c: c.model),
+    "agent": ("agent", lambda c: c.agent),
+    "profile": ("profile", lambda c: c.profile),
+    "account": ("account", lambda c: c.account),
+    "machine": ("machine", lambda c: c.machine),
+    "project": ("project", lambda c: c.project),
+    "session": ("session_id", lambda c: c.session_id),
+    "role": ("role", lambda c: None if c.role is None else c.role.value),
 }
 
 
@@ -69,14 +63,16 @@ def build_hub_report(
     """Every stored call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
     (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`)."""
     rollup = Rollup(tuple(by), tz)
-    keys = [CELL_KEYS[k] for k in rollup.by]
+    keys = [CELL_KEYS[k][1] for k in rollup.by]
+    # and the model always: unknown-price calls are counted by model
+    read = {CELL_KEYS[k][0] for k in rollup.by} | {"model"}
     billing = store.billing()
     unknown_models: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     start = _day_start(since, tz) if since is not None else None
     end = _day_start(until + timedelta(days=1), tz) if until is not None else None
     with localcontext(MONEY):
-        for cell in store.rollup(start, end):
+        for cell in store.rollup(tz, sorted(read), start, end):
             if cell.retracted:
                 skipped[RETRACTED] += cell.retracted
             if not cell.calls:
@@ -85,9 +81,9 @@ def build_hub_report(
                 cell.priced, cell.estimated, billing_of(billing, cell.machine, cell.profile)
             )
             if not cell.priced:
-                unknown_models[cell.model] += cell.calls
+                unknown_models[cell.model or ""] += cell.calls
             priced = PricedCall(cell.amount if cell.priced else None, cls, None, cell.estimated)
-            row_key = tuple(key(cell, tz) for key in keys)
+            row_key = tuple(key(cell) for key in keys)
             rollup.add_calls(row_key, cell.calls, cell.tokens, priced)
     return {
         "group_by": list(rollup.by),

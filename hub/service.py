@@ -283,7 +283,7 @@ class FleetService:
         """The ledger from the store's roll-ups (sums, not events: fast at any store size)."""
         horizon = self.ledger.horizon()
         self.ledger.load(
-            self._store.rollup(since=horizon),
+            self._store.rollup(self.ledger.tz, since=horizon),
             self._store.rollup_minutes(since=horizon),
             # a minute more: the rate's window starts at a minute's start before now
             self._store.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),

@@ -23,12 +23,14 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
 from hub._rollup import (
     MINUTE_KEEP_S,
+    READABLE,
     Cell,
     MinuteCell,
     RollupDeltas,
@@ -433,10 +435,16 @@ class Store:
         sql = f"SELECT payload FROM {table}{clause} ORDER BY ts, event_id"
         yield from self._db.execute(sql, params)
 
-    def rollup(self, since: float | None = None, until: float | None = None) -> Iterator[Cell]:
-        """The roll-up cells of the quarter-hours from `since`'s to the last before `until`
-        (every day, pruned or not)."""
-        return read_cells(self._db, since, until)
+    def rollup(
+        self,
+        tz: tzinfo,
+        keys: Sequence[str] = tuple(READABLE),
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Cell]:
+        """The roll-ups from `since` to `until`, summed by local day in `tz` and `keys` (see
+        `hub._rollup.read_cells`): every day, pruned or not."""
+        return read_cells(self._db, tz, keys, since, until)
 
     def rollup_minutes(self, since: float) -> Iterator[MinuteCell]:
         """Per-minute sums since `since` (kept for the last `MINUTE_KEEP_S`)."""

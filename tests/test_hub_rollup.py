@@ -200,7 +200,7 @@ def test_a_retraction_leaves_no_empty_cell_and_is_counted_as_skipped(tmp_path: P
         store.ingest("spark01", "events", 1, 1, [usage("a"), usage("b")], None, T0)
         store.ingest("spark01", "events", 2, 2, [usage("b", 2, duplicate_of="a")], None, T0)
         report = build_hub_report(store, by=["day"], tz=UTC)
-        cells = list(store.rollup())
+        cells = list(store.rollup(UTC))
     assert report["total"]["calls"] == 1 and report["skipped"] == {"retracted": 1}
     assert sum(c.calls for c in cells) == 1 and sum(c.retracted for c in cells) == 1
 
@@ -262,7 +262,7 @@ def test_the_ledger_loads_from_rollups_as_it_would_from_the_events(tmp_path: Pat
         loaded, rebuilt = ledger(), ledger()
         horizon = loaded.horizon()
         loaded.load(
-            store.rollup(since=horizon),
+            store.rollup(BERLIN, since=horizon),
             store.rollup_minutes(since=horizon),
             store.usage_events(since=now - 360, counted_only=True),
         )
