@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from decimal import Decimal
@@ -115,13 +116,8 @@ class FleetService:
         self.clock = clock
         self._lock = threading.RLock()
         self._billing = store.billing()
-        self.ledger = Ledger(
-            book,
-            lambda machine, profile: self._billing.get((machine, profile or "")) or Billing.API,
-            tz or UTC,
-            clock,
-        )
-        self._load_ledger()
+        self._tz = tz or UTC
+        self.ledger = self._new_ledger()  # empty until `_load` has filled one
         self.board = ProfileBoard()
         self._restore_board()
         self._hellos: dict[str, NodeHello] = {}
@@ -129,7 +125,7 @@ class FleetService:
         self._states: dict[str, NodeState] = {
             n.node: n.state(clock(), stale_after) for n in store.nodes()
         }
-        self._sessions: set[str] = set(self.ledger.sessions.keys())
+        self._sessions: set[str] = set()  # session rows known (the loaded ones join)
         self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
@@ -142,6 +138,68 @@ class FleetService:
         self._foreign = CountedLog(log, "events another node stored first")
         self.batches = 0
         self.events_in = 0
+        # The ledger loads from the roll-ups on a thread of its own, so that the receiver can
+        # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
+        # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
+        self._loaded = threading.Event()
+        snapshot = ExitStack()
+        reader = snapshot.enter_context(store.snapshot())
+        self._pending: list[IngestResult] | None = []
+        threading.Thread(
+            target=self._load, args=(snapshot, reader), name="ledger-load", daemon=True
+        ).start()
+
+    def _new_ledger(self) -> Ledger:
+        return Ledger(
+            self._book,
+            lambda machine, profile: self._billing.get((machine, profile or "")) or Billing.API,
+            self._tz,
+            self.clock,
+        )
+
+    def _load(self, snapshot: ExitStack, reader: Store) -> None:
+        ledger = self._new_ledger()
+        try:
+            with snapshot:
+                self._fill(ledger, reader)
+        except Exception:  # the hub keeps collecting; its figures then start from empty
+            log.exception("could not load the figures from the store's roll-ups")
+        with self._lock:
+            pending, self._pending = self._pending or [], None
+            self.ledger = ledger
+            if any(result.billing_changed for result in pending):
+                self._billing = self._store.billing()
+                self._fill(ledger, self._store)  # the store has those batches too
+            else:
+                for result in pending:
+                    ledger.apply_all(result.changes, result.prices)
+            self._sessions.update(ledger.sessions.keys())
+            for row in ledger.sessions.active_since(0.0):
+                if row.profile is not None:
+                    self.board.note_call(row.machine, row.profile, row.last_ts)
+            change = Update(
+                usage=sum(len(r.changes) for r in pending),
+                machines={n.node for n in self._store.nodes()},
+                profiles={profile_key(p.node, p.name) for p in self._store.profiles()},
+                sessions=set(ledger.sessions.keys()),
+                nodes_changed=True,
+            )
+            self._loaded.set()
+        self._publish(change)
+
+    def _fill(self, ledger: Ledger, source: Store) -> None:
+        """`ledger` from `source`'s roll-ups (sums, not events: fast at any store size)."""
+        horizon = ledger.horizon()
+        ledger.load(
+            source.rollup(ledger.tz, since=horizon),
+            source.rollup_minutes(since=horizon),
+            # a minute more: the rate's window starts at a minute's start before now
+            source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
+        )
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until the figures are loaded (readers of the ledger do); False on a timeout."""
+        return self._loaded.wait(timeout)
 
     # -- the write path (receiver thread) ----------------------------------------------------
 
@@ -232,9 +290,11 @@ class FleetService:
             change.nodes_changed = True
             change.feed.append(FeedItem(now, "node", node, f"{node} is online"))
         change.feed.extend(news)
-        if result.billing_changed:
+        if self._pending is not None:
+            self._pending.append(result)  # the ledger is loading: applied once it has
+        elif result.billing_changed:
             self._billing = self._store.billing()
-            self._load_ledger()
+            self._fill(self.ledger, self._store)
         else:
             self.ledger.apply_all(result.changes, result.prices)
         change.usage = len(result.changes)
@@ -279,16 +339,6 @@ class FleetService:
         self._add_to_feed(change.feed)
         return change
 
-    def _load_ledger(self) -> None:
-        """The ledger from the store's roll-ups (sums, not events: fast at any store size)."""
-        horizon = self.ledger.horizon()
-        self.ledger.load(
-            self._store.rollup(self.ledger.tz, since=horizon),
-            self._store.rollup_minutes(since=horizon),
-            # a minute more: the rate's window starts at a minute's start before now
-            self._store.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
-        )
-
     def _add_to_feed(self, items: list[FeedItem]) -> None:
         """Keep the feed in the order things happened (a node catching up tells older news)."""
         if items and self.feed and items[0].ts < self.feed[-1].ts:
@@ -307,9 +357,6 @@ class FleetService:
             self.board.add_limit(limit)
         for event in self._store.profile_events(since=since):
             self.board.add_profile_event(event)
-        for row in self.ledger.sessions.active_since(0.0):
-            if row.profile is not None:
-                self.board.note_call(row.machine, row.profile, row.last_ts)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -390,25 +437,30 @@ class FleetService:
             ]
 
     def fleet(self, period: Period) -> Totals:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.fleet(period)
 
     def totals(self, dimension: Dimension, period: Period) -> dict[str | None, Totals]:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.totals(dimension, period)
 
     def total(self, dimension: Dimension, key: str | None, period: Period) -> Totals:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.total(dimension, key, period)
 
     def sessions(self, keys: Iterable[str] | None = None) -> list[SessionFigures]:
         """Snapshots of session rows (all kept ones when `keys` is None; unknown keys skipped)."""
+        self._loaded.wait()
         with self._lock:
             book = self.ledger.sessions
             rows = (book.get(k) for k in (book.keys() if keys is None else keys))
             return [self._snapshot(row) for row in rows if row is not None]
 
     def active_sessions(self, since: float) -> list[SessionFigures]:
+        self._loaded.wait()
         with self._lock:
             return [self._snapshot(row) for row in self.ledger.sessions.active_since(since)]
 
@@ -429,6 +481,7 @@ class FleetService:
     def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
         """A session's API-equivalent spend over its life in `bins` equal bins:
         (first call, last call, amounts)."""
+        self._loaded.wait()
         with self._lock:
             events = self._store.session_usage(key)
             priced = [(e.ts, self.ledger.price(e).api_equivalent or ZERO) for e in events]
@@ -444,6 +497,7 @@ class FleetService:
     def profile_standing(self, key: str) -> ProfileStanding:
         """Where the profile "machine/profile" stands now."""
         now = self.clock()
+        self._loaded.wait()
         with self._lock:
             return self.board.standing(key, now)
 
@@ -454,19 +508,23 @@ class FleetService:
     def burn_rate_per_hour(
         self, scope: Scope = FLEET, minutes: int = 15, basis: Basis = Basis.API_EQUIVALENT
     ) -> Decimal:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.burn_rate_per_hour(scope, minutes, basis)
 
     def first_call(self) -> float | None:
         """The earliest call the figures hold (what a rate or a projection can rest on)."""
+        self._loaded.wait()
         with self._lock:
             return self.ledger.first_call
 
     def run_rate(self, scope: Scope = FLEET) -> list[MinutePoint]:
+        self._loaded.wait()
         with self._lock:
             return list(self.ledger.run_rate(scope))
 
     def run_rate_bins(self, scope: Scope, bins: int) -> list[Decimal]:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.run_rate_bins(scope, bins)
 

@@ -104,6 +104,19 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Another connection to this store that reads one state throughout: the one committed
+        when it was entered, whatever is committed here meanwhile (WAL keeps it for readers)."""
+        reader = Store(self.path)
+        try:
+            reader._db.execute("BEGIN")
+            # a WAL read transaction takes its snapshot at its first read, not at BEGIN
+            reader._db.execute("SELECT count(*) FROM meta").fetchall()
+            yield reader
+        finally:
+            reader.close()  # ends the read transaction
+
     def __enter__(self) -> Store:
         return self
 

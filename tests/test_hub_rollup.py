@@ -6,8 +6,10 @@ a schema v2 store with data migrates into them."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub._pricing import billing_of, safe_price
+from hub._rollup import Cell
 from hub._schema import SCHEMA_VERSION
 from hub.ledger import Dimension, Ledger, Period
 from hub.report import build_hub_report
@@ -395,6 +398,29 @@ def test_the_service_prunes_old_events_and_keeps_their_figures(tmp_path: Path) -
     assert restarted.report(["day", "session"], UTC) == report
 
 
+class WatchedStore(Store):
+    """A store whose figures load (on `snapshot`'s connection) waits for `gate` and whose
+    statements there are kept in `statements`."""
+
+    def __init__(self, path: Path, gate: threading.Event) -> None:
+        super().__init__(path)
+        self.gate = gate
+        self.statements: list[str] = []
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        with super().snapshot() as reader:
+            reader._db.set_trace_callback(self.statements.append)  # noqa: SLF001
+            plain = reader.rollup
+
+            def gated(*args: Any, **kw: Any) -> Iterator[Cell]:
+                assert self.gate.wait(30)
+                return plain(*args, **kw)
+
+            reader.rollup = gated  # type: ignore[method-assign]
+            yield reader
+
+
 def test_start_up_reads_sums_and_the_last_minutes_not_the_events(tmp_path: Path) -> None:
     """What made a hub with a month of events take 22.9 s before it listened: it re-priced
     every event of the month. Now only the last few minutes' raw rows are read."""
@@ -402,13 +428,13 @@ def test_start_up_reads_sums_and_the_last_minutes_not_the_events(tmp_path: Path)
     with Store.in_dir(tmp_path) as store:
         batch = [usage(f"e{i}", ts=now - i * 3600, session_id=f"s{i % 7}") for i in range(200)]
         store.ingest("spark01", "events", 1, 1, batch, HELLO, now)
-    store = Store.in_dir(tmp_path)
-    statements: list[str] = []
-    store._db.set_trace_callback(statements.append)  # noqa: SLF001
+    gate = threading.Event()
+    gate.set()
+    store = WatchedStore(tmp_path / DB_FILE, gate)
     service = FleetService(store, PriceBook.default(), clock=lambda: now)
-    store._db.set_trace_callback(None)  # noqa: SLF001
-    reads = [s for s in statements if "FROM usage" in s]
-    assert reads, statements
+    assert service.wait_loaded(30)
+    reads = [s for s in store.statements if "FROM usage" in s]
+    assert reads, store.statements
     for sql in reads:
         assert "ts >= " in sql, sql
         since = float(sql.split("ts >= ")[1].split()[0])
@@ -417,3 +443,27 @@ def test_start_up_reads_sums_and_the_last_minutes_not_the_events(tmp_path: Path)
         1 for e in batch if e.ts >= datetime(2026, 11, 1, tzinfo=UTC).timestamp()
     )
     store.close()
+
+
+def test_batches_are_acked_while_the_figures_load_and_count_once(tmp_path: Path) -> None:
+    """The receiver does not wait for the figures: a batch committed while they load is
+    applied once they have, exactly once (a revision of a loaded call replaces it)."""
+    now = T0 + 10 * DAY
+    first = [usage("a", ts=now - DAY), usage("b", ts=now - 7200, session_id="s2")]
+    with Store.in_dir(tmp_path) as store:
+        store.ingest("spark01", "events", 1, 1, first, HELLO, now)
+    gate = threading.Event()
+    store = WatchedStore(tmp_path / DB_FILE, gate)
+    service = FleetService(store, PriceBook.default(), clock=lambda: now)
+    assert not service.wait_loaded(0.3)  # the load waits at the gate...
+    later = [usage("a", 5, ts=now - DAY), usage("c", ts=now - 30, session_id="s3")]
+    result = service.ingest("spark01", "events", 2, 2, later)  # ... and this batch commits
+    assert len(result.changes) == 2
+    gate.set()
+    assert service.wait_loaded(30)
+    month = service.fleet(Period.MONTH)
+    store.close()
+    again = service_on(tmp_path, now)
+    assert month == again.fleet(Period.MONTH) and month.calls == 3
+    assert {row.key for row in again.sessions()} == {row.key for row in service.sessions()}
+    assert month.output == sum(e.tokens.output for e in (later[0], first[1], later[1]))
