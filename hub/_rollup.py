@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
 from datetime import date, datetime, tzinfo
 from decimal import Decimal, localcontext
 from functools import lru_cache
@@ -48,17 +49,8 @@ _KEY_COLUMNS: Final = (
     "priced",
     "estimated",
 )
-_COUNT_COLUMNS: Final = (
-    "calls",
-    "input",
-    "output",
-    "cache_read",
-    "cache_write_5m",
-    "cache_write_1h",
-    "reasoning",
-    "web_search_requests",
-    "retracted",
-)
+_TOKEN_COLUMNS: Final = tuple(f.name for f in fields(Tokens))  # the columns are named so
+_COUNT_COLUMNS: Final = ("calls", *_TOKEN_COLUMNS, "retracted")
 _CELL_COLUMNS: Final = (*_KEY_COLUMNS, *_COUNT_COLUMNS, "amount", "first_ts", "last_ts")
 
 _UPSERT_CELL: Final = f"""
@@ -118,16 +110,8 @@ def stored_price(amount: str | None, estimated: int) -> Price:
     return (None if amount is None else Decimal(amount)), bool(estimated)
 
 
-# A call's counts in `_COUNT_COLUMNS` order but `calls` and `retracted`: summed per cell in C.
-_TOKENS: Final = attrgetter(
-    "input",
-    "output",
-    "cache_read",
-    "cache_write_5m",
-    "cache_write_1h",
-    "reasoning",
-    "web_search_requests",
-)
+# A call's counts in `_TOKEN_COLUMNS` order: summed per cell in C.
+_TOKENS: Final = attrgetter(*_TOKEN_COLUMNS)
 # (sign, event, amount) of each call a cell or minute gains (+1) or loses (-1)
 _Entry = tuple[int, UsageEvent, Decimal | None]
 
@@ -386,16 +370,7 @@ def totals_of(
     calls: int, tokens: Tokens, amount: Decimal, cls: CostClass, *, unknown_tokens: int
 ) -> Totals:
     """The `Totals` of `calls` summed calls of one class (call under `localcontext(MONEY)`)."""
-    out = Totals(
-        calls=calls,
-        input=tokens.input,
-        output=tokens.output,
-        cache_read=tokens.cache_read,
-        cache_write_5m=tokens.cache_write_5m,
-        cache_write_1h=tokens.cache_write_1h,
-        reasoning=tokens.reasoning,
-        web_search_requests=tokens.web_search_requests,
-    )
+    out = Totals(calls, *_TOKENS(tokens))  # Totals' counts follow Tokens' fields
     if cls is CostClass.UNKNOWN:
         out.unknown_calls = calls
         out.unknown_tokens = unknown_tokens

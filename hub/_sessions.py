@@ -51,6 +51,29 @@ class SessionFigures:
     # epoch second -> tokens, for the last RECENT_S seconds only (pruned as the clock moves)
     recent: dict[int, int] = field(default_factory=dict)
 
+    def take(
+        self,
+        main: bool,
+        who: tuple[str | None, str | None, str | None, str | None],
+        first_ts: float,
+        last_ts: float,
+        model: str | None,
+    ) -> None:
+        """Note calls made between `first_ts` and `last_ts` (the latest with `model`) by the
+        main thread or not, and who (profile, account, project, git branch) made them."""
+        if main or self.first_ts == 0.0:
+            # the main thread names the session; a subagent fills in until it is seen
+            profile, account, project, git_branch = who
+            self.profile = profile or self.profile
+            self.account = account or self.account
+            self.project = project or self.project
+            self.git_branch = git_branch or self.git_branch
+        if last_ts >= self.last_ts:
+            self.last_ts = last_ts
+            self.model = model or self.model
+        if self.first_ts == 0.0 or first_ts < self.first_ts:
+            self.first_ts = first_ts
+
     @property
     def total(self) -> Totals:
         out = self.main.copy()
@@ -150,17 +173,8 @@ class SessionBook:
             row.recent[second] = row.recent.get(second, 0) + tokens
         if negate:
             return key
-        if event.role is Role.MAIN or row.first_ts == 0.0:
-            # the main thread names the session; a subagent fills in until it is seen
-            row.profile = event.profile or row.profile
-            row.account = event.account or row.account
-            row.project = event.project or row.project
-            row.git_branch = event.git_branch or row.git_branch
-        if event.ts >= row.last_ts:
-            row.last_ts = event.ts
-            row.model = event.model
-        if row.first_ts == 0.0 or event.ts < row.first_ts:
-            row.first_ts = event.ts
+        who = (event.profile, event.account, event.project, event.git_branch)
+        row.take(event.role is Role.MAIN, who, event.ts, event.ts, event.model)
         return key
 
     def restore(self, cell: Cell) -> str:
@@ -171,16 +185,8 @@ class SessionBook:
         row = self._sessions.get(key)
         if row is None:
             row = self._sessions[key] = SessionFigures(key, cell.machine, Agent(agent))
-        if cell.role is Role.MAIN or row.first_ts == 0.0:
-            row.profile = cell.profile or row.profile
-            row.account = cell.account or row.account
-            row.project = cell.project or row.project
-            row.git_branch = cell.git_branch or row.git_branch
-        if cell.last_ts >= row.last_ts:
-            row.last_ts = cell.last_ts
-            row.model = cell.model or row.model
-        if row.first_ts == 0.0 or cell.first_ts < row.first_ts:
-            row.first_ts = cell.first_ts
+        who = (cell.profile, cell.account, cell.project, cell.git_branch)
+        row.take(cell.role is Role.MAIN, who, cell.first_ts, cell.last_ts, cell.model)
         return key
 
     def note_recent(self, event: UsageEvent, now_minute: int) -> None:

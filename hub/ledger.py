@@ -173,12 +173,7 @@ class Ledger:
 
     def rebuild(self, events: Iterable[UsageEvent]) -> None:
         """Start over from the store's kept events (pass those since `horizon()`)."""
-        self._days.clear()
-        self._rate.clear()
-        self.sessions.clear()
-        self.price_errors = self.unplaceable = 0
-        self.first_call = None
-        self._tick()
+        self._clear()
         sums: _Sums = {}
         with localcontext(MONEY):
             for event in events:
@@ -193,12 +188,7 @@ class Ledger:
         the ledger's zone and every key, the minutes since then, and the calls of the last few
         minutes (for the sessions' current token rates). Reads sums, not events: this is what
         a hub does at start-up and when a profile's billing changes."""
-        self._days.clear()
-        self._rate.clear()
-        self.sessions.clear()
-        self.price_errors = self.unplaceable = 0
-        self.first_call = None
-        self._tick()
+        self._clear()
         sums: _Sums = {}
         window_start = self._minute - self._rate.minutes
         with localcontext(MONEY):
@@ -249,6 +239,14 @@ class Ledger:
             self._post(sums)
         for event in recent:
             self.sessions.note_recent(event, self._minute)
+
+    def _clear(self) -> None:
+        self._days.clear()
+        self._rate.clear()
+        self.sessions.clear()
+        self.price_errors = self.unplaceable = 0
+        self.first_call = None
+        self._tick()
 
     def horizon(self) -> float:
         """The earliest call time any current total or series covers: what `rebuild` needs."""
