@@ -14,8 +14,9 @@ the roll-ups always equal a recount of the stored events, however the price tabl
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from datetime import date, datetime, tzinfo
 from decimal import Decimal, localcontext
@@ -33,7 +34,6 @@ from shared.events import Role, Tokens, UsageEvent
 QUARTER_S: Final = 900
 MINUTE_KEEP_S: Final = 86400.0  # minute rows kept a day: the run rate looks back a few hours
 
-Pricer = Callable[[UsageEvent], Price]
 
 _KEY_COLUMNS: Final = (
     "quarter",
@@ -87,18 +87,29 @@ def dec_add(a: str, b: str) -> str:
     return str(MONEY.add(Decimal(a), Decimal(b)))
 
 
-def book_pricer(book: PriceBook | None) -> Pricer:
-    """Prices with `book`; None: the shipped tables, loaded at the first call (a reader that
-    stores nothing, such as `fleet-hub report`, never loads them)."""
-    books = [book] if book is not None else []
+class StorePricer:
+    """Prices calls for the store with `book`; None: the shipped tables, loaded at the first
+    call (a reader that stores nothing, such as `fleet-hub report`, never loads them)."""
 
-    def price(event: UsageEvent) -> Price:
-        if not books:
-            books.append(PriceBook.default())
-        priced, _ = safe_price(books[0], event, Billing.API)
+    def __init__(self, book: PriceBook | None) -> None:
+        self._book = book
+
+    @property
+    def book(self) -> PriceBook:
+        if self._book is None:
+            self._book = PriceBook.default()
+        return self._book
+
+    def __call__(self, event: UsageEvent) -> Price:
+        priced, _ = safe_price(self.book, event, Billing.API)
         return priced.api_equivalent, priced.estimated
 
-    return price
+    def fingerprint(self) -> str:
+        """Names the book (its kind and its tables' content): stored prices are brought to it
+        when it changes."""
+        kind = type(self.book)
+        named = f"{kind.__module__}.{kind.__qualname__}:{self.book.tables!r}"
+        return hashlib.sha256(named.encode()).hexdigest()
 
 
 def amount_text(amount: Decimal | None) -> str | None:
@@ -189,7 +200,7 @@ def _sums(entries: list[_Entry]) -> tuple[object, ...]:
         tokens = [sum(column) for column in zip(*signed, strict=True)]
         money = sum((sign * a for sign, _, a in counted if a is not None), ZERO)
     calls = sum(sign for sign, _, _ in counted)
-    return (calls, *(tokens or [0] * 7), retracted, str(money))
+    return (calls, *(tokens or [0] * len(_TOKEN_COLUMNS)), retracted, str(money))
 
 
 def _times(entries: list[_Entry]) -> tuple[float, float, str | None]:

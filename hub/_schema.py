@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Final, Literal, NoReturn
 
-from hub._rollup import MINUTE_KEEP_S, Pricer, RollupDeltas, amount_text, register
+from hub._rollup import MINUTE_KEEP_S, RollupDeltas, StorePricer, amount_text, register
 from shared.codec import unpack
 from shared.events import UsageEvent
 
@@ -180,7 +180,7 @@ class StoreError(RuntimeError):
 
 
 def connect(
-    path: Path, synchronous: Synchronous = "NORMAL", pricer: Pricer | None = None
+    path: Path, synchronous: Synchronous = "NORMAL", pricer: StorePricer | None = None
 ) -> sqlite3.Connection:
     """Open (creating if needed) a hub database in WAL mode, migrating an older one (`pricer`
     prices the calls an old store holds into the roll-ups; needed only for a v2 store).
@@ -216,7 +216,7 @@ def connect(
     return db
 
 
-def _migrate(db: sqlite3.Connection, path: Path, pricer: Pricer | None) -> bool:
+def _migrate(db: sqlite3.Connection, path: Path, pricer: StorePricer | None) -> bool:
     """Create or upgrade the tables; True when an older version was upgraded."""
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -253,7 +253,7 @@ def _no_pricer(path: Path) -> NoReturn:
     raise StoreError(f"{path}: an older store needs pricing to migrate; open it with a price book")
 
 
-def _to_v3(db: sqlite3.Connection, pricer: Pricer) -> None:
+def _to_v3(db: sqlite3.Connection, pricer: StorePricer) -> None:
     """v3: usage rows keep their price and drop the columns their payload repeats; every kept
     call is summed into the roll-ups."""
     db.execute("ALTER TABLE usage RENAME TO usage_v2")
@@ -289,4 +289,5 @@ def _to_v3(db: sqlite3.Connection, pricer: Pricer) -> None:
             )
         db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", filed)
     deltas.write(db)
+    db.execute("INSERT INTO meta (key, value) VALUES ('prices', ?)", (pricer.fingerprint(),))
     db.execute("DROP TABLE usage_v2")

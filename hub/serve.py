@@ -129,9 +129,9 @@ class Hub:
         while not self.stop_event.wait(LIVENESS_EVERY):
             try:
                 self.service.check_nodes()
-                self.service.prune()
+                self.service.maintain()
             except Exception:
-                log.exception("liveness check or pruning failed")
+                log.exception("liveness check or store upkeep failed")
 
     def _advertise(self) -> None:
         factory = self.advertiser_factory or _default_advertiser

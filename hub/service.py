@@ -110,6 +110,8 @@ class FleetService:
         self._store = store
         self.retain_days = retain_days
         self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
+        self._repriced = False  # every kept call is priced under this hub's tables
+        self._reprice_changes = 0  # calls whose price `reprice` changed so far
         self._book = book
         self.stale_after = stale_after
         self.commander = commander
@@ -358,7 +360,37 @@ class FleetService:
         for event in self._store.profile_events(since=since):
             self.board.add_profile_event(event)
 
-    # -- retention ---------------------------------------------------------------------------
+    # -- upkeep: retention and re-pricing ----------------------------------------------------
+
+    def maintain(self) -> None:
+        """The store's upkeep, a small step at a time (call it every few seconds): prune old
+        raw events, and re-price the kept ones when the price tables changed."""
+        self.prune()
+        self.reprice()
+
+    def reprice(self, budget_s: float = PRUNE_BUDGET_S) -> int:
+        """Bring the kept calls to the price tables (`Store.reprice`), for about `budget_s`
+        at most per call; once all are, reload the figures if a price changed. Returns the
+        calls whose price changed in this call."""
+        if not self._loaded.is_set() or self._repriced:
+            return 0
+        changed = 0
+        until = time.monotonic() + budget_s
+        while True:
+            with self._lock:
+                step, done = self._store.reprice()
+                changed += step
+                self._reprice_changes += step
+                if done:
+                    self._repriced = True
+                    if self._reprice_changes:
+                        log.info("%d stored calls re-priced", self._reprice_changes)
+                        self._fill(self.ledger, self._store)
+            if done or time.monotonic() >= until:
+                break
+        if self._repriced and self._reprice_changes:
+            self._publish(Update(usage=self._reprice_changes, nodes_changed=True))
+        return changed
 
     def prune(self, budget_s: float = PRUNE_BUDGET_S) -> int:
         """Prune raw events older than `retain_days`, a small step at a time, for about

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import tzinfo
@@ -34,8 +35,8 @@ from hub._rollup import (
     Cell,
     MinuteCell,
     RollupDeltas,
+    StorePricer,
     amount_text,
-    book_pricer,
     read_cells,
     read_minutes,
     stored_price,
@@ -68,6 +69,7 @@ ON CONFLICT (event_id) DO UPDATE SET
     estimated = excluded.estimated, payload = excluded.payload
 WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
+REPRICE_STEP: Final = 5_000  # raw rows re-priced per transaction (see `reprice`)
 PRUNE_STEP: Final = 5_000  # raw rows deleted per transaction: the receiver waits no longer
 VACUUM_PAGES: Final = 2_000  # free pages handed back to the file system per step (8 MiB)
 
@@ -89,7 +91,7 @@ class Store:
         """`book` prices calls into the roll-ups as they are stored (default: the shipped
         tables)."""
         self.path = Path(path)
-        self._price = book_pricer(book)
+        self._price = StorePricer(book)
         self._db = connect(self.path, synchronous, self._price)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
         # Raw events before this time were pruned: later copies of them are not stored.
@@ -463,6 +465,50 @@ class Store:
         """Per-minute sums since `since` (kept for the last `MINUTE_KEEP_S`)."""
         return read_minutes(self._db, since)
 
+    # ---- re-pricing -----------------------------------------------------------------------
+
+    def reprice(self, *, step: int = REPRICE_STEP) -> tuple[int, bool]:
+        """Bring the kept raw rows to this store's price tables when they differ from those
+        the rows were priced under (a corrected table, say): `step` rows per call, in one
+        transaction with the roll-ups' deltas. Returns (rows whose price changed, whether
+        every row is now priced under these tables). Pruned days keep their old prices."""
+        prices = self._price.fingerprint()
+        with self._transaction():
+            meta = dict(self._db.execute("SELECT key, value FROM meta"))
+            if meta.get("prices") == prices:
+                return 0, True
+            start = int(meta.get("reprice_from", 0))
+            rows = self._db.execute(
+                "SELECT rowid, amount, estimated, payload FROM usage WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (start, step),
+            ).fetchall()
+            deltas = RollupDeltas(minutes_since=time.time() - MINUTE_KEEP_S)
+            changed = []
+            for rowid, amount, estimated, payload in rows:
+                event, old = _usage(payload), stored_price(amount, estimated)
+                new = self._price(event)
+                if new != old:
+                    deltas.add(event, old, -1)
+                    deltas.add(event, new, 1)
+                    changed.append((amount_text(new[0]), int(new[1]), rowid))
+            self._db.executemany(
+                "UPDATE usage SET amount = ?, estimated = ? WHERE rowid = ?", changed
+            )
+            deltas.write(self._db)
+            done = len(rows) < step
+            self._set_meta(("prices", prices) if done else ("reprice_from", rows[-1][0]))
+            if done:
+                self._db.execute("DELETE FROM meta WHERE key = 'reprice_from'")
+        return len(changed), done
+
+    def _set_meta(self, item: tuple[str, object]) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            item,
+        )
+
     # ---- retention ----------------------------------------------------------------------
 
     def prune(self, before: float, now: float, *, step: int = PRUNE_STEP) -> int:
@@ -474,11 +520,7 @@ class Store:
         deleted = 0
         with self._transaction():
             if before > self._pruned_before:
-                self._db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('pruned_before', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (before,),
-                )
+                self._set_meta(("pruned_before", before))
             for table in ("usage", "limits", "profile_events"):
                 left = step - deleted
                 if left <= 0:

@@ -467,3 +467,27 @@ def test_batches_are_acked_while_the_figures_load_and_count_once(tmp_path: Path)
     assert month == again.fleet(Period.MONTH) and month.calls == 3
     assert {row.key for row in again.sessions()} == {row.key for row in service.sessions()}
     assert month.output == sum(e.tokens.output for e in (later[0], first[1], later[1]))
+
+
+def test_kept_calls_are_repriced_when_the_tables_change(tmp_path: Path) -> None:
+    """Calls stored under other tables (here: twice the price) are brought to the hub's, in
+    steps, with their roll-ups and the figures; calls of pruned days keep their old price."""
+    now = T0 + 10 * DAY
+    calls = [usage(f"e{i}", ts=now - i * 600, session_id=f"s{i % 3}") for i in range(7)]
+    with Store.in_dir(tmp_path, book=BOOKS["doubled"]) as store:
+        store.ingest("spark01", "events", 1, 1, calls, HELLO, now)
+        assert store.reprice() == (0, True)  # the tables it was priced under
+    store = Store.in_dir(tmp_path, book=BOOKS["shipped"])
+    service = FleetService(store, BOOKS["shipped"], clock=lambda: now)
+    doubled = service.fleet(Period.MONTH)
+    assert store.reprice(step=3) == (3, False)
+    assert service.reprice() == 4  # the rest, then the figures reload
+    assert service.reprice() == 0
+    billing = store.billing()
+    shipped = recount([(e, BOOKS["shipped"]) for e in calls], billing, ["session"], UTC)
+    assert build_hub_report(store, by=["session"], tz=UTC) == shipped
+    month = service.fleet(Period.MONTH)
+    assert month.calls == doubled.calls == 7
+    assert 2 * month.api_equivalent == doubled.api_equivalent > 0
+    store.close()
+    assert service_on(tmp_path, now).fleet(Period.MONTH) == month
