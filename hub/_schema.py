@@ -223,6 +223,8 @@ def _migrate(db: sqlite3.Connection, path: Path, pricer: StorePricer | None) -> 
         version: int = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             _run(db, _TABLES)
+            if pricer is not None:  # the tables its calls will be priced under
+                db.execute("INSERT INTO meta VALUES ('prices', ?)", (pricer.fingerprint(),))
         elif 0 < version < SCHEMA_VERSION:
             for step in _UPGRADES[version - 1 :]:
                 if step is _V2_TO_V3:
