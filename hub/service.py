@@ -6,7 +6,9 @@ It owns the store and the ledger behind one lock: the receiver thread writes thr
 every change (new usage, limit hits, profile events, node state changes, command outcomes) on
 the thread that made it; a UI marshals them onto its own loop.
 
-The ledger is applied on the receiver thread, before the ack, not on a thread of its own:
+At start the figures load from the store's roll-ups on a thread of their own while the
+receiver already acks (see `_load`). After that, the ledger is applied on the receiver thread,
+before the ack, not on a thread of its own:
 measured on the fleet bench (bench/fleet.py, part 3), a ledger thread made ingest slower
 (14-16k against 17k events/s), as both threads run Python under the one GIL and the handoffs
 at every SQLite call cost more than the overlap with SQLite's own time brought.

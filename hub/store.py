@@ -10,6 +10,10 @@ batches, and a node may legitimately renumber (a fresh outbox).
 An event belongs to the node that first stored it: another node's frame carrying its id is
 rejected (reported in `IngestResult.foreign`), never applied, whatever its revision.
 
+Each batch also writes the roll-ups of what it changed (`hub._rollup`), in its transaction:
+reports and the hub's figures read those, so they cover days whose raw events `prune` removed
+(after `retain_days`); `reprice` brings kept calls to new price tables.
+
 Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
 wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
 
