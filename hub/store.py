@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
+from hub._payloads import Payloads
 from hub._rollup import (
     MINUTE_KEEP_S,
     READABLE,
@@ -97,6 +98,7 @@ class Store:
         self.path = Path(path)
         self._price = StorePricer(book)
         self._db = connect(self.path, synchronous, self._price)
+        self._payloads = Payloads(self._db)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
         # Raw events before this time were pruned: later copies of them are not stored.
         self._pruned_before = float(row[0]) if row else -math.inf
@@ -301,7 +303,7 @@ class Store:
                 continue
             replaced = None
             if old is not None:
-                replaced = _usage(old.payload)
+                replaced = self._payloads.decode(old.payload)
                 deltas.add(replaced, old.price, -1)  # what it added, at the price it was stored
             changes.append((replaced, event))
             amount, estimated = price = self._price(event)
@@ -317,11 +319,12 @@ class Store:
                     event.session_id,
                     amount_text(amount),
                     int(estimated),
-                    pack(event) if blob is None else blob,
+                    self._payloads.encode(pack(event) if blob is None else blob),
                 )
             )
         self._db.executemany(_UPSERT_USAGE, rows)
         deltas.write(self._db)
+        self._payloads.train()
         return changes, prices, len(usage) - len(changes) - len(foreign), foreign
 
     def _stored_revisions(self, ids: list[str]) -> dict[str, _Stored]:
@@ -420,7 +423,7 @@ class Store:
         if counted_only:
             where.append("counted = 1")
         for (payload,) in self._select("usage", where, params):
-            yield _usage(payload)
+            yield self._payloads.decode(payload)
 
     def session_usage(self, session_id: str) -> list[UsageEvent]:
         """A session's counted calls (its own id, and subagent calls filed under it), by time."""
@@ -428,7 +431,7 @@ class Store:
             "SELECT payload FROM usage WHERE session_id = ? AND counted = 1 ORDER BY ts, event_id",
             (session_id,),
         )
-        return [_usage(payload) for (payload,) in rows]
+        return [self._payloads.decode(payload) for (payload,) in rows]
 
     def limit_events(
         self, since: float | None = None, until: float | None = None
@@ -490,7 +493,7 @@ class Store:
             deltas = RollupDeltas(minutes_since=time.time() - MINUTE_KEEP_S)
             changed = []
             for rowid, amount, estimated, payload in rows:
-                event, old = _usage(payload), stored_price(amount, estimated)
+                event, old = self._payloads.decode(payload), stored_price(amount, estimated)
                 new = self._price(event)
                 if new != old:
                     deltas.add(event, old, -1)
@@ -593,12 +596,6 @@ def _unstorable(event: Event) -> str | None:
     if isinstance(event, UsageEvent) and not 0 <= event.revision <= MAX_REVISION:
         return f"revision {event.revision!r} is out of range (0..{MAX_REVISION})"
     return None
-
-
-def _usage(payload: bytes) -> UsageEvent:
-    event = unpack(payload)
-    assert isinstance(event, UsageEvent), "the usage table holds usage events only"
-    return event
 
 
 def _time_range(since: float | None, until: float | None) -> tuple[list[str], list[float]]:
