@@ -181,15 +181,19 @@ class FleetService:
             for row in ledger.sessions.active_since(0.0):
                 if row.profile is not None:
                     self.board.note_call(row.machine, row.profile, row.last_ts)
-            change = Update(
-                usage=sum(len(r.changes) for r in pending),
-                machines={n.node for n in self._store.nodes()},
-                profiles={profile_key(p.node, p.name) for p in self._store.profiles()},
-                sessions=set(ledger.sessions.keys()),
-                nodes_changed=True,
-            )
+            change = self._all_changed(sum(len(r.changes) for r in pending))
             self._loaded.set()
         self._publish(change)
+
+    def _all_changed(self, usage: int) -> Update:
+        """An update that has every row redrawn (the figures were loaded or reloaded)."""
+        return Update(
+            usage=usage,
+            machines={n.node for n in self._store.nodes()},
+            profiles={profile_key(p.node, p.name) for p in self._store.profiles()},
+            sessions=set(self.ledger.sessions.keys()),
+            nodes_changed=True,
+        )
 
     def _fill(self, ledger: Ledger, source: Store) -> None:
         """`ledger` from `source`'s roll-ups (sums, not events: fast at any store size)."""
@@ -378,6 +382,7 @@ class FleetService:
             return 0
         changed = 0
         until = time.monotonic() + budget_s
+        reloaded: Update | None = None
         while True:
             with self._lock:
                 step, done = self._store.reprice()
@@ -388,10 +393,11 @@ class FleetService:
                     if self._reprice_changes:
                         log.info("%d stored calls re-priced", self._reprice_changes)
                         self._fill(self.ledger, self._store)
+                        reloaded = self._all_changed(self._reprice_changes)
             if done or time.monotonic() >= until:
                 break
-        if self._repriced and self._reprice_changes:
-            self._publish(Update(usage=self._reprice_changes, nodes_changed=True))
+        if reloaded is not None:
+            self._publish(reloaded)
         return changed
 
     def prune(self, budget_s: float = PRUNE_BUDGET_S) -> int:
