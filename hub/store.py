@@ -12,7 +12,8 @@ rejected (reported in `IngestResult.foreign`), never applied, whatever its revis
 
 Each batch also writes the roll-ups of what it changed (`hub._rollup`), in its transaction:
 reports and the hub's figures read those, so they cover days whose raw events `prune` removed
-(after `retain_days`); `reprice` brings kept calls to new price tables.
+(after `retain_days`); `reprice` brings kept calls to new price tables. Usage payloads are
+compressed with a dictionary trained on the store's own events (`hub._payloads`).
 
 Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
 wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
