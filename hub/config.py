@@ -31,6 +31,7 @@ from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_fi
 DEFAULT_EVENTS: Final = "tcp://0.0.0.0:7461"
 DEFAULT_COMMANDS: Final = "tcp://0.0.0.0:7462"
 DEFAULT_STALE_AFTER: Final = 15.0
+DEFAULT_RETAIN_DAYS: Final = 90
 SECRET_NAME: Final = "fleet.secret"
 _NETWORK_SCHEMES: Final = ("tcp", "tcp4", "tcp6", "tls+tcp", "tls+tcp4", "tls+tcp6")
 _SCHEMES: Final = (*_NETWORK_SCHEMES, "ipc", "abstract", "inproc")
@@ -45,6 +46,7 @@ KEYS: Final = (
     "tls_ca_file",
     "stale_after",
     "allow_plaintext",
+    "retain_days",
 )
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
@@ -61,6 +63,7 @@ class HubConfig:
     tls_ca_file: Path | None = None  # set: nodes must present a certificate signed by it
     stale_after: float = DEFAULT_STALE_AFTER
     allow_plaintext: bool = False  # listen on the network without TLS (see check_plaintext)
+    retain_days: int = DEFAULT_RETAIN_DAYS  # raw events older than this are pruned
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -130,6 +133,9 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         or stale_after <= 0
     ):
         raise ConfigError(f"{where}: 'stale_after' must be a positive number of seconds")
+    retain_days = data.get("retain_days", DEFAULT_RETAIN_DAYS)
+    if not isinstance(retain_days, int) or isinstance(retain_days, bool) or retain_days < 1:
+        raise ConfigError(f"{where}: 'retain_days' must be a whole number of days, at least 1")
     config = HubConfig(
         name=name,
         events=events,
@@ -141,6 +147,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         tls_ca_file=file("tls_ca_file", None),
         stale_after=float(stale_after),
         allow_plaintext=allow_plaintext,
+        retain_days=retain_days,
         path=path,
     )
     _check_consistent(config, where)
@@ -250,6 +257,10 @@ _TEMPLATE: Final = """\
 # Where the hub keeps its database (default: $XDG_DATA_HOME/fleetmeter).
 {data_dir}
 
+# Days of raw events the database keeps; older ones are pruned, their daily sums kept for good
+# (reports and the dashboard still show those days).
+{retain_days}
+
 # The fleet secret: hex, mode 600, never shared. Every node key derives from it
 # (`fleet-hub enroll NODE` prints one). Default: fleet.secret beside this file.
 {secret_file}
@@ -273,6 +284,7 @@ _WRITTEN_DEFAULTS: Final[dict[str, object]] = {
     "commands": DEFAULT_COMMANDS,
     "advertise": True,
     "stale_after": int(DEFAULT_STALE_AFTER),
+    "retain_days": DEFAULT_RETAIN_DAYS,
 }
 
 

@@ -5,51 +5,86 @@ the same way. The top level keeps the scan's keys that mean something on a hub: 
 `rows`, `total`, `skipped` (here: retracted calls in the range) and `unknown_models`. A scan's
 `files`, `bytes` and `problems` describe log reading, which the nodes did; they are left out.
 
-Attribution comes from the store: machine is the node that sent the call, profile and account
-as it filed them. The cost class comes from the profile's billing as the store knows it now.
+The figures come from the store's roll-ups (`hub._rollup`), not its events: a report reads a
+few thousand sums at any store size, and days whose events retention pruned still report.
+Each call is priced as it was when stored; the cost class comes from the profile's billing as
+the store knows it now. Attribution: machine is the node that sent the call, profile and
+account as it filed them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any
+from decimal import localcontext
+from typing import Any, Final
 
-from hub._pricing import billing_of, safe_price
+from hub._pricing import billing_of
+from hub._rollup import Cell, cost_class
+from hub._totals import MONEY
 from hub.store import Store
-from pricing import CostClass, PriceBook
-from pricing.rollup import Attribution, Rollup
+from pricing import PricedCall
+from pricing.rollup import Rollup
 
 RETRACTED = "retracted"  # the `skipped` reason for calls found to copy another one
-NO_EXTRA = Attribution()  # stored events carry their own attribution, filed at ingest
+
+
+def _week(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+# Each `pricing.rollup.GROUP_KEYS` key: the roll-up key it is read from, and its value in a cell
+# (day, week and month all come from the cell's local day).
+CELL_KEYS: Final[dict[str, tuple[str, Callable[[Cell], str | None]]]] = {
+    "day": ("day", lambda c: c.day.isoformat()),
+    "week": ("day", lambda c: _week(c.day)),
+    "month": ("day", lambda c: c.day.strftime("%Y-%m")),
+    "model": ("model", lambda c: c.model),
+    "agent": ("agent", lambda c: c.agent),
+    "profile": ("profile", lambda c: c.profile),
+    "account": ("account", lambda c: c.account),
+    "machine": ("machine", lambda c: c.machine),
+    "project": ("project", lambda c: c.project),
+    "session": ("session_id", lambda c: c.session_id),
+    "role": ("role", lambda c: None if c.role is None else c.role.value),
+}
 
 
 def build_hub_report(
     store: Store,
-    book: PriceBook,
     *,
     by: Sequence[str],
     tz: tzinfo,
     since: date | None = None,
     until: date | None = None,
 ) -> dict[str, Any]:
-    """Every kept call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
+    """Every stored call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
     (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`)."""
     rollup = Rollup(tuple(by), tz)
+    keys = [CELL_KEYS[k][1] for k in rollup.by]
+    # and the model always: unknown-price calls are counted by model
+    read = {CELL_KEYS[k][0] for k in rollup.by} | {"model"}
     billing = store.billing()
     unknown_models: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     start = _day_start(since, tz) if since is not None else None
     end = _day_start(until + timedelta(days=1), tz) if until is not None else None
-    for event in store.usage_events(start, end):
-        if not event.counts:
-            skipped[RETRACTED] += 1
-            continue
-        priced, _ = safe_price(book, event, billing_of(billing, event.machine, event.profile))
-        if priced.cost_class is CostClass.UNKNOWN:
-            unknown_models[event.model] += 1
-        rollup.add(event, priced, NO_EXTRA)
+    with localcontext(MONEY):
+        for cell in store.rollup(tz, sorted(read), start, end):
+            if cell.retracted:
+                skipped[RETRACTED] += cell.retracted
+            if not cell.calls:
+                continue
+            cls = cost_class(
+                cell.priced, cell.estimated, billing_of(billing, cell.machine, cell.profile)
+            )
+            if not cell.priced:
+                unknown_models[cell.model or ""] += cell.calls
+            priced = PricedCall(cell.amount if cell.priced else None, cls, None, cell.estimated)
+            row_key = tuple(key(cell) for key in keys)
+            rollup.add_calls(row_key, cell.calls, cell.tokens, priced)
     return {
         "group_by": list(rollup.by),
         "rows": [row.to_json() for row in rollup.sorted_rows()],

@@ -106,6 +106,7 @@ class Hub:
             self.book,
             stale_after=self.config.stale_after,
             commander=self.commander,
+            retain_days=self.config.retain_days,
         )
         self.receiver = Receiver(
             self.config.events,
@@ -138,8 +139,9 @@ class Hub:
         while not self.stop_event.wait(LIVENESS_EVERY):
             try:
                 self.service.check_nodes()
+                self.service.maintain()
             except Exception:
-                log.exception("liveness check failed")
+                log.exception("liveness check or store upkeep failed")
 
     def _advertise(self) -> None:
         factory = self.advertiser_factory or _default_advertiser
