@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pynng
+import tomlkit
 
 from hub.config import load_hub_config
 from shared.codec import pack
@@ -95,8 +96,12 @@ def call(node: str, n: int, *, model: str = "claude-sonnet-4-5") -> UsageEvent:
     )
 
 
-def serve_hub(tmp: Path) -> ServedHub:
+def serve_hub(tmp: Path, api: dict[str, object] | None = None) -> ServedHub:
     setup = make_hub(tmp)
+    if api is not None:
+        doc = tomlkit.parse(setup.config.read_text())
+        doc["api"] = api
+        setup.config.write_text(tomlkit.dumps(doc))
     tokens: dict[str, str] = {}
     for role in ROLES:
         extra = ["--machine", "spark01"] if role == "agent" else []
@@ -115,7 +120,8 @@ def serve_hub(tmp: Path) -> ServedHub:
         tokens[role] = done.stdout.split()[-1]
     proc = start_hub(setup, tmp)
     config = load_hub_config(setup.config)
-    return ServedHub(setup, proc, f"http://{config.api_listen}", tokens, tmp)
+    scheme = "https" if config.api_tls_cert_key_file is not None else "http"
+    return ServedHub(setup, proc, f"{scheme}://{config.api_listen}", tokens, tmp)
 
 
 def report_rows(data: bytes | str) -> list[dict[str, object]]:
