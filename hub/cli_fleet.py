@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from hub.api.views import audit as audit_rows
 from hub.api_client import running_hub
 from hub.config import HubConfig, load_hub_config
 from hub.model import NodeState
@@ -194,18 +195,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         rows = client.get("/api/v1/audit", limit=args.limit, since=args.since)["rows"]
     else:
         with _store(config) as store:
-            rows = [
-                {
-                    "id": r.id,
-                    "when": r.ts,
-                    "who": r.who,
-                    "action": r.action,
-                    "target": r.target,
-                    "result": r.result,
-                }
-                for r in store.audit_log(args.limit)
-                if args.since is None or r.ts >= args.since
-            ]
+            records = store.audit_log(args.limit)
+        rows = audit_rows(r for r in records if args.since is None or r.ts >= args.since)
     if args.json:
         return _json(rows)
     print(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from shared.systemd import USER_RE, quote_arg
+from shared.systemd import SANDBOX, USER_RE, quote_arg
 
 UNIT_NAME: Final = "fleet-hub.service"
 SYSTEM_UNIT_PATH: Final = Path("/etc/systemd/system") / UNIT_NAME
@@ -29,25 +29,8 @@ ProtectHome=read-only
 ReadWritePaths={writable}
 PrivateTmp=yes
 PrivateDevices=yes
-NoNewPrivileges=yes
 ProtectProc=invisible
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-CapabilityBoundingSet=
-UMask=0077
-"""
+{sandbox}"""
 
 
 def render_hub_unit(
@@ -67,7 +50,9 @@ def render_hub_unit(
     exec_line = " ".join(quote_arg(arg) for arg in command)
     user_line = f"User={user}\n" if user is not None else ""
     wanted = "multi-user.target" if user is not None else "default.target"
-    hardening = _HARDENING.format(writable=" ".join(quote_arg(p) for p in writable))
+    hardening = _HARDENING.format(
+        writable=" ".join(quote_arg(p) for p in writable), sandbox=SANDBOX
+    )
     return f"""\
 # Written by `fleet-hub install-service`. Local changes belong in a drop-in:
 #   systemctl {"" if user is not None else "--user "}edit fleet-hub

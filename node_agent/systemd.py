@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from shared.systemd import USER_RE, quote_arg
+from shared.systemd import SANDBOX, USER_RE, quote_arg
 from shared.systemd import sd_notify as sd_notify  # the daemon takes them from here
 from shared.systemd import watchdog_interval as watchdog_interval
 
@@ -20,30 +20,13 @@ UNIT_NAME: Final = "node-agent.service"
 UNIT_PATH: Final = Path("/etc/systemd/system") / UNIT_NAME
 STATE_DIRECTORY: Final = "fleet-node"
 
-_HARDENING: Final = """\
+_HARDENING: Final = f"""\
 # Sandbox (systemd-analyze security node-agent: about 2.2 OK). Logs are read through
 # ProtectHome=read-only; writes go only to StateDirectory and LogsDirectory.
 ProtectSystem=strict
 ProtectHome=read-only
 PrivateTmp=yes
-NoNewPrivileges=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-CapabilityBoundingSet=
-UMask=0077
-MemoryMax=512M
+{SANDBOX}MemoryMax=512M
 CPUQuota=50%
 # Not ProtectProc=invisible (hides the agents) nor ProcSubset=pid (hides /proc/stat, which
 # psutil needs for process start times, the key of every pause/kill command).

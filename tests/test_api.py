@@ -258,6 +258,15 @@ def test_sigterm_stops_the_service_with_everything_committed(tmp_path: Path) -> 
     served = serve_hub(tmp_path)
     try:
         served.send("spark03", [call("spark03", n) for n in range(4)])
+        with httpx.stream(
+            "GET", served.url + "/api/v1/stream", headers=served.headers("viewer"), timeout=30
+        ) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: hello"
+            served.proc.send_signal(signal.SIGTERM)
+            ended = time.monotonic()
+            assert list(lines)[-1:] in ([], [""])  # the stream ends whole, not cut
+            assert time.monotonic() - ended < 2.5  # not cut after the grace period either
     finally:
         assert stop(served.proc, signal.SIGTERM) == 0
     report = served.cli("report", "--json", "--by", "machine")  # no hub: from the store

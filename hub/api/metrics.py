@@ -20,17 +20,11 @@ from hub._totals import Totals
 from hub.ledger import Dimension, Period
 from hub.model import NodeState
 from hub.service import FleetService
+from pricing.rollup import TOKEN_KEYS
 
 PREFIX: Final = "fleetmeter_"
 CLASSES: Final = ("metered", "subscription_included", "estimated", "api_equivalent")
-BUCKETS: Final = (
-    "input",
-    "output",
-    "cache_read",
-    "cache_write_5m",
-    "cache_write_1h",
-    "reasoning",
-)
+BUCKETS: Final = TOKEN_KEYS
 DIMENSIONS: Final = (Dimension.MACHINE, Dimension.PROFILE, Dimension.AGENT, Dimension.MODEL)
 # Every metric name this module exports (the Grafana dashboard is checked against them).
 NAMES: Final = tuple(

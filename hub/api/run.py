@@ -66,7 +66,7 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
                 sd_notify("WATCHDOG=1")
     finally:
         sd_notify("STOPPING=1")
-        api.stop()
+        api.stop(before=app.state.broker.close)  # streams end whole, not cut
         hub.stop()
         log.info("hub stopped; the store is committed")
     return 0

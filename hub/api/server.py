@@ -7,9 +7,11 @@ and port 0 gives a free port whose number `url` tells.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -43,6 +45,7 @@ class ApiServer:
         )
         self._thread = threading.Thread(target=self._run, name="api", daemon=True)
         self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, timeout: float = 15.0) -> None:
         """Serve, returning once the server accepts requests; raises OSError when it cannot."""
@@ -56,11 +59,20 @@ class ApiServer:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._server.serve(sockets=[self._sock]))
+            asyncio.run(self._serve())
         except BaseException as exc:  # noqa: BLE001 (told by start(), not lost in a thread)
             self.error = exc
 
-    def stop(self) -> None:
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._server.serve(sockets=[self._sock])
+
+    def stop(self, before: Callable[[], None] | None = None) -> None:
+        """Stop serving; `before` runs on the server's loop first (e.g. to end the open
+        streams cleanly rather than have them cut when the grace period is over)."""
+        if before is not None and self._loop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._loop.call_soon_threadsafe(before)
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(STOP_GRACE_S + 5)
