@@ -277,3 +277,15 @@ def test_sigterm_stops_the_service_with_everything_committed(tmp_path: Path) -> 
         1,
         "a clean log",
     )
+
+
+def test_a_damaged_tokens_file_is_503_with_what_to_do(tmp_path: Path) -> None:
+    served = serve_hub(tmp_path)
+    try:
+        tokens = served.setup.config.parent / "api-tokens.json"
+        tokens.write_text("{not json")
+        answer = httpx.get(served.url + "/api/v1/nodes", headers=served.headers("viewer"))
+        assert answer.status_code == 503
+        assert "move it aside" in answer.json()["error"]
+    finally:
+        stop(served.proc)

@@ -31,6 +31,7 @@ from hub.service import FleetService
 from hub.tokens import Role, TokenBook
 from pricing.rollup import UnknownGroupKeyError, check_keys
 from shared.cli import day_range_error
+from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,11 @@ def create_app(
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
         log.error("store unavailable: %s", exc)
         return JSONResponse({"error": f"the hub's store is unavailable: {exc}"}, 503)
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        log.error("%s", exc)  # e.g. a damaged tokens file: every request would fail alike
+        return JSONResponse({"error": f"the hub cannot check tokens: {exc}"}, 503)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
