@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,10 @@ ENDPOINTS = [
     ("GET", "/api/v1/machines", None, EVERYONE),
     ("GET", "/api/v1/profiles", None, EVERYONE),
     ("GET", "/api/v1/sessions", None, EVERYONE),
+    ("GET", "/api/v1/sessions/sess-spark01/series?bins=12", None, EVERYONE),
+    ("GET", "/api/v1/runrate", None, READ),
+    ("GET", "/api/v1/runrate?machine=spark01&bins=12", None, EVERYONE),
+    ("GET", "/api/v1/profiles/spark01/max-a/history", None, EVERYONE),
     ("GET", "/api/v1/spend?by=model&period=week", None, READ),
     ("GET", "/api/v1/report?by=machine", None, READ),
     ("GET", "/api/v1/nodes", None, EVERYONE),
@@ -289,3 +294,13 @@ def test_a_damaged_tokens_file_is_503_with_what_to_do(tmp_path: Path) -> None:
         assert "move it aside" in answer.json()["error"]
     finally:
         stop(served.proc)
+
+
+def test_the_sparklines_and_a_sessions_series_in_exact_money(hub: ServedHub) -> None:
+    bins = get(hub, "/api/v1/runrate?machine=spark01&bins=12").json()
+    assert len(bins) == 12 and sum(Decimal(b) for b in bins) > 0
+    series = get(hub, "/api/v1/sessions/sess-spark01/series?bins=4", "agent").json()
+    assert len(series["bins"]) == 4 and sum(Decimal(b) for b in series["bins"]) > 0
+    other = get(hub, "/api/v1/sessions/sess-spark02/series", "agent")
+    assert other.status_code == 404  # the agent token is bound to spark01
+    assert get(hub, "/api/v1/runrate?profile=x").status_code == 422

@@ -14,7 +14,7 @@ from datetime import date
 from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
@@ -26,7 +26,7 @@ from hub.api import views
 from hub.api.auth import AuthError, Principal, principal
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
 from hub.api.stream import Broker
-from hub.ledger import Dimension, Period
+from hub.ledger import FLEET, Dimension, Period, profile_key
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
 from pricing.rollup import UnknownGroupKeyError, check_keys
@@ -204,6 +204,60 @@ def create_app(
     ) -> Rows:
         """Sessions with a call in the last `active_minutes` (the dashboard's: 30)."""
         return views.sessions(service, who.scope, service.clock() - active_minutes * 60)
+
+    @app.get(f"{API}/runrate", tags=["fleet"])
+    def runrate(
+        who: Anyone,
+        machine: Annotated[str | None, Query(max_length=63)] = None,
+        profile: Annotated[str | None, Query(max_length=200, description="with machine")] = None,
+        bins: Annotated[int, Query(ge=1, le=1440)] = 72,
+    ) -> list[str | None]:
+        """API-equivalent spend of the last 6 hours in `bins` equal bins (the sparklines):
+        the fleet's, a machine's, or a machine's profile."""
+        if profile is not None and machine is None:
+            raise ApiError(422, "profile: give machine too (a profile is named on its machine)")
+        if machine is None:
+            if not who.scope.whole_fleet:
+                raise ApiError(403, f"token {who.name!r} may read only its machine: give machine")
+            scope = FLEET
+        elif not who.scope.sees(machine, profile):
+            raise ApiError(403, f"token {who.name!r} may not read {machine}")
+        else:
+            scope = ("machine", machine) if profile is None else ("profile", f"{machine}/{profile}")
+        return [views.money(b) for b in service.run_rate_bins(scope, bins)]
+
+    @app.get(f"{API}/sessions/{{key}}/series", tags=["fleet"])
+    def session_series(
+        who: Anyone,
+        key: Annotated[str, Path(max_length=300)],
+        bins: Annotated[int, Query(ge=1, le=1440)] = 72,
+    ) -> dict[str, Any]:
+        """A session's API-equivalent spend over its life in `bins` equal bins."""
+        rows = service.sessions([key])
+        if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
+            raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
+        first, last, amounts = service.session_series(key, bins)
+        return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
+
+    @app.get(f"{API}/profiles/{{machine}}/{{profile}}/history", tags=["fleet"])
+    def profile_history(
+        who: Anyone,
+        machine: Annotated[str, Path(max_length=63)],
+        profile: Annotated[str, Path(max_length=200)],
+    ) -> Rows:
+        """The profile's timeline: active, rate-limited until, switched to, and why."""
+        if not who.scope.sees(machine, profile):
+            raise ApiError(403, f"token {who.name!r} may not read {machine}/{profile}")
+        return [
+            {
+                "when": e.ts,
+                "state": e.state.value,
+                "until": e.until,
+                "switched_to": e.switched_to,
+                "reason": e.reason,
+            }
+            for e in service.profile_history(profile_key(machine, profile))
+        ]
 
     @app.get(f"{API}/spend", tags=["fleet"])
     def spend(
