@@ -91,6 +91,9 @@ def _with_store_hint(
     except ApiFailure as exc:
         print(f"{prog}: the hub says: {exc.message}", file=sys.stderr)
         return EXIT_USAGE if exc.status in (400, 401, 403, 404, 422) else EXIT_FAILURE
+    except cli_fleet.NoStore as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except NoHub as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -25,7 +25,6 @@ from hub.model import NodeState
 from hub.store import DB_FILE, Store
 from hub.tokens import Role, TokenBook, tokens_path
 from shared.cli import EXIT_FAILURE, EXIT_USAGE, positive_int
-from shared.config import ConfigError
 
 ACTIONS = ("pause", "resume", "kill")
 
@@ -211,11 +210,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _store(config: HubConfig) -> Store:
     path = config.data_dir / DB_FILE
     if not path.is_file():
-        raise ConfigError(
-            f"no hub serves at this config and there is no store at {path}: "
-            "start the hub with `fleet-hub serve`"
+        raise NoStore(
+            f"no hub serves this config and there is no store at {path} yet: "
+            "start the hub with `fleet-hub serve` (or `systemctl start fleet-hub`)"
         )
     return Store.in_dir(config.data_dir)
+
+
+class NoStore(Exception):
+    """Neither a running hub nor a store to read: a runtime state, not bad usage (exit 1)."""
 
 
 # -- commands ------------------------------------------------------------------------------

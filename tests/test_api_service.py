@@ -173,3 +173,19 @@ def test_the_api_over_https(tmp_path: Path) -> None:
         wait_for(lambda: served.proc.poll() is None, 1, "the hub to keep serving")
     finally:
         stop(served.proc)
+
+
+def test_without_a_hub_the_cli_reads_the_store_or_says_what_to_do(tmp_path: Path) -> None:
+    setup = make_hub(tmp_path)
+    config = ["--config", str(setup.config)]
+    for command in (["nodes"], ["audit", "--json"]):
+        done = fleet_hub(tmp_path, *command, *config)
+        assert done.returncode == 1, command
+        assert done.stderr.count("\n") == 1 and "fleet-hub serve" in done.stderr
+    halt = fleet_hub(tmp_path, "kill", "spark01", "77", *config)
+    assert halt.returncode == 1 and "no hub serves" in halt.stderr
+    served = serve_hub(tmp_path / "again")
+    stop(served.proc)
+    nodes = served.cli("nodes", "--json")
+    assert nodes.returncode == 0 and orjson.loads(nodes.stdout) == []
+    assert served.cli("audit").returncode == 0
