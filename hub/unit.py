@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from shared.systemd import SANDBOX, USER_RE, quote_arg
+from shared.systemd import SANDBOX, USER_RE, notify_unit_head, quote_arg
 
+DESCRIPTION: Final = "fleetmeter hub: receiver, store, commands and the HTTP API"
 UNIT_NAME: Final = "fleet-hub.service"
 SYSTEM_UNIT_PATH: Final = Path("/etc/systemd/system") / UNIT_NAME
 
@@ -56,18 +57,7 @@ def render_hub_unit(
     return f"""\
 # Written by `fleet-hub install-service`. Local changes belong in a drop-in:
 #   systemctl {"" if user is not None else "--user "}edit fleet-hub
-[Unit]
-Description=fleetmeter hub: receiver, store, commands and the HTTP API
-After=network-online.target
-Wants=network-online.target
-StartLimitIntervalSec=300
-StartLimitBurst=10
-
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart={exec_line}
-{user_line}Restart=on-failure
+{notify_unit_head(DESCRIPTION, exec_line)}{user_line}Restart=on-failure
 RestartSec=2s
 WatchdogSec=30s
 # SIGTERM: the hub stops listening, commits and exits; this is ample.

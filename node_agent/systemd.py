@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from shared.systemd import SANDBOX, USER_RE, quote_arg
+from shared.systemd import SANDBOX, USER_RE, notify_unit_head, quote_arg
 from shared.systemd import sd_notify as sd_notify  # the daemon takes them from here
 from shared.systemd import watchdog_interval as watchdog_interval
 
+DESCRIPTION: Final = "fleetmeter node agent: agent logs to the fleet hub"
 UNIT_NAME: Final = "node-agent.service"
 UNIT_PATH: Final = Path("/etc/systemd/system") / UNIT_NAME
 STATE_DIRECTORY: Final = "fleet-node"
@@ -50,21 +51,11 @@ def render_unit(exec_start: str | Sequence[str], user: str, config_path: Path | 
     if any(c in arg for arg in command for c in "\n\r\0"):
         raise ValueError("exec_start/config_path: a line break cannot go in a unit file")
     exec_line = " ".join(quote_arg(arg) for arg in command)
+    head = notify_unit_head(DESCRIPTION, exec_line)
     return f"""\
 # Written by `node-agent install-service`. Local changes belong in a drop-in:
 #   systemctl edit node-agent
-[Unit]
-Description=fleetmeter node agent: agent logs to the fleet hub
-After=network-online.target
-Wants=network-online.target
-StartLimitIntervalSec=300
-StartLimitBurst=10
-
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart={exec_line}
-# The owner of the agents: it must read their homes and may signal their processes.
+{head}# The owner of the agents: it must read their homes and may signal their processes.
 User={user}
 Restart=on-failure
 RestartSec=2s

@@ -31,6 +31,26 @@ SystemCallFilter=@system-service
 CapabilityBoundingSet=
 UMask=0077
 """
+
+
+def notify_unit_head(description: str, exec_line: str) -> str:
+    """A unit's lines from [Unit] to ExecStart=, as both services have them: after the
+    network, restarts bounded, readiness told by the main process."""
+    return f"""\
+[Unit]
+Description={description}
+After=network-online.target
+Wants=network-online.target
+StartLimitIntervalSec=300
+StartLimitBurst=10
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec_line}
+"""
+
+
 # What useradd accepts (and systemd's User= with it): no blanks, no specifiers.
 USER_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
