@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -365,7 +366,7 @@ def create_app(
     def metrics(_: Reader) -> Response:
         """Prometheus text format (a viewer or operator token: figures per machine,
         profile and model are not for anyone on the network)."""
-        return Response(exposition(registry), media_type="text/plain; version=0.0.4")
+        return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
