@@ -10,6 +10,7 @@ reads again on its next request.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -96,6 +97,7 @@ def _when(text: str) -> float:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    load_hub_config(args.config)  # tokens belong beside a hub's config: refuse a wrong path
     book = TokenBook(tokens_path(args.config))
     if args.token_command == "create":
         token = book.create(
@@ -256,7 +258,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
     config_path = args.config.expanduser().absolute()
     config = load_hub_config(config_path)  # a unit that points at a broken config only fails
-    user = None if args.user_unit else args.user or getpass.getuser()
+    user = None if args.user_unit else args.user or os.environ.get("SUDO_USER") or getpass.getuser()
     try:
         text = render_hub_unit(
             program_words("fleet-hub", "hub.cli"), config_path, config.data_dir.absolute(), user

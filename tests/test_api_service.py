@@ -189,3 +189,19 @@ def test_without_a_hub_the_cli_reads_the_store_or_says_what_to_do(tmp_path: Path
     nodes = served.cli("nodes", "--json")
     assert nodes.returncode == 0 and orjson.loads(nodes.stdout) == []
     assert served.cli("audit").returncode == 0
+
+
+def test_token_commands_need_a_hub_config_and_a_good_name(tmp_path: Path) -> None:
+    missing = fleet_hub(tmp_path, "token", "list", "--config", str(tmp_path / "none.toml"))
+    assert missing.returncode == 2 and "fleet-hub init" in missing.stderr
+    setup = make_hub(tmp_path)
+    config = ["--config", str(setup.config)]
+    bad = fleet_hub(tmp_path, "token", "create", "no spaces", "--role", "viewer", *config)
+    assert bad.returncode == 2 and "token name" in bad.stderr
+    unbound = fleet_hub(tmp_path, "token", "create", "a1", "--role", "agent", *config)
+    assert unbound.returncode == 2 and "--machine" in unbound.stderr
+    assert fleet_hub(tmp_path, "token", "create", "v", "--role", "viewer", *config).returncode == 0
+    again = fleet_hub(tmp_path, "token", "create", "v", "--role", "viewer", *config)
+    assert again.returncode == 2 and "revoke it first" in again.stderr
+    gone = fleet_hub(tmp_path, "token", "revoke", "nobody", *config)
+    assert gone.returncode == 1 and "no token named" in gone.stderr
