@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub._schema import StoreError
+from hub.api import models as m
 from hub.api import views
 from hub.api.auth import AuthError, Principal, principal
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
@@ -75,12 +76,6 @@ class CommandResult(BaseModel):
     machine: str
     pid: int
     pids: list[int]
-
-
-class Page(BaseModel):
-    rows: Rows
-    limit: int
-    offset: int
 
 
 ERRORS: Final[dict[int | str, dict[str, Any]]] = {
@@ -184,21 +179,21 @@ def create_app(
         """Whether a hub answers here (no token needed)."""
         return Health(status="ok", hub=hub_name, version=version)
 
-    @app.get(f"{API}/summary", tags=["fleet"])
+    @app.get(f"{API}/summary", tags=["fleet"], response_model=m.Summary)
     def summary(_: Reader) -> dict[str, Any]:
         """Today's fleet figures as the dashboard's header shows them (money: exact strings,
         null when unknown)."""
         return views.summary(service)
 
-    @app.get(f"{API}/machines", tags=["fleet"])
+    @app.get(f"{API}/machines", tags=["fleet"], response_model=list[m.Machine])
     def machines(who: Anyone, period: PeriodQ = Period.TODAY) -> Rows:
         return views.machines(service, who.scope, period)
 
-    @app.get(f"{API}/profiles", tags=["fleet"])
+    @app.get(f"{API}/profiles", tags=["fleet"], response_model=list[m.Profile])
     def profiles(who: Anyone, period: PeriodQ = Period.TODAY) -> Rows:
         return views.profiles(service, who.scope, period)
 
-    @app.get(f"{API}/sessions", tags=["fleet"])
+    @app.get(f"{API}/sessions", tags=["fleet"], response_model=list[m.Session])
     def sessions(
         who: Anyone,
         active_minutes: Annotated[int, Query(ge=1, le=60 * 24 * 90)] = 30,
@@ -227,7 +222,7 @@ def create_app(
             scope = ("machine", machine) if profile is None else ("profile", f"{machine}/{profile}")
         return [views.money(b) for b in service.run_rate_bins(scope, bins)]
 
-    @app.get(f"{API}/sessions/{{key}}/series", tags=["fleet"])
+    @app.get(f"{API}/sessions/{{key}}/series", tags=["fleet"], response_model=m.Series)
     def session_series(
         who: Anyone,
         key: Annotated[str, Path(max_length=300)],
@@ -240,7 +235,11 @@ def create_app(
         first, last, amounts = service.session_series(key, bins)
         return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
 
-    @app.get(f"{API}/profiles/{{machine}}/{{profile}}/history", tags=["fleet"])
+    @app.get(
+        f"{API}/profiles/{{machine}}/{{profile}}/history",
+        tags=["fleet"],
+        response_model=list[m.ProfileChange],
+    )
     def profile_history(
         who: Anyone,
         machine: Annotated[str, Path(max_length=63)],
@@ -260,7 +259,7 @@ def create_app(
             for e in service.profile_history(profile_key(machine, profile))
         ]
 
-    @app.get(f"{API}/spend", tags=["fleet"])
+    @app.get(f"{API}/spend", tags=["fleet"], response_model=list[m.SpendRow])
     def spend(
         _: Reader,
         by: Annotated[Dimension, Query(description="the group, as the Spend-by tab")],
@@ -292,7 +291,7 @@ def create_app(
             raise ApiError(422, problem)
         return service.report(keys, zone, since, until)
 
-    @app.get(f"{API}/nodes", tags=["nodes"])
+    @app.get(f"{API}/nodes", tags=["nodes"], response_model=list[m.Node])
     def nodes(who: Anyone) -> Rows:
         """State (online / stale / offline), last seen, version, reader status, backlog."""
         return views.nodes(service, who.scope)
@@ -303,14 +302,16 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
         since: Annotated[float | None, Query(ge=0, le=2**40, description="epoch s")] = None,
-    ) -> Page:
+    ) -> m.AuditPage:
         """Who did what, when, to which target, with what result; newest first."""
         records = service.audit_log(offset + limit)[offset:]
         if since is not None:
             records = [r for r in records if r.ts >= since]
-        return Page(rows=views.audit(records), limit=limit, offset=offset)
+        return m.AuditPage.model_validate(
+            {"rows": views.audit(records), "limit": limit, "offset": offset}
+        )
 
-    @app.get(f"{API}/feed", tags=["fleet"])
+    @app.get(f"{API}/feed", tags=["fleet"], response_model=list[m.FeedLine])
     def feed(_: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Rows:
         """The latest feed lines, oldest first (what the dashboard's feed shows)."""
         return [views.feed_item(i) for i in service.recent_feed(limit)]

@@ -192,7 +192,7 @@ def sessions(service: FleetService, scope: Scope, since: float) -> list[dict[str
 def spend_by(service: FleetService, dimension: Dimension, period: Period) -> list[dict[str, Any]]:
     rows = service.totals(dimension, period)
     return [
-        {dimension.value: key, **figures(t)}
+        {"key": key, **figures(t)}
         for key, t in sorted(rows.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
     ]
 
