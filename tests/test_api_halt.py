@@ -4,14 +4,13 @@ outcome audited with the token's name and counted in /metrics."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from node_agent.simulate.fake_agent import LaunchedAgent, launch
+from node_agent.simulate.fake_agent import launch
 from shared.events import Agent
 from tests.api_harness import serve_hub
 from tests.fleet_harness import (
@@ -23,16 +22,9 @@ from tests.fleet_harness import (
     wait_for,
     write_node,
 )
+from tests.test_fleet_commands import states
 
 NODE = "spark07"
-
-
-def states(agent: LaunchedAgent) -> set[str]:
-    out = set()
-    for proc in agent.tree():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            out.add(proc.status())
-    return out
 
 
 def test_pause_resume_kill_from_the_cli_through_the_api(tmp_path: Path) -> None:
