@@ -4,6 +4,7 @@ over HTTPS."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -205,3 +206,43 @@ def test_token_commands_need_a_hub_config_and_a_good_name(tmp_path: Path) -> Non
     assert again.returncode == 2 and "revoke it first" in again.stderr
     gone = fleet_hub(tmp_path, "token", "revoke", "nobody", *config)
     assert gone.returncode == 1 and "no token named" in gone.stderr
+
+
+def test_an_api_that_stops_by_itself_is_fatal_to_serve(
+    notify: tuple[socket.socket, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from fastapi import FastAPI
+
+    from hub.api.run import supervise
+    from hub.api.server import ApiServer
+
+    sock, path = notify
+    sock.settimeout(0.5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    messages: list[bytes] = []
+    listening = threading.Event()
+    listening.set()
+
+    def listen() -> None:  # drain the socket as systemd would, so no ping ever blocks
+        while listening.is_set():
+            with contextlib.suppress(TimeoutError):
+                messages.append(sock.recv(4096))
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    api = ApiServer(FastAPI(), "127.0.0.1:0")
+    api.start()
+    stop_event = threading.Event()
+    threading.Timer(0.5, lambda: setattr(api._server, "should_exit", True)).start()
+    threading.Timer(5, stop_event.set).start()  # a SIGTERM, should the failure go unnoticed
+    try:
+        assert supervise(stop_event, api, ping=0.6) == 1  # not 0: systemd restarts it
+    finally:
+        api.stop()
+        wait_for(lambda: bool(messages) and not messages[-1].startswith(b"WATCHDOG"), 2, "news")
+        listening.clear()
+        listener.join()
+    assert b"WATCHDOG=1" in messages  # pinged while it served
+    assert messages[-1].startswith(b"STATUS=failed: the API stopped")

@@ -59,14 +59,30 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         flush=True,
     )
     sd_notify(f"READY=1\nSTATUS=serving: api {api.url}")
-    ping = watchdog_interval()
     try:
-        while not stop.wait(ping / 3 if ping else 3600):
-            if ping:
-                sd_notify("WATCHDOG=1")
+        status = supervise(stop, api, watchdog_interval())
     finally:
         sd_notify("STOPPING=1")
         api.stop(before=app.state.broker.close)  # streams end whole, not cut
         hub.stop()
         log.info("hub stopped; the store is committed")
+    return status
+
+
+CHECK_EVERY_S = 1.0
+
+
+def supervise(stop: threading.Event, api: ApiServer, ping: float | None) -> int:
+    """Wait for `stop`, pinging systemd's watchdog while the API serves. An API that stopped
+    by itself is fatal: exit 1 (and systemd's Restart=on-failure starts the hub again)."""
+    every = min(CHECK_EVERY_S, ping / 3) if ping else CHECK_EVERY_S
+    while not stop.wait(every):
+        if not api.alive:
+            why = f"the API stopped: {api.error or 'unexpectedly'}"
+            log.error("%s", why)
+            print(f"fleet-hub serve: {why}", file=sys.stderr)
+            sd_notify(f"STATUS=failed: {why}")
+            return EXIT_FAILURE
+        if ping:
+            sd_notify("WATCHDOG=1")
     return 0

@@ -63,6 +63,10 @@ class ApiServer:
         except BaseException as exc:  # noqa: BLE001 (told by start(), not lost in a thread)
             self.error = exc
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._server.serve(sockets=[self._sock])
