@@ -54,6 +54,7 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(hub: ServedHub) -> N
         text=True,
         timeout=240,
         check=False,
+        cwd=hub.tmp,  # its example cache stays out of the checkout
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     log = (hub.setup.config.parent / "hub.log").read_text()
