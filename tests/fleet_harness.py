@@ -79,6 +79,7 @@ def make_hub(tmp: Path, *, events: str | None = None, commands: str | None = Non
             "data_dir": str(tmp / "hub" / "data"),
             "advertise": False,
             "stale_after": 3.0,
+            "api": {"listen": f"127.0.0.1:{free_port()}"},  # not the default: tests run beside hubs
         },
     )
     config = load_hub_config(config_path)
