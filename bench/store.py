@@ -190,7 +190,9 @@ def _first_ack(url: str, frames: Sequence[bytes], began: float, timeout: float =
     """Seconds from `began` to the hub's first ack of `frames` (sent in turn, retried)."""
     deadline = began + timeout
     while time.perf_counter() < deadline:
-        with pynng.Req0(send_timeout=200, recv_timeout=50) as sock:
+        # recv_timeout: an nng request whose wait times out is abandoned (a second recv is
+        # BadState), so wait for the answer in one go; dialling is what is retried
+        with pynng.Req0(send_timeout=200, recv_timeout=int(timeout * 1000)) as sock:
             try:
                 sock.dial(url, block=True)
             except pynng.NNGException:
@@ -198,12 +200,7 @@ def _first_ack(url: str, frames: Sequence[bytes], began: float, timeout: float =
                 continue
             for frame in frames:
                 sock.send(frame)
-                while time.perf_counter() < deadline:
-                    try:
-                        sock.recv()
-                        break
-                    except pynng.Timeout:
-                        continue
+                sock.recv()
             return time.perf_counter() - began
     raise TimeoutError(f"no ack within {timeout:.0f} s")
 

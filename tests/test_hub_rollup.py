@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from hub._pricing import billing_of, safe_price
 from hub._rollup import Cell
-from hub._schema import SCHEMA_VERSION
+from hub._schema import CACHE_KIB, SCHEMA_VERSION
 from hub.ledger import Dimension, Ledger, Period
 from hub.report import build_hub_report
 from hub.service import FleetService
@@ -408,8 +408,8 @@ class WatchedStore(Store):
         self.statements: list[str] = []
 
     @contextmanager
-    def snapshot(self) -> Iterator[Store]:
-        with super().snapshot() as reader:
+    def snapshot(self, cache_kib: int = CACHE_KIB) -> Iterator[Store]:
+        with super().snapshot(cache_kib) as reader:
             reader._db.set_trace_callback(self.statements.append)  # noqa: SLF001
             plain = reader.rollup
 
