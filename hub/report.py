@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import localcontext
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Final
 
 from hub._pricing import billing_of
@@ -118,11 +118,12 @@ class ReportCache:
             or past.generation > generation  # kept from a newer snapshot than this one
             or self._writes.touched_before(past.generation, past.split)
         ):
-            past = _Past(split, generation, list(store.rollup(tz, read, start, edge)))
-            if len(past.cells) > CACHED_CELLS:
+            cells = store.rollup(tz, read, start, edge)
+            head = list(islice(cells, CACHED_CELLS + 1))
+            if len(head) > CACHED_CELLS:  # too many to keep: read on as they come
                 self._reads.pop(key, None)
-                return chain(past.cells, store.rollup(tz, read, edge, end))
-            self._reads[key] = past
+                return chain(head, cells, store.rollup(tz, read, edge, end))
+            past = self._reads[key] = _Past(split, generation, head)
         self._reads.move_to_end(key)
         while len(self._reads) > CACHED_READS:
             self._reads.popitem(last=False)
