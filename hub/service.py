@@ -148,9 +148,15 @@ class FleetService:
         # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
+        self._pending: list[IngestResult] | None = None
+        self._start_load()
+
+    def _start_load(self) -> None:
+        """Load the figures afresh on a thread (at start; when a profile's billing changes
+        every cost class may move). Readers keep the figures they had meanwhile."""
         snapshot = ExitStack()
-        reader = snapshot.enter_context(store.snapshot())
-        self._pending: list[IngestResult] | None = []
+        reader = snapshot.enter_context(self._store.snapshot())
+        self._pending = []
         threading.Thread(
             target=self._load, args=(snapshot, reader), name="ledger-load", daemon=True
         ).start()
@@ -303,8 +309,9 @@ class FleetService:
         if self._pending is not None:
             self._pending.append(result)  # the ledger is loading: applied once it has
         elif result.billing_changed:
+            # not here: a month of sums takes a second or more, and the receiver acks
             self._billing = self._store.billing()
-            self._fill(self.ledger, self._store)
+            self._start_load()
         else:
             self.ledger.apply_all(result.changes, result.prices)
         change.usage = len(result.changes)
