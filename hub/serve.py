@@ -173,6 +173,8 @@ class Hub:
             thread.join(timeout=5)
         if self.commander is not None:
             self.commander.close()
+        if self.service is not None:
+            self.service.close()
         if self._store is not None:
             self._store.close()
 

@@ -149,6 +149,7 @@ class FleetService:
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
+        self._closed = False  # the store is closing: a load that ends now leaves it be
         self._start_load()
 
     def _start_load(self) -> None:
@@ -177,6 +178,8 @@ class FleetService:
         except Exception:  # the hub keeps collecting; its figures then start from empty
             log.exception("could not load the figures from the store's roll-ups")
         with self._lock:
+            if self._closed:  # the hub stopped meanwhile (it could not listen, say)
+                return
             pending, self._pending = self._pending or [], None
             self.ledger = ledger
             if any(result.billing_changed for result in pending):
@@ -212,6 +215,11 @@ class FleetService:
             # a minute more: the rate's window starts at a minute's start before now
             source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
         )
+
+    def close(self) -> None:
+        """Before the store closes: a figures load still running ends without using it."""
+        with self._lock:
+            self._closed = True
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Wait until the figures are loaded (readers of the ledger do); False on a timeout."""
