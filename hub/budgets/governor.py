@@ -58,7 +58,7 @@ from hub.budgets.model import (
     ScopeKind,
 )
 from hub.budgets.periods import bucket_at, quota_bucket, window_slots
-from hub.budgets.records import Mark, Override
+from hub.budgets.records import PASSED, Mark, Override
 from hub.budgets.seed import billing_map, seed
 from hub.budgets.standing import BudgetStanding, standing_of
 from hub.config import load_hub_config
@@ -75,7 +75,10 @@ log = logging.getLogger(__name__)
 
 RECENT_CALLS: Final = 200  # call costs kept per budget for the headroom's p95
 RATE_WINDOW_S: Final = 600.0  # the run rate a forecast extrapolates: the last 10 minutes
-TICK_S: Final = 1.0  # period rollovers, resumes, config reloads and quiet nodes are checked
+TICK_S: Final = 1.0
+# A node tells its agent processes at least every 5 s: a hub that starts with a stop to make
+# waits that long for them before it says there is no agent in scope.
+HELLO_GRACE_S: Final = 7.0  # period rollovers, resumes, config reloads and quiet nodes are checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ class Governor:
         self._sessions: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._hard: set[tuple[str, str]] = set()  # (budget, bucket) with a hard mark
         self._tentative: list[Due] = []
+        self._later: list[Due] = []  # hard marks waiting for the nodes' first hellos
+        self._hellos_by = clock() + HELLO_GRACE_S
         self._due: deque[Due] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -285,7 +290,7 @@ class Governor:
                     records.open_episode(db, name, bucket)
                 # several thresholds crossed at once: the highest speaks for them
                 for lower in new[:-1]:
-                    records.finish_mark(db, lower.mark, f"passed with {new[-1].mark.mark}", None)
+                    records.finish_mark(db, lower.mark, f"{PASSED} {new[-1].mark.mark}", None)
                 fired += new[-1:]
                 rate = run_rate(self._flow[name], now, RATE_WINDOW_S)
                 eta = forecast_due(budget, spent, limit, rate)
@@ -376,6 +381,9 @@ class Governor:
                     log.exception("the governor could not act on %s", due.mark)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + TICK_S
+                with self._lock:
+                    self._due.extend(self._later)
+                    self._later = []
                 try:
                     self.tick()
                 except Exception:
@@ -401,6 +409,10 @@ class Governor:
             return
         summary, stopped_at = "", None
         if mark.action in ("pause", "kill"):
+            if not self._targets(budget, mark.bucket) and self._clock() < self._hellos_by:
+                with self._lock:
+                    self._later.append(due)  # a restarted hub has not heard the nodes yet
+                return
             summary, acted = self._stop_scope(budget, mark)
             if due.repeat and not acted:
                 return
@@ -451,7 +463,14 @@ class Governor:
         acted = 0
         for node, process in self._targets(budget, mark.bucket):
             key = (node, process.pid, process.create_time)
-            if key in done or (action == "pause" and process.state == "paused"):
+            if key in done:
+                continue
+            if action == "pause" and process.state == "paused":
+                outcomes["already paused"] += 1  # by a person, or by us before a restart
+                with self._own_lock, self._own.writing() as db:
+                    records.note_stop(
+                        db, budget.name, mark.bucket, key, action, "already paused", self._clock()
+                    )
                 continue
             outcome = self._service.command(
                 node,
@@ -564,7 +583,10 @@ class Governor:
                     spent, _ = records.spend_between(db, budget.name, low, high)
                     limit = records.active_overrides(db, now).get(budget.name)
                     cap = budget.limit if limit is None else limit.limit
-                    if cap is None or spent < cap:
+                    with self._lock:
+                        headroom = p95(self._recent[budget.name]) if budget.hard else ZERO
+                    # room again: what would fire the stop no longer holds
+                    if cap is None or spent + headroom < cap:
                         over = [episode]
                         with self._own.writing() as wdb:
                             records.close_episode(wdb, budget.name)

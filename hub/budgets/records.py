@@ -186,6 +186,8 @@ def insert_mark(db: sqlite3.Connection, mark: Mark) -> bool:
     return cursor.rowcount == 1
 
 
+PASSED: Final = "passed with"  # the outcome of a lower mark crossed in the same batch
+
 _MARK_COLUMNS: Final = (
     "budget, bucket, mark, at, spent, lim, action, state, outcome, stopped_at, spent_after, "
     "resumed_at"
@@ -223,7 +225,9 @@ def marks(
             where.append(f"{column} = ?")
             params.append(value)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = db.execute(f"SELECT {_MARK_COLUMNS} FROM budget_marks{clause} ORDER BY at", params)
+    rows = db.execute(
+        f"SELECT {_MARK_COLUMNS} FROM budget_marks{clause} ORDER BY at, rowid", params
+    )
     return [_mark(r) for r in rows]
 
 

@@ -12,7 +12,7 @@ from hub.budgets import records
 from hub.budgets.evaluation import ZERO
 from hub.budgets.model import CALENDAR, Budget, PeriodKind
 from hub.budgets.periods import bounds, bucket_at, window_slots
-from hub.budgets.records import Mark, Override
+from hub.budgets.records import PASSED, Mark, Override
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,11 @@ def standing_of(
         at = now + float((limit - spent) / rate_per_s)
         if end is None or at < end:
             forecast_at = at
-    acted = [m for m in records.marks(db, budget.name) if m.state == "done" and m.outcome]
+    acted = [
+        m
+        for m in records.marks(db, budget.name)
+        if m.state == "done" and m.outcome and not m.outcome.startswith(PASSED)
+    ]
     last = acted[-1] if acted else None
     hard = [m for m in records.marks(db, budget.name) if m.action in ("pause", "kill")]
     overshoot = None
