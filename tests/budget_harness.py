@@ -21,7 +21,7 @@ from shared.events import Agent, Event, Tokens, UsageEvent
 from shared.hello import NodeHello, ProcessInfo, ProfileInfo, hello_to_map
 from shared.wire import batch_body, seal
 from tests.api_harness import ServedHub
-from tests.fleet_harness import start_hub, stop, wait_for
+from tests.fleet_harness import HubSetup, start_hub, stop, wait_for
 
 _SEQ = itertools.count(1)
 _BOOK: PriceBook | None = None
@@ -77,7 +77,7 @@ def hello(
     )
 
 
-def send(served: ServedHub, node: str, events: list[Event], greeting: NodeHello | None) -> None:
+def send(setup: HubSetup, node: str, events: list[Event], greeting: NodeHello | None) -> None:
     """One signed batch, acked after the hub committed it (and the governor judged it)."""
     seq0 = next(_SEQ) * 1000
     seq1 = seq0 + len(events) - 1
@@ -89,8 +89,8 @@ def send(served: ServedHub, node: str, events: list[Event], greeting: NodeHello 
         None if greeting is None else hello_to_map(greeting),
     )
     with pynng.Req0(recv_timeout=10_000, send_timeout=5000) as sock:
-        sock.dial(served.setup.events, block=True)
-        sock.send(seal(served.setup.key(node), node, "batch", body))
+        sock.dial(setup.events, block=True)
+        sock.send(seal(setup.key(node), node, "batch", body))
         sock.recv()
 
 

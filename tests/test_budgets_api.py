@@ -37,11 +37,11 @@ def test_a_limit_met_exactly_is_100_percent_and_a_nanodollar_more_is_not(tmp_pat
                 limit=str(limit), thresholds=[50, 99, 100],
             )  # fmt: skip
             assert made.status_code == 201, made.text
-        send(served, "spark01", calls[:2], hello("spark01"))
+        send(served.setup, "spark01", calls[:2], hello("spark01"))
         rows = budgets(served)
         assert Decimal(rows["exact"]["spent"]) == prices[0] + prices[1]
         assert rows["exact"]["state"] == "warning"
-        send(served, "spark01", calls[2:], None)
+        send(served.setup, "spark01", calls[2:], None)
         rows = budgets(served)
         assert Decimal(rows["exact"]["spent"]) == total  # exact, no float anywhere
         assert rows["exact"]["state"] == "breached"
@@ -50,7 +50,7 @@ def test_a_limit_met_exactly_is_100_percent_and_a_nanodollar_more_is_not(tmp_pat
             lambda: any("budget 'exact'" in t and "at 100 %" in t for t in _feed(served)),
             10, "the crossing in the feed",
         )  # fmt: skip
-        send(served, "spark01", calls, None)  # the same calls again: nothing added twice
+        send(served.setup, "spark01", calls, None)  # the same calls again: nothing added twice
         rows = budgets(served)
         assert Decimal(rows["exact"]["spent"]) == total
         lines = _feed(served)
@@ -91,7 +91,7 @@ def test_each_basis_and_scope_counts_its_own_calls(tmp_path: Path) -> None:
             kind=LimitKind.QUOTA_SNAPSHOT, window=LimitWindow.FIVE_HOUR, used_percent=85.0,
             resets_at=time.time() + 3600, machine=node, profile="max-a",
         )  # fmt: skip
-        send(served, node, [*sub, *api, *opus, reading], hello(node, profiles))
+        send(served.setup, node, [*sub, *api, *opus, reading], hello(node, profiles))
         rows = budgets(served)
 
         def price(calls: list[UsageEvent]) -> Decimal:
@@ -111,7 +111,7 @@ def test_each_basis_and_scope_counts_its_own_calls(tmp_path: Path) -> None:
         assert all(rows[n]["state"] == "ok" for n in ("paid", "api", "proj", "acct", "opus"))
 
         # a call of unknown price: its scope is unverified, never silently allowed
-        send(served, node, [usage(node, 1, session="s4", model="mystery-model-9")], None)
+        send(served.setup, node, [usage(node, 1, session="s4", model="mystery-model-9")], None)
         rows = budgets(served)
         assert rows["api"]["state"] == "unverified"
         assert "1 call of unknown price" in rows["api"]["unverified"]
