@@ -3,6 +3,7 @@ exact prices of calls, and budgets read back through the API."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from shared.codec import pack
 from shared.events import Agent, Event, Tokens, UsageEvent
 from shared.hello import NodeHello, ProcessInfo, ProfileInfo, hello_to_map
 from shared.wire import batch_body, seal
-from tests.api_harness import ServedHub
+from tests.api_harness import ServedHub, node_hello
 from tests.fleet_harness import HubSetup, start_hub, stop, wait_for
 
 _SEQ = itertools.count(1)
@@ -66,15 +67,7 @@ def hello(
     profiles: tuple[ProfileInfo, ...] = (),
     processes: tuple[ProcessInfo, ...] = (),
 ) -> NodeHello:
-    return NodeHello(
-        node=node,
-        version="0.1.0",
-        boot_time=time.time() - 60,
-        os="linux",
-        cpu_count=2,
-        profiles=profiles,
-        processes=processes,
-    )
+    return dataclasses.replace(node_hello(node), profiles=profiles, processes=processes)
 
 
 def send(setup: HubSetup, node: str, events: list[Event], greeting: NodeHello | None) -> None:

@@ -9,6 +9,8 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -52,6 +54,23 @@ def _fleet(
     )  # fmt: skip
 
 
+@contextmanager
+def _runaway_under(tmp: Path, **budget: str) -> Iterator[tuple[ServedHub, LaunchedAgent]]:
+    """A served hub with the budget, then a node and a runaway agent on it (a call writes
+    ~$1 of cache); everything stopped on the way out."""
+    served = serve_hub(tmp)
+    with processes() as started:
+        started.append(served.proc)
+        made = add_budget(served, **budget)
+        assert made.status_code == 201, made.text
+        agent = _fleet(tmp, served, started, "--mode", "runaway", "--pace", "0.3")
+        try:
+            yield served, agent
+        finally:
+            agent.destroy()
+            started.append(served.proc)  # a restarted hub is stopped too
+
+
 def _stopped(agent: LaunchedAgent) -> bool:
     return states(agent) == {psutil.STATUS_STOPPED}
 
@@ -64,103 +83,72 @@ def _audit(served: ServedHub) -> list[tuple[str, str, str]]:
 
 
 def test_a_runaway_is_paused_whole_tree_at_its_budget(tmp_path: Path) -> None:
-    served = serve_hub(tmp_path)
-    with processes() as started:
-        started.append(served.proc)
-        agent: LaunchedAgent | None = None
-        try:
-            made = add_budget(
-                served, name="spark07 day", scope=f"machine={NODE}", period="day",
-                basis="paid", limit="5.00", action="pause",
-            )  # fmt: skip
-            assert made.status_code == 201, made.text
-            # a runaway call writes ~$1 of cache: the limit is a few calls away
-            agent = _fleet(tmp_path, served, started, "--mode", "runaway", "--pace", "0.3")
-            wait_for(lambda: _stopped(agent), 60, "the agent's tree stopped (state T)")
-            wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 10, "stopped")
-            row = budgets(served)["spark07 day"]
-            assert row["last_action"] == "100 %: paused 1 agent"
-            assert row["overshoot"] is not None
-            # the stop lands within about one call of the limit, on either side
-            assert abs(Decimal(row["overshoot"])) < Decimal("1.20"), row
-            acts = _audit(served)
-            assert any(
-                who == "budget 'spark07 day'" and act == "pause" and "paused" in result
-                for who, act, result in acts
-            )
-            summaries = [r for w, a, r in acts if a == "budget pause"]
-            assert len(summaries) == 1 and "at 100 %: " in summaries[0]
-            assert "paused 1 agent" in summaries[0]
-            assert _stopped(agent)  # and it stays stopped: nothing resumes it in this period
-        finally:
-            if agent is not None:
-                agent.destroy()
+    with _runaway_under(
+        tmp_path, name="spark07 day", scope=f"machine={NODE}", period="day", basis="paid",
+        limit="5.00", action="pause",
+    ) as (served, agent):  # fmt: skip
+        wait_for(lambda: _stopped(agent), 60, "the agent's tree stopped (state T)")
+        wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 10, "stopped")
+        row = budgets(served)["spark07 day"]
+        assert row["last_action"] == "100 %: paused 1 agent"
+        assert row["overshoot"] is not None
+        # the stop lands within about one call of the limit, on either side
+        assert abs(Decimal(row["overshoot"])) < Decimal("1.20"), row
+        acts = _audit(served)
+        assert any(
+            who == "budget 'spark07 day'" and act == "pause" and "paused" in result
+            for who, act, result in acts
+        )
+        summaries = [r for w, a, r in acts if a == "budget pause"]
+        assert len(summaries) == 1 and "at 100 %: " in summaries[0]
+        assert "paused 1 agent" in summaries[0]
+        assert _stopped(agent)  # and it stays stopped: nothing resumes it in this period
 
 
 def test_a_rolling_window_resumes_what_it_paused_when_the_window_has_room(
     tmp_path: Path,
 ) -> None:
-    served = serve_hub(tmp_path)
-    with processes() as started:
-        started.append(served.proc)
-        agent: LaunchedAgent | None = None
-        try:
-            made = add_budget(
-                served, name="burst", scope="agent=claude-code", period="10s", basis="api",
-                limit="3.00", action="pause", next_period="resume",
-            )  # fmt: skip
-            assert made.status_code == 201, made.text
-            agent = _fleet(tmp_path, served, started, "--mode", "runaway", "--pace", "0.3")
-            wait_for(lambda: _stopped(agent), 60, "the agent paused")
-            paused_at = time.monotonic()
-            wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 60, "it resumed")
-            # not before its calls have left the 10 s window
-            assert time.monotonic() - paused_at > 7
-            acts = _audit(served)
-            assert any(a == "budget resume" and "resumed 1 agent" in r for _, a, r in acts)
-            assert any(w == "budget 'burst'" and a == "resume" for w, a, _ in acts)
-        finally:
-            if agent is not None:
-                agent.destroy()
+    with _runaway_under(
+        tmp_path, name="burst", scope="agent=claude-code", period="10s", basis="api",
+        limit="3.00", action="pause", next_period="resume",
+    ) as (served, agent):  # fmt: skip
+        wait_for(lambda: _stopped(agent), 60, "the agent paused")
+        paused_at = time.monotonic()
+        wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 60, "it resumed")
+        # not before its calls have left the 10 s window
+        assert time.monotonic() - paused_at > 7
+        acts = _audit(served)
+        assert any(a == "budget resume" and "resumed 1 agent" in r for _, a, r in acts)
+        assert any(w == "budget 'burst'" and a == "resume" for w, a, _ in acts)
 
 
 def test_a_hub_killed_just_after_a_crossing_acts_once(tmp_path: Path) -> None:
-    served = serve_hub(tmp_path)
-    db = served.setup.data_dir / "hub.db"
-    with processes() as started:
-        started.append(served.proc)
-        agent: LaunchedAgent | None = None
-        try:
-            made = add_budget(
-                served, name="spark07 day", scope=f"machine={NODE}", period="day",
-                basis="api", limit="3.00", action="pause",
-            )  # fmt: skip
-            assert made.status_code == 201, made.text
-            agent = _fleet(tmp_path, served, started, "--mode", "runaway", "--pace", "0.3")
+    with _runaway_under(
+        tmp_path, name="spark07 day", scope=f"machine={NODE}", period="day", basis="api",
+        limit="3.00", action="pause",
+    ) as (served, agent):  # fmt: skip
+        db = served.setup.data_dir / "hub.db"
 
-            def marked() -> bool:
-                with sqlite3.connect(db, timeout=5) as con:
-                    return bool(
-                        con.execute(
-                            "SELECT count(*) FROM budget_marks WHERE mark LIKE '100@%'"
-                        ).fetchone()[0]
-                    )
-
-            wait_for(marked, 60, "the crossing committed", every=0.02)
-            served.proc.send_signal(signal.SIGKILL)  # at once: before or while it acts
-            started.append(restart(served, tmp_path, signal.SIGKILL))
-            wait_for(lambda: _stopped(agent), 60, "the agent paused")
-            wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 20, "stopped")
+        def marked() -> bool:
             with sqlite3.connect(db, timeout=5) as con:
-                marks = con.execute(
-                    "SELECT mark, state FROM budget_marks WHERE mark LIKE '100@%'"
-                ).fetchall()
-                stops = con.execute("SELECT pid, outcome FROM budget_stops").fetchall()
-            assert len(marks) == 1 and marks[0][1] == "done"
-            assert [pid for pid, _ in stops] == [agent.pid]
-            summaries = [r for _, a, r in _audit(served) if a == "budget pause"]
-            assert len(summaries) == 1, summaries
-            assert _stopped(agent)
-        finally:
-            if agent is not None:
-                agent.destroy()
+                return bool(
+                    con.execute(
+                        "SELECT count(*) FROM budget_marks WHERE mark LIKE '100@%'"
+                    ).fetchone()[0]
+                )
+
+        wait_for(marked, 60, "the crossing committed", every=0.02)
+        served.proc.send_signal(signal.SIGKILL)  # at once: before or while it acts
+        restart(served, tmp_path, signal.SIGKILL)
+        wait_for(lambda: _stopped(agent), 60, "the agent paused")
+        wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 20, "stopped")
+        with sqlite3.connect(db, timeout=5) as con:
+            marks = con.execute(
+                "SELECT mark, state FROM budget_marks WHERE mark LIKE '100@%'"
+            ).fetchall()
+            stops = con.execute("SELECT pid, outcome FROM budget_stops").fetchall()
+        assert len(marks) == 1 and marks[0][1] == "done"
+        assert [pid for pid, _ in stops] == [agent.pid]
+        summaries = [r for _, a, r in _audit(served) if a == "budget pause"]
+        assert len(summaries) == 1, summaries
+        assert _stopped(agent)

@@ -95,9 +95,12 @@ def test_calendar_periods_are_cut_in_the_stated_zone() -> None:
     berlin_day = parse_budget(budget(tz="Europe/Berlin"))
     late = datetime(2026, 3, 29, 23, 30, tzinfo=ZoneInfo("UTC")).timestamp()
     assert bucket_at(utc_day, late) != bucket_at(berlin_day, late)  # already the 30th there
-    rolling = parse_budget(budget(period="60s"))
+    rolling = parse_budget(budget(period="10s"))
     low, high = window_slots(rolling, 1000.0)
     assert high - low + 1 == 60
+    # the window spans its length, whatever the length
+    assert int(bucket_at(rolling, 1000.0 - 9.7)) >= low  # (to a slot: a sixtieth)
+    assert int(bucket_at(rolling, 1000.0 - 10.2)) < low
 
 
 def test_marks_are_exact_and_a_hard_stop_keeps_a_call_of_headroom() -> None:

@@ -27,6 +27,7 @@ from hub.budgets.model import (
     parse_limit,
 )
 from hub.budgets.standing import standing_of
+from hub.cli_fleet import _when as when
 from hub.config import load_hub_config
 from hub.store import DB_FILE, Store
 from shared.cli import EXIT_USAGE
@@ -72,19 +73,10 @@ def add_parsers(sub: Any, with_config: Any) -> None:
 
 
 def _until(text: str) -> float:
+    """+2h, +90m, +1d from now, or a time as `fleet-hub audit --since` takes it."""
     if (match := _RELATIVE.match(text.strip())) is not None:
         return time.time() + int(match[1]) * {"m": 60, "h": 3600, "d": 86400}[match[2]]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: YYYY-MM-DDTHH:MM (UTC unless it says), epoch, or +2h"
-        ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return when(text)
 
 
 def cmd_budget(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ def calendar_bounds(kind: PeriodKind, zone: ZoneInfo, ts: float) -> tuple[float,
 
 
 def slot_seconds(budget: Budget) -> float:
-    return max(1.0, budget.period.seconds / ROLLING_SLOTS)
+    return budget.period.seconds / ROLLING_SLOTS
 
 
 def bucket_at(budget: Budget, ts: float) -> str:
