@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from hub.budgets.model import parse_budget
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from shared.events import Agent
 from tests.api_harness import ServedHub, serve_hub
@@ -25,6 +26,7 @@ from tests.fleet_harness import (
     ProfileSpec,
     child_env,
     processes,
+    running_hub,
     start_node,
     wait_for,
     write_node,
@@ -152,3 +154,59 @@ def test_a_hub_killed_just_after_a_crossing_acts_once(tmp_path: Path) -> None:
         summaries = [r for _, a, r in _audit(served) if a == "budget pause"]
         assert len(summaries) == 1, summaries
         assert _stopped(agent)
+
+
+def test_a_kill_budget_ends_the_whole_tree(tmp_path: Path) -> None:
+    with _runaway_under(
+        tmp_path, name="no runaways", scope="agent=claude-code", period="hour", basis="api",
+        limit="3.00", action="kill",
+    ) as (served, agent):  # fmt: skip
+        tree = agent.tree()
+        wait_for(
+            lambda: all(not p.is_running() or p.status() == "zombie" for p in tree),
+            60, "the agent's whole tree gone",
+        )  # fmt: skip
+        wait_for(
+            lambda: any(
+                a == "budget kill" and "at 100 %" in r and r.endswith("killed 1 agent")
+                for _, a, r in _audit(served)
+            ),
+            10, "the kill in the audit log",
+        )  # fmt: skip
+
+
+def test_a_calendar_budget_resumes_what_it_paused_at_the_next_period(tmp_path: Path) -> None:
+    """An in-process hub (the same core as `fleet-hub serve`) whose governor's clock is moved
+    an hour on: the hour's budget pauses the agent, the next hour resumes it."""
+    with running_hub(tmp_path) as (hub, setup), processes() as started:
+        assert hub.governor is not None and hub.service is not None
+        service = hub.service
+        hub.governor.add_budget(
+            parse_budget({"name": "hourly", "scope": f"machine={NODE}", "period": "hour",
+                          "basis": "api", "limit": "3.00", "action": "pause",
+                          "next_period": "resume"}),
+            "test",
+        )  # fmt: skip
+        home = tmp_path / "homes" / "api-a"
+        home.mkdir(parents=True)
+        profile = ProfileSpec("api-a", Agent.CLAUDE_CODE, home)
+        started.append(start_node(write_node(tmp_path, NODE, setup, [profile]), tmp_path))
+        wait_for(lambda: any(v.record.node == NODE for v in service.nodes()), 30, "the node")
+        agent = launch(
+            Agent.CLAUDE_CODE, home, "--mode", "runaway", "--pace", "0.3", "--children", "1",
+            "--machine", NODE, "--profile", "api-a", env=child_env(tmp_path),
+        )  # fmt: skip
+        try:
+            wait_for(lambda: _stopped(agent), 60, "the agent paused")
+            assert _stopped(agent)  # the hour is not over: it stays paused
+            hub.governor.clock = lambda: time.time() + 3600  # the next hour
+            wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 30, "it resumed")
+            wait_for(
+                lambda: any(
+                    "budget 'hourly'" in item.text and "new period, resumed 1 agent" in item.text
+                    for item in service.recent_feed()
+                ),
+                10, "the resume in the feed",
+            )  # fmt: skip
+        finally:
+            agent.destroy()

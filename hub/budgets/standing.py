@@ -131,8 +131,13 @@ def standing_of(
         state,
         "; ".join(why) or None,
         forecast_at,
-        None if last is None else f"{last.mark.partition('@')[0]} %: {last.outcome}",
+        None if last is None else f"{_label(last)}: {last.outcome}",
         None if last is None else last.at,
         overshoot,
         override,
     )
+
+
+def _label(mark: Mark) -> str:
+    """ "100 %", "forecast", "unverified", "unverified:spark02"."""
+    return f"{mark.percent} %" if mark.percent is not None else mark.mark.partition("@")[0]
