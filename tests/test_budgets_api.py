@@ -3,6 +3,7 @@ transaction, read back through the HTTP API; the CLI's names against the running
 
 from __future__ import annotations
 
+import subprocess
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +15,9 @@ import tomlkit
 from shared.config import Billing
 from shared.events import Agent, LimitEvent, LimitKind, LimitWindow, UsageEvent
 from shared.hello import ProfileInfo
-from tests.api_harness import ServedHub, serve_hub
+from tests.api_harness import ServedHub, fleet_hub, serve_hub
 from tests.budget_harness import add_budget, api_price, budgets, hello, restart, send, usage
-from tests.fleet_harness import processes, wait_for
+from tests.fleet_harness import make_hub, processes, wait_for
 
 
 def _feed(served: ServedHub) -> list[str]:
@@ -194,3 +195,48 @@ def test_the_budget_commands_against_a_running_hub(tmp_path: Path) -> None:
         assert "# the nightly batch: may not pass $3 an hour" in kept and "# dollars" in kept
         assert "# Relative paths are relative" in kept  # init's comments too
         assert set(budgets(served)) == {"nightly"}
+
+
+def test_the_budget_commands_without_a_hub(tmp_path: Path) -> None:
+    setup = make_hub(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return fleet_hub(tmp_path, "budget", *args, "--config", str(setup.config))
+
+    added = cli(
+        "add", "spark02 day", "--scope", "machine=spark02", "--period", "day", "--basis",
+        "paid", "--limit", "50", "--action", "pause", "--next-period", "resume",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "a hub reads it when it starts" in added.stdout
+    listed = orjson.loads(cli("list", "--json").stdout)["budgets"]
+    assert [(b["name"], b["limit"], b["state"]) for b in listed] == [("spark02 day", "50", "ok")]
+    assert cli("override", "spark02 day", "--lift", "--until", "+1h").returncode == 2  # no why
+    over = cli("override", "spark02 day", "--limit", "60", "--until", "+1h", "--why", "demo",
+               "--who", "ana")  # fmt: skip
+    assert over.returncode == 0, over.stderr
+    audit = fleet_hub(tmp_path, "audit", "--json", "--config", str(setup.config))
+    rows = orjson.loads(audit.stdout)
+    assert [(r["who"], r["action"]) for r in rows] == [("ana", "budget override")]
+    assert "raised to $60.00" in rows[0]["result"] and "demo" in rows[0]["result"]
+    listed = orjson.loads(cli("list", "--json").stdout)["budgets"]
+    assert listed[0]["limit_in_force"] == "60"
+    assert cli("rm", "spark02 day").returncode == 0
+    assert cli("rm", "spark02 day").returncode == 2
+    assert "budgets" not in tomlkit.parse(setup.config.read_text())
+
+
+def test_a_node_gone_quiet_leaves_its_budgets_unverified(tmp_path: Path) -> None:
+    served = serve_hub(tmp_path)  # nodes are stale after 3 s here
+    with processes() as started:
+        started.append(served.proc)
+        made = add_budget(
+            served, name="spark05 day", scope="machine=spark05", period="day", basis="api",
+            limit="100", action="pause",
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        send(served.setup, "spark05", [usage("spark05", 1)], hello("spark05"))
+        wait_for(lambda: budgets(served)["spark05 day"]["state"] == "unverified", 20, "unverified")
+        row = budgets(served)["spark05 day"]
+        assert "spark05 has gone quiet" in row["unverified"]
+        wait_for(lambda: any("spark05 has gone quiet" in t for t in _feed(served)), 10, "told")
