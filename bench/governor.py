@@ -10,7 +10,11 @@ every process of the agent's tree is seen stopped (polled every 5 ms). The overs
 the spend logged up to the stop minus the limit (negative: stopped before the limit, as the
 headroom of one typical call intends).
 
-    python -m bench.governor [--agents 5] [--rounds 4] [--rate 500] [--calls 6]
+Also what the governor adds to the hub's ingest: the service's whole path per event for
+500-event batches from 20 machines, with no budget and with `--budgets` of mixed scopes and
+periods (in process, a store on disk).
+
+    python -m bench.governor [--agents 5] [--rounds 4] [--rate 500] [--calls 6] [--budgets 10]
 """
 
 from __future__ import annotations
@@ -30,9 +34,13 @@ import httpx
 import psutil
 
 from hub._pricing import safe_price
+from hub.budgets.governor import Governor
+from hub.budgets.model import parse_budget
+from hub.service import FleetService
+from hub.store import Store
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from pricing import Billing, PriceBook
-from shared.events import Agent, Tokens, UsageEvent
+from shared.events import Agent, Event, Tokens, UsageEvent
 from tests import fleet_harness as fleet
 from tests.api_harness import ServedHub, serve_hub
 
@@ -144,13 +152,72 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def ingest_cost(budgets: int, batches: int = 40, size: int = 500) -> dict[int, float]:
+    """Microseconds per event through `FleetService.ingest` with 0 and `budgets` budgets."""
+    kinds = ["machine=m{i:02d}", "project=/src/p{i}", "session=s{i}", "model=claude-haiku-4-5"]
+    periods = ["day", "hour", "5h", "session", "week"]
+    table = [parse_budget({"name": "fleet", "scope": "fleet", "period": "month",
+                           "basis": "api", "limit": "1000000"})]  # fmt: skip
+    table += [
+        parse_budget(
+            {
+                "name": f"b{i}",
+                "scope": kinds[i % 4].format(i=i),
+                "period": periods[i % 5],
+                "basis": "api" if i % 2 else "paid",
+                "limit": "1000",
+                "action": "pause",
+            }
+        )  # fmt: skip
+        for i in range(budgets - 1)
+    ]
+    out: dict[int, float] = {}
+    book = PriceBook.default()
+    with tempfile.TemporaryDirectory(prefix="bench-governor-ingest-") as tmp_name:
+        for n in (0, budgets):
+            store = Store.in_dir(Path(tmp_name) / str(n))
+            service = FleetService(store, book)
+            service.wait_loaded()
+            governor = Governor(store.path, service, table[:n])
+            governor.attach(store)
+            elapsed = 0.0
+            for b in range(batches):
+                node = f"m{b % 20:02d}"
+                events: list[Event] = [
+                    UsageEvent(
+                        event_id=f"{n}:{b}:{k}",
+                        ts=time.time(),
+                        agent=Agent.CLAUDE_CODE,
+                        model=MODEL,
+                        session_id=f"s{k % 7}",
+                        machine=node,
+                        project=f"/src/p{k % 5}",
+                        tokens=Tokens(input=100 + k, output=50),
+                    )  # fmt: skip
+                    for k in range(size)
+                ]
+                started = time.perf_counter()
+                service.ingest(node, "s1", b * size + 1, (b + 1) * size, events)
+                elapsed += time.perf_counter() - started
+            governor.close()
+            store.close()
+            out[n] = elapsed / (batches * size) * 1e6
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.governor", description=__doc__)
     parser.add_argument("--agents", type=int, default=5, help="runaways at once (default 5)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds (default 4)")
     parser.add_argument("--rate", type=float, default=500.0, help="$/h per runaway")
     parser.add_argument("--calls", type=int, default=6, help="typical calls to the limit")
+    parser.add_argument("--budgets", type=int, default=10, help="budgets for the ingest cost")
     args = parser.parse_args(argv)
+    cost = ingest_cost(args.budgets)
+    print(
+        f"ingest with the governor: {cost[0]:.1f} us/event with no budget, "
+        f"{cost[args.budgets]:.1f} us/event with {args.budgets} (500-event batches)"
+    )
     mean = mean_call_cost()
     pace = float(mean) * 3600 / args.rate
     limit = (mean * args.calls).quantize(Decimal("0.01"))

@@ -4,7 +4,8 @@ basis, and which marks a spend reaches. No I/O: the governor feeds them and acts
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Final
 
@@ -127,10 +128,25 @@ def process_matches(
     return True
 
 
-def run_rate(calls: Sequence[tuple[float, Decimal]], now: float, window: float) -> Decimal:
-    """Dollars per second over the last `window` seconds of `calls` (at least a minute)."""
-    recent = [(ts, amount) for ts, amount in calls if ts >= now - window]
-    if not recent:
-        return ZERO
-    span = max(60.0, min(window, now - min(ts for ts, _ in recent)))
-    return sum((a for _, a in recent), ZERO) / Decimal(str(span))
+class RunRate:
+    """Dollars per second over the last `window` seconds of calls, kept as a running sum so
+    that every batch reads it in constant time."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._calls: deque[tuple[float, Decimal]] = deque()
+        self._total = ZERO
+
+    def add(self, ts: float, amount: Decimal) -> None:
+        self._calls.append((ts, amount))
+        self._total += amount
+
+    def per_second(self, now: float) -> Decimal:
+        calls = self._calls
+        while calls and calls[0][0] < now - self.window:
+            self._total -= calls.popleft()[1]
+        if not calls:
+            return ZERO
+        # over the part of the window the calls cover, at least a minute
+        span = max(60.0, min(self.window, now - calls[0][0]))
+        return self._total / Decimal(str(span))

@@ -39,6 +39,7 @@ from hub.budgets import records
 from hub.budgets.config_io import add_budget, remove_budget
 from hub.budgets.evaluation import (
     ZERO,
+    RunRate,
     call_matches,
     counted,
     forecast_due,
@@ -46,7 +47,6 @@ from hub.budgets.evaluation import (
     p95,
     process_matches,
     reading_matches,
-    run_rate,
 )
 from hub.budgets.model import (
     CALENDAR,
@@ -57,7 +57,13 @@ from hub.budgets.model import (
     PeriodKind,
     ScopeKind,
 )
-from hub.budgets.periods import bucket_at, quota_bucket, window_slots
+from hub.budgets.periods import (
+    bucket_at,
+    calendar_bounds,
+    quota_bucket,
+    slot_seconds,
+    window_slots,
+)
 from hub.budgets.records import PASSED, Mark, Override
 from hub.budgets.seed import billing_map, seed
 from hub.budgets.standing import BudgetStanding, standing_of
@@ -113,7 +119,7 @@ class Governor:
         self._lock = threading.Lock()
         self._budgets: dict[str, Budget] = {}
         self._recent: dict[str, deque[Decimal]] = defaultdict(lambda: deque(maxlen=RECENT_CALLS))
-        self._flow: dict[str, deque[tuple[float, Decimal]]] = defaultdict(deque)
+        self._flow: dict[str, RunRate] = defaultdict(lambda: RunRate(RATE_WINDOW_S))
         self._sessions: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._hard: set[tuple[str, str]] = set()  # (budget, bucket) with a hard mark
         self._tentative: list[Due] = []
@@ -196,16 +202,21 @@ class Governor:
                 elif changes:
                     self._money(db, budget, changes, prices, billing, overrides, now)
 
-    def _bucket(self, budget: Budget, ts: float, session: str, now: float) -> str | None:
-        """The bucket a call at `ts` counts in, or None when that period is over."""
+    @staticmethod
+    def _bucketer(budget: Budget, now: float) -> Callable[[float, str], str | None]:
+        """The bucket a call at `ts` (of session `session`) counts in, or None when that
+        period is over: the current period's bounds are worked out once a batch, not per
+        call (a zone's calendar is the costly part)."""
         kind = budget.period.kind
         if kind is PeriodKind.SESSION:
-            return session
-        bucket = bucket_at(budget, ts)
+            return lambda _ts, session: session
         if kind is PeriodKind.ROLLING:
+            slot = slot_seconds(budget)
             low, _ = window_slots(budget, now)
-            return bucket if int(bucket) >= low else None
-        return bucket if bucket == bucket_at(budget, now) else None
+            return lambda ts, _s: str(int(ts // slot)) if int(ts // slot) >= low else None
+        start, end = calendar_bounds(kind, budget.zone, now)
+        bucket = str(int(start))
+        return lambda ts, _s: bucket if start <= ts < end else None
 
     def _money(
         self,
@@ -219,13 +230,14 @@ class Governor:
     ) -> None:
         name = budget.name
         calls: dict[str, list[tuple[int, float, Decimal | None]]] = defaultdict(list)
+        bucket_of = self._bucketer(budget, now)
         for (old, new), (old_price, new_price) in zip(changes, prices, strict=True):
             for sign, event, price in ((-1, old, old_price), (1, new, new_price)):
                 if event is None or price is None or not event.counts:
                     continue
                 if not call_matches(budget.scope, event):
                     continue
-                bucket = self._bucket(budget, event.ts, session_key(event), now)
+                bucket = bucket_of(event.ts, session_key(event))
                 if bucket is None:
                     continue
                 bill = billing.get((event.machine, event.profile or ""), Billing.API)
@@ -235,12 +247,9 @@ class Governor:
                     self._sessions[name].add((event.machine, event.session_id))
                     if amount is not None and amount > 0:
                         self._recent[name].append(amount)
-                        self._flow[name].append((event.ts, amount))
+                        self._flow[name].add(event.ts, amount)
         if not calls:
             return
-        flow = self._flow[name]
-        while flow and flow[0][0] < now - RATE_WINDOW_S:
-            flow.popleft()
         for bucket, items in calls.items():
             known = [(s, ts, a) for s, ts, a in items if a is not None]
             amount = sum((s * a for s, _, a in known), ZERO)
@@ -292,7 +301,7 @@ class Governor:
                 for lower in new[:-1]:
                     records.finish_mark(db, lower.mark, f"{PASSED} {new[-1].mark.mark}", None)
                 fired += new[-1:]
-                rate = run_rate(self._flow[name], now, RATE_WINDOW_S)
+                rate = self._flow[name].per_second(now)
                 eta = forecast_due(budget, spent, limit, rate)
                 if eta is not None:
                     mark = f"forecast@{limit}"
@@ -661,7 +670,7 @@ class Governor:
         now = self.clock()
         with self._lock:
             budgets = list(self._budgets.values())
-            flows = {b.name: list(self._flow[b.name]) for b in budgets}
+            rates = {b.name: self._flow[b.name].per_second(now) for b in budgets}
             quiet = {}
         states = {v.record.node: v.state for v in self._service.nodes()}
         for budget in budgets:
@@ -675,10 +684,7 @@ class Governor:
             )
         with self._own_lock:
             db = self._own.reading()
-            return [
-                standing_of(db, b, now, run_rate(flows[b.name], now, RATE_WINDOW_S), quiet[b.name])
-                for b in budgets
-            ]
+            return [standing_of(db, b, now, rates[b.name], quiet[b.name]) for b in budgets]
 
     def add_budget(self, budget: Budget, who: str) -> None:
         """Write `budget` into hub.toml (replacing one of its name) and take it at once."""

@@ -95,10 +95,10 @@ def standing_of(
     stops = [m for m in marks if m.action in ("pause", "kill") and m.state == "done"]
     if limit is None:
         state = "lifted"
+    elif stops and stops[-1].limit == limit and stops[-1].resumed_at is None:
+        state = "stopped"  # (the reasons it may be unverified too stay in `unverified`)
     elif why:
         state = "unverified"
-    elif stops and stops[-1].limit == limit and stops[-1].resumed_at is None:
-        state = "stopped"
     elif spent >= limit:
         state = "breached"
     elif any(spent >= limit * p / 100 for p in budget.thresholds if p < 100):
