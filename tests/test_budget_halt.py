@@ -20,17 +20,9 @@ import psutil
 from hub.budgets.model import parse_budget
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from shared.events import Agent
+from tests import fleet_harness as fleet
 from tests.api_harness import ServedHub, serve_hub
 from tests.budget_harness import add_budget, budgets, restart
-from tests.fleet_harness import (
-    ProfileSpec,
-    child_env,
-    processes,
-    running_hub,
-    start_node,
-    wait_for,
-    write_node,
-)
 from tests.test_fleet_commands import states
 
 NODE = "spark07"
@@ -42,17 +34,19 @@ def _fleet(
     """A node (online at the hub) and then an agent on it."""
     home = tmp / "homes" / "api-a"
     home.mkdir(parents=True)
-    config = write_node(tmp, NODE, served.setup, [ProfileSpec("api-a", Agent.CLAUDE_CODE, home)])
-    started.append(start_node(config, tmp))
+    config = fleet.write_node(
+        tmp, NODE, served.setup, [fleet.ProfileSpec("api-a", Agent.CLAUDE_CODE, home)]
+    )
+    started.append(fleet.start_node(config, tmp))
 
     def online() -> bool:
         reply = httpx.get(served.url + "/api/v1/nodes", headers=served.headers("viewer"))
         return any(n["machine"] == NODE and n["state"] == "online" for n in reply.json())
 
-    wait_for(online, 30, "the node online")
+    fleet.wait_for(online, 30, "the node online")
     return launch(
         Agent.CLAUDE_CODE, home, "--children", "1", "--machine", NODE, "--profile", "api-a",
-        *args, env=child_env(tmp),
+        *args, env=fleet.child_env(tmp),
     )  # fmt: skip
 
 
@@ -61,7 +55,7 @@ def _runaway_under(tmp: Path, **budget: str) -> Iterator[tuple[ServedHub, Launch
     """A served hub with the budget, then a node and a runaway agent on it (a call writes
     ~$1 of cache); everything stopped on the way out."""
     served = serve_hub(tmp)
-    with processes() as started:
+    with fleet.processes() as started:
         started.append(served.proc)
         made = add_budget(served, **budget)
         assert made.status_code == 201, made.text
@@ -89,8 +83,8 @@ def test_a_runaway_is_paused_whole_tree_at_its_budget(tmp_path: Path) -> None:
         tmp_path, name="spark07 day", scope=f"machine={NODE}", period="day", basis="paid",
         limit="5.00", action="pause",
     ) as (served, agent):  # fmt: skip
-        wait_for(lambda: _stopped(agent), 60, "the agent's tree stopped (state T)")
-        wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 10, "stopped")
+        fleet.wait_for(lambda: _stopped(agent), 60, "the agent's tree stopped (state T)")
+        fleet.wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 10, "stopped")
         row = budgets(served)["spark07 day"]
         assert row["last_action"] == "100 %: paused 1 agent"
         assert row["overshoot"] is not None
@@ -114,9 +108,9 @@ def test_a_rolling_window_resumes_what_it_paused_when_the_window_has_room(
         tmp_path, name="burst", scope="agent=claude-code", period="10s", basis="api",
         limit="3.00", action="pause", next_period="resume",
     ) as (served, agent):  # fmt: skip
-        wait_for(lambda: _stopped(agent), 60, "the agent paused")
+        fleet.wait_for(lambda: _stopped(agent), 60, "the agent paused")
         paused_at = time.monotonic()
-        wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 60, "it resumed")
+        fleet.wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 60, "it resumed")
         # not before its calls have left the 10 s window
         assert time.monotonic() - paused_at > 7
         acts = _audit(served)
@@ -139,11 +133,11 @@ def test_a_hub_killed_just_after_a_crossing_acts_once(tmp_path: Path) -> None:
                     ).fetchone()[0]
                 )
 
-        wait_for(marked, 60, "the crossing committed", every=0.02)
+        fleet.wait_for(marked, 60, "the crossing committed", every=0.02)
         served.proc.send_signal(signal.SIGKILL)  # at once: before or while it acts
         restart(served, tmp_path, signal.SIGKILL)
-        wait_for(lambda: _stopped(agent), 60, "the agent paused")
-        wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 20, "stopped")
+        fleet.wait_for(lambda: _stopped(agent), 60, "the agent paused")
+        fleet.wait_for(lambda: budgets(served)["spark07 day"]["state"] == "stopped", 20, "stopped")
         with sqlite3.connect(db, timeout=5) as con:
             marks = con.execute(
                 "SELECT mark, state FROM budget_marks WHERE mark LIKE '100@%'"
@@ -162,11 +156,11 @@ def test_a_kill_budget_ends_the_whole_tree(tmp_path: Path) -> None:
         limit="3.00", action="kill",
     ) as (served, agent):  # fmt: skip
         tree = agent.tree()
-        wait_for(
+        fleet.wait_for(
             lambda: all(not p.is_running() or p.status() == "zombie" for p in tree),
             60, "the agent's whole tree gone",
         )  # fmt: skip
-        wait_for(
+        fleet.wait_for(
             lambda: any(
                 a == "budget kill" and "at 100 %" in r and r.endswith("killed 1 agent")
                 for _, a, r in _audit(served)
@@ -178,7 +172,7 @@ def test_a_kill_budget_ends_the_whole_tree(tmp_path: Path) -> None:
 def test_a_calendar_budget_resumes_what_it_paused_at_the_next_period(tmp_path: Path) -> None:
     """An in-process hub (the same core as `fleet-hub serve`) whose governor's clock is moved
     an hour on: the hour's budget pauses the agent, the next hour resumes it."""
-    with running_hub(tmp_path) as (hub, setup), processes() as started:
+    with fleet.running_hub(tmp_path) as (hub, setup), fleet.processes() as started:
         assert hub.governor is not None and hub.service is not None
         service = hub.service
         hub.governor.add_budget(
@@ -189,19 +183,21 @@ def test_a_calendar_budget_resumes_what_it_paused_at_the_next_period(tmp_path: P
         )  # fmt: skip
         home = tmp_path / "homes" / "api-a"
         home.mkdir(parents=True)
-        profile = ProfileSpec("api-a", Agent.CLAUDE_CODE, home)
-        started.append(start_node(write_node(tmp_path, NODE, setup, [profile]), tmp_path))
-        wait_for(lambda: any(v.record.node == NODE for v in service.nodes()), 30, "the node")
+        profile = fleet.ProfileSpec("api-a", Agent.CLAUDE_CODE, home)
+        started.append(
+            fleet.start_node(fleet.write_node(tmp_path, NODE, setup, [profile]), tmp_path)
+        )
+        fleet.wait_for(lambda: any(v.record.node == NODE for v in service.nodes()), 30, "the node")
         agent = launch(
             Agent.CLAUDE_CODE, home, "--mode", "runaway", "--pace", "0.3", "--children", "1",
-            "--machine", NODE, "--profile", "api-a", env=child_env(tmp_path),
+            "--machine", NODE, "--profile", "api-a", env=fleet.child_env(tmp_path),
         )  # fmt: skip
         try:
-            wait_for(lambda: _stopped(agent), 60, "the agent paused")
+            fleet.wait_for(lambda: _stopped(agent), 60, "the agent paused")
             assert _stopped(agent)  # the hour is not over: it stays paused
             hub.governor.clock = lambda: time.time() + 3600  # the next hour
-            wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 30, "it resumed")
-            wait_for(
+            fleet.wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 30, "it resumed")
+            fleet.wait_for(
                 lambda: any(
                     "budget 'hourly'" in item.text and "new period, resumed 1 agent" in item.text
                     for item in service.recent_feed()
