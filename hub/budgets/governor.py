@@ -586,6 +586,8 @@ class Governor:
             ]
             over: list[str] = []
             if kind is PeriodKind.ROLLING:
+                with self._own.writing() as wdb:
+                    records.forget_slots_before(wdb, budget.name, window_slots(budget, now)[0])
                 episode = records.episode(db, budget.name)
                 if episode is not None:
                     low, high = window_slots(budget, now)

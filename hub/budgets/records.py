@@ -152,6 +152,14 @@ def raise_spend(
         )
 
 
+def forget_slots_before(db: sqlite3.Connection, budget: str, low: int) -> None:
+    """A rolling window's slots that have left it (they would pile up forever)."""
+    db.execute(
+        "DELETE FROM budget_spend WHERE budget = ? AND CAST(bucket AS INTEGER) < ?",
+        (budget, low),
+    )
+
+
 def forget_spend(db: sqlite3.Connection, budget: str) -> None:
     db.execute("DELETE FROM budget_spend WHERE budget = ?", (budget,))
 
