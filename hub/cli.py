@@ -26,6 +26,7 @@ import orjson
 from hub import cli_fleet
 from hub._schema import StoreError
 from hub.api_client import ApiFailure, HubClient, NoHub, api_url, running_hub
+from hub.budgets import cli as budget_cli
 from hub.config import (
     check_plaintext,
     default_hub_config_path,
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nodes": cli_fleet.cmd_nodes,
         "audit": cli_fleet.cmd_audit,
         "install-service": cli_fleet.cmd_install_service,
+        "budget": budget_cli.cmd_budget,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -167,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("--json", action="store_true", help="print JSON")
     report_p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
     cli_fleet.add_parsers(sub, with_config)
+    budget_cli.add_parsers(sub, with_config)
     return parser
 
 

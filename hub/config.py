@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from hub.budgets.config_io import parse_budgets
+from hub.budgets.model import Budget
 from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
 from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_file
@@ -51,6 +53,7 @@ KEYS: Final = (
     "retain_days",
     "api",
 )
+READ_KEYS: Final = (*KEYS, "budgets")  # [[budgets]]: written by hub.budgets.config_io
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
 
@@ -69,6 +72,7 @@ class HubConfig:
     retain_days: int = DEFAULT_RETAIN_DAYS  # raw events older than this are pruned
     api_listen: str = DEFAULT_API_LISTEN  # HOST:PORT of the HTTP API ([api] listen)
     api_tls_cert_key_file: Path | None = None  # set: the API speaks HTTPS
+    budgets: tuple[Budget, ...] = ()  # [[budgets]] (see hub.budgets)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -99,8 +103,9 @@ def load_hub_config(path: Path, *, missing_ok: bool = False) -> HubConfig:
 
 def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
     where = str(path)
-    if extra := sorted(set(data) - set(KEYS)):
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (known: {', '.join(KEYS)})")
+    if extra := sorted(set(data) - set(READ_KEYS)):
+        known = ", ".join(READ_KEYS)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (known: {known})")
     base = path.parent
 
     def text(key: str, default: str | None) -> str | None:
@@ -159,6 +164,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         retain_days=retain_days,
         api_listen=api_listen,
         api_tls_cert_key_file=_relative_to(base, api_tls),
+        budgets=parse_budgets(data.get("budgets"), where),
         path=path,
     )
     _check_consistent(config, where)

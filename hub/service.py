@@ -641,16 +641,27 @@ class FleetService:
     # -- commands ----------------------------------------------------------------------------
 
     def command(
-        self, node: str, action: Action, pid: int, create_time: float, *, who: str
+        self,
+        node: str,
+        action: Action,
+        pid: int,
+        create_time: float,
+        *,
+        who: str,
+        command_id: str | None = None,
     ) -> CommandOutcome:
         """Send pause / resume / kill for (pid, create_time) on `node` and wait for the answer.
-        Written to the audit log and the feed, whatever the outcome."""
+        Written to the audit log and the feed, whatever the outcome. `command_id`: the same id
+        sent again is answered by the node from memory, not acted on twice (the governor's
+        retries after a restart); default a fresh one."""
         if self.commander is None:
             outcome = CommandOutcome(
                 False, "refused", "this hub has no command endpoint", node, pid
             )
         else:
-            body = {"cmd": action, "pid": pid, "ctime": create_time}
+            body: dict[str, Any] = {"cmd": action, "pid": pid, "ctime": create_time}
+            if command_id is not None:
+                body["id"] = command_id
             try:
                 reply = self.commander.send(node, body, ANSWER_WITHIN[action])
             except ValueError as exc:
@@ -679,6 +690,13 @@ class FleetService:
             self._add_to_feed([item])
         self._publish(Update(machines={node}, feed=[item]))
         return outcome
+
+    def tell(self, machine: str, text: str, kind: str = "budget") -> None:
+        """Add a line to the feed from another part of the hub (the governor) and publish it."""
+        item = FeedItem(self.clock(), kind, machine, text)
+        with self._lock:
+            self._add_to_feed([item])
+        self._publish(Update(feed=[item]))
 
     async def acommand(
         self, node: str, action: Action, pid: int, create_time: float, *, who: str

@@ -27,8 +27,10 @@ from hub._schema import StoreError
 from hub.api import models as m
 from hub.api import views
 from hub.api.auth import AuthError, Principal, principal
+from hub.api.budgets import add_budget_routes
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
 from hub.api.stream import Broker
+from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
@@ -98,6 +100,7 @@ def create_app(
     hub_name: str,
     version: str,
     rejects: Callable[[], Mapping[str, int]] = dict,
+    governor: Governor | None = None,
 ) -> FastAPI:
     broker = Broker(service)
     commands = CommandCounts()
@@ -377,6 +380,8 @@ def create_app(
         profile and model are not for anyone on the network)."""
         return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
+    if governor is not None:
+        add_budget_routes(app, governor, needs, ApiError)
     return app
 
 

@@ -41,6 +41,7 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         hub_name=config.name,
         version=package_version(),
         rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
+        governor=hub.governor,
     )
     try:
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
