@@ -85,6 +85,9 @@ class HubClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, None, body, CALL_TIMEOUT_S)
 
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path, None, None, CALL_TIMEOUT_S)
+
     def _call(
         self,
         method: str,

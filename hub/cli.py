@@ -24,6 +24,7 @@ import orjson
 
 from hub import cli_fleet
 from hub._schema import StoreError
+from hub.alerts import cli as alerts_cli
 from hub.api_client import ApiFailure, HubClient, NoHub, api_url, running_hub
 from hub.config import (
     check_plaintext,
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nodes": cli_fleet.cmd_nodes,
         "audit": cli_fleet.cmd_audit,
         "install-service": cli_fleet.cmd_install_service,
+        "alerts": alerts_cli.cmd_alerts,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -166,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("--json", action="store_true", help="print JSON")
     report_p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
     cli_fleet.add_parsers(sub, with_config)
+    alerts_cli.add_parser(sub, with_config)
     return parser
 
 

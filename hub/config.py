@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from hub.alerts.settings import AlertSettings, parse_alerts
 from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
 from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_file
@@ -50,6 +51,7 @@ KEYS: Final = (
     "allow_plaintext",
     "retain_days",
     "api",
+    "alerts",
 )
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
@@ -69,6 +71,7 @@ class HubConfig:
     retain_days: int = DEFAULT_RETAIN_DAYS  # raw events older than this are pruned
     api_listen: str = DEFAULT_API_LISTEN  # HOST:PORT of the HTTP API ([api] listen)
     api_tls_cert_key_file: Path | None = None  # set: the API speaks HTTPS
+    alerts: AlertSettings = AlertSettings()  # [alerts]: sinks and delivery (hub.alerts)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -159,6 +162,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         retain_days=retain_days,
         api_listen=api_listen,
         api_tls_cert_key_file=_relative_to(base, api_tls),
+        alerts=parse_alerts(where, data.get("alerts", {}), base),
         path=path,
     )
     _check_consistent(config, where)
@@ -328,6 +332,14 @@ _TEMPLATE: Final = """\
 [api]
 {api_listen}
 {api_tls_cert_key_file}
+
+# Alerts (budgets, detectors): where they are delivered. See README, Alerts.
+# [[alerts.sinks]]
+# name = "ops-hook"
+# type = "webhook"                 # webhook | slack | ntfy | program
+# url = "https://hooks.example.com/fleetmeter"
+# secret_file = "ops-hook.secret"  # whsec_<base64>, mode 600
+# min_severity = "warning"         # info | warning | critical
 """
 
 _EXAMPLES: Final[dict[str, object]] = {
@@ -373,7 +385,7 @@ def _template(path: Path, overrides: Mapping[str, object]) -> tomlkit.TOMLDocume
         line = f"{key} = {tomlkit.item(value or examples.get(key, '')).as_string()}"
         lines[f"api_{key}"] = line if value is not None else f"# {line}"
     for key in KEYS:
-        if key == "api":
+        if key in ("api", "alerts"):  # tables: written above, or by hand (see the template)
             continue
         if key in values or key in _WRITTEN_DEFAULTS:
             value = values.get(key, _WRITTEN_DEFAULTS.get(key))

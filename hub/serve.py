@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub.alerts.outbox import Outbox
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
 from hub.receiver import Receiver
@@ -74,6 +75,7 @@ class Hub:
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
+        self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -98,6 +100,7 @@ class Hub:
                 f"cannot use data_dir {self.config.data_dir}: {exc.strerror or exc} "
                 f"(set in {self.config.path})"
             ) from exc
+        self.alerts = Outbox(self._store.path, self.config.alerts)
         self.commander = Commander(
             self.config.commands, self.keys, timeout=self.command_timeout, tls=tls
         )
@@ -173,6 +176,8 @@ class Hub:
             thread.join(timeout=5)
         if self.commander is not None:
             self.commander.close()
+        if self.alerts is not None:
+            self.alerts.close()
         if self._store is not None:
             self._store.close()
 
