@@ -1,7 +1,8 @@
 """The alert endpoints: viewers list alerts and silences; operators acknowledge, silence,
-retry dead letters and raise a test alert (the token's name is who)."""
+retry dead letters and raise a test alert (the token's name is who).
 
-from __future__ import annotations
+(No `from __future__ import annotations`: FastAPI reads the endpoints' local type aliases.)
+"""
 
 import time
 from collections.abc import Callable
