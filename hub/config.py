@@ -333,13 +333,8 @@ _TEMPLATE: Final = """\
 {api_listen}
 {api_tls_cert_key_file}
 
-# Alerts (budgets, detectors): where they are delivered. See README, Alerts.
-# [[alerts.sinks]]
-# name = "ops-hook"
-# type = "webhook"                 # webhook | slack | ntfy | program
-# url = "https://hooks.example.com/fleetmeter"
-# secret_file = "ops-hook.secret"  # whsec_<base64>, mode 600
-# min_severity = "warning"         # info | warning | critical
+# Alerts (budgets, detectors) go to [[alerts.sinks]] tables: a signed webhook, Slack, ntfy or a
+# program, by severity, scope and kind. See README, Alerts.
 """
 
 _EXAMPLES: Final[dict[str, object]] = {
