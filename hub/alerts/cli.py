@@ -21,7 +21,7 @@ from hub.alerts.views import alert_row, silence_row
 from hub.api_client import HubClient, running_hub
 from hub.config import HubConfig, load_hub_config
 from hub.findings import Severity
-from hub.store import DB_FILE, Store
+from hub.store import DB_FILE
 from shared.cli import EXIT_FAILURE, EXIT_USAGE, positive_int
 
 API: Final = "/api/v1/alerts"
@@ -161,16 +161,10 @@ def _on_store(outbox: Outbox, args: argparse.Namespace, prog: str) -> int:
 
 
 def _outbox(config: HubConfig) -> Outbox:
-    from hub.cli_fleet import NoStore
+    from hub.cli_fleet import _store  # the store, or why there is none
 
-    path = config.data_dir / DB_FILE
-    if not path.is_file():
-        raise NoStore(
-            f"no hub serves this config and there is no store at {path} yet: "
-            "start the hub with `fleet-hub serve` (or `systemctl start fleet-hub`)"
-        )
-    Store(path).close()  # opens (and checks, or migrates) the store before its tables join
-    return Outbox(path, config.alerts)
+    _store(config).close()  # opens (and checks, or migrates) it before the alert tables join
+    return Outbox(config.data_dir / DB_FILE, config.alerts)
 
 
 def _said(row: dict[str, Any]) -> int:

@@ -4,6 +4,7 @@ their sinks."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -45,15 +46,7 @@ def alert_row(record: AlertRecord) -> dict[str, Any]:
 
 
 def silence_row(silence: Silence) -> dict[str, Any]:
-    return {
-        "id": silence.id,
-        "scope": silence.scope,
-        "kind": silence.kind,
-        "until": silence.until,
-        "who": silence.who,
-        "why": silence.why,
-        "created": silence.created,
-    }
+    return dataclasses.asdict(silence)
 
 
 def sample_finding(

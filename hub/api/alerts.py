@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from hub.alerts.match import kind_problem, scope_problem
-from hub.alerts.outbox import ALERT_STATES, DELIVERY_STATES, Outbox
+from hub.alerts.outbox import ALERT_STATES, DELIVERY_STATES, Outbox, Silence
 from hub.alerts.views import alert_row, sample_finding, silence_row
 from hub.api.auth import Principal
 from hub.api.errors import ApiError
@@ -54,19 +54,9 @@ class AlertOut(BaseModel):
     deliveries: list[DeliveryOut]
 
 
-class SilenceOut(BaseModel):
-    id: int
-    scope: str
-    kind: str
-    until: float
-    who: str
-    why: str
-    created: float
-
-
 class AlertsPage(BaseModel):
     alerts: list[AlertOut]
-    silences: list[SilenceOut] = Field(description="the silences in force")
+    silences: list[Silence] = Field(description="the silences in force")
 
 
 class AlertRef(BaseModel):
@@ -157,11 +147,11 @@ def alert_routes(
         outbox.raise_finding(finding)
         return found(finding.id)
 
-    @router.get("/silences", response_model=list[SilenceOut])
+    @router.get("/silences", response_model=list[Silence])
     def silences(_: Reader) -> list[dict[str, Any]]:
         return [silence_row(s) for s in outbox.silences()]
 
-    @router.post("/silences", response_model=SilenceOut)
+    @router.post("/silences", response_model=Silence)
     def silence(who: Operator, body: SilenceRequest) -> dict[str, Any]:
         """Hold the delivery of matching alerts (raised or still pending) for `minutes`."""
         for problem in (scope_problem(body.scope), kind_problem(body.kind)):
