@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hub.alerts.signing import webhook_id
 from hub.config import load_hub_config
 from tests.alert_receiver import Receiver, chaos, write_secret
-from tests.api_harness import fleet_hub
+from tests.api_harness import ServedHub, call, fleet_hub
 from tests.fleet_harness import HubSetup, child_env, make_hub, stop, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,3 +233,57 @@ def test_every_alert_arrives_through_faults_and_kill_9s(tmp_path: Path) -> None:
         f"{sum(n > 1 for n in arrivals.values())} alerts; time to deliver p50 "
         f"{statistics.median(waits):.2f} s, max {waits[-1]:.2f} s"
     )
+
+
+def test_a_receiver_that_hangs_holds_up_neither_ingest_nor_the_api(tmp_path: Path) -> None:
+    hub = AlertHub(tmp_path, receiver_timeout=5.0)
+    hub.receiver.choose = lambda: "timeout"  # every request hangs for 10 s
+    try:
+        hub.start()
+        for n in range(8):  # twice the concurrency: every delivery slot is stuck
+            assert hub.call("POST", "/api/v1/alerts/test", json={"id": f"hang:{n}"}).is_success
+        wait_for(lambda: sum(hub.receiver.modes.values()) >= 4, 20, "the stuck deliveries")
+        assert hub.proc is not None
+        served = ServedHub(hub.setup, hub.proc, hub.api, {}, tmp_path)
+        started = time.monotonic()
+        served.send("spark01", [call("spark01", n) for n in range(50)])
+        acked = time.monotonic() - started
+        listed = hub.call("GET", "/api/v1/alerts", "viewer")
+        answered = time.monotonic() - started
+    finally:
+        if hub.proc is not None:
+            stop(hub.proc)
+        hub.receiver.stop()
+    assert listed.status_code == 200 and len(listed.json()["alerts"]) == 8
+    print(f"\nbatch acked in {acked:.3f} s, alerts listed {answered - acked:.3f} s later")
+    assert acked < 2.0 and answered < 4.0
+
+
+def test_dead_letters_are_listed_and_retried_by_hand_through_the_cli(hub: AlertHub) -> None:
+    answers = iter(["gone", "gone"])
+    hub.receiver.choose = lambda: next(answers, "ok")  # 410 twice, then fine
+    for n in (1, 2):
+        assert hub.call("POST", "/api/v1/alerts/test", json={"id": f"dead:{n}"}).is_success
+    dead = lambda: {r["id"] for r in hub.alerts() if r["state"] == "dead"}  # noqa: E731
+    wait_for(lambda: dead() == {"dead:1", "dead:2"}, 20, "two dead letters")
+    listed = orjson.loads(hub.cli("alerts", "--state", "dead", "--json").stdout)["alerts"]
+    assert {r["id"] for r in listed} == {"dead:1", "dead:2"}
+    assert listed[0]["deliveries"][0]["last_result"] == "HTTP 410"
+    retried = hub.cli("alerts", "retry", "dead:1")
+    assert retried.returncode == 0 and retried.stdout.strip() == "1 delivery queued again"
+    wait_for(lambda: "dead:1" in hub.receiver.arrived(), 20, "dead:1 sent again")
+    assert hub.proc is not None
+    stop(hub.proc)
+    hub.proc = None
+    assert hub.cli("alerts", "retry", "--all").stdout.strip() == "1 delivery queued again"
+    assert hub.cli("alerts", "retry").returncode == 2  # neither an id nor --all
+    hub.start()  # the next hub delivers what the store queued
+    wait_for(lambda: "dead:2" in hub.receiver.arrived(), 20, "dead:2 sent by the next hub")
+    assert {a.webhook_id for a in hub.receiver.arrivals} == {
+        webhook_id("dead:1"),
+        webhook_id("dead:2"),
+    }
+    silenced = hub.cli("alerts", "silence", "--for", "10m", "--why", "noise")
+    assert silenced.returncode == 0
+    assert hub.cli("alerts", "unsilence", "1").stdout.strip() == "silence #1 ended"
+    assert hub.cli("alerts", "unsilence", "1").returncode == 2  # no longer in force
