@@ -147,32 +147,45 @@ def test_every_alert_arrives_through_a_receiver_that_fails_half_the_requests(
     assert tries == sum(receiver.modes.values())  # every attempt was counted
 
 
-def test_a_permanent_refusal_is_dead_at_once_and_a_retry_by_hand_sends_the_same_id(
+def test_a_permanent_refusal_is_dead_at_once_told_elsewhere_and_retried_by_hand(
     store_path: Path, receiver: Receiver, tmp_path: Path
 ) -> None:
-    refused: list[str] = []
-
-    def refuse_first() -> str:
-        if not refused:
-            refused.append("x")
-            return "gone"
-        return "ok"
-
-    receiver.choose = refuse_first
-    outbox = Outbox(store_path, fast(hook(receiver, tmp_path)))
+    answers = iter(["gone"])
+    receiver.choose = lambda: next(answers, "ok")
+    told = tmp_path / "told.json"
+    backup = SinkSettings(
+        "backup",
+        SinkType.PROGRAM,
+        command=(
+            sys.executable,
+            "-c",
+            f"import sys; open({str(told)!r}, 'ab').write(sys.stdin.buffer.read())",
+        ),
+        kinds=("delivery_dead",),
+    )
+    outbox = Outbox(store_path, fast(hook(receiver, tmp_path), backup))
     courier = courier_for(outbox)
     courier.start()
+    alert = finding(1).id
+    state = lambda: outbox.alert(alert).state  # type: ignore[union-attr]  # noqa: E731
     try:
         outbox.raise_finding(finding(1))
-        wait_for(lambda: outbox.alerts()[0].state == "dead", 20, "a dead letter")
+        wait_for(lambda: state() == "dead", 20, "a dead letter")
         dead = outbox.alerts(state="dead")[0].deliveries[0]
         assert dead.attempts == 1 and dead.last_result == "HTTP 410"
-        assert outbox.retry(finding(1).id) == 1
-        wait_for(lambda: outbox.alerts()[0].state == "delivered", 20, "the retry")
+        notice = f"delivery_dead:hook:{alert}"
+        wait_for(lambda: outbox.alert(notice).state == "delivered", 20, "the notice")  # type: ignore[union-attr]
+        assert outbox.retry(alert) == 1
+        wait_for(lambda: state() == "delivered", 20, "the retry")
     finally:
         courier.stop()
-    assert [a.webhook_id for a in receiver.arrivals] == [webhook_id(finding(1).id)]
-    assert len(receiver.ids_per_alert[finding(1).id]) == 1
+    assert [a.webhook_id for a in receiver.arrivals] == [webhook_id(alert)]
+    assert len(receiver.ids_per_alert[alert]) == 1
+    sent = orjson.loads(told.read_bytes())["data"]  # told once, on the other sink only
+    assert sent["kind"] == "delivery_dead" and sent["scope"] == "sink=hook"
+    assert sent["evidence"] == {"alert": alert, "sink": "hook", "attempts": "1"}
+    assert f"fleet-hub alerts retry {alert}" in sent["text"]
+    assert [d.sink for d in outbox.alert(notice).deliveries] == ["backup"]  # type: ignore[union-attr]
 
 
 def test_a_delivery_that_never_succeeds_is_dead_lettered_after_give_up_after(
@@ -184,13 +197,13 @@ def test_a_delivery_that_never_succeeds_is_dead_lettered_after_give_up_after(
     courier.start()
     try:
         outbox.raise_finding(finding(1))
-        wait_for(lambda: outbox.alerts()[0].state == "dead", 20, "the dead letter")
+        wait_for(lambda: outbox.alerts(state="dead") != [], 20, "the dead letter")
     finally:
         courier.stop()
     delivery = outbox.alerts(state="dead")[0].deliveries[0]
     assert delivery.attempts >= 3 and delivery.last_result == "HTTP 503"
     assert outbox.counts()[1]["dead"] == 1
-    assert outbox.retry(None) == 1 and outbox.alerts()[0].state == "pending"
+    assert outbox.retry(None) == 1 and outbox.alert(finding(1).id).state == "pending"  # type: ignore[union-attr]
 
 
 def test_backoff_doubles_to_its_ceiling_with_jitter_and_honours_retry_after(
@@ -220,10 +233,11 @@ def test_slack_ntfy_and_program_sinks_get_their_own_formats(
     slow = tmp_path / "slow.py"
     slow.write_text("import time\ntime.sleep(30)\n")
     secret = tmp_path / "hook.secret"
+    only = ("budget",)  # not the notice of the stuck one's dead letter
     sinks = (
-        SinkSettings("slack", SinkType.SLACK, url=receiver.url, secret_file=secret),
-        SinkSettings("ntfy", SinkType.NTFY, url=receiver.url, secret_file=secret),
-        SinkSettings("page", SinkType.PROGRAM, command=(sys.executable, str(program))),
+        SinkSettings("slack", SinkType.SLACK, url=receiver.url, secret_file=secret, kinds=only),
+        SinkSettings("ntfy", SinkType.NTFY, url=receiver.url, secret_file=secret, kinds=only),
+        SinkSettings("page", SinkType.PROGRAM, command=(sys.executable, str(program)), kinds=only),
         SinkSettings("stuck", SinkType.PROGRAM, command=(sys.executable, str(slow)), timeout=0.5),
     )
     outbox = Outbox(store_path, fast(*sinks, give_up_after=1.5))
@@ -231,10 +245,12 @@ def test_slack_ntfy_and_program_sinks_get_their_own_formats(
     courier.start()
     try:
         outbox.raise_finding(finding(100, severity=Severity.CRITICAL))
-        wait_for(lambda: outbox.alerts()[0].state == "dead", 30, "settled deliveries")
+        wait_for(lambda: outbox.alerts(state="dead") != [], 30, "settled deliveries")
     finally:
         courier.stop()
-    states = {d.sink: (d.state, d.last_result) for d in outbox.alerts()[0].deliveries}
+    record = outbox.alert(finding(100).id)
+    assert record is not None
+    states = {d.sink: (d.state, d.last_result) for d in record.deliveries}
     assert states["slack"][0] == states["ntfy"][0] == states["page"][0] == "delivered"
     assert states["stuck"] == ("dead", f"{sys.executable} did not finish within 0.5 s (killed)")
     bodies = {h.get("x-title") is not None: (h, b) for h, b in receiver.raw}

@@ -181,38 +181,40 @@ class Outbox:
     def raise_finding(self, finding: Finding) -> None:
         """Record `finding` and queue it for every sink that routes it; a known id adds
         nothing. Held by an active silence: recorded as silenced, queued nowhere."""
-        now = self.clock()
-        evidence = orjson.dumps(dict(finding.evidence)).decode()
         with self._lock, self._write() as db:
-            held = next((s for s in self._silences(db, now) if s.holds(finding, now)), None)
-            added = db.execute(
-                "INSERT OR IGNORE INTO alerts (id, kind, scope, severity, start, text, evidence,"
-                " raised, silenced_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    finding.id,
-                    finding.kind,
-                    finding.scope,
-                    finding.severity.value,
-                    finding.start,
-                    finding.text,
-                    evidence,
-                    now,
-                    held.id if held else None,
-                ),
-            ).rowcount
-            if not added or held is not None:
-                return
-            deadline = now + self.settings.give_up_after
-            db.executemany(
-                "INSERT INTO alert_deliveries (alert_id, sink, state, next_at, deadline)"
-                " VALUES (?, ?, 'pending', ?, ?)",
-                [
-                    (finding.id, sink.name, now, deadline)
-                    for sink in self.settings.sinks
-                    if sink.routes(finding.severity, finding.kind, finding.scope)
-                ],
-            )
+            self._add(db, finding, self.clock())
         self.due.set()
+
+    def _add(self, db: sqlite3.Connection, finding: Finding, now: float, skip: str = "") -> None:
+        """`raise_finding` in the caller's transaction; `skip`: a sink it must not go to."""
+        held = next((s for s in self._silences(db, now) if s.holds(finding, now)), None)
+        added = db.execute(
+            "INSERT OR IGNORE INTO alerts (id, kind, scope, severity, start, text, evidence,"
+            " raised, silenced_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                finding.id,
+                finding.kind,
+                finding.scope,
+                finding.severity.value,
+                finding.start,
+                finding.text,
+                orjson.dumps(dict(finding.evidence)).decode(),
+                now,
+                held.id if held else None,
+            ),
+        ).rowcount
+        if not added or held is not None:
+            return
+        deadline = now + self.settings.give_up_after
+        db.executemany(
+            "INSERT INTO alert_deliveries (alert_id, sink, state, next_at, deadline)"
+            " VALUES (?, ?, 'pending', ?, ?)",
+            [
+                (finding.id, sink.name, now, deadline)
+                for sink in self.settings.sinks
+                if sink.name != skip and sink.routes(finding.severity, finding.kind, finding.scope)
+            ],
+        )
 
     # -- delivering (the courier) -------------------------------------------------------------
 
@@ -268,7 +270,12 @@ class Outbox:
             state = "dead"
         with self._lock, self._write() as db:
             self._settle(db, claim.finding.id, claim.sink, state, result, now, retry_at)
+            if state == "dead" and claim.finding.kind != DEAD_LETTER:
+                # told on the other sinks, in the same transaction: never lost, never twice
+                self._add(db, dead_letter(claim, result, now), now, skip=claim.sink)
             self._outcomes[(claim.sink, "failed" if state == "pending" else state)] += 1
+        if state == "dead":
+            self.due.set()
         return state
 
     @staticmethod
@@ -442,6 +449,24 @@ class Outbox:
 
 
 _SILENCES: Final = "SELECT id, scope, kind, until, who, why, created FROM alert_silences"
+DEAD_LETTER: Final = "delivery_dead"
+
+
+def dead_letter(claim: Claim, result: str, now: float) -> Finding:
+    """The alert that tells the other sinks a delivery was dead-lettered (it is not itself
+    told of again: no chain of notices)."""
+    alert = claim.finding.id
+    return Finding(
+        id=f"{DEAD_LETTER}:{claim.sink}:{alert}",
+        kind=DEAD_LETTER,
+        scope=f"sink={claim.sink}",
+        severity=Severity.WARNING,
+        start=now,
+        text=f"alert {alert} ({claim.finding.kind}) could not be delivered to {claim.sink} "
+        f"after {claim.attempt} attempts ({result}): `fleet-hub alerts retry {alert}` sends it "
+        "again",
+        evidence={"alert": alert, "sink": claim.sink, "attempts": str(claim.attempt)},
+    )
 
 
 def _finding(
