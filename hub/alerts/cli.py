@@ -11,6 +11,7 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -42,8 +43,10 @@ def add_parser(sub: Any, with_config: Any) -> None:
     acts = alerts.add_subparsers(dest="alerts_command")
 
     def act(name: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = with_config(acts.add_parser(name, help=help))
-        p.add_argument("--token", help=_TOKEN_HELP)
+        # SUPPRESS: given before the action (`alerts --config F ack ID`), they are kept
+        p: argparse.ArgumentParser = acts.add_parser(name, help=help)
+        p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="hub config")
+        p.add_argument("--token", default=argparse.SUPPRESS, help=_TOKEN_HELP)
         return p
 
     ack = act("ack", "acknowledge an alert")
