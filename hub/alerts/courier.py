@@ -130,18 +130,19 @@ class Courier:
             self.outbox.due.wait(wait)
 
     def _hand_out(self) -> float:
+        """Claim what is due into the free slots; returns how long to wait. Reads first, so an
+        idle outbox never takes the store's write lock."""
         with self._busy_lock:
             free = self.settings.concurrency - self._busy
-        if free > 0:
+        if free <= 0:
+            return TICK_S  # a worker that finishes sets `due`
+        due = self.outbox.next_due()
+        if due is not None and due <= self.clock():
             for claim in self.outbox.claim(free):
                 with self._busy_lock:
                     self._busy += 1
                 self._work.put(claim)
-            with self._busy_lock:
-                free = self.settings.concurrency - self._busy
-        if free <= 0:
-            return TICK_S  # a worker that finishes sets `due`
-        due = self.outbox.next_due()
+            return 0.0  # look again: more may be due, or the slots are full
         return TICK_S if due is None else min(TICK_S, max(0.0, due - self.clock()))
 
     def _send_loop(self) -> None:
