@@ -16,11 +16,11 @@ from hub.alerts.outbox import Outbox
 from hub.alerts.settings import AlertSettings, SinkSettings, SinkType, parse_alerts
 from hub.alerts.signing import webhook_id
 from hub.api.alert_http import HttpxPost
-from hub.findings import Finding, Severity
-from hub.store import Store
+from hub.findings import Finding, FindingSink, Severity
+from hub.store import DB_FILE, Store
 from shared.config import ConfigError
 from tests.alert_receiver import Receiver, chaos, write_secret
-from tests.fleet_harness import wait_for
+from tests.fleet_harness import running_hub, wait_for
 
 
 def finding(n: int, *, severity: Severity = Severity.WARNING, **kw: str) -> Finding:
@@ -309,3 +309,15 @@ def test_a_secret_file_others_can_read_or_not_whsec_is_refused(tmp_path: Path) -
     secret.write_text("hunter2\n")
     with pytest.raises(ConfigError, match="whsec_"):
         sink_secrets(settings)
+
+
+def test_a_hub_hands_its_findings_to_the_outbox_in_its_store(tmp_path: Path) -> None:
+    """The governor and the detectors raise through `Hub.alerts` (a FindingSink); the
+    dashboard's embedded hub records them too, for the next `fleet-hub serve` to deliver."""
+    with running_hub(tmp_path) as (hub, setup):
+        assert hub.alerts is not None
+        sink: FindingSink = hub.alerts
+        sink.raise_finding(finding(1))
+        sink.raise_finding(finding(1))
+    reopened = Outbox(setup.data_dir / DB_FILE, AlertSettings())
+    assert [r.finding for r in reopened.alerts()] == [finding(1)]
