@@ -25,6 +25,7 @@ import orjson
 
 from hub import cli_fleet
 from hub._schema import StoreError
+from hub.alerts import cli as alerts_cli
 from hub.api_client import ApiFailure, HubClient, NoHub, api_url, running_hub
 from hub.budgets import cli as budget_cli
 from hub.config import (
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "audit": cli_fleet.cmd_audit,
         "install-service": cli_fleet.cmd_install_service,
         "budget": budget_cli.cmd_budget,
+        "alerts": alerts_cli.cmd_alerts,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -170,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
     cli_fleet.add_parsers(sub, with_config)
     budget_cli.add_parsers(sub, with_config)
+    alerts_cli.add_parser(sub, with_config)
     return parser
 
 

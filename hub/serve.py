@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub.alerts.outbox import Outbox
 from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
@@ -74,11 +75,13 @@ class Hub:
         self.stop_event = threading.Event()
         self.service: FleetService | None = None
         self.governor: Governor | None = None
-        self.finding_sink = finding_sink  # where budget crossings go (the alert outbox)
+        # where budget crossings go: the alert outbox in the store unless a test gives one
+        self.finding_sink = finding_sink
         self.receiver: Receiver | None = None
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
+        self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -103,6 +106,7 @@ class Hub:
                 f"cannot use data_dir {self.config.data_dir}: {exc.strerror or exc} "
                 f"(set in {self.config.path})"
             ) from exc
+        self.alerts = Outbox(self._store.path, self.config.alerts)
         self.commander = Commander(
             self.config.commands, self.keys, timeout=self.command_timeout, tls=tls
         )
@@ -118,7 +122,7 @@ class Hub:
             self._store.path,
             self.service,
             self.config.budgets,
-            sink=self.finding_sink,
+            sink=self.finding_sink if self.finding_sink is not None else self.alerts,
             config_path=self.config.path,
         )
         self.governor.attach(self._store)
@@ -191,6 +195,8 @@ class Hub:
             self.commander.close()
         if self.service is not None:
             self.service.close()
+        if self.alerts is not None:
+            self.alerts.close()
         if self._store is not None:
             self._store.close()
 
