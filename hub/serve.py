@@ -15,6 +15,8 @@ from typing import Any
 
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
+from hub.detectors.journal import FindingJournal
+from hub.detectors.runner import DetectorRunner, attach
 from hub.receiver import Receiver
 from hub.service import FleetService
 from hub.store import Store
@@ -74,6 +76,8 @@ class Hub:
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
+        self.detectors: DetectorRunner | None = None
+        self._journal: FindingJournal | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -108,6 +112,8 @@ class Hub:
             commander=self.commander,
             retain_days=self.config.retain_days,
         )
+        self._journal = FindingJournal(self._store.path)
+        self.detectors = attach(self.service, self._journal, self.book)
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -173,6 +179,8 @@ class Hub:
             thread.join(timeout=5)
         if self.commander is not None:
             self.commander.close()
+        if self._journal is not None:
+            self._journal.close()
         if self._store is not None:
             self._store.close()
 

@@ -95,6 +95,9 @@ class Update:
 
 
 Subscriber = Callable[[Update], None]
+# Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
+# `Update` only names.
+BatchListener = Callable[[IngestResult], None]
 
 
 class FleetService:
@@ -134,6 +137,7 @@ class FleetService:
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
         self._subscribers: list[Subscriber] = []
+        self._batch_listeners: list[BatchListener] = []
         self.bad_events = 0
         # Counted per node, logged at most once a minute each: one frame may carry 60,000.
         self._undecodable = CountedLog(log, "undecodable events")
@@ -278,6 +282,7 @@ class FleetService:
             result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
         self._publish(change)
+        self._tell_listeners(result)
         return result
 
     def _account(
@@ -599,6 +604,30 @@ class FleetService:
                     self._subscribers.remove(subscriber)
 
         return unsubscribe
+
+    def on_batch(self, listener: BatchListener) -> Callable[[], None]:
+        """Call `listener` with every committed batch's result (after the subscribers, on the
+        receiver thread, before the ack); returns the function that stops it."""
+        with self._lock:
+            self._batch_listeners.append(listener)
+
+        def stop() -> None:
+            with self._lock:
+                if listener in self._batch_listeners:
+                    self._batch_listeners.remove(listener)
+
+        return stop
+
+    def _tell_listeners(self, result: IngestResult) -> None:
+        if not result.changes:
+            return
+        with self._lock:
+            listeners = list(self._batch_listeners)
+        for listener in listeners:
+            try:
+                listener(result)
+            except Exception:
+                log.exception("a batch listener failed")
 
     def _publish(self, change: Update) -> None:
         with self._lock:

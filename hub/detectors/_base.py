@@ -1,0 +1,121 @@
+"""What every detector shares: the call it is shown, its one method, bounded state, and the
+model rates some detectors compare.
+
+A detector sees each counted call once, as the hub stores it (`Call`), and returns the findings
+that call completes. It keeps only bounded state per scope (`Recent`: least recently used
+entries go first), so a hub that runs for months on thousands of sessions holds a fixed amount.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final, Generic, Protocol, TypeVar
+
+from hub.findings import Finding
+from pricing import Billing, PriceBook
+from shared.events import Agent, Tokens, UsageEvent
+
+MAX_THREADS: Final = 20_000  # sessions (and subagent threads) a detector remembers at most
+MAX_SCOPES: Final = 5_000  # machines, profiles and accounts a detector remembers at most
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One counted call as a detector sees it: the event and its API-equivalent price
+    (None when no price is known: it then adds no dollars anywhere)."""
+
+    event: UsageEvent
+    cost: Decimal | None
+
+    @property
+    def thread(self) -> str:
+        """The conversation the call belongs to: a session's main thread or one subagent's
+        (each has a context and a cache of its own)."""
+        sub = self.event.subagent_id
+        return self.event.session_id if sub is None else f"{self.event.session_id}/{sub}"
+
+    @property
+    def session_scope(self) -> str:
+        e = self.event
+        parts = [f"machine={e.machine}"]
+        if e.profile is not None:
+            parts.append(f"profile={e.profile}")
+        parts.append(f"session={e.session_id}")
+        if e.subagent_id is not None:
+            parts.append(f"subagent={e.subagent_id}")
+        return ",".join(parts)
+
+
+class Detector(Protocol):
+    kind: str
+
+    def observe(self, call: Call) -> list[Finding]: ...
+
+
+class Recent(Generic[V]):
+    """A map that keeps the `limit` most recently used entries (bounded memory)."""
+
+    def __init__(self, make: Callable[[], V], limit: int) -> None:
+        self._make = make
+        self._limit = limit
+        self._items: OrderedDict[str, V] = OrderedDict()
+
+    def get(self, key: str) -> V:
+        item = self._items.get(key)
+        if item is None:
+            item = self._items[key] = self._make()
+            if len(self._items) > self._limit:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(key)
+        return item
+
+    def peek(self, key: str) -> V | None:
+        return self._items.get(key)
+
+    def items(self) -> list[tuple[str, V]]:
+        return list(self._items.items())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+ModelRate = Callable[[str, float], Decimal | None]
+
+
+class InputRates:
+    """A model's list price of one million uncached input tokens on a day (None: unknown),
+    cached per (model, day): what "a pricier model" and "the base input price" mean."""
+
+    def __init__(self, book: PriceBook) -> None:
+        self._book = book
+        self._cache: dict[tuple[str, str], Decimal | None] = {}
+
+    def __call__(self, model: str, ts: float) -> Decimal | None:
+        day = datetime.fromtimestamp(ts, UTC).date().isoformat()
+        key = (model, day)
+        if key not in self._cache:
+            probe = UsageEvent("rate-probe", ts, Agent.CLAUDE_CODE, model, Tokens(input=10**6), "")
+            try:
+                self._cache[key] = self._book.price(probe, Billing.API).api_equivalent
+            except Exception:  # a broken table: the rate is unknown, never zero
+                self._cache[key] = None
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+        return self._cache[key]
+
+
+def money(amount: Decimal) -> str:
+    """Dollars as exact decimal text for evidence (never a float, never rounded)."""
+    return f"{amount:f}"
+
+
+def dollars(amount: Decimal) -> str:
+    """Dollars for the sentence a person reads (rounded to the cent there only)."""
+    return f"${amount.quantize(Decimal('0.01')):,}"

@@ -1,0 +1,76 @@
+"""Context growth: a thread whose prompt climbs steeply call after call.
+
+A working session's prompt grows by what each turn adds (a reply, a tool's output: typically a
+few thousand tokens) and drops at a compaction. A climb is STEPS consecutive calls, each with a
+larger prompt than the last, whose median step is at least MIN_STEP tokens, ending at a prompt
+of at least MIN_PROMPT tokens (every input-side token: uncached, cache reads and writes). That
+is an agent feeding its own growing output back in (whole files, logs, a loop re-reading), and
+every later call pays for all of it. One finding per thread and climb (a compaction ends one).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from hub.detectors._base import MAX_THREADS, Call, Recent
+from hub.findings import Finding, Severity
+
+KIND: Final = "context_growth"
+STEPS: Final = 5
+MIN_STEP: Final = 8_000
+MIN_PROMPT: Final = 100_000
+
+
+@dataclass(slots=True)
+class _Thread:
+    climb: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=STEPS + 1))
+    raised: bool = False  # for the current climb
+
+
+class ContextGrowth:
+    kind = KIND
+
+    def __init__(self) -> None:
+        self._threads: Recent[_Thread] = Recent(_Thread, MAX_THREADS)
+
+    def observe(self, call: Call) -> list[Finding]:
+        state = self._threads.get(call.thread)
+        e = call.event
+        prompt = e.tokens.prompt
+        if state.climb and prompt <= state.climb[-1][1]:
+            state.climb.clear()  # not climbing (a compaction, or a flat call): start again
+            state.raised = False
+        state.climb.append((e.ts, prompt))
+        if state.raised or len(state.climb) <= STEPS or prompt < MIN_PROMPT:
+            return []
+        sizes = [p for _, p in state.climb]
+        steps = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+        step = statistics.median(steps)
+        if step < MIN_STEP:
+            return []
+        state.raised = True
+        start, first = state.climb[0]
+        return [
+            Finding(
+                id=f"{KIND}:{call.thread}:{int(start)}",
+                kind=KIND,
+                scope=call.session_scope,
+                severity=Severity.WARNING,
+                start=start,
+                text=(
+                    f"session {e.session_id[:8]} on {e.machine}: its prompt climbed from "
+                    f"{first:,} to {prompt:,} tokens over {STEPS} calls "
+                    f"(a median {int(step):,} more each call)"
+                ),
+                evidence={
+                    "prompt_tokens_from": str(first),
+                    "prompt_tokens_to": str(prompt),
+                    "calls": str(STEPS),
+                    "median_step_tokens": str(int(step)),
+                    "model": e.model,
+                },
+            )
+        ]
