@@ -101,9 +101,12 @@ class InputRates:
         day = datetime.fromtimestamp(ts, UTC).date().isoformat()
         key = (model, day)
         if key not in self._cache:
-            probe = UsageEvent("rate-probe", ts, Agent.CLAUDE_CODE, model, Tokens(input=10**6), "")
+            # 100k tokens, times 10: a million would pass the long-context threshold (200k)
+            # and price at its premium
+            probe = UsageEvent("rate-probe", ts, Agent.CLAUDE_CODE, model, Tokens(input=10**5), "")
             try:
-                self._cache[key] = self._book.price(probe, Billing.API).api_equivalent
+                amount = self._book.price(probe, Billing.API).api_equivalent
+                self._cache[key] = None if amount is None else amount * 10
             except Exception:  # a broken table: the rate is unknown, never zero
                 self._cache[key] = None
             if len(self._cache) > 10_000:

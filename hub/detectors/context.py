@@ -1,11 +1,13 @@
 """Context growth: a thread whose prompt climbs steeply call after call.
 
 A working session's prompt grows by what each turn adds (a reply, a tool's output: typically a
-few thousand tokens) and drops at a compaction. A climb is STEPS consecutive calls, each with a
-larger prompt than the last, whose median step is at least MIN_STEP tokens, ending at a prompt
-of at least MIN_PROMPT tokens (every input-side token: uncached, cache reads and writes). That
-is an agent feeding its own growing output back in (whole files, logs, a loop re-reading), and
-every later call pays for all of it. One finding per thread and climb (a compaction ends one).
+few thousand tokens, now and then a large file) and drops at a compaction. A climb is STEPS
+consecutive steps (calls after the first), each adding at least MIN_STEP tokens to the prompt,
+ending at a prompt of at least MIN_PROMPT tokens (every input-side token: uncached, cache
+reads and writes). Every step, not most: a few large file reads in a row are ordinary work; an
+agent feeding its own growing output back in (whole logs, a loop re-reading) climbs on every
+call, and every later call pays for all of it. One finding per thread and climb (a call that
+adds less, or a compaction, ends one).
 """
 
 from __future__ import annotations
@@ -40,17 +42,14 @@ class ContextGrowth:
         state = self._threads.get(call.thread)
         e = call.event
         prompt = e.tokens.prompt
-        if state.climb and prompt <= state.climb[-1][1]:
-            state.climb.clear()  # not climbing (a compaction, or a flat call): start again
+        if state.climb and prompt - state.climb[-1][1] < MIN_STEP:
+            state.climb.clear()  # not climbing (a small step, or a compaction): start again
             state.raised = False
         state.climb.append((e.ts, prompt))
         if state.raised or len(state.climb) <= STEPS or prompt < MIN_PROMPT:
             return []
         sizes = [p for _, p in state.climb]
-        steps = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
-        step = statistics.median(steps)
-        if step < MIN_STEP:
-            return []
+        step = statistics.median(b - a for a, b in zip(sizes, sizes[1:], strict=False))
         state.raised = True
         start, first = state.climb[0]
         return [
