@@ -25,19 +25,10 @@ from dataclasses import dataclass
 from hub.detectors._base import InputRates
 from hub.detectors.runner import DetectorRunner, default_detectors
 from hub.findings import Finding
-from node_agent.simulate.scenarios import KINDS, Injection, Week, simulate
+from node_agent.simulate.scenarios import FINDING_KINDS, KINDS, Injection, Week, simulate
 from pricing import Billing, PriceBook
 
 WINDOW_S = 1800.0
-# what an injected scenario's finding is called (a runaway is seen by its spend rate)
-EXPECTED = {
-    "runaway": ("run_rate_spike", "peer_outlier"),
-    "cache_thrash": ("cache_thrash",),
-    "retry_loop": ("retry_loop",),
-    "model_swap": ("model_swap",),
-    "context_climb": ("context_growth",),
-    "fanout": ("subagent_fanout",),
-}
 LOOP_KINDS = ("retry_loop", "cache_thrash", "model_swap", "context_climb", "fanout")
 
 
@@ -73,7 +64,7 @@ def run(week: Week, book: PriceBook) -> tuple[list[Raised], float, float]:
 
 def _matches(injection: Injection, raised: Raised) -> bool:
     f = raised.finding
-    if f.kind not in EXPECTED[injection.kind]:
+    if f.kind not in FINDING_KINDS[injection.kind]:
         return False
     if not injection.onset <= raised.at <= injection.onset + WINDOW_S:
         return False

@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from hub._counted_log import CountedLog
 from hub._feed import FeedItem as FeedItem  # the screens take it from here
@@ -98,6 +98,8 @@ Subscriber = Callable[[Update], None]
 # Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
 # `Update` only names.
 BatchListener = Callable[[IngestResult], None]
+_Listener = TypeVar("_Listener", Subscriber, BatchListener)
+_Arg = TypeVar("_Arg")
 
 
 class FleetService:
@@ -595,48 +597,35 @@ class FleetService:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every change; returns the function that unsubscribes."""
-        with self._lock:
-            self._subscribers.append(subscriber)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
-
-        return unsubscribe
+        return self._join(self._subscribers, subscriber)
 
     def on_batch(self, listener: BatchListener) -> Callable[[], None]:
         """Call `listener` with every committed batch's result (after the subscribers, on the
         receiver thread, before the ack); returns the function that stops it."""
+        return self._join(self._batch_listeners, listener)
+
+    def _join(self, members: list[_Listener], member: _Listener) -> Callable[[], None]:
+        """Add `member` to `members` (under the lock); returns the function that removes it."""
         with self._lock:
-            self._batch_listeners.append(listener)
+            members.append(member)
 
-        def stop() -> None:
+        def leave() -> None:
             with self._lock:
-                if listener in self._batch_listeners:
-                    self._batch_listeners.remove(listener)
+                if member in members:
+                    members.remove(member)
 
-        return stop
+        return leave
 
     def _tell_listeners(self, result: IngestResult) -> None:
-        if not result.changes:
-            return
-        with self._lock:
-            listeners = list(self._batch_listeners)
-        for listener in listeners:
-            try:
-                listener(result)
-            except Exception:
-                log.exception("a batch listener failed")
+        if result.changes:
+            with self._lock:
+                listeners = list(self._batch_listeners)
+            _call_each(listeners, result, "a batch listener")
 
     def _publish(self, change: Update) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("a subscriber failed")
+        _call_each(subscribers, change, "a subscriber")
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -685,6 +674,15 @@ class FleetService:
     ) -> CommandOutcome:
         """`command` without blocking an event loop (the TUI)."""
         return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
+
+
+def _call_each(members: Iterable[Callable[[_Arg], None]], arg: _Arg, what: str) -> None:
+    """Call each with `arg`; one that fails is logged and the others are still called."""
+    for member in members:
+        try:
+            member(arg)
+        except Exception:
+            log.exception("%s failed", what)
 
 
 def _when(item: FeedItem) -> float:

@@ -20,7 +20,7 @@ from hub.detectors.runner import DetectorRunner, default_detectors
 from hub.detectors.spike import RunRateSpike
 from hub.findings import Finding
 from hub.model import IngestResult
-from node_agent.simulate.scenarios import KINDS, Week, simulate
+from node_agent.simulate.scenarios import FINDING_KINDS, KINDS, Week, simulate
 from pricing import Billing, PriceBook
 from shared.events import Agent, Role, Tokens, UsageEvent
 
@@ -28,14 +28,6 @@ BOOK = PriceBook.default()
 RATES = InputRates(BOOK)
 T0 = 1_793_000_000.0
 SONNET = "claude-sonnet-4-5-20250929"
-EXPECTED = {
-    "runaway": ("run_rate_spike", "peer_outlier"),
-    "cache_thrash": ("cache_thrash",),
-    "retry_loop": ("retry_loop",),
-    "model_swap": ("model_swap",),
-    "context_climb": ("context_growth",),
-    "fanout": ("subagent_fanout",),
-}
 
 
 class Sink:
@@ -83,7 +75,7 @@ def test_every_injected_scenario_is_found_soon_after_its_onset(kind: str) -> Non
         hits = [
             at
             for finding, at in found
-            if finding.kind in EXPECTED[kind]
+            if finding.kind in FINDING_KINDS[kind]
             and injection.named_by(finding.scope)
             and injection.onset <= at <= injection.onset + 1800
         ]

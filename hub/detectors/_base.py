@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Generic, Protocol, TypeVar
 
-from hub.findings import Finding
+from hub.findings import Finding, Severity
 from pricing import Billing, PriceBook
 from shared.events import Agent, Tokens, UsageEvent
 
@@ -52,6 +52,23 @@ class Call:
         return ",".join(parts)
 
 
+def thread_finding(
+    kind: str, key: str, call: Call, start: float, text: str, evidence: dict[str, str]
+) -> Finding:
+    """A finding about `call`'s thread: id KIND:THREAD[:KEY] (stable for the happening), its
+    session's scope, and a sentence that names the session and machine."""
+    e = call.event
+    return Finding(
+        id=":".join(part for part in (kind, call.thread, key) if part),
+        kind=kind,
+        scope=call.session_scope,
+        severity=Severity.WARNING,
+        start=start,
+        text=f"session {e.session_id[:8]} on {e.machine} {text}",
+        evidence={"model": e.model, **evidence},
+    )
+
+
 class Detector(Protocol):
     kind: str
 
@@ -84,6 +101,16 @@ class Recent(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class PerThread(Generic[V]):
+    """A detector's state per thread (`Call.thread`), the least recently used forgotten."""
+
+    def __init__(self, make: Callable[[], V]) -> None:
+        self._threads: Recent[V] = Recent(make, MAX_THREADS)
+
+    def state(self, call: Call) -> V:
+        return self._threads.get(call.thread)
 
 
 ModelRate = Callable[[str, float], Decimal | None]

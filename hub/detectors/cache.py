@@ -23,8 +23,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
-from hub.detectors._base import MAX_THREADS, Call, ModelRate, Recent, dollars, money
-from hub.findings import Finding, Severity
+from hub.detectors._base import (
+    Call,
+    ModelRate,
+    PerThread,
+    dollars,
+    money,
+    thread_finding,
+)
+from hub.findings import Finding
 from shared.events import Tokens
 
 KIND: Final = "cache_thrash"
@@ -57,15 +64,15 @@ class _Thread:
     done: bool = False
 
 
-class CacheThrash:
+class CacheThrash(PerThread[_Thread]):
     kind = KIND
 
     def __init__(self, input_rate: ModelRate) -> None:
+        super().__init__(_Thread)
         self._rate = input_rate
-        self._threads: Recent[_Thread] = Recent(_Thread, MAX_THREADS)
 
     def observe(self, call: Call) -> list[Finding]:
-        state = self._threads.get(call.thread)
+        state = self.state(call)
         if state.done:
             return []
         t = call.event.tokens
@@ -155,13 +162,5 @@ class CacheThrash:
     def _finding(
         self, call: Call, start: float, rule: str, what: str, evidence: dict[str, str]
     ) -> Finding:
-        e = call.event
-        return Finding(
-            id=f"{KIND}:{call.thread}",
-            kind=KIND,
-            scope=call.session_scope,
-            severity=Severity.WARNING,
-            start=start,
-            text=f"session {e.session_id[:8]} on {e.machine} ({e.model}) {what}",
-            evidence={"rule": rule, "model": e.model, **evidence},
-        )
+        text = f"({call.event.model}) {what}"
+        return thread_finding(KIND, "", call, start, text, {"rule": rule, **evidence})

@@ -17,8 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from hub.detectors._base import MAX_THREADS, Call, Recent
-from hub.findings import Finding, Severity
+from hub.detectors._base import Call, PerThread, thread_finding
+from hub.findings import Finding
 
 KIND: Final = "context_growth"
 STEPS: Final = 5
@@ -32,14 +32,14 @@ class _Thread:
     raised: bool = False  # for the current climb
 
 
-class ContextGrowth:
+class ContextGrowth(PerThread[_Thread]):
     kind = KIND
 
     def __init__(self) -> None:
-        self._threads: Recent[_Thread] = Recent(_Thread, MAX_THREADS)
+        super().__init__(_Thread)
 
     def observe(self, call: Call) -> list[Finding]:
-        state = self._threads.get(call.thread)
+        state = self.state(call)
         e = call.event
         prompt = e.tokens.prompt
         if state.climb and prompt - state.climb[-1][1] < MIN_STEP:
@@ -53,23 +53,18 @@ class ContextGrowth:
         state.raised = True
         start, first = state.climb[0]
         return [
-            Finding(
-                id=f"{KIND}:{call.thread}:{int(start)}",
-                kind=KIND,
-                scope=call.session_scope,
-                severity=Severity.WARNING,
-                start=start,
-                text=(
-                    f"session {e.session_id[:8]} on {e.machine}: its prompt climbed from "
-                    f"{first:,} to {prompt:,} tokens over {STEPS} calls "
-                    f"(a median {int(step):,} more each call)"
-                ),
-                evidence={
+            thread_finding(
+                KIND,
+                str(int(start)),
+                call,
+                start,
+                f"saw its prompt climb from {first:,} to {prompt:,} tokens over {STEPS} calls "
+                f"(a median {int(step):,} more each call)",
+                {
                     "prompt_tokens_from": str(first),
                     "prompt_tokens_to": str(prompt),
                     "calls": str(STEPS),
                     "median_step_tokens": str(int(step)),
-                    "model": e.model,
                 },
             )
         ]

@@ -21,8 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from hub.detectors._base import MAX_THREADS, Call, Recent
-from hub.findings import Finding, Severity
+from hub.detectors._base import Call, PerThread, thread_finding
+from hub.findings import Finding
 
 KIND: Final = "retry_loop"
 REPEATS: Final = 3
@@ -44,14 +44,14 @@ class _Thread:
     raised: set[str] = field(default_factory=set)
 
 
-class RetryLoop:
+class RetryLoop(PerThread[_Thread]):
     kind = KIND
 
     def __init__(self) -> None:
-        self._threads: Recent[_Thread] = Recent(_Thread, MAX_THREADS)
+        super().__init__(_Thread)
 
     def observe(self, call: Call) -> list[Finding]:
-        state = self._threads.get(call.thread)
+        state = self.state(call)
         e = call.event
         signature = e.tool_calls
         if signature is not None:
@@ -64,9 +64,10 @@ class RetryLoop:
                 state.raised.add(signature)
                 tools = ", ".join(part.partition(":")[0] for part in signature.split(","))
                 return [
-                    self._finding(
-                        call,
+                    thread_finding(
+                        KIND,
                         signature,
+                        call,
                         state.run_start,
                         f"made the same tool call ({tools}, same input) {REPEATS} times in a row",
                         {"rule": "same_tool_call", "repeats": str(REPEATS), "tool": tools},
@@ -87,9 +88,10 @@ class RetryLoop:
         first = state.recent[0]
         outputs = [o for _, o, _ in state.recent]
         return [
-            self._finding(
-                call,
+            thread_finding(
+                KIND,
                 "burst",
+                call,
                 first[0],
                 f"made {BURST} similar calls in {e.ts - first[0]:.0f} s, each with a small "
                 f"output ({min(outputs)}-{max(outputs)} tokens) and its prompt growing by "
@@ -103,20 +105,6 @@ class RetryLoop:
                 },
             )
         ]
-
-    def _finding(
-        self, call: Call, what: str, start: float, text: str, evidence: dict[str, str]
-    ) -> Finding:
-        e = call.event
-        return Finding(
-            id=f"{KIND}:{call.thread}:{what}",
-            kind=KIND,
-            scope=call.session_scope,
-            severity=Severity.WARNING,
-            start=start,
-            text=f"session {e.session_id[:8]} on {e.machine} {text}",
-            evidence={"model": e.model, **evidence},
-        )
 
 
 def _alike(recent: deque[tuple[float, int, int]]) -> bool:

@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
-from hub.detectors._base import MAX_THREADS, Call, ModelRate, Recent, dollars, money
-from hub.findings import Finding, Severity
+from hub.detectors._base import (
+    Call,
+    ModelRate,
+    PerThread,
+    dollars,
+    money,
+    thread_finding,
+)
+from hub.findings import Finding
 
 KIND: Final = "model_swap"
 RATIO: Final = Decimal(2)
@@ -27,15 +34,15 @@ class _Thread:
     raised: set[str] = field(default_factory=set)
 
 
-class ModelSwap:
+class ModelSwap(PerThread[_Thread]):
     kind = KIND
 
     def __init__(self, input_rate: ModelRate) -> None:
+        super().__init__(_Thread)
         self._rate = input_rate
-        self._threads: Recent[_Thread] = Recent(_Thread, MAX_THREADS)
 
     def observe(self, call: Call) -> list[Finding]:
-        state = self._threads.get(call.thread)
+        state = self.state(call)
         e = call.event
         before, state.model = state.model, e.model
         if before is None or before == e.model:
@@ -49,18 +56,14 @@ class ModelSwap:
         state.raised.add(swap)
         times = (new / old).quantize(Decimal("0.1"))
         return [
-            Finding(
-                id=f"{KIND}:{call.thread}:{swap}",
-                kind=KIND,
-                scope=call.session_scope,
-                severity=Severity.WARNING,
-                start=e.ts,
-                text=(
-                    f"session {e.session_id[:8]} on {e.machine} switched from {before} to "
-                    f"{e.model} mid-session: {times}x the input price "
-                    f"({dollars(old)} -> {dollars(new)} per million tokens)"
-                ),
-                evidence={
+            thread_finding(
+                KIND,
+                swap,
+                call,
+                e.ts,
+                f"switched from {before} to {e.model} mid-session: {times}x the input price "
+                f"({dollars(old)} -> {dollars(new)} per million tokens)",
+                {
                     "from_model": before,
                     "to_model": e.model,
                     "from_input_usd_per_mtok": money(old),

@@ -50,6 +50,15 @@ OPUS_41: Final = "claude-opus-4-1-20250805"
 HAIKU: Final = "claude-haiku-4-5-20251001"
 CODEX: Final = "gpt-5-codex"
 KINDS: Final = ("runaway", "cache_thrash", "retry_loop", "model_swap", "context_climb", "fanout")
+# the finding kinds that name each injected kind (a runaway is seen by its spend rate)
+FINDING_KINDS: Final = {
+    "runaway": ("run_rate_spike", "peer_outlier"),
+    "cache_thrash": ("cache_thrash",),
+    "retry_loop": ("retry_loop",),
+    "model_swap": ("model_swap",),
+    "context_climb": ("context_growth",),
+    "fanout": ("subagent_fanout",),
+}
 ACCOUNTS: Final = 6
 COMPACT_AT: Final = 160_000
 
