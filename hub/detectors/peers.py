@@ -8,7 +8,10 @@ for a cheap one. An entity is an outlier when, with ACTIVE_MIN active minutes of
     its rate >= RATIO x the median rate of its peers (at least MIN_PEERS of them, each with
     ACTIVE_MIN active minutes in the hour), and its hour's spend >= FLOOR.
 
-Checked at most once a minute per entity. One finding per happening: it ends when the entity
+The group's median is computed at most once a minute (a pass over its members), and each
+entity is checked against it at most once a minute, so the work per call stays constant
+however many peers there are. The median is over the whole group (the entity too: with at
+least MIN_PEERS others it hardly moves). One finding per happening: it ends when the entity
 falls below RATIO / 2 of the median. (One account at ten times its peers is a leak, not a
 power user.)
 """
@@ -59,56 +62,67 @@ class _Entity:
         return self.spent / len(self.minutes)
 
 
+@dataclass(slots=True)
+class _Group:
+    members: Recent[_Entity] = field(default_factory=lambda: Recent(_Entity, MAX_SCOPES))
+    minute: int = -1  # when `median` was computed
+    median: Decimal | None = None  # of the members' rates (None: fewer than MIN_PEERS + 1)
+    rated: int = 0  # members with a rate
+
+    def median_at(self, minute: int) -> Decimal | None:
+        if minute != self.minute:
+            self.minute = minute
+            rates = []
+            for _key, member in self.members.items():
+                member.expire(minute)
+                if (rate := member.rate()) is not None:
+                    rates.append(rate)
+            self.rated = len(rates)
+            self.median = statistics.median(rates) if len(rates) > MIN_PEERS else None
+        return self.median
+
+
 class PeerOutlier:
     kind = KIND
 
     def __init__(self) -> None:
-        self._groups: dict[str, Recent[_Entity]] = {}
+        self._groups: dict[str, _Group] = {}
 
     def observe(self, call: Call) -> list[Finding]:
         if call.cost is None or call.cost <= 0:
             return []
         e = call.event
-        entities = [("machine", "machines", f"machine={e.machine}")]
+        entities = [("machines", f"machine={e.machine}")]
         if e.account is not None:
-            entities.append(("account", "accounts", f"account={e.account}"))
+            entities.append(("accounts", f"account={e.account}"))
         if e.profile is not None:
-            group = f"profiles of {e.agent.value}"
-            entities.append(("profile", group, f"machine={e.machine},profile={e.profile}"))
+            entities.append(
+                (f"profiles of {e.agent.value}", f"machine={e.machine},profile={e.profile}")
+            )
         minute = int(e.ts // 60)
         out = []
-        for _what, group, scope in entities:
-            members = self._groups.get(group)
-            if members is None:
-                members = self._groups[group] = Recent(_Entity, MAX_SCOPES)
-            entity = members.get(scope)
+        for name, scope in entities:
+            group = self._groups.get(name)
+            if group is None:
+                group = self._groups[name] = _Group()
+            entity = group.members.get(scope)
             entity.add(minute, call.cost)
             if entity.checked != minute:
                 entity.checked = minute
-                finding = self._check(group, scope, entity, members, minute)
+                finding = self._check(name, scope, entity, group, minute)
                 if finding is not None:
                     out.append(finding)
         return out
 
     def _check(
-        self, group: str, scope: str, entity: _Entity, members: Recent[_Entity], minute: int
+        self, name: str, scope: str, entity: _Entity, group: _Group, minute: int
     ) -> Finding | None:
         entity.expire(minute)
         rate = entity.rate()
-        if rate is None:
+        median = group.median_at(minute)
+        if rate is None or median is None or median <= 0:
             return None
-        peers = []
-        for key, other in members.items():
-            if key == scope:
-                continue
-            other.expire(minute)
-            if (other_rate := other.rate()) is not None:
-                peers.append(other_rate)
-        if len(peers) < MIN_PEERS:
-            return None
-        median = statistics.median(peers)
-        if median <= 0:
-            return None
+        peers = group.rated - 1
         if entity.happening:
             entity.happening = rate >= median * RATIO / 2
             return None
@@ -123,14 +137,14 @@ class PeerOutlier:
             severity=Severity.WARNING,
             start=float(entity.minutes[0][0] * 60),
             text=(
-                f"{scope.replace(',', ' ')} spends {times}x the median of its {len(peers)} "
-                f"peers ({group}): {dollars(rate)} per active minute against "
+                f"{scope.replace(',', ' ')} spends {times}x the median of its group "
+                f"({name}, {peers} others): {dollars(rate)} per active minute against "
                 f"{dollars(median)}, {dollars(entity.spent)} in the last hour"
             ),
             evidence={
                 "rate_usd_per_active_minute": money(rate),
-                "peer_median_usd_per_active_minute": money(median),
-                "peers": str(len(peers)),
+                "group_median_usd_per_active_minute": money(median),
+                "peers": str(peers),
                 "hour_spend_usd": money(entity.spent),
                 "ratio": str(times),
             },

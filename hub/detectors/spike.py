@@ -14,7 +14,8 @@ absolute rule applies: ABSOLUTE dollars in one window. MAD_FLOOR (0.25 in log un
 third of the median at Z) keeps a very steady scope from alerting on ordinary wobble, and FLOOR
 ($2 a window) keeps small scopes quiet. Windows that spiked stay out of the baseline, so a
 runaway never teaches the baseline that it is normal. One finding per happening: a run of
-spiking windows, until a window ends below the bar.
+spiking windows, until a window ends below the bar. The baseline is computed again after
+every REBASE_EVERY (6) new active windows.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ HISTORY: Final = 288  # active windows kept: a day of them
 MIN_HISTORY: Final = 24
 Z: Final = 3.5
 MAD_FLOOR: Final = 0.25
+REBASE_EVERY: Final = 6  # new active windows before the baseline is computed again
 FLOOR: Final = Decimal(2)
 ABSOLUTE: Final = Decimal(25)
 
@@ -49,6 +51,7 @@ class _Scope:
     median: Decimal | None = None
     spiking: bool = False  # the open window passed the bar
     happening: float | None = None  # onset of the run of spiking windows, while it lasts
+    fresh: int = 0  # active windows added since the baseline was computed
 
 
 class RunRateSpike:
@@ -114,12 +117,16 @@ class RunRateSpike:
         if state.window >= 0:
             if state.spent > 0 and not state.spiking:
                 state.history.append(math.log(float(state.spent)))
+                state.fresh += 1
             if not state.spiking or window > state.window + WINDOW_S:
                 state.happening = None  # ended below the bar (or went idle)
         state.window, state.spent, state.spiking = window, Decimal(0), False
         if len(state.history) < MIN_HISTORY:
             state.bar, state.median = ABSOLUTE, None
             return
+        if state.median is not None and state.fresh < REBASE_EVERY:
+            return  # a baseline of a day moves slowly: sorting it at every window is waste
+        state.fresh = 0
         logs = list(state.history)
         med = statistics.median(logs)
         mad = statistics.median(abs(x - med) for x in logs)
