@@ -1,6 +1,7 @@
 """The detectors scored on a simulated fleet week (`node_agent.simulate.scenarios`).
 
 python -m bench.detectors [--machines 50] [--days 7] [--per-kind 24] [--seed 1]
+                          [--ingest-events 40000]
 
 Two runs of the same fleet (same seed, same normal traffic) through the hub's detectors,
 directly on the event stream (each call priced by the shipped price tables, fed to a
@@ -12,21 +13,28 @@ directly on the event stream (each call priced by the shipped price tables, fed 
   30 minutes of its onset. Recall per kind; time to detect (the simulated time of the call
   that raised the finding, minus the onset) in seconds, and in calls for the loop kinds (the
   scenario's calls from its onset up to the one that raised it: 3 = after 2 repeats).
+- ingest: what the detectors add to the hub's own path, `FleetService.ingest` of 500-call
+  batches into a store on disk, without and with the runner attached (the best of 3 each).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hub.detectors._base import InputRates
-from hub.detectors.runner import DetectorRunner, default_detectors
+from hub.detectors.runner import DetectorRunner, attach, default_detectors
 from hub.findings import Finding
+from hub.service import FleetService
+from hub.store import Store
 from node_agent.simulate.scenarios import FINDING_KINDS, KINDS, Injection, Week, simulate
 from pricing import Billing, PriceBook
+from shared.events import Event
 
 WINDOW_S = 1800.0
 LOOP_KINDS = ("retry_loop", "cache_thrash", "model_swap", "context_climb", "fanout")
@@ -88,12 +96,39 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def ingest_cost(events: int, book: PriceBook) -> tuple[float, float]:
+    """Microseconds per call of `FleetService.ingest` without and with the detectors."""
+    week = simulate(machines=10, days=2, seed=3)
+    by_node: dict[str, list[Event]] = {}
+    for event in week.events[:events]:
+        by_node.setdefault(event.machine, []).append(event)
+    batches = [
+        (node, calls[start : start + 500])
+        for node, calls in by_node.items()
+        for start in range(0, len(calls), 500)
+    ]
+    best: dict[bool, float] = {}
+    for attached in (False, True, False, True, False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            service = FleetService(Store.in_dir(Path(tmp)), book)
+            service.wait_loaded()
+            if attached:
+                attach(service, _Recorder(), book)
+            t0 = time.perf_counter()
+            for seq, (node, batch) in enumerate(batches, 1):
+                service.ingest(node, "s1", seq, seq, batch)
+            spent = (time.perf_counter() - t0) / events * 1e6
+            best[attached] = min(best.get(attached, spent), spent)
+    return best[False], best[True]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.detectors", description=__doc__)
     parser.add_argument("--machines", type=int, default=50)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--per-kind", type=int, default=24)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ingest-events", type=int, default=40_000)
     args = parser.parse_args(argv)
     book = PriceBook.default()
 
@@ -115,6 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     for r in raised[:10]:
         print(f"    {r.finding.kind} {r.finding.scope}: {r.finding.text}")
+
+    if args.ingest_events:
+        without, with_ = ingest_cost(args.ingest_events, book)
+        print(
+            f"hub ingest (FleetService.ingest, 500-call batches, store on disk): "
+            f"{without:.1f} us a call without the detectors, {with_:.1f} us with them"
+        )
 
     week = simulate(args.machines, args.days, args.seed, args.per_kind)
     raised, _, _ = run(week, book)
