@@ -201,6 +201,13 @@ def test_one_hour_writes_read_once_never_pay_back() -> None:
     assert evidence["unpaid_1h_writes"] == "3"
     # $3 per million input tokens: (1.0 - 0.9 x 1 read) x 150,000 tokens = $0.045
     assert Decimal(evidence["waste_usd"]) == Decimal("0.045")
+    unpriced = CacheThrash(RATES)
+    found = []
+    for n in range(12):
+        write = Tokens(5, 300, 0, 0, 50_000) if n % 2 == 0 else Tokens(5, 300, 50_000, 0, 0)
+        found += unpriced.observe(Call(_call(n, tokens=write, model="no-such-model"), None))
+    assert found[0].evidence["waste_usd"] == "unknown"  # never $0
+    assert "unknown amount" in found[0].text
 
 
 def test_the_same_tool_call_three_times_is_a_loop_twice_is_not() -> None:

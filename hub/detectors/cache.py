@@ -60,7 +60,7 @@ class _Thread:
     written_1h: int = 0
     unpaid: int = 0
     unpaid_tokens: int = 0
-    unpaid_value: Decimal = Decimal(0)
+    unpaid_value: Decimal | None = Decimal(0)  # None once a write's model has no known price
     done: bool = False
 
 
@@ -107,7 +107,9 @@ class CacheThrash(PerThread[_Thread]):
                 state.unpaid += 1
                 state.unpaid_tokens += w.tokens
                 rate = self._rate(call.event.model, ts)
-                if rate is not None:
+                if rate is None or state.unpaid_value is None:
+                    state.unpaid_value = None  # unknown, never a partial sum shown as the value
+                else:
                     net = w.tokens - Decimal("0.9") * w.reads * w.tokens
                     state.unpaid_value += rate * net / 10**6
                 continue
@@ -143,18 +145,23 @@ class CacheThrash(PerThread[_Thread]):
     def _unpaid(self, state: _Thread, call: Call) -> Finding | None:
         if state.unpaid < UNPAID_WRITES or state.unpaid_tokens < state.written_1h * UNPAID_SHARE:
             return None
+        value = state.unpaid_value
         return self._finding(
             call,
             call.event.ts,
             "1h_unpaid",
             f"made {state.unpaid} 1-hour cache writes ({state.unpaid_tokens:,} tokens) that were "
-            f"read back less than twice, so never paid back their 2x price: about "
-            f"{dollars(state.unpaid_value)} more than not caching",
+            "read back less than twice, so never paid back their 2x price: "
+            + (
+                "an unknown amount (no price for the model)"
+                if value is None
+                else f"about {dollars(value)} more than not caching"
+            ),
             {
                 "unpaid_1h_writes": str(state.unpaid),
                 "unpaid_1h_tokens": str(state.unpaid_tokens),
                 "written_1h_tokens": str(state.written_1h),
-                "waste_usd": money(state.unpaid_value),
+                "waste_usd": "unknown" if value is None else money(value),
                 "tier": "1h",
             },
         )
