@@ -51,6 +51,11 @@ def test_a_thrashing_agent_is_found_through_serve_and_node_and_found_once(
         agent = launch(
             Agent.CLAUDE_CODE, home, "--mode", "runaway", "--pace", "0.3", "--children", "0"
         )
+        # beside it a working agent (a growing cached context, Bash twice then a reply, a
+        # subagent every 3rd call): nothing to find
+        normal = launch(
+            Agent.CLAUDE_CODE, home, "--pace", "0.3", "--children", "0", "--subagents", "3"
+        )
         try:
             wait_for(
                 lambda: any(k == "cache_thrash" for _, k, _, _ in _findings(db)),
@@ -82,8 +87,10 @@ def test_a_thrashing_agent_is_found_through_serve_and_node_and_found_once(
             wait_for(lambda: _calls(db) >= calls_before + 8, 60, "the restarted hub to ingest")
         finally:
             agent.destroy()
+            normal.destroy()
         assert [f[0] for f in _findings(db) if f[1] == "cache_thrash"] == [finding_id]
         assert {f[1] for f in _findings(db)} <= {"cache_thrash", "run_rate_spike"}
+        assert not [f for f in _findings(db) if normal.session_id in f[2]]
 
 
 def _calls(db: Path) -> int:
