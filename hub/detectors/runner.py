@@ -77,6 +77,7 @@ class DetectorRunner:
                             self._raised.popitem(last=False)
                         new.append(finding)
         for finding in new:
+            log.info("finding %s: %s", finding.id, finding.text)
             try:
                 self._sink.raise_finding(finding)
             except Exception:
