@@ -17,7 +17,9 @@ from hub.alerts.outbox import Outbox
 from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
-from hub.findings import FindingSink
+from hub.detectors.journal import FindingJournal
+from hub.detectors.runner import DetectorRunner, attach
+from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
 from hub.store import Store
@@ -82,6 +84,8 @@ class Hub:
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
         self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
+        self.detectors: DetectorRunner | None = None
+        self._journal: FindingJournal | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -126,6 +130,9 @@ class Hub:
             config_path=self.config.path,
         )
         self.governor.attach(self._store)
+        self._journal = FindingJournal(self._store.path)
+        # the journal keeps what the detectors found; the outbox alerts people to it
+        self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -197,6 +204,8 @@ class Hub:
             self.service.close()
         if self.alerts is not None:
             self.alerts.close()
+        if self._journal is not None:
+            self._journal.close()
         if self._store is not None:
             self._store.close()
 

@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from hub._counted_log import CountedLog
 from hub._feed import FeedItem as FeedItem  # the screens take it from here
@@ -96,6 +96,11 @@ class Update:
 
 
 Subscriber = Callable[[Update], None]
+# Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
+# `Update` only names.
+BatchListener = Callable[[IngestResult], None]
+_Listener = TypeVar("_Listener", Subscriber, BatchListener)
+_Arg = TypeVar("_Arg")
 
 
 class FleetService:
@@ -136,6 +141,7 @@ class FleetService:
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
         self._subscribers: list[Subscriber] = []
+        self._batch_listeners: list[BatchListener] = []
         self.bad_events = 0
         # Counted per node, logged at most once a minute each: one frame may carry 60,000.
         self._undecodable = CountedLog(log, "undecodable events")
@@ -294,6 +300,7 @@ class FleetService:
             result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
         self._publish(change)
+        self._tell_listeners(result)
         return result
 
     def _account(
@@ -619,24 +626,35 @@ class FleetService:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every change; returns the function that unsubscribes."""
+        return self._join(self._subscribers, subscriber)
+
+    def on_batch(self, listener: BatchListener) -> Callable[[], None]:
+        """Call `listener` with every committed batch's result (after the subscribers, on the
+        receiver thread, before the ack); returns the function that stops it."""
+        return self._join(self._batch_listeners, listener)
+
+    def _join(self, members: list[_Listener], member: _Listener) -> Callable[[], None]:
+        """Add `member` to `members` (under the lock); returns the function that removes it."""
         with self._lock:
-            self._subscribers.append(subscriber)
+            members.append(member)
 
-        def unsubscribe() -> None:
+        def leave() -> None:
             with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
+                if member in members:
+                    members.remove(member)
 
-        return unsubscribe
+        return leave
+
+    def _tell_listeners(self, result: IngestResult) -> None:
+        if result.changes:
+            with self._lock:
+                listeners = list(self._batch_listeners)
+            _call_each(listeners, result, "a batch listener")
 
     def _publish(self, change: Update) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("a subscriber failed")
+        _call_each(subscribers, change, "a subscriber")
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -703,6 +721,15 @@ class FleetService:
     ) -> CommandOutcome:
         """`command` without blocking an event loop (the TUI)."""
         return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
+
+
+def _call_each(members: Iterable[Callable[[_Arg], None]], arg: _Arg, what: str) -> None:
+    """Call each with `arg`; one that fails is logged and the others are still called."""
+    for member in members:
+        try:
+            member(arg)
+        except Exception:
+            log.exception("%s failed", what)
 
 
 def _when(item: FeedItem) -> float:

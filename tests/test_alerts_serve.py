@@ -254,7 +254,9 @@ def test_a_receiver_that_hangs_holds_up_neither_ingest_nor_the_api(tmp_path: Pat
         if hub.proc is not None:
             stop(hub.proc)
         hub.receiver.stop()
-    assert listed.status_code == 200 and len(listed.json()["alerts"]) == 8
+    assert listed.status_code == 200
+    # (the 50 look-alike calls may add a detector's retry-loop finding of their own)
+    assert sum(a["kind"] == "test" for a in listed.json()["alerts"]) == 8
     print(f"\nbatch acked in {acked:.3f} s, alerts listed {answered - acked:.3f} s later")
     assert acked < 2.0 and answered < 4.0
 
