@@ -42,6 +42,7 @@ from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, 
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import build_hub_report
+from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
@@ -61,6 +62,7 @@ Action = Literal["pause", "resume", "kill"]
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
 # SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
 ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
+EMBEDDED: Final = Connection("embedded hub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +449,14 @@ class FleetService:
             self._publish(change)
 
     # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def tz(self) -> tzinfo:
+        """The zone the figures' days are cut in."""
+        return self.ledger.tz
+
+    def connection(self) -> Connection:
+        return EMBEDDED
 
     def nodes(self) -> list[NodeView]:
         now = self.clock()

@@ -2,7 +2,7 @@
 
 The app reads only through the hub service (via `hub.dashboard`), on a timer: the service tells
 the dashboard what changed from its own threads, and every `TICK_S` the app takes one
-`Frame` and writes only the changed cells. Halt actions go through `FleetService.acommand`
+`Frame` and writes only the changed cells. Halt actions go through `FleetSource.acommand`
 (the same command path as any other client), off the UI loop, and their outcome is written to
 the row, the feed and the hub's audit log.
 """
@@ -40,7 +40,8 @@ from hub.dashboard import (
     spend_rows,
 )
 from hub.ledger import Dimension, Period
-from hub.service import Action, CommandOutcome, FeedItem, FleetService
+from hub.service import Action, CommandOutcome, FeedItem
+from hub.source import FleetSource
 from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
 from hub.tui.table import LiveTable
 from hub.tui.trail import Step, Trail
@@ -172,7 +173,7 @@ class FleetApp(App[None]):
 
     def __init__(
         self,
-        service: FleetService,
+        service: FleetSource,
         *,
         who: str | None = None,
         live_window: float = 1800.0,
@@ -609,10 +610,10 @@ def _outcome_text(action: Action, outcome: CommandOutcome) -> tuple[str, str]:
     return f"{outcome.outcome}{detail}", "bad"
 
 
-def _feed_line(item: FeedItem, service: FleetService) -> Text:
+def _feed_line(item: FeedItem, service: FleetSource) -> Text:
     """ "14:02:11 spark01   max-a hit its rate limit (resets 16:00)": when it happened (with
     its date when not today), where, and what in words; the colour only repeats the kind."""
-    tz = service.ledger.tz
+    tz = service.tz
     at = datetime.fromtimestamp(item.ts, tz)
     today = datetime.fromtimestamp(service.clock(), tz).date()
     when = at.strftime("%H:%M:%S" if at.date() == today else "%m-%d %H:%M")
