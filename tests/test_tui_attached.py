@@ -1,0 +1,186 @@
+"""The dashboard attached to a real `fleet-hub serve`: a node-agent subprocess and a fake agent
+feed the hub; two dashboards (an operator's and a viewer's) mirror it through the API. Their
+figures equal the hub's report; `p` / `r` reach the agent through POST /commands (state T)
+and are audited under the token's name, while the viewer's halt keys say they need an
+operator token; a kill -9 of the hub leaves them saying since when it is unreachable, with
+the last figures; the hub restarted, they reconnect by themselves and equal the report again
+(nothing lost or doubled)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from hub.ledger import Dimension, Period
+from hub.remote import RemoteFleet
+from hub.tui.app import FleetApp
+from node_agent.simulate.fake_agent import LaunchedAgent, launch
+from shared.events import Agent
+from tests.api_harness import ServedHub, serve_hub
+from tests.fleet_harness import (
+    ProfileSpec,
+    child_env,
+    hub_report,
+    processes,
+    start_hub,
+    start_node,
+    stop,
+    wait_for,
+    write_node,
+)
+from tests.pilot_waits import until
+from tests.test_tui_halt import process_says, select, states
+
+NODE = "spark07"
+PROFILE = "claude-api"
+
+
+def scope_line(app: FleetApp) -> str:
+    return str(app.query_one("#scope", Static).render())
+
+
+def reported(served: ServedHub) -> tuple[int, Decimal]:
+    """(calls, metered dollars) in the hub's report, read as `fleet-hub report --json` does."""
+    total = hub_report(served.setup, served.tmp)["total"]
+    return int(total["calls"]), Decimal(total["cost"]["metered"] or "0")
+
+
+def audit_rows(served: ServedHub) -> list[dict[str, Any]]:
+    answer = httpx.get(served.url + "/api/v1/audit", headers=served.headers("viewer"))
+    rows: list[dict[str, Any]] = answer.json()["rows"]
+    return rows
+
+
+def shown(app: FleetApp) -> tuple[int, Decimal]:
+    """(calls, metered dollars) the dashboard's mirror holds."""
+    today = app.service.fleet(Period.TODAY)
+    return today.calls, today.metered
+
+
+def header_metered(app: FleetApp) -> Decimal | None:
+    return None if app.header_figures is None else app.header_figures.metered
+
+
+async def settle_equal(pilot: Pilot[Any], apps: list[FleetApp], served: ServedHub) -> None:
+    """With the agent stopped, the report stops moving: each dashboard must then equal it."""
+    last: list[tuple[int, Decimal]] = []
+
+    def same() -> bool:
+        now = reported(served)
+        last.append(now)
+        return (
+            len(last) >= 2
+            and last[-2] == now
+            and all(shown(a) == now and header_metered(a) == now[1] for a in apps)
+        )
+
+    try:
+        await until(pilot, same, "the dashboards to equal the hub's report", within=30)
+    except AssertionError as exc:
+        shown_now = [shown(a) for a in apps]
+        raise AssertionError(f"{exc}: report {last[-3:]}, shown {shown_now}") from None
+
+
+async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: Path) -> None:
+    served = serve_hub(tmp_path)
+    home = tmp_path / "homes" / PROFILE
+    home.mkdir(parents=True)
+    config = write_node(
+        tmp_path, NODE, served.setup, [ProfileSpec(PROFILE, Agent.CLAUDE_CODE, home)]
+    )
+    text = config.read_text()
+    config.write_text(text.replace("\n[hub]\n", "\nonly_profile_processes = true\n\n[hub]\n"))
+    agent: LaunchedAgent | None = None
+    with processes() as started, contextlib.ExitStack() as stack:
+        started.append(served.proc)
+        try:
+            agent = launch(
+                Agent.CLAUDE_CODE, home, "--pace", "0.2", "--children", "1",
+                "--machine", NODE, "--profile", PROFILE, env=child_env(tmp_path),
+            )  # fmt: skip
+            started.append(start_node(config, tmp_path))
+            wait_for(lambda: reported(served)[0] >= 3, 30, "calls in the hub")
+            remotes = [
+                stack.enter_context(RemoteFleet(served.url, served.tokens[role]))
+                for role in ("operator", "viewer")
+            ]
+            ops, viewer = (FleetApp(r) for r in remotes)
+            for app in (ops, viewer):
+                app.animation_level = "none"
+            async with ops.run_test(size=(200, 50)) as pilot, viewer.run_test(size=(200, 50)):
+                apps = [ops, viewer]
+                for app in apps:
+                    assert scope_line(app).startswith(f"attached to {served.url}")
+                    await until(pilot, lambda a=app: shown(a)[0] >= 3, "figures on the screen")
+                await pilot.press("3")
+                sessions = ops.table("sessions")
+                await until(pilot, lambda: sessions.is_shown(agent.session_id), "the session")
+                await select(pilot, sessions, agent.session_id)
+
+                # p: the hub sends it to the node; the whole tree stops (state T)
+                await pilot.press("p")
+                await process_says(pilot, sessions, agent.session_id, "paused")
+                assert states(agent) == {psutil.STATUS_STOPPED}
+                audit = audit_rows(served)
+                assert (audit[0]["who"], audit[0]["action"]) == ("t-operator", "pause")
+                await settle_equal(pilot, apps, served)
+                machine_today = remotes[1].total(Dimension.MACHINE, NODE, Period.TODAY)
+                assert machine_today.metered == reported(served)[1]
+
+                # the viewer's halt keys say what they need, and send nothing
+                viewer.action_tab("sessions")
+                mirrored = viewer.table("sessions")
+                await until(pilot, lambda: mirrored.is_shown(agent.session_id), "its row")
+                mirrored.move_cursor(row=mirrored.get_row_index(agent.session_id))
+                viewer.action_halt("resume")
+                await process_says(pilot, mirrored, agent.session_id, "needs an operator token")
+                assert states(agent) == {psutil.STATUS_STOPPED}
+
+                # r: the agent runs again and keeps writing through what follows
+                await pilot.press("r")
+                await process_says(pilot, sessions, agent.session_id, "running")
+                assert psutil.STATUS_STOPPED not in states(agent)
+
+                # kill -9 of the hub: both say so, and keep the last figures
+                before = [(shown(a), header_metered(a)) for a in apps]
+                stop(served.proc, signal.SIGKILL)
+                for app in apps:
+                    await until(
+                        pilot,
+                        lambda a=app: "hub unreachable since" in scope_line(a),
+                        "unreachable since",
+                        within=90,
+                    )
+                    assert app.query_one("#figures").has_class("unreachable")
+                assert [(shown(a), header_metered(a)) for a in apps] == before
+                calls_before = before[0][0][0]
+
+                # the hub comes back: they reconnect, and equal its report again
+                served.proc = start_hub(served.setup, served.tmp)
+                started.append(served.proc)
+                for app in apps:
+                    await until(
+                        pilot,
+                        lambda a=app: scope_line(a).startswith("attached to"),
+                        "the dashboard to reconnect",
+                        within=30,
+                    )
+                    assert not app.query_one("#figures").has_class("unreachable")
+                await until(
+                    pilot, lambda: reported(served)[0] > calls_before, "new calls", within=30
+                )
+                await select(pilot, sessions, agent.session_id)
+                await pilot.press("p")
+                await process_says(pilot, sessions, agent.session_id, "paused")
+                await settle_equal(pilot, apps, served)
+        finally:
+            if agent is not None:
+                agent.destroy()
