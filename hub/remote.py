@@ -91,14 +91,20 @@ class RemoteFleet:
         verify: ssl.SSLContext | bool = True,
         live_window: float = 1800.0,
         clock: Callable[[], float] = time.time,
+        event_hooks: dict[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
+        """`event_hooks`: httpx's, for the requests of the mirror's reads (a test counts them)."""
         self.url = url.rstrip("/")
         self.clock = clock
         self.live_window = live_window
         headers = {"Authorization": f"Bearer {token}"}
         timeout = httpx.Timeout(READ_S, connect=CONNECT_S)
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, verify=verify, timeout=timeout
+            base_url=self.url,
+            headers=headers,
+            verify=verify,
+            timeout=timeout,
+            event_hooks=event_hooks,
         )
         # the stream has a connection of its own: closing it must not touch the fetches
         self._stream_http = httpx.Client(

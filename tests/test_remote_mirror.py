@@ -1,0 +1,171 @@
+"""The dashboard's mirror of a hub: the SSE reader, the mirror's JSON shapes both ways (and
+their checks), and `RemoteFleet` against a real `fleet-hub serve`: exact figures equal to the
+hub's own answers, one request per kind for a burst of changes, and the mirror endpoints'
+errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub import mirror_codec as codec
+from hub._sse import sse_events
+from hub._totals import Totals
+from hub.ledger import Dimension, Period, SessionFigures
+from hub.model import NodeRecord, NodeState, ProfileRecord
+from hub.profile_board import ProfileStanding, WindowReading
+from hub.remote import RemoteFleet
+from shared.config import Billing
+from shared.events import Agent, LimitWindow, ProfileState
+from tests.api_harness import ServedHub, call, node_hello, serve_hub
+from tests.fleet_harness import stop, wait_for
+
+
+def test_the_sse_reader_follows_the_standard() -> None:
+    lines = [
+        "event: hello",
+        'data: {"keepalive_s": 15}',
+        "",
+        ": keepalive",
+        "",
+        "data: one",
+        "data:two",
+        "",
+        "event: update",
+        "",  # no data: nothing to dispatch
+        "event: resync",
+        "data: {}",
+    ]  # the last event has no blank line yet: not dispatched
+    assert list(sse_events(lines)) == [
+        ("hello", '{"keepalive_s": 15}'),
+        ("message", "one\ntwo"),
+    ]
+
+
+def sums(n: int) -> Totals:
+    return Totals(
+        calls=n,
+        input=10 * n,
+        output=3,
+        cache_read=7,
+        cache_write_5m=1,
+        cache_write_1h=2,
+        reasoning=4,
+        web_search_requests=1,
+        api_equivalent=Decimal("0.000000123456789012345678901"),
+        metered=Decimal("1.10"),
+        subscription_included=Decimal("2.2"),
+        estimated=Decimal("0"),
+        unknown_calls=1,
+        unknown_tokens=99,
+    )
+
+
+def test_the_mirror_shapes_round_trip_exactly() -> None:
+    t = sums(3)
+    assert codec.totals_from_map(codec.totals_to_map(t)) == t
+    row = SessionFigures(
+        "s-1", "spark01", Agent.CODEX, "max-a", "a@x", "/src", "main", "gpt-5",
+        (True, 5.0), 1.0, 5.0, sums(1), sums(2), "s-1", {100: 5, 101: 7},
+    )  # fmt: skip
+    assert codec.session_from_map(codec.session_to_map(row)) == row
+    windows = {LimitWindow.FIVE_HOUR: WindowReading(90.0, 9.0, 3.0)}
+    standing = ProfileStanding(ProfileState.RATE_LIMITED, 3.0, 9.0, None, "5h", windows, 2.0)
+    record = ProfileRecord(
+        "spark01", "max-a", Agent.CLAUDE_CODE, Billing.SUBSCRIPTION, "a", "max_20x", 1.0, 2.0
+    )
+    assert codec.profile_from_map(codec.profile_to_map(record, standing)) == (record, standing)
+    node = NodeRecord("spark01", 1.0, 2.0, "0.1.0", 0.5, "linux", 2)
+    hello = node_hello("spark01")
+    process = hello.processes[0]
+    got = codec.node_from_map(
+        codec.node_to_map(node, NodeState.STALE, hello, [(process, (4.0, "ops"))])
+    )
+    assert got == (
+        node,
+        NodeState.STALE,
+        hello,
+        {(process.pid, process.create_time): (4.0, "ops")},
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        ({"calls": "3"}, "totals.calls: expected a whole number"),
+        ({"metered": "NaN"}, "totals.metered: not a finite amount"),
+        ({"metered": "1,5"}, "totals.metered: not a decimal amount"),
+        ({"metered": 1.5}, "totals.metered: expected a string"),
+        ([], "totals: expected an object"),
+    ],
+)
+def test_a_bad_answer_names_the_field(data: object, names: str) -> None:
+    with pytest.raises(codec.MirrorDataError, match=names):
+        codec.totals_from_map(data)
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[ServedHub]:
+    served = serve_hub(tmp_path)
+    try:
+        served.send("spark01", [call("spark01", n) for n in range(3)])
+        yield served
+    finally:
+        stop(served.proc)
+
+
+def test_the_mirror_equals_the_hub_and_fetches_once_per_kind(hub: ServedHub) -> None:
+    asked: Counter[str] = Counter()
+
+    def count(request: httpx.Request) -> None:
+        asked[request.url.path] += 1
+
+    with RemoteFleet(hub.url, hub.tokens["viewer"], event_hooks={"request": [count]}) as remote:
+        assert asked["/api/v1/mirror/sessions"] == 1  # the snapshot
+        before = asked.copy()
+        # one batch of 40 calls in 40 sessions from a new machine: one update, one burst
+        calls = [replace(call("spark02", n), session_id=f"sess-{n}") for n in range(40)]
+        hub.send("spark02", calls)
+        wait_for(lambda: len(remote.sessions()) == 41, 20, "the 40 new sessions mirrored")
+        wait_for(lambda: remote.fleet(Period.TODAY).calls == 43, 20, "the new calls")
+        fetched = asked - before
+        for path in ("sessions", "nodes", "figures"):
+            assert fetched[f"/api/v1/mirror/{path}"] == 1, fetched
+
+        spend = httpx.get(
+            hub.url + "/api/v1/spend?by=machine", headers=hub.headers("viewer")
+        ).json()
+        mirrored = remote.totals(Dimension.MACHINE, Period.TODAY)
+        for row in spend:
+            t = mirrored[row["key"]]
+            assert t.calls == row["calls"]
+            assert t.metered == Decimal(row["cost"]["metered"])
+            assert t.api_equivalent == Decimal(row["cost"]["api_equivalent"])
+        summary = httpx.get(hub.url + "/api/v1/summary", headers=hub.headers("viewer")).json()
+        assert remote.fleet(Period.TODAY).metered == Decimal(summary["metered"])
+        assert remote.burn_rate_per_hour(minutes=5) == Decimal(summary["burn_api_5m"])
+        assert remote.connection().may_halt is False  # a viewer's token
+        assert remote.connection().who == "t-viewer"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/v1/mirror/figures?want=galaxy:today",
+        "/api/v1/mirror/figures?want=machine:decade",
+        "/api/v1/mirror/figures?scope=fleet:x",
+        "/api/v1/mirror/figures?scope=cluster:a",
+    ],
+)
+def test_the_mirror_endpoints_refuse_what_they_cannot_read(hub: ServedHub, query: str) -> None:
+    answer = httpx.get(hub.url + query, headers=hub.headers("viewer"), timeout=30)
+    assert answer.status_code == 422
+    assert set(answer.json()) == {"error"}
+    agent = httpx.get(hub.url + "/api/v1/mirror/nodes", headers=hub.headers("agent"))
+    assert agent.status_code == 403  # the fleet's whole figures: not for an agent's token
