@@ -47,23 +47,19 @@ def totals_to_map(t: Totals) -> Json:
 
 
 def session_to_map(row: SessionFigures) -> Json:
-    return {
-        "key": row.key,
-        "machine": row.machine,
-        "agent": row.agent.value,
-        "profile": row.profile,
-        "account": row.account,
-        "project": row.project,
-        "git_branch": row.git_branch,
-        "model": row.model,
-        "model_rank": list(row.model_rank),
-        "first_ts": row.first_ts,
-        "last_ts": row.last_ts,
-        "main": totals_to_map(row.main),
-        "subagents": totals_to_map(row.subagents),
-        "label": row.label,
-        "recent": [[second, tokens] for second, tokens in row.recent.items()],
-    }
+    out: Json = {}
+    for f in dataclasses.fields(row):
+        value = getattr(row, f.name)
+        if isinstance(value, Totals):
+            value = totals_to_map(value)
+        elif isinstance(value, Agent):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, dict):  # `recent`: JSON keys would be strings
+            value = [[second, tokens] for second, tokens in value.items()]
+        out[f.name] = value
+    return out
 
 
 def standing_to_map(s: ProfileStanding) -> Json:

@@ -39,6 +39,7 @@ from hub import mirror_codec as codec
 from hub._runrate import FLEET, RunRate, Scope
 from hub._sessions import SessionNames
 from hub._sse import sse_events
+from hub._subscribers import Subscribers
 from hub._totals import MONEY, ZERO, Basis, Totals
 from hub.ledger import Dimension, Period, SessionFigures, covered, profile_key
 from hub.model import ProfileRecord
@@ -133,7 +134,7 @@ class RemoteFleet:
         self._resync = False
         self._down_since: float | None = None
         self._response: httpx.Response | None = None  # the open stream (closed to stop)
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Subscribers[Update]()
         self._threads: list[threading.Thread] = []
 
     # -- life --------------------------------------------------------------------------------
@@ -324,15 +325,7 @@ class RemoteFleet:
     # -- FleetSource: changes and commands ---------------------------------------------------
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(subscriber)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
-
-        return unsubscribe
+        return self._subscribers.add(subscriber)
 
     async def acommand(
         self, node: str, action: Action, pid: int, create_time: float, *, who: str
@@ -619,13 +612,7 @@ class RemoteFleet:
             raise HubUnavailable(f"the hub at {self.url} answered no JSON on {path}") from exc
 
     def _publish(self, change: Update) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("a subscriber failed")
+        self._subscribers.publish(change)
 
 
 def _anything(u: Update) -> bool:

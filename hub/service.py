@@ -35,6 +35,7 @@ from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
 from hub._sessions import RECENT_S, SessionNames, session_key
+from hub._subscribers import Subscribers
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
@@ -135,7 +136,7 @@ class FleetService:
         self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Subscribers[Update]()
         self.bad_events = 0
         # Counted per node, logged at most once a minute each: one frame may carry 60,000.
         self._undecodable = CountedLog(log, "undecodable events")
@@ -600,24 +601,10 @@ class FleetService:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every change; returns the function that unsubscribes."""
-        with self._lock:
-            self._subscribers.append(subscriber)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
-
-        return unsubscribe
+        return self._subscribers.add(subscriber)
 
     def _publish(self, change: Update) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("a subscriber failed")
+        self._subscribers.publish(change)
 
     # -- commands ----------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from shared.codec import pack
 from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProcessInfo, hello_to_map
 from shared.wire import batch_body, seal
-from tests.fleet_harness import HubSetup, child_env, make_hub, start_hub
+from tests.fleet_harness import HubSetup, child_env, make_hub, start_hub, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("viewer", "operator", "agent")
@@ -122,6 +124,17 @@ def serve_hub(tmp: Path, api: dict[str, object] | None = None) -> ServedHub:
     config = load_hub_config(setup.config)
     scheme = "https" if config.api_tls_cert_key_file is not None else "http"
     return ServedHub(setup, proc, f"{scheme}://{config.api_listen}", tokens, tmp)
+
+
+@contextmanager
+def little_fleet(tmp: Path) -> Iterator[ServedHub]:
+    """A served hub that holds three calls of spark01's, stopped on the way out."""
+    served = serve_hub(tmp)
+    try:
+        served.send("spark01", [call("spark01", n) for n in range(3)])
+        yield served
+    finally:
+        stop(served.proc)
 
 
 def report_rows(data: bytes | str) -> list[dict[str, object]]:

@@ -23,8 +23,8 @@ from hub.profile_board import ProfileStanding, WindowReading
 from hub.remote import RemoteFleet
 from shared.config import Billing
 from shared.events import Agent, LimitWindow, ProfileState
-from tests.api_harness import ServedHub, call, node_hello, serve_hub
-from tests.fleet_harness import stop, wait_for
+from tests.api_harness import ServedHub, call, little_fleet, node_hello
+from tests.fleet_harness import wait_for
 
 
 def test_the_sse_reader_follows_the_standard() -> None:
@@ -49,22 +49,9 @@ def test_the_sse_reader_follows_the_standard() -> None:
 
 
 def sums(n: int) -> Totals:
-    return Totals(
-        calls=n,
-        input=10 * n,
-        output=3,
-        cache_read=7,
-        cache_write_5m=1,
-        cache_write_1h=2,
-        reasoning=4,
-        web_search_requests=1,
-        api_equivalent=Decimal("0.000000123456789012345678901"),
-        metered=Decimal("1.10"),
-        subscription_included=Decimal("2.2"),
-        estimated=Decimal("0"),
-        unknown_calls=1,
-        unknown_tokens=99,
-    )
+    """Every field set: counts from `n`, amounts with more digits than any float holds."""
+    money = (Decimal("0.000000123456789012345678901"), Decimal("1.10"), Decimal(n), Decimal(0))
+    return Totals(n, 10 * n, 3, 7, 1, 2, 4, 1, *money, 1, 99)
 
 
 def test_the_mirror_shapes_round_trip_exactly() -> None:
@@ -112,12 +99,8 @@ def test_a_bad_answer_names_the_field(data: object, names: str) -> None:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[ServedHub]:
-    served = serve_hub(tmp_path)
-    try:
-        served.send("spark01", [call("spark01", n) for n in range(3)])
+    with little_fleet(tmp_path) as served:
         yield served
-    finally:
-        stop(served.proc)
 
 
 def test_the_mirror_equals_the_hub_and_fetches_once_per_kind(hub: ServedHub) -> None:
