@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -96,7 +97,8 @@ class RemoteFleet:
     ) -> None:
         """`event_hooks`: httpx's, for the requests of the mirror's reads (a test counts them)."""
         self.url = url.rstrip("/")
-        self.clock = clock
+        self._local_clock = clock
+        self._skew = 0.0  # the hub's clock minus ours, as of the last snapshot
         self.live_window = live_window
         headers = {"Authorization": f"Bearer {token}"}
         timeout = httpx.Timeout(READ_S, connect=CONNECT_S)
@@ -133,6 +135,8 @@ class RemoteFleet:
         self._pending = Update()
         self._resync = False
         self._down_since: float | None = None
+        self._refused: str | None = None  # why the hub refuses this dashboard's token
+        self._linked = False  # the stream is open (a snapshot can be read)
         self._response: httpx.Response | None = None  # the open stream (closed to stop)
         self._subscribers = Subscribers[Update]()
         self._threads: list[threading.Thread] = []
@@ -155,11 +159,7 @@ class RemoteFleet:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        with self._lock:
-            response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()  # ends the stream thread's read
+        self._drop_stream()
         for thread in self._threads:
             thread.join(timeout=5)
         self._http.close()
@@ -172,7 +172,12 @@ class RemoteFleet:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- FleetSource: where, who -------------------------------------------------------------
+    # -- FleetSource: where, who, when ---------------------------------------------------------
+
+    def clock(self) -> float:
+        """The hub's time: ages, windows and rates match the hub's figures on a workstation
+        whose clock is off."""
+        return self._local_clock() + self._skew
 
     @property
     def tz(self) -> tzinfo:
@@ -184,6 +189,7 @@ class RemoteFleet:
             f"attached to {self.url}",
             remote=True,
             unreachable_since=self._down_since,
+            refused=self._refused,
             may_halt=role == "operator",
             who=name,
         )
@@ -360,21 +366,25 @@ class RemoteFleet:
     def _follow_stream(self) -> None:
         backoff = FIRST_BACKOFF_S
         while not self._stop.is_set():
+            refused = None
             try:
                 for name, data in self._stream():
                     if name in ("hello", "resync"):
                         with self._lock:
-                            self._resync = True
+                            self._resync = self._linked = True
                         backoff = FIRST_BACKOFF_S
                     elif name == "update":
                         self._note(orjson.loads(data))
                     self._wake.set()
-            except (httpx.HTTPError, HubUnavailable, orjson.JSONDecodeError, KeyError) as exc:
+            except HubUnavailable as exc:
+                refused = str(exc) if exc.status in (401, 403) else None
+                log.info("hub stream ended: %s", exc)
+            except (httpx.HTTPError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 if not self._stop.is_set():
                     log.info("hub stream ended: %s", exc)
             if self._stop.is_set():
                 return
-            self._went_down()
+            self._went_down(refused)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
@@ -382,7 +392,7 @@ class RemoteFleet:
         with self._stream_http.stream("GET", f"{API}/stream") as response:
             if response.status_code != 200:
                 response.read()
-                raise HubUnavailable(_error(response))
+                raise HubUnavailable(f"the hub says: {_error(response)}", response.status_code)
             with self._lock:
                 self._response = response
             try:
@@ -403,17 +413,36 @@ class RemoteFleet:
             p.feed.extend(feed)
             p.nodes_changed |= bool(data.get("nodes_changed"))
 
-    def _went_down(self) -> None:
+    def _went_down(self, refused: str | None = None) -> None:
+        """The stream ended: say since when (and `refused`: why the hub refuses us)."""
         with self._lock:
-            if self._down_since is not None:
+            self._linked = False
+            if self._down_since is not None and self._refused == refused:
                 return
-            self._down_since = self.clock()
+            self._refused = refused
+            if self._down_since is None:
+                self._down_since = self.clock()
         self._publish(Update(nodes_changed=True))  # the header says so at once
+
+    def _drop_stream(self) -> None:
+        """End the stream's read (the stream thread then reconnects and says what it finds)."""
+        with self._lock:
+            response = self._response
+        if response is None:
+            return
+        # A read blocked in another thread is ended by shutting its socket (httpx's documented
+        # "network_stream" extension); closing the response would wait for that read.
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # -- the fetch thread --------------------------------------------------------------------
 
     def _fetch_loop(self) -> None:
         refreshed = time.monotonic()
+        backoff = FIRST_BACKOFF_S
         while not self._stop.is_set():
             self._wake.wait(REFRESH_S)
             self._wake.clear()
@@ -421,12 +450,11 @@ class RemoteFleet:
             if self._stop.is_set():
                 return
             with self._lock:
+                if not self._linked:
+                    continue  # the stream thread reconnects; its hello asks for a snapshot
                 pending, self._pending = self._pending, Update()
                 resync, self._resync = self._resync, False
-                down = self._down_since is not None
             due = time.monotonic() - refreshed >= REFRESH_S
-            if down and not resync:
-                continue  # the stream thread reconnects; its hello asks for a snapshot
             try:
                 if resync:
                     change = self._snapshot()
@@ -442,12 +470,16 @@ class RemoteFleet:
                 log.warning("could not read the hub's figures: %s", exc)
                 with self._lock:
                     self._resync = True  # a whole snapshot once it answers again
-                self._stop.wait(FIRST_BACKOFF_S)
+                if isinstance(exc, HubUnavailable) and exc.status in (401, 403):
+                    self._drop_stream()  # a revoked token: the stream's next connect says so
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 self._wake.set()
                 continue
+            backoff = FIRST_BACKOFF_S
             with self._lock:
-                if self._down_since is not None and resync:
-                    self._down_since = None
+                if resync and self._down_since is not None:
+                    self._down_since = self._refused = None
                     change.nodes_changed = True
             self._loaded.set()
             self._publish(change)
@@ -463,7 +495,9 @@ class RemoteFleet:
         profiles = self._get("/mirror/profiles")["profiles"]
         minutes = max(1, round(self.live_window / 60))
         sessions = self._get("/mirror/sessions", active_minutes=minutes)["sessions"]
+        asked = self._local_clock()
         figures = self._figures(followed, [FLEET, *(("machine", n) for n in names)])
+        skew = float(figures["now"]) - (asked + self._local_clock()) / 2
         feed = [_feed_item(i) for i in self._get("/feed", limit=FEED_SIZE)]
         parsed_nodes = [codec.node_from_map(n) for n in nodes]
         parsed_profiles = [codec.profile_from_map(p) for p in profiles]
@@ -474,6 +508,7 @@ class RemoteFleet:
             self._profiles = {profile_key(r.node, r.name): (r, s) for r, s in parsed_profiles}
             self._sessions = {s.key: s for s in parsed_sessions}
             self._rates = {}
+            self._skew = skew
             self._take_figures(figures, replace=True)
             self._feed = deque(feed, maxlen=FEED_SIZE)
             return Update(

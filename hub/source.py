@@ -34,12 +34,13 @@ class Connection:
     label: str  # "embedded hub", "attached to http://127.0.0.1:7463"
     remote: bool = False  # reads may wait on the network: detail views fetch off the UI thread
     unreachable_since: float | None = None  # the hub stopped answering then (figures are old)
+    refused: str | None = None  # the hub answers but refuses the token: its words
     may_halt: bool = True  # False: a viewer token (the halt keys say so)
     who: str | None = None  # the name the hub audits halts under (the token's)
 
 
 class FleetSource(Protocol):
-    clock: Callable[[], float]
+    def clock(self) -> float: ...
 
     @property
     def tz(self) -> tzinfo: ...

@@ -152,3 +152,15 @@ def test_the_mirror_endpoints_refuse_what_they_cannot_read(hub: ServedHub, query
     assert set(answer.json()) == {"error"}
     agent = httpx.get(hub.url + "/api/v1/mirror/nodes", headers=hub.headers("agent"))
     assert agent.status_code == 403  # the fleet's whole figures: not for an agent's token
+
+
+def test_a_revoked_token_is_said_and_the_last_figures_stay(hub: ServedHub) -> None:
+    with RemoteFleet(hub.url, hub.tokens["viewer"]) as remote:
+        calls = remote.fleet(Period.TODAY).calls
+        revoked = hub.cli("token", "revoke", "t-viewer")
+        assert revoked.returncode == 0, revoked.stderr
+        hub.send("spark01", [call("spark01", n) for n in range(3, 5)])  # an update to read
+        wait_for(lambda: remote.connection().refused is not None, 30, "the refusal said")
+        link = remote.connection()
+        assert link.unreachable_since is not None and "token" in (link.refused or "")
+        assert remote.fleet(Period.TODAY).calls == calls

@@ -89,6 +89,27 @@ async def settle_equal(pilot: Pilot[Any], apps: list[FleetApp], served: ServedHu
         raise AssertionError(f"{exc}: report {last[-3:]}, shown {shown_now}") from None
 
 
+async def pause_once_the_node_listens(
+    pilot: Pilot[Any], app: FleetApp, agent: LaunchedAgent
+) -> None:
+    """p until the agent is paused: the node redials the restarted hub's command port on
+    its own schedule (the answer before that is "no answer from node")."""
+    sessions = app.table("sessions")
+
+    def cell() -> str:
+        return sessions.get_cell(agent.session_id, "process").text
+
+    for _ in range(10):
+        await pilot.press("p")
+        await until(pilot, lambda: cell() in ("pause…", "paused"), "the command sent")
+        await until(pilot, lambda: cell() in ("paused", "no answer from node"), "an outcome")
+        if cell() == "paused":
+            assert states(agent) == {psutil.STATUS_STOPPED}
+            return
+        await pilot.pause(1.0)
+    raise AssertionError(f"the agent was never paused: the row says {cell()!r}")
+
+
 async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: Path) -> None:
     served = serve_hub(tmp_path)
     home = tmp_path / "homes" / PROFILE
@@ -178,8 +199,7 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
                     pilot, lambda: reported(served)[0] > calls_before, "new calls", within=30
                 )
                 await select(pilot, sessions, agent.session_id)
-                await pilot.press("p")
-                await process_says(pilot, sessions, agent.session_id, "paused")
+                await pause_once_the_node_listens(pilot, ops, agent)
                 await settle_equal(pilot, apps, served)
         finally:
             if agent is not None:

@@ -271,7 +271,8 @@ class FleetApp(App[None]):
         if since is None:
             return self.connection.label
         when = datetime.fromtimestamp(since, self.service.tz).strftime("%H:%M:%S")
-        return f"hub unreachable since {when} (reconnecting; figures as of then)"
+        why = self.connection.refused or "reconnecting"
+        return f"hub unreachable since {when} ({why}; figures as of then)"
 
     def apply_frame(self, frame: Frame) -> int:
         """Write one frame to the screen; returns the cells written."""
