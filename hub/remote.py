@@ -549,7 +549,10 @@ class RemoteFleet:
             with self._lock:
                 self._take_figures(figures, replace=False)
         with self._lock:
-            self._feed.extend(sorted(pending.feed, key=lambda i: i.ts))
+            # a line the last snapshot's feed already held is not news (nor shown twice)
+            known = {_feed_key(i) for i in self._feed}
+            pending.feed = [i for i in sorted(pending.feed, key=_when) if _feed_key(i) not in known]
+            self._feed.extend(pending.feed)
         return pending
 
     def _read_profiles(self, keys: set[str] | None) -> set[str]:
@@ -666,6 +669,10 @@ def _chunks(keys: list[str] | None) -> Iterator[list[str] | None]:
 def _feed_item(data: dict[str, Any]) -> FeedItem:
     """A feed line as the API gives it (`views.feed_item`)."""
     return FeedItem(float(data["when"]), str(data["kind"]), str(data["machine"]), str(data["text"]))
+
+
+def _when(item: FeedItem) -> float:
+    return item.ts
 
 
 def _feed_key(item: FeedItem) -> tuple[float, str, str, str]:
