@@ -617,12 +617,12 @@ class RemoteFleet:
                     rate.add((scope,), int(float(start) // 60), now_minute, sums)
 
     def _rate(self, scope: Scope) -> RunRate:
-        """The scope's mirrored run rate; one the mirror does not follow (a profile's, for its
-        detail view) is read from the hub now."""
+        """The scope's mirrored run rate (the fleet's and each machine's: never waits); a
+        profile's, which only its detail view shows, is read from the hub now."""
         with self._lock:
             rate = self._rates.get(scope)
-        if rate is not None:
-            return rate
+        if rate is not None or scope[0] != "profile":
+            return rate or RunRate(RUN_RATE_HOURS)  # the fleet's and machines' are mirrored
         try:
             figures = self._figures([], [scope])
         except HubUnavailable:

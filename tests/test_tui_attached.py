@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from textual.widgets import Static
 from hub.ledger import Dimension, Period
 from hub.remote import RemoteFleet
 from hub.tui.app import FleetApp
+from hub.tui.screens import DetailScreen
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from shared.events import Agent
-from tests.api_harness import ServedHub, serve_hub
+from tests.api_harness import ServedHub, little_fleet, serve_hub
 from tests.fleet_harness import (
     ProfileSpec,
     child_env,
@@ -53,9 +55,13 @@ def reported(served: ServedHub) -> tuple[int, Decimal]:
     return int(total["calls"]), Decimal(total["cost"]["metered"] or "0")
 
 
+def api_get(served: ServedHub, path: str) -> Any:
+    """What the hub answers a viewer at `path` (JSON)."""
+    return httpx.get(served.url + path, headers=served.headers("viewer"), timeout=30).json()
+
+
 def audit_rows(served: ServedHub) -> list[dict[str, Any]]:
-    answer = httpx.get(served.url + "/api/v1/audit", headers=served.headers("viewer"))
-    rows: list[dict[str, Any]] = answer.json()["rows"]
+    rows: list[dict[str, Any]] = api_get(served, "/api/v1/audit")["rows"]
     return rows
 
 
@@ -204,3 +210,44 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
         finally:
             if agent is not None:
                 agent.destroy()
+
+
+async def test_detail_views_read_the_hub_off_the_ui_thread(tmp_path: Path) -> None:
+    """Machine and session detail on an attached dashboard: the series and the other periods'
+    figures come from the hub (in a worker thread), equal to what the hub says."""
+    threads: dict[str, set[str]] = {}
+
+    def note(request: httpx.Request) -> None:
+        threads.setdefault(request.url.path, set()).add(threading.current_thread().name)
+
+    with (
+        little_fleet(tmp_path) as served,
+        RemoteFleet(served.url, served.tokens["viewer"], event_hooks={"request": [note]}) as r,
+    ):
+        app = FleetApp(r)
+        app.animation_level = "none"
+        async with app.run_test(size=(200, 50)) as pilot:
+            await until(pilot, lambda: app.table("machines").row_count == 1, "spark01's row")
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen), "machine detail")
+            assert isinstance(app.screen, DetailScreen)
+            detail = app.screen.detail
+            assert detail.title == "machine spark01"
+            month = dict(detail.figures)["month"]
+            spend = api_get(served, "/api/v1/spend?by=machine&period=month")
+            assert f"{spend[0]['calls']} calls" in month
+            await pilot.press("escape")
+            await pilot.press("3")
+            await until(pilot, lambda: app.table("sessions").row_count == 1, "the session")
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen), "session detail")
+            assert isinstance(app.screen, DetailScreen)
+            series = app.screen.detail.series
+            hub_series = api_get(served, "/api/v1/sessions/sess-spark01/series")["bins"]
+            assert [str(b.normalize()) for b in series] == [
+                str(Decimal(b).normalize()) for b in hub_series
+            ]
+            assert sum(series) > 0
+    ui = threading.main_thread().name  # where run_test runs the app's loop
+    assert ui not in threads["/api/v1/sessions/sess-spark01/series"], threads
+    assert ui not in threads["/api/v1/mirror/figures"], threads  # the month's figures
