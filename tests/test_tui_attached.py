@@ -26,18 +26,8 @@ from hub.tui.app import FleetApp
 from hub.tui.screens import DetailScreen
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from shared.events import Agent
+from tests import fleet_harness as fleet
 from tests.api_harness import ServedHub, little_fleet, serve_hub
-from tests.fleet_harness import (
-    ProfileSpec,
-    child_env,
-    hub_report,
-    processes,
-    start_hub,
-    start_node,
-    stop,
-    wait_for,
-    write_node,
-)
 from tests.pilot_waits import until
 from tests.test_tui_halt import process_says, select, states
 
@@ -51,7 +41,7 @@ def scope_line(app: FleetApp) -> str:
 
 def reported(served: ServedHub) -> tuple[int, Decimal]:
     """(calls, metered dollars) in the hub's report, read as `fleet-hub report --json` does."""
-    total = hub_report(served.setup, served.tmp)["total"]
+    total = fleet.hub_report(served.setup, served.tmp)["total"]
     return int(total["calls"]), Decimal(total["cost"]["metered"] or "0")
 
 
@@ -120,21 +110,21 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
     served = serve_hub(tmp_path)
     home = tmp_path / "homes" / PROFILE
     home.mkdir(parents=True)
-    config = write_node(
-        tmp_path, NODE, served.setup, [ProfileSpec(PROFILE, Agent.CLAUDE_CODE, home)]
+    config = fleet.write_node(
+        tmp_path, NODE, served.setup, [fleet.ProfileSpec(PROFILE, Agent.CLAUDE_CODE, home)]
     )
     text = config.read_text()
     config.write_text(text.replace("\n[hub]\n", "\nonly_profile_processes = true\n\n[hub]\n"))
     agent: LaunchedAgent | None = None
-    with processes() as started, contextlib.ExitStack() as stack:
+    with fleet.processes() as started, contextlib.ExitStack() as stack:
         started.append(served.proc)
         try:
             agent = launch(
                 Agent.CLAUDE_CODE, home, "--pace", "0.2", "--children", "1",
-                "--machine", NODE, "--profile", PROFILE, env=child_env(tmp_path),
+                "--machine", NODE, "--profile", PROFILE, env=fleet.child_env(tmp_path),
             )  # fmt: skip
-            started.append(start_node(config, tmp_path))
-            wait_for(lambda: reported(served)[0] >= 3, 30, "calls in the hub")
+            started.append(fleet.start_node(config, tmp_path))
+            fleet.wait_for(lambda: reported(served)[0] >= 3, 30, "calls in the hub")
             remotes = [
                 stack.enter_context(RemoteFleet(served.url, served.tokens[role]))
                 for role in ("operator", "viewer")
@@ -178,7 +168,7 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
 
                 # kill -9 of the hub: both say so, and keep the last figures
                 before = [(shown(a), header_metered(a)) for a in apps]
-                stop(served.proc, signal.SIGKILL)
+                fleet.stop(served.proc, signal.SIGKILL)
                 for app in apps:
                     await until(
                         pilot,
@@ -187,11 +177,12 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
                         within=90,
                     )
                     assert app.query_one("#figures").has_class("unreachable")
+                    assert app.has_class("unreachable")  # the tables greyed
                 assert [(shown(a), header_metered(a)) for a in apps] == before
                 calls_before = before[0][0][0]
 
                 # the hub comes back: they reconnect, and equal its report again
-                served.proc = start_hub(served.setup, served.tmp)
+                served.proc = fleet.start_hub(served.setup, served.tmp)
                 started.append(served.proc)
                 for app in apps:
                     await until(

@@ -261,7 +261,7 @@ class FleetApp(App[None]):
         self.connection = now
         down = now.unreachable_since is not None
         self.query_one("#figures", FiguresLine).set_class(down, "unreachable")
-        self.screen.set_class(down, "unreachable")
+        self.set_class(down, "unreachable")  # the app: whichever screen is up now
         self._show_scope()
 
     @property
