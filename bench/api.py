@@ -25,10 +25,14 @@ from tests.fleet_harness import stop
 BATCH = 500
 
 
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
 def percentiles(samples: list[float]) -> str:
-    ms = sorted(s * 1000 for s in samples)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"p50 {statistics.median(ms):.1f} ms / p99 {p99:.1f} ms (n={len(ms)})"
+    ms = [s * 1000 for s in samples]
+    return f"p50 {statistics.median(ms):.1f} ms / p99 {p99(ms):.1f} ms (n={len(ms)})"
 
 
 def seed(hub: ServedHub, events: int, machines: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from datetime import date, datetime, tzinfo
@@ -184,6 +185,35 @@ class RollupDeltas:
             _DROP_EMPTY_MINUTE,
             [k for k, entries in minutes.items() if any(e[0] < 0 for e in entries)],
         )
+
+
+class RollupWrites:
+    """Which quarters this process's writes to the roll-ups touched, by generation (one per
+    written set of deltas), so that a reader who kept older cells can tell whether they are
+    still true (`hub.report.ReportCache`). Writes by other processes are not seen: only the
+    hub writes its store."""
+
+    KEPT: Final = 4096  # generations remembered; a reader older than that reads afresh
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._lowest: deque[tuple[int, int]] = deque(maxlen=self.KEPT)
+
+    def note(self, deltas: RollupDeltas) -> None:
+        if deltas.cells:
+            self.generation += 1
+            self._lowest.append((self.generation, min(key[0] for key in deltas.cells)))
+
+    def touched_before(self, generation: int, quarter: int) -> bool:
+        """Whether a write after `generation` touched a quarter before `quarter`."""
+        if generation >= self.generation:
+            return False
+        # a copy first: the receiver thread appends while a report asks (tuple() copies a
+        # deque in one step under the GIL; iterating it in Python could see it change)
+        lowest = tuple(self._lowest)
+        if not lowest or lowest[0][0] > generation + 1:
+            return True  # forgotten: assume it did
+        return any(q < quarter for g, q in lowest if g > generation)
 
 
 def _sums(entries: list[_Entry]) -> tuple[object, ...]:

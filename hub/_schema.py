@@ -180,7 +180,10 @@ class StoreError(RuntimeError):
 
 
 def connect(
-    path: Path, synchronous: Synchronous = "NORMAL", pricer: StorePricer | None = None
+    path: Path,
+    synchronous: Synchronous = "NORMAL",
+    pricer: StorePricer | None = None,
+    cache_kib: int = CACHE_KIB,
 ) -> sqlite3.Connection:
     """Open (creating if needed) a hub database in WAL mode, migrating an older one (`pricer`
     prices the calls an old store holds into the roll-ups; needed only for a v2 store).
@@ -203,7 +206,7 @@ def connect(
         if mode != "wal":
             raise StoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous = {synchronous}")
-        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        db.execute(f"PRAGMA cache_size = -{cache_kib}")
         db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
         if _migrate(db, path, pricer):
             # auto_vacuum of a file made before v3 only changes with a VACUUM (once).

@@ -304,6 +304,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.commands:
         overrides["commands"] = args.commands
     if args.data_dir:
+        # a relative data_dir is read relative to the config's folder, as the hub reads it
+        if problem := _unusable_dir(args.config.parent / args.data_dir):
+            print(
+                f"fleet-hub init: cannot use --data-dir {args.data_dir}: {problem}", file=sys.stderr
+            )
+            return EXIT_USAGE
         overrides["data_dir"] = str(args.data_dir)
     if args.no_advertise:
         overrides["advertise"] = False
@@ -329,6 +335,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("next: `fleet-hub enroll NODE` for each machine, then on that machine")
     print("      `node-agent init --key HEX` and `node-agent install-service`")
     return 0
+
+
+def _unusable_dir(path: Path) -> str | None:
+    """Why the hub could not keep its store in `path` (made here if missing), or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "not writable by this user"
+    return None
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ from hub.config import DEFAULT_RETAIN_DAYS
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
-from hub.report import build_hub_report
+from hub.report import ReportCache, build_hub_report
 from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
@@ -58,6 +58,7 @@ FEED_SIZE: Final = 500
 PRUNE_BUDGET_S: Final = 0.2  # time `prune` may take per call (in steps of PRUNE_STEP rows)
 PRUNE_REST_S: Final = 60.0  # after pruning all it could: a minute's events are all it can gain
 PROFILE_MEMORY_S: Final = 8 * 86400.0  # limit and profile events read back at start (a week+)
+REPORT_CACHE_KIB: Final = 8 * 1024  # a report's own connection: it reads each roll-up page once
 Action = Literal["pause", "resume", "kill"]
 # How long an operator waits for a node's answer: pause and resume take milliseconds on the
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
@@ -113,6 +114,7 @@ class FleetService:
         retain_days: int = DEFAULT_RETAIN_DAYS,
     ) -> None:
         self._store = store
+        self._report_cache = ReportCache(store.rollup_writes)  # past days' sums, kept
         self.retain_days = retain_days
         self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
         self._repriced = False  # every kept call is priced under this hub's tables
@@ -149,9 +151,15 @@ class FleetService:
         # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
+        self._pending: list[IngestResult] | None = None
+        self._start_load()
+
+    def _start_load(self) -> None:
+        """Load the figures afresh on a thread (at start; when a profile's billing changes
+        every cost class may move). Readers keep the figures they had meanwhile."""
         snapshot = ExitStack()
-        reader = snapshot.enter_context(store.snapshot())
-        self._pending: list[IngestResult] | None = []
+        reader = snapshot.enter_context(self._store.snapshot())
+        self._pending = []
         threading.Thread(
             target=self._load, args=(snapshot, reader), name="ledger-load", daemon=True
         ).start()
@@ -304,8 +312,9 @@ class FleetService:
         if self._pending is not None:
             self._pending.append(result)  # the ledger is loading: applied once it has
         elif result.billing_changed:
+            # not here: a month of sums takes a second or more, and the receiver acks
             self._billing = self._store.billing()
-            self._fill(self.ledger, self._store)
+            self._start_load()
         else:
             self.ledger.apply_all(result.changes, result.prices)
         change.usage = len(result.changes)
@@ -590,8 +599,20 @@ class FleetService:
         since: date | None = None,
         until: date | None = None,
     ) -> dict[str, Any]:
-        with self._lock:
-            return build_hub_report(self._store, by=tuple(by), tz=tz, since=since, until=until)
+        # From a snapshot with a small page cache, outside the lock: a report neither holds
+        # ingest back nor fills the writer's cache (kept for the usage indexes) with roll-ups.
+        with ExitStack() as snapshot:
+            with self._lock:
+                generation = self._store.rollup_writes.generation
+                reader = snapshot.enter_context(self._store.snapshot(REPORT_CACHE_KIB))
+            return build_hub_report(
+                reader,
+                by=tuple(by),
+                tz=tz,
+                since=since,
+                until=until,
+                cache=(self._report_cache, generation),
+            )
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:

@@ -41,13 +41,14 @@ from hub._rollup import (
     Cell,
     MinuteCell,
     RollupDeltas,
+    RollupWrites,
     StorePricer,
     amount_text,
     read_cells,
     read_minutes,
     stored_price,
 )
-from hub._schema import Synchronous, connect
+from hub._schema import CACHE_KIB, Synchronous, connect
 from hub.model import (
     AuditRecord,
     Change,
@@ -92,17 +93,23 @@ class _Stored(NamedTuple):
 
 class Store:
     def __init__(
-        self, path: Path, *, synchronous: Synchronous = "NORMAL", book: PriceBook | None = None
+        self,
+        path: Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        book: PriceBook | None = None,
+        cache_kib: int = CACHE_KIB,
     ) -> None:
         """`book` prices calls into the roll-ups as they are stored (default: the shipped
-        tables)."""
+        tables); `cache_kib`: SQLite's page cache (the default suits the writer)."""
         self.path = Path(path)
         self._price = StorePricer(book)
-        self._db = connect(self.path, synchronous, self._price)
+        self._db = connect(self.path, synchronous, self._price, cache_kib)
         self._payloads = Payloads(self._db)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
         # Raw events before this time were pruned: later copies of them are not stored.
         self._pruned_before = float(row[0]) if row else -math.inf
+        self.rollup_writes = RollupWrites()
 
     @classmethod
     def in_dir(
@@ -114,10 +121,10 @@ class Store:
         self._db.close()
 
     @contextmanager
-    def snapshot(self) -> Iterator[Store]:
+    def snapshot(self, cache_kib: int = CACHE_KIB) -> Iterator[Store]:
         """Another connection to this store that reads one state throughout: the one committed
         when it was entered, whatever is committed here meanwhile (WAL keeps it for readers)."""
-        reader = Store(self.path)
+        reader = Store(self.path, cache_kib=cache_kib)
         try:
             reader._db.execute("BEGIN")
             # a WAL read transaction takes its snapshot at its first read, not at BEGIN
@@ -325,6 +332,7 @@ class Store:
             )
         self._db.executemany(_UPSERT_USAGE, rows)
         deltas.write(self._db)
+        self.rollup_writes.note(deltas)
         self._payloads.train()
         return changes, prices, len(usage) - len(changes) - len(foreign), foreign
 
@@ -504,6 +512,7 @@ class Store:
                 "UPDATE usage SET amount = ?, estimated = ? WHERE rowid = ?", changed
             )
             deltas.write(self._db)
+            self.rollup_writes.note(deltas)
             done = len(rows) < step
             self._set_meta(("prices", prices) if done else ("reprice_from", rows[-1][0]))
             if done:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from hub._pricing import billing_of, safe_price
 from hub._rollup import Cell
-from hub._schema import SCHEMA_VERSION
+from hub._schema import CACHE_KIB, SCHEMA_VERSION
 from hub.ledger import Dimension, Ledger, Period
 from hub.report import build_hub_report
 from hub.service import FleetService
@@ -408,8 +409,8 @@ class WatchedStore(Store):
         self.statements: list[str] = []
 
     @contextmanager
-    def snapshot(self) -> Iterator[Store]:
-        with super().snapshot() as reader:
+    def snapshot(self, cache_kib: int = CACHE_KIB) -> Iterator[Store]:
+        with super().snapshot(cache_kib) as reader:
             reader._db.set_trace_callback(self.statements.append)  # noqa: SLF001
             plain = reader.rollup
 
@@ -467,6 +468,49 @@ def test_batches_are_acked_while_the_figures_load_and_count_once(tmp_path: Path)
     assert month == again.fleet(Period.MONTH) and month.calls == 3
     assert {row.key for row in again.sessions()} == {row.key for row in service.sessions()}
     assert month.output == sum(e.tokens.output for e in (later[0], first[1], later[1]))
+
+
+def test_a_billing_change_reloads_the_figures_without_holding_the_receiver(
+    tmp_path: Path,
+) -> None:
+    """A hello that makes a profile a subscription re-classes every call of it: the figures
+    load again on their own thread (a month of sums takes a second or more), while the
+    receiver goes on committing batches, which count once the load is done."""
+    now = T0 + 10 * DAY
+    calls = [usage("a", ts=now - DAY), usage("b", ts=now - 7200, session_id="s2")]
+    api = NodeHello(
+        "spark01", "0.1.0", T0 - 3600, "linux", 8, (replace(SUBSCRIPTION, billing=Billing.API),)
+    )
+    with Store.in_dir(tmp_path) as store:
+        store.ingest("spark01", "events", 1, 1, calls, api, now)
+    gate = threading.Event()
+    gate.set()
+    store = WatchedStore(tmp_path / DB_FILE, gate)
+    service = FleetService(store, PriceBook.default(), clock=lambda: now)
+    assert service.wait_loaded(30)
+    before = service.fleet(Period.MONTH)
+    assert before.metered > 0 and before.subscription_included == 0
+    gate.clear()  # the reload now waits at the gate: the receiver must not
+    on_receiver: list[object] = []
+    plain = store.rollup
+
+    def read_by_the_receiver(*args: Any, **kw: Any) -> Iterator[Cell]:
+        on_receiver.append(args)
+        return plain(*args, **kw)
+
+    store.rollup = read_by_the_receiver  # type: ignore[method-assign]
+    service.ingest("spark01", "events", 2, 2, [], HELLO)
+    late = usage("c", ts=now - 30, session_id="s3")
+    assert len(service.ingest("spark01", "events", 3, 3, [late]).changes) == 1
+    assert on_receiver == []  # the month's sums were not read on the receiver's thread
+    gate.set()
+    deadline = time.monotonic() + 30
+    while service.fleet(Period.MONTH).calls < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    after = service.fleet(Period.MONTH)
+    assert after.calls == 3 and after.metered == 0
+    assert after.subscription_included > before.metered
+    store.close()
 
 
 def test_kept_calls_are_repriced_when_the_tables_change(tmp_path: Path) -> None:
