@@ -29,7 +29,7 @@ from shared.events import Agent
 from tests import fleet_harness as fleet
 from tests.api_harness import ServedHub, little_fleet, serve_hub
 from tests.pilot_waits import until
-from tests.test_tui_halt import process_says, select, states
+from tests.test_tui_halt import feed_text, process_says, select, states
 
 NODE = "spark07"
 PROFILE = "claude-api"
@@ -243,6 +243,18 @@ async def test_detail_views_read_the_hub_off_the_ui_thread(tmp_path: Path) -> No
                 str(Decimal(b).normalize()) for b in hub_series
             ]
             assert sum(series) > 0
+            await pilot.press("escape")
+
+            # the feed came with the snapshot; Spend by follows the groupings asked for
+            assert "new claude-code session" in feed_text(app)
+            await pilot.press("4")
+            spend = app.table("spend")
+            await until(pilot, lambda: "(none)" in spend.rows_by_key, "by account: none say")
+            await pilot.press("g")  # by machine
+            await until(pilot, lambda: "spark01" in spend.rows_by_key, "by machine")
+            await pilot.press("t")  # this week's: a grouping the mirror did not follow yet
+            await until(pilot, lambda: "spark01" in spend.rows_by_key, "this week by machine")
+            assert spend.get_cell("spark01", "calls").text == "3"
     ui = threading.main_thread().name  # where run_test runs the app's loop
     assert ui not in threads["/api/v1/sessions/sess-spark01/series"], threads
     assert ui not in threads["/api/v1/mirror/figures"], threads  # the month's figures
