@@ -137,6 +137,21 @@ def little_fleet(tmp: Path) -> Iterator[ServedHub]:
         stop(served.proc)
 
 
+def self_signed_certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: (its PEM with the key, for the hub; the
+    certificate alone, for a client to trust). Needs the openssl command."""
+    pem = tmp / "api.pem"
+    key, crt = tmp / "api.key", tmp / "api.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=hub",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pem.write_text(crt.read_text() + key.read_text())
+    return pem, crt
+
+
 def report_rows(data: bytes | str) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = orjson.loads(data)["rows"]
     return rows

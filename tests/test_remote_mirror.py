@@ -5,6 +5,8 @@ errors."""
 
 from __future__ import annotations
 
+import shutil
+import ssl
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,11 +22,18 @@ from hub._totals import Totals
 from hub.ledger import Dimension, Period, SessionFigures
 from hub.model import NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileStanding, WindowReading
-from hub.remote import RemoteFleet
+from hub.remote import HubUnavailable, RemoteFleet
 from shared.config import Billing
 from shared.events import Agent, LimitWindow, ProfileState
-from tests.api_harness import ServedHub, call, little_fleet, node_hello
-from tests.fleet_harness import wait_for
+from tests.api_harness import (
+    ServedHub,
+    call,
+    little_fleet,
+    node_hello,
+    self_signed_certificate,
+    serve_hub,
+)
+from tests.fleet_harness import free_port, stop, wait_for
 
 
 def test_the_sse_reader_follows_the_standard() -> None:
@@ -161,3 +170,22 @@ def test_a_revoked_token_is_said_and_the_last_figures_stay(hub: ServedHub) -> No
         link = remote.connection()
         assert link.unreachable_since is not None and "token" in (link.refused or "")
         assert remote.fleet(Period.TODAY).calls == calls
+
+
+def test_attached_over_https_with_the_hubs_certificate(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    pem, crt = self_signed_certificate(tmp_path)
+    port = free_port()
+    served = serve_hub(tmp_path, api={"listen": f"127.0.0.1:{port}", "tls_cert_key_file": str(pem)})
+    try:
+        served.send("spark01", [call("spark01", n) for n in range(2)])
+        with pytest.raises(HubUnavailable, match="certificate"):  # not trusted by default
+            RemoteFleet(served.url, served.tokens["viewer"]).start()
+        trusted = ssl.create_default_context(cafile=crt)
+        with RemoteFleet(served.url, served.tokens["viewer"], verify=trusted) as remote:
+            assert remote.fleet(Period.TODAY).calls == 2
+            served.send("spark01", [call("spark01", n) for n in range(2, 5)])
+            wait_for(lambda: remote.fleet(Period.TODAY).calls == 5, 20, "the update over TLS")
+    finally:
+        stop(served.proc)
