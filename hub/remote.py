@@ -530,7 +530,9 @@ class RemoteFleet:
                 for n in self._get("/mirror/nodes", machine=chunk)["nodes"]
             ]
             with self._lock:
-                self._take_nodes(parsed)
+                announced = self._take_nodes(parsed)
+            # a hello that names other profiles: their rows too, before the screen asks
+            pending.profiles |= announced
         if pending.profiles:
             self._read_profiles(pending.profiles)
         if pending.sessions:
@@ -578,10 +580,18 @@ class RemoteFleet:
             scope=[f"{kind}:{key}" for kind, key in scopes],
         )
 
-    def _take_nodes(self, parsed: list[codec.NodeParts]) -> None:
+    def _take_nodes(self, parsed: list[codec.NodeParts]) -> set[str]:
+        """Take nodes as read (under the lock); returns the profile keys of those whose hello
+        names other profiles than before."""
+        announced: set[str] = set()
         for record, state, hello, paused in parsed:
+            before = self._nodes.get(record.node)
+            profiles = hello.profiles if hello is not None else ()
+            if before is None or (before.hello.profiles if before.hello else ()) != profiles:
+                announced.update(profile_key(record.node, p.name) for p in profiles)
             self._nodes[record.node] = NodeView(record, state, hello)
             self._pauses[record.node] = paused
+        return announced
 
     def _take_figures(self, figures: Any, *, replace: bool) -> None:
         """Apply a `/mirror/figures` answer (under the lock)."""

@@ -137,6 +137,9 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
                 for app in apps:
                     assert scope_line(app).startswith(f"attached to {served.url}")
                     await until(pilot, lambda a=app: shown(a)[0] >= 3, "figures on the screen")
+                profiles = ops.table("profiles")
+                await until(pilot, lambda: f"{NODE}/{PROFILE}" in profiles.rows_by_key, "profile")
+                assert profiles.get_cell(f"{NODE}/{PROFILE}", "billing").text == "API"
                 await pilot.press("3")
                 sessions = ops.table("sessions")
                 await until(pilot, lambda: sessions.is_shown(agent.session_id), "the session")
