@@ -65,7 +65,9 @@ BURST_S: Final = 0.05  # changes within this of each other are fetched together
 REFRESH_S: Final = 5.0  # profiles' standing moves with the clock (resets, idle): read again
 FIRST_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 10.0
-CHUNK: Final = 200  # keys per request (the URL stays well under servers' limits)
+# Keys per request, and their characters: uvicorn refuses a request line over 16 KiB.
+CHUNK: Final = 200
+CHUNK_CHARS: Final = 8000
 RUN_RATE_HOURS: Final = 6.0  # the hub ledger's run-rate window
 CONNECT_S: Final = 5.0
 READ_S: Final = 60.0  # the stream sends a keepalive every 15 s: silence this long is a dead hub
@@ -521,7 +523,7 @@ class RemoteFleet:
             )
 
     def _fetch(self, pending: Update) -> Update:
-        """The rows `pending` names, one request per kind (in chunks of `CHUNK` keys)."""
+        """The rows `pending` names, one request per kind (in chunks: see `_chunks`)."""
         if pending.machines or pending.nodes_changed:
             machines = None if pending.nodes_changed else sorted(pending.machines)
             parsed = [
@@ -668,12 +670,21 @@ def _anything(u: Update) -> bool:
 
 
 def _chunks(keys: list[str] | None) -> Iterator[list[str] | None]:
-    """`keys` in requests of `CHUNK` (None: one request for all)."""
+    """`keys` in requests of at most `CHUNK` keys and `CHUNK_CHARS` characters of them (None:
+    one request for all)."""
     if keys is None:
         yield None
         return
-    for start in range(0, len(keys), CHUNK):
-        yield keys[start : start + CHUNK]
+    chunk: list[str] = []
+    chars = 0
+    for key in keys:
+        if chunk and (len(chunk) == CHUNK or chars + len(key) > CHUNK_CHARS):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(key)
+        chars += len(key) + 8  # "&key=" and its escapes
+    if chunk:
+        yield chunk
 
 
 def _feed_item(data: dict[str, Any]) -> FeedItem:

@@ -189,3 +189,14 @@ def test_attached_over_https_with_the_hubs_certificate(tmp_path: Path) -> None:
             wait_for(lambda: remote.fleet(Period.TODAY).calls == 5, 20, "the update over TLS")
     finally:
         stop(served.proc)
+
+
+def test_long_session_keys_are_asked_in_requests_the_server_takes(hub: ServedHub) -> None:
+    """300 sessions with 200-character ids in one batch: every row mirrored (no request line
+    over the server's limit), in as few requests as fit."""
+    with RemoteFleet(hub.url, hub.tokens["viewer"]) as remote:
+        calls = [
+            replace(call("spark03", n), session_id=f"{n:03d}-" + "x" * 196) for n in range(300)
+        ]
+        hub.send("spark03", calls)
+        wait_for(lambda: len(remote.sessions()) == 301, 30, "every long-named session")
