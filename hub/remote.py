@@ -65,7 +65,8 @@ BURST_S: Final = 0.05  # changes within this of each other are fetched together
 REFRESH_S: Final = 5.0  # profiles' standing moves with the clock (resets, idle): read again
 FIRST_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 10.0
-# Keys per request, and their characters: uvicorn refuses a request line over 16 KiB.
+# Keys per request, and their characters: servers and proxies limit a request line (nginx:
+# 8 KiB by default; uvicorn buffers 16 KiB of one that comes in pieces).
 CHUNK: Final = 200
 CHUNK_CHARS: Final = 8000
 RUN_RATE_HOURS: Final = 6.0  # the hub ledger's run-rate window
