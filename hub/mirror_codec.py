@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub._totals import Totals
-from hub.ledger import SessionFigures
+from hub._runrate import RunRate, Scope
+from hub._totals import MONEY, Totals
+from hub.ledger import Dimension, Period, SessionFigures
 from hub.model import NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileStanding, WindowReading
 from shared.codec import DecodeError
@@ -186,6 +190,71 @@ def profile_from_map(data: object) -> tuple[ProfileRecord, ProfileStanding]:
         last_announced=_float(m.get("last_announced"), f"{where}.last_announced"),
     )
     return record, standing_from_map(m.get("standing"), f"{where}.standing")
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A `/api/v1/mirror/figures` answer, read."""
+
+    now: float  # the hub's clock when it answered
+    tz: tzinfo
+    first_call: float | None
+    fleet: dict[Period, Totals]
+    totals: dict[tuple[Dimension, Period], dict[str | None, Totals]]
+    rates: dict[Scope, RunRate]  # one each, holding that scope's minutes
+
+
+def figures_from_map(data: object, now_minute: int, hours: float) -> Figures:
+    m = _map(data, "figures")
+    try:
+        tz: tzinfo = ZoneInfo(_str(m.get("tz"), "figures.tz"))
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = UTC
+    totals: dict[tuple[Dimension, Period], dict[str | None, Totals]] = {}
+    for pair, rows in _map(m.get("totals") or {}, "figures.totals").items():
+        dimension, _, period = pair.partition(":")
+        where = f"figures.totals.{pair}"
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 2 for r in rows):
+            raise MirrorDataError(f"{where}: expected [key, sums] pairs")
+        totals[(_enum(Dimension, dimension, where), _enum(Period, period, where))] = {
+            _opt_str(k, where): totals_from_map(t, where) for k, t in rows
+        }
+    rates = {}
+    for name, points in _map(m.get("runrate") or {}, "figures.runrate").items():
+        kind, _, key = name.partition(":")
+        rates[(kind, key)] = _run_rate((kind, key), points, now_minute, hours)
+    first = m.get("first_call")
+    return Figures(
+        now=_float(m.get("now"), "figures.now"),
+        tz=tz,
+        first_call=None if first is None else _float(first, "figures.first_call"),
+        fleet={
+            _enum(Period, p, "figures.fleet"): totals_from_map(t, f"figures.fleet.{p}")
+            for p, t in _map(m.get("fleet"), "figures.fleet").items()
+        },
+        totals=totals,
+        rates=rates,
+    )
+
+
+def _run_rate(scope: Scope, points: object, now_minute: int, hours: float) -> RunRate:
+    where = f"figures.runrate.{scope[0]}:{scope[1]}"
+    if not isinstance(points, list):
+        raise MirrorDataError(f"{where}: expected a list of minutes")
+    rate = RunRate(hours)
+    with localcontext(MONEY):
+        for point in points:
+            if not isinstance(point, list) or len(point) != 5:
+                raise MirrorDataError(f"{where}: not [start, api, metered, estimated, tokens]")
+            start, api, metered, estimated, tokens = point
+            sums = Totals(
+                input=_int(tokens, where),
+                api_equivalent=_money(api, where),
+                metered=_money(metered, where),
+                estimated=_money(estimated, where),
+            )
+            rate.add((scope,), int(_float(start, where) // 60), now_minute, sums)
+    return rate
 
 
 # (record, state, hello, {(pid, create_time): (when, who)})

@@ -31,7 +31,6 @@ from datetime import UTC, tzinfo
 from decimal import Decimal, localcontext
 from typing import Any, Final
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import orjson
@@ -246,11 +245,8 @@ class RemoteFleet:
             if table is not None:
                 found = table.get(key)
                 return found.copy() if found is not None else Totals()
-        figures = self._get("/mirror/figures", want=[f"{dimension.value}:{period.value}"])
-        for k, sums in figures["totals"].get(f"{dimension.value}:{period.value}", []):
-            if k == key:
-                return codec.totals_from_map(sums)
-        return Totals()
+        figures = self._figures([pair], [])
+        return figures.totals.get(pair, {}).get(key) or Totals()
 
     def sessions(self, keys: Iterable[str] | None = None) -> list[SessionFigures]:
         with self._lock:
@@ -382,7 +378,7 @@ class RemoteFleet:
             except HubUnavailable as exc:
                 refused = str(exc) if exc.status in (401, 403) else None
                 log.info("hub stream ended: %s", exc)
-            except (httpx.HTTPError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 (a bad event ends the stream, not the thread)
                 if not self._stop.is_set():
                     log.info("hub stream ended: %s", exc)
             if self._stop.is_set():
@@ -469,7 +465,7 @@ class RemoteFleet:
                     refreshed = time.monotonic()
                 else:
                     continue
-            except (httpx.HTTPError, HubUnavailable, codec.MirrorDataError, KeyError) as exc:
+            except Exception as exc:  # noqa: BLE001 (a dead thread would freeze the mirror)
                 log.warning("could not read the hub's figures: %s", exc)
                 with self._lock:
                     self._resync = True  # a whole snapshot once it answers again
@@ -500,7 +496,7 @@ class RemoteFleet:
         sessions = self._get("/mirror/sessions", active_minutes=minutes)["sessions"]
         asked = self._local_clock()
         figures = self._figures(followed, [FLEET, *(("machine", n) for n in names)])
-        skew = float(figures["now"]) - (asked + self._local_clock()) / 2
+        skew = figures.now - (asked + self._local_clock()) / 2
         feed = [_feed_item(i) for i in self._get("/feed", limit=FEED_SIZE)]
         parsed_nodes = [codec.node_from_map(n) for n in nodes]
         parsed_profiles = [codec.profile_from_map(p) for p in profiles]
@@ -510,7 +506,6 @@ class RemoteFleet:
             self._take_nodes(parsed_nodes)
             self._profiles = {profile_key(r.node, r.name): (r, s) for r, s in parsed_profiles}
             self._sessions = {s.key: s for s in parsed_sessions}
-            self._rates = {}
             self._skew = skew
             self._take_figures(figures, replace=True)
             self._feed = deque(feed, maxlen=FEED_SIZE)
@@ -576,12 +571,15 @@ class RemoteFleet:
                 self._profiles[pkey] = (record, standing)
         return changed
 
-    def _figures(self, followed: list[tuple[Dimension, Period]], scopes: list[Scope]) -> Any:
-        return self._get(
+    def _figures(
+        self, followed: list[tuple[Dimension, Period]], scopes: list[Scope]
+    ) -> codec.Figures:
+        got = self._get(
             "/mirror/figures",
             want=[f"{d.value}:{p.value}" for d, p in followed],
             scope=[f"{kind}:{key}" for kind, key in scopes],
         )
+        return codec.figures_from_map(got, self._minute(), RUN_RATE_HOURS)
 
     def _take_nodes(self, parsed: list[codec.NodeParts]) -> set[str]:
         """Take nodes as read (under the lock); returns the profile keys of those whose hello
@@ -596,38 +594,13 @@ class RemoteFleet:
             self._pauses[record.node] = paused
         return announced
 
-    def _take_figures(self, figures: Any, *, replace: bool) -> None:
-        """Apply a `/mirror/figures` answer (under the lock)."""
-        try:
-            self._tz = ZoneInfo(str(figures["tz"]))
-        except (ZoneInfoNotFoundError, ValueError):
-            self._tz = UTC
-        first = figures.get("first_call")
-        self._first_call = None if first is None else float(first)
-        self._fleet = {
-            Period(p): codec.totals_from_map(t, f"fleet.{p}") for p, t in figures["fleet"].items()
-        }
-        totals = {} if replace else self._totals
-        for pair, rows in figures["totals"].items():
-            dimension, _, period = pair.partition(":")
-            totals[(Dimension(dimension), Period(period))] = {
-                k: codec.totals_from_map(t, f"totals.{pair}") for k, t in rows
-            }
-        self._totals = totals
-        now_minute = self._minute()
-        for name, points in figures["runrate"].items():
-            kind, _, key = name.partition(":")
-            scope = (kind, key)
-            rate = self._rates[scope] = RunRate(RUN_RATE_HOURS)
-            with localcontext(MONEY):
-                for start, api, metered, estimated, tokens in points:
-                    sums = Totals(
-                        input=int(tokens),
-                        api_equivalent=Decimal(api),
-                        metered=Decimal(metered),
-                        estimated=Decimal(estimated),
-                    )
-                    rate.add((scope,), int(float(start) // 60), now_minute, sums)
+    def _take_figures(self, figures: codec.Figures, *, replace: bool) -> None:
+        """Apply figures read (under the lock: assignments only, the parsing is done)."""
+        self._tz = figures.tz
+        self._first_call = figures.first_call
+        self._fleet = figures.fleet
+        self._totals = figures.totals if replace else {**self._totals, **figures.totals}
+        self._rates = figures.rates if replace else {**self._rates, **figures.rates}
 
     def _rate(self, scope: Scope) -> RunRate:
         """The scope's mirrored run rate (the fleet's and each machine's: never waits); a
@@ -640,9 +613,10 @@ class RemoteFleet:
             figures = self._figures([], [scope])
         except HubUnavailable:
             return RunRate(RUN_RATE_HOURS)
+        rate = figures.rates.get(scope) or RunRate(RUN_RATE_HOURS)
         with self._lock:
-            self._take_figures({**figures, "totals": {}}, replace=False)
-            return self._rates.get(scope) or RunRate(RUN_RATE_HOURS)
+            self._rates[scope] = rate
+        return rate
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pytest
 
 from hub import mirror_codec as codec
 from hub._sse import sse_events
-from hub._totals import Totals
+from hub._totals import Basis, Totals
 from hub.ledger import Dimension, Period, SessionFigures
 from hub.model import NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileStanding, WindowReading
@@ -104,6 +104,29 @@ def test_the_mirror_shapes_round_trip_exactly() -> None:
 def test_a_bad_answer_names_the_field(data: object, names: str) -> None:
     with pytest.raises(codec.MirrorDataError, match=names):
         codec.totals_from_map(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"runrate": {"fleet:": [[60.0, "x", "0", "0", 1]]}}, "figures.runrate.fleet:"),
+        ({"runrate": {"fleet:": [[60.0, "1"]]}}, "not \\[start, api"),
+        ({"totals": {"galaxy:today": []}}, "figures.totals.galaxy:today: unknown value"),
+        ({"totals": {"machine:today": [["a"]]}}, "expected \\[key, sums\\] pairs"),
+        ({"now": "soon"}, "figures.now: expected a number"),
+    ],
+)
+def test_bad_figures_name_the_field(change: dict[str, object], names: str) -> None:
+    good = {"now": 120.0, "tz": "Europe/Berlin", "first_call": 60.0, "fleet": {}}
+    read = codec.figures_from_map(
+        {**good, "runrate": {"fleet:": [[60.0, "0.5", "0.5", "0", 7]]}}, 2, 6.0
+    )
+    assert str(read.tz) == "Europe/Berlin"
+    assert read.rates[("fleet", "")].total(("fleet", ""), 2, 5, Basis.API_EQUIVALENT) == Decimal(
+        "0.5"
+    )
+    with pytest.raises(codec.MirrorDataError, match=names):
+        codec.figures_from_map({**good, **change}, 2, 6.0)
 
 
 @pytest.fixture
