@@ -3,6 +3,7 @@ for the API's tests and its bench."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pynng
+import pytest
 import tomlkit
 
 from hub.config import load_hub_config
@@ -20,7 +22,7 @@ from shared.codec import pack
 from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProcessInfo, hello_to_map
 from shared.wire import batch_body, seal
-from tests.fleet_harness import HubSetup, child_env, make_hub, start_hub, stop
+from tests.fleet_harness import HubSetup, child_env, free_port, make_hub, start_hub, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("viewer", "operator", "agent")
@@ -150,6 +152,16 @@ def self_signed_certificate(tmp: Path) -> tuple[Path, Path]:
     )  # fmt: skip
     pem.write_text(crt.read_text() + key.read_text())
     return pem, crt
+
+
+def serve_over_https(tmp: Path) -> tuple[ServedHub, Path]:
+    """A served hub whose API speaks HTTPS with a self-signed certificate, and that
+    certificate (for a client to trust). Skips the test without the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    pem, crt = self_signed_certificate(tmp)
+    tls = {"listen": f"127.0.0.1:{free_port()}", "tls_cert_key_file": str(pem)}
+    return serve_hub(tmp, api=tls), crt
 
 
 def report_rows(data: bytes | str) -> list[dict[str, object]]:

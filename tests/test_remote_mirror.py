@@ -5,7 +5,6 @@ errors."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
 from collections import Counter
 from collections.abc import Iterator
@@ -30,10 +29,9 @@ from tests.api_harness import (
     call,
     little_fleet,
     node_hello,
-    self_signed_certificate,
-    serve_hub,
+    serve_over_https,
 )
-from tests.fleet_harness import free_port, stop, wait_for
+from tests.fleet_harness import stop, wait_for
 
 
 def test_the_sse_reader_follows_the_standard() -> None:
@@ -196,11 +194,7 @@ def test_a_revoked_token_is_said_and_the_last_figures_stay(hub: ServedHub) -> No
 
 
 def test_attached_over_https_with_the_hubs_certificate(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    pem, crt = self_signed_certificate(tmp_path)
-    port = free_port()
-    served = serve_hub(tmp_path, api={"listen": f"127.0.0.1:{port}", "tls_cert_key_file": str(pem)})
+    served, crt = serve_over_https(tmp_path)
     try:
         served.send("spark01", [call("spark01", n) for n in range(2)])
         with pytest.raises(HubUnavailable, match="certificate"):  # not trusted by default

@@ -5,16 +5,13 @@ are one line with the right exit status."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.api_harness import call, fleet_hub, self_signed_certificate, serve_hub
+from tests.api_harness import call, fleet_hub, serve_hub, serve_over_https
 from tests.fleet_harness import ROOT, child_env, free_port, start_hub, stop
 from tests.test_tui_tmux import Tmux, tmux  # noqa: F401 (the fixture)
 
@@ -85,11 +82,7 @@ def test_hub_and_token_mistakes_are_one_line(tmp_path: Path) -> None:
 def test_hub_over_https_trusts_ssl_cert_file(tmp_path: Path) -> None:
     """`--hub https://…` of a hub with a self-signed certificate: refused as untrusted, then
     trusted with SSL_CERT_FILE (the token is then what the hub refuses)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    pem, crt = self_signed_certificate(tmp_path)
-    tls = {"listen": f"127.0.0.1:{free_port()}", "tls_cert_key_file": str(pem)}
-    served = serve_hub(tmp_path, api=tls)
+    served, crt = serve_over_https(tmp_path)
     try:
         args = [sys.executable, "-m", "hub.cli", "--hub", served.url, "--token", "fmt_bad"]
         env = child_env(tmp_path)
