@@ -28,7 +28,7 @@ from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from shared.events import Agent
 from tests import fleet_harness as fleet
 from tests.api_harness import ServedHub, little_fleet, serve_hub
-from tests.pilot_waits import until
+from tests.pilot_waits import asking, until
 from tests.test_tui_halt import feed_text, process_says, select, states
 
 NODE = "spark07"
@@ -89,12 +89,15 @@ async def pause_once_the_node_listens(
     pilot: Pilot[Any], app: FleetApp, agent: LaunchedAgent
 ) -> None:
     """p until the agent is paused: the node redials the restarted hub's command port on
-    its own schedule (the answer before that is "no answer from node")."""
+    its own schedule (the answer before that is "no answer from node"), and tells it its
+    processes with its next hello."""
     sessions = app.table("sessions")
 
     def cell() -> str:
         return sessions.get_cell(agent.session_id, "process").text
 
+    # the restarted hub knows the agent's process from the node's next hello
+    await until(pilot, lambda: app.dashboard.process_of(agent.session_id) is not None, "process")
     for _ in range(10):
         await pilot.press("p")
         await until(pilot, lambda: cell() in ("pause…", "paused"), "the command sent")
@@ -164,10 +167,24 @@ async def test_two_dashboards_attached_through_a_hub_kill_and_restart(tmp_path: 
                 await process_says(pilot, mirrored, agent.session_id, "needs an operator token")
                 assert states(agent) == {psutil.STATUS_STOPPED}
 
-                # r: the agent runs again and keeps writing through what follows
-                await pilot.press("r")
+                # R on its machine (asks first): the agent runs again, and keeps writing
+                # through what follows
+                await until(
+                    pilot,
+                    lambda: (
+                        [p.state for _, p in ops.dashboard.processes_of(machine=NODE)] == ["paused"]
+                    ),
+                    "the node to report the agent paused (R resumes what it reports paused)",
+                )
+                await pilot.press("1")
+                await select(pilot, ops.table("machines"), NODE)
+                await pilot.press("R")
+                await asking(pilot)
+                await pilot.press("y")
+                await pilot.press("3")
                 await process_says(pilot, sessions, agent.session_id, "running")
                 assert psutil.STATUS_STOPPED not in states(agent)
+                assert audit_rows(served)[0]["action"] == "resume"
 
                 # kill -9 of the hub: both say so, and keep the last figures
                 before = [shown(a) for a in apps]
