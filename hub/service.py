@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from decimal import Decimal
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 from hub._counted_log import CountedLog
 from hub._feed import FeedItem as FeedItem  # the screens take it from here
@@ -35,6 +35,7 @@ from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
 from hub._sessions import RECENT_S, SessionNames, session_key
+from hub._subscribers import Subscribers
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
@@ -42,6 +43,7 @@ from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, 
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
+from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
@@ -62,6 +64,7 @@ Action = Literal["pause", "resume", "kill"]
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
 # SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
 ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
+EMBEDDED: Final = Connection("embedded hub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +102,6 @@ Subscriber = Callable[[Update], None]
 # Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
 # `Update` only names.
 BatchListener = Callable[[IngestResult], None]
-_Listener = TypeVar("_Listener", Subscriber, BatchListener)
-_Arg = TypeVar("_Arg")
 
 
 class FleetService:
@@ -140,8 +141,8 @@ class FleetService:
         self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
-        self._subscribers: list[Subscriber] = []
-        self._batch_listeners: list[BatchListener] = []
+        self._subscribers = Subscribers[Update]()
+        self._batch_listeners = Subscribers[IngestResult]()
         self.bad_events = 0
         # Counted per node, logged at most once a minute each: one frame may carry 60,000.
         self._undecodable = CountedLog(log, "undecodable events")
@@ -472,6 +473,14 @@ class FleetService:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @property
+    def tz(self) -> tzinfo:
+        """The zone the figures' days are cut in."""
+        return self.ledger.tz
+
+    def connection(self) -> Connection:
+        return EMBEDDED
+
     def nodes(self) -> list[NodeView]:
         now = self.clock()
         with self._lock:
@@ -626,35 +635,19 @@ class FleetService:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every change; returns the function that unsubscribes."""
-        return self._join(self._subscribers, subscriber)
+        return self._subscribers.add(subscriber)
 
     def on_batch(self, listener: BatchListener) -> Callable[[], None]:
         """Call `listener` with every committed batch's result (after the subscribers, on the
         receiver thread, before the ack); returns the function that stops it."""
-        return self._join(self._batch_listeners, listener)
-
-    def _join(self, members: list[_Listener], member: _Listener) -> Callable[[], None]:
-        """Add `member` to `members` (under the lock); returns the function that removes it."""
-        with self._lock:
-            members.append(member)
-
-        def leave() -> None:
-            with self._lock:
-                if member in members:
-                    members.remove(member)
-
-        return leave
+        return self._batch_listeners.add(listener)
 
     def _tell_listeners(self, result: IngestResult) -> None:
         if result.changes:
-            with self._lock:
-                listeners = list(self._batch_listeners)
-            _call_each(listeners, result, "a batch listener")
+            self._batch_listeners.publish(result)
 
     def _publish(self, change: Update) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        _call_each(subscribers, change, "a subscriber")
+        self._subscribers.publish(change)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -721,15 +714,6 @@ class FleetService:
     ) -> CommandOutcome:
         """`command` without blocking an event loop (the TUI)."""
         return await asyncio.to_thread(self.command, node, action, pid, create_time, who=who)
-
-
-def _call_each(members: Iterable[Callable[[_Arg], None]], arg: _Arg, what: str) -> None:
-    """Call each with `arg`; one that fails is logged and the others are still called."""
-    for member in members:
-        try:
-            member(arg)
-        except Exception:
-            log.exception("%s failed", what)
 
 
 def _when(item: FeedItem) -> float:

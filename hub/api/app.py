@@ -33,6 +33,7 @@ from hub.api.auth import AuthError, Principal, principal
 from hub.api.budgets import add_budget_routes
 from hub.api.errors import ApiError
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
+from hub.api.mirror import mirror_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
@@ -376,6 +377,8 @@ def create_app(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    app.include_router(mirror_routes(service, needs(READERS), needs(EVERYONE)))
 
     @app.get("/metrics", tags=["hub"], response_class=Response)
     def metrics(_: Reader) -> Response:
