@@ -37,6 +37,7 @@ from hub.config import (
     listen_problem,
     load_hub_config,
 )
+from hub.reconcile import cli as reconcile_cli
 from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "install-service": cli_fleet.cmd_install_service,
         "budget": budget_cli.cmd_budget,
         "alerts": alerts_cli.cmd_alerts,
+        "reconcile": reconcile_cli.cmd_reconcile,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -186,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_fleet.add_parsers(sub, with_config)
     budget_cli.add_parsers(sub, with_config)
     alerts_cli.add_parser(sub, with_config)
+    reconcile_cli.add_parser(sub, with_config)
     return parser
 
 

@@ -14,7 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,27 +71,30 @@ class ProviderData:
         sums: dict[tuple[str, str, str, str, str], list[Any]] = defaultdict(
             lambda: [Tokens(), Decimal(0)]
         )
-        for (machine, profile, model, day), total in truth.total_by(
+        for (machine, profile, model, when), total in truth.total_by(
             "machine", "profile", "model", "day"
         ).items():
             if (machine, profile) not in keys:
                 continue
             provider, key, scope = keys[(machine, profile)]
-            entry = sums[(provider, key, scope, model, day)]
+            entry = sums[(provider, key, scope, model, when)]
             entry[0] = entry[0] + total.tokens
             entry[1] += total.cost
         for (provider, key, scope, model, day_text), (tokens, cost) in sorted(sums.items()):
             day = date.fromisoformat(day_text)
-            moved = (to_1h or {}).get((key, model, day_text), 0)
-            tokens = Tokens(
-                input=tokens.input,
-                output=tokens.output + tokens.reasoning,
-                cache_read=tokens.cache_read,
-                cache_write_5m=tokens.cache_write_5m - moved,
-                cache_write_1h=tokens.cache_write_1h + moved,
-                web_search_requests=tokens.web_search_requests,
-            )
+            tokens = replace(tokens, output=tokens.output + tokens.reasoning, reasoning=0)
             amounts = _amounts(model, tokens, cost, output_rate or {})
+            if moved := (to_1h or {}).get((key, model, day_text), 0):
+                # the fleet read these as 5-minute writes; the provider billed the 1-hour tier
+                rates = _rates(model)
+                amounts["cache_write_5m"] -= moved * (rates.cache_write_5m or 0) / MTOK
+                amounts["cache_write_1h"] += moved * (rates.cache_write_1h or 0) / MTOK
+                tokens = replace(
+                    tokens,
+                    cache_write_5m=tokens.cache_write_5m - moved,
+                    cache_write_1h=tokens.cache_write_1h + moved,
+                )
+            amounts = {k: v for k, v in amounts.items() if v}
             if provider == "anthropic":
                 data.anthropic_usage.setdefault(day, []).append(
                     _anthropic_usage(key, scope, model, tokens)
@@ -115,7 +118,7 @@ def _amounts(
     price = prices.lookup(model)
     assert price is not None, model
     rates = price.standard
-    amounts = {
+    amounts: dict[str, Decimal] = {
         "output": tokens.output * rates.output / MTOK,
         "cache_read": tokens.cache_read * rates.cache_read / MTOK,
         "cache_write_5m": tokens.cache_write_5m * (rates.cache_write_5m or 0) / MTOK,
@@ -125,7 +128,13 @@ def _amounts(
     amounts["input"] = cost - sum(amounts.values())
     if model in output_rate:
         amounts["output"] = tokens.output * output_rate[model] / MTOK
-    return {k: v for k, v in amounts.items() if v}
+    return amounts
+
+
+def _rates(model: str) -> prices.Rates:
+    price = prices.lookup(model)
+    assert price is not None, model
+    return price.standard
 
 
 def _anthropic_usage(key: str, scope: str, model: str, tokens: Tokens) -> dict[str, Any]:

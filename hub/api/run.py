@@ -16,6 +16,8 @@ from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.server import ApiServer
 from hub.config import HubConfig
+from hub.reconcile.run import Reconciler
+from hub.reconcile.schedule import Schedule
 from hub.serve import Hub
 from hub.service import FleetService
 from hub.tokens import TokenBook, ensure_admin_token, tokens_path
@@ -46,6 +48,7 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
         governor=hub.governor,
         alerts=hub.alerts,
+        reconciler=(reconciler := _reconciler(config, hub, service)),
     )
     try:
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
@@ -67,17 +70,29 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
     post = HttpxPost()
     courier = Courier(hub.alerts, config.alerts, config.name, post, secrets)
     courier.start()
+    schedule = None
+    if config.reconcile.providers and config.reconcile.interval > 0:
+        schedule = Schedule(reconciler, config.reconcile.interval)
+        schedule.start()
     sd_notify(f"READY=1\nSTATUS=serving: api {api.url}")
     try:
         status = supervise(stop, api, watchdog_interval())
     finally:
         sd_notify("STOPPING=1")
         courier.stop()  # a delivery still in flight is sent again at the next start
+        if schedule is not None:
+            schedule.stop()
+        reconciler.close()
         post.close()
         api.stop(before=app.state.broker.close)  # streams end whole, not cut
         hub.stop()
         log.info("hub stopped; the store is committed")
     return status
+
+
+def _reconciler(config: HubConfig, hub: Hub, service: FleetService) -> Reconciler:
+    """Reconciliation on this hub: the service's report, the providers, the alert outbox."""
+    return Reconciler(config.reconcile, service.report, hub.alerts, book=hub.book)
 
 
 CHECK_EVERY_S = 1.0
