@@ -13,12 +13,13 @@ import pytest
 from hub.reconcile import anthropic, openai
 from hub.reconcile.model import ConnectorError
 from hub.reconcile.settings import ProviderSettings, parse_reconcile
-from hub.reconcile.transport import HttpxTransport
+from hub.reconcile.transport import HttpxTransport, Timing
 from shared.config import ConfigError
 from shared.events import Tokens
 from tests.provider_api import ANTHROPIC_KEY, OPENAI_KEY, ProviderApi, ProviderData
 
 D1, D2, D3 = date(2026, 8, 1), date(2026, 8, 2), date(2026, 8, 3)
+QUICK = Timing(first_wait=0.01)  # retries wait 10 ms, 20 ms, ...
 
 
 def key_file(tmp: Path, name: str, key: str) -> Path:
@@ -81,7 +82,7 @@ def test_anthropic_reports_paged_retried_and_in_dollars(tmp_path: Path) -> None:
     api.faults["/v1/organizations/cost_report"].append((500, {}))
     with api.running(), HttpxTransport() as transport:
         report = anthropic.fetch(
-            settings(tmp_path, "anthropic", api, ANTHROPIC_KEY), transport, D1, D3, first_wait=0.01
+            settings(tmp_path, "anthropic", api, ANTHROPIC_KEY), transport, D1, D3, QUICK
         )
         report_today = anthropic.fetch(
             settings(tmp_path, "anthropic", api, ANTHROPIC_KEY), transport, today, today
@@ -161,7 +162,7 @@ def test_openai_reports_paged_retried_and_disjoint(tmp_path: Path) -> None:
     api.faults["/v1/organization/costs"].append((429, {"retry-after": "0.01"}))
     with api.running(), HttpxTransport() as transport:
         report = openai.fetch(
-            settings(tmp_path, "openai", api, OPENAI_KEY), transport, D1, today, first_wait=0.01
+            settings(tmp_path, "openai", api, OPENAI_KEY), transport, D1, today, QUICK
         )
     days = (today - D1).days + 1
     pages = -(-days // 2)
@@ -204,7 +205,7 @@ def test_a_provider_that_keeps_failing_is_given_up_on(tmp_path: Path) -> None:
             transport,
             D1,
             D1,
-            first_wait=0.01,
+            QUICK,
         )
     assert "HTTP 503 after 3 tries" in str(caught.value)
     assert api.count("/v1/organization/usage/completions") == 3

@@ -8,8 +8,7 @@ cost_report`, daily, grouped by workspace and description (which fills `model` a
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -22,8 +21,8 @@ from hub.reconcile.model import (
     UsageLine,
 )
 from hub.reconcile.settings import ProviderSettings
-from hub.reconcile.transport import Pager, Transport
-from hub.reconcile.values import count, day_of_rfc3339, instant_of, money, text_or_none
+from hub.reconcile.transport import REAL_TIME, Buckets, Pager, Timing, Transport
+from hub.reconcile.values import count, day_of_rfc3339, money, text_or_none, usage_line
 from shared.events import Tokens
 
 VERSION: Final = "2023-06-01"
@@ -44,51 +43,26 @@ def fetch(
     transport: Transport,
     first: date,
     last: date,
-    *,
-    now: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-    first_wait: float = 1.0,
+    timing: Timing = REAL_TIME,
 ) -> ProviderReport:
     """The usage and cost reports for UTC days `first` to `last` (inclusive)."""
     headers = {"x-api-key": settings.read_key(), "anthropic-version": VERSION}
-    pager = Pager(settings, transport, headers, sleep, first_wait)
+    pager = Pager(settings, transport, headers, timing)
     span = [
         ("starting_at", f"{first.isoformat()}T00:00:00Z"),
         ("ending_at", f"{(last + timedelta(days=1)).isoformat()}T00:00:00Z"),
         ("bucket_width", "1d"),
         ("limit", "31"),
     ]
+    usage_by = [("group_by[]", g) for g in ("api_key_id", "workspace_id", "model")]
+    cost_by = [("group_by[]", "workspace_id"), ("group_by[]", "description")]
     report = ProviderReport("anthropic")
-    fetched = now()
-    usage_query = [*span, *(("group_by[]", g) for g in ("api_key_id", "workspace_id", "model"))]
-    for page in pager.pages(USAGE, usage_query):
-        for bucket in _buckets(page, USAGE):
-            day = day_of_rfc3339(bucket.get("starting_at"), f"{USAGE} starting_at")
-            if instant_of(bucket.get("ending_at"), f"{USAGE} ending_at") > fetched:
-                report.partial_days.add(day)
-            report.usage.extend(_usage(day, r) for r in _results(bucket, USAGE))
-    cost_query = [*span, ("group_by[]", "workspace_id"), ("group_by[]", "description")]
-    for page in pager.pages(COST, cost_query):
-        for bucket in _buckets(page, COST):
-            day = day_of_rfc3339(bucket.get("starting_at"), f"{COST} starting_at")
-            if instant_of(bucket.get("ending_at"), f"{COST} ending_at") > fetched:
-                report.partial_days.add(day)
-            report.costs.extend(_cost(day, r) for r in _results(bucket, COST))
+    fetched = timing.now()
+    usage = Buckets(USAGE, [*span, *usage_by], "starting_at", "ending_at", day_of_rfc3339)
+    report.usage = pager.lines(usage, _usage, report.partial_days, fetched)
+    cost = Buckets(COST, [*span, *cost_by], "starting_at", "ending_at", day_of_rfc3339)
+    report.costs = pager.lines(cost, _cost, report.partial_days, fetched)
     return report
-
-
-def _buckets(page: Mapping[str, Any], path: str) -> list[Mapping[str, Any]]:
-    buckets = page["data"]
-    if not all(isinstance(b, Mapping) for b in buckets):
-        raise ConnectorError(f"anthropic {path}: a bucket is not an object")
-    return list(buckets)
-
-
-def _results(bucket: Mapping[str, Any], path: str) -> list[Mapping[str, Any]]:
-    results = bucket.get("results")
-    if not isinstance(results, list) or not all(isinstance(r, Mapping) for r in results):
-        raise ConnectorError(f"anthropic {path}: a bucket's results are not a list of objects")
-    return list(results)
 
 
 def _usage(day: date, result: Mapping[str, Any]) -> UsageLine:
@@ -99,13 +73,11 @@ def _usage(day: date, result: Mapping[str, Any]) -> UsageLine:
     tools = result.get("server_tool_use") or {}
     if not isinstance(tools, Mapping):
         raise ConnectorError(f"{where}: server_tool_use is not an object")
-    model = text_or_none(result.get("model"), f"{where} model")
-    return UsageLine(
-        day=day,
-        key=text_or_none(result.get("api_key_id"), f"{where} api_key_id"),
-        scope=text_or_none(result.get("workspace_id"), f"{where} workspace_id"),
-        model=model or "(no model)",
-        tokens=Tokens(
+    return usage_line(
+        day,
+        result,
+        "workspace_id",
+        Tokens(
             input=count(result.get("uncached_input_tokens"), f"{where} uncached_input_tokens"),
             output=count(result.get("output_tokens"), f"{where} output_tokens"),
             cache_read=count(result.get("cache_read_input_tokens"), f"{where} cache_read"),
@@ -113,6 +85,7 @@ def _usage(day: date, result: Mapping[str, Any]) -> UsageLine:
             cache_write_1h=count(cache.get("ephemeral_1h_input_tokens"), f"{where} 1h writes"),
             web_search_requests=count(tools.get("web_search_requests"), f"{where} web searches"),
         ),
+        where,
     )
 
 

@@ -9,16 +9,15 @@ UTC days in Unix seconds.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any, Final
 
 from hub.reconcile.model import ConnectorError, CostLine, ProviderReport, UsageLine
 from hub.reconcile.settings import ProviderSettings
-from hub.reconcile.transport import Pager, Transport
-from hub.reconcile.values import count, day_of_epoch, instant_of, money, text_or_none
+from hub.reconcile.transport import REAL_TIME, Buckets, Pager, Timing, Transport
+from hub.reconcile.values import count, day_of_epoch, money, text_or_none, usage_line
 from shared.events import Tokens
 
 USAGE: Final = "/v1/organization/usage/completions"
@@ -32,49 +31,26 @@ def fetch(
     transport: Transport,
     first: date,
     last: date,
-    *,
-    now: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-    first_wait: float = 1.0,
+    timing: Timing = REAL_TIME,
 ) -> ProviderReport:
     """The completions usage and the costs for UTC days `first` to `last` (inclusive)."""
     headers = {"Authorization": f"Bearer {settings.read_key()}"}
-    pager = Pager(settings, transport, headers, sleep, first_wait)
+    pager = Pager(settings, transport, headers, timing)
     start = int(datetime.combine(first, clock_time(), UTC).timestamp())
     end = int(datetime.combine(last + timedelta(days=1), clock_time(), UTC).timestamp())
     span = [("start_time", str(start)), ("end_time", str(end)), ("bucket_width", "1d")]
+    usage_by = [("group_by", g) for g in ("project_id", "api_key_id", "model")]
+    cost_by = [("group_by", "project_id"), ("group_by", "line_item")]
     report = ProviderReport("openai")
-    fetched = now()
-    usage_query = [*span, ("limit", "31")]
-    usage_query += [("group_by", g) for g in ("project_id", "api_key_id", "model")]
-    for bucket in _buckets(pager, USAGE, usage_query):
-        day = day_of_epoch(bucket.get("start_time"), f"{USAGE} start_time")
-        if instant_of(bucket.get("end_time"), f"{USAGE} end_time") > fetched:
-            report.partial_days.add(day)
-        report.usage.extend(_usage(day, r) for r in _results(bucket, USAGE))
-    cost_query = [*span, ("limit", "180"), ("group_by", "project_id"), ("group_by", "line_item")]
-    for bucket in _buckets(pager, COSTS, cost_query):
-        day = day_of_epoch(bucket.get("start_time"), f"{COSTS} start_time")
-        if instant_of(bucket.get("end_time"), f"{COSTS} end_time") > fetched:
-            report.partial_days.add(day)
-        report.costs.extend(_cost(day, r) for r in _results(bucket, COSTS))
+    fetched = timing.now()
+    usage_query = [*span, ("limit", "31"), *usage_by]
+    usage = Buckets(USAGE, usage_query, "start_time", "end_time", day_of_epoch)
+    report.usage = pager.lines(usage, _usage, report.partial_days, fetched)
+    costs = Buckets(
+        COSTS, [*span, ("limit", "180"), *cost_by], "start_time", "end_time", day_of_epoch
+    )
+    report.costs = pager.lines(costs, _cost, report.partial_days, fetched)
     return report
-
-
-def _buckets(pager: Pager, path: str, query: list[tuple[str, str]]) -> list[Mapping[str, Any]]:
-    buckets: list[Mapping[str, Any]] = []
-    for page in pager.pages(path, query):
-        if not all(isinstance(b, Mapping) for b in page["data"]):
-            raise ConnectorError(f"openai {path}: a bucket is not an object")
-        buckets.extend(page["data"])
-    return buckets
-
-
-def _results(bucket: Mapping[str, Any], path: str) -> list[Mapping[str, Any]]:
-    results = bucket.get("results", bucket.get("result"))
-    if not isinstance(results, list) or not all(isinstance(r, Mapping) for r in results):
-        raise ConnectorError(f"openai {path}: a bucket's results are not a list of objects")
-    return list(results)
 
 
 def _usage(day: date, result: Mapping[str, Any]) -> UsageLine:
@@ -83,19 +59,13 @@ def _usage(day: date, result: Mapping[str, Any]) -> UsageLine:
     cached = count(result.get("input_cached_tokens"), f"{where} input_cached_tokens")
     if cached > prompt:
         raise ConnectorError(f"{where}: input_cached_tokens {cached} exceed input_tokens {prompt}")
-    model = text_or_none(result.get("model"), f"{where} model")
-    return UsageLine(
-        day=day,
-        key=text_or_none(result.get("api_key_id"), f"{where} api_key_id"),
-        scope=text_or_none(result.get("project_id"), f"{where} project_id"),
-        model=model or "(no model)",
-        # input_tokens include the cached ones: the fleet's buckets are disjoint
-        tokens=Tokens(
-            input=prompt - cached,
-            cache_read=cached,
-            output=count(result.get("output_tokens"), f"{where} output_tokens"),
-        ),
+    # input_tokens include the cached ones: the fleet's buckets are disjoint
+    tokens = Tokens(
+        input=prompt - cached,
+        cache_read=cached,
+        output=count(result.get("output_tokens"), f"{where} output_tokens"),
     )
+    return usage_line(day, result, "project_id", tokens, where)
 
 
 def _cost(day: date, result: Mapping[str, Any]) -> CostLine:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -63,15 +63,7 @@ class Outcome:
 
 
 def _finding_json(finding: Finding) -> dict[str, Any]:
-    return {
-        "id": finding.id,
-        "kind": finding.kind,
-        "scope": finding.scope,
-        "severity": finding.severity.value,
-        "start": finding.start,
-        "text": finding.text,
-        "evidence": dict(finding.evidence),
-    }
+    return {**asdict(finding), "severity": finding.severity.value}
 
 
 def default_days(settings: ReconcileSettings, today: date) -> tuple[date, date]:

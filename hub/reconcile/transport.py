@@ -11,13 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from datetime import date
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 import orjson
 
 from hub.reconcile.model import ConnectorError
 from hub.reconcile.settings import ProviderSettings
+from hub.reconcile.values import instant_of
+
+Line = TypeVar("Line")
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_PAGES: Final = 1000  # a cursor that never ends is a provider fault, not a long report
@@ -72,6 +76,29 @@ class HttpxTransport:
         self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a fetch is (buckets ending later are still open) and how it waits to retry."""
+
+    now: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    first_wait: float = FIRST_WAIT
+
+
+REAL_TIME: Final = Timing()
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """Where a report's daily buckets are and how their bounds are spelt."""
+
+    path: str
+    query: Sequence[tuple[str, str]]
+    start: str  # "starting_at" (RFC 3339) or "start_time" (epoch seconds)
+    end: str
+    day_of: Callable[[object, str], date]
+
+
 @dataclass
 class Pager:
     """One provider's pages: its settings, headers and how it waits between tries."""
@@ -79,8 +106,7 @@ class Pager:
     settings: ProviderSettings
     transport: Transport
     headers: Mapping[str, str]
-    sleep: Callable[[float], None] = time.sleep
-    first_wait: float = FIRST_WAIT
+    timing: Timing = REAL_TIME
 
     def pages(self, path: str, params: Sequence[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         """Every page of `path`'s report, in order."""
@@ -97,6 +123,32 @@ class Pager:
                     f"{self.settings.name} {path}: has_more without a next_page cursor"
                 )
         raise ConnectorError(f"{self.settings.name} {path}: more than {MAX_PAGES} pages")
+
+    def lines(
+        self,
+        buckets: Buckets,
+        parse: Callable[[date, Mapping[str, Any]], Line],
+        partial: set[date],
+        fetched: float,
+    ) -> list[Line]:
+        """Every result of every bucket, parsed with its UTC day; a bucket that ends after
+        `fetched` is a day the provider is still finalising (added to `partial`)."""
+        out: list[Line] = []
+        where = f"{self.settings.name} {buckets.path}"
+        for page in self.pages(buckets.path, buckets.query):
+            for bucket in page["data"]:
+                if not isinstance(bucket, Mapping):
+                    raise ConnectorError(f"{where}: a bucket is not an object")
+                day = buckets.day_of(bucket.get(buckets.start), f"{where} {buckets.start}")
+                if instant_of(bucket.get(buckets.end), f"{where} {buckets.end}") > fetched:
+                    partial.add(day)
+                results = bucket.get("results")
+                if not isinstance(results, list) or not all(
+                    isinstance(r, Mapping) for r in results
+                ):
+                    raise ConnectorError(f"{where}: a bucket's results are not a list of objects")
+                out.extend(parse(day, r) for r in results)
+        return out
 
     def _get(self, path: str, query: Sequence[tuple[str, str]]) -> dict[str, Any]:
         url = self.settings.base_url + path
@@ -121,9 +173,9 @@ class Pager:
     def _wait(self, attempt: int, headers: Mapping[str, str] | None) -> None:
         if attempt >= self.settings.retries:
             return
-        wait = min(self.first_wait * 2**attempt, LONGEST_WAIT)
+        wait = min(self.timing.first_wait * 2**attempt, LONGEST_WAIT)
         after = _retry_after(headers)
-        self.sleep(min(after, LONGEST_WAIT) if after is not None else wait)
+        self.timing.sleep(min(after, LONGEST_WAIT) if after is not None else wait)
 
     def _decoded(self, path: str, reply: Reply) -> dict[str, Any]:
         name = self.settings.name

@@ -7,10 +7,13 @@ that was not already one on the wire (and then through its shortest decimal text
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from hub.reconcile.model import ConnectorError
+from hub.reconcile.model import ConnectorError, UsageLine
+from shared.events import Tokens
 
 MAX_COUNT = 2**53
 
@@ -77,3 +80,16 @@ def text_or_none(value: object, what: str) -> str | None:
     if not isinstance(value, str) or len(value) > 500:
         raise ConnectorError(f"{what}: {value!r} is not a name")
     return value
+
+
+def usage_line(
+    day: date, result: Mapping[str, Any], scope_field: str, tokens: Tokens, where: str
+) -> UsageLine:
+    """A usage result's key, workspace or project (`scope_field`) and model, with `tokens`."""
+    return UsageLine(
+        day=day,
+        key=text_or_none(result.get("api_key_id"), f"{where} api_key_id"),
+        scope=text_or_none(result.get(scope_field), f"{where} {scope_field}"),
+        model=text_or_none(result.get("model"), f"{where} model") or "(no model)",
+        tokens=tokens,
+    )
