@@ -61,12 +61,14 @@ class ProviderData:
         *,
         output_rate: Mapping[str, Decimal] | None = None,
         to_1h: Mapping[tuple[str, str, str], int] | None = None,
+        unbilled: set[tuple[str, str, str]] | None = None,
     ) -> ProviderData:
         """What the providers report for the truth's calls. `keys`: (machine, profile) ->
         (provider, key id, workspace or project); other profiles are not theirs.
         Faults: `output_rate` bills a model's output at another rate (USD/MTok);
         `to_1h` moves that many 5-minute cache writes of (key, model, day) to the 1-hour tier
-        (and bills them so)."""
+        (and bills them so); `unbilled` (key, model, day) are on neither report (the fleet
+        filed them under a key that did not make them)."""
         data = cls()
         sums: dict[tuple[str, str, str, str, str], list[Any]] = defaultdict(
             lambda: [Tokens(), Decimal(0)]
@@ -81,6 +83,8 @@ class ProviderData:
             entry[0] = entry[0] + total.tokens
             entry[1] += total.cost
         for (provider, key, scope, model, day_text), (tokens, cost) in sorted(sums.items()):
+            if (key, model, day_text) in (unbilled or set()):
+                continue
             day = date.fromisoformat(day_text)
             tokens = replace(tokens, output=tokens.output + tokens.reasoning, reasoning=0)
             amounts = _amounts(model, tokens, cost, output_rate or {})

@@ -4,7 +4,8 @@ against provider reports made from the generator's truth, first faithful, then w
 - a machine missing from the fleet (spark03 bills to spark02's key but runs no node agent),
 - a wrong rate in the tables (the provider bills gpt-5-codex output at $15, the tables say $10),
 - a cache write mis-tiered (5-minute writes of one row billed at the 1-hour tier),
-- overage on a subscription (the provider bills spark01's claude-max2 subscription profile).
+- overage on a subscription (the provider bills spark01's claude-max2 subscription profile),
+- calls filed under the wrong key (spark01's gpt-5 calls: the provider has none on its key).
 
 Each drift is found with the right cause, none where there is no fault, through the API and
 on the store directly; the findings reach the alert outbox once, through repeated scheduled
@@ -16,6 +17,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -134,6 +136,8 @@ def expected_cause(row: dict[str, Any], truth: Truth) -> str | None:
         return "unseen_usage"
     if row["model"] == "gpt-5-codex":
         return "price"
+    if (row["key"], row["model"], row["day"]) in wrong_key(truth):
+        return "fleet_excess"
     if (row["key"], row["model"], row["day"]) in tier_fault(truth):
         return "cache_tier"
     return None
@@ -154,12 +158,20 @@ def tier_fault(truth: Truth) -> dict[tuple[str, str, str], int]:
     return {("apikey_spark01", model, day): moved.tokens.cache_write_5m}
 
 
+def wrong_key(truth: Truth) -> set[tuple[str, str, str]]:
+    """spark01's gpt-5 calls, which the provider has on no key (the fleet filed them wrong)."""
+    return {
+        ("key_codex01", "gpt-5", g.key.day) for g in truth.select(machine="spark01", model="gpt-5")
+    }
+
+
 def faulty(truth: Truth) -> ProviderData:
     return ProviderData.from_truth(
         truth,
         {**KEYS, **MISSING, **SUBSCRIPTION},
         output_rate={"gpt-5-codex": Decimal(15)},
         to_1h=tier_fault(truth),
+        unbilled=wrong_key(truth),
     )
 
 
@@ -222,8 +234,10 @@ def test_reconciliation_finds_each_planted_fault_and_nothing_else(
             "unseen_usage",
             "price",
             "cache_tier",
+            "fleet_excess",
         }
         assert len(result["findings"]) == len(drifting)
+        print("\nfaults found:", Counter(r["cause"] for r in drifting))
         price = next(r for r in drifting if r["cause"] == "price")
         assert "output $10/MTok in the tables" in price["explanation"]
         assert "imply $15/MTok" in price["explanation"]
