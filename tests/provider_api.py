@@ -146,8 +146,8 @@ def _anthropic_usage(key: str, scope: str, model: str, tokens: Tokens) -> dict[s
         "api_key_id": key,
         "workspace_id": scope,
         "model": model,
-        "service_tier": None,
-        "context_window": None,
+        "service_tier": "standard",
+        "context_window": "0-200k",  # the long-context premium is on input (see _amounts)
         "uncached_input_tokens": tokens.input,
         "cache_creation": {
             "ephemeral_5m_input_tokens": tokens.cache_write_5m,
@@ -173,6 +173,7 @@ def _anthropic_costs(scope: str, model: str, amounts: dict[str, Decimal]) -> lis
                 "token_type": None if search else CLASS_TOKEN_TYPE[cls],
                 "model": None if search else model,
                 "service_tier": None if search else "standard",
+                "context_window": None if search else "0-200k",
             }
         )
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.reconcile import anthropic, openai
+from hub.reconcile.billed import NO_KEY, billed_figures
 from hub.reconcile.model import ConnectorError
 from hub.reconcile.settings import ProviderSettings, parse_reconcile
 from hub.reconcile.transport import HttpxTransport, Timing
@@ -254,3 +255,73 @@ def test_settings_map_profiles_to_keys() -> None:
     assert mapping is not None and mapping.key == "apikey_1"
     assert parsed.mapping_of("spark02", "codex") is None
     assert timedelta(seconds=parsed.interval) == timedelta(hours=1)
+
+
+def test_dollars_are_shared_out_to_keys_that_paid_the_same_rate(tmp_path: Path) -> None:
+    """Two keys of one workspace: A's calls over 200k tokens (premium rates), B's under. The
+    cost report has dollars per workspace and tier only; each key gets its own tier's."""
+    model = "claude-sonnet-4-5-20250929"
+
+    def usage(key: str, window: str, searches: int) -> dict[str, object]:
+        return {
+            "api_key_id": key,
+            "workspace_id": "wrkspc_1",
+            "model": model,
+            "context_window": window,
+            "service_tier": "standard",
+            "uncached_input_tokens": 100_000,
+            "output_tokens": 10_000,
+            "server_tool_use": {"web_search_requests": searches},
+        }
+
+    def cost(
+        cents: str, token_type: str | None, window: str | None, **kw: object
+    ) -> dict[str, object]:
+        return {
+            "amount": cents,
+            "currency": "USD",
+            "workspace_id": "wrkspc_1",
+            "description": kw.get("description", f"{model} {token_type} {window}"),
+            "cost_type": kw.get("cost_type", "tokens"),
+            "token_type": token_type,
+            "model": None if token_type is None else model,
+            "context_window": window,
+            "service_tier": None if window is None else "standard",
+        }
+
+    data = ProviderData()
+    haiku = "claude-haiku-4-5-20251001"  # B's usage here names no tier, its cost does
+    untiered = {"api_key_id": "apikey_B", "workspace_id": "wrkspc_1", "model": haiku}
+    data.anthropic_usage[D1] = [
+        usage("apikey_A", "200k-1M", 2),
+        usage("apikey_B", "0-200k", 0),
+        {**untiered, "output_tokens": 1000},
+    ]
+    data.anthropic_cost[D1] = [
+        cost("60", "uncached_input_tokens", "200k-1M"),  # 100k at $6/MTok
+        cost("30", "uncached_input_tokens", "0-200k"),  # 100k at $3/MTok
+        cost("22.5", "output_tokens", "200k-1M"),  # 10k at $22.50/MTok
+        cost("15", "output_tokens", "0-200k"),
+        cost("2", None, None, cost_type="web_search", description="Web Search Usage"),
+        cost("5", None, None, cost_type="code_execution", description="Code Execution Usage"),
+        {**cost("0.5", "output_tokens", "0-200k"), "model": haiku},
+    ]
+    api = ProviderApi(data)
+    with api.running(), HttpxTransport() as transport:
+        report = anthropic.fetch(
+            settings(tmp_path, "anthropic", api, ANTHROPIC_KEY), transport, D1, D1
+        )
+    figures = billed_figures(report)
+    a = figures[("anthropic", D1, model, "apikey_A")]
+    b = figures[("anthropic", D1, model, "apikey_B")]
+    assert a.by_class == {
+        "input": Decimal("0.6"),
+        "output": Decimal("0.225"),
+        "web_search": Decimal("0.02"),
+    }
+    assert b.by_class == {"input": Decimal("0.3"), "output": Decimal("0.15")}
+    assert figures[("anthropic", D1, haiku, "apikey_B")].usd == Decimal("0.005")
+    code = figures[("anthropic", D1, "Code Execution Usage", NO_KEY)]
+    assert code.usd == Decimal("0.05") and code.other == ["Code Execution Usage"]
+    _, query, _ = next(r for r in api.requests if r[0].endswith("usage_report/messages"))
+    assert {"context_window", "service_tier"} <= set(query["group_by[]"])

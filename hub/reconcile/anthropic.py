@@ -22,7 +22,14 @@ from hub.reconcile.model import (
 )
 from hub.reconcile.settings import ProviderSettings
 from hub.reconcile.transport import REAL_TIME, Buckets, Pager, Timing, Transport
-from hub.reconcile.values import count, day_of_rfc3339, money, text_or_none, usage_line
+from hub.reconcile.values import (
+    count,
+    day_of_rfc3339,
+    money,
+    text_or_none,
+    tier_of,
+    usage_line,
+)
 from shared.events import Tokens
 
 VERSION: Final = "2023-06-01"
@@ -36,6 +43,9 @@ TOKEN_TYPES: Final = {
     "cache_creation.ephemeral_1h_input_tokens": "cache_write_1h",
 }
 CENTS: Final = Decimal(100)
+# One model has several rates: above 200k tokens of context, and batch at half. Grouped by
+# both, each class's dollars are shared out among keys that paid the same rate.
+TIERS: Final = ("context_window", "service_tier")
 
 
 def fetch(
@@ -54,7 +64,7 @@ def fetch(
         ("bucket_width", "1d"),
         ("limit", "31"),
     ]
-    usage_by = [("group_by[]", g) for g in ("api_key_id", "workspace_id", "model")]
+    usage_by = [("group_by[]", g) for g in ("api_key_id", "workspace_id", "model", *TIERS)]
     cost_by = [("group_by[]", "workspace_id"), ("group_by[]", "description")]
     report = ProviderReport("anthropic")
     fetched = timing.now()
@@ -86,6 +96,7 @@ def _usage(day: date, result: Mapping[str, Any]) -> UsageLine:
             web_search_requests=count(tools.get("web_search_requests"), f"{where} web searches"),
         ),
         where,
+        tier_of(result, TIERS, where),
     )
 
 
@@ -108,4 +119,5 @@ def _cost(day: date, result: Mapping[str, Any]) -> CostLine:
         # the amount is in cents, as a decimal string: "123.45" is $1.2345
         amount=money(result.get("amount"), f"{where} amount") / CENTS,
         label=description or str(cost_type or "cost"),
+        tier=tier_of(result, TIERS, where),
     )

@@ -3,9 +3,11 @@
 A cost report knows dollars per workspace or project, model and token class, not per key; the
 usage report knows each key's tokens per class. A class's dollars are shared among the keys of
 its workspace and model in proportion to their tokens of that class, which is exact wherever
-the provider charges one rate per class (it does, per model and day). Web search is shared by
-search requests. A cost no usage explains (code execution, a class with no tokens) stays a row
-of its own with no key.
+the provider charges one rate per class: where it names a rate tier (Anthropic's context window
+and service tier), only the keys of that tier share its dollars (all the model's keys when
+the usage names no such tier). Web search is shared by search
+requests. A cost no usage explains (code execution, a class with no tokens) stays a row of its
+own with no key.
 """
 
 from __future__ import annotations
@@ -74,17 +76,19 @@ def _share(
     cls = cost.token_class
     if cls in CLASSES or cls == WEB_SEARCH:
         assert cls is not None
-        sharing = [line for line in lines if cost.model is None or line.model == cost.model]
-        weights = [(line, _weight(line, cls)) for line in sharing]
-        total = sum(w for _, w in weights)
-        if total:
-            with localcontext() as ctx:
-                ctx.prec = 40
-                for line, weight in weights:
-                    if weight:
-                        key = _key(provider, line.day, line.model, line.key)
-                        figures[key].add(cls, cost.amount * weight / total)
-            return
+        of_model = [line for line in lines if cost.model in (None, line.model)]
+        of_tier = [line for line in of_model if cost.tier in (None, line.tier)]
+        # the tier's keys; all the model's when the usage names no such tier
+        for sharing in (of_tier, of_model):
+            weights = [(line, _weight(line, cls)) for line in sharing]
+            if total := sum(w for _, w in weights):
+                with localcontext() as ctx:
+                    ctx.prec = 40
+                    for line, weight in weights:
+                        if weight:
+                            key = _key(provider, line.day, line.model, line.key)
+                            figures[key].add(cls, cost.amount * weight / total)
+                return
     keyless = figures.setdefault(
         _key(provider, cost.day, cost.model or cost.label, None), BilledFigure()
     )

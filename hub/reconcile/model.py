@@ -41,6 +41,7 @@ class UsageLine:
     scope: str | None  # workspace (Anthropic) or project (OpenAI); None: the default one
     model: str
     tokens: Tokens  # reasoning is part of `output` here: providers bill it as output
+    tier: str | None = None  # where one model has several rates: "200k-1M batch" (Anthropic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class CostLine:
     token_class: str | None  # one of CLASSES, WEB_SEARCH, or None (anything else)
     amount: Decimal  # USD, exact
     label: str  # the provider's description or line item
+    tier: str | None = None  # as UsageLine.tier; None: the cost report does not say
 
 
 @dataclass(slots=True)

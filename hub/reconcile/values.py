@@ -83,7 +83,12 @@ def text_or_none(value: object, what: str) -> str | None:
 
 
 def usage_line(
-    day: date, result: Mapping[str, Any], scope_field: str, tokens: Tokens, where: str
+    day: date,
+    result: Mapping[str, Any],
+    scope_field: str,
+    tokens: Tokens,
+    where: str,
+    tier: str | None = None,
 ) -> UsageLine:
     """A usage result's key, workspace or project (`scope_field`) and model, with `tokens`."""
     return UsageLine(
@@ -92,4 +97,12 @@ def usage_line(
         scope=text_or_none(result.get(scope_field), f"{where} {scope_field}"),
         model=text_or_none(result.get("model"), f"{where} model") or "(no model)",
         tokens=tokens,
+        tier=tier,
     )
+
+
+def tier_of(result: Mapping[str, Any], fields: tuple[str, ...], where: str) -> str | None:
+    """The rate tier a result names (e.g. "200k-1M standard"), or None when it names none."""
+    parts = [text_or_none(result.get(f), f"{where} {f}") for f in fields]
+    named = [p for p in parts if p is not None]
+    return " ".join(named) if named else None
