@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from hub.api.reconcile_http import HttpxTransport
 from hub.reconcile import anthropic, openai
 from hub.reconcile.billed import NO_KEY, billed_figures
 from hub.reconcile.model import ConnectorError
 from hub.reconcile.settings import ProviderSettings, parse_reconcile
-from hub.reconcile.transport import HttpxTransport, Timing
+from hub.reconcile.transport import Timing
 from shared.config import ConfigError
 from shared.events import Tokens
 from tests.provider_api import ANTHROPIC_KEY, OPENAI_KEY, ProviderApi, ProviderData

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from hub.alerts.courier import Courier, sink_secrets
 from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
+from hub.api.reconcile_http import HttpxTransport
 from hub.api.server import ApiServer
 from hub.config import HubConfig
 from hub.reconcile.run import Reconciler
@@ -40,6 +41,8 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         sd_notify("STATUS=failed: cannot listen\nERRNO=98")
         return EXIT_FAILURE
     ensure_admin_token(config.path)
+    transport = HttpxTransport()  # the providers' reports, for reconciliation
+    reconciler = Reconciler(config.reconcile, service.report, hub.alerts, transport, book=hub.book)
     app = create_app(
         service,
         TokenBook(tokens_path(config.path)),
@@ -48,12 +51,13 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
         governor=hub.governor,
         alerts=hub.alerts,
-        reconciler=(reconciler := _reconciler(config, hub, service)),
+        reconciler=reconciler,
     )
     try:
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
         api.start()
     except OSError as exc:
+        transport.close()
         hub.stop()
         print(
             f"fleet-hub serve: {exc}; is another fleet-hub serving? ([api] listen in "
@@ -82,17 +86,12 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         courier.stop()  # a delivery still in flight is sent again at the next start
         if schedule is not None:
             schedule.stop()
-        reconciler.close()
+        transport.close()
         post.close()
         api.stop(before=app.state.broker.close)  # streams end whole, not cut
         hub.stop()
         log.info("hub stopped; the store is committed")
     return status
-
-
-def _reconciler(config: HubConfig, hub: Hub, service: FleetService) -> Reconciler:
-    """Reconciliation on this hub: the service's report, the providers, the alert outbox."""
-    return Reconciler(config.reconcile, service.report, hub.alerts, book=hub.book)
 
 
 CHECK_EVERY_S = 1.0

@@ -65,23 +65,24 @@ def _on_store(
     config: HubConfig, since: date | None, until: date | None, provider: str | None
 ) -> dict[str, Any]:
     from hub.alerts.cli import _outbox  # the store (or why there is none) and its outbox
+    from hub.api.reconcile_http import HttpxTransport  # the web stack only when it asks
     from hub.report import build_hub_report
     from hub.store import Store
 
     outbox = _outbox(config)
-    with Store.in_dir(config.data_dir) as store:
+    with Store.in_dir(config.data_dir) as store, HttpxTransport() as transport:
         reconciler = Reconciler(
             config.reconcile,
             lambda by, tz, first, last: build_hub_report(
                 store, by=by, tz=tz, since=first, until=last
             ),
             outbox,
+            transport,
             book=PriceBook.default(),
         )
         try:
             outcome = reconciler.run(since, until, (provider,) if provider else None)
         finally:
-            reconciler.close()
             outbox.close()
     return outcome.to_json()
 

@@ -22,7 +22,7 @@ from hub.reconcile.fleet import ReportFn, RowKey, fleet_figures
 from hub.reconcile.match import Row, join
 from hub.reconcile.model import ConnectorError, ProviderReport
 from hub.reconcile.settings import ProviderSettings, ReconcileSettings
-from hub.reconcile.transport import HttpxTransport, Transport
+from hub.reconcile.transport import Transport
 from pricing import PriceBook
 
 log = logging.getLogger(__name__)
@@ -138,26 +138,22 @@ def _evidence(row: Row, extra: Mapping[str, str]) -> dict[str, str]:
 
 class Reconciler:
     """What `fleet-hub serve` and `fleet-hub reconcile` run: settings, the fleet's report, the
-    providers over HTTP and the outbox, bound once."""
+    providers over `transport` (its owner closes it) and the outbox, bound once."""
 
     def __init__(
         self,
         settings: ReconcileSettings,
         report: ReportFn,
         sink: FindingSink | None,
+        transport: Transport,
         *,
         book: PriceBook | None = None,
-        fetch: Fetch | None = None,
     ) -> None:
         self.settings = settings
         self.report = report
         self.sink = sink
         self.book = book
-        self._transport: HttpxTransport | None = None
-        if fetch is None:
-            self._transport = HttpxTransport()
-            fetch = http_fetch(self._transport)
-        self.fetch = fetch
+        self.fetch = http_fetch(transport)
 
     def run(
         self,
@@ -176,7 +172,3 @@ class Reconciler:
             providers=providers,
             sink=self.sink,
         )
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()

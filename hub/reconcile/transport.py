@@ -1,7 +1,7 @@
 """GET a provider's paginated report, with backoff on 429 and 5xx.
 
-The HTTP client sits behind `Transport` (httpx in the hub; anything in a test). Pages follow
-`has_more` / `next_page` (both providers use them). A 429 or 5xx, or a dropped connection, is
+The HTTP client sits behind `Transport` (httpx in the hub: hub/api/reconcile_http.py). Pages
+follow `has_more` / `next_page` (both providers use them). A 429 or 5xx, or a dropped connection, is
 tried again after `Retry-After` or an exponential wait; a 401 or 403 is said in words naming
 the key file (never the key).
 """
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final, Protocol, TypeVar
 
-import httpx
 import orjson
 
 from hub.reconcile.model import ConnectorError
@@ -36,6 +35,10 @@ class Reply:
     body: bytes
 
 
+class NoReply(OSError):
+    """No reply: refused, reset, timed out."""
+
+
 class Transport(Protocol):
     def get(
         self,
@@ -44,36 +47,8 @@ class Transport(Protocol):
         headers: Mapping[str, str],
         timeout: float,
     ) -> Reply:
-        """Raises OSError (or httpx.TransportError) when no reply came."""
+        """Raises OSError (e.g. `NoReply`) when no reply came."""
         ...
-
-
-class HttpxTransport:
-    """The hub's client: redirects not followed (a key must not travel to another host)."""
-
-    def __init__(self) -> None:
-        self._client = httpx.Client(follow_redirects=False)
-
-    def get(
-        self,
-        url: str,
-        params: Sequence[tuple[str, str]],
-        headers: Mapping[str, str],
-        timeout: float,
-    ) -> Reply:
-        response = self._client.get(
-            url, params=list(params), headers=dict(headers), timeout=timeout
-        )
-        return Reply(response.status_code, dict(response.headers), response.content)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> HttpxTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +132,7 @@ class Pager:
         for attempt in range(self.settings.retries + 1):
             try:
                 reply = self.transport.get(url, query, self.headers, self.settings.timeout)
-            except (OSError, httpx.TransportError) as exc:
+            except OSError as exc:
                 why = f"no answer ({type(exc).__name__})"
                 self._wait(attempt, None)
                 continue
