@@ -116,7 +116,11 @@ def test_the_reconcile_endpoint_and_command(tmp_path: Path) -> None:
             endpoint = f"{hub.url}/api/v1/reconcile"
             refused = httpx.get(endpoint, timeout=30)
             assert refused.status_code == 401 and "error" in refused.json()
-            for query in ("since=2026-13-01", "since=2026-12-05&until=2026-12-01"):
+            for query in (
+                "since=2026-13-01",
+                "since=2026-12-05&until=2026-12-01",
+                "since=2999-01-01",
+            ):
                 bad = httpx.get(f"{endpoint}?{query}", headers=hub.headers("viewer"), timeout=30)
                 assert bad.status_code == 422 and bad.json()["error"], query
 
@@ -131,6 +135,8 @@ def test_the_reconcile_endpoint_and_command(tmp_path: Path) -> None:
             assert result["findings"] == []
             assert "openai" in result["errors"] and "anthropic" not in result["errors"]
 
+            later = hub.cli("reconcile", "--since", "2999-01-01")
+            assert later.returncode == 2 and "is after --until" in later.stderr
             done = hub.cli("reconcile")
             assert done.returncode == 1  # a provider could not be asked
             assert done.stderr.count("\n") == 1 and "fleet-hub reconcile: openai:" in done.stderr

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from hub.api.auth import Principal
 from hub.api.errors import ApiError
-from hub.reconcile.run import Reconciler
+from hub.reconcile.run import Reconciler, resolve_days
 from shared.cli import day_range_error
 
 API = "/api/v1"
@@ -38,7 +38,7 @@ def reconcile_routes(reconciler: Reconciler, reader: Callable[..., Principal]) -
     ) -> Response:
         """{"rows": [{provider, day, model, key, fleet, billed, drift, cause, ...}],
         "findings": [...], "errors": {provider: why}, ...} (money: exact decimal strings)."""
-        if problem := day_range_error(since, until):
+        if problem := day_range_error(*resolve_days(reconciler.settings, since, until)):
             raise ApiError(422, problem)
         if not reconciler.settings.providers:
             raise ApiError(

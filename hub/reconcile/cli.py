@@ -16,7 +16,7 @@ import orjson
 
 from hub.api_client import running_hub
 from hub.config import HubConfig, load_hub_config
-from hub.reconcile.run import Reconciler
+from hub.reconcile.run import Reconciler, resolve_days
 from hub.reconcile.settings import PROVIDERS
 from pricing import PriceBook
 from shared.cli import EXIT_FAILURE, EXIT_USAGE, day_range_error, iso_day
@@ -37,10 +37,11 @@ def add_parser(sub: Any, with_config: Any) -> None:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     prog = "fleet-hub reconcile"
-    if problem := day_range_error(args.since, args.until):
+    config = load_hub_config(args.config)
+    since, until = resolve_days(config.reconcile, args.since, args.until)
+    if problem := day_range_error(since, until):
         print(f"{prog}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    config = load_hub_config(args.config)
     if not config.reconcile.providers:
         print(
             f"{prog}: {config.path} names no provider to ask: add [reconcile.anthropic] or "
@@ -50,11 +51,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     client = running_hub(config, args.token)
     if client is not None:
-        since = args.since.isoformat() if args.since else None
-        until = args.until.isoformat() if args.until else None
-        result = client.get(API, since=since, until=until, provider=args.provider)
+        days = {"since": since.isoformat(), "until": until.isoformat()}
+        result = client.get(API, **days, provider=args.provider)
     else:
-        result = _on_store(config, args.since, args.until, args.provider)
+        result = _on_store(config, since, until, args.provider)
     _print(result, args.json)
     for provider, why in result["errors"].items():
         print(f"{prog}: {provider}: {why}", file=sys.stderr)

@@ -66,9 +66,13 @@ def _finding_json(finding: Finding) -> dict[str, Any]:
     return {**asdict(finding), "severity": finding.severity.value}
 
 
-def default_days(settings: ReconcileSettings, today: date) -> tuple[date, date]:
-    """The last `days` UTC days up to today: providers finalise a day late."""
-    return today - timedelta(days=settings.days - 1), today
+def resolve_days(
+    settings: ReconcileSettings, since: date | None, until: date | None
+) -> tuple[date, date]:
+    """`since` to `until`, by default the last `days` UTC days up to today (providers finalise
+    a day late); `until` given alone ends that span there."""
+    last = until or datetime.now(UTC).date()
+    return since or last - timedelta(days=settings.days - 1), last
 
 
 def reconcile(
@@ -161,13 +165,13 @@ class Reconciler:
         last: date | None = None,
         providers: tuple[str, ...] | None = None,
     ) -> Outcome:
-        default_first, default_last = default_days(self.settings, datetime.now(UTC).date())
+        first, last = resolve_days(self.settings, first, last)
         return reconcile(
             self.settings,
             self.report,
             self.fetch,
-            first or default_first,
-            last or default_last,
+            first,
+            last,
             book=self.book,
             providers=providers,
             sink=self.sink,
