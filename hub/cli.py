@@ -54,8 +54,12 @@ from shared.cli import (
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
+    from hub.api.front import HubFront
     from hub.serve import Hub
     from hub.service import FleetService
+
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """The TUI attached to the running hub (`--hub`, or the config's when its API answers),
     else on an embedded hub: receiver, store, ledger and commands in this process."""
+    from hub.api.front import HubFront  # the web stack: only for a hub in this process
     from hub.serve import Hub
     from hub.tui import run_dashboard  # Textual is loaded only for the dashboard
 
@@ -214,14 +219,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return attach.run_attached(client.base, client.token, tls_context(config) or True)
     _log_to_file(config.data_dir / "fleet-hub.log")
     hub = Hub(config)
+    front = HubFront(hub)
     service = _start(hub, "fleet-hub")
     if service is None:
         return EXIT_FAILURE
     try:
+        _serve_beside(front, service)
         run_dashboard(service)
     finally:
+        front.stop()
         hub.stop()
     return 0
+
+
+def _serve_beside(front: HubFront, service: FleetService) -> None:
+    """The embedded hub serves its API and delivers its alerts as `serve` does, so that other
+    dashboards and the CLI attach to it; a taken API port costs only that (logged)."""
+    try:
+        front.start(service)
+    except OSError as exc:
+        log.warning("the embedded hub serves no API: %s", exc)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

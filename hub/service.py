@@ -151,6 +151,7 @@ class FleetService:
         self._foreign = CountedLog(log, "events another node stored first")
         self.batches = 0
         self.events_in = 0
+        self.api_url: str | None = None  # where this hub's API serves, once it does
         # The ledger loads from the roll-ups on a thread of its own, so that the receiver can
         # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
@@ -479,7 +480,8 @@ class FleetService:
         return self.ledger.tz
 
     def connection(self) -> Connection:
-        return EMBEDDED
+        # Said so, because other dashboards can then attach to this one's hub.
+        return Connection(f"embedded hub, api {self.api_url}") if self.api_url else EMBEDDED
 
     def nodes(self) -> list[NodeView]:
         now = self.clock()
