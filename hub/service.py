@@ -41,11 +41,13 @@ from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
+from hub.outcomes import OutcomeKeeper
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
 from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
+from pricing.outcomes import check_outcome_keys
 from shared.codec import DecodeError, unpack
 from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
@@ -157,6 +159,7 @@ class FleetService:
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
         self._closed = False  # the store is closing: a load that ends now leaves it be
+        self.outcomes = OutcomeKeeper(store, self._lock)  # what sessions produced (commits, PRs)
         self._start_load()
 
     def _start_load(self) -> None:
@@ -270,6 +273,8 @@ class FleetService:
         for owner, ids in owners.items():
             example = f"{ids[0]!r}, which belongs to {owner!r}"
             self._foreign.note(frame.node, len(ids), example, about=owner)
+        if body.get("outcomes"):
+            self.outcomes.handle(frame.node, body["outcomes"])  # committed before the ack
         return {"seq1": body["seq1"]}
 
     def note_bad_key(self, node: str) -> None:
@@ -612,6 +617,9 @@ class FleetService:
         since: date | None = None,
         until: date | None = None,
     ) -> dict[str, Any]:
+        by = tuple(by)
+        if outcome := check_outcome_keys(by):
+            return self.outcomes.report(outcome, tz, since, until)
         # From a snapshot with a small page cache, outside the lock: a report neither holds
         # ingest back nor fills the writer's cache (kept for the usage indexes) with roll-ups.
         with ExitStack() as snapshot:

@@ -39,6 +39,7 @@ from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
+from pricing.outcomes import OutcomeKeyError, check_outcome_keys
 from pricing.rollup import UnknownGroupKeyError, check_keys
 from shared.cli import day_range_error
 from shared.config import ConfigError
@@ -293,8 +294,9 @@ def create_app(
         """The rows of `fleet-hub report --json` (and `node-agent scan --json`)."""
         keys = [k.strip() for k in by.split(",") if k.strip()]
         try:
-            check_keys(keys)
-        except UnknownGroupKeyError as exc:
+            if check_outcome_keys(keys) is None:  # commit, branch, pr or repo: an outcome view
+                check_keys(keys)
+        except (UnknownGroupKeyError, OutcomeKeyError) as exc:
             raise ApiError(422, f"by: {exc}") from exc
         try:
             zone = ZoneInfo(tz)

@@ -10,10 +10,12 @@ that is not a PR says why in words (`PrLookup.status`), never raises.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urlencode
@@ -23,6 +25,10 @@ from shared.outcomes import PullRequest
 DEFAULT_API: Final = "https://api.github.com"
 TIMEOUT_S: Final = 10.0
 MAX_PAGES: Final = 10
+TOKEN_VARIABLES: Final = ("FLEETMETER_GITHUB_TOKEN", "GITHUB_TOKEN")
+API_VARIABLE: Final = "FLEETMETER_GITHUB_API"
+
+
 _NEXT: Final = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
 
@@ -122,3 +128,12 @@ def _pull(item: dict[str, Any]) -> PullRequest | None:
     url = item.get("html_url")
     merged = item.get("merged_at") is not None
     return PullRequest(number, state, merged, url if isinstance(url, str) else "")
+
+
+def forge_from_env(environ: Mapping[str, str] = os.environ) -> GitHub | None:
+    """GitHub's client when a token is in the environment (never on the command line, where
+    `ps` would show it); its API at $FLEETMETER_GITHUB_API (default api.github.com)."""
+    token = next((environ[v] for v in TOKEN_VARIABLES if environ.get(v)), None)
+    if token is None:
+        return None
+    return GitHub(token.strip(), environ.get(API_VARIABLE) or DEFAULT_API)
