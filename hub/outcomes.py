@@ -20,13 +20,15 @@ from typing import Any, Final
 import orjson
 
 from hub._counted_log import CountedLog
+from hub._outcome_cache import OutcomeRowsCache, first_day
 from hub._pricing import billing_of
 from hub._rollup import cost_class
 from hub._totals import MONEY
+from hub.ledger import Period
 from hub.store import Store
 from pricing import PricedCall
 from pricing.outcomes import OutcomeReport
-from shared.outcomes import SessionOutcome, outcome_from_map, outcome_to_map
+from shared.outcomes import SessionOutcome, outcome_from_map, outcome_to_map, root_session
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ def build_outcome_report(
                 amount is not None, estimated, billing_of(billing, event.machine, event.profile)
             )
             priced = PricedCall(amount, cls, None, estimated)
-            sessions.setdefault((event.machine, event.session_id), []).append((event, priced))
+            sessions.setdefault((event.machine, root_session(event)), []).append((event, priced))
         report = OutcomeReport(by)
         for key, calls in sessions.items():
             report.add_session(outcomes.get(key), calls)
@@ -143,9 +145,11 @@ class OutcomeKeeper:
     """The service's part: keeps the outcomes of each batch (before its ack) and reports
     them. `lock` is the service's, which serialises use of the store's writing connection."""
 
-    def __init__(self, store: Store, lock: Any) -> None:
+    def __init__(self, store: Store, lock: Any, tz: tzinfo) -> None:
         self._store = store
         self._lock = lock
+        self.tz = tz
+        self._cache = OutcomeRowsCache(lambda view, since: self.report(view, tz, since))
         self._bad = CountedLog(log, "malformed session outcomes")
         with lock, store.writing() as db:
             create_table(db)
@@ -167,6 +171,10 @@ class OutcomeKeeper:
         # a snapshot of its own: a month of calls is read without holding ingest back
         with self._store.snapshot() as reader:
             return build_outcome_report(reader, by, tz, since, until)
+
+    def report_now(self, view: str, period: Period, now: float) -> dict[str, Any] | None:
+        """The `view` report of `period` as last read (None before the first read), at once."""
+        return self._cache.get(view, first_day(period, now, self.tz))
 
     def of_session(self, node: str, session_id: str) -> SessionOutcome | None:
         with self._store.snapshot() as reader:

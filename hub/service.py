@@ -52,6 +52,7 @@ from shared.codec import DecodeError, unpack
 from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
+from shared.outcomes import SessionOutcome
 from shared.wire import Frame, parse_batch_body
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,9 @@ class FleetService:
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
         self._closed = False  # the store is closing: a load that ends now leaves it be
-        self.outcomes = OutcomeKeeper(store, self._lock)  # what sessions produced (commits, PRs)
+        self.outcomes = OutcomeKeeper(
+            store, self._lock, self._tz
+        )  # what sessions produced (commits, PRs)
         self._start_load()
 
     def _start_load(self) -> None:
@@ -634,6 +637,16 @@ class FleetService:
                 until=until,
                 cache=(self._report_cache, generation),
             )
+
+    def outcome_report(self, view: str, period: Period) -> dict[str, Any] | None:
+        """The `view` outcome report of `period` as last read (None before the first), at
+        once: a dashboard calls it on its UI thread."""
+        return self.outcomes.report_now(view, period, self.clock())
+
+    def session_outcome(self, key: str) -> SessionOutcome | None:
+        """What the session `key` produced, as its node last said."""
+        rows = self.sessions([key])
+        return self.outcomes.of_session(rows[0].machine, key) if rows else None
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:

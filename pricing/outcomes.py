@@ -25,7 +25,7 @@ from typing import Any, Final
 from pricing import PricedCall
 from pricing.rollup import Row, RowKey
 from shared.events import Agent, Role, UsageEvent
-from shared.outcomes import Commit, SessionOutcome
+from shared.outcomes import Commit, SessionOutcome, root_session
 
 OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
 # The columns each view's rows are keyed by (a branch is only one within its repository).
@@ -140,7 +140,7 @@ class OutcomeReport:
         ordered = sorted(calls, key=lambda c: (c[0].ts, c[0].event_id))
         if not ordered:
             return
-        session_id = ordered[0][0].session_id
+        session_id = root_session(ordered[0][0])
         status = outcome.status if outcome is not None else "unchecked"
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if outcome is not None and outcome.pr_status:
@@ -235,7 +235,7 @@ def outcome_report(
     """The `by` view of `calls` (any sessions, any order) against the sessions' outcomes."""
     per_session: dict[str, list[Call]] = {}
     for call in calls:
-        per_session.setdefault(call[0].session_id, []).append(call)
+        per_session.setdefault(root_session(call[0]), []).append(call)
     report = OutcomeReport(by)
     for session_id, session_calls in per_session.items():
         report.add_session(outcomes.get(session_id), session_calls)

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shared.events import Role, UsageEvent
+
 # How a commit was found to be the agent's (see node_agent.outcomes.match).
 RULES: Final = frozenset({"trailer", "identity", "marker"})
 # Why a session has no repository facts (`RepoStatus.OK` when it has them).
@@ -53,6 +55,14 @@ class SessionOutcome:
     commits: tuple[Commit, ...] = ()
     pr: PullRequest | None = None
     pr_status: str = ""  # why no PR is known: "no token", "rate limited until ...", "none"
+
+
+def root_session(event: UsageEvent) -> str:
+    """The session an outcome belongs to: a subagent's parent (Codex and OpenCode give a
+    subagent a session id of its own), else the call's own session."""
+    if event.role is not Role.MAIN and event.parent_session_id:
+        return event.parent_session_id
+    return event.session_id
 
 
 class OutcomeDecodeError(ValueError):

@@ -43,6 +43,7 @@ from pricing.outcomes import OutcomeKeyError, check_outcome_keys
 from pricing.rollup import UnknownGroupKeyError, check_keys
 from shared.cli import day_range_error
 from shared.config import ConfigError
+from shared.outcomes import outcome_to_map
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,16 @@ def create_app(
             raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
         first, last, amounts = service.session_series(key, bins)
         return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
+
+    @app.get(f"{API}/sessions/{{key}}/outcome", tags=["fleet"])
+    def session_outcome(who: Anyone, key: Annotated[str, Path(max_length=300)]) -> dict[str, Any]:
+        """What the session produced as its node read it from git: repository, branch,
+        commits, pull request (`outcome` null: not read yet)."""
+        rows = service.sessions([key])
+        if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
+            raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
+        found = service.session_outcome(key)
+        return {"outcome": None if found is None else outcome_to_map(found)}
 
     @app.get(
         f"{API}/profiles/{{machine}}/{{profile}}/history",

@@ -15,7 +15,7 @@ from node_agent.outcomes.match import MARGIN_BEFORE, rule_for, within
 from node_agent.outcomes.parse import LoggedCommit, github_slug
 from node_agent.outcomes.repo import RepoFacts, commits_since, probe
 from shared.events import UsageEvent
-from shared.outcomes import Commit, SessionOutcome
+from shared.outcomes import Commit, SessionOutcome, root_session
 
 NO_TOKEN = "no forge token configured"
 
@@ -33,9 +33,10 @@ def spans(events: Iterable[UsageEvent]) -> list[SessionSpan]:
     """Each session's span, from its calls (the latest call's cwd and branch win)."""
     found: dict[str, SessionSpan] = {}
     for event in sorted(events, key=lambda e: e.ts):
-        old = found.get(event.session_id)
-        found[event.session_id] = SessionSpan(
-            event.session_id,
+        key = root_session(event)
+        old = found.get(key)
+        found[key] = SessionSpan(
+            key,
             event.project or (old.cwd if old else None),
             old.first if old else event.ts,
             event.ts,
