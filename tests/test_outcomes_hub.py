@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import httpx
 import pynng
 
+from hub.ledger import Period
+from hub.remote import RemoteFleet
 from shared.events import Agent
 from shared.outcomes import Commit, SessionOutcome, outcome_to_map
 from shared.wire import batch_body, seal
@@ -52,20 +55,21 @@ def _send_outcomes(served: ServedHub, node: str, outcomes: list[dict[str, Any]])
 
 
 def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
+    base = time.time() - 3600  # this month's and today's, for the dashboard's periods
     repo = make_repo(tmp_path / "widget")
     home = tmp_path / "claude"
-    c1 = commit(repo, T0 + 150, "first", lines=5)
+    c1 = commit(repo, base + 150, "first", lines=5)
     write_session(
         home,
         "s1",
         [
-            claude_call("s1", repo, "feature/x", T0 + 0, 1),
-            claude_call("s1", repo, "feature/x", T0 + 60, 2, tool=BASH),
-            claude_call("s1", repo, "feature/x", T0 + 120, 3, tool=BASH),
-            claude_call("s1", repo, "feature/x", T0 + 300, 4),
+            claude_call("s1", repo, "feature/x", base + 0, 1),
+            claude_call("s1", repo, "feature/x", base + 60, 2, tool=BASH),
+            claude_call("s1", repo, "feature/x", base + 120, 3, tool=BASH),
+            claude_call("s1", repo, "feature/x", base + 300, 4),
         ],
     )
-    write_session(home, "s2", [claude_call("s2", tmp_path, "", T0 + 10, 1)])
+    write_session(home, "s2", [claude_call("s2", tmp_path, "", base + 10, 1)])
     served = serve_hub(tmp_path)
     with processes() as started:
         started.append(served.proc)
@@ -121,6 +125,18 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
         ]
         text = served.cli("report", "--by", "repo")
         assert text.returncode == 0 and "github.com/acme/widget" in text.stdout
+        # An attached dashboard reads the same rows, and the session's outcome line.
+        with RemoteFleet(served.url, served.tokens["viewer"]) as remote:
+            wait_for(
+                lambda: remote.outcome_report("commit", Period.TODAY) is not None,
+                30,
+                "the attached dashboard's outcome view",
+            )
+            shown = remote.outcome_report("commit", Period.TODAY)
+            assert shown is not None and shown["rows"] == hub["rows"]
+            found = remote.session_outcome("s1")
+            assert found is not None and found.repo == "github.com/acme/widget"
+            assert [c.sha for c in found.commits] == [c1]
 
         # Another node names spark01's session: it attributes nothing of it.
         forged = SessionOutcome(
@@ -129,7 +145,7 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
             "ok",
             repo="github.com/evil/repo",
             branch="main",
-            commits=(Commit("e" * 40, T0 + 1, 1, 0, "trailer", "mine"),),
+            commits=(Commit("e" * 40, base + 1, 1, 0, "trailer", "mine"),),
         )
         _send_outcomes(served, "spark09", [outcome_to_map(forged), {"status": "bogus"}])
         again = _report(served, "commit")
