@@ -162,3 +162,36 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
         assert "malformed session outcomes" in hub_log
         assert "Traceback" not in hub_log
         stop(restarted)
+
+
+def test_a_node_killed_with_9_still_knows_its_sessions(tmp_path: Path) -> None:
+    """The reader resumes past the calls it read; the spans it kept say where the session
+    began, so the commit before the kill stays the session's after it."""
+    base = time.time() - 3600
+    repo = make_repo(tmp_path / "widget")
+    home = tmp_path / "claude"
+    c1 = commit(repo, base + 150, "first")
+    calls = [claude_call("s1", repo, "feature/x", base + t, n) for n, t in enumerate((0, 100, 300))]
+    write_session(home, "s1", calls)
+    served = serve_hub(tmp_path)
+    with processes() as started:
+        started.append(served.proc)
+        config = write_node(
+            tmp_path, "spark01", served.setup, [ProfileSpec("api-a", Agent.CLAUDE_CODE, home)]
+        )
+        node = start_node(config, tmp_path)
+        started.append(node)
+
+        def commits() -> dict[str | None, Decimal]:
+            rows = _report(served, "commit")["rows"]
+            return {r["commit"]: Decimal(r["cost"]["api_equivalent"]) for r in rows}
+
+        wait_for(lambda: c1[:12] in commits(), 60, "the first commit at the hub")
+        node.send_signal(signal.SIGKILL)
+        node.wait(10)
+        c2 = commit(repo, base + 450, "second")
+        more = [claude_call("s1", repo, "feature/x", base + t, n) for n, t in ((4, 400), (5, 500))]
+        write_session(home, "s1", more)
+        started.append(start_node(config, tmp_path))
+        wait_for(lambda: c2[:12] in commits(), 60, "the second commit at the hub")
+        assert commits() == {c1[:12]: 2 * CALL, c2[:12]: 2 * CALL, None: CALL}
