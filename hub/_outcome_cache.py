@@ -1,7 +1,9 @@
 """An outcome view read off the caller's thread: a report of every call of a period is read
 from the store (an embedded hub) or the API (an attached dashboard), too slow for a UI thread.
 `OutcomeRowsCache` answers at once with the report it has and reads again on a thread of its
-own when it is older than `FRESH_S`. And the session detail's outcome line in words."""
+own when it is older than `FRESH_S`, or than 10 times what the last read took (a month of a
+large fleet takes seconds to read: a dashboard left on an outcome view must not keep the hub
+busy). And the session detail's outcome line in words."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from shared.outcomes import SessionOutcome
 log = logging.getLogger(__name__)
 
 FRESH_S: Final = 10.0
+REST_FACTOR: Final = 10  # a read may take at most a tenth of the time
 
 Read = Callable[[str, date], dict[str, Any]]  # (view, first day) -> the report's JSON
 
@@ -37,7 +40,7 @@ class OutcomeRowsCache:
         self._read = read
         self._clock = clock
         self._lock = threading.Lock()
-        self._got: dict[tuple[str, date], tuple[float, dict[str, Any]]] = {}
+        self._got: dict[tuple[str, date], tuple[float, dict[str, Any]]] = {}  # until, report
         self._reading: set[tuple[str, date]] = set()
 
     def get(self, view: str, since: date) -> dict[str, Any] | None:
@@ -46,13 +49,14 @@ class OutcomeRowsCache:
         key = (view, since)
         with self._lock:
             got = self._got.get(key)
-            stale = got is None or self._clock() - got[0] >= FRESH_S
+            stale = got is None or self._clock() >= got[0]
             if stale and key not in self._reading:
                 self._reading.add(key)
                 threading.Thread(target=self._fill, args=(key,), daemon=True).start()
         return got[1] if got is not None else None
 
     def _fill(self, key: tuple[str, date]) -> None:
+        began = self._clock()
         try:
             report = self._read(*key)
         except Exception as exc:  # the hub went away, a store error: the old rows stay
@@ -61,7 +65,8 @@ class OutcomeRowsCache:
         with self._lock:
             self._reading.discard(key)
             if report is not None:
-                self._got[key] = (self._clock(), report)
+                now = self._clock()
+                self._got[key] = (now + max(FRESH_S, REST_FACTOR * (now - began)), report)
 
 
 def outcome_words(outcome: SessionOutcome | None) -> str:

@@ -173,10 +173,9 @@ class OutcomeReport:
         pr = outcome.pr if outcome is not None else None
         detail: dict[str, Any] = {}
         if self.by == "commit":
-            key: RowKey = (commit.sha[:SHORT_SHA] if commit else None,)
+            key: RowKey = (commit.sha if commit else None,)
             if commit is not None:
                 detail = {
-                    "sha": commit.sha,
                     "repo": repo,
                     "branch": branch,
                     "subject": commit.subject,
@@ -278,7 +277,7 @@ def render_outcome_text(report: Mapping[str, Any]) -> str:
         share = out["subagent_share"]
         lines.append(
             [
-                *(str(row.get(k) or _NONE[k]) for k in keys),
+                *(_cell(row, k) for k in keys),
                 str(out["sessions"]),
                 str(out["no_outcome_sessions"]),
                 str(out["commits"]),
@@ -315,6 +314,13 @@ _NONE: Final = {
     "branch": "-",
     "pr": "(no pull request)",
 }
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return _NONE[key]
+    return str(value)[:SHORT_SHA] if key == "commit" else str(value)
 
 
 def _what(out: Mapping[str, Any]) -> str:

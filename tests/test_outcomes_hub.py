@@ -81,14 +81,14 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
 
         def commits_reported() -> bool:
             rows = _report(served, "commit")["rows"]
-            return any(r["commit"] == c1[:12] for r in rows)
+            return any(r["commit"] == c1 for r in rows)
 
         wait_for(commits_reported, 60, "the hub to report the node's commit")
         hub = _report(served, "commit")
         rows = {r["commit"]: r for r in hub["rows"]}
-        assert Decimal(rows[c1[:12]]["cost"]["api_equivalent"]) == 3 * CALL
-        assert Decimal(rows[c1[:12]]["outcome"]["retry_cost"]) == CALL
-        assert rows[c1[:12]]["outcome"]["rule"] == "trailer"
+        assert Decimal(rows[c1]["cost"]["api_equivalent"]) == 3 * CALL
+        assert Decimal(rows[c1]["outcome"]["retry_cost"]) == CALL
+        assert rows[c1]["outcome"]["rule"] == "trailer"
         assert Decimal(rows[None]["cost"]["api_equivalent"]) == 2 * CALL
         assert hub["sessions_by_status"] == {"not_a_repo": 1, "ok": 1}
         # The same rows as the node's own scan of its logs.
@@ -186,12 +186,12 @@ def test_a_node_killed_with_9_still_knows_its_sessions(tmp_path: Path) -> None:
             rows = _report(served, "commit")["rows"]
             return {r["commit"]: Decimal(r["cost"]["api_equivalent"]) for r in rows}
 
-        wait_for(lambda: c1[:12] in commits(), 60, "the first commit at the hub")
+        wait_for(lambda: c1 in commits(), 60, "the first commit at the hub")
         node.send_signal(signal.SIGKILL)
         node.wait(10)
         c2 = commit(repo, base + 450, "second")
         more = [claude_call("s1", repo, "feature/x", base + t, n) for n, t in ((4, 400), (5, 500))]
         write_session(home, "s1", more)
         started.append(start_node(config, tmp_path))
-        wait_for(lambda: c2[:12] in commits(), 60, "the second commit at the hub")
-        assert commits() == {c1[:12]: 2 * CALL, c2[:12]: 2 * CALL, None: CALL}
+        wait_for(lambda: c2 in commits(), 60, "the second commit at the hub")
+        assert commits() == {c1: 2 * CALL, c2: 2 * CALL, None: CALL}

@@ -83,11 +83,11 @@ def work(tmp_path: Path) -> dict[str, Any]:
 def test_a_commit_costs_its_sessions_spend_since_the_previous_commit(work: dict[str, Any]) -> None:
     data = scan_json("--by", "commit", str(work["home"]))
     rows = {r["commit"]: r for r in data["rows"]}
-    first, second = rows[work["c1"][:12]], rows[work["c2"][:12]]
+    first, second = rows[work["c1"]], rows[work["c2"]]
     assert Decimal(first["cost"]["api_equivalent"]) == 4 * CALL  # calls at 0, 60, 120, 130
     assert first["calls"] == 4
     out = first["outcome"]
-    assert out["rule"] == "trailer" and out["sha"] == work["c1"]
+    assert out["rule"] == "trailer" and out["subject"] == "first"
     assert out["repo"] == "github.com/acme/widget" and out["branch"] == "feature/x"
     assert (out["lines_added"], out["lines_deleted"]) == (5, 0)
     assert Decimal(out["subagent_cost"]) == CALL and out["subagent_share"] == "0.2500"
@@ -95,7 +95,7 @@ def test_a_commit_costs_its_sessions_spend_since_the_previous_commit(work: dict[
     assert Decimal(second["cost"]["api_equivalent"]) == CALL
     assert second["outcome"]["rule"] == "identity"
     # The person's commit and the one before the session are nobody's outcome here.
-    assert set(rows) == {work["c1"][:12], work["c2"][:12], None}
+    assert set(rows) == {work["c1"], work["c2"], None}
     # After s1's last commit (1 call), s2 (no repo) and s3 (no commit): no outcome.
     nothing = rows[None]
     assert Decimal(nothing["cost"]["api_equivalent"]) == 3 * CALL

@@ -61,9 +61,9 @@ async def test_spend_by_outcome_groups(fleet: SyntheticFleet) -> None:
         spend = app.table("spend")
         scope = app.query_one("#scope", Static)
         await pilot.press("o")
-        await until(pilot, lambda: SHA[:12] in spend.rows_by_key, "the commit row", within=20)
+        await until(pilot, lambda: SHA in spend.rows_by_key, "the commit row", within=20)
         assert app.current_tab == "spend" and "group by commit (o)" in _text(scope)
-        row = spend.rows_by_key[SHA[:12]]
+        row = spend.rows_by_key[SHA]
         assert row.cells[0].text == "c0ffee00 teach the widget to count · +5/-1 · trailer"
         calls = mine.main.calls + mine.subagents.calls
         assert row.cells[1].sort == calls
