@@ -7,14 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from node_agent.outcomes.git import GitError, run_git
 from node_agent.outcomes.match import rule_for
 from node_agent.outcomes.parse import LoggedCommit, normalise_remote
 from tests.outcome_fixtures import (
@@ -246,3 +249,19 @@ def test_which_rule_matched() -> None:
     assert rule_for(_logged(), identities={"dev@example.com"}) == "identity"
     assert rule_for(_logged(body="🤖 Generated with [Claude Code](https://claude.com)")) == "marker"
     assert rule_for(_logged()) is None
+
+
+def test_a_hung_git_is_a_timeout_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\n{shutil.which('sleep')} 30\n")  # a child holding the pipes
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    began = time.monotonic()
+    with pytest.raises(GitError) as caught:
+        run_git(tmp_path, ["rev-parse", "--show-toplevel"], timeout=0.5)
+    assert time.monotonic() - began < 5
+    assert caught.value.status == "timeout"
+    assert str(caught.value) == f"git rev-parse took over 0.5 s in {tmp_path}"

@@ -4,7 +4,9 @@ session detail's outcome line."""
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from rich.text import Text
 from textual.widgets import Static
 
+from hub._outcome_cache import OutcomeRowsCache
 from hub.ledger import Dimension
 from hub.tui.app import FleetApp
 from hub.tui.screens import DetailScreen
@@ -113,3 +116,33 @@ async def test_the_session_detail_says_what_the_session_produced(fleet: Syntheti
         text = await detail_of(session)
         assert "github.com/acme/widget · feature/x · 1 commits +5/-1 · PR #7 merged" in text
         assert "not read yet" in await detail_of(other)
+
+
+def test_an_outcome_view_is_read_again_only_after_resting(tmp_path: Path) -> None:
+    """A read that took 3 s is not started again until 30 s after it ended (10 s when reads
+    are quick)."""
+    now = [0.0]
+    reads: list[str] = []
+    release = threading.Event()
+
+    def read(view: str, since: Any) -> dict[str, Any]:
+        reads.append(view)
+        now[0] += 3.0  # the read takes 3 s of the clock
+        release.set()
+        return {"rows": [], "view": view}
+
+    cache = OutcomeRowsCache(read, clock=lambda: now[0])
+    assert cache.get("commit", date(2026, 12, 1)) is None  # the first read starts
+    assert release.wait(10)
+    deadline = time.monotonic() + 10
+    while cache.get("commit", date(2026, 12, 1)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reads == ["commit"]
+    now[0] += 29.0  # 29 s after the read ended: still resting
+    assert cache.get("commit", date(2026, 12, 1)) == {"rows": [], "view": "commit"}
+    time.sleep(0.2)
+    assert reads == ["commit"]
+    now[0] += 1.0
+    release.clear()
+    cache.get("commit", date(2026, 12, 1))
+    assert release.wait(10) and reads == ["commit", "commit"]

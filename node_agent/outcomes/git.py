@@ -9,6 +9,7 @@ seconds, not the daemon. Every failure is a `GitError` with a status word and a 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,14 +55,16 @@ def _env() -> dict[str, str]:
 def run_git(cwd: Path, args: Sequence[str], *, timeout: float = TIMEOUT_S) -> str:
     """git's standard output for `args` run in `cwd`; raises GitError when it fails."""
     try:
-        done = subprocess.run(
+        # its own process group: a timeout ends whatever it started too (a wrapper script's
+        # children would hold its pipes open)
+        proc = subprocess.Popen(
             ["git", *SAFE_OPTIONS, *args],
             cwd=cwd,
             env=_env(),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
     except FileNotFoundError as exc:
         if not cwd.is_dir():
@@ -71,12 +74,16 @@ def run_git(cwd: Path, args: Sequence[str], *, timeout: float = TIMEOUT_S) -> st
         raise GitError("no_dir", f"{cwd}: not a folder") from exc
     except PermissionError as exc:
         raise GitError("error", f"{cwd}: permission denied") from exc
+    try:
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         raise GitError("timeout", f"git {args[0]} took over {timeout:g} s in {cwd}") from exc
-    if done.returncode != 0:
-        words = done.stderr.decode(errors="replace").strip().splitlines()
-        why = words[-1] if words else f"exit status {done.returncode}"
+    if proc.returncode != 0:
+        words = err.decode(errors="replace").strip().splitlines()
+        why = words[-1] if words else f"exit status {proc.returncode}"
         if "not a git repository" in why:
             raise GitError("not_a_repo", f"{cwd} is not in a git repository")
         raise GitError("error", f"git {args[0]} in {cwd}: {why}")
-    return done.stdout[:MAX_OUTPUT].decode(errors="replace")
+    return out[:MAX_OUTPUT].decode(errors="replace")
