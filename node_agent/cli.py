@@ -250,7 +250,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     with _batch_gc():
         report = build_report(args.paths, config, query, jobs=args.jobs)
     if outcome is not None:
-        return _print_outcomes(report, outcome, args)
+        return _print_outcomes(report, outcome, config, args)
     if args.json:
         blob = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2)
         sys.stdout.buffer.write(blob + b"\n")
@@ -261,10 +261,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 1 if report.path_problems else 0
 
 
-def _print_outcomes(report: Report, by: str, args: argparse.Namespace) -> int:
+def _print_outcomes(report: Report, by: str, config: NodeConfig, args: argparse.Namespace) -> int:
     from node_agent.outcomes.view import outcome_view  # git and the forge: only for this view
 
-    view = outcome_view(report, by, args.identity)
+    view = outcome_view(report, by, [*config.commit_identities, *args.identity])
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(view, option=orjson.OPT_INDENT_2) + b"\n")
     else:

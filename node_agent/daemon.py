@@ -96,7 +96,11 @@ class Daemon:
         )
         self.identities = identity_watchers(config.profiles)
         # what each session produced (git, the forge), read on a thread of its own
-        self.outcomes = OutcomeWatch(self.state_dir / "outcome_spans.json", forge=forge_from_env())
+        self.outcomes = OutcomeWatch(
+            self.state_dir / "outcome_spans.json",
+            forge=forge_from_env(),
+            identities=config.commit_identities,
+        )
         self.pending = 0  # events in the outbox, for the hello
         self._held: list[ProfileEvent] = []  # profile events not yet committed (outbox full)
         self.booted = time.time()

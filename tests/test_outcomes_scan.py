@@ -265,3 +265,20 @@ def test_a_hung_git_is_a_timeout_not_a_hang(
     assert time.monotonic() - began < 5
     assert caught.value.status == "timeout"
     assert str(caught.value) == f"git rev-parse took over 0.5 s in {tmp_path}"
+
+
+def test_agents_that_commit_as_the_user_are_named_in_the_config(
+    work: dict[str, Any], tmp_path: Path
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('node = "spark01"\ncommit_identities = ["DEV@example.com"]\n')
+    data = scan_json("--config", str(config), "--by", "commit", str(work["home"]))
+    rules = sorted(r["outcome"]["rule"] for r in data["rows"] if r["commit"] is not None)
+    assert rules == ["identity", "identity", "trailer"]  # the person's commit is now the agent's
+    config.write_text('node = "spark01"\ncommit_identities = "me"\n')
+    done = scan("--config", str(config), "--by", "commit", str(work["home"]))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"node-agent scan: {config}: 'commit_identities' must be an array of author names or "
+        'emails, e.g. ["me@example.com"]'
+    )
