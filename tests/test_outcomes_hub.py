@@ -162,6 +162,8 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
         assert "malformed session outcomes" in hub_log
         assert "Traceback" not in hub_log
         stop(restarted)
+        # With no hub serving, the report reads the store itself: the same rows.
+        assert _report(served, "commit")["rows"] == hub["rows"]
 
 
 def test_a_node_killed_with_9_still_knows_its_sessions(tmp_path: Path) -> None:
