@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,22 @@ def _send_outcomes(served: ServedHub, node: str, outcomes: list[dict[str, Any]])
         sock.recv()
 
 
+@contextmanager
+def fleet_of_one(
+    tmp_path: Path, home: Path
+) -> Iterator[tuple[ServedHub, Path, list[subprocess.Popen[bytes]]]]:
+    """A served hub and a `node-agent run` reading the Claude home `home` (the last of the
+    processes, which are all killed on the way out)."""
+    served = serve_hub(tmp_path)
+    with processes() as started:
+        started.append(served.proc)
+        config = write_node(
+            tmp_path, "spark01", served.setup, [ProfileSpec("api-a", Agent.CLAUDE_CODE, home)]
+        )
+        started.append(start_node(config, tmp_path))
+        yield served, config, started
+
+
 def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
     base = time.time() - 3600  # this month's and today's, for the dashboard's periods
     repo = make_repo(tmp_path / "widget")
@@ -70,14 +88,8 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
         ],
     )
     write_session(home, "s2", [claude_call("s2", tmp_path, "", base + 10, 1)])
-    served = serve_hub(tmp_path)
-    with processes() as started:
-        started.append(served.proc)
-        config = write_node(
-            tmp_path, "spark01", served.setup, [ProfileSpec("api-a", Agent.CLAUDE_CODE, home)]
-        )
-        node = start_node(config, tmp_path)
-        started.append(node)
+    with fleet_of_one(tmp_path, home) as (served, config, started):
+        node = started[-1]
 
         def commits_reported() -> bool:
             rows = _report(served, "commit")["rows"]
@@ -175,14 +187,8 @@ def test_a_node_killed_with_9_still_knows_its_sessions(tmp_path: Path) -> None:
     c1 = commit(repo, base + 150, "first")
     calls = [claude_call("s1", repo, "feature/x", base + t, n) for n, t in enumerate((0, 100, 300))]
     write_session(home, "s1", calls)
-    served = serve_hub(tmp_path)
-    with processes() as started:
-        started.append(served.proc)
-        config = write_node(
-            tmp_path, "spark01", served.setup, [ProfileSpec("api-a", Agent.CLAUDE_CODE, home)]
-        )
-        node = start_node(config, tmp_path)
-        started.append(node)
+    with fleet_of_one(tmp_path, home) as (served, config, started):
+        node = started[-1]
 
         def commits() -> dict[str | None, Decimal]:
             rows = _report(served, "commit")["rows"]
