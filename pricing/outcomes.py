@@ -171,17 +171,13 @@ class OutcomeReport:
         repo = outcome.repo if outcome is not None and ok else None
         branch = outcome.branch if outcome is not None and ok else None
         pr = outcome.pr if outcome is not None else None
+        where = {"repo": repo, "branch": branch}
         detail: dict[str, Any] = {}
         if self.by == "commit":
             key: RowKey = (commit.sha if commit else None,)
             if commit is not None:
-                detail = {
-                    "repo": repo,
-                    "branch": branch,
-                    "subject": commit.subject,
-                    "author_ts": commit.author_ts,
-                    "rule": commit.rule,
-                }
+                detail = where | {"subject": commit.subject, "author_ts": commit.author_ts}
+                detail["rule"] = commit.rule
         elif self.by == "branch":
             key = (repo, branch)
             if pr is not None:
@@ -189,14 +185,8 @@ class OutcomeReport:
         elif self.by == "pr":
             key = (f"{repo}#{pr.number}" if pr is not None and repo else None,)
             if pr is not None:
-                detail = {
-                    "repo": repo,
-                    "branch": branch,
-                    "number": pr.number,
-                    "state": pr.state,
-                    "merged": pr.merged,
-                    "url": pr.url,
-                }
+                detail = where | {"number": pr.number, "state": pr.state}
+                detail |= {"merged": pr.merged, "url": pr.url}
         else:
             key = (repo,)
         group = self.groups.get(key)
