@@ -282,3 +282,38 @@ def test_agents_that_commit_as_the_user_are_named_in_the_config(
         f"node-agent scan: {config}: 'commit_identities' must be an array of author names or "
         'emails, e.g. ["me@example.com"]'
     )
+
+
+def test_a_forge_that_knows_no_such_repository_says_so(work: dict[str, Any]) -> None:
+    def route(path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Any:
+        return 404, {}, {"message": "Not Found", "documentation_url": "https://docs.github.com"}
+
+    with forge(route) as (base, _):
+        env = {"FLEETMETER_GITHUB_TOKEN": "tok", "FLEETMETER_GITHUB_API": base}
+        data = scan_json("--by", "pr", str(work["home"]), env=env)
+    lookups = data["pull_request_lookups"]
+    assert lookups == {"forge knows no such repository, or the token cannot see it (404)": 2}
+
+
+def test_a_commit_with_an_unpriced_call_costs_unknown_not_less(work: dict[str, Any]) -> None:
+    repo = work["repo"]
+    late = [
+        claude_call("s7", repo, "feature/x", T0 + 20_000, 1),
+        claude_call("s7", repo, "feature/x", T0 + 20_060, 2)
+        | {
+            "message": {
+                **claude_call("s7", repo, "feature/x", T0 + 20_060, 2)["message"],
+                "model": "made-up-model-9000",
+            }
+        },
+    ]
+    write_session(work["home"], "s7", late)
+    c3 = commit(repo, T0 + 20_100, "third")
+    data = scan_json("--by", "commit", str(work["home"]))
+    row = next(r for r in data["rows"] if r["commit"] == c3)
+    assert row["unknown_calls"] == 1 and row["cost"]["unknown"] is None
+    assert Decimal(row["cost"]["api_equivalent"]) == CALL  # the priced part, said to be partial
+    assert row["outcome"]["subagent_share"] is None
+    text = scan("--by", "commit", str(work["home"]))
+    line = next(x for x in text.stdout.splitlines() if x.startswith(c3[:12]))
+    assert "unknown" in line and "$0.04" not in line

@@ -13,7 +13,7 @@ from node_agent.outcomes.forge import GitHub, PrLookup
 from node_agent.outcomes.git import GitError
 from node_agent.outcomes.match import MARGIN_BEFORE, rule_for, within
 from node_agent.outcomes.parse import LoggedCommit, github_slug
-from node_agent.outcomes.repo import RepoFacts, commits_since, probe
+from node_agent.outcomes.repo import MAX_LOG_COMMITS, RepoFacts, commits_since, probe
 from shared.events import UsageEvent
 from shared.outcomes import Commit, SessionOutcome, root_session
 
@@ -81,11 +81,12 @@ class OutcomeReader:
             if within(c, span.first, span.last) and (rule := rule_for(c, self.identities))
         )
         lookup = self._pr(facts.repo, branch)
+        cut = len(logged) >= MAX_LOG_COMMITS  # a huge history: only its newest commits read
         return SessionOutcome(
             span.session_id,
             now,
             "ok",
-            "",
+            f"only the newest {MAX_LOG_COMMITS:,} commits since the session began" if cut else "",
             facts.repo,
             branch,
             commits,
