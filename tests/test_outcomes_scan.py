@@ -317,3 +317,25 @@ def test_a_commit_with_an_unpriced_call_costs_unknown_not_less(work: dict[str, A
     text = scan("--by", "commit", str(work["home"]))
     line = next(x for x in text.stdout.splitlines() if x.startswith(c3[:12]))
     assert "unknown" in line and "$0.04" not in line
+
+
+def test_an_enterprise_forge_knows_the_remotes_of_its_host(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "tool", "git@GHE.corp.example:team/tool.git", branch="fix")
+    commit(repo, T0 + 50, "fix it")
+    home = tmp_path / "claude"
+    write_session(home, "s1", [claude_call("s1", repo, "fix", T0, 1)])
+
+    def route(path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Any:
+        assert path == "/api/v3/repos/team/tool/pulls" and query["head"] == ["team:fix"]
+        return 200, {}, [pull(12, "fix", state="open", merged=False, owner="team")]
+
+    with forge(route) as (base, _):
+        env = {
+            "FLEETMETER_GITHUB_TOKEN": "tok",
+            "FLEETMETER_GITHUB_API": base + "/api/v3",
+            "FLEETMETER_GITHUB_HOST": "ghe.corp.example",
+        }
+        data = scan_json("--by", "pr", str(home), env=env)
+    [row] = data["rows"]
+    assert row["pr"] == "ghe.corp.example/team/tool#12"
+    assert (row["outcome"]["state"], row["outcome"]["merged"]) == ("open", False)

@@ -27,6 +27,7 @@ TIMEOUT_S: Final = 10.0
 MAX_PAGES: Final = 10
 TOKEN_VARIABLES: Final = ("FLEETMETER_GITHUB_TOKEN", "GITHUB_TOKEN")
 API_VARIABLE: Final = "FLEETMETER_GITHUB_API"
+HOST_VARIABLE: Final = "FLEETMETER_GITHUB_HOST"  # the remotes' host it serves
 
 
 _NEXT: Final = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
@@ -39,9 +40,10 @@ class PrLookup:
 
 
 class GitHub:
-    def __init__(self, token: str, base_url: str = DEFAULT_API) -> None:
+    def __init__(self, token: str, base_url: str = DEFAULT_API, host: str = "github.com") -> None:
         self.token = token
         self.base_url = base_url.rstrip("/")
+        self.host = host.lower()  # the host of the remotes whose PRs it knows
         self.limited_until: float | None = None  # rate limited: ask again after this time
 
     def pull_request(self, owner: str, name: str, branch: str) -> PrLookup:
@@ -136,4 +138,5 @@ def forge_from_env(environ: Mapping[str, str] = os.environ) -> GitHub | None:
     token = next((environ[v] for v in TOKEN_VARIABLES if environ.get(v)), None)
     if token is None:
         return None
-    return GitHub(token.strip(), environ.get(API_VARIABLE) or DEFAULT_API)
+    api = environ.get(API_VARIABLE) or DEFAULT_API
+    return GitHub(token.strip(), api, environ.get(HOST_VARIABLE) or "github.com")

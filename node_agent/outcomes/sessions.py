@@ -51,12 +51,10 @@ class OutcomeReader:
         *,
         identities: Collection[str] = (),
         forge: GitHub | None = None,
-        forge_host: str = "github.com",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identities = frozenset(i.lower() for i in identities)
         self.forge = forge
-        self.forge_host = forge_host
         self.clock = clock
         self._repos: dict[str, RepoFacts | GitError] = {}
         self._logs: dict[tuple[Path, str], tuple[float, list[LoggedCommit] | GitError]] = {}
@@ -118,9 +116,9 @@ class OutcomeReader:
             return PrLookup(None, "detached HEAD: no branch")
         if self.forge is None:
             return PrLookup(None, NO_TOKEN)
-        slug = github_slug(repo, self.forge_host)
+        slug = github_slug(repo, self.forge.host)
         if slug is None:
-            return PrLookup(None, f"not a repository on {self.forge_host}")
+            return PrLookup(None, f"not a repository on {self.forge.host}")
         key = (repo, branch)
         if key not in self._prs:
             self._prs[key] = self.forge.pull_request(slug[0], slug[1], branch)
