@@ -321,6 +321,7 @@ class Daemon:
                 self.config.ca_file, self.config.server_name or "", self.config.cert_key_file
             )
         link = LinkConfig(self.config.node, key, tls)
+        self.outcomes.load()  # the state dir is ours and usable by now
         self.sender = EventSender(
             link,
             address.events,

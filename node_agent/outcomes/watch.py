@@ -55,11 +55,18 @@ class OutcomeWatch:
         self.identities = identities
         self.clock = clock
         self._lock = threading.Lock()
-        self._spans: dict[str, SessionSpan] = self._load()
-        self._dirty: set[str] = set(self._spans)  # read every known session once at start
+        self._spans: dict[str, SessionSpan] = {}  # see `load`
+        self._dirty: set[str] = set()
         self._sent: dict[str, dict[str, Any]] = {}  # the hub has these
         self._pending: dict[str, dict[str, Any]] = {}
         self._news = threading.Event()  # a session's span changed: read it soon
+
+    def load(self) -> None:
+        """The spans kept by the last run (call once the state dir is known to be usable),
+        each read again once."""
+        with self._lock:
+            self._spans = self._load() | self._spans
+            self._dirty |= set(self._spans)
 
     # -- the reader thread tells it what it read ---------------------------------------------
 
