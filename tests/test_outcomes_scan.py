@@ -339,3 +339,13 @@ def test_an_enterprise_forge_knows_the_remotes_of_its_host(tmp_path: Path) -> No
     [row] = data["rows"]
     assert row["pr"] == "ghe.corp.example/team/tool#12"
     assert (row["outcome"]["state"], row["outcome"]["merged"]) == ("open", False)
+
+
+def test_a_branch_merged_and_deleted_keeps_its_commits(work: dict[str, Any]) -> None:
+    repo = work["repo"]
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--ff-only", "feature/x")
+    git(repo, "branch", "-q", "-D", "feature/x")
+    data = scan_json("--by", "commit", str(work["home"]))
+    assert {work["c1"], work["c2"]} <= {r["commit"] for r in data["rows"]}
+    assert {r["outcome"]["branch"] for r in data["rows"] if r["commit"]} == {"feature/x"}

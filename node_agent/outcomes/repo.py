@@ -53,9 +53,10 @@ def _repo_id(cwd: Path) -> str | None:
     return None
 
 
-def commits_since(cwd: Path, ref: str, since: float) -> list[LoggedCommit]:
+def commits_since(cwd: Path, ref: str, since: float) -> list[LoggedCommit] | None:
     """Commits reachable from `ref` committed at or after `since`, newest first (an author
-    time at or after `since` implies that: a commit is committed after it is authored)."""
+    time at or after `since` implies that: a commit is committed after it is authored); None
+    when there is no such ref (a branch deleted since, say after its merge)."""
     try:
         text = run_git(
             cwd,
@@ -71,7 +72,9 @@ def commits_since(cwd: Path, ref: str, since: float) -> list[LoggedCommit]:
             ],
         )
     except GitError as exc:
-        if "unknown revision" in str(exc) or "does not have any commits" in str(exc):
-            return []  # a branch with no commits yet, or one deleted since
+        if "does not have any commits" in str(exc):
+            return []  # a repository with no commit yet
+        if "bad revision" in str(exc) or "unknown revision" in str(exc):
+            return None
         raise
     return parse_log(text)

@@ -106,7 +106,10 @@ class OutcomeReader:
         cached = self._logs.get(key)
         if cached is None or since < cached[0]:
             try:
-                cached = self._logs[key] = (since, commits_since(top, ref, since))
+                found = commits_since(top, ref, since)
+                if found is None:  # the branch is gone (merged and deleted): what HEAD holds
+                    found = commits_since(top, "HEAD", since) or []
+                cached = self._logs[key] = (since, found)
             except GitError as exc:
                 cached = self._logs[key] = (-float("inf"), exc)
         return cached[1]
