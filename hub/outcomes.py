@@ -165,6 +165,14 @@ class OutcomeKeeper:
             with self._lock, self._store.writing() as db:
                 record(db, node, good)
 
+    def prune(self, before: float) -> int:
+        """Forget outcomes read before `before`: their sessions' calls (all earlier) are
+        pruned too, so no outcome view can show them. Returns the rows deleted."""
+        with self._lock, self._store.writing() as db:
+            return db.execute(
+                "DELETE FROM session_outcomes WHERE checked_at < ?", (before,)
+            ).rowcount
+
     def report(
         self, by: str, tz: tzinfo, since: date | None = None, until: date | None = None
     ) -> dict[str, Any]:

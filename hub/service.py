@@ -449,6 +449,7 @@ class FleetService:
             deleted += step
             if step < PRUNE_STEP:
                 self._prune_rest_until = time.monotonic() + PRUNE_REST_S
+                self.outcomes.prune(now - self.retain_days * 86400.0)
                 return deleted
             if time.monotonic() >= start + budget_s:
                 return deleted

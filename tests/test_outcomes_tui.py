@@ -146,3 +146,17 @@ def test_an_outcome_view_is_read_again_only_after_resting(tmp_path: Path) -> Non
     release.clear()
     cache.get("commit", date(2026, 12, 1))
     assert release.wait(10) and reads == ["commit", "commit"]
+
+
+def test_outcomes_older_than_the_retention_are_pruned(fleet: SyntheticFleet) -> None:
+    service = fleet.service
+    machine = fleet.machines[1]
+    old_session, _ = fleet.sessions[machine][0]
+    old = SessionOutcome(old_session, time.time() - 3 * 86400, "not_a_repo", "gone")
+    service.outcomes.handle(machine, [outcome_to_map(old)])
+    assert service.outcomes.of_session(machine, old_session) == old
+    service.retain_days = 2
+    service.prune()
+    assert service.outcomes.of_session(machine, old_session) is None
+    kept, _ = fleet.sessions[fleet.machines[0]][0]  # the fixture's, read just now
+    assert service.session_outcome(kept) is not None
