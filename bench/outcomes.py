@@ -102,6 +102,39 @@ def best(args: Sequence[str]) -> tuple[float, bytes]:
     return min(times), out
 
 
+def daemon_pass(root: Path) -> float:
+    """What the daemon's outcome thread spends on one pass when every session is recent:
+    each session's outcome read (git) and compared with what the hub has. Best of 3."""
+    from datetime import datetime
+
+    from node_agent.outcomes.watch import OutcomeWatch
+    from shared.events import Agent, Tokens, UsageEvent
+
+    events = [
+        UsageEvent(
+            line["uuid"],
+            datetime.fromisoformat(line["timestamp"]).timestamp(),
+            Agent.CLAUDE_CODE,
+            line["message"]["model"],
+            Tokens(),
+            line["sessionId"],
+            project=line["cwd"],
+            git_branch=line["gitBranch"],
+        )
+        for path in sorted((root / "claude" / "projects").glob("*/*.jsonl"))
+        for line in map(json.loads, path.read_text().splitlines())
+    ]
+    last = max(event.ts for event in events)
+    runs = []
+    for _ in range(RUNS):
+        watch = OutcomeWatch(WORK / "spans.json", clock=lambda: last + 60)
+        watch.saw(events)
+        began = time.perf_counter()
+        watch.refresh()
+        runs.append(time.perf_counter() - began)
+    return min(runs)
+
+
 def hub_store(sessions: int, calls: int) -> Path:
     """A hub config whose store holds `sessions` x `calls` calls of one node, each session
     with an outcome of `calls // 10` commits."""
@@ -168,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"node-agent scan --by day     {by_day:.2f} s (best of {RUNS})")
     print(f"node-agent scan --by commit  {by_commit:.2f} s (+{by_commit - by_day:.2f} s)")
+    print(f"node daemon: one pass over {opts.sessions} live sessions {daemon_pass(root):.2f} s")
     config = str(hub_store(opts.hub_sessions, opts.calls))
     report = [sys.executable, "-m", "hub.cli", "report", "--json", "--config", config, "--by"]
     hub_day, _ = best([*report, "day"])
