@@ -130,6 +130,16 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
             timeout=30,
         )
         assert bad.status_code == 422 and "goes alone" in bad.json()["error"]
+        unknown = httpx.get(
+            f"{served.url}/api/v1/sessions/nope/outcome",
+            headers=served.headers("agent"),
+            timeout=30,
+        )
+        assert unknown.status_code == 404 and "no session 'nope'" in unknown.json()["error"]
+        own = httpx.get(
+            f"{served.url}/api/v1/sessions/s1/outcome", headers=served.headers("agent"), timeout=30
+        )
+        assert own.status_code == 200 and own.json()["outcome"]["commits"][0][0] == c1
         branch = _report(served, "branch")["rows"]
         assert [(r["repo"], r["branch"]) for r in branch] == [
             (None, None),
