@@ -160,9 +160,8 @@ class FleetService:
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
         self._closed = False  # the store is closing: a load that ends now leaves it be
-        self.outcomes = OutcomeKeeper(
-            store, self._lock, self._tz
-        )  # what sessions produced (commits, PRs)
+        # what the nodes say their sessions produced (commits, pull requests)
+        self.outcomes = OutcomeKeeper(store, self._lock, self._tz)
         self._start_load()
 
     def _start_load(self) -> None:

@@ -20,6 +20,9 @@ import pytest
 from node_agent.outcomes.git import GitError, run_git
 from node_agent.outcomes.match import rule_for
 from node_agent.outcomes.parse import LoggedCommit, normalise_remote
+from node_agent.outcomes.watch import OutcomeWatch
+from shared.events import Agent, Tokens, UsageEvent
+from shared.wire import MAX_OUTCOMES, batch_body
 from tests.outcome_fixtures import (
     T0,
     claude_call,
@@ -349,3 +352,20 @@ def test_a_branch_merged_and_deleted_keeps_its_commits(work: dict[str, Any]) -> 
     data = scan_json("--by", "commit", str(work["home"]))
     assert {work["c1"], work["c2"]} <= {r["commit"] for r in data["rows"]}
     assert {r["outcome"]["branch"] for r in data["rows"] if r["commit"]} == {"feature/x"}
+
+
+def test_a_batch_carries_no_more_outcomes_than_a_hub_takes(tmp_path: Path) -> None:
+    """300 sessions read at once (a node that was away) go out over two batches."""
+    watch = OutcomeWatch(tmp_path / "spans.json")
+    watch.saw(
+        UsageEvent(
+            f"e{n}", T0 + n, Agent.CLAUDE_CODE, "m", Tokens(), f"s{n}", project=str(tmp_path)
+        )
+        for n in range(300)
+    )
+    assert watch.refresh() == 300
+    first = watch.take()
+    assert len(first) == MAX_OUTCOMES
+    batch_body("s", 1, 0, [], None, first)  # the wire takes it
+    watch.acked(first)
+    assert len(watch.take()) == 100

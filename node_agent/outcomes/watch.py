@@ -22,6 +22,7 @@ from node_agent.outcomes.forge import GitHub
 from node_agent.outcomes.sessions import OutcomeReader, SessionSpan, spans
 from shared.events import Event, UsageEvent
 from shared.outcomes import outcome_to_map
+from shared.wire import MAX_OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,14 @@ class OutcomeWatch:
     # -- the sender thread carries them ------------------------------------------------------
 
     def take(self, max_bytes: int = MAX_BATCH_BYTES) -> list[dict[str, Any]]:
-        """Pending outcomes for the next batch, at most `max_bytes` of JSON-ish size."""
+        """Pending outcomes for the next batch: at most `max_bytes` of their JSON, and as
+        many as a batch may carry (`shared.wire.MAX_OUTCOMES`)."""
         out: list[dict[str, Any]] = []
         size = 0
         with self._lock:
             for found in self._pending.values():
                 size += outcome_bytes([found])
-                if out and size > max_bytes:
+                if out and (size > max_bytes or len(out) >= MAX_OUTCOMES):
                     break
                 out.append(found)
         return out
