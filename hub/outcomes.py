@@ -28,6 +28,7 @@ from hub.ledger import Period
 from hub.store import Store
 from pricing import PricedCall
 from pricing.outcomes import OutcomeReport
+from shared.events import UsageEvent
 from shared.outcomes import SessionOutcome, outcome_from_map, outcome_to_map, root_session
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def build_outcome_report(
     end = _day_start(until + timedelta(days=1), tz) if until is not None else None
     billing = store.billing()
     outcomes = stored_outcomes(store.reading())
-    sessions: dict[tuple[str, str], list[tuple[Any, PricedCall]]] = {}
+    sessions: dict[tuple[str, str], list[tuple[UsageEvent, PricedCall]]] = {}
     with localcontext(MONEY):
         for event, amount, estimated in store.priced_usage(start, end):
             cls = cost_class(
