@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from hub._totals import Totals
-from hub.dashboard import Cell, Row, spend_row
+from hub.dashboard import SPEND_COLUMNS, Cell, Row, spend_row
 
 OUTCOME_VIEWS: Final = ("commit", "branch", "pr", "repo")
 VIEW_NAMES: Final = {
@@ -69,7 +69,7 @@ def _label(view: str, row: Mapping[str, Any]) -> str:
 def outcome_spend_rows(view: str, report: Mapping[str, Any] | None) -> dict[str, Row]:
     """The Spend-by rows of an outcome report (or the one row that says it is being read)."""
     if report is None:
-        cells = (Cell(READING, ""),) + tuple(Cell("") for _ in range(10))
+        cells = (Cell(READING, ""),) + tuple(Cell("") for _ in SPEND_COLUMNS[1:])
         return {READING: Row(READING, cells, "")}
     out: dict[str, Row] = {}
     for row in report["rows"]:
