@@ -203,7 +203,6 @@ def _tree_digest(path: Path) -> str:
 
 
 def test_the_scan_changes_nothing_in_the_repository(work: dict[str, Any]) -> None:
-    before = _tree_digest(work["repo"] / ".git")
     (work["repo"] / "work.txt").write_text("edited, not staged\n")  # a refresh would touch index
     before = _tree_digest(work["repo"] / ".git")
     scan_json("--by", "commit", str(work["home"]))
