@@ -37,8 +37,10 @@ from hub.config import (
     listen_problem,
     load_hub_config,
 )
+from hub.outcomes import build_outcome_report
 from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
+from pricing.outcomes import OutcomeKeyError, check_outcome_keys, render_outcome_text
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_FAILURE,
@@ -180,7 +182,10 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument(
         "--by",
         action="append",
-        help=f"group keys, comma-separated: {', '.join(GROUP_KEYS)} (default: machine)",
+        help=(
+            f"group keys, comma-separated: {', '.join(GROUP_KEYS)} (default: machine); "
+            "or one outcome alone: commit, branch, pr, repo"
+        ),
     )
     report_p.add_argument("--tz", default="UTC", help="IANA zone for days (default: UTC)")
     report_p.add_argument("--since", type=iso_day, help="first day, YYYY-MM-DD")
@@ -396,8 +401,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     by = [k.strip() for arg in (args.by or ["machine"]) for k in arg.split(",") if k.strip()]
     try:
-        check_keys(by)
-    except UnknownGroupKeyError as exc:
+        outcome = check_outcome_keys(by)
+        if outcome is None:
+            check_keys(by)
+    except (UnknownGroupKeyError, OutcomeKeyError) as exc:
         print(f"fleet-hub report: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if problem := day_range_error(args.since, args.until):
@@ -418,6 +425,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     with Store.in_dir(config.data_dir) as store:
+        if outcome is not None:  # calls priced when stored, put on their sessions' outcomes
+            report = build_outcome_report(store, outcome, tz, args.since, args.until)
+            return _print_report(report, by, args.json)
         # from the roll-ups, priced when stored: no price tables to load (a third of a second)
         report = build_hub_report(store, by=by, tz=tz, since=args.since, until=args.until)
     return _print_report(report, by, args.json)
@@ -426,6 +436,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _print_report(report: dict[str, Any], by: list[str], as_json: bool) -> int:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    elif "view" in report:  # an outcome view (--by commit|branch|pr|repo)
+        print(render_outcome_text(report))
     else:
         print(_text(report, by))
     return 0
