@@ -53,4 +53,4 @@ class Schedule:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=5)  # a run waiting on a provider is a daemon: not awaited
