@@ -38,6 +38,7 @@ from hub.config import (
     load_hub_config,
 )
 from hub.outcomes import build_outcome_report
+from hub.reconcile import cli as reconcile_cli
 from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
 from pricing.outcomes import OutcomeKeyError, check_outcome_keys, render_outcome_text
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "install-service": cli_fleet.cmd_install_service,
         "budget": budget_cli.cmd_budget,
         "alerts": alerts_cli.cmd_alerts,
+        "reconcile": reconcile_cli.cmd_reconcile,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -195,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_fleet.add_parsers(sub, with_config)
     budget_cli.add_parsers(sub, with_config)
     alerts_cli.add_parser(sub, with_config)
+    reconcile_cli.add_parser(sub, with_config)
     return parser
 
 

@@ -34,9 +34,11 @@ from hub.api.budgets import add_budget_routes
 from hub.api.errors import ApiError
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
 from hub.api.mirror import mirror_routes
+from hub.api.reconcile import reconcile_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
+from hub.reconcile.run import Reconciler
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
 from pricing.outcomes import OutcomeKeyError, check_outcome_keys
@@ -102,6 +104,7 @@ def create_app(
     rejects: Callable[[], Mapping[str, int]] = dict,
     governor: Governor | None = None,
     alerts: Outbox | None = None,
+    reconciler: Reconciler | None = None,
 ) -> FastAPI:
     broker = Broker(service)
     commands = CommandCounts()
@@ -183,6 +186,8 @@ def create_app(
 
     if alerts is not None:
         app.include_router(alert_routes(alerts, needs(READERS), needs(OPERATORS)))
+    if reconciler is not None:
+        app.include_router(reconcile_routes(reconciler, needs(READERS)))
 
     @app.get(f"{API}/health", tags=["hub"])
     def health() -> Health:

@@ -13,7 +13,10 @@ from fastapi import FastAPI
 from hub.alerts.courier import Courier, sink_secrets
 from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
+from hub.api.reconcile_http import HttpxTransport
 from hub.api.server import ApiServer
+from hub.reconcile.run import Reconciler
+from hub.reconcile.schedule import Schedule
 from hub.serve import Hub
 from hub.service import FleetService
 from hub.tokens import TokenBook, ensure_admin_token, tokens_path
@@ -36,6 +39,8 @@ class HubFront:
         self.api: ApiServer | None = None
         self._courier: Courier | None = None
         self._post: HttpxPost | None = None
+        self._transport: HttpxTransport | None = None  # the providers' reports
+        self._schedule: Schedule | None = None  # reconciliation every [reconcile] interval
 
     @property
     def url(self) -> str:
@@ -46,6 +51,10 @@ class HubFront:
         hub, config = self.hub, self.hub.config
         assert config.path is not None
         ensure_admin_token(config.path)
+        transport = HttpxTransport()
+        reconciler = Reconciler(
+            config.reconcile, service.report, hub.alerts, transport, book=hub.book
+        )
         app = create_app(
             service,
             TokenBook(tokens_path(config.path)),
@@ -54,10 +63,15 @@ class HubFront:
             rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
             governor=hub.governor,
             alerts=hub.alerts,
+            reconciler=reconciler,
         )
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
-        api.start()
-        self.app, self.api = app, api
+        try:
+            api.start()
+        except OSError:
+            transport.close()
+            raise
+        self.app, self.api, self._transport = app, api, transport
         service.api_url = api.url
         assert self.hub.alerts is not None
         self._post = HttpxPost()
@@ -65,8 +79,14 @@ class HubFront:
             self.hub.alerts, config.alerts, config.name, self._post, self._secrets
         )
         self._courier.start()
+        if config.reconcile.providers and config.reconcile.interval > 0:
+            self._schedule = Schedule(reconciler, config.reconcile.interval)
+            self._schedule.start()
 
     def stop(self) -> None:
+        if self._schedule is not None:
+            self._schedule.stop()
+            self._schedule = None
         if self._courier is not None:
             self._courier.stop()  # a delivery still in flight is sent again at the next start
             self._courier = None
@@ -76,3 +96,6 @@ class HubFront:
         if self.api is not None and self.app is not None:
             self.api.stop(before=self.app.state.broker.close)  # streams end whole, not cut
             self.api = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
