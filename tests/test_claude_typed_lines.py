@@ -1,0 +1,186 @@
+"""The typed decoding of Claude usage lines gives what the checked (dict) path gives, or hands
+the line to it: random values in every field a usage line is read from, real lines as the base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node_agent.sources._claude_line import (
+    FileFacts,
+    UsageLine,
+    checked_usage,
+    typed_record,
+    typed_usage,
+)
+from node_agent.sources.base import Collector
+from node_agent.sources.claude import ClaudeSource
+
+PATH = Path("/home/u/.claude/projects/-home-u-app/5c766d26-8a81-4c79-877d-6e2e52307faf.jsonl")
+
+BASE: dict[str, Any] = {
+    "type": "assistant",
+    "timestamp": "2026-03-01T10:00:00.000Z",
+    "sessionId": "5c766d26-8a81-4c79-877d-6e2e52307faf",
+    "requestId": "req_1",
+    "uuid": "u-1",
+    "cwd": "/home/u/app",
+    "gitBranch": "main",
+    "version": "2.1.0",
+    "isSidechain": False,
+    "message": {
+        "id": "msg_1",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "héllo — a long reply"}],
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 200,
+            "cache_read_input_tokens": 3000,
+            "cache_creation_input_tokens": 500,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 400},
+            "server_tool_use": {"web_search_requests": 1},
+            "service_tier": "standard",
+        },
+    },
+}
+
+ABSENT = object()
+values = st.one_of(
+    st.just(ABSENT),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=2**70),
+    st.sampled_from([0, 1, 7, 2**40 - 1, 2**40, 2**63, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1.0, 2.5, 0.0123, -0.0]),
+    st.text(max_size=5),
+    st.sampled_from(["", "fast", "<synthetic>", "user", "2026-03-01T10:00:00", "bad time"]),
+    st.just({}),
+    st.just([]),
+    st.just({"sessionId": "parent-session"}),
+)
+# (container path, field): every value a usage line is read from.
+FIELDS = [
+    ((), "type"),
+    ((), "timestamp"),
+    ((), "sessionId"),
+    ((), "requestId"),
+    ((), "uuid"),
+    ((), "cwd"),
+    ((), "gitBranch"),
+    ((), "version"),
+    ((), "isSidechain"),
+    ((), "agentId"),
+    ((), "forkedFrom"),
+    ((), "costUSD"),
+    ((), "isApiErrorMessage"),
+    (("message",), "id"),
+    (("message",), "model"),
+    (("message", "usage"), "input_tokens"),
+    (("message", "usage"), "output_tokens"),
+    (("message", "usage"), "cache_read_input_tokens"),
+    (("message", "usage"), "cache_creation_input_tokens"),
+    (("message", "usage"), "cache_creation"),
+    (("message", "usage"), "server_tool_use"),
+    (("message", "usage"), "speed"),
+    (("message", "usage"), "service_tier"),
+    (("message", "usage"), "inference_geo"),
+    (("message", "usage", "cache_creation"), "ephemeral_5m_input_tokens"),
+    (("message", "usage", "cache_creation"), "ephemeral_1h_input_tokens"),
+    (("message", "usage", "server_tool_use"), "web_search_requests"),
+]
+
+
+def _mutated(changes: list[tuple[int, object]]) -> bytes:
+    record = orjson.loads(orjson.dumps(BASE))
+    for index, value in changes:
+        where, name = FIELDS[index]
+        box = record
+        for step in where:
+            box = box.get(step) if isinstance(box, dict) else None
+        if not isinstance(box, dict):
+            continue
+        if value is ABSENT:
+            box.pop(name, None)
+        else:
+            box[name] = value
+    return orjson.dumps(record)
+
+
+def _checked(line: bytes) -> tuple[UsageLine | None, Collector]:
+    """The checked path alone, as `ClaudeSource.read_line` takes it."""
+    sink = Collector()
+    rec = orjson.loads(line)
+    msg = rec.get("message")
+    usage = msg.get("usage") if isinstance(msg, dict) else None
+    if not isinstance(msg, dict) or not isinstance(usage, dict) or rec.get("type") == "user":
+        return None, sink
+    if rec.get("isApiErrorMessage") is True:
+        return ClaudeSource().read_line(FileFacts(PATH), 1, line, sink), sink
+    if msg.get("model") == "<synthetic>":
+        sink.skip("synthetic")
+        return None, sink
+    return checked_usage(rec, msg, usage, FileFacts(PATH), 1, sink), sink
+
+
+def _same(line: bytes) -> None:
+    typed = typed_record(line)
+    if typed is None:
+        return  # a type the typed path does not take: the checked path reads it
+    sink = Collector()
+    got = typed_usage(typed, FileFacts(PATH), 1, sink)
+    if got is False:
+        return  # handed to the checked path: nothing to compare
+    want, want_sink = _checked(line)
+    assert got == want
+    assert sink.problems == want_sink.problems
+    assert sink.skipped == want_sink.skipped
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(FIELDS) - 1), values), max_size=4))
+def test_typed_decoding_equals_the_checked_path(changes: list[tuple[int, object]]) -> None:
+    _same(_mutated(changes))
+
+
+def test_the_common_shapes_take_the_typed_path() -> None:
+    """A current line, and an older one without the 5m/1h split, never build dicts."""
+    older = orjson.loads(orjson.dumps(BASE))
+    del older["message"]["usage"]["cache_creation"]
+    for line in (orjson.dumps(BASE), orjson.dumps(older)):
+        typed = typed_record(line)
+        assert typed is not None
+        assert isinstance(typed_usage(typed, FileFacts(PATH), 1, Collector()), UsageLine)
+
+
+def test_lines_orjson_refuses_are_left_to_it() -> None:
+    """Invalid UTF-8 in a field the typed path skips, a lone surrogate, a BOM: not typed."""
+    good = orjson.dumps(BASE)
+    for bad in (
+        good.replace("héllo".encode(), b"h\xffllo"),
+        good.replace("héllo".encode(), b"\\ud800"),
+        b"\xef\xbb\xbf" + good,
+    ):
+        assert typed_record(bad) is None
+
+
+def test_real_lines_read_the_same_both_ways() -> None:
+    realdata = Path(__file__).resolve().parent.parent.parent / "shared" / "realdata"
+    lines = [
+        line
+        for file in sorted(realdata.rglob("*.jsonl"))
+        if "projects" in file.parts
+        for line in file.read_bytes().splitlines()
+        if b'"usage"' in line
+    ]
+    assert len(lines) > 500
+    for line in lines:
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        _same(line)
