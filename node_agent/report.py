@@ -1,7 +1,12 @@
 """A priced cost report over agent homes: what `node-agent scan` prints.
 
-The files are cut into units that share no dedupe keys (`Source.partition`: for Claude Code one
-project slug across every home; for the other agents all their files). Each unit is read by its
+Claude Code transcripts (most of the bytes) go through the reading engine: each file is read on
+its own into a `FileReading` (in worker processes when there is much to read, or taken from the
+scan index when the file has not changed), and one source merges the readings in reading order,
+so dedupe across files needs no file read twice.
+
+The other agents' files are cut into units that share no dedupe keys (`Source.partition`: all
+of one agent's files, today). Each unit is read by its
 own source instance, priced and rolled up; unit reports add up exactly (integer tokens, Decimal
 money), so units may run in worker processes. Only the small rollups and each unit's dedupe keys
 cross process boundaries: shipping every event back would cost more than the second core saves.
@@ -18,11 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 from node_agent import readahead
-from node_agent.scan import Target, nothing_to_read, read_file, resolve_targets
-from node_agent.sources.base import Collector, ParseProblem, SourceFile
+from node_agent.claude_reading import Outcome, read_file, replay
+from node_agent.scan import Target, nothing_to_read, resolve_targets
+from node_agent.scan import read_file as feed_file
+from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
+from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
 from pricing import CallBatch, PriceBook
@@ -125,41 +133,85 @@ def build_report(
     if paths:  # a path the user named that gave nothing to read says why
         by_agent = {source.agent: source for source in sources}
         path_problems += [nothing_to_read(target, by_agent[target.agent]) for target in empty]
+    claude = sorted(
+        (item for unit in units if unit.agent is Agent.CLAUDE_CODE for item in unit.files),
+        key=lambda item: (item[1].order, str(item[1].path)),
+    )
+    units = [unit for unit in units if unit.agent is not Agent.CLAUDE_CODE]
     if jobs is None:
-        big = sum(u.size for u in units) >= PARALLEL_MIN_BYTES
-        jobs = min(os.cpu_count() or 1, len(units)) if big else 1
+        big = sum(u.size for u in units) + sum(_size(f.path) for _, f in claude)
+        jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
     PriceBook.default()  # load once, before workers fork, so they share it
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
-    jobs = min(jobs, len(units), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
+    jobs = min(jobs, max(len(units), len(claude)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
-        readahead.start((f.path, _size(f.path)) for unit in units for _, f in unit.files)
-        done = run([(unit, targets, config.node, query) for unit in units])
+        readahead.start(
+            (f.path, _size(f.path))
+            for f in [f for _, f in claude] + [f for unit in units for _, f in unit.files]
+        )
+        readings = run(read_claude_file, [f.path for _, f in claude])
+        done = run(_run_unit, [(unit, targets, config.node, query) for unit in units])
         for part, _keys in _regroup_overlaps(units, done, targets, config.node, query, run):
             report.merge(part)
+    report.merge(_merge_claude(claude, readings, targets, config.node, query))
     report.problems.sort(key=lambda p: (p.path, p.line))
+    return report
+
+
+def read_claude_file(path: Path) -> Outcome:
+    return read_file(path)
+
+
+def _merge_claude(
+    files: Sequence[tuple[int, SourceFile]],
+    readings: Sequence[Outcome],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+) -> Report:
+    """One source takes every file's reading in reading order: the dedupe of one global read."""
+    source = ClaudeSource()
+    sinks: dict[int, Collector] = {}
+    report = Report(Rollup(query.by, query.tz))
+    for (index, file), outcome in zip(files, readings, strict=True):
+        sink = sinks.setdefault(index, Collector())
+        replay(source, file.path, outcome.whole, sink)
+        if outcome.size is not None:
+            report.files += 1
+            report.bytes += outcome.size
+    _price(source, sinks, targets, node, query, report)
     return report
 
 
 Result = tuple["Report", frozenset[str]]
 Work = tuple["Unit", Sequence[Target], str, Query]
-Runner = Callable[[list[Work]], list[Result]]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+class Runner(Protocol):
+    def __call__(self, task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]: ...
 
 
 @contextmanager
 def _runner(jobs: int) -> Iterator[Runner]:
-    """Runs units in order: in this process, or spread over `jobs` worker processes that stay up
-    for the regrouped units too."""
+    """Runs tasks in order: in this process, or spread over `jobs` worker processes that stay
+    up for every batch (the regrouped units too)."""
     if jobs <= 1:
-        yield lambda work: [_run_unit(item) for item in work]
+
+        def here(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
+            return [task(item) for item in work]
+
+        yield here
         return
     with worker_context().Pool(jobs) as pool:
 
-        def run(work: list[Work]) -> list[Result]:
-            # Units are sorted biggest first; chunks amortise the per-task cost of small ones.
-            return pool.map(_run_unit, work, chunksize=max(1, len(work) // (jobs * 8)))
+        def run(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
+            # Work comes biggest first; chunks amortise the per-task cost of small items.
+            return pool.map(task, work, chunksize=max(1, len(work) // (jobs * 8)))
 
         yield run
 
@@ -205,7 +257,7 @@ def _regroup_overlaps(
             Unit(units[members[0]].agent, tuple(files), sum(units[m].size for m in members))
         )
     merged.sort(key=lambda u: u.size, reverse=True)
-    return results + run([(unit, targets, node, query) for unit in merged])
+    return results + run(_run_unit, [(unit, targets, node, query) for unit in merged])
 
 
 def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
@@ -216,12 +268,25 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
     report = Report(Rollup(query.by, query.tz))
     for index, file in unit.files:
         sink = sinks.setdefault(index, Collector())
-        size = read_file(source, file, sink)
+        size = feed_file(source, file, sink)
         if size is not None:
             report.files += 1
             report.bytes += size
-    batch = CallBatch[RowKey](PriceBook.default())
     keys = frozenset(source.dedupe_key(e) for s in sinks.values() for e in s.events.usage.values())
+    _price(source, sinks, targets, node, query, report)
+    return report, keys
+
+
+def _price(
+    source: Source,
+    sinks: dict[int, Collector],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    report: Report,
+) -> None:
+    """The counted calls of each target's sink, priced into `report`'s rows."""
+    batch = CallBatch[RowKey](PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]
         profile = target.profile
@@ -243,4 +308,3 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
                 report.rollup.add_calls(row, 1, event.tokens, unknown)
     for group, calls, tokens, priced in batch.settle():
         report.rollup.add_calls(group, calls, tokens, priced)
-    return report, keys

@@ -3,6 +3,8 @@ the line to it: random values in every field a usage line is read from, real lin
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +109,8 @@ def _mutated(changes: list[tuple[int, object]]) -> bytes:
         if value is ABSENT:
             box.pop(name, None)
         else:
-            box[name] = value
-    return orjson.dumps(record)
+            box[name] = copy.deepcopy(value)  # st.just values are shared objects
+    return json.dumps(record, ensure_ascii=False).encode()  # orjson stops at 64-bit ints
 
 
 def _checked(line: bytes) -> tuple[UsageLine | None, Collector]:
