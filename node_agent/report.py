@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 from node_agent import readahead
-from node_agent.claude_reading import Outcome, read_file, replay
+from node_agent.claude_reading import Outcome, replay
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
+from node_agent.scan_index import ScanIndex, Task, run_task
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
@@ -67,6 +68,7 @@ class Report:
     problems: list[ParseProblem] = field(default_factory=list)
     unknown_models: Counter[str] = field(default_factory=Counter)
     path_problems: list[ParseProblem] = field(default_factory=list)  # paths that were no home
+    warnings: list[str] = field(default_factory=list)  # about the scan itself (its index)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -124,45 +126,68 @@ MAX_JOBS_PER_CPU: Final = 4
 
 
 def build_report(
-    paths: Sequence[Path], config: NodeConfig, query: Query, jobs: int | None = None
+    paths: Sequence[Path],
+    config: NodeConfig,
+    query: Query,
+    jobs: int | None = None,
+    cache_dir: Path | None = None,
 ) -> Report:
-    """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process."""
+    """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process.
+    `cache_dir`: where the scan index is kept (None: read everything, keep nothing)."""
     sources = all_sources()
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
     if paths:  # a path the user named that gave nothing to read says why
         by_agent = {source.agent: source for source in sources}
         path_problems += [nothing_to_read(target, by_agent[target.agent]) for target in empty]
+    report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
     claude = sorted(
         (item for unit in units if unit.agent is Agent.CLAUDE_CODE for item in unit.files),
         key=lambda item: (item[1].order, str(item[1].path)),
     )
     units = [unit for unit in units if unit.agent is not Agent.CLAUDE_CODE]
+    index: ScanIndex | None = None
+    if cache_dir is not None:
+        index, warning = ScanIndex.load(cache_dir)
+        report.warnings += [warning] if warning else []
+    plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
+    tasks = [plan for plan in plans if isinstance(plan, Task)]
     if jobs is None:
-        big = sum(u.size for u in units) + sum(_size(f.path) for _, f in claude)
+        big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
         jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
     PriceBook.default()  # load once, before workers fork, so they share it
-    report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
-    jobs = min(jobs, max(len(units), len(claude)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
+    jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
+        fresh = [Path(task.path) for task in tasks if task.prior is None]
         readahead.start(
-            (f.path, _size(f.path))
-            for f in [f for _, f in claude] + [f for unit in units for _, f in unit.files]
+            (path, _size(path))
+            for path in fresh + [f.path for unit in units for _, f in unit.files]
         )
-        readings = run(read_claude_file, [f.path for _, f in claude])
-        done = run(_run_unit, [(unit, targets, config.node, query) for unit in units])
-        for part, _keys in _regroup_overlaps(units, done, targets, config.node, query, run):
+        done = iter(run(run_task, tasks))
+        units_done = run(_run_unit, [(unit, targets, config.node, query) for unit in units])
+        for part, _keys in _regroup_overlaps(units, units_done, targets, config.node, query, run):
             report.merge(part)
-    report.merge(_merge_claude(claude, readings, targets, config.node, query))
+    outcomes: list[Outcome] = []
+    for (_, file), plan in zip(claude, plans, strict=True):
+        if isinstance(plan, Task):
+            read = next(done)
+            if index is not None:
+                index.keep(file.path, read.entry)
+            outcomes.append(read.outcome)
+        else:
+            outcomes.append(plan)
+    if index is not None and (warning := index.save()):
+        report.warnings.append(warning)
+    report.merge(_merge_claude(claude, outcomes, targets, config.node, query))
     report.problems.sort(key=lambda p: (p.path, p.line))
     return report
 
 
-def read_claude_file(path: Path) -> Outcome:
-    return read_file(path)
+def _unread(task: Task) -> int:
+    return _size(Path(task.path)) - (task.prior.end if task.prior else 0)
 
 
 def _merge_claude(
