@@ -16,7 +16,9 @@ again as one, so the result always equals one global read.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -179,9 +181,9 @@ def build_report(
             outcomes.append(read.outcome)
         else:
             outcomes.append(plan)
+    report.merge(_merge_claude(claude, outcomes, targets, config.node, query, index))
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
-    report.merge(_merge_claude(claude, outcomes, targets, config.node, query))
     report.problems.sort(key=lambda p: (p.path, p.line))
     return report
 
@@ -192,16 +194,105 @@ def _unread(task: Task) -> int:
 
 def _merge_claude(
     files: Sequence[tuple[int, SourceFile]],
-    readings: Sequence[Outcome],
+    outcomes: Sequence[Outcome],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    index: ScanIndex | None,
+) -> Report:
+    """The Claude part of the report: each group of files that share calls merged and priced on
+    its own (groups share no dedupe key, and integer tokens and Decimal amounts add up exactly),
+    or taken from the index when none of its files changed since it was priced."""
+    report = Report(Rollup(query.by, query.tz))
+    context = _context(targets, node, query) if index is not None else b""
+    for members in _sharing_calls(outcomes):
+        key = _key(context, [files[m] for m in members], [outcomes[m] for m in members], index)
+        kept = index.report(key) if index is not None and key is not None else None
+        if kept is not None:
+            part: Report = pickle.loads(kept)  # noqa: S301 (our own cache, owner-only)
+        else:
+            part = _merge_files(
+                [files[m] for m in members], [outcomes[m] for m in members], targets, node, query
+            )
+            if index is not None and key is not None:
+                index.keep_report(key, pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
+        report.merge(part)
+    return report
+
+
+def _sharing_calls(outcomes: Sequence[Outcome]) -> list[list[int]]:
+    """The files in groups that share no call (message id) with another group, in order."""
+    parent = list(range(len(outcomes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for index, outcome in enumerate(outcomes):
+        for run in outcome.whole.runs:
+            group = run.best.group
+            if group is not None and (other := owner.setdefault(group, index)) != index:
+                parent[root(index)] = root(other)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(outcomes)):
+        groups.setdefault(root(index), []).append(index)
+    return list(groups.values())
+
+
+def _context(targets: Sequence[Target], node: str, query: Query) -> bytes:
+    """What a priced partial report depends on besides its files' readings."""
+    digest = hashlib.blake2b(digest_size=16)
+    root = Path(__file__).resolve().parent.parent
+    for source in sorted((root / "pricing").rglob("*.py")) + sorted(
+        (root / "pricing" / "tables").glob("*.toml")
+    ):
+        digest.update(source.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    digest.update(repr((node, query.by, str(query.tz), query.since, query.until)).encode())
+    for target in targets:
+        profile = target.profile
+        who = (profile.name, profile.account) if profile else None
+        digest.update(repr((who, target.billing.value)).encode())
+    return digest.digest()
+
+
+def _key(
+    context: bytes,
+    files: Sequence[tuple[int, SourceFile]],
+    outcomes: Sequence[Outcome],
+    index: ScanIndex | None,
+) -> bytes | None:
+    """The key of a group's priced report: None when one of its files has no kept reading or an
+    unterminated last line (read afresh each time, so never kept)."""
+    if index is None:
+        return None
+    digest = hashlib.blake2b(context, digest_size=16)
+    for (target, file), outcome in zip(files, outcomes, strict=True):
+        entry = index.entry(file.path)
+        if entry is None or outcome.whole is not outcome.kept or entry.reading is not outcome.kept:
+            return None
+        end = entry.reading.end
+        identity = (file.path, target, entry.dev, entry.ino, entry.size, entry.mtime_ns, end)
+        digest.update(repr(identity).encode() + entry.window)
+    return digest.digest()
+
+
+def _merge_files(
+    files: Sequence[tuple[int, SourceFile]],
+    outcomes: Sequence[Outcome],
     targets: Sequence[Target],
     node: str,
     query: Query,
 ) -> Report:
-    """One source takes every file's reading in reading order: the dedupe of one global read."""
+    """One source takes the files' readings in reading order (the dedupe of one global read),
+    then their calls are priced."""
     source = ClaudeSource()
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
-    for (index, file), outcome in zip(files, readings, strict=True):
+    for (index, file), outcome in zip(files, outcomes, strict=True):
         sink = sinks.setdefault(index, Collector())
         replay(source, file.path, outcome.whole, sink)
         if outcome.size is not None:

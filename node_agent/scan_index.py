@@ -62,6 +62,9 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 class _IndexFile(msgspec.Struct, array_like=True, gc=False):
     stamp: str
     entries: dict[str, Entry]
+    # Priced partial reports of groups of files that share calls, by a key of everything they
+    # depend on (see `report.py`): files unchanged since need no merge or pricing again.
+    reports: dict[bytes, bytes] = {}
 
 
 class Task(msgspec.Struct, array_like=True, gc=False):
@@ -92,12 +95,20 @@ def rules_stamp() -> str:
 
 
 class ScanIndex:
-    def __init__(self, path: Path, entries: dict[str, Entry], stamp: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        entries: dict[str, Entry],
+        stamp: str,
+        reports: dict[bytes, bytes] | None = None,
+    ) -> None:
         self.path = path
         self.entries = entries
         self._stamp = stamp
         self._changed = False
         self._planned: set[str] = set()
+        self._reports = reports or {}
+        self._used: dict[bytes, bytes] = {}  # reports this scan used or made: the ones kept
 
     @classmethod
     def load(cls, directory: Path) -> tuple[ScanIndex, str | None]:
@@ -121,7 +132,7 @@ class ScanIndex:
             index = cls(path, {}, stamp)  # written by other reading rules: of no use
             index._changed = True
             return index, None
-        return cls(path, found.entries, stamp), None
+        return cls(path, found.entries, stamp, found.reports), None
 
     def plan(self, path: Path) -> Outcome | Task:
         """The kept outcome of an unchanged file, or the task that reads it."""
@@ -145,6 +156,19 @@ class ScanIndex:
             return Outcome(reading, reading, st.st_size)
         return Task(name, reading, entry.window)
 
+    def entry(self, path: Path) -> Entry | None:
+        return self.entries.get(str(path))
+
+    def report(self, key: bytes) -> bytes | None:
+        found = self._reports.get(key)
+        if found is not None:
+            self._used[key] = found
+        return found
+
+    def keep_report(self, key: bytes, blob: bytes) -> None:
+        self._used[key] = blob
+        self._changed = True
+
     def keep(self, path: Path, entry: Entry | None) -> None:
         name = str(path)
         if entry is None:
@@ -160,9 +184,9 @@ class ScanIndex:
         gone = [name for name in self.entries if name not in self._planned and not _exists(name)]
         for name in gone:
             del self.entries[name]
-        if not (self._changed or gone):
+        if not (self._changed or gone or self._used.keys() != self._reports.keys()):
             return None
-        blob = msgspec.msgpack.encode(_IndexFile(self._stamp, self.entries))
+        blob = msgspec.msgpack.encode(_IndexFile(self._stamp, self.entries, self._used))
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

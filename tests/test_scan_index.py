@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node_agent import claude_reading, scan_index
+from node_agent import report as report_module
 from node_agent.cli import main
 from node_agent.render import render_json
 from node_agent.report import Query, build_report
@@ -217,6 +218,38 @@ def test_a_repeat_scan_reads_only_the_appended_bytes(
     assert seen == [(grown.name, before)]
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
     assert after.rollup.total.calls == first.rollup.total.calls + 1
+
+
+def test_a_repeat_scan_merges_and_prices_again_only_the_files_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files sharing no call are merged and priced apart; those unchanged come from the index."""
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    merged: list[list[str]] = []
+    real = report_module._merge_files
+
+    def spy(files: Any, *rest: Any) -> Any:
+        merged.append([file.path.name for _, file in files])
+        return real(files, *rest)
+
+    monkeypatch.setattr(report_module, "_merge_files", spy)
+    first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert len(merged) == 2  # two sessions that share no call
+    merged.clear()
+    assert render_json(build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)) == (
+        render_json(first)
+    )
+    assert merged == []
+    grown = home / "projects" / NAMES[2]
+    with grown.open("ab") as fh:
+        fh.write(usage_line(50, 7) + b"\n")
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert merged == [[grown.name]]
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+    other = QUERY.__class__(("model",), UTC)  # another grouping prices anew
+    merged.clear()
+    build_report([home], NodeConfig(), other, jobs=1, cache_dir=cache)
+    assert len(merged) == 2
 
 
 def test_a_damaged_index_is_discarded_with_a_warning(
