@@ -2,9 +2,10 @@
 
 Threads, each with one concern and its own SQLite connection where it needs one:
 - ingest: `LiveReader` reads a log as soon as file events (inotify) say it was written, polls
-  hot files every `poll_interval` (all there is where file events are unavailable), rescans
-  every `rescan_interval` (× `RESCAN_FACTOR_WITH_EVENTS` with file events, which announce new
-  files), and commits events with their positions; profile timelines turn limit hits and status-file
+  hot files every `poll_interval` and rescans every `rescan_interval` (where file events are
+  unavailable, that is all there is; with them, both are safety nets run less often:
+  `HOT_POLL_WITH_EVENTS`, `RESCAN_FACTOR_WITH_EVENTS`), and commits events with their
+  positions; profile timelines turn limit hits and status-file
   switches into profile events, committed the same way;
 - sender: `EventSender` drains the outbox to the hub;
 - commands: `CommandResponder` answers pause / resume / kill / processes;
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 VERSION: Final = "0.1.0"
 # File events announce new files: the rescan is then a safety net (missed events, odd mounts).
 RESCAN_FACTOR_WITH_EVENTS: Final = 12
+# With file events, hot files are polled this often at most: a safety net, not the way in.
+HOT_POLL_WITH_EVENTS: Final = 5.0
 STOP_CHECK: Final = 0.5  # seconds a wait for file events lasts at most
 INVENTORY_EVERY: Final = 5.0  # seconds between process scans (a scan is ~5 ms of CPU)
 PROFILE_EVENTS_META: Final = "profile_events"
@@ -234,6 +237,7 @@ class Daemon:
         files are announced too, so the rescan is only a safety net, run less often."""
         poll, rescan = self.config.poll_interval, self.config.rescan_interval
         if events is not None:
+            poll = max(poll, HOT_POLL_WITH_EVENTS)
             rescan *= RESCAN_FACTOR_WITH_EVENTS
             # Lines written since the first read gave no event: read them once watched.
             if reader.read_in(events.watch(reader.watched_dirs())):

@@ -232,8 +232,14 @@ class LiveReader:
 
     def read_paths(self, paths: Iterable[str]) -> int:
         """Read now the followed files among `paths` (file events said they were written to)."""
-        files = [self._files[path] for path in paths if path in self._files]
-        return self._read(self._ordered(files)) if files else 0
+        found: dict[str, _Watched] = {}
+        for path in paths:
+            # A SQLite store is written through its journal: the event names that file.
+            base = path.removesuffix("-wal").removesuffix("-journal").removesuffix("-shm")
+            watched = self._files.get(path) or self._files.get(base)
+            if watched is not None:
+                found[watched.key] = watched
+        return self._read(self._ordered(found.values())) if found else 0
 
     def read_in(self, dirs: set[str]) -> int:
         """Read now the followed files directly in `dirs` (just watched: what was written there

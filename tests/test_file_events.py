@@ -17,6 +17,7 @@ from node_agent.file_events import FileEvents
 from shared.config import NodeConfig, Profile
 from shared.events import Agent
 from tests.test_source_claude import assistant, main_file, write
+from tests.test_source_opencode import DB
 
 
 def wait_until(check: Callable[[], bool], timeout: float) -> float:
@@ -30,12 +31,15 @@ def wait_until(check: Callable[[], bool], timeout: float) -> float:
 
 
 @contextmanager
-def ingesting(tmp_path: Path, poll: float) -> Iterator[tuple[Daemon, Path]]:
+def ingesting(
+    tmp_path: Path, poll: float, profile: Profile | None = None
+) -> Iterator[tuple[Daemon, Path]]:
     home = tmp_path / "claude"
     log = write(main_file(home), [assistant("msg_0", "req_0")])
+    claude = Profile("p", Agent.CLAUDE_CODE, home)
     config = NodeConfig(
         node="n1",
-        profiles=(Profile("p", Agent.CLAUDE_CODE, home),),
+        profiles=(claude,) if profile is None else (claude, profile),
         state_dir=tmp_path / "state",
         status_file=None,
         poll_interval=poll,
@@ -46,7 +50,8 @@ def ingesting(tmp_path: Path, poll: float) -> Iterator[tuple[Daemon, Path]]:
     thread = threading.Thread(target=daemon._ingest, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: daemon.pending == 1, 20)  # the first read found the file
+        # The first read found the files (the Claude log has one call).
+        wait_until(lambda: daemon.pending >= (1 if profile is None else 2), 20)
         yield daemon, log
     finally:
         daemon.stop.set()
@@ -67,6 +72,19 @@ def test_a_written_line_is_read_at_once_not_at_the_next_poll(tmp_path: Path) -> 
 
 def home_of(log: Path) -> Path:
     return log.parent.parent.parent
+
+
+def test_a_sqlite_store_written_through_its_wal_is_read_at_once(tmp_path: Path) -> None:
+    """OpenCode writes its database through `opencode.db-wal`: that file's events count."""
+    home = tmp_path / "opencode"
+    home.mkdir()
+    db = DB(home / "opencode.db")
+    db.session("ses_main")
+    db.turn(mid="msg_a")
+    with ingesting(tmp_path, 30.0, Profile("o", Agent.OPENCODE, home)) as (daemon, _log):
+        before = daemon.pending
+        db.turn(mid="msg_b")
+        assert wait_until(lambda: daemon.pending > before, 5) < 2  # poll: 30 s
 
 
 def test_without_file_events_the_reader_polls(
