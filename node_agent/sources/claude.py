@@ -107,12 +107,15 @@ class _Call:
     winner: _Key
 
 
-def _classify(root: Path, folder: Path, name: str) -> SourceFile | None:
+def _classify(
+    root: Path, folder: Path, name: str, regular: bool | None = None
+) -> SourceFile | None:
     """The transcript `folder/name` of the projects dir `root`, with its reading order; None
-    for a file that holds no usage."""
+    for a file that holds no usage. `regular`: whether it is a regular file, when the caller
+    knows (a directory listing does, without a stat)."""
     if not name.endswith(".jsonl") or not folder.is_relative_to(root):
         return None
-    if not (folder / name).is_file():
+    if not (regular if regular is not None else (folder / name).is_file()):
         # A FIFO blocked the reader for good; a link to /dev/zero filled memory until killed.
         return None
     rel_dir = folder.relative_to(root).parts
@@ -125,6 +128,17 @@ def _classify(root: Path, folder: Path, name: str) -> SourceFile | None:
     else:
         order = ORDER_SUBAGENT
     return SourceFile(folder / name, FileKind.JSONL, order)
+
+
+def _kind(entry: os.DirEntry[str]) -> tuple[bool, bool]:
+    """(a folder to walk into, a regular file) as os.walk tells them: links to folders are not
+    walked into, and an entry whose type cannot be told is neither."""
+    try:
+        if entry.is_dir():
+            return not entry.is_symlink(), False
+        return False, entry.is_file()
+    except OSError:
+        return False, False
 
 
 class ClaudeSource(Source):
@@ -187,12 +201,21 @@ class ClaudeSource(Source):
 
     @staticmethod
     def _walk(root: Path, start: Path) -> list[SourceFile]:
+        # As os.walk (folders it cannot list are passed over, links to folders not followed),
+        # but the listing's own file types spare a stat per file.
         found: list[SourceFile] = []
-        for dirpath, dirnames, filenames in os.walk(start):  # does not follow dir symlinks
-            dirnames.sort()
-            for name in filenames:
-                file = _classify(root, Path(dirpath), name)
-                if file is not None:
+        folders = [start]
+        while folders:
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    listed = [(entry.name, *_kind(entry)) for entry in entries]
+            except OSError:
+                continue
+            for name, is_dir, is_file in listed:
+                if is_dir:
+                    folders.append(folder / name)
+                elif (file := _classify(root, folder, name, is_file)) is not None:
                     found.append(file)
         found.sort(key=lambda f: (f.order, str(f.path)))
         return found
