@@ -22,7 +22,7 @@ import pickle
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
 from _blake2 import blake2b
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
@@ -224,7 +224,16 @@ def _merge_claude(
 
 def _sharing_calls(outcomes: Sequence[Outcome]) -> list[list[int]]:
     """The files in groups that share no call (message id) with another group, in order."""
-    parent = list(range(len(outcomes)))
+    return connected(
+        [run.best.group for run in outcome.whole.runs if run.best.group is not None]
+        for outcome in outcomes
+    )
+
+
+def connected(keys: Iterable[Iterable[Hashable]]) -> list[list[int]]:
+    """The indices of the items (each given by its keys), in groups such that items sharing a
+    key are in one group; groups and their members in the items' order."""
+    parent: list[int] = []
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -232,14 +241,14 @@ def _sharing_calls(outcomes: Sequence[Outcome]) -> list[list[int]]:
             i = parent[i]
         return i
 
-    owner: dict[str, int] = {}
-    for index, outcome in enumerate(outcomes):
-        for run in outcome.whole.runs:
-            group = run.best.group
-            if group is not None and (other := owner.setdefault(group, index)) != index:
+    owner: dict[Hashable, int] = {}
+    for index, item in enumerate(keys):
+        parent.append(index)
+        for key in item:
+            if (other := owner.setdefault(key, index)) != index:
                 parent[root(index)] = root(other)
     groups: dict[int, list[int]] = {}
-    for index in range(len(outcomes)):
+    for index in range(len(parent)):
         groups.setdefault(root(index), []).append(index)
     return list(groups.values())
 
@@ -344,26 +353,12 @@ def _regroup_overlaps(
 ) -> list[Result]:
     """Units whose events share a dedupe key were wrongly read apart (a fork copied into
     another project dir, say): read each such set again as one unit, in place of its parts."""
-    owner: dict[tuple[Agent, str], int] = {}
-    parent = list(range(len(units)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for index, (unit, (_, keys)) in enumerate(zip(units, done, strict=True)):
-        for key in keys:
-            other = owner.setdefault((unit.agent, key), index)
-            if other != index:
-                parent[root(index)] = root(other)
-    groups: dict[int, list[int]] = {}
-    for index in range(len(units)):
-        groups.setdefault(root(index), []).append(index)
+    groups = connected(
+        [(unit.agent, key) for key in keys] for unit, (_, keys) in zip(units, done, strict=True)
+    )
     results: list[Result] = []
     merged: list[Unit] = []
-    for members in groups.values():
+    for members in groups:
         if len(members) == 1:
             results.append(done[members[0]])
             continue
