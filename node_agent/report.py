@@ -5,10 +5,10 @@ its own into a `FileReading` (in worker processes when there is much to read, or
 scan index when the file has not changed), and one source merges the readings in reading order,
 so dedupe across files needs no file read twice.
 
-The other agents' files are cut into units that share no dedupe keys (`Source.partition`: all
-of one agent's files, today). Each unit is read by its
-own source instance, priced and rolled up; unit reports add up exactly (integer tokens, Decimal
-money), so units may run in worker processes. Only the small rollups and each unit's dedupe keys
+The other agents' files are cut into units that share no dedupe keys (`Source.partition`: a
+Codex rollout with its compressed and archived copies, say). Each unit is read by its own source
+instance, priced and rolled up; unit reports add up exactly (integer tokens, Decimal money), so
+units may run in worker processes. Only the small rollups and each unit's dedupe keys
 cross process boundaries: shipping every event back would cost more than the second core saves.
 The partition is a guess checked afterwards: units whose events share a dedupe key are read
 again as one, so the result always equals one global read.

@@ -220,30 +220,6 @@ class ClaudeSource(Source):
         found.sort(key=lambda f: (f.order, str(f.path)))
         return found
 
-    def partition(self, path: Path) -> str:
-        # One session: its transcript and its subagent files (which may replay it). Forks and
-        # resumes copy calls between sessions; the report re-reads those sessions together.
-        parts = path.parts
-        if "projects" not in parts:
-            return ""
-        below = parts[len(parts) - parts[::-1].index("projects") :]
-        if len(below) == 2 and below[1].endswith(".jsonl") and not below[1].startswith("agent-"):
-            return f"{below[0]}/{below[1][: -len('.jsonl')]}"
-        return "/".join(below[:2]) if len(below) > 2 else below[0]
-
-    def dedupe_key(self, event: UsageEvent) -> str:
-        # Streaming snapshots, fork copies and sidechain replays all share the message.id
-        # (scoped by session where there is no requestId): the `group` of `_usage`.
-        rest = event.event_id.removeprefix("claude:")
-        if rest.startswith("line:"):
-            return event.event_id  # no message.id: never deduped
-        msg_id, _, request = rest.partition(":")
-        return (
-            f"{msg_id}@{request.removeprefix('session=')}"
-            if request.startswith("session=")
-            else msg_id
-        )
-
     # -- lines ----------------------------------------------------------------------------
 
     def ignores(self, data: bytes, start: int, end: int) -> bool:
