@@ -210,9 +210,8 @@ def _merge_claude(
     for members in _sharing_calls(outcomes):
         key = _key(context, [files[m] for m in members], [outcomes[m] for m in members], index)
         kept = index.report(key) if index is not None and key is not None else None
-        if kept is not None:
-            part: Report = pickle.loads(kept)  # noqa: S301 (our own cache, owner-only)
-        else:
+        part = _unpickled(kept) if kept is not None else None
+        if part is None:
             part = _merge_files(
                 [files[m] for m in members], [outcomes[m] for m in members], targets, node, query
             )
@@ -220,6 +219,15 @@ def _merge_claude(
                 index.keep_report(key, pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
         report.merge(part)
     return report
+
+
+def _unpickled(blob: bytes) -> Report | None:
+    """A kept partial report; None (priced anew) when the blob is not one."""
+    try:
+        found = pickle.loads(blob)  # our own cache, in an owner-only folder
+    except Exception:  # a damaged pickle can raise nearly anything
+        return None
+    return found if isinstance(found, Report) else None
 
 
 def _sharing_calls(outcomes: Sequence[Outcome]) -> list[list[int]]:

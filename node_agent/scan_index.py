@@ -23,7 +23,9 @@ back would not be noticed: logs are only ever appended to.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
@@ -119,11 +121,13 @@ class ScanIndex:
         path = directory / INDEX_NAME
         stamp = rules_stamp()
         try:
-            data = path.read_bytes()
+            data = _read_regular(path)
         except FileNotFoundError:
             return cls(path, {}, stamp), None
         except OSError as exc:
-            return cls(path, {}, stamp), f"cannot read the scan index {path}: {exc.strerror}"
+            index = cls(path, {}, stamp)
+            index._changed = True  # written anew in its place, if that can be done
+            return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
             found = msgspec.msgpack.decode(data, type=_IndexFile)
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -223,6 +227,19 @@ def run_task(task: Task) -> Done:
         return Done(outcome, None)
     entry = Entry(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, read_at, window, kept)
     return Done(outcome, entry)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file: a pipe or a device put in the index's place must neither
+    block the scan nor fill its memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _exists(name: str) -> bool:

@@ -10,6 +10,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -283,3 +284,25 @@ def test_new_reading_rules_drop_the_index_and_no_cache_keeps_none(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert main(["scan", "--json", "--no-cache", str(home)]) == 0
     assert not (tmp_path / "xdg").exists()
+
+
+def test_a_pipe_in_place_of_the_index_is_named_not_waited_on(tmp_path: Path) -> None:
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    cache.mkdir()
+    os.mkfifo(cache / scan_index.INDEX_NAME)
+    report = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert len(report.warnings) == 1 and "not a regular file" in report.warnings[0]
+    assert render_json(report) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+    assert (cache / scan_index.INDEX_NAME).is_file()  # written anew in its place
+
+
+def test_a_damaged_priced_report_in_the_index_is_priced_anew(tmp_path: Path) -> None:
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    path = cache / scan_index.INDEX_NAME
+    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
+    assert len(found.reports) == 2
+    found.reports = {key: b"\x80\x05not a pickle" for key in found.reports}
+    path.write_bytes(msgspec.msgpack.encode(found))
+    again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert render_json(again) == render_json(first)
