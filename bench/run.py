@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own figures.
 
-python -m bench.run [--only scan,fleet,tui]
+python -m bench.run [--only scan,fleet,tui,store,governor]
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bench import fleet, scan, tui
+from bench import fleet, governor, scan, store, tui
 
-BENCHMARKS = ("scan", "fleet", "tui")
+BENCHMARKS = ("scan", "fleet", "tui", "store", "governor")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -33,6 +33,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "tui" in chosen:
         print("\n== tui: a tick at 200 machines / 2,000 profiles / 5,000 sessions, and memory ==")
         tui.main([])
+    if "store" in chosen:
+        print("\n== store: a hub restarted on 1,000,000 stored events, its report and memory ==")
+        store.main([])
+    if "governor" in chosen:
+        print("\n== governor: a budget's crossing log line to the agent stopped, and overshoot ==")
+        governor.main([])
 
 
 if __name__ == "__main__":

@@ -1,20 +1,28 @@
 """The hub database's tables, and opening a connection with the settings the store relies on.
 
-No money is stored: a price is a function of the stored token counts, the price tables and the
-profile's billing, and tables get corrected (effective-dated, re-checked against invoices).
-Storing a figure would freeze a wrong one, so the ledger re-prices from tokens at start-up.
-Where money must be kept (budget decisions in the audit trail, say), it goes in as decimal TEXT:
-the engine's exact amounts carry arbitrary decimal places (rates like $0.0375/MTok times a 1.1
-geography multiplier), which integer nano-dollars would round.
+Money is stored as decimal TEXT, never as a float or integer units: the engine's exact amounts
+carry arbitrary decimal places (rates like $0.0375/MTok times a 1.1 geography multiplier), which
+integer nano-dollars would round. What is stored is the API-equivalent amount and whether it is
+an estimate, never the cost class: the class follows the profile's billing, which a hello may
+change, so readers classify with the billing they know now (`pricing.classify`).
+
+Each usage row keeps the amount it was priced at when stored, so that a later revision
+withdraws from the roll-ups exactly what the row added, whatever the price tables say by then.
+The roll-ups (`hub._rollup`) are kept for good; raw rows older than the retention are pruned.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
-SCHEMA_VERSION: Final = 2
+from hub._rollup import MINUTE_KEEP_S, RollupDeltas, StorePricer, amount_text, register
+from shared.codec import unpack
+from shared.events import UsageEvent
+
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 5_000
 # The page cache, in KiB: the usage table's indexes take random inserts (event ids are hashes),
 # and past ~100k calls they outgrow the 2 MiB default, so batches re-read their pages (4% of a
@@ -44,12 +52,9 @@ CREATE TABLE usage (              -- the kept (highest) revision of each usage e
     counted    INTEGER NOT NULL,  -- 0 for a retraction (duplicate_of set)
     ts         REAL NOT NULL,
     machine    TEXT NOT NULL,     -- the authenticated node, whatever the event said
-    profile    TEXT,
-    account    TEXT,
     session_id TEXT NOT NULL,
-    model      TEXT NOT NULL,
-    agent      TEXT NOT NULL,
-    received   REAL NOT NULL,
+    amount     TEXT,              -- API-equivalent USD as priced when stored (NULL: unknown)
+    estimated  INTEGER NOT NULL,
     payload    BLOB NOT NULL      -- the event, attribution applied, as shared.codec bytes
 );
 CREATE INDEX usage_ts ON usage (ts);
@@ -102,6 +107,53 @@ CREATE TABLE profiles (
     PRIMARY KEY (node, name)
 ) WITHOUT ROWID;
 
+CREATE TABLE rollup (             -- usage summed per quarter-hour and scope, kept for good
+    quarter     INTEGER NOT NULL,  -- epoch seconds // 900: a day in any zone is whole quarters
+    machine     TEXT NOT NULL,
+    profile     TEXT NOT NULL,     -- '' where the call names none (so too account, project)
+    account     TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    project     TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    session_row TEXT NOT NULL,     -- the root session a subagent's calls are shown under
+    model       TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    priced      INTEGER NOT NULL,  -- 0: no price known (the calls and tokens are unknown)
+    estimated   INTEGER NOT NULL,
+    calls       INTEGER NOT NULL,
+    input       INTEGER NOT NULL,
+    output      INTEGER NOT NULL,
+    cache_read  INTEGER NOT NULL,
+    cache_write_5m INTEGER NOT NULL,
+    cache_write_1h INTEGER NOT NULL,
+    reasoning   INTEGER NOT NULL,
+    web_search_requests INTEGER NOT NULL,
+    retracted   INTEGER NOT NULL,  -- calls found to copy another one (they count nothing)
+    amount      TEXT NOT NULL,     -- API-equivalent USD, exact
+    first_ts    REAL NOT NULL,
+    last_ts     REAL NOT NULL,
+    git_branch  TEXT,
+    PRIMARY KEY (quarter, machine, profile, account, agent, project, session_id, session_row,
+                 model, role, priced, estimated)
+) WITHOUT ROWID;
+
+CREATE TABLE rollup_minute (      -- the last day's usage per minute: the run rate at start-up
+    minute    INTEGER NOT NULL,   -- epoch seconds // 60
+    machine   TEXT NOT NULL,
+    profile   TEXT NOT NULL,
+    priced    INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    calls     INTEGER NOT NULL,
+    tokens    INTEGER NOT NULL,
+    amount    TEXT NOT NULL,
+    PRIMARY KEY (minute, machine, profile, priced, estimated)
+) WITHOUT ROWID;
+
+CREATE TABLE meta (               -- the store's own facts (pruned_before: raw events pruned)
+    key   TEXT PRIMARY KEY,
+    value ANY
+) WITHOUT ROWID;
+
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     ts     REAL NOT NULL,
@@ -112,19 +164,29 @@ CREATE TABLE audit (
 );
 """
 # Schema changes from each older version to the next, in order: v1 -> v2, ... (one per
-# version after the first, so an old hub's database opens at SCHEMA_VERSION).
+# version after the first, so an old hub's database opens at SCHEMA_VERSION). A step is SQL,
+# or a function of the connection and the pricer (v3 prices every kept call into the roll-ups).
+_V2_TO_V3: Final = "v3"
 _UPGRADES: Final = (
     # v2: no query reads usage by machine, and every index costs each insert a random write
     "DROP INDEX IF EXISTS usage_machine",
+    _V2_TO_V3,
 )
+_MIGRATE_BATCH: Final = 20_000  # usage rows re-filed per step of the v3 migration
 
 
 class StoreError(RuntimeError):
     """A database file the hub cannot use; the message names the file."""
 
 
-def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connection:
-    """Open (creating if needed) a hub database in WAL mode.
+def connect(
+    path: Path,
+    synchronous: Synchronous = "NORMAL",
+    pricer: StorePricer | None = None,
+    cache_kib: int = CACHE_KIB,
+) -> sqlite3.Connection:
+    """Open (creating if needed) a hub database in WAL mode, migrating an older one (`pricer`
+    prices the calls an old store holds into the roll-ups; needed only for a v2 store).
 
     Autocommit mode: the store opens every write transaction itself (BEGIN IMMEDIATE), so a
     batch is all-or-nothing. WAL makes a committed transaction survive a kill -9 at any moment
@@ -136,14 +198,19 @@ def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connecti
     # One connection shared by threads that the owner serialises (the hub service holds a lock).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
+        register(db)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Before the first table (a new file): pruned pages can then be handed back in steps.
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous = {synchronous}")
-        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        db.execute(f"PRAGMA cache_size = -{cache_kib}")
         db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
-        _migrate(db, path)
+        if _migrate(db, path, pricer):
+            # auto_vacuum of a file made before v3 only changes with a VACUUM (once).
+            db.execute("VACUUM")
     except BaseException as exc:
         db.close()
         if isinstance(exc, sqlite3.DatabaseError):
@@ -152,26 +219,80 @@ def connect(path: Path, synchronous: Synchronous = "NORMAL") -> sqlite3.Connecti
     return db
 
 
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
+def _migrate(db: sqlite3.Connection, path: Path, pricer: StorePricer | None) -> bool:
+    """Create or upgrade the tables; True when an older version was upgraded."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            # executescript would commit our transaction first: run the statements one by one.
-            for statement in _TABLES.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _run(db, _TABLES)
+            if pricer is not None:  # the tables its calls will be priced under
+                db.execute("INSERT INTO meta VALUES ('prices', ?)", (pricer.fingerprint(),))
         elif 0 < version < SCHEMA_VERSION:
-            for statement in _UPGRADES[version - 1 :]:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for step in _UPGRADES[version - 1 :]:
+                if step is _V2_TO_V3:
+                    _to_v3(db, pricer or _no_pricer(path))
+                else:
+                    db.execute(step)
         elif version != SCHEMA_VERSION:
             raise StoreError(
                 f"{path}: database schema version {version}, this fleet-hub reads "
                 f"{SCHEMA_VERSION} (written by a newer fleetmeter)"
             )
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+    return 0 < version < SCHEMA_VERSION
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    # executescript would commit our transaction first: run the statements one by one.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _no_pricer(path: Path) -> NoReturn:
+    raise StoreError(f"{path}: an older store needs pricing to migrate; open it with a price book")
+
+
+def _to_v3(db: sqlite3.Connection, pricer: StorePricer) -> None:
+    """v3: usage rows keep their price and drop the columns their payload repeats; every kept
+    call is summed into the roll-ups."""
+    db.execute("ALTER TABLE usage RENAME TO usage_v2")
+    db.execute("DROP INDEX IF EXISTS usage_ts")
+    db.execute("DROP INDEX IF EXISTS usage_session")
+    tables = _TABLES[_TABLES.index("CREATE TABLE usage (") : _TABLES.index("CREATE TABLE limits")]
+    rollups = _TABLES[_TABLES.index("CREATE TABLE rollup (") : _TABLES.index("CREATE TABLE audit")]
+    # (and the meta table, which comes with them)
+    _run(db, tables + rollups)
+    deltas = RollupDeltas(minutes_since=time.time() - MINUTE_KEEP_S)
+    rows = db.execute(
+        "SELECT event_id, revision, counted, ts, machine, session_id, payload FROM usage_v2"
+    )
+    while batch := rows.fetchmany(_MIGRATE_BATCH):
+        filed = []
+        for event_id, revision, counted, ts, machine, session_id, payload in batch:
+            event = unpack(payload)
+            assert isinstance(event, UsageEvent), "the usage table holds usage events only"
+            amount, estimated = pricer(event)
+            deltas.add(event, (amount, estimated), 1)
+            filed.append(
+                (
+                    event_id,
+                    revision,
+                    counted,
+                    ts,
+                    machine,
+                    session_id,
+                    amount_text(amount),
+                    int(estimated),
+                    payload,
+                )
+            )
+        db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", filed)
+    deltas.write(db)
+    db.execute("INSERT INTO meta (key, value) VALUES ('prices', ?)", (pricer.fingerprint(),))
+    db.execute("DROP TABLE usage_v2")

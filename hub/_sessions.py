@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hub._totals import Totals
 from shared.events import Agent, Role, UsageEvent
+
+if TYPE_CHECKING:
+    from hub._rollup import Cell  # _rollup files calls by `session_key`
 
 # Tokens per minute are the tokens of the calls made in the last RECENT_S seconds of wall time,
 # per minute of that window the session has lived (at least one): a current rate that falls to
@@ -48,6 +51,33 @@ class SessionFigures:
     label: str = ""  # the short id the dashboard shows (`SessionNames`), set on snapshots
     # epoch second -> tokens, for the last RECENT_S seconds only (pruned as the clock moves)
     recent: dict[int, int] = field(default_factory=dict)
+
+    def take(
+        self,
+        main: bool,
+        who: tuple[str | None, str | None, str | None, str | None],
+        first_ts: float,
+        last_ts: float,
+        model: str | None,
+    ) -> None:
+        """Note calls made between `first_ts` and `last_ts` (the latest with `model`) by the
+        main thread or not, and who (profile, account, project, git branch) made them."""
+        if main or self.first_ts == 0.0:
+            # the main thread names the session; a subagent fills in until it is seen
+            profile, account, project, git_branch = who
+            self.profile = profile or self.profile
+            self.account = account or self.account
+            self.project = project or self.project
+            self.git_branch = git_branch or self.git_branch
+        if last_ts >= self.last_ts:
+            self.last_ts = last_ts
+        rank = (main, last_ts)
+        if (
+            model and rank >= self.model_rank
+        ):  # a subagent's own model (often Haiku) is not the session's
+            self.model, self.model_rank = model, rank
+        if self.first_ts == 0.0 or first_ts < self.first_ts:
+            self.first_ts = first_ts
 
     @property
     def total(self) -> Totals:
@@ -148,20 +178,29 @@ class SessionBook:
             row.recent[second] = row.recent.get(second, 0) + tokens
         if negate:
             return key
-        if event.role is Role.MAIN or row.first_ts == 0.0:
-            # the main thread names the session; a subagent fills in until it is seen
-            row.profile = event.profile or row.profile
-            row.account = event.account or row.account
-            row.project = event.project or row.project
-            row.git_branch = event.git_branch or row.git_branch
-        if event.ts >= row.last_ts:
-            row.last_ts = event.ts
-        rank = (event.role is Role.MAIN, event.ts)
-        if rank >= row.model_rank:  # a subagent's own model (often Haiku) is not the session's
-            row.model, row.model_rank = event.model, rank
-        if row.first_ts == 0.0 or event.ts < row.first_ts:
-            row.first_ts = event.ts
+        who = (event.profile, event.account, event.project, event.git_branch)
+        row.take(event.role is Role.MAIN, who, event.ts, event.ts, event.model)
         return key
+
+    def restore(self, cell: Cell) -> str:
+        """Make or fill the row of a roll-up cell's calls (their money follows with `add`);
+        returns the row's key. A main-thread cell names the session, as in `note`."""
+        key, agent = cell.session_row, cell.agent
+        assert key is not None and agent is not None, "a cell read with every key"
+        row = self._sessions.get(key)
+        if row is None:
+            row = self._sessions[key] = SessionFigures(key, cell.machine, Agent(agent))
+        who = (cell.profile, cell.account, cell.project, cell.git_branch)
+        row.take(cell.role is Role.MAIN, who, cell.first_ts, cell.last_ts, cell.model)
+        return key
+
+    def note_recent(self, event: UsageEvent, now_minute: int) -> None:
+        """Count a stored call's tokens in its row's recent rate (the rows come from
+        `restore`; the roll-ups do not hold seconds)."""
+        row = self._sessions.get(session_key(event))
+        second = int(event.ts)
+        if row is not None and second > now_minute * 60 - RECENT_S:
+            row.recent[second] = row.recent.get(second, 0) + event.tokens.total
 
     def add(self, key: str, calls: Totals, *, main: bool) -> None:
         """Add calls `note`d in row `key` to its main-thread or its subagent spend."""

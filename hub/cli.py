@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -24,17 +23,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from hub import cli_fleet
 from hub._schema import StoreError
+from hub.api_client import ApiFailure, HubClient, NoHub, api_url, running_hub
+from hub.budgets import cli as budget_cli
 from hub.config import (
     check_plaintext,
     default_hub_config_path,
     enroll_key,
     init_hub,
+    listen_problem,
     load_hub_config,
 )
 from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
-from pricing import PriceBook
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_FAILURE,
@@ -57,14 +59,21 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    handler = {
+    handlers: dict[str | None, Callable[[argparse.Namespace], int]] = {
         None: cmd_dashboard,
         "demo": cmd_demo,
         "init": cmd_init,
         "enroll": cmd_enroll,
         "serve": cmd_serve,
         "report": cmd_report,
-    }[args.command]
+        "token": cli_fleet.cmd_token,
+        "nodes": cli_fleet.cmd_nodes,
+        "audit": cli_fleet.cmd_audit,
+        "install-service": cli_fleet.cmd_install_service,
+        "budget": budget_cli.cmd_budget,
+    }
+    handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
+    handler = handlers[args.command]
     prog = " ".join(filter(None, ["fleet-hub", args.command]))
     return guarded(prog, lambda: _with_store_hint(prog, handler, args))
 
@@ -72,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _with_store_hint(
     prog: str, handler: Callable[[argparse.Namespace], int], args: argparse.Namespace
 ) -> int:
-    """A hub database that cannot be opened: say which, and what to do about it."""
+    """A hub database that cannot be opened, or a hub that refused: say which, and what to do."""
     try:
         return handler(args)
     except StoreError as exc:
@@ -80,6 +89,15 @@ def _with_store_hint(
             f"{prog}: {exc}; move it aside to start an empty store, or restore a backup",
             file=sys.stderr,
         )
+        return EXIT_FAILURE
+    except ApiFailure as exc:
+        print(f"{prog}: the hub says: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.status in (400, 401, 403, 404, 422) else EXIT_FAILURE
+    except cli_fleet.NoStore as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except NoHub as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -127,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on the network without TLS (a network you trust: see README, The wire)",
     )
+    init_p.add_argument("--api", help="HOST:PORT of the HTTP API (default: 127.0.0.1:7463)")
     init_p.add_argument(
         "--force", action="store_true", help="rewrite the config (the secret is always kept)"
     )
@@ -134,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     enroll_p = with_config(sub.add_parser("enroll", help="print the key of a node"))
     enroll_p.add_argument("node", help="the node's name (its `node` in node.toml)")
 
-    with_config(sub.add_parser("serve", help="run the hub headless until SIGTERM"))
+    with_config(
+        sub.add_parser("serve", help="run the hub and its HTTP API until SIGTERM (the service)")
+    )
 
     report_p = with_config(sub.add_parser("report", help="the fleet's costs from the store"))
     report_p.add_argument(
@@ -146,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("--since", type=iso_day, help="first day, YYYY-MM-DD")
     report_p.add_argument("--until", type=iso_day, help="last day, YYYY-MM-DD")
     report_p.add_argument("--json", action="store_true", help="print JSON")
+    report_p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
+    cli_fleet.add_parsers(sub, with_config)
+    budget_cli.add_parsers(sub, with_config)
     return parser
 
 
@@ -162,6 +186,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
         return 2
     config = load_hub_config(args.config)
+    if HubClient(config, None).alive():
+        print(
+            f"fleet-hub: a hub already serves this config (its API answers at "
+            f"{api_url(config)}): the dashboard cannot attach to it yet. Stop that hub "
+            "(`systemctl stop fleet-hub`, or SIGTERM to `fleet-hub serve`) to open the "
+            "dashboard on an embedded one; meanwhile `fleet-hub report`, `nodes` and `audit` "
+            "read it",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     _log_to_file(config.data_dir / "fleet-hub.log")
     hub = Hub(config)
     service = _start(hub, "fleet-hub")
@@ -254,11 +288,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.commands:
         overrides["commands"] = args.commands
     if args.data_dir:
+        # a relative data_dir is read relative to the config's folder, as the hub reads it
+        if problem := _unusable_dir(args.config.parent / args.data_dir):
+            print(
+                f"fleet-hub init: cannot use --data-dir {args.data_dir}: {problem}", file=sys.stderr
+            )
+            return EXIT_USAGE
         overrides["data_dir"] = str(args.data_dir)
     if args.no_advertise:
         overrides["advertise"] = False
     if args.allow_plaintext:
         overrides["allow_plaintext"] = True
+    if args.api:
+        if problem := listen_problem(args.api):
+            print(f"fleet-hub init: --api {args.api}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        overrides["api"] = {"listen": args.api}
     config_path, secret_path = init_hub(args.config, force=args.force, overrides=overrides)
     print(f"wrote {config_path}")
     print(f"fleet secret in {secret_path} (mode 600: keep it that way)")
@@ -276,6 +321,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unusable_dir(path: Path) -> str | None:
+    """Why the hub could not keep its store in `path` (made here if missing), or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "not writable by this user"
+    return None
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     config = load_hub_config(args.config)
     key = enroll_key(config, args.node)
@@ -286,22 +342,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hub.serve import Hub  # sockets and zeroconf are not needed by the other commands
+    from hub.api.run import serve  # the web stack is loaded by the service only
 
     config = load_hub_config(args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hub %(levelname)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    hub = Hub(config)
-    if _start(hub, "fleet-hub serve") is None:
-        return EXIT_FAILURE
-    print(f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}", flush=True)
-    try:
-        stop.wait()
-    finally:
-        hub.stop()
-    return 0
+    return serve(config, _start)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -320,6 +365,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"fleet-hub report: {problem}", file=sys.stderr)
         return EXIT_USAGE
     config = load_hub_config(args.config)
+    client = running_hub(config, args.token)
+    if client is not None:
+        report = client.get(
+            "/api/v1/report", by=",".join(by), tz=args.tz, since=args.since, until=args.until
+        )
+        return _print_report(report, by, args.json)
     if not (config.data_dir / DB_FILE).is_file():
         print(
             f"fleet-hub report: no store at {config.data_dir / DB_FILE}: the hub has stored "
@@ -328,10 +379,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     with Store.in_dir(config.data_dir) as store:
-        report = build_hub_report(
-            store, PriceBook.default(), by=by, tz=tz, since=args.since, until=args.until
-        )
-    if args.json:
+        # from the roll-ups, priced when stored: no price tables to load (a third of a second)
+        report = build_hub_report(store, by=by, tz=tz, since=args.since, until=args.until)
+    return _print_report(report, by, args.json)
+
+
+def _print_report(report: dict[str, Any], by: list[str], as_json: bool) -> int:
+    if as_json:
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     else:
         print(_text(report, by))

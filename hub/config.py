@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from hub.budgets.config_io import parse_budgets
+from hub.budgets.model import Budget
 from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
 from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_file
@@ -31,6 +33,9 @@ from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_fi
 DEFAULT_EVENTS: Final = "tcp://0.0.0.0:7461"
 DEFAULT_COMMANDS: Final = "tcp://0.0.0.0:7462"
 DEFAULT_STALE_AFTER: Final = 15.0
+DEFAULT_RETAIN_DAYS: Final = 90
+DEFAULT_API_LISTEN: Final = "127.0.0.1:7463"
+API_KEYS: Final = ("listen", "tls_cert_key_file")  # the [api] table
 SECRET_NAME: Final = "fleet.secret"
 _NETWORK_SCHEMES: Final = ("tcp", "tcp4", "tcp6", "tls+tcp", "tls+tcp4", "tls+tcp6")
 _SCHEMES: Final = (*_NETWORK_SCHEMES, "ipc", "abstract", "inproc")
@@ -45,7 +50,10 @@ KEYS: Final = (
     "tls_ca_file",
     "stale_after",
     "allow_plaintext",
+    "retain_days",
+    "api",
 )
+READ_KEYS: Final = (*KEYS, "budgets")  # [[budgets]]: written by hub.budgets.config_io
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
 
@@ -61,6 +69,10 @@ class HubConfig:
     tls_ca_file: Path | None = None  # set: nodes must present a certificate signed by it
     stale_after: float = DEFAULT_STALE_AFTER
     allow_plaintext: bool = False  # listen on the network without TLS (see check_plaintext)
+    retain_days: int = DEFAULT_RETAIN_DAYS  # raw events older than this are pruned
+    api_listen: str = DEFAULT_API_LISTEN  # HOST:PORT of the HTTP API ([api] listen)
+    api_tls_cert_key_file: Path | None = None  # set: the API speaks HTTPS
+    budgets: tuple[Budget, ...] = ()  # [[budgets]] (see hub.budgets)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -91,22 +103,16 @@ def load_hub_config(path: Path, *, missing_ok: bool = False) -> HubConfig:
 
 def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
     where = str(path)
-    if extra := sorted(set(data) - set(KEYS)):
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (known: {', '.join(KEYS)})")
+    if extra := sorted(set(data) - set(READ_KEYS)):
+        known = ", ".join(READ_KEYS)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (known: {known})")
     base = path.parent
 
     def text(key: str, default: str | None) -> str | None:
-        value = data.get(key, default)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{where}: {key!r} must be a non-empty string")
-        return value
+        return text_in(where, data, key, default)
 
     def file(key: str, default: Path | None) -> Path | None:
-        value = text(key, None)
-        if value is None:
-            return default
-        resolved = Path(value).expanduser()
-        return resolved if resolved.is_absolute() else base / resolved
+        return _relative_to(base, text(key, None)) or default
 
     name = text("name", socket.gethostname())
     assert name is not None
@@ -130,6 +136,20 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         or stale_after <= 0
     ):
         raise ConfigError(f"{where}: 'stale_after' must be a positive number of seconds")
+    retain_days = data.get("retain_days", DEFAULT_RETAIN_DAYS)
+    if not isinstance(retain_days, int) or isinstance(retain_days, bool) or retain_days < 1:
+        raise ConfigError(f"{where}: 'retain_days' must be a whole number of days, at least 1")
+    api = data.get("api", {})
+    if not isinstance(api, Mapping):
+        raise ConfigError(f"{where}: 'api' must be a table ([api] with listen = \"HOST:PORT\")")
+    if extra := sorted(set(api) - set(API_KEYS)):
+        raise ConfigError(
+            f"{where}: unknown key(s) in [api]: {', '.join(extra)} (known: {', '.join(API_KEYS)})"
+        )
+    api_listen = text_in(where, api, "listen", DEFAULT_API_LISTEN) or DEFAULT_API_LISTEN
+    if problem := listen_problem(api_listen):
+        raise ConfigError(f"{where}: [api] listen = {api_listen!r}: {problem}")
+    api_tls = text_in(where, api, "tls_cert_key_file", None)
     config = HubConfig(
         name=name,
         events=events,
@@ -141,10 +161,44 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         tls_ca_file=file("tls_ca_file", None),
         stale_after=float(stale_after),
         allow_plaintext=allow_plaintext,
+        retain_days=retain_days,
+        api_listen=api_listen,
+        api_tls_cert_key_file=_relative_to(base, api_tls),
+        budgets=parse_budgets(data.get("budgets"), where),
         path=path,
     )
     _check_consistent(config, where)
     return config
+
+
+def text_in(where: str, table: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    value = table.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _relative_to(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    resolved = Path(value).expanduser()
+    return resolved if resolved.is_absolute() else base / resolved
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of a HOST:PORT listen address ([::1]:7463 for IPv6); raises ValueError."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("not HOST:PORT (e.g. 127.0.0.1:7463)")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def listen_problem(listen: str) -> str | None:
+    try:
+        split_listen(listen)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _address(where: str, key: str, value: str | None) -> str:
@@ -190,13 +244,25 @@ def check_plaintext(config: HubConfig) -> None:
             "tls_cert_key_file (and tls_ca_file), listen on 127.0.0.1, or set "
             "allow_plaintext = true on a network you trust"
         )
+    host = split_listen(config.api_listen)[0]
+    api_exposed = config.api_tls_cert_key_file is None and not _is_loopback(host)
+    if api_exposed and not config.allow_plaintext:
+        raise ConfigError(
+            f"{config.path or 'hub config'}: [api] listen = {config.api_listen!r} would serve "
+            "the API on the network without TLS: bearer tokens and every figure would travel "
+            "readable. Set [api] tls_cert_key_file, listen on 127.0.0.1, or set "
+            "allow_plaintext = true on a network you trust"
+        )
 
 
 def _stays_on_this_machine(address: str) -> bool:
     scheme = address.partition("://")[0]
     if scheme in _LOCAL_SCHEMES:
         return True
-    host = urlsplit(address).hostname or ""
+    return _is_loopback(urlsplit(address).hostname or "")
+
+
+def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -250,6 +316,10 @@ _TEMPLATE: Final = """\
 # Where the hub keeps its database (default: $XDG_DATA_HOME/fleetmeter).
 {data_dir}
 
+# Days of raw events the database keeps; older ones are pruned, their daily sums kept for good
+# (reports and the dashboard still show those days).
+{retain_days}
+
 # The fleet secret: hex, mode 600, never shared. Every node key derives from it
 # (`fleet-hub enroll NODE` prints one). Default: fleet.secret beside this file.
 {secret_file}
@@ -258,6 +328,12 @@ _TEMPLATE: Final = """\
 # certificates (when set, every node must present one: mutual TLS).
 {tls_cert_key_file}
 {tls_ca_file}
+
+# The HTTP API (the CLI, scripts, Prometheus at /metrics): HOST:PORT. Anything but loopback
+# needs tls_cert_key_file here (a PEM with the certificate and its key), or allow_plaintext.
+[api]
+{api_listen}
+{api_tls_cert_key_file}
 """
 
 _EXAMPLES: Final[dict[str, object]] = {
@@ -273,6 +349,7 @@ _WRITTEN_DEFAULTS: Final[dict[str, object]] = {
     "commands": DEFAULT_COMMANDS,
     "advertise": True,
     "stale_after": int(DEFAULT_STALE_AFTER),
+    "retain_days": DEFAULT_RETAIN_DAYS,
 }
 
 
@@ -293,7 +370,17 @@ def write_hub_config(path: Path, overrides: Mapping[str, object] | None = None) 
 def _template(path: Path, overrides: Mapping[str, object]) -> tomlkit.TOMLDocument:
     values = _toml_values(path, overrides)
     lines: dict[str, str] = {}
+    api = values.pop("api", None)
+    api_values: Mapping[str, object] = api if isinstance(api, Mapping) else {}
+    api_defaults = {"listen": DEFAULT_API_LISTEN, "tls_cert_key_file": None}
+    examples = {"tls_cert_key_file": "/etc/fleetmeter/api.pem"}
+    for key, default in api_defaults.items():
+        value = api_values.get(key, default)
+        line = f"{key} = {tomlkit.item(value or examples.get(key, '')).as_string()}"
+        lines[f"api_{key}"] = line if value is not None else f"# {line}"
     for key in KEYS:
+        if key == "api":
+            continue
         if key in values or key in _WRITTEN_DEFAULTS:
             value = values.get(key, _WRITTEN_DEFAULTS.get(key))
             lines[key] = f"{key} = {tomlkit.item(value).as_string()}"

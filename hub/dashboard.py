@@ -50,8 +50,8 @@ from hub._sessions import (
     is_thrash,
     short_id,
 )
-from hub._totals import ZERO, Basis, Totals
-from hub.header import LONG_MIN, SHORT_MIN, project
+from hub._totals import ZERO, Totals
+from hub.header import SHORT_MIN, fleet_header
 from hub.header import HeaderFigures as HeaderFigures  # the screens take it from here
 from hub.ledger import Dimension, Period, profile_key
 from hub.model import NodeState, ProfileRecord
@@ -445,30 +445,8 @@ class Dashboard:
         return diff.upserts, diff.removed
 
     def header(self) -> HeaderFigures:
-        s = self.service
-        today = s.fleet(Period.TODAY)
-        month = s.fleet(Period.MONTH)
-        paid, api = Basis.METERED, Basis.API_EQUIVALENT
-        paid_long = s.burn_rate_per_hour(minutes=LONG_MIN, basis=paid)
-        now = datetime.fromtimestamp(self.clock(), s.ledger.tz)
-        day, month_total = project(today, month, paid_long, now, s.first_call())
         online = sum(v.state is NodeState.ONLINE for v in self._nodes.values())
-        return HeaderFigures(
-            today.metered,
-            today.subscription_included,
-            today.estimated,
-            today.unknown_calls,
-            today.unknown_tokens,
-            today.api_equivalent,
-            s.burn_rate_per_hour(minutes=SHORT_MIN, basis=paid),
-            paid_long,
-            s.burn_rate_per_hour(minutes=SHORT_MIN, basis=api),
-            s.burn_rate_per_hour(minutes=LONG_MIN, basis=api),
-            day,
-            month_total,
-            online,
-            len(self._nodes),
-        )
+        return fleet_header(self.service, self.clock(), online, len(self._nodes))
 
     def process_of(self, key: str) -> Process | None:
         """The live process behind a session row (what a halt action names)."""

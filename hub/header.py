@@ -14,10 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from hub import _format as fmt
-from hub._totals import Totals
+from hub._totals import Basis, Totals
+from hub.ledger import Period
+
+if TYPE_CHECKING:
+    from hub.service import FleetService
 
 SHORT_MIN: Final = 5  # the short burn window, minutes
 LONG_MIN: Final = 60  # the long burn window (and the projections' rate), minutes
@@ -206,3 +210,30 @@ def project(
     days_covered = (now.date() - covered_from).days + 1
     average_day = so_far / days_covered
     return day, so_far + average_day * days_after_today
+
+
+def fleet_header(service: FleetService, now: float, online: int, nodes: int) -> HeaderFigures:
+    """The header's figures as of `now`, with `online` of `nodes` nodes online (the dashboard
+    and the API's summary both show these)."""
+    today = service.fleet(Period.TODAY)
+    month = service.fleet(Period.MONTH)
+    paid, api = Basis.METERED, Basis.API_EQUIVALENT
+    paid_long = service.burn_rate_per_hour(minutes=LONG_MIN, basis=paid)
+    when = datetime.fromtimestamp(now, service.ledger.tz)
+    day, month_total = project(today, month, paid_long, when, service.first_call())
+    return HeaderFigures(
+        today.metered,
+        today.subscription_included,
+        today.estimated,
+        today.unknown_calls,
+        today.unknown_tokens,
+        today.api_equivalent,
+        service.burn_rate_per_hour(minutes=SHORT_MIN, basis=paid),
+        paid_long,
+        service.burn_rate_per_hour(minutes=SHORT_MIN, basis=api),
+        service.burn_rate_per_hour(minutes=LONG_MIN, basis=api),
+        day,
+        month_total,
+        online,
+        nodes,
+    )

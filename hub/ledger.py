@@ -21,7 +21,7 @@ Not thread-safe: one owner (the hub service) calls it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, localcontext
@@ -29,13 +29,14 @@ from enum import StrEnum
 from typing import Final, TypeVar
 
 from hub._pricing import safe_price
+from hub._rollup import Cell, MinuteCell, cell_totals, cost_class, totals_of
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
 from hub._sessions import SessionBook, SessionFigures
 from hub._totals import MONEY, Basis, Totals
-from hub.model import Change
+from hub.model import Change, Price
 from pricing import PriceBook, PricedCall
 from shared.config import Billing
-from shared.events import Role, UsageEvent
+from shared.events import Role, Tokens, UsageEvent
 
 __all__ = [
     "FLEET",
@@ -103,6 +104,8 @@ _Place = tuple[date | None, int | None, str | None, bool, _Keys]
 _Sums = dict[_Place, Totals]
 
 _K = TypeVar("_K")
+# The scope keys past machine and profile, where only those two count (a run-rate minute).
+_NO_KEYS: Final = (None, "", None, "", "")
 
 
 def _add_to(table: dict[_K, Totals], key: _K, calls: Totals) -> Totals:
@@ -149,32 +152,101 @@ class Ledger:
         `duplicate_of` set) withdraws the old figures and adds nothing."""
         self.apply_all(((old, new),))
 
-    def apply_all(self, changes: Iterable[Change]) -> None:
-        """`apply` each (old, new) in turn: a batch's changes in one go, cheaper per call."""
+    def apply_all(
+        self,
+        changes: Sequence[Change],
+        prices: Sequence[tuple[Price | None, Price]] | None = None,
+    ) -> None:
+        """`apply` each (old, new) in turn: a batch's changes in one go, cheaper per call.
+        `prices`: what the store priced each (old, new) at (`IngestResult.prices`), so that
+        nothing is priced twice and a call is withdrawn at the price it was added at."""
         self._tick()
         sums: _Sums = {}
         with localcontext(MONEY):
-            for old, new in changes:
+            for i, (old, new) in enumerate(changes):
+                old_price, new_price = (None, None) if prices is None else prices[i]
                 if old is not None and old.counts:
-                    self._add(old, sums, negate=True)
+                    self._add(old, sums, negate=True, price=old_price)
                 if new.counts:
-                    self._add(new, sums, negate=False)
+                    self._add(new, sums, negate=False, price=new_price)
             self._post(sums)
 
     def rebuild(self, events: Iterable[UsageEvent]) -> None:
         """Start over from the store's kept events (pass those since `horizon()`)."""
-        self._days.clear()
-        self._rate.clear()
-        self.sessions.clear()
-        self.price_errors = self.unplaceable = 0
-        self.first_call = None
-        self._tick()
+        self._clear()
         sums: _Sums = {}
         with localcontext(MONEY):
             for event in events:
                 if event.counts:
                     self._add(event, sums, negate=False)
             self._post(sums)
+
+    def load(
+        self, cells: Iterable[Cell], minutes: Iterable[MinuteCell], recent: Iterable[UsageEvent]
+    ) -> None:
+        """Start over from the store's roll-ups: the cells since `horizon()` summed by day in
+        the ledger's zone and every key, the minutes since then, and the calls of the last few
+        minutes (for the sessions' current token rates). Reads sums, not events: this is what
+        a hub does at start-up and when a profile's billing changes."""
+        self._clear()
+        sums: _Sums = {}
+        window_start = self._minute - self._rate.minutes
+        with localcontext(MONEY):
+            for cell in cells:
+                if not cell.calls:
+                    continue  # retractions only: they count nothing
+                day = cell.day
+                if day < self._keep_from:
+                    continue
+                # every key was read (the default of `Store.rollup`)
+                agent, session, model = cell.agent, cell.session_id, cell.model
+                assert agent is not None and session is not None and model is not None
+                if self.first_call is None or cell.first_ts < self.first_call:
+                    self.first_call = cell.first_ts
+                billing = (
+                    Billing.API
+                    if cell.profile is None
+                    else self._billing_of(cell.machine, cell.profile)
+                )
+                pkey = profile_key(cell.machine, cell.profile) if cell.profile else None
+                keys = (
+                    cell.machine,
+                    pkey,
+                    cell.account,
+                    agent,
+                    cell.project,
+                    session,
+                    model,
+                )
+                place = (day, None, self.sessions.restore(cell), cell.role is Role.MAIN, keys)
+                _add_to(sums, place, cell_totals(cell, billing))
+            for m in minutes:
+                if m.minute <= window_start or not m.calls:
+                    continue
+                billing = (
+                    Billing.API if m.profile is None else self._billing_of(m.machine, m.profile)
+                )
+                # a minute keeps only its token total: the run rate needs no more
+                calls = totals_of(
+                    m.calls,
+                    Tokens(input=m.tokens),
+                    m.amount,
+                    cost_class(m.priced, m.estimated, billing),
+                    unknown_tokens=m.tokens,
+                )
+                pkey = profile_key(m.machine, m.profile) if m.profile else None
+                _add_to(sums, (None, m.minute, None, True, (m.machine, pkey, *_NO_KEYS)), calls)
+            self._post(sums)
+        for event in recent:
+            self.sessions.note_recent(event, self._minute)
+
+    def _clear(self) -> None:
+        self._days.clear()
+        self._rate.clear()
+        self.sessions.clear()
+        self.price_errors = self.unplaceable = 0
+        self.first_call = None
+        self._tick()
 
     def horizon(self) -> float:
         """The earliest call time any current total or series covers: what `rebuild` needs."""
@@ -202,7 +274,9 @@ class Ledger:
                 del self._days[day]
             self.sessions.drop_before(self._start_of(self._keep_from))
 
-    def _add(self, event: UsageEvent, sums: _Sums, *, negate: bool) -> None:
+    def _add(
+        self, event: UsageEvent, sums: _Sums, *, negate: bool, price: Price | None = None
+    ) -> None:
         try:
             minute = int(event.ts // 60)
             day = self._day_of(event.ts)
@@ -216,8 +290,11 @@ class Ledger:
         in_window = minute > self._minute - self._rate.minutes
         if not (in_days or in_window):
             return
-        priced, failed = self._priced(event)
-        self.price_errors += failed
+        if price is None:
+            priced, failed = self._priced(event)
+            self.price_errors += failed
+        else:
+            priced = self._stored(event, price)
         sign = -1 if negate else 1
         session = None
         if in_days:
@@ -281,6 +358,14 @@ class Ledger:
     def price(self, event: UsageEvent) -> PricedCall:
         """The call priced and classified as the totals count it (a failure: unknown)."""
         return self._priced(event)[0]
+
+    def _stored(self, event: UsageEvent, price: Price) -> PricedCall:
+        """The call at the price the store gave it, classified by its profile's billing."""
+        amount, estimated = price
+        profile = event.profile
+        billing = Billing.API if profile is None else self._billing_of(event.machine, profile)
+        cls = cost_class(amount is not None, estimated, billing)
+        return PricedCall(amount, cls, None, estimated)
 
     def _priced(self, event: UsageEvent) -> tuple[PricedCall, bool]:
         profile = event.profile

@@ -7,6 +7,7 @@ lives in `shared.hello`; it is re-exported here for the hub's modules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
@@ -70,6 +71,9 @@ class AuditRecord:
 
 # A usage event's change in the store: (the version it replaced or None, the version now kept).
 Change = tuple[UsageEvent | None, UsageEvent]
+# A call's price as the store keeps it: (API-equivalent USD, None when no price is known;
+# whether it is an estimate). The cost class follows from the profile's billing.
+Price = tuple[Decimal | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,8 @@ class IngestResult:
     known at its revision): the receiver acks it again."""
 
     changes: list[Change] = field(default_factory=list)
+    # per change: (the price the replaced version was stored at, or None; the new one's)
+    prices: list[tuple[Price | None, Price]] = field(default_factory=list)
     limits: list[LimitEvent] = field(default_factory=list)  # newly stored
     profile_events: list[ProfileEvent] = field(default_factory=list)  # newly stored
     ignored: int = 0  # events already known at this or a higher revision

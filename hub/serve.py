@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
+from hub.findings import FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
 from hub.store import Store
@@ -61,6 +63,7 @@ class Hub:
         book: PriceBook | None = None,
         command_timeout: float = 6.5,  # the survey time: the longest any command waits
         advertiser_factory: Callable[[HubConfig, str, str], ZeroconfAdvertiser] | None = None,
+        finding_sink: FindingSink | None = None,
     ) -> None:
         self.config = config
         self.book = book or PriceBook.default()
@@ -70,6 +73,8 @@ class Hub:
         self.keys = NodeKeys(read_secret(config.secret_file))
         self.stop_event = threading.Event()
         self.service: FleetService | None = None
+        self.governor: Governor | None = None
+        self.finding_sink = finding_sink  # where budget crossings go (the alert outbox)
         self.receiver: Receiver | None = None
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
@@ -106,7 +111,17 @@ class Hub:
             self.book,
             stale_after=self.config.stale_after,
             commander=self.commander,
+            retain_days=self.config.retain_days,
         )
+        # before the receiver: no batch may pass the budgets unchecked
+        self.governor = Governor(
+            self._store.path,
+            self.service,
+            self.config.budgets,
+            sink=self.finding_sink,
+            config_path=self.config.path,
+        )
+        self.governor.attach(self._store)
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -138,8 +153,9 @@ class Hub:
         while not self.stop_event.wait(LIVENESS_EVERY):
             try:
                 self.service.check_nodes()
+                self.service.maintain()
             except Exception:
-                log.exception("liveness check failed")
+                log.exception("liveness check or store upkeep failed")
 
     def _advertise(self) -> None:
         factory = self.advertiser_factory or _default_advertiser
@@ -169,8 +185,12 @@ class Hub:
             self._loop.call_soon_threadsafe(self._loop.stop)
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.governor is not None:
+            self.governor.close()
         if self.commander is not None:
             self.commander.close()
+        if self.service is not None:
+            self.service.close()
         if self._store is not None:
             self._store.close()
 

@@ -6,7 +6,9 @@ It owns the store and the ledger behind one lock: the receiver thread writes thr
 every change (new usage, limit hits, profile events, node state changes, command outcomes) on
 the thread that made it; a UI marshals them onto its own loop.
 
-The ledger is applied on the receiver thread, before the ack, not on a thread of its own:
+At start the figures load from the store's roll-ups on a thread of their own while the
+receiver already acks (see `_load`). After that, the ledger is applied on the receiver thread,
+before the ack, not on a thread of its own:
 measured on the fleet bench (bench/fleet.py, part 3), a ledger thread made ingest slower
 (14-16k against 17k events/s), as both threads run Python under the one GIL and the handoffs
 at every SQLite call cost more than the overlap with SQLite's own time brought.
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from decimal import Decimal
@@ -31,14 +34,15 @@ from hub._feed import FeedItem as FeedItem  # the screens take it from here
 from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
-from hub._sessions import SessionNames, session_key
+from hub._sessions import RECENT_S, SessionNames, session_key
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
+from hub.config import DEFAULT_RETAIN_DAYS
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
-from hub.report import build_hub_report
-from hub.store import Store
+from hub.report import ReportCache, build_hub_report
+from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
 from shared.config import Billing
@@ -49,7 +53,10 @@ from shared.wire import Frame, parse_batch_body
 log = logging.getLogger(__name__)
 
 FEED_SIZE: Final = 500
+PRUNE_BUDGET_S: Final = 0.2  # time `prune` may take per call (in steps of PRUNE_STEP rows)
+PRUNE_REST_S: Final = 60.0  # after pruning all it could: a minute's events are all it can gain
 PROFILE_MEMORY_S: Final = 8 * 86400.0  # limit and profile events read back at start (a week+)
+REPORT_CACHE_KIB: Final = 8 * 1024  # a report's own connection: it reads each roll-up page once
 Action = Literal["pause", "resume", "kill"]
 # How long an operator waits for a node's answer: pause and resume take milliseconds on the
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
@@ -101,21 +108,22 @@ class FleetService:
         tz: tzinfo | None = None,
         commander: Commander | None = None,
         clock: Callable[[], float] = time.time,
+        retain_days: int = DEFAULT_RETAIN_DAYS,
     ) -> None:
         self._store = store
+        self._report_cache = ReportCache(store.rollup_writes)  # past days' sums, kept
+        self.retain_days = retain_days
+        self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
+        self._repriced = False  # every kept call is priced under this hub's tables
+        self._reprice_changes = 0  # calls whose price `reprice` changed so far
         self._book = book
         self.stale_after = stale_after
         self.commander = commander
         self.clock = clock
         self._lock = threading.RLock()
         self._billing = store.billing()
-        self.ledger = Ledger(
-            book,
-            lambda machine, profile: self._billing.get((machine, profile or "")) or Billing.API,
-            tz or UTC,
-            clock,
-        )
-        self.ledger.rebuild(store.usage_events(since=self.ledger.horizon()))
+        self._tz = tz or UTC
+        self.ledger = self._new_ledger()  # empty until `_load` has filled one
         self.board = ProfileBoard()
         self._restore_board()
         self._hellos: dict[str, NodeHello] = {}
@@ -123,7 +131,7 @@ class FleetService:
         self._states: dict[str, NodeState] = {
             n.node: n.state(clock(), stale_after) for n in store.nodes()
         }
-        self._sessions: set[str] = set(self.ledger.sessions.keys())
+        self._sessions: set[str] = set()  # session rows known (the loaded ones join)
         self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
@@ -136,6 +144,86 @@ class FleetService:
         self._foreign = CountedLog(log, "events another node stored first")
         self.batches = 0
         self.events_in = 0
+        # The ledger loads from the roll-ups on a thread of its own, so that the receiver can
+        # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
+        # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
+        self._loaded = threading.Event()
+        self._pending: list[IngestResult] | None = None
+        self._closed = False  # the store is closing: a load that ends now leaves it be
+        self._start_load()
+
+    def _start_load(self) -> None:
+        """Load the figures afresh on a thread (at start; when a profile's billing changes
+        every cost class may move). Readers keep the figures they had meanwhile."""
+        snapshot = ExitStack()
+        reader = snapshot.enter_context(self._store.snapshot())
+        self._pending = []
+        threading.Thread(
+            target=self._load, args=(snapshot, reader), name="ledger-load", daemon=True
+        ).start()
+
+    def _new_ledger(self) -> Ledger:
+        return Ledger(
+            self._book,
+            lambda machine, profile: self._billing.get((machine, profile or "")) or Billing.API,
+            self._tz,
+            self.clock,
+        )
+
+    def _load(self, snapshot: ExitStack, reader: Store) -> None:
+        ledger = self._new_ledger()
+        try:
+            with snapshot:
+                self._fill(ledger, reader)
+        except Exception:  # the hub keeps collecting; its figures then start from empty
+            log.exception("could not load the figures from the store's roll-ups")
+        with self._lock:
+            if self._closed:  # the hub stopped meanwhile (it could not listen, say)
+                return
+            pending, self._pending = self._pending or [], None
+            self.ledger = ledger
+            if any(result.billing_changed for result in pending):
+                self._billing = self._store.billing()
+                self._fill(ledger, self._store)  # the store has those batches too
+            else:
+                for result in pending:
+                    ledger.apply_all(result.changes, result.prices)
+            self._sessions.update(ledger.sessions.keys())
+            for row in ledger.sessions.active_since(0.0):
+                if row.profile is not None:
+                    self.board.note_call(row.machine, row.profile, row.last_ts)
+            change = self._all_changed(sum(len(r.changes) for r in pending))
+            self._loaded.set()
+        self._publish(change)
+
+    def _all_changed(self, usage: int) -> Update:
+        """An update that has every row redrawn (the figures were loaded or reloaded)."""
+        return Update(
+            usage=usage,
+            machines={n.node for n in self._store.nodes()},
+            profiles={profile_key(p.node, p.name) for p in self._store.profiles()},
+            sessions=set(self.ledger.sessions.keys()),
+            nodes_changed=True,
+        )
+
+    def _fill(self, ledger: Ledger, source: Store) -> None:
+        """`ledger` from `source`'s roll-ups (sums, not events: fast at any store size)."""
+        horizon = ledger.horizon()
+        ledger.load(
+            source.rollup(ledger.tz, since=horizon),
+            source.rollup_minutes(since=horizon),
+            # a minute more: the rate's window starts at a minute's start before now
+            source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
+        )
+
+    def close(self) -> None:
+        """Before the store closes: a figures load still running ends without using it."""
+        with self._lock:
+            self._closed = True
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until the figures are loaded (readers of the ledger do); False on a timeout."""
+        return self._loaded.wait(timeout)
 
     # -- the write path (receiver thread) ----------------------------------------------------
 
@@ -226,11 +314,14 @@ class FleetService:
             change.nodes_changed = True
             change.feed.append(FeedItem(now, "node", node, f"{node} is online"))
         change.feed.extend(news)
-        if result.billing_changed:
+        if self._pending is not None:
+            self._pending.append(result)  # the ledger is loading: applied once it has
+        elif result.billing_changed:
+            # not here: a month of sums takes a second or more, and the receiver acks
             self._billing = self._store.billing()
-            self.ledger.rebuild(self._store.usage_events(since=self.ledger.horizon()))
+            self._start_load()
         else:
-            self.ledger.apply_all(result.changes)
+            self.ledger.apply_all(result.changes, result.prices)
         change.usage = len(result.changes)
         self.events_in += len(result.changes)
         # (machine, profile) -> its latest counted call in the batch: the board is told once
@@ -291,9 +382,60 @@ class FleetService:
             self.board.add_limit(limit)
         for event in self._store.profile_events(since=since):
             self.board.add_profile_event(event)
-        for row in self.ledger.sessions.active_since(0.0):
-            if row.profile is not None:
-                self.board.note_call(row.machine, row.profile, row.last_ts)
+
+    # -- upkeep: retention and re-pricing ----------------------------------------------------
+
+    def maintain(self) -> None:
+        """The store's upkeep, a small step at a time (call it every few seconds): prune old
+        raw events, and re-price the kept ones when the price tables changed."""
+        self.prune()
+        self.reprice()
+
+    def reprice(self, budget_s: float = PRUNE_BUDGET_S) -> int:
+        """Bring the kept calls to the price tables (`Store.reprice`), for about `budget_s`
+        at most per call; once all are, reload the figures if a price changed. Returns the
+        calls whose price changed in this call."""
+        if not self._loaded.is_set() or self._repriced:
+            return 0
+        changed = 0
+        until = time.monotonic() + budget_s
+        reloaded: Update | None = None
+        while True:
+            with self._lock:
+                step, done = self._store.reprice()
+                changed += step
+                self._reprice_changes += step
+                if done:
+                    self._repriced = True
+                    if self._reprice_changes:
+                        log.info("%d stored calls re-priced", self._reprice_changes)
+                        self._fill(self.ledger, self._store)
+                        reloaded = self._all_changed(self._reprice_changes)
+            if done or time.monotonic() >= until:
+                break
+        if reloaded is not None:
+            self._publish(reloaded)
+        return changed
+
+    def prune(self, budget_s: float = PRUNE_BUDGET_S) -> int:
+        """Prune raw events older than `retain_days`, a small step at a time, for about
+        `budget_s` at most (call it every few seconds: once it has caught up it rests for
+        `PRUNE_REST_S`); the lock is let go between steps, so a batch never waits for more
+        than one. Returns the rows deleted."""
+        start = time.monotonic()
+        if start < self._prune_rest_until:
+            return 0
+        deleted = 0
+        while True:
+            now = self.clock()
+            with self._lock:
+                step = self._store.prune(now - self.retain_days * 86400.0, now)
+            deleted += step
+            if step < PRUNE_STEP:
+                self._prune_rest_until = time.monotonic() + PRUNE_REST_S
+                return deleted
+            if time.monotonic() >= start + budget_s:
+                return deleted
 
     # -- liveness ----------------------------------------------------------------------------
 
@@ -352,25 +494,30 @@ class FleetService:
             ]
 
     def fleet(self, period: Period) -> Totals:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.fleet(period)
 
     def totals(self, dimension: Dimension, period: Period) -> dict[str | None, Totals]:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.totals(dimension, period)
 
     def total(self, dimension: Dimension, key: str | None, period: Period) -> Totals:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.total(dimension, key, period)
 
     def sessions(self, keys: Iterable[str] | None = None) -> list[SessionFigures]:
         """Snapshots of session rows (all kept ones when `keys` is None; unknown keys skipped)."""
+        self._loaded.wait()
         with self._lock:
             book = self.ledger.sessions
             rows = (book.get(k) for k in (book.keys() if keys is None else keys))
             return [self._snapshot(row) for row in rows if row is not None]
 
     def active_sessions(self, since: float) -> list[SessionFigures]:
+        self._loaded.wait()
         with self._lock:
             return [self._snapshot(row) for row in self.ledger.sessions.active_since(since)]
 
@@ -391,6 +538,7 @@ class FleetService:
     def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
         """A session's API-equivalent spend over its life in `bins` equal bins:
         (first call, last call, amounts)."""
+        self._loaded.wait()
         with self._lock:
             events = self._store.session_usage(key)
             priced = [(e.ts, self.ledger.price(e).api_equivalent or ZERO) for e in events]
@@ -406,6 +554,7 @@ class FleetService:
     def profile_standing(self, key: str) -> ProfileStanding:
         """Where the profile "machine/profile" stands now."""
         now = self.clock()
+        self._loaded.wait()
         with self._lock:
             return self.board.standing(key, now)
 
@@ -416,19 +565,23 @@ class FleetService:
     def burn_rate_per_hour(
         self, scope: Scope = FLEET, minutes: int = 15, basis: Basis = Basis.API_EQUIVALENT
     ) -> Decimal:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.burn_rate_per_hour(scope, minutes, basis)
 
     def first_call(self) -> float | None:
         """The earliest call the figures hold (what a rate or a projection can rest on)."""
+        self._loaded.wait()
         with self._lock:
             return self.ledger.first_call
 
     def run_rate(self, scope: Scope = FLEET) -> list[MinutePoint]:
+        self._loaded.wait()
         with self._lock:
             return list(self.ledger.run_rate(scope))
 
     def run_rate_bins(self, scope: Scope, bins: int) -> list[Decimal]:
+        self._loaded.wait()
         with self._lock:
             return self.ledger.run_rate_bins(scope, bins)
 
@@ -443,9 +596,19 @@ class FleetService:
         since: date | None = None,
         until: date | None = None,
     ) -> dict[str, Any]:
-        with self._lock:
+        # From a snapshot with a small page cache, outside the lock: a report neither holds
+        # ingest back nor fills the writer's cache (kept for the usage indexes) with roll-ups.
+        with ExitStack() as snapshot:
+            with self._lock:
+                generation = self._store.rollup_writes.generation
+                reader = snapshot.enter_context(self._store.snapshot(REPORT_CACHE_KIB))
             return build_hub_report(
-                self._store, self._book, by=tuple(by), tz=tz, since=since, until=until
+                reader,
+                by=tuple(by),
+                tz=tz,
+                since=since,
+                until=until,
+                cache=(self._report_cache, generation),
             )
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
@@ -478,16 +641,27 @@ class FleetService:
     # -- commands ----------------------------------------------------------------------------
 
     def command(
-        self, node: str, action: Action, pid: int, create_time: float, *, who: str
+        self,
+        node: str,
+        action: Action,
+        pid: int,
+        create_time: float,
+        *,
+        who: str,
+        command_id: str | None = None,
     ) -> CommandOutcome:
         """Send pause / resume / kill for (pid, create_time) on `node` and wait for the answer.
-        Written to the audit log and the feed, whatever the outcome."""
+        Written to the audit log and the feed, whatever the outcome. `command_id`: the same id
+        sent again is answered by the node from memory, not acted on twice (the governor's
+        retries after a restart); default a fresh one."""
         if self.commander is None:
             outcome = CommandOutcome(
                 False, "refused", "this hub has no command endpoint", node, pid
             )
         else:
-            body = {"cmd": action, "pid": pid, "ctime": create_time}
+            body: dict[str, Any] = {"cmd": action, "pid": pid, "ctime": create_time}
+            if command_id is not None:
+                body["id"] = command_id
             try:
                 reply = self.commander.send(node, body, ANSWER_WITHIN[action])
             except ValueError as exc:
@@ -516,6 +690,13 @@ class FleetService:
             self._add_to_feed([item])
         self._publish(Update(machines={node}, feed=[item]))
         return outcome
+
+    def tell(self, machine: str, text: str, kind: str = "budget") -> None:
+        """Add a line to the feed from another part of the hub (the governor) and publish it."""
+        item = FeedItem(self.clock(), kind, machine, text)
+        with self._lock:
+            self._add_to_feed([item])
+        self._publish(Update(feed=[item]))
 
     async def acommand(
         self, node: str, action: Action, pid: int, create_time: float, *, who: str

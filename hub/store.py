@@ -10,6 +10,11 @@ batches, and a node may legitimately renumber (a fresh outbox).
 An event belongs to the node that first stored it: another node's frame carrying its id is
 rejected (reported in `IngestResult.foreign`), never applied, whatever its revision.
 
+Each batch also writes the roll-ups of what it changed (`hub._rollup`), in its transaction:
+reports and the hub's figures read those, so they cover days whose raw events `prune` removed
+(after `retain_days`); `reprice` brings kept calls to new price tables. Usage payloads are
+compressed with a dictionary trained on the store's own events (`hub._payloads`).
+
 Crash safety: the batch transaction and WAL do it. A kill -9 at any moment leaves each batch
 wholly in or wholly out, and reopening gives the committed state (see `hub._schema.connect`).
 
@@ -21,20 +26,39 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
-from hub._schema import Synchronous, connect
+from hub._payloads import Payloads
+from hub._rollup import (
+    MINUTE_KEEP_S,
+    READABLE,
+    Cell,
+    MinuteCell,
+    RollupDeltas,
+    RollupWrites,
+    StorePricer,
+    amount_text,
+    read_cells,
+    read_minutes,
+    stored_price,
+)
+from hub._schema import CACHE_KIB, Synchronous, connect
 from hub.model import (
     AuditRecord,
     Change,
     IngestResult,
     NodeRecord,
+    Price,
     ProfileRecord,
 )
+from pricing import PriceBook
 from shared.codec import pack, unpack
 from shared.config import Billing
 from shared.events import MAX_REVISION, Agent, Event, LimitEvent, ProfileEvent, UsageEvent
@@ -44,37 +68,84 @@ DB_FILE: Final = "hub.db"
 _CHUNK: Final = 500  # ids per `IN (...)` lookup: well under SQLite's bound-parameter limit
 
 _UPSERT_USAGE: Final = """
-INSERT INTO usage (event_id, revision, counted, ts, machine, profile, account, session_id,
-                   model, agent, received, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO usage (event_id, revision, counted, ts, machine, session_id, amount, estimated,
+                   payload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_id) DO UPDATE SET
     revision = excluded.revision, counted = excluded.counted, ts = excluded.ts,
-    profile = excluded.profile, account = excluded.account,
-    session_id = excluded.session_id, model = excluded.model, agent = excluded.agent,
-    received = excluded.received, payload = excluded.payload
+    session_id = excluded.session_id, amount = excluded.amount,
+    estimated = excluded.estimated, payload = excluded.payload
 WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
+# Called inside a batch's transaction with what it changed (new and superseded calls, their
+# prices, new limit readings) and the time: its writes commit or roll back with the batch.
+IngestHook = Callable[
+    [
+        sqlite3.Connection,
+        Sequence[Change],
+        Sequence[tuple[Price | None, Price]],
+        Sequence[LimitEvent],
+        float,
+    ],
+    None,
+]
+REPRICE_STEP: Final = 5_000  # raw rows re-priced per transaction (see `reprice`)
+PRUNE_STEP: Final = 5_000  # raw rows deleted per transaction: the receiver waits no longer
+VACUUM_PAGES: Final = 2_000  # free pages handed back to the file system per step (8 MiB)
 
 
 class _Stored(NamedTuple):
-    """What the store holds of a usage event: enough to judge a new revision of it."""
+    """What the store holds of a usage event: enough to judge a new revision of it, and to
+    withdraw from the roll-ups what it added."""
 
     revision: int
     machine: str  # the node that first stored it: its owner
     payload: bytes
+    price: Price
 
 
 class Store:
-    def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        book: PriceBook | None = None,
+        cache_kib: int = CACHE_KIB,
+    ) -> None:
+        """`book` prices calls into the roll-ups as they are stored (default: the shipped
+        tables); `cache_kib`: SQLite's page cache (the default suits the writer)."""
         self.path = Path(path)
-        self._db = connect(self.path, synchronous)
+        self._price = StorePricer(book)
+        self._db = connect(self.path, synchronous, self._price, cache_kib)
+        self._payloads = Payloads(self._db)
+        self._ingest_hooks: list[IngestHook] = []
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
+        # Raw events before this time were pruned: later copies of them are not stored.
+        self._pruned_before = float(row[0]) if row else -math.inf
+        self.rollup_writes = RollupWrites()
 
     @classmethod
-    def in_dir(cls, data_dir: Path, *, synchronous: Synchronous = "NORMAL") -> Store:
-        return cls(Path(data_dir) / DB_FILE, synchronous=synchronous)
+    def in_dir(
+        cls, data_dir: Path, *, synchronous: Synchronous = "NORMAL", book: PriceBook | None = None
+    ) -> Store:
+        return cls(Path(data_dir) / DB_FILE, synchronous=synchronous, book=book)
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def snapshot(self, cache_kib: int = CACHE_KIB) -> Iterator[Store]:
+        """Another connection to this store that reads one state throughout: the one committed
+        when it was entered, whatever is committed here meanwhile (WAL keeps it for readers)."""
+        reader = Store(self.path, cache_kib=cache_kib)
+        try:
+            reader._db.execute("BEGIN")
+            # a WAL read transaction takes its snapshot at its first read, not at BEGIN
+            reader._db.execute("SELECT count(*) FROM meta").fetchall()
+            yield reader
+        finally:
+            reader.close()  # ends the read transaction
 
     def __enter__(self) -> Store:
         return self
@@ -98,6 +169,21 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on this store's connection, for rows kept by another module
+        (the budget governor's): committed on exit, rolled back on an error."""
+        with self._transaction():
+            yield self._db
+
+    def reading(self) -> sqlite3.Connection:
+        """This store's connection, for another module's reads (the owner serialises calls)."""
+        return self._db
+
+    def add_ingest_hook(self, hook: IngestHook) -> None:
+        """Have `hook` run inside every batch's transaction (see `IngestHook`)."""
+        self._ingest_hooks.append(hook)
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -137,19 +223,26 @@ class Store:
             usage: list[tuple[UsageEvent, bytes | None]] = []
             others: list[Event] = []
             rejected: list[tuple[str, str]] = []
+            pruned = 0
             for i, event in enumerate(events):
                 # One event that cannot be stored is left out and reported, so that it never
                 # blocks its node's stream.
                 if (problem := _unstorable(event)) is not None:
                     rejected.append((event.event_id, problem))
+                elif event.ts < self._pruned_before:
+                    # Its day's raw rows are gone, so it cannot be told from one already
+                    # counted (a node re-reading old logs): the roll-ups stay as they are.
+                    pruned += 1
                 elif isinstance(event, UsageEvent):
                     blob = None if packed is None else packed[i]
                     usage.append(self._attribute(event, blob, node, accounts))
                 else:
                     others.append(event)
-            changes, ignored, foreign = self._upsert_usage(usage, node, now)
+            changes, prices, ignored, foreign = self._upsert_usage(usage, node, now)
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
+            for hook in self._ingest_hooks:
+                hook(self._db, changes, prices, limits, now)
             self._db.execute(
                 "INSERT INTO streams (node, stream, seq, committed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (node, stream) DO UPDATE SET seq = excluded.seq, "
@@ -158,9 +251,10 @@ class Store:
             )
         return IngestResult(
             changes=changes,
+            prices=prices,
             limits=limits,
             profile_events=profile_events,
-            ignored=ignored + ignored_limits + ignored_profiles,
+            ignored=ignored + ignored_limits + ignored_profiles + pruned,
             rejected=rejected,
             foreign=foreign,
             gap=last is not None and seq0 > last + 1,
@@ -225,9 +319,9 @@ class Store:
 
     def _upsert_usage(
         self, usage: list[tuple[UsageEvent, bytes | None]], node: str, now: float
-    ) -> tuple[list[Change], int, list[tuple[str, str]]]:
-        """Store the new revisions; returns (changes, ignored, foreign: (id, owner) of events
-        another node stored first, left untouched)."""
+    ) -> tuple[list[Change], list[tuple[Price | None, Price]], int, list[tuple[str, str]]]:
+        """Store the new revisions; returns (changes, their prices (old, new), ignored,
+        foreign: (id, owner) of events another node stored first, left untouched)."""
         latest: dict[str, tuple[UsageEvent, bytes | None]] = {}
         for item in usage:  # a batch may carry several revisions of one call: keep the highest
             current = latest.get(item[0].event_id)
@@ -235,8 +329,10 @@ class Store:
                 latest[item[0].event_id] = item
         stored = self._stored_revisions(list(latest))
         changes: list[Change] = []
+        prices: list[tuple[Price | None, Price]] = []
         foreign: list[tuple[str, str]] = []
         rows: list[tuple[Any, ...]] = []
+        deltas = RollupDeltas(minutes_since=now - MINUTE_KEEP_S)
         for event_id, (event, blob) in latest.items():
             old = stored.get(event_id)
             if old is not None and old.machine != node:
@@ -244,7 +340,14 @@ class Store:
                 continue
             if old is not None and old.revision >= event.revision:
                 continue
-            changes.append((_usage(old.payload) if old is not None else None, event))
+            replaced = None
+            if old is not None:
+                replaced = self._payloads.decode(old.payload)
+                deltas.add(replaced, old.price, -1)  # what it added, at the price it was stored
+            changes.append((replaced, event))
+            amount, estimated = price = self._price(event)
+            prices.append((None if old is None else old.price, price))
+            deltas.add(event, price, 1)
             rows.append(
                 (
                     event_id,
@@ -252,29 +355,31 @@ class Store:
                     int(event.counts),
                     event.ts,
                     event.machine,
-                    event.profile,
-                    event.account,
                     event.session_id,
-                    event.model,
-                    event.agent.value,
-                    now,
-                    pack(event) if blob is None else blob,
+                    amount_text(amount),
+                    int(estimated),
+                    self._payloads.encode(pack(event) if blob is None else blob),
                 )
             )
         self._db.executemany(_UPSERT_USAGE, rows)
-        return changes, len(usage) - len(changes) - len(foreign), foreign
+        deltas.write(self._db)
+        self.rollup_writes.note(deltas)
+        self._payloads.train()
+        return changes, prices, len(usage) - len(changes) - len(foreign), foreign
 
     def _stored_revisions(self, ids: list[str]) -> dict[str, _Stored]:
         found: dict[str, _Stored] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for event_id, revision, machine, payload in self._db.execute(
-                "SELECT event_id, revision, machine, payload FROM usage "
+            for event_id, revision, machine, payload, amount, estimated in self._db.execute(
+                "SELECT event_id, revision, machine, payload, amount, estimated FROM usage "
                 f"WHERE event_id IN ({marks})",
                 chunk,
             ):
-                found[event_id] = _Stored(revision, machine, payload)
+                found[event_id] = _Stored(
+                    revision, machine, payload, stored_price(amount, estimated)
+                )
         return found
 
     def _insert_limits(
@@ -358,7 +463,7 @@ class Store:
         if counted_only:
             where.append("counted = 1")
         for (payload,) in self._select("usage", where, params):
-            yield _usage(payload)
+            yield self._payloads.decode(payload)
 
     def session_usage(self, session_id: str) -> list[UsageEvent]:
         """A session's counted calls (its own id, and subagent calls filed under it), by time."""
@@ -366,7 +471,7 @@ class Store:
             "SELECT payload FROM usage WHERE session_id = ? AND counted = 1 ORDER BY ts, event_id",
             (session_id,),
         )
-        return [_usage(payload) for (payload,) in rows]
+        return [self._payloads.decode(payload) for (payload,) in rows]
 
     def limit_events(
         self, since: float | None = None, until: float | None = None
@@ -391,6 +496,97 @@ class Store:
         # ORDER BY event_id after ts: a stable order for equal times, so reads are repeatable.
         sql = f"SELECT payload FROM {table}{clause} ORDER BY ts, event_id"
         yield from self._db.execute(sql, params)
+
+    def rollup(
+        self,
+        tz: tzinfo,
+        keys: Sequence[str] = tuple(READABLE),
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Cell]:
+        """The roll-ups from `since` to `until`, summed by local day in `tz` and `keys` (see
+        `hub._rollup.read_cells`): every day, pruned or not."""
+        return read_cells(self._db, tz, keys, since, until)
+
+    def rollup_minutes(self, since: float) -> Iterator[MinuteCell]:
+        """Per-minute sums since `since` (kept for the last `MINUTE_KEEP_S`)."""
+        return read_minutes(self._db, since)
+
+    # ---- re-pricing -----------------------------------------------------------------------
+
+    def reprice(self, *, step: int = REPRICE_STEP) -> tuple[int, bool]:
+        """Bring the kept raw rows to this store's price tables when they differ from those
+        the rows were priced under (a corrected table, say): `step` rows per call, in one
+        transaction with the roll-ups' deltas. Returns (rows whose price changed, whether
+        every row is now priced under these tables). Pruned days keep their old prices."""
+        prices = self._price.fingerprint()
+        with self._transaction():
+            meta = dict(self._db.execute("SELECT key, value FROM meta"))
+            if meta.get("prices") == prices:
+                return 0, True
+            start = int(meta.get("reprice_from", 0))
+            rows = self._db.execute(
+                "SELECT rowid, amount, estimated, payload FROM usage WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (start, step),
+            ).fetchall()
+            deltas = RollupDeltas(minutes_since=time.time() - MINUTE_KEEP_S)
+            changed = []
+            for rowid, amount, estimated, payload in rows:
+                event, old = self._payloads.decode(payload), stored_price(amount, estimated)
+                new = self._price(event)
+                if new != old:
+                    deltas.add(event, old, -1)
+                    deltas.add(event, new, 1)
+                    changed.append((amount_text(new[0]), int(new[1]), rowid))
+            self._db.executemany(
+                "UPDATE usage SET amount = ?, estimated = ? WHERE rowid = ?", changed
+            )
+            deltas.write(self._db)
+            self.rollup_writes.note(deltas)
+            done = len(rows) < step
+            self._set_meta(("prices", prices) if done else ("reprice_from", rows[-1][0]))
+            if done:
+                self._db.execute("DELETE FROM meta WHERE key = 'reprice_from'")
+        return len(changed), done
+
+    def _set_meta(self, item: tuple[str, object]) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            item,
+        )
+
+    # ---- retention ----------------------------------------------------------------------
+
+    def prune(self, before: float, now: float, *, step: int = PRUNE_STEP) -> int:
+        """Delete at most `step` raw events (usage, limits, profile events) older than
+        `before`, and minute sums older than `MINUTE_KEEP_S` before `now`; then hand back up to
+        `VACUUM_PAGES` free pages. The roll-ups stay. Returns the rows deleted: call again
+        while it returns `step` (each call is one short transaction). From then on, events
+        older than `before` are not stored (see `ingest`)."""
+        deleted = 0
+        with self._transaction():
+            if before > self._pruned_before:
+                self._set_meta(("pruned_before", before))
+            for table in ("usage", "limits", "profile_events"):
+                left = step - deleted
+                if left <= 0:
+                    break
+                deleted += self._db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE ts < ? ORDER BY ts LIMIT ?)",
+                    (before, left),
+                ).rowcount
+            self._db.execute(
+                "DELETE FROM rollup_minute WHERE minute < ?",
+                (int((now - MINUTE_KEEP_S) // 60),),
+            )
+        self._pruned_before = max(self._pruned_before, before)
+        # executescript steps the pragma to its end (it frees a page a step; `execute` steps
+        # it once), and commits nothing of ours: the store is in autocommit between batches
+        self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        return deleted
 
     def nodes(self) -> list[NodeRecord]:
         rows = self._db.execute(
@@ -452,12 +648,6 @@ def _unstorable(event: Event) -> str | None:
     if isinstance(event, UsageEvent) and not 0 <= event.revision <= MAX_REVISION:
         return f"revision {event.revision!r} is out of range (0..{MAX_REVISION})"
     return None
-
-
-def _usage(payload: bytes) -> UsageEvent:
-    event = unpack(payload)
-    assert isinstance(event, UsageEvent), "the usage table holds usage events only"
-    return event
 
 
 def _time_range(since: float | None, until: float | None) -> tuple[list[str], list[float]]:

@@ -29,6 +29,7 @@ from shared.cli import (
     positive_int,
 )
 from shared.config import ConfigError, NodeConfig, find_config, load_config
+from shared.systemd import program_words
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,15 +350,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 def _node_agent_command() -> list[str]:
     """How systemd should start this same installation (not whatever is first on PATH)."""
-    beside = Path(sys.executable).parent / "node-agent"  # the venv's console script
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    import shutil
-
-    found = shutil.which("node-agent")
-    if found:
-        return [str(Path(found).absolute())]
-    return [str(Path(sys.executable).absolute()), "-m", "node_agent.cli"]
+    return program_words("node-agent", "node_agent.cli")
 
 
 if __name__ == "__main__":

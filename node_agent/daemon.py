@@ -313,6 +313,14 @@ class Daemon:
         events = unpack_batch(data) if data else []
         return [e for e in events if isinstance(e, ProfileEvent)]
 
+    def _status(self) -> str:
+        """One line for systemd: watching, or what keeps the node from the hub (a wrong key's
+        hint among them)."""
+        sender = self.sender
+        if sender is None or sender.last_error is None:
+            return "watching"
+        return f"watching; hub at {sender.address}: {sender.last_error}"
+
     def run(self) -> int:
         """Until stopped: 0 after a stop, 1 after a failure. Raises StateDirBusy when another
         daemon holds the state dir."""
@@ -364,13 +372,17 @@ class Daemon:
             len(self.config.profiles),
             address.events,
         )
-        systemd.sd_notify("READY=1\nSTATUS=watching")
+        shown = "watching"
+        systemd.sd_notify(f"READY=1\nSTATUS={shown}")
         watchdog = systemd.watchdog_interval()
         next_inventory = 0.0
         died = False
         while not self.stop.wait(min(0.5, watchdog / 2) if watchdog else 0.5):
             if watchdog:
                 systemd.sd_notify("WATCHDOG=1")
+            if (status := self._status()) != shown:  # `systemctl status` shows the last one
+                shown = status
+                systemd.sd_notify(f"STATUS={status}")
             if time.monotonic() >= next_inventory:
                 self._refresh_processes()
                 next_inventory = time.monotonic() + INVENTORY_EVERY

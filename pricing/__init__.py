@@ -19,7 +19,7 @@ does the arithmetic, `_classes` the cost classes, `_book` ties them together.
 """
 
 from pricing._book import CallBatch, PriceBook, Terms
-from pricing._classes import Billing, CostClass, PricedCall
+from pricing._classes import Billing, CostClass, PricedCall, classify
 from pricing._match import normalise
 from pricing._tables import PriceTableError
 from pricing._types import Modifier, PricePeriod, RateSet, Source, Tier
@@ -37,5 +37,6 @@ __all__ = [
     "Source",
     "Terms",
     "Tier",
+    "classify",
     "normalise",
 ]

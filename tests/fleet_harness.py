@@ -26,11 +26,20 @@ from shared.wire import derive_node_key
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, never one this process was given before: the
+    kernel may hand a just-closed port out again, and a hub's events, commands and API ports
+    are picked one after the other (the same port twice failed a kill-storm run)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
@@ -79,6 +88,7 @@ def make_hub(tmp: Path, *, events: str | None = None, commands: str | None = Non
             "data_dir": str(tmp / "hub" / "data"),
             "advertise": False,
             "stale_after": 3.0,
+            "api": {"listen": f"127.0.0.1:{free_port()}"},  # not the default: tests run beside hubs
         },
     )
     config = load_hub_config(config_path)

@@ -163,6 +163,11 @@ CASES = [
     ),
     ("fleet-hub enroll --config good/hub.toml 'bad name!'", 2, "'bad name!' is not a node name"),
     ("fleet-hub init --config good/hub.toml", 2, "already exists"),
+    (
+        "fleet-hub init --config new/hub.toml --data-dir /proc/nope",
+        2,
+        "cannot use --data-dir /proc/nope: No such file or directory",
+    ),
     # fleet-hub serve: files and addresses it cannot use are named, not "a bug"
     ("fleet-hub serve --config nocert/hub.toml", 2, "cannot read hub certificate+key file"),
     ("fleet-hub serve --config junkcert/hub.toml", 2, "TLS files not usable"),

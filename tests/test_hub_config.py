@@ -62,6 +62,7 @@ def test_defaults_when_the_file_is_missing(tmp_path: Path) -> None:
     assert config.data_dir == tmp_path / "data" / "fleetmeter"
     assert config.secret_file == tmp_path / "etc" / "fleet.secret"
     assert config.advertise and config.stale_after == 15.0 and config.tls_cert_key_file is None
+    assert config.retain_days == 90
     with pytest.raises(ConfigError, match="hub.toml: no such file .run `fleet-hub init`"):
         load_hub_config(path)
 
@@ -71,10 +72,12 @@ def test_a_full_config(tmp_path: Path) -> None:
         tmp_path / "hub.toml",
         'name = "ops"\nevents = "tls+tcp://0.0.0.0:9000"\ncommands = "tls+tcp://0.0.0.0:9001"\n'
         'data_dir = "db"\nsecret_file = "~/s/fleet.secret"\nadvertise = false\n'
-        'tls_cert_key_file = "pki/hub.pem"\ntls_ca_file = "/etc/ca.pem"\nstale_after = 7.5\n',
+        'tls_cert_key_file = "pki/hub.pem"\ntls_ca_file = "/etc/ca.pem"\nstale_after = 7.5\n'
+        "retain_days = 30\n",
     )
     config = load_hub_config(path)
     assert config.name == "ops" and not config.advertise and config.stale_after == 7.5
+    assert config.retain_days == 30
     assert config.data_dir == tmp_path / "db"  # relative to the file
     assert config.secret_file == Path.home() / "s" / "fleet.secret"
     assert config.tls_cert_key_file == tmp_path / "pki" / "hub.pem"
@@ -96,6 +99,9 @@ def test_a_full_config(tmp_path: Path) -> None:
         ("stale_after = 0\n", "'stale_after' must be a positive number"),
         ("stale_after = true\n", "'stale_after' must be a positive number"),
         ("stale_after = nan\n", "'stale_after' must be a positive number"),
+        ("retain_days = 0\n", "'retain_days' must be a whole number of days, at least 1"),
+        ("retain_days = 1.5\n", "'retain_days' must be a whole number of days"),
+        ("retain_days = true\n", "'retain_days' must be a whole number of days"),
         ("events = 'tls+tcp://0.0.0.0:1'\n", "events use tls.tcp:// but tls_cert_key_file"),
         ("tls_cert_key_file = 'hub.pem'\n", "no address uses tls.tcp://"),
         ("advertise = false\nevents = 'ipc:///run/h'\ntls_ca_file = 'c'\n", "needs tls_cert_key"),

@@ -320,6 +320,12 @@ def test_restart_rebuilds_identical_totals(tmp_path: Path, book: PriceBook, cloc
     everything = Ledger(book, lambda m, p: table.get((m, p), Billing.API), BERLIN, clock)
     everything.rebuild(reopened.usage_events())
     assert snapshot(everything) == snapshot(live)
+    # and so does loading the store's roll-ups, as a hub does at start-up
+    loaded = Ledger(book, lambda m, p: table.get((m, p), Billing.API), BERLIN, clock)
+    horizon = loaded.horizon()
+    cells = reopened.rollup(BERLIN, since=horizon)
+    loaded.load(cells, reopened.rollup_minutes(horizon), [])
+    assert snapshot(loaded) == snapshot(live)
     reopened.close()
 
 

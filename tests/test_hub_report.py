@@ -119,7 +119,7 @@ def test_rows_equal_a_direct_rollup(store: Store, book: PriceBook, by: tuple[str
     # sent as the nodes send them: no account, machine as each node believes it is called
     sent = [(e.machine, [_as_sent(e)]) for e in events]
     fill(store, sent)
-    report = build_hub_report(store, book, by=by, tz=BERLIN)
+    report = build_hub_report(store, by=by, tz=BERLIN)
     want = direct(events, book, by, BERLIN)
     assert report["rows"] == [row.to_json() for row in want.sorted_rows()]
     assert report["total"] == want.total.to_json()
@@ -140,7 +140,7 @@ def test_totals_equal_a_hand_computed_figure(store: Store, book: PriceBook) -> N
             ("spark02", [usage("api2", machine="spark02"), usage("x", model="mystery-model-9")]),
         ],
     )
-    data = build_hub_report(store, book, by=["machine"], tz=UTC)
+    data = build_hub_report(store, by=["machine"], tz=UTC)
     total = data["total"]
     assert total["cost"] == {
         "api_equivalent": "0.1125",  # 3 × $0.0375
@@ -172,7 +172,7 @@ def test_superseded_and_retracted_calls(store: Store, book: PriceBook) -> None:
             ("spark01", [usage("a", revision=1), usage("c", revision=1, duplicate_of="b")]),
         ],
     )
-    data = build_hub_report(store, book, by=[], tz=UTC)
+    data = build_hub_report(store, by=[], tz=UTC)
     assert data["total"]["calls"] == 2 and data["total"]["cost"]["api_equivalent"] == "0.075"
     assert data["skipped"] == {"retracted": 1}
 
@@ -196,17 +196,17 @@ def test_since_and_until_are_days_in_the_zone(store: Store, book: PriceBook) -> 
         ],
     )
     data = build_hub_report(
-        store, book, by=["day"], tz=BERLIN, since=date(2026, 11, 17), until=date(2026, 11, 18)
+        store, by=["day"], tz=BERLIN, since=date(2026, 11, 17), until=date(2026, 11, 18)
     )
     assert [(r["day"], r["calls"]) for r in data["rows"]] == [("2026-11-17", 1), ("2026-11-18", 1)]
-    open_ended = build_hub_report(store, book, by=["day"], tz=BERLIN, since=date(2026, 11, 18))
+    open_ended = build_hub_report(store, by=["day"], tz=BERLIN, since=date(2026, 11, 18))
     assert [r["day"] for r in open_ended["rows"]] == ["2026-11-18", "2026-11-19"]
 
 
 def test_the_shape_is_the_scans(store: Store, book: PriceBook) -> None:
     fill(store, [("spark01", [usage("a")])])
     by = ["machine", "profile", "account", "model"]
-    hub = build_hub_report(store, book, by=by, tz=UTC)
+    hub = build_hub_report(store, by=by, tz=UTC)
     scan = render_json(Report(direct([usage("a")], book, tuple(by), UTC)))
     assert set(hub) <= set(scan)
     assert set(scan) - set(hub) == {"files", "bytes", "problems"}  # log reading: the nodes' job
@@ -217,4 +217,4 @@ def test_the_shape_is_the_scans(store: Store, book: PriceBook) -> None:
 
 def test_an_unknown_grouping_is_refused(store: Store, book: PriceBook) -> None:
     with pytest.raises(UnknownGroupKeyError, match="nonsense"):
-        build_hub_report(store, book, by=["machine", "nonsense"], tz=UTC)
+        build_hub_report(store, by=["machine", "nonsense"], tz=UTC)

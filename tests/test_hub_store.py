@@ -15,6 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from hub._payloads import TRAIN_AFTER
 from hub._schema import SCHEMA_VERSION, StoreError
 from hub.model import NodeState
 from hub.store import DB_FILE, Store
@@ -341,22 +342,7 @@ def test_a_database_from_another_schema_is_refused(tmp_path: Path) -> None:
         Store(junk)
 
 
-def test_a_database_from_an_older_schema_is_upgraded(tmp_path: Path) -> None:
-    with Store.in_dir(tmp_path) as first:
-        first.ingest("spark01", "events", 1, 1, [usage("a")], None, T0)
-    db = sqlite3.connect(tmp_path / DB_FILE)  # as version 1 left it: with the machine index
-    db.execute("CREATE INDEX usage_machine ON usage (machine, profile, ts)")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
-    with Store.in_dir(tmp_path) as again:
-        assert list(stored(again)) == ["a"]
-        assert again.stream_seq("spark01", "events") == 1
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert "usage_machine" not in indexes and "usage_ts" in indexes
-    db.close()
+# Upgrades from schema v1 and v2, with data: tests/test_hub_rollup.py.
 
 
 def test_received_bytes_are_stored_as_they_came(store: Store) -> None:
@@ -411,3 +397,32 @@ def test_kill_9_mid_ingest_leaves_whole_batches(tmp_path: Path, delay: float) ->
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def test_payloads_are_compressed_once_the_store_can_train_a_dictionary(tmp_path: Path) -> None:
+    """Rows before the dictionary stay plain msgpack, rows after it are zstd frames several
+    times smaller, and every event reads back as it was, after a restart too, superseded or
+    not."""
+
+    def call(i: int, revision: int = 0) -> UsageEvent:
+        return usage(
+            f"claude:msg_{i:06d}:req_{i * 7919:08d}",
+            revision,
+            ts=T0 + i,
+            session_id=f"session-{i // 50:04d}",
+            project=f"/home/dev/repo-{i % 5}",
+            origin=f"/home/dev/.claude/projects/-home-dev-repo/session-{i // 50:04d}.jsonl:{i}",
+        )
+
+    plain = [call(i) for i in range(TRAIN_AFTER)]
+    later = [call(i) for i in range(TRAIN_AFTER, TRAIN_AFTER + 500)]
+    with Store.in_dir(tmp_path) as store:
+        store.ingest("spark01", "events", 1, 1, plain, None, T0)  # ... then it trains
+        store.ingest("spark01", "events", 2, 2, later, None, T0)
+        store.ingest("spark01", "events", 3, 3, [call(1, 2), call(TRAIN_AFTER + 1, 2)], None, T0)
+        sizes = dict(store._db.execute("SELECT event_id, length(payload) FROM usage"))  # noqa: SLF001
+    expected = {e.event_id: e for e in [*plain, *later, call(1, 2), call(TRAIN_AFTER + 1, 2)]}
+    assert sizes[plain[0].event_id] == len(pack(plain[0]))
+    assert sum(sizes[e.event_id] for e in later) * 3 < sum(len(pack(e)) for e in later)
+    with Store.in_dir(tmp_path) as again:
+        assert stored(again) == expected

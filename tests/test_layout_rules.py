@@ -68,3 +68,29 @@ def test_runtime_imports(module: str, forbidden: tuple[str, ...]) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+WEB_STACK = {"fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client", "httpx"}
+
+
+def test_only_hub_api_imports_the_web_stack() -> None:
+    """The hub's core (and the dashboard) stand without the web server: only hub/api, which
+    `fleet-hub serve` alone loads, may import it."""
+    violations = []
+    for package in ("hub", "shared", "pricing", "node_agent"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.is_relative_to(ROOT / "hub" / "api"):
+                continue
+            if bad := imported_roots(path) & WEB_STACK:
+                violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert not violations
+
+
+def test_the_cli_and_the_dashboard_load_no_web_stack() -> None:
+    code = (
+        "import sys, hub.cli, hub.serve, hub.service, hub.dashboard, hub.api_client\n"
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {sorted(WEB_STACK)!r}]\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -163,3 +163,24 @@ def test_a_failed_thread_exits_1_and_tells_systemd(config: Path, tmp_path: Path)
     status = next(m for m in messages if m.startswith("STATUS=failed"))
     assert "ingest thread failed" in status and f"ERRNO={errno.EIO}" in status
     assert "stopping with exit status 1" in out
+
+
+def test_systemd_status_says_what_keeps_the_node_from_its_hub(config: Path, tmp_path: Path) -> None:
+    """`systemctl status` shows the sender's last error (a wrong key's hint among them), not
+    only the node's log."""
+    calls(config, "a", 3)
+    notify = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(notify))
+        receiver.settimeout(30)
+        node = start(config, NOTIFY_SOCKET=str(notify))
+        try:
+            messages = [receiver.recv(4096).decode()]
+            while not any("cannot reach the hub" in m for m in messages):
+                messages.append(receiver.recv(4096).decode())
+        finally:
+            node.terminate()
+            node.communicate(timeout=30)
+    assert "STATUS=watching" in messages[0]
+    status = next(m for m in messages if "cannot reach the hub" in m)
+    assert status.startswith("STATUS=watching; hub at tcp://127.0.0.1:")

@@ -15,6 +15,7 @@ import random
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -31,6 +32,7 @@ from hub.demo._cast import (
     pace_options,
     project_names,
 )
+from hub.demo._guard import RUN_VARIABLE, start_guard
 from hub.demo._nodes import end_nodes, node_command, write_node_config
 from hub.demo._scheduler import rotate, status_before, write_status
 from hub.demo._spawn import child_env, spawn
@@ -73,6 +75,10 @@ class DemoFleet:
         self._rotator: threading.Thread | None = None
         self._reaper: threading.Thread | None = None
         self._hub_running = False
+        # Every child carries the run's id, so that the guard can end them all should this
+        # process be killed before it ends them in order (see hub.demo._guard).
+        self._env = {**child_env(self.workdir), RUN_VARIABLE: uuid.uuid4().hex}
+        self._guard: subprocess.Popen[bytes] | None = None
 
     @property
     def agents(self) -> list[DemoAgent]:
@@ -96,7 +102,9 @@ class DemoFleet:
                 raise
 
     def _start(self) -> FleetService:
-        env = child_env(self.workdir)
+        env = self._env
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._guard = start_guard(env[RUN_VARIABLE], env, self.workdir / "guard.log")
         service = self._start_hub()
         for machine in self.cast:
             self._check_running()
@@ -222,7 +230,7 @@ class DemoFleet:
     def _start_spare(self) -> None:
         """The scheduler's switch: a new agent on max-b, ready before it returns."""
         machine = next(m for m in self.cast if m.name == STORY_MACHINE)
-        agent = self._launch(STORY_MACHINE, machine.profile(SPARE), child_env(self.workdir))
+        agent = self._launch(STORY_MACHINE, machine.profile(SPARE), self._env)
         self._await_ready([agent])
 
     def _spawn(
@@ -269,8 +277,15 @@ class DemoFleet:
             _safely(lambda: end_agents(list(self._agents)), "ending the fake agents")
             _safely(lambda: end_nodes(list(self.nodes.values())), "ending the node agents")
             _safely(self._stop_hub, "stopping the hub")
+            _safely(self._stop_guard, "stopping the guard")
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+
+    def _stop_guard(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.kill()  # what it watches over is ended already
+            guard.wait()
 
     def _stop_hub(self) -> None:
         if self.hub is not None and self._hub_running:

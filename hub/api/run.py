@@ -1,0 +1,89 @@
+"""`fleet-hub serve`: the hub (receiver, store, ledger, commands) and its HTTP API, as a
+service. Tells systemd when it is ready and pings its watchdog; SIGTERM stops the API, then
+the hub, which leaves the store committed. A fatal error exits 1 and tells systemd why.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from hub.api.app import create_app
+from hub.api.server import ApiServer
+from hub.config import HubConfig
+from hub.serve import Hub
+from hub.service import FleetService
+from hub.tokens import TokenBook, ensure_admin_token, tokens_path
+from shared.cli import EXIT_FAILURE, package_version
+from shared.systemd import sd_notify, watchdog_interval
+
+log = logging.getLogger(__name__)
+
+
+def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None]) -> int:
+    """Run until SIGTERM / SIGINT. `start_hub(hub, prog)` starts the hub or says why not."""
+    assert config.path is not None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    hub = Hub(config)
+    service = start_hub(hub, "fleet-hub serve")
+    if service is None:
+        sd_notify("STATUS=failed: cannot listen\nERRNO=98")
+        return EXIT_FAILURE
+    ensure_admin_token(config.path)
+    app = create_app(
+        service,
+        TokenBook(tokens_path(config.path)),
+        hub_name=config.name,
+        version=package_version(),
+        rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
+        governor=hub.governor,
+    )
+    try:
+        api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
+        api.start()
+    except OSError as exc:
+        hub.stop()
+        print(
+            f"fleet-hub serve: {exc}; is another fleet-hub serving? ([api] listen in "
+            f"{config.path})",
+            file=sys.stderr,
+        )
+        sd_notify(f"STATUS=failed: {exc}\nERRNO=98")
+        return EXIT_FAILURE
+    print(
+        f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}, api {api.url}",
+        flush=True,
+    )
+    sd_notify(f"READY=1\nSTATUS=serving: api {api.url}")
+    try:
+        status = supervise(stop, api, watchdog_interval())
+    finally:
+        sd_notify("STOPPING=1")
+        api.stop(before=app.state.broker.close)  # streams end whole, not cut
+        hub.stop()
+        log.info("hub stopped; the store is committed")
+    return status
+
+
+CHECK_EVERY_S = 1.0
+
+
+def supervise(stop: threading.Event, api: ApiServer, ping: float | None) -> int:
+    """Wait for `stop`, pinging systemd's watchdog while the API serves. An API that stopped
+    by itself is fatal: exit 1 (and systemd's Restart=on-failure starts the hub again)."""
+    every = min(CHECK_EVERY_S, ping / 3) if ping else CHECK_EVERY_S
+    while not stop.wait(every):
+        if not api.alive:
+            why = f"the API stopped: {api.error or 'unexpectedly'}"
+            log.error("%s", why)
+            print(f"fleet-hub serve: {why}", file=sys.stderr)
+            sd_notify(f"STATUS=failed: {why}")
+            return EXIT_FAILURE
+        if ping:
+            sd_notify("WATCHDOG=1")
+    return 0
