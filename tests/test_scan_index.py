@@ -306,3 +306,31 @@ def test_a_damaged_priced_report_in_the_index_is_priced_anew(tmp_path: Path) -> 
     path.write_bytes(msgspec.msgpack.encode(found))
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     assert render_json(again) == render_json(first)
+
+
+def test_sessions_that_share_calls_are_each_read_once_and_merged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork copied into another project shares calls with its origin: both files are read
+    once and merged (the units of before read such sessions again together)."""
+    home = tmp_path / "claude"
+    origin = home / "projects" / NAMES[0]
+    fork = home / "projects" / NAMES[2]
+    for path in (origin, fork):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    origin.write_bytes(b"".join(usage_line(n, 10 + n) + b"\n" for n in range(3)))
+    copied = [usage_line(0, 10), usage_line(1, 11, side=True), usage_line(9, 5, session=1)]
+    fork.write_bytes(b"".join(line + b"\n" for line in copied))
+    seen = _reads(monkeypatch)
+    report = build_report([home], NodeConfig(), QUERY, jobs=1)
+    assert sorted(name for name, _ in seen) == sorted([origin.name, fork.name])
+    calls, output, skipped = streaming_totals(home)
+    assert (
+        (report.rollup.total.calls, report.rollup.total.tokens.output)
+        == (calls, output)
+        == (
+            4,
+            10 + 11 + 12 + 5,
+        )
+    )
+    assert dict(report.skipped) == skipped
