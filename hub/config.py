@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from hub.alerts.settings import AlertSettings, parse_alerts
 from hub.budgets.config_io import parse_budgets
 from hub.budgets.model import Budget
 from shared.config import ConfigError, node_name_problem, read_toml
@@ -52,6 +53,7 @@ KEYS: Final = (
     "allow_plaintext",
     "retain_days",
     "api",
+    "alerts",
 )
 READ_KEYS: Final = (*KEYS, "budgets")  # [[budgets]]: written by hub.budgets.config_io
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
@@ -73,6 +75,7 @@ class HubConfig:
     api_listen: str = DEFAULT_API_LISTEN  # HOST:PORT of the HTTP API ([api] listen)
     api_tls_cert_key_file: Path | None = None  # set: the API speaks HTTPS
     budgets: tuple[Budget, ...] = ()  # [[budgets]] (see hub.budgets)
+    alerts: AlertSettings = AlertSettings()  # [alerts]: sinks and delivery (hub.alerts)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -165,6 +168,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         api_listen=api_listen,
         api_tls_cert_key_file=_relative_to(base, api_tls),
         budgets=parse_budgets(data.get("budgets"), where),
+        alerts=parse_alerts(where, data.get("alerts", {}), base),
         path=path,
     )
     _check_consistent(config, where)
@@ -334,6 +338,9 @@ _TEMPLATE: Final = """\
 [api]
 {api_listen}
 {api_tls_cert_key_file}
+
+# Alerts (budgets, detectors) go to [[alerts.sinks]] tables: a signed webhook, Slack, ntfy or a
+# program, by severity, scope and kind. See README, Alerts.
 """
 
 _EXAMPLES: Final[dict[str, object]] = {
@@ -379,7 +386,7 @@ def _template(path: Path, overrides: Mapping[str, object]) -> tomlkit.TOMLDocume
         line = f"{key} = {tomlkit.item(value or examples.get(key, '')).as_string()}"
         lines[f"api_{key}"] = line if value is not None else f"# {line}"
     for key in KEYS:
-        if key == "api":
+        if key in ("api", "alerts"):  # tables: written above, or by hand (see the template)
             continue
         if key in values or key in _WRITTEN_DEFAULTS:
             value = values.get(key, _WRITTEN_DEFAULTS.get(key))

@@ -13,10 +13,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub.alerts.outbox import Outbox
 from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
-from hub.findings import FindingSink
+from hub.detectors.journal import FindingJournal
+from hub.detectors.runner import DetectorRunner, attach
+from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
 from hub.store import Store
@@ -74,11 +77,15 @@ class Hub:
         self.stop_event = threading.Event()
         self.service: FleetService | None = None
         self.governor: Governor | None = None
-        self.finding_sink = finding_sink  # where budget crossings go (the alert outbox)
+        # where budget crossings go: the alert outbox in the store unless a test gives one
+        self.finding_sink = finding_sink
         self.receiver: Receiver | None = None
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
+        self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
+        self.detectors: DetectorRunner | None = None
+        self._journal: FindingJournal | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -103,6 +110,7 @@ class Hub:
                 f"cannot use data_dir {self.config.data_dir}: {exc.strerror or exc} "
                 f"(set in {self.config.path})"
             ) from exc
+        self.alerts = Outbox(self._store.path, self.config.alerts)
         self.commander = Commander(
             self.config.commands, self.keys, timeout=self.command_timeout, tls=tls
         )
@@ -118,10 +126,13 @@ class Hub:
             self._store.path,
             self.service,
             self.config.budgets,
-            sink=self.finding_sink,
+            sink=self.finding_sink if self.finding_sink is not None else self.alerts,
             config_path=self.config.path,
         )
         self.governor.attach(self._store)
+        self._journal = FindingJournal(self._store.path)
+        # the journal keeps what the detectors found; the outbox alerts people to it
+        self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -191,6 +202,10 @@ class Hub:
             self.commander.close()
         if self.service is not None:
             self.service.close()
+        if self.alerts is not None:
+            self.alerts.close()
+        if self._journal is not None:
+            self._journal.close()
         if self._store is not None:
             self._store.close()
 

@@ -35,6 +35,7 @@ from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
 from hub._sessions import RECENT_S, SessionNames, session_key
+from hub._subscribers import Subscribers
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
@@ -42,6 +43,7 @@ from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, 
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
+from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
@@ -62,6 +64,7 @@ Action = Literal["pause", "resume", "kill"]
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
 # SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
 ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
+EMBEDDED: Final = Connection("embedded hub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ class Update:
 
 
 Subscriber = Callable[[Update], None]
+# Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
+# `Update` only names.
+BatchListener = Callable[[IngestResult], None]
 
 
 class FleetService:
@@ -135,7 +141,8 @@ class FleetService:
         self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Subscribers[Update]()
+        self._batch_listeners = Subscribers[IngestResult]()
         self.bad_events = 0
         # Counted per node, logged at most once a minute each: one frame may carry 60,000.
         self._undecodable = CountedLog(log, "undecodable events")
@@ -294,6 +301,7 @@ class FleetService:
             result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
         self._publish(change)
+        self._tell_listeners(result)
         return result
 
     def _account(
@@ -465,6 +473,14 @@ class FleetService:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @property
+    def tz(self) -> tzinfo:
+        """The zone the figures' days are cut in."""
+        return self.ledger.tz
+
+    def connection(self) -> Connection:
+        return EMBEDDED
+
     def nodes(self) -> list[NodeView]:
         now = self.clock()
         with self._lock:
@@ -619,24 +635,19 @@ class FleetService:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every change; returns the function that unsubscribes."""
-        with self._lock:
-            self._subscribers.append(subscriber)
+        return self._subscribers.add(subscriber)
 
-        def unsubscribe() -> None:
-            with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
+    def on_batch(self, listener: BatchListener) -> Callable[[], None]:
+        """Call `listener` with every committed batch's result (after the subscribers, on the
+        receiver thread, before the ack); returns the function that stops it."""
+        return self._batch_listeners.add(listener)
 
-        return unsubscribe
+    def _tell_listeners(self, result: IngestResult) -> None:
+        if result.changes:
+            self._batch_listeners.publish(result)
 
     def _publish(self, change: Update) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("a subscriber failed")
+        self._subscribers.publish(change)
 
     # -- commands ----------------------------------------------------------------------------
 

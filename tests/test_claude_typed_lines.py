@@ -65,6 +65,25 @@ values = st.one_of(
     st.just([]),
     st.just({"sessionId": "parent-session"}),
 )
+# message.content: tool uses (their signature), and blocks of unexpected shapes
+contents = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {"type": st.just("tool_use"), "name": st.sampled_from(["Bash", "", 5, None])},
+            optional={
+                "input": st.one_of(
+                    st.none(),
+                    st.sampled_from([2**70, 1.5, -0.0, "é", [1, {"b": 2, "a": 1}]]),
+                    st.dictionaries(st.text(max_size=3), st.integers() | st.text(max_size=3)),
+                )
+            },
+        ),
+        st.sampled_from(
+            [{"type": "text", "text": "x"}, {"type": 3}, {}, "a string block", 7, None]
+        ),
+    ),
+    max_size=3,
+)
 # (container path, field): every value a usage line is read from.
 FIELDS = [
     ((), "type"),
@@ -147,6 +166,17 @@ def _same(line: bytes) -> None:
 @given(st.lists(st.tuples(st.integers(0, len(FIELDS) - 1), values), max_size=4))
 def test_typed_decoding_equals_the_checked_path(changes: list[tuple[int, object]]) -> None:
     _same(_mutated(changes))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(contents, values))
+def test_tool_uses_read_the_same_both_ways(content: object) -> None:
+    record = orjson.loads(orjson.dumps(BASE))
+    if content is not ABSENT:
+        record["message"]["content"] = content
+    else:
+        del record["message"]["content"]
+    _same(json.dumps(record, ensure_ascii=False).encode())
 
 
 def test_the_common_shapes_take_the_typed_path() -> None:

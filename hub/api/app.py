@@ -24,11 +24,16 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub._schema import StoreError
+from hub.alerts.outbox import Outbox
 from hub.api import models as m
 from hub.api import views
+from hub.api.alert_metrics import AlertCollector
+from hub.api.alerts import alert_routes
 from hub.api.auth import AuthError, Principal, principal
 from hub.api.budgets import add_budget_routes
+from hub.api.errors import ApiError
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
+from hub.api.mirror import mirror_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
@@ -86,13 +91,6 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def create_app(
     service: FleetService,
     tokens: TokenBook,
@@ -101,10 +99,13 @@ def create_app(
     version: str,
     rejects: Callable[[], Mapping[str, int]] = dict,
     governor: Governor | None = None,
+    alerts: Outbox | None = None,
 ) -> FastAPI:
     broker = Broker(service)
     commands = CommandCounts()
     registry = registry_for(HubCollector(service, rejects, commands))
+    if alerts is not None:
+        registry.register(AlertCollector(alerts))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +178,9 @@ def create_app(
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error in the API")
         return JSONResponse({"error": "unexpected error in the hub: see its log"}, 500)
+
+    if alerts is not None:
+        app.include_router(alert_routes(alerts, needs(READERS), needs(OPERATORS)))
 
     @app.get(f"{API}/health", tags=["hub"])
     def health() -> Health:
@@ -373,6 +377,8 @@ def create_app(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    app.include_router(mirror_routes(service, needs(READERS), needs(EVERYONE)))
 
     @app.get("/metrics", tags=["hub"], response_class=Response)
     def metrics(_: Reader) -> Response:

@@ -82,9 +82,10 @@ log = logging.getLogger(__name__)
 RECENT_CALLS: Final = 200  # call costs kept per budget for the headroom's p95
 RATE_WINDOW_S: Final = 600.0  # the run rate a forecast extrapolates: the last 10 minutes
 TICK_S: Final = 1.0
-# A node tells its agent processes at least every 5 s: a hub that starts with a stop to make
-# waits that long for them before it says there is no agent in scope.
-HELLO_GRACE_S: Final = 7.0  # period rollovers, resumes, config reloads and quiet nodes are checked
+# A restarted hub knows no agent process until each node says hello again (with its first
+# batch after the restart): a stop to make waits for the hellos of the nodes in its scope, up
+# to this long, before it says there is no agent in scope (a loaded machine took over 7 s).
+HELLO_GRACE_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +419,7 @@ class Governor:
             return
         summary, stopped_at = "", None
         if mark.action in ("pause", "kill"):
-            if not self._targets(budget, mark.bucket) and self.clock() < self._hellos_by:
+            if not self._targets(budget, mark.bucket) and self._awaiting_hellos(budget):
                 with self._lock:
                     self._later.append(due)  # a restarted hub has not heard the nodes yet
                 return
@@ -442,6 +443,18 @@ class Governor:
             self._own.audit(
                 who, action, f"{budget.name} ({budget.scope.text})", result, self.clock()
             )
+
+    def _awaiting_hellos(self, budget: Budget) -> bool:
+        """Whether a node of `budget`'s scope has not said hello since this hub started (its
+        processes are unknown yet), within HELLO_GRACE_S of the start."""
+        if self.clock() >= self._hellos_by:
+            return False
+        machine = budget.scope.value(ScopeKind.MACHINE)
+        return any(
+            view.hello is None
+            for view in self._service.nodes()
+            if machine is None or view.record.node == machine
+        )
 
     def _targets(self, budget: Budget, bucket: str) -> list[tuple[str, ProcessInfo]]:
         accounts = {(p.node, p.name): p.account for p in self._service.profiles()}

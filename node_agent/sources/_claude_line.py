@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+import orjson
 
 from node_agent.sources._values import iso_time as _timestamp
 from node_agent.sources._values import json_object, token_count
@@ -53,10 +54,19 @@ class _Usage(msgspec.Struct, gc=False):
     inference_geo: str | None = None
 
 
+class _Block(msgspec.Struct, gc=False):
+    """A content block: only a tool use's name and input are read (its text is skipped)."""
+
+    type: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw()  # empty: absent
+
+
 class _Message(msgspec.Struct, gc=False):
     id: str | None = None
     model: str | None = None
     usage: _Usage | None = None
+    content: str | list[_Block] | None = None
 
 
 class _Fork(msgspec.Struct, gc=False):
@@ -105,6 +115,7 @@ class UsageLine(msgspec.Struct, array_like=True, gc=False, frozen=True):
     unsplit: bool
     reported_cost: str | None
     version: str | None
+    tool_calls: str | None  # see `UsageEvent.tool_calls`
 
 
 class FileFacts:
@@ -180,6 +191,9 @@ def typed_usage(
     agent_id = rec.agentId or None
     is_sub = rec.isSidechain is True or agent_id is not None or facts.subagent
     cost = rec.costUSD
+    tool_calls = _typed_tool_calls(msg.content)
+    if tool_calls is False:
+        return False  # an input orjson refuses: the checked path words it
     return _line(
         facts,
         lineno,
@@ -202,6 +216,7 @@ def typed_usage(
             unsplit,
             None if cost is None else repr(cost),
             rec.version or None,
+            tool_calls,
         ),
     )
 
@@ -267,12 +282,21 @@ def checked_usage(
             unsplit,
             _decimal_str(rec.get("costUSD")),
             _str(rec.get("version")),
+            _checked_tool_calls(msg.get("content")),
         ),
     )
 
 
 _Extra = tuple[
-    str | None, str | None, str | None, str | None, str | None, bool, str | None, str | None
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    bool,
+    str | None,
+    str | None,
+    str | None,
 ]
 
 
@@ -341,6 +365,48 @@ def record_of(path: Path, lineno: int, line: bytes, sink: Sink) -> dict[str, Any
             )
         return None
     return json_object(path, lineno, line, sink)
+
+
+# -- tool uses -----------------------------------------------------------------------------
+
+
+def _typed_tool_calls(content: str | list[_Block] | None) -> str | None | Literal[False]:
+    """The tool uses of typed content blocks (see `_signature`); False when an input is not
+    JSON orjson reads (the checked path then refuses the line)."""
+    if not isinstance(content, list):
+        return None
+    parts = []
+    for block in content:
+        if block.type == "tool_use":
+            raw = block.input
+            try:
+                value = orjson.loads(raw) if len(raw) else None
+            except orjson.JSONDecodeError:
+                return False
+            parts.append(_signature(block.name or "?", value))
+    return ",".join(parts) or None
+
+
+def _checked_tool_calls(content: object) -> str | None:
+    if not isinstance(content, list):
+        return None
+    parts = [
+        _signature(_str(block.get("name")) or "?", block.get("input"))
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    ]
+    return ",".join(parts) or None
+
+
+def _signature(name: str, tool_input: object) -> str:
+    """A tool use as "name:hash of its input" (`UsageEvent.tool_calls`): the hub sees the same
+    call repeated without the input leaving the machine."""
+    # Imported here: hashlib loads OpenSSL (~12 ms), which a scan without tool uses never needs.
+    import hashlib
+    import json
+
+    blob = json.dumps(tool_input, sort_keys=True, default=str).encode()
+    return f"{name}:{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
 # -- the checked path's values -------------------------------------------------------------

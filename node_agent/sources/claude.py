@@ -337,6 +337,7 @@ class ClaudeSource(Source):
             reported_cost_usd=line.reported_cost,
             agent_version=line.version,
             origin=f"{path}:{line.lineno}",
+            tool_calls=line.tool_calls,
         )
 
     @staticmethod
