@@ -180,10 +180,13 @@ def test_tool_uses_read_the_same_both_ways(content: object) -> None:
 
 
 def test_the_common_shapes_take_the_typed_path() -> None:
-    """A current line, and an older one without the 5m/1h split, never build dicts."""
+    """A current line, an older one without the 5m/1h split, and one with a tool use never
+    build dicts."""
     older = orjson.loads(orjson.dumps(BASE))
     del older["message"]["usage"]["cache_creation"]
-    for line in (orjson.dumps(BASE), orjson.dumps(older)):
+    tool = orjson.loads(orjson.dumps(BASE))
+    tool["message"]["content"] = [{"type": "tool_use", "name": "Read", "input": {"path": "a"}}]
+    for line in (orjson.dumps(BASE), orjson.dumps(older), orjson.dumps(tool)):
         typed = typed_record(line)
         assert typed is not None
         assert isinstance(typed_usage(typed, FileFacts(PATH), 1, Collector()), UsageLine)

@@ -380,7 +380,7 @@ def _typed_tool_calls(content: str | list[_Block] | None) -> str | None | Litera
         if block.type == "tool_use":
             raw = block.input
             try:
-                value = orjson.loads(raw) if len(raw) else None
+                value = orjson.loads(memoryview(raw)) if len(raw) else None
             except orjson.JSONDecodeError:
                 return False
             parts.append(_signature(block.name or "?", value))
