@@ -12,6 +12,8 @@ writes such a number, and looking for one costs more than the decoding (a regex 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -401,12 +403,24 @@ def _checked_tool_calls(content: object) -> str | None:
 def _signature(name: str, tool_input: object) -> str:
     """A tool use as "name:hash of its input" (`UsageEvent.tool_calls`): the hub sees the same
     call repeated without the input leaving the machine."""
-    # Imported here: hashlib loads OpenSSL (~12 ms), which a scan without tool uses never needs.
-    import hashlib
+    blob = _input_json()(tool_input).encode()
+    return f"{name}:{_sha256()(blob).hexdigest()[:12]}"
+
+
+@cache
+def _input_json() -> Callable[[object], str]:
+    """`json.dumps(value, sort_keys=True, default=str)`, with its encoder made once."""
     import json
 
-    blob = json.dumps(tool_input, sort_keys=True, default=str).encode()
-    return f"{name}:{hashlib.sha256(blob).hexdigest()[:12]}"
+    return json.JSONEncoder(sort_keys=True, default=str).encode
+
+
+@cache
+def _sha256() -> Callable[[bytes], Any]:
+    # Imported at the first tool use: hashlib loads OpenSSL (~12 ms) first.
+    import hashlib
+
+    return hashlib.sha256
 
 
 # -- the checked path's values -------------------------------------------------------------
