@@ -29,11 +29,13 @@ from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
+import msgspec
+
 from node_agent import readahead
-from node_agent.claude_reading import Outcome, replay
+from node_agent.claude_reading import FileReading, Outcome, replay
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
-from node_agent.scan_index import ScanIndex, Task, run_task
+from node_agent.scan_index import Done, Entry, ScanIndex, Task, run_task
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
@@ -170,20 +172,29 @@ def build_report(
             (path, _size(path))
             for path in fresh + [f.path for unit in units for _, f in unit.files]
         )
-        done = iter(run(run_task, tasks))
+        ship = run is not _in_process
+        claude_work = [
+            (task, item, targets, config.node, query, ship)
+            for item, task in zip(claude, plans, strict=True)
+            if isinstance(task, Task)
+        ]
+        done = iter(run(_read_claude, claude_work))
         units_done = run(_run_unit, [(unit, targets, config.node, query) for unit in units])
         for part, _keys in _regroup_overlaps(units, units_done, targets, config.node, query, run):
             report.merge(part)
     outcomes: list[Outcome] = []
+    solos: list[_Solo | None] = []
     for (_, file), plan in zip(claude, plans, strict=True):
         if isinstance(plan, Task):
-            read = next(done)
+            read, solo = _received(next(done))
             if index is not None:
                 index.keep(file.path, read.entry)
             outcomes.append(read.outcome)
+            solos.append(solo)
         else:
             outcomes.append(plan)
-    report.merge(_merge_claude(claude, outcomes, targets, config.node, query, index))
+            solos.append(None)
+    report.merge(_merge_claude(claude, outcomes, solos, targets, config.node, query, index))
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
@@ -197,6 +208,7 @@ def _unread(task: Task) -> int:
 def _merge_claude(
     files: Sequence[tuple[int, SourceFile]],
     outcomes: Sequence[Outcome],
+    solos: Sequence[_Solo | None],
     targets: Sequence[Target],
     node: str,
     query: Query,
@@ -204,7 +216,8 @@ def _merge_claude(
 ) -> Report:
     """The Claude part of the report: each group of files that share calls merged and priced on
     its own (groups share no dedupe key, and integer tokens and Decimal amounts add up exactly),
-    or taken from the index when none of its files changed since it was priced."""
+    or taken from the index when none of its files changed since it was priced, or, for a file
+    that shares no call, its report priced alone where it was read (`solos`)."""
     report = Report(Rollup(query.by, query.tz))
     context = _context(targets, node, query) if index is not None else b""
     for members in _sharing_calls(outcomes):
@@ -212,13 +225,83 @@ def _merge_claude(
         kept = index.report(key) if index is not None and key is not None else None
         part = _unpickled(kept) if kept is not None else None
         if part is None:
-            part = _merge_files(
-                [files[m] for m in members], [outcomes[m] for m in members], targets, node, query
-            )
+            solo = solos[members[0]] if len(members) == 1 else None
+            blob: bytes | None = None
+            if solo is not None:
+                part, blob = solo
+            else:
+                part = _merge_files(
+                    [files[m] for m in members],
+                    [outcomes[m] for m in members],
+                    targets,
+                    node,
+                    query,
+                )
             if index is not None and key is not None:
-                index.keep_report(key, pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
+                index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
         report.merge(part)
     return report
+
+
+# A file's report priced on its own, and pickled when it came from a worker.
+_Solo = tuple["Report", bytes | None]
+_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
+_NO_READING: Final = FileReading([], [], {})
+
+
+class _Shipped(msgspec.Struct, array_like=True, gc=False):
+    """A worker's reading of one transcript on its way back: msgpack, as unpickling the
+    readings cost the parent ~0.1 s per 200 MB. `rest`: the kept reading where it is not the
+    whole one (an unterminated last line); `entry`: with the kept reading left out."""
+
+    whole: FileReading
+    rest: FileReading | None
+    kept_is_whole: bool
+    size: int | None
+    entry: Entry | None
+    solo: bytes
+
+
+_decode_shipped = msgspec.msgpack.Decoder(_Shipped).decode
+
+
+def _read_claude(work: _ClaudeWork) -> bytes | tuple[Done, _Solo]:
+    """Read one transcript and price it alone: most files share no call with another, so the
+    parent only adds their reports up (the pricing is spread over the workers with the reading).
+    Shipped as bytes from a worker (`ship`)."""
+    task, file, targets, node, query, ship = work
+    done = run_task(task)
+    outcome = done.outcome
+    solo = _merge_files([file], [outcome], targets, node, query)
+    if not ship:
+        return done, (solo, None)
+    entry = done.entry
+    if entry is not None:
+        entry = msgspec.structs.replace(entry, reading=_NO_READING)
+    kept_is_whole = outcome.kept is outcome.whole
+    return msgspec.msgpack.encode(
+        _Shipped(
+            outcome.whole,
+            None if kept_is_whole else outcome.kept,
+            kept_is_whole,
+            outcome.size,
+            entry,
+            pickle.dumps(solo, pickle.HIGHEST_PROTOCOL),
+        )
+    )
+
+
+def _received(got: bytes | tuple[Done, _Solo]) -> tuple[Done, _Solo | None]:
+    if not isinstance(got, bytes):
+        return got
+    shipped = _decode_shipped(got)
+    kept = shipped.whole if shipped.kept_is_whole else shipped.rest
+    entry = shipped.entry
+    if entry is not None and kept is not None:
+        entry.reading = kept  # the same object: `_key` checks the entry holds this reading
+    outcome = Outcome(shipped.whole, kept, shipped.size)
+    solo = _unpickled(shipped.solo)
+    return Done(outcome, entry), (solo, shipped.solo) if solo is not None else None
 
 
 def _unpickled(blob: bytes) -> Report | None:
@@ -331,16 +414,16 @@ class Runner(Protocol):
     def __call__(self, task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]: ...
 
 
+def _in_process(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
+    return [task(item) for item in work]
+
+
 @contextmanager
 def _runner(jobs: int) -> Iterator[Runner]:
     """Runs tasks in order: in this process, or spread over `jobs` worker processes that stay
     up for every batch (the regrouped units too)."""
     if jobs <= 1:
-
-        def here(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
-            return [task(item) for item in work]
-
-        yield here
+        yield _in_process
         return
     with worker_context().Pool(jobs) as pool:
 

@@ -334,3 +334,43 @@ def test_sessions_that_share_calls_are_each_read_once_and_merged(
         )
     )
     assert dict(report.skipped) == skipped
+
+
+def test_worker_processes_give_the_report_and_index_of_one_process(tmp_path: Path) -> None:
+    """Readings and priced reports shipped back from worker processes: the same report as one
+    process reading it all, and an index whose unchanged groups need no merge again."""
+    home, cache = tmp_path / "claude", tmp_path / "cache"
+    files = [home / "projects" / name for name in NAMES]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    files[0].write_bytes(b"".join(usage_line(n, 10 + n) + b"\n" for n in range(3)))
+    # A subagent's file: a replay of msg_1 (so it shares a call with files[0]) and its own call.
+    files[1].write_bytes(
+        usage_line(1, 11, side=True) + b"\n" + usage_line(30, 3, side=True) + b"\n"
+    )
+    files[2].write_bytes(usage_line(7, 5, session=1) + b"\n" + usage_line(8, 6, session=1))
+    files[3].write_bytes(usage_line(20, 9) + b"\n")
+    old = time.time() - 3600
+    for path in files:
+        os.utime(path, (old, old))
+
+    def both() -> tuple[Any, Any]:
+        shipped = build_report([home], NodeConfig(), QUERY, jobs=2, cache_dir=cache)
+        return shipped, build_report([home], NodeConfig(), QUERY, jobs=1)
+
+    shipped, alone = both()
+    assert render_json(shipped) == render_json(alone)
+    assert shipped.rollup.total.calls == 7  # msg_1's replay counts once; the torn tail too
+    index = msgspec.msgpack.decode(
+        (cache / scan_index.INDEX_NAME).read_bytes(), type=scan_index._IndexFile
+    )
+    # Groups without an unterminated line are kept priced: {0, 1} and {3}, not {2}.
+    assert len(index.reports) == 2
+    assert sorted(index.entries) == sorted(map(str, files))
+    again, alone = both()
+    assert render_json(again) == render_json(alone)
+    with files[2].open("ab") as fh:
+        fh.write(b"\n" + usage_line(9, 4, session=1) + b"\n")
+    grown, alone = both()
+    assert render_json(grown) == render_json(alone)
+    assert grown.rollup.total.calls == 8
