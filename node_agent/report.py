@@ -32,10 +32,17 @@ from typing import Final, Protocol, TypeVar
 import msgspec
 
 from node_agent import readahead
-from node_agent.claude_reading import FileReading, Outcome, replay
+from node_agent.claude_reading import FileReading, replay
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
-from node_agent.scan_index import Done, Entry, ScanIndex, Task, run_task
+from node_agent.scan_index import (
+    Entry,
+    ScanIndex,
+    Task,
+    calls_of,
+    decode_reading,
+    run_task,
+)
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
@@ -182,19 +189,16 @@ def build_report(
         units_done = run(_run_unit, [(unit, targets, config.node, query) for unit in units])
         for part, _keys in _regroup_overlaps(units, units_done, targets, config.node, query, run):
             report.merge(part)
-    outcomes: list[Outcome] = []
-    solos: list[_Solo | None] = []
+    parts: list[_Claude] = []
     for (_, file), plan in zip(claude, plans, strict=True):
         if isinstance(plan, Task):
-            read, solo = _received(next(done))
+            read = _received(next(done))
             if index is not None:
                 index.keep(file.path, read.entry)
-            outcomes.append(read.outcome)
-            solos.append(solo)
+            parts.append(read)
         else:
-            outcomes.append(plan)
-            solos.append(None)
-    report.merge(_merge_claude(claude, outcomes, solos, targets, config.node, query, index))
+            parts.append(_Claude.unchanged(plan))
+    report.merge(_merge_claude(claude, parts, targets, config.node, query, index))
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
@@ -207,8 +211,7 @@ def _unread(task: Task) -> int:
 
 def _merge_claude(
     files: Sequence[tuple[int, SourceFile]],
-    outcomes: Sequence[Outcome],
-    solos: Sequence[_Solo | None],
+    parts: Sequence[_Claude],
     targets: Sequence[Target],
     node: str,
     query: Query,
@@ -217,26 +220,22 @@ def _merge_claude(
     """The Claude part of the report: each group of files that share calls merged and priced on
     its own (groups share no dedupe key, and integer tokens and Decimal amounts add up exactly),
     or taken from the index when none of its files changed since it was priced, or, for a file
-    that shares no call, its report priced alone where it was read (`solos`)."""
+    that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
     context = _context(targets, node, query) if index is not None else b""
-    for members in _sharing_calls(outcomes):
-        key = _key(context, [files[m] for m in members], [outcomes[m] for m in members], index)
+    for members in connected(part.calls for part in parts):
+        key = _key(context, [files[m] for m in members], [parts[m] for m in members], index)
         kept = index.report(key) if index is not None and key is not None else None
         part = _unpickled(kept) if kept is not None else None
         if part is None:
-            solo = solos[members[0]] if len(members) == 1 else None
+            solo = parts[members[0]].solo if len(members) == 1 else None
             blob: bytes | None = None
             if solo is not None:
                 part, blob = solo
             else:
-                part = _merge_files(
-                    [files[m] for m in members],
-                    [outcomes[m] for m in members],
-                    targets,
-                    node,
-                    query,
-                )
+                group = [files[m] for m in members]
+                readings = [_reading(files[m], parts[m], index) for m in members]
+                part = _merge_files(group, readings, targets, node, query)
             if index is not None and key is not None:
                 index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
         report.merge(part)
@@ -246,17 +245,33 @@ def _merge_claude(
 # A file's report priced on its own, and pickled when it came from a worker.
 _Solo = tuple["Report", bytes | None]
 _ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
-_NO_READING: Final = FileReading([], [], {})
+
+
+@dataclass(slots=True)
+class _Claude:
+    """What the merge needs of one transcript: the message ids of its calls (to group the files
+    that share calls), and its reading, still msgpack (`raw`) until a group merges it."""
+
+    calls: list[str]
+    whole: FileReading | None
+    raw: msgspec.Raw | bytes | None
+    size: int | None  # None: the file could not be opened
+    entry: Entry | None  # in the index
+    keepable: bool  # the whole reading is the entry's (no unterminated tail): may be kept priced
+    solo: _Solo | None = None
+
+    @classmethod
+    def unchanged(cls, entry: Entry) -> _Claude:
+        return cls(entry.calls, None, entry.reading, entry.size, entry, True)
 
 
 class _Shipped(msgspec.Struct, array_like=True, gc=False):
-    """A worker's reading of one transcript on its way back: msgpack, as unpickling the
-    readings cost the parent ~0.1 s per 200 MB. `rest`: the kept reading where it is not the
-    whole one (an unterminated last line); `entry`: with the kept reading left out."""
+    """A worker's reading of one transcript on its way back, as msgpack: the parent decodes only
+    the message ids of its calls, and the reading when its file shares calls (unpickling every
+    reading cost the parent ~0.1 s per 200 MB). `whole` is None when it is the entry's reading."""
 
-    whole: FileReading
-    rest: FileReading | None
-    kept_is_whole: bool
+    calls: list[str]
+    whole: bytes | None  # msgpack (a Raw cannot be optional)
     size: int | None
     entry: Entry | None
     solo: bytes
@@ -265,43 +280,56 @@ class _Shipped(msgspec.Struct, array_like=True, gc=False):
 _decode_shipped = msgspec.msgpack.Decoder(_Shipped).decode
 
 
-def _read_claude(work: _ClaudeWork) -> bytes | tuple[Done, _Solo]:
+def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
     """Read one transcript and price it alone: most files share no call with another, so the
     parent only adds their reports up (the pricing is spread over the workers with the reading).
     Shipped as bytes from a worker (`ship`)."""
     task, file, targets, node, query, ship = work
     done = run_task(task)
-    outcome = done.outcome
-    solo = _merge_files([file], [outcome], targets, node, query)
+    outcome, entry = done.outcome, done.entry
+    solo = _merge_files([file], [(outcome.whole, outcome.size)], targets, node, query)
+    keepable = entry is not None and outcome.kept is outcome.whole
+    calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
     if not ship:
-        return done, (solo, None)
-    entry = done.entry
-    if entry is not None:
-        entry = msgspec.structs.replace(entry, reading=_NO_READING)
-    kept_is_whole = outcome.kept is outcome.whole
-    return msgspec.msgpack.encode(
-        _Shipped(
-            outcome.whole,
-            None if kept_is_whole else outcome.kept,
-            kept_is_whole,
-            outcome.size,
-            entry,
-            pickle.dumps(solo, pickle.HIGHEST_PROTOCOL),
-        )
-    )
+        return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
+    whole = None if keepable else msgspec.msgpack.encode(outcome.whole)
+    blob = pickle.dumps(solo, pickle.HIGHEST_PROTOCOL)
+    return msgspec.msgpack.encode(_Shipped(calls, whole, outcome.size, entry, blob))
 
 
-def _received(got: bytes | tuple[Done, _Solo]) -> tuple[Done, _Solo | None]:
+def _received(got: bytes | _Claude) -> _Claude:
     if not isinstance(got, bytes):
         return got
     shipped = _decode_shipped(got)
-    kept = shipped.whole if shipped.kept_is_whole else shipped.rest
     entry = shipped.entry
-    if entry is not None and kept is not None:
-        entry.reading = kept  # the same object: `_key` checks the entry holds this reading
-    outcome = Outcome(shipped.whole, kept, shipped.size)
+    raw = entry.reading if shipped.whole is None and entry is not None else shipped.whole
     solo = _unpickled(shipped.solo)
-    return Done(outcome, entry), (solo, shipped.solo) if solo is not None else None
+    return _Claude(
+        shipped.calls,
+        None,
+        raw,
+        shipped.size,
+        entry,
+        shipped.whole is None and entry is not None,
+        (solo, shipped.solo) if solo is not None else None,
+    )
+
+
+def _reading(
+    file: tuple[int, SourceFile], part: _Claude, index: ScanIndex | None
+) -> tuple[FileReading, int | None]:
+    """The whole reading of a file whose group is merged; one the index kept damaged is read
+    afresh instead (a damaged index never gives figures)."""
+    if part.whole is None and part.raw is not None:
+        try:
+            part.whole = decode_reading(part.raw)
+        except (msgspec.DecodeError, RecursionError):
+            path = file[1].path
+            done = run_task(Task(str(path)))
+            part.whole, part.size, part.keepable = done.outcome.whole, done.outcome.size, False
+            if index is not None:
+                index.keep(path, done.entry)
+    return part.whole or FileReading([], [], {}), part.size
 
 
 def _unpickled(blob: bytes) -> Report | None:
@@ -311,14 +339,6 @@ def _unpickled(blob: bytes) -> Report | None:
     except Exception:  # a damaged pickle can raise nearly anything
         return None
     return found if isinstance(found, Report) else None
-
-
-def _sharing_calls(outcomes: Sequence[Outcome]) -> list[list[int]]:
-    """The files in groups that share no call (message id) with another group, in order."""
-    return connected(
-        [run.best.group for run in outcome.whole.runs if run.best.group is not None]
-        for outcome in outcomes
-    )
 
 
 def connected(keys: Iterable[Iterable[Hashable]]) -> list[list[int]]:
@@ -364,7 +384,7 @@ def _context(targets: Sequence[Target], node: str, query: Query) -> bytes:
 def _key(
     context: bytes,
     files: Sequence[tuple[int, SourceFile]],
-    outcomes: Sequence[Outcome],
+    parts: Sequence[_Claude],
     index: ScanIndex | None,
 ) -> bytes | None:
     """The key of a group's priced report: None when one of its files has no kept reading or an
@@ -372,11 +392,11 @@ def _key(
     if index is None:
         return None
     digest = blake2b(context, digest_size=16)
-    for (target, file), outcome in zip(files, outcomes, strict=True):
-        entry = index.entry(file.path)
-        if entry is None or outcome.whole is not outcome.kept or entry.reading is not outcome.kept:
+    for (target, file), part in zip(files, parts, strict=True):
+        entry = part.entry
+        if entry is None or not part.keepable:
             return None
-        end = entry.reading.end
+        end = entry.end
         identity = (file.path, target, entry.dev, entry.ino, entry.size, entry.mtime_ns, end)
         digest.update(repr(identity).encode() + entry.window)
     return digest.digest()
@@ -384,22 +404,23 @@ def _key(
 
 def _merge_files(
     files: Sequence[tuple[int, SourceFile]],
-    outcomes: Sequence[Outcome],
+    readings: Sequence[tuple[FileReading, int | None]],
     targets: Sequence[Target],
     node: str,
     query: Query,
 ) -> Report:
-    """One source takes the files' readings in reading order (the dedupe of one global read),
-    then their calls are priced."""
+    """One source takes the files' whole readings (with the size read, None for a file that
+    could not be opened) in reading order (the dedupe of one global read), then their calls
+    are priced."""
     source = ClaudeSource()
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
-    for (index, file), outcome in zip(files, outcomes, strict=True):
+    for (index, file), (reading, size) in zip(files, readings, strict=True):
         sink = sinks.setdefault(index, Collector())
-        replay(source, file.path, outcome.whole, sink)
-        if outcome.size is not None:
+        replay(source, file.path, reading, sink)
+        if size is not None:
             report.files += 1
-            report.bytes += outcome.size
+            report.bytes += size
     _price(source, sinks, targets, node, query, report)
     return report
 

@@ -50,6 +50,7 @@ _RULES: Final = (
     "sources/claude.py",
     "claude_reading.py",
     "tailer.py",
+    "scan_index.py",  # the layout of the index itself
 )
 
 
@@ -59,8 +60,30 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     size: int
     mtime_ns: int
     read_at_ns: int  # wall clock just before the file was read
-    window: bytes  # hash of the WINDOW_BYTES before `reading.end`
-    reading: FileReading
+    window: bytes  # hash of the WINDOW_BYTES before `end`
+    end: int  # where the reading stops: just past the file's last complete line
+    calls: list[str]  # the message ids of the reading's calls: what files sharing calls share
+    # The `FileReading`, still msgpack: a repeat scan decodes only those it merges again.
+    reading: msgspec.Raw
+
+    def kept(self) -> FileReading:
+        return decode_reading(self.reading)
+
+
+def stored(reading: FileReading) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.msgpack.encode(reading))
+
+
+decode_reading = msgspec.msgpack.Decoder(FileReading).decode
+
+
+def calls_of(reading: FileReading) -> list[str]:
+    """The message ids of a reading's calls, each once, in order."""
+    return list(dict.fromkeys(run.best.group for run in reading.runs if run.best.group is not None))
+
+
+class _Stamp(msgspec.Struct, array_like=True, gc=False):
+    stamp: str  # the head of an index file of any layout
 
 
 class _IndexFile(msgspec.Struct, array_like=True, gc=False):
@@ -129,19 +152,20 @@ class ScanIndex:
             index._changed = True  # written anew in its place, if that can be done
             return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
+            if msgspec.msgpack.decode(data, type=_Stamp).stamp != stamp:
+                index = cls(path, {}, stamp)  # written by other reading rules: of no use
+                index._changed = True
+                return index, None
             found = msgspec.msgpack.decode(data, type=_IndexFile)
         except (msgspec.DecodeError, RecursionError) as exc:
             index = cls(path, {}, stamp)
             index._changed = True
             return index, f"the scan index {path} is damaged ({exc}): discarded, read anew"
-        if found.stamp != stamp:
-            index = cls(path, {}, stamp)  # written by other reading rules: of no use
-            index._changed = True
-            return index, None
         return cls(path, found.entries, stamp, found.reports), None
 
-    def plan(self, path: Path) -> Outcome | Task:
-        """The kept outcome of an unchanged file, or the task that reads it."""
+    def plan(self, path: Path) -> Entry | Task:
+        """The entry of an unchanged file (its reading is what a read would give), or the
+        task that reads it."""
         name = str(path)
         self._planned.add(name)
         entry = self.entries.get(name)
@@ -151,16 +175,19 @@ class ScanIndex:
             st = os.stat(path)
         except OSError:
             return Task(name)  # the reader says what is wrong with it
-        reading = entry.reading
-        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < reading.end:
+        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < entry.end:
             return Task(name)
         if (
-            st.st_size == entry.size == reading.end
+            st.st_size == entry.size == entry.end
             and st.st_mtime_ns == entry.mtime_ns
             and entry.mtime_ns < entry.read_at_ns - RACY_NS
         ):
-            return Outcome(reading, reading, st.st_size)
-        return Task(name, reading, entry.window)
+            return entry
+        try:
+            prior = entry.kept()
+        except (msgspec.DecodeError, RecursionError):
+            return Task(name)  # a damaged reading: read it all again
+        return Task(name, prior, entry.window)
 
     def entry(self, path: Path) -> Entry | None:
         return self.entries.get(str(path))
@@ -225,7 +252,17 @@ def run_task(task: Task) -> Done:
     window = _window(path, kept.end)
     if window is None:
         return Done(outcome, None)
-    entry = Entry(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, read_at, window, kept)
+    entry = Entry(
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        read_at,
+        window,
+        kept.end,
+        calls_of(kept),
+        stored(kept),
+    )
     return Done(outcome, entry)
 
 

@@ -374,3 +374,31 @@ def test_worker_processes_give_the_report_and_index_of_one_process(tmp_path: Pat
     grown, alone = both()
     assert render_json(grown) == render_json(alone)
     assert grown.rollup.total.calls == 8
+
+
+def test_a_damaged_reading_in_the_index_is_read_afresh(tmp_path: Path) -> None:
+    """Readings stay msgpack in the index until a merge needs them: one that does not decode
+    then is read from its file again, never used for figures nor a traceback."""
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    path = cache / scan_index.INDEX_NAME
+    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
+    for entry in found.entries.values():
+        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
+    found.reports = {}  # so that every group is merged again
+    path.write_bytes(msgspec.msgpack.encode(found))
+    again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert render_json(again) == render_json(first)
+    assert again.warnings == []
+    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
+    for entry in found.entries.values():  # written anew with the readings made again
+        assert entry.kept().end == entry.end > 0
+    for entry in found.entries.values():
+        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
+    path.write_bytes(msgspec.msgpack.encode(found))
+    grown = home / "projects" / NAMES[0]
+    with grown.open("ab") as fh:  # a grown file would be read on from its damaged reading
+        fh.write(usage_line(40, 7) + b"\n")
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+    assert after.rollup.total.calls == first.rollup.total.calls + 1
