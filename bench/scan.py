@@ -47,6 +47,7 @@ class Run:
     peak_rss_mb: float
     stdout: bytes
     peak_pss_mb: float = 0.0
+    spread: tuple[float, ...] = ()  # every timed run's seconds, fastest first
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,9 @@ def best(cmds: Sequence[Cmd], cold: bool) -> list[Run]:
     for cmd, mine in zip(cmds, runs, strict=True):
         pss = once(cmd, pss=True).peak_pss_mb
         fastest = min(mine, key=lambda r: r.seconds)
-        out.append(Run(fastest.seconds, max(r.peak_rss_mb for r in mine), fastest.stdout, pss))
+        spread = tuple(sorted(r.seconds for r in mine))
+        rss = max(r.peak_rss_mb for r in mine)
+        out.append(Run(fastest.seconds, rss, fastest.stdout, pss, spread))
     return out
 
 
@@ -186,9 +189,10 @@ def ours(
 
 def line(name: str, run: Run, size: int, speed_of: Run | None = None) -> str:
     speed = f"{speed_of.seconds / run.seconds:6.2f}x" if speed_of is not None else " " * 7
+    runs = "/".join(f"{s:.2f}" for s in run.spread)
     return (
         f"  {name:<36} {run.seconds:6.2f} s  {size / 1e6 / run.seconds:7.1f} MB/s  {speed}"
-        f"  peak RSS {run.peak_rss_mb:6.1f} MB, PSS {run.peak_pss_mb:6.1f} MB"
+        f"  peak RSS {run.peak_rss_mb:6.1f} MB, PSS {run.peak_pss_mb:6.1f} MB  (runs {runs} s)"
     )
 
 
@@ -269,7 +273,19 @@ def claude_figures(homes: Sequence[Path], name: str, peers: Peers, cold: bool) -
         appends.undo()
 
 
+SECTIONS = ("fleet", "real", "generated", "codex", "startup", "big")
+
+
 def main() -> None:
+    """`python -m bench.scan [--runs N] [SECTION ...]`: all sections by default."""
+    global RUNS
+    args = sys.argv[1:]
+    if args[:1] == ["--runs"]:
+        RUNS, args = int(args[1]), args[2:]
+    unknown = sorted(set(args) - set(SECTIONS))
+    if unknown:
+        sys.exit(f"bench.scan: unknown section(s) {', '.join(unknown)}; known: {SECTIONS}")
+    wanted = set(args or SECTIONS)
     corpus = ensure_corpus()
     install_package()
     peers = Peers()
@@ -282,34 +298,41 @@ def main() -> None:
         " max summed PSS in one more run (shared pages of forked workers once)"
     )
 
-    total_size = size_of(machines)
-    compare("generated fleet, all five agents", [ours(machines)], [], total_size, cold)
+    if "fleet" in wanted:
+        total_size = size_of(machines)
+        compare("generated fleet, all five agents", [ours(machines)], [], total_size, cold)
 
     claude = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("claude"))
     for warm_too in (False, True):
         temperature = cold and not warm_too
-        claude_figures([real_shaped_home(200)], "real-shaped Claude home", peers, temperature)
-        claude_figures(claude, "generated Claude homes", peers, temperature)
+        if "real" in wanted:
+            claude_figures([real_shaped_home(200)], "real-shaped Claude home", peers, temperature)
+        if "generated" in wanted:
+            claude_figures(claude, "generated Claude homes", peers, temperature)
         if not cold:
             break
 
-    codex = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("codex"))
-    plain = plain_codex_mirror(codex)
-    compare(
-        "Codex homes, plain .jsonl rollouts only (the files ccusage reads)",
-        [ours(plain, "fleetmeter first scan")],
-        peers.codex(plain),
-        size_of(plain),
-        cold,
-    )
-    empty = WORK / "empty"
-    empty.mkdir(exist_ok=True)
-    (startup,) = best([ours([empty], "start-up: scan of an empty folder")], False)
-    print(f"\n  fleetmeter start-up (scan of an empty folder, warm): {startup.seconds:.3f} s")
+    if "codex" in wanted:
+        codex = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("codex"))
+        plain = plain_codex_mirror(codex)
+        compare(
+            "Codex homes, plain .jsonl rollouts only (the files ccusage reads)",
+            [ours(plain, "fleetmeter first scan")],
+            peers.codex(plain),
+            size_of(plain),
+            cold,
+        )
+    if "startup" in wanted:
+        empty = WORK / "empty"
+        empty.mkdir(exist_ok=True)
+        (startup,) = best([ours([empty], "start-up: scan of an empty folder")], False)
+        runs = "/".join(f"{s:.3f}" for s in startup.spread)
+        print(f"\n  fleetmeter start-up (scan of an empty folder, warm): {runs} s")
 
-    big = [real_shaped_home(1000)]
-    for temperature in (cold, False) if cold else (False,):
-        claude_figures(big, "1 GB real-shaped Claude home", peers, temperature)
+    if "big" in wanted:
+        big = [real_shaped_home(1000)]
+        for temperature in (cold, False) if cold else (False,):
+            claude_figures(big, "1 GB real-shaped Claude home", peers, temperature)
 
 
 if __name__ == "__main__":
