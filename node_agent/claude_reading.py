@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from node_agent.sources._claude_line import FileFacts
+from node_agent.sources._claude_line import FileFacts, ToolUses, UsageLine, tool_calls_of
 from node_agent.sources.base import ParseProblem, Sink
 from node_agent.sources.claude import ClaudeSource, Run
 from node_agent.tailer import LinesFrom, is_json
@@ -112,19 +112,27 @@ def _feed(
     facts.split_mismatch_reported = reading.mismatch_reported
     runs = reading.runs
     last = runs[-1] if runs else None
+    tools: ToolUses = []
     for lineno, line in lines:
-        usage = source.read_line(facts, lineno, line, sink)
+        tools.clear()
+        usage = source.read_line(facts, lineno, line, sink, tools)
         if usage is None:
             continue
         if last is not None and usage.group is not None and last.best.event_id == usage.event_id:
             # The next snapshot of the same call (a line without message.id is its own call).
             last.revisions.append(usage.revision)
             if usage.revision > last.best.revision:
-                last.best = usage
+                last.best = _with_tools(usage, tools)
             continue
-        last = Run(usage, [usage.revision], usage.is_sub)
+        last = Run(_with_tools(usage, tools), [usage.revision], usage.is_sub)
         runs.append(last)
     reading.mismatch_reported = facts.split_mismatch_reported
+
+
+def _with_tools(usage: UsageLine, tools: ToolUses) -> UsageLine:
+    """The line with its tool uses' signatures: made only for a run's best line, as the other
+    snapshots of a call are dropped (most lines of a streamed reply repeat its usage)."""
+    return msgspec.structs.replace(usage, tool_calls=tool_calls_of(tools)) if tools else usage
 
 
 def _copy(reading: FileReading) -> FileReading:

@@ -8,19 +8,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node_agent.claude_reading import read_file, replay
 from node_agent.sources._claude_line import (
     FileFacts,
+    ToolUses,
     UsageLine,
     checked_usage,
+    tool_calls_of,
     typed_record,
     typed_usage,
 )
 from node_agent.sources.base import Collector
 from node_agent.sources.claude import ClaudeSource
+from shared.events import UsageEvent
 
 PATH = Path("/home/u/.claude/projects/-home-u-app/5c766d26-8a81-4c79-877d-6e2e52307faf.jsonl")
 
@@ -160,6 +165,11 @@ def _same(line: bytes) -> None:
     assert got == want
     assert sink.problems == want_sink.problems
     assert sink.skipped == want_sink.skipped
+    if got is not None:  # tool uses left to the caller: the same signatures, made later
+        uses: ToolUses = []
+        deferred = typed_usage(typed, FileFacts(PATH), 1, Collector(), uses)
+        assert deferred == msgspec.structs.replace(got, tool_calls=None)
+        assert tool_calls_of(uses) == got.tool_calls
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -219,3 +229,58 @@ def test_real_lines_read_the_same_both_ways() -> None:
         except orjson.JSONDecodeError:
             continue
         _same(line)
+
+
+class _Sent(Collector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, int, str | None, str]] = []
+
+    def usage(self, event: UsageEvent) -> None:
+        self.sent.append((event.event_id, event.revision, event.tool_calls, event.origin))
+
+
+def _events(home: Path, engine: bool) -> list[tuple[str, int, str | None, str]]:
+    source, sink = ClaudeSource(), _Sent()
+    for found in source.discover(home):
+        if engine:
+            replay(source, found.path, read_file(found.path).whole, sink)
+            continue
+        for n, line in enumerate(found.path.read_bytes().split(b"\n"), 1):
+            if line:
+                source.feed_line(found.path, n, line, sink)
+        source.flush(sink)
+    return sink.sent
+
+
+def test_the_engine_keeps_the_tool_uses_of_the_snapshot_it_keeps(tmp_path: Path) -> None:
+    """The engine signs only a run's best line: the same tool_calls as the line-by-line source
+    (which signs each), whether the tool use is on the kept snapshot or a dropped one."""
+    tool = {"type": "tool_use", "name": "Bash", "input": {"command": "make"}}
+    lines = []
+    for n, (output, content) in enumerate(
+        [(5, "text"), (5, "tool"), (9, "tool"), (9, "text"), (3, "text"), (3, "tool")]
+    ):
+        rec = orjson.loads(orjson.dumps(BASE))
+        rec["uuid"] = f"u-{n}"
+        rec["message"]["id"] = rec["requestId"] = f"m{n // 4}"  # lines 0-3, then 4-5
+        rec["message"]["usage"]["output_tokens"] = output
+        rec["message"]["content"] = [tool if content == "tool" else BASE["message"]["content"][0]]
+        lines.append(orjson.dumps(rec))
+    home = tmp_path / "claude"
+    path = home / "projects" / "-p" / "5c766d26-8a81-4c79-877d-6e2e52307faf.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    engine = _events(home, engine=True)
+    assert engine == _events(home, engine=False)
+    assert [tools is not None for _, _, tools, _ in engine] == [True, False]
+
+
+def test_real_transcripts_give_the_same_tool_uses_both_ways() -> None:
+    realdata = Path(__file__).resolve().parent.parent.parent / "shared" / "realdata"
+    homes = sorted(p.parent for p in realdata.rglob("projects") if p.is_dir())
+    assert homes
+    for home in homes:
+        engine = _events(home, engine=True)
+        assert engine == _events(home, engine=False)
+    assert any(tools for home in homes for _, _, tools, _ in _events(home, engine=True))

@@ -155,10 +155,11 @@ def typed_record(line: bytes) -> _Record | None:
 
 
 def typed_usage(
-    rec: _Record, facts: FileFacts, lineno: int, sink: Sink
+    rec: _Record, facts: FileFacts, lineno: int, sink: Sink, defer: ToolUses | None = None
 ) -> UsageLine | None | Literal[False]:
     """The usage line of a typed record; None when it holds none (after telling `sink` why, as
-    the checked path would); False when it is one for the checked path."""
+    the checked path would); False when it is one for the checked path. With `defer`, its tool
+    uses go there and its `tool_calls` is left None."""
     msg = rec.message
     if msg is None:
         return None
@@ -193,7 +194,7 @@ def typed_usage(
     agent_id = rec.agentId or None
     is_sub = rec.isSidechain is True or agent_id is not None or facts.subagent
     cost = rec.costUSD
-    tool_calls = _typed_tool_calls(msg.content)
+    tool_calls = _typed_tool_calls(msg.content, defer)
     if tool_calls is False:
         return False  # an input orjson refuses: the checked path words it
     return _line(
@@ -230,9 +231,10 @@ def checked_usage(
     facts: FileFacts,
     lineno: int,
     sink: Sink,
+    defer: ToolUses | None = None,
 ) -> UsageLine | None:
     """The usage line of a record read as dicts, every value checked; None (after reporting
-    the problem) when it cannot be one."""
+    the problem) when it cannot be one. `defer`: as for `typed_usage`."""
     ts = _timestamp(rec.get("timestamp"))
     path = str(facts.path)
     if ts is None:
@@ -284,7 +286,7 @@ def checked_usage(
             unsplit,
             _decimal_str(rec.get("costUSD")),
             _str(rec.get("version")),
-            _checked_tool_calls(msg.get("content")),
+            _checked_tool_calls(msg.get("content"), defer),
         ),
     )
 
@@ -372,12 +374,19 @@ def record_of(path: Path, lineno: int, line: bytes, sink: Sink) -> dict[str, Any
 # -- tool uses -----------------------------------------------------------------------------
 
 
-def _typed_tool_calls(content: str | list[_Block] | None) -> str | None | Literal[False]:
+# A line's tool uses as (name, input), for `tool_calls`; a reader that keeps only some lines
+# (the largest snapshot of each call) passes a list to take them instead of their signature.
+ToolUses = list[tuple[str, object]]
+
+
+def _typed_tool_calls(
+    content: str | list[_Block] | None, defer: ToolUses | None
+) -> str | None | Literal[False]:
     """The tool uses of typed content blocks (see `_signature`); False when an input is not
     JSON orjson reads (the checked path then refuses the line)."""
     if not isinstance(content, list):
         return None
-    parts = []
+    uses: ToolUses = []
     for block in content:
         if block.type == "tool_use":
             raw = block.input
@@ -385,19 +394,31 @@ def _typed_tool_calls(content: str | list[_Block] | None) -> str | None | Litera
                 value = orjson.loads(memoryview(raw)) if len(raw) else None
             except orjson.JSONDecodeError:
                 return False
-            parts.append(_signature(block.name or "?", value))
-    return ",".join(parts) or None
+            uses.append((block.name or "?", value))
+    return _tool_calls(uses, defer)
 
 
-def _checked_tool_calls(content: object) -> str | None:
+def _checked_tool_calls(content: object, defer: ToolUses | None) -> str | None:
     if not isinstance(content, list):
         return None
-    parts = [
-        _signature(_str(block.get("name")) or "?", block.get("input"))
+    uses: ToolUses = [
+        (_str(block.get("name")) or "?", block.get("input"))
         for block in content
         if isinstance(block, dict) and block.get("type") == "tool_use"
     ]
-    return ",".join(parts) or None
+    return _tool_calls(uses, defer)
+
+
+def _tool_calls(uses: ToolUses, defer: ToolUses | None) -> str | None:
+    if defer is not None:
+        defer.extend(uses)
+        return None
+    return tool_calls_of(uses)
+
+
+def tool_calls_of(uses: ToolUses) -> str | None:
+    """`UsageEvent.tool_calls` of a line's tool uses."""
+    return ",".join(_signature(name, value) for name, value in uses) or None
 
 
 def _signature(name: str, tool_input: object) -> str:

@@ -45,6 +45,7 @@ from node_agent.sources._claude_limits import is_limit_text, machine_zone, parse
 from node_agent.sources._claude_line import (
     SYNTHETIC_MODEL,
     FileFacts,
+    ToolUses,
     UsageLine,
     checked_usage,
     record_of,
@@ -241,11 +242,19 @@ class ClaudeSource(Source):
         if usage is not None:
             self.take(Run(usage, [usage.revision], usage.is_sub), path, sink)
 
-    def read_line(self, facts: FileFacts, lineno: int, line: bytes, sink: Sink) -> UsageLine | None:
-        """The usage line on `line`, if any; limit lines, skips and problems go to `sink`."""
+    def read_line(
+        self,
+        facts: FileFacts,
+        lineno: int,
+        line: bytes,
+        sink: Sink,
+        defer: ToolUses | None = None,
+    ) -> UsageLine | None:
+        """The usage line on `line`, if any; limit lines, skips and problems go to `sink`.
+        `defer`: takes its tool uses, leaving its `tool_calls` to the caller (`with_tools`)."""
         typed = typed_record(line)
         if typed is not None:
-            usage = typed_usage(typed, facts, lineno, sink)
+            usage = typed_usage(typed, facts, lineno, sink, defer)
             if usage is not False:
                 return usage
         path = facts.path
@@ -264,7 +273,9 @@ class ClaudeSource(Source):
         if msg.get("model") == SYNTHETIC_MODEL:
             sink.skip("synthetic")
             return None
-        return checked_usage(rec, msg, found, facts, lineno, sink)
+        if defer is not None:
+            defer.clear()  # of the typed path, had it got as far
+        return checked_usage(rec, msg, found, facts, lineno, sink, defer)
 
     def take(self, run: Run, path: Path, sink: Sink) -> None:
         """The dedupe of a run of `path`'s usage lines: as if its lines came one by one."""
