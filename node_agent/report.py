@@ -42,6 +42,7 @@ from node_agent.scan_index import (
     calls_of,
     decode_reading,
     run_task,
+    unit_key,
 )
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
@@ -186,7 +187,7 @@ def build_report(
             if isinstance(task, Task)
         ]
         done = iter(run(_read_claude, claude_work))
-        units_done = run(_run_unit, [(unit, targets, config.node, query) for unit in units])
+        units_done = _units_done(units, targets, config.node, query, index, run)
         for part, _keys in _regroup_overlaps(units, units_done, targets, config.node, query, run):
             report.merge(part)
     parts: list[_Claude] = []
@@ -364,12 +365,23 @@ def connected(keys: Iterable[Iterable[Hashable]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _context(targets: Sequence[Target], node: str, query: Query) -> bytes:
-    """What a priced partial report depends on besides its files' readings."""
+# The reading rules of the other agents' units: a unit kept priced depends on them too.
+_SOURCES: Final = ("sources", "scan.py", "tailer.py")
+
+
+def _context(
+    targets: Sequence[Target], node: str, query: Query, rules: Sequence[str] = ()
+) -> bytes:
+    """What a priced partial report depends on besides its files' readings (and `rules`, more
+    of fleetmeter's own source under node_agent/)."""
     digest = blake2b(digest_size=16)
     root = Path(__file__).resolve().parent.parent
-    for source in sorted((root / "pricing").rglob("*.py")) + sorted(
-        (root / "pricing" / "tables").glob("*.toml")
+    mine = [root / "node_agent" / name for name in rules]
+    code = [found for p in mine for found in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    for source in (
+        sorted((root / "pricing").rglob("*.py"))
+        + sorted((root / "pricing" / "tables").glob("*.toml"))
+        + code
     ):
         digest.update(source.read_bytes())
     digest.update(Path(__file__).read_bytes())
@@ -453,6 +465,47 @@ def _runner(jobs: int) -> Iterator[Runner]:
             return pool.map(task, work, chunksize=max(1, len(work) // (jobs * 8)))
 
         yield run
+
+
+def _units_done(
+    units: Sequence[Unit],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    index: ScanIndex | None,
+    run: Runner,
+) -> list[Result]:
+    """Each unit's priced report and dedupe keys: taken from the index when none of its files
+    changed since, else read (and kept there)."""
+    context = _context(targets, node, query, _SOURCES) if index is not None else b""
+    keys = [unit_key(context, unit.files) if index is not None else None for unit in units]
+    kept: list[Result | None] = []
+    for key in keys:
+        blob = index.report(key) if index is not None and key is not None else None
+        kept.append(_unpickled_result(blob) if blob is not None else None)
+    todo = [
+        (unit, targets, node, query) for unit, got in zip(units, kept, strict=True) if got is None
+    ]
+    fresh = iter(run(_run_unit, todo))
+    done: list[Result] = []
+    for key, got in zip(keys, kept, strict=True):
+        if got is None:
+            got = next(fresh)
+            if index is not None and key is not None:
+                index.keep_report(key, pickle.dumps(got, pickle.HIGHEST_PROTOCOL))
+        done.append(got)
+    return done
+
+
+def _unpickled_result(blob: bytes) -> Result | None:
+    """A kept unit result; None (read anew) when the blob is not one."""
+    try:
+        found = pickle.loads(blob)  # our own cache, in an owner-only folder
+    except Exception:  # a damaged pickle can raise nearly anything
+        return None
+    if isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], Report):
+        return found if isinstance(found[1], frozenset) else None
+    return None
 
 
 def _regroup_overlaps(

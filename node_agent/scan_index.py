@@ -30,12 +30,14 @@ import time
 
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
 from _blake2 import blake2b
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
 from node_agent.claude_reading import FileReading, Outcome, read_file
+from node_agent.sources.base import FileKind, SourceFile
 
 INDEX_NAME: Final = "scan-index.msgpack"
 WINDOW_BYTES: Final = 4096
@@ -264,6 +266,28 @@ def run_task(task: Task) -> Done:
         stored(kept),
     )
     return Done(outcome, entry)
+
+
+def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes | None:
+    """The key under which a unit of another agent's log files (see `report.plan_units`) is
+    kept priced: its files' identities (path, device and inode, size, mtime) with `context`.
+    None when it cannot be kept: a file that is not a JSONL log (a SQLite store changes
+    through its journal), cannot be stat'ed, or was written too lately for its size and
+    mtime to show a write in the same clock tick."""
+    digest = blake2b(context, digest_size=16)
+    young = time.time_ns() - RACY_NS
+    for target, file in files:
+        if file.kind not in (FileKind.JSONL, FileKind.JSONL_ZST):
+            return None
+        try:
+            st = os.stat(file.path)
+        except OSError:
+            return None
+        if st.st_mtime_ns >= young:
+            return None
+        identity = (str(file.path), target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest.update(repr(identity).encode())
+    return digest.digest()
 
 
 def _read_regular(path: Path) -> bytes:

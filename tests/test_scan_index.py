@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from node_agent.cli import main
 from node_agent.render import render_json
 from node_agent.report import Query, build_report
 from node_agent.scan import scan
+from node_agent.simulate.fleet import generate_fleet
 from node_agent.sources.claude import ClaudeSource
 from shared.config import NodeConfig
 
@@ -402,3 +403,51 @@ def test_a_damaged_reading_in_the_index_is_read_afresh(tmp_path: Path) -> None:
     after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
     assert after.rollup.total.calls == first.rollup.total.calls + 1
+
+
+def test_other_agents_units_are_kept_priced_until_one_of_their_files_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Codex, Gemini and the like: a unit whose JSONL files are unchanged (and old enough for
+    size and mtime to show a write) is taken priced from the index, not read."""
+    generate_fleet(tmp_path / "fleet", seed=7, machines=1, start=datetime(2026, 10, 5, tzinfo=UTC))
+    machine, cache = tmp_path / "fleet" / "spark01", tmp_path / "cache"
+    logs = [p for p in machine.rglob("*") if p.is_file()]
+    old = time.time() - 3600
+    for path in logs:
+        os.utime(path, (old, old))
+    seen: list[Path] = []
+    real = report_module.feed_file
+
+    def spy(source: Any, file: Any, sink: Any) -> Any:
+        seen.append(file.path)
+        return real(source, file, sink)
+
+    monkeypatch.setattr(report_module, "feed_file", spy)
+
+    def scan_it() -> str:
+        return render_json(build_report([machine], NodeConfig(), QUERY, jobs=1, cache_dir=cache))
+
+    def whole() -> str:
+        return render_json(build_report([machine], NodeConfig(), QUERY, jobs=1))
+
+    first = scan_it()
+    jsonl = {p for p in seen if p.name.endswith((".jsonl", ".jsonl.zst"))}
+    assert any("codex" in str(p) for p in jsonl) and any("gemini" in str(p) for p in jsonl)
+    seen.clear()
+    assert scan_it() == first
+    assert not [p for p in seen if p.name.endswith((".jsonl", ".jsonl.zst"))]
+    assert seen  # the stores that change through a journal are read each time
+    rollout = sorted(p for p in jsonl if "codex" in str(p))[0]
+    os.utime(rollout, (old + 1, old + 1))  # changed: its unit is read again
+    seen.clear()
+    assert scan_it() == first
+    assert rollout in seen and not [p for p in seen if "gemini" in str(p)]
+    assert whole() == first
+    os.utime(rollout)  # written just now: read, and not kept
+    seen.clear()
+    scan_it()
+    assert rollout in seen
+    seen.clear()
+    scan_it()
+    assert rollout in seen
