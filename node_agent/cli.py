@@ -16,6 +16,7 @@ import orjson
 
 from node_agent.render import render_json, render_text
 from node_agent.report import Query, Report, build_report
+from node_agent.scan_index import default_dir as default_index_dir
 from node_agent.systemd import UNIT_PATH, render_unit
 from pricing.outcomes import (
     OUTCOME_KEYS,
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     scan_p.add_argument("--until", type=iso_day, help="last day (YYYY-MM-DD, in --tz)")
     scan_p.add_argument("--json", action="store_true", help="print one JSON object")
     scan_p.add_argument("--config", type=Path, help="node config file (profiles)")
+    scan_p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read every file from the start and keep no scan index"
+        " (default: $XDG_CACHE_HOME/fleetmeter/scan-index.msgpack)",
+    )
     scan_p.add_argument(
         "--jobs",
         type=positive_int,
@@ -248,7 +255,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     keys = ("session",) if outcome else tuple(by)
     query = Query(keys, tz, args.since, args.until, keep_calls=outcome is not None)
     with _batch_gc():
-        report = build_report(args.paths, config, query, jobs=args.jobs)
+        cache = None if args.no_cache else default_index_dir()
+        report = build_report(args.paths, config, query, jobs=args.jobs, cache_dir=cache)
+    for warning in report.warnings:
+        print(f"node-agent scan: {warning}", file=sys.stderr)
     if outcome is not None:
         return _print_outcomes(report, outcome, config, args)
     if args.json:

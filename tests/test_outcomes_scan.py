@@ -368,3 +368,17 @@ def test_a_batch_carries_no_more_outcomes_than_a_hub_takes(tmp_path: Path) -> No
     batch_body("s", 1, 0, [], None, first)  # the wire takes it
     watch.acked(first)
     assert len(watch.take()) == 100
+
+
+def test_a_scan_index_kept_by_another_view_does_not_lose_the_calls(
+    work: dict[str, Any], tmp_path: Path
+) -> None:
+    """The scan index keeps priced reports; one kept for `--by session` (no calls) must not
+    answer `--by commit`, which attributes the calls one by one."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    plain = scan_json("--by", "session", str(work["home"]), env=env)
+    assert plain["total"]["calls"] == 8
+    indexed = scan_json("--by", "commit", str(work["home"]), env=env)
+    fresh = scan_json("--by", "commit", "--no-cache", str(work["home"]), env=env)
+    assert indexed["rows"] == fresh["rows"] and indexed["total"] == fresh["total"]
+    assert {r["commit"] for r in indexed["rows"]} == {work["c1"], work["c2"], None}
