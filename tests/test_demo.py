@@ -31,7 +31,20 @@ def alive(proc: psutil.Process) -> bool:
 
 
 def descendants() -> list[psutil.Process]:
-    return psutil.Process().children(recursive=True)
+    """This process's descendants but those that were there before the test: an earlier test
+    in the same run may leave long-lived helpers behind by design (test_kill_storm's corpus
+    generation starts multiprocessing's forkserver and resource tracker, which live as long
+    as pytest), and they are not the demo's to end."""
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in _before]
+
+
+_before: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _note_the_children_before() -> None:
+    _before.clear()
+    _before.update(p.pid for p in psutil.Process().children(recursive=True))
 
 
 def assert_all_gone(procs: Sequence[psutil.Process]) -> None:
