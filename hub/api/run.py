@@ -11,6 +11,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from fastapi import FastAPI
+
 from hub.alerts.courier import Courier, sink_secrets
 from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
@@ -38,15 +40,7 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         sd_notify("STATUS=failed: cannot listen\nERRNO=98")
         return EXIT_FAILURE
     ensure_admin_token(config.path)
-    app = create_app(
-        service,
-        TokenBook(tokens_path(config.path)),
-        hub_name=config.name,
-        version=package_version(),
-        rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
-        governor=hub.governor,
-        alerts=hub.alerts,
-    )
+    app = hub_app(hub, service)
     try:
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
         api.start()
@@ -78,6 +72,22 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         hub.stop()
         log.info("hub stopped; the store is committed")
     return status
+
+
+def hub_app(hub: Hub, service: FleetService) -> FastAPI:
+    """The HTTP API over a started hub: its service, governor and alert outbox, its tokens
+    beside its config (`fleet-hub serve`, and the demo's embedded hub)."""
+    config = hub.config
+    assert config.path is not None
+    return create_app(
+        service,
+        TokenBook(tokens_path(config.path)),
+        hub_name=config.name,
+        version=package_version(),
+        rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
+        governor=hub.governor,
+        alerts=hub.alerts,
+    )
 
 
 CHECK_EVERY_S = 1.0
