@@ -164,12 +164,14 @@ def test_the_runaway_is_paused_alerted_overridden_and_resumed(tmp_path: Path) ->
         assert raised.returncode == 0, raised.stderr
         assert f"budget '{BUDGET}' raised to $100,000.00 until" in raised.stdout, raised.stdout
         assert "in the config" not in raised.stdout  # taken by the running hub, not a file
+        budget = next(b for b in client.get("/api/v1/budgets")["budgets"] if b["name"] == BUDGET)
+        assert (budget["state"], budget["limit_in_force"]) == ("ok", "100000"), budget
+        assert budget["override"]["why"] == "the demo's test: worth it"
         resumed = fleet_hub(tmp_path, "resume", "spark02", str(pid), "--config", str(config_path))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert states(pid) & {psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING}
         assert psutil.STATUS_STOPPED not in states(pid)
-        # It runs on: its next calls reach the hub and the governor leaves it running (without
-        # the override, the first of them would pause it again).
+        # It runs on: its next calls reach the hub, and the governor leaves it running.
         calls = truth_calls(agents, "spark02-claude-api")
 
         def called_on() -> bool:
@@ -177,7 +179,7 @@ def test_the_runaway_is_paused_alerted_overridden_and_resumed(tmp_path: Path) ->
             return truth_calls(agents, "spark02-claude-api") >= calls + 5
 
         wait_for(called_on, 20, "five more calls of the resumed runaway", 0.05)
-        time.sleep(1.5)  # the hub has their batch: a re-pause would land now
+        time.sleep(1.5)  # the hub has their batch: a stop would land now
         assert psutil.STATUS_STOPPED not in states(pid)
         assert any("raised to $100,000.00" in t for t in feed())
         sink = config.alerts.sink("demo-webhook")
