@@ -105,6 +105,7 @@ def test_the_runaway_is_paused_alerted_overridden_and_resumed(tmp_path: Path) ->
         def feed() -> list[str]:
             return [line["text"] for line in client.get("/api/v1/feed", limit=500)]
 
+        assert any(t.endswith(f"fleet-hub budget list --config {config_path}") for t in feed())
         crossing = f"budget '{BUDGET}' (machine=spark02,profile=claude-api, hour) at 100 %"
         wait_for(lambda: any(t.startswith(crossing) for t in feed()), 10, "the crossing told")
         told = next(t for t in feed() if t.startswith(crossing))

@@ -6,9 +6,8 @@ beside the config), the courier delivering the outbox's alerts to the configured
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
-
-from fastapi import FastAPI
 
 from hub.alerts.courier import Courier, sink_secrets
 from hub.api.alert_http import HttpxPost
@@ -27,7 +26,7 @@ class HubServices:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.api: ApiServer | None = None
-        self._app: FastAPI | None = None
+        self._close_streams: Callable[[], None] | None = None  # the API's live streams
         self._courier: Courier | None = None
         self._post: HttpxPost | None = None
 
@@ -36,8 +35,9 @@ class HubServices:
         assert hub.service is not None and hub.alerts is not None and config.path is not None
         secrets = sink_secrets(config.alerts)  # a bad secret: a ConfigError, before serving
         ensure_admin_token(config.path)
-        self._app = hub_app(hub, hub.service)
-        self.api = ApiServer(self._app, LISTEN)
+        app = hub_app(hub, hub.service)
+        self._close_streams = app.state.broker.close
+        self.api = ApiServer(app, LISTEN)
         self.api.start()
         set_api_listen(config.path, urlsplit(self.api.url).netloc)
         # httpx logs every request at INFO: a line per alert would bury the demo's own news
@@ -54,5 +54,5 @@ class HubServices:
         if post is not None:
             post.close()
         api, self.api = self.api, None
-        if api is not None and self._app is not None:
-            api.stop(before=self._app.state.broker.close)  # open streams end whole
+        if api is not None:
+            api.stop(before=self._close_streams)  # open streams end whole, not cut
