@@ -21,22 +21,11 @@ from standardwebhooks.webhooks import Webhook
 
 from hub.api_client import HubClient, token_for
 from hub.config import load_hub_config
+from tests.api_harness import fleet_hub
 from tests.fleet_harness import ROOT, child_env, wait_for
 
 PACE = "0.3"  # the runaway calls every 0.3 s: its $50 hour budget is crossed ~20 s in
 BUDGET = "spark02 claude-api hour"
-
-
-def fleet_hub(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        capture_output=True,
-        text=True,
-        env=child_env(tmp),
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def ready_line(agents: Path, stem: str) -> dict[str, Any] | None:
