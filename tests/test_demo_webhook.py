@@ -103,3 +103,27 @@ def test_stopped_it_leaves_no_port_and_no_thread(tmp_path: Path) -> None:
     assert not any(t.name == "demo-webhook" for t in threading.enumerate())
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_redelivery_to_the_next_run_in_the_same_dir_is_not_told_again(tmp_path: Path) -> None:
+    """A demo killed after keeping an alert but before the hub heard the 204: the next run's
+    hub sends it again with the same webhook-id."""
+    secret_file = write_secret(tmp_path / "hook.secret")
+    secret = secret_file.read_text().strip()
+    payload = body("budget:x:1:100")
+    journal = tmp_path / "deliveries.jsonl"
+    first = DemoWebhook(secret_file, journal).start()
+    try:
+        assert post(first.url, payload, signed(secret, "msg_1", payload)) == 204
+    finally:
+        first.stop()
+    told: list[Delivery] = []
+    again = DemoWebhook(secret_file, journal, told.append).start()
+    try:
+        assert post(again.url, payload, signed(secret, "msg_1", payload)) == 204
+        other = body("cache_thrash:s1")
+        assert post(again.url, other, signed(secret, "msg_2", other)) == 204
+    finally:
+        again.stop()
+    assert [d.webhook_id for d in told] == ["msg_2"]
+    assert len(journal.read_text().splitlines()) == 2

@@ -2,7 +2,8 @@
 endpoint. A small HTTP server on loopback (a thread of the demo's process) that checks each
 delivery's Standard Webhooks signature with the sink's secret, keeps each alert once (by
 `webhook-id`: a retry carries the same one), appends what it accepted to a journal file and
-tells the demo (`on_delivery`), which puts it in the feed.
+tells the demo (`on_delivery`), which puts it in the feed. The journal's ids count as kept
+at the next start in the same directory.
 
 A request whose signature does not verify is answered 401 (the hub dead-letters it: a wrong
 secret does not heal by retrying) and is neither kept nor told.
@@ -81,7 +82,8 @@ class DemoWebhook:
         self.journal = journal
         self.on_delivery = on_delivery
         self.rejected = 0
-        self._seen: dict[str, Delivery] = {}
+        self._seen: dict[str, Delivery] = {}  # this run's
+        self._earlier = _journaled_ids(journal)  # a re-run in the same dir: told already
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -131,7 +133,7 @@ class DemoWebhook:
         msg_id = headers["webhook-id"]
         delivery = Delivery(msg_id, time.time(), alert)
         with self._lock:
-            if msg_id in self._seen:
+            if msg_id in self._seen or msg_id in self._earlier:
                 return 204  # a retry of one already kept: acknowledged, not told again
             self._seen[msg_id] = delivery
             with open(self.journal, "a", encoding="utf-8") as out:
@@ -142,6 +144,17 @@ class DemoWebhook:
         except Exception:
             log.exception("demo webhook: telling the demo about %s failed", msg_id)
         return 204
+
+
+def _journaled_ids(journal: Path) -> set[str]:
+    """The webhook-ids an earlier run kept (a demo killed before the hub heard its 204 gets
+    the alert again, with the same id, in the next run)."""
+    ids: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                ids.add(str(json.loads(line)["headers"]["webhook-id"]))
+    return ids
 
 
 def _handler(receiver: DemoWebhook) -> type[BaseHTTPRequestHandler]:
