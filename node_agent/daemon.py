@@ -37,6 +37,8 @@ from node_agent.identity import identity_watchers
 from node_agent.link import CommandResponder, EventSender, LinkConfig
 from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
+from node_agent.outcomes.forge import forge_from_env
+from node_agent.outcomes.watch import OutcomeWatch
 from node_agent.recovery import Backoff, open_checked_outbox
 from node_agent.sources.registry import all_sources
 from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
@@ -93,6 +95,12 @@ class Daemon:
             else None
         )
         self.identities = identity_watchers(config.profiles)
+        # what each session produced (git, the forge), read on a thread of its own
+        self.outcomes = OutcomeWatch(
+            self.state_dir / "outcome_spans.json",
+            forge=forge_from_env(),
+            identities=config.commit_identities,
+        )
         self.pending = 0  # events in the outbox, for the hello
         self._held: list[ProfileEvent] = []  # profile events not yet committed (outbox full)
         self.booted = time.time()
@@ -231,6 +239,7 @@ class Daemon:
             return self.timeline.profile_at(agent, home, ts)
 
     def _saw(self, events: Sequence[Event]) -> None:
+        self.outcomes.saw(events)
         with self._lock:
             for event in events:
                 if isinstance(event, LimitEvent):
@@ -312,8 +321,15 @@ class Daemon:
                 self.config.ca_file, self.config.server_name or "", self.config.cert_key_file
             )
         link = LinkConfig(self.config.node, key, tls)
+        self.outcomes.load()  # the state dir is ours and usable by now
         self.sender = EventSender(
-            link, address.events, self.outbox_path, self.hello, wake=self.wake, stop=self.stop
+            link,
+            address.events,
+            self.outbox_path,
+            self.hello,
+            wake=self.wake,
+            stop=self.stop,
+            outcomes=self.outcomes,
         )
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
@@ -322,6 +338,11 @@ class Daemon:
             threading.Thread(target=self._guard(self._ingest), name="ingest", daemon=True),
             threading.Thread(target=self._guard(self.sender.run), name="sender", daemon=True),
             threading.Thread(target=self._guard(self.responder.run), name="commands", daemon=True),
+            threading.Thread(
+                target=self._guard(lambda: self.outcomes.run(self.stop)),
+                name="outcomes",
+                daemon=True,
+            ),
         ]
         for thread in threads:
             thread.start()

@@ -25,10 +25,10 @@ from node_agent.scan import Target, nothing_to_read, read_file, resolve_targets
 from node_agent.sources.base import Collector, ParseProblem, SourceFile
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
-from pricing import CallBatch, PriceBook
+from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
-from shared.events import Agent
+from shared.events import Agent, UsageEvent
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -40,6 +40,7 @@ class Query:
     tz: tzinfo
     since: date | None = None
     until: date | None = None
+    keep_calls: bool = False  # keep each priced call (an outcome view attributes them one by one)
 
     def wants(self, ts: float) -> bool:
         if self.since is None and self.until is None:
@@ -59,6 +60,7 @@ class Report:
     problems: list[ParseProblem] = field(default_factory=list)
     unknown_models: Counter[str] = field(default_factory=Counter)
     path_problems: list[ParseProblem] = field(default_factory=list)  # paths that were no home
+    calls: list[tuple[UsageEvent, PricedCall]] = field(default_factory=list)  # Query.keep_calls
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -72,6 +74,7 @@ class Report:
         self.skipped.update(other.skipped)
         self.problems.extend(other.problems)
         self.unknown_models.update(other.unknown_models)
+        self.calls.extend(other.calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,8 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
             # Priced per row in sums (exact, and far cheaper than a price per call).
             row = report.rollup.key(event, attribution)
             unknown = batch.add(row, event, target.billing)
+            if query.keep_calls:
+                report.calls.append((event, PriceBook.default().price(event, target.billing)))
             if unknown is not None:
                 report.unknown_models[event.model] += 1
                 report.rollup.add_calls(row, 1, event.tokens, unknown)

@@ -19,7 +19,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
+from hub.api.front import HubFront
 from hub.budgets.model import Budget, ScopeKind
 from hub.config import init_hub, load_hub_config
 from hub.demo._agent import HOME_VARIABLES, DemoAgent, end_agents, fake_agent_command
@@ -34,10 +36,9 @@ from hub.demo._cast import (
     project_names,
 )
 from hub.demo._guard import RUN_VARIABLE, start_guard
-from hub.demo._loop import SINK, close_the_loop, runaway_budget
+from hub.demo._loop import SINK, close_the_loop, runaway_budget, set_api_listen
 from hub.demo._nodes import end_nodes, node_command, write_node_config
 from hub.demo._scheduler import rotate, status_before, write_status
-from hub.demo._services import HubServices
 from hub.demo._spawn import child_env, spawn
 from hub.demo._webhook import Delivery, DemoWebhook, write_secret
 from hub.serve import Hub
@@ -85,7 +86,7 @@ class DemoFleet:
         self._guard: subprocess.Popen[bytes] | None = None
         self.webhook: DemoWebhook | None = None  # where the hub's alerts land
         self.budget: Budget | None = None  # the runaway's budget (hub.demo._loop)
-        self._services: HubServices | None = None
+        self._front: HubFront | None = None  # the hub's API and alert courier
 
     @property
     def agents(self) -> list[DemoAgent]:
@@ -180,10 +181,14 @@ class DemoFleet:
         self.budget = runaway_budget(self.cast)
         close_the_loop(config_path, self.budget, self.webhook.url, secret)
         self.hub = Hub(load_hub_config(config_path))
+        self._front = HubFront(self.hub)  # a bad sink secret: a ConfigError, before serving
         self._hub_running = True
         self.service = self.hub.start()
-        self._services = HubServices(self.hub)
-        self._services.start()
+        self._front.start(self.service)
+        # `fleet-hub ... --config` finds the API on the port it got
+        set_api_listen(config_path, urlsplit(self._front.url).netloc)
+        # httpx logs every request at INFO: a line per alert would bury the demo's own news
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         machine = self.budget.scope.value(ScopeKind.MACHINE) or "fleet"
         self.service.tell(
             machine,
@@ -317,17 +322,17 @@ class DemoFleet:
             # Agents first, while their nodes and the hub still take what they logged.
             _safely(lambda: end_agents(list(self._agents)), "ending the fake agents")
             _safely(lambda: end_nodes(list(self.nodes.values())), "ending the node agents")
-            _safely(self._stop_services, "stopping the API and the alert courier")
+            _safely(self._stop_front, "stopping the API and the alert courier")
             _safely(self._stop_hub, "stopping the hub")
             _safely(self._stop_webhook, "stopping the webhook receiver")
             _safely(self._stop_guard, "stopping the guard")
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
-    def _stop_services(self) -> None:
-        services, self._services = self._services, None
-        if services is not None:
-            services.stop()
+    def _stop_front(self) -> None:
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
 
     def _stop_webhook(self) -> None:
         if self.webhook is not None:
