@@ -9,6 +9,7 @@ Every error is a JSON `{"error": "..."}` with its status; none is a traceback.
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import date
 from typing import Annotated, Any, Final, Literal
@@ -36,6 +37,7 @@ from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_fo
 from hub.api.mirror import mirror_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
+from hub.commander import CommandsClosed
 from hub.ledger import FLEET, Dimension, Period, profile_key
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
@@ -168,6 +170,15 @@ def create_app(
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
         log.error("store unavailable: %s", exc)
         return JSONResponse({"error": f"the hub's store is unavailable: {exc}"}, 503)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _busy(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        log.error("store busy or failing: %s", exc)  # locked past its busy timeout, disk full
+        return JSONResponse({"error": f"the hub's store cannot answer now ({exc}): retry"}, 503)
+
+    @app.exception_handler(CommandsClosed)
+    async def _closed(_: Request, exc: CommandsClosed) -> JSONResponse:
+        return JSONResponse({"error": f"{exc}: the hub is stopping, retry when it is back"}, 503)
 
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
