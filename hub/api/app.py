@@ -251,8 +251,13 @@ def create_app(
         rows = service.sessions([key])
         if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
             raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
-        first, last, amounts = service.session_series(key, bins)
-        return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
+        series = service.session_series(key, bins)
+        return {
+            "first_call": series.first_call,
+            "last_call": series.last_call,
+            "bins": [views.money(a) for a in series.bins],
+            "rolled_up_before": series.rolled_up_before,
+        }
 
     @app.get(
         f"{API}/profiles/{{machine}}/{{profile}}/history",
