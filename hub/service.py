@@ -500,6 +500,12 @@ class FleetService:
         with self._lock:
             return self.pauses.of(node, process)
 
+    def pause_holder(self, node: str, pid: int, create_time: float) -> tuple[float, str] | None:
+        """(when, who) of the pause that holds that process now, from the audit log; None when
+        it is not paused through this hub (never, or resumed or killed since)."""
+        with self._lock:
+            return self.pauses.holder(node, pid, create_time)
+
     def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
         """The agent processes each node reported with its last batch."""
         with self._lock:
