@@ -103,5 +103,8 @@ def test_a_thrashing_agent_is_found_through_serve_and_node_and_found_once(
             agent.destroy()
             normal.destroy()
         assert [f[0] for f in _findings(db) if f[1] == "cache_thrash"] == [finding_id]
-        assert {f[1] for f in _findings(db)} <= {"cache_thrash", "run_rate_spike"}
+        assert {f[1] for f in _findings(db)} <= {"cache_thrash", "run_rate_spike", "context_growth"}
+        # the runaway's prompt (a random 60-180k write each call) climbs 4 calls in a row now
+        # and then: a context climb of its session, never of the normal one
+        assert all(agent.session_id in f[2] for f in _findings(db) if f[1] == "context_growth")
         assert not [f for f in _findings(db) if normal.session_id in f[2]]
