@@ -949,15 +949,20 @@ def session_detail(dash: Dashboard, key: str, bins: int = 72) -> Detail:
                 f"rss {p.rss // 2**20} MiB · {p.children} children · {p.cwd or ''}",
             )
         )
-    first, last, series = s.session_series(key, bins)
+    series = s.session_series(key, bins)
+    first, last = series.first_call, series.last_call
     label = (
         f"API-eq spend over the session's life ({fmt.age(last - first)})" if first else "no calls"
     )
+    if series.rolled_up_before is not None:
+        when = datetime.fromtimestamp(series.rolled_up_before, s.tz).strftime("%Y-%m-%d %H:%M")
+        label += f"; before {when} by quarter-hour"
+        figures.append(("events", f"pruned before {when}; totals from roll-ups"))
     pkey = profile_key(fig.machine, fig.profile) if fig and fig.profile else None
     return Detail(
         f"session {key}",
         tuple(figures),
-        tuple(series),
+        tuple(series.bins),
         label,
         (session_row(key, fig, proc, now),),
         timeline_lines(s, [pkey] if pkey else [], s.tz),

@@ -54,6 +54,7 @@ from hub.service import (
     Subscriber,
     Update,
 )
+from hub.session_series import SessionSeries
 from hub.source import Connection
 from shared.events import Agent, ProfileEvent, ProfileState
 from shared.hello import ProcessInfo
@@ -314,13 +315,19 @@ class RemoteFleet:
         found = got.get("outcome")
         return None if found is None else outcome_from_map(found)
 
-    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
+    def session_series(self, key: str, bins: int) -> SessionSeries:
         try:
             got = self._get(f"/sessions/{_quote(key)}/series", bins=bins)
         except HubUnavailable:
-            return 0.0, 0.0, [ZERO] * bins
+            return SessionSeries(0.0, 0.0, [ZERO] * bins)
         amounts = [Decimal(a) if a is not None else ZERO for a in got["bins"]]
-        return float(got["first_call"]), float(got["last_call"]), amounts
+        rolled = got.get("rolled_up_before")
+        return SessionSeries(
+            float(got["first_call"]),
+            float(got["last_call"]),
+            amounts,
+            None if rolled is None else float(rolled),
+        )
 
     def profile_history(self, key: str) -> list[ProfileEvent]:
         machine, _, name = key.partition("/")

@@ -44,6 +44,7 @@ from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileR
 from hub.outcomes import OutcomeKeeper
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
+from hub.session_series import SessionSeries, roll_up_line, rolled_up_cells, spend_series
 from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
@@ -509,6 +510,12 @@ class FleetService:
         with self._lock:
             return self.pauses.of(node, process)
 
+    def pause_holder(self, node: str, pid: int, create_time: float) -> tuple[float, str] | None:
+        """(when, who) of the pause that holds that process now, from the audit log; None when
+        it is not paused through this hub (never, or resumed or killed since)."""
+        with self._lock:
+            return self.pauses.holder(node, pid, create_time)
+
     def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
         """The agent processes each node reported with its last batch."""
         with self._lock:
@@ -561,21 +568,20 @@ class FleetService:
             label=self._names.name(row.key),
         )
 
-    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
-        """A session's API-equivalent spend over its life in `bins` equal bins:
-        (first call, last call, amounts)."""
+    def session_series(self, key: str, bins: int) -> SessionSeries:
+        """A session's API-equivalent spend over its life in `bins` equal bins; on pruned
+        days from the quarter-hour roll-ups."""
         self._loaded.wait()
         with self._lock:
+            line = roll_up_line(self._store.pruned_before)
+            cells = [] if line is None else rolled_up_cells(self._store.reading(), key, line)
             events = self._store.session_usage(key)
-            priced = [(e.ts, self.ledger.price(e).api_equivalent or ZERO) for e in events]
-        if not priced:
-            return 0.0, 0.0, [ZERO] * bins
-        first, last = priced[0][0], priced[-1][0]
-        span = max(last - first, 1.0)
-        out = [ZERO] * bins
-        for ts, amount in priced:
-            out[min(bins - 1, int((ts - first) / span * bins))] += amount
-        return first, last, out
+            priced = [
+                (e.ts, self.ledger.price(e).api_equivalent or ZERO)
+                for e in events
+                if line is None or e.ts >= line  # before the line: counted in the cells
+            ]
+        return spend_series(cells, priced, bins, line)
 
     def profile_standing(self, key: str) -> ProfileStanding:
         """Where the profile "machine/profile" stands now."""

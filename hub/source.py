@@ -20,6 +20,7 @@ from hub._totals import Basis, Totals
 from hub.ledger import Dimension, Period, SessionFigures
 from hub.model import ProfileRecord
 from hub.profile_board import ProfileStanding
+from hub.session_series import SessionSeries
 from shared.events import ProfileEvent
 from shared.hello import ProcessInfo
 from shared.outcomes import SessionOutcome
@@ -68,7 +69,7 @@ class FleetSource(Protocol):
 
     def session_label(self, key: str) -> str: ...
 
-    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]: ...
+    def session_series(self, key: str, bins: int) -> SessionSeries: ...
 
     def run_rate_bins(self, scope: Scope, bins: int) -> list[Decimal]: ...
 

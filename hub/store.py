@@ -178,6 +178,11 @@ class Store:
         with self._transaction():
             yield self._db
 
+    @property
+    def pruned_before(self) -> float:
+        """Raw events before this time were pruned (-inf: none were); their roll-ups stay."""
+        return self._pruned_before
+
     def reading(self) -> sqlite3.Connection:
         """This store's connection, for another module's reads (the owner serialises calls)."""
         return self._db

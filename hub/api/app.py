@@ -9,6 +9,7 @@ Every error is a JSON `{"error": "..."}` with its status; none is a traceback.
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import date
 from typing import Annotated, Any, Final, Literal
@@ -37,6 +38,7 @@ from hub.api.mirror import mirror_routes
 from hub.api.reconcile import reconcile_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
+from hub.commander import CommandsClosed
 from hub.ledger import FLEET, Dimension, Period, profile_key
 from hub.reconcile.run import Reconciler
 from hub.service import FleetService
@@ -174,6 +176,15 @@ def create_app(
         log.error("store unavailable: %s", exc)
         return JSONResponse({"error": f"the hub's store is unavailable: {exc}"}, 503)
 
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _busy(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        log.error("store busy or failing: %s", exc)  # locked past its busy timeout, disk full
+        return JSONResponse({"error": f"the hub's store cannot answer now ({exc}): retry"}, 503)
+
+    @app.exception_handler(CommandsClosed)
+    async def _closed(_: Request, exc: CommandsClosed) -> JSONResponse:
+        return JSONResponse({"error": f"{exc}: the hub is stopping, retry when it is back"}, 503)
+
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
         log.error("%s", exc)  # e.g. a damaged tokens file: every request would fail alike
@@ -247,8 +258,13 @@ def create_app(
         rows = service.sessions([key])
         if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
             raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
-        first, last, amounts = service.session_series(key, bins)
-        return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
+        series = service.session_series(key, bins)
+        return {
+            "first_call": series.first_call,
+            "last_call": series.last_call,
+            "bins": [views.money(a) for a in series.bins],
+            "rolled_up_before": series.rolled_up_before,
+        }
 
     @app.get(f"{API}/sessions/{{key}}/outcome", tags=["fleet"])
     def session_outcome(who: Anyone, key: Annotated[str, Path(max_length=300)]) -> dict[str, Any]:
