@@ -48,6 +48,7 @@ from shared.codec import DecodeError, unpack
 from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
+from shared.verdicts import Verdict, bounded
 from shared.wire import Frame, parse_batch_body
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Update:
 
 
 Subscriber = Callable[[Update], None]
+VerdictProvider = Callable[[str], list[Verdict]]  # node name -> the verdicts concerning it
 
 
 class FleetService:
@@ -109,8 +111,12 @@ class FleetService:
         commander: Commander | None = None,
         clock: Callable[[], float] = time.time,
         retain_days: int = DEFAULT_RETAIN_DAYS,
+        verdicts: VerdictProvider | None = None,
     ) -> None:
         self._store = store
+        # The budget verdicts for a node's machine, profiles and sessions, sent in its acks
+        # (None: no budgets; the governor plugs in here).
+        self.verdicts = verdicts
         self._report_cache = ReportCache(store.rollup_writes)  # past days' sums, kept
         self.retain_days = retain_days
         self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
@@ -255,7 +261,19 @@ class FleetService:
         for owner, ids in owners.items():
             example = f"{ids[0]!r}, which belongs to {owner!r}"
             self._foreign.note(frame.node, len(ids), example, about=owner)
-        return {"seq1": body["seq1"]}
+        return {"seq1": body["seq1"], **self._verdicts_for(frame.node)}
+
+    def _verdicts_for(self, node: str) -> dict[str, Any]:
+        """The ack's verdicts for `node` ("v"), bounded; none when no provider is set. A failing
+        provider costs the verdicts, never the ack (the batch is committed by now)."""
+        provider = self.verdicts
+        if provider is None:
+            return {}
+        try:
+            return {"v": bounded(provider(node))}
+        except Exception:
+            log.exception("the verdict provider failed for %s", node)
+            return {}
 
     def note_bad_key(self, node: str) -> None:
         """Frames claiming to come from `node` fail authentication: say so in the feed (the

@@ -37,11 +37,14 @@ from node_agent.identity import identity_watchers
 from node_agent.link import CommandResponder, EventSender, LinkConfig
 from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
+from node_agent.query_service import AgentRef, NodeQueries, QueryService, VerdictBook
 from node_agent.recovery import Backoff, open_checked_outbox
+from node_agent.session_tally import SessionTally
 from node_agent.sources.registry import all_sources
 from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
+from pricing import PriceBook
 from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
 from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
@@ -102,6 +105,9 @@ class Daemon:
         self.responder: CommandResponder | None = None
         self.failure: BaseException | None = None  # what stopped a thread
         self.failed_thread = ""
+        # What the agents' own gates ask about (hooks, status line, MCP), kept in memory.
+        self.tally = SessionTally(PriceBook.default(), {p.name: p.billing for p in config.profiles})
+        self.verdict_book = VerdictBook()
 
     # -- what the hub hears ------------------------------------------------------------------
 
@@ -177,6 +183,13 @@ class Daemon:
             "pids": list(result.pids),
         }
 
+    def _agent_refs(self) -> list[AgentRef]:
+        with self._lock:
+            return [
+                AgentRef(p.pid, p.session_id, p.profile, p.agent.value, p.cwd)
+                for p in self.processes
+            ]
+
     def _refresh_processes(self) -> None:
         with self._lock:
             self.processes = self._scan()
@@ -231,6 +244,7 @@ class Daemon:
             return self.timeline.profile_at(agent, home, ts)
 
     def _saw(self, events: Sequence[Event]) -> None:
+        self.tally.add(events)
         with self._lock:
             for event in events:
                 if isinstance(event, LimitEvent):
@@ -313,8 +327,19 @@ class Daemon:
             )
         link = LinkConfig(self.config.node, key, tls)
         self.sender = EventSender(
-            link, address.events, self.outbox_path, self.hello, wake=self.wake, stop=self.stop
+            link,
+            address.events,
+            self.outbox_path,
+            self.hello,
+            wake=self.wake,
+            stop=self.stop,
+            on_verdicts=self.verdict_book.update,
         )
+        queries = QueryService(
+            self.state_dir,
+            NodeQueries(self.config.node, self.tally, self.verdict_book, self._agent_refs),
+        )
+        queries.start()
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
         self._report_paused()
@@ -349,6 +374,7 @@ class Daemon:
                 died = not self.stop.is_set()  # a thread may end by itself only after a stop
                 self.stop.set()
         systemd.sd_notify("STOPPING=1")
+        queries.close()
         for thread in threads:
             thread.join(timeout=10)
         if self.failure is not None or died:

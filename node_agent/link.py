@@ -29,6 +29,7 @@ import pynng
 
 from node_agent.outbox import Outbox, OutboxDiskFull
 from node_agent.recovery import Backoff
+from shared.verdicts import Verdict, VerdictError, verdicts_from_list
 from shared.wire import (
     MAX_FRAME,
     TO_NODE,
@@ -89,8 +90,10 @@ class EventSender:
         wake: threading.Event,
         stop: threading.Event,
         heartbeat: float = HEARTBEAT,
+        on_verdicts: Callable[[list[Verdict]], None] | None = None,
     ) -> None:
         self.link = link
+        self.on_verdicts = on_verdicts  # each ack's budget verdicts for this node
         self.address = address
         self.outbox_path = outbox_path
         self.hello = hello
@@ -199,8 +202,20 @@ class EventSender:
             log.info("connected to the hub at %s", self.address)
         self.connected = True
         self.last_ack = time.time()
+        if self.on_verdicts is not None:
+            self._take_verdicts(answer.body.get("v", []))
         self.last_error = None
         return True
+
+    def _take_verdicts(self, data: object) -> None:
+        """A signed ack's verdicts; a malformed list is logged and read as none."""
+        assert self.on_verdicts is not None
+        try:
+            verdicts = verdicts_from_list(data)
+        except VerdictError as exc:
+            log.warning("the hub's verdicts are malformed (%s): read as none", exc)
+            verdicts = []
+        self.on_verdicts(verdicts)
 
     def _key_for(self, node: str) -> bytes | None:
         return self.link.key if node == self.link.node else None

@@ -1,0 +1,233 @@
+"""`node-agent mcp`: an MCP server over stdio (the official SDK, 1.x: `FastMCP`) that lets an
+agent ask about its own session: `my_usage`, `my_budget`, `my_quota`, `explain_spend`.
+
+Every tool asks the node daemon's query service (answers from memory) and answers in words
+and as structured content. The calling session is found from what the agent gives
+(`CLAUDE_CODE_SESSION_ID`), else from this process's ancestors through the node's process
+inventory (Codex clears its servers' environment), else from the working directory; the answer
+says which, or that it cannot tell.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+from mcp.server.fastmcp import FastMCP
+from mcp.types import CallToolResult, TextContent
+
+from node_agent.query_client import NodeUnavailable, session_figures
+
+SESSION_VARIABLES = ("CLAUDE_CODE_SESSION_ID", "FLEETMETER_SESSION_ID")
+
+
+def ancestors() -> list[int]:
+    """Parent, grandparent, ...: a launcher (npx, uvx) may sit between the agent and us."""
+    out: list[int] = []
+    try:
+        process = psutil.Process(os.getpid()).parent()
+        while process is not None and process.pid > 1 and len(out) < 16:
+            out.append(process.pid)
+            process = process.parent()
+    except psutil.Error:
+        pass
+    return out
+
+
+class SessionAsker:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.session = next((os.environ[v] for v in SESSION_VARIABLES if os.environ.get(v)), None)
+        self.cwd = os.getcwd()
+
+    def figures(self) -> dict[str, Any]:
+        return session_figures(self.state_dir, self.session, ancestors(), self.cwd)
+
+
+def _result(words: str, data: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=words)], structuredContent=data)
+
+
+def _who(figures: dict[str, Any]) -> str:
+    if figures.get("session") is None:
+        return (
+            "I cannot tell which session is asking (no session id, no agent parent process, "
+            "no session in this directory)."
+        )
+    return f"Session {figures['session']} (found by {figures['identified_by']})."
+
+
+def usage_words(figures: dict[str, Any]) -> str:
+    usage = figures.get("usage")
+    if not usage:
+        return _who(figures) + " The node has read no calls of it yet."
+    spend = f"${usage['spend']}"
+    if not usage["spend_known"]:
+        spend += f" plus {usage['unpriced_calls']} calls with no known price"
+    tokens = usage["tokens"]
+    ratio = usage["cache_read_ratio"]
+    roles = ", ".join(f"{k} ${v}" for k, v in usage["spend_by_role"].items()) or "none"
+    classes = ", ".join(f"{k} ${v}" for k, v in usage["spend_by_class"].items()) or "none"
+    return (
+        f"{_who(figures)} Spend {spend} over {usage['calls']} calls ({classes}); by role: "
+        f"{roles}. Tokens: input {tokens['input']}, output {tokens['output']}, cache read "
+        f"{tokens['cache_read']}, cache write {tokens['cache_write_5m'] + tokens['cache_write_1h']}"
+        f", reasoning {tokens['reasoning']}. Cache-read ratio "
+        f"{'unknown' if ratio is None else f'{ratio:.0%}'}. Run-rate "
+        f"${usage['run_rate_per_hour']}/h."
+    )
+
+
+def budget_words(figures: dict[str, Any]) -> str:
+    verdicts = figures.get("verdicts", [])
+    age = figures.get("verdicts_age_s")
+    if age is None:
+        return _who(figures) + " The node has heard no budget verdicts from the hub yet."
+    if not verdicts:
+        return _who(figures) + f" No budget applies to it (verdicts {age:.0f} s old)."
+    lines = [_who(figures) + f" Verdicts {age:.0f} s old:"]
+    for v in verdicts:
+        spent = "unknown" if v["spent"] is None else f"${v['spent']}"
+        limit = "unknown" if v["limit"] is None else f"${v['limit']}"
+        left = (
+            "unknown"
+            if v["spent"] is None or v["limit"] is None
+            else f"${Decimal(v['limit']) - Decimal(v['spent'])}"
+        )
+        line = (
+            f"- {v['budget']} ({v['scope']}, {v['period']}, {v['basis']}): {spent} of {limit}, "
+            f"{left} left; {v['state']}, action {v['action']}"
+        )
+        if v.get("forecast"):
+            line += f"; forecast to cross at epoch {v['forecast']:.0f}"
+        lines.append(line + f". Override: {v['override']}")
+    return "\n".join(lines)
+
+
+def quota_words(figures: dict[str, Any]) -> str:
+    readings = figures.get("quota", [])
+    if not readings:
+        return _who(figures) + " The node has no subscription window readings for its profile."
+    parts = []
+    for r in readings:
+        used = "unknown" if r["used_percent"] is None else f"{r['used_percent']:.0f}%"
+        resets = "unknown" if r["resets_at"] is None else f"at epoch {r['resets_at']:.0f}"
+        parts.append(f"{r['window']}: {used} used, resets {resets}")
+    return _who(figures) + " Windows: " + "; ".join(parts) + "."
+
+
+def explain(usage: dict[str, Any]) -> list[dict[str, str]]:
+    """Simple rules over the session's own figures; each says what it saw and what to do."""
+    found: list[dict[str, str]] = []
+    ratio = usage.get("cache_read_ratio")
+    tokens = usage["tokens"]
+    writes = tokens["cache_write_5m"] + tokens["cache_write_1h"]
+    if usage["calls"] >= 5 and ratio is not None and ratio < 0.5 and writes > tokens["cache_read"]:
+        found.append(
+            {
+                "rule": "cache_thrash",
+                "why": f"only {ratio:.0%} of the prompt was read from cache and more was written "
+                f"({writes}) than read ({tokens['cache_read']}): the cached prefix keeps changing",
+                "hint": "keep the start of the context stable (no edits to early messages, "
+                "same tools and system prompt)",
+            }
+        )
+    first, last = usage.get("prompt_first"), usage.get("prompt_last")
+    if first and last and usage["calls"] >= 10 and last >= 3 * first:
+        found.append(
+            {
+                "rule": "context_growth",
+                "why": f"the prompt grew from ~{first} to ~{last} tokens per call",
+                "hint": "compact or start a fresh session for the next task",
+            }
+        )
+    if usage.get("repeats", 0) >= 2:
+        found.append(
+            {
+                "rule": "retries",
+                "why": f"{usage['repeats']} calls repeat the one before them within a minute "
+                "(same model and token counts): likely retries",
+                "hint": "check for a failing tool or an API error loop",
+            }
+        )
+    spend = Decimal(usage["spend"])
+    by_model = usage.get("spend_by_model", {})
+    if spend > 0 and by_model:
+        model, amount = max(by_model.items(), key=lambda kv: Decimal(kv[1]))
+        share = Decimal(amount) / spend
+        if share >= Decimal("0.8") and any(w in model for w in ("opus", "gpt-5-pro", "o3")):
+            found.append(
+                {
+                    "rule": "model",
+                    "why": f"{share:.0%} of the spend is on {model}, a top-priced model",
+                    "hint": "use a smaller model (or a subagent on one) for routine steps",
+                }
+            )
+    return found
+
+
+def build_server(state_dir: Path) -> FastMCP:
+    server = FastMCP("fleetmeter")
+    asker = SessionAsker(state_dir)
+
+    def ask() -> dict[str, Any] | CallToolResult:
+        try:
+            return asker.figures()
+        except NodeUnavailable as exc:
+            words = f"The fleetmeter node does not answer: {exc}."
+            return CallToolResult(
+                content=[TextContent(type="text", text=words)],
+                structuredContent={"error": str(exc)},
+                isError=True,
+            )
+
+    @server.tool(description="This session's spend by class, tokens, calls, cache, run-rate.")
+    def my_usage() -> CallToolResult:
+        figures = ask()
+        if isinstance(figures, CallToolResult):
+            return figures
+        return _result(usage_words(figures), figures)
+
+    @server.tool(description="Every budget that applies to this session and its state.")
+    def my_budget() -> CallToolResult:
+        figures = ask()
+        if isinstance(figures, CallToolResult):
+            return figures
+        data = {k: figures[k] for k in ("session", "identified_by", "verdicts", "verdicts_age_s")}
+        return _result(budget_words(figures), data)
+
+    @server.tool(description="The subscription windows (5-hour, weekly) and their resets.")
+    def my_quota() -> CallToolResult:
+        figures = ask()
+        if isinstance(figures, CallToolResult):
+            return figures
+        data = {k: figures[k] for k in ("session", "identified_by", "quota")}
+        return _result(quota_words(figures), data)
+
+    @server.tool(description="Why this session costs what it does, with what to change.")
+    def explain_spend() -> CallToolResult:
+        figures = ask()
+        if isinstance(figures, CallToolResult):
+            return figures
+        usage = figures.get("usage")
+        if not usage:
+            data = {"session": figures["session"], "findings": []}
+            return _result(_who(figures) + " No calls read yet: nothing to explain.", data)
+        findings = explain(usage)
+        words = _who(figures) + f" Spend ${usage['spend']} over {usage['calls']} calls. "
+        words += (
+            " ".join(f"{f['rule']}: {f['why']}; {f['hint']}." for f in findings)
+            if findings
+            else "No rule fires: no cache thrash, steady context, no retries, no top-priced model."
+        )
+        return _result(words, {"session": figures["session"], "findings": findings})
+
+    return server
+
+
+def serve(state_dir: Path) -> int:
+    build_server(state_dir).run("stdio")
+    return 0
