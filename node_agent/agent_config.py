@@ -232,6 +232,8 @@ def set_mcp(agent: str, command: list[str], extra: list[str], install: bool) -> 
                 data.pop(key)
             return False
         del servers[SERVER_NAME]
+        if not servers:
+            data.pop(key)  # as it was before the install
         return True
 
     return path, edit_json(path, change)

@@ -5,6 +5,8 @@ Claude Code's documented JSON; the MCP server is driven by the SDK's own stdio c
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -22,6 +24,8 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from hub.serve import Hub
+from node_agent.query_client import session_figures
+from node_agent.simulate.fake_agent import launch
 from shared.events import Agent
 from shared.verdicts import Verdict, VerdictAction, VerdictState
 from tests.fleet_harness import (
@@ -94,12 +98,14 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         hub.service.verdicts = lambda node: list(given) if node == "n1" else []
         config = write_node(tmp_path, "n1", setup, [ProfileSpec("work", Agent.CLAUDE_CODE, home)])
         node = start_node(config, tmp_path)
+        fleet: Fleet | None = None
         try:
             sock = config.parent / "state" / "query.sock"
             wait_for(sock.exists, 30, "the node's query socket")
-            yield Fleet(hub, config, home, tmp_path, node, given)
+            fleet = Fleet(hub, config, home, tmp_path, node, given)
+            yield fleet
         finally:
-            stop(node)
+            stop(fleet.node if fleet is not None else node)
 
 
 def run(fleet: Fleet, *args: str, stdin: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
@@ -297,3 +303,30 @@ async def test_mcp_says_when_it_cannot_tell_the_session(fleet: Fleet, tmp_path: 
         usage = await client.call_tool("my_usage", {})
         assert (usage.structuredContent or {})["session"] is None
         assert "cannot tell which session" in usage.content[0].text  # type: ignore[union-attr]
+
+
+def test_the_node_finds_the_session_from_the_callers_agent_process(fleet: Fleet) -> None:
+    """Codex clears its MCP servers' environment: the caller is found through the node's
+    process inventory (an ancestor pid that is an agent with an open session)."""
+    agent = launch(Agent.CLAUDE_CODE, fleet.home, "--pace", "0.3", "--project", CWD)
+    try:
+        state = fleet.config.parent / "state"
+
+        def found() -> dict[str, Any]:
+            return session_figures(state, None, [os.getpid(), agent.pid])
+
+        wait_for(lambda: found()["session"] == agent.session_id, 30, "the agent's session", 0.5)
+        figures = found()
+        assert figures["identified_by"] == f"parent process {agent.pid} (claude-code)"
+    finally:
+        agent.destroy()
+
+
+def test_verdicts_come_back_after_the_node_is_killed_with_minus_9(fleet: Fleet) -> None:
+    fleet.verdicts[:] = [verdict(f"session:{SESSION}", VerdictState.EXHAUSTED)]
+    fleet.calls(2)
+    wait_for(lambda: hook(fleet, "PostToolBatch").get("continue") is False, 30, "stop", 0.5)
+    stop(fleet.node, signal.SIGKILL)
+    assert "let through" in hook(fleet, "PostToolBatch")["systemMessage"]  # said, not silent
+    fleet.node = start_node(fleet.config, fleet.tmp)
+    wait_for(lambda: hook(fleet, "PostToolBatch").get("continue") is False, 30, "stop again", 0.5)
