@@ -330,3 +330,15 @@ def test_verdicts_come_back_after_the_node_is_killed_with_minus_9(fleet: Fleet) 
     assert "let through" in hook(fleet, "PostToolBatch")["systemMessage"]  # said, not silent
     fleet.node = start_node(fleet.config, fleet.tmp)
     wait_for(lambda: hook(fleet, "PostToolBatch").get("continue") is False, 30, "stop again", 0.5)
+
+
+def test_a_failing_verdict_provider_costs_the_verdicts_not_the_ack(fleet: Fleet) -> None:
+    def broken(node: str) -> list[Verdict]:
+        raise RuntimeError("the governor is down")
+
+    assert fleet.hub.service is not None
+    fleet.hub.service.verdicts = broken
+    before = fleet.hub.service.events_in
+    fleet.calls(2)
+    wait_for(lambda: fleet.hub.service.events_in >= before + 2, 30, "the batch stored")  # type: ignore[union-attr]
+    assert hook(fleet, "UserPromptSubmit") == {}
