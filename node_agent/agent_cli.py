@@ -58,11 +58,16 @@ def _extra(args: argparse.Namespace) -> list[str]:
     return ["--config", str(Path(args.config).resolve())] if args.config else []
 
 
+def _gate_extra(args: argparse.Namespace) -> list[str]:
+    """The node's state dir, resolved now: the hook then reads no config on every call."""
+    return ["--state-dir", str(_state_dir(args.config).resolve())]
+
+
 def cmd_hooks(args: argparse.Namespace) -> int:
     project = Path.cwd()
     install = args.action == "install"
     base = node_agent_command()
-    extra = _extra(args)
+    extra = _gate_extra(args)
     events: tuple[str, ...]
     if args.agent == "gemini":
         path = gemini_settings(args.scope, project)
@@ -82,7 +87,7 @@ def cmd_hooks(args: argparse.Namespace) -> int:
 def cmd_statusline(args: argparse.Namespace) -> int:
     path = claude_settings(args.scope, Path.cwd())
     install = args.action == "install"
-    changed = set_statusline(path, node_agent_command(), _extra(args), install, args.force)
+    changed = set_statusline(path, node_agent_command(), _gate_extra(args), install, args.force)
     verb = "installed in" if install else "removed from"
     print(f"status line {verb} {path}" + ("" if changed else " (already so)"))
     return 0

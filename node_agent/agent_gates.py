@@ -10,25 +10,47 @@ does not answer, the call is let through and the output says so, unless
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
-from node_agent.gate import node_down
 from node_agent.query_client import NodeUnavailable, hook_answer, session_figures
-from shared.config import ConfigError, default_state_dir, find_config, load_config
 
+# Imports are kept to the standard library's lightest: each one is start-up time inside the
+# agent's loop (`--state-dir`, written by the installers, spares reading the node config).
 MAX_INPUT: Final = 8 << 20  # PostToolBatch carries whole tool results
+GATED: Final = frozenset({"UserPromptSubmit", "PostToolBatch", "PreToolUse", "BeforeModel"})
 
 
-def _state_dir(config: Path | None) -> Path:
+class _NoConfig(Exception):
+    pass
+
+
+def _state_dir(state_dir: Path | None, config: Path | None) -> Path:
+    if state_dir is not None:
+        return state_dir
+    from shared.config import ConfigError, default_state_dir, find_config, load_config
+
     path = config or find_config()
     if path is None:
         return default_state_dir()
-    return Path(load_config(path).state_dir)
+    try:
+        return Path(load_config(path).state_dir)
+    except ConfigError as exc:
+        raise _NoConfig(str(exc)) from None
+
+
+def node_down(event: str, why: str, block: bool) -> dict[str, Any]:
+    """The answer when the node cannot be asked: let through (default) or block, said either
+    way."""
+    if block and event in GATED:
+        return {
+            "continue": False,
+            "stopReason": f"fleetmeter: the node does not answer ({why}); blocked as configured",
+        }
+    return {"systemMessage": f"fleetmeter: the node does not answer ({why}); let through"}
 
 
 def _read_input() -> dict[str, Any]:
@@ -36,8 +58,8 @@ def _read_input() -> dict[str, Any]:
     if len(data) > MAX_INPUT:
         raise ValueError(f"the input is larger than {MAX_INPUT} bytes")
     try:
-        value = orjson.loads(data or b"{}")
-    except orjson.JSONDecodeError as exc:
+        value = json.loads(data or b"{}")
+    except ValueError as exc:
         raise ValueError(f"the input is not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise ValueError("the input is not a JSON object")
@@ -59,13 +81,14 @@ def for_agent(answer: dict[str, Any], agent: str, event: str) -> dict[str, Any]:
 
 def _emit(answer: dict[str, Any]) -> None:
     if answer:
-        sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+        sys.stdout.write(json.dumps(answer) + "\n")
 
 
 def run_hook(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="node-agent hook")
     parser.add_argument("event")
     parser.add_argument("--config", type=Path)
+    parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--agent", choices=("claude-code", "gemini"), default="claude-code")
     parser.add_argument("--on-node-down", choices=("allow", "block"), default="allow")
     parser.add_argument("--timeout", type=float, default=2.0)
@@ -77,9 +100,9 @@ def run_hook(argv: Sequence[str]) -> int:
         return 1
     block = args.on_node_down == "block"
     try:
-        state_dir = _state_dir(args.config)
-        answer = hook_answer(state_dir, args.event, orjson.dumps(body), timeout=args.timeout)
-    except (ConfigError, NodeUnavailable) as exc:
+        state_dir = _state_dir(args.state_dir, args.config)
+        answer = hook_answer(state_dir, args.event, json.dumps(body).encode(), args.timeout)
+    except (_NoConfig, NodeUnavailable) as exc:
         answer = node_down(args.event, str(exc), block)
     _emit(for_agent(answer, args.agent, args.event))
     return 0
@@ -133,6 +156,7 @@ def status_line(given: dict[str, Any], figures: dict[str, Any] | None, why: str 
 def run_statusline(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="node-agent statusline")
     parser.add_argument("--config", type=Path)
+    parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--timeout", type=float, default=1.0)
     args = parser.parse_args(argv)
     try:
@@ -145,12 +169,12 @@ def run_statusline(argv: Sequence[str]) -> int:
     why: str | None = None
     try:
         figures = session_figures(
-            _state_dir(args.config),
+            _state_dir(args.state_dir, args.config),
             session if isinstance(session, str) else None,
             cwd=cwd if isinstance(cwd, str) else None,
             timeout=args.timeout,
         )
-    except (ConfigError, NodeUnavailable) as exc:
+    except (_NoConfig, NodeUnavailable) as exc:
         why = str(exc)
     print(status_line(given, figures, why))
     return 0

@@ -52,13 +52,3 @@ def decide(event: str, verdicts: list[Verdict]) -> dict[str, Any]:
         note = " ".join(warn_note(v) for v in warned[:3])
         return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": note}}
     return {}
-
-
-def node_down(event: str, why: str, block: bool) -> dict[str, Any]:
-    """The answer when the node cannot be asked: let through (default) or block, said either way."""
-    if block and event in GATED:
-        return {
-            "continue": False,
-            "stopReason": f"fleetmeter: the node does not answer ({why}); blocked as configured",
-        }
-    return {"systemMessage": f"fleetmeter: the node does not answer ({why}); let through"}

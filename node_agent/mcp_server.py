@@ -170,7 +170,7 @@ def explain(usage: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def build_server(state_dir: Path) -> FastMCP:
-    server = FastMCP("fleetmeter")
+    server = FastMCP("fleetmeter", log_level="WARNING")  # stderr is the agent's log
     asker = SessionAsker(state_dir)
 
     def ask() -> dict[str, Any] | CallToolResult:

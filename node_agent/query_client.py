@@ -3,12 +3,11 @@ with a short timeout (a hook runs synchronously inside the agent)."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
-
-import orjson
 
 TIMEOUT_S: Final = 2.0
 SOCKET_NAME: Final = "query.sock"  # in the state dir
@@ -55,8 +54,8 @@ def ask(
     head, _, data = b"".join(chunks).partition(b"\r\n\r\n")
     status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
     try:
-        answer = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        answer = json.loads(data)
+    except ValueError:
         raise NodeUnavailable("the node's answer is not JSON") from None
     if status != b"200" or not isinstance(answer, dict):
         raise NodeUnavailable(f"the node answered {status.decode(errors='replace')}: {answer}")

@@ -58,7 +58,9 @@ def settings(tmp_path: Path) -> Path:
 def test_hooks_install_keeps_the_rest_and_remove_restores_it(
     tmp_path: Path, settings: Path
 ) -> None:
-    done = cli(tmp_path, "hooks", "install", "--config", str(tmp_path / "node.toml"))
+    config = tmp_path / "node.toml"
+    config.write_text(f'node = "n1"\nstate_dir = "{tmp_path / "state"}"\n')
+    done = cli(tmp_path, "hooks", "install", "--config", str(config))
     assert done.returncode == 0, done.stderr
     data = read(settings)
     assert data["model"] == "opus" and data["permissions"] == THEIRS["permissions"]
@@ -66,7 +68,7 @@ def test_hooks_install_keeps_the_rest_and_remove_restores_it(
     assert pre[0] == THEIRS["hooks"]["PreToolUse"][0]  # theirs first, untouched
     ours = pre[1]["hooks"][0]
     assert ours["type"] == "command" and ours["timeout"] == 5
-    assert " hook PreToolUse --config " in ours["command"]
+    assert ours["command"].endswith(f" hook PreToolUse --state-dir {tmp_path / 'state'}")
     for event in ("UserPromptSubmit", "PostToolBatch"):
         assert f" hook {event}" in data["hooks"][event][0]["hooks"][0]["command"]
     assert read(settings.with_name("settings.json.fleetmeter-backup")) == THEIRS
@@ -88,7 +90,7 @@ def test_project_scope_and_gemini_before_model(tmp_path: Path) -> None:
     gemini = read(tmp_path / "home" / ".gemini" / "settings.json")
     handler = gemini["hooks"]["BeforeModel"][0]["hooks"][0]
     assert handler["timeout"] == 5000  # Gemini CLI counts milliseconds
-    assert handler["command"].endswith("hook BeforeModel --agent gemini --on-node-down block")
+    assert handler["command"].endswith("--agent gemini --on-node-down block")
 
 
 def test_a_broken_settings_file_is_refused_in_one_line(tmp_path: Path, settings: Path) -> None:
@@ -109,7 +111,7 @@ def test_statusline_install_does_not_replace_theirs_without_force(
     assert refused.returncode == 2 and "--force" in refused.stderr
     assert cli(tmp_path, "statusline", "install", "--force").returncode == 0
     line = read(settings)["statusLine"]
-    assert line["type"] == "command" and line["command"].endswith(" statusline")
+    assert line["type"] == "command" and " statusline --state-dir " in line["command"]
     assert cli(tmp_path, "statusline", "remove").returncode == 0
     assert "statusLine" not in read(settings) and read(settings)["model"] == "opus"
 
