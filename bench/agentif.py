@@ -150,7 +150,7 @@ def main() -> None:
             say(
                 "node-agent hook PostToolBatch (process)",
                 timed_process(
-                    [str(NODE_AGENT), "hook", "PostToolBatch", "--config", str(config)],
+                    [str(NODE_AGENT), "hook", "PostToolBatch", "--state-dir", str(state)],
                     hook_in,
                     env,
                     args.runs,
@@ -159,7 +159,7 @@ def main() -> None:
             say(
                 "node-agent statusline (process)",
                 timed_process(
-                    [str(NODE_AGENT), "statusline", "--config", str(config)],
+                    [str(NODE_AGENT), "statusline", "--state-dir", str(state)],
                     status_in,
                     env,
                     args.runs,

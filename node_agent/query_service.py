@@ -105,15 +105,9 @@ class NodeQueries:
         now = time.time()
         found, how, ref = self.identify(session, pids, cwd)
         usage = self.tally.session(found, now) if found else None
-        profile = (usage or {}).get("profile") or (ref.profile if ref else None)
-        agent = (usage or {}).get("agent") or (ref.agent if ref else None)
-        project = (usage or {}).get("project") or cwd
-        verdicts, received = self.verdicts.current()
-        applying = [
-            v
-            for v in verdicts
-            if v.applies_to(found, machine=self.machine, profile=profile, project=project)
-        ]
+        known = self.tally.owner(found) if found else None
+        profile, agent, project = self._owner(known, ref, cwd)
+        applying, received = self._applying(found, profile, project)
         figures = {
             "machine": self.machine,
             "session": found,
@@ -125,15 +119,38 @@ class NodeQueries:
         }
         return figures, applying
 
+    @staticmethod
+    def _owner(
+        known: tuple[str | None, str, str | None] | None, ref: AgentRef | None, cwd: str | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """Profile, agent and project of a session: from its calls, else its process."""
+        profile = (known[0] if known else None) or (ref.profile if ref else None)
+        agent = (known[1] if known else None) or (ref.agent if ref else None)
+        project = (known[2] if known else None) or cwd
+        return profile, agent, project
+
+    def _applying(
+        self, session: str | None, profile: str | None, project: str | None
+    ) -> tuple[list[Verdict], float | None]:
+        verdicts, received = self.verdicts.current()
+        applying = [
+            v
+            for v in verdicts
+            if v.applies_to(session, machine=self.machine, profile=profile, project=project)
+        ]
+        return applying, received
+
     def answer_hook(self, event: str, body: dict[str, Any]) -> dict[str, Any]:
         session = body.get("session_id")
         cwd = body.get("cwd")
-        _, applying = self._figures(
-            session if isinstance(session, str) else None,
-            (),
-            cwd if isinstance(cwd, str) else None,
-        )
-        return decide(event, applying)
+        # The hook needs no usage summary: only whose session it is (O(1), not O(calls)).
+        found = session if isinstance(session, str) else None
+        where = cwd if isinstance(cwd, str) else None
+        known = self.tally.owner(found) if found else None
+        # A session with no call read yet: its agent process may still name its profile.
+        ref = None if known else next((a for a in self.agents() if a.session == found), None)
+        profile, _, project = self._owner(known, ref, where)
+        return decide(event, self._applying(found, profile, project)[0])
 
 
 class _Handler(BaseHTTPRequestHandler):

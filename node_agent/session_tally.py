@@ -192,6 +192,12 @@ class SessionTally:
             usage = self._sessions.get(session)
             return usage.summary(now) if usage is not None else None
 
+    def owner(self, session: str) -> tuple[str | None, str, str | None] | None:
+        """The session's profile, agent and project, when the node has read a call of it."""
+        with self._lock:
+            usage = self._sessions.get(session)
+            return None if usage is None else (usage.profile, usage.agent, usage.project)
+
     def latest_in(self, project: str) -> str | None:
         """The most recently active session whose working directory is `project`."""
         with self._lock:
