@@ -28,15 +28,7 @@ from mcp.client.stdio import stdio_client
 from node_agent.query_client import hook_answer, session_figures
 from shared.events import Agent
 from shared.verdicts import Verdict, VerdictAction, VerdictState
-from tests.fleet_harness import (
-    ProfileSpec,
-    child_env,
-    running_hub,
-    start_node,
-    stop,
-    wait_for,
-    write_node,
-)
+from tests import fleet_harness as fh
 from tests.test_source_claude import CWD, SESSION, assistant, main_file, write
 
 NODE_AGENT = Path(sys.executable).with_name("node-agent")
@@ -81,7 +73,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--verdicts", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as name, running_hub(Path(name)) as (hub, setup):
+    with tempfile.TemporaryDirectory() as name, fh.running_hub(Path(name)) as (hub, setup):
         tmp = Path(name)
         home = tmp / "claude"
         (home / "projects").mkdir(parents=True)
@@ -116,13 +108,13 @@ def main() -> None:
         )
         assert hub.service is not None
         hub.service.verdicts = lambda node: verdicts
-        config = write_node(tmp, "n1", setup, [ProfileSpec("work", Agent.CLAUDE_CODE, home)])
+        config = fh.write_node(tmp, "n1", setup, [fh.ProfileSpec("work", Agent.CLAUDE_CODE, home)])
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         write(main_file(home), [assistant(f"m{i}", f"r{i}", ts=now) for i in range(args.calls)])
-        node = start_node(config, tmp)
+        node = fh.start_node(config, tmp)
         state = config.parent / "state"
         try:
-            wait_for(
+            fh.wait_for(
                 lambda: (
                     (state / "query.sock").exists()
                     and ((session_figures(state, SESSION).get("usage") or {}).get("calls"))
@@ -132,7 +124,7 @@ def main() -> None:
                 120,
                 "the node to read the session and hear the verdicts",
             )
-            env = child_env(tmp)
+            env = fh.child_env(tmp)
             hook_in = orjson.dumps(
                 {
                     "session_id": SESSION,
@@ -173,7 +165,7 @@ def main() -> None:
             say("query service alone (as an http hook would)", queries)
             say("MCP my_usage (SDK stdio client)", asyncio.run(mcp_calls(config, env, args.runs)))
         finally:
-            stop(node)
+            fh.stop(node)
 
 
 if __name__ == "__main__":

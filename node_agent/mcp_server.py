@@ -11,6 +11,7 @@ says which, or that it cannot tell.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -169,13 +170,34 @@ def explain(usage: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
+def _explained(figures: dict[str, Any]) -> CallToolResult:
+    usage = figures.get("usage")
+    if not usage:
+        data = {"session": figures["session"], "findings": []}
+        return _result(_who(figures) + " No calls read yet: nothing to explain.", data)
+    findings = explain(usage)
+    words = _who(figures) + f" Spend ${usage['spend']} over {usage['calls']} calls. "
+    words += (
+        " ".join(f"{f['rule']}: {f['why']}; {f['hint']}." for f in findings)
+        if findings
+        else "No rule fires: no cache thrash, steady context, no retries, no top-priced model."
+    )
+    return _result(words, {"session": figures["session"], "findings": findings})
+
+
+def _picked(figures: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: figures[k] for k in ("session", "identified_by", *keys)}
+
+
 def build_server(state_dir: Path) -> FastMCP:
     server = FastMCP("fleetmeter", log_level="WARNING")  # stderr is the agent's log
     asker = SessionAsker(state_dir)
 
-    def ask() -> dict[str, Any] | CallToolResult:
+    def answer(render: Callable[[dict[str, Any]], CallToolResult]) -> CallToolResult:
+        """The node's figures for the calling session, rendered; an error result when the
+        node does not answer."""
         try:
-            return asker.figures()
+            figures = asker.figures()
         except NodeUnavailable as exc:
             words = f"The fleetmeter node does not answer: {exc}."
             return CallToolResult(
@@ -183,47 +205,23 @@ def build_server(state_dir: Path) -> FastMCP:
                 structuredContent={"error": str(exc)},
                 isError=True,
             )
+        return render(figures)
 
     @server.tool(description="This session's spend by class, tokens, calls, cache, run-rate.")
     def my_usage() -> CallToolResult:
-        figures = ask()
-        if isinstance(figures, CallToolResult):
-            return figures
-        return _result(usage_words(figures), figures)
+        return answer(lambda f: _result(usage_words(f), f))
 
     @server.tool(description="Every budget that applies to this session and its state.")
     def my_budget() -> CallToolResult:
-        figures = ask()
-        if isinstance(figures, CallToolResult):
-            return figures
-        data = {k: figures[k] for k in ("session", "identified_by", "verdicts", "verdicts_age_s")}
-        return _result(budget_words(figures), data)
+        return answer(lambda f: _result(budget_words(f), _picked(f, "verdicts", "verdicts_age_s")))
 
     @server.tool(description="The subscription windows (5-hour, weekly) and their resets.")
     def my_quota() -> CallToolResult:
-        figures = ask()
-        if isinstance(figures, CallToolResult):
-            return figures
-        data = {k: figures[k] for k in ("session", "identified_by", "quota")}
-        return _result(quota_words(figures), data)
+        return answer(lambda f: _result(quota_words(f), _picked(f, "quota")))
 
     @server.tool(description="Why this session costs what it does, with what to change.")
     def explain_spend() -> CallToolResult:
-        figures = ask()
-        if isinstance(figures, CallToolResult):
-            return figures
-        usage = figures.get("usage")
-        if not usage:
-            data = {"session": figures["session"], "findings": []}
-            return _result(_who(figures) + " No calls read yet: nothing to explain.", data)
-        findings = explain(usage)
-        words = _who(figures) + f" Spend ${usage['spend']} over {usage['calls']} calls. "
-        words += (
-            " ".join(f"{f['rule']}: {f['why']}; {f['hint']}." for f in findings)
-            if findings
-            else "No rule fires: no cache thrash, steady context, no retries, no top-priced model."
-        )
-        return _result(words, {"session": figures["session"], "findings": findings})
+        return answer(_explained)
 
     return server
 
