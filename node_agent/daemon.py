@@ -335,11 +335,7 @@ class Daemon:
             stop=self.stop,
             on_verdicts=self.verdict_book.update,
         )
-        queries = QueryService(
-            self.state_dir,
-            NodeQueries(self.config.node, self.tally, self.verdict_book, self._agent_refs),
-        )
-        queries.start()
+        queries = self._start_queries()
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
         self._report_paused()
@@ -374,12 +370,25 @@ class Daemon:
                 died = not self.stop.is_set()  # a thread may end by itself only after a stop
                 self.stop.set()
         systemd.sd_notify("STOPPING=1")
-        queries.close()
+        if queries is not None:
+            queries.close()
         for thread in threads:
             thread.join(timeout=10)
         if self.failure is not None or died:
             return self._failed(self.failure)
         return 0
+
+    def _start_queries(self) -> QueryService | None:
+        """The agents' query socket; without it the node still meters (the hooks then say
+        that the node does not answer and let the calls through), so a failure is logged."""
+        answers = NodeQueries(self.config.node, self.tally, self.verdict_book, self._agent_refs)
+        try:
+            service = QueryService(self.state_dir, answers)
+        except OSError as exc:  # e.g. a state dir path too long for a unix socket (108 bytes)
+            log.warning("no query socket for the agents' hooks in %s: %s", self.state_dir, exc)
+            return None
+        service.start()
+        return service
 
     def _report_paused(self) -> None:
         """Agents found stopped at start stay stopped until someone resumes them (a node killed
