@@ -260,7 +260,9 @@ class Daemon:
             for switch in switches:
                 if switch is not None:
                     self.timeline.add_identity(switch)
-            self._held.extend(self.timeline.drain())
+            drained = self.timeline.drain()
+            self._held.extend(drained)
+        self.tally.add(drained)  # the profiles' standing (status file, limits) for my_quota
         if not self._held:
             return 0
         sent = self._sent_profile_events(outbox) + self._held
@@ -277,8 +279,10 @@ class Daemon:
         return count
 
     def _restore_timeline(self, outbox: Outbox) -> None:
+        sent = self._sent_profile_events(outbox)
         with self._lock:
-            self.timeline.restore(self._sent_profile_events(outbox))
+            self.timeline.restore(sent)
+        self.tally.add(sent)
 
     @staticmethod
     def _sent_profile_events(outbox: Outbox) -> list[ProfileEvent]:

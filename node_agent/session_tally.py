@@ -16,7 +16,16 @@ from decimal import Decimal
 from typing import Any, Final
 
 from pricing import Billing, PriceBook
-from shared.events import Event, LimitEvent, LimitKind, Role, Tokens, UsageEvent
+from shared.events import (
+    Event,
+    LimitEvent,
+    LimitKind,
+    ProfileEvent,
+    ProfileState,
+    Role,
+    Tokens,
+    UsageEvent,
+)
 
 MAX_SESSIONS: Final = 2000  # the least recently active are dropped past this
 RUN_RATE_WINDOW: Final = 3600.0  # seconds: the run-rate is the spend of the last hour, per hour
@@ -134,6 +143,7 @@ class SessionTally:
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, SessionUsage] = OrderedDict()
         self._quota: dict[tuple[str, str], QuotaReading] = {}  # (profile or agent, window)
+        self._standing: dict[str, ProfileEvent] = {}  # profile -> its latest timeline event
 
     def add(self, events: Iterable[Event]) -> None:
         with self._lock:
@@ -142,6 +152,10 @@ class SessionTally:
                     self._add_usage(event)
                 elif isinstance(event, LimitEvent) and event.kind is LimitKind.QUOTA_SNAPSHOT:
                     self._add_quota(event)
+                elif isinstance(event, ProfileEvent):
+                    known = self._standing.get(event.profile)
+                    if known is None or known.ts <= event.ts:
+                        self._standing[event.profile] = event
 
     def _add_usage(self, event: UsageEvent) -> None:
         usage = self._sessions.get(event.session_id)
@@ -210,7 +224,25 @@ class SessionTally:
         owners = {o for o in (profile, agent) if o}
         with self._lock:
             readings = [r for (owner, _), r in self._quota.items() if owner in owners]
-        return [
+            standing = self._standing.get(profile) if profile else None
+        limited = standing is not None and standing.state is ProfileState.RATE_LIMITED
+        heard = (
+            []
+            if standing is None
+            else [
+                {
+                    # The status file's (or a limit hit's) word on the profile: rate-limited until.
+                    "window": "limit" if limited else "profile",
+                    "used_percent": 100.0 if limited else None,
+                    "resets_at": standing.until if limited else None,
+                    "read_at": standing.ts,
+                    "profile": standing.profile,
+                    "state": standing.state.value,
+                    "reason": standing.reason,
+                }
+            ]
+        )
+        return heard + [
             {
                 "window": r.window,
                 "used_percent": r.used_percent,

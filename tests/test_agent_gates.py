@@ -342,3 +342,30 @@ def test_a_failing_verdict_provider_costs_the_verdicts_not_the_ack(fleet: Fleet)
     fleet.calls(2)
     wait_for(lambda: fleet.hub.service.events_in >= before + 2, 30, "the batch stored")  # type: ignore[union-attr]
     assert hook(fleet, "UserPromptSubmit") == {}
+
+
+def test_quota_has_the_status_files_reading_for_the_sessions_profile(fleet: Fleet) -> None:
+    until = time.time() + 3600
+    stamp = datetime.now(UTC).isoformat()
+    reset = datetime.fromtimestamp(until, UTC).isoformat()
+    (fleet.config.parent / "profiles.json").write_bytes(
+        orjson.dumps(
+            {
+                "version": 1,
+                "updated_at": stamp,
+                "active": {"claude-code": "work"},
+                "limited": {"work": {"until": reset, "reason": "5h window", "since": stamp}},
+            }
+        )
+    )
+    fleet.calls(1)
+    state = fleet.config.parent / "state"
+
+    def limited() -> list[dict[str, Any]]:
+        quota = session_figures(state, SESSION)["quota"]
+        return [q for q in quota if q.get("state") == "rate_limited"]
+
+    wait_for(lambda: bool(limited()), 30, "the status file's limit in the quota", 0.5)
+    reading = limited()[0]
+    assert reading["profile"] == "work" and reading["reason"] == "5h window"
+    assert abs(reading["resets_at"] - until) < 1
