@@ -15,6 +15,7 @@ from node_agent.agent_config import (
     GEMINI_HOOK_EVENTS,
     HOOK_TIMEOUT_S,
     MCP_AGENTS,
+    TOKEN_VARIABLE,
     claude_settings,
     gemini_settings,
     node_agent_command,
@@ -22,7 +23,8 @@ from node_agent.agent_config import (
     set_mcp,
     set_statusline,
 )
-from shared.config import default_state_dir, find_config, load_config
+from node_agent.query_client import TOKEN_NAME
+from shared.config import ConfigError, default_state_dir, find_config, load_config
 
 
 def add_agent_commands(sub: Any) -> None:
@@ -43,6 +45,12 @@ def add_agent_commands(sub: Any) -> None:
         help="what the hook does when the node does not answer (default: allow, and say so)",
     )
     hooks.add_argument("--config", type=Path, help="node config file, written into the hook")
+    hooks.add_argument(
+        "--http",
+        action="store_true",
+        help="Claude Code `http` hooks to the node's hook_port (no process per call; the "
+        f"token from ${TOKEN_VARIABLE})",
+    )
     status = sub.add_parser("statusline", help="Claude Code's status line (install|remove)")
     status.add_argument("action", choices=("install", "remove"))
     status.add_argument("--scope", choices=("user", "project"), default="user")
@@ -78,10 +86,23 @@ def cmd_hooks(args: argparse.Namespace) -> int:
         events, timeout = CLAUDE_HOOK_EVENTS, HOOK_TIMEOUT_S
     if args.on_node_down == "block":
         extra += ["--on-node-down", "block"]
-    changed = set_hooks(path, events, base, extra, timeout, install)
+    port = _http_port(args) if args.http and install else None
+    changed = set_hooks(path, events, base, extra, timeout, install, port)
     verb = "installed in" if install else "removed from"
     print(f"hooks {', '.join(events)} {verb} {path}" + ("" if changed else " (already so)"))
     return 0
+
+
+def _http_port(args: argparse.Namespace) -> int:
+    if args.agent != "claude-code":
+        raise ConfigError("--http is for Claude Code only (Gemini CLI runs command hooks)")
+    path = args.config or find_config()
+    config = load_config(path) if path else None
+    if config is None or config.hook_port is None:
+        raise ConfigError("--http needs hook_port in the node config (then restart the node)")
+    token = Path(config.state_dir) / TOKEN_NAME
+    print(f"the hooks send ${TOKEN_VARIABLE}: export it in Claude Code's environment from {token}")
+    return config.hook_port
 
 
 def cmd_statusline(args: argparse.Namespace) -> int:

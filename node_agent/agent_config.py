@@ -29,6 +29,8 @@ SERVER_NAME: Final = "fleetmeter"
 CLAUDE_HOOK_EVENTS: Final = ("UserPromptSubmit", "PostToolBatch", "PreToolUse")
 GEMINI_HOOK_EVENTS: Final = ("BeforeModel",)  # before every model request
 HOOK_TIMEOUT_S: Final = 5  # a dead node costs seconds, not Claude Code's default 600 s
+HTTP_HOOK_PREFIX: Final = "http://127.0.0.1:"
+TOKEN_VARIABLE: Final = "FLEETMETER_HOOK_TOKEN"  # holds state_dir/hook.token for http hooks
 MCP_AGENTS: Final = ("claude-code", "codex", "gemini", "opencode")
 
 
@@ -113,7 +115,12 @@ def gemini_settings(scope: str, project: Path) -> Path:
 
 
 def _is_ours(handler: object, marker: str) -> bool:
-    return isinstance(handler, dict) and marker in str(handler.get("command", ""))
+    if not isinstance(handler, dict):
+        return False
+    url = str(handler.get("url", ""))
+    if marker == " hook " and url.startswith(HTTP_HOOK_PREFIX) and "/hook/" in url:
+        return True  # an `http` hook to the node's port
+    return marker in str(handler.get("command", ""))
 
 
 def _drop_ours(groups: list[Any], marker: str) -> list[Any]:
@@ -128,6 +135,18 @@ def _drop_ours(groups: list[Any], marker: str) -> list[Any]:
     return kept
 
 
+def http_hook(event: str, port: int, timeout: int) -> dict[str, Any]:
+    """Claude Code's `http` hook to the node's port: no process per call. The token comes
+    from the environment (never written into a settings file that may be committed)."""
+    return {
+        "type": "http",
+        "url": f"{HTTP_HOOK_PREFIX}{port}/hook/{event}",
+        "headers": {"Authorization": f"Bearer ${TOKEN_VARIABLE}"},
+        "allowedEnvVars": [TOKEN_VARIABLE],
+        "timeout": timeout,
+    }
+
+
 def set_hooks(
     path: Path,
     events: tuple[str, ...],
@@ -135,6 +154,7 @@ def set_hooks(
     extra: list[str],
     timeout: int,
     install: bool,
+    http_port: int | None = None,
 ) -> bool:
     marker = " hook "
 
@@ -147,11 +167,15 @@ def set_hooks(
                 raise ConfigError(f"{path}: hooks.{event} is not a list; fix it first")
             groups = _drop_ours(groups, marker)
             if install:
-                handler = {
-                    "type": "command",
-                    "command": shell_words([*command, "hook", event, *extra]),
-                    "timeout": timeout,
-                }
+                handler = (
+                    http_hook(event, http_port, timeout)
+                    if http_port is not None
+                    else {
+                        "type": "command",
+                        "command": shell_words([*command, "hook", event, *extra]),
+                        "timeout": timeout,
+                    }
+                )
                 groups.append({"matcher": "*", "hooks": [handler]})
             if groups:
                 hooks[event] = groups

@@ -339,7 +339,9 @@ class Daemon:
             stop=self.stop,
             on_verdicts=self.verdict_book.update,
         )
-        queries = self._start_queries()
+        queries = [self._start_queries(None)]
+        if self.config.hook_port is not None:
+            queries.append(self._start_queries(self.config.hook_port))
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
         self._report_paused()
@@ -374,22 +376,25 @@ class Daemon:
                 died = not self.stop.is_set()  # a thread may end by itself only after a stop
                 self.stop.set()
         systemd.sd_notify("STOPPING=1")
-        if queries is not None:
-            queries.close()
+        for service in queries:
+            if service is not None:
+                service.close()
         for thread in threads:
             thread.join(timeout=10)
         if self.failure is not None or died:
             return self._failed(self.failure)
         return 0
 
-    def _start_queries(self) -> QueryService | None:
-        """The agents' query socket; without it the node still meters (the hooks then say
-        that the node does not answer and let the calls through), so a failure is logged."""
+    def _start_queries(self, port: int | None) -> QueryService | None:
+        """The agents' query socket (or `http` hook port); without it the node still meters
+        (the hooks then say that the node does not answer and let the calls through), so a
+        failure is logged."""
         answers = NodeQueries(self.config.node, self.tally, self.verdict_book, self._agent_refs)
+        where = f"127.0.0.1:{port}" if port is not None else str(self.state_dir)
         try:
-            service = QueryService(self.state_dir, answers)
-        except OSError as exc:  # e.g. a state dir path too long for a unix socket (108 bytes)
-            log.warning("no query socket for the agents' hooks in %s: %s", self.state_dir, exc)
+            service = QueryService(self.state_dir, answers, port)
+        except OSError as exc:  # a port in use; a state dir path too long for a unix socket
+            log.warning("no query service for the agents' hooks at %s: %s", where, exc)
             return None
         service.start()
         return service

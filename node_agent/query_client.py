@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 TIMEOUT_S: Final = 2.0
 SOCKET_NAME: Final = "query.sock"  # in the state dir
+TOKEN_NAME: Final = "hook.token"  # in the state dir: the `http` hooks' token (mode 600)
 
 
 class NodeUnavailable(Exception):

@@ -8,14 +8,16 @@ budget verdicts that apply to it, and the hook's decision.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
+import secrets
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from node_agent.gate import decide
-from node_agent.query_client import SOCKET_NAME
+from node_agent.query_client import SOCKET_NAME, TOKEN_NAME
 from node_agent.session_tally import SessionTally
 from shared.verdicts import Verdict, verdict_to_map
 
@@ -154,10 +156,25 @@ class NodeQueries:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: _Server | _TcpServer
     protocol_version = "HTTP/1.0"
 
+    def _allowed(self) -> bool:
+        """The unix socket is guarded by its mode; the TCP port by the token."""
+        token = self.server.token
+        if token is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        self._send(
+            401, {"error": "missing or wrong token: send Authorization: Bearer <hook.token>"}
+        )
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not self._allowed():
+            return
         url = urlsplit(self.path)
         if url.path != "/session":
             self._send(404, {"error": f"no such path {url.path!r}; try /session"})
@@ -173,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self.server.queries.answer_session(session, pids, cwd))
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._allowed():
+            return
         url = urlsplit(self.path)
         if not url.path.startswith("/hook/"):
             self._send(404, {"error": f"no such path {url.path!r}; try /hook/EVENT"})
@@ -208,24 +227,49 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    token: str | None = None
 
     def __init__(self, path: Path, queries: NodeQueries) -> None:
         self.queries = queries
         super().__init__(str(path), _Handler)
 
 
-class QueryService:
-    """Serves `queries` on `state_dir/query.sock` on a thread until `close`."""
+class _TcpServer(ThreadingHTTPServer):
+    daemon_threads = True
 
-    def __init__(self, state_dir: Path, queries: NodeQueries) -> None:
+    def __init__(self, port: int, token: str, queries: NodeQueries) -> None:
+        self.queries = queries
+        self.token: str | None = token
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+def hook_token(state_dir: Path) -> str:
+    """The `http` hooks' token: made once (mode 600), read by whoever installs the hooks."""
+    path = state_dir / TOKEN_NAME
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
+class QueryService:
+    """Serves `queries` on `state_dir/query.sock` (or, given a port, on 127.0.0.1:port behind
+    the token) on a thread until `close`."""
+
+    def __init__(self, state_dir: Path, queries: NodeQueries, port: int | None = None) -> None:
         self.path = state_dir / SOCKET_NAME
-        self.path.unlink(missing_ok=True)  # a previous daemon's (we hold the state dir's lock)
-        # Made with mode 600 from the start: no moment in which another user could connect.
-        old = os.umask(0o177)
-        try:
-            self._server = _Server(self.path, queries)
-        finally:
-            os.umask(old)
+        self._server: _Server | _TcpServer
+        if port is not None:
+            self._server = _TcpServer(port, hook_token(state_dir), queries)
+        else:
+            self.path.unlink(missing_ok=True)  # a previous daemon's (we hold the state dir lock)
+            # Made with mode 600 from the start: no moment in which another user can connect.
+            old = os.umask(0o177)
+            try:
+                self._server = _Server(self.path, queries)
+            finally:
+                os.umask(old)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="queries", daemon=True
         )
@@ -236,4 +280,5 @@ class QueryService:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self.path.unlink(missing_ok=True)
+        if isinstance(self._server, _Server):  # the token stays: the installed hooks send it
+            self.path.unlink(missing_ok=True)

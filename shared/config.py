@@ -67,6 +67,7 @@ _TOP_KEYS: Final = frozenset(
         "poll_interval",
         "rescan_interval",
         "only_profile_processes",
+        "hook_port",
     }
 )
 _HUB_KEYS: Final = frozenset(
@@ -175,6 +176,9 @@ class NodeConfig:
     # Only the agents of this node's profiles: another user's (or a newcomer's own) session
     # elsewhere on the machine is neither listed nor haltable. False: every agent here.
     only_profile_processes: bool = True
+    # A loopback TCP port for Claude Code's `http` hooks (token in state_dir/hook.token); None:
+    # the unix socket only.
+    hook_port: int | None = None
 
     @property
     def discover_hub(self) -> bool:
@@ -291,6 +295,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         poll_interval=_interval(data, "poll_interval", DEFAULT_POLL_INTERVAL, where),
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
         only_profile_processes=_flag(data, "only_profile_processes", where, default=True),
+        hook_port=_port(data, "hook_port", where),
         hub_events=hub.events,
         hub_commands=hub.commands,
         key_file=hub.key_file,
@@ -313,6 +318,15 @@ def _interval(data: dict[str, Any], key: str, default: float, where: str) -> flo
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{where}: {key!r} must be a positive number of seconds, not {value}")
     return float(value)
+
+
+def _port(data: dict[str, Any], key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{where}: {key!r} must be a TCP port 1..65535, not {value!r}")
+    return value
 
 
 def _flag(data: dict[str, Any], key: str, where: str, *, default: bool = False) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import orjson
 import pytest
 from mcp import ClientSession, StdioServerParameters
@@ -31,6 +32,7 @@ from shared.verdicts import Verdict, VerdictAction, VerdictState
 from tests.fleet_harness import (
     ProfileSpec,
     child_env,
+    free_port,
     running_hub,
     start_node,
     stop,
@@ -369,3 +371,42 @@ def test_quota_has_the_status_files_reading_for_the_sessions_profile(fleet: Flee
     reading = limited()[0]
     assert reading["profile"] == "work" and reading["reason"] == "5h window"
     assert abs(reading["resets_at"] - until) < 1
+
+
+def test_claude_codes_http_hook_type_asks_the_node_on_its_port_with_the_token(
+    fleet: Fleet,
+) -> None:
+    stop(fleet.node)
+    port = free_port()
+    text = fleet.config.read_text()
+    fleet.config.write_text(text.replace("\n", f"\nhook_port = {port}\n", 1))
+    fleet.node = start_node(fleet.config, fleet.tmp)
+    token_file = fleet.config.parent / "state" / "hook.token"
+    wait_for(token_file.exists, 30, "the hook token")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    url = f"http://127.0.0.1:{port}/hook/UserPromptSubmit"
+    body = {"session_id": SESSION, "cwd": CWD, "hook_event_name": "UserPromptSubmit"}
+
+    def post(headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(url, json=body, headers=headers, timeout=10)
+
+    wait_for(lambda: _answers(post, token), 30, "the hook port")
+    refused = post({})
+    assert refused.status_code == 401 and "token" in refused.json()["error"]
+    assert post({"Authorization": "Bearer nope"}).status_code == 401
+    fleet.verdicts[:] = [verdict(f"session:{SESSION}", VerdictState.EXHAUSTED)]
+    fleet.calls(1)
+
+    def stopped() -> bool:
+        answer = post({"Authorization": f"Bearer {token}"})
+        return answer.status_code == 200 and answer.json().get("continue") is False
+
+    wait_for(stopped, 30, "the stop through the http hook", 0.5)
+
+
+def _answers(post: Any, token: str) -> bool:
+    try:
+        return bool(post({"Authorization": f"Bearer {token}"}).status_code == 200)
+    except httpx.HTTPError:
+        return False
