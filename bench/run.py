@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own figures.
 
-python -m bench.run [--only scan,fleet,tui,store]
+python -m bench.run [--only scan,fleet,tui,store,governor,detectors]
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bench import fleet, scan, store, tui
+from bench import detectors, fleet, governor, scan, store, tui
 
-BENCHMARKS = ("scan", "fleet", "tui", "store")
+BENCHMARKS = ("scan", "fleet", "tui", "store", "governor", "detectors")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -36,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "store" in chosen:
         print("\n== store: a hub restarted on 1,000,000 stored events, its report and memory ==")
         store.main([])
+    if "governor" in chosen:
+        print("\n== governor: a budget's crossing log line to the agent stopped, and overshoot ==")
+        governor.main([])
+    if "detectors" in chosen:
+        print("\n== detectors: a simulated 50-machine week, clean and with injected scenarios ==")
+        detectors.main([])
 
 
 if __name__ == "__main__":

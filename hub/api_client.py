@@ -57,18 +57,23 @@ def token_for(config: HubConfig, given: str | None) -> str | None:
     return read_admin_token(config.path) if config.path is not None else None
 
 
+def tls_context(config: HubConfig) -> ssl.SSLContext | None:
+    """How to check the API's certificate (None: the API is plain HTTP)."""
+    cert = config.api_tls_cert_key_file
+    if cert is None:
+        return None
+    # The hub's own certificate is the anchor when it is self-signed and readable here.
+    try:
+        return ssl.create_default_context(cafile=str(cert))
+    except (OSError, ssl.SSLError):
+        return ssl.create_default_context()
+
+
 class HubClient:
     def __init__(self, config: HubConfig, token: str | None) -> None:
         self.base = api_url(config)
         self.token = token
-        self._tls: ssl.SSLContext | None = None
-        cert = config.api_tls_cert_key_file
-        if cert is not None:
-            # The hub's own certificate is the anchor when it is self-signed and readable here.
-            try:
-                self._tls = ssl.create_default_context(cafile=str(cert))
-            except (OSError, ssl.SSLError):
-                self._tls = ssl.create_default_context()
+        self._tls = tls_context(config)
 
     def alive(self) -> bool:
         """Whether a hub answers here (raises nothing)."""
@@ -84,6 +89,9 @@ class HubClient:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, None, body, CALL_TIMEOUT_S)
+
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path, None, None, CALL_TIMEOUT_S)
 
     def _call(
         self,

@@ -1,6 +1,7 @@
 """`fleet-hub`: the ops workstation's command.
 
-With no command it opens the dashboard on an embedded hub (the same core as `serve`, in this
+With no command it opens the dashboard attached to the running hub (`--hub URL --token T`, or
+the one the config names), else on an embedded hub (the same core as `serve`, in this
 process); `demo` does so on a demo fleet of real node agents and fake agents on loopback.
 `init` writes the hub's config and fleet secret; `enroll NODE` prints a node's key; `serve` runs
 the hub headless (receiver, store, ledger, commands, zeroconf); `report` prints the fleet's
@@ -23,9 +24,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from hub import cli_fleet
+from hub import attach, cli_fleet
 from hub._schema import StoreError
-from hub.api_client import ApiFailure, HubClient, NoHub, api_url, running_hub
+from hub.alerts import cli as alerts_cli
+from hub.api_client import ApiFailure, NoHub, running_hub, tls_context
+from hub.budgets import cli as budget_cli
 from hub.config import (
     check_plaintext,
     default_hub_config_path,
@@ -69,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nodes": cli_fleet.cmd_nodes,
         "audit": cli_fleet.cmd_audit,
         "install-service": cli_fleet.cmd_install_service,
+        "budget": budget_cli.cmd_budget,
+        "alerts": alerts_cli.cmd_alerts,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -107,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=default_hub_config_path(),
         help="hub config for the dashboard (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--hub",
+        metavar="URL",
+        help="attach the dashboard to the hub whose API answers at URL "
+        "(default: the one the config names, when it answers)",
+    )
+    parser.add_argument(
+        "--token",
+        dest="hub_token",
+        metavar="T",
+        help="the dashboard's API token (default: $FLEETMETER_TOKEN, admin.token)",
     )
     sub = parser.add_subparsers(dest="command")
 
@@ -167,14 +184,22 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("--json", action="store_true", help="print JSON")
     report_p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
     cli_fleet.add_parsers(sub, with_config)
+    budget_cli.add_parsers(sub, with_config)
+    alerts_cli.add_parser(sub, with_config)
     return parser
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """The TUI on an embedded hub: receiver, store, ledger and commands in this process."""
+    """The TUI attached to the running hub (`--hub`, or the config's when its API answers),
+    else on an embedded hub: receiver, store, ledger and commands in this process."""
     from hub.serve import Hub
     from hub.tui import run_dashboard  # Textual is loaded only for the dashboard
 
+    if args.hub is not None:
+        url = attach.hub_url(args.hub)
+        token = attach.hub_token(args.hub_token, args.config)
+        _log_to_file(_dashboard_log())
+        return attach.run_attached(url, token)
     if not args.config.exists():
         print(
             f"fleet-hub: no hub config at {args.config}: run `fleet-hub init` first "
@@ -183,16 +208,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
         return 2
     config = load_hub_config(args.config)
-    if HubClient(config, None).alive():
-        print(
-            f"fleet-hub: a hub already serves this config (its API answers at "
-            f"{api_url(config)}): the dashboard cannot attach to it yet. Stop that hub "
-            "(`systemctl stop fleet-hub`, or SIGTERM to `fleet-hub serve`) to open the "
-            "dashboard on an embedded one; meanwhile `fleet-hub report`, `nodes` and `audit` "
-            "read it",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+    client = running_hub(config, args.hub_token)  # no token for a hub that answers: exit 2
+    if client is not None and client.token:
+        _log_to_file(_dashboard_log())
+        return attach.run_attached(client.base, client.token, tls_context(config) or True)
     _log_to_file(config.data_dir / "fleet-hub.log")
     hub = Hub(config)
     service = _start(hub, "fleet-hub")
@@ -266,6 +285,12 @@ def _start(hub: Hub, prog: str) -> FleetService | None:
             file=sys.stderr,
         )
         return None
+
+
+def _dashboard_log() -> Path:
+    """An attached dashboard's log: the hub's data dir may not be this user's to write."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "fleetmeter" / "fleet-hub-dashboard.log"
 
 
 def _log_to_file(path: Path) -> None:

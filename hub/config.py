@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from hub.alerts.settings import AlertSettings, parse_alerts
+from hub.budgets.config_io import parse_budgets
+from hub.budgets.model import Budget
 from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
 from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_file
@@ -50,7 +53,9 @@ KEYS: Final = (
     "allow_plaintext",
     "retain_days",
     "api",
+    "alerts",
 )
+READ_KEYS: Final = (*KEYS, "budgets")  # [[budgets]]: written by hub.budgets.config_io
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
 
@@ -69,6 +74,8 @@ class HubConfig:
     retain_days: int = DEFAULT_RETAIN_DAYS  # raw events older than this are pruned
     api_listen: str = DEFAULT_API_LISTEN  # HOST:PORT of the HTTP API ([api] listen)
     api_tls_cert_key_file: Path | None = None  # set: the API speaks HTTPS
+    budgets: tuple[Budget, ...] = ()  # [[budgets]] (see hub.budgets)
+    alerts: AlertSettings = AlertSettings()  # [alerts]: sinks and delivery (hub.alerts)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -99,8 +106,9 @@ def load_hub_config(path: Path, *, missing_ok: bool = False) -> HubConfig:
 
 def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
     where = str(path)
-    if extra := sorted(set(data) - set(KEYS)):
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (known: {', '.join(KEYS)})")
+    if extra := sorted(set(data) - set(READ_KEYS)):
+        known = ", ".join(READ_KEYS)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)} (known: {known})")
     base = path.parent
 
     def text(key: str, default: str | None) -> str | None:
@@ -159,6 +167,8 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         retain_days=retain_days,
         api_listen=api_listen,
         api_tls_cert_key_file=_relative_to(base, api_tls),
+        budgets=parse_budgets(data.get("budgets"), where),
+        alerts=parse_alerts(where, data.get("alerts", {}), base),
         path=path,
     )
     _check_consistent(config, where)
@@ -328,6 +338,9 @@ _TEMPLATE: Final = """\
 [api]
 {api_listen}
 {api_tls_cert_key_file}
+
+# Alerts (budgets, detectors) go to [[alerts.sinks]] tables: a signed webhook, Slack, ntfy or a
+# program, by severity, scope and kind. See README, Alerts.
 """
 
 _EXAMPLES: Final[dict[str, object]] = {
@@ -373,7 +386,7 @@ def _template(path: Path, overrides: Mapping[str, object]) -> tomlkit.TOMLDocume
         line = f"{key} = {tomlkit.item(value or examples.get(key, '')).as_string()}"
         lines[f"api_{key}"] = line if value is not None else f"# {line}"
     for key in KEYS:
-        if key == "api":
+        if key in ("api", "alerts"):  # tables: written above, or by hand (see the template)
             continue
         if key in values or key in _WRITTEN_DEFAULTS:
             value = values.get(key, _WRITTEN_DEFAULTS.get(key))

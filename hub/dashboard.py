@@ -56,7 +56,8 @@ from hub.header import HeaderFigures as HeaderFigures  # the screens take it fro
 from hub.ledger import Dimension, Period, profile_key
 from hub.model import NodeState, ProfileRecord
 from hub.profile_board import ProfileStanding
-from hub.service import FeedItem, FleetService, NodeView, Update
+from hub.service import FeedItem, NodeView, Update
+from hub.source import FleetSource
 from shared.config import Billing
 from shared.events import LimitWindow, ProfileState
 from shared.hello import ProcessInfo, ProfileInfo
@@ -205,7 +206,7 @@ SPEND_COLUMNS: Final = (
 )
 
 
-def spend_rows(service: FleetService, dimension: Dimension, period: Period) -> dict[str, Row]:
+def spend_rows(service: FleetSource, dimension: Dimension, period: Period) -> dict[str, Row]:
     """One row per key of `dimension` with calls in `period` ("(none)": calls that do not say)."""
     out: dict[str, Row] = {}
     for key, t in service.totals(dimension, period).items():
@@ -259,7 +260,7 @@ class _Sweep:
 class Dashboard:
     def __init__(
         self,
-        service: FleetService,
+        service: FleetSource,
         *,
         live_window: float = 1800.0,
         clock: Callable[[], float] | None = None,
@@ -614,7 +615,7 @@ class Dashboard:
             return row
         cells = list(row.cells)
         i = _PROCESS_COLUMN
-        cells[i] = Cell(paused_since(*pause, self.service.ledger.tz), cells[i].sort, "warn")
+        cells[i] = Cell(paused_since(*pause, self.service.tz), cells[i].sort, "warn")
         return Row(row.key, tuple(cells), row.machine, row.profile)
 
     def _with_outcome(self, row: Row, now: float) -> Row:
@@ -842,7 +843,7 @@ class Detail:
 TIMELINE_LINES: Final = 30
 
 
-def period_figures(service: FleetService, dimension: Dimension, key: str) -> list[tuple[str, str]]:
+def period_figures(service: FleetSource, dimension: Dimension, key: str) -> list[tuple[str, str]]:
     out = []
     for period in Period:
         t = service.total(dimension, key, period)
@@ -865,7 +866,7 @@ def _figures_text(t: Totals) -> str:
     )
 
 
-def timeline_lines(service: FleetService, keys: list[str], tz: Any) -> tuple[str, ...]:
+def timeline_lines(service: FleetSource, keys: list[str], tz: Any) -> tuple[str, ...]:
     events = [e for key in keys for e in service.profile_history(key)]
     events.sort(key=lambda e: e.ts, reverse=True)
     lines = []
@@ -893,7 +894,7 @@ def machine_detail(dash: Dashboard, machine: str, bins: int = 72) -> Detail:
         tuple(s.run_rate_bins(("machine", machine), bins)),
         "API-eq spend, last 6 h",
         tuple(session_row(f.key, f, dash.process_of(f.key), now) for f in sessions),
-        timeline_lines(s, keys, s.ledger.tz),
+        timeline_lines(s, keys, s.tz),
     )
 
 
@@ -910,7 +911,7 @@ def profile_detail(dash: Dashboard, key: str, bins: int = 72) -> Detail:
         tuple(s.run_rate_bins(("profile", key), bins)),
         "API-eq spend, last 6 h",
         tuple(session_row(f.key, f, dash.process_of(f.key), now) for f in sessions),
-        timeline_lines(s, [key], s.ledger.tz),
+        timeline_lines(s, [key], s.tz),
     )
 
 
@@ -951,5 +952,5 @@ def session_detail(dash: Dashboard, key: str, bins: int = 72) -> Detail:
         tuple(series),
         label,
         (session_row(key, fig, proc, now),),
-        timeline_lines(s, [pkey] if pkey else [], s.ledger.tz),
+        timeline_lines(s, [pkey] if pkey else [], s.tz),
     )

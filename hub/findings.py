@@ -38,3 +38,14 @@ class FindingSink(Protocol):
     raising the same finding twice delivers it once."""
 
     def raise_finding(self, finding: Finding) -> None: ...
+
+
+class EverySink:
+    """Hands each finding to several sinks in turn (a detector's journal and the outbox)."""
+
+    def __init__(self, *sinks: FindingSink) -> None:
+        self._sinks = sinks
+
+    def raise_finding(self, finding: Finding) -> None:
+        for sink in self._sinks:
+            sink.raise_finding(finding)

@@ -21,7 +21,7 @@ from hub._totals import Basis, Totals
 from hub.ledger import Period
 
 if TYPE_CHECKING:
-    from hub.service import FleetService
+    from hub.source import FleetSource
 
 SHORT_MIN: Final = 5  # the short burn window, minutes
 LONG_MIN: Final = 60  # the long burn window (and the projections' rate), minutes
@@ -212,14 +212,14 @@ def project(
     return day, so_far + average_day * days_after_today
 
 
-def fleet_header(service: FleetService, now: float, online: int, nodes: int) -> HeaderFigures:
+def fleet_header(service: FleetSource, now: float, online: int, nodes: int) -> HeaderFigures:
     """The header's figures as of `now`, with `online` of `nodes` nodes online (the dashboard
     and the API's summary both show these)."""
     today = service.fleet(Period.TODAY)
     month = service.fleet(Period.MONTH)
     paid, api = Basis.METERED, Basis.API_EQUIVALENT
     paid_long = service.burn_rate_per_hour(minutes=LONG_MIN, basis=paid)
-    when = datetime.fromtimestamp(now, service.ledger.tz)
+    when = datetime.fromtimestamp(now, service.tz)
     day, month_total = project(today, month, paid_long, when, service.first_call())
     return HeaderFigures(
         today.metered,

@@ -442,10 +442,7 @@ class Ledger:
     def covered(self, seconds: int) -> int:
         """How many of the last `seconds` the figures cover: all of them once the first call is
         that old, else the time since it (at least `MIN_COVERED_S`: one call is not a rate)."""
-        if self.first_call is None:
-            return seconds
-        since = round(self._now() - self.first_call)
-        return max(MIN_COVERED_S, min(seconds, since))
+        return covered(seconds, self.first_call, self._now())
 
     def kept_days(self) -> list[str]:
         """The days whose totals are held (those a current period covers), oldest first."""
@@ -470,6 +467,14 @@ class Ledger:
 
     def _date(self, ts: float) -> date:
         return datetime.fromtimestamp(ts, self.tz).date()
+
+
+def covered(seconds: int, first_call: float | None, now: float) -> int:
+    """How many of the last `seconds` before `now` figures from `first_call` on cover (see
+    `Ledger.covered`)."""
+    if first_call is None:
+        return seconds
+    return max(MIN_COVERED_S, min(seconds, round(now - first_call)))
 
 
 def _keep_from(today: date) -> date:

@@ -94,40 +94,29 @@ class ReportCache:
         start: float | None,
         end: float | None,
     ) -> Iterable[Cell]:
-        with self._lock:
-            return self._cells(store, generation, tz, read, start, end)
-
-    def _cells(
-        self,
-        store: Store,
-        generation: int,
-        tz: tzinfo,
-        read: list[str],
-        start: float | None,
-        end: float | None,
-    ) -> Iterable[Cell]:
-        split = int(time.time() // QUARTER_S) - RECENT_QUARTERS
-        edge = split * QUARTER_S
-        if (start is not None and start >= edge) or (end is not None and end <= edge):
-            return store.rollup(tz, read, start, end)
-        key = (tz, tuple(read), start)
-        past = self._reads.get(key)
-        if (
-            past is None
-            or split - past.split > RECUT_QUARTERS
-            or past.generation > generation  # kept from a newer snapshot than this one
-            or self._writes.touched_before(past.generation, past.split)
-        ):
-            cells = store.rollup(tz, read, start, edge)
-            head = list(islice(cells, CACHED_CELLS + 1))
-            if len(head) > CACHED_CELLS:  # too many to keep: read on as they come
-                self._reads.pop(key, None)
-                return chain(head, cells, store.rollup(tz, read, edge, end))
-            past = self._reads[key] = _Past(split, generation, head)
-        self._reads.move_to_end(key)
-        while len(self._reads) > CACHED_READS:
-            self._reads.popitem(last=False)
-        return chain(past.cells, store.rollup(tz, read, past.split * QUARTER_S, end))
+        with self._lock:  # reports run on the API's worker threads
+            split = int(time.time() // QUARTER_S) - RECENT_QUARTERS
+            edge = split * QUARTER_S
+            if (start is not None and start >= edge) or (end is not None and end <= edge):
+                return store.rollup(tz, read, start, end)
+            key = (tz, tuple(read), start)
+            past = self._reads.get(key)
+            if (
+                past is None
+                or split - past.split > RECUT_QUARTERS
+                or past.generation > generation  # kept from a newer snapshot than this one
+                or self._writes.touched_before(past.generation, past.split)
+            ):
+                cells = store.rollup(tz, read, start, edge)
+                head = list(islice(cells, CACHED_CELLS + 1))
+                if len(head) > CACHED_CELLS:  # too many to keep: read on as they come
+                    self._reads.pop(key, None)
+                    return chain(head, cells, store.rollup(tz, read, edge, end))
+                past = self._reads[key] = _Past(split, generation, head)
+            self._reads.move_to_end(key)
+            while len(self._reads) > CACHED_READS:
+                self._reads.popitem(last=False)
+            return chain(past.cells, store.rollup(tz, read, past.split * QUARTER_S, end))
 
 
 def build_hub_report(

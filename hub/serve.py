@@ -13,8 +13,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub.alerts.outbox import Outbox
+from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
+from hub.detectors.journal import FindingJournal
+from hub.detectors.runner import DetectorRunner, attach
+from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
 from hub.store import Store
@@ -61,6 +66,7 @@ class Hub:
         book: PriceBook | None = None,
         command_timeout: float = 6.5,  # the survey time: the longest any command waits
         advertiser_factory: Callable[[HubConfig, str, str], ZeroconfAdvertiser] | None = None,
+        finding_sink: FindingSink | None = None,
     ) -> None:
         self.config = config
         self.book = book or PriceBook.default()
@@ -70,10 +76,16 @@ class Hub:
         self.keys = NodeKeys(read_secret(config.secret_file))
         self.stop_event = threading.Event()
         self.service: FleetService | None = None
+        self.governor: Governor | None = None
+        # where budget crossings go: the alert outbox in the store unless a test gives one
+        self.finding_sink = finding_sink
         self.receiver: Receiver | None = None
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
+        self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
+        self.detectors: DetectorRunner | None = None
+        self._journal: FindingJournal | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -98,6 +110,7 @@ class Hub:
                 f"cannot use data_dir {self.config.data_dir}: {exc.strerror or exc} "
                 f"(set in {self.config.path})"
             ) from exc
+        self.alerts = Outbox(self._store.path, self.config.alerts)
         self.commander = Commander(
             self.config.commands, self.keys, timeout=self.command_timeout, tls=tls
         )
@@ -108,6 +121,18 @@ class Hub:
             commander=self.commander,
             retain_days=self.config.retain_days,
         )
+        # before the receiver: no batch may pass the budgets unchecked
+        self.governor = Governor(
+            self._store.path,
+            self.service,
+            self.config.budgets,
+            sink=self.finding_sink if self.finding_sink is not None else self.alerts,
+            config_path=self.config.path,
+        )
+        self.governor.attach(self._store)
+        self._journal = FindingJournal(self._store.path)
+        # the journal keeps what the detectors found; the outbox alerts people to it
+        self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -171,8 +196,16 @@ class Hub:
             self._loop.call_soon_threadsafe(self._loop.stop)
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.governor is not None:
+            self.governor.close()
         if self.commander is not None:
             self.commander.close()
+        if self.service is not None:
+            self.service.close()
+        if self.alerts is not None:
+            self.alerts.close()
+        if self._journal is not None:
+            self._journal.close()
         if self._store is not None:
             self._store.close()
 

@@ -35,6 +35,7 @@ from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
 from hub._runrate import MinutePoint
 from hub._sessions import RECENT_S, SessionNames, session_key
+from hub._subscribers import Subscribers
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
@@ -42,6 +43,7 @@ from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, 
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
+from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
 from shared.codec import DecodeError, unpack
@@ -63,6 +65,7 @@ Action = Literal["pause", "resume", "kill"]
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
 # SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
 ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
+EMBEDDED: Final = Connection("embedded hub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,9 @@ class Update:
 
 Subscriber = Callable[[Update], None]
 VerdictProvider = Callable[[str], list[Verdict]]  # node name -> the verdicts concerning it
+# Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
+# `Update` only names.
+BatchListener = Callable[[IngestResult], None]
 
 
 class FleetService:
@@ -141,7 +147,8 @@ class FleetService:
         self._names = SessionNames()
         self.feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)  # in the order things happened
         self._words = FeedWords(self.ledger.tz)
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Subscribers[Update]()
+        self._batch_listeners = Subscribers[IngestResult]()
         self.bad_events = 0
         # Counted per node, logged at most once a minute each: one frame may carry 60,000.
         self._undecodable = CountedLog(log, "undecodable events")
@@ -155,6 +162,7 @@ class FleetService:
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
+        self._closed = False  # the store is closing: a load that ends now leaves it be
         self._start_load()
 
     def _start_load(self) -> None:
@@ -183,6 +191,8 @@ class FleetService:
         except Exception:  # the hub keeps collecting; its figures then start from empty
             log.exception("could not load the figures from the store's roll-ups")
         with self._lock:
+            if self._closed:  # the hub stopped meanwhile (it could not listen, say)
+                return
             pending, self._pending = self._pending or [], None
             self.ledger = ledger
             if any(result.billing_changed for result in pending):
@@ -218,6 +228,11 @@ class FleetService:
             # a minute more: the rate's window starts at a minute's start before now
             source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
         )
+
+    def close(self) -> None:
+        """Before the store closes: a figures load still running ends without using it."""
+        with self._lock:
+            self._closed = True
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Wait until the figures are loaded (readers of the ledger do); False on a timeout."""
@@ -304,6 +319,7 @@ class FleetService:
             result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
         self._publish(change)
+        self._tell_listeners(result)
         return result
 
     def _account(
@@ -475,6 +491,14 @@ class FleetService:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @property
+    def tz(self) -> tzinfo:
+        """The zone the figures' days are cut in."""
+        return self.ledger.tz
+
+    def connection(self) -> Connection:
+        return EMBEDDED
+
     def nodes(self) -> list[NodeView]:
         now = self.clock()
         with self._lock:
@@ -629,38 +653,44 @@ class FleetService:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every change; returns the function that unsubscribes."""
-        with self._lock:
-            self._subscribers.append(subscriber)
+        return self._subscribers.add(subscriber)
 
-        def unsubscribe() -> None:
-            with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
+    def on_batch(self, listener: BatchListener) -> Callable[[], None]:
+        """Call `listener` with every committed batch's result (after the subscribers, on the
+        receiver thread, before the ack); returns the function that stops it."""
+        return self._batch_listeners.add(listener)
 
-        return unsubscribe
+    def _tell_listeners(self, result: IngestResult) -> None:
+        if result.changes:
+            self._batch_listeners.publish(result)
 
     def _publish(self, change: Update) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("a subscriber failed")
+        self._subscribers.publish(change)
 
     # -- commands ----------------------------------------------------------------------------
 
     def command(
-        self, node: str, action: Action, pid: int, create_time: float, *, who: str
+        self,
+        node: str,
+        action: Action,
+        pid: int,
+        create_time: float,
+        *,
+        who: str,
+        command_id: str | None = None,
     ) -> CommandOutcome:
         """Send pause / resume / kill for (pid, create_time) on `node` and wait for the answer.
-        Written to the audit log and the feed, whatever the outcome."""
+        Written to the audit log and the feed, whatever the outcome. `command_id`: the same id
+        sent again is answered by the node from memory, not acted on twice (the governor's
+        retries after a restart); default a fresh one."""
         if self.commander is None:
             outcome = CommandOutcome(
                 False, "refused", "this hub has no command endpoint", node, pid
             )
         else:
-            body = {"cmd": action, "pid": pid, "ctime": create_time}
+            body: dict[str, Any] = {"cmd": action, "pid": pid, "ctime": create_time}
+            if command_id is not None:
+                body["id"] = command_id
             try:
                 reply = self.commander.send(node, body, ANSWER_WITHIN[action])
             except ValueError as exc:
@@ -689,6 +719,13 @@ class FleetService:
             self._add_to_feed([item])
         self._publish(Update(machines={node}, feed=[item]))
         return outcome
+
+    def tell(self, machine: str, text: str, kind: str = "budget") -> None:
+        """Add a line to the feed from another part of the hub (the governor) and publish it."""
+        item = FeedItem(self.clock(), kind, machine, text)
+        with self._lock:
+            self._add_to_feed([item])
+        self._publish(Update(feed=[item]))
 
     async def acommand(
         self, node: str, action: Action, pid: int, create_time: float, *, who: str

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import tzinfo
 from pathlib import Path
@@ -76,6 +77,18 @@ ON CONFLICT (event_id) DO UPDATE SET
     estimated = excluded.estimated, payload = excluded.payload
 WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
+# Called inside a batch's transaction with what it changed (new and superseded calls, their
+# prices, new limit readings) and the time: its writes commit or roll back with the batch.
+IngestHook = Callable[
+    [
+        sqlite3.Connection,
+        Sequence[Change],
+        Sequence[tuple[Price | None, Price]],
+        Sequence[LimitEvent],
+        float,
+    ],
+    None,
+]
 REPRICE_STEP: Final = 5_000  # raw rows re-priced per transaction (see `reprice`)
 PRUNE_STEP: Final = 5_000  # raw rows deleted per transaction: the receiver waits no longer
 VACUUM_PAGES: Final = 2_000  # free pages handed back to the file system per step (8 MiB)
@@ -106,6 +119,7 @@ class Store:
         self._price = StorePricer(book)
         self._db = connect(self.path, synchronous, self._price, cache_kib)
         self._payloads = Payloads(self._db)
+        self._ingest_hooks: list[IngestHook] = []
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
         # Raw events before this time were pruned: later copies of them are not stored.
         self._pruned_before = float(row[0]) if row else -math.inf
@@ -155,6 +169,21 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on this store's connection, for rows kept by another module
+        (the budget governor's): committed on exit, rolled back on an error."""
+        with self._transaction():
+            yield self._db
+
+    def reading(self) -> sqlite3.Connection:
+        """This store's connection, for another module's reads (the owner serialises calls)."""
+        return self._db
+
+    def add_ingest_hook(self, hook: IngestHook) -> None:
+        """Have `hook` run inside every batch's transaction (see `IngestHook`)."""
+        self._ingest_hooks.append(hook)
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -212,6 +241,8 @@ class Store:
             changes, prices, ignored, foreign = self._upsert_usage(usage, node, now)
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
+            for hook in self._ingest_hooks:
+                hook(self._db, changes, prices, limits, now)
             self._db.execute(
                 "INSERT INTO streams (node, stream, seq, committed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (node, stream) DO UPDATE SET seq = excluded.seq, "

@@ -123,6 +123,11 @@ class UsageEvent:
     profile: str | None = None
     account: str | None = None
     origin: str = ""  # file (and line) the event was read from, for diagnostics
+    # The call's tool uses, each "name:hash of its input" (12 hex digits of SHA-256 over the
+    # input as sorted JSON), joined by ","; None when the log names none (or the source does
+    # not read them). Lets the hub see the same tool call repeated (a retry loop) without
+    # the input itself leaving the machine. Absent on the wire from older nodes: None.
+    tool_calls: str | None = None
 
     @property
     def counts(self) -> bool:

@@ -3,14 +3,18 @@ for the API's tests and its bench."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import pynng
+import pytest
 import tomlkit
 
 from hub.config import load_hub_config
@@ -18,7 +22,7 @@ from shared.codec import pack
 from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProcessInfo, hello_to_map
 from shared.wire import batch_body, seal
-from tests.fleet_harness import HubSetup, child_env, make_hub, start_hub
+from tests.fleet_harness import HubSetup, child_env, free_port, make_hub, start_hub, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("viewer", "operator", "agent")
@@ -122,6 +126,42 @@ def serve_hub(tmp: Path, api: dict[str, object] | None = None) -> ServedHub:
     config = load_hub_config(setup.config)
     scheme = "https" if config.api_tls_cert_key_file is not None else "http"
     return ServedHub(setup, proc, f"{scheme}://{config.api_listen}", tokens, tmp)
+
+
+@contextmanager
+def little_fleet(tmp: Path) -> Iterator[ServedHub]:
+    """A served hub that holds three calls of spark01's, stopped on the way out."""
+    served = serve_hub(tmp)
+    try:
+        served.send("spark01", [call("spark01", n) for n in range(3)])
+        yield served
+    finally:
+        stop(served.proc)
+
+
+def self_signed_certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: (its PEM with the key, for the hub; the
+    certificate alone, for a client to trust). Needs the openssl command."""
+    pem = tmp / "api.pem"
+    key, crt = tmp / "api.key", tmp / "api.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=hub",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pem.write_text(crt.read_text() + key.read_text())
+    return pem, crt
+
+
+def serve_over_https(tmp: Path) -> tuple[ServedHub, Path]:
+    """A served hub whose API speaks HTTPS with a self-signed certificate, and that
+    certificate (for a client to trust). Skips the test without the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    pem, crt = self_signed_certificate(tmp)
+    tls = {"listen": f"127.0.0.1:{free_port()}", "tls_cert_key_file": str(pem)}
+    return serve_hub(tmp, api=tls), crt
 
 
 def report_rows(data: bytes | str) -> list[dict[str, object]]:

@@ -245,10 +245,12 @@ def test_errors_are_json_never_a_traceback(hub: ServedHub) -> None:
     assert bad_body.status_code == 422 and "Traceback" not in bad_body.text
 
 
-def test_the_dashboard_says_a_hub_already_serves_its_config(hub: ServedHub) -> None:
-    done = hub.cli()
-    assert done.returncode == 1
-    assert "already serves" in done.stderr and "systemctl stop fleet-hub" in done.stderr
+def test_the_dashboard_attaches_to_a_hub_serving_its_config(hub: ServedHub) -> None:
+    """It attaches (tests/test_tui_attached_tmux.py shows it on a terminal): with a token the
+    hub does not know, that is one line and exit 2, not an embedded second hub."""
+    done = hub.cli("--token", "fmt_not-a-token")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "token" in done.stderr
     assert "Traceback" not in done.stderr
 
 

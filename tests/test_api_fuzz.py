@@ -13,20 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_harness import ServedHub, call, serve_hub
-from tests.fleet_harness import stop
+from tests.api_harness import ServedHub, little_fleet
 
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[ServedHub]:
-    served = serve_hub(tmp_path)
-    try:
-        served.send("spark01", [call("spark01", n) for n in range(3)])
+    with little_fleet(tmp_path) as served:
         yield served
-    finally:
-        stop(served.proc)
 
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis not installed (dev extra)")

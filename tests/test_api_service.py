@@ -21,8 +21,8 @@ import tomlkit
 
 from hub.config import check_plaintext, load_hub_config
 from shared.config import ConfigError
-from tests.api_harness import fleet_hub, serve_hub
-from tests.fleet_harness import child_env, free_port, make_hub, stop, wait_for
+from tests.api_harness import fleet_hub, serve_hub, serve_over_https
+from tests.fleet_harness import child_env, make_hub, stop, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYZE = shutil.which("systemd-analyze")
@@ -147,21 +147,9 @@ def test_a_serve_that_cannot_listen_exits_1_and_tells_systemd(
 
 
 def test_the_api_over_https(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    pem = tmp_path / "api.pem"
-    key, crt = tmp_path / "api.key", tmp_path / "api.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=hub",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    pem.write_text(crt.read_text() + key.read_text())
-    port = free_port()
-    served = serve_hub(tmp_path, api={"listen": f"127.0.0.1:{port}", "tls_cert_key_file": str(pem)})
+    served, crt = serve_over_https(tmp_path)
     try:
-        assert served.url == f"https://127.0.0.1:{port}"
+        assert served.url.startswith("https://127.0.0.1:")
         plain = served.cli("nodes", "--json")
         assert plain.returncode == 0, plain.stderr
         assert orjson.loads(plain.stdout) == []

@@ -212,3 +212,12 @@ def test_event_set_keeps_highest_revision() -> None:
     )
     assert events.add(retract)
     assert events.counted_usage() == []
+
+
+def test_tool_calls_travel_and_a_frame_without_them_decodes_as_none() -> None:
+    signed = dataclasses.replace(USAGE, tool_calls="Bash:0123456789ab,Read:ba9876543210")
+    assert unpack(pack(signed)) == signed
+    older = msgpack.packb(_usage_map(tool_calls=_DROP))  # what a node before the field sends
+    assert unpack(older).tool_calls is None
+    with pytest.raises(DecodeError, match="tool_calls must be a string"):
+        unpack(msgpack.packb(_usage_map(tool_calls=7)))

@@ -513,6 +513,28 @@ def test_a_billing_change_reloads_the_figures_without_holding_the_receiver(
     store.close()
 
 
+def test_a_hub_stopped_while_its_figures_load_ends_the_load_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve` that cannot listen stops at once, closing the store under a load still
+    running: the load printed a traceback (a closed database) into the one-line error."""
+    now = T0 + 10 * DAY
+    with Store.in_dir(tmp_path) as store:
+        store.ingest("spark01", "events", 1, 1, [usage("a", ts=now - DAY)], HELLO, now)
+    failures: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    gate = threading.Event()
+    store = WatchedStore(tmp_path / DB_FILE, gate)
+    service = FleetService(store, PriceBook.default(), clock=lambda: now)
+    service.close()
+    store.close()
+    gate.set()
+    loads = [t for t in threading.enumerate() if t.name == "ledger-load"]
+    for thread in loads:
+        thread.join(30)
+    assert loads and failures == []
+
+
 def test_kept_calls_are_repriced_when_the_tables_change(tmp_path: Path) -> None:
     """Calls stored under other tables (here: twice the price) are brought to the hub's, in
     steps, with their roll-ups and the figures; calls of pruned days keep their old price."""

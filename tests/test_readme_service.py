@@ -1,7 +1,7 @@
 """Walks the hub's commands in the README's "Running a fleet" as written, in order: init,
 install-service (the unit goes to a temp file instead of /etc, and its own ExecStart stands in
 for systemctl), enroll, nodes, report, audit, pause; then the dashboard beside the service.
-A signed batch from spark02 stands in for a node agent."""
+A signed batch from spark02 stands in for a node agent; tmux is the dashboard's terminal."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from hub.config import load_hub_config
 from tests.api_harness import ServedHub, call, fleet_hub
 from tests.fleet_harness import HubSetup, child_env, free_port, stop, wait_for
+from tests.test_tui_attached_tmux import start_dashboard
+from tests.test_tui_tmux import Tmux, tmux  # noqa: F401 (the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,14 +30,17 @@ def readme_hub_commands() -> list[list[str]]:
         if words[:1] == ["sudo"] and "fleet-hub" in words[1]:
             words = ["fleet-hub", *words[2:]]
         if words[:1] == ["fleet-hub"]:
-            commands.append(words[1:])
+            commands.append(words[1:] or ["(dashboard)"])
     return commands
 
 
-def test_the_readme_runs_the_hub_as_a_service_first(tmp_path: Path) -> None:
+def test_the_readme_runs_the_hub_as_a_service_first(
+    tmp_path: Path,
+    tmux: Tmux,  # noqa: F811
+) -> None:
     commands = readme_hub_commands()
     assert [c[0] for c in commands] == [
-        "init", "install-service", "enroll", "nodes", "report", "audit", "pause",
+        "init", "install-service", "enroll", "nodes", "report", "audit", "pause", "(dashboard)",
     ]  # fmt: skip
     config = tmp_path / "hub.toml"
     local = [
@@ -57,6 +62,12 @@ def test_the_readme_runs_the_hub_as_a_service_first(tmp_path: Path) -> None:
             if words[0] == "install-service":
                 words = [w.replace("$USER", getpass.getuser()) for w in words]
                 extra += ["--output", str(unit)]
+            if words[0] == "(dashboard)":  # beside the service: attached to it
+                start_dashboard(tmux, tmp_path, *extra)
+                assert served is not None
+                tmux.wait_for(f"attached to {served.url}", "spark02", timeout=60)
+                tmux.keys("q")
+                continue
             done = fleet_hub(tmp_path, *words, *extra)
             if words[0] == "pause":  # no node agent listens: the hub says so, and audits it
                 assert done.returncode == 1 and "no answer" in done.stdout, done.stderr
@@ -72,8 +83,6 @@ def test_the_readme_runs_the_hub_as_a_service_first(tmp_path: Path) -> None:
         assert served is not None
         audit = served.cli("audit")
         assert "pause" in audit.stdout and "local-admin" in audit.stdout
-        dashboard = served.cli()
-        assert dashboard.returncode == 1 and "already serves" in dashboard.stderr
     finally:
         if served is not None:
             stop(served.proc)

@@ -764,3 +764,23 @@ def test_source_file_order_puts_mains_first(tmp_path: Path) -> None:
     assert [f.path.parent.name for f in found] == ["-z", "-a"]
     assert found == sorted(found, key=lambda f: (f.order, str(f.path)))
     assert isinstance(found[0], SourceFile)
+
+
+def test_tool_uses_are_sent_as_name_and_input_hash_never_the_input(tmp_path: Path) -> None:
+    bash = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "make"}}
+    same = {"type": "tool_use", "id": "toolu_2", "name": "Bash", "input": {"command": "make"}}
+    other = {"type": "tool_use", "id": "toolu_3", "name": "Bash", "input": {"command": "ls"}}
+    write(
+        main_file(tmp_path),
+        [
+            assistant("msg_a", "req_a", block=bash),
+            assistant("msg_b", "req_b", block=same),
+            assistant("msg_c", "req_c", block=other),
+            assistant("msg_d", "req_d"),  # text only
+        ],
+    )
+    signatures = [e.tool_calls for e in sorted(scan(tmp_path).sent, key=lambda e: e.event_id)]
+    assert signatures[0] == signatures[1] != signatures[2]  # same input, same signature
+    assert signatures[3] is None
+    assert signatures[0] is not None and signatures[0].startswith("Bash:")
+    assert "make" not in signatures[0] and len(signatures[0]) == len("Bash:") + 12

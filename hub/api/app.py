@@ -24,11 +24,18 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub._schema import StoreError
+from hub.alerts.outbox import Outbox
 from hub.api import models as m
 from hub.api import views
+from hub.api.alert_metrics import AlertCollector
+from hub.api.alerts import alert_routes
 from hub.api.auth import AuthError, Principal, principal
+from hub.api.budgets import add_budget_routes
+from hub.api.errors import ApiError
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
+from hub.api.mirror import mirror_routes
 from hub.api.stream import Broker
+from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
@@ -84,13 +91,6 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def create_app(
     service: FleetService,
     tokens: TokenBook,
@@ -98,10 +98,14 @@ def create_app(
     hub_name: str,
     version: str,
     rejects: Callable[[], Mapping[str, int]] = dict,
+    governor: Governor | None = None,
+    alerts: Outbox | None = None,
 ) -> FastAPI:
     broker = Broker(service)
     commands = CommandCounts()
     registry = registry_for(HubCollector(service, rejects, commands))
+    if alerts is not None:
+        registry.register(AlertCollector(alerts))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -174,6 +178,9 @@ def create_app(
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error in the API")
         return JSONResponse({"error": "unexpected error in the hub: see its log"}, 500)
+
+    if alerts is not None:
+        app.include_router(alert_routes(alerts, needs(READERS), needs(OPERATORS)))
 
     @app.get(f"{API}/health", tags=["hub"])
     def health() -> Health:
@@ -371,12 +378,16 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    app.include_router(mirror_routes(service, needs(READERS), needs(EVERYONE)))
+
     @app.get("/metrics", tags=["hub"], response_class=Response)
     def metrics(_: Reader) -> Response:
         """Prometheus text format (a viewer or operator token: figures per machine,
         profile and model are not for anyone on the network)."""
         return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
+    if governor is not None:
+        add_budget_routes(app, governor, needs, ApiError)
     return app
 
 

@@ -40,6 +40,9 @@ NAMES: Final = tuple(
         "batches_total",
         "frames_rejected_total",
         "commands_total",
+        "alerts",  # hub.api.alert_metrics
+        "alert_deliveries",
+        "alert_attempts_total",
     )
 )
 

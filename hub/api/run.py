@@ -11,6 +11,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from hub.alerts.courier import Courier, sink_secrets
+from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.server import ApiServer
 from hub.config import HubConfig
@@ -29,6 +31,7 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    secrets = sink_secrets(config.alerts)  # a bad secret file: exit 2 before anything starts
     hub = Hub(config)
     service = start_hub(hub, "fleet-hub serve")
     if service is None:
@@ -41,6 +44,8 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         hub_name=config.name,
         version=package_version(),
         rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
+        governor=hub.governor,
+        alerts=hub.alerts,
     )
     try:
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
@@ -58,11 +63,17 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}, api {api.url}",
         flush=True,
     )
+    assert hub.alerts is not None
+    post = HttpxPost()
+    courier = Courier(hub.alerts, config.alerts, config.name, post, secrets)
+    courier.start()
     sd_notify(f"READY=1\nSTATUS=serving: api {api.url}")
     try:
         status = supervise(stop, api, watchdog_interval())
     finally:
         sd_notify("STOPPING=1")
+        courier.stop()  # a delivery still in flight is sent again at the next start
+        post.close()
         api.stop(before=app.state.broker.close)  # streams end whole, not cut
         hub.stop()
         log.info("hub stopped; the store is committed")

@@ -90,7 +90,10 @@ def _bind(host: str, port: int) -> socket.socket:
         )[0]
     except socket.gaierror as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets whose
+    # proto says TCP, and with Nagle on each answer on a kept-alive connection waits out the
+    # client's delayed ACK (40 ms on Linux).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-from hub.service import FleetService
+from hub.source import FleetSource
 from hub.tui.app import FleetApp
 
 __all__ = ["FleetApp", "run_dashboard"]
 
 
-def run_dashboard(service: FleetService, *, who: str | None = None) -> None:
+def run_dashboard(service: FleetSource, *, who: str | None = None) -> None:
     """Run the TUI in this terminal until the operator quits (or SIGTERM / SIGHUP arrive:
     the caller's cleanup then runs as after a quit)."""
     app = FleetApp(service, who=who)

@@ -2,7 +2,7 @@
 
 The app reads only through the hub service (via `hub.dashboard`), on a timer: the service tells
 the dashboard what changed from its own threads, and every `TICK_S` the app takes one
-`Frame` and writes only the changed cells. Halt actions go through `FleetService.acommand`
+`Frame` and writes only the changed cells. Halt actions go through `FleetSource.acommand`
 (the same command path as any other client), off the UI loop, and their outcome is written to
 the row, the feed and the hub's audit log.
 """
@@ -14,6 +14,7 @@ import getpass
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from typing import ClassVar, Final
 
 from rich.text import Text
@@ -29,6 +30,7 @@ from hub.dashboard import (
     GROUPINGS,
     SPEND_COLUMNS,
     Dashboard,
+    Detail,
     Frame,
     HeaderFigures,
     Table,
@@ -40,12 +42,14 @@ from hub.dashboard import (
     spend_rows,
 )
 from hub.ledger import Dimension, Period
-from hub.service import Action, CommandOutcome, FeedItem, FleetService
+from hub.service import Action, CommandOutcome, FeedItem
+from hub.source import FleetSource
 from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
 from hub.tui.table import LiveTable
 from hub.tui.trail import Step, Trail
 
 TICK_S: Final = 0.25
+NEEDS_OPERATOR: Final = "needs an operator token"
 SPEND_EVERY_S: Final = 1.0
 FEED_KINDS: Final = {
     "node": "cyan",
@@ -97,6 +101,8 @@ class FleetApp(App[None]):
     TITLE = "fleet-hub"
     CSS = """
     #figures { height: 1; background: $boost; padding: 0 1; }
+    #figures.unreachable { color: $text-disabled; }
+    .unreachable LiveTable { opacity: 60%; }
     #scope { height: 1; color: $text-muted; padding: 0 1; }
     #tabs { height: 1fr; }
     #tabs TabPane { height: 1fr; padding: 0; }
@@ -135,8 +141,10 @@ class FleetApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
-        Binding("d", "detail", "Detail"),
-        Binding("c", "columns", "Columns"),
+        # Not in the footer, which keeps the halt keys whole at 80 columns: enter opens the
+        # detail too, the table says "N more columns (c)", and ? lists them all.
+        Binding("d", "detail", "Detail", show=False),
+        Binding("c", "columns", "Columns", show=False),
         Binding("1", "tab('machines')", "Machines", show=False),  # the tabs' labels say 1-4
         Binding("2", "tab('profiles')", "Profiles", show=False),
         Binding("3", "tab('sessions')", "Sessions", show=False),
@@ -172,7 +180,7 @@ class FleetApp(App[None]):
 
     def __init__(
         self,
-        service: FleetService,
+        service: FleetSource,
         *,
         who: str | None = None,
         live_window: float = 1800.0,
@@ -190,6 +198,7 @@ class FleetApp(App[None]):
         self._spend_at = 0.0
         self._spend_dirty = True
         self._unsubscribe: Callable[[], None] | None = None
+        self.connection = service.connection()
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -210,7 +219,8 @@ class FleetApp(App[None]):
         yield Input(
             placeholder="filter rows: enter to apply (empty clears), esc to cancel", id="filter"
         )
-        yield Footer(compact=True)  # room for every halt key at 80 columns
+        # room for every key it shows at 80 columns (? names ctrl+p, the command palette)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._unsubscribe = self.service.subscribe(self.dashboard.note)
@@ -244,6 +254,28 @@ class FleetApp(App[None]):
             return
         frame = self.dashboard.tick()
         self.apply_frame(frame)
+        self._check_connection()
+
+    def _check_connection(self) -> None:
+        """The hub went away or came back: say so, and grey the figures while it is away."""
+        now = self.service.connection()
+        if now == self.connection:
+            return
+        self.connection = now
+        down = now.unreachable_since is not None
+        self.query_one("#figures", FiguresLine).set_class(down, "unreachable")
+        self.set_class(down, "unreachable")  # the app: whichever screen is up now
+        self._show_scope()
+
+    @property
+    def link_text(self) -> str:
+        """Where the figures come from: the line under the header starts with it."""
+        since = self.connection.unreachable_since
+        if since is None:
+            return self.connection.label
+        when = datetime.fromtimestamp(since, self.service.tz).strftime("%H:%M:%S")
+        why = self.connection.refused or "reconnecting"
+        return f"hub unreachable since {when} ({why}; figures as of then)"
 
     def apply_frame(self, frame: Frame) -> int:
         """Write one frame to the screen; returns the cells written."""
@@ -375,7 +407,7 @@ class FleetApp(App[None]):
 
     def _show_scope(self) -> None:
         table = self.current_table
-        parts = []
+        parts = [self.link_text]
         if self.trail:
             parts.append(f"▸ {self.trail.path()} (esc: back)")
         if table.filter_text:
@@ -446,21 +478,43 @@ class FleetApp(App[None]):
         if row is None:
             self.notify("No row selected", severity="warning")
             return
+        build: Callable[[], Detail]
         if tab == "machines":
-            detail = machine_detail(self.dashboard, row.machine)
+            build = partial(machine_detail, self.dashboard, row.machine)
         elif tab == "profiles" and row.profile:
-            detail = profile_detail(self.dashboard, row.profile)
+            build = partial(profile_detail, self.dashboard, row.profile)
         elif tab == "sessions":
-            detail = session_detail(self.dashboard, row.key)
+            build = partial(session_detail, self.dashboard, row.key)
         else:
             self.notify("The Spend-by rows have no detail view", severity="warning")
             return
-        self.push_screen(DetailScreen(detail))
+        if self.connection.remote:  # it reads from the hub: not on the UI thread
+            self._detail_from_hub(build)
+        else:
+            self.push_screen(DetailScreen(build()))
+
+    @work(thread=True, group="detail", exclusive=True)
+    def _detail_from_hub(self, build: Callable[[], Detail]) -> None:
+        detail = build()
+        self.call_from_thread(self.push_screen, DetailScreen(detail))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.KEY_HELP, NOTES))
 
     # -- halt actions ------------------------------------------------------------------------
+
+    def _may_halt(self, action: Action, key: str | None = None) -> bool:
+        """False, after saying so (on the session's row too), for a viewer's token."""
+        if self.connection.may_halt:
+            return True
+        if key is not None:
+            self.dashboard.note_outcome(key, NEEDS_OPERATOR, "bad")
+        self.notify(
+            f"{action}: {NEEDS_OPERATOR} (token {self.connection.who!r} may only look; "
+            "`fleet-hub token create NAME --role operator`, then --token)",
+            severity="error",
+        )
+        return False
 
     def action_halt(self, action: Action) -> None:
         if self.current_tab != "sessions":
@@ -474,6 +528,8 @@ class FleetApp(App[None]):
         proc = self.dashboard.process_of(row.key) if row else None
         if row is None or proc is None:
             self.notify("This session has no live process to act on", severity="warning")
+            return
+        if not self._may_halt(action, row.key):
             return
         node, p = proc
         if action != "kill":
@@ -498,6 +554,8 @@ class FleetApp(App[None]):
     def action_halt_all(self, action: Action) -> None:
         """Pause every running agent (or resume every paused one) of the selected machine or
         profile, after asking."""
+        if not self._may_halt(action):
+            return
         row = self.current_table.selected_row
         tab = self.current_tab
         verb = "Pause" if action == "pause" else "Resume"
@@ -609,10 +667,10 @@ def _outcome_text(action: Action, outcome: CommandOutcome) -> tuple[str, str]:
     return f"{outcome.outcome}{detail}", "bad"
 
 
-def _feed_line(item: FeedItem, service: FleetService) -> Text:
+def _feed_line(item: FeedItem, service: FleetSource) -> Text:
     """ "14:02:11 spark01   max-a hit its rate limit (resets 16:00)": when it happened (with
     its date when not today), where, and what in words; the colour only repeats the kind."""
-    tz = service.ledger.tz
+    tz = service.tz
     at = datetime.fromtimestamp(item.ts, tz)
     today = datetime.fromtimestamp(service.clock(), tz).date()
     when = at.strftime("%H:%M:%S" if at.date() == today else "%m-%d %H:%M")

@@ -33,6 +33,8 @@ Event ids and revisions (the REVISION contract of `shared.events`):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, replace
 from datetime import tzinfo
@@ -394,6 +396,7 @@ class ClaudeSource(Source):
             reported_cost_usd=_decimal_str(rec.get("costUSD")),
             agent_version=_str(rec.get("version")),
             origin=f"{p.path}:{p.lineno}",
+            tool_calls=_tool_calls(msg),
         )
 
     @staticmethod
@@ -474,6 +477,21 @@ class ClaudeSource(Source):
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _tool_calls(msg: dict[str, Any]) -> str | None:
+    """The message's tool uses as "name:hash" (the hub's retry-loop signature; see
+    `UsageEvent.tool_calls`): the input is hashed, never sent."""
+    content = msg.get("content")
+    if not isinstance(content, list):
+        return None
+    parts = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            name = _str(block.get("name")) or "?"
+            blob = json.dumps(block.get("input"), sort_keys=True, default=str).encode()
+            parts.append(f"{name}:{hashlib.sha256(blob).hexdigest()[:12]}")
+    return ",".join(parts) or None
 
 
 def _decimal_str(value: object) -> str | None:

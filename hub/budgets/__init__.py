@@ -1,0 +1,1 @@
+"""Budgets and the governor that enforces them on the hub's live totals (see `governor`)."""

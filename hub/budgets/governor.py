@@ -1,0 +1,779 @@
+"""The governor: every budget checked against every batch of calls as the hub commits it.
+
+Inside the batch's transaction (`on_ingest`, a store ingest hook) it adds the calls to each
+budget's spend and inserts the marks (thresholds, forecast, unverified) the new spend reaches:
+insert-or-ignore on (budget, period, mark), so a mark fires once per budget and period, in the
+same commit as the calls that crossed it; a restart neither fires it again nor misses it (a
+mark still `pending` at start is acted on then). After the commit an actor thread acts on the
+new marks: a finding to the sink, a line in the feed and the audit log, and for a hard budget
+pause or kill of every agent process in scope through the commander, each stop recorded so
+it is sent once (a command id derived from the mark makes a resend after a crash a no-op on
+the node). Calls that arrive after a stop are in-flight overshoot: they are added to the
+mark's `spent_after`, and any new agent process in a stopped scope is stopped too.
+
+A hard budget fires when less than one typical call (the p95 of the scope's recent calls) of
+headroom is left, so the stop lands near the limit rather than one call past it.
+
+Lock order: SQLite's write lock, then `_lock` (the ingest hook runs inside a transaction);
+`_own_lock` serialises this module's own connection and is taken before either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+from hub._sessions import session_key
+from hub.budgets import records
+from hub.budgets.config_io import add_budget, remove_budget
+from hub.budgets.evaluation import (
+    ZERO,
+    RunRate,
+    call_matches,
+    counted,
+    forecast_due,
+    limit_marks,
+    p95,
+    process_matches,
+    reading_matches,
+)
+from hub.budgets.model import (
+    CALENDAR,
+    Basis,
+    Budget,
+    BudgetError,
+    NextPeriod,
+    PeriodKind,
+    ScopeKind,
+)
+from hub.budgets.periods import (
+    bucket_at,
+    calendar_bounds,
+    quota_bucket,
+    slot_seconds,
+    window_slots,
+)
+from hub.budgets.records import PASSED, Mark, Override
+from hub.budgets.seed import billing_map, seed
+from hub.budgets.standing import BudgetStanding, standing_of
+from hub.config import load_hub_config
+from hub.findings import Finding, FindingSink, Severity
+from hub.model import Change, NodeState, Price
+from hub.service import FleetService
+from hub.store import Store
+from pricing import Billing
+from shared.config import ConfigError
+from shared.events import LimitEvent
+from shared.hello import ProcessInfo
+
+log = logging.getLogger(__name__)
+
+RECENT_CALLS: Final = 200  # call costs kept per budget for the headroom's p95
+RATE_WINDOW_S: Final = 600.0  # the run rate a forecast extrapolates: the last 10 minutes
+TICK_S: Final = 1.0
+# A restarted hub knows no agent process until each node says hello again (with its first
+# batch after the restart): a stop to make waits for the hellos of the nodes in its scope, up
+# to this long, before it says there is no agent in scope (a loaded machine took over 7 s).
+HELLO_GRACE_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    mark: Mark
+    repeat: bool = False  # the scope is stopped already: stop any agent that joined it
+    eta_s: float | None = None  # forecast: seconds until the limit
+
+
+def command_id(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+class Governor:
+    def __init__(
+        self,
+        store_path: Path,
+        service: FleetService,
+        budgets: Sequence[Budget],
+        *,
+        sink: FindingSink | None = None,
+        config_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._service = service
+        self._sink = sink
+        self._config_path = config_path
+        self._config_mtime = _mtime(config_path)
+        self.clock = clock  # the time periods are judged by (a test may move it)
+        self._own = Store(store_path)
+        self._own_lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._budgets: dict[str, Budget] = {}
+        self._recent: dict[str, deque[Decimal]] = defaultdict(lambda: deque(maxlen=RECENT_CALLS))
+        self._flow: dict[str, RunRate] = defaultdict(lambda: RunRate(RATE_WINDOW_S))
+        self._sessions: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._hard: set[tuple[str, str]] = set()  # (budget, bucket) with a hard mark
+        self._tentative: list[Due] = []
+        self._later: list[Due] = []  # hard marks waiting for the nodes' first hellos
+        self._hellos_by = clock() + HELLO_GRACE_S
+        self._due: deque[Due] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._config_problem: str | None = None
+        with self._own_lock, self._own.writing() as db:
+            records.create_tables(db)
+        self.set_budgets(budgets)
+        with self._own_lock:
+            pending = records.marks(self._own.reading(), state="pending")
+        self._due.extend(Due(m) for m in pending)  # crossed before a restart, not acted on
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def attach(self, store: Store) -> None:
+        """Hook into `store`'s ingest transactions and start acting (before the receiver
+        starts: no batch may pass unchecked)."""
+        store.add_ingest_hook(self.on_ingest)
+        self._service.subscribe(lambda _update: self._committed())
+        self._thread = threading.Thread(target=self._run, name="governor", daemon=True)
+        self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._own_lock:
+            self._own.close()
+
+    @property
+    def budgets(self) -> list[Budget]:
+        with self._lock:
+            return list(self._budgets.values())
+
+    def set_budgets(self, budgets: Sequence[Budget]) -> None:
+        """Take these budgets and recount their current periods from the roll-ups."""
+        now = self.clock()
+        with self._own_lock, self._own.writing() as db, self._lock:
+            old = self._budgets
+            self._budgets = {b.name: b for b in budgets}
+            for name in set(old) - set(self._budgets):
+                records.forget_spend(db, name)
+            for budget in budgets:
+                if old.get(budget.name) != budget:
+                    self._recent.pop(budget.name, None)
+                    self._flow.pop(budget.name, None)
+                seed(db, budget, now)
+            self._hard = {
+                (m.budget, m.bucket)
+                for m in records.marks(db)
+                if m.action in ("pause", "kill") and m.budget in self._budgets
+            }
+
+    # -- inside the ingest transaction -------------------------------------------------------
+
+    def on_ingest(
+        self,
+        db: sqlite3.Connection,
+        changes: Sequence[Change],
+        prices: Sequence[tuple[Price | None, Price]],
+        limits: Sequence[LimitEvent],
+        now: float,
+    ) -> None:
+        with self._lock:
+            self._tentative = []
+            if not self._budgets or not (changes or limits):
+                return
+            overrides = records.active_overrides(db, now)
+            billing = billing_map(db) if changes else {}
+            for budget in self._budgets.values():
+                if budget.basis is Basis.QUOTA:
+                    self._quota(db, budget, limits, overrides.get(budget.name), now)
+                elif changes:
+                    self._money(db, budget, changes, prices, billing, overrides, now)
+
+    @staticmethod
+    def _bucketer(budget: Budget, now: float) -> Callable[[float, str], str | None]:
+        """The bucket a call at `ts` (of session `session`) counts in, or None when that
+        period is over: the current period's bounds are worked out once a batch, not per
+        call (a zone's calendar is the costly part)."""
+        kind = budget.period.kind
+        if kind is PeriodKind.SESSION:
+            return lambda _ts, session: session
+        if kind is PeriodKind.ROLLING:
+            slot = slot_seconds(budget)
+            low, _ = window_slots(budget, now)
+            return lambda ts, _s: str(int(ts // slot)) if int(ts // slot) >= low else None
+        start, end = calendar_bounds(kind, budget.zone, now)
+        bucket = str(int(start))
+        return lambda ts, _s: bucket if start <= ts < end else None
+
+    def _money(
+        self,
+        db: sqlite3.Connection,
+        budget: Budget,
+        changes: Sequence[Change],
+        prices: Sequence[tuple[Price | None, Price]],
+        billing: dict[tuple[str, str], Billing],
+        overrides: dict[str, Override],
+        now: float,
+    ) -> None:
+        name = budget.name
+        calls: dict[str, list[tuple[int, float, Decimal | None]]] = defaultdict(list)
+        bucket_of = self._bucketer(budget, now)
+        for (old, new), (old_price, new_price) in zip(changes, prices, strict=True):
+            for sign, event, price in ((-1, old, old_price), (1, new, new_price)):
+                if event is None or price is None or not event.counts:
+                    continue
+                if not call_matches(budget.scope, event):
+                    continue
+                bucket = bucket_of(event.ts, session_key(event))
+                if bucket is None:
+                    continue
+                bill = billing.get((event.machine, event.profile or ""), Billing.API)
+                amount = counted(budget.basis, price, bill)
+                calls[bucket].append((sign, event.ts, amount))
+                if sign > 0:
+                    self._sessions[name].add((event.machine, event.session_id))
+                    if amount is not None and amount > 0:
+                        self._recent[name].append(amount)
+                        self._flow[name].add(event.ts, amount)
+        if not calls:
+            return
+        for bucket, items in calls.items():
+            known = [(s, ts, a) for s, ts, a in items if a is not None]
+            amount = sum((s * a for s, _, a in known), ZERO)
+            unknown = sum(s for s, _, a in items if a is None)
+            records.add_spend(db, name, bucket, amount, unknown, sum(s for s, _, _ in items), now)
+        self._judge(db, budget, list(calls), calls, overrides.get(name), now)
+
+    def _judge(
+        self,
+        db: sqlite3.Connection,
+        budget: Budget,
+        touched: list[str],
+        calls: dict[str, list[tuple[int, float, Decimal | None]]],
+        override: Override | None,
+        now: float,
+    ) -> None:
+        name = budget.name
+        if budget.period.kind is PeriodKind.ROLLING:
+            low, high = window_slots(budget, now)
+            spent, unknown = records.spend_between(db, name, low, high)
+            episode = records.episode(db, name)
+            targets = [
+                (episode or str(high), spent, unknown, [c for b in touched for c in calls[b]])
+            ]
+        else:
+            targets = []
+            for bucket in touched:
+                spent, unknown = records.spend(db, name, bucket)
+                targets.append((bucket, spent, unknown, calls[bucket]))
+        limit = budget.limit if override is None else override.limit
+        for bucket, spent, unknown, items in targets:
+            if (name, bucket) in self._hard:
+                added = [(ts, s * a) for s, ts, a in items if a is not None]
+                records.add_overshoot(db, name, bucket, added)
+            fired: list[Due] = []
+            if unknown > 0:
+                fired += self._fire(db, budget, bucket, "unverified", spent, limit or ZERO,
+                                    budget.on_unverified.value, now)  # fmt: skip
+            if limit is not None:
+                headroom = p95(self._recent[name]) if budget.hard else ZERO
+                new = [
+                    due
+                    for mark, action in limit_marks(budget, spent, limit, headroom)
+                    for due in self._fire(db, budget, bucket, mark, spent, limit, action, now)
+                ]
+                if new and budget.period.kind is PeriodKind.ROLLING:
+                    records.open_episode(db, name, bucket)
+                # several thresholds crossed at once: the highest speaks for them
+                for lower in new[:-1]:
+                    records.finish_mark(db, lower.mark, f"{PASSED} {new[-1].mark.mark}", None)
+                fired += new[-1:]
+                rate = self._flow[name].per_second(now)
+                eta = forecast_due(budget, spent, limit, rate)
+                if eta is not None:
+                    mark = f"forecast@{limit}"
+                    fired += [
+                        Due(d.mark, eta_s=eta)
+                        for d in self._fire(db, budget, bucket, mark, spent, limit, "alert", now)
+                    ]
+                if not new and (name, bucket) in self._hard and any(s > 0 for s, _, _ in items):
+                    hard = [
+                        m
+                        for m in records.marks(db, name, bucket=bucket)
+                        if m.action in ("pause", "kill") and m.limit == limit
+                    ]
+                    fired += [Due(m, repeat=True) for m in hard[-1:]]
+            self._tentative += fired
+
+    def _fire(
+        self,
+        db: sqlite3.Connection,
+        budget: Budget,
+        bucket: str,
+        mark: str,
+        spent: Decimal,
+        limit: Decimal,
+        action: str,
+        now: float,
+    ) -> list[Due]:
+        row = Mark(budget.name, bucket, mark, now, spent, limit, action)
+        if not records.insert_mark(db, row):
+            return []
+        if action in ("pause", "kill"):
+            self._hard.add((budget.name, bucket))
+        return [Due(row)]
+
+    def _quota(
+        self,
+        db: sqlite3.Connection,
+        budget: Budget,
+        limits: Sequence[LimitEvent],
+        override: Override | None,
+        now: float,
+    ) -> None:
+        window = budget.period.window
+        touched: set[str] = set()
+        for reading in limits:
+            if (
+                reading.window.value != window
+                or reading.used_percent is None
+                or not reading_matches(budget.scope, reading)
+            ):
+                continue
+            bucket = quota_bucket(window, reading.ts, reading.resets_at)
+            if float(bucket) <= now:
+                continue  # that window has reset already
+            value = Decimal(str(reading.used_percent))
+            records.raise_spend(db, budget.name, bucket, value, reading.ts)
+            touched.add(bucket)
+            if reading.profile is not None:
+                self._sessions[budget.name].add((reading.machine, reading.session_id or ""))
+        if touched:
+            self._judge(db, budget, sorted(touched), defaultdict(list), override, now)
+
+    # -- after the commit -----------------------------------------------------------------------
+
+    def _committed(self) -> None:
+        with self._lock:
+            if not self._tentative:
+                return
+            self._due.extend(self._tentative)
+            self._tentative = []
+        self._wake.set()
+
+    def _run(self) -> None:
+        next_tick = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    if not self._due:
+                        break
+                    due = self._due.popleft()
+                try:
+                    self._act(due)
+                except Exception:
+                    log.exception("the governor could not act on %s", due.mark)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                with self._lock:
+                    self._due.extend(self._later)
+                    self._later = []
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("the governor's periodic check failed")
+
+    def _act(self, due: Due) -> None:
+        with self._own_lock:
+            found = [
+                m
+                for m in records.marks(self._own.reading(), due.mark.budget, bucket=due.mark.bucket)
+                if m.mark == due.mark.mark
+            ]
+        if not found:
+            return  # its batch never committed
+        mark = found[0]
+        if mark.state == "done" and not due.repeat:
+            return
+        with self._lock:
+            budget = self._budgets.get(mark.budget)
+        if budget is None:
+            with self._own_lock, self._own.writing() as db:
+                records.finish_mark(db, mark, "budget removed", None)
+            return
+        summary, stopped_at = "", None
+        if mark.action in ("pause", "kill"):
+            if not self._targets(budget, mark.bucket) and self._awaiting_hellos(budget):
+                with self._lock:
+                    self._later.append(due)  # a restarted hub has not heard the nodes yet
+                return
+            summary, acted = self._stop_scope(budget, mark)
+            if due.repeat and not acted:
+                return
+            stopped_at = self.clock()
+        elif due.repeat:
+            return
+        text = self._sentence(budget, mark, summary, due)
+        self._service.tell(budget.scope.value(ScopeKind.MACHINE) or "fleet", text)
+        with self._own_lock, self._own.writing() as db:
+            if not due.repeat:
+                records.finish_mark(db, mark, summary or "alerted", stopped_at)
+        self._own_audit(f"budget '{budget.name}'", f"budget {mark.action}", budget, text)
+        if self._sink is not None and not due.repeat:
+            self._sink.raise_finding(self._finding(budget, mark, text, summary))
+
+    def _own_audit(self, who: str, action: str, budget: Budget, result: str) -> None:
+        with self._own_lock:
+            self._own.audit(
+                who, action, f"{budget.name} ({budget.scope.text})", result, self.clock()
+            )
+
+    def _awaiting_hellos(self, budget: Budget) -> bool:
+        """Whether a node of `budget`'s scope has not said hello since this hub started (its
+        processes are unknown yet), within HELLO_GRACE_S of the start."""
+        if self.clock() >= self._hellos_by:
+            return False
+        machine = budget.scope.value(ScopeKind.MACHINE)
+        return any(
+            view.hello is None
+            for view in self._service.nodes()
+            if machine is None or view.record.node == machine
+        )
+
+    def _targets(self, budget: Budget, bucket: str) -> list[tuple[str, ProcessInfo]]:
+        accounts = {(p.node, p.name): p.account for p in self._service.profiles()}
+        with self._lock:
+            sessions = set(self._sessions[budget.name])
+        out: list[tuple[str, ProcessInfo]] = []
+        for node, process in self._service.processes():
+            if process.state == "zombie":
+                continue
+            if budget.period.kind is PeriodKind.SESSION and process.session_id != bucket:
+                continue
+            if process_matches(
+                budget.scope,
+                node,
+                process,
+                lambda n, p: accounts.get((n, p or "")),
+                sessions,
+            ):
+                out.append((node, process))
+        return out
+
+    def _stop_scope(self, budget: Budget, mark: Mark) -> tuple[str, int]:
+        """Pause or kill every agent process in scope not stopped yet; (summary, stopped)."""
+        action = mark.action
+        with self._own_lock:
+            done = records.stopped(self._own.reading(), budget.name, mark.bucket, action)
+        outcomes: dict[str, int] = defaultdict(int)
+        acted = 0
+        for node, process in self._targets(budget, mark.bucket):
+            key = (node, process.pid, process.create_time)
+            if key in done:
+                continue
+            if action == "pause" and process.state == "paused":
+                outcomes["already paused"] += 1  # by a person, or by us before a restart
+                with self._own_lock, self._own.writing() as db:
+                    records.note_stop(
+                        db, budget.name, mark.bucket, key, action, "already paused", self.clock()
+                    )
+                continue
+            outcome = self._service.command(
+                node,
+                "pause" if action == "pause" else "kill",
+                process.pid,
+                process.create_time,
+                who=f"budget '{budget.name}'",
+                command_id=command_id(budget.name, mark.bucket, *key, action),
+            )
+            outcomes[outcome.outcome] += 1
+            acted += outcome.ok
+            with self._own_lock, self._own.writing() as db:
+                records.note_stop(
+                    db, budget.name, mark.bucket, key, action, outcome.outcome, self.clock()
+                )
+        verb = "paused" if action == "pause" else "killed"
+        if not outcomes:
+            return f"no agent to {action} in scope", 0
+        words = [f"{verb} {outcomes.pop(verb, 0)} agent{'s' * (acted != 1)}"]
+        words += [f"{n} {what}" for what, n in sorted(outcomes.items())]
+        return ", ".join(words), acted
+
+    def _sentence(self, budget: Budget, mark: Mark, summary: str, due: Due) -> str:
+        head = f"budget '{budget.name}' ({budget.scope.text}, {budget.period.text})"
+        spent = budget.limit_text(mark.spent)
+        limit = budget.limit_text(mark.limit)
+        if mark.mark == "unverified":
+            text = f"{head}: spend cannot be verified (calls of unknown price); {spent} known"
+        elif mark.mark.startswith("forecast"):
+            minutes = max(1, round((due.eta_s or 0) / 60))
+            text = (
+                f"{head}: {spent} of {limit}, at this rate the limit is reached in ~{minutes} min"
+            )
+        elif mark.mark.startswith("unverified:"):
+            machine = mark.mark.partition(":")[2]
+            text = f"{head}: {machine} has gone quiet, its spend cannot be verified"
+        else:
+            text = f"{head} at {mark.percent} %: {spent} of {limit}"
+        return f"{text}: {summary}" if summary else text
+
+    def _finding(self, budget: Budget, mark: Mark, text: str, summary: str) -> Finding:
+        pct = mark.percent
+        if mark.action in ("pause", "kill") or (pct is not None and pct >= 100):
+            severity = Severity.CRITICAL
+        elif pct is not None and pct < 80:
+            severity = Severity.INFO
+        else:
+            severity = Severity.WARNING
+        evidence = {
+            "budget": budget.name,
+            "period": budget.period.text,
+            "bucket": mark.bucket,
+            "basis": budget.basis.value,
+            "spent": str(mark.spent),
+            "limit": str(mark.limit),
+            "action": mark.action,
+        }
+        if summary:
+            evidence["outcome"] = summary
+        return Finding(
+            id=f"budget:{budget.name}:{mark.bucket}:{mark.mark}",
+            kind="forecast" if mark.mark.startswith("forecast") else "budget",
+            scope=budget.scope.text,
+            severity=severity,
+            start=mark.at,
+            text=text,
+            evidence=evidence,
+        )
+
+    # -- the periodic part: new periods, quiet nodes, config changes ----------------------------
+
+    def tick(self) -> None:
+        self._reload_if_changed()
+        now = self.clock()
+        for budget in self.budgets:
+            self._next_period(budget, now)
+            if budget.hard:
+                self._quiet_nodes(budget, now)
+
+    def _reload_if_changed(self) -> None:
+        path = self._config_path
+        mtime = _mtime(path)
+        if path is None or mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        try:
+            budgets = load_hub_config(path).budgets
+        except ConfigError as exc:
+            log.error("budgets not reloaded, the old ones stay: %s", exc)
+            self._service.tell("hub", f"budgets not reloaded: {exc}", "budget")
+            return
+        if list(budgets) != self.budgets:
+            self.set_budgets(budgets)
+            log.info("budgets reloaded from %s: %d", path, len(budgets))
+
+    def _next_period(self, budget: Budget, now: float) -> None:
+        kind = budget.period.kind
+        with self._own_lock:
+            db = self._own.reading()
+            hard = [
+                m
+                for m in records.marks(db, budget.name, state="done")
+                if m.action == "pause" and m.resumed_at is None
+            ]
+            over: list[str] = []
+            if kind is PeriodKind.ROLLING:
+                with self._own.writing() as wdb:
+                    records.forget_slots_before(wdb, budget.name, window_slots(budget, now)[0])
+                episode = records.episode(db, budget.name)
+                if episode is not None:
+                    low, high = window_slots(budget, now)
+                    spent, _ = records.spend_between(db, budget.name, low, high)
+                    limit = records.active_overrides(db, now).get(budget.name)
+                    cap = budget.limit if limit is None else limit.limit
+                    with self._lock:
+                        headroom = p95(self._recent[budget.name]) if budget.hard else ZERO
+                    # room again: what would fire the stop no longer holds
+                    if cap is None or spent + headroom < cap:
+                        over = [episode]
+                        with self._own.writing() as wdb:
+                            records.close_episode(wdb, budget.name)
+            elif kind in CALENDAR:
+                current = bucket_at(budget, now)
+                over = sorted({m.bucket for m in hard if m.bucket != current})
+            elif kind is PeriodKind.WINDOW:
+                over = sorted({m.bucket for m in hard if float(m.bucket) <= now})
+        if budget.next_period is not NextPeriod.RESUME:
+            if over:
+                with self._own_lock, self._own.writing() as wdb:
+                    for bucket in over:
+                        records.note_resumed(wdb, budget.name, bucket, now)  # waits for a person
+            return
+        for bucket in over:
+            self._resume(budget, bucket, now)
+
+    def _resume(self, budget: Budget, bucket: str, now: float) -> None:
+        with self._own_lock:
+            paused = records.paused_unresumed(self._own.reading(), budget.name, bucket)
+        resumed = 0
+        for node, pid, ctime in paused:
+            outcome = self._service.command(
+                node,
+                "resume",
+                pid,
+                ctime,
+                who=f"budget '{budget.name}'",
+                command_id=command_id(budget.name, bucket, node, pid, ctime, "resume"),
+            )
+            resumed += outcome.ok
+            with self._own_lock, self._own.writing() as db:
+                records.note_stop_resumed(db, budget.name, bucket, (node, pid, ctime), now)
+        with self._own_lock, self._own.writing() as db:
+            records.note_resumed(db, budget.name, bucket, now)
+        if paused:
+            text = (
+                f"budget '{budget.name}' ({budget.scope.text}, {budget.period.text}): new "
+                f"period, resumed {resumed} agent{'s' * (resumed != 1)}"
+            )
+            self._service.tell("fleet", text)
+            self._own_audit(f"budget '{budget.name}'", "budget resume", budget, text)
+
+    def _quiet_nodes(self, budget: Budget, now: float) -> None:
+        if budget.period.kind is PeriodKind.ROLLING:
+            return
+        machine = budget.scope.value(ScopeKind.MACHINE)
+        with self._lock:
+            seen = {m for m, _ in self._sessions[budget.name]}
+        bucket = bucket_at(budget, now) if budget.period.kind in CALENDAR else None
+        if bucket is None:
+            return
+        fired: list[Due] = []
+        for view in self._service.nodes():
+            node = view.record.node
+            if view.state is NodeState.ONLINE or (node != machine and node not in seen):
+                continue
+            mark = Mark(
+                budget.name, bucket, f"unverified:{node}", now, ZERO, budget.limit,
+                budget.on_unverified.value,
+            )  # fmt: skip
+            with self._own_lock, self._own.writing() as db:
+                if records.insert_mark(db, mark):
+                    fired.append(Due(mark))
+        with self._lock:
+            self._due.extend(fired)
+
+    # -- the read model and the operator's changes -------------------------------------------------
+
+    def standings(self) -> list[BudgetStanding]:
+        """Where each budget stands now (the dashboard's Budgets tab, the API, the CLI)."""
+        now = self.clock()
+        with self._lock:
+            budgets = list(self._budgets.values())
+            rates = {b.name: self._flow[b.name].per_second(now) for b in budgets}
+            quiet = {}
+        states = {v.record.node: v.state for v in self._service.nodes()}
+        for budget in budgets:
+            machine = budget.scope.value(ScopeKind.MACHINE)
+            with self._lock:
+                seen = {m for m, _ in self._sessions[budget.name]}
+            quiet[budget.name] = sorted(
+                n
+                for n, s in states.items()
+                if s is not NodeState.ONLINE and (n == machine or n in seen)
+            )
+        with self._own_lock:
+            db = self._own.reading()
+            return [standing_of(db, b, now, rates[b.name], quiet[b.name]) for b in budgets]
+
+    def add_budget(self, budget: Budget, who: str) -> None:
+        """Write `budget` into hub.toml (replacing one of its name) and take it at once."""
+        self._edit(lambda path: add_budget(path, budget, self.budgets))
+        self._own_audit(who, "budget add", budget, f"{budget.title} {budget.action.value}")
+        self._service.tell("fleet", f"{budget.title} set by {who}")
+
+    def remove_budget(self, name: str, who: str) -> None:
+        with self._lock:
+            budget = self._budgets.get(name)
+        if budget is None:
+            raise BudgetError(f"no budget named {name!r} (fleet-hub budget list)")
+        self._edit(lambda path: remove_budget(path, name))
+        self._own_audit(who, "budget rm", budget, f"{budget.title} removed")
+        self._service.tell("fleet", f"{budget.title} removed by {who}")
+
+    def _edit(self, change: Callable[[Path], object]) -> None:
+        path = self._config_path
+        if path is None:
+            raise ConfigError("this hub has no config file to keep budgets in")
+        change(path)
+        self._config_mtime = _mtime(path)
+        self.set_budgets(load_hub_config(path).budgets)
+
+    def override(
+        self, name: str, limit: Decimal | None, until: float, who: str, why: str
+    ) -> Override:
+        """Raise (or, with `limit` None, lift) budget `name` until `until`; audited."""
+        now = self.clock()
+        with self._lock:
+            budget = self._budgets.get(name)
+        if budget is None:
+            raise BudgetError(f"no budget named {name!r} (fleet-hub budget list)")
+        entry = write_override(self._own, self._own_lock, budget, limit, until, who, why, now)
+        self._service.tell("fleet", override_text(budget, entry))
+        return entry
+
+
+def write_override(
+    store: Store,
+    lock: AbstractContextManager[object] | None,
+    budget: Budget,
+    limit: Decimal | None,
+    until: float,
+    who: str,
+    why: str,
+    now: float,
+) -> Override:
+    """Record an override and its audit row (used by the governor and by the CLI when no hub
+    runs)."""
+    if until <= now:
+        raise BudgetError("--until must be in the future")
+    if not why.strip():
+        raise BudgetError("say why (--why TEXT): the audit log keeps it")
+    entry = Override(budget.name, limit, until, who, why.strip(), now)
+    with lock or nullcontext():
+        with store.writing() as db:
+            records.create_tables(db)
+            records.add_override(db, entry)
+        store.audit(who, "budget override", f"{budget.name} ({budget.scope.text})",
+                    override_text(budget, entry), now)  # fmt: skip
+    return entry
+
+
+def override_text(budget: Budget, entry: Override) -> str:
+    until = datetime.fromtimestamp(entry.until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    what = "lifted" if entry.limit is None else f"raised to {budget.limit_text(entry.limit)}"
+    return f"budget '{budget.name}' {what} until {until} by {entry.who}: {entry.why}"
+
+
+def _mtime(path: Path | None) -> float | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return None
