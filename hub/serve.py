@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.alerts.outbox import Outbox
+from hub.budget_verdicts import BudgetVerdicts
 from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
@@ -86,6 +87,7 @@ class Hub:
         self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self.detectors: DetectorRunner | None = None
         self._journal: FindingJournal | None = None
+        self._verdicts: BudgetVerdicts | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -130,6 +132,9 @@ class Hub:
             config_path=self.config.path,
         )
         self.governor.attach(self._store)
+        # each ack tells the node where the budgets over its machine, profiles, sessions stand
+        self._verdicts = BudgetVerdicts(self.governor, self.service, self._store.path)
+        self.service.verdicts = self._verdicts
         self._journal = FindingJournal(self._store.path)
         # the journal keeps what the detectors found; the outbox alerts people to it
         self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
@@ -198,6 +203,8 @@ class Hub:
             thread.join(timeout=5)
         if self.governor is not None:
             self.governor.close()
+        if self._verdicts is not None:
+            self._verdicts.close()
         if self.commander is not None:
             self.commander.close()
         if self.service is not None:

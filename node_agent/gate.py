@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from shared.verdicts import Verdict, VerdictState
+from shared.verdicts import Verdict, VerdictState, amount_text
 
 # UserPromptSubmit: a turn's first model call; PostToolBatch: every later one; PreToolUse: tools.
 GATED: Final = frozenset({"UserPromptSubmit", "PostToolBatch", "PreToolUse"})
@@ -18,14 +18,15 @@ GATED: Final = frozenset({"UserPromptSubmit", "PostToolBatch", "PreToolUse"})
 CONTEXT_EVENTS: Final = frozenset({"UserPromptSubmit", "PreToolUse", "PostToolBatch"})
 
 
-def money(amount: str | None) -> str:
-    return "unknown" if amount is None else f"${amount}"
+def spent_of_limit(verdict: Verdict) -> str:
+    basis = verdict.basis
+    return f"{amount_text(verdict.spent, basis)} of {amount_text(verdict.limit, basis)}"
 
 
 def stop_reason(verdict: Verdict) -> str:
     return (
         f"fleetmeter: budget {verdict.budget!r} ({verdict.scope}, {verdict.period}) is exhausted: "
-        f"{money(verdict.spent)} of {money(verdict.limit)} spent; action {verdict.action.value}. "
+        f"{spent_of_limit(verdict)} spent; action {verdict.action.value}. "
         f"To go on, ask for an override: {verdict.override}"
     )
 
@@ -34,7 +35,7 @@ def warn_note(verdict: Verdict) -> str:
     share = "" if verdict.share is None else f" ({verdict.share:.0%})"
     return (
         f"fleetmeter: budget {verdict.budget!r} ({verdict.scope}, {verdict.period}) has used "
-        f"{money(verdict.spent)} of {money(verdict.limit)}{share}; spend with care."
+        f"{spent_of_limit(verdict)}{share}; spend with care."
     )
 
 

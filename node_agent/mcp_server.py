@@ -21,6 +21,7 @@ from mcp.server.fastmcp import FastMCP
 from mcp.types import CallToolResult, TextContent
 
 from node_agent.query_client import NodeUnavailable, session_figures
+from shared.verdicts import amount_text
 
 SESSION_VARIABLES = ("CLAUDE_CODE_SESSION_ID", "FLEETMETER_SESSION_ID")
 
@@ -91,12 +92,12 @@ def budget_words(figures: dict[str, Any]) -> str:
         return _who(figures) + f" No budget applies to it (verdicts {age:.0f} s old)."
     lines = [_who(figures) + f" Verdicts {age:.0f} s old:"]
     for v in verdicts:
-        spent = "unknown" if v["spent"] is None else f"${v['spent']}"
-        limit = "unknown" if v["limit"] is None else f"${v['limit']}"
+        basis = v["basis"]
+        spent, limit = amount_text(v["spent"], basis), amount_text(v["limit"], basis)
         left = (
             "unknown"
             if v["spent"] is None or v["limit"] is None
-            else f"${Decimal(v['limit']) - Decimal(v['spent'])}"
+            else amount_text(str(Decimal(v["limit"]) - Decimal(v["spent"])), basis)
         )
         line = (
             f"- {v['budget']} ({v['scope']}, {v['period']}, {v['basis']}): {spent} of {limit}, "

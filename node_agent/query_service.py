@@ -109,7 +109,7 @@ class NodeQueries:
         usage = self.tally.session(found, now) if found else None
         known = self.tally.owner(found) if found else None
         profile, agent, project = self._owner(known, ref, cwd)
-        applying, received = self._applying(found, profile, project)
+        applying, received = self._applying(found, profile, project, agent)
         figures = {
             "machine": self.machine,
             "session": found,
@@ -132,13 +132,21 @@ class NodeQueries:
         return profile, agent, project
 
     def _applying(
-        self, session: str | None, profile: str | None, project: str | None
+        self, session: str | None, profile: str | None, project: str | None, agent: str | None
     ) -> tuple[list[Verdict], float | None]:
         verdicts, received = self.verdicts.current()
+        models = self.tally.models(session) if session else frozenset()
         applying = [
             v
             for v in verdicts
-            if v.applies_to(session, machine=self.machine, profile=profile, project=project)
+            if v.applies_to(
+                session,
+                machine=self.machine,
+                profile=profile,
+                project=project,
+                agent=agent,
+                models=models,
+            )
         ]
         return applying, received
 
@@ -151,8 +159,8 @@ class NodeQueries:
         known = self.tally.owner(found) if found else None
         # A session with no call read yet: its agent process may still name its profile.
         ref = None if known else next((a for a in self.agents() if a.session == found), None)
-        profile, _, project = self._owner(known, ref, where)
-        return decide(event, self._applying(found, profile, project)[0])
+        profile, agent, project = self._owner(known, ref, where)
+        return decide(event, self._applying(found, profile, project, agent)[0])
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -52,6 +52,7 @@ class SessionUsage:
     first: float = 0.0
     last: float = 0.0
     calls: dict[str, _Call] = field(default_factory=dict)
+    models: set[str] = field(default_factory=set)  # every model it called (model budgets)
 
     def summary(self, now: float) -> dict[str, Any]:
         by_class: dict[str, Decimal] = {}
@@ -182,6 +183,7 @@ class SessionTally:
             event.role,
             event.model,
         )
+        usage.models.add(event.model)
         usage.profile = event.profile or usage.profile
         usage.project = event.project or usage.project
         usage.first = min(usage.first, event.ts)
@@ -211,6 +213,11 @@ class SessionTally:
         with self._lock:
             usage = self._sessions.get(session)
             return None if usage is None else (usage.profile, usage.agent, usage.project)
+
+    def models(self, session: str) -> frozenset[str]:
+        with self._lock:
+            usage = self._sessions.get(session)
+            return frozenset() if usage is None else frozenset(usage.models)
 
     def latest_in(self, project: str) -> str | None:
         """The most recently active session whose working directory is `project`."""

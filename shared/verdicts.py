@@ -7,12 +7,13 @@ list in memory and answers its agents from it. Money is exact: `spent` and `limi
 strings, or None when the figure cannot be verified (an unknown price is never read as zero).
 
 `scope` names what the budget is counted over, as `kind:value` (`session:ID`, `profile:NAME`,
-`machine:NODE`, `project:PATH`, `account:NAME`) or `fleet`; `applies_to` decides whether one
-session is inside it.
+`machine:NODE`, `project:PATH`, `account:NAME`, `agent:NAME`, `model:NAME`), two of them joined
+by a comma, or `fleet`; `applies_to` decides whether one session is inside it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -44,7 +45,7 @@ class Verdict:
     budget: str  # the budget's name, as the operator wrote it
     scope: str  # `kind:value` or `fleet`
     period: str  # e.g. "day", "week", "month"
-    basis: str  # what is counted, e.g. "api-equivalent", "metered"
+    basis: str  # what is counted: "paid", "api" (dollars) or "quota" (percent of a window)
     spent: str | None  # exact decimal string; None when unverified
     limit: str | None
     share: float | None  # spent / limit, 0..; None when either is unknown
@@ -61,18 +62,30 @@ class Verdict:
         profile: str | None = None,
         project: str | None = None,
         account: str | None = None,
+        agent: str | None = None,
+        models: Collection[str] = (),
     ) -> bool:
+        """Whether the session is inside the scope: every `kind:value` part (comma-separated,
+        as a budget combines two kinds) must match; a model part takes a session that called
+        that model."""
         if self.scope == "fleet":
             return True
-        kind, _, value = self.scope.partition(":")
         wanted = {
             "session": session,
             "machine": machine,
             "profile": profile,
             "project": project,
             "account": account,
+            "agent": agent,
         }
-        return kind in wanted and wanted[kind] is not None and wanted[kind] == value
+        for part in self.scope.split(","):
+            kind, _, value = part.partition(":")
+            if kind == "model":
+                if value not in models:
+                    return False
+            elif wanted.get(kind) is None or wanted[kind] != value:
+                return False
+        return True
 
     @property
     def stops(self) -> bool:
@@ -83,6 +96,14 @@ class Verdict:
         if self.spent is None or self.limit is None:
             return None
         return Decimal(self.limit) - Decimal(self.spent)
+
+
+def amount_text(amount: str | None, basis: str) -> str:
+    """A verdict's spent or limit as words: dollars, or a percent of the provider's window on
+    the quota basis; "unknown" when it cannot be verified (never $0)."""
+    if amount is None:
+        return "unknown"
+    return f"{amount} %" if basis == "quota" else f"${amount}"
 
 
 def verdict_to_map(verdict: Verdict) -> dict[str, Any]:

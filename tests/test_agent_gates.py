@@ -29,6 +29,7 @@ from node_agent.query_client import session_figures
 from node_agent.simulate.fake_agent import launch
 from shared.events import Agent
 from shared.verdicts import Verdict, VerdictAction, VerdictState
+from tests.agent_harness import AgentSide, hook, run
 from tests.fleet_harness import (
     ProfileSpec,
     child_env,
@@ -39,34 +40,16 @@ from tests.fleet_harness import (
     wait_for,
     write_node,
 )
-from tests.test_source_claude import CWD, SESSION, assistant, main_file, write
+from tests.test_source_claude import CWD, SESSION
 
 OTHER = "0f3a9b5c-1111-4c2d-8e7f-aaaaaaaaaaaa"
 
 
 @dataclass
-class Fleet:
+class Fleet(AgentSide):
     hub: Hub
-    config: Path
-    home: Path
-    tmp: Path
     node: subprocess.Popen[bytes]
     verdicts: list[Verdict]
-
-    def calls(self, n: int, start: int = 0) -> None:
-        """The agent makes `n` more model calls (what the node reads from its transcript)."""
-        now = datetime.now(UTC)
-        write(
-            main_file(self.home),
-            [
-                assistant(
-                    f"msg_{i}",
-                    f"req_{i}",
-                    ts=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                )
-                for i in range(start, start + n)
-            ],
-        )
 
 
 def verdict(
@@ -104,45 +87,10 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         try:
             sock = config.parent / "state" / "query.sock"
             wait_for(sock.exists, 30, "the node's query socket")
-            fleet = Fleet(hub, config, home, tmp_path, node, given)
+            fleet = Fleet(config, home, tmp_path, hub, node, given)
             yield fleet
         finally:
             stop(fleet.node if fleet is not None else node)
-
-
-def run(fleet: Fleet, *args: str, stdin: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "node_agent.entry", *args, "--config", str(fleet.config)],
-        input=orjson.dumps(stdin),
-        capture_output=True,
-        env=child_env(fleet.tmp),
-        timeout=30,
-        check=False,
-    )
-
-
-def hook(fleet: Fleet, event: str, session: str = SESSION, *extra: str) -> dict[str, Any]:
-    """Call the hook as Claude Code does; exit 0 and stdout JSON (or nothing) expected."""
-    body: dict[str, Any] = {
-        "session_id": session,
-        "transcript_path": str(main_file(fleet.home, session)),
-        "cwd": CWD,
-        "permission_mode": "default",
-        "hook_event_name": event,
-    }
-    if event == "UserPromptSubmit":
-        body["prompt"] = "refactor the billing module"
-    if event == "PreToolUse":
-        body.update(tool_name="Bash", tool_input={"command": "npm test"}, tool_use_id="toolu_01")
-    if event == "PostToolBatch":
-        body["tool_calls"] = [{"tool_name": "Read", "tool_input": {}, "tool_use_id": "toolu_02"}]
-    done = run(fleet, "hook", event, *extra, stdin=body)
-    assert done.returncode == 0, done.stderr
-    out = done.stdout.strip()
-    if not out:
-        return {}
-    answer: dict[str, Any] = orjson.loads(out)
-    return answer
 
 
 def test_a_budget_crossing_mid_session_stops_the_turn(fleet: Fleet) -> None:

@@ -13,6 +13,7 @@ from shared.verdicts import (
     VerdictAction,
     VerdictError,
     VerdictState,
+    amount_text,
     bounded,
     verdict_from_map,
     verdict_to_map,
@@ -86,3 +87,21 @@ def test_which_sessions_a_verdict_applies_to() -> None:
     assert not one(scope="profile:work").applies_to("s", machine="n1", profile=None)
     assert not one(scope="galaxy:x").applies_to("s", machine="n1")
     assert not one(state=VerdictState.EXHAUSTED, action=VerdictAction.ALERT).stops
+
+
+def test_a_two_part_scope_needs_both_parts_and_a_model_part_the_sessions_models() -> None:
+    two = one(scope="profile:work,agent:claude-code")
+    assert two.applies_to("s", machine="n1", profile="work", agent="claude-code")
+    assert not two.applies_to("s", machine="n1", profile="work", agent="codex")
+    assert not two.applies_to("s", machine="n1", profile="home", agent="claude-code")
+    assert not two.applies_to("s", machine="n1", agent="claude-code")  # profile unknown
+    model = one(scope="model:claude-opus-4-1,session:s")
+    assert model.applies_to("s", machine="n1", models={"claude-opus-4-1", "x"})
+    assert not model.applies_to("s", machine="n1", models={"x"})
+    assert not model.applies_to("t", machine="n1", models={"claude-opus-4-1"})
+
+
+def test_quota_amounts_are_percents_and_unknown_is_never_zero() -> None:
+    assert amount_text("92.5", "quota") == "92.5 %"
+    assert amount_text("1.10", "api") == "$1.10"
+    assert amount_text(None, "paid") == "unknown"
