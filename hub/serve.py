@@ -23,6 +23,7 @@ from hub.detectors.runner import DetectorRunner, attach
 from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
+from hub.session_findings import RELOAD, SessionFindings
 from hub.store import Store
 from pricing import PriceBook
 from shared.discovery import ZeroconfAdvertiser
@@ -87,7 +88,8 @@ class Hub:
         self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self.detectors: DetectorRunner | None = None
         self._journal: FindingJournal | None = None
-        self._verdicts: BudgetVerdicts | None = None
+        self.budget_verdicts: BudgetVerdicts | None = None
+        self.session_findings: SessionFindings | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -133,11 +135,19 @@ class Hub:
         )
         self.governor.attach(self._store)
         # each ack tells the node where the budgets over its machine, profiles, sessions stand
-        self._verdicts = BudgetVerdicts(self.governor, self.service, self._store.path)
-        self.service.verdicts = self._verdicts
+        self.budget_verdicts = BudgetVerdicts(self.governor, self.service, self._store.path)
+        self.service.verdicts = self.budget_verdicts
         self._journal = FindingJournal(self._store.path)
         # the journal keeps what the detectors found; the outbox alerts people to it
-        self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
+        # the agents' explain_spend: the findings on sessions, in memory (and in each ack)
+        self.session_findings = SessionFindings()
+        self.session_findings.load(self._journal.findings(RELOAD))
+        self.service.notes = self.session_findings.for_machine
+        self.detectors = attach(
+            self.service,
+            EverySink(self._journal, self.alerts, self.session_findings),
+            self.book,
+        )
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -203,8 +213,8 @@ class Hub:
             thread.join(timeout=5)
         if self.governor is not None:
             self.governor.close()
-        if self._verdicts is not None:
-            self._verdicts.close()
+        if self.budget_verdicts is not None:
+            self.budget_verdicts.close()
         if self.commander is not None:
             self.commander.close()
         if self.service is not None:

@@ -50,6 +50,7 @@ from shared.codec import DecodeError, unpack
 from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
+from shared.session_notes import MAX_NOTES, SessionNote, note_to_map
 from shared.verdicts import Verdict, bounded
 from shared.wire import Frame, parse_batch_body
 
@@ -123,6 +124,8 @@ class FleetService:
         # The budget verdicts for a node's machine, profiles and sessions, sent in its acks
         # (None: no budgets; the governor plugs in here).
         self.verdicts = verdicts
+        # The detectors' findings on the node's sessions, sent in its acks (explain_spend).
+        self.notes: Callable[[str], list[SessionNote]] | None = None
         self._report_cache = ReportCache(store.rollup_writes)  # past days' sums, kept
         self.retain_days = retain_days
         self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
@@ -279,16 +282,19 @@ class FleetService:
         return {"seq1": body["seq1"], **self._verdicts_for(frame.node)}
 
     def _verdicts_for(self, node: str) -> dict[str, Any]:
-        """The ack's verdicts for `node` ("v"), bounded; none when no provider is set. A failing
-        provider costs the verdicts, never the ack (the batch is committed by now)."""
-        provider = self.verdicts
-        if provider is None:
-            return {}
+        """The ack's verdicts for `node` ("v", bounded) and the detectors' notes on its sessions
+        ("f"); none when no provider is set. A failing provider costs its part, never the ack
+        (the batch is committed by now)."""
+        extra: dict[str, Any] = {}
+        verdicts, notes = self.verdicts, self.notes
         try:
-            return {"v": bounded(provider(node))}
+            if verdicts is not None:
+                extra["v"] = bounded(verdicts(node))
+            if notes is not None:
+                extra["f"] = [note_to_map(n) for n in notes(node)[:MAX_NOTES]]
         except Exception:
-            log.exception("the verdict provider failed for %s", node)
-            return {}
+            log.exception("the verdict or note provider failed for %s", node)
+        return extra
 
     def note_bad_key(self, node: str) -> None:
         """Frames claiming to come from `node` fail authentication: say so in the feed (the

@@ -338,6 +338,7 @@ class Daemon:
             wake=self.wake,
             stop=self.stop,
             on_verdicts=self.verdict_book.update,
+            on_notes=self.verdict_book.take_notes,
         )
         queries = [self._start_queries(None)]
         if self.config.hook_port is not None:

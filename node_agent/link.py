@@ -29,6 +29,7 @@ import pynng
 
 from node_agent.outbox import Outbox, OutboxDiskFull
 from node_agent.recovery import Backoff
+from shared.session_notes import SessionNote, notes_from_list
 from shared.verdicts import Verdict, VerdictError, verdicts_from_list
 from shared.wire import (
     MAX_FRAME,
@@ -91,9 +92,11 @@ class EventSender:
         stop: threading.Event,
         heartbeat: float = HEARTBEAT,
         on_verdicts: Callable[[list[Verdict]], None] | None = None,
+        on_notes: Callable[[list[SessionNote]], None] | None = None,
     ) -> None:
         self.link = link
         self.on_verdicts = on_verdicts  # each ack's budget verdicts for this node
+        self.on_notes = on_notes  # each ack's detector findings on this node's sessions
         self.address = address
         self.outbox_path = outbox_path
         self.hello = hello
@@ -204,6 +207,8 @@ class EventSender:
         self.last_ack = time.time()
         if self.on_verdicts is not None:
             self._take_verdicts(answer.body.get("v", []))
+        if self.on_notes is not None:
+            self.on_notes(notes_from_list(answer.body.get("f", [])))
         self.last_error = None
         return True
 

@@ -21,7 +21,7 @@ from mcp.server.fastmcp import FastMCP
 from mcp.types import CallToolResult, TextContent
 
 from node_agent.query_client import NodeUnavailable, session_figures
-from shared.verdicts import amount_text
+from shared.agent_words import budget_words, who_asks
 
 SESSION_VARIABLES = ("CLAUDE_CODE_SESSION_ID", "FLEETMETER_SESSION_ID")
 
@@ -53,19 +53,10 @@ def _result(words: str, data: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=words)], structuredContent=data)
 
 
-def _who(figures: dict[str, Any]) -> str:
-    if figures.get("session") is None:
-        return (
-            "I cannot tell which session is asking (no session id, no agent parent process, "
-            "no session in this directory)."
-        )
-    return f"Session {figures['session']} (found by {figures['identified_by']})."
-
-
 def usage_words(figures: dict[str, Any]) -> str:
     usage = figures.get("usage")
     if not usage:
-        return _who(figures) + " The node has read no calls of it yet."
+        return who_asks(figures) + " The node has read no calls of it yet."
     spend = f"${usage['spend']}"
     if not usage["spend_known"]:
         spend += f" plus {usage['unpriced_calls']} calls with no known price"
@@ -74,7 +65,7 @@ def usage_words(figures: dict[str, Any]) -> str:
     roles = ", ".join(f"{k} ${v}" for k, v in usage["spend_by_role"].items()) or "none"
     classes = ", ".join(f"{k} ${v}" for k, v in usage["spend_by_class"].items()) or "none"
     return (
-        f"{_who(figures)} Spend {spend} over {usage['calls']} calls ({classes}); by role: "
+        f"{who_asks(figures)} Spend {spend} over {usage['calls']} calls ({classes}); by role: "
         f"{roles}. Tokens: input {tokens['input']}, output {tokens['output']}, cache read "
         f"{tokens['cache_read']}, cache write {tokens['cache_write_5m'] + tokens['cache_write_1h']}"
         f", reasoning {tokens['reasoning']}. Cache-read ratio "
@@ -83,42 +74,16 @@ def usage_words(figures: dict[str, Any]) -> str:
     )
 
 
-def budget_words(figures: dict[str, Any]) -> str:
-    verdicts = figures.get("verdicts", [])
-    age = figures.get("verdicts_age_s")
-    if age is None:
-        return _who(figures) + " The node has heard no budget verdicts from the hub yet."
-    if not verdicts:
-        return _who(figures) + f" No budget applies to it (verdicts {age:.0f} s old)."
-    lines = [_who(figures) + f" Verdicts {age:.0f} s old:"]
-    for v in verdicts:
-        basis = v["basis"]
-        spent, limit = amount_text(v["spent"], basis), amount_text(v["limit"], basis)
-        left = (
-            "unknown"
-            if v["spent"] is None or v["limit"] is None
-            else amount_text(str(Decimal(v["limit"]) - Decimal(v["spent"])), basis)
-        )
-        line = (
-            f"- {v['budget']} ({v['scope']}, {v['period']}, {v['basis']}): {spent} of {limit}, "
-            f"{left} left; {v['state']}, action {v['action']}"
-        )
-        if v.get("forecast"):
-            line += f"; forecast to cross at epoch {v['forecast']:.0f}"
-        lines.append(line + f". Override: {v['override']}")
-    return "\n".join(lines)
-
-
 def quota_words(figures: dict[str, Any]) -> str:
     readings = figures.get("quota", [])
     if not readings:
-        return _who(figures) + " The node has no subscription window readings for its profile."
+        return who_asks(figures) + " The node has no subscription window readings for its profile."
     parts = []
     for r in readings:
         used = "unknown" if r["used_percent"] is None else f"{r['used_percent']:.0f}%"
         resets = "unknown" if r["resets_at"] is None else f"at epoch {r['resets_at']:.0f}"
         parts.append(f"{r['window']}: {used} used, resets {resets}")
-    return _who(figures) + " Windows: " + "; ".join(parts) + "."
+    return who_asks(figures) + " Windows: " + "; ".join(parts) + "."
 
 
 def explain(usage: dict[str, Any]) -> list[dict[str, str]]:
@@ -171,19 +136,32 @@ def explain(usage: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
+def hub_findings_words(notes: list[dict[str, Any]]) -> str:
+    """The hub detectors' findings on the session, said as such."""
+    if not notes:
+        return ""
+    return " From the hub's detectors: " + " ".join(f"{n['kind']}: {n['text']}." for n in notes)
+
+
 def _explained(figures: dict[str, Any]) -> CallToolResult:
     usage = figures.get("usage")
+    notes = figures.get("hub_findings", [])
+    hub = [{"source": "hub detectors", **n} for n in notes]
     if not usage:
-        data = {"session": figures["session"], "findings": []}
-        return _result(_who(figures) + " No calls read yet: nothing to explain.", data)
-    findings = explain(usage)
-    words = _who(figures) + f" Spend ${usage['spend']} over {usage['calls']} calls. "
+        data = {"session": figures["session"], "findings": hub}
+        words = who_asks(figures) + " No calls read yet on this node."
+        return _result(words + hub_findings_words(notes), data)
+    own = [{"source": "node figures", **f} for f in explain(usage)]
+    words = who_asks(figures) + f" Spend ${usage['spend']} over {usage['calls']} calls. "
     words += (
-        " ".join(f"{f['rule']}: {f['why']}; {f['hint']}." for f in findings)
-        if findings
-        else "No rule fires: no cache thrash, steady context, no retries, no top-priced model."
+        "From this node's own figures: "
+        + " ".join(f"{f['rule']}: {f['why']}; {f['hint']}." for f in own)
+        if own
+        else "This node's own figures show no cache thrash, steady context, no retries, no "
+        "top-priced model."
     )
-    return _result(words, {"session": figures["session"], "findings": findings})
+    words += hub_findings_words(notes)
+    return _result(words, {"session": figures["session"], "findings": hub + own})
 
 
 def _picked(figures: dict[str, Any], *keys: str) -> dict[str, Any]:

@@ -27,11 +27,13 @@ import orjson
 from node_agent.gate import decide
 from node_agent.query_client import SOCKET_NAME, TOKEN_NAME
 from node_agent.session_tally import SessionTally
+from shared.session_notes import SessionNote, note_to_map
 from shared.verdicts import Verdict, verdict_to_map
 
 log = logging.getLogger(__name__)
 
 
+MAX_NOTES_KEPT: Final = 256  # the hub's notes on this node's sessions
 MAX_BODY: Final = 1 << 20  # a hook's JSON; PostToolBatch carries tool results, so be generous
 
 
@@ -47,12 +49,27 @@ class AgentRef:
 
 
 class VerdictBook:
-    """The latest verdicts from the hub's acks, and when they came."""
+    """The latest verdicts from the hub's acks, and when they came; and the notes the hub's
+    detectors made on this node's sessions (kept across acks, the newest MAX_NOTES_KEPT)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._verdicts: list[Verdict] = []
         self.received: float | None = None
+        self._notes: dict[str, SessionNote] = {}
+
+    def take_notes(self, notes: list[SessionNote]) -> None:
+        with self._lock:
+            for note in notes:
+                self._notes[note.id] = note
+            if len(self._notes) > MAX_NOTES_KEPT:
+                newest = sorted(self._notes.values(), key=lambda n: -n.start)[:MAX_NOTES_KEPT]
+                self._notes = {n.id: n for n in newest}
+
+    def notes(self, session: str) -> list[SessionNote]:
+        with self._lock:
+            mine = [n for n in self._notes.values() if n.session == session]
+        return sorted(mine, key=lambda n: -n.start)
 
     def update(self, verdicts: list[Verdict]) -> None:
         with self._lock:
@@ -118,6 +135,7 @@ class NodeQueries:
             "quota": self.tally.quota(profile, agent),
             "verdicts": [verdict_to_map(v) for v in applying],
             "verdicts_age_s": None if received is None else round(now - received, 1),
+            "hub_findings": [note_to_map(n) for n in self.verdicts.notes(found)] if found else [],
         }
         return figures, applying
 

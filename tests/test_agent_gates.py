@@ -24,6 +24,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from hub.findings import Finding, Severity
 from hub.serve import Hub
 from node_agent.query_client import session_figures
 from node_agent.simulate.fake_agent import launch
@@ -237,6 +238,48 @@ async def test_mcp_tools_over_stdio_with_the_sdk_client(fleet: Fleet) -> None:
         assert not quota.isError and "quota" in (quota.structuredContent or {})
         explained = await client.call_tool("explain_spend", {})
         assert "findings" in (explained.structuredContent or {})
+
+
+async def test_explain_spend_says_the_hub_detectors_findings_and_where_each_came_from(
+    fleet: Fleet,
+) -> None:
+    sink = fleet.hub.session_findings
+    assert sink is not None  # what the detectors raise into, beside the journal and outbox
+    for session, text in ((SESSION, "repeated Bash 'npm test' 4 times"), (OTHER, "not mine")):
+        sink.raise_finding(
+            Finding(
+                id=f"retry_loop:{session}",
+                kind="retry_loop",
+                scope=f"machine=n1,profile=work,session={session}",
+                severity=Severity.WARNING,
+                start=time.time(),
+                text=f"session {session[:8]} on n1 {text}",
+            )
+        )
+    fleet.calls(12)  # a steady session by the node's own rules
+    state = fleet.config.parent / "state"
+    wait_for(
+        lambda: bool(session_figures(state, SESSION, [], None)["hub_findings"]), 30, "the notes"
+    )
+    env = child_env(fleet.tmp)
+    env["CLAUDE_CODE_SESSION_ID"] = SESSION
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "node_agent.entry", "mcp", "--config", str(fleet.config)],
+        env=env,
+    )
+    async with stdio_client(params) as (read, write_), ClientSession(read, write_) as client:
+        await client.initialize()
+        explained = await client.call_tool("explain_spend", {})
+    words = explained.content[0].text  # type: ignore[union-attr]
+    assert "From the hub's detectors: retry_loop: session 7b1d2c9e on n1 repeated Bash" in words
+    assert "not mine" not in words
+    findings = (explained.structuredContent or {})["findings"]
+    came = {(f["source"], f.get("kind") or f.get("rule")) for f in findings}
+    assert ("hub detectors", "retry_loop") in came
+    # The hub's real cache-thrash detector saw the 1-hour writes never read back twice.
+    assert ("hub detectors", "cache_thrash") in came
+    assert all(f["source"] in ("hub detectors", "node figures") for f in findings)
 
 
 async def test_mcp_says_when_it_cannot_tell_the_session(fleet: Fleet, tmp_path: Path) -> None:
