@@ -202,16 +202,21 @@ def test_statusline_reads_claude_codes_json(fleet: Fleet) -> None:
     assert "~$0.01 (Claude Code's estimate)" in line() and "node not answering" in line()
 
 
-async def test_mcp_tools_over_stdio_with_the_sdk_client(fleet: Fleet) -> None:
-    fleet.verdicts[:] = [verdict("profile:work", VerdictState.WARN, share=0.85, spent="8.50")]
-    fleet.calls(6)
+def mcp_params(fleet: Fleet) -> StdioServerParameters:
+    """`node-agent mcp` as Claude Code starts it (its session id in the environment)."""
     env = child_env(fleet.tmp)
     env["CLAUDE_CODE_SESSION_ID"] = SESSION
-    params = StdioServerParameters(
+    return StdioServerParameters(
         command=sys.executable,
         args=["-m", "node_agent.entry", "mcp", "--config", str(fleet.config)],
         env=env,
     )
+
+
+async def test_mcp_tools_over_stdio_with_the_sdk_client(fleet: Fleet) -> None:
+    fleet.verdicts[:] = [verdict("profile:work", VerdictState.WARN, share=0.85, spent="8.50")]
+    fleet.calls(6)
+    params = mcp_params(fleet)
     async with stdio_client(params) as (read, write_), ClientSession(read, write_) as client:
         await client.initialize()
         names = {t.name for t in (await client.list_tools()).tools}
@@ -261,13 +266,7 @@ async def test_explain_spend_says_the_hub_detectors_findings_and_where_each_came
     wait_for(
         lambda: bool(session_figures(state, SESSION, [], None)["hub_findings"]), 30, "the notes"
     )
-    env = child_env(fleet.tmp)
-    env["CLAUDE_CODE_SESSION_ID"] = SESSION
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "node_agent.entry", "mcp", "--config", str(fleet.config)],
-        env=env,
-    )
+    params = mcp_params(fleet)
     async with stdio_client(params) as (read, write_), ClientSession(read, write_) as client:
         await client.initialize()
         explained = await client.call_tool("explain_spend", {})

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from hub.alerts.courier import Courier, sink_secrets
+from hub.api import agent_mcp
 from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.server import ApiServer
@@ -46,6 +47,13 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
         governor=hub.governor,
         alerts=hub.alerts,
+    )
+    agent_mcp.mount(
+        app,
+        agent_mcp.McpEndpoint(
+            agent_mcp.HubAnswers(service, hub.budget_verdicts, hub.session_findings),
+            TokenBook(tokens_path(config.path)),
+        ),
     )
     try:
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
