@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from hub._sessions import SessionFigures
 from hub.budgets.governor import Governor
 from hub.budgets.model import Budget, PeriodKind, ScopeKind
 from hub.budgets.standing import BudgetStanding, standing_of
@@ -80,15 +81,13 @@ def within(scope: str, session: str) -> str:
 class NodeFacts:
     """What the hub knows of one node: its profiles (with their accounts) and sessions."""
 
-    def __init__(self, service: FleetService, node: str, now: float) -> None:
+    def __init__(self, service: FleetService, node: str, recent: list[SessionFigures]) -> None:
+        """`recent`: the fleet's recently active sessions, newest first."""
         self.node = node
         self.accounts = {p.name: p.account for p in service.profiles() if p.node == node}
         live = [p.session_id for _, p in service.processes(node) if p.session_id]
-        recent = sorted(
-            (s for s in service.active_sessions(now - RECENT_SESSIONS_S) if s.machine == node),
-            key=lambda s: -s.last_ts,
-        )
-        self.sessions = list(dict.fromkeys([*live, *(s.key for s in recent)]))[:MAX_SESSIONS]
+        mine = [s.key for s in recent if s.machine == node]
+        self.sessions = list(dict.fromkeys([*live, *mine]))[:MAX_SESSIONS]
 
     def scopes(self, budget: Budget) -> list[str]:
         """The budget's scope as the node can match it; none when it cannot contain the node."""
@@ -126,19 +125,36 @@ class BudgetVerdicts:
         self._lock = threading.Lock()
 
     def __call__(self, node: str) -> list[Verdict]:
+        return self.for_nodes([node])
+
+    def fleet(self) -> list[Verdict]:
+        """Every budget's standing over its own scope (a session budget: its costliest session),
+        for whoever sees the whole fleet."""
+        return [
+            to_verdict(s, ",".join(f"{k.value}:{v}" for k, v in s.budget.scope.parts) or "fleet")
+            for s in self._governor.standings()
+        ]
+
+    def for_nodes(self, nodes: Iterable[str]) -> list[Verdict]:
+        """The verdicts concerning any of `nodes` (the standings read once for all)."""
         standings = self._governor.standings()
         if not standings:
             return []
         now = self._clock()
-        facts = NodeFacts(self._service, node, now)
-        out: list[Verdict] = []
-        for standing in standings:
-            scopes = facts.scopes(standing.budget)
-            if standing.budget.period.kind is PeriodKind.SESSION:
-                out += self._per_session(standing.budget, scopes, facts.sessions, now)
-            else:
-                out += [to_verdict(standing, scope) for scope in scopes]
-        return out
+        recent = sorted(
+            self._service.active_sessions(now - RECENT_SESSIONS_S), key=lambda s: -s.last_ts
+        )
+        out: dict[tuple[str, str], Verdict] = {}
+        for node in nodes:
+            facts = NodeFacts(self._service, node, recent)
+            for standing in standings:
+                scopes = facts.scopes(standing.budget)
+                if standing.budget.period.kind is PeriodKind.SESSION:
+                    found = self._per_session(standing.budget, scopes, facts.sessions, now)
+                else:
+                    found = [to_verdict(standing, scope) for scope in scopes]
+                out.update(((v.budget, v.scope), v) for v in found)
+        return list(out.values())
 
     def _per_session(
         self, budget: Budget, scopes: list[str], sessions: Iterable[str], now: float

@@ -15,6 +15,7 @@ detectors' findings on sessions).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any, Final
@@ -40,7 +41,6 @@ from shared.verdicts import verdict_to_map
 PATH: Final = "/mcp"
 ROLES: Final = frozenset({Role.AGENT, Role.VIEWER, Role.OPERATOR})
 TOP_MAX: Final = 50
-SESSIONS_SINCE_S: Final = 90 * 86400.0  # a session named by a tool: its calls this recent
 
 
 def _result(words: str, data: dict[str, Any]) -> CallToolResult:
@@ -80,7 +80,7 @@ class HubAnswers:
 
     def usage(self, scope: views.Scope) -> tuple[str, dict[str, Any]]:
         if scope.session is not None:
-            rows = views.sessions(self.service, scope, self.service.clock() - SESSIONS_SINCE_S)
+            rows = views.sessions(self.service, scope, 0.0, keys=[scope.session])
             if not rows:
                 return f"No calls of session {scope.session} at the hub.", {"sessions": []}
             row = rows[0]
@@ -100,25 +100,25 @@ class HubAnswers:
         return "Today by machine: " + (", ".join(parts) or "none") + ".", {"machines": rows}
 
     def budget(self, scope: views.Scope) -> tuple[str, dict[str, Any]]:
-        machines = (
-            [scope.machine] if scope.machine else [v.record.node for v in self.service.nodes()]
-        )
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for machine in machines:
-            for v in self.verdicts(machine) if self.verdicts is not None else []:
-                if _concerns(v.scope, scope):
-                    found[(v.budget, v.scope)] = verdict_to_map(v)
+        if self.verdicts is None:
+            verdicts = []
+        elif scope.whole_fleet:
+            verdicts = self.verdicts.fleet()
+        else:
+            nodes = [v.record.node for v in self.service.nodes()]
+            verdicts = self.verdicts.for_nodes([scope.machine] if scope.machine else nodes)
+        found = [verdict_to_map(v) for v in verdicts if _concerns(v.scope, scope)]
         data = {
             "session": scope.session,
             "identified_by": "the token's binding",
-            "verdicts": list(found.values()),
+            "verdicts": found,
             "verdicts_age_s": 0.0,
         }
         return budget_words(data), data
 
     def quota(self, scope: views.Scope) -> tuple[str, dict[str, Any]]:
         if scope.session is not None and scope.profile is None:
-            row = next(iter(views.sessions(self.service, scope, 0.0)), None)
+            row = next(iter(views.sessions(self.service, scope, 0.0, keys=[scope.session])), None)
             scope = views.Scope(scope.machine, row["profile"] if row else "", scope.session)
         wanted = views.Scope(scope.machine, scope.profile)
         rows = [
@@ -255,6 +255,8 @@ class McpEndpoint:
 
     def __init__(self, answers: HubAnswers, book: TokenBook) -> None:
         self.book = book
+        # the SDK says each request at INFO ("Processing request of type ..."): not the hub's log
+        logging.getLogger("mcp").setLevel(logging.WARNING)
         self.agent = build_server(answers, book, fleet=False)
         self.viewer = build_server(answers, book, fleet=True)
         for server in (self.agent, self.viewer):
