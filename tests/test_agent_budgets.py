@@ -6,6 +6,7 @@ turn through."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from node_agent.query_client import session_figures
 from shared.events import Agent, Tokens, UsageEvent
 from tests import fleet_harness as fleet
 from tests.agent_harness import AgentSide, hook
 from tests.api_harness import ServedHub, serve_hub
-from tests.budget_harness import api_price, budgets
+from tests.budget_harness import api_price, budgets, restart
 from tests.test_source_claude import OTHER_SESSION, SESSION
 
 NODE = "spark01"  # the machine the harness's agent token is bound to
@@ -111,6 +113,18 @@ def test_a_budget_in_hub_toml_crossed_mid_session_stops_the_turn_until_overridde
         assert "budget 'work-day' (profile:work, day) is exhausted" in reason
         assert f"${3 * call} of ${limit} spent; action pause" in reason
         assert "fleet-hub budget override work-day --limit AMOUNT" in reason
+
+    # A hub killed (-9) and started again still says it: the stop is in its store.
+    restart(served, agent.tmp, signal.SIGKILL)
+    state = agent.config.parent / "state"
+    restarted = time.time()
+
+    def fresh() -> bool:
+        age = session_figures(state, SESSION, [], None)["verdicts_age_s"]
+        return age is not None and time.time() - age > restarted
+
+    fleet.wait_for(fresh, 30, "an ack of the restarted hub", every=0.3)
+    assert hook(agent, "UserPromptSubmit")["continue"] is False
 
     done = served.cli(
         "budget", "override", "work-day", "--limit", "5", "--until", "+1h", "--why", "release"
