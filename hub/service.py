@@ -41,15 +41,18 @@ from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
+from hub.outcomes import OutcomeKeeper
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
 from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
+from pricing.outcomes import check_outcome_keys
 from shared.codec import DecodeError, unpack
 from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
+from shared.outcomes import SessionOutcome
 from shared.session_notes import MAX_NOTES, SessionNote, note_to_map
 from shared.verdicts import Verdict, bounded
 from shared.wire import Frame, parse_batch_body
@@ -160,12 +163,15 @@ class FleetService:
         self._foreign = CountedLog(log, "events another node stored first")
         self.batches = 0
         self.events_in = 0
+        self.api_url: str | None = None  # where this hub's API serves, once it does
         # The ledger loads from the roll-ups on a thread of its own, so that the receiver can
         # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
         self._closed = False  # the store is closing: a load that ends now leaves it be
+        # what the nodes say their sessions produced (commits, pull requests)
+        self.outcomes = OutcomeKeeper(store, self._lock, self._tz)
         self._start_load()
 
     def _start_load(self) -> None:
@@ -279,6 +285,8 @@ class FleetService:
         for owner, ids in owners.items():
             example = f"{ids[0]!r}, which belongs to {owner!r}"
             self._foreign.note(frame.node, len(ids), example, about=owner)
+        if body.get("outcomes"):
+            self.outcomes.handle(frame.node, body["outcomes"])  # committed before the ack
         return {"seq1": body["seq1"], **self._verdicts_for(frame.node)}
 
     def _verdicts_for(self, node: str) -> dict[str, Any]:
@@ -465,6 +473,7 @@ class FleetService:
             deleted += step
             if step < PRUNE_STEP:
                 self._prune_rest_until = time.monotonic() + PRUNE_REST_S
+                self.outcomes.prune(now - self.retain_days * 86400.0)
                 return deleted
             if time.monotonic() >= start + budget_s:
                 return deleted
@@ -503,7 +512,8 @@ class FleetService:
         return self.ledger.tz
 
     def connection(self) -> Connection:
-        return EMBEDDED
+        # Said so, because other dashboards can then attach to this one's hub.
+        return Connection(f"embedded hub, api {self.api_url}") if self.api_url else EMBEDDED
 
     def nodes(self) -> list[NodeView]:
         now = self.clock()
@@ -636,6 +646,9 @@ class FleetService:
         since: date | None = None,
         until: date | None = None,
     ) -> dict[str, Any]:
+        by = tuple(by)
+        if outcome := check_outcome_keys(by):
+            return self.outcomes.report(outcome, tz, since, until)
         # From a snapshot with a small page cache, outside the lock: a report neither holds
         # ingest back nor fills the writer's cache (kept for the usage indexes) with roll-ups.
         with ExitStack() as snapshot:
@@ -650,6 +663,16 @@ class FleetService:
                 until=until,
                 cache=(self._report_cache, generation),
             )
+
+    def outcome_report(self, view: str, period: Period) -> dict[str, Any] | None:
+        """The `view` outcome report of `period` as last read (None before the first), at
+        once: a dashboard calls it on its UI thread."""
+        return self.outcomes.report_now(view, period, self.clock())
+
+    def session_outcome(self, key: str) -> SessionOutcome | None:
+        """What the session `key` produced, as its node last said."""
+        rows = self.sessions([key])
+        return self.outcomes.of_session(rows[0].machine, key) if rows else None
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:

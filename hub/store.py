@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import tzinfo
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -472,6 +473,18 @@ class Store:
             (session_id,),
         )
         return [self._payloads.decode(payload) for (payload,) in rows]
+
+    def priced_usage(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[tuple[UsageEvent, Decimal | None, bool]]:
+        """Counted calls with since <= ts < until in time order, each with its API-equivalent
+        amount as priced when stored (None: unknown) and whether that price is estimated."""
+        where, params = _time_range(since, until)
+        where.append("counted = 1")
+        sql = f"SELECT payload, amount, estimated FROM usage WHERE {' AND '.join(where)}"
+        for payload, amount, estimated in self._db.execute(sql + " ORDER BY ts, event_id", params):
+            event = self._payloads.decode(payload)
+            yield event, None if amount is None else Decimal(amount), bool(estimated)
 
     def limit_events(
         self, since: float | None = None, until: float | None = None

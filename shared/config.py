@@ -68,6 +68,7 @@ _TOP_KEYS: Final = frozenset(
         "rescan_interval",
         "only_profile_processes",
         "hook_port",
+        "commit_identities",
     }
 )
 _HUB_KEYS: Final = frozenset(
@@ -179,6 +180,9 @@ class NodeConfig:
     # A loopback TCP port for Claude Code's `http` hooks (token in state_dir/hook.token); None:
     # the unix socket only.
     hook_port: int | None = None
+    # Authors (names or emails) whose commits are an agent's: agents that commit as the user
+    # (Codex CLI) leave no trailer (cost per outcome, node_agent.outcomes.match).
+    commit_identities: tuple[str, ...] = ()
 
     @property
     def discover_hub(self) -> bool:
@@ -296,6 +300,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
         only_profile_processes=_flag(data, "only_profile_processes", where, default=True),
         hook_port=_port(data, "hook_port", where),
+        commit_identities=_identities(data.get("commit_identities", []), where),
         hub_events=hub.events,
         hub_commands=hub.commands,
         key_file=hub.key_file,
@@ -327,6 +332,15 @@ def _port(data: dict[str, Any], key: str, where: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ConfigError(f"{where}: {key!r} must be a TCP port 1..65535, not {value!r}")
     return value
+
+
+def _identities(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(
+            f"{where}: 'commit_identities' must be an array of author names or emails, "
+            'e.g. ["me@example.com"]'
+        )
+    return tuple(v.strip() for v in value)
 
 
 def _flag(data: dict[str, Any], key: str, where: str, *, default: bool = False) -> bool:

@@ -34,14 +34,18 @@ from hub.api.budgets import add_budget_routes
 from hub.api.errors import ApiError
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
 from hub.api.mirror import mirror_routes
+from hub.api.reconcile import reconcile_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
 from hub.ledger import FLEET, Dimension, Period, profile_key
+from hub.reconcile.run import Reconciler
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
+from pricing.outcomes import OutcomeKeyError, check_outcome_keys
 from pricing.rollup import UnknownGroupKeyError, check_keys
 from shared.cli import day_range_error
 from shared.config import ConfigError
+from shared.outcomes import outcome_to_map
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ def create_app(
     rejects: Callable[[], Mapping[str, int]] = dict,
     governor: Governor | None = None,
     alerts: Outbox | None = None,
+    reconciler: Reconciler | None = None,
 ) -> FastAPI:
     broker = Broker(service)
     commands = CommandCounts()
@@ -181,6 +186,8 @@ def create_app(
 
     if alerts is not None:
         app.include_router(alert_routes(alerts, needs(READERS), needs(OPERATORS)))
+    if reconciler is not None:
+        app.include_router(reconcile_routes(reconciler, needs(READERS)))
 
     @app.get(f"{API}/health", tags=["hub"])
     def health() -> Health:
@@ -243,6 +250,16 @@ def create_app(
         first, last, amounts = service.session_series(key, bins)
         return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
 
+    @app.get(f"{API}/sessions/{{key}}/outcome", tags=["fleet"])
+    def session_outcome(who: Anyone, key: Annotated[str, Path(max_length=300)]) -> dict[str, Any]:
+        """What the session produced as its node read it from git: repository, branch,
+        commits, pull request (`outcome` null: not read yet)."""
+        rows = service.sessions([key])
+        if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
+            raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
+        found = service.session_outcome(key)
+        return {"outcome": None if found is None else outcome_to_map(found)}
+
     @app.get(
         f"{API}/profiles/{{machine}}/{{profile}}/history",
         tags=["fleet"],
@@ -293,8 +310,9 @@ def create_app(
         """The rows of `fleet-hub report --json` (and `node-agent scan --json`)."""
         keys = [k.strip() for k in by.split(",") if k.strip()]
         try:
-            check_keys(keys)
-        except UnknownGroupKeyError as exc:
+            if check_outcome_keys(keys) is None:  # commit, branch, pr or repo: an outcome view
+                check_keys(keys)
+        except (UnknownGroupKeyError, OutcomeKeyError) as exc:
             raise ApiError(422, f"by: {exc}") from exc
         try:
             zone = ZoneInfo(tz)
