@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.alerts.outbox import Outbox
+from hub.budget_verdicts import BudgetVerdicts
 from hub.budgets.governor import Governor
 from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
@@ -23,6 +24,7 @@ from hub.detectors.seed import start_seeding
 from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
+from hub.session_findings import RELOAD, SessionFindings
 from hub.store import Store
 from pricing import PriceBook
 from shared.discovery import ZeroconfAdvertiser
@@ -87,6 +89,8 @@ class Hub:
         self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self.detectors: DetectorRunner | None = None
         self._journal: FindingJournal | None = None
+        self.budget_verdicts: BudgetVerdicts | None = None
+        self.session_findings: SessionFindings | None = None
         self._advertiser: ZeroconfAdvertiser | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -131,9 +135,20 @@ class Hub:
             config_path=self.config.path,
         )
         self.governor.attach(self._store)
+        # each ack tells the node where the budgets over its machine, profiles, sessions stand
+        self.budget_verdicts = BudgetVerdicts(self.governor, self.service, self._store.path)
+        self.service.verdicts = self.budget_verdicts
         self._journal = FindingJournal(self._store.path)
         # the journal keeps what the detectors found; the outbox alerts people to it
-        self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
+        # the agents' explain_spend: the findings on sessions, in memory (and in each ack)
+        self.session_findings = SessionFindings()
+        self.session_findings.load(self._journal.findings(RELOAD))
+        self.service.notes = self.session_findings.for_machine
+        self.detectors = attach(
+            self.service,
+            EverySink(self._journal, self.alerts, self.session_findings),
+            self.book,
+        )
         # before the receiver: the seed's snapshot ends where the new batches begin
         seeding = start_seeding(self.detectors, self._store, self._journal, self.book)
         self._threads.append(seeding)
@@ -202,6 +217,8 @@ class Hub:
             thread.join(timeout=5)
         if self.governor is not None:
             self.governor.close()
+        if self.budget_verdicts is not None:
+            self.budget_verdicts.close()
         if self.commander is not None:
             self.commander.close()
         if self.service is not None:

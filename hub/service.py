@@ -54,6 +54,8 @@ from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
 from shared.outcomes import SessionOutcome
+from shared.session_notes import MAX_NOTES, SessionNote, note_to_map
+from shared.verdicts import Verdict, bounded
 from shared.wire import Frame, parse_batch_body
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class Update:
 
 
 Subscriber = Callable[[Update], None]
+VerdictProvider = Callable[[str], list[Verdict]]  # node name -> the verdicts concerning it
 # Told each committed batch's `IngestResult` (the detectors): the calls themselves, which an
 # `Update` only names.
 BatchListener = Callable[[IngestResult], None]
@@ -119,8 +122,14 @@ class FleetService:
         commander: Commander | None = None,
         clock: Callable[[], float] = time.time,
         retain_days: int = DEFAULT_RETAIN_DAYS,
+        verdicts: VerdictProvider | None = None,
     ) -> None:
         self._store = store
+        # The budget verdicts for a node's machine, profiles and sessions, sent in its acks
+        # (None: no budgets; the governor plugs in here).
+        self.verdicts = verdicts
+        # The detectors' findings on the node's sessions, sent in its acks (explain_spend).
+        self.notes: Callable[[str], list[SessionNote]] | None = None
         self._report_cache = ReportCache(store.rollup_writes)  # past days' sums, kept
         self.retain_days = retain_days
         self._prune_rest_until = 0.0  # monotonic time before which `prune` has nothing to do
@@ -279,7 +288,22 @@ class FleetService:
             self._foreign.note(frame.node, len(ids), example, about=owner)
         if body.get("outcomes"):
             self.outcomes.handle(frame.node, body["outcomes"])  # committed before the ack
-        return {"seq1": body["seq1"]}
+        return {"seq1": body["seq1"], **self._verdicts_for(frame.node)}
+
+    def _verdicts_for(self, node: str) -> dict[str, Any]:
+        """The ack's verdicts for `node` ("v", bounded) and the detectors' notes on its sessions
+        ("f"); none when no provider is set. A failing provider costs its part, never the ack
+        (the batch is committed by now)."""
+        extra: dict[str, Any] = {}
+        verdicts, notes = self.verdicts, self.notes
+        try:
+            if verdicts is not None:
+                extra["v"] = bounded(verdicts(node))
+            if notes is not None:
+                extra["f"] = [note_to_map(n) for n in notes(node)[:MAX_NOTES]]
+        except Exception:
+            log.exception("the verdict or note provider failed for %s", node)
+        return extra
 
     def note_bad_key(self, node: str) -> None:
         """Frames claiming to come from `node` fail authentication: say so in the feed (the

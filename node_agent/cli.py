@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from node_agent.agent_cli import AGENT_COMMANDS, add_agent_commands
+from node_agent.entry import fast_command
 from node_agent.render import render_json, render_text
 from node_agent.report import Query, Report, build_report
 from node_agent.scan_index import default_dir as default_index_dir
@@ -39,8 +41,12 @@ from shared.systemd import program_words
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    done = fast_command(given)  # `hook`, `statusline`: what the agents call synchronously
+    if done is not None:
+        return done
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     if args.command is None:
         parser.print_help()
         return 2
@@ -49,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "init": cmd_init,
         "install-service": cmd_install_service,
         "run": cmd_run,
+        **AGENT_COMMANDS,
     }[args.command]
     return guarded(f"node-agent {args.command}", lambda: handler(args))
 
@@ -106,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_init(sub)
     _add_install_service(sub)
     _add_run(sub)
+    add_agent_commands(sub)
     return parser
 
 

@@ -43,11 +43,14 @@ from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
 from node_agent.outcomes.forge import forge_from_env
 from node_agent.outcomes.watch import OutcomeWatch
+from node_agent.query_service import AgentRef, NodeQueries, QueryService, VerdictBook
 from node_agent.recovery import Backoff, open_checked_outbox
+from node_agent.session_tally import SessionTally
 from node_agent.sources.registry import all_sources
 from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
+from pricing import PriceBook
 from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
 from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
@@ -119,6 +122,9 @@ class Daemon:
         self.responder: CommandResponder | None = None
         self.failure: BaseException | None = None  # what stopped a thread
         self.failed_thread = ""
+        # What the agents' own gates ask about (hooks, status line, MCP), kept in memory.
+        self.tally = SessionTally(PriceBook.default(), {p.name: p.billing for p in config.profiles})
+        self.verdict_book = VerdictBook()
 
     # -- what the hub hears ------------------------------------------------------------------
 
@@ -193,6 +199,13 @@ class Daemon:
             "detail": result.detail,
             "pids": list(result.pids),
         }
+
+    def _agent_refs(self) -> list[AgentRef]:
+        with self._lock:
+            return [
+                AgentRef(p.pid, p.session_id, p.profile, p.agent.value, p.cwd)
+                for p in self.processes
+            ]
 
     def _refresh_processes(self) -> None:
         with self._lock:
@@ -280,6 +293,7 @@ class Daemon:
             return self.timeline.profile_at(agent, home, ts)
 
     def _saw(self, events: Sequence[Event]) -> None:
+        self.tally.add(events)
         self.outcomes.saw(events)
         with self._lock:
             for event in events:
@@ -296,7 +310,9 @@ class Daemon:
             for switch in switches:
                 if switch is not None:
                     self.timeline.add_identity(switch)
-            self._held.extend(self.timeline.drain())
+            drained = self.timeline.drain()
+            self._held.extend(drained)
+        self.tally.add(drained)  # the profiles' standing (status file, limits) for my_quota
         if not self._held:
             return 0
         sent = self._sent_profile_events(outbox) + self._held
@@ -313,8 +329,10 @@ class Daemon:
         return count
 
     def _restore_timeline(self, outbox: Outbox) -> None:
+        sent = self._sent_profile_events(outbox)
         with self._lock:
-            self.timeline.restore(self._sent_profile_events(outbox))
+            self.timeline.restore(sent)
+        self.tally.add(sent)
 
     @staticmethod
     def _sent_profile_events(outbox: Outbox) -> list[ProfileEvent]:
@@ -370,8 +388,13 @@ class Daemon:
             self.hello,
             wake=self.wake,
             stop=self.stop,
+            on_verdicts=self.verdict_book.update,
+            on_notes=self.verdict_book.take_notes,
             outcomes=self.outcomes,
         )
+        queries = [self._start_queries(None)]
+        if self.config.hook_port is not None:
+            queries.append(self._start_queries(self.config.hook_port))
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
         self._report_paused()
@@ -411,11 +434,28 @@ class Daemon:
                 died = not self.stop.is_set()  # a thread may end by itself only after a stop
                 self.stop.set()
         systemd.sd_notify("STOPPING=1")
+        for service in queries:
+            if service is not None:
+                service.close()
         for thread in threads:
             thread.join(timeout=10)
         if self.failure is not None or died:
             return self._failed(self.failure)
         return 0
+
+    def _start_queries(self, port: int | None) -> QueryService | None:
+        """The agents' query socket (or `http` hook port); without it the node still meters
+        (the hooks then say that the node does not answer and let the calls through), so a
+        failure is logged."""
+        answers = NodeQueries(self.config.node, self.tally, self.verdict_book, self._agent_refs)
+        where = f"127.0.0.1:{port}" if port is not None else str(self.state_dir)
+        try:
+            service = QueryService(self.state_dir, answers, port)
+        except OSError as exc:  # a port in use; a state dir path too long for a unix socket
+            log.warning("no query service for the agents' hooks at %s: %s", where, exc)
+            return None
+        service.start()
+        return service
 
     def _report_paused(self) -> None:
         """Agents found stopped at start stay stopped until someone resumes them (a node killed

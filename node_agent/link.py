@@ -30,6 +30,8 @@ import pynng
 from node_agent.outbox import Outbox, OutboxDiskFull
 from node_agent.outcomes.watch import OutcomeWatch, outcome_bytes
 from node_agent.recovery import Backoff
+from shared.session_notes import SessionNote, notes_from_list
+from shared.verdicts import Verdict, VerdictError, verdicts_from_list
 from shared.wire import (
     MAX_FRAME,
     TO_NODE,
@@ -90,9 +92,13 @@ class EventSender:
         wake: threading.Event,
         stop: threading.Event,
         heartbeat: float = HEARTBEAT,
+        on_verdicts: Callable[[list[Verdict]], None] | None = None,
+        on_notes: Callable[[list[SessionNote]], None] | None = None,
         outcomes: OutcomeWatch | None = None,
     ) -> None:
         self.link = link
+        self.on_verdicts = on_verdicts  # each ack's budget verdicts for this node
+        self.on_notes = on_notes  # each ack's detector findings on this node's sessions
         self.outcomes = outcomes  # what sessions produced, carried by the batches
         self.address = address
         self.outbox_path = outbox_path
@@ -208,8 +214,22 @@ class EventSender:
             log.info("connected to the hub at %s", self.address)
         self.connected = True
         self.last_ack = time.time()
+        if self.on_verdicts is not None:
+            self._take_verdicts(answer.body.get("v", []))
+        if self.on_notes is not None:
+            self.on_notes(notes_from_list(answer.body.get("f", [])))
         self.last_error = None
         return True
+
+    def _take_verdicts(self, data: object) -> None:
+        """A signed ack's verdicts; a malformed list is logged and read as none."""
+        assert self.on_verdicts is not None
+        try:
+            verdicts = verdicts_from_list(data)
+        except VerdictError as exc:
+            log.warning("the hub's verdicts are malformed (%s): read as none", exc)
+            verdicts = []
+        self.on_verdicts(verdicts)
 
     def _key_for(self, node: str) -> bytes | None:
         return self.link.key if node == self.link.node else None

@@ -67,6 +67,7 @@ _TOP_KEYS: Final = frozenset(
         "poll_interval",
         "rescan_interval",
         "only_profile_processes",
+        "hook_port",
         "commit_identities",
     }
 )
@@ -176,6 +177,9 @@ class NodeConfig:
     # Only the agents of this node's profiles: another user's (or a newcomer's own) session
     # elsewhere on the machine is neither listed nor haltable. False: every agent here.
     only_profile_processes: bool = True
+    # A loopback TCP port for Claude Code's `http` hooks (token in state_dir/hook.token); None:
+    # the unix socket only.
+    hook_port: int | None = None
     # Authors (names or emails) whose commits are an agent's: agents that commit as the user
     # (Codex CLI) leave no trailer (cost per outcome, node_agent.outcomes.match).
     commit_identities: tuple[str, ...] = ()
@@ -295,6 +299,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         poll_interval=_interval(data, "poll_interval", DEFAULT_POLL_INTERVAL, where),
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
         only_profile_processes=_flag(data, "only_profile_processes", where, default=True),
+        hook_port=_port(data, "hook_port", where),
         commit_identities=_identities(data.get("commit_identities", []), where),
         hub_events=hub.events,
         hub_commands=hub.commands,
@@ -318,6 +323,15 @@ def _interval(data: dict[str, Any], key: str, default: float, where: str) -> flo
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{where}: {key!r} must be a positive number of seconds, not {value}")
     return float(value)
+
+
+def _port(data: dict[str, Any], key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{where}: {key!r} must be a TCP port 1..65535, not {value!r}")
+    return value
 
 
 def _identities(value: object, where: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI
 
 from hub.alerts.courier import Courier, sink_secrets
+from hub.api import agent_mcp
 from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.reconcile_http import HttpxTransport
@@ -65,6 +66,9 @@ class HubFront:
             alerts=hub.alerts,
             reconciler=reconciler,
         )
+        # the agents' MCP (streamable HTTP) at /mcp, behind agent and viewer tokens
+        answers = agent_mcp.HubAnswers(service, hub.budget_verdicts, hub.session_findings)
+        agent_mcp.mount(app, agent_mcp.McpEndpoint(answers, TokenBook(tokens_path(config.path))))
         api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
         try:
             api.start()

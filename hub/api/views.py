@@ -156,7 +156,10 @@ def profiles(service: FleetService, scope: Scope, period: Period) -> list[dict[s
     return out
 
 
-def sessions(service: FleetService, scope: Scope, since: float) -> list[dict[str, Any]]:
+def sessions(
+    service: FleetService, scope: Scope, since: float, keys: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Sessions active since `since`, or (`keys`) those sessions whatever their age."""
     now = service.clock()
     processes = {
         (machine, p.session_id): process_to_map(p)
@@ -164,7 +167,8 @@ def sessions(service: FleetService, scope: Scope, since: float) -> list[dict[str
         if p.session_id is not None
     }
     out = []
-    for row in service.active_sessions(since):
+    rows = service.active_sessions(since) if keys is None else service.sessions(keys)
+    for row in rows:
         if not scope.sees(row.machine, row.profile, row.key):
             continue
         out.append(

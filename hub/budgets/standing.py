@@ -80,9 +80,18 @@ def _current(db: sqlite3.Connection, budget: Budget, now: float) -> tuple[str | 
 
 
 def standing_of(
-    db: sqlite3.Connection, budget: Budget, now: float, rate_per_s: Decimal, quiet: list[str]
+    db: sqlite3.Connection,
+    budget: Budget,
+    now: float,
+    rate_per_s: Decimal,
+    quiet: list[str],
+    bucket: str | None = None,
 ) -> BudgetStanding:
-    bucket, spent, unknown = _current(db, budget, now)
+    """`bucket`: the period to show (one session of a session budget); default the current."""
+    if bucket is None:
+        bucket, spent, unknown = _current(db, budget, now)
+    else:
+        spent, unknown = records.spend(db, budget.name, bucket)
     override = records.active_overrides(db, now).get(budget.name)
     limit = budget.limit if override is None else override.limit
     start, end = bounds(budget, bucket, now) if bucket is not None else (None, None)

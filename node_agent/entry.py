@@ -1,0 +1,38 @@
+"""The `node-agent` program: the calls an agent makes synchronously (`hook`, `statusline`)
+skip the full command line's imports (a third of a second); everything else goes to it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def fast_command(args: Sequence[str]) -> int | None:
+    """Run `hook EVENT` or `statusline` (not `statusline install`); None for anything else."""
+    if args and args[0] == "hook":
+        from node_agent.agent_gates import run_hook
+
+        return run_hook(args[1:])
+    if (
+        args
+        and args[0] == "statusline"
+        and (len(args) == 1 or args[1] not in ("install", "remove"))
+    ):
+        from node_agent.agent_gates import run_statusline
+
+        return run_statusline(args[1:])
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    done = fast_command(args)
+    if done is not None:
+        return done
+    from node_agent.cli import main as full
+
+    return full(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
