@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub import governance
 from hub.alerts.outbox import Outbox
 from hub.budgets.governor import Governor
 from hub.commander import Commander
@@ -130,6 +131,9 @@ class Hub:
             config_path=self.config.path,
         )
         self.governor.attach(self._store)
+        # dashboards (embedded or attached through the stream) read the alerts again on change
+        self.alerts.on_change = self.service.tell_alerts
+        governance.register(self.service, governance.LocalBackend(self.governor, self.alerts))
         self._journal = FindingJournal(self._store.path)
         # the journal keeps what the detectors found; the outbox alerts people to it
         self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)

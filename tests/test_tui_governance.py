@@ -1,0 +1,279 @@
+"""The dashboard's Budgets and Alerts tabs under Pilot, on a real hub: embedded (a `Hub` in
+process, its store on disk) and attached to a real `fleet-hub serve` through its API, with
+signed batches over nng crossing real budgets. A budget added from the tab lands in hub.toml
+and the governor; its crossing shows on the tab (exact figures) and in the header; an override
+from the tab is in the audit log with who and why; an alert acknowledged from the Alerts tab is
+acknowledged in the outbox (and the API says so); a viewer's token is refused every operator
+key and changes nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import tomlkit
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+import hub.governance
+from hub import _format as fmt
+from hub.remote import RemoteFleet
+from hub.service import Update
+from hub.tui.app import FleetApp
+from hub.tui.governance import FormScreen
+from hub.tui.table import LiveTable
+from tests.api_harness import ServedHub, serve_hub
+from tests.budget_harness import add_budget, api_price, hello, send, usage
+from tests.fleet_harness import processes, running_hub
+from tests.pilot_waits import asking, until
+from tests.test_tui_halt import select
+
+NODE = "spark01"
+
+
+def cell(table: LiveTable, key: str, column: str) -> str:
+    return table.get_cell(key, column).text if key in table.rows_by_key else ""
+
+
+async def fill(pilot: Pilot[Any], app: FleetApp, values: dict[str, str]) -> None:
+    """Type into the open form (its fields by key) and press enter on the last one."""
+    await until(pilot, lambda: isinstance(app.screen, FormScreen), "the form")
+    form = app.screen
+    for key, value in values.items():
+        form.query_one(f"#field-{key}", Input).value = value
+    form.query_one(f"#field-{list(values)[-1]}", Input).focus()
+    await pilot.pause()
+    await pilot.press("enter")
+    await until(pilot, lambda: not isinstance(app.screen, FormScreen), "the form to close")
+
+
+def crossing_calls() -> tuple[list[Any], Decimal]:
+    """Three calls of spark01's and the exact price of the first two (the budget's limit)."""
+    calls = [usage(NODE, n) for n in range(3)]
+    return calls, api_price(calls[0]) + api_price(calls[1])
+
+
+@pytest.fixture(autouse=True)
+def only_on_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tabs read again only when the hub says something changed (no timer to hide a
+    missed signal)."""
+    monkeypatch.setattr(hub.governance, "REFRESH_S", 3600.0)
+
+
+async def test_embedded_add_cross_override_and_acknowledge(tmp_path: Path) -> None:
+    calls, limit = crossing_calls()
+    with running_hub(tmp_path) as (embedded, setup):
+        service = embedded.service
+        assert service is not None
+        app = FleetApp(service, who="ann@tui")
+        app.animation_level = "none"
+        async with app.run_test(size=(160, 45)) as pilot:
+            # a: the form adds the budget through the governor (written to hub.toml)
+            await pilot.press("5")
+            await pilot.press("a")
+            await fill(
+                pilot, app,
+                {"name": "spark01-day", "scope": f"machine={NODE}", "period": "day",
+                 "basis": "api", "limit": str(limit), "action": "alert"},
+            )  # fmt: skip
+            budgets = app.table("budgets")
+            await until(pilot, lambda: "spark01-day" in budgets.rows_by_key, "the budget's row")
+            written = tomlkit.parse(setup.config.read_text())["budgets"]
+            assert [t["name"] for t in written] == ["spark01-day"]
+            assert cell(budgets, "spark01-day", "state") == "ok"
+            assert "breached" not in (app.header_figures.line(160) if app.header_figures else "")
+
+            # two calls meet the limit exactly: breached, in the tab and the header
+            send(setup, NODE, calls[:2], hello(NODE))
+            await until(
+                pilot, lambda: cell(budgets, "spark01-day", "state") == "breached", "breached"
+            )
+            money = fmt.money(limit)
+            assert cell(budgets, "spark01-day", "spent") == f"{money} / {money}"
+            assert cell(budgets, "spark01-day", "bar").endswith("100.0%")
+            await until(
+                pilot,
+                lambda: (
+                    app.header_figures is not None
+                    and "budget 'spark01-day' breached" in app.header_figures.line(160)
+                ),
+                "the header to name the breach",
+            )
+            await until(
+                pilot,
+                lambda: "100 %" in cell(budgets, "spark01-day", "last"),
+                "the governor's last action",
+            )
+
+            # o: raised until later, with why: in the audit log under who
+            await select(pilot, budgets, "spark01-day")
+            await pilot.press("o")
+            await fill(pilot, app, {"limit": "100", "until": "+2h", "why": "release night"})
+            await until(
+                pilot,
+                lambda: (
+                    cell(budgets, "spark01-day", "state") == "ok"
+                    and "raised to $100.00" in cell(budgets, "spark01-day", "override")
+                ),
+                "the override on the row",
+            )
+            audit = [a for a in service.audit_log() if a.action == "budget override"]
+            assert audit and audit[0].who == "ann@tui" and "release night" in audit[0].result
+            assert app.breaches.count == 0
+
+            # the Alerts tab: the crossing's alert, acknowledged with a
+            await pilot.press("6")
+            alerts = app.table("alerts")
+
+            def crossing() -> str | None:
+                return next(
+                    (k for k in alerts.rows_by_key if "at 100 %" in cell(alerts, k, "text")), None
+                )
+
+            await until(pilot, lambda: crossing() is not None, "the crossing's alert")
+            key = crossing()
+            assert key is not None
+            await select(pilot, alerts, key)
+            await pilot.press("a")
+            await until(pilot, lambda: cell(alerts, key, "state") == "acked", "acknowledged")
+            assert embedded.alerts is not None
+            record = embedded.alerts.alert(key)
+            assert record is not None and record.acked_by == "ann@tui"
+            assert cell(alerts, key, "acked").startswith("ann@tui ")
+
+
+async def refused(app: FleetApp, action: str) -> str:
+    """What `app` said when `action` was refused ("" when it was not)."""
+    app.refusal = None
+    await app.run_action(action)
+    return app.refusal or ""
+
+
+def api(served: ServedHub, path: str) -> Any:
+    reply = httpx.get(served.url + path, headers=served.headers("viewer"), timeout=10)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def test_attached_crossing_override_ack_and_a_viewer_refused(tmp_path: Path) -> None:
+    calls, limit = crossing_calls()
+    served = serve_hub(tmp_path)
+    with processes() as started:
+        started.append(served.proc)
+        made = add_budget(
+            served, name="spark01-day", scope=f"machine={NODE}", period="day", basis="api",
+            limit=str(limit), action="alert",
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        with (
+            RemoteFleet(served.url, served.tokens["operator"]) as ops_remote,
+            RemoteFleet(served.url, served.tokens["viewer"]) as viewer_remote,
+        ):
+            ops, viewer = FleetApp(ops_remote), FleetApp(viewer_remote)
+            for app in (ops, viewer):
+                app.animation_level = "none"
+            async with ops.run_test(size=(160, 45)) as pilot, viewer.run_test(size=(160, 45)):
+                await pilot.press("5")
+                budgets = ops.table("budgets")
+                await until(pilot, lambda: "spark01-day" in budgets.rows_by_key, "the row")
+                send(served.setup, NODE, calls[:2], hello(NODE))
+                for app in (ops, viewer):  # through the stream: no reading on a timer needed
+                    table = app.table("budgets")
+
+                    def crossed(t: LiveTable = table) -> bool:
+                        return cell(t, "spark01-day", "state") == "breached"
+
+                    await until(pilot, crossed, "the crossing on the tab")
+                    assert app.breaches.count == 1 and app.breaches.worst == "spark01-day"
+                money = fmt.money(limit)
+                assert cell(budgets, "spark01-day", "spent") == f"{money} / {money}"
+
+                # the viewer: every operator key refused, nothing sent
+                viewer.action_tab("budgets")
+                await select(pilot, viewer.table("budgets"), "spark01-day")
+                for action in ("add", "edit", "remove", "override"):
+                    assert "needs an operator token" in await refused(viewer, action), action
+                    assert not isinstance(viewer.screen, FormScreen)
+
+                # the operator's override: audited under the token's name, with why
+                await select(pilot, budgets, "spark01-day")
+                await pilot.press("o")
+                await fill(pilot, ops, {"limit": "", "until": "+1h", "why": "demo for the CFO"})
+                await until(
+                    pilot,
+                    lambda: cell(budgets, "spark01-day", "state") == "lifted",
+                    "lifted on the tab",
+                )
+                rows = [r for r in api(served, "/api/v1/audit")["rows"]]
+                over = [r for r in rows if r["action"] == "budget override"]
+                assert over and over[0]["who"] == "t-operator"
+                assert "demo for the CFO" in over[0]["result"] and "lifted" in over[0]["result"]
+
+                # the Alerts tab: acknowledged from the tab, the API then says so
+                await pilot.press("6")
+                alerts = ops.table("alerts")
+
+                def crossing() -> str | None:
+                    return next(
+                        (k for k in alerts.rows_by_key if "at 100 %" in cell(alerts, k, "text")),
+                        None,
+                    )
+
+                await until(pilot, lambda: crossing() is not None, "the crossing's alert")
+                key = crossing()
+                assert key is not None
+                viewer.action_tab("alerts")
+                vtable = viewer.table("alerts")
+                await until(pilot, lambda: key in vtable.rows_by_key, "the viewer's alert row")
+                await select(pilot, vtable, key)
+                # a on the Alerts tab: acknowledge
+                assert "needs an operator token" in await refused(viewer, "add")
+                told: list[Update] = []
+                viewer_remote.subscribe(told.append)
+                await select(pilot, alerts, key)
+                await pilot.press("a")
+                await until(pilot, lambda: cell(alerts, key, "state") == "acked", "acked")
+                # the stream told the other dashboard that the outbox changed
+                await until(pilot, lambda: any(u.alerts for u in told), "the stream's word")
+                found = {a["id"]: a for a in api(served, "/api/v1/alerts")["alerts"]}
+                assert found[key]["state"] == "acked"
+                assert found[key]["acked"]["who"] == "t-operator"
+                # the viewer's tab follows (the stream tells it the outbox changed)
+                await until(pilot, lambda: cell(vtable, key, "state") == "acked", "viewer acked")
+
+
+async def test_remove_asks_and_a_bad_value_keeps_the_form_open(tmp_path: Path) -> None:
+    with running_hub(tmp_path) as (embedded, setup):
+        service = embedded.service
+        assert service is not None
+        app = FleetApp(service, who="ann@tui")
+        app.animation_level = "none"
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("5")
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), "the form")
+            form = app.screen
+            values = {"name": "x", "scope": "planet=mars", "period": "day", "basis": "paid",
+                      "limit": "5", "action": "alert"}  # fmt: skip
+            for key, value in values.items():
+                form.query_one(f"#field-{key}", Input).value = value
+            form.query_one("#field-action", Input).focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.screen is form  # still open, saying what is wrong
+            problem = str(form.query_one("#form-problem").render())
+            assert "planet" in problem, problem
+            form.query_one("#field-scope", Input).value = "fleet"
+            await pilot.press("enter")
+            budgets = app.table("budgets")
+            await until(pilot, lambda: "x" in budgets.rows_by_key, "the budget")
+            await select(pilot, budgets, "x")
+            await pilot.press("x")
+            await asking(pilot)
+            await pilot.press("y")
+            await until(pilot, lambda: "x" not in budgets.rows_by_key, "the budget removed")
+            assert "budgets" not in tomlkit.parse(setup.config.read_text())
+            assert embedded.governor is not None and embedded.governor.budgets == []
