@@ -146,7 +146,12 @@ def _deliveries(alert: dict[str, Any]) -> str:
     return " · ".join(parts) or "no sink routes it"
 
 
-def alert_row(alert: dict[str, Any], tz: tzinfo, now: float) -> Row:
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def alert_row(alert: dict[str, Any], tz: tzinfo, now: float, text_width: int = 1000) -> Row:
+    """`text_width`: the sentence is cut to it (whole in the alert's detail: enter)."""
     key = str(alert["id"])
     state = str(alert["state"])
     order, tone = _SEVERITY.get(str(alert["severity"]), (3, ""))
@@ -159,7 +164,7 @@ def alert_row(alert: dict[str, Any], tz: tzinfo, now: float) -> Row:
         Cell(str(alert["severity"]), order, tone),
         Cell(str(alert["kind"]), str(alert["kind"])),
         Cell(scope, scope),
-        Cell(str(alert["text"]), str(alert["text"])),
+        Cell(_clip(str(alert["text"]), text_width), str(alert["text"])),
         Cell(_deliveries(alert), state),
         Cell(
             "" if acked is None else f"{acked['who']} {_clock(float(acked['when']), tz, now)}",
@@ -169,8 +174,45 @@ def alert_row(alert: dict[str, Any], tz: tzinfo, now: float) -> Row:
     return Row(key, cells, _machine(scope))
 
 
-def alert_rows(alerts: tuple[dict[str, Any], ...], tz: tzinfo, now: float) -> dict[str, Row]:
-    return {str(a["id"]): alert_row(a, tz, now) for a in alerts}
+def alert_rows(
+    alerts: tuple[dict[str, Any], ...], tz: tzinfo, now: float, text_width: int = 1000
+) -> dict[str, Row]:
+    return {str(a["id"]): alert_row(a, tz, now, text_width) for a in alerts}
+
+
+def alert_lines(alert: dict[str, Any], tz: tzinfo, now: float) -> list[str]:
+    """An alert whole, for its detail view: what, where, when, the evidence, each delivery."""
+    lines = [
+        str(alert["text"]),
+        "",
+        f"id        {alert['id']}",
+        f"kind      {alert['kind']} ({alert['severity']})",
+        f"scope     {alert['scope']}",
+        f"started   {_clock(float(alert['start']), tz, now)}, "
+        f"raised {_clock(float(alert['raised']), tz, now)}",
+        f"state     {alert['state']}",
+    ]
+    if alert.get("acked"):
+        acked = alert["acked"]
+        lines.append(f"acked     by {acked['who']} at {_clock(float(acked['when']), tz, now)}")
+    lines += [f"evidence  {k} = {v}" for k, v in sorted(alert.get("evidence", {}).items())]
+    for d in alert.get("deliveries", []):
+        result = f": {d['last_result']}" if d.get("last_result") else ""
+        lines.append(f"delivery  {d['sink']} {d['state']}, {d['attempts']} attempts{result}")
+    return lines
+
+
+def budget_lines(row: dict[str, Any], tz: tzinfo, now: float) -> list[str]:
+    """A budget whole, for its detail view: every cell of its row, labelled, and the rest."""
+    built = budget_row(row, tz, now)
+    lines = [
+        f"{c.label:<19} {cell.text}" for c, cell in zip(BUDGET_COLUMNS, built.cells, strict=True)
+    ]
+    extra = ("thresholds", "next_period", "tz", "forecast_minutes", "on_unverified", "bucket")
+    lines += [f"{k:<19} {row[k]}" for k in extra if row.get(k) is not None]
+    if row.get("overshoot") is not None:
+        lines.append(f"{'overshoot':<19} {_amount(row['overshoot'], str(row['basis']))}")
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,15 +15,18 @@ from typing import Any
 import httpx
 import pytest
 import tomlkit
+from textual.geometry import Region
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Button, Input, Static, Tab
+from textual.widgets._footer import FooterKey
 
 import hub.governance
 from hub import _format as fmt
+from hub.budgets.model import parse_budget
 from hub.remote import RemoteFleet
 from hub.service import Update
 from hub.tui.app import FleetApp
-from hub.tui.governance import FormScreen
+from hub.tui.governance import FormScreen, InfoScreen
 from hub.tui.table import LiveTable
 from tests.api_harness import ServedHub, serve_hub
 from tests.budget_harness import add_budget, api_price, hello, send, usage
@@ -277,3 +280,83 @@ async def test_remove_asks_and_a_bad_value_keeps_the_form_open(tmp_path: Path) -
             await until(pilot, lambda: "x" not in budgets.rows_by_key, "the budget removed")
             assert "budgets" not in tomlkit.parse(setup.config.read_text())
             assert embedded.governor is not None and embedded.governor.budgets == []
+
+
+def inside(region: Region, size: tuple[int, int]) -> bool:
+    return region.x >= 0 and region.y >= 0 and region.right <= size[0] and region.bottom <= size[1]
+
+
+def fits(table: LiveTable) -> bool:
+    return table.virtual_size.width <= table.scrollable_content_region.width
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+async def test_layout_of_the_tabs_the_header_and_the_forms(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    calls, limit = crossing_calls()
+    with running_hub(tmp_path) as (embedded, setup):
+        assert embedded.governor is not None and embedded.service is not None
+        budget = parse_budget(
+            {"name": "spark01-day-with-a-long-name", "scope": f"machine={NODE}",
+             "period": "day", "basis": "api", "limit": str(limit)}
+        )  # fmt: skip
+        embedded.governor.add_budget(budget, "test")
+        send(setup, NODE, calls[:2], hello(NODE))
+        app = FleetApp(embedded.service)
+        app.animation_level = "none"
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: app.breaches.count == 1, "the breach")
+            # every tab's label on the screen, the footer's halt keys whole
+            for label in app.query(Tab):
+                assert label.region.width > 0 and inside(label.region, size), label.label
+            await until(pilot, lambda: len(app.query(FooterKey)) > 0, "the footer")
+            await pilot.pause()
+            keys = {k.key: k for k in app.query(FooterKey)}
+            for key in ("p", "r", "k", "P", "R", "question_mark", "q"):
+                assert key in keys and inside(keys[key].region, size), key
+            # the header names the breach and fits
+            figures = app.query_one("#figures", Static)
+            line = str(figures.render())
+            assert "breached" in line and len(line) <= figures.content_size.width, line
+            if size == (160, 45):
+                assert "budget 'spark01-day-with-a-long-name' breached" in line, line
+
+            for key, tab, must in (
+                ("5", "budgets", {"name", "state", "spent"}),
+                ("6", "alerts", {"raised", "state", "text"}),
+            ):
+                await pilot.press(key)
+                table = app.table(tab)
+
+                def filled(t: LiveTable = table) -> bool:
+                    return t.row_count > 0 and fits(t)
+
+                await until(pilot, filled, f"{tab} to fit")
+                assert must <= set(table.shown_columns), (tab, table.shown_columns)
+
+            # enter on an alert: the whole of it, inside the screen
+            alerts = app.table("alerts")
+            first = alerts.shown_keys[0]
+            await select(pilot, alerts, first)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, InfoScreen), "the alert's detail")
+            await pilot.pause()
+            assert inside(app.screen.query_one("#dialog").region, size)
+            whole = str(app.screen.query_one("#info-text", Static).render())
+            assert f"id        {first}" in whole and "evidence" in whole, whole
+            await pilot.press("escape")
+
+            # the forms fit whole, their buttons too
+            await pilot.press("5")
+            await select(pilot, app.table("budgets"), budget.name)
+            for key in ("a", "e", "o"):
+                await pilot.press(key)
+                await until(pilot, lambda: isinstance(app.screen, FormScreen), "the form")
+                await pilot.pause()
+                form = app.screen
+                assert inside(form.query_one("#dialog").region, size), key
+                for widget in (*form.query(Input), *form.query(Button)):
+                    assert widget.region.height > 0 and inside(widget.region, size), key
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, FormScreen), "closed")

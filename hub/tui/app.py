@@ -123,13 +123,21 @@ class FleetApp(App[None]):
     #filter { dock: bottom; display: none; }
     #filter.shown { display: block; }
     LiveTable { height: 1fr; }
-    ConfirmScreen, HelpScreen, SortScreen, DetailScreen, FormScreen { align: center middle; }
+    ConfirmScreen, HelpScreen, SortScreen, DetailScreen, FormScreen, InfoScreen {
+        align: center middle;
+    }
+    InfoScreen #dialog {
+        width: 100; max-width: 100%; height: auto; max-height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
     FormScreen #dialog {
         width: 80; height: auto; max-width: 100%; max-height: 100%;
         border: thick $primary; background: $surface; padding: 0 1;
     }
-    FormScreen Input { margin: 0; }
-    #form-problem { height: auto; }
+    FormScreen .form-field { height: 1; margin-top: 1; }
+    FormScreen .form-label { width: 8; }
+    FormScreen Input { width: 1fr; }
+    #form-problem { height: auto; margin-top: 1; }
     ConfirmScreen #dialog, SortScreen #dialog {
         width: 80; height: auto; border: thick $error; background: $surface; padding: 1 2;
     }
@@ -370,7 +378,7 @@ class FleetApp(App[None]):
         tz, now = self.service.tz, self.service.clock()
         for which, rows in (
             ("budgets", budget_rows(view.budgets, tz, now)),
-            ("alerts", alert_rows(view.alerts, tz, now)),
+            ("alerts", alert_rows(view.alerts, tz, now, max(24, self.size.width - 40))),
         ):
             table = self.table(which)
             table.apply(TableDiff(upserts=rows, removed=set(table.rows_by_key) - set(rows)))
@@ -382,6 +390,9 @@ class FleetApp(App[None]):
                 self._show_header(self.header_figures)
         if self.current_tab in ("budgets", "alerts"):
             self._show_scope()
+
+    def on_resize(self) -> None:
+        self._governance_seen = -1  # the alerts' sentences are cut to the width: again
 
     def refresh_spend(self) -> None:
         self._spend_at = time.monotonic()
@@ -582,7 +593,7 @@ class FleetApp(App[None]):
         elif tab == "sessions":
             build = partial(session_detail, self.dashboard, row.key)
         elif tab in ("budgets", "alerts"):
-            self._show_scope()  # its keys are on the line under the header
+            self.governance_keys.detail()
             return
         else:
             self.notify("The Spend-by rows have no detail view", severity="warning")

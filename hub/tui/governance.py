@@ -21,12 +21,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Static
 
 from hub.alerts.match import kind_problem, scope_problem
 from hub.budgets.cli import parse_until
 from hub.budgets.model import Basis, BudgetError, parse_budget, parse_limit
 from hub.governance import Governance, GovernanceError
+from hub.governance_rows import alert_lines, budget_lines
 from hub.tui.screens import ConfirmScreen
 
 if TYPE_CHECKING:
@@ -85,13 +86,20 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
             yield Label(Text(self.title_text, style="bold"))
-            for f in self.fields:
-                yield Label(f.label)
-                yield Input(f.value, placeholder=f.hint, id=f"field-{f.key}", disabled=f.locked)
+            for f in self.fields:  # a line each: 80x24 holds the whole form
+                with Horizontal(classes="form-field"):
+                    yield Label(f.label, classes="form-label")
+                    yield Input(
+                        f.value,
+                        placeholder=f.hint,
+                        id=f"field-{f.key}",
+                        disabled=f.locked,
+                        compact=True,
+                    )
             yield Label("", id="form-problem")
             with Horizontal(id="buttons"):
-                yield Button("Save (enter)", variant="primary", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+                yield Button("Save (enter)", variant="primary", id="save", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         first = next((f for f in self.fields if not f.locked), None)
@@ -126,6 +134,25 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         self.dismiss(values)
 
     def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class InfoScreen(ModalScreen[None]):
+    """A budget or an alert whole (enter or d on its row); escape closes."""
+
+    BINDINGS = [Binding("escape,q,d", "close", "Close")]
+
+    def __init__(self, title: str, lines: Sequence[str]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.lines = tuple(lines)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog"):
+            yield Label(Text(self.title_text, style="bold"))
+            yield Static(Text("\n".join(self.lines)), id="info-text")
+
+    def action_close(self) -> None:
         self.dismiss(None)
 
 
@@ -363,6 +390,18 @@ class GovernanceKeys:
         if self.governance is None:
             return None
         return next((a for a in self.governance.view().alerts if a["id"] == alert), None)
+
+    def detail(self) -> None:
+        """enter / d: the selected budget or alert whole."""
+        tab = self.app.current_tab
+        key = self._selected(tab)
+        if key is None:
+            return
+        tz, now = self.app.service.tz, self.app.service.clock()
+        if tab == "budgets" and (row := self._budget_json(key)) is not None:
+            self.app.push_screen(InfoScreen(f"budget '{key}'", budget_lines(row, tz, now)))
+        elif tab == "alerts" and (alert := self._alert_json(key)) is not None:
+            self.app.push_screen(InfoScreen(f"alert {key}", alert_lines(alert, tz, now)))
 
     # -- doing it ----------------------------------------------------------------------------
 
