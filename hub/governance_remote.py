@@ -22,7 +22,7 @@ class RemoteBackend:
         try:
             return self.remote.call(method, path, body)
         except HubUnavailable as exc:
-            if exc.status == 403:
+            if exc.status == 403 and method != "GET":  # a refused read: the hub's own words
                 raise GovernanceError(f"{NEEDS_OPERATOR} ({exc})", needs_operator=True) from None
             raise GovernanceError(str(exc)) from None
 

@@ -8,6 +8,7 @@ key and changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from textual.widgets._footer import FooterKey
 import hub.governance
 from hub import _format as fmt
 from hub.budgets.model import parse_budget
+from hub.governance_rows import bar, spent_text
 from hub.remote import RemoteFleet
 from hub.service import Update
 from hub.tui.app import FleetApp
@@ -32,6 +34,7 @@ from tests.api_harness import ServedHub, serve_hub
 from tests.budget_harness import add_budget, api_price, hello, send, usage
 from tests.fleet_harness import processes, running_hub
 from tests.pilot_waits import asking, until
+from tests.test_dashboard_figures import BIG, MONEY
 from tests.test_tui_halt import select
 
 NODE = "spark01"
@@ -360,3 +363,30 @@ async def test_layout_of_the_tabs_the_header_and_the_forms(
                     assert widget.region.height > 0 and inside(widget.region, size), key
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, FormScreen), "closed")
+
+
+def test_the_header_says_the_breaches_at_every_width_and_cuts_no_figure() -> None:
+    h = dataclasses.replace(BIG, breached=2, worst_budget="spark02-day")
+    figures = set(MONEY.findall(h.line(1000)))
+    for width in range(34, 260):
+        line = h.line(width)
+        assert len(line) <= width, (width, line)
+        assert set(MONEY.findall(line)) <= figures, (width, line)
+        assert line.startswith("2 ") and "breached" in line, (width, line)  # never dropped
+        assert "$912.44/h" in line and line.endswith("nodes 3/3"), (width, line)
+    assert "2 budgets breached, worst 'spark02-day'" in h.line(160)
+    one = dataclasses.replace(BIG, breached=1, worst_budget="spark02-day")
+    assert one.line(200).startswith("budget 'spark02-day' breached │ ")
+    assert "breached" not in BIG.line(400)  # none breached: the header as before
+
+
+def test_a_spend_that_cannot_be_verified_never_reads_as_all_of_it() -> None:
+    row = {"basis": "paid", "spent": "12.3", "limit_in_force": "50", "unverified": None}
+    assert spent_text(row) == "$12.30 / $50.00"
+    assert spent_text({**row, "unverified": "1 call of unknown price"}) == "$12.30 + ? / $50.00"
+    unknown = {**row, "spent": "0", "unverified": "spark02 has gone quiet"}
+    assert spent_text(unknown) == "unknown / $50.00"  # never $0.00
+    assert spent_text({**row, "limit_in_force": None}) == "$12.30 / lifted"
+    quota = {"basis": "quota", "spent": "85.0", "limit_in_force": "80", "unverified": None}
+    assert spent_text(quota) == "85 % / 80 %"
+    assert bar(Decimal("104.2")) == "██████████ 104.2%" and bar(Decimal("0.0")).startswith("░")
