@@ -26,6 +26,7 @@ from hub import _format as fmt
 from hub.budgets.model import parse_budget
 from hub.governance_rows import bar, spent_text
 from hub.remote import RemoteFleet
+from hub.serve import Hub
 from hub.service import Update
 from hub.tui.app import FleetApp
 from hub.tui.governance import FormScreen, InfoScreen
@@ -56,6 +57,14 @@ async def fill(pilot: Pilot[Any], app: FleetApp, values: dict[str, str]) -> None
     await until(pilot, lambda: not isinstance(app.screen, FormScreen), "the form to close")
 
 
+def embedded_app(embedded: Hub) -> FleetApp:
+    """The dashboard on an embedded hub, its local user 'ann@tui'."""
+    assert embedded.service is not None
+    app = FleetApp(embedded.service, who="ann@tui")
+    app.animation_level = "none"
+    return app
+
+
 def crossing_calls() -> tuple[list[Any], Decimal]:
     """Three calls of spark01's and the exact price of the first two (the budget's limit)."""
     calls = [usage(NODE, n) for n in range(3)]
@@ -72,10 +81,7 @@ def only_on_change(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_embedded_add_cross_override_and_acknowledge(tmp_path: Path) -> None:
     calls, limit = crossing_calls()
     with running_hub(tmp_path) as (embedded, setup):
-        service = embedded.service
-        assert service is not None
-        app = FleetApp(service, who="ann@tui")
-        app.animation_level = "none"
+        app = embedded_app(embedded)
         async with app.run_test(size=(160, 45)) as pilot:
             # a: the form adds the budget through the governor (written to hub.toml)
             await pilot.press("5")
@@ -126,7 +132,8 @@ async def test_embedded_add_cross_override_and_acknowledge(tmp_path: Path) -> No
                 ),
                 "the override on the row",
             )
-            audit = [a for a in service.audit_log() if a.action == "budget override"]
+            assert embedded.service is not None
+            audit = [a for a in embedded.service.audit_log() if a.action == "budget override"]
             assert audit and audit[0].who == "ann@tui" and "release night" in audit[0].result
             assert app.breaches.count == 0
 
@@ -253,10 +260,7 @@ async def test_attached_crossing_override_ack_and_a_viewer_refused(tmp_path: Pat
 
 async def test_remove_asks_and_a_bad_value_keeps_the_form_open(tmp_path: Path) -> None:
     with running_hub(tmp_path) as (embedded, setup):
-        service = embedded.service
-        assert service is not None
-        app = FleetApp(service, who="ann@tui")
-        app.animation_level = "none"
+        app = embedded_app(embedded)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("5")
             await pilot.press("a")
@@ -306,8 +310,7 @@ async def test_layout_of_the_tabs_the_header_and_the_forms(
         )  # fmt: skip
         embedded.governor.add_budget(budget, "test")
         send(setup, NODE, calls[:2], hello(NODE))
-        app = FleetApp(embedded.service)
-        app.animation_level = "none"
+        app = embedded_app(embedded)
         async with app.run_test(size=size) as pilot:
             await until(pilot, lambda: app.breaches.count == 1, "the breach")
             # every tab's label on the screen, the footer's halt keys whole

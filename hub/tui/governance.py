@@ -229,12 +229,6 @@ class GovernanceKeys:
         row = self.app.current_table.selected_row
         return None if row is None else row.key
 
-    def _budget_json(self, name: str) -> dict[str, Any] | None:
-        if self.governance is None:
-            return None
-        rows = self.governance.view().budgets
-        return next((r for r in rows if r["name"] == name), None)
-
     # -- budgets -----------------------------------------------------------------------------
 
     def add(self) -> None:
@@ -250,16 +244,30 @@ class GovernanceKeys:
         fields = [Field(k, label, hint) for k, label, hint in BUDGET_FIELDS]
         self._open_budget_form("Add a budget", fields, None)
 
+    def _chosen(self, tab: str, key: str, verb: str) -> tuple[str, dict[str, Any]] | None:
+        """The budget or alert selected on `tab` to `verb`, once the token may; else None,
+        after saying what to do."""
+        chosen = self._selected(tab)
+        row = None if chosen is None else self._row(tab, chosen)
+        if chosen is None or row is None:
+            what = "a budget in the Budgets tab (5)" if tab == "budgets" else "an alert (6)"
+            self.app.notify(f"{key}: select {what} to {verb}")
+            return None
+        if self._gov(verb) is None:
+            return None
+        return chosen, row
+
+    def _row(self, tab: str, key: str) -> dict[str, Any] | None:
+        if self.governance is None:
+            return None
+        view = self.governance.view()
+        rows, field = (view.budgets, "name") if tab == "budgets" else (view.alerts, "id")
+        return next((r for r in rows if r[field] == key), None)
+
     def edit(self) -> None:
-        name = self._selected("budgets")
-        row = None if name is None else self._budget_json(name)
-        if row is None:
-            self.app.notify(
-                "e: select a budget in the Budgets tab (5) to edit it", severity="warning"
-            )
+        if (chosen := self._chosen("budgets", "e", "edit budget")) is None:
             return
-        if self._gov("edit budget") is None:
-            return
+        name, row = chosen
         # the form's keys, and the others of its table that an edit keeps as they are
         base: dict[str, Any] = {k: row[k] for k in (*FORM_KEYS, *KEPT_KEYS) if k in row}
         fields = [
@@ -284,13 +292,9 @@ class GovernanceKeys:
         self.app.push_screen(FormScreen(title, fields, _budget_problem(base)), done)
 
     def remove(self) -> None:
-        name = self._selected("budgets")
-        row = None if name is None else self._budget_json(name)
-        if name is None or row is None:
-            self.app.notify("x: select a budget in the Budgets tab (5) to remove it")
+        if (chosen := self._chosen("budgets", "x", "remove budget")) is None:
             return
-        if self._gov("remove budget") is None:
-            return
+        name, row = chosen
         lines = (
             f"scope   {row['scope']}",
             f"period  {row['period']} ({row['basis']})",
@@ -308,13 +312,9 @@ class GovernanceKeys:
         self.app.push_screen(ConfirmScreen(f"Remove budget '{name}'?", lines, "Remove"), answered)
 
     def override(self) -> None:
-        name = self._selected("budgets")
-        row = None if name is None else self._budget_json(name)
-        if name is None or row is None:
-            self.app.notify("o: select a budget in the Budgets tab (5) to override it")
+        if (chosen := self._chosen("budgets", "o", "override budget")) is None:
             return
-        if self._gov("override budget") is None:
-            return
+        name, row = chosen
         fields = [
             Field(k, label, hint, "+1h" if k == "until" else "")
             for k, label, hint in OVERRIDE_FIELDS
@@ -338,25 +338,16 @@ class GovernanceKeys:
     # -- alerts ------------------------------------------------------------------------------
 
     def acknowledge(self) -> None:
-        alert = self._selected("alerts")
-        if alert is None:
-            self.app.notify("a: select an alert in the Alerts tab (6) to acknowledge it")
+        if (chosen := self._chosen("alerts", "a", "acknowledge")) is None:
             return
-        if self._gov("acknowledge") is None:
-            return
+        alert = chosen[0]
         self._change(f"alert {alert} acknowledged", lambda g: g.backend.ack(alert, self.app.who))
 
     def silence(self) -> None:
-        alert = self._selected("alerts")
-        if alert is None:
-            self.app.notify("m: select an alert in the Alerts tab (6) to silence its like")
+        if (chosen := self._chosen("alerts", "m", "silence")) is None:
             return
-        if self._gov("silence") is None:
-            return
-        found = self._alert_json(alert)
-        scope = str(found["scope"]) if found else "*"
-        kind = str(found["kind"]) if found else "*"
-        defaults = {"scope": scope, "kind": kind, "until": "+2h"}
+        found = chosen[1]
+        defaults = {"scope": str(found["scope"]), "kind": str(found["kind"]), "until": "+2h"}
         fields = [Field(k, label, hint, defaults.get(k, "")) for k, label, hint in SILENCE_FIELDS]
 
         def done(values: dict[str, str] | None) -> None:
@@ -374,22 +365,13 @@ class GovernanceKeys:
         )
 
     def retry(self) -> None:
-        alert = self._selected("alerts")
-        found = None if alert is None else self._alert_json(alert)
-        if alert is None or found is None:
-            self.app.notify("y: select a dead letter in the Alerts tab (6) to send it again")
+        if (chosen := self._chosen("alerts", "y", "retry")) is None:
             return
+        alert, found = chosen
         if not any(d["state"] in ("dead", "silenced") for d in found.get("deliveries", [])):
             self.app.notify(f"alert {alert} has no dead delivery to send again", severity="warning")
             return
-        if self._gov("retry") is None:
-            return
         self._change(f"alert {alert} sent again", lambda g: g.backend.retry(alert))
-
-    def _alert_json(self, alert: str) -> dict[str, Any] | None:
-        if self.governance is None:
-            return None
-        return next((a for a in self.governance.view().alerts if a["id"] == alert), None)
 
     def detail(self) -> None:
         """enter / d: the selected budget or alert whole."""
@@ -398,9 +380,9 @@ class GovernanceKeys:
         if key is None:
             return
         tz, now = self.app.service.tz, self.app.service.clock()
-        if tab == "budgets" and (row := self._budget_json(key)) is not None:
+        if tab == "budgets" and (row := self._row(tab, key)) is not None:
             self.app.push_screen(InfoScreen(f"budget '{key}'", budget_lines(row, tz, now)))
-        elif tab == "alerts" and (alert := self._alert_json(key)) is not None:
+        elif tab == "alerts" and (alert := self._row(tab, key)) is not None:
             self.app.push_screen(InfoScreen(f"alert {key}", alert_lines(alert, tz, now)))
 
     # -- doing it ----------------------------------------------------------------------------
