@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import tomlkit
 from textual.geometry import Region
@@ -31,11 +32,21 @@ from hub.service import Update
 from hub.tui.app import FleetApp
 from hub.tui.governance import FormScreen, InfoScreen
 from hub.tui.table import LiveTable
+from node_agent.simulate.fake_agent import launch
+from shared.events import Agent
 from tests.api_harness import ServedHub, serve_hub
 from tests.budget_harness import add_budget, api_price, hello, send, usage
-from tests.fleet_harness import processes, running_hub
+from tests.fleet_harness import (
+    ProfileSpec,
+    child_env,
+    processes,
+    running_hub,
+    start_node,
+    write_node,
+)
 from tests.pilot_waits import asking, until
 from tests.test_dashboard_figures import BIG, MONEY
+from tests.test_fleet_commands import states
 from tests.test_tui_halt import select
 
 NODE = "spark01"
@@ -393,3 +404,82 @@ def test_a_spend_that_cannot_be_verified_never_reads_as_all_of_it() -> None:
     quota = {"basis": "quota", "spent": "85.0", "limit_in_force": "80", "unverified": None}
     assert spent_text(quota) == "85 % / 80 %"
     assert bar(Decimal("104.2")) == "██████████ 104.2%" and bar(Decimal("0.0")).startswith("░")
+
+
+async def test_a_real_runaway_stopped_at_a_budget_added_from_the_tab(tmp_path: Path) -> None:
+    """A real `node-agent run` and a runaway fake agent (about $1 a call) on an embedded hub:
+    the budget added from the tab pauses its whole tree; the tab says stopped, with the
+    governor's action; the header names it; lifted from the tab, the person resumes it."""
+    node = "spark07"
+    with running_hub(tmp_path) as (embedded, setup), processes() as started:
+        home = tmp_path / "homes" / "api-a"
+        home.mkdir(parents=True)
+        config = write_node(tmp_path, node, setup, [ProfileSpec("api-a", Agent.CLAUDE_CODE, home)])
+        started.append(start_node(config, tmp_path))
+        app = embedded_app(embedded)
+        async with app.run_test(size=(160, 45)) as pilot:
+            await until(
+                pilot, lambda: node in app.table("machines").rows_by_key, "the node", within=30
+            )
+            await pilot.press("5", "a")
+            await fill(
+                pilot, app,
+                {"name": "spark07 day", "scope": f"machine={node}", "period": "day",
+                 "basis": "paid", "limit": "5.00", "action": "pause"},
+            )  # fmt: skip
+            budgets = app.table("budgets")
+            await until(pilot, lambda: "spark07 day" in budgets.rows_by_key, "the budget")
+            agent = launch(
+                Agent.CLAUDE_CODE, home, "--children", "1", "--machine", node,
+                "--profile", "api-a", "--mode", "runaway", "--pace", "0.3",
+                env=child_env(tmp_path),
+            )  # fmt: skip
+            try:
+                await until(
+                    pilot,
+                    lambda: cell(budgets, "spark07 day", "state") == "stopped",
+                    "stopped on the tab",
+                    within=60,
+                )
+                # (a stop that came before the node announced the new agent says "no agent
+                # to pause"; the governor pauses it when the node's next hello names it)
+                await until(
+                    pilot,
+                    lambda: states(agent) == {psutil.STATUS_STOPPED},
+                    "the agent's tree stopped (state T)",
+                    within=30,
+                )
+                assert cell(budgets, "spark07 day", "last").startswith("100 %: ")
+                assert "$5.00" in cell(budgets, "spark07 day", "spent")
+                assert app.header_figures is not None
+                assert "budget 'spark07 day' breached" in app.header_figures.line(160)
+
+                # lifted for an hour from the tab, then R on its machine resumes it
+                await select(pilot, budgets, "spark07 day")
+                await pilot.press("o")
+                await fill(pilot, app, {"limit": "", "until": "+1h", "why": "worth it"})
+                await until(
+                    pilot, lambda: cell(budgets, "spark07 day", "state") == "lifted", "lifted"
+                )
+                await until(
+                    pilot,
+                    lambda: (
+                        [p.state for _, p in app.dashboard.processes_of(machine=node)] == ["paused"]
+                    ),
+                    "the node to report it paused (R resumes what it reports paused)",
+                    within=20,
+                )
+                await pilot.press("1")
+                await select(pilot, app.table("machines"), node)
+                await pilot.press("R")
+                await asking(pilot)
+                await pilot.press("y")
+                await until(
+                    pilot,
+                    lambda: psutil.STATUS_STOPPED not in states(agent),
+                    "the agent running again",
+                    within=20,
+                )
+                assert app.breaches.count == 0
+            finally:
+                agent.destroy()
