@@ -189,8 +189,7 @@ class FleetApp(App[None]):
         Binding("t", "period", "Period", show=False),
     ]
     KEY_HELP: Final = (
-        ("1 2 3 4", "Machines, Profiles, Sessions, Spend-by tabs"),
-        ("5 6", "Budgets and Alerts tabs"),
+        ("1 2 3 4 5 6", "Machines, Profiles, Sessions, Spend-by, Budgets, Alerts"),
         ("↑ ↓ PgUp PgDn", "move in the table"),
         (
             "enter",
