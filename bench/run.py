@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown := sorted(chosen - set(BENCHMARKS)):
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     if "scan" in chosen:
-        print("== cold scan: node-agent scan vs ccusage ==")
+        print("== scan: node-agent scan vs ccusage and tokscale ==")
         scan.main()
     if "fleet" in chosen:
         print("\n== fleet: live latency, commands, hub ingest, node idle cost ==")

@@ -1,13 +1,18 @@
-"""Cold `node-agent scan` of a generated corpus (at least 200 MB) against ccusage, same files.
+"""`node-agent scan` against ccusage and tokscale on the same files: first scans (cold and warm),
+repeat scans (the scan index), after appending 10 MB, Codex rollouts, and a 1 GB home.
 
 fleetmeter runs as a user has it: `pip install .` into its own venv under bench/.work (bytecode
 compiled, no editable-install finder), its `node-agent` console script. Each run is a fresh
-process (no warm interpreter); the two tools' runs alternate, so a noisy neighbour on a shared
-machine slows both alike. Peak memory is the largest sum of resident
-sets over the process tree (fleetmeter may use worker processes), sampled every 5 ms. The page
-cache is dropped before each run when the kernel lets us; otherwise both tools read from a warm
-cache, which is said in the output. ccusage is the native binary of its npm package, run with
-`--offline`.
+process (no warm interpreter); the tools' runs alternate, so a noisy neighbour on a shared
+machine slows them alike. Peak memory is the largest sum of resident sets over the process tree
+(fleetmeter may use worker processes), sampled every 5 ms. The page cache is dropped before each
+cold run when the kernel lets us; otherwise every run reads from a warm cache, which is said in
+the output. The peers are set up by `bench.peers`; the real-shaped homes by `bench.corpora`.
+
+A first scan runs with an empty scan index each time (it writes one, as a user's first scan
+does); a repeat scan with the index the previous run left; "appended" puts 10 MB of new calls
+across the 10 largest transcripts before each run (taken back and appended again, same inodes),
+with the index as it was before them. The peers have no index: they read everything every time.
 """
 
 from __future__ import annotations
@@ -18,21 +23,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import psutil
 
+from bench.corpora import Appends, real_shaped_home
+from bench.peers import Tokscale, ccusage, ensure_ccusage, tokscale_totals
+from node_agent.scan_index import INDEX_NAME
 from node_agent.simulate.fleet import generate_fleet
 
 WORK = Path(__file__).resolve().parent / ".work"
 CORPUS_MB = 200
-CCUSAGE_VERSION = "20.0.24"  # 20.0.26's platform packages were never published
 RUNS = 3
 NODE_AGENT = WORK / "venv" / "bin" / "node-agent"
+CACHE = WORK / "ours-cache"  # the scan index of the measured runs ($XDG_CACHE_HOME)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,15 @@ class Run:
     peak_rss_mb: float
     stdout: bytes
     peak_pss_mb: float = 0.0
+    spread: tuple[float, ...] = ()  # every timed run's seconds, fastest first
+
+
+@dataclass(frozen=True)
+class Cmd:
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str] | None = None
+    before: Callable[[], None] | None = None  # untimed set-up before each run
 
 
 def ensure_corpus(mb: int = CORPUS_MB, seed: int = 2026) -> Path:
@@ -54,33 +70,6 @@ def ensure_corpus(mb: int = CORPUS_MB, seed: int = 2026) -> Path:
     generate_fleet(root, seed=seed, machines=4, target_bytes=mb * 1_000_000)
     print(f"  generated in {time.perf_counter() - began:.1f} s", flush=True)
     return root
-
-
-def ensure_ccusage() -> Path | None:
-    binary = WORK / "npm/node_modules/@ccusage/ccusage-linux-x64/bin/ccusage"
-    if not binary.exists():
-        if shutil.which("npm") is None:
-            print("npm not found: ccusage comparison skipped")
-            return None
-        print(f"installing ccusage@{CCUSAGE_VERSION} from the npm registry ...", flush=True)
-        proc = subprocess.run(
-            [
-                "npm",
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-                str(WORK / "npm"),
-                f"ccusage@{CCUSAGE_VERSION}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0 or not binary.exists():
-            print(f"ccusage install failed: {proc.stderr.strip()[-400:]}")
-            return None
-    binary.chmod(0o755)
-    return binary
 
 
 def drop_page_cache() -> bool:
@@ -121,61 +110,8 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, pss: bool = F
     return Run(seconds, rss, b"".join(chunks), pss_mb)
 
 
-Cmd = tuple[Sequence[str], dict[str, str] | None]
-
-
-def best(cmds: Sequence[Cmd], cold: bool) -> list[Run]:
-    """For each command, the fastest of RUNS timed runs (the commands take turns); memory from
-    those (RSS) and from one more run each (PSS)."""
-    runs: list[list[Run]] = [[] for _ in cmds]
-    for _ in range(RUNS):
-        for (cmd, env), mine in zip(cmds, runs, strict=True):
-            if cold:
-                drop_page_cache()
-            mine.append(measure(cmd, env))
-    out = []
-    for (cmd, env), mine in zip(cmds, runs, strict=True):
-        if cold:
-            drop_page_cache()
-        pss = measure(cmd, env, pss=True).peak_pss_mb
-        fastest = min(mine, key=lambda r: r.seconds)
-        out.append(Run(fastest.seconds, max(r.peak_rss_mb for r in mine), fastest.stdout, pss))
-    return out
-
-
 def size_of(paths: Sequence[Path]) -> int:
     return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
-
-
-def ours(paths: Sequence[Path], jobs: int | None = None) -> Cmd:
-    cmd = [str(NODE_AGENT), "scan", "--json", "--by", "day"]
-    if jobs is not None:
-        cmd += ["--jobs", str(jobs)]
-    return cmd + [str(p) for p in paths], None
-
-
-def theirs(binary: Path, agent: str, homes: Sequence[Path]) -> Cmd:
-    var = {"claude": "CLAUDE_CONFIG_DIR", "codex": "CODEX_HOME"}[agent]
-    env = dict(os.environ, **{var: ",".join(map(str, homes)), "NO_COLOR": "1"})
-    return [str(binary), agent, "daily", "--offline", "--json"], env
-
-
-def report_of(run: Run) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(run.stdout)
-    return data
-
-
-def totals_of(run: Run) -> object:
-    data = orjson.loads(run.stdout)
-    return data.get("totals") if isinstance(data, dict) else None
-
-
-def line(name: str, run: Run, size: int, calls: int | None) -> str:
-    rate = f"{calls / run.seconds:>9,.0f} events/s" if calls is not None else " " * 19
-    return (
-        f"  {name:<28} {run.seconds:6.2f} s  {size / 1e6 / run.seconds:7.1f} MB/s  {rate}"
-        f"  peak RSS {run.peak_rss_mb:6.1f} MB, PSS {run.peak_pss_mb:6.1f} MB"
-    )
 
 
 def install_package() -> None:
@@ -209,90 +145,197 @@ def plain_codex_mirror(homes: Sequence[Path]) -> list[Path]:
     return out
 
 
-def compare(
-    name: str, homes: Sequence[Path], agent: str, binary: Path | None, cold: bool
-) -> Run | None:
-    """Print one comparison; returns ccusage's run (None without ccusage)."""
+def best(cmds: Sequence[Cmd], cold: bool) -> list[Run]:
+    """For each command, the fastest of RUNS timed runs (the commands take turns); memory from
+    those (RSS) and from one more run each (PSS)."""
+    runs: list[list[Run]] = [[] for _ in cmds]
+
+    def once(cmd: Cmd, pss: bool = False) -> Run:
+        if cmd.before is not None:
+            cmd.before()
+        if cold:
+            drop_page_cache()
+        return measure(cmd.argv, cmd.env, pss=pss)
+
+    for _ in range(RUNS):
+        for cmd, mine in zip(cmds, runs, strict=True):
+            mine.append(once(cmd))
+    out = []
+    for cmd, mine in zip(cmds, runs, strict=True):
+        pss = once(cmd, pss=True).peak_pss_mb
+        fastest = min(mine, key=lambda r: r.seconds)
+        spread = tuple(sorted(r.seconds for r in mine))
+        rss = max(r.peak_rss_mb for r in mine)
+        out.append(Run(fastest.seconds, rss, fastest.stdout, pss, spread))
+    return out
+
+
+def _wipe_cache() -> None:
+    """An empty scan index: a first scan of these logs. The parsed price tables beside it stay
+    (made once after an install, by whichever command prices first: ~50 ms of TOML)."""
+    (CACHE / "fleetmeter" / INDEX_NAME).unlink(missing_ok=True)
+
+
+def ours(
+    paths: Sequence[Path],
+    name: str = "fleetmeter scan",
+    jobs: int | None = None,
+    before: Callable[[], None] | None = _wipe_cache,
+) -> Cmd:
+    """`before`: by default an empty scan index each run (a first scan)."""
+    cmd = [str(NODE_AGENT), "scan", "--json", "--by", "day"]
+    if jobs is not None:
+        cmd += ["--jobs", str(jobs)]
+    env = dict(os.environ, XDG_CACHE_HOME=str(CACHE))
+    return Cmd(name, cmd + [str(p) for p in paths], env, before)
+
+
+def line(name: str, run: Run, size: int, speed_of: Run | None = None) -> str:
+    speed = f"{speed_of.seconds / run.seconds:6.2f}x" if speed_of is not None else " " * 7
+    runs = "/".join(f"{s:.2f}" for s in run.spread)
+    return (
+        f"  {name:<36} {run.seconds:6.2f} s  {size / 1e6 / run.seconds:7.1f} MB/s  {speed}"
+        f"  peak RSS {run.peak_rss_mb:6.1f} MB, PSS {run.peak_pss_mb:6.1f} MB  (runs {runs} s)"
+    )
+
+
+class Peers:
+    def __init__(self) -> None:
+        self.ccusage = ensure_ccusage()
+        self.tokscale = Tokscale.ensure()
+
+    def claude(self, homes: Sequence[Path], name: str) -> list[Cmd]:
+        cmds = []
+        if self.ccusage is not None:
+            argv, env = ccusage(self.ccusage, "claude", homes)
+            cmds.append(Cmd("ccusage 20.0.24 --offline", argv, env))
+        if self.tokscale is not None:
+            argv, env = self.tokscale.claude(homes, name)
+            cmds.append(Cmd("tokscale 1.4.3 (bun)", argv, env))
+        return cmds
+
+    def codex(self, homes: Sequence[Path]) -> list[Cmd]:
+        if self.ccusage is None:
+            return []
+        argv, env = ccusage(self.ccusage, "codex", homes)
+        return [Cmd("ccusage 20.0.24 --offline", argv, env)]
+
+
+def compare(title: str, mine: Sequence[Cmd], theirs: Sequence[Cmd], size: int, cold: bool) -> None:
+    """One table: every command's best run, and fleetmeter's speed against the first peer's."""
+    print(f"\n{title} ({'cold' if cold else 'warm'}): {size / 1e6:.1f} MB")
+    runs = best([*mine, *theirs], cold)
+    peer = runs[len(mine)] if theirs else None
+    for cmd, run in zip([*mine, *theirs], runs, strict=True):
+        print(line(cmd.name, run, size, peer if cmd in mine else None))
+    for cmd, run in zip(theirs, runs[len(mine) :], strict=True):
+        print(f"    {cmd.name}: {_totals(cmd, run)}")
+    if mine:
+        total = orjson.loads(runs[0].stdout)["total"]
+        print(
+            f"    fleetmeter: {total['calls']} calls, output {total['tokens']['output']},"
+            f" ${total['cost']['api_equivalent']} API-equivalent"
+        )
+
+
+def _totals(cmd: Cmd, run: Run) -> str:
+    if cmd.name.startswith("tokscale"):
+        messages, output, cost = tokscale_totals(run.stdout)
+        return f"{messages} messages, output {output}, ${cost:.2f}"
+    data = orjson.loads(run.stdout)
+    totals = data.get("totals", {}) if isinstance(data, dict) else {}
+    return f"output {totals.get('outputTokens')}, ${totals.get('totalCost', totals.get('costUSD'))}"
+
+
+def claude_figures(homes: Sequence[Path], name: str, peers: Peers, cold: bool) -> None:
+    """First scan, repeat scan and after appending 10 MB, against the peers."""
     size = size_of(homes)
-    print(f"\n{name}: {size / 1e6:.1f} MB in {len(homes)} homes")
-    cmds = [ours(homes, jobs=1), ours(homes)]
-    if binary is not None:
-        cmds.append(theirs(binary, agent, homes))
-    runs = best(cmds, cold)
-    one_run, our_run = runs[0], runs[1]
-    our_report = report_of(our_run)
-    our_calls = our_report["total"]["calls"]
-    print(line("fleetmeter scan --jobs 1", one_run, size, our_calls))
-    print(line("fleetmeter scan (2 workers)", our_run, size, our_calls))
-    if binary is None:
-        return None
-    their_run = runs[2]
-    print(line(f"ccusage {CCUSAGE_VERSION} --offline", their_run, size, None))
-    speed = their_run.seconds / our_run.seconds
-    memory = our_run.peak_pss_mb / their_run.peak_pss_mb
-    print(f"  -> fleetmeter is {speed:.2f}x ccusage's speed, uses {memory:.2f}x its memory (PSS)")
-    speed1 = their_run.seconds / one_run.seconds
-    memory1 = one_run.peak_pss_mb / their_run.peak_pss_mb
-    print(f"     (--jobs 1: {speed1:.2f}x its speed, {memory1:.2f}x its memory)")
-    totals = totals_of(their_run)
-    their_cost = (
-        totals.get("totalCost", totals.get("costUSD")) if isinstance(totals, dict) else None
+    theirs = peers.claude(homes, name)
+    first = [ours(homes, "fleetmeter first scan (2 workers)")]
+    compare(f"{name}: first scan", first, theirs, size, cold)
+    repeat = ours(homes, "fleetmeter repeat scan (index)", before=None)
+    subprocess.run(repeat.argv, env=repeat.env, capture_output=True, check=False)  # the index
+    compare(f"{name}: repeat scan, nothing changed", [repeat], theirs, size, cold)
+    appends = Appends(homes)
+    saved = WORK / "ours-cache-saved"
+    shutil.rmtree(saved, ignore_errors=True)
+    shutil.copytree(CACHE, saved)
+
+    def appended() -> None:
+        shutil.rmtree(CACHE, ignore_errors=True)
+        shutil.copytree(saved, CACHE)
+        appends.apply()
+
+    grown = ours(homes, "fleetmeter repeat scan (index)", before=appended)
+    title = (
+        f"{name}: after appending {appends.bytes / 1e6:.1f} MB across {len(appends.sizes)} files"
     )
-    print(
-        f"  API-equivalent total: fleetmeter ${our_report['total']['cost']['api_equivalent']},"
-        f" ccusage ${their_cost}"
-    )
-    return their_run
+    try:
+        compare(title, [grown], theirs, size + appends.bytes, cold)
+    finally:
+        appends.undo()
+
+
+SECTIONS = ("fleet", "real", "generated", "codex", "startup", "big")
 
 
 def main() -> None:
+    """`python -m bench.scan [--runs N] [SECTION ...]`: all sections by default."""
+    global RUNS
+    args = sys.argv[1:]
+    if args[:1] == ["--runs"]:
+        RUNS, args = int(args[1]), args[2:]
+    unknown = sorted(set(args) - set(SECTIONS))
+    if unknown:
+        sys.exit(f"bench.scan: unknown section(s) {', '.join(unknown)}; known: {SECTIONS}")
+    wanted = set(args or SECTIONS)
     corpus = ensure_corpus()
     install_package()
+    peers = Peers()
     machines = sorted(p for p in corpus.iterdir() if p.is_dir())
     cold = drop_page_cache()
+    print(f"page cache {'dropped before each cold run' if cold else 'NOT dropped (no permission)'}")
     print(
-        f"page cache {'dropped before each run' if cold else 'NOT dropped (no permission): warm'}"
-    )
-    print(
-        f"best of {RUNS} fresh processes each, the tools taking turns; peak = max summed RSS of"
-        " the process tree in those runs, and max summed PSS in one more run (shared pages of"
-        " forked workers once)\n"
+        f"best of {RUNS} fresh processes each, the tools taking turns; speed: the first peer's"
+        " time over fleetmeter's; peak = max summed RSS of the process tree in those runs, and"
+        " max summed PSS in one more run (shared pages of forked workers once)"
     )
 
-    total_size = size_of(machines)
-    (run,) = best([ours(machines)], cold)
-    report = report_of(run)
-    print(f"full corpus, all five agents: {total_size / 1e6:.1f} MB in {report['files']} files")
-    print(line("fleetmeter node-agent scan", run, total_size, report["total"]["calls"]))
+    if "fleet" in wanted:
+        total_size = size_of(machines)
+        compare("generated fleet, all five agents", [ours(machines)], [], total_size, cold)
 
-    binary = ensure_ccusage()
     claude = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("claude"))
-    codex = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("codex"))
-    their_claude = compare("claude homes only", claude, "claude", binary, cold)
-    compare("codex homes (ccusage skips their .jsonl.zst rollouts)", codex, "codex", binary, cold)
-    plain = plain_codex_mirror(codex)
-    their_codex = compare(
-        "codex homes, plain .jsonl rollouts only (the files ccusage reads)",
-        plain,
-        "codex",
-        binary,
-        cold,
-    )
+    for warm_too in (False, True):
+        temperature = cold and not warm_too
+        if "real" in wanted:
+            claude_figures([real_shaped_home(200)], "real-shaped Claude home", peers, temperature)
+        if "generated" in wanted:
+            claude_figures(claude, "generated Claude homes", peers, temperature)
+        if not cold:
+            break
 
-    if their_claude is not None and their_codex is not None:
-        theirs_total = their_claude.seconds + their_codex.seconds
-        theirs_peak = max(their_claude.peak_pss_mb, their_codex.peak_pss_mb)
-        # ccusage reads each agent with its own command; one fleetmeter scan reads both.
-        both = [*claude, *plain]
-        size = size_of(both)
-        print(f"\nclaude + plain codex homes (every file ccusage reads): {size / 1e6:.1f} MB")
-        (our_run,) = best([ours(both)], cold)
-        print(line("fleetmeter scan (2 workers)", our_run, size, None))
-        print(
-            f"  ccusage claude + ccusage codex    {theirs_total:6.2f} s  "
-            f"{size / 1e6 / theirs_total:7.1f} MB/s  {'':19}  peak PSS {theirs_peak:6.1f} MB"
+    if "codex" in wanted:
+        codex = sorted(h for m in machines for h in m.iterdir() if h.name.startswith("codex"))
+        plain = plain_codex_mirror(codex)
+        compare(
+            "Codex homes, plain .jsonl rollouts only (the files ccusage reads)",
+            [ours(plain, "fleetmeter first scan")],
+            peers.codex(plain),
+            size_of(plain),
+            cold,
         )
-        print(f"  -> fleetmeter is {theirs_total / our_run.seconds:.2f}x ccusage's speed")
+    if "startup" in wanted:
+        empty = WORK / "empty"
+        empty.mkdir(exist_ok=True)
+        (startup,) = best([ours([empty], "start-up: scan of an empty folder")], False)
+        runs = "/".join(f"{s:.3f}" for s in startup.spread)
+        print(f"\n  fleetmeter start-up (scan of an empty folder, warm): {runs} s")
+
+    if "big" in wanted:
+        big = [real_shaped_home(1000)]
+        for temperature in (cold, False) if cold else (False,):
+            claude_figures(big, "1 GB real-shaped Claude home", peers, temperature)
 
 
 if __name__ == "__main__":

@@ -60,14 +60,21 @@ class FeedWords:
         before `limit`, to tell a quota band crossed)."""
         hits: dict[str, FeedItem] = {}  # profile -> its limit line in this batch
         out: list[FeedItem] = []
-        for limit in limits:
+        # The board learns a batch's readings only after this: a batch holding two readings
+        # of one window (an agent logs one per call) must judge the second against the first,
+        # or both cross the same band and the feed says it twice.
+        read: dict[tuple[str | None, LimitWindow], WindowReading] = {}
+        for limit in sorted(limits, key=lambda event: event.ts):
             if limit.kind is LimitKind.RATE_LIMIT_HIT:
                 who = limit.profile or limit.agent.value
                 hit = self._limit(node, who, limit.ts, limit.resets_at, _window(limit.window))
                 if hit is not None:
                     hits[who] = hit
-            elif _crosses_a_band(limit, previous(limit)):
+                continue
+            window = (limit.profile, limit.window)
+            if _crosses_a_band(limit, read.get(window) or previous(limit)):
                 out.append(_quota(node, limit))
+            read[window] = WindowReading(limit.used_percent, limit.resets_at, limit.ts)
         for e in events:  # limits first: a switch they caused shares their line
             if e.state is ProfileState.RATE_LIMITED:
                 hit = self._limit(node, e.profile, e.ts, e.until, e.reason)

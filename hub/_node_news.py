@@ -38,7 +38,11 @@ class PauseBook:
             self._pauses.pop(target, None)
 
     def of(self, node: str, process: ProcessInfo) -> tuple[float, str] | None:
-        return self._pauses.get(pause_target(node, process.pid, process.create_time))
+        return self.holder(node, process.pid, process.create_time)
+
+    def holder(self, node: str, pid: int, create_time: float) -> tuple[float, str] | None:
+        """(when, who) of the pause that holds (pid, create_time) on `node` now."""
+        return self._pauses.get(pause_target(node, pid, create_time))
 
 
 def hello_news(

@@ -37,8 +37,11 @@ from hub.config import (
     listen_problem,
     load_hub_config,
 )
+from hub.outcomes import build_outcome_report
+from hub.reconcile import cli as reconcile_cli
 from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
+from pricing.outcomes import OutcomeKeyError, check_outcome_keys, render_outcome_text
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_FAILURE,
@@ -54,8 +57,12 @@ from shared.cli import (
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
+    from hub.api.front import HubFront
     from hub.serve import Hub
     from hub.service import FleetService
+
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "install-service": cli_fleet.cmd_install_service,
         "budget": budget_cli.cmd_budget,
         "alerts": alerts_cli.cmd_alerts,
+        "reconcile": reconcile_cli.cmd_reconcile,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -176,7 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument(
         "--by",
         action="append",
-        help=f"group keys, comma-separated: {', '.join(GROUP_KEYS)} (default: machine)",
+        help=(
+            f"group keys, comma-separated: {', '.join(GROUP_KEYS)} (default: machine); "
+            "or one outcome alone: commit, branch, pr, repo"
+        ),
     )
     report_p.add_argument("--tz", default="UTC", help="IANA zone for days (default: UTC)")
     report_p.add_argument("--since", type=iso_day, help="first day, YYYY-MM-DD")
@@ -186,12 +197,14 @@ def _parser() -> argparse.ArgumentParser:
     cli_fleet.add_parsers(sub, with_config)
     budget_cli.add_parsers(sub, with_config)
     alerts_cli.add_parser(sub, with_config)
+    reconcile_cli.add_parser(sub, with_config)
     return parser
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """The TUI attached to the running hub (`--hub`, or the config's when its API answers),
     else on an embedded hub: receiver, store, ledger and commands in this process."""
+    from hub.api.front import HubFront  # the web stack: only for a hub in this process
     from hub.serve import Hub
     from hub.tui import run_dashboard  # Textual is loaded only for the dashboard
 
@@ -214,14 +227,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return attach.run_attached(client.base, client.token, tls_context(config) or True)
     _log_to_file(config.data_dir / "fleet-hub.log")
     hub = Hub(config)
+    front = HubFront(hub)
     service = _start(hub, "fleet-hub")
     if service is None:
         return EXIT_FAILURE
     try:
+        _serve_beside(front, service)
         run_dashboard(service)
     finally:
+        front.stop()
         hub.stop()
     return 0
+
+
+def _serve_beside(front: HubFront, service: FleetService) -> None:
+    """The embedded hub serves its API and delivers its alerts as `serve` does, so that other
+    dashboards and the CLI attach to it; a taken API port costs only that (logged)."""
+    try:
+        front.start(service)
+    except OSError as exc:
+        log.warning("the embedded hub serves no API: %s", exc)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -379,8 +404,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     by = [k.strip() for arg in (args.by or ["machine"]) for k in arg.split(",") if k.strip()]
     try:
-        check_keys(by)
-    except UnknownGroupKeyError as exc:
+        outcome = check_outcome_keys(by)
+        if outcome is None:
+            check_keys(by)
+    except (UnknownGroupKeyError, OutcomeKeyError) as exc:
         print(f"fleet-hub report: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if problem := day_range_error(args.since, args.until):
@@ -401,6 +428,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     with Store.in_dir(config.data_dir) as store:
+        if outcome is not None:  # calls priced when stored, put on their sessions' outcomes
+            report = build_outcome_report(store, outcome, tz, args.since, args.until)
+            return _print_report(report, by, args.json)
         # from the roll-ups, priced when stored: no price tables to load (a third of a second)
         report = build_hub_report(store, by=by, tz=tz, since=args.since, until=args.until)
     return _print_report(report, by, args.json)
@@ -409,6 +439,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _print_report(report: dict[str, Any], by: list[str], as_json: bool) -> int:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    elif "view" in report:  # an outcome view (--by commit|branch|pr|repo)
+        print(render_outcome_text(report))
     else:
         print(_text(report, by))
     return 0

@@ -14,6 +14,7 @@ that sent it, never under the node it claims to answer for.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -30,6 +31,10 @@ from shared.wire import MAX_FRAME, TO_HUB, FrameError, RejectLog, open_frame, se
 log = logging.getLogger(__name__)
 
 KeyFor = Callable[[str], bytes | None]
+
+
+class CommandsClosed(RuntimeError):
+    """The command endpoint is closed: the hub is stopping and cannot act now."""
 
 
 class Commander:
@@ -62,48 +67,65 @@ class Commander:
         self, node: str, body: dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any] | None:
         """Send one command to `node`; its answer, or None when none came within `timeout`
-        seconds (at most the socket's own `timeout`: its survey time)."""
+        seconds (at most the socket's own `timeout`: its survey time). Raises `CommandsClosed`
+        when the endpoint is closed (the hub is stopping)."""
         key = self.key_for(node)
         if key is None:
             raise ValueError(f"no key for node {node!r}")
         body = dict(body)
         body.setdefault("id", uuid.uuid4().hex)
         wait = self.timeout if timeout is None else min(timeout, self.timeout)
-        deadline = time.monotonic() + wait
-        with self._lock:  # contexts are cheap but their creation is not thread-safe in 0.9
-            ctx = self._sock.new_context()
-        # pynng 0.9 contexts take no per-context timeout: closing the context ends a wait
-        # shorter than the survey time (recv then raises Closed).
-        cutoff = threading.Timer(wait, ctx.close)
-        cutoff.daemon = True
-        cutoff.start()
+        frame = seal(key, node, "cmd", body)
         try:
-            ctx.send(seal(key, node, "cmd", body))
-            while time.monotonic() < deadline:
-                try:
-                    message = ctx.recv_msg()
-                except (pynng.Timeout, pynng.Closed):
-                    return None
-                peer = peer_of(message)
-                try:
-                    frame = open_frame(message.bytes, self.key_for, kinds=TO_HUB)
-                except FrameError as exc:
-                    self.rejects.reject(exc.reason, peer, str(exc))
-                    continue
-                if (
-                    frame.kind == "reply"
-                    and frame.node == node
-                    and isinstance(frame.body, dict)
-                    and frame.body.get("id") == body["id"]
-                ):
-                    return frame.body
-                self.rejects.reject(
-                    "unrelated", peer, f"a {frame.kind} from {frame.node!r} that answers no command"
-                )
-            return None
-        except pynng.Closed:  # the cutoff came first
-            return None
+            with self._lock:  # contexts are cheap but their creation is not thread-safe in 0.9
+                ctx = self._sock.new_context()
+        except pynng.Closed as exc:
+            raise CommandsClosed("the hub's command endpoint is closed") from exc
+        try:
+            # pynng 0.9 contexts take no per-context timeout, and closing one from another
+            # thread races its own calls (a TypeError inside pynng: once a 500 under load), so
+            # the wait is an asyncio timeout, which cancels the receive in this thread.
+            return asyncio.run(self._survey(ctx, node, body["id"], frame, wait))
         finally:
-            cutoff.cancel()
-            with contextlib.suppress(pynng.Closed):  # closed twice when the cutoff fired
+            with contextlib.suppress(pynng.Closed):
                 ctx.close()
+
+    async def _survey(
+        self, ctx: pynng.Context, node: str, command_id: object, frame: bytes, wait: float
+    ) -> dict[str, Any] | None:
+        deadline = time.monotonic() + wait
+        try:
+            await ctx.asend(frame)  # a survey's send does not wait for anyone
+            # pynng swallows a cancel that comes as its call completes: the deadline is
+            # checked again before every receive, so a lost cancel costs one turn at most
+            while (left := deadline - time.monotonic()) > 0:
+                async with asyncio.timeout(left):
+                    message = await ctx.arecv_msg()
+                if (reply := self._answer(message, node, command_id)) is not None:
+                    return reply
+        except (TimeoutError, pynng.Timeout, pynng.Closed):  # closed: the hub is stopping
+            pass
+        return None
+
+    def _answer(
+        self, message: pynng.Message, node: str, command_id: object
+    ) -> dict[str, Any] | None:
+        """The reply `message` carries from `node` to command `command_id`, else None (and
+        anything else it is, logged under the peer that sent it)."""
+        peer = peer_of(message)
+        try:
+            frame = open_frame(message.bytes, self.key_for, kinds=TO_HUB)
+        except FrameError as exc:
+            self.rejects.reject(exc.reason, peer, str(exc))
+            return None
+        if (
+            frame.kind == "reply"
+            and frame.node == node
+            and isinstance(frame.body, dict)
+            and frame.body.get("id") == command_id
+        ):
+            return frame.body
+        self.rejects.reject(
+            "unrelated", peer, f"a {frame.kind} from {frame.node!r} that answers no command"
+        )
+        return None

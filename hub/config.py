@@ -27,6 +27,7 @@ from tomlkit.exceptions import TOMLKitError
 from hub.alerts.settings import AlertSettings, parse_alerts
 from hub.budgets.config_io import parse_budgets
 from hub.budgets.model import Budget
+from hub.reconcile.settings import ReconcileSettings, parse_reconcile
 from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
 from shared.wire import KEY_BYTES, create_key_file, derive_node_key, read_key_file
@@ -55,7 +56,7 @@ KEYS: Final = (
     "api",
     "alerts",
 )
-READ_KEYS: Final = (*KEYS, "budgets")  # [[budgets]]: written by hub.budgets.config_io
+READ_KEYS: Final = (*KEYS, "budgets", "reconcile")  # [[budgets]]: written by hub.budgets.config_io
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
 
@@ -76,6 +77,7 @@ class HubConfig:
     api_tls_cert_key_file: Path | None = None  # set: the API speaks HTTPS
     budgets: tuple[Budget, ...] = ()  # [[budgets]] (see hub.budgets)
     alerts: AlertSettings = AlertSettings()  # [alerts]: sinks and delivery (hub.alerts)
+    reconcile: ReconcileSettings = ReconcileSettings()  # [reconcile] (hub.reconcile)
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -169,6 +171,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         api_tls_cert_key_file=_relative_to(base, api_tls),
         budgets=parse_budgets(data.get("budgets"), where),
         alerts=parse_alerts(where, data.get("alerts", {}), base),
+        reconcile=parse_reconcile(where, data.get("reconcile", {}), base),
         path=path,
     )
     _check_consistent(config, where)

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from hub import _format as fmt
 from hub._node_news import paused_since
+from hub._outcome_cache import outcome_words
 from hub._sessions import (
     RECENT_S,
     SessionFigures,
@@ -212,21 +213,26 @@ def spend_rows(service: FleetSource, dimension: Dimension, period: Period) -> di
     for key, t in service.totals(dimension, period).items():
         name = key if key is not None else "(none)"
         machine = name.split("/", 1)[0] if dimension is Dimension.PROFILE else ""
-        out[name] = Row(
-            name,
-            (
-                Cell(name, name),
-                Cell(str(t.calls), t.calls),
-                Cell(fmt.tokens(t.tokens), t.tokens),
-                *_class_cells(t),
-                Cell(fmt.spend(t.api_equivalent, t.unknown_calls), t.api_equivalent),
-                _ratio_cell(t),
-                Cell(fmt.tokens(t.cache_write_5m), t.cache_write_5m),
-                Cell(fmt.tokens(t.cache_write_1h), t.cache_write_1h),
-            ),
-            machine,
-        )
+        out[name] = spend_row(name, name, t, machine)
     return out
+
+
+def spend_row(key: str, label: str, t: Totals, machine: str = "") -> Row:
+    """One Spend-by row (`SPEND_COLUMNS`) of the sums `t`, its group cell reading `label`."""
+    return Row(
+        key,
+        (
+            Cell(label, label),
+            Cell(str(t.calls), t.calls),
+            Cell(fmt.tokens(t.tokens), t.tokens),
+            *_class_cells(t),
+            Cell(fmt.spend(t.api_equivalent, t.unknown_calls), t.api_equivalent),
+            _ratio_cell(t),
+            Cell(fmt.tokens(t.cache_write_5m), t.cache_write_5m),
+            Cell(fmt.tokens(t.cache_write_1h), t.cache_write_1h),
+        ),
+        machine,
+    )
 
 
 def column_index(table: Table, key: str) -> int:
@@ -932,6 +938,8 @@ def session_detail(dash: Dashboard, key: str, bins: int = 72) -> Detail:
                 f"{fig.git_branch or '-'} · {fig.model}",
             ),
         ]
+    if fig is not None:
+        figures.append(("outcome", outcome_words(s.session_outcome(key))))
     if proc is not None:
         node, p = proc
         figures.append(
@@ -941,15 +949,20 @@ def session_detail(dash: Dashboard, key: str, bins: int = 72) -> Detail:
                 f"rss {p.rss // 2**20} MiB · {p.children} children · {p.cwd or ''}",
             )
         )
-    first, last, series = s.session_series(key, bins)
+    series = s.session_series(key, bins)
+    first, last = series.first_call, series.last_call
     label = (
         f"API-eq spend over the session's life ({fmt.age(last - first)})" if first else "no calls"
     )
+    if series.rolled_up_before is not None:
+        when = datetime.fromtimestamp(series.rolled_up_before, s.tz).strftime("%Y-%m-%d %H:%M")
+        label += f"; before {when} by quarter-hour"
+        figures.append(("events", f"pruned before {when}; totals from roll-ups"))
     pkey = profile_key(fig.machine, fig.profile) if fig and fig.profile else None
     return Detail(
         f"session {key}",
         tuple(figures),
-        tuple(series),
+        tuple(series.bins),
         label,
         (session_row(key, fig, proc, now),),
         timeline_lines(s, [pkey] if pkey else [], s.tz),

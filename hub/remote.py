@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, tzinfo
+from datetime import UTC, date, tzinfo
 from decimal import Decimal, localcontext
 from typing import Any, Final
 from urllib.parse import quote
@@ -36,6 +36,7 @@ import httpx
 import orjson
 
 from hub import mirror_codec as codec
+from hub._outcome_cache import OutcomeRowsCache, first_day
 from hub._runrate import FLEET, RunRate, Scope
 from hub._sessions import SessionNames
 from hub._sse import sse_events
@@ -53,9 +54,11 @@ from hub.service import (
     Subscriber,
     Update,
 )
+from hub.session_series import SessionSeries
 from hub.source import Connection
 from shared.events import Agent, ProfileEvent, ProfileState
 from shared.hello import ProcessInfo
+from shared.outcomes import SessionOutcome, outcome_from_map
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,7 @@ class RemoteFleet:
         self._rates: dict[Scope, RunRate] = {}
         self._first_call: float | None = None
         self._tz: tzinfo = UTC
+        self._outcomes = OutcomeRowsCache(self._read_outcomes)  # the Spend-by outcome views
         self._feed: deque[FeedItem] = deque(maxlen=FEED_SIZE)
         self._names = SessionNames()  # for sessions the mirror has no row of yet
         # what the fetch thread is to do
@@ -295,13 +299,35 @@ class RemoteFleet:
 
     # -- FleetSource: reads that ask the hub (detail views) ----------------------------------
 
-    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
+    def outcome_report(self, view: str, period: Period) -> dict[str, Any] | None:
+        return self._outcomes.get(view, first_day(period, self.clock(), self._tz))
+
+    def _read_outcomes(self, view: str, since: date) -> dict[str, Any]:
+        zone = getattr(self._tz, "key", None) or "UTC"
+        got: dict[str, Any] = self._get("/report", by=view, tz=zone, since=since.isoformat())
+        return got
+
+    def session_outcome(self, key: str) -> SessionOutcome | None:
+        try:
+            got = self._get(f"/sessions/{_quote(key)}/outcome")
+        except HubUnavailable:
+            return None
+        found = got.get("outcome")
+        return None if found is None else outcome_from_map(found)
+
+    def session_series(self, key: str, bins: int) -> SessionSeries:
         try:
             got = self._get(f"/sessions/{_quote(key)}/series", bins=bins)
         except HubUnavailable:
-            return 0.0, 0.0, [ZERO] * bins
+            return SessionSeries(0.0, 0.0, [ZERO] * bins)
         amounts = [Decimal(a) if a is not None else ZERO for a in got["bins"]]
-        return float(got["first_call"]), float(got["last_call"]), amounts
+        rolled = got.get("rolled_up_before")
+        return SessionSeries(
+            float(got["first_call"]),
+            float(got["last_call"]),
+            amounts,
+            None if rolled is None else float(rolled),
+        )
 
     def profile_history(self, key: str) -> list[ProfileEvent]:
         machine, _, name = key.partition("/")

@@ -20,6 +20,7 @@ from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
 from hub.detectors.journal import FindingJournal
 from hub.detectors.runner import DetectorRunner, attach
+from hub.detectors.seed import start_seeding
 from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
@@ -137,6 +138,9 @@ class Hub:
         self._journal = FindingJournal(self._store.path)
         # the journal keeps what the detectors found; the outbox alerts people to it
         self.detectors = attach(self.service, EverySink(self._journal, self.alerts), self.book)
+        # before the receiver: the seed's snapshot ends where the new batches begin
+        seeding = start_seeding(self.detectors, self._store, self._journal, self.book)
+        self._threads.append(seeding)
         self.receiver = Receiver(
             self.config.events,
             self.keys,

@@ -41,15 +41,19 @@ from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
+from hub.outcomes import OutcomeKeeper
 from hub.profile_board import ProfileBoard, ProfileStanding, WindowReading
 from hub.report import ReportCache, build_hub_report
+from hub.session_series import SessionSeries, roll_up_line, rolled_up_cells, spend_series
 from hub.source import Connection
 from hub.store import PRUNE_STEP, Store
 from pricing import PriceBook
+from pricing.outcomes import check_outcome_keys
 from shared.codec import DecodeError, unpack
 from shared.config import Billing
 from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
+from shared.outcomes import SessionOutcome
 from shared.wire import Frame, parse_batch_body
 
 log = logging.getLogger(__name__)
@@ -152,12 +156,15 @@ class FleetService:
         self._foreign = CountedLog(log, "events another node stored first")
         self.batches = 0
         self.events_in = 0
+        self.api_url: str | None = None  # where this hub's API serves, once it does
         # The ledger loads from the roll-ups on a thread of its own, so that the receiver can
         # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
         self._pending: list[IngestResult] | None = None
         self._closed = False  # the store is closing: a load that ends now leaves it be
+        # what the nodes say their sessions produced (commits, pull requests)
+        self.outcomes = OutcomeKeeper(store, self._lock, self._tz)
         self._start_load()
 
     def _start_load(self) -> None:
@@ -271,6 +278,8 @@ class FleetService:
         for owner, ids in owners.items():
             example = f"{ids[0]!r}, which belongs to {owner!r}"
             self._foreign.note(frame.node, len(ids), example, about=owner)
+        if body.get("outcomes"):
+            self.outcomes.handle(frame.node, body["outcomes"])  # committed before the ack
         return {"seq1": body["seq1"]}
 
     def note_bad_key(self, node: str) -> None:
@@ -442,6 +451,7 @@ class FleetService:
             deleted += step
             if step < PRUNE_STEP:
                 self._prune_rest_until = time.monotonic() + PRUNE_REST_S
+                self.outcomes.prune(now - self.retain_days * 86400.0)
                 return deleted
             if time.monotonic() >= start + budget_s:
                 return deleted
@@ -480,7 +490,8 @@ class FleetService:
         return self.ledger.tz
 
     def connection(self) -> Connection:
-        return EMBEDDED
+        # Said so, because other dashboards can then attach to this one's hub.
+        return Connection(f"embedded hub, api {self.api_url}") if self.api_url else EMBEDDED
 
     def nodes(self) -> list[NodeView]:
         now = self.clock()
@@ -499,6 +510,12 @@ class FleetService:
         hub did not pause it (or does not remember)."""
         with self._lock:
             return self.pauses.of(node, process)
+
+    def pause_holder(self, node: str, pid: int, create_time: float) -> tuple[float, str] | None:
+        """(when, who) of the pause that holds that process now, from the audit log; None when
+        it is not paused through this hub (never, or resumed or killed since)."""
+        with self._lock:
+            return self.pauses.holder(node, pid, create_time)
 
     def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
         """The agent processes each node reported with its last batch."""
@@ -552,21 +569,20 @@ class FleetService:
             label=self._names.name(row.key),
         )
 
-    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]:
-        """A session's API-equivalent spend over its life in `bins` equal bins:
-        (first call, last call, amounts)."""
+    def session_series(self, key: str, bins: int) -> SessionSeries:
+        """A session's API-equivalent spend over its life in `bins` equal bins; on pruned
+        days from the quarter-hour roll-ups."""
         self._loaded.wait()
         with self._lock:
+            line = roll_up_line(self._store.pruned_before)
+            cells = [] if line is None else rolled_up_cells(self._store.reading(), key, line)
             events = self._store.session_usage(key)
-            priced = [(e.ts, self.ledger.price(e).api_equivalent or ZERO) for e in events]
-        if not priced:
-            return 0.0, 0.0, [ZERO] * bins
-        first, last = priced[0][0], priced[-1][0]
-        span = max(last - first, 1.0)
-        out = [ZERO] * bins
-        for ts, amount in priced:
-            out[min(bins - 1, int((ts - first) / span * bins))] += amount
-        return first, last, out
+            priced = [
+                (e.ts, self.ledger.price(e).api_equivalent or ZERO)
+                for e in events
+                if line is None or e.ts >= line  # before the line: counted in the cells
+            ]
+        return spend_series(cells, priced, bins, line)
 
     def profile_standing(self, key: str) -> ProfileStanding:
         """Where the profile "machine/profile" stands now."""
@@ -613,6 +629,9 @@ class FleetService:
         since: date | None = None,
         until: date | None = None,
     ) -> dict[str, Any]:
+        by = tuple(by)
+        if outcome := check_outcome_keys(by):
+            return self.outcomes.report(outcome, tz, since, until)
         # From a snapshot with a small page cache, outside the lock: a report neither holds
         # ingest back nor fills the writer's cache (kept for the usage indexes) with roll-ups.
         with ExitStack() as snapshot:
@@ -627,6 +646,16 @@ class FleetService:
                 until=until,
                 cache=(self._report_cache, generation),
             )
+
+    def outcome_report(self, view: str, period: Period) -> dict[str, Any] | None:
+        """The `view` outcome report of `period` as last read (None before the first), at
+        once: a dashboard calls it on its UI thread."""
+        return self.outcomes.report_now(view, period, self.clock())
+
+    def session_outcome(self, key: str) -> SessionOutcome | None:
+        """What the session `key` produced, as its node last said."""
+        rows = self.sessions([key])
+        return self.outcomes.of_session(rows[0].machine, key) if rows else None
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         with self._lock:

@@ -13,15 +13,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import tzinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hub._runrate import FLEET, Scope
 from hub._totals import Basis, Totals
 from hub.ledger import Dimension, Period, SessionFigures
 from hub.model import ProfileRecord
 from hub.profile_board import ProfileStanding
+from hub.session_series import SessionSeries
 from shared.events import ProfileEvent
 from shared.hello import ProcessInfo
+from shared.outcomes import SessionOutcome
 
 if TYPE_CHECKING:
     from hub.service import Action, CommandOutcome, FeedItem, NodeView, Subscriber
@@ -67,7 +69,7 @@ class FleetSource(Protocol):
 
     def session_label(self, key: str) -> str: ...
 
-    def session_series(self, key: str, bins: int) -> tuple[float, float, list[Decimal]]: ...
+    def session_series(self, key: str, bins: int) -> SessionSeries: ...
 
     def run_rate_bins(self, scope: Scope, bins: int) -> list[Decimal]: ...
 
@@ -82,6 +84,10 @@ class FleetSource(Protocol):
     def profile_history(self, key: str) -> list[ProfileEvent]: ...
 
     def recent_feed(self, limit: int = 100) -> list[FeedItem]: ...
+
+    def outcome_report(self, view: str, period: Period) -> dict[str, Any] | None: ...
+
+    def session_outcome(self, key: str) -> SessionOutcome | None: ...
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]: ...
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import tzinfo
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -176,6 +177,11 @@ class Store:
         (the budget governor's): committed on exit, rolled back on an error."""
         with self._transaction():
             yield self._db
+
+    @property
+    def pruned_before(self) -> float:
+        """Raw events before this time were pruned (-inf: none were); their roll-ups stay."""
+        return self._pruned_before
 
     def reading(self) -> sqlite3.Connection:
         """This store's connection, for another module's reads (the owner serialises calls)."""
@@ -472,6 +478,18 @@ class Store:
             (session_id,),
         )
         return [self._payloads.decode(payload) for (payload,) in rows]
+
+    def priced_usage(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[tuple[UsageEvent, Decimal | None, bool]]:
+        """Counted calls with since <= ts < until in time order, each with its API-equivalent
+        amount as priced when stored (None: unknown) and whether that price is estimated."""
+        where, params = _time_range(since, until)
+        where.append("counted = 1")
+        sql = f"SELECT payload, amount, estimated FROM usage WHERE {' AND '.join(where)}"
+        for payload, amount, estimated in self._db.execute(sql + " ORDER BY ts, event_id", params):
+            event = self._payloads.decode(payload)
+            yield event, None if amount is None else Decimal(amount), bool(estimated)
 
     def limit_events(
         self, since: float | None = None, until: float | None = None

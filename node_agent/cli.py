@@ -15,8 +15,15 @@ from typing import Any
 import orjson
 
 from node_agent.render import render_json, render_text
-from node_agent.report import Query, build_report
+from node_agent.report import Query, Report, build_report
+from node_agent.scan_index import default_dir as default_index_dir
 from node_agent.systemd import UNIT_PATH, render_unit
+from pricing.outcomes import (
+    OUTCOME_KEYS,
+    OutcomeKeyError,
+    check_outcome_keys,
+    render_outcome_text,
+)
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_USAGE,
@@ -67,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="KEYS",
-        help=f"group by these keys, comma-separated ({', '.join(GROUP_KEYS)}); default: day",
+        help=(
+            f"group by these keys, comma-separated ({', '.join(GROUP_KEYS)}); default: day; "
+            f"or by one outcome alone ({', '.join(OUTCOME_KEYS)}: read from git)"
+        ),
     )
     scan_p.add_argument("--tz", default="UTC", help="IANA zone for day/week/month (default UTC)")
     scan_p.add_argument("--since", type=iso_day, help="first day (YYYY-MM-DD, in --tz)")
@@ -75,10 +85,23 @@ def _parser() -> argparse.ArgumentParser:
     scan_p.add_argument("--json", action="store_true", help="print one JSON object")
     scan_p.add_argument("--config", type=Path, help="node config file (profiles)")
     scan_p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read every file from the start and keep no scan index"
+        " (default: $XDG_CACHE_HOME/fleetmeter/scan-index.msgpack)",
+    )
+    scan_p.add_argument(
         "--jobs",
         type=positive_int,
         default=None,
         help="worker processes (default: one per CPU when there is much to read)",
+    )
+    scan_p.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        metavar="NAME|EMAIL",
+        help="with an outcome --by: an author that commits for the agents (repeatable)",
     )
     _add_init(sub)
     _add_install_service(sub)
@@ -222,19 +245,40 @@ def cmd_scan(args: argparse.Namespace) -> int:
     by = [k.strip() for arg in (args.by or ["day"]) for k in arg.split(",") if k.strip()]
     try:
         config = _load_config(args.config)
-        check_keys(by)
-    except (ConfigError, UnknownGroupKeyError) as exc:
+        outcome = check_outcome_keys(by)
+        if outcome is None:
+            check_keys(by)
+    except (ConfigError, UnknownGroupKeyError, OutcomeKeyError) as exc:
         print(f"node-agent scan: {exc}", file=sys.stderr)
         return 2
 
-    query = Query(tuple(by), tz, args.since, args.until)
+    keys = ("session",) if outcome else tuple(by)
+    query = Query(keys, tz, args.since, args.until, keep_calls=outcome is not None)
     with _batch_gc():
-        report = build_report(args.paths, config, query, jobs=args.jobs)
+        cache = None if args.no_cache else default_index_dir()
+        report = build_report(args.paths, config, query, jobs=args.jobs, cache_dir=cache)
+    for warning in report.warnings:
+        print(f"node-agent scan: {warning}", file=sys.stderr)
+    if outcome is not None:
+        return _print_outcomes(report, outcome, config, args)
     if args.json:
         blob = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2)
         sys.stdout.buffer.write(blob + b"\n")
     else:
         print(render_text(report))
+    for problem in report.path_problems:
+        print(f"node-agent scan: {problem}", file=sys.stderr)
+    return 1 if report.path_problems else 0
+
+
+def _print_outcomes(report: Report, by: str, config: NodeConfig, args: argparse.Namespace) -> int:
+    from node_agent.outcomes.view import outcome_view  # git and the forge: only for this view
+
+    view = outcome_view(report, by, [*config.commit_identities, *args.identity])
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(view, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(render_outcome_text(view))
     for problem in report.path_problems:
         print(f"node-agent scan: {problem}", file=sys.stderr)
     return 1 if report.path_problems else 0

@@ -1,8 +1,11 @@
 """`node-agent run`: the daemon that keeps the hub told, and obeys its halt commands.
 
 Threads, each with one concern and its own SQLite connection where it needs one:
-- ingest: `LiveReader` polls hot files every `poll_interval`, rescans every `rescan_interval`,
-  and commits events with their positions; profile timelines turn limit hits and status-file
+- ingest: `LiveReader` reads a log as soon as file events (inotify) say it was written, polls
+  hot files every `poll_interval` and rescans every `rescan_interval` (where file events are
+  unavailable, that is all there is; with them, both are safety nets run less often:
+  `HOT_POLL_WITH_EVENTS`, `RESCAN_FACTOR_WITH_EVENTS`), and commits events with their
+  positions; profile timelines turn limit hits and status-file
   switches into profile events, committed the same way;
 - sender: `EventSender` drains the outbox to the hub;
 - commands: `CommandResponder` answers pause / resume / kill / processes;
@@ -33,10 +36,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from node_agent import procs, systemd
+from node_agent.file_events import FileEvents
 from node_agent.identity import identity_watchers
 from node_agent.link import CommandResponder, EventSender, LinkConfig
 from node_agent.live import LiveReader
 from node_agent.outbox import Outbox, OutboxCorrupt, OutboxDiskFull, OutboxError, OutboxFull
+from node_agent.outcomes.forge import forge_from_env
+from node_agent.outcomes.watch import OutcomeWatch
 from node_agent.recovery import Backoff, open_checked_outbox
 from node_agent.sources.registry import all_sources
 from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
@@ -59,6 +65,11 @@ from shared.tls import node_tls_config
 log = logging.getLogger(__name__)
 
 VERSION: Final = "0.1.0"
+# File events announce new files: the rescan is then a safety net (missed events, odd mounts).
+RESCAN_FACTOR_WITH_EVENTS: Final = 12
+# With file events, hot files are polled this often at most: a safety net, not the way in.
+HOT_POLL_WITH_EVENTS: Final = 5.0
+STOP_CHECK: Final = 0.5  # seconds a wait for file events lasts at most
 INVENTORY_EVERY: Final = 5.0  # seconds between process scans (a scan is ~5 ms of CPU)
 PROFILE_EVENTS_META: Final = "profile_events"
 KEEP_PROFILE_EVENTS: Final = 500
@@ -93,6 +104,12 @@ class Daemon:
             else None
         )
         self.identities = identity_watchers(config.profiles)
+        # what each session produced (git, the forge), read on a thread of its own
+        self.outcomes = OutcomeWatch(
+            self.state_dir / "outcome_spans.json",
+            forge=forge_from_env(),
+            identities=config.commit_identities,
+        )
         self.pending = 0  # events in the outbox, for the hello
         self._held: list[ProfileEvent] = []  # profile events not yet committed (outbox full)
         self.booted = time.time()
@@ -215,22 +232,55 @@ class Daemon:
             self._commit_profile_events(outbox)
             self.pending = outbox.pending()
             self.wake.set()
-            next_scan = time.monotonic() + self.config.rescan_interval
-            while not self.stop.wait(self.config.poll_interval):
-                if time.monotonic() >= next_scan:
-                    count = reader.rescan()
-                    next_scan = time.monotonic() + self.config.rescan_interval
-                else:
-                    count = reader.poll()
-                if self._commit_profile_events(outbox) or count:
-                    self.wake.set()
-                self.pending = outbox.pending()
+            events = FileEvents.open()
+            try:
+                self._read_on(reader, outbox, events)
+            finally:
+                if events is not None:
+                    events.close()
+
+    def _read_on(self, reader: LiveReader, outbox: Outbox, events: FileEvents | None) -> None:
+        """Until stopped: read what file events name at once, poll the hot files every
+        `poll_interval` and look for new files every `rescan_interval`. With file events, new
+        files are announced too, so the rescan is only a safety net, run less often."""
+        poll, rescan = self.config.poll_interval, self.config.rescan_interval
+        if events is not None:
+            poll = max(poll, HOT_POLL_WITH_EVENTS)
+            rescan *= RESCAN_FACTOR_WITH_EVENTS
+            # Lines written since the first read gave no event: read them once watched.
+            if reader.read_in(events.watch(reader.watched_dirs())):
+                self.wake.set()
+        now = time.monotonic()
+        next_scan, next_poll = now + rescan, now + poll
+        while not self.stop.is_set():
+            # Not longer than STOP_CHECK at a time with file events: stopping must not wait.
+            wait = min(max(0.0, next_poll - time.monotonic()), STOP_CHECK)
+            changes = events.wait(wait) if events else None
+            if changes is None and self.stop.wait(max(0.0, next_poll - time.monotonic())):
+                return
+            count = 0
+            now = time.monotonic()
+            if now >= next_scan or (changes is not None and changes.rescan):
+                count = reader.rescan()
+                if events is not None:
+                    count += reader.read_in(events.watch(reader.watched_dirs()))
+                next_scan, next_poll = now + rescan, now + poll
+            else:
+                if changes is not None and changes.written:
+                    count = reader.read_paths(changes.written)
+                if now >= next_poll:
+                    count += reader.poll()
+                    next_poll = now + poll
+            if self._commit_profile_events(outbox) or count:
+                self.wake.set()
+            self.pending = outbox.pending()
 
     def _profile_at(self, agent: Any, home: Path, ts: float) -> str | None:
         with self._lock:
             return self.timeline.profile_at(agent, home, ts)
 
     def _saw(self, events: Sequence[Event]) -> None:
+        self.outcomes.saw(events)
         with self._lock:
             for event in events:
                 if isinstance(event, LimitEvent):
@@ -312,8 +362,15 @@ class Daemon:
                 self.config.ca_file, self.config.server_name or "", self.config.cert_key_file
             )
         link = LinkConfig(self.config.node, key, tls)
+        self.outcomes.load()  # the state dir is ours and usable by now
         self.sender = EventSender(
-            link, address.events, self.outbox_path, self.hello, wake=self.wake, stop=self.stop
+            link,
+            address.events,
+            self.outbox_path,
+            self.hello,
+            wake=self.wake,
+            stop=self.stop,
+            outcomes=self.outcomes,
         )
         self.responder = CommandResponder(link, address.commands, self.execute, stop=self.stop)
         self._refresh_processes()
@@ -322,6 +379,11 @@ class Daemon:
             threading.Thread(target=self._guard(self._ingest), name="ingest", daemon=True),
             threading.Thread(target=self._guard(self.sender.run), name="sender", daemon=True),
             threading.Thread(target=self._guard(self.responder.run), name="commands", daemon=True),
+            threading.Thread(
+                target=self._guard(lambda: self.outcomes.run(self.stop)),
+                name="outcomes",
+                daemon=True,
+            ),
         ]
         for thread in threads:
             thread.start()

@@ -28,6 +28,7 @@ from typing import Any, Final
 import pynng
 
 from node_agent.outbox import Outbox, OutboxDiskFull
+from node_agent.outcomes.watch import OutcomeWatch, outcome_bytes
 from node_agent.recovery import Backoff
 from shared.wire import (
     MAX_FRAME,
@@ -89,8 +90,10 @@ class EventSender:
         wake: threading.Event,
         stop: threading.Event,
         heartbeat: float = HEARTBEAT,
+        outcomes: OutcomeWatch | None = None,
     ) -> None:
         self.link = link
+        self.outcomes = outcomes  # what sessions produced, carried by the batches
         self.address = address
         self.outbox_path = outbox_path
         self.hello = hello
@@ -145,15 +148,21 @@ class EventSender:
     def _send_one(self, outbox: Outbox, sock: pynng.Req0) -> bool:
         """The next batch (or a heartbeat) out and acknowledged; False: send it again later."""
         hello = dict(self.hello())
-        budget = min(BATCH_BYTES, events_budget(self.link.node, outbox.stream_id, hello))
+        outcomes = self.outcomes.take() if self.outcomes is not None else []
+        room = events_budget(self.link.node, outbox.stream_id, hello) - outcome_bytes(outcomes)
+        budget = min(BATCH_BYTES, room)
         batch = outbox.next_batch(max_events=BATCH_EVENTS, max_bytes=budget)
         if batch is None:  # a heartbeat: an empty range just past what was acked
             acked = outbox.stats()["acked_seq"]
-            body = batch_body(outbox.stream_id, acked + 1, acked, [], hello)
+            body = batch_body(outbox.stream_id, acked + 1, acked, [], hello, outcomes)
         else:
-            body = batch_body(outbox.stream_id, batch.seq0, batch.seq1, batch.events, hello)
+            body = batch_body(
+                outbox.stream_id, batch.seq0, batch.seq1, batch.events, hello, outcomes
+            )
         if not self._exchange(sock, body):
             return False
+        if self.outcomes is not None:
+            self.outcomes.acked(outcomes)
         if batch is not None:
             outbox.ack(batch.seq1)
             self.sent_batches += 1

@@ -14,7 +14,8 @@ from the offset. A whole file whose signature is unchanged is primed the same wa
 one is read again in full (the hub keeps one row per event id, so a repeat adds nothing).
 
 Cadence: `poll()` reads the hot files (written to in the last `HOT_SECONDS`); `rescan()` finds
-new files, polls every file and releases the descriptors of files idle for `IDLE_CLOSE_SECONDS`.
+new files, polls every file and releases the descriptors of files idle for `IDLE_CLOSE_SECONDS`;
+`read_paths()` reads the files that file events name at once (`file_events`).
 When the outbox is full, reading stops (positions stay where they are) until the hub has
 acknowledged enough: nothing is dropped. When the disk is full, the same, and reading tries
 again after a wait that doubles each time (`recovery.Backoff`).
@@ -228,6 +229,37 @@ class LiveReader:
         now = self.clock()
         hot = [w for w in self._files.values() if now - w.last_change <= HOT_SECONDS]
         return self._read(self._ordered(hot))
+
+    def read_paths(self, paths: Iterable[str]) -> int:
+        """Read now the followed files among `paths` (file events said they were written to)."""
+        found: dict[str, _Watched] = {}
+        for path in paths:
+            # A SQLite store is written through its journal: the event names that file.
+            base = path.removesuffix("-wal").removesuffix("-journal").removesuffix("-shm")
+            watched = self._files.get(path) or self._files.get(base)
+            if watched is not None:
+                found[watched.key] = watched
+        return self._read(self._ordered(found.values())) if found else 0
+
+    def read_in(self, dirs: set[str]) -> int:
+        """Read now the followed files directly in `dirs` (just watched: what was written there
+        before the watch started gave no event)."""
+        return self.read_paths(
+            w.key for w in self._files.values() if w.key.rpartition(os.sep)[0] in dirs
+        )
+
+    def watched_dirs(self) -> set[str]:
+        """The folders whose changes concern the reader: the homes, and every folder from a
+        followed file up to its home (a new session or project folder appears in one)."""
+        dirs = {str(t.path) for t in self._targets if t.path.is_dir()}
+        for watched in self._files.values():
+            home, folder = watched.target.path, watched.file.path.parent
+            while str(folder) not in dirs and folder != folder.parent:
+                dirs.add(str(folder))
+                if folder == home or not folder.is_relative_to(home):
+                    break
+                folder = folder.parent
+        return dirs
 
     @staticmethod
     def _ordered(files: Iterable[_Watched]) -> list[_Watched]:

@@ -1,9 +1,14 @@
 """A priced cost report over agent homes: what `node-agent scan` prints.
 
-The files are cut into units that share no dedupe keys (`Source.partition`: for Claude Code one
-project slug across every home; for the other agents all their files). Each unit is read by its
-own source instance, priced and rolled up; unit reports add up exactly (integer tokens, Decimal
-money), so units may run in worker processes. Only the small rollups and each unit's dedupe keys
+Claude Code transcripts (most of the bytes) go through the reading engine: each file is read on
+its own into a `FileReading` (in worker processes when there is much to read, or taken from the
+scan index when the file has not changed), and one source merges the readings in reading order,
+so dedupe across files needs no file read twice.
+
+The other agents' files are cut into units that share no dedupe keys (`Source.partition`: a
+Codex rollout with its compressed and archived copies, say). Each unit is read by its own source
+instance, priced and rolled up; unit reports add up exactly (integer tokens, Decimal money), so
+units may run in worker processes. Only the small rollups and each unit's dedupe keys
 cross process boundaries: shipping every event back would cost more than the second core saves.
 The partition is a guess checked afterwards: units whose events share a dedupe key are read
 again as one, so the result always equals one global read.
@@ -12,23 +17,41 @@ again as one, so the result always equals one global read.
 from __future__ import annotations
 
 import os
+import pickle
+
+# blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
+from _blake2 import blake2b
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol, TypeVar
+
+import msgspec
 
 from node_agent import readahead
-from node_agent.scan import Target, nothing_to_read, read_file, resolve_targets
-from node_agent.sources.base import Collector, ParseProblem, SourceFile
+from node_agent.claude_reading import FileReading, replay
+from node_agent.scan import Target, nothing_to_read, resolve_targets
+from node_agent.scan import read_file as feed_file
+from node_agent.scan_index import (
+    Entry,
+    ScanIndex,
+    Task,
+    calls_of,
+    decode_reading,
+    run_task,
+    unit_key,
+)
+from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
+from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
-from pricing import CallBatch, PriceBook
+from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
-from shared.events import Agent
+from shared.events import Agent, UsageEvent
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -40,6 +63,7 @@ class Query:
     tz: tzinfo
     since: date | None = None
     until: date | None = None
+    keep_calls: bool = False  # keep each priced call (an outcome view attributes them one by one)
 
     def wants(self, ts: float) -> bool:
         if self.since is None and self.until is None:
@@ -59,6 +83,8 @@ class Report:
     problems: list[ParseProblem] = field(default_factory=list)
     unknown_models: Counter[str] = field(default_factory=Counter)
     path_problems: list[ParseProblem] = field(default_factory=list)  # paths that were no home
+    calls: list[tuple[UsageEvent, PricedCall]] = field(default_factory=list)  # Query.keep_calls
+    warnings: list[str] = field(default_factory=list)  # about the scan itself (its index)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -72,6 +98,7 @@ class Report:
         self.skipped.update(other.skipped)
         self.problems.extend(other.problems)
         self.unknown_models.update(other.unknown_models)
+        self.calls.extend(other.calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,52 +143,375 @@ MAX_JOBS_PER_CPU: Final = 4
 
 
 def build_report(
-    paths: Sequence[Path], config: NodeConfig, query: Query, jobs: int | None = None
+    paths: Sequence[Path],
+    config: NodeConfig,
+    query: Query,
+    jobs: int | None = None,
+    cache_dir: Path | None = None,
 ) -> Report:
-    """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process."""
+    """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process.
+    `cache_dir`: where the scan index is kept (None: read everything, keep nothing)."""
     sources = all_sources()
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
     if paths:  # a path the user named that gave nothing to read says why
         by_agent = {source.agent: source for source in sources}
         path_problems += [nothing_to_read(target, by_agent[target.agent]) for target in empty]
-    if jobs is None:
-        big = sum(u.size for u in units) >= PARALLEL_MIN_BYTES
-        jobs = min(os.cpu_count() or 1, len(units)) if big else 1
-    PriceBook.default()  # load once, before workers fork, so they share it
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
+    claude = sorted(
+        (item for unit in units if unit.agent is Agent.CLAUDE_CODE for item in unit.files),
+        key=lambda item: (item[1].order, str(item[1].path)),
+    )
+    units = [unit for unit in units if unit.agent is not Agent.CLAUDE_CODE]
+    index: ScanIndex | None = None
+    if cache_dir is not None:
+        index, warning = ScanIndex.load(cache_dir)
+        report.warnings += [warning] if warning else []
+    plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
+    tasks = [plan for plan in plans if isinstance(plan, Task)]
+    if jobs is None:
+        big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
+        jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
+    PriceBook.default()  # load once, before workers fork, so they share it
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
-    jobs = min(jobs, len(units), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
+    jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
-        readahead.start((f.path, _size(f.path)) for unit in units for _, f in unit.files)
-        done = run([(unit, targets, config.node, query) for unit in units])
-        for part, _keys in _regroup_overlaps(units, done, targets, config.node, query, run):
+        fresh = [Path(task.path) for task in tasks if task.prior is None]
+        readahead.start(
+            (path, _size(path))
+            for path in fresh + [f.path for unit in units for _, f in unit.files]
+        )
+        ship = run is not _in_process
+        claude_work = [
+            (task, item, targets, config.node, query, ship)
+            for item, task in zip(claude, plans, strict=True)
+            if isinstance(task, Task)
+        ]
+        done = iter(run(_read_claude, claude_work))
+        units_done = _units_done(units, targets, config.node, query, index, run)
+        for part, _keys in _regroup_overlaps(units, units_done, targets, config.node, query, run):
             report.merge(part)
+    parts: list[_Claude] = []
+    for (_, file), plan in zip(claude, plans, strict=True):
+        if isinstance(plan, Task):
+            read = _received(next(done))
+            if index is not None:
+                index.keep(file.path, read.entry)
+            parts.append(read)
+        else:
+            parts.append(_Claude.unchanged(plan))
+    report.merge(_merge_claude(claude, parts, targets, config.node, query, index))
+    if index is not None and (warning := index.save()):
+        report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
+    return report
+
+
+def _unread(task: Task) -> int:
+    return _size(Path(task.path)) - (task.prior.end if task.prior else 0)
+
+
+def _merge_claude(
+    files: Sequence[tuple[int, SourceFile]],
+    parts: Sequence[_Claude],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    index: ScanIndex | None,
+) -> Report:
+    """The Claude part of the report: each group of files that share calls merged and priced on
+    its own (groups share no dedupe key, and integer tokens and Decimal amounts add up exactly),
+    or taken from the index when none of its files changed since it was priced, or, for a file
+    that shares no call, its report priced alone where it was read."""
+    report = Report(Rollup(query.by, query.tz))
+    context = _context(targets, node, query) if index is not None else b""
+    for members in connected(part.calls for part in parts):
+        key = _key(context, [files[m] for m in members], [parts[m] for m in members], index)
+        kept = index.report(key) if index is not None and key is not None else None
+        part = _unpickled(kept) if kept is not None else None
+        if part is None:
+            solo = parts[members[0]].solo if len(members) == 1 else None
+            blob: bytes | None = None
+            if solo is not None:
+                part, blob = solo
+            else:
+                group = [files[m] for m in members]
+                readings = [_reading(files[m], parts[m], index) for m in members]
+                part = _merge_files(group, readings, targets, node, query)
+            if index is not None and key is not None:
+                index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
+        report.merge(part)
+    return report
+
+
+# A file's report priced on its own, and pickled when it came from a worker.
+_Solo = tuple["Report", bytes | None]
+_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
+
+
+@dataclass(slots=True)
+class _Claude:
+    """What the merge needs of one transcript: the message ids of its calls (to group the files
+    that share calls), and its reading, still msgpack (`raw`) until a group merges it."""
+
+    calls: list[str]
+    whole: FileReading | None
+    raw: msgspec.Raw | bytes | None
+    size: int | None  # None: the file could not be opened
+    entry: Entry | None  # in the index
+    keepable: bool  # the whole reading is the entry's (no unterminated tail): may be kept priced
+    solo: _Solo | None = None
+
+    @classmethod
+    def unchanged(cls, entry: Entry) -> _Claude:
+        return cls(entry.calls, None, entry.reading, entry.size, entry, True)
+
+
+class _Shipped(msgspec.Struct, array_like=True, gc=False):
+    """A worker's reading of one transcript on its way back, as msgpack: the parent decodes only
+    the message ids of its calls, and the reading when its file shares calls (unpickling every
+    reading cost the parent ~0.1 s per 200 MB). `whole` is None when it is the entry's reading."""
+
+    calls: list[str]
+    whole: bytes | None  # msgpack (a Raw cannot be optional)
+    size: int | None
+    entry: Entry | None
+    solo: bytes
+
+
+_decode_shipped = msgspec.msgpack.Decoder(_Shipped).decode
+
+
+def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
+    """Read one transcript and price it alone: most files share no call with another, so the
+    parent only adds their reports up (the pricing is spread over the workers with the reading).
+    Shipped as bytes from a worker (`ship`)."""
+    task, file, targets, node, query, ship = work
+    done = run_task(task)
+    outcome, entry = done.outcome, done.entry
+    solo = _merge_files([file], [(outcome.whole, outcome.size)], targets, node, query)
+    keepable = entry is not None and outcome.kept is outcome.whole
+    calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
+    if not ship:
+        return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
+    whole = None if keepable else msgspec.msgpack.encode(outcome.whole)
+    blob = pickle.dumps(solo, pickle.HIGHEST_PROTOCOL)
+    return msgspec.msgpack.encode(_Shipped(calls, whole, outcome.size, entry, blob))
+
+
+def _received(got: bytes | _Claude) -> _Claude:
+    if not isinstance(got, bytes):
+        return got
+    shipped = _decode_shipped(got)
+    entry = shipped.entry
+    raw = entry.reading if shipped.whole is None and entry is not None else shipped.whole
+    solo = _unpickled(shipped.solo)
+    return _Claude(
+        shipped.calls,
+        None,
+        raw,
+        shipped.size,
+        entry,
+        shipped.whole is None and entry is not None,
+        (solo, shipped.solo) if solo is not None else None,
+    )
+
+
+def _reading(
+    file: tuple[int, SourceFile], part: _Claude, index: ScanIndex | None
+) -> tuple[FileReading, int | None]:
+    """The whole reading of a file whose group is merged; one the index kept damaged is read
+    afresh instead (a damaged index never gives figures)."""
+    if part.whole is None and part.raw is not None:
+        try:
+            part.whole = decode_reading(part.raw)
+        except (msgspec.DecodeError, RecursionError):
+            path = file[1].path
+            done = run_task(Task(str(path)))
+            part.whole, part.size, part.keepable = done.outcome.whole, done.outcome.size, False
+            if index is not None:
+                index.keep(path, done.entry)
+    return part.whole or FileReading([], [], {}), part.size
+
+
+def _unpickled(blob: bytes) -> Report | None:
+    """A kept partial report; None (priced anew) when the blob is not one."""
+    try:
+        found = pickle.loads(blob)  # our own cache, in an owner-only folder
+    except Exception:  # a damaged pickle can raise nearly anything
+        return None
+    return found if isinstance(found, Report) else None
+
+
+def connected(keys: Iterable[Iterable[Hashable]]) -> list[list[int]]:
+    """The indices of the items (each given by its keys), in groups such that items sharing a
+    key are in one group; groups and their members in the items' order."""
+    parent: list[int] = []
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[Hashable, int] = {}
+    for index, item in enumerate(keys):
+        parent.append(index)
+        for key in item:
+            if (other := owner.setdefault(key, index)) != index:
+                parent[root(index)] = root(other)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(parent)):
+        groups.setdefault(root(index), []).append(index)
+    return list(groups.values())
+
+
+# The reading rules of the other agents' units: a unit kept priced depends on them too.
+_SOURCES: Final = ("sources", "scan.py", "tailer.py")
+
+
+def _context(
+    targets: Sequence[Target], node: str, query: Query, rules: Sequence[str] = ()
+) -> bytes:
+    """What a priced partial report depends on besides its files' readings (and `rules`, more
+    of fleetmeter's own source under node_agent/)."""
+    digest = blake2b(digest_size=16)
+    root = Path(__file__).resolve().parent.parent
+    mine = [root / "node_agent" / name for name in rules]
+    code = [found for p in mine for found in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    for source in (
+        sorted((root / "pricing").rglob("*.py"))
+        + sorted((root / "pricing" / "tables").glob("*.toml"))
+        + code
+    ):
+        digest.update(source.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    # keep_calls too: a report kept without its calls must not answer an outcome view
+    digest.update(
+        repr((node, query.by, str(query.tz), query.since, query.until, query.keep_calls)).encode()
+    )
+    for target in targets:
+        profile = target.profile
+        who = (profile.name, profile.account) if profile else None
+        digest.update(repr((who, target.billing.value)).encode())
+    return digest.digest()
+
+
+def _key(
+    context: bytes,
+    files: Sequence[tuple[int, SourceFile]],
+    parts: Sequence[_Claude],
+    index: ScanIndex | None,
+) -> bytes | None:
+    """The key of a group's priced report: None when one of its files has no kept reading or an
+    unterminated last line (read afresh each time, so never kept)."""
+    if index is None:
+        return None
+    digest = blake2b(context, digest_size=16)
+    for (target, file), part in zip(files, parts, strict=True):
+        entry = part.entry
+        if entry is None or not part.keepable:
+            return None
+        end = entry.end
+        identity = (file.path, target, entry.dev, entry.ino, entry.size, entry.mtime_ns, end)
+        digest.update(repr(identity).encode() + entry.window)
+    return digest.digest()
+
+
+def _merge_files(
+    files: Sequence[tuple[int, SourceFile]],
+    readings: Sequence[tuple[FileReading, int | None]],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+) -> Report:
+    """One source takes the files' whole readings (with the size read, None for a file that
+    could not be opened) in reading order (the dedupe of one global read), then their calls
+    are priced."""
+    source = ClaudeSource()
+    sinks: dict[int, Collector] = {}
+    report = Report(Rollup(query.by, query.tz))
+    for (index, file), (reading, size) in zip(files, readings, strict=True):
+        sink = sinks.setdefault(index, Collector())
+        replay(source, file.path, reading, sink)
+        if size is not None:
+            report.files += 1
+            report.bytes += size
+    _price(source, sinks, targets, node, query, report)
     return report
 
 
 Result = tuple["Report", frozenset[str]]
 Work = tuple["Unit", Sequence[Target], str, Query]
-Runner = Callable[[list[Work]], list[Result]]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+class Runner(Protocol):
+    def __call__(self, task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]: ...
+
+
+def _in_process(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
+    return [task(item) for item in work]
 
 
 @contextmanager
 def _runner(jobs: int) -> Iterator[Runner]:
-    """Runs units in order: in this process, or spread over `jobs` worker processes that stay up
-    for the regrouped units too."""
+    """Runs tasks in order: in this process, or spread over `jobs` worker processes that stay
+    up for every batch (the regrouped units too)."""
     if jobs <= 1:
-        yield lambda work: [_run_unit(item) for item in work]
+        yield _in_process
         return
     with worker_context().Pool(jobs) as pool:
 
-        def run(work: list[Work]) -> list[Result]:
-            # Units are sorted biggest first; chunks amortise the per-task cost of small ones.
-            return pool.map(_run_unit, work, chunksize=max(1, len(work) // (jobs * 8)))
+        def run(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
+            # Work comes biggest first; chunks amortise the per-task cost of small items.
+            return pool.map(task, work, chunksize=max(1, len(work) // (jobs * 8)))
 
         yield run
+
+
+def _units_done(
+    units: Sequence[Unit],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    index: ScanIndex | None,
+    run: Runner,
+) -> list[Result]:
+    """Each unit's priced report and dedupe keys: taken from the index when none of its files
+    changed since, else read (and kept there)."""
+    context = _context(targets, node, query, _SOURCES) if index is not None else b""
+    keys = [unit_key(context, unit.files) if index is not None else None for unit in units]
+    kept: list[Result | None] = []
+    for key in keys:
+        blob = index.report(key) if index is not None and key is not None else None
+        kept.append(_unpickled_result(blob) if blob is not None else None)
+    todo = [
+        (unit, targets, node, query) for unit, got in zip(units, kept, strict=True) if got is None
+    ]
+    fresh = iter(run(_run_unit, todo))
+    done: list[Result] = []
+    for key, got in zip(keys, kept, strict=True):
+        if got is None:
+            got = next(fresh)
+            if index is not None and key is not None:
+                index.keep_report(key, pickle.dumps(got, pickle.HIGHEST_PROTOCOL))
+        done.append(got)
+    return done
+
+
+def _unpickled_result(blob: bytes) -> Result | None:
+    """A kept unit result; None (read anew) when the blob is not one."""
+    try:
+        found = pickle.loads(blob)  # our own cache, in an owner-only folder
+    except Exception:  # a damaged pickle can raise nearly anything
+        return None
+    if isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], Report):
+        return found if isinstance(found[1], frozenset) else None
+    return None
 
 
 def _regroup_overlaps(
@@ -174,26 +524,12 @@ def _regroup_overlaps(
 ) -> list[Result]:
     """Units whose events share a dedupe key were wrongly read apart (a fork copied into
     another project dir, say): read each such set again as one unit, in place of its parts."""
-    owner: dict[tuple[Agent, str], int] = {}
-    parent = list(range(len(units)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for index, (unit, (_, keys)) in enumerate(zip(units, done, strict=True)):
-        for key in keys:
-            other = owner.setdefault((unit.agent, key), index)
-            if other != index:
-                parent[root(index)] = root(other)
-    groups: dict[int, list[int]] = {}
-    for index in range(len(units)):
-        groups.setdefault(root(index), []).append(index)
+    groups = connected(
+        [(unit.agent, key) for key in keys] for unit, (_, keys) in zip(units, done, strict=True)
+    )
     results: list[Result] = []
     merged: list[Unit] = []
-    for members in groups.values():
+    for members in groups:
         if len(members) == 1:
             results.append(done[members[0]])
             continue
@@ -205,7 +541,7 @@ def _regroup_overlaps(
             Unit(units[members[0]].agent, tuple(files), sum(units[m].size for m in members))
         )
     merged.sort(key=lambda u: u.size, reverse=True)
-    return results + run([(unit, targets, node, query) for unit in merged])
+    return results + run(_run_unit, [(unit, targets, node, query) for unit in merged])
 
 
 def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
@@ -216,12 +552,25 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
     report = Report(Rollup(query.by, query.tz))
     for index, file in unit.files:
         sink = sinks.setdefault(index, Collector())
-        size = read_file(source, file, sink)
+        size = feed_file(source, file, sink)
         if size is not None:
             report.files += 1
             report.bytes += size
-    batch = CallBatch[RowKey](PriceBook.default())
     keys = frozenset(source.dedupe_key(e) for s in sinks.values() for e in s.events.usage.values())
+    _price(source, sinks, targets, node, query, report)
+    return report, keys
+
+
+def _price(
+    source: Source,
+    sinks: dict[int, Collector],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    report: Report,
+) -> None:
+    """The counted calls of each target's sink, priced into `report`'s rows."""
+    batch = CallBatch[RowKey](PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]
         profile = target.profile
@@ -238,9 +587,10 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
             # Priced per row in sums (exact, and far cheaper than a price per call).
             row = report.rollup.key(event, attribution)
             unknown = batch.add(row, event, target.billing)
+            if query.keep_calls:
+                report.calls.append((event, PriceBook.default().price(event, target.billing)))
             if unknown is not None:
                 report.unknown_models[event.model] += 1
                 report.rollup.add_calls(row, 1, event.tokens, unknown)
     for group, calls, tokens, priced in batch.settle():
         report.rollup.add_calls(group, calls, tokens, priced)
-    return report, keys

@@ -407,6 +407,42 @@ def iter_plain_lines(
         yield from _lines(iter(lambda: fh.read(CHUNK), b""), on_torn_tail, ignores)
 
 
+class LinesFrom:
+    """The complete lines of an open file from byte `start`, numbered on from `lineno`, for a
+    reader that keeps where it stopped. Once iterated: `end` is the offset just past the last
+    newline, `lineno` that line's number, and `tail` the unterminated rest (not handed out)."""
+
+    def __init__(self, fd: int, start: int, lineno: int, ignores: LineTest | None) -> None:
+        self._fd = fd
+        self.end = start
+        self.lineno = lineno
+        self._ignores = ignores
+        self.tail = b""
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        split = _Splitter()
+        read = self.end
+        while chunk := os.pread(self._fd, CHUNK, read):
+            read += len(chunk)
+            batch: list[tuple[int, bytes]] = []
+            if (block := split.feed(chunk)) is not None:
+                self.lineno = _number(*block, self.lineno, batch, self._ignores)
+            self.end = read - split.pending
+            yield from batch
+        self.tail = split.tail()
+
+    def tail_lines(self) -> list[tuple[int, bytes]]:
+        """The unterminated rest as a line (numbered after the complete ones), if kept."""
+        batch: list[tuple[int, bytes]] = []
+        _number(self.tail, len(self.tail), self.lineno, batch, self._ignores)
+        return batch
+
+
+def is_json(line: bytes) -> bool:
+    """Whether a last line without its newline is complete (else it is still being written)."""
+    return _is_json(line)
+
+
 def iter_head_lines(path: Path | str, end: int) -> Iterator[tuple[int, bytes]]:
     """(lineno, line) of the lines in the first `end` bytes of a file: a committed offset, which
     always sits just past a newline. Numbered exactly as `Tailer.poll` numbered them."""

@@ -67,6 +67,7 @@ _TOP_KEYS: Final = frozenset(
         "poll_interval",
         "rescan_interval",
         "only_profile_processes",
+        "commit_identities",
     }
 )
 _HUB_KEYS: Final = frozenset(
@@ -175,6 +176,9 @@ class NodeConfig:
     # Only the agents of this node's profiles: another user's (or a newcomer's own) session
     # elsewhere on the machine is neither listed nor haltable. False: every agent here.
     only_profile_processes: bool = True
+    # Authors (names or emails) whose commits are an agent's: agents that commit as the user
+    # (Codex CLI) leave no trailer (cost per outcome, node_agent.outcomes.match).
+    commit_identities: tuple[str, ...] = ()
 
     @property
     def discover_hub(self) -> bool:
@@ -291,6 +295,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> NodeConfig:
         poll_interval=_interval(data, "poll_interval", DEFAULT_POLL_INTERVAL, where),
         rescan_interval=_interval(data, "rescan_interval", DEFAULT_RESCAN_INTERVAL, where),
         only_profile_processes=_flag(data, "only_profile_processes", where, default=True),
+        commit_identities=_identities(data.get("commit_identities", []), where),
         hub_events=hub.events,
         hub_commands=hub.commands,
         key_file=hub.key_file,
@@ -313,6 +318,15 @@ def _interval(data: dict[str, Any], key: str, default: float, where: str) -> flo
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{where}: {key!r} must be a positive number of seconds, not {value}")
     return float(value)
+
+
+def _identities(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(
+            f"{where}: 'commit_identities' must be an array of author names or emails, "
+            'e.g. ["me@example.com"]'
+        )
+    return tuple(v.strip() for v in value)
 
 
 def _flag(data: dict[str, Any], key: str, where: str, *, default: bool = False) -> bool:

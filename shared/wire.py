@@ -45,6 +45,7 @@ KEY_BYTES: Final = 32
 MAC_BYTES: Final = 32
 MAX_NODE_NAME: Final = 255  # bytes of UTF-8
 MAX_ID: Final = 64
+MAX_OUTCOMES: Final = 200  # session outcomes per batch
 
 BATCH: Final = "batch"  # node -> hub: events
 ACK: Final = "ack"  # hub -> node: the events are committed
@@ -391,17 +392,21 @@ def batch_body(
     seq1: int,
     events: list[bytes],
     hello: dict[str, Any] | None = None,
+    outcomes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The body of a "batch" frame: outbox rows seq0..seq1 of `stream`, each as `codec.pack`
     bytes (the outbox stores them packed; the hub unpacks and checks each one on its own, so
     one bad event never costs the batch).
 
     An empty `events` list is a heartbeat (seq0 = seq1 + 1 then). `hello` carries the node's
-    self-description when it (re)connects.
+    self-description when it (re)connects. `outcomes`: what some of the node's sessions
+    produced (`shared.outcomes` maps), an additive field older hubs ignore.
     """
     body: dict[str, Any] = {"stream": stream, "seq0": seq0, "seq1": seq1, "events": events}
     if hello is not None:
         body["hello"] = hello
+    if outcomes:
+        body["outcomes"] = outcomes
     try:
         return parse_batch_body(body)
     except FrameError as exc:
@@ -424,6 +429,9 @@ def parse_batch_body(body: Any) -> dict[str, Any]:
         raise FrameError("malformed", "batch events is not a list of packed events")
     if body.get("hello") is not None and not isinstance(body["hello"], dict):
         raise FrameError("malformed", "batch hello is not a map")
+    outcomes = body.get("outcomes")
+    if outcomes is not None and (not isinstance(outcomes, list) or len(outcomes) > MAX_OUTCOMES):
+        raise FrameError("malformed", f"batch outcomes is not a list of at most {MAX_OUTCOMES}")
     return body
 
 

@@ -18,6 +18,8 @@ import httpx
 import psutil
 
 from hub.budgets.model import parse_budget
+from hub.serve import Hub
+from hub.service import FleetService
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from shared.events import Agent
 from tests import fleet_harness as fleet
@@ -65,6 +67,36 @@ def _runaway_under(tmp: Path, **budget: str) -> Iterator[tuple[ServedHub, Launch
         finally:
             agent.destroy()
             started.append(served.proc)  # a restarted hub is stopped too
+
+
+@contextmanager
+def _hourly_runaway(tmp_path: Path) -> Iterator[tuple[Hub, FleetService, LaunchedAgent]]:
+    """An in-process hub (the same core as `fleet-hub serve`) with an hourly $3 pause budget
+    that resumes at the next hour, a node, and a runaway agent on it."""
+    with fleet.running_hub(tmp_path) as (hub, setup), fleet.processes() as started:
+        assert hub.governor is not None and hub.service is not None
+        service = hub.service
+        hub.governor.add_budget(
+            parse_budget({"name": "hourly", "scope": f"machine={NODE}", "period": "hour",
+                          "basis": "api", "limit": "3.00", "action": "pause",
+                          "next_period": "resume"}),
+            "test",
+        )  # fmt: skip
+        home = tmp_path / "homes" / "api-a"
+        home.mkdir(parents=True)
+        profile = fleet.ProfileSpec("api-a", Agent.CLAUDE_CODE, home)
+        started.append(
+            fleet.start_node(fleet.write_node(tmp_path, NODE, setup, [profile]), tmp_path)
+        )
+        fleet.wait_for(lambda: any(v.record.node == NODE for v in service.nodes()), 30, "the node")
+        agent = launch(
+            Agent.CLAUDE_CODE, home, "--mode", "runaway", "--pace", "0.3", "--children", "1",
+            "--machine", NODE, "--profile", "api-a", env=fleet.child_env(tmp_path),
+        )  # fmt: skip
+        try:
+            yield hub, service, agent
+        finally:
+            agent.destroy()
 
 
 def _stopped(agent: LaunchedAgent) -> bool:
@@ -172,37 +204,42 @@ def test_a_kill_budget_ends_the_whole_tree(tmp_path: Path) -> None:
 def test_a_calendar_budget_resumes_what_it_paused_at_the_next_period(tmp_path: Path) -> None:
     """An in-process hub (the same core as `fleet-hub serve`) whose governor's clock is moved
     an hour on: the hour's budget pauses the agent, the next hour resumes it."""
-    with fleet.running_hub(tmp_path) as (hub, setup), fleet.processes() as started:
-        assert hub.governor is not None and hub.service is not None
-        service = hub.service
-        hub.governor.add_budget(
-            parse_budget({"name": "hourly", "scope": f"machine={NODE}", "period": "hour",
-                          "basis": "api", "limit": "3.00", "action": "pause",
-                          "next_period": "resume"}),
-            "test",
+    with _hourly_runaway(tmp_path) as (hub, service, agent):
+        assert hub.governor is not None
+        fleet.wait_for(lambda: _stopped(agent), 60, "the agent paused")
+        assert _stopped(agent)  # the hour is not over: it stays paused
+        hub.governor.clock = lambda: time.time() + 3600  # the next hour
+        fleet.wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 30, "it resumed")
+        fleet.wait_for(
+            lambda: any(
+                "budget 'hourly'" in item.text and "new period, resumed 1 agent" in item.text
+                for item in service.recent_feed()
+            ),
+            10, "the resume in the feed",
         )  # fmt: skip
-        home = tmp_path / "homes" / "api-a"
-        home.mkdir(parents=True)
-        profile = fleet.ProfileSpec("api-a", Agent.CLAUDE_CODE, home)
-        started.append(
-            fleet.start_node(fleet.write_node(tmp_path, NODE, setup, [profile]), tmp_path)
-        )
-        fleet.wait_for(lambda: any(v.record.node == NODE for v in service.nodes()), 30, "the node")
-        agent = launch(
-            Agent.CLAUDE_CODE, home, "--mode", "runaway", "--pace", "0.3", "--children", "1",
-            "--machine", NODE, "--profile", "api-a", env=fleet.child_env(tmp_path),
+
+
+def test_a_pause_a_person_took_over_is_left_as_they_set_it_at_the_next_period(
+    tmp_path: Path,
+) -> None:
+    """The hour's budget pauses the agent; a person resumes it, then pauses it again (theirs
+    now): the next hour the governor does not resume it. It resumes only what its own pause
+    still holds."""
+    with _hourly_runaway(tmp_path) as (hub, service, agent):
+        assert hub.governor is not None
+        fleet.wait_for(lambda: _stopped(agent), 60, "the agent paused by the budget")
+        for action in ("resume", "pause"):  # a person takes the agent over
+            for _, p in service.processes(NODE):
+                done = service.command(NODE, action, p.pid, p.create_time, who="ops")
+                assert done.ok, done
+        assert _stopped(agent)
+        hub.governor.clock = lambda: time.time() + 3600  # the next hour
+        fleet.wait_for(
+            lambda: any(
+                "budget 'hourly'" in item.text and "new period, resumed 0 agents" in item.text
+                for item in service.recent_feed()
+            ),
+            30, "the governor's new period in the feed",
         )  # fmt: skip
-        try:
-            fleet.wait_for(lambda: _stopped(agent), 60, "the agent paused")
-            assert _stopped(agent)  # the hour is not over: it stays paused
-            hub.governor.clock = lambda: time.time() + 3600  # the next hour
-            fleet.wait_for(lambda: psutil.STATUS_STOPPED not in states(agent), 30, "it resumed")
-            fleet.wait_for(
-                lambda: any(
-                    "budget 'hourly'" in item.text and "new period, resumed 1 agent" in item.text
-                    for item in service.recent_feed()
-                ),
-                10, "the resume in the feed",
-            )  # fmt: skip
-        finally:
-            agent.destroy()
+        assert _stopped(agent)  # still as the person left it
+        assert not [r for r in service.audit_log(500) if r.action == "resume" and r.who != "ops"]

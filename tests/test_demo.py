@@ -4,6 +4,8 @@ loopback; what the hub sees of them, a pause through the hub, and nothing left b
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from shared.config import Billing
 from shared.events import Agent
 from tests.fleet_harness import wait_for
 
+DEMO_THREADS = {"demo-webhook", "api", "demo-rotator", "demo-reaper"}
 PACE = 0.3  # about three times the demo's speed: max-a's limit hits after ~6-12 s
 
 
@@ -31,7 +34,20 @@ def alive(proc: psutil.Process) -> bool:
 
 
 def descendants() -> list[psutil.Process]:
-    return psutil.Process().children(recursive=True)
+    """This process's descendants but those that were there before the test: an earlier test
+    in the same run may leave long-lived helpers behind by design (test_kill_storm's corpus
+    generation starts multiprocessing's forkserver and resource tracker, which live as long
+    as pytest), and they are not the demo's to end."""
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in _before]
+
+
+_before: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _note_the_children_before() -> None:
+    _before.clear()
+    _before.update(p.pid for p in psutil.Process().children(recursive=True))
 
 
 def assert_all_gone(procs: Sequence[psutil.Process]) -> None:
@@ -158,10 +174,18 @@ def test_demo_fleet_end_to_end(tmp_path: Path) -> None:
             return {s.key for s in service.sessions() if s.subagents.calls > 0} & claude
 
         wait_for(lambda: bool(subagent_spend()), 30, "a Claude session with subagent spend")
+        webhook = fleet.webhook
+        assert webhook is not None
+        port = int(webhook.url.split(":")[2].split("/")[0])
     finally:
         fleet.stop()
     assert_all_gone(started)
     assert not any(alive(p) for p in descendants())
+    # The webhook receiver, the API and the courier went with it: no thread, no port.
+    left = [t.name for t in threading.enumerate() if t.name in DEMO_THREADS]
+    assert not left and not any(t.name.startswith("alerts-") for t in threading.enumerate())
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
     fleet.stop()  # idempotent
     with pytest.raises(RuntimeError, match="stopped"):
         fleet.start()

@@ -260,11 +260,12 @@ def test_a_prompt_climbing_every_call_is_context_growth_ordinary_growth_is_not()
     assert not any(growth.observe(Call(_call(n, tokens=t), None)) for n, t in enumerate(ordinary))
     climb = [Tokens(5, 300, 40_000 + n * 15_000, 15_000, 0) for n in range(10)]
     found = [
-        f
+        (n, f)
         for n, t in enumerate(climb)
         for f in growth.observe(Call(_call(n, tokens=t, session="s2"), None))
     ]
-    assert len(found) == 1 and found[0].evidence["median_step_tokens"] == "15000"
+    # on its 5th call (4 steep steps): at a normal pace, within 5 minutes of the climb's start
+    assert [(n, f.evidence["median_step_tokens"]) for n, f in found] == [(4, "15000")]
 
 
 def test_more_than_ten_subagents_in_ten_minutes_is_a_fanout() -> None:

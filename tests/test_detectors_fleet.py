@@ -1,7 +1,8 @@
 """The detectors in a real fleet: a `fleet-hub serve` process, a `node-agent run` process and
 a fake Claude Code agent thrashing its cache (real log lines), on loopback. The finding reaches
 the sink (the hub store's `detector_findings` table) once, and stays once across a kill -9 of
-the hub and a restart that sees the same session again."""
+the hub and a restart that sees the same session go on (the restarted hub re-seeds its
+detectors and knows what its journal holds: it does not raise the thrash again)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def _findings(db: Path) -> list[tuple[str, str, str, str]]:
         except sqlite3.OperationalError:  # the hub has not made the table yet
             return []
     return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def _calls(db: Path, session: str) -> int:
+    with sqlite3.connect(db, timeout=10) as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM usage WHERE session_id = ?", (session,)
+        ).fetchone()
+    return int(n)
 
 
 def test_a_thrashing_agent_is_found_through_serve_and_node_and_found_once(
@@ -78,18 +87,24 @@ def test_a_thrashing_agent_is_found_through_serve_and_node_and_found_once(
                 assert int(figures["cache_read_tokens"]) == 0
                 assert int(figures["cache_write_1h_tokens"]) >= 5 * 60_000
 
-            # kill -9 the hub while the agent keeps thrashing; the restarted hub judges the
-            # session afresh (its detectors' state was in memory) and finds the same thing
-            # again: the sink keeps it once, under the same id.
+            # kill -9 the hub while the agent keeps thrashing; the restarted hub re-seeds its
+            # detectors from the store and knows the journal's findings: it judges the
+            # agent's further calls without raising the thrash again.
             stop(started[0], signal.SIGKILL)
             log = hub.config.parent / "hub.log"  # both hub runs write it
             said = f"finding {finding_id}:"
             assert log.read_text().count(said) == 1
+            calls = _calls(db, agent.session_id)
             started.append(start_hub(hub, tmp_path))
-            wait_for(lambda: log.read_text().count(said) == 2, 60, "the restarted hub to find it")
+            wait_for(lambda: log.read_text().count("detectors seeded") == 2, 60, "the seed")
+            wait_for(lambda: _calls(db, agent.session_id) >= calls + 5, 60, "5 more calls")
+            assert log.read_text().count(said) == 1
         finally:
             agent.destroy()
             normal.destroy()
         assert [f[0] for f in _findings(db) if f[1] == "cache_thrash"] == [finding_id]
-        assert {f[1] for f in _findings(db)} <= {"cache_thrash", "run_rate_spike"}
+        assert {f[1] for f in _findings(db)} <= {"cache_thrash", "run_rate_spike", "context_growth"}
+        # the runaway's prompt (a random 60-180k write each call) climbs 4 calls in a row now
+        # and then: a context climb of its session, never of the normal one
+        assert all(agent.session_id in f[2] for f in _findings(db) if f[1] == "context_growth")
         assert not [f for f in _findings(db) if normal.session_id in f[2]]

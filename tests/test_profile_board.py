@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from hub.profile_board import IDLE_AFTER_S, ProfileBoard, WindowReading
+from hub.service import FleetService
+from hub.store import Store
+from pricing import PriceBook
 from shared.events import Agent, LimitEvent, LimitKind, LimitWindow, ProfileEvent, ProfileState
 
 T0 = 1_800_000_000.0
@@ -123,3 +129,17 @@ def test_quota_readings_reach_the_feed_only_when_they_cross_a_band() -> None:
     # a new window starts counting from zero again
     fresh = reading(T0 + 5000, LimitWindow.FIVE_HOUR, 55, reset + 18_000)
     assert _crosses_a_band(fresh, seen)
+
+
+def test_two_readings_of_a_window_in_one_batch_make_one_feed_line(tmp_path: Path) -> None:
+    """The demo's duplicate: a node's batch held two of codex-pro's weekly readings (one per
+    call); both were judged against the reading before the batch, so both crossed 50 %."""
+    service = FleetService(Store.in_dir(tmp_path), PriceBook.default(), clock=lambda: T0 + 60)
+    week = T0 + 5 * 86_400
+    first = replace(reading(T0 + 1, LimitWindow.WEEKLY, 60.2, week), machine="spark02")
+    second = replace(reading(T0 + 2, LimitWindow.WEEKLY, 60.4, week), machine="spark02")
+    service.ingest("spark02", "events", 1, 2, [second, first])  # order in a batch: any
+    third = replace(reading(T0 + 3, LimitWindow.WEEKLY, 60.6, week), machine="spark02")
+    service.ingest("spark02", "events", 3, 3, [third])
+    lines = [item.text for item in service.recent_feed(50) if item.kind == "limit"]
+    assert lines == ["max-a has used 60% of its weekly window"]

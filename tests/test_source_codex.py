@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -1040,3 +1041,45 @@ def test_slow_copy_burst_without_copied_turns_is_skipped_for_uuid7_threads(tmp_p
     sink = read_all([write(rollout(tmp_path, child, fork_at), lines)])
     assert [e.tokens for e in counted(sink)] == [split(u_own)]
     assert sink.skipped["codex-replayed-history"] == 4
+
+
+# --- tool calls: the hub's retry-loop signature ---------------------------------------------
+
+
+def tool_item(at: datetime, name: str, arguments: str) -> dict[str, Any]:
+    payload = {"type": "function_call", "name": name, "arguments": arguments, "call_id": "c"}
+    return line(at, "response_item", payload)
+
+
+def test_a_calls_tool_calls_become_its_signature_and_the_arguments_are_hashed(
+    tmp_path: Path,
+) -> None:
+    thread = uuid7(T0)
+    c = Counter()
+    pytest_args = '{"command":["pytest","-q"]}'
+    patch, ls = '{"patch":"*** a"}', '{"command":["ls"]}'
+    lines = [
+        meta(T0, thread),
+        turn(sec(1)),
+        tool_item(sec(5), "shell", pytest_args),
+        c.call(sec(6), usage(1000, 800, 50, 20)),
+        tool_item(sec(9), "shell", pytest_args),
+        c.call(sec(10), usage(1100, 900, 50, 20)),
+        line(sec(12), "response_item", {"type": "message", "role": "assistant", "content": []}),
+        c.call(sec(14), usage(1200, 1000, 400, 20)),  # a reply: no tool call
+        tool_item(sec(15), "apply_patch", patch),
+        tool_item(sec(15), "shell", ls),
+        c.call(sec(16), usage(1300, 1100, 60, 20)),
+    ]
+    events = counted(read_all([write(rollout(tmp_path, thread, T0), lines)]))
+
+    def sig(name: str, arguments: str) -> str:
+        return f"{name}:{hashlib.sha256(arguments.encode()).hexdigest()[:12]}"
+
+    assert [e.tool_calls for e in events] == [
+        sig("shell", pytest_args),
+        sig("shell", pytest_args),  # the same call again: what the retry-loop rule compares
+        None,
+        sig("apply_patch", patch) + "," + sig("shell", ls),
+    ]
+    assert all("pytest" not in (e.tool_calls or "") for e in events)

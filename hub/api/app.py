@@ -9,6 +9,7 @@ Every error is a JSON `{"error": "..."}` with its status; none is a traceback.
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import date
 from typing import Annotated, Any, Final, Literal
@@ -34,14 +35,19 @@ from hub.api.budgets import add_budget_routes
 from hub.api.errors import ApiError
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
 from hub.api.mirror import mirror_routes
+from hub.api.reconcile import reconcile_routes
 from hub.api.stream import Broker
 from hub.budgets.governor import Governor
+from hub.commander import CommandsClosed
 from hub.ledger import FLEET, Dimension, Period, profile_key
+from hub.reconcile.run import Reconciler
 from hub.service import FleetService
 from hub.tokens import Role, TokenBook
+from pricing.outcomes import OutcomeKeyError, check_outcome_keys
 from pricing.rollup import UnknownGroupKeyError, check_keys
 from shared.cli import day_range_error
 from shared.config import ConfigError
+from shared.outcomes import outcome_to_map
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,7 @@ def create_app(
     rejects: Callable[[], Mapping[str, int]] = dict,
     governor: Governor | None = None,
     alerts: Outbox | None = None,
+    reconciler: Reconciler | None = None,
 ) -> FastAPI:
     broker = Broker(service)
     commands = CommandCounts()
@@ -169,6 +176,15 @@ def create_app(
         log.error("store unavailable: %s", exc)
         return JSONResponse({"error": f"the hub's store is unavailable: {exc}"}, 503)
 
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _busy(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        log.error("store busy or failing: %s", exc)  # locked past its busy timeout, disk full
+        return JSONResponse({"error": f"the hub's store cannot answer now ({exc}): retry"}, 503)
+
+    @app.exception_handler(CommandsClosed)
+    async def _closed(_: Request, exc: CommandsClosed) -> JSONResponse:
+        return JSONResponse({"error": f"{exc}: the hub is stopping, retry when it is back"}, 503)
+
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
         log.error("%s", exc)  # e.g. a damaged tokens file: every request would fail alike
@@ -181,6 +197,8 @@ def create_app(
 
     if alerts is not None:
         app.include_router(alert_routes(alerts, needs(READERS), needs(OPERATORS)))
+    if reconciler is not None:
+        app.include_router(reconcile_routes(reconciler, needs(READERS)))
 
     @app.get(f"{API}/health", tags=["hub"])
     def health() -> Health:
@@ -240,8 +258,23 @@ def create_app(
         rows = service.sessions([key])
         if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
             raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
-        first, last, amounts = service.session_series(key, bins)
-        return {"first_call": first, "last_call": last, "bins": [views.money(a) for a in amounts]}
+        series = service.session_series(key, bins)
+        return {
+            "first_call": series.first_call,
+            "last_call": series.last_call,
+            "bins": [views.money(a) for a in series.bins],
+            "rolled_up_before": series.rolled_up_before,
+        }
+
+    @app.get(f"{API}/sessions/{{key}}/outcome", tags=["fleet"])
+    def session_outcome(who: Anyone, key: Annotated[str, Path(max_length=300)]) -> dict[str, Any]:
+        """What the session produced as its node read it from git: repository, branch,
+        commits, pull request (`outcome` null: not read yet)."""
+        rows = service.sessions([key])
+        if not rows or not who.scope.sees(rows[0].machine, rows[0].profile, key):
+            raise ApiError(404, f"no session {key!r} (see GET /api/v1/sessions)")
+        found = service.session_outcome(key)
+        return {"outcome": None if found is None else outcome_to_map(found)}
 
     @app.get(
         f"{API}/profiles/{{machine}}/{{profile}}/history",
@@ -293,8 +326,9 @@ def create_app(
         """The rows of `fleet-hub report --json` (and `node-agent scan --json`)."""
         keys = [k.strip() for k in by.split(",") if k.strip()]
         try:
-            check_keys(keys)
-        except UnknownGroupKeyError as exc:
+            if check_outcome_keys(keys) is None:  # commit, branch, pr or repo: an outcome view
+                check_keys(keys)
+        except (UnknownGroupKeyError, OutcomeKeyError) as exc:
             raise ApiError(422, f"by: {exc}") from exc
         try:
             zone = ZoneInfo(tz)

@@ -172,3 +172,8 @@ class Series(BaseModel):
     first_call: float
     last_call: float
     bins: list[Money]
+    rolled_up_before: float | None = Field(
+        default=None,
+        description="calls before this time (epoch s) are summed by quarter-hour from the "
+        "roll-ups: their events were pruned (null: every call from its event)",
+    )

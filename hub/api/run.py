@@ -1,6 +1,7 @@
-"""`fleet-hub serve`: the hub (receiver, store, ledger, commands) and its HTTP API, as a
-service. Tells systemd when it is ready and pings its watchdog; SIGTERM stops the API, then
-the hub, which leaves the store committed. A fatal error exits 1 and tells systemd why.
+"""`fleet-hub serve`: the hub (receiver, store, ledger, commands), its HTTP API and alert
+courier (hub.api.front), as a service. Tells systemd when it is ready and pings its watchdog;
+SIGTERM stops the API, then the hub, which leaves the store committed. A fatal error exits 1 and
+tells systemd why.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ import sys
 import threading
 from collections.abc import Callable
 
-from hub.alerts.courier import Courier, sink_secrets
-from hub.api.alert_http import HttpxPost
-from hub.api.app import create_app
+from hub.api.front import HubFront
 from hub.api.server import ApiServer
 from hub.config import HubConfig
 from hub.serve import Hub
 from hub.service import FleetService
-from hub.tokens import TokenBook, ensure_admin_token, tokens_path
-from shared.cli import EXIT_FAILURE, package_version
+from shared.cli import EXIT_FAILURE
 from shared.systemd import sd_notify, watchdog_interval
 
 log = logging.getLogger(__name__)
@@ -31,25 +29,14 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    secrets = sink_secrets(config.alerts)  # a bad secret file: exit 2 before anything starts
     hub = Hub(config)
+    front = HubFront(hub)  # a bad sink secret file: exit 2 before anything starts
     service = start_hub(hub, "fleet-hub serve")
     if service is None:
         sd_notify("STATUS=failed: cannot listen\nERRNO=98")
         return EXIT_FAILURE
-    ensure_admin_token(config.path)
-    app = create_app(
-        service,
-        TokenBook(tokens_path(config.path)),
-        hub_name=config.name,
-        version=package_version(),
-        rejects=lambda: dict(hub.receiver.rejects.counts) if hub.receiver else {},
-        governor=hub.governor,
-        alerts=hub.alerts,
-    )
     try:
-        api = ApiServer(app, config.api_listen, config.api_tls_cert_key_file)
-        api.start()
+        front.start(service)
     except OSError as exc:
         hub.stop()
         print(
@@ -59,22 +46,18 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         )
         sd_notify(f"STATUS=failed: {exc}\nERRNO=98")
         return EXIT_FAILURE
+    api = front.api
+    assert api is not None
     print(
         f"fleet-hub serving: events {hub.events_url}, commands {hub.commands_url}, api {api.url}",
         flush=True,
     )
-    assert hub.alerts is not None
-    post = HttpxPost()
-    courier = Courier(hub.alerts, config.alerts, config.name, post, secrets)
-    courier.start()
     sd_notify(f"READY=1\nSTATUS=serving: api {api.url}")
     try:
         status = supervise(stop, api, watchdog_interval())
     finally:
         sd_notify("STOPPING=1")
-        courier.stop()  # a delivery still in flight is sent again at the next start
-        post.close()
-        api.stop(before=app.state.broker.close)  # streams end whole, not cut
+        front.stop()
         hub.stop()
         log.info("hub stopped; the store is committed")
     return status

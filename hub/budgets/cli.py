@@ -9,6 +9,7 @@ import getpass
 import re
 import sys
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +127,7 @@ def _add(args: argparse.Namespace, client: HubClient | None) -> int:
 
 def _rm(args: argparse.Namespace, client: HubClient | None) -> int:
     if client is not None:
-        client.delete(f"/api/v1/budgets/{args.name}")
+        client.delete(_budget_path(args.name))
     else:
         config = load_hub_config(args.config)
         assert config.path is not None
@@ -145,7 +146,7 @@ def _override(args: argparse.Namespace, client: HubClient | None) -> int:
     limit = None if args.lift else parse_limit(args.limit, budget.basis)
     if client is not None:
         body = {"limit": None if limit is None else str(limit), "until": args.until}
-        reply = client.post(f"/api/v1/budgets/{args.name}/override", {**body, "why": args.why})
+        reply = client.post(f"{_budget_path(args.name)}/override", {**body, "why": args.why})
         who = reply["who"]
     else:
         who = args.who or getpass.getuser()
@@ -155,6 +156,11 @@ def _override(args: argparse.Namespace, client: HubClient | None) -> int:
     what = "lifted" if limit is None else f"raised to {budget.limit_text(limit)}"
     print(f"budget '{budget.name}' {what} until {until} by {who}" + _where(client))
     return 0
+
+
+def _budget_path(name: str) -> str:
+    """A budget's API path: its name quoted (names may hold spaces and slashes)."""
+    return f"/api/v1/budgets/{urllib.parse.quote(name, safe='')}"
 
 
 def _where(client: HubClient | None) -> str:

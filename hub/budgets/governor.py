@@ -483,12 +483,16 @@ class Governor:
             done = records.stopped(self._own.reading(), budget.name, mark.bucket, action)
         outcomes: dict[str, int] = defaultdict(int)
         acted = 0
+        who = f"budget '{budget.name}'"
         for node, process in self._targets(budget, mark.bucket):
             key = (node, process.pid, process.create_time)
             if key in done:
                 continue
-            if action == "pause" and process.state == "paused":
-                outcomes["already paused"] += 1  # by a person, or by us before a restart
+            holder = self._service.pause_holder(*key)
+            if action == "pause" and (
+                process.state == "paused" or (holder is not None and holder[1] != who)
+            ):  # by a person (its hello may not say so yet), or by us before a restart
+                outcomes["already paused"] += 1
                 with self._own_lock, self._own.writing() as db:
                     records.note_stop(
                         db, budget.name, mark.bucket, key, action, "already paused", self.clock()
@@ -499,7 +503,7 @@ class Governor:
                 "pause" if action == "pause" else "kill",
                 process.pid,
                 process.create_time,
-                who=f"budget '{budget.name}'",
+                who=who,
                 command_id=command_id(budget.name, mark.bucket, *key, action),
             )
             outcomes[outcome.outcome] += 1
@@ -631,17 +635,24 @@ class Governor:
     def _resume(self, budget: Budget, bucket: str, now: float) -> None:
         with self._own_lock:
             paused = records.paused_unresumed(self._own.reading(), budget.name, bucket)
-        resumed = 0
+        resumed = left = 0
+        who = f"budget '{budget.name}'"
         for node, pid, ctime in paused:
-            outcome = self._service.command(
-                node,
-                "resume",
-                pid,
-                ctime,
-                who=f"budget '{budget.name}'",
-                command_id=command_id(budget.name, bucket, node, pid, ctime, "resume"),
-            )
-            resumed += outcome.ok
+            holder = self._service.pause_holder(node, pid, ctime)
+            # only what its own pause still holds: one a person resumed (and maybe paused
+            # again) since is theirs now, and stays as they left it
+            if holder is not None and holder[1] == who:
+                outcome = self._service.command(
+                    node,
+                    "resume",
+                    pid,
+                    ctime,
+                    who=who,
+                    command_id=command_id(budget.name, bucket, node, pid, ctime, "resume"),
+                )
+                resumed += outcome.ok
+            else:
+                left += 1
             with self._own_lock, self._own.writing() as db:
                 records.note_stop_resumed(db, budget.name, bucket, (node, pid, ctime), now)
         with self._own_lock, self._own.writing() as db:
@@ -650,6 +661,7 @@ class Governor:
             text = (
                 f"budget '{budget.name}' ({budget.scope.text}, {budget.period.text}): new "
                 f"period, resumed {resumed} agent{'s' * (resumed != 1)}"
+                + (f" ({left} left as a person set them since)" if left else "")
             )
             self._service.tell("fleet", text)
             self._own_audit(f"budget '{budget.name}'", "budget resume", budget, text)

@@ -9,6 +9,9 @@ from the hub reach the fake agents' real process trees.
 Each agent has one or two tool subprocesses (`bash -c 'sleep 1000 & wait'`), in its own project
 under `workdir/projects`. Among them a runaway burns money on an API key, and on spark01 a
 subscription hits its rate limit and a small scheduler switches its work to a spare profile.
+The hub has a budget on the runaway's API key, which its governor enforces by pausing it, and
+an alert sink on a webhook receiver the demo runs; it serves its API (hub.api.front) on a free
+loopback port written into its hub.toml, so the CLI acts on the running demo.
 
 The modules, one concern each:
 
@@ -19,6 +22,8 @@ The modules, one concern each:
     _scheduler  the rate-limit story: the hit in the truth journal, the heartbeat, the switch
     _spawn      starting a child process: a clean environment, a session of its own
     _trees      ending whole process trees (freeze, SIGTERM, SIGKILL)
+    _loop       what closes the loop: the runaway's budget and the alert sink in hub.toml
+    _webhook    the webhook receiver the alerts land on (signatures checked, each kept once)
     _headless   `python -m hub.demo`: a headless run that prints the totals
 """
 

@@ -15,7 +15,7 @@ from typing import Final
 
 import psutil
 
-from hub.demo._cast import SUBAGENT_EVERY, CastProfile
+from hub.demo._cast import CastProfile
 from hub.demo._trees import end_trees
 from shared.events import Agent
 
@@ -79,13 +79,12 @@ def fake_agent_command(
     children: int,
     pace: Sequence[str],
 ) -> list[str]:
-    """The fake agent's command line; `pace` is its pace options (`_cast.pace_options`)."""
+    """The fake agent's command line; `pace` is its pace options (`_cast.pace_options`:
+    its call interval, and how often a normal Claude agent runs a subagent)."""
     command = [sys.executable, "-m", FAKE_AGENT, "--agent", profile.agent.value]
     command += ["--home", str(home), "--model", profile.model, "--mode", profile.mode]
     command += ["--children", str(children), "--project", str(project)]
     command += ["--truth", str(truth), "--machine", machine, "--profile", profile.name]
-    if profile.agent is Agent.CLAUDE_CODE and profile.mode == "normal":
-        command += ["--subagents", str(SUBAGENT_EVERY)]
     return command + list(pace)
 
 

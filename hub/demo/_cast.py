@@ -19,11 +19,14 @@ platform@example.com for the API keys):
 More machines repeat the spark02 / spark03 shapes with new accounts; with one machine the
 runaway runs on spark01. Each agent calls every 2-6 s (jittered per agent; `pace` scales every
 interval: 0.3 runs the demo about three times faster); a normal Claude Code agent also runs a
-subagent (Haiku) every third call, so its session has subagent spend.
+subagent (Haiku) about every 70 s (every 3rd call at least), so its session has subagent spend
+and yet no more than 10 new subagents in 10 minutes at pace 1 (the hub's fan-out detector
+would otherwise call every normal session a fan-out).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from collections.abc import Iterator
@@ -55,7 +58,8 @@ PROJECTS: Final = (
 # Seconds; every one of them is scaled by `pace`.
 CALL_EVERY: Final = (2.0, 6.0)  # a normal agent's time between calls, drawn per agent
 RUNAWAY_EVERY: Final = 1.0
-SUBAGENT_EVERY: Final = 3  # a normal Claude agent runs a Task subagent every 3rd call
+SUBAGENT_EVERY: Final = 3  # a normal Claude agent runs a Task subagent every 3rd call at most
+SUBAGENT_GAP: Final = 70.0  # ... and about this often
 LIMIT_AFTER: Final = (20.0, 40.0)  # when max-a's limit hits
 
 STORY_MACHINE: Final = "spark01"  # where the rate-limit story plays
@@ -134,10 +138,13 @@ def project_names() -> Iterator[str]:
 
 
 def pace_options(profile: CastProfile, rng: random.Random, pace: float) -> list[str]:
-    """The fake agent's --pace (jittered per agent, scaled) and, for the rate-limited one,
-    --calls: how many calls before its limit hits."""
+    """The fake agent's --pace (jittered per agent, scaled), for a normal Claude agent
+    --subagents (every how many calls) and, for the rate-limited one, --calls: how many calls
+    before its limit hits."""
     every = RUNAWAY_EVERY if profile.mode == "runaway" else rng.uniform(*CALL_EVERY)
     options = ["--pace", f"{every * pace:.3f}"]
+    if profile.agent is Agent.CLAUDE_CODE and profile.mode == "normal":
+        options += ["--subagents", str(max(SUBAGENT_EVERY, math.ceil(SUBAGENT_GAP / every)))]
     if profile.mode == "ratelimit":
         calls = max(3, round(rng.uniform(*LIMIT_AFTER) / every))
         options += ["--calls", str(calls)]

@@ -19,7 +19,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
+from hub.api.front import HubFront
+from hub.budgets.model import Budget, ScopeKind
 from hub.config import init_hub, load_hub_config
 from hub.demo._agent import HOME_VARIABLES, DemoAgent, end_agents, fake_agent_command
 from hub.demo._cast import (
@@ -33,9 +36,11 @@ from hub.demo._cast import (
     project_names,
 )
 from hub.demo._guard import RUN_VARIABLE, start_guard
+from hub.demo._loop import SINK, close_the_loop, runaway_budget, set_api_listen
 from hub.demo._nodes import end_nodes, node_command, write_node_config
 from hub.demo._scheduler import rotate, status_before, write_status
 from hub.demo._spawn import child_env, spawn
+from hub.demo._webhook import Delivery, DemoWebhook, write_secret
 from hub.serve import Hub
 from hub.service import FleetService
 
@@ -79,6 +84,9 @@ class DemoFleet:
         # process be killed before it ends them in order (see hub.demo._guard).
         self._env = {**child_env(self.workdir), RUN_VARIABLE: uuid.uuid4().hex}
         self._guard: subprocess.Popen[bytes] | None = None
+        self.webhook: DemoWebhook | None = None  # where the hub's alerts land
+        self.budget: Budget | None = None  # the runaway's budget (hub.demo._loop)
+        self._front: HubFront | None = None  # the hub's API and alert courier
 
     @property
     def agents(self) -> list[DemoAgent]:
@@ -144,9 +152,15 @@ class DemoFleet:
         if self._halt.is_set():
             raise RuntimeError("the demo fleet is stopping: nothing more is started")
 
+    @property
+    def config_path(self) -> Path:
+        """The demo hub's hub.toml: `fleet-hub budget|alerts|resume --config` it."""
+        return self.workdir / "hub" / "hub.toml"
+
     def _start_hub(self) -> FleetService:
-        """On loopback port 0: the hub's endpoints report the ports they got."""
-        config_path = self.workdir / "hub" / "hub.toml"
+        """On loopback port 0: the hub's endpoints report the ports they got. The webhook
+        receiver first (the sink's URL is its port), the API and the courier last."""
+        config_path = self.config_path
         init_hub(
             config_path,
             force=True,  # a re-run in the same workdir keeps the secret and the database
@@ -157,12 +171,44 @@ class DemoFleet:
                 "data_dir": str(self.workdir / "hub" / "data"),
                 "advertise": False,
                 "stale_after": STALE_AFTER,
+                "api": {"listen": "127.0.0.1:0"},  # the real port is written once bound
             },
         )
+        secret = write_secret(config_path.parent / f"{SINK}.secret")
+        self.webhook = DemoWebhook(
+            secret, self.workdir / "webhook" / "deliveries.jsonl", self._tell_delivery
+        ).start()
+        self.budget = runaway_budget(self.cast)
+        close_the_loop(config_path, self.budget, self.webhook.url, secret)
         self.hub = Hub(load_hub_config(config_path))
+        self._front = HubFront(self.hub)  # a bad sink secret: a ConfigError, before serving
         self._hub_running = True
         self.service = self.hub.start()
+        self._front.start(self.service)
+        # `fleet-hub ... --config` finds the API on the port it got
+        set_api_listen(config_path, urlsplit(self._front.url).netloc)
+        # httpx logs every request at INFO: a line per alert would bury the demo's own news
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        machine = self.budget.scope.value(ScopeKind.MACHINE) or "fleet"
+        self.service.tell(
+            machine,
+            f"demo: {self.budget.title} pauses the runaway at its limit; alerts go to {SINK}; "
+            f"fleet-hub budget list --config {config_path}",
+            "hub",
+        )
+        log.info("demo: the hub's config is %s (for fleet-hub --config)", config_path)
         return self.service
+
+    def _tell_delivery(self, delivery: Delivery) -> None:
+        """The feed's line for an alert the demo webhook accepted."""
+        service = self.service
+        if service is None or not self._hub_running:
+            return
+        scope = dict(
+            part.partition("=")[::2] for part in str(delivery.alert.get("scope", "")).split(",")
+        )
+        text = str(delivery.alert.get("text") or delivery.alert.get("id", "?"))
+        service.tell(scope.get("machine") or "fleet", f"alert delivered to {SINK}: {text}", "alert")
 
     def _write_node(self, machine: CastMachine) -> Path:
         """The machine's node.toml, key and profile homes, and spark01's first heartbeat."""
@@ -276,10 +322,21 @@ class DemoFleet:
             # Agents first, while their nodes and the hub still take what they logged.
             _safely(lambda: end_agents(list(self._agents)), "ending the fake agents")
             _safely(lambda: end_nodes(list(self.nodes.values())), "ending the node agents")
+            _safely(self._stop_front, "stopping the API and the alert courier")
             _safely(self._stop_hub, "stopping the hub")
+            _safely(self._stop_webhook, "stopping the webhook receiver")
             _safely(self._stop_guard, "stopping the guard")
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+
+    def _stop_front(self) -> None:
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
+
+    def _stop_webhook(self) -> None:
+        if self.webhook is not None:
+            self.webhook.stop()
 
     def _stop_guard(self) -> None:
         guard, self._guard = self._guard, None

@@ -11,11 +11,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import Final
 
 from hub.demo._fleet import DemoFleet
+from hub.demo._loop import SINK
 from hub.ledger import Dimension, Period
 from hub.service import FleetService
 from shared.cli import OneLineParser, positive_float, positive_int
+
+FEED_LINES: Final = 30  # the feed's last lines printed at the end
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             time.sleep(args.seconds)
         _print_totals(fleet.service)
+        if fleet.webhook is not None:
+            print(
+                f"{len(fleet.webhook.deliveries)} alerts delivered to {SINK}, each signature "
+                f"verified ({fleet.webhook.journal})"
+            )
     return 0
 
 
@@ -60,6 +69,6 @@ def _print_totals(service: FleetService) -> None:
             f"{key or '?':<26}{t.calls:>7}{t.api_equivalent:>16.2f}{t.metered:>12.2f}"
             f"{t.subscription_included:>12.2f}"
         )
-    for item in service.recent_feed(20):
+    for item in service.recent_feed(FEED_LINES):
         when = datetime.fromtimestamp(item.ts).strftime("%H:%M:%S")
         print(f"{when} {item.kind:<8} {item.machine:<8} {item.text}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Generic, Protocol, TypeVar
@@ -32,13 +32,14 @@ class Call:
 
     event: UsageEvent
     cost: Decimal | None
+    # The conversation the call belongs to: a session's main thread or one subagent's (each
+    # has a context and a cache of its own). Made once here: four detectors key on it.
+    thread: str = field(init=False)
 
-    @property
-    def thread(self) -> str:
-        """The conversation the call belongs to: a session's main thread or one subagent's
-        (each has a context and a cache of its own)."""
+    def __post_init__(self) -> None:
         sub = self.event.subagent_id
-        return self.event.session_id if sub is None else f"{self.event.session_id}/{sub}"
+        thread = self.event.session_id if sub is None else f"{self.event.session_id}/{sub}"
+        object.__setattr__(self, "thread", thread)
 
     @property
     def session_scope(self) -> str:

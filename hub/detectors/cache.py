@@ -89,6 +89,8 @@ class CacheThrash(PerThread[_Thread]):
         return []
 
     def _settle(self, state: _Thread, call: Call) -> None:
+        if not state.pending:
+            return  # most threads: no 1-hour write to follow
         t, ts = call.event.tokens, call.event.ts
         written = t.cache_write_5m + t.cache_write_1h
         keep: deque[_Write] = deque(maxlen=PENDING_MAX)

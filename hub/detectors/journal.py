@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from hub.findings import Finding, Severity
 
@@ -60,16 +60,29 @@ class FindingJournal:
 
     def findings(self, limit: int = 1000) -> list[Finding]:
         """The latest findings, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, kind, scope, severity, start, text, evidence FROM detector_findings "
-                "ORDER BY raised_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT id, kind, scope, severity, start, text, evidence FROM detector_findings "
+            "ORDER BY raised_at DESC LIMIT ?",
+            limit,
+        )
         return [
             Finding(i, k, sc, Severity(sev), st, t, json.loads(ev))
             for i, k, sc, sev, st, t, ev in rows
         ]
+
+    def ids(self, limit: int = 100_000) -> list[str]:
+        """The ids of the latest `limit` findings, oldest first (what a restarted runner
+        counts as raised)."""
+        rows = self._rows(
+            "SELECT id FROM (SELECT id, raised_at FROM detector_findings "
+            "ORDER BY raised_at DESC LIMIT ?) ORDER BY raised_at",
+            limit,
+        )
+        return [i for (i,) in rows]
+
+    def _rows(self, sql: str, *params: object) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._lock:

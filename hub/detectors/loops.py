@@ -5,11 +5,11 @@ Two rules per thread (a session's main thread or one subagent):
 - **same tool call**: REPEATS consecutive calls whose tool uses are identical (the same tools
   with the same input, as the node's `tool_calls` signature carries them: OpenCode's "doom
   loop" rule of 3). Fires on the third identical call, i.e. after 2 repeats.
-- **similar small calls** (for agents whose log gives no tool signature, e.g. Codex): BURST
-  consecutive calls, each at most BURST_GAP_S after the previous, with small outputs
-  (<= SMALL_OUTPUT tokens) within OUTPUT_SPREAD of each other and a prompt that grows by a
-  near-constant step (the same error text appended each time). Calls that carry a signature
-  are judged by the first rule only: different tool calls are not a loop.
+- **similar small calls** (for calls whose log gives no tool signature, e.g. a Codex build
+  that logs none): BURST consecutive calls, each at most BURST_GAP_S after the previous, with
+  small outputs (<= SMALL_OUTPUT tokens) within OUTPUT_SPREAD of each other and a prompt that
+  grows by a near-constant step (the same error text appended each time). Calls that carry a
+  signature are judged by the first rule only: different tool calls are not a loop.
 
 Repeated tool *errors* are not seen: the logs keep them in the tool-result lines, which the
 node does not read (it reads usage lines only). One finding per (thread, signature).

@@ -26,6 +26,7 @@ from typing import Final
 
 from hub.detectors._base import MAX_SCOPES, Call, Recent, dollars, money
 from hub.findings import Finding, Severity
+from shared.events import Agent, UsageEvent
 
 KIND: Final = "peer_outlier"
 HOUR_S: Final = 3600
@@ -87,18 +88,19 @@ class PeerOutlier:
 
     def __init__(self) -> None:
         self._groups: dict[str, _Group] = {}
+        self._entities: dict[tuple[str, str | None, str | None, Agent], list[tuple[str, str]]]
+        self._entities = {}
 
     def observe(self, call: Call) -> list[Finding]:
         if call.cost is None or call.cost <= 0:
             return []
         e = call.event
-        entities = [("machines", f"machine={e.machine}")]
-        if e.account is not None:
-            entities.append(("accounts", f"account={e.account}"))
-        if e.profile is not None:
-            entities.append(
-                (f"profiles of {e.agent.value}", f"machine={e.machine},profile={e.profile}")
-            )
+        where = (e.machine, e.account, e.profile, e.agent)
+        entities = self._entities.get(where)
+        if entities is None:  # made once per place, not per call: the hot path of ingest
+            if len(self._entities) >= MAX_SCOPES:
+                self._entities.clear()
+            entities = self._entities[where] = _entities_of(e)
         minute = int(e.ts // 60)
         out = []
         for name, scope in entities:
@@ -149,3 +151,15 @@ class PeerOutlier:
                 "ratio": str(times),
             },
         )
+
+
+def _entities_of(e: UsageEvent) -> list[tuple[str, str]]:
+    """(group, scope) of each entity a call of `e`'s place counts for."""
+    entities = [("machines", f"machine={e.machine}")]
+    if e.account is not None:
+        entities.append(("accounts", f"account={e.account}"))
+    if e.profile is not None:
+        entities.append(
+            (f"profiles of {e.agent.value}", f"machine={e.machine},profile={e.profile}")
+        )
+    return entities

@@ -59,14 +59,20 @@ class RunRateSpike:
 
     def __init__(self) -> None:
         self._scopes: Recent[_Scope] = Recent(_Scope, MAX_SCOPES)
+        self._places: dict[tuple[str, str | None], list[str]] = {}
 
     def observe(self, call: Call) -> list[Finding]:
         if call.cost is None or call.cost <= 0:
             return []
         e = call.event
-        scopes = [f"machine={e.machine}"]
-        if e.profile is not None:
-            scopes.append(f"machine={e.machine},profile={e.profile}")
+        place = (e.machine, e.profile)
+        scopes = self._places.get(place)
+        if scopes is None:  # made once per place, not per call: the hot path of ingest
+            if len(self._places) >= MAX_SCOPES:
+                self._places.clear()
+            scopes = self._places[place] = [f"machine={e.machine}"]
+            if e.profile is not None:
+                scopes.append(f"machine={e.machine},profile={e.profile}")
         out = []
         for scope in scopes:
             finding = self._add(scope, self._scopes.get(scope), e.ts, call.cost)

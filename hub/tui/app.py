@@ -53,6 +53,7 @@ from hub.governance_rows import (
     open_alerts,
 )
 from hub.ledger import Dimension, Period
+from hub.outcome_view import OUTCOME_VIEWS, VIEW_NAMES, outcome_spend_rows
 from hub.service import Action, CommandOutcome, FeedItem
 from hub.source import FleetSource
 from hub.tui.governance import GovernanceKeys
@@ -181,15 +182,21 @@ class FleetApp(App[None]):
         Binding("a", "add", "Add / ack", show=False),
         Binding("e", "edit", "Edit budget", show=False),
         Binding("x", "remove", "Remove budget", show=False),
-        Binding("o", "override", "Override budget", show=False),
         Binding("m", "silence", "Silence", show=False),
         Binding("y", "retry", "Retry delivery", show=False),
         Binding("escape", "step_back", "Back", show=False),
         Binding("g", "grouping", "Group", show=False),
         Binding("t", "period", "Period", show=False),
+        Binding("o", "outcome_view", "Outcome", show=False),
     ]
     KEY_HELP: Final = (
         ("1 2 3 4 5 6", "Machines, Profiles, Sessions, Spend-by, Budgets, Alerts"),
+        # the halt keys first: an 80x24 screen shows them without scrolling
+        ("p", "pause the selected session's agent (its whole process tree)"),
+        ("r", "resume it"),
+        ("k", "kill it (asks first)"),
+        ("P", "pause every agent of the selected machine or profile (asks first)"),
+        ("R", "resume every paused agent of the selected machine or profile (asks first)"),
         ("↑ ↓ PgUp PgDn", "move in the table"),
         (
             "enter",
@@ -202,11 +209,7 @@ class FleetApp(App[None]):
         ("s", "sort by a column (choose it again to flip); click a header too"),
         ("g", "Spend-by tab: next grouping (account, machine, profile, agent, project, model)"),
         ("t", "Spend-by tab: today / this week / this month"),
-        ("p", "pause the selected session's agent (its whole process tree)"),
-        ("r", "resume it"),
-        ("k", "kill it (asks first)"),
-        ("P", "pause every agent of the selected machine or profile (asks first)"),
-        ("R", "resume every paused agent of the selected machine or profile (asks first)"),
+        ("o", "Spend-by tab: by outcome: commit, branch, pull request, repository (g: back)"),
         ("a", "Budgets tab: add a budget (operator); Alerts tab: acknowledge the alert"),
         ("e", "Budgets tab: edit the selected budget (operator)"),
         ("x", "Budgets tab: remove the selected budget (asks; operator)"),
@@ -232,6 +235,7 @@ class FleetApp(App[None]):
         self.dashboard.in_front = Table.MACHINES  # the first tab
         self.who = who or f"{getpass.getuser()}@tui"
         self.grouping = Dimension.ACCOUNT
+        self.outcome_view: str | None = None  # the Spend-by tab groups by outcome (o)
         self.period = Period.TODAY
         self.trail = Trail()
         self.header_figures: HeaderFigures | None = None
@@ -397,7 +401,12 @@ class FleetApp(App[None]):
         self._spend_at = time.monotonic()
         self._spend_dirty = False
         table = self.table("spend")
-        rows = spend_rows(self.service, self.grouping, self.period)
+        if self.outcome_view is not None:
+            report = self.service.outcome_report(self.outcome_view, self.period)
+            rows = outcome_spend_rows(self.outcome_view, report)
+            self._spend_dirty = report is None  # read again until the first read is in
+        else:
+            rows = spend_rows(self.service, self.grouping, self.period)
         gone = set(table.rows_by_key) - set(rows)
         table.apply(TableDiff(upserts=rows, removed=gone))
         table.settle()
@@ -504,7 +513,12 @@ class FleetApp(App[None]):
             label = next(c.label for c in table.spec if c.key == table.sort_column)
             parts.append(f"sort {label} {'↓' if table.sort_reverse else '↑'}")
         if self.current_tab == "spend":
-            parts.append(f"group by {self.grouping.value} (g) · {self.period.value} (t)")
+            group = (
+                f"{VIEW_NAMES[self.outcome_view]} (o)"
+                if self.outcome_view is not None
+                else f"{self.grouping.value} (g)"
+            )
+            parts.append(f"group by {group} · {self.period.value} (t)")
         parts.extend(self._governance_hints())
         parts.append(f"{table.row_count} rows")
         hidden = table.hidden_columns
@@ -567,7 +581,22 @@ class FleetApp(App[None]):
 
     def action_grouping(self) -> None:
         i = GROUPINGS.index(self.grouping)
-        self.grouping = GROUPINGS[(i + 1) % len(GROUPINGS)]
+        if self.outcome_view is not None:  # from an outcome view, g goes back to its grouping
+            self.outcome_view = None
+        else:
+            self.grouping = GROUPINGS[(i + 1) % len(GROUPINGS)]
+        self.table("spend").apply(TableDiff(removed=set(self.table("spend").rows_by_key)))
+        self.refresh_spend()
+        self.action_tab("spend")
+
+    def action_outcome_view(self) -> None:
+        """Group the Spend-by tab by outcome, the next view on each press (on the Budgets
+        tab, `o` overrides the selected budget)."""
+        if self.current_tab == "budgets":
+            self.action_override()
+            return
+        i = OUTCOME_VIEWS.index(self.outcome_view) + 1 if self.outcome_view else 0
+        self.outcome_view = OUTCOME_VIEWS[i % len(OUTCOME_VIEWS)]
         self.table("spend").apply(TableDiff(removed=set(self.table("spend").rows_by_key)))
         self.refresh_spend()
         self.action_tab("spend")
@@ -766,6 +795,11 @@ class FleetApp(App[None]):
             SystemCommand("Sort", "Sort by a column", self.action_sort),
             SystemCommand("Columns", "All columns, or those that fit", self.action_columns),
             SystemCommand("Next grouping", "Spend-by: next grouping", self.action_grouping),
+            SystemCommand(
+                "Group by outcome",
+                "Spend-by: by commit, branch, pull request, repository",
+                self.action_outcome_view,
+            ),
             SystemCommand("Next period", "Spend-by: today / week / month", self.action_period),
             SystemCommand(
                 "Pause agent",

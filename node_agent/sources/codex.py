@@ -67,6 +67,7 @@ here needs no other file, so it holds when the parent's rollout is absent or rea
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import deque
@@ -115,7 +116,9 @@ _ROLLOUT_RE: Final = re.compile(
 _HEAD: Final = 512
 _TYPE_KEY: Final = b'"type":"'
 _PARSE_KINDS: Final = frozenset({b"session_meta", b"turn_context", b"token_usage_record"})
-_SKIP_KINDS: Final = frozenset({b"response_item", b"compacted", b"world_state"})
+_SKIP_KINDS: Final = frozenset({b"compacted", b"world_state"})
+# response items are skipped but for the model's tool calls (the hub's retry-loop signature)
+_TOOL_ITEMS: Final = frozenset({b"function_call", b"custom_tool_call", b"local_shell_call"})
 _PARSE_EVENTS: Final = frozenset(
     {b"token_count", b"task_complete", b"error", b"task_started", b"thread_settings_applied"}
 )
@@ -138,13 +141,15 @@ def _wanted(data: bytes, start: int = 0, stop: int | None = None) -> bool:
         return True
     if kind in _SKIP_KINDS:
         return False
-    if kind != b"event_msg":
+    if kind not in (b"event_msg", b"response_item"):
         return True
     j = find(_TYPE_KEY, end, head_end)
     if j < 0:
-        return True
+        return kind == b"event_msg"
     begin = j + len(_TYPE_KEY)
     end = find(b'"', begin, head_end)
+    if kind == b"response_item":
+        return end >= 0 and data[begin:end] in _TOOL_ITEMS
     return end < 0 or data[begin:end] in _PARSE_EVENTS
 
 
@@ -403,6 +408,7 @@ class _File:
     limits: LimitTracker = field(default_factory=LimitTracker)
     last_ts: float | None = None
     model_noted: bool = False
+    tools: list[str] = field(default_factory=list)  # tool calls since the last usage line
 
 
 class CodexSource(Source):
@@ -515,7 +521,10 @@ class CodexSource(Source):
             ordinal=_int(obj.get("ordinal")),
         )
         kind = obj.get("type")
-        if kind == "session_meta":
+        if kind == "response_item":
+            if not st.region:  # copied history's tool calls are not this thread's
+                st.tools.append(_tool_call(payload))
+        elif kind == "session_meta":
             self._on_meta(st, payload, obj, ctx)
         elif kind == "turn_context":
             self._on_turn(st, payload, ctx)
@@ -792,6 +801,8 @@ class CodexSource(Source):
             sink=sink,
         )
         if event is not None:
+            if match is not None and match.event is not None and event.tool_calls is None:
+                event = replace(event, tool_calls=match.event.tool_calls)  # its calls' tools
             sink.usage(event)
 
     def _emit_copy(
@@ -883,6 +894,7 @@ class CodexSource(Source):
             sink.problem(ParseProblem(ctx.path, ctx.lineno, "usage line without timestamp"))
             return None
         meta = st.meta or _Meta(thread=st.thread)
+        tools, st.tools = ",".join(st.tools) or None, []
         return UsageEvent(
             event_id=event_id,
             ts=ts,
@@ -901,4 +913,19 @@ class CodexSource(Source):
             service_tier=tier,
             agent_version=meta.version,
             origin=ctx.origin,
+            tool_calls=tools,
         )
+
+
+def _tool_call(payload: Mapping[str, object]) -> str:
+    """A response item's tool call as "name:hash" (the hub's retry-loop signature, as Claude
+    Code's tool uses): 12 hex digits of SHA-256 of its arguments, which are never sent."""
+    name = _text(payload.get("name")) or _text(payload.get("type")) or "?"
+    arguments = payload.get("arguments", payload.get("input", payload.get("action")))
+    blob = (
+        arguments
+        if isinstance(arguments, str)
+        else orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+    )
+    data = blob.encode() if isinstance(blob, str) else blob
+    return f"{name}:{hashlib.sha256(data).hexdigest()[:12]}"

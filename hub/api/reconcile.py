@@ -1,0 +1,53 @@
+"""`GET /api/v1/reconcile`: the fleet's figures held against the providers' reports, now.
+
+It asks the providers (so it takes seconds) and raises the drifts it finds into the alert
+outbox, idempotently: asking twice raises each drift once. Viewers may ask.
+
+(No `from __future__ import annotations`: FastAPI reads the endpoints' local type aliases.)
+"""
+
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Response
+
+from hub.api.auth import Principal
+from hub.api.errors import ApiError
+from hub.reconcile.run import Reconciler, resolve_days
+from shared.cli import day_range_error
+
+API = "/api/v1"
+
+
+def reconcile_routes(reconciler: Reconciler, reader: Callable[..., Principal]) -> APIRouter:
+    router = APIRouter(prefix=f"{API}/reconcile", tags=["reconcile"])
+    Reader = Annotated[Principal, Depends(reader)]
+
+    @router.get(
+        "",
+        response_class=Response,
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    def reconcile(
+        _: Reader,
+        since: Annotated[date | None, Query(description="first UTC day")] = None,
+        until: Annotated[date | None, Query(description="last UTC day")] = None,
+        provider: Literal["anthropic", "openai"] | None = None,
+    ) -> Response:
+        """{"rows": [{provider, day, model, key, fleet, billed, drift, cause, ...}],
+        "findings": [...], "errors": {provider: why}, ...} (money: exact decimal strings)."""
+        if problem := day_range_error(*resolve_days(reconciler.settings, since, until)):
+            raise ApiError(422, problem)
+        if not reconciler.settings.providers:
+            raise ApiError(
+                422,
+                "the hub's config names no provider: add [reconcile.anthropic] or "
+                "[reconcile.openai] with a key_file",
+            )
+        outcome = reconciler.run(since, until, (provider,) if provider else None)
+        body: dict[str, Any] = outcome.to_json()
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return router

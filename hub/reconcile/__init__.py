@@ -1,0 +1,8 @@
+"""Reconciliation: the fleet's figures held against the providers' own usage and cost reports.
+
+`settings` reads `[reconcile]` of hub.toml; `anthropic` and `openai` fetch a provider's reports
+(through `transport`, behind an interface) into `model`'s shapes; `fleet` reads the hub's
+figures per UTC day, model and key; `match` joins the two and `causes` names why a row drifts;
+`run` ties them together and hands each drift past the threshold to a `FindingSink` (the alert
+outbox) as a finding whose id is stable, so a drift found twice is one alert.
+"""

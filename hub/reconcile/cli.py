@@ -1,0 +1,120 @@
+"""`fleet-hub reconcile`: the fleet's figures against the providers' reports, now.
+
+Through the running hub's API when one serves the config (`GET /api/v1/reconcile`), else on
+the store directly (the findings then go to the store's alert outbox, which the next
+`fleet-hub serve` delivers). Exits 1 when a provider could not be asked (the rest is shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from typing import Any, Final
+
+import orjson
+
+from hub.api_client import running_hub
+from hub.config import HubConfig, load_hub_config
+from hub.reconcile.run import Reconciler, resolve_days
+from hub.reconcile.settings import PROVIDERS
+from pricing import PriceBook
+from shared.cli import EXIT_FAILURE, EXIT_USAGE, day_range_error, iso_day
+
+API: Final = "/api/v1/reconcile"
+
+
+def add_parser(sub: Any, with_config: Any) -> None:
+    p = with_config(
+        sub.add_parser("reconcile", help="hold the fleet's figures against the providers' bills")
+    )
+    p.add_argument("--since", type=iso_day, help="first UTC day, YYYY-MM-DD (default: days back)")
+    p.add_argument("--until", type=iso_day, help="last UTC day, YYYY-MM-DD (default: today)")
+    p.add_argument("--provider", choices=sorted(PROVIDERS), help="only this provider")
+    p.add_argument("--json", action="store_true", help="print JSON: {rows, findings, ...}")
+    p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    prog = "fleet-hub reconcile"
+    config = load_hub_config(args.config)
+    since, until = resolve_days(config.reconcile, args.since, args.until)
+    if problem := day_range_error(since, until):
+        print(f"{prog}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.reconcile.providers:
+        print(
+            f"{prog}: {config.path} names no provider to ask: add [reconcile.anthropic] or "
+            "[reconcile.openai] with a key_file (see README, Reconciliation)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    client = running_hub(config, args.token)
+    if client is not None:
+        days = {"since": since.isoformat(), "until": until.isoformat()}
+        result = client.get(API, **days, provider=args.provider)
+    else:
+        result = _on_store(config, since, until, args.provider)
+    _print(result, args.json)
+    for provider, why in result["errors"].items():
+        print(f"{prog}: {provider}: {why}", file=sys.stderr)
+    return EXIT_FAILURE if result["errors"] else 0
+
+
+def _on_store(
+    config: HubConfig, since: date | None, until: date | None, provider: str | None
+) -> dict[str, Any]:
+    from hub.alerts.cli import _outbox  # the store (or why there is none) and its outbox
+    from hub.api.reconcile_http import HttpxTransport  # the web stack only when it asks
+    from hub.report import build_hub_report
+    from hub.store import Store
+
+    outbox = _outbox(config)
+    with Store.in_dir(config.data_dir) as store, HttpxTransport() as transport:
+        reconciler = Reconciler(
+            config.reconcile,
+            lambda by, tz, first, last: build_hub_report(
+                store, by=by, tz=tz, since=first, until=last
+            ),
+            outbox,
+            transport,
+            book=PriceBook.default(),
+        )
+        try:
+            outcome = reconciler.run(since, until, (provider,) if provider else None)
+        finally:
+            outbox.close()
+    return outcome.to_json()
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    print(
+        f"{result['since']} to {result['until']}, {result['buckets']} "
+        f"(the fleet's zone: {result['fleet_tz']})"
+    )
+    header = ["provider", "day", "model", "key", "fleet $", "billed $", "drift $", "cause"]
+    lines = [header]
+    for row in result["rows"]:
+        cause = row["cause"] or ("(finalising)" if row["partial"] else "")
+        lines.append(
+            [
+                row["provider"],
+                row["day"],
+                row["model"],
+                row["key"],
+                row["fleet"]["usd"],
+                row["billed"]["usd"],
+                row["drift"]["usd"],
+                cause,
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for finding in result["findings"]:
+        print(f"! {finding['text']}")
+    if result["unmapped_profiles"]:
+        print(f"not compared (no [[reconcile.keys]]): {', '.join(result['unmapped_profiles'])}")

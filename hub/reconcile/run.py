@@ -1,0 +1,178 @@
+"""One reconciliation: fetch each configured provider's reports, join them with the fleet's
+figures, name each drift's cause, and hand the drifts of finalised days to a FindingSink.
+
+A finding's id is (provider, day, model, key, cause): the same drift found by every later run
+(and after a restart) is the same alert. A day the provider has not finalised is shown but not
+alerted on; so is a row under the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from hub.findings import Finding, FindingSink, Severity
+from hub.reconcile import anthropic, openai
+from hub.reconcile.billed import BilledFigure, billed_figures
+from hub.reconcile.causes import name_cause
+from hub.reconcile.fleet import ReportFn, RowKey, fleet_figures
+from hub.reconcile.match import Row, join
+from hub.reconcile.model import ConnectorError, ProviderReport
+from hub.reconcile.settings import ProviderSettings, ReconcileSettings
+from hub.reconcile.transport import Transport
+from pricing import PriceBook
+
+log = logging.getLogger(__name__)
+
+# (provider settings, first day, last day) -> the provider's reports
+Fetch = Callable[[ProviderSettings, date, date], ProviderReport]
+CONNECTORS = {"anthropic": anthropic.fetch, "openai": openai.fetch}
+
+
+def http_fetch(transport: Transport) -> Fetch:
+    def fetch(settings: ProviderSettings, first: date, last: date) -> ProviderReport:
+        return CONNECTORS[settings.name](settings, transport, first, last)
+
+    return fetch
+
+
+@dataclass(slots=True)
+class Outcome:
+    first: date
+    last: date
+    fleet_tz: str
+    rows: list[Row] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # provider -> why it has no rows
+    unmapped: list[str] = field(default_factory=list)  # fleet profiles no key mapping names
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.first.isoformat(),
+            "until": self.last.isoformat(),
+            "buckets": "UTC days",
+            "fleet_tz": self.fleet_tz,
+            "rows": [row.to_json() for row in self.rows],
+            "findings": [_finding_json(f) for f in self.findings],
+            "errors": dict(sorted(self.errors.items())),
+            "unmapped_profiles": self.unmapped,
+        }
+
+
+def _finding_json(finding: Finding) -> dict[str, Any]:
+    return {**asdict(finding), "severity": finding.severity.value}
+
+
+def resolve_days(
+    settings: ReconcileSettings, since: date | None, until: date | None
+) -> tuple[date, date]:
+    """`since` to `until`, by default the last `days` UTC days up to today (providers finalise
+    a day late); `until` given alone ends that span there."""
+    last = until or datetime.now(UTC).date()
+    return since or last - timedelta(days=settings.days - 1), last
+
+
+def reconcile(
+    settings: ReconcileSettings,
+    report: ReportFn,
+    fetch: Fetch,
+    first: date,
+    last: date,
+    *,
+    book: PriceBook | None = None,
+    providers: tuple[str, ...] | None = None,
+    sink: FindingSink | None = None,
+) -> Outcome:
+    outcome = Outcome(first, last, settings.fleet_tz)
+    wanted = [p for p in settings.providers if providers is None or p in providers]
+    billed: dict[RowKey, BilledFigure] = {}
+    partial: dict[str, set[date]] = {}
+    for name in wanted:
+        try:
+            provider_report = fetch(settings.providers[name], first, last)
+        except ConnectorError as exc:
+            outcome.errors[name] = str(exc)
+            log.warning("reconcile: %s", exc)
+            continue
+        billed.update(billed_figures(provider_report))
+        partial[name] = provider_report.partial_days
+    fleet, unmapped = fleet_figures(report, settings, first, last)
+    outcome.unmapped = sorted(unmapped)
+    fetched = {k: v for k, v in fleet.items() if k[0] in partial}  # providers that answered
+    for row in join(fetched, billed, partial):
+        if row.drifts(settings.threshold_percent, settings.threshold_usd):
+            row.cause = name_cause(row, book)
+            if not row.partial:
+                outcome.findings.append(_finding(row))
+        outcome.rows.append(row)
+    if sink is not None:
+        for finding in outcome.findings:
+            sink.raise_finding(finding)  # idempotent on the id: a drift found again adds nothing
+    return outcome
+
+
+def _finding(row: Row) -> Finding:
+    assert row.cause is not None
+    return Finding(
+        id=f"reconcile:{row.provider}:{row.day}:{row.model}:{row.key}:{row.cause.name}",
+        kind=f"reconcile_{row.cause.name}",
+        scope=f"provider={row.provider},key={row.key}",
+        severity=Severity.WARNING,
+        start=datetime.combine(row.day, time(), UTC).timestamp(),
+        text=row.cause.text,
+        evidence=_evidence(row, row.cause.evidence),
+    )
+
+
+def _evidence(row: Row, extra: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "provider": row.provider,
+        "day": row.day.isoformat(),
+        "model": row.model,
+        "key": row.key,
+        "fleet_usd": str(row.fleet.paid),
+        "billed_usd": str(row.billed.usd),
+        "drift_usd": str(row.drift),
+        **extra,
+    }
+
+
+class Reconciler:
+    """What `fleet-hub serve` and `fleet-hub reconcile` run: settings, the fleet's report, the
+    providers over `transport` (its owner closes it) and the outbox, bound once."""
+
+    def __init__(
+        self,
+        settings: ReconcileSettings,
+        report: ReportFn,
+        sink: FindingSink | None,
+        transport: Transport,
+        *,
+        book: PriceBook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.report = report
+        self.sink = sink
+        self.book = book
+        self.fetch = http_fetch(transport)
+
+    def run(
+        self,
+        first: date | None = None,
+        last: date | None = None,
+        providers: tuple[str, ...] | None = None,
+    ) -> Outcome:
+        first, last = resolve_days(self.settings, first, last)
+        return reconcile(
+            self.settings,
+            self.report,
+            self.fetch,
+            first,
+            last,
+            book=self.book,
+            providers=providers,
+            sink=self.sink,
+        )

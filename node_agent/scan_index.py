@@ -1,0 +1,320 @@
+"""The scan index: what earlier scans read of each Claude Code transcript, so that a repeat scan
+reads only the bytes appended since.
+
+Kept in `$XDG_CACHE_HOME/fleetmeter/scan-index.msgpack` (one file, written whole and renamed
+into place, readable by its owner only). Per file: its (device, inode), size and mtime when it
+was read, its `FileReading` up to the last complete line, and a hash of the bytes just before
+that point. A later scan then, per file:
+
+- same (device, inode), size and mtime, and the mtime safely older than that reading (a write in
+  the same clock tick leaves both alike): the reading is used as it is, nothing is read;
+- same (device, inode) and at least as long: the hashed window is read again; if it still
+  matches, the file is read on from where the reading stopped (appended bytes only);
+- anything else (truncated, replaced, rotated under the same name, a window that changed): the
+  file is read from the start.
+
+Readings hold token counts, never prices, so a changed price table needs nothing invalidated: it
+prices the same readings anew. A reading depends on fleetmeter's reading rules, so the index is
+stamped with a hash of their source and dropped whole when they change (a new version). An index
+that cannot be decoded is discarded with a one-line warning and written anew; it is never used
+for figures. A file rewritten in place to the same size with the same last 4 KiB and its mtime put
+back would not be noticed: logs are only ever appended to.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+
+# blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
+from _blake2 import blake2b
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from node_agent.claude_reading import FileReading, Outcome, read_file
+from node_agent.sources.base import FileKind, SourceFile
+
+INDEX_NAME: Final = "scan-index.msgpack"
+WINDOW_BYTES: Final = 4096
+# Younger than this when read, a file's size and mtime may not show a write in the same tick.
+RACY_NS: Final = 2_000_000_000
+
+# The modules whose rules shape a reading: any change to them is a new index.
+_RULES: Final = (
+    "sources/_claude_line.py",
+    "sources/_values.py",
+    "sources/_claude_limits.py",
+    "sources/claude.py",
+    "claude_reading.py",
+    "tailer.py",
+    "scan_index.py",  # the layout of the index itself
+)
+
+
+class Entry(msgspec.Struct, array_like=True, gc=False):
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    read_at_ns: int  # wall clock just before the file was read
+    window: bytes  # hash of the WINDOW_BYTES before `end`
+    end: int  # where the reading stops: just past the file's last complete line
+    calls: list[str]  # the message ids of the reading's calls: what files sharing calls share
+    # The `FileReading`, still msgpack: a repeat scan decodes only those it merges again.
+    reading: msgspec.Raw
+
+    def kept(self) -> FileReading:
+        return decode_reading(self.reading)
+
+
+def stored(reading: FileReading) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.msgpack.encode(reading))
+
+
+decode_reading = msgspec.msgpack.Decoder(FileReading).decode
+
+
+def calls_of(reading: FileReading) -> list[str]:
+    """The message ids of a reading's calls, each once, in order."""
+    return list(dict.fromkeys(run.best.group for run in reading.runs if run.best.group is not None))
+
+
+class _Stamp(msgspec.Struct, array_like=True, gc=False):
+    stamp: str  # the head of an index file of any layout
+
+
+class _IndexFile(msgspec.Struct, array_like=True, gc=False):
+    stamp: str
+    entries: dict[str, Entry]
+    # Priced partial reports of groups of files that share calls, by a key of everything they
+    # depend on (see `report.py`): files unchanged since need no merge or pricing again.
+    reports: dict[bytes, bytes] = {}
+
+
+class Task(msgspec.Struct, array_like=True, gc=False):
+    """One file to read: from the start, or on from `prior` if its window still hashes alike."""
+
+    path: str
+    prior: FileReading | None = None
+    window: bytes = b""
+
+
+class Done(msgspec.Struct, array_like=True, gc=False):
+    outcome: Outcome
+    entry: Entry | None  # what to keep in the index (None: the file could not be read through)
+
+
+def default_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "fleetmeter"
+
+
+def rules_stamp() -> str:
+    root = Path(__file__).resolve().parent
+    digest = blake2b(digest_size=16)
+    for name in _RULES:
+        digest.update((root / name).read_bytes())
+    digest.update((root.parent / "shared" / "events.py").read_bytes())
+    return digest.hexdigest()
+
+
+class ScanIndex:
+    def __init__(
+        self,
+        path: Path,
+        entries: dict[str, Entry],
+        stamp: str,
+        reports: dict[bytes, bytes] | None = None,
+    ) -> None:
+        self.path = path
+        self.entries = entries
+        self._stamp = stamp
+        self._changed = False
+        self._planned: set[str] = set()
+        self._reports = reports or {}
+        self._used: dict[bytes, bytes] = {}  # reports this scan used or made: the ones kept
+
+    @classmethod
+    def load(cls, directory: Path) -> tuple[ScanIndex, str | None]:
+        """The index in `directory` (empty when there is none yet or it is stale), and a warning
+        when there was one that could not be used."""
+        path = directory / INDEX_NAME
+        stamp = rules_stamp()
+        try:
+            data = _read_regular(path)
+        except FileNotFoundError:
+            return cls(path, {}, stamp), None
+        except OSError as exc:
+            index = cls(path, {}, stamp)
+            index._changed = True  # written anew in its place, if that can be done
+            return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
+        try:
+            if msgspec.msgpack.decode(data, type=_Stamp).stamp != stamp:
+                index = cls(path, {}, stamp)  # written by other reading rules: of no use
+                index._changed = True
+                return index, None
+            found = msgspec.msgpack.decode(data, type=_IndexFile)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            index = cls(path, {}, stamp)
+            index._changed = True
+            return index, f"the scan index {path} is damaged ({exc}): discarded, read anew"
+        return cls(path, found.entries, stamp, found.reports), None
+
+    def plan(self, path: Path) -> Entry | Task:
+        """The entry of an unchanged file (its reading is what a read would give), or the
+        task that reads it."""
+        name = str(path)
+        self._planned.add(name)
+        entry = self.entries.get(name)
+        if entry is None:
+            return Task(name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return Task(name)  # the reader says what is wrong with it
+        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < entry.end:
+            return Task(name)
+        if (
+            st.st_size == entry.size == entry.end
+            and st.st_mtime_ns == entry.mtime_ns
+            and entry.mtime_ns < entry.read_at_ns - RACY_NS
+        ):
+            return entry
+        try:
+            prior = entry.kept()
+        except (msgspec.DecodeError, RecursionError):
+            return Task(name)  # a damaged reading: read it all again
+        return Task(name, prior, entry.window)
+
+    def entry(self, path: Path) -> Entry | None:
+        return self.entries.get(str(path))
+
+    def report(self, key: bytes) -> bytes | None:
+        found = self._reports.get(key)
+        if found is not None:
+            self._used[key] = found
+        return found
+
+    def keep_report(self, key: bytes, blob: bytes) -> None:
+        self._used[key] = blob
+        self._changed = True
+
+    def keep(self, path: Path, entry: Entry | None) -> None:
+        name = str(path)
+        if entry is None:
+            if self.entries.pop(name, None) is not None:
+                self._changed = True
+            return
+        self.entries[name] = entry
+        self._changed = True
+
+    def save(self) -> str | None:
+        """Write the index if it changed; a warning when it could not be written. Files this scan
+        did not look at are kept while they exist (another scan may read them)."""
+        gone = [name for name in self.entries if name not in self._planned and not _exists(name)]
+        for name in gone:
+            del self.entries[name]
+        if not (self._changed or gone or self._used.keys() != self._reports.keys()):
+            return None
+        blob = msgspec.msgpack.encode(_IndexFile(self._stamp, self.entries, self._used))
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            os.replace(temp, self.path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            return f"cannot write the scan index {self.path}: {exc.strerror or exc}"
+        return None
+
+
+def run_task(task: Task) -> Done:
+    """Read the file of `task` (on from its prior reading when the window still matches) and
+    what to keep of it."""
+    path = Path(task.path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return Done(read_file(path), None)
+    read_at = time.time_ns()
+    prior = task.prior
+    if prior is not None and _window(path, prior.end) != task.window:
+        prior = None  # rewritten: read it all again
+    outcome = read_file(path, prior)
+    kept = outcome.kept
+    if kept is None:
+        return Done(outcome, None)
+    window = _window(path, kept.end)
+    if window is None:
+        return Done(outcome, None)
+    entry = Entry(
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        read_at,
+        window,
+        kept.end,
+        calls_of(kept),
+        stored(kept),
+    )
+    return Done(outcome, entry)
+
+
+def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes | None:
+    """The key under which a unit of another agent's log files (see `report.plan_units`) is
+    kept priced: its files' identities (path, device and inode, size, mtime) with `context`.
+    None when it cannot be kept: a file that is not a JSONL log (a SQLite store changes
+    through its journal), cannot be stat'ed, or was written too lately for its size and
+    mtime to show a write in the same clock tick."""
+    digest = blake2b(context, digest_size=16)
+    young = time.time_ns() - RACY_NS
+    for target, file in files:
+        if file.kind not in (FileKind.JSONL, FileKind.JSONL_ZST):
+            return None
+        try:
+            st = os.stat(file.path)
+        except OSError:
+            return None
+        if st.st_mtime_ns >= young:
+            return None
+        identity = (str(file.path), target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest.update(repr(identity).encode())
+    return digest.digest()
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file: a pipe or a device put in the index's place must neither
+    block the scan nor fill its memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _exists(name: str) -> bool:
+    return os.path.lexists(name)
+
+
+def _window(path: Path, end: int) -> bytes | None:
+    start = max(0, end - WINDOW_BYTES)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            data = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    return blake2b(data, digest_size=16).digest()

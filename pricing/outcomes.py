@@ -1,0 +1,333 @@
+"""Cost per outcome: each session's priced calls put on what the session produced, grouped by
+commit, branch, pull request or repository. One rule for `node-agent scan` and the hub.
+
+The rule (README "Cost per outcome"): within a session, a call belongs to the first of the
+session's commits authored at or after it, i.e. a commit costs the session's spend since its
+previous commit (or since the session began). Calls after the session's last commit, and every
+call of a session that made no commit, belong to no commit ("no outcome"). A commit made by two
+sessions (matched by both) costs the sum of both spans. A branch, PR or repository costs all of
+its sessions' spend, commit or not; its `no_outcome_cost` is the part that bought no commit.
+
+Subagent share: the part of the spend made by subagents. Retry cost: the spend of calls that
+asked again for a tool call (same tool, same input) the previous call of the same thread had
+asked for, i.e. the spend after a first attempt that did not do. Only Claude Code's logs name
+tool calls, so for other agents the retry cost is null (not zero) and says why.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Final
+
+from pricing import PricedCall
+from pricing.rollup import Row, RowKey
+from shared.events import Agent, Role, UsageEvent
+from shared.outcomes import Commit, SessionOutcome, root_session
+
+OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
+# The columns each view's rows are keyed by (a branch is only one within its repository).
+VIEW_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "commit": ("commit",),
+    "branch": ("repo", "branch"),
+    "pr": ("pr",),
+    "repo": ("repo",),
+}
+TOOL_CALL_AGENTS: Final = frozenset({Agent.CLAUDE_CODE})  # whose logs name their tool calls
+RULE: Final = (
+    "a commit costs its session's spend since the session's previous commit (or its start); "
+    "spend after a session's last commit, and sessions with no commit, are 'no outcome'"
+)
+SHORT_SHA: Final = 12
+
+
+class OutcomeKeyError(ValueError):
+    pass
+
+
+def check_outcome_keys(keys: Iterable[str]) -> str | None:
+    """The one outcome key among `keys`, None when there is none; raises `OutcomeKeyError` for
+    an outcome key mixed with others (an outcome view has its own rows)."""
+    keys = list(keys)
+    found = [k for k in keys if k in OUTCOME_KEYS]
+    if not found:
+        return None
+    if len(keys) != 1:
+        raise OutcomeKeyError(
+            f"--by {found[0]} goes alone (its rows are outcomes, not event groups): "
+            f"use one of {', '.join(OUTCOME_KEYS)} by itself"
+        )
+    return found[0]
+
+
+@dataclass(slots=True)
+class _Group:
+    row: Row
+    detail: dict[str, Any] = field(default_factory=dict)
+    commits: dict[str, Commit] = field(default_factory=dict)
+    sessions: set[str] = field(default_factory=set)
+    no_outcome_sessions: set[str] = field(default_factory=set)
+    no_outcome: Row = field(default_factory=lambda: Row(keys={}))
+    subagent: Row = field(default_factory=lambda: Row(keys={}))
+    retry: Row = field(default_factory=lambda: Row(keys={}))
+    retry_unseen_calls: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.row.to_json()
+        retry = None if self.retry_unseen_calls else _amount(self.retry)
+        out["outcome"] = {
+            **self.detail,
+            "commits": len(self.commits),
+            "lines_added": sum(c.lines_added for c in self.commits.values()),
+            "lines_deleted": sum(c.lines_deleted for c in self.commits.values()),
+            "sessions": len(self.sessions),
+            "no_outcome_sessions": len(self.no_outcome_sessions),
+            "no_outcome_cost": _amount(self.no_outcome),
+            "subagent_cost": _amount(self.subagent),
+            "subagent_share": _share(self.subagent, self.row),
+            "retry_cost": retry,
+            "retry_calls": self.retry.calls,
+            "retry_unseen_calls": self.retry_unseen_calls,
+        }
+        return out
+
+
+def _amount(row: Row) -> str | None:
+    """A row's API-equivalent dollars; None when a call in it has no known price."""
+    return None if row.unknown_calls else row.to_json()["cost"]["api_equivalent"]
+
+
+def _share(part: Row, whole: Row) -> str | None:
+    if part.unknown_calls or whole.unknown_calls or not whole.api_equivalent:
+        return None
+    share = part.api_equivalent / whole.api_equivalent
+    return str(share.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN))
+
+
+Call = tuple[UsageEvent, PricedCall]
+
+
+def _retries(calls: list[Call]) -> list[bool | None]:
+    """Per call (in time order): it repeats a tool call its thread's previous call asked for;
+    None when the agent's log does not name tool calls."""
+    last: dict[str | None, frozenset[str]] = {}
+    out: list[bool | None] = []
+    for event, _ in calls:
+        if event.agent not in TOOL_CALL_AGENTS:
+            out.append(None)
+            continue
+        tools = frozenset(event.tool_calls.split(",")) if event.tool_calls else frozenset()
+        thread = event.subagent_id
+        out.append(bool(tools & last.get(thread, frozenset())))
+        last[thread] = tools
+    return out
+
+
+class OutcomeReport:
+    """Rows of one outcome view; feed it each session's calls, then `to_json`."""
+
+    def __init__(self, by: str) -> None:
+        if by not in OUTCOME_KEYS:
+            raise OutcomeKeyError(f"unknown outcome view {by!r}: one of {', '.join(OUTCOME_KEYS)}")
+        self.by = by
+        self.groups: dict[RowKey, _Group] = {}
+        self.statuses: dict[str, int] = {}
+        self.pr_lookups: dict[str, int] = {}  # per session: found, none, or why not known
+
+    def add_session(self, outcome: SessionOutcome | None, calls: Iterable[Call]) -> None:
+        ordered = sorted(calls, key=lambda c: (c[0].ts, c[0].event_id))
+        if not ordered:
+            return
+        session_id = root_session(ordered[0][0])
+        status = outcome.status if outcome is not None else "unchecked"
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if outcome is not None and outcome.pr_status:
+            self.pr_lookups[outcome.pr_status] = self.pr_lookups.get(outcome.pr_status, 0) + 1
+        commits = list(outcome.commits) if outcome is not None else []
+        times = [c.author_ts for c in commits]
+        for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
+            at = bisect_left(times, event.ts)
+            commit = commits[at] if at < len(commits) else None
+            group = self._group(outcome, commit)
+            group.sessions.add(session_id)
+            if not commits:
+                group.no_outcome_sessions.add(session_id)
+            group.row.add_calls(1, event.tokens, priced)
+            if commit is None:
+                group.no_outcome.add_calls(1, event.tokens, priced)
+            else:
+                group.commits[commit.sha] = commit
+            if event.role is Role.SUBAGENT:
+                group.subagent.add_calls(1, event.tokens, priced)
+            if retry is None:
+                group.retry_unseen_calls += 1
+            elif retry:
+                group.retry.add_calls(1, event.tokens, priced)
+
+    def _group(self, outcome: SessionOutcome | None, commit: Commit | None) -> _Group:
+        ok = outcome is not None and outcome.status == "ok"
+        repo = outcome.repo if outcome is not None and ok else None
+        branch = outcome.branch if outcome is not None and ok else None
+        pr = outcome.pr if outcome is not None else None
+        where = {"repo": repo, "branch": branch}
+        detail: dict[str, Any] = {}
+        if self.by == "commit":
+            key: RowKey = (commit.sha if commit else None,)
+            if commit is not None:
+                detail = where | {"subject": commit.subject, "author_ts": commit.author_ts}
+                detail["rule"] = commit.rule
+        elif self.by == "branch":
+            key = (repo, branch)
+            if pr is not None:
+                detail = {"pr": pr.number, "pr_merged": pr.merged}
+        elif self.by == "pr":
+            key = (f"{repo}#{pr.number}" if pr is not None and repo else None,)
+            if pr is not None:
+                detail = where | {"number": pr.number, "state": pr.state}
+                detail |= {"merged": pr.merged, "url": pr.url}
+        else:
+            key = (repo,)
+        group = self.groups.get(key)
+        if group is None:
+            keys = dict(zip(VIEW_KEYS[self.by], key, strict=True))
+            group = self.groups[key] = _Group(Row(keys=keys), detail)
+        return group
+
+    def to_json(self) -> dict[str, Any]:
+        rows = [self.groups[k] for k in sorted(self.groups, key=lambda k: [v or "" for v in k])]
+        total = _Group(Row(keys={}))
+        for group in rows:
+            total.row.merge(group.row)
+            total.commits.update(group.commits)
+            total.sessions |= group.sessions
+            total.no_outcome_sessions |= group.no_outcome_sessions
+            total.no_outcome.merge(group.no_outcome)
+            total.subagent.merge(group.subagent)
+            total.retry.merge(group.retry)
+            total.retry_unseen_calls += group.retry_unseen_calls
+        return {
+            "group_by": list(VIEW_KEYS[self.by]),
+            "view": self.by,
+            "rule": RULE,
+            "rows": [g.to_json() for g in rows],
+            "total": total.to_json(),
+            "sessions_by_status": dict(sorted(self.statuses.items())),
+            "pull_request_lookups": dict(sorted(self.pr_lookups.items())),
+        }
+
+
+def outcome_report(
+    by: str, outcomes: Mapping[str, SessionOutcome], calls: Iterable[Call]
+) -> dict[str, Any]:
+    """The `by` view of `calls` (any sessions, any order) against the sessions' outcomes."""
+    per_session: dict[str, list[Call]] = {}
+    for call in calls:
+        per_session.setdefault(root_session(call[0]), []).append(call)
+    report = OutcomeReport(by)
+    for session_id, session_calls in per_session.items():
+        report.add_session(outcomes.get(session_id), session_calls)
+    return report.to_json()
+
+
+def _dollars(value: str | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"${Decimal(value).quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
+
+
+def render_outcome_text(report: Mapping[str, Any]) -> str:
+    """The table both CLIs print for an outcome view."""
+    keys: list[str] = report["group_by"]
+    head = [
+        *keys,
+        "sessions",
+        "no-out",
+        "commits",
+        "+lines",
+        "-lines",
+        "API-equiv",
+        "paid",
+        "no outcome",
+        "subagent",
+        "retry",
+        "what",
+    ]
+    lines = [head]
+    rows = [*report["rows"], {**report["total"], keys[0]: "TOTAL"}]
+    for row in rows:
+        out = row["outcome"]
+        cost = row["cost"]
+        paid = (
+            None
+            if cost["unknown"] is None
+            else str(Decimal(cost["metered"]) + Decimal(cost["estimated"]))
+        )
+        share = out["subagent_share"]
+        lines.append(
+            [
+                *(_cell(row, k) for k in keys),
+                str(out["sessions"]),
+                str(out["no_outcome_sessions"]),
+                str(out["commits"]),
+                f"{out['lines_added']:,}",
+                f"{out['lines_deleted']:,}",
+                _dollars(None if cost["unknown"] is None else cost["api_equivalent"]),
+                _dollars(paid),
+                _dollars(out["no_outcome_cost"]),
+                "-" if share is None else f"{Decimal(share) * 100:.0f}%",
+                "not logged" if out["retry_cost"] is None else _dollars(out["retry_cost"]),
+                _what(out),
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    numeric = range(len(keys), len(head) - 1)
+    text = [
+        "  ".join(
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    ]
+    statuses = ", ".join(f"{n} {s}" for s, n in report["sessions_by_status"].items())
+    text += ["", f"sessions: {statuses}" if statuses else "sessions: none"]
+    if lookups := report.get("pull_request_lookups"):
+        text.append("pull requests: " + ", ".join(f"{n} {s}" for s, n in lookups.items()))
+    text.append(f"rule: {report['rule']}")
+    return "\n".join(text)
+
+
+_NONE: Final = {
+    "commit": "(no outcome)",
+    "repo": "(no repository)",
+    "branch": "-",
+    "pr": "(no pull request)",
+}
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return _NONE[key]
+    return str(value)[:SHORT_SHA] if key == "commit" else str(value)
+
+
+def _what(out: Mapping[str, Any]) -> str:
+    if "subject" in out:
+        return f"{out['subject'][:50]} [{out['rule']}]"
+    if "state" in out:
+        return "merged" if out["merged"] else out["state"]
+    if "pr" in out:
+        return f"PR #{out['pr']}" + (" merged" if out["pr_merged"] else "")
+    return ""
+
+
+__all__ = [
+    "OUTCOME_KEYS",
+    "OutcomeKeyError",
+    "OutcomeReport",
+    "check_outcome_keys",
+    "outcome_report",
+    "render_outcome_text",
+]
