@@ -48,6 +48,8 @@ class HeaderFigures:
     projected_month: Decimal | None  # paid, at the month's end; None: too little data yet
     online: int
     nodes: int
+    breached: int = 0  # budgets at or past their limit (or stopped there)
+    worst_budget: str | None = None  # the one furthest past it
 
     def line(self, width: int = 1000) -> str:
         """The header in at most `width` characters: words are shortened and the least
@@ -104,6 +106,9 @@ _GIVE_UP: Final = (
     "metered:shorter",
     "burn:shorter",
     "projection:shorter",
+    # the breached budgets' count never goes: first the worst one's name, then the words
+    "budgets:shorter",
+    "budgets:shorter",
     "estimated:drop",
     "quiet_unknown:drop",
     "subscription:drop",
@@ -112,8 +117,10 @@ _GIVE_UP: Final = (
     "unknown:drop",
 )
 
-# Which group each part is in: today's money, burn, projection, nodes (in this order).
+# Which group each part is in: breached budgets, today's money, burn, projection, nodes
+# (in this order).
 _GROUPS: Final = (
+    ("budgets",),
     ("metered", "subscription", "estimated", "unknown", "quiet_unknown"),
     ("burn", "api"),
     ("projection",),
@@ -153,6 +160,14 @@ def _parts(h: HeaderFigures) -> dict[str, list[str]]:
         ],
         "nodes": [f"nodes {h.online}/{h.nodes}"],
     }
+    if h.breached:
+        n, name = h.breached, h.worst_budget
+        many = f"{n} budgets breached" if n > 1 else "1 budget breached"
+        parts["budgets"] = [
+            f"{many}, worst '{name}'" if n > 1 else f"budget '{name}' breached",
+            many,
+            f"{n} breached",
+        ]
     if h.unknown_calls:
         tokens = fmt.tokens(h.unknown_tokens)
         parts["unknown"] = [

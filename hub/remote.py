@@ -437,6 +437,7 @@ class RemoteFleet:
             p.sessions.update(data.get("sessions", []))
             p.feed.extend(feed)
             p.nodes_changed |= bool(data.get("nodes_changed"))
+            p.alerts |= bool(data.get("alerts"))
 
     def _went_down(self, refused: str | None = None) -> None:
         """The stream ended: say since when (and `refused`: why the hub refuses us)."""
@@ -644,6 +645,19 @@ class RemoteFleet:
             self._rates[scope] = rate
         return rate
 
+    # -- other parts of the API (the budgets and alerts tabs) -------------------------------
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """`method` on `path` under /api/v1 with this dashboard's token: the answer's JSON.
+        Raises HubUnavailable with the hub's own words (and its status) when it refuses."""
+        try:
+            answer = self._http.request(
+                method, API + path, json=body, timeout=httpx.Timeout(COMMAND_READ_S)
+            )
+        except httpx.HTTPError as exc:
+            raise HubUnavailable(f"no hub answers at {self.url}: {exc}") from exc
+        return self._json(answer, path)
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _minute(self) -> int:
@@ -657,6 +671,11 @@ class RemoteFleet:
             raise HubUnavailable(f"no hub answers at {self.url}: {exc}") from exc
         if answer.status_code != 200:
             raise HubUnavailable(f"the hub says: {_error(answer)}", answer.status_code)
+        return self._json(answer, path)
+
+    def _json(self, answer: httpx.Response, path: str) -> Any:
+        if not 200 <= answer.status_code < 300:
+            raise HubUnavailable(f"the hub says: {_error(answer)}", answer.status_code)
         try:
             return answer.json()
         except ValueError as exc:
@@ -667,7 +686,9 @@ class RemoteFleet:
 
 
 def _anything(u: Update) -> bool:
-    return bool(u.usage or u.machines or u.profiles or u.sessions or u.feed or u.nodes_changed)
+    return bool(
+        u.usage or u.machines or u.profiles or u.sessions or u.feed or u.nodes_changed or u.alerts
+    )
 
 
 def _chunks(keys: list[str] | None) -> Iterator[list[str] | None]:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hub import governance
 from hub.alerts.outbox import Outbox
 from hub.budget_verdicts import BudgetVerdicts
 from hub.budgets.governor import Governor
@@ -138,6 +139,9 @@ class Hub:
         # each ack tells the node where the budgets over its machine, profiles, sessions stand
         self.budget_verdicts = BudgetVerdicts(self.governor, self.service, self._store.path)
         self.service.verdicts = self.budget_verdicts
+        # dashboards (embedded or attached through the stream) read the alerts again on change
+        self.alerts.on_change = self.service.tell_alerts
+        governance.register(self.service, governance.LocalBackend(self.governor, self.alerts))
         self._journal = FindingJournal(self._store.path)
         # the journal keeps what the detectors found; the outbox alerts people to it
         # the agents' explain_spend: the findings on sessions, in memory (and in each ack)

@@ -102,6 +102,7 @@ class Update:
     sessions: set[str] = field(default_factory=set)  # session rows (root session ids)
     feed: list[FeedItem] = field(default_factory=list)
     nodes_changed: bool = False
+    alerts: bool = False  # the alert outbox changed (raised, acknowledged, delivered, ...)
 
 
 Subscriber = Callable[[Update], None]
@@ -761,6 +762,10 @@ class FleetService:
         with self._lock:
             self._add_to_feed([item])
         self._publish(Update(feed=[item]))
+
+    def tell_alerts(self) -> None:
+        """The alert outbox changed: tell the subscribers (the stream, a dashboard)."""
+        self._publish(Update(alerts=True))
 
     async def acommand(
         self, node: str, action: Action, pid: int, create_time: float, *, who: str

@@ -150,6 +150,9 @@ class Outbox:
         self.settings = settings
         self.clock = clock
         self.due = threading.Event()  # set when something may be due (the courier waits on it)
+        # called after each change a person would see (raised, acked, delivered, silenced):
+        # the hub publishes it, so that dashboards read the alerts again then, not on a timer
+        self.on_change: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._outcomes: Counter[tuple[str, str]] = Counter()  # (sink, outcome) since start
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -182,11 +185,18 @@ class Outbox:
         """Record `finding` and queue it for every sink that routes it; a known id adds
         nothing. Held by an active silence: recorded as silenced, queued nowhere."""
         with self._lock, self._write() as db:
-            self._add(db, finding, self.clock())
+            added = self._add(db, finding, self.clock())
         self.due.set()
+        if added:
+            self._changed()
 
-    def _add(self, db: sqlite3.Connection, finding: Finding, now: float, skip: str = "") -> None:
-        """`raise_finding` in the caller's transaction; `skip`: a sink it must not go to."""
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _add(self, db: sqlite3.Connection, finding: Finding, now: float, skip: str = "") -> bool:
+        """`raise_finding` in the caller's transaction; `skip`: a sink it must not go to.
+        False when the id was known (nothing added)."""
         held = next((s for s in self._silences(db, now) if s.holds(finding, now)), None)
         added = db.execute(
             "INSERT OR IGNORE INTO alerts (id, kind, scope, severity, start, text, evidence,"
@@ -204,7 +214,7 @@ class Outbox:
             ),
         ).rowcount
         if not added or held is not None:
-            return
+            return bool(added)
         deadline = now + self.settings.give_up_after
         db.executemany(
             "INSERT INTO alert_deliveries (alert_id, sink, state, next_at, deadline)"
@@ -215,6 +225,7 @@ class Outbox:
                 if sink.name != skip and sink.routes(finding.severity, finding.kind, finding.scope)
             ],
         )
+        return True
 
     # -- delivering (the courier) -------------------------------------------------------------
 
@@ -276,6 +287,7 @@ class Outbox:
             self._outcomes[(claim.sink, "failed" if state == "pending" else state)] += 1
         if state == "dead":
             self.due.set()
+        self._changed()
         return state
 
     @staticmethod
@@ -397,6 +409,7 @@ class Outbox:
                 "UPDATE alerts SET acked_by = ?, acked_at = ? WHERE id = ? AND acked_at IS NULL",
                 (who, self.clock(), alert_id),
             )
+        self._changed()
         return self.alert(alert_id)
 
     def retry(self, alert_id: str | None) -> int:
@@ -414,6 +427,7 @@ class Outbox:
             ).rowcount
         if count:
             self.due.set()
+            self._changed()
         return int(count)
 
     def silence(self, scope: str, kind: str, until: float, who: str, why: str) -> Silence:
@@ -425,6 +439,7 @@ class Outbox:
                 (scope, kind, until, who, why, now),
             )
         assert cursor.lastrowid is not None
+        self._changed()
         return Silence(cursor.lastrowid, scope, kind, until, who, why, now)
 
     def unsilence(self, silence_id: int) -> bool:
@@ -435,6 +450,8 @@ class Outbox:
                 "UPDATE alert_silences SET until = ? WHERE id = ? AND until > ?",
                 (now, silence_id, now),
             ).rowcount
+        if ended:
+            self._changed()
         return bool(ended)
 
     def silences(self, *, active: bool = True) -> list[Silence]:

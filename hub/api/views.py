@@ -234,6 +234,7 @@ def update(change: Update, scope: Scope) -> dict[str, Any] | None:
         "sessions": sessions,
         "feed": feed,
         "nodes_changed": change.nodes_changed,
+        "alerts": change.alerts and scope.whole_fleet,
     }
 
 

@@ -65,7 +65,7 @@ def add_parsers(sub: Any, with_config: Any) -> None:
     what = over.add_mutually_exclusive_group(required=True)
     what.add_argument("--limit", help="the raised limit")
     what.add_argument("--lift", action="store_true", help="no limit until --until")
-    over.add_argument("--until", required=True, type=_until, help="TIME (ISO, epoch) or +2h")
+    over.add_argument("--until", required=True, type=parse_until, help="TIME (ISO, epoch) or +2h")
     over.add_argument("--why", required=True, help="kept in the audit log")
     over.add_argument("--who", help="who asks (without a hub; default: your user name)")
     for p in budget_sub.choices.values():
@@ -73,7 +73,7 @@ def add_parsers(sub: Any, with_config: Any) -> None:
         p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
 
 
-def _until(text: str) -> float:
+def parse_until(text: str) -> float:
     """+2h, +90m, +1d from now, or a time as `fleet-hub audit --since` takes it."""
     if (match := _RELATIVE.match(text.strip())) is not None:
         return time.time() + int(match[1]) * {"m": 60, "h": 3600, "d": 86400}[match[2]]

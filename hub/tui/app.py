@@ -10,6 +10,7 @@ the row, the feed and the hub's audit log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import time
 from collections.abc import Callable, Iterable
@@ -41,10 +42,21 @@ from hub.dashboard import (
     session_detail,
     spend_rows,
 )
+from hub.governance import Governance, backend_for
+from hub.governance_rows import (
+    ALERT_COLUMNS,
+    BUDGET_COLUMNS,
+    Breaches,
+    alert_rows,
+    breaches,
+    budget_rows,
+    open_alerts,
+)
 from hub.ledger import Dimension, Period
 from hub.outcome_view import OUTCOME_VIEWS, VIEW_NAMES, outcome_spend_rows
 from hub.service import Action, CommandOutcome, FeedItem
 from hub.source import FleetSource
+from hub.tui.governance import GovernanceKeys
 from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
 from hub.tui.table import LiveTable
 from hub.tui.trail import Step, Trail
@@ -112,7 +124,21 @@ class FleetApp(App[None]):
     #filter { dock: bottom; display: none; }
     #filter.shown { display: block; }
     LiveTable { height: 1fr; }
-    ConfirmScreen, HelpScreen, SortScreen, DetailScreen { align: center middle; }
+    ConfirmScreen, HelpScreen, SortScreen, DetailScreen, FormScreen, InfoScreen {
+        align: center middle;
+    }
+    InfoScreen #dialog {
+        width: 100; max-width: 100%; height: auto; max-height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    FormScreen #dialog {
+        width: 80; height: auto; max-width: 100%; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    FormScreen .form-field { height: 1; margin-top: 1; }
+    FormScreen .form-label { width: 8; }
+    FormScreen Input { width: 1fr; }
+    #form-problem { height: auto; margin-top: 1; }
     ConfirmScreen #dialog, SortScreen #dialog {
         width: 80; height: auto; border: thick $error; background: $surface; padding: 1 2;
     }
@@ -150,13 +176,27 @@ class FleetApp(App[None]):
         Binding("2", "tab('profiles')", "Profiles", show=False),
         Binding("3", "tab('sessions')", "Sessions", show=False),
         Binding("4", "tab('spend')", "Spend by", show=False),
+        Binding("5", "tab('budgets')", "Budgets", show=False),
+        Binding("6", "tab('alerts')", "Alerts", show=False),
+        # the Budgets and Alerts tabs' keys (the line under the header names them there)
+        Binding("a", "add", "Add / ack", show=False),
+        Binding("e", "edit", "Edit budget", show=False),
+        Binding("x", "remove", "Remove budget", show=False),
+        Binding("m", "silence", "Silence", show=False),
+        Binding("y", "retry", "Retry delivery", show=False),
         Binding("escape", "step_back", "Back", show=False),
         Binding("g", "grouping", "Group", show=False),
         Binding("t", "period", "Period", show=False),
         Binding("o", "outcome_view", "Outcome", show=False),
     ]
     KEY_HELP: Final = (
-        ("1 2 3 4", "Machines, Profiles, Sessions, Spend-by tabs"),
+        ("1 2 3 4 5 6", "Machines, Profiles, Sessions, Spend-by, Budgets, Alerts"),
+        # the halt keys first: an 80x24 screen shows them without scrolling
+        ("p", "pause the selected session's agent (its whole process tree)"),
+        ("r", "resume it"),
+        ("k", "kill it (asks first)"),
+        ("P", "pause every agent of the selected machine or profile (asks first)"),
+        ("R", "resume every paused agent of the selected machine or profile (asks first)"),
         ("↑ ↓ PgUp PgDn", "move in the table"),
         (
             "enter",
@@ -170,11 +210,12 @@ class FleetApp(App[None]):
         ("g", "Spend-by tab: next grouping (account, machine, profile, agent, project, model)"),
         ("t", "Spend-by tab: today / this week / this month"),
         ("o", "Spend-by tab: by outcome: commit, branch, pull request, repository (g: back)"),
-        ("p", "pause the selected session's agent (its whole process tree)"),
-        ("r", "resume it"),
-        ("k", "kill it (asks first)"),
-        ("P", "pause every agent of the selected machine or profile (asks first)"),
-        ("R", "resume every paused agent of the selected machine or profile (asks first)"),
+        ("a", "Budgets tab: add a budget (operator); Alerts tab: acknowledge the alert"),
+        ("e", "Budgets tab: edit the selected budget (operator)"),
+        ("x", "Budgets tab: remove the selected budget (asks; operator)"),
+        ("o", "Budgets tab: override the budget: raise or lift it until a time, with why"),
+        ("m", "Alerts tab: silence alerts like the selected one (scope, kind, for how long)"),
+        ("y", "Alerts tab: send a dead letter again (same webhook-id)"),
         ("c", "all columns (← → scroll sideways), or again: those that fit"),
         ("ctrl+p", "command palette: every action by name"),
         ("?", "this help"),
@@ -203,6 +244,12 @@ class FleetApp(App[None]):
         self._spend_dirty = True
         self._unsubscribe: Callable[[], None] | None = None
         self.connection = service.connection()
+        backend = backend_for(service)
+        self.governance = None if backend is None else Governance(backend, service)
+        self.governance_keys = GovernanceKeys(self, self.governance)
+        self._governance_seen = -1  # the version of the rows on screen
+        self.breaches = Breaches()
+        self.refusal: str | None = None  # the last key refused to a viewer's token, and why
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -218,6 +265,10 @@ class FleetApp(App[None]):
                 yield LiveTable(COLUMNS[Table.SESSIONS], id="table-sessions")
             with TabPane("4 Spend by", id="spend"):
                 yield LiveTable(SPEND_COLUMNS, id="table-spend")
+            with TabPane("5 Budgets", id="budgets"):
+                yield LiveTable(BUDGET_COLUMNS, id="table-budgets")
+            with TabPane("6 Alerts", id="alerts"):
+                yield LiveTable(ALERT_COLUMNS, id="table-alerts")
         with Horizontal(id="feed-row"):
             yield RichLog(id="feed", max_lines=500, wrap=False, markup=False)
         yield Input(
@@ -232,6 +283,9 @@ class FleetApp(App[None]):
         for item in self.dashboard.feed_backlog():
             feed.write(_feed_line(item, self.service))
         self.table(Table.MACHINES).focus()
+        self.table("alerts").sort_by("raised", reverse=True)  # the newest first
+        if self.governance is not None:
+            self.governance.start()
         self.tick()
         self.set_interval(TICK_S, self.tick)
         self._show_scope()
@@ -239,6 +293,8 @@ class FleetApp(App[None]):
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self.governance is not None:
+            self.governance.close()
 
     def table(self, which: Table | str) -> LiveTable:
         return self.query_one(f"#table-{which}", LiveTable)
@@ -258,6 +314,7 @@ class FleetApp(App[None]):
             return
         frame = self.dashboard.tick()
         self.apply_frame(frame)
+        self._governance_tick()
         self._check_connection()
 
     def _check_connection(self) -> None:
@@ -293,8 +350,7 @@ class FleetApp(App[None]):
                 written += table.apply(diff)
                 table.settle()
         if frame.header is not None:
-            self.header_figures = frame.header
-            self.query_one("#figures", FiguresLine).show(frame.header)
+            self._show_header(frame.header)
             self._spend_dirty = True
         if frame.feed:
             feed = self.query_one("#feed", RichLog)
@@ -308,6 +364,38 @@ class FleetApp(App[None]):
         if current.row_count != count:  # the status line counts the rows shown
             self._show_scope()
         return written
+
+    def _show_header(self, figures: HeaderFigures) -> None:
+        b = self.breaches
+        self.header_figures = dataclasses.replace(figures, breached=b.count, worst_budget=b.worst)
+        self.query_one("#figures", FiguresLine).show(self.header_figures)
+
+    def _governance_tick(self) -> None:
+        """The Budgets and Alerts tabs and the header's breaches, when the rows read changed."""
+        if self.governance is None:
+            return
+        view = self.governance.view()
+        if view.version == self._governance_seen:
+            return
+        self._governance_seen = view.version
+        tz, now = self.service.tz, self.service.clock()
+        for which, rows in (
+            ("budgets", budget_rows(view.budgets, tz, now)),
+            ("alerts", alert_rows(view.alerts, tz, now, max(24, self.size.width - 40))),
+        ):
+            table = self.table(which)
+            table.apply(TableDiff(upserts=rows, removed=set(table.rows_by_key) - set(rows)))
+            table.settle()
+        found = breaches(view.budgets)
+        if found != self.breaches:
+            self.breaches = found
+            if self.header_figures is not None:
+                self._show_header(self.header_figures)
+        if self.current_tab in ("budgets", "alerts"):
+            self._show_scope()
+
+    def on_resize(self) -> None:
+        self._governance_seen = -1  # the alerts' sentences are cut to the width: again
 
     def refresh_spend(self) -> None:
         self._spend_at = time.monotonic()
@@ -431,6 +519,7 @@ class FleetApp(App[None]):
                 else f"{self.grouping.value} (g)"
             )
             parts.append(f"group by {group} · {self.period.value} (t)")
+        parts.extend(self._governance_hints())
         parts.append(f"{table.row_count} rows")
         hidden = table.hidden_columns
         if hidden:
@@ -438,6 +527,23 @@ class FleetApp(App[None]):
         elif table.show_all:
             parts.append("all columns (← →, c: fit)")
         self.query_one("#scope", Static).update(Text("   ".join(parts)), layout=False)
+
+    def _governance_hints(self) -> list[str]:
+        tab = self.current_tab
+        if tab not in ("budgets", "alerts"):
+            return []
+        if self.governance is None:
+            return ["this hub has no budgets or alerts"]
+        view = self.governance.view()
+        hints = [f"could not read them: {view.problem}"] if view.problem else []
+        if tab == "budgets":
+            return [*hints, "a add · e edit · x remove · o override"]
+        silences = len(view.silences)
+        return [
+            *hints,
+            f"{open_alerts(view.alerts)} open · {silences} silence{'s' * (silences != 1)}",
+            "a ack · m silence · y retry",
+        ]
 
     def action_filter(self) -> None:
         filt = self.query_one("#filter", Input)
@@ -469,7 +575,7 @@ class FleetApp(App[None]):
 
     def action_columns(self) -> None:
         show_all = not self.current_table.show_all
-        for which in (*Table, "spend"):
+        for which in (*Table, "spend", "budgets", "alerts"):
             self.table(which).set_show_all(show_all)
         self._show_scope()
 
@@ -484,7 +590,11 @@ class FleetApp(App[None]):
         self.action_tab("spend")
 
     def action_outcome_view(self) -> None:
-        """Group the Spend-by tab by outcome, the next view on each press."""
+        """Group the Spend-by tab by outcome, the next view on each press (on the Budgets
+        tab, `o` overrides the selected budget)."""
+        if self.current_tab == "budgets":
+            self.action_override()
+            return
         i = OUTCOME_VIEWS.index(self.outcome_view) + 1 if self.outcome_view else 0
         self.outcome_view = OUTCOME_VIEWS[i % len(OUTCOME_VIEWS)]
         self.table("spend").apply(TableDiff(removed=set(self.table("spend").rows_by_key)))
@@ -510,6 +620,9 @@ class FleetApp(App[None]):
             build = partial(profile_detail, self.dashboard, row.profile)
         elif tab == "sessions":
             build = partial(session_detail, self.dashboard, row.key)
+        elif tab in ("budgets", "alerts"):
+            self.governance_keys.detail()
+            return
         else:
             self.notify("The Spend-by rows have no detail view", severity="warning")
             return
@@ -526,19 +639,39 @@ class FleetApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.KEY_HELP, NOTES))
 
+    # -- the Budgets and Alerts tabs' keys (hub.tui.governance) ------------------------------
+
+    def action_add(self) -> None:
+        self.governance_keys.add()
+
+    def action_edit(self) -> None:
+        self.governance_keys.edit()
+
+    def action_remove(self) -> None:
+        self.governance_keys.remove()
+
+    def action_override(self) -> None:
+        self.governance_keys.override()
+
+    def action_silence(self) -> None:
+        self.governance_keys.silence()
+
+    def action_retry(self) -> None:
+        self.governance_keys.retry()
+
     # -- halt actions ------------------------------------------------------------------------
 
-    def _may_halt(self, action: Action, key: str | None = None) -> bool:
+    def _may_halt(self, action: str, key: str | None = None) -> bool:
         """False, after saying so (on the session's row too), for a viewer's token."""
         if self.connection.may_halt:
             return True
         if key is not None:
             self.dashboard.note_outcome(key, NEEDS_OPERATOR, "bad")
-        self.notify(
+        self.refusal = (
             f"{action}: {NEEDS_OPERATOR} (token {self.connection.who!r} may only look; "
-            "`fleet-hub token create NAME --role operator`, then --token)",
-            severity="error",
+            "`fleet-hub token create NAME --role operator`, then --token)"
         )
+        self.notify(self.refusal, severity="error")
         return False
 
     def action_halt(self, action: Action) -> None:
@@ -646,6 +779,15 @@ class FleetApp(App[None]):
             SystemCommand("Show profiles", "Profiles tab", lambda: self.action_tab("profiles")),
             SystemCommand("Show sessions", "Sessions tab", lambda: self.action_tab("sessions")),
             SystemCommand("Show spend by group", "Spend-by tab", lambda: self.action_tab("spend")),
+            SystemCommand("Show budgets", "Budgets tab", lambda: self.action_tab("budgets")),
+            SystemCommand("Show alerts", "Alerts tab", lambda: self.action_tab("alerts")),
+            SystemCommand("Add budget", "Budgets tab: a new budget", self.action_add),
+            SystemCommand("Edit budget", "Budgets tab: the selected budget", self.action_edit),
+            SystemCommand("Remove budget", "Budgets tab: the selected one", self.action_remove),
+            SystemCommand("Override budget", "Raise or lift it for a while", self.action_override),
+            SystemCommand("Acknowledge alert", "Alerts tab: the selected alert", self.action_add),
+            SystemCommand("Silence alerts", "Alerts like the selected one", self.action_silence),
+            SystemCommand("Retry delivery", "Send a dead letter again", self.action_retry),
             SystemCommand("Drill down", "Into the selected machine or profile", self.action_drill),
             SystemCommand("Back", "One level back up the drill-down", self.action_step_back),
             SystemCommand("Detail", "Detail view of the selected row", self.action_detail),
