@@ -71,7 +71,10 @@ def governed(tmp_path: Path) -> Iterator[Governed]:
         started.append(fleet.start_node(config, tmp_path))
         sock = config.parent / "state" / "query.sock"
         fleet.wait_for(sock.exists, 30, "the node's query socket")
-        yield Governed(served, AgentSide(config, home, tmp_path), one_call_price())
+        try:
+            yield Governed(served, AgentSide(config, home, tmp_path), one_call_price())
+        finally:
+            started.append(served.proc)  # a restarted hub is stopped too
 
 
 def spent(served: ServedHub, name: str) -> Decimal:
