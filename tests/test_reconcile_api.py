@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from hub.config import load_hub_config
+from hub.reconcile.anthropic import USAGE as USAGE_PATH
 from shared.events import Agent, Tokens, UsageEvent
 from tests.api_harness import ServedHub, fleet_hub
 from tests.fleet_harness import free_port, make_hub, start_hub, stop
@@ -126,6 +127,10 @@ def test_the_reconcile_endpoint_and_command(tmp_path: Path) -> None:
 
             answer = httpx.get(endpoint, headers=hub.headers("viewer"), timeout=60)
             assert answer.status_code == 200, answer.text
+            asked = api.count(USAGE_PATH)
+            again = httpx.get(endpoint, headers=hub.headers("viewer"), timeout=60)
+            assert again.json() == answer.json()
+            assert api.count(USAGE_PATH) == asked > 0  # readers share a run: no second round
             result = answer.json()
             (row,) = [r for r in result["rows"] if r["key"] == "apikey_1"]
             # the provider billed twice the fleet's calls, but today is not final: shown, not

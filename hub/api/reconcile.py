@@ -1,7 +1,9 @@
 """`GET /api/v1/reconcile`: the fleet's figures held against the providers' reports, now.
 
 It asks the providers (so it takes seconds) and raises the drifts it finds into the alert
-outbox, idempotently: asking twice raises each drift once. Viewers may ask.
+outbox, idempotently: asking twice raises each drift once. Viewers may ask; so that they cannot
+make the hub hammer the providers' rate-limited admin APIs, readers asking at once share one
+run, and the same question within SHARE_S gets the same answer.
 
 (No `from __future__ import annotations`: FastAPI reads the endpoints' local type aliases.)
 """
@@ -19,6 +21,7 @@ from hub.reconcile.run import Reconciler, resolve_days
 from shared.cli import day_range_error
 
 API = "/api/v1"
+SHARE_S = 60.0
 
 
 def reconcile_routes(reconciler: Reconciler, reader: Callable[..., Principal]) -> APIRouter:
@@ -46,7 +49,7 @@ def reconcile_routes(reconciler: Reconciler, reader: Callable[..., Principal]) -
                 "the hub's config names no provider: add [reconcile.anthropic] or "
                 "[reconcile.openai] with a key_file",
             )
-        outcome = reconciler.run(since, until, (provider,) if provider else None)
+        outcome = reconciler.run(since, until, (provider,) if provider else None, max_age=SHARE_S)
         body: dict[str, Any] = outcome.to_json()
         return Response(orjson.dumps(body), media_type="application/json")
 
