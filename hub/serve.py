@@ -21,7 +21,7 @@ from hub.commander import Commander
 from hub.config import HubConfig, check_plaintext, read_secret
 from hub.detectors.journal import FindingJournal
 from hub.detectors.runner import DetectorRunner, attach
-from hub.detectors.seed import start_seeding
+from hub.detectors.seed import seeding_thread
 from hub.findings import EverySink, FindingSink
 from hub.receiver import Receiver
 from hub.service import FleetService
@@ -154,8 +154,7 @@ class Hub:
             self.book,
         )
         # before the receiver: the seed's snapshot ends where the new batches begin
-        seeding = start_seeding(self.detectors, self._store, self._journal, self.book)
-        self._threads.append(seeding)
+        seeding = seeding_thread(self.detectors, self._store, self._journal, self.book)
         self.receiver = Receiver(
             self.config.events,
             self.keys,
@@ -169,6 +168,8 @@ class Hub:
         if self.receiver.error is not None:
             self.stop()
             raise self.receiver.error
+        seeding.start()
+        self._threads.append(seeding)
         self._spawn("liveness", self._liveness)
         if self.config.advertise:
             self._advertise()

@@ -170,6 +170,7 @@ class FleetService:
         # ack at once: batches committed meanwhile wait in `_pending` (their changes are not in
         # the snapshot the load reads), and every reader of the figures waits for `_loaded`.
         self._loaded = threading.Event()
+        self._settled = threading.Event()  # no load running (a reload keeps the old figures)
         self._pending: list[IngestResult] | None = None
         self._closed = False  # the store is closing: a load that ends now leaves it be
         # what the nodes say their sessions produced (commits, pull requests)
@@ -182,6 +183,7 @@ class FleetService:
         snapshot = ExitStack()
         reader = snapshot.enter_context(self._store.snapshot())
         self._pending = []
+        self._settled.clear()
         threading.Thread(
             target=self._load, args=(snapshot, reader), name="ledger-load", daemon=True
         ).start()
@@ -203,6 +205,7 @@ class FleetService:
             log.exception("could not load the figures from the store's roll-ups")
         with self._lock:
             if self._closed:  # the hub stopped meanwhile (it could not listen, say)
+                self._settled.set()
                 return
             pending, self._pending = self._pending or [], None
             self.ledger = ledger
@@ -218,6 +221,7 @@ class FleetService:
                     self.board.note_call(row.machine, row.profile, row.last_ts)
             change = self._all_changed(sum(len(r.changes) for r in pending))
             self._loaded.set()
+            self._settled.set()
         self._publish(change)
 
     def _all_changed(self, usage: int) -> Update:
@@ -248,6 +252,12 @@ class FleetService:
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Wait until the figures are loaded (readers of the ledger do); False on a timeout."""
         return self._loaded.wait(timeout)
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until no load of the figures runs: after a profile's billing changed, the
+        figures are loaded again on a thread and readers see the ones from before until it
+        ends (with the batches that arrived meanwhile). False on a timeout."""
+        return self._settled.wait(timeout)
 
     # -- the write path (receiver thread) ----------------------------------------------------
 
@@ -293,15 +303,16 @@ class FleetService:
 
     def _verdicts_for(self, node: str) -> dict[str, Any]:
         """The ack's verdicts for `node` ("v", bounded) and the detectors' notes on its sessions
-        ("f"); none when no provider is set. A failing provider costs its part, never the ack
-        (the batch is committed by now)."""
+        ("f"); left out when there are none (the node reads a missing list as empty, and an ack
+        stays as small as it was). A failing provider costs its part, never the ack (the batch
+        is committed by now)."""
         extra: dict[str, Any] = {}
         verdicts, notes = self.verdicts, self.notes
         try:
-            if verdicts is not None:
-                extra["v"] = bounded(verdicts(node))
-            if notes is not None:
-                extra["f"] = [note_to_map(n) for n in notes(node)[:MAX_NOTES]]
+            if verdicts is not None and (given := bounded(verdicts(node))):
+                extra["v"] = given
+            if notes is not None and (noted := notes(node)[:MAX_NOTES]):
+                extra["f"] = [note_to_map(n) for n in noted]
         except Exception:
             log.exception("the verdict or note provider failed for %s", node)
         return extra

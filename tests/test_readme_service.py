@@ -40,7 +40,8 @@ def test_the_readme_runs_the_hub_as_a_service_first(
 ) -> None:
     commands = readme_hub_commands()
     assert [c[0] for c in commands] == [
-        "init", "install-service", "enroll", "nodes", "report", "audit", "pause", "(dashboard)",
+        "init", "install-service", "enroll", "nodes", "report", "report", "audit", "pause",
+        "(dashboard)",
     ]  # fmt: skip
     config = tmp_path / "hub.toml"
     local = [

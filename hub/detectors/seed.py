@@ -34,15 +34,16 @@ SEED_S: Final = 24 * 3600.0
 MAX_SEED_CALLS: Final = 100_000
 
 
-def start_seeding(
+def seeding_thread(
     runner: DetectorRunner,
     store: Store,
     journal: FindingJournal,
     book: PriceBook,
     clock: Callable[[], float] = time.time,
 ) -> threading.Thread:
-    """Seed `runner` from `store`'s calls of the last SEED_S on a thread; call before the
-    receiver starts (the snapshot is taken here: the calls after it are the held batches)."""
+    """A thread (not started) that seeds `runner` from `store`'s calls of the last SEED_S; make
+    it before the receiver starts (the snapshot is taken here: the calls after it are the held
+    batches), start it once the receiver listens (a hub that cannot listen says only that)."""
     snapshot = ExitStack()
     reader = snapshot.enter_context(store.snapshot())
     runner.hold()
@@ -70,6 +71,4 @@ def start_seeding(
         finally:
             runner.release()
 
-    thread = threading.Thread(target=run, name="detector-seed", daemon=True)
-    thread.start()
-    return thread
+    return threading.Thread(target=run, name="detector-seed", daemon=True)
