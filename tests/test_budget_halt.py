@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import tomlkit
 
 from hub.budgets.model import parse_budget
 from hub.serve import Hub
@@ -251,6 +252,13 @@ def test_an_agent_its_node_reports_after_the_crossing_is_paused_and_that_is_the_
     served = serve_hub(tmp_path)
     name = "spark07 day"
     with fleet.processes() as started:
+        started.append(served.proc)
+        # the node idles between the two agents: longer than the harness's 3 s before it
+        # reads as quiet (which would make 'unverified' the last action)
+        doc = tomlkit.parse(served.setup.config.read_text())
+        doc["stale_after"] = 60.0
+        served.setup.config.write_text(tomlkit.dumps(doc))
+        restart(served, tmp_path)
         started.append(served.proc)
         made = add_budget(
             served, name=name, scope=f"machine={NODE}", period="day", basis="paid",
