@@ -62,7 +62,7 @@ class Backend(Protocol):
 
     def override(self, name: str, limit: str | None, until: float, why: str, who: str) -> None: ...
 
-    def ack(self, alert_id: str, who: str) -> None: ...
+    def ack(self, alert_id: str, who: str, until: float | None = None) -> None: ...
 
     def silence(self, scope: str, kind: str, minutes: float, why: str, who: str) -> None: ...
 
@@ -105,8 +105,12 @@ class LocalBackend:
         except BudgetError as exc:
             raise GovernanceError(str(exc)) from None
 
-    def ack(self, alert_id: str, who: str) -> None:
-        if self.outbox.ack(alert_id, who) is None:
+    def ack(self, alert_id: str, who: str, until: float | None = None) -> None:
+        try:
+            found = self.outbox.ack(alert_id, who, until)
+        except ValueError as exc:
+            raise GovernanceError(str(exc)) from None
+        if found is None:
             raise GovernanceError(f"no alert {alert_id!r}")
 
     def silence(self, scope: str, kind: str, minutes: float, why: str, who: str) -> None:

@@ -44,8 +44,8 @@ class RemoteBackend:
         body = {"limit": limit, "until": until, "why": why}
         self._call("POST", f"/budgets/{_quote(name)}/override", body)
 
-    def ack(self, alert_id: str, who: str) -> None:
-        self._call("POST", "/alerts/ack", {"id": alert_id})
+    def ack(self, alert_id: str, who: str, until: float | None = None) -> None:
+        self._call("POST", "/alerts/ack", {"id": alert_id, "until": until})
 
     def silence(self, scope: str, kind: str, minutes: float, why: str, who: str) -> None:
         body = {"scope": scope, "kind": kind, "minutes": minutes, "why": why}

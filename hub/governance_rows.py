@@ -167,11 +167,20 @@ def alert_row(alert: dict[str, Any], tz: tzinfo, now: float, text_width: int = 1
         Cell(_clip(str(alert["text"]), text_width), str(alert["text"])),
         Cell(_deliveries(alert), state),
         Cell(
-            "" if acked is None else f"{acked['who']} {_clock(float(acked['when']), tz, now)}",
+            "" if acked is None else _acked(acked, tz, now),
             None if acked is None else float(acked["when"]),
+            "dim" if acked is not None and acked.get("lapsed") else "",
         ),
     )
     return Row(key, cells, _machine(scope))
+
+
+def _acked(acked: dict[str, Any], tz: tzinfo, now: float) -> str:
+    """ "ann 14:02" (for good), "ann until 16:02", "ann lapsed 16:02" (unacknowledged again)."""
+    if acked.get("until") is None:
+        return f"{acked['who']} {_clock(float(acked['when']), tz, now)}"
+    lapse = "lapsed" if acked.get("lapsed") else "until"
+    return f"{acked['who']} {lapse} {_clock(float(acked['until']), tz, now)}"
 
 
 def alert_rows(
@@ -195,6 +204,9 @@ def alert_lines(alert: dict[str, Any], tz: tzinfo, now: float) -> list[str]:
     if alert.get("acked"):
         acked = alert["acked"]
         lines.append(f"acked     by {acked['who']} at {_clock(float(acked['when']), tz, now)}")
+        if acked.get("until") is not None:
+            lapse = "lapsed" if acked.get("lapsed") else "until"
+            lines[-1] += f", {lapse} {_clock(float(acked['until']), tz, now)}"
     lines += [f"evidence  {k} = {v}" for k, v in sorted(alert.get("evidence", {}).items())]
     for d in alert.get("deliveries", []):
         result = f": {d['last_result']}" if d.get("last_result") else ""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import tomlkit
 
 from hub.budgets.model import parse_budget
 from hub.serve import Hub
@@ -243,3 +244,75 @@ def test_a_pause_a_person_took_over_is_left_as_they_set_it_at_the_next_period(
         )  # fmt: skip
         assert _stopped(agent)  # still as the person left it
         assert not [r for r in service.audit_log(500) if r.action == "resume" and r.who != "ops"]
+
+
+def test_an_agent_its_node_reports_after_the_crossing_is_paused_and_that_is_the_last_action(
+    tmp_path: Path,
+) -> None:
+    served = serve_hub(tmp_path)
+    name = "spark07 day"
+    with fleet.processes() as started:
+        started.append(served.proc)
+        # the node idles between the two agents: longer than the harness's 3 s before it
+        # reads as quiet (which would make 'unverified' the last action)
+        doc = tomlkit.parse(served.setup.config.read_text())
+        doc["stale_after"] = 60.0
+        served.setup.config.write_text(tomlkit.dumps(doc))
+        restart(served, tmp_path)
+        started.append(served.proc)
+        made = add_budget(
+            served, name=name, scope=f"machine={NODE}", period="day", basis="paid",
+            limit="0.50", action="pause",
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        # A call (~$1) logged by an agent that is gone by the time its node starts and reads
+        # it: the crossing finds no agent in scope.
+        home = tmp_path / "homes" / "api-a"
+        home.mkdir(parents=True)
+        env = fleet.child_env(tmp_path)
+        gone = launch(
+            Agent.CLAUDE_CODE, home, "--mode", "runaway", "--calls", "1", "--then", "exit",
+            "--children", "0", "--machine", NODE, "--profile", "api-a", env=env,
+        )  # fmt: skip
+        assert gone.popen.wait(30) == 0
+        profile = fleet.ProfileSpec("api-a", Agent.CLAUDE_CODE, home)
+        started.append(
+            fleet.start_node(fleet.write_node(tmp_path, NODE, served.setup, [profile]), tmp_path)
+        )
+
+        def last_action() -> str:
+            return str(budgets(served)[name]["last_action"])
+
+        fleet.wait_for(
+            lambda: last_action() == "100 %: no agent to pause in scope", 60, "the crossing"
+        )
+        crossed_at = budgets(served)[name]["last_action_at"]
+
+        # The agent launched next: its calls land in the stopped scope, and once its node has
+        # reported it, the governor pauses it; that is the budget's last action now.
+        agent = launch(
+            Agent.CLAUDE_CODE, home, "--mode", "runaway", "--pace", "0.3", "--children", "1",
+            "--machine", NODE, "--profile", "api-a", env=env,
+        )  # fmt: skip
+        try:
+            fleet.wait_for(lambda: _stopped(agent), 60, "the later agent's tree stopped")
+            fleet.wait_for(lambda: last_action() == "100 %: paused 1 agent", 10, "last action")
+            row = budgets(served)[name]
+            assert row["state"] == "stopped" and row["last_action_at"] > crossed_at
+            audited = [r for _, a, r in _audit(served) if a == "budget pause"]
+            assert len(audited) == 2 and audited[1].endswith("no agent to pause in scope"), audited
+            assert audited[0].endswith(": paused 1 agent"), audited  # newest first
+
+            # killed (-9) and started again: the same last action, the agent paused once
+            restart(served, tmp_path, signal.SIGKILL)
+            started.append(served.proc)
+            assert last_action() == "100 %: paused 1 agent"
+            assert budgets(served)[name]["last_action_at"] == row["last_action_at"]
+            db = served.setup.data_dir / "hub.db"
+            with sqlite3.connect(db, timeout=5) as con:
+                stops = con.execute("SELECT pid, outcome FROM budget_stops").fetchall()
+            assert stops == [(agent.pid, "paused")]
+            assert _stopped(agent)
+            assert len([1 for _, a, _ in _audit(served) if a == "budget pause"]) == 2
+        finally:
+            agent.destroy()

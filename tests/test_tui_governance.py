@@ -19,7 +19,7 @@ import pytest
 import tomlkit
 from textual.geometry import Region
 from textual.pilot import Pilot
-from textual.widgets import Button, Input, Static, Tab
+from textual.widgets import Button, Input, Label, Static, Tab
 from textual.widgets._footer import FooterKey
 
 import hub.governance
@@ -160,13 +160,23 @@ async def test_embedded_add_cross_override_and_acknowledge(tmp_path: Path) -> No
             await until(pilot, lambda: crossing() is not None, "the crossing's alert")
             key = crossing()
             assert key is not None
+            # and an end: a past one is told on the form, which stays open
             await select(pilot, alerts, key)
             await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), "the ack's form")
+            app.screen.query_one("#field-until", Input).value = "2020-01-01"
+            await pilot.press("enter")
+            await pilot.pause()
+            problem = str(app.screen.query_one("#form-problem", Label).render())
+            assert isinstance(app.screen, FormScreen) and "a time in the future" in problem
+            await fill(pilot, app, {"until": "+2h"})
             await until(pilot, lambda: cell(alerts, key, "state") == "acked", "acknowledged")
             assert embedded.alerts is not None
             record = embedded.alerts.alert(key)
             assert record is not None and record.acked_by == "ann@tui"
-            assert cell(alerts, key, "acked").startswith("ann@tui ")
+            assert record.acked_until is not None and record.acked_at is not None
+            assert abs(record.acked_until - record.acked_at - 7200) < 60
+            assert cell(alerts, key, "acked").startswith("ann@tui until ")
 
 
 async def refused(app: FleetApp, action: str) -> str:
@@ -259,12 +269,14 @@ async def test_attached_crossing_override_ack_and_a_viewer_refused(tmp_path: Pat
                 viewer_remote.subscribe(told.append)
                 await select(pilot, alerts, key)
                 await pilot.press("a")
+                await fill(pilot, ops, {"until": ""})  # no end: for good
                 await until(pilot, lambda: cell(alerts, key, "state") == "acked", "acked")
                 # the stream told the other dashboard that the outbox changed
                 await until(pilot, lambda: any(u.alerts for u in told), "the stream's word")
                 found = {a["id"]: a for a in api(served, "/api/v1/alerts")["alerts"]}
                 assert found[key]["state"] == "acked"
                 assert found[key]["acked"]["who"] == "t-operator"
+                assert found[key]["acked"]["until"] is None
                 # the viewer's tab follows (the stream tells it the outbox changed)
                 await until(pilot, lambda: cell(vtable, key, "state") == "acked", "viewer acked")
 

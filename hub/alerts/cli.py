@@ -20,6 +20,7 @@ from hub.alerts.match import kind_problem, scope_problem
 from hub.alerts.outbox import ALERT_STATES, DELIVERY_STATES, Outbox
 from hub.alerts.views import alert_row, silence_row
 from hub.api_client import HubClient, running_hub
+from hub.budgets.cli import parse_until
 from hub.config import HubConfig, load_hub_config
 from hub.findings import Severity
 from hub.store import DB_FILE
@@ -28,6 +29,7 @@ from shared.cli import EXIT_FAILURE, EXIT_USAGE, positive_int
 API: Final = "/api/v1/alerts"
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TOKEN_HELP: Final = "API token (default: $FLEETMETER_TOKEN, the admin.token beside the config)"
+LATEST: Final = 2.0**40  # the API's bound on an ack's end
 
 
 def add_parser(sub: Any, with_config: Any) -> None:
@@ -51,6 +53,11 @@ def add_parser(sub: Any, with_config: Any) -> None:
 
     ack = act("ack", "acknowledge an alert")
     ack.add_argument("id", help="the alert's id (as listed)")
+    ack.add_argument(
+        "--until",
+        type=parse_until,
+        help="+2h, +90m, +1d or a time (ISO, epoch): the ack lapses then (default: never)",
+    )
     ack.add_argument("--who", help="without a running hub: who (default: you)")
     silence = act("silence", "hold the delivery of matching alerts for a while")
     silence.add_argument("--scope", default="*", help="e.g. machine=spark02 (default: *)")
@@ -88,6 +95,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         if pattern is not None and (problem := check(pattern)):
             print(f"{prog}: {problem}", file=sys.stderr)
             return EXIT_USAGE
+    until = getattr(args, "until", None)
+    if until is not None and not time.time() < until < LATEST:
+        print(f"{prog}: --until: a time in the future (e.g. +2h, +1d, 2026-12-31T18:00)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     config = load_hub_config(args.config)
     client = running_hub(config, args.token)
     if client is not None:
@@ -112,7 +124,7 @@ def _through_api(client: HubClient, args: argparse.Namespace) -> int:
         page = client.get(API, state=args.state, limit=args.limit)
         return _show(page["alerts"], page["silences"], args.json, served=True)
     if command == "ack":
-        return _said(client.post(f"{API}/ack", {"id": args.id}))
+        return _said(client.post(f"{API}/ack", {"id": args.id, "until": args.until}))
     if command == "silence":
         body = {
             "scope": args.scope,
@@ -143,7 +155,7 @@ def _on_store(outbox: Outbox, args: argparse.Namespace, prog: str) -> int:
         rows = [alert_row(r) for r in outbox.alerts(args.limit, args.state)]
         return _show(rows, [silence_row(s) for s in outbox.silences()], args.json, served=False)
     if command == "ack":
-        record = outbox.alert(args.id) and outbox.ack(args.id, who)
+        record = outbox.alert(args.id) and outbox.ack(args.id, who, args.until)
         if record is None:
             print(f"{prog}: no alert {args.id!r} (see fleet-hub alerts)", file=sys.stderr)
             return EXIT_USAGE
@@ -171,9 +183,16 @@ def _outbox(config: HubConfig) -> Outbox:
 
 
 def _said(row: dict[str, Any]) -> int:
-    acked = row["acked"]
-    print(f"{row['id']}: acknowledged by {acked['who']} at {_stamp(acked['when'])}")
+    print(f"{row['id']}: {ack_text(row['acked'])}")
     return 0
+
+
+def ack_text(acked: dict[str, Any]) -> str:
+    """ "acknowledged by ann at 2026-12-05 18:00:00 until 2026-12-05 20:00:00 UTC"."""
+    text = f"acknowledged by {acked['who']} at {_stamp(acked['when'])}"
+    if acked.get("until") is None:
+        return text + " UTC"
+    return text + f" {'lapsed' if acked.get('lapsed') else 'until'} {_stamp(acked['until'])} UTC"
 
 
 def _silenced(row: dict[str, Any]) -> int:
@@ -216,6 +235,7 @@ def _show(
             f"{_stamp(row['raised'])}  {row['state']:<9}  {row['severity']:<8}  {row['kind']}  "
             f"{row['scope']}  {row['id']}\n    {row['text']}"
             + (f"\n    {deliveries}" if deliveries else "")
+            + (f"\n    {ack_text(row['acked'])}" if row["acked"] else "")
         )
     for silence in silences:
         print(_silence_line(silence))

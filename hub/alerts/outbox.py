@@ -42,7 +42,8 @@ _TABLES: Final = (
         raised      REAL NOT NULL,
         silenced_by INTEGER,           -- the silence that held it when raised
         acked_by    TEXT,
-        acked_at    REAL
+        acked_at    REAL,
+        acked_until REAL               -- the ack lapses then (NULL: it holds for good)
     )""",
     "CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised)",
     """CREATE TABLE IF NOT EXISTS alert_deliveries (
@@ -69,6 +70,8 @@ _TABLES: Final = (
         created REAL NOT NULL
     )""",
 )
+# columns added since the table was first made: (table, column, type), added when missing
+_ADDED_COLUMNS: Final = (("alerts", "acked_until", "REAL"),)
 BUSY_TIMEOUT_MS: Final = 5_000
 DeliveryState = Literal["pending", "delivered", "dead", "silenced"]
 DELIVERY_STATES: Final = ("pending", "delivered", "dead", "silenced")
@@ -94,12 +97,18 @@ class AlertRecord:
     acked_by: str | None
     acked_at: float | None
     deliveries: tuple[Delivery, ...]
+    acked_until: float | None = None  # the ack lapses then; None: it holds for good
+    as_of: float = 0.0  # when it was read: an ack whose `until` is past by then has lapsed
+
+    @property
+    def ack_lapsed(self) -> bool:
+        return self.acked_until is not None and self.acked_until <= self.as_of
 
     @property
     def state(self) -> str:
-        """acked, silenced, then what its deliveries say: dead (one is), pending (one is),
-        delivered (all are), open (no sink routes it)."""
-        if self.acked_at is not None:
+        """acked (an ack in force), silenced, then what its deliveries say: dead (one is),
+        pending (one is), delivered (all are), open (no sink routes it)."""
+        if self.acked_at is not None and not self.ack_lapsed:
             return "acked"
         if self.silenced_by is not None:
             return "silenced"
@@ -161,9 +170,17 @@ class Outbox:
             with self._write():
                 for statement in _TABLES:
                     self._db.execute(statement)
+                self._add_columns()
         except BaseException:
             self._db.close()
             raise
+
+    def _add_columns(self) -> None:
+        """A store made before a column existed gets it (NULL in the old rows)."""
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -363,7 +380,7 @@ class Outbox:
             marks = ",".join("?" * len(chunk))
             for row in self._db.execute(
                 "SELECT id, kind, scope, severity, start, text, evidence, raised, silenced_by,"
-                f" acked_by, acked_at FROM alerts WHERE id IN ({marks})",
+                f" acked_by, acked_at, acked_until FROM alerts WHERE id IN ({marks})",
                 chunk,
             ):
                 rows[row[0]] = row
@@ -374,10 +391,11 @@ class Outbox:
             ):
                 deliveries.setdefault(alert_id, []).append(Delivery(*d))
         out = []
+        now = self.clock()
         for alert_id in ids:
             if (row := rows.get(alert_id)) is None:
                 continue
-            aid, kind, scope, severity, start, text, evidence, raised, silenced, by, at = row
+            aid, kind, scope, severity, start, text, evidence, raised, silenced, by, at, until = row
             out.append(
                 AlertRecord(
                     _finding(aid, kind, scope, severity, start, text, evidence),
@@ -386,6 +404,8 @@ class Outbox:
                     by,
                     at,
                     tuple(deliveries.get(alert_id, ())),
+                    until,
+                    now,
                 )
             )
         return out
@@ -402,14 +422,27 @@ class Outbox:
 
     # -- people: acknowledge, silence, retry ----------------------------------------------------
 
-    def ack(self, alert_id: str, who: str) -> AlertRecord | None:
-        """Acknowledge (the first who and when are kept); None for an unknown id."""
+    def ack(self, alert_id: str, who: str, until: float | None = None) -> AlertRecord | None:
+        """Acknowledge until `until` (None: for good); None for an unknown id.
+
+        The rule: an ack in force is kept as it is (its who, when and until) unless this one
+        lasts longer, which replaces it, so asking twice changes nothing and an ack can be
+        extended. At `until` the ack lapses: the alert reads as unacknowledged again (its
+        state what its deliveries say), whether or not its finding is raised again (a raise of
+        the same id is the same happening: it neither lifts nor renews the ack), and a new ack
+        replaces the lapsed one. Raises ValueError for an `until` not in the future."""
+        now = self.clock()
+        if until is not None and until <= now:
+            raise ValueError("until: a time in the future (e.g. +2h, +1d, 2026-12-31T18:00)")
         with self._lock, self._write() as db:
-            db.execute(
-                "UPDATE alerts SET acked_by = ?, acked_at = ? WHERE id = ? AND acked_at IS NULL",
-                (who, self.clock(), alert_id),
-            )
-        self._changed()
+            changed = db.execute(
+                "UPDATE alerts SET acked_by = ?, acked_at = ?, acked_until = ? WHERE id = ?"
+                " AND (acked_at IS NULL OR acked_until <= ?"  # none in force
+                " OR (acked_until IS NOT NULL AND (? IS NULL OR ? > acked_until)))",  # longer
+                (who, now, until, alert_id, now, until, until),
+            ).rowcount
+        if changed:
+            self._changed()
         return self.alert(alert_id)
 
     def retry(self, alert_id: str | None) -> int:

@@ -28,7 +28,12 @@ def alert_row(record: AlertRecord) -> dict[str, Any]:
         "evidence": dict(f.evidence),
         "acked": None
         if record.acked_at is None
-        else {"who": record.acked_by, "when": record.acked_at},
+        else {
+            "who": record.acked_by,
+            "when": record.acked_at,
+            "until": record.acked_until,  # None: for good
+            "lapsed": record.ack_lapsed,  # past `until`: the alert is unacknowledged again
+        },
         "silenced_by": record.silenced_by,
         "deliveries": [
             {

@@ -37,6 +37,8 @@ class DeliveryOut(BaseModel):
 class Acked(BaseModel):
     who: str
     when: float
+    until: float | None = Field(description="epoch seconds: the ack lapses then; null: never")
+    lapsed: bool = Field(description="past until: the alert reads as unacknowledged again")
 
 
 class AlertOut(BaseModel):
@@ -59,8 +61,14 @@ class AlertsPage(BaseModel):
     silences: list[Silence] = Field(description="the silences in force")
 
 
-class AlertRef(BaseModel):
+class AckRequest(BaseModel):
     id: AlertId
+    until: float | None = Field(
+        default=None,
+        gt=0,
+        le=2**40,
+        description="epoch seconds: the ack lapses then (default: it holds for good)",
+    )
 
 
 class RetryRequest(BaseModel):
@@ -120,10 +128,14 @@ def alert_routes(
         }
 
     @router.post("/ack", response_model=AlertOut)
-    def ack(who: Operator, body: AlertRef) -> dict[str, Any]:
-        """Acknowledge an alert (the first who and when are kept)."""
+    def ack(who: Operator, body: AckRequest) -> dict[str, Any]:
+        """Acknowledge an alert, until a time or for good. An ack in force is kept unless
+        this one lasts longer; past its `until` the alert reads as unacknowledged again."""
         found(body.id)
-        outbox.ack(body.id, who.name)
+        try:
+            outbox.ack(body.id, who.name, body.until)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
         return found(body.id)
 
     @router.post("/retry", response_model=Retried)

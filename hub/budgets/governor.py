@@ -66,7 +66,7 @@ from hub.budgets.periods import (
 )
 from hub.budgets.records import PASSED, Mark, Override
 from hub.budgets.seed import billing_map, seed
-from hub.budgets.standing import BudgetStanding, standing_of
+from hub.budgets.standing import BudgetStanding, standing_of, stop_summary
 from hub.config import load_hub_config
 from hub.findings import Finding, FindingSink, Severity
 from hub.model import Change, NodeState, Price
@@ -512,12 +512,7 @@ class Governor:
                 records.note_stop(
                     db, budget.name, mark.bucket, key, action, outcome.outcome, self.clock()
                 )
-        verb = "paused" if action == "pause" else "killed"
-        if not outcomes:
-            return f"no agent to {action} in scope", 0
-        words = [f"{verb} {outcomes.pop(verb, 0)} agent{'s' * (acted != 1)}"]
-        words += [f"{n} {what}" for what, n in sorted(outcomes.items())]
-        return ", ".join(words), acted
+        return stop_summary(action, outcomes), acted
 
     def _sentence(self, budget: Budget, mark: Mark, summary: str, due: Due) -> str:
         head = f"budget '{budget.name}' ({budget.scope.text}, {budget.period.text})"

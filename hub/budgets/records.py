@@ -309,6 +309,20 @@ def note_stop(
     )
 
 
+def stops_since(
+    db: sqlite3.Connection, budget: str, bucket: str, action: str, since: float
+) -> list[tuple[str, float]]:
+    """(outcome, at) of each stop of `action` noted in `bucket` at or after `since`."""
+    return [
+        (str(outcome), float(at))
+        for outcome, at in db.execute(
+            "SELECT outcome, at FROM budget_stops WHERE budget = ? AND bucket = ? AND action = ?"
+            " AND at >= ?",
+            (budget, bucket, action, since),
+        )
+    ]
+
+
 def paused_unresumed(db: sqlite3.Connection, budget: str, bucket: str) -> list[StopKey]:
     return [
         (machine, pid, ctime)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -125,6 +127,7 @@ def standing_of(
         if m.state == "done" and m.outcome and not m.outcome.startswith(PASSED)
     ]
     last = acted[-1] if acted else None
+    last_action, last_at = _last_action(db, last) if last is not None else (None, None)
     hard = [m for m in records.marks(db, budget.name) if m.action in ("pause", "kill")]
     overshoot = None
     if hard and hard[-1].spent_after is not None:
@@ -140,11 +143,39 @@ def standing_of(
         state,
         "; ".join(why) or None,
         forecast_at,
-        None if last is None else f"{_label(last)}: {last.outcome}",
-        None if last is None else last.at,
+        last_action,
+        last_at,
         overshoot,
         override,
     )
+
+
+def stop_summary(action: str, outcomes: Mapping[str, int]) -> str:
+    """ "paused 3 agents, 1 already paused", or "no agent to pause in scope"."""
+    if not outcomes:
+        return f"no agent to {action} in scope"
+    rest = dict(outcomes)
+    verb = "paused" if action == "pause" else "killed"
+    done = rest.pop(verb, 0)
+    words = [f"{verb} {done} agent{'s' * (done != 1)}"]
+    words += [f"{n} {what}" for what, n in sorted(rest.items())]
+    return ", ".join(words)
+
+
+def _last_action(db: sqlite3.Connection, mark: Mark) -> tuple[str, float]:
+    """What the budget last did and when. A hard mark's stops speak for it, those of its
+    first action and any later (an agent its node had not reported yet at the crossing, one
+    that joined the stopped scope): each stop is noted as it is made, so this reads right
+    after a kill -9 too."""
+    stops = (
+        records.stops_since(db, mark.budget, mark.bucket, mark.action, mark.at)
+        if mark.action in ("pause", "kill")
+        else []
+    )
+    if not stops:
+        return f"{_label(mark)}: {mark.outcome}", mark.at
+    summary = stop_summary(mark.action, Counter(outcome for outcome, _ in stops))
+    return f"{_label(mark)}: {summary}", max(at for _, at in stops)
 
 
 def _label(mark: Mark) -> str:

@@ -49,6 +49,7 @@ OVERRIDE_FIELDS: Final = (
     ("until", "until", "+2h, +90m, +1d, or a time (ISO)"),
     ("why", "why", "kept in the audit log"),
 )
+ACK_FIELDS: Final = (("until", "until", "empty: for good; +2h, +1d, or a time (ISO)"),)
 SILENCE_FIELDS: Final = (
     ("scope", "scope", "e.g. machine=spark02, or *"),
     ("kind", "kind", "e.g. cache_*, or *"),
@@ -198,6 +199,10 @@ def _override_problem(basis: Basis) -> Callable[[dict[str, str]], str | None]:
     return check
 
 
+def _ack_problem(values: dict[str, str]) -> str | None:
+    return _until_problem(values) if values["until"] else None
+
+
 def _silence_problem(values: dict[str, str]) -> str | None:
     problem = scope_problem(values["scope"] or "*") or kind_problem(values["kind"] or "*")
     if problem:
@@ -341,7 +346,19 @@ class GovernanceKeys:
         if (chosen := self._chosen("alerts", "a", "acknowledge")) is None:
             return
         alert = chosen[0]
-        self._change(f"alert {alert} acknowledged", lambda g: g.backend.ack(alert, self.app.who))
+        fields = [Field(k, label, hint) for k, label, hint in ACK_FIELDS]
+
+        def done(values: dict[str, str] | None) -> None:
+            if values is None:
+                return
+            until = parse_until(values["until"]) if values["until"] else None
+            self._change(
+                f"alert {alert} acknowledged"
+                + ("" if until is None else f" until {values['until']}"),
+                lambda g: g.backend.ack(alert, self.app.who, until),
+            )
+
+        self.app.push_screen(FormScreen(f"Acknowledge alert {alert}", fields, _ack_problem), done)
 
     def silence(self) -> None:
         if (chosen := self._chosen("alerts", "m", "silence")) is None:
