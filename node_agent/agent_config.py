@@ -28,6 +28,8 @@ SERVER_NAME: Final = "fleetmeter"
 # Claude Code: the points before a model call (UserPromptSubmit, PostToolBatch) and tools.
 CLAUDE_HOOK_EVENTS: Final = ("UserPromptSubmit", "PostToolBatch", "PreToolUse")
 GEMINI_HOOK_EVENTS: Final = ("BeforeModel",)  # before every model request
+# Codex CLI: a turn's start and its tools (Bash, apply_patch, MCP); no hook before later calls.
+CODEX_HOOK_EVENTS: Final = ("UserPromptSubmit", "PreToolUse")
 HOOK_TIMEOUT_S: Final = 5  # a dead node costs seconds, not Claude Code's default 600 s
 HTTP_HOOK_PREFIX: Final = "http://127.0.0.1:"
 TOKEN_VARIABLE: Final = "FLEETMETER_HOOK_TOKEN"  # holds state_dir/hook.token for http hooks
@@ -114,6 +116,12 @@ def gemini_settings(scope: str, project: Path) -> Path:
     return Path.home() / ".gemini" / "settings.json"
 
 
+def codex_hooks_file(scope: str, project: Path) -> Path:
+    if scope == "project":
+        return project / ".codex" / "hooks.json"
+    return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex") / "hooks.json"
+
+
 def _is_ours(handler: object, marker: str) -> bool:
     if not isinstance(handler, dict):
         return False
@@ -155,7 +163,9 @@ def set_hooks(
     timeout: int,
     install: bool,
     http_port: int | None = None,
+    matcher: str | None = "*",
 ) -> bool:
+    """`matcher=None` leaves it out: Codex reads it as a regex, and no matcher matches all."""
     marker = " hook "
 
     def change(data: dict[str, Any]) -> bool:
@@ -176,7 +186,11 @@ def set_hooks(
                         "timeout": timeout,
                     }
                 )
-                groups.append({"matcher": "*", "hooks": [handler]})
+                groups.append(
+                    {"hooks": [handler]}
+                    if matcher is None
+                    else {"matcher": matcher, "hooks": [handler]}
+                )
             if groups:
                 hooks[event] = groups
             else:
@@ -214,6 +228,60 @@ def set_statusline(
         return False
 
     return edit_json(path, change)
+
+
+def set_managed_codex_hooks(
+    path: Path,
+    events: tuple[str, ...],
+    command: list[str],
+    extra: list[str],
+    timeout: int,
+    install: bool,
+) -> bool:
+    """Codex's admin `requirements.toml`: inline `[[hooks.EVENT]]` groups, trusted by policy
+    (no one has to trust them in `/hooks`); the rest of the file, comments too, kept."""
+    doc = _read_toml(path)
+    hooks = doc.get("hooks")
+    if hooks is None:
+        if not install:
+            return False
+        hooks = tomlkit.table(is_super_table=True)
+        doc["hooks"] = hooks
+    if not isinstance(hooks, dict):
+        raise ConfigError(f"{path}: hooks is not a table; fix it first")
+    before = tomlkit.dumps(doc)
+    for event in events:
+        groups = hooks.get(event, [])
+        if not isinstance(groups, list):
+            raise ConfigError(f"{path}: hooks.{event} is not an array of tables; fix it first")
+        kept = tomlkit.aot()
+        for group in _drop_ours([g.unwrap() for g in groups], " hook "):
+            kept.append(group)
+        if install:
+            handler = {
+                "type": "command",
+                "command": shell_words([*command, "hook", event, *extra]),
+                "timeout": timeout,
+            }
+            kept.append({"hooks": [handler]})
+        if len(kept):
+            hooks[event] = kept
+        elif event in hooks:
+            del hooks[event]
+    if not hooks:
+        del doc["hooks"]
+    text = tomlkit.dumps(doc)
+    if text == before:
+        return False
+    _write(path, text)
+    return True
+
+
+def _read_toml(path: Path) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(path.read_text() if path.exists() else "")
+    except TOMLKitError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it first") from None
 
 
 # -- MCP server entries ----------------------------------------------------------------------
@@ -264,11 +332,7 @@ def set_mcp(agent: str, command: list[str], extra: list[str], install: bool) -> 
 
 
 def _set_codex_mcp(path: Path, command: list[str], install: bool) -> bool:
-    text = path.read_text() if path.exists() else ""
-    try:
-        doc = tomlkit.parse(text)
-    except TOMLKitError as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it first") from None
+    doc = _read_toml(path)
     servers = doc.get("mcp_servers")
     if servers is None:
         if not install:
