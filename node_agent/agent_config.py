@@ -249,7 +249,7 @@ def set_managed_codex_hooks(
         doc["hooks"] = hooks
     if not isinstance(hooks, dict):
         raise ConfigError(f"{path}: hooks is not a table; fix it first")
-    before = tomlkit.dumps(doc)
+    before = _toml_text(doc)
     for event in events:
         groups = hooks.get(event, [])
         if not isinstance(groups, list):
@@ -270,11 +270,16 @@ def set_managed_codex_hooks(
             del hooks[event]
     if not hooks:
         del doc["hooks"]
-    text = tomlkit.dumps(doc)
+    text = _toml_text(doc)
     if text == before:
         return False
     _write(path, text)
     return True
+
+
+def _toml_text(doc: tomlkit.TOMLDocument) -> str:
+    """One newline at the end: tomlkit leaves blank lines behind a removed array of tables."""
+    return tomlkit.dumps(doc).rstrip("\n") + "\n"
 
 
 def _read_toml(path: Path) -> tomlkit.TOMLDocument:
