@@ -19,6 +19,7 @@ from node_agent.agent_config import (
     TOKEN_VARIABLE,
     claude_settings,
     codex_hooks_file,
+    command_hook,
     gemini_settings,
     node_agent_command,
     set_hooks,
@@ -124,7 +125,8 @@ def _codex_hooks(args: argparse.Namespace) -> int:
     extra = _hook_extra(args)
     if args.managed is not None:
         path = Path(args.managed)
-        changed = set_managed_codex_hooks(path, events, base, extra, HOOK_TIMEOUT_S, install)
+        handlers = {e: command_hook(base, e, extra, HOOK_TIMEOUT_S) for e in events}
+        changed = set_managed_codex_hooks(path, events, handlers, install)
     else:
         path = codex_hooks_file(args.scope, Path.cwd())
         changed = set_hooks(path, events, base, extra, HOOK_TIMEOUT_S, install, matcher=None)

@@ -155,6 +155,12 @@ def http_hook(event: str, port: int, timeout: int) -> dict[str, Any]:
     }
 
 
+def command_hook(command: list[str], event: str, extra: list[str], timeout: int) -> dict[str, Any]:
+    """A `command` hook running `node-agent hook EVENT` (Claude Code, Gemini CLI, Codex CLI)."""
+    words = shell_words([*command, "hook", event, *extra])
+    return {"type": "command", "command": words, "timeout": timeout}
+
+
 def set_hooks(
     path: Path,
     events: tuple[str, ...],
@@ -180,11 +186,7 @@ def set_hooks(
                 handler = (
                     http_hook(event, http_port, timeout)
                     if http_port is not None
-                    else {
-                        "type": "command",
-                        "command": shell_words([*command, "hook", event, *extra]),
-                        "timeout": timeout,
-                    }
+                    else command_hook(command, event, extra, timeout)
                 )
                 groups.append(
                     {"hooks": [handler]}
@@ -231,24 +233,15 @@ def set_statusline(
 
 
 def set_managed_codex_hooks(
-    path: Path,
-    events: tuple[str, ...],
-    command: list[str],
-    extra: list[str],
-    timeout: int,
-    install: bool,
+    path: Path, events: tuple[str, ...], handlers: dict[str, dict[str, Any]], install: bool
 ) -> bool:
-    """Codex's admin `requirements.toml`: inline `[[hooks.EVENT]]` groups, trusted by policy
-    (no one has to trust them in `/hooks`); the rest of the file, comments too, kept."""
+    """Codex's admin `requirements.toml`: inline `[[hooks.EVENT]]` groups (`handlers`: ours per
+    event), trusted by policy (no one has to trust them in `/hooks`); the rest of the file,
+    comments too, kept."""
     doc = _read_toml(path)
-    hooks = doc.get("hooks")
+    hooks = _toml_table(doc, "hooks", path, install)
     if hooks is None:
-        if not install:
-            return False
-        hooks = tomlkit.table(is_super_table=True)
-        doc["hooks"] = hooks
-    if not isinstance(hooks, dict):
-        raise ConfigError(f"{path}: hooks is not a table; fix it first")
+        return False
     before = _toml_text(doc)
     for event in events:
         groups = hooks.get(event, [])
@@ -258,12 +251,7 @@ def set_managed_codex_hooks(
         for group in _drop_ours([g.unwrap() for g in groups], " hook "):
             kept.append(group)
         if install:
-            handler = {
-                "type": "command",
-                "command": shell_words([*command, "hook", event, *extra]),
-                "timeout": timeout,
-            }
-            kept.append({"hooks": [handler]})
+            kept.append({"hooks": [handlers[event]]})
         if len(kept):
             hooks[event] = kept
         elif event in hooks:
@@ -275,6 +263,21 @@ def set_managed_codex_hooks(
         return False
     _write(path, text)
     return True
+
+
+def _toml_table(
+    doc: tomlkit.TOMLDocument, key: str, path: Path, install: bool
+) -> dict[str, Any] | None:
+    """The top-level table `key`, made for an install; None when absent and removing."""
+    table = doc.get(key)
+    if table is None:
+        if not install:
+            return None
+        table = tomlkit.table(is_super_table=True)
+        doc[key] = table
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {key} is not a table; fix it first")
+    return table
 
 
 def _toml_text(doc: tomlkit.TOMLDocument) -> str:
@@ -338,14 +341,9 @@ def set_mcp(agent: str, command: list[str], extra: list[str], install: bool) -> 
 
 def _set_codex_mcp(path: Path, command: list[str], install: bool) -> bool:
     doc = _read_toml(path)
-    servers = doc.get("mcp_servers")
+    servers = _toml_table(doc, "mcp_servers", path, install)
     if servers is None:
-        if not install:
-            return False
-        servers = tomlkit.table(is_super_table=True)
-        doc["mcp_servers"] = servers
-    if not isinstance(servers, dict):
-        raise ConfigError(f"{path}: mcp_servers is not a table; fix it first")
+        return False
     if install:
         entry = tomlkit.table()
         entry["command"] = command[0]

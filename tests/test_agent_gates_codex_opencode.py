@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,14 @@ import tomlkit
 
 from shared.verdicts import VerdictState
 from tests.agent_harness import run
-from tests.fleet_harness import child_env, free_port, start_node, stop, wait_for
-from tests.test_agent_gates import Fleet, fleet, verdict  # noqa: F401 (the fixture)
+from tests.fleet_harness import child_env, stop, wait_for
+from tests.test_agent_config import cli
+from tests.test_agent_gates import (  # noqa: F401 (the fixture)
+    Fleet,
+    fleet,
+    restart_with_hook_port,
+    verdict,
+)
 from tests.test_source_claude import CWD, SESSION
 
 OTHER = "0f3a9b5c-2222-4c2d-8e7f-bbbbbbbbbbbb"
@@ -96,17 +101,7 @@ def test_gemini_before_model_is_gated(fleet: Fleet) -> None:  # noqa: F811
 
 
 def installer(tmp: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = child_env(tmp)
-    env.update(HOME=str(tmp / "home"), CODEX_HOME=str(tmp / "home" / ".codex"))
-    return subprocess.run(
-        [sys.executable, "-m", "node_agent.entry", "hooks", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd or tmp,
-        timeout=60,
-        check=False,
-    )
+    return cli(tmp, "hooks", *args, cwd=cwd)
 
 
 def test_codex_installer_keeps_the_rest_and_removes_only_ours(tmp_path: Path) -> None:
@@ -260,12 +255,7 @@ def test_the_opencode_plugin_refuses_model_calls_and_tools_once_exhausted(
 def test_the_opencode_plugin_asks_the_nodes_hook_port_with_its_token(
     fleet: Fleet,  # noqa: F811
 ) -> None:
-    stop(fleet.node)
-    port = free_port()
-    text = fleet.config.read_text()
-    fleet.config.write_text(text.replace("\n", f"\nhook_port = {port}\n", 1))
-    fleet.node = start_node(fleet.config, fleet.tmp)
-    wait_for((fleet.config.parent / "state" / "hook.token").exists, 30, "the hook token")
+    port, _ = restart_with_hook_port(fleet)
     plugin = install_plugin(fleet, fleet.tmp / "repo", "--http")
     assert f'"port": {port}' in plugin.read_text()
     fleet.verdicts[:] = [verdict(f"session:{SESSION}", VerdictState.EXHAUSTED)]
