@@ -43,7 +43,7 @@ def node_agent_command() -> list[str]:
         words = [str(script.resolve())]
     else:
         found = shutil.which("node-agent")
-        words = [found] if found else [sys.executable, "-m", "node_agent.cli"]
+        words = [found] if found else [sys.executable, "-m", "node_agent.entry"]  # the fast path
     return words
 
 
