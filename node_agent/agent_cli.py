@@ -12,17 +12,23 @@ from typing import Any
 
 from node_agent.agent_config import (
     CLAUDE_HOOK_EVENTS,
+    CODEX_HOOK_EVENTS,
     GEMINI_HOOK_EVENTS,
     HOOK_TIMEOUT_S,
     MCP_AGENTS,
     TOKEN_VARIABLE,
     claude_settings,
+    codex_hooks_file,
+    command_hook,
     gemini_settings,
     node_agent_command,
     set_hooks,
+    set_managed_codex_hooks,
     set_mcp,
     set_statusline,
 )
+from node_agent.agent_gates import HOOK_AGENTS
+from node_agent.opencode_gate import install_plugin, plugin_path, plugin_text, remove_plugin
 from node_agent.query_client import TOKEN_NAME
 from shared.config import ConfigError, default_state_dir, find_config, load_config
 
@@ -31,13 +37,19 @@ def add_agent_commands(sub: Any) -> None:
     sub.add_parser(
         "hook",
         help="answer an agent's hook (stdin JSON) from the node's budget verdicts",
-        description="node-agent hook EVENT [--agent claude-code|gemini] "
+        description="node-agent hook EVENT [--agent claude-code|gemini|codex|opencode] "
         "[--on-node-down allow|block] [--config PATH]",
     )
     hooks = sub.add_parser("hooks", help="install or remove the budget gate hooks in an agent")
     hooks.add_argument("action", choices=("install", "remove"))
     hooks.add_argument("--scope", choices=("user", "project"), default="user")
-    hooks.add_argument("--agent", choices=("claude-code", "gemini"), default="claude-code")
+    hooks.add_argument("--agent", choices=HOOK_AGENTS, default="claude-code")
+    hooks.add_argument(
+        "--managed",
+        type=Path,
+        metavar="FILE",
+        help="Codex: write the hooks into this admin requirements.toml (trusted by policy)",
+    )
     hooks.add_argument(
         "--on-node-down",
         choices=("allow", "block"),
@@ -72,6 +84,12 @@ def _gate_extra(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_hooks(args: argparse.Namespace) -> int:
+    if args.managed is not None and args.agent != "codex":
+        raise ConfigError("--managed is for Codex only (--agent codex)")
+    if args.agent == "codex":
+        return _codex_hooks(args)
+    if args.agent == "opencode":
+        return _opencode_plugin(args)
     project = Path.cwd()
     install = args.action == "install"
     base = node_agent_command()
@@ -93,15 +111,62 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hook_extra(args: argparse.Namespace) -> list[str]:
+    """What every installed hook command adds after `hook EVENT`."""
+    extra = [*_gate_extra(args), "--agent", args.agent]
+    return extra + (["--on-node-down", "block"] if args.on_node_down == "block" else [])
+
+
+def _codex_hooks(args: argparse.Namespace) -> int:
+    if args.http:
+        raise ConfigError("--http is not for Codex: it runs command hooks only")
+    install = args.action == "install"
+    events, base = CODEX_HOOK_EVENTS, node_agent_command()
+    extra = _hook_extra(args)
+    if args.managed is not None:
+        path = Path(args.managed)
+        handlers = {e: command_hook(base, e, extra, HOOK_TIMEOUT_S) for e in events}
+        changed = set_managed_codex_hooks(path, events, handlers, install)
+    else:
+        path = codex_hooks_file(args.scope, Path.cwd())
+        changed = set_hooks(path, events, base, extra, HOOK_TIMEOUT_S, install, matcher=None)
+    verb = "installed in" if install else "removed from"
+    print(f"hooks {', '.join(events)} {verb} {path}" + ("" if changed else " (already so)"))
+    if install and args.managed is None:
+        print(
+            "Codex runs these hooks only once trusted: open /hooks in Codex and trust them "
+            "(or install them as managed hooks: --managed /etc/codex/requirements.toml)"
+        )
+    return 0
+
+
+def _opencode_plugin(args: argparse.Namespace) -> int:
+    path = plugin_path(args.scope, Path.cwd())
+    if args.action == "remove":
+        changed = remove_plugin(path)
+        print(f"OpenCode plugin {path} " + ("removed" if changed else "was not there"))
+        return 0
+    http = None
+    if args.http:
+        port = _http_port(args)
+        http = (port, (_state_dir(args.config) / TOKEN_NAME).resolve())
+    extra = _hook_extra(args)
+    text = plugin_text(node_agent_command(), extra, args.on_node_down == "block", http)
+    changed = install_plugin(path, text)
+    print(f"OpenCode plugin written to {path}" + ("" if changed else " (already so)"))
+    return 0
+
+
 def _http_port(args: argparse.Namespace) -> int:
-    if args.agent != "claude-code":
-        raise ConfigError("--http is for Claude Code only (Gemini CLI runs command hooks)")
+    if args.agent not in ("claude-code", "opencode"):
+        raise ConfigError(f"--http is for Claude Code and OpenCode ({args.agent} runs commands)")
     path = args.config or find_config()
     config = load_config(path) if path else None
     if config is None or config.hook_port is None:
         raise ConfigError("--http needs hook_port in the node config (then restart the node)")
     token = Path(config.state_dir) / TOKEN_NAME
-    print(f"the hooks send ${TOKEN_VARIABLE}: export it in Claude Code's environment from {token}")
+    if args.agent == "claude-code":
+        print(f"the hooks send ${TOKEN_VARIABLE}: export it in Claude Code's env from {token}")
     return config.hook_port
 
 

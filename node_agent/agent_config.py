@@ -28,6 +28,8 @@ SERVER_NAME: Final = "fleetmeter"
 # Claude Code: the points before a model call (UserPromptSubmit, PostToolBatch) and tools.
 CLAUDE_HOOK_EVENTS: Final = ("UserPromptSubmit", "PostToolBatch", "PreToolUse")
 GEMINI_HOOK_EVENTS: Final = ("BeforeModel",)  # before every model request
+# Codex CLI: a turn's start and its tools (Bash, apply_patch, MCP); no hook before later calls.
+CODEX_HOOK_EVENTS: Final = ("UserPromptSubmit", "PreToolUse")
 HOOK_TIMEOUT_S: Final = 5  # a dead node costs seconds, not Claude Code's default 600 s
 HTTP_HOOK_PREFIX: Final = "http://127.0.0.1:"
 TOKEN_VARIABLE: Final = "FLEETMETER_HOOK_TOKEN"  # holds state_dir/hook.token for http hooks
@@ -41,7 +43,7 @@ def node_agent_command() -> list[str]:
         words = [str(script.resolve())]
     else:
         found = shutil.which("node-agent")
-        words = [found] if found else [sys.executable, "-m", "node_agent.cli"]
+        words = [found] if found else [sys.executable, "-m", "node_agent.entry"]  # the fast path
     return words
 
 
@@ -114,6 +116,12 @@ def gemini_settings(scope: str, project: Path) -> Path:
     return Path.home() / ".gemini" / "settings.json"
 
 
+def codex_hooks_file(scope: str, project: Path) -> Path:
+    if scope == "project":
+        return project / ".codex" / "hooks.json"
+    return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex") / "hooks.json"
+
+
 def _is_ours(handler: object, marker: str) -> bool:
     if not isinstance(handler, dict):
         return False
@@ -147,6 +155,12 @@ def http_hook(event: str, port: int, timeout: int) -> dict[str, Any]:
     }
 
 
+def command_hook(command: list[str], event: str, extra: list[str], timeout: int) -> dict[str, Any]:
+    """A `command` hook running `node-agent hook EVENT` (Claude Code, Gemini CLI, Codex CLI)."""
+    words = shell_words([*command, "hook", event, *extra])
+    return {"type": "command", "command": words, "timeout": timeout}
+
+
 def set_hooks(
     path: Path,
     events: tuple[str, ...],
@@ -155,7 +169,9 @@ def set_hooks(
     timeout: int,
     install: bool,
     http_port: int | None = None,
+    matcher: str | None = "*",
 ) -> bool:
+    """`matcher=None` leaves it out: Codex reads it as a regex, and no matcher matches all."""
     marker = " hook "
 
     def change(data: dict[str, Any]) -> bool:
@@ -170,13 +186,13 @@ def set_hooks(
                 handler = (
                     http_hook(event, http_port, timeout)
                     if http_port is not None
-                    else {
-                        "type": "command",
-                        "command": shell_words([*command, "hook", event, *extra]),
-                        "timeout": timeout,
-                    }
+                    else command_hook(command, event, extra, timeout)
                 )
-                groups.append({"matcher": "*", "hooks": [handler]})
+                groups.append(
+                    {"hooks": [handler]}
+                    if matcher is None
+                    else {"matcher": matcher, "hooks": [handler]}
+                )
             if groups:
                 hooks[event] = groups
             else:
@@ -214,6 +230,66 @@ def set_statusline(
         return False
 
     return edit_json(path, change)
+
+
+def set_managed_codex_hooks(
+    path: Path, events: tuple[str, ...], handlers: dict[str, dict[str, Any]], install: bool
+) -> bool:
+    """Codex's admin `requirements.toml`: inline `[[hooks.EVENT]]` groups (`handlers`: ours per
+    event), trusted by policy (no one has to trust them in `/hooks`); the rest of the file,
+    comments too, kept."""
+    doc = _read_toml(path)
+    hooks = _toml_table(doc, "hooks", path, install)
+    if hooks is None:
+        return False
+    before = _toml_text(doc)
+    for event in events:
+        groups = hooks.get(event, [])
+        if not isinstance(groups, list):
+            raise ConfigError(f"{path}: hooks.{event} is not an array of tables; fix it first")
+        kept = tomlkit.aot()
+        for group in _drop_ours([g.unwrap() for g in groups], " hook "):
+            kept.append(group)
+        if install:
+            kept.append({"hooks": [handlers[event]]})
+        if len(kept):
+            hooks[event] = kept
+        elif event in hooks:
+            del hooks[event]
+    if not hooks:
+        del doc["hooks"]
+    text = _toml_text(doc)
+    if text == before:
+        return False
+    _write(path, text)
+    return True
+
+
+def _toml_table(
+    doc: tomlkit.TOMLDocument, key: str, path: Path, install: bool
+) -> dict[str, Any] | None:
+    """The top-level table `key`, made for an install; None when absent and removing."""
+    table = doc.get(key)
+    if table is None:
+        if not install:
+            return None
+        table = tomlkit.table(is_super_table=True)
+        doc[key] = table
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {key} is not a table; fix it first")
+    return table
+
+
+def _toml_text(doc: tomlkit.TOMLDocument) -> str:
+    """One newline at the end: tomlkit leaves blank lines behind a removed array of tables."""
+    return tomlkit.dumps(doc).rstrip("\n") + "\n"
+
+
+def _read_toml(path: Path) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(path.read_text() if path.exists() else "")
+    except TOMLKitError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it first") from None
 
 
 # -- MCP server entries ----------------------------------------------------------------------
@@ -264,19 +340,10 @@ def set_mcp(agent: str, command: list[str], extra: list[str], install: bool) -> 
 
 
 def _set_codex_mcp(path: Path, command: list[str], install: bool) -> bool:
-    text = path.read_text() if path.exists() else ""
-    try:
-        doc = tomlkit.parse(text)
-    except TOMLKitError as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it first") from None
-    servers = doc.get("mcp_servers")
+    doc = _read_toml(path)
+    servers = _toml_table(doc, "mcp_servers", path, install)
     if servers is None:
-        if not install:
-            return False
-        servers = tomlkit.table(is_super_table=True)
-        doc["mcp_servers"] = servers
-    if not isinstance(servers, dict):
-        raise ConfigError(f"{path}: mcp_servers is not a table; fix it first")
+        return False
     if install:
         entry = tomlkit.table()
         entry["command"] = command[0]

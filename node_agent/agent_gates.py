@@ -1,5 +1,6 @@
 """`node-agent hook EVENT` and `node-agent statusline`: the small programs Claude Code (and
-Gemini CLI) run synchronously, so they import little and ask the node over its unix socket.
+Gemini CLI, Codex CLI, fleetmeter's OpenCode plugin) run synchronously, so they import little
+and ask the node over its unix socket.
 
 A hook never breaks the agent: a bad input or an unreadable config is said on stderr and the
 call goes on (exit 1 is Claude Code's "non-blocking error"; exit 2 would block). When the node
@@ -22,6 +23,7 @@ from node_agent.query_client import NodeUnavailable, hook_answer, session_figure
 # agent's loop (`--state-dir`, written by the installers, spares reading the node config).
 MAX_INPUT: Final = 8 << 20  # PostToolBatch carries whole tool results
 GATED: Final = frozenset({"UserPromptSubmit", "PostToolBatch", "PreToolUse", "BeforeModel"})
+HOOK_AGENTS: Final = ("claude-code", "gemini", "codex", "opencode")
 
 
 class _NoConfig(Exception):
@@ -67,9 +69,12 @@ def _read_input() -> dict[str, Any]:
 
 
 def for_agent(answer: dict[str, Any], agent: str, event: str) -> dict[str, Any]:
-    """Claude Code's answer shape, said the way Gemini CLI reads it (BeforeModel)."""
-    if agent != "gemini":
+    """Claude Code's answer shape, said the way the other agents read it."""
+    if agent == "codex":
+        return _for_codex(answer, event)
+    if agent not in ("gemini", "opencode"):
         return answer
+    # Gemini CLI (BeforeModel) and fleetmeter's OpenCode plugin read the same shape.
     if answer.get("continue") is False:
         reason = str(answer.get("stopReason", "fleetmeter"))
         return {"decision": "deny", "reason": reason, "continue": False, "stopReason": reason}
@@ -77,6 +82,26 @@ def for_agent(answer: dict[str, Any], agent: str, event: str) -> dict[str, Any]:
     if context:
         return {"systemMessage": context}
     return {k: v for k, v in answer.items() if k == "systemMessage"}
+
+
+def _for_codex(answer: dict[str, Any], event: str) -> dict[str, Any]:
+    """Codex CLI: `decision: block` stops a prompt; a tool is refused by `permissionDecision:
+    deny` (Codex rejects `continue: false` on PreToolUse and would run the tool)."""
+    if answer.get("continue") is False:
+        reason = str(answer.get("stopReason", "fleetmeter"))
+        if event == "PreToolUse":
+            return {
+                "hookSpecificOutput": {
+                    "hookEventName": event,
+                    "permissionDecision": "deny",
+                    "permissionDecisionReason": reason,
+                }
+            }
+        return {"decision": "block", "reason": reason}
+    if event == "PreToolUse":
+        # A warning already reached the turn's context at UserPromptSubmit; once per turn.
+        return {k: v for k, v in answer.items() if k == "systemMessage"}
+    return answer
 
 
 def _emit(answer: dict[str, Any]) -> None:
@@ -89,7 +114,7 @@ def run_hook(argv: Sequence[str]) -> int:
     parser.add_argument("event")
     parser.add_argument("--config", type=Path)
     parser.add_argument("--state-dir", type=Path)
-    parser.add_argument("--agent", choices=("claude-code", "gemini"), default="claude-code")
+    parser.add_argument("--agent", choices=HOOK_AGENTS, default="claude-code")
     parser.add_argument("--on-node-down", choices=("allow", "block"), default="allow")
     parser.add_argument("--timeout", type=float, default=2.0)
     args = parser.parse_args(argv)

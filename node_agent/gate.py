@@ -12,10 +12,13 @@ from typing import Any, Final
 
 from shared.verdicts import Verdict, VerdictState, amount_text
 
-# UserPromptSubmit: a turn's first model call; PostToolBatch: every later one; PreToolUse: tools.
-GATED: Final = frozenset({"UserPromptSubmit", "PostToolBatch", "PreToolUse"})
-# Events whose hookSpecificOutput takes additionalContext.
-CONTEXT_EVENTS: Final = frozenset({"UserPromptSubmit", "PreToolUse", "PostToolBatch"})
+# UserPromptSubmit: a turn's first model call; PostToolBatch: every later one; PreToolUse: tools;
+# BeforeModel: every model call (Gemini CLI, and OpenCode's plugin before each call).
+GATED: Final = frozenset({"UserPromptSubmit", "PostToolBatch", "PreToolUse", "BeforeModel"})
+# Events whose warning goes out as additionalContext (said in each agent's shape by the hook).
+CONTEXT_EVENTS: Final = frozenset(
+    {"UserPromptSubmit", "PreToolUse", "PostToolBatch", "BeforeModel"}
+)
 
 
 def spent_of_limit(verdict: Verdict) -> str:

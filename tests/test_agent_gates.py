@@ -361,9 +361,8 @@ def test_quota_has_the_status_files_reading_for_the_sessions_profile(fleet: Flee
     assert abs(reading["resets_at"] - until) < 1
 
 
-def test_claude_codes_http_hook_type_asks_the_node_on_its_port_with_the_token(
-    fleet: Fleet,
-) -> None:
+def restart_with_hook_port(fleet: Fleet) -> tuple[int, Path]:
+    """The node restarted with `hook_port` set: the port, and the token file it then writes."""
     stop(fleet.node)
     port = free_port()
     text = fleet.config.read_text()
@@ -371,6 +370,13 @@ def test_claude_codes_http_hook_type_asks_the_node_on_its_port_with_the_token(
     fleet.node = start_node(fleet.config, fleet.tmp)
     token_file = fleet.config.parent / "state" / "hook.token"
     wait_for(token_file.exists, 30, "the hook token")
+    return port, token_file
+
+
+def test_claude_codes_http_hook_type_asks_the_node_on_its_port_with_the_token(
+    fleet: Fleet,
+) -> None:
+    port, token_file = restart_with_hook_port(fleet)
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
     url = f"http://127.0.0.1:{port}/hook/UserPromptSubmit"
