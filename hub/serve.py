@@ -86,6 +86,7 @@ class Hub:
         self.receiver: Receiver | None = None
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
+        self.seeding: threading.Thread | None = None  # the detectors' seed, once started
         self._store: Store | None = None
         self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self.detectors: DetectorRunner | None = None
@@ -154,7 +155,9 @@ class Hub:
             self.book,
         )
         # before the receiver: the seed's snapshot ends where the new batches begin
-        seeding = start_seeding(self.detectors, self._store, self._journal, self.book)
+        seeding = self.seeding = start_seeding(
+            self.detectors, self._store, self._journal, self.book
+        )
         self._threads.append(seeding)
         self.receiver = Receiver(
             self.config.events,
