@@ -4,6 +4,7 @@ the whole report, through a real `fleet-hub serve` as in the encoder alone."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.api.json_body import json_pieces
+from hub.api.json_body import TRIM_AFTER_ROWS, json_pieces
 from hub.report import build_hub_report
 from hub.store import DB_FILE, Store
 from shared.events import Agent, Tokens, UsageEvent
@@ -92,3 +93,20 @@ def test_served_report_is_byte_for_byte_the_whole_report(busy_hub: ServedHub, by
     assert answer.content == orjson.dumps(whole)
     if "session" in by:
         assert len(whole["rows"]) >= SESSIONS
+
+
+def _full_collections() -> int:
+    return int(gc.get_stats()[2]["collections"])
+
+
+def test_a_long_body_ends_with_a_full_collection_a_short_one_does_not() -> None:
+    # the collection a long answer's garbage calls for is paid at its end, not by a later
+    # short request (it was the report endpoint's p99)
+    gc.disable()  # no collection but the encoder's own meanwhile (gc.collect still runs)
+    try:
+        for rows, collections in ((TRIM_AFTER_ROWS, 1), (TRIM_AFTER_ROWS - 1, 0)):
+            before = _full_collections()
+            b"".join(json_pieces({"rows": iter([{"n": n} for n in range(rows)])}))
+            assert _full_collections() == before + collections
+    finally:
+        gc.enable()

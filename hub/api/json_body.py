@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any, Final
@@ -16,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 ROWS_PER_PIECE: Final = 500
-TRIM_AFTER_ROWS: Final = 2_000  # a body this long freed enough heap to hand back
+TRIM_AFTER_ROWS: Final = 2_000  # a body this long: collect, and hand freed heap back
 
 
 def json_pieces(body: Mapping[str, Any], per_piece: int = ROWS_PER_PIECE) -> Iterator[bytes]:
@@ -39,6 +40,10 @@ def json_pieces(body: Mapping[str, Any], per_piece: int = ROWS_PER_PIECE) -> Ite
         yield b"]"
     yield b"}" if sep == b"," else b"{}"
     if streamed >= TRIM_AFTER_ROWS:
+        # A full collection now, at the end of a long answer, rather than in the middle of a
+        # later short one (it was 80-120 ms in the report endpoint's p99); then the heap's
+        # free pages go back.
+        gc.collect()
         release_free_heap()
 
 
