@@ -127,11 +127,13 @@ def build_hub_report(
     since: date | None = None,
     until: date | None = None,
     cache: tuple[ReportCache, int] | None = None,
+    lazy_rows: bool = False,
 ) -> dict[str, Any]:
     """Every stored call from day `since` to day `until` (inclusive, in `tz`), grouped by `by`
     (any `pricing.rollup.GROUP_KEYS` name; an unknown one raises `UnknownGroupKeyError`).
     `cache`: the writing process's and the generation of `store`'s state, to read past days'
-    sums once (see `ReportCache`)."""
+    sums once (see `ReportCache`). `lazy_rows`: `rows` is an iterator that makes each row's
+    dict as it is asked for (an encoder's pieces), not a list of them all."""
     rollup = Rollup(tuple(by), tz)
     keys = [CELL_KEYS[k][1] for k in rollup.by]
     # and the model always: unknown-price calls are counted by model
@@ -160,9 +162,10 @@ def build_hub_report(
             priced = PricedCall(cell.amount if cell.priced else None, cls, None, cell.estimated)
             row_key = tuple(key(cell) for key in keys)
             rollup.add_calls(row_key, cell.calls, cell.tokens, priced)
+    rows = (row.to_json() for row in rollup.sorted_rows())
     return {
         "group_by": list(rollup.by),
-        "rows": [row.to_json() for row in rollup.sorted_rows()],
+        "rows": rows if lazy_rows else list(rows),
         "total": rollup.total.to_json(),
         "skipped": dict(sorted(skipped.items())),
         "unknown_models": dict(sorted(unknown_models.items())),

@@ -86,6 +86,7 @@ class Hub:
         self.receiver: Receiver | None = None
         self.commander: Commander | None = None
         self._threads: list[threading.Thread] = []
+        self.seeding: threading.Thread | None = None  # the detectors' seed, once started
         self._store: Store | None = None
         self.alerts: Outbox | None = None  # the FindingSink (delivered by serve's courier)
         self.detectors: DetectorRunner | None = None
@@ -169,6 +170,7 @@ class Hub:
             self.stop()
             raise self.receiver.error
         seeding.start()
+        self.seeding = seeding
         self._threads.append(seeding)
         self._spawn("liveness", self._liveness)
         if self.config.advertise:

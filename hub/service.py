@@ -663,7 +663,10 @@ class FleetService:
         tz: tzinfo,
         since: date | None = None,
         until: date | None = None,
+        *,
+        lazy_rows: bool = False,
     ) -> dict[str, Any]:
+        """`lazy_rows`: a roll-up report's `rows` come as an iterator (see `build_hub_report`)."""
         by = tuple(by)
         if outcome := check_outcome_keys(by):
             return self.outcomes.report(outcome, tz, since, until)
@@ -680,6 +683,7 @@ class FleetService:
                 since=since,
                 until=until,
                 cache=(self._report_cache, generation),
+                lazy_rows=lazy_rows,
             )
 
     def outcome_report(self, view: str, period: Period) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ from datetime import date
 from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +32,7 @@ from hub.api.alerts import alert_routes
 from hub.api.auth import AuthError, Principal, principal
 from hub.api.budgets import add_budget_routes
 from hub.api.errors import ApiError
+from hub.api.json_body import json_pieces
 from hub.api.metrics import CommandCounts, HubCollector, exposition, registry_for
 from hub.api.mirror import mirror_routes
 from hub.api.reconcile import reconcile_routes
@@ -336,9 +336,10 @@ def create_app(
             raise ApiError(422, f"tz: unknown time zone {tz!r}") from exc
         if problem := day_range_error(since, until):
             raise ApiError(422, problem)
-        # serialised here, in one C call: FastAPI's encoder walks a month of rows in Python
-        body = orjson.dumps(service.report(keys, zone, since, until))
-        return Response(body, media_type="application/json")
+        # encoded here by orjson, a few hundred rows at a time: FastAPI's encoder walks a month
+        # of rows in Python, and a whole body of session rows costs ~90 MB at its peak
+        report = service.report(keys, zone, since, until, lazy_rows=True)
+        return StreamingResponse(json_pieces(report), media_type="application/json")
 
     @app.get(f"{API}/nodes", tags=["nodes"], response_model=list[m.Node])
     def nodes(who: Anyone) -> Rows:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from hub.api.front import HubFront
+from hub.api.gc_freeze import freeze_after
 from hub.api.server import ApiServer
 from hub.config import HubConfig
 from hub.serve import Hub
@@ -53,6 +54,8 @@ def serve(config: HubConfig, start_hub: Callable[[Hub, str], FleetService | None
         flush=True,
     )
     sd_notify(f"READY=1\nSTATUS=serving: api {api.url}")
+    seeding = hub.seeding
+    freeze_after(service.wait_loaded, *([seeding.join] if seeding is not None else []))
     try:
         status = supervise(stop, api, watchdog_interval())
     finally:
