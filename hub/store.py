@@ -471,6 +471,15 @@ class Store:
         for (payload,) in self._select("usage", where, params):
             yield self._payloads.decode(payload)
 
+    def start_of_latest_calls(self, since: float, count: int) -> float:
+        """The time from which at most about `count` counted calls since `since` remain (ties
+        at that instant all count): a reader can then stream them instead of keeping them."""
+        row = self._db.execute(
+            "SELECT ts FROM usage WHERE counted = 1 AND ts >= ? ORDER BY ts DESC LIMIT 1 OFFSET ?",
+            (since, max(count - 1, 0)),
+        ).fetchone()
+        return since if row is None else max(since, float(row[0]))
+
     def session_usage(self, session_id: str) -> list[UsageEvent]:
         """A session's counted calls (its own id, and subagent calls filed under it), by time."""
         rows = self._db.execute(

@@ -426,3 +426,13 @@ def test_payloads_are_compressed_once_the_store_can_train_a_dictionary(tmp_path:
     assert sum(sizes[e.event_id] for e in later) * 3 < sum(len(pack(e)) for e in later)
     with Store.in_dir(tmp_path) as again:
         assert stored(again) == expected
+
+
+def test_the_latest_calls_start_where_at_most_count_remain(store: Store) -> None:
+    """The detectors' seed streams the latest calls from this point instead of keeping them."""
+    batch = [usage(f"c{n}", ts=T0 + n) for n in range(5)] + [usage("tie", ts=T0 + 2)]
+    store.ingest("spark01", "events", 1, 6, batch, None, T0 + 10)
+    assert store.start_of_latest_calls(T0, 3) == T0 + 2  # c4, c3, then c2 and its tie
+    assert len(list(store.usage_events(T0 + 2, counted_only=True))) == 4
+    assert store.start_of_latest_calls(T0, 100) == T0  # fewer than asked: from `since`
+    assert store.start_of_latest_calls(T0 + 4, 3) == T0 + 4

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from decimal import Decimal
@@ -55,10 +54,11 @@ def seeding_thread(
     def run() -> None:
         started = time.monotonic()
         try:
-            with snapshot:
-                calls = deque(reader.usage_events(since, counted_only=True), MAX_SEED_CALLS)
             raised = journal.ids()
-            shown = runner.seed(((e, price(e)) for e in calls), raised)
+            with snapshot:  # streamed from the snapshot: the calls are never all in memory
+                start = reader.start_of_latest_calls(since, MAX_SEED_CALLS)
+                calls = reader.usage_events(start, counted_only=True)
+                shown = runner.seed(((e, price(e)) for e in calls), raised)
             log.info(
                 "detectors seeded with %d calls of the last %.0f h in %.1f s (%d findings known)",
                 shown,
