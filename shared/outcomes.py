@@ -110,6 +110,11 @@ def _time(value: Any, what: str) -> float:
     return float(value)
 
 
+def _one_of(value: Any, choices: frozenset[str]) -> bool:
+    # `in` on a frozenset hashes: a list or map from a hostile node would raise TypeError
+    return isinstance(value, str) and value in choices
+
+
 def _commit(item: Any, index: int) -> Commit:
     where = f"commits[{index}]"
     if not isinstance(item, list) or len(item) != 6:
@@ -117,7 +122,7 @@ def _commit(item: Any, index: int) -> Commit:
     sha, ts, added, deleted, rule, subject = item
     if not isinstance(sha, str) or not 4 <= len(sha) <= 64 or not sha.isalnum():
         raise OutcomeDecodeError(f"outcome {where} sha is not a commit id")
-    if rule not in RULES:
+    if not _one_of(rule, RULES):
         raise OutcomeDecodeError(f"outcome {where} rule must be one of {', '.join(sorted(RULES))}")
     if not isinstance(subject, str) or len(subject) > MAX_TEXT:
         raise OutcomeDecodeError(f"outcome {where} subject must be short text")
@@ -137,7 +142,7 @@ def _pr(item: Any) -> PullRequest | None:
     if not isinstance(item, list) or len(item) != 4:
         raise OutcomeDecodeError("outcome pr must be a list of 4 fields")
     number, state, merged, url = item
-    if state not in PR_STATES or type(merged) is not bool:
+    if not _one_of(state, PR_STATES) or type(merged) is not bool:
         raise OutcomeDecodeError("outcome pr state must be open or closed, merged true or false")
     if not isinstance(url, str) or len(url) > MAX_TEXT:
         raise OutcomeDecodeError("outcome pr url must be short text")
@@ -148,8 +153,8 @@ def outcome_from_map(data: Any) -> SessionOutcome:
     """The outcome `data` describes; raises `OutcomeDecodeError` naming the first bad field."""
     if not isinstance(data, dict):
         raise OutcomeDecodeError("outcome is not a map")
-    status = data.get("status")
-    if status not in STATUSES:
+    status: Any = data.get("status")
+    if not _one_of(status, STATUSES):
         raise OutcomeDecodeError(f"outcome status must be one of {', '.join(sorted(STATUSES))}")
     commits = data.get("commits", [])
     if not isinstance(commits, list) or len(commits) > MAX_COMMITS:

@@ -174,4 +174,8 @@ def build(
         fleet.send(m, events)
     for _ in range(history_calls // 1000):
         fleet.second_of_updates(1000, now - rng.uniform(0, 3600))
+    # The subscription profiles made the figures reload on a thread; until it ends readers see
+    # the figures from before the calls (a loaded CI machine showed it: no session row).
+    if not service.wait_settled(timeout=60):
+        raise RuntimeError("the synthetic fleet's figures did not settle within 60 s")
     return fleet

@@ -169,7 +169,8 @@ def test_a_nodes_outcomes_reach_the_hubs_reports(tmp_path: Path) -> None:
             branch="main",
             commits=(Commit("e" * 40, base + 1, 1, 0, "trailer", "mine"),),
         )
-        _send_outcomes(served, "spark09", [outcome_to_map(forged), {"status": "bogus"}])
+        hostile = [{"status": "bogus"}, {**outcome_to_map(forged), "status": ["ok"]}]
+        _send_outcomes(served, "spark09", [outcome_to_map(forged), *hostile])
         again = _report(served, "commit")
         assert again["rows"] == hub["rows"]
 
