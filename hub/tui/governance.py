@@ -68,8 +68,9 @@ class Field:
 
 
 class FormScreen(ModalScreen[dict[str, str] | None]):
-    """A few labelled inputs; enter moves on (saves on the last), escape cancels. `check`
-    returns what is wrong with the values (the form stays open and says it) or None."""
+    """A few labelled inputs; enter moves on to the next empty one (saves when none is left),
+    escape cancels. `check` returns what is wrong with the values (the form stays open and
+    says it) or None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -112,10 +113,14 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
 
     @on(Input.Submitted)
     def _next(self, event: Input.Submitted) -> None:
+        # Enter goes on to the next field still empty; with none left it saves, so a person
+        # correcting one field of a filled form saves from there, not from the last field.
         keys = [f.key for f in self.fields if not f.locked]
         at = keys.index(str(event.input.id).removeprefix("field-"))
-        if at + 1 < len(keys):
-            self.query_one(f"#field-{keys[at + 1]}", Input).focus()
+        inputs = [self.query_one(f"#field-{key}", Input) for key in keys[at + 1 :]]
+        empty = next((field for field in inputs if not field.value.strip()), None)
+        if empty is not None:
+            empty.focus()
         else:
             self.save()
 
