@@ -36,6 +36,11 @@ def spend(amount: Decimal, unknown_calls: int, *, blank_zero: bool = False) -> s
     return money_or_blank(amount) if blank_zero else money(amount)
 
 
+def count(n: int, noun: str) -> str:
+    """`n` and the noun, plural unless one: "1 commit", "3 commits", "0 sessions"."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def tokens(n: int) -> str:
     if abs(n) < 1000:
         return str(n)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Final
 
+from hub._format import count
 from hub.ledger import Period
 from shared.outcomes import SessionOutcome
 
@@ -79,7 +80,9 @@ def outcome_words(outcome: SessionOutcome | None) -> str:
     added = sum(c.lines_added for c in commits)
     deleted = sum(c.lines_deleted for c in commits)
     parts = [outcome.repo or "?", outcome.branch or "detached HEAD"]
-    parts.append(f"{len(commits)} commits +{added:,}/-{deleted:,}" if commits else "no commit")
+    parts.append(
+        f"{count(len(commits), 'commit')} +{added:,}/-{deleted:,}" if commits else "no commit"
+    )
     if outcome.pr is not None:
         state = "merged" if outcome.pr.merged else outcome.pr.state
         parts.append(f"PR #{outcome.pr.number} {state}")

@@ -210,7 +210,8 @@ def alert_lines(alert: dict[str, Any], tz: tzinfo, now: float) -> list[str]:
     lines += [f"evidence  {k} = {v}" for k, v in sorted(alert.get("evidence", {}).items())]
     for d in alert.get("deliveries", []):
         result = f": {d['last_result']}" if d.get("last_result") else ""
-        lines.append(f"delivery  {d['sink']} {d['state']}, {d['attempts']} attempts{result}")
+        tries = f"{d['attempts']} attempt" + ("" if d["attempts"] == 1 else "s")
+        lines.append(f"delivery  {d['sink']} {d['state']}, {tries}{result}")
     return lines
 
 

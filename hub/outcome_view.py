@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
+from hub._format import count
 from hub._totals import Totals
 from hub.dashboard import SPEND_COLUMNS, Cell, Row, spend_row
 
@@ -50,20 +51,20 @@ def _label(view: str, row: Mapping[str, Any]) -> str:
     lines = f"+{out['lines_added']:,}/-{out['lines_deleted']:,}"
     if view == "commit":
         if row["commit"] is None:
-            return f"(no outcome) · {out['no_outcome_sessions']} sessions without a commit"
+            return f"(no outcome) · {count(out['no_outcome_sessions'], 'session')} without a commit"
         return f"{row['commit'][:8]} {out['subject'][:40]} · {lines} · {out['rule']}"
     if view == "pr":
         if row["pr"] is None:
             return "(no pull request)"
         state = "merged" if out["merged"] else out["state"]
-        return f"{row['pr']} {state} · {out['commits']} commits {lines}"
+        return f"{row['pr']} {state} · {count(out['commits'], 'commit')} {lines}"
     where = row["repo"] or "(no repository)"
     if view == "branch":
         where += f" @ {row['branch'] or '-'}"
         if "pr" in out:
             where += f" · PR #{out['pr']}" + (" merged" if out["pr_merged"] else "")
     no_outcome = f" · {out['no_outcome_sessions']} no outcome" if out["no_outcome_sessions"] else ""
-    return f"{where} · {out['commits']} commits {lines}{no_outcome}"
+    return f"{where} · {count(out['commits'], 'commit')} {lines}{no_outcome}"
 
 
 def outcome_spend_rows(view: str, report: Mapping[str, Any] | None) -> dict[str, Row]:

@@ -41,6 +41,7 @@ RULE: Final = (
     "spend after a session's last commit, and sessions with no commit, are 'no outcome'"
 )
 SHORT_SHA: Final = 12
+GIT_TIME_STEP_S: Final = 1.0  # the resolution of a commit's author time
 
 
 class OutcomeKeyError(ValueError):
@@ -146,7 +147,9 @@ class OutcomeReport:
         if outcome is not None and outcome.pr_status:
             self.pr_lookups[outcome.pr_status] = self.pr_lookups.get(outcome.pr_status, 0) + 1
         commits = list(outcome.commits) if outcome is not None else []
-        times = [c.author_ts for c in commits]
+        # git keeps whole seconds: a commit stamped S was made in [S, S + 1), after the call
+        # that decided it, which may have ended within that second
+        times = [c.author_ts + GIT_TIME_STEP_S for c in commits]
         for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
             at = bisect_left(times, event.ts)
             commit = commits[at] if at < len(commits) else None

@@ -82,7 +82,7 @@ async def test_spend_by_outcome_groups(fleet: SyntheticFleet) -> None:
         await pilot.press("o")
         pr = "github.com/acme/widget#7"
         await until(pilot, lambda: pr in spend.rows_by_key, "the pull request row", within=20)
-        assert spend.rows_by_key[pr].cells[0].text.startswith(f"{pr} merged · 1 commits +5/-1")
+        assert spend.rows_by_key[pr].cells[0].text.startswith(f"{pr} merged · 1 commit +5/-1")
         assert Decimal(spend.rows_by_key[pr].cells[7].sort) == api
         await pilot.press("o")
         await until(pilot, lambda: "github.com/acme/widget" in spend.rows_by_key, "by repo")
@@ -114,7 +114,7 @@ async def test_the_session_detail_says_what_the_session_produced(fleet: Syntheti
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.table("sessions").row_count > 0, "the first rows")
         text = await detail_of(session)
-        assert "github.com/acme/widget · feature/x · 1 commits +5/-1 · PR #7 merged" in text
+        assert "github.com/acme/widget · feature/x · 1 commit +5/-1 · PR #7 merged" in text
         assert "not read yet" in await detail_of(other)
 
 

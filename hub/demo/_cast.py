@@ -60,6 +60,7 @@ CALL_EVERY: Final = (2.0, 6.0)  # a normal agent's time between calls, drawn per
 RUNAWAY_EVERY: Final = 1.0
 SUBAGENT_EVERY: Final = 3  # a normal Claude agent runs a Task subagent every 3rd call at most
 SUBAGENT_GAP: Final = 70.0  # ... and about this often
+COMMIT_GAP: Final = 45.0  # a normal agent commits about this often (seconds of calls)
 LIMIT_AFTER: Final = (20.0, 40.0)  # when max-a's limit hits
 
 STORY_MACHINE: Final = "spark01"  # where the rate-limit story plays
@@ -139,8 +140,8 @@ def project_names() -> Iterator[str]:
 
 def pace_options(profile: CastProfile, rng: random.Random, pace: float) -> list[str]:
     """The fake agent's --pace (jittered per agent, scaled), for a normal Claude agent
-    --subagents (every how many calls) and, for the rate-limited one, --calls: how many calls
-    before its limit hits."""
+    --subagents (every how many calls), for a normal agent --commit-every (calls) and, for the
+    rate-limited one, --calls: how many calls before its limit hits."""
     every = RUNAWAY_EVERY if profile.mode == "runaway" else rng.uniform(*CALL_EVERY)
     options = ["--pace", f"{every * pace:.3f}"]
     if profile.agent is Agent.CLAUDE_CODE and profile.mode == "normal":
@@ -148,4 +149,6 @@ def pace_options(profile: CastProfile, rng: random.Random, pace: float) -> list[
     if profile.mode == "ratelimit":
         calls = max(3, round(rng.uniform(*LIMIT_AFTER) / every))
         options += ["--calls", str(calls)]
+    if profile.mode == "normal":  # commits, so the Spend-by tab's `o` has something to show
+        options += ["--commit-every", str(max(2, math.ceil(COMMIT_GAP / every)))]
     return options

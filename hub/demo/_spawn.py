@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]  # the checkout (or site-packages)
-# Variables a child must not inherit: another agent home, another config, a systemd service's.
+# Variables a child must not inherit: another agent home, another config, a systemd service's,
+# a forge token.
 UNINHERITED: Final = frozenset(
     {
         "CLAUDE_CONFIG_DIR",
@@ -22,6 +23,9 @@ UNINHERITED: Final = frozenset(
         "NOTIFY_SOCKET",
         "WATCHDOG_USEC",
         "WATCHDOG_PID",
+        # the demo's repositories are made up: its nodes must not ask GitHub about them
+        "FLEETMETER_GITHUB_TOKEN",
+        "GITHUB_TOKEN",
     }
 )
 

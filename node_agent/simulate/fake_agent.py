@@ -64,6 +64,7 @@ import psutil
 
 from shared.events import Agent, Role, Tokens
 
+from .agent_commits import commit
 from .claude import (
     HAIKU,
     SONNET,
@@ -553,6 +554,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--machine", default=socket.gethostname(), help="machine name in truth")
     p.add_argument("--profile", help="profile name in truth (default: the home's dir name)")
     p.add_argument("--then", choices=("idle", "exit"), default="idle", help="after the calls")
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        default=0,
+        help="commit to the project's git repository every N calls, as an agent does (0: never)",
+    )
     return p.parse_args(argv)
 
 
@@ -588,7 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 session = FakeCodex(home, project, rng, mode, model, journal)
         _announce(session, agent, tools)
-        _run(session, mode, args.calls, args.pace)
+        commits = _Commits(Path(project), agent, session.session_id, args.commit_every)
+        _run(session, mode, args.calls, args.pace, commits)
         if args.then == "exit":
             _end_tools(tools)  # a finished agent ends its tools
             return 0
@@ -615,7 +623,24 @@ def _end_tools(tools: list[subprocess.Popen[bytes]]) -> None:
         tool.wait()
 
 
-def _run(session: FakeSession, mode: Mode, calls: int | None, pace: float) -> None:
+@dataclass(slots=True)
+class _Commits:
+    """Every `every` calls, a commit in the project's repository (none when 0)."""
+
+    project: Path
+    agent: Agent
+    session_id: str
+    every: int
+    made: int = 0
+
+    def after_call(self, calls: int) -> None:
+        if self.every > 0 and calls % self.every == 0:
+            self.made += commit(self.project, self.agent, self.session_id, self.made + 1)
+
+
+def _run(
+    session: FakeSession, mode: Mode, calls: int | None, pace: float, commits: _Commits
+) -> None:
     limit = (calls or LIMIT_AFTER) if mode == "ratelimit" else calls
     made = 0
     while limit is None or limit <= 0 or made < limit:
@@ -624,6 +649,8 @@ def _run(session: FakeSession, mode: Mode, calls: int | None, pace: float) -> No
         with _uninterrupted():
             session.call()
         made += 1
+        with _uninterrupted():  # a commit is whole or not made: no index lock left behind
+            commits.after_call(made)
     if mode == "ratelimit":
         time.sleep(pace)
         with _uninterrupted():
