@@ -16,10 +16,12 @@ from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.reconcile_http import HttpxTransport
 from hub.api.server import ApiServer
+from hub.reconcile.local import StoreBilled
 from hub.reconcile.run import Reconciler
 from hub.reconcile.schedule import Schedule
 from hub.serve import Hub
 from hub.service import FleetService
+from hub.store import DB_FILE
 from hub.tokens import TokenBook, ensure_admin_token, tokens_path
 from shared.cli import package_version
 
@@ -54,7 +56,12 @@ class HubFront:
         ensure_admin_token(config.path)
         transport = HttpxTransport()
         reconciler = Reconciler(
-            config.reconcile, service.report, hub.alerts, transport, book=hub.book
+            config.reconcile,
+            service.report,
+            hub.alerts,
+            transport,
+            book=hub.book,
+            local=StoreBilled(config.data_dir / DB_FILE, hub.book),  # imports, Cursor's dollars
         )
         app = create_app(
             service,
