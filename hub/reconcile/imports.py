@@ -227,7 +227,8 @@ def read_rows(data: bytes, where: str, parsed: ParsedFile) -> Iterator[tuple[int
             text = data.decode("gb18030")  # Chinese consoles' spreadsheets
         except UnicodeDecodeError:
             raise ImportFileError(f"{where}: not text (UTF-8 or GB18030)") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote left open is an error, not the rest of the file read into one cell
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         for cells in reader:
             if any(c.strip() for c in cells):
