@@ -33,7 +33,7 @@ GENERIC = (
     "2026-04-22,deepseek,deepseek-chat,sk-1,1000000,500000,0,3.55,CNY,,\n"  # CNY, no rate
     "2026-04-22,deepseek,deepseek-chat,sk-1,1000000,500000,0,1,234.00,USD,,\n"  # unquoted comma
     "2026-04-23,deepseek,deepseek-chat,sk-1,10.5,500000,0,1,USD,,\n"  # half a token
-    "2026-04-23,deepseek,deepseek-chat,sk-1,1000,500,0,\"0.00049\",,,\n"  # no currency
+    '2026-04-23,deepseek,deepseek-chat,sk-1,1000,500,0,"0.00049",,,\n'  # no currency
     "2026-04-23,deepseek,deepseek-chat,,1000,500,0,0.00049,usd,,\n"  # no key: "-"
 )
 
@@ -84,12 +84,16 @@ def test_a_rate_given_on_the_command_line_converts_rows_without_one() -> None:
 def test_provider_column_or_flag_and_whole_file_faults() -> None:
     text = "day,model,amount,currency\n2026-04-20,glm-4.6,1.5,USD\n"
     rows, errors = parse(text)
-    assert rows == [] and errors == ["bill.csv:2: provider: missing: add the column or give --provider"]
+    assert rows == [] and errors == [
+        "bill.csv:2: provider: missing: add the column or give --provider"
+    ]
     rows, errors = parse(text, provider="zhipu")
     assert len(rows) == 1 and not errors
     rows, errors = parse("day,provider,model,amount,currency\n2026-04-20,acme,m,1,USD\n")
     assert errors == ["bill.csv:2: provider: 'acme' is not one of deepseek, qwen, zhipu"]
-    with pytest.raises(ImportFileError, match=r"bill.csv:1: no column for amount \(amount / cost\)"):
+    with pytest.raises(
+        ImportFileError, match=r"bill.csv:1: no column for amount \(amount / cost\)"
+    ):
         parse("day,provider,model\n2026-04-20,deepseek,m\n")
     with pytest.raises(ImportFileError, match="empty: no header"):
         parse("")
@@ -110,7 +114,7 @@ DASHSCOPE = (
     "2026-04,Model Studio Foundation Model Inference,12345;llm-ws1;qwen3-coder-plus;"
     "input_token;api,2026-04-20 07:00:00,2000,1K tokens,0.90,0.80,CNY\n"
     "2026-04,Model Studio Foundation Model Inference,12345;llm-ws1;qwen3-coder-plus;"
-    "output_token;api,2026-04-20 09:00:00,\"1,000\",1K tokens,16.00,16.00,CNY\n"
+    'output_token;api,2026-04-20 09:00:00,"1,000",1K tokens,16.00,16.00,CNY\n'
     "2026-04,Model Studio Foundation Model Inference,text_token;llm-ws1;qwen-max;"
     "output_token;app,2026-04-20 09:00:00,100,tokens,0.01,0.01,CNY\n"
     "2026-04,Model Studio Foundation Model Inference,12345;llm-ws1;qwen3-coder-plus;"
