@@ -152,7 +152,10 @@ def rows_by_day(result: dict[str, Any], provider: str) -> dict[str, dict[str, An
 
 def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
     setup = make_hub(tmp_path)
-    setup.config.write_text(setup.config.read_text() + RECONCILE)
+    # April's calls kept raw (the hub does not store calls from before its retention)
+    text = setup.config.read_text()
+    assert "retain_days = 90" in text
+    setup.config.write_text(text.replace("retain_days = 90", "retain_days = 3650") + RECONCILE)
     made = fleet_hub(
         tmp_path, "token", "create", "v", "--role", "viewer", "--config", str(setup.config)
     )
