@@ -24,13 +24,14 @@ from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProfileInfo, hello_to_map
 from shared.wire import batch_body, seal
 from tests.api_harness import ServedHub, fleet_hub
-from tests.fleet_harness import make_hub, start_hub, stop
+from tests.fleet_harness import make_hub, start_hub, stop, wait_for
 
 CALL = Tokens(input=1_000_000, output=1_000_000)
 # deepseek-chat in the shipped tables: V3.2 ($0.28 in / $0.42 out) to 2026-04-25, V4 Flash
 # ($0.14 / $0.28) from 2026-04-26: ten calls a day are $7.00, then $4.20
 BEFORE, AFTER = Decimal("7.00"), Decimal("4.20")
 DAYS = [date(2026, 4, d) for d in (24, 25, 26, 27, 28)]
+UNBILLED = date(2026, 4, 29)  # the fleet's calls on a day no export covers: not compared
 RECONCILE = """
 [reconcile]
 interval = 0
@@ -58,7 +59,7 @@ def deepseek_calls() -> list[UsageEvent]:
             machine="spark01",
             profile="ds",
         )
-        for day in DAYS
+        for day in [*DAYS, UNBILLED]
         for n in range(10)
     ]
 
@@ -179,6 +180,22 @@ def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
         assert (
             httpx.post(f"{url}/api/v1/reconcile/import", json=body, timeout=30).status_code == 401
         )
+        # bad requests: one-line JSON errors, nothing stored
+        admin = {
+            "Authorization": f"Bearer {(setup.config.parent / 'admin.token').read_text().strip()}"
+        }
+        for bad, said in (
+            ({"content_base64": "not base64!"}, "content_base64 is not base64"),
+            ({"rates": ["CNY=7"]}, "rates: 'CNY=7' is not CUR=RATE@YYYY-MM-DD"),
+            ({"tz": "Mars/Olympus"}, "tz 'Mars/Olympus' is not an IANA zone"),
+            ({"format": "xlsx"}, "format"),
+            ({"content_base64": ""}, "x.csv: empty: no header"),
+            ({"provider": "acme"}, "provider"),
+        ):
+            answer = httpx.post(
+                f"{url}/api/v1/reconcile/import", json={**body, **bad}, headers=admin, timeout=30
+            )
+            assert answer.status_code == 422 and said in answer.json()["error"], answer.text
 
         done = hub.cli("reconcile", "import", str(export), "--exported", "2026-04-28")
         assert done.returncode == 1, done.stderr  # one row refused, the rest kept
@@ -193,11 +210,11 @@ def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
         assert orjson.loads(again.stdout)["rows_written"] == 0  # the same export adds nothing
         assert len(orjson.loads(again.stdout)["unchanged_days"]) == 5
 
-        asked = hub.cli("reconcile", "--since", "2026-04-24", "--until", "2026-04-28", "--json")
+        asked = hub.cli("reconcile", "--since", "2026-04-24", "--until", "2026-04-29", "--json")
         assert asked.returncode == 0, asked.stderr
         result = orjson.loads(asked.stdout)
         days = rows_by_day(result, "deepseek")
-        assert set(days) == {d.isoformat() for d in DAYS}
+        assert set(days) == {d.isoformat() for d in DAYS}  # not the 29th: no bill covers it
         right = days["2026-04-24"]
         assert right["cause"] is None and Decimal(right["billed"]["usd"]) == BEFORE
         assert Decimal(right["fleet"]["usd"]) == BEFORE  # the V3.2 price before the change
@@ -215,15 +232,19 @@ def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
             "reconcile:deepseek:2026-04-27:deepseek-chat:sk-ds1:price",
         ]
 
+        # the 28th alone, asked twice: the second answer is the first (readers share a run)
+        last_day = ("reconcile", "--since", "2026-04-28", "--until", "2026-04-28", "--json")
+        before = orjson.loads(hub.cli(*last_day).stdout)
+        (held,) = rows_by_day(before, "deepseek").values()
+        assert held["partial"] and not before["findings"]
+
         # the later export makes the 28th whole: it is compared, and its old price found
         later = hub.cli(
             "reconcile", "import", str(second_export(tmp_path)), "--exported", "2026-05-02"
         )
         assert later.returncode == 0, later.stderr
         assert "replaced: deepseek 2026-04-28" in later.stdout
-        result = orjson.loads(
-            hub.cli("reconcile", "--since", "2026-04-28", "--until", "2026-04-28", "--json").stdout
-        )
+        result = orjson.loads(hub.cli(*last_day).stdout)  # not the answer from before it
         (last,) = rows_by_day(result, "deepseek").values()
         assert not last["partial"] and last["cause"] == "price"
         alerts = orjson.loads(hub.cli("alerts", "--json").stdout)["alerts"]
@@ -286,3 +307,26 @@ def test_import_on_the_store_when_no_hub_serves(tmp_path: Path) -> None:
         tmp_path, "reconcile", "import", str(export), "--rate", "CNY=7", "--config", config
     )
     assert wrong.returncode == 2 and "CUR=RATE@YYYY-MM-DD" in wrong.stderr
+
+
+def test_the_schedule_holds_imported_bills_with_no_provider_to_ask(tmp_path: Path) -> None:
+    """A hub whose config names only an imported provider still reconciles on its schedule."""
+    setup = make_hub(tmp_path)
+    setup.config.write_text(setup.config.read_text() + RECONCILE.replace("= 0", "= 1"))
+    proc = start_hub(setup, tmp_path)
+    hub = ServedHub(setup, proc, "", {}, tmp_path)
+    try:
+        day = datetime.now(UTC).date() - timedelta(days=2)
+        export = tmp_path / "bill.csv"
+        export.write_text(HEADER + bill_row(day, 10, Decimal("4.20")))  # no node saw these
+        done = hub.cli("reconcile", "import", str(export))  # exported today: the day is whole
+        assert done.returncode == 0, done.stderr
+        want = f"reconcile:deepseek:{day}:deepseek-chat:sk-ds1:unseen_usage"
+
+        def raised() -> bool:
+            alerts = orjson.loads(hub.cli("alerts", "--json").stdout)["alerts"]
+            return want in {a["id"] for a in alerts}
+
+        wait_for(raised, 30, "the scheduled run's finding", every=0.5)
+    finally:
+        stop(proc)

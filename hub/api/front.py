@@ -16,6 +16,8 @@ from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.reconcile_http import HttpxTransport
 from hub.api.server import ApiServer
+from hub.config import HubConfig
+from hub.reconcile.imports import IMPORT_PROVIDERS
 from hub.reconcile.local import StoreBilled
 from hub.reconcile.run import Reconciler
 from hub.reconcile.schedule import Schedule
@@ -90,7 +92,7 @@ class HubFront:
             self.hub.alerts, config.alerts, config.name, self._post, self._secrets
         )
         self._courier.start()
-        if config.reconcile.providers and config.reconcile.interval > 0:
+        if _reconciles(config) and config.reconcile.interval > 0:
             self._schedule = Schedule(reconciler, config.reconcile.interval)
             self._schedule.start()
 
@@ -110,3 +112,10 @@ class HubFront:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+def _reconciles(config: HubConfig) -> bool:
+    """Whether the schedule has a bill to hold the fleet against: a provider to ask, or a
+    provider whose bills are imported (`[[reconcile.keys]]` naming one)."""
+    settings = config.reconcile
+    return bool(settings.providers) or any(k.provider in IMPORT_PROVIDERS for k in settings.keys)
