@@ -187,7 +187,7 @@ def parse_rate(text: str) -> Rate:
 
 
 def _norm(name: str) -> str:
-    return " ".join(name.replace("\ufeff", "").replace("_", " ").split()).casefold()
+    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 @dataclass(frozen=True, slots=True)
