@@ -5,6 +5,7 @@ complete one), and Cursor's own dollars held against the fleet's estimate of the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -264,3 +265,30 @@ def test_cursor_dollars_against_the_fleets_estimate() -> None:
     assert on_plan.fleet[demand].subscription == Decimal("0.042")
     # outside the days asked: nothing
     assert cursor_side(events, book, {}, date(2026, 4, 21), date(2026, 4, 22)).billed == {}
+
+
+def test_the_store_side_reads_cursor_calls_and_imports_together(tmp_path: Path) -> None:
+    """StoreBilled on a real store: Cursor's calls of today are partial (still coming in), an
+    import's figures come with them, and a provider not asked for is not read."""
+    from hub.reconcile.local import StoreBilled
+    from hub.store import Store
+
+    today = datetime.now(UTC).date()
+    now = datetime.now(UTC).timestamp()
+    calls = [replace(cursor_call(n, "On-Demand", "0.021"), ts=now - n) for n in range(3)]
+    with Store(tmp_path / "hub.db") as store:
+        store.ingest("spark01", "s1", 1, 3, calls, None, now)
+    with BilledImports(tmp_path / "hub.db") as imports:
+        imports.store(
+            _rows(DAY_ONE + f"{today},qwen,qwen3-coder-plus,k,1000,500,0.10,USD\n"),
+            today,
+            "q.csv",
+        )
+    local = StoreBilled(tmp_path / "hub.db", PriceBook.default())
+    side = local(today, today, None)
+    assert side.partial == {"cursor": {today}, "qwen": {today}}
+    assert side.covered == {"cursor": {today}, "qwen": {today}}
+    key = ("cursor", today, "claude-4.5-sonnet", "spark01/cur")
+    assert side.billed[key].usd == Decimal("0.063") == side.fleet[key].paid
+    assert set(local(today, today, ["qwen"]).billed) == {("qwen", today, "qwen3-coder-plus", "k")}
+    assert local.has_any()
