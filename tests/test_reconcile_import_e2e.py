@@ -225,6 +225,7 @@ def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
         assert cny["billed"]["rates"] == ["CNY 7.25/USD on 2026-04-26"]
         assert Decimal(cny["fleet"]["usd"]) == AFTER  # the V4 Flash price from the change on
         assert days["2026-04-27"]["cause"] == "price"
+        assert "the tables' period from 2026-04-26" in days["2026-04-27"]["explanation"]
         assert days["2026-04-28"]["partial"]
         found = sorted(f["id"] for f in result["findings"])
         assert found == [
@@ -244,6 +245,8 @@ def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
         )
         assert later.returncode == 0, later.stderr
         assert "replaced: deepseek 2026-04-28" in later.stdout
+        shown = hub.cli("reconcile", "--since", "2026-04-26", "--until", "2026-04-26").stdout
+        assert "billed CNY 30.45 at CNY 7.25/USD on 2026-04-26" in shown
         result = orjson.loads(hub.cli(*last_day).stdout)  # not the answer from before it
         (last,) = rows_by_day(result, "deepseek").values()
         assert not last["partial"] and last["cause"] == "price"

@@ -145,6 +145,13 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for row in result["rows"]:
+        if row["billed"].get("original"):  # an imported bill in another currency: as charged
+            charged = ", ".join(f"{c} {a}" for c, a in row["billed"]["original"].items())
+            print(
+                f"  {row['provider']} {row['day']} {row['model']} {row['key']}: billed {charged}"
+                f" at {'; '.join(row['billed']['rates'])}"
+            )
     for finding in result["findings"]:
         print(f"! {finding['text']}")
     if result["unmapped_profiles"]:
