@@ -209,7 +209,7 @@ def test_cny_stays_cny_beside_its_dollars(tmp_path: Path) -> None:
     rows = _rows(
         "day,provider,model,key,amount,currency,fx_rate,fx_date\n"
         "2026-04-20,zhipu,glm-4.6,k,7.25,CNY,7.25,2026-04-19\n"
-        "2026-04-20,zhipu,glm-4.6,k,1.00,USD,,\n"
+        "2026-04-20,zhipu,GLM-4.6,k,1.00,USD,,\n"  # as a console spells it
     )
     with BilledImports(tmp_path / "hub.db") as imports:
         imports.store(rows, date(2026, 5, 1), "z.csv")

@@ -26,7 +26,7 @@ from hub.reconcile.imports import (
     currency_cell,
     day_cell,
     header_and_rows,
-    name_cell,
+    model_cell,
     rate_for,
     zone_of,
 )
@@ -173,7 +173,7 @@ def _instance(text: str) -> tuple[str, str, str]:
         )
     first = parts[0]
     key = "-" if not first or "token" in first.casefold() else first  # older bills: no key
-    return key, name_cell(parts[2], "Instance ID model"), token_class_of(parts[3])
+    return key, model_cell(parts[2], "Instance ID model"), token_class_of(parts[3])
 
 
 def _tokens(usage: str, unit: str) -> int:

@@ -25,7 +25,7 @@ from hub.reconcile.imports import (
     currency_cell,
     day_cell,
     header_and_rows,
-    name_cell,
+    model_cell,
     rate_for,
     zone_of,
 )
@@ -74,7 +74,7 @@ def parse_generic(data: bytes, where: str, options: ImportOptions) -> ParsedFile
             row = BilledRow(
                 provider=provider,
                 day=day_cell(cell("day"), "day", zone),
-                model=name_cell(cell("model"), "model"),
+                model=model_cell(cell("model")),
                 key=cell("key").strip() or "-",
                 token_class=UNSPLIT,
                 tokens=Tokens(

@@ -168,6 +168,12 @@ def name_cell(text: str, name: str) -> str:
     return cleaned
 
 
+def model_cell(text: str, name: str = "model") -> str:
+    """A model id as the API names it: these providers' ids are lower case ("GLM-4.6" on a
+    console is `glm-4.6` in the calls the fleet logs), so a bill's row meets the fleet's."""
+    return name_cell(text, name).lower()
+
+
 def parse_rate(text: str) -> Rate:
     """`--rate CNY=7.2345@2026-11-30`: 7.2345 yuan to the dollar, as read on that day."""
     match = re.fullmatch(r"\s*([A-Za-z]{3})\s*=\s*([0-9.]+)\s*@\s*(\d{4}-\d{2}-\d{2})\s*", text)
