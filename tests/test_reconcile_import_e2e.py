@@ -191,6 +191,7 @@ def test_import_through_a_served_hub_and_reconcile(tmp_path: Path) -> None:
             ({"format": "xlsx"}, "format"),
             ({"content_base64": ""}, "x.csv: empty: no header"),
             ({"provider": "acme"}, "provider"),
+            ({"name": "bill\n.csv"}, "name"),
         ):
             answer = httpx.post(
                 f"{url}/api/v1/reconcile/import", json={**body, **bad}, headers=admin, timeout=30

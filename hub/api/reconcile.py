@@ -34,7 +34,12 @@ Provider = Literal["anthropic", "openai", "deepseek", "qwen", "zhipu", "cursor"]
 
 
 class ImportRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=300, description="the file's name, for errors")
+    name: str = Field(
+        min_length=1,
+        max_length=300,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # said in one-line errors: no control characters
+        description="the file's name, for errors",
+    )
     format: Literal["generic", "dashscope"] = "generic"
     provider: Literal["deepseek", "qwen", "zhipu"] | None = None
     rates: list[str] = Field(

@@ -1,7 +1,8 @@
 """Imported billed rows in the hub's store, per provider and UTC day.
 
-A file's rows replace what the store held for each (provider, day) the file covers, in one
-transaction (a kill -9 leaves the old day or the new one, never a mix). Importing the same
+A file's rows replace what the store held for each (provider, day) the file covers, each day in
+one transaction (a kill -9 leaves each day old or new, never a mix; a long file never holds the
+store's write lock for long, so the hub's ingest does not wait on it). Importing the same
 export again changes nothing (each day's rows are compared by digest); a newer export of the
 same days replaces them; a day the export was taken on or before (still open at the provider)
 is partial: shown, never alerted on, and never replaces a complete day held already.
@@ -16,7 +17,8 @@ import hashlib
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -150,45 +152,62 @@ class BilledImports:
             by_day[(row.provider, row.day)].append(row)
         done = Stored()
         now = time.time()
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for (provider, day), day_rows in sorted(by_day.items()):
-                name = f"{provider} {day}"
-                partial = day >= exported or day in cut
-                digest = _digest(day_rows, partial)
-                held = db.execute(
-                    "SELECT partial, digest FROM billed_import_days WHERE provider = ? AND day = ?",
-                    (provider, day.isoformat()),
-                ).fetchone()
-                if partial:
-                    done.partial.append(name)
-                if held is not None and held[1] == digest:
-                    done.unchanged.append(name)
-                    continue
-                if held is not None and not held[0] and partial:
-                    done.kept.append(name)  # a complete day is not replaced by a partial one
-                    continue
-                (done.added if held is None else done.replaced).append(name)
-                db.execute(
-                    "DELETE FROM billed_import_rows WHERE provider = ? AND day = ?",
-                    (provider, day.isoformat()),
-                )
-                db.executemany(
-                    "INSERT INTO billed_import_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?)",
-                    [(provider, day.isoformat(), *_values(r), r.line) for r in day_rows],
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO billed_import_days VALUES (?, ?, ?, ?, ?, ?)",
-                    (provider, day.isoformat(), int(partial), digest, source, now),
-                )
-                done.rows += len(day_rows)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        for (provider, day), day_rows in sorted(by_day.items()):
+            partial = day >= exported or day in cut
+            if partial:
+                done.partial.append(f"{provider} {day}")
+            # one transaction a day: each is whole, and the hub's ingest never waits long
+            with self._write() as db:
+                self._file_day(db, provider, day, day_rows, partial, source, now, done)
         return done
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @staticmethod
+    def _file_day(
+        db: sqlite3.Connection,
+        provider: str,
+        day: date,
+        rows: list[BilledRow],
+        partial: bool,
+        source: str,
+        now: float,
+        done: Stored,
+    ) -> None:
+        name = f"{provider} {day}"
+        digest = _digest(rows, partial)
+        held = db.execute(
+            "SELECT partial, digest FROM billed_import_days WHERE provider = ? AND day = ?",
+            (provider, day.isoformat()),
+        ).fetchone()
+        if held is not None and held[1] == digest:
+            done.unchanged.append(name)
+            return
+        if held is not None and not held[0] and partial:
+            done.kept.append(name)  # a complete day is not replaced by a partial one
+            return
+        (done.added if held is None else done.replaced).append(name)
+        db.execute(
+            "DELETE FROM billed_import_rows WHERE provider = ? AND day = ?",
+            (provider, day.isoformat()),
+        )
+        db.executemany(
+            "INSERT INTO billed_import_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(provider, day.isoformat(), *_values(r), r.line) for r in rows],
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO billed_import_days VALUES (?, ?, ?, ?, ?, ?)",
+            (provider, day.isoformat(), int(partial), digest, source, now),
+        )
+        done.rows += len(rows)
 
     def providers(self) -> set[str]:
         return {p for (p,) in self._db.execute("SELECT DISTINCT provider FROM billed_import_days")}
