@@ -92,6 +92,8 @@ def test_provider_column_or_flag_and_whole_file_faults() -> None:
     assert len(rows) == 1 and not errors
     rows, errors = parse("day,provider,model,amount,currency\n2026-04-20,acme,m,1,USD\n")
     assert errors == ["bill.csv:2: provider: 'acme' is not one of deepseek, qwen, zhipu"]
+    rows, errors = parse("day,provider,model,key,amount,currency\n2026-04-20,qwen,m,a\x07b,1,USD\n")
+    assert errors == ["bill.csv:2: key: 'a\\x07b' is not a name"]
     with pytest.raises(
         ImportFileError, match=r"bill.csv:1: no column for amount \(amount / cost\)"
     ):

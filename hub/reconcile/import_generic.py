@@ -26,6 +26,7 @@ from hub.reconcile.imports import (
     day_cell,
     header_and_rows,
     model_cell,
+    name_cell,
     rate_for,
     zone_of,
 )
@@ -75,7 +76,7 @@ def parse_generic(data: bytes, where: str, options: ImportOptions) -> ParsedFile
                 provider=provider,
                 day=day_cell(cell("day"), "day", zone),
                 model=model_cell(cell("model")),
-                key=cell("key").strip() or "-",
+                key=name_cell(cell("key"), "key") if cell("key").strip() else "-",
                 token_class=UNSPLIT,
                 tokens=Tokens(
                     input=count_cell(cell("input_tokens"), "input_tokens"),
