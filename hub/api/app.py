@@ -198,7 +198,7 @@ def create_app(
     if alerts is not None:
         app.include_router(alert_routes(alerts, needs(READERS), needs(OPERATORS)))
     if reconciler is not None:
-        app.include_router(reconcile_routes(reconciler, needs(READERS)))
+        app.include_router(reconcile_routes(reconciler, needs(READERS), needs(OPERATORS)))
 
     @app.get(f"{API}/health", tags=["hub"])
     def health() -> Health:

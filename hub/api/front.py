@@ -16,10 +16,14 @@ from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.reconcile_http import HttpxTransport
 from hub.api.server import ApiServer
+from hub.config import HubConfig
+from hub.reconcile.imports import IMPORT_PROVIDERS
+from hub.reconcile.local import StoreBilled
 from hub.reconcile.run import Reconciler
 from hub.reconcile.schedule import Schedule
 from hub.serve import Hub
 from hub.service import FleetService
+from hub.store import DB_FILE
 from hub.tokens import TokenBook, ensure_admin_token, tokens_path
 from shared.cli import package_version
 
@@ -54,7 +58,12 @@ class HubFront:
         ensure_admin_token(config.path)
         transport = HttpxTransport()
         reconciler = Reconciler(
-            config.reconcile, service.report, hub.alerts, transport, book=hub.book
+            config.reconcile,
+            service.report,
+            hub.alerts,
+            transport,
+            book=hub.book,
+            local=StoreBilled(config.data_dir / DB_FILE, hub.book),  # imports, Cursor's dollars
         )
         app = create_app(
             service,
@@ -83,7 +92,7 @@ class HubFront:
             self.hub.alerts, config.alerts, config.name, self._post, self._secrets
         )
         self._courier.start()
-        if config.reconcile.providers and config.reconcile.interval > 0:
+        if _reconciles(config) and config.reconcile.interval > 0:
             self._schedule = Schedule(reconciler, config.reconcile.interval)
             self._schedule.start()
 
@@ -103,3 +112,10 @@ class HubFront:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+def _reconciles(config: HubConfig) -> bool:
+    """Whether the schedule has a bill to hold the fleet against: a provider to ask, or a
+    provider whose bills are imported (`[[reconcile.keys]]` naming one)."""
+    settings = config.reconcile
+    return bool(settings.providers) or any(k.provider in IMPORT_PROVIDERS for k in settings.keys)

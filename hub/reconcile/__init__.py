@@ -5,4 +5,9 @@
 figures per UTC day, model and key; `match` joins the two and `causes` names why a row drifts;
 `run` ties them together and hands each drift past the threshold to a `FindingSink` (the alert
 outbox) as a finding whose id is stable, so a drift found twice is one alert.
+
+Bills the hub holds itself (`local`): exports imported with `fleet-hub reconcile import`
+(`imports`, `import_generic`, `import_dashscope`, filed by `billed_store`; DeepSeek, Qwen,
+Zhipu) and Cursor's own dollars on the stored calls (`cursor_billed`). What each provider
+offers and what is unverified: docs/billing-imports.md.
 """

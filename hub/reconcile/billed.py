@@ -37,6 +37,10 @@ class BilledFigure:
     tokens: Tokens = field(default_factory=Tokens)  # reasoning inside output
     by_class: dict[str, Decimal] = field(default_factory=dict)  # CLASSES and WEB_SEARCH
     other: list[str] = field(default_factory=list)  # labels of costs kept on a keyless row
+    # what an imported bill charged in another currency, as charged, and the rates that made
+    # dollars of it ("CNY 7.2345/USD on 2026-11-30"): never mixed in unsaid
+    original: dict[str, Decimal] = field(default_factory=dict)
+    rates: set[str] = field(default_factory=set)
 
     @property
     def usd(self) -> Decimal:

@@ -132,9 +132,12 @@ def _price_cause(row: Row, book: PriceBook | None, where: str, tokens: dict[str,
             f"{since}{', ' + period.file if period.file else ''})",
             {**evidence, "table_from": since},
         )
+    # a bill that does not split its dollars by class (an imported total) names no rate: say
+    # which dated prices the fleet used, so that a price change is found
+    since = f" (the tables' period from {period.start.date()})" if period is not None else ""
     return Cause(
         "price",
         f"{where}: tokens agree, dollars differ by {_money(row.drift)}: the fleet's prices "
-        "for this model differ from the provider's",
-        evidence,
+        f"for this model differ from the provider's{since}",
+        {**evidence, "table_from": str(period.start.date())} if period is not None else evidence,
     )

@@ -1,8 +1,11 @@
-"""`fleet-hub reconcile`: the fleet's figures against the providers' reports, now.
+"""`fleet-hub reconcile`: the fleet's figures against the providers' reports, now;
+`fleet-hub reconcile import FILE`: a provider's billing export filed in the hub's store.
 
-Through the running hub's API when one serves the config (`GET /api/v1/reconcile`), else on
-the store directly (the findings then go to the store's alert outbox, which the next
-`fleet-hub serve` delivers). Exits 1 when a provider could not be asked (the rest is shown).
+Through the running hub's API when one serves the config (`GET /api/v1/reconcile`, `POST
+/api/v1/reconcile/import` with an operator token), else on the store directly (the findings
+then go to the store's alert outbox, which the next `fleet-hub serve` delivers). `reconcile`
+exits 1 when a provider could not be asked (the rest is shown); `import` exits 1 when a row
+was refused (the good rows are kept) or the file cannot be read at all.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import orjson
 
 from hub.api_client import running_hub
 from hub.config import HubConfig, load_hub_config
+from hub.reconcile.local import LOCAL_PROVIDERS, StoreBilled
 from hub.reconcile.run import Reconciler, resolve_days
 from hub.reconcile.settings import PROVIDERS
 from pricing import PriceBook
@@ -30,26 +34,36 @@ def add_parser(sub: Any, with_config: Any) -> None:
     )
     p.add_argument("--since", type=iso_day, help="first UTC day, YYYY-MM-DD (default: days back)")
     p.add_argument("--until", type=iso_day, help="last UTC day, YYYY-MM-DD (default: today)")
-    p.add_argument("--provider", choices=sorted(PROVIDERS), help="only this provider")
+    p.add_argument(
+        "--provider", choices=sorted((*PROVIDERS, *LOCAL_PROVIDERS)), help="only this provider"
+    )
     p.add_argument("--json", action="store_true", help="print JSON: {rows, findings, ...}")
     p.add_argument("--token", help="API token (default: $FLEETMETER_TOKEN, admin.token)")
+    from hub.reconcile.import_cli import add_import_parser
+
+    add_import_parser(p)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    if getattr(args, "reconcile_command", None) == "import":
+        from hub.reconcile.import_cli import cmd_import
+
+        return cmd_import(args)
     prog = "fleet-hub reconcile"
     config = load_hub_config(args.config)
     since, until = resolve_days(config.reconcile, args.since, args.until)
     if problem := day_range_error(since, until):
         print(f"{prog}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if not config.reconcile.providers:
+    client = running_hub(config, args.token)
+    if not config.reconcile.providers and client is None and not _has_local(config):
         print(
             f"{prog}: {config.path} names no provider to ask: add [reconcile.anthropic] or "
-            "[reconcile.openai] with a key_file (see README, Reconciliation)",
+            "[reconcile.openai] with a key_file, or import a bill (fleet-hub reconcile import "
+            "FILE; see README, Reconciliation)",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    client = running_hub(config, args.token)
     if client is not None:
         days = {"since": since.isoformat(), "until": until.isoformat()}
         result = client.get(API, **days, provider=args.provider)
@@ -70,6 +84,7 @@ def _on_store(
     from hub.store import Store
 
     outbox = _outbox(config)
+    book = PriceBook.default()
     with Store.in_dir(config.data_dir) as store, HttpxTransport() as transport:
         reconciler = Reconciler(
             config.reconcile,
@@ -78,13 +93,29 @@ def _on_store(
             ),
             outbox,
             transport,
-            book=PriceBook.default(),
+            book=book,
+            local=StoreBilled(store.path, book),
         )
         try:
             outcome = reconciler.run(since, until, (provider,) if provider else None)
         finally:
             outbox.close()
     return outcome.to_json()
+
+
+def _has_local(config: HubConfig) -> bool:
+    """Whether the store holds an imported bill or a Cursor call with Cursor's dollars."""
+    from hub.store import DB_FILE, Store
+    from shared.events import Agent
+
+    path = config.data_dir / DB_FILE
+    if not path.exists():
+        return False
+    if StoreBilled(path, PriceBook.default()).has_any():
+        return True
+    with Store(path, cache_kib=2048) as store:
+        events = store.usage_events(counted_only=True)
+        return any(e.agent == Agent.CURSOR and e.reported_cost_usd is not None for e in events)
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
@@ -114,6 +145,13 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for row in result["rows"]:
+        if row["billed"].get("original"):  # an imported bill in another currency: as charged
+            charged = ", ".join(f"{c} {a}" for c, a in row["billed"]["original"].items())
+            print(
+                f"  {row['provider']} {row['day']} {row['model']} {row['key']}: billed {charged}"
+                f" at {'; '.join(row['billed']['rates'])}"
+            )
     for finding in result["findings"]:
         print(f"! {finding['text']}")
     if result["unmapped_profiles"]:

@@ -72,6 +72,8 @@ class Row:
                 "tokens": billed_tokens(self.billed.tokens),
                 "web_search_requests": self.billed.tokens.web_search_requests,
                 "other": sorted(set(self.billed.other)),
+                "original": {k: _usd(v) for k, v in sorted(self.billed.original.items())},
+                "rates": sorted(self.billed.rates),
             },
             "drift": {
                 "usd": _usd(self.drift),

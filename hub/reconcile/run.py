@@ -21,6 +21,7 @@ from hub.reconcile import anthropic, openai
 from hub.reconcile.billed import BilledFigure, billed_figures
 from hub.reconcile.causes import name_cause
 from hub.reconcile.fleet import ReportFn, RowKey, fleet_figures
+from hub.reconcile.local import LOCAL_PROVIDERS, LocalSource
 from hub.reconcile.match import Row, join
 from hub.reconcile.model import ConnectorError, ProviderReport
 from hub.reconcile.settings import ProviderSettings, ReconcileSettings
@@ -87,11 +88,15 @@ def reconcile(
     book: PriceBook | None = None,
     providers: tuple[str, ...] | None = None,
     sink: FindingSink | None = None,
+    local: LocalSource | None = None,
 ) -> Outcome:
     outcome = Outcome(first, last, settings.fleet_tz)
     wanted = [p for p in settings.providers if providers is None or p in providers]
     billed: dict[RowKey, BilledFigure] = {}
     partial: dict[str, set[date]] = {}
+    # imported bills and Cursor's dollars: compared on the days they cover
+    local_wanted = [p for p in LOCAL_PROVIDERS if providers is None or p in providers]
+    side = local(first, last, local_wanted) if local is not None and local_wanted else None
     for name in wanted:
         try:
             provider_report = fetch(settings.providers[name], first, last)
@@ -101,9 +106,19 @@ def reconcile(
             continue
         billed.update(billed_figures(provider_report))
         partial[name] = provider_report.partial_days
+    answered = set(partial)
+    if side is not None:
+        billed.update(side.billed)
+        for name, days in side.partial.items():
+            partial.setdefault(name, set()).update(days)
     fleet, unmapped = fleet_figures(report, settings, first, last)
     outcome.unmapped = sorted(unmapped)
-    fetched = {k: v for k, v in fleet.items() if k[0] in partial}  # providers that answered
+    covered = side.covered if side is not None else {}
+    fetched = {  # providers that answered, and the days a local bill covers
+        k: v for k, v in fleet.items() if k[0] in answered or k[1] in covered.get(k[0], ())
+    }
+    if side is not None:
+        fetched.update(side.fleet)
     for row in join(fetched, billed, partial):
         if row.drifts(settings.threshold_percent, settings.threshold_usd):
             row.cause = name_cause(row, book)
@@ -154,16 +169,23 @@ class Reconciler:
         transport: Transport,
         *,
         book: PriceBook | None = None,
+        local: LocalSource | None = None,
     ) -> None:
         self.settings = settings
         self.report = report
         self.sink = sink
         self.book = book
+        self.local = local  # imported bills and Cursor's dollars, from the store
         self.fetch = http_fetch(transport)
         # One run at a time, and the latest answer kept: API readers asking at once, or again
         # within `max_age`, share one round of the providers' rate-limited admin APIs.
         self._lock = threading.Lock()
         self._latest: tuple[tuple[object, ...], float, Outcome] | None = None
+
+    def forget(self) -> None:
+        """Drop the latest answer: the store's billed figures changed (a bill was imported)."""
+        with self._lock:
+            self._latest = None
 
     def run(
         self,
@@ -191,6 +213,7 @@ class Reconciler:
                 book=self.book,
                 providers=providers,
                 sink=self.sink,
+                local=self.local,
             )
             self._latest = (asked, clock.monotonic(), outcome)
             return outcome

@@ -35,6 +35,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub.reconcile.imports import IMPORT_PROVIDERS  # billed by `fleet-hub reconcile import`
 from shared.config import ConfigError
 
 PROVIDERS: Final = {
@@ -197,8 +198,9 @@ def _mapping(where: str, index: int, data: object) -> KeyMapping:
             f"{at}: unknown key(s) {', '.join(extra)} (known: provider, key, profiles)"
         )
     provider = table.get("provider")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"{at}: provider must be one of {', '.join(PROVIDERS)}")
+    if provider not in PROVIDERS and provider not in IMPORT_PROVIDERS:
+        known = ", ".join((*PROVIDERS, *IMPORT_PROVIDERS))
+        raise ConfigError(f"{at}: provider must be one of {known}")
     key = table.get("key")
     if not isinstance(key, str) or not key.strip():
         raise ConfigError(f"{at}: key must be the provider's API key id (e.g. apikey_01AbC)")
