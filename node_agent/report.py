@@ -33,6 +33,7 @@ import msgspec
 
 from node_agent import readahead
 from node_agent.claude_reading import FileReading, replay
+from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
 from node_agent.scan_index import (
@@ -51,7 +52,7 @@ from node_agent.workers import worker_context
 from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
-from shared.events import Agent, UsageEvent
+from shared.events import Agent, Tokens, UsageEvent
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -430,6 +431,11 @@ def _merge_files(
     """One source takes the files' whole readings (with the size read, None for a file that
     could not be opened) in reading order (the dedupe of one global read), then their calls
     are priced."""
+    if len(files) == 1 and not query.keep_calls:
+        (index, file), (reading, size) = files[0], readings[0]
+        solo = solo_calls(reading)
+        if solo is not None:
+            return _solo_report(file.path, reading, size, solo, targets[index], node, query)
     source = ClaudeSource()
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
@@ -441,6 +447,65 @@ def _merge_files(
             report.bytes += size
     _price(source, sinks, targets, node, query, report)
     return report
+
+
+def _solo_report(
+    path: Path,
+    reading: FileReading,
+    size: int | None,
+    solo: SoloCalls,
+    target: Target,
+    node: str,
+    query: Query,
+) -> Report:
+    """`_merge_files` of one file whose calls need no dedupe (`claude_tally`): priced from its
+    lines, with the same rows, sums, skips and problems, and no event built."""
+    report = Report(Rollup(query.by, query.tz))
+    if size is not None:
+        report.files, report.bytes = 1, size
+    name = str(path)
+    report.problems.extend(ParseProblem(name, line, reason) for line, reason in reading.problems)
+    skipped = report.skipped
+    for reason, times in reading.skipped.items():
+        if times > 0:
+            skipped[reason] += times
+    if solo.snapshots:
+        skipped["snapshot"] += solo.snapshots
+    attribution = _attribution(target, node)
+    billing = target.billing
+    rollup = report.rollup
+    batch = CallBatch[RowKey](PriceBook.default())
+    for line in solo.lines:
+        if not query.wants(line.ts):
+            continue
+        row = rollup.key(LineCall(line), attribution)
+        unknown = batch.add_counts(
+            row,
+            line.model,
+            None,  # Claude Code logs no provider
+            line.ts,
+            line.tokens,
+            billing,
+            service_tier=line.service_tier,
+            speed=line.speed,
+            inference_geo=line.inference_geo,
+            cache_write_unsplit=line.unsplit,
+        )
+        if unknown is not None:
+            report.unknown_models[line.model] += 1
+            rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
+    for group, calls, tokens, priced in batch.settle():
+        rollup.add_calls(group, calls, tokens, priced)
+    return report
+
+
+def _attribution(target: Target, node: str) -> Attribution:
+    profile = target.profile
+    return Attribution(
+        machine=node,
+        profile=profile.name if profile else None,
+        account=profile.account if profile else None,
+    )
 
 
 Result = tuple["Report", frozenset[str]]
@@ -573,12 +638,7 @@ def _price(
     batch = CallBatch[RowKey](PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]
-        profile = target.profile
-        attribution = Attribution(
-            machine=node,
-            profile=profile.name if profile else None,
-            account=profile.account if profile else None,
-        )
+        attribution = _attribution(target, node)
         report.skipped.update(sink.skipped)
         report.problems.extend(sink.problems)
         for event in sink.events.counted_usage():
