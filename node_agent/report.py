@@ -173,10 +173,13 @@ def build_report(
     if jobs is None:
         big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
         jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
-    PriceBook.default()  # load once, before workers fork, so they share it
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
     jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
+    if jobs > 1:
+        # Load once, before workers fork, so they share it. In process it loads when a call is
+        # priced first: a repeat scan with nothing changed prices none.
+        PriceBook.default()
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
         fresh = [Path(task.path) for task in tasks if task.prior is None]
@@ -228,8 +231,23 @@ def _merge_claude(
     that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
     context = _context(targets, node, query) if index is not None else b""
-    for members in connected(part.calls for part in parts):
-        key = _key(context, [files[m] for m in members], [parts[m] for m in members], index)
+    groups = connected(part.calls for part in parts)
+    keys = [
+        _key(context, [files[m] for m in members], [parts[m] for m in members], index)
+        for members in groups
+    ]
+    whole_key = _whole_key(keys) if index is not None else None
+    if index is not None and whole_key is not None:
+        # Nothing changed since a scan with this query: its whole Claude part, one blob. The
+        # groups' own reports are kept too, for the scan after the next append.
+        for key in keys:
+            if key is not None:
+                index.report(key)
+        kept_whole = index.report(whole_key)
+        whole = _unpickled(kept_whole) if kept_whole is not None else None
+        if whole is not None:
+            return whole
+    for members, key in zip(groups, keys, strict=True):
         kept = index.report(key) if index is not None and key is not None else None
         part = _unpickled(kept) if kept is not None else None
         if part is None:
@@ -244,7 +262,19 @@ def _merge_claude(
             if index is not None and key is not None:
                 index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
         report.merge(part)
+    if index is not None and whole_key is not None:
+        index.keep_report(whole_key, pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
     return report
+
+
+def _whole_key(keys: Sequence[bytes | None]) -> bytes | None:
+    """The key of every group's report added up: None when a group cannot be kept."""
+    digest = blake2b(b"whole", digest_size=16)
+    for key in keys:
+        if key is None:
+            return None
+        digest.update(key)
+    return digest.digest()
 
 
 # A file's report priced on its own, and pickled when it came from a worker.
