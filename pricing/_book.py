@@ -284,11 +284,12 @@ def _unknown(model_id: str | None, notes: tuple[str, ...]) -> PricedCall:
 
 _COUNTED: Final = (*TOKEN_CLASSES, "web_search_requests")
 _COUNTED_AT: Final = tuple(_COUNT_FIELDS.index(name) for name in _COUNTED)
+_ALL_INT: Final = (int,) * len(_COUNT_FIELDS)
 
 
 def _bad_counts(counts: Counts) -> str | None:
     # A figure from impossible input would look precise and be wrong: report it as unknown.
-    if all(type(value) is int for value in counts) and min(counts) >= 0:
+    if tuple(map(type, counts)) == _ALL_INT and min(counts) >= 0:
         return None  # every call of a healthy log
     for name, at in zip(_COUNTED, _COUNTED_AT, strict=True):
         value = counts[at]
