@@ -113,6 +113,9 @@ def _feed(
     runs = reading.runs
     last = runs[-1] if runs else None
     tools: ToolUses = []
+    # The tool uses of `last.best` when it came from these lines: signed once its run is over
+    # (a streamed reply's later snapshots often take the best line's place).
+    best_tools: ToolUses | None = None
     for lineno, line in lines:
         tools.clear()
         usage = source.read_line(facts, lineno, line, sink, tools)
@@ -122,10 +125,16 @@ def _feed(
             # The next snapshot of the same call (a line without message.id is its own call).
             last.revisions.append(usage.revision)
             if usage.revision > last.best.revision:
-                last.best = _with_tools(usage, tools)
+                last.best = usage
+                best_tools, tools = tools, []
             continue
-        last = Run(_with_tools(usage, tools), [usage.revision], usage.is_sub)
+        if last is not None and best_tools:
+            last.best = _with_tools(last.best, best_tools)
+        last = Run(usage, [usage.revision], usage.is_sub)
+        best_tools, tools = tools, []
         runs.append(last)
+    if last is not None and best_tools:
+        last.best = _with_tools(last.best, best_tools)
     reading.mismatch_reported = facts.split_mismatch_reported
 
 

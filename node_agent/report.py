@@ -33,6 +33,7 @@ import msgspec
 
 from node_agent import readahead
 from node_agent.claude_reading import FileReading, replay
+from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
 from node_agent.scan_index import (
@@ -51,7 +52,7 @@ from node_agent.workers import worker_context
 from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
-from shared.events import Agent, UsageEvent
+from shared.events import Agent, Tokens, UsageEvent
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -172,10 +173,13 @@ def build_report(
     if jobs is None:
         big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
         jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
-    PriceBook.default()  # load once, before workers fork, so they share it
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
     jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
+    if jobs > 1:
+        # Load once, before workers fork, so they share it. In process it loads when a call is
+        # priced first: a repeat scan with nothing changed prices none.
+        PriceBook.default()
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
         fresh = [Path(task.path) for task in tasks if task.prior is None]
@@ -227,8 +231,23 @@ def _merge_claude(
     that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
     context = _context(targets, node, query) if index is not None else b""
-    for members in connected(part.calls for part in parts):
-        key = _key(context, [files[m] for m in members], [parts[m] for m in members], index)
+    groups = connected(part.calls for part in parts)
+    keys = [
+        _key(context, [files[m] for m in members], [parts[m] for m in members], index)
+        for members in groups
+    ]
+    whole_key = _whole_key(keys) if index is not None else None
+    if index is not None and whole_key is not None:
+        # Nothing changed since a scan with this query: its whole Claude part, one blob. The
+        # groups' own reports are kept too, for the scan after the next append.
+        for key in keys:
+            if key is not None:
+                index.report(key)
+        kept_whole = index.report(whole_key)
+        whole = _unpickled(kept_whole) if kept_whole is not None else None
+        if whole is not None:
+            return whole
+    for members, key in zip(groups, keys, strict=True):
         kept = index.report(key) if index is not None and key is not None else None
         part = _unpickled(kept) if kept is not None else None
         if part is None:
@@ -243,7 +262,19 @@ def _merge_claude(
             if index is not None and key is not None:
                 index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
         report.merge(part)
+    if index is not None and whole_key is not None:
+        index.keep_report(whole_key, pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
     return report
+
+
+def _whole_key(keys: Sequence[bytes | None]) -> bytes | None:
+    """The key of every group's report added up: None when a group cannot be kept."""
+    digest = blake2b(b"whole", digest_size=16)
+    for key in keys:
+        if key is None:
+            return None
+        digest.update(key)
+    return digest.digest()
 
 
 # A file's report priced on its own, and pickled when it came from a worker.
@@ -430,6 +461,11 @@ def _merge_files(
     """One source takes the files' whole readings (with the size read, None for a file that
     could not be opened) in reading order (the dedupe of one global read), then their calls
     are priced."""
+    if len(files) == 1 and not query.keep_calls:
+        (index, file), (reading, size) = files[0], readings[0]
+        solo = solo_calls(reading)
+        if solo is not None:
+            return _solo_report(file.path, reading, size, solo, targets[index], node, query)
     source = ClaudeSource()
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
@@ -441,6 +477,65 @@ def _merge_files(
             report.bytes += size
     _price(source, sinks, targets, node, query, report)
     return report
+
+
+def _solo_report(
+    path: Path,
+    reading: FileReading,
+    size: int | None,
+    solo: SoloCalls,
+    target: Target,
+    node: str,
+    query: Query,
+) -> Report:
+    """`_merge_files` of one file whose calls need no dedupe (`claude_tally`): priced from its
+    lines, with the same rows, sums, skips and problems, and no event built."""
+    report = Report(Rollup(query.by, query.tz))
+    if size is not None:
+        report.files, report.bytes = 1, size
+    name = str(path)
+    report.problems.extend(ParseProblem(name, line, reason) for line, reason in reading.problems)
+    skipped = report.skipped
+    for reason, times in reading.skipped.items():
+        if times > 0:
+            skipped[reason] += times
+    if solo.snapshots:
+        skipped["snapshot"] += solo.snapshots
+    attribution = _attribution(target, node)
+    billing = target.billing
+    rollup = report.rollup
+    batch = CallBatch[RowKey](PriceBook.default())
+    for line in solo.lines:
+        if not query.wants(line.ts):
+            continue
+        row = rollup.key(LineCall(line), attribution)
+        unknown = batch.add_counts(
+            row,
+            line.model,
+            None,  # Claude Code logs no provider
+            line.ts,
+            line.tokens,
+            billing,
+            service_tier=line.service_tier,
+            speed=line.speed,
+            inference_geo=line.inference_geo,
+            cache_write_unsplit=line.unsplit,
+        )
+        if unknown is not None:
+            report.unknown_models[line.model] += 1
+            rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
+    for group, calls, tokens, priced in batch.settle():
+        rollup.add_calls(group, calls, tokens, priced)
+    return report
+
+
+def _attribution(target: Target, node: str) -> Attribution:
+    profile = target.profile
+    return Attribution(
+        machine=node,
+        profile=profile.name if profile else None,
+        account=profile.account if profile else None,
+    )
 
 
 Result = tuple["Report", frozenset[str]]
@@ -573,12 +668,7 @@ def _price(
     batch = CallBatch[RowKey](PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]
-        profile = target.profile
-        attribution = Attribution(
-            machine=node,
-            profile=profile.name if profile else None,
-            account=profile.account if profile else None,
-        )
+        attribution = _attribution(target, node)
         report.skipped.update(sink.skipped)
         report.problems.extend(sink.problems)
         for event in sink.events.counted_usage():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Final, Generic, TypeVar
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
-from pricing._engine import RatePlan, rate_plan
+from pricing._engine import Counts, RatePlan, rate_plan
 from pricing._match import ModelIndex
 from pricing._tables import load_directory, load_package
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
@@ -20,6 +21,11 @@ from shared.events import Tokens, UsageEvent
 
 # Distinct price terms a book keeps (a handful in practice; garbage tier names must not grow it).
 _MAX_TERMS: Final = 4096
+# Epoch seconds that datetime.fromtimestamp takes (years 1 to 9999), kept well inside.
+_FIRST_INSTANT: Final = -62_000_000_000.0
+_LAST_INSTANT: Final = 253_000_000_000.0
+# Closer than this to a period's start, an instant is compared as a datetime, as `at` does.
+_NEAR: Final = 0.001
 
 
 class PriceBook:
@@ -32,6 +38,8 @@ class PriceBook:
         self._resolve = lru_cache(maxsize=4096)(self._index.resolve)
         # ... and price them under a handful of distinct terms: build each once.
         self._terms: dict[tuple[object, ...], Terms] = {}
+        # Each entry's period starts as epoch seconds (entries live as long as the book).
+        self._starts: dict[int, tuple[float, ...]] = {}
 
     @classmethod
     def default(cls) -> PriceBook:
@@ -68,24 +76,46 @@ class PriceBook:
     def terms(self, event: UsageEvent) -> Terms | PricedCall:
         """What fixes the price of `event` apart from its counts; the (unknown) `PricedCall`
         when there is no price for it."""
-        resolution = self._resolve(event.model, event.provider)
+        return self.terms_for(
+            event.model,
+            event.provider,
+            event.ts,
+            _COUNTS(event.tokens),
+            event.service_tier,
+            event.speed,
+            event.inference_geo,
+        )
+
+    def terms_for(
+        self,
+        model: str,
+        provider: str | None,
+        ts: float,
+        counts: Counts,
+        service_tier: str | None = None,
+        speed: str | None = None,
+        inference_geo: str | None = None,
+    ) -> Terms | PricedCall:
+        """`terms` of a call given by its fields, `counts` in the order of `Tokens`' fields: a
+        reader that has no `UsageEvent` need not build one to price a call."""
+        resolution = self._resolve(model, provider)
         entry = resolution.entry
         if entry is None:
             return _unknown(None, resolution.notes)
-        problem = _bad_counts(event)
+        problem = _bad_counts(counts)
         if problem:
             return _unknown(entry.id, (problem,))
-        try:
-            at = datetime.fromtimestamp(event.ts, UTC)
-        except (OverflowError, OSError, ValueError):  # NaN, infinities, years out of range
-            return _unknown(entry.id, (f"the event time {event.ts!r} is not a valid instant",))
-        period = entry.at(at)
+        period = self._period_at(entry, ts)
+        if isinstance(period, str):
+            return _unknown(entry.id, (period,))
         if period is None:
             first = entry.periods[0].start.isoformat()
             return _unknown(
                 entry.id, (f"no price for {entry.id} before {first} (its first price)",)
             )
-        cliff = period.tier_for(event.tokens.prompt)
+        cliff = (
+            period.tier_for(counts[0] + counts[2] + counts[3] + counts[4]) if period.tiers else None
+        )
         # Entries, periods and cliffs live as long as the book: their ids are stable keys.
         key = (
             id(entry),
@@ -93,9 +123,9 @@ class PriceBook:
             resolution.notes,
             id(period),
             id(cliff),
-            event.service_tier,
-            event.speed,
-            event.inference_geo,
+            service_tier,
+            speed,
+            inference_geo,
         )
         terms = self._terms.get(key)
         if terms is None:
@@ -104,13 +134,36 @@ class PriceBook:
             plan = rate_plan(
                 period,
                 cliff,
-                service_tier=event.service_tier,
-                speed=event.speed,
-                inference_geo=event.inference_geo,
+                service_tier=service_tier,
+                speed=speed,
+                inference_geo=inference_geo,
             )
             terms = Terms(entry.id, plan, resolution.ambiguous, resolution.notes)
             self._terms[key] = terms
         return terms
+
+    def _period_at(self, entry: ModelEntry, ts: float) -> PricePeriod | None | str:
+        """`entry.at` the instant `ts`, or why `ts` is no instant. Compared as epoch seconds,
+        without a datetime per call, unless `ts` lies within a millisecond of a period's start
+        (where the microsecond rounding of a datetime could tell otherwise) or out of range."""
+        starts = self._starts.get(id(entry))
+        if starts is None:
+            starts = tuple(p.start.timestamp() for p in entry.periods)
+            if list(starts) != sorted(starts):
+                starts = ()  # never met in a checked table; the datetime path still answers
+            self._starts[id(entry)] = starts
+        if starts and _FIRST_INSTANT < ts < _LAST_INSTANT:  # False for NaN
+            i = bisect_right(starts, ts)
+            near = (i < len(starts) and starts[i] - ts < _NEAR) or (
+                i and ts - starts[i - 1] < _NEAR
+            )
+            if not near:
+                return entry.periods[i - 1] if i else None
+        try:
+            at = datetime.fromtimestamp(ts, UTC)
+        except (OverflowError, OSError, ValueError):  # NaN, infinities, years out of range
+            return f"the event time {ts!r} is not a valid instant"
+        return entry.at(at)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -151,7 +204,8 @@ class _Group:
 G = TypeVar("G", bound=Hashable)
 
 # A call's counts in the order of Tokens' fields, so that Tokens(*sums) rebuilds them.
-_COUNTS: Final = attrgetter(*(f.name for f in fields(Tokens)))
+_COUNT_FIELDS: Final = tuple(f.name for f in fields(Tokens))
+_COUNTS: Final = attrgetter(*_COUNT_FIELDS)
 
 
 class CallBatch(Generic[G]):
@@ -167,15 +221,46 @@ class CallBatch(Generic[G]):
     def add(self, group: G, event: UsageEvent, billing: Billing) -> PricedCall | None:
         """Count `event` into `group`; returns its `PricedCall` at once when no price is known
         for it (such calls have no figure to sum), else None."""
-        terms = self._book.terms(event)
+        return self.add_counts(
+            group,
+            event.model,
+            event.provider,
+            event.ts,
+            _COUNTS(event.tokens),
+            billing,
+            service_tier=event.service_tier,
+            speed=event.speed,
+            inference_geo=event.inference_geo,
+            cache_write_unsplit=event.cache_write_unsplit,
+        )
+
+    def add_counts(
+        self,
+        group: G,
+        model: str,
+        provider: str | None,
+        ts: float,
+        counts: Counts,
+        billing: Billing,
+        *,
+        service_tier: str | None = None,
+        speed: str | None = None,
+        inference_geo: str | None = None,
+        cache_write_unsplit: bool = False,
+    ) -> PricedCall | None:
+        """`add` for a call given by its fields (`counts` in the order of `Tokens`' fields)."""
+        terms = self._book.terms_for(
+            model, provider, ts, counts, service_tier, speed, inference_geo
+        )
         if isinstance(terms, PricedCall):
             return terms
-        key = (group, terms, terms.estimated_for(event), billing)
+        estimated = terms.ambiguous or terms.plan.estimated_for_counts(counts, cache_write_unsplit)
+        key = (group, terms, estimated, billing)
         found = self._groups.get(key)
         if found is None:
             found = self._groups[key] = _Group()
         found.calls += 1
-        found.counts.append(_COUNTS(event.tokens))
+        found.counts.append(counts)
         return None
 
     def settle(self) -> Iterator[tuple[G, int, Tokens, PricedCall]]:
@@ -198,16 +283,16 @@ def _unknown(model_id: str | None, notes: tuple[str, ...]) -> PricedCall:
 
 
 _COUNTED: Final = (*TOKEN_CLASSES, "web_search_requests")
-_ALL_INT: Final = (int,) * len(_COUNTED)
+_COUNTED_AT: Final = tuple(_COUNT_FIELDS.index(name) for name in _COUNTED)
+_ALL_INT: Final = (int,) * len(_COUNT_FIELDS)
 
 
-def _bad_counts(event: UsageEvent) -> str | None:
+def _bad_counts(counts: Counts) -> str | None:
     # A figure from impossible input would look precise and be wrong: report it as unknown.
-    values = attrgetter(*_COUNTED)(event.tokens)
-    if tuple(map(type, values)) == _ALL_INT and min(values) >= 0:
-        return None  # every event of a healthy log: checked without a Python-level loop
-    for name in _COUNTED:
-        value = getattr(event.tokens, name)
+    if tuple(map(type, counts)) == _ALL_INT and min(counts) >= 0:
+        return None  # every call of a healthy log
+    for name, at in zip(_COUNTED, _COUNTED_AT, strict=True):
+        value = counts[at]
         if not isinstance(value, int) or value < 0:
             return f"the {name} count {value!r} is not a non-negative whole number"
     return None

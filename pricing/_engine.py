@@ -9,7 +9,7 @@ call, output included, uses that tier's rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from decimal import (
     Context,
     Decimal,
@@ -31,6 +31,13 @@ PLAIN_SPEEDS: Final = frozenset({"", "standard"})
 PLAIN_GEOS: Final = frozenset({"", "global", "not_available"})
 # Tier names the engine knows of, so a missing entry reads "not priced" rather than "unknown".
 KNOWN_SERVICE_TIERS: Final = frozenset({"batch", "flex", "priority", "fast", "scale"})
+
+
+# A call's counts in the order of `Tokens`' fields (what `Tokens(*counts)` rebuilds).
+Counts = tuple[int, ...]
+_COUNT_AT: Final = {f.name: i for i, f in enumerate(fields(Tokens))}
+_WEB_AT: Final = _COUNT_AT["web_search_requests"]
+_CW5_AT: Final = _COUNT_AT["cache_write_5m"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,10 @@ class RatePlan:
     notes: tuple[str, ...]  # lead and trail: a call's notes when its counts add none
     estimated: bool
     split_rates: tuple[Decimal, Decimal] | None  # the 5m and 1h write rates, when both differ
+    _unpriced_at: tuple[int, ...] = field(init=False, repr=False)  # `unpriced` as count indices
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_unpriced_at", tuple(_COUNT_AT[c] for c in self.unpriced))
 
     def amount(self, tokens: Tokens) -> Decimal:
         """Exact USD for these counts (one call's, or the sum of several calls' under this plan)."""
@@ -106,6 +117,16 @@ class RatePlan:
     def estimated_for(self, tokens: Tokens, cache_write_unsplit: bool) -> bool:
         """Whether a call with these counts is priced approximately (see `quote` for why)."""
         return self.estimated or self._caveats(tokens, cache_write_unsplit)
+
+    def estimated_for_counts(self, counts: Counts, cache_write_unsplit: bool) -> bool:
+        """`estimated_for` of counts in the order of `Tokens`' fields (no `Tokens` built)."""
+        if self.estimated:
+            return True
+        if any(counts[i] for i in self._unpriced_at):
+            return True
+        if counts[_WEB_AT] and self.search is None:
+            return True
+        return bool(cache_write_unsplit and counts[_CW5_AT] and self.split_rates)
 
     def _caveats(self, tokens: Tokens, cache_write_unsplit: bool) -> bool:
         """Whether these counts add notes of their own (`quote` says which)."""

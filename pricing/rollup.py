@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pricing import CostClass, PricedCall
-from shared.events import Tokens, UsageEvent
+from shared.events import Agent, Role, Tokens, UsageEvent
 
 ZERO: Final = Decimal(0)
 TOKEN_KEYS: Final = (
@@ -45,15 +45,38 @@ class Attribution:
     account: str | None = None
 
 
+class Keyed(Protocol):
+    """What a row's keys read of a call: a `UsageEvent`, or a reader's lighter view of one."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def agent(self) -> Agent: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def account(self) -> str | None: ...
+    @property
+    def machine(self) -> str: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+
+
 RowKey = tuple[str | None, ...]
-KeyFn = Callable[[UsageEvent, Attribution, tzinfo], str | None]
+KeyFn = Callable[[Keyed, Attribution, tzinfo], str | None]
 
 
-def _local(event: UsageEvent, tz: tzinfo) -> datetime:
+def _local(event: Keyed, tz: tzinfo) -> datetime:
     return datetime.fromtimestamp(event.ts, tz)
 
 
-def _week(event: UsageEvent, _: Attribution, tz: tzinfo) -> str:
+def _week(event: Keyed, _: Attribution, tz: tzinfo) -> str:
     year, week, _day = _local(event, tz).isocalendar()
     return f"{year}-W{week:02d}"
 
@@ -159,7 +182,7 @@ class Rollup:
     def add(self, event: UsageEvent, priced: PricedCall, attribution: Attribution) -> None:
         self.add_calls(self.key(event, attribution), 1, event.tokens, priced)
 
-    def key(self, event: UsageEvent, attribution: Attribution) -> RowKey:
+    def key(self, event: Keyed, attribution: Attribution) -> RowKey:
         """The row `event` belongs in."""
         return tuple(GROUP_KEYS[k](event, attribution, self.tz) for k in self.by)
 

@@ -169,3 +169,68 @@ def test_the_quick_quote_equals_the_full_one() -> None:
         quick = terms.plan.quote(event.tokens, event.cache_write_unsplit)
         full = terms.plan._full_quote(event.tokens, event.cache_write_unsplit)
         assert quick == full
+
+
+def _period_by_datetime(book: PriceBook, model: str, ts: float) -> object:
+    """The period `entry.at` gives for `ts` through a datetime, as every call once did."""
+    entry = book._resolve(model, None).entry
+    assert entry is not None
+    try:
+        return entry.at(datetime.fromtimestamp(ts, UTC))
+    except (OverflowError, OSError, ValueError):
+        return "invalid"
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "deepseek-chat", "deepseek-v4-pro"])
+def test_a_period_found_by_epoch_seconds_is_the_one_its_datetime_finds(model: str) -> None:
+    """At, just before and just after every period start, down to the microsecond that a
+    datetime rounds to, and at instants no datetime holds."""
+    book = PriceBook.default()
+    entry = book._resolve(model, None).entry
+    assert entry is not None and len(entry.periods) > 1
+    instants = [float("nan"), float("inf"), -float("inf"), 1e300, -1e300, 0.0]
+    for period in entry.periods:
+        start = period.start.timestamp()
+        for delta in (0.0, 4e-7, 6e-7, 1e-6, 5e-4, 1e-3, 2e-3, 1.0, 86_400.0):
+            instants += [start - delta, start + delta]
+    for ts in instants:
+        found = book._period_at(entry, ts)
+        expected = _period_by_datetime(book, model, ts)
+        assert (isinstance(found, str) and expected == "invalid") or found is expected, ts
+
+
+def test_a_call_added_by_its_fields_prices_as_its_event() -> None:
+    """`add_counts` (no event built) and `add` settle to the same sums, classes and groups."""
+    book = PriceBook.default()
+    events = random_events(21, 400)
+    by_event, by_fields = CallBatch[int](book), CallBatch[int](book)
+    unknown_events, unknown_fields = [], []
+    for group, event, billing in events:
+        unknown_events.append(by_event.add(group, event, billing))
+        counts = tuple(getattr(event.tokens, f) for f in Tokens.__dataclass_fields__)
+        unknown_fields.append(
+            by_fields.add_counts(
+                group,
+                event.model,
+                event.provider,
+                event.ts,
+                counts,
+                billing,
+                service_tier=event.service_tier,
+                speed=event.speed,
+                inference_geo=event.inference_geo,
+                cache_write_unsplit=event.cache_write_unsplit,
+            )
+        )
+    assert unknown_fields == unknown_events
+    assert list(by_fields.settle()) == list(by_event.settle())
+
+
+def test_impossible_counts_given_by_field_are_unknown_and_named() -> None:
+    book = PriceBook.default()
+    terms = book.terms_for("claude-sonnet-4-5", None, OCT_2025, (1, 2, 3, -4, 0, 0, 0))
+    assert isinstance(terms, PricedCall) and terms.cost_class is CostClass.UNKNOWN
+    assert terms.notes == ("the cache_write_5m count -4 is not a non-negative whole number",)
+    float_count = book.terms_for("claude-sonnet-4-5", None, OCT_2025, (1, 2.5, 0, 0, 0, 0, 0))  # type: ignore[arg-type]
+    assert isinstance(float_count, PricedCall)
+    assert float_count.notes == ("the output count 2.5 is not a non-negative whole number",)

@@ -254,6 +254,31 @@ def test_a_repeat_scan_merges_and_prices_again_only_the_files_that_changed(
     assert len(merged) == 2
 
 
+def test_a_repeat_scan_with_nothing_changed_takes_one_kept_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not one per group of files: the sum of them all, kept under the key of every group's."""
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    taken: list[bytes] = []
+    real = report_module._unpickled
+
+    def spy(blob: bytes) -> Any:
+        taken.append(blob)
+        return real(blob)
+
+    monkeypatch.setattr(report_module, "_unpickled", spy)
+    again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert len(taken) == 1
+    assert render_json(again) == render_json(first)
+    with (home / "projects" / NAMES[0]).open("ab") as fh:
+        fh.write(usage_line(60, 7) + b"\n")
+    taken.clear()
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert len(taken) == 1  # the unchanged file's group; the sum no longer holds
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+
+
 def test_a_damaged_index_is_discarded_with_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -302,7 +327,7 @@ def test_a_damaged_priced_report_in_the_index_is_priced_anew(tmp_path: Path) -> 
     first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     path = cache / scan_index.INDEX_NAME
     found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    assert len(found.reports) == 2
+    assert len(found.reports) == 3  # the two files' groups, and their sum
     found.reports = {key: b"\x80\x05not a pickle" for key in found.reports}
     path.write_bytes(msgspec.msgpack.encode(found))
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)

@@ -116,10 +116,18 @@ def _classify(
     knows (a directory listing does, without a stat)."""
     if not name.endswith(".jsonl") or not folder.is_relative_to(root):
         return None
+    return _classify_in(folder, folder.relative_to(root).parts, name, regular)
+
+
+def _classify_in(
+    folder: Path, rel_dir: tuple[str, ...], name: str, regular: bool | None
+) -> SourceFile | None:
+    """`_classify` of a file in `folder`, which lies `rel_dir` below the projects dir."""
+    if not name.endswith(".jsonl"):
+        return None
     if not (regular if regular is not None else (folder / name).is_file()):
         # A FIFO blocked the reader for good; a link to /dev/zero filled memory until killed.
         return None
-    rel_dir = folder.relative_to(root).parts
     if "workflows" in rel_dir:
         if name == "journal.jsonl":  # workflow bookkeeping, no usage
             return None
@@ -205,9 +213,12 @@ class ClaudeSource(Source):
         # As os.walk (folders it cannot list are passed over, links to folders not followed),
         # but the listing's own file types spare a stat per file.
         found: list[SourceFile] = []
-        folders = [start]
+        if not start.is_relative_to(root):
+            return found
+        # Each folder with its parts below root: worked out once per folder, not per file.
+        folders = [(start, start.relative_to(root).parts)]
         while folders:
-            folder = folders.pop()
+            folder, rel_dir = folders.pop()
             try:
                 with os.scandir(folder) as entries:
                     listed = [(entry.name, *_kind(entry)) for entry in entries]
@@ -215,8 +226,8 @@ class ClaudeSource(Source):
                 continue
             for name, is_dir, is_file in listed:
                 if is_dir:
-                    folders.append(folder / name)
-                elif (file := _classify(root, folder, name, is_file)) is not None:
+                    folders.append((folder / name, (*rel_dir, name)))
+                elif (file := _classify_in(folder, rel_dir, name, is_file)) is not None:
                     found.append(file)
         found.sort(key=lambda f: (f.order, str(f.path)))
         return found

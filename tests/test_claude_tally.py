@@ -1,0 +1,173 @@
+"""A transcript whose calls need no dedupe is priced straight from its lines (`claude_tally`):
+its report equals the one the source's dedupe gives, row for row, to the last digit, with the
+same skips, problems and unknown models, and in the same order; any file where a call's ids come
+back goes through the source."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from node_agent import claude_tally
+from node_agent import report as report_module
+from node_agent.claude_reading import read_file
+from node_agent.render import render_json
+from node_agent.report import Query, Report
+from node_agent.scan import Target
+from node_agent.sources.base import FileKind, SourceFile
+from shared.config import Billing, Profile
+from shared.events import Agent
+
+QUERIES = [
+    Query(("day",), UTC),
+    Query(("model", "session", "role", "project"), UTC),
+    Query(("week", "machine", "profile", "account", "agent"), UTC),
+]
+MODELS = ["claude-sonnet-4-5", "claude-opus-4-6", "claude-sonnet-4-5", "mystery-model"]
+
+
+def _line(rng: random.Random, msg: int, session: str) -> dict[str, Any]:
+    split = rng.random() < 0.8
+    write = rng.randrange(0, 400)
+    usage: dict[str, Any] = {
+        "input_tokens": rng.randrange(0, 5_000),
+        "output_tokens": rng.randrange(0, 3_000),
+        "cache_read_input_tokens": rng.randrange(0, 300_000),
+        "cache_creation_input_tokens": write + (rng.random() < 0.1),  # now and then a mismatch
+    }
+    if split:
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": write,
+            "ephemeral_1h_input_tokens": 0,
+        }
+    if rng.random() < 0.1:
+        usage["speed"] = "fast"
+    rec: dict[str, Any] = {
+        "type": "assistant",
+        "timestamp": f"2026-0{rng.randrange(1, 6)}-1{rng.randrange(0, 9)}T1{rng.randrange(10)}"
+        f":00:00.000Z",
+        "sessionId": session,
+        "cwd": rng.choice(["/w/a", "/w/b", None]),
+        "isSidechain": rng.random() < 0.2,
+        "uuid": f"u-{msg}-{rng.randrange(4)}",
+        "message": {
+            "id": f"msg_{msg}",
+            "model": rng.choice(MODELS),
+            "content": [{"type": "tool_use", "name": "Read", "input": {"f": msg}}],
+            "usage": usage,
+        },
+    }
+    if rng.random() < 0.85:
+        rec["requestId"] = f"req_{msg}"
+    if rng.random() < 0.05:
+        del rec["message"]["id"]  # a gateway's line: never deduped
+    if rng.random() < 0.03:
+        rec["message"]["model"] = "<synthetic>"
+    return rec
+
+
+def _transcript(rng: random.Random, path: Path, repeats: bool) -> None:
+    """A session's lines: streamed snapshots of each call (growing, or not), some garbage, and
+    with `repeats` ids met again further on (replays, sidechain copies, reused uuids)."""
+    lines: list[bytes] = []
+    session = f"sess-{rng.randrange(3)}"
+    for msg in range(rng.randrange(1, 12)):
+        rec = _line(rng, msg, session)
+        for _ in range(rng.randrange(1, 4)):
+            rec["message"]["usage"]["output_tokens"] += rng.choice([0, 5, -1])
+            rec["message"]["usage"]["output_tokens"] = max(
+                0, rec["message"]["usage"]["output_tokens"]
+            )
+            lines.append(orjson.dumps(rec))
+        if rng.random() < 0.1:
+            lines.append(b'{"type":"assistant","message":{"usage":{"input_tokens":"x"}}}')
+        if rng.random() < 0.05:
+            lines.append(b"{torn")
+    if repeats and lines:
+        first = orjson.loads(lines[0])
+        if rng.random() < 0.5:
+            # A copy of the call under another request id, sidechain or not: one message id
+            # under two event ids, which the source's sidechain rule settles.
+            first["requestId"] = "req_copy"
+            first["isSidechain"] = not first.get("isSidechain")
+        lines.append(orjson.dumps(first))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _both(
+    path: Path, target: Target, query: Query, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Report, Report, bool]:
+    outcome = read_file(path)
+    files = [(0, SourceFile(path, FileKind.JSONL, 0))]
+    readings = [(outcome.whole, outcome.size)]
+    solo = claude_tally.solo_calls(outcome.whole) is not None
+    fast = report_module._merge_files(files, readings, [target], "node-1", query)
+    with monkeypatch.context() as patch:
+        patch.setattr(report_module, "solo_calls", lambda _reading: None)
+        slow = report_module._merge_files(files, readings, [target], "node-1", query)
+    return fast, slow, solo
+
+
+def _same(fast: Report, slow: Report) -> None:
+    assert render_json(fast) == render_json(slow)
+    # Order too: a merge adds rows, skips and problems in the order they come.
+    assert list(fast.rollup.rows) == list(slow.rollup.rows)
+    assert list(fast.skipped.items()) == list(slow.skipped.items())
+    assert fast.problems == slow.problems
+    assert list(fast.unknown_models.items()) == list(slow.unknown_models.items())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_file_priced_from_its_lines_equals_the_source_s_dedupe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    rng = random.Random(seed)
+    home = tmp_path / "claude"
+    profile = Profile(
+        name="work", agent=Agent.CLAUDE_CODE, home=home, account="a@x", billing=Billing.SUBSCRIPTION
+    )
+    used = {True: 0, False: 0}
+    for n in range(40):
+        path = home / "projects" / f"p{n % 3}" / f"s{n}.jsonl"
+        _transcript(rng, path, repeats=rng.random() < 0.3)
+        target = Target(home, Agent.CLAUDE_CODE, profile if n % 2 else None)
+        fast, slow, solo = _both(path, target, rng.choice(QUERIES), monkeypatch)
+        _same(fast, slow)
+        used[solo] += 1
+    assert used[True] > 10 and used[False] > 3  # both ways were taken
+
+
+def test_a_call_met_again_further_on_goes_through_the_source(tmp_path: Path) -> None:
+    path = tmp_path / "claude" / "projects" / "p" / "s.jsonl"
+    rng = random.Random(7)
+    rec = _line(rng, 1, "s")
+    rec["requestId"] = "req_1"
+    other = _line(rng, 2, "s")
+    other["requestId"] = "req_2"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\n".join(map(orjson.dumps, [rec, other, rec])) + b"\n")
+    assert claude_tally.solo_calls(read_file(path).whole) is None
+
+
+def test_only_streamed_snapshots_that_add_nothing_count_as_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "claude" / "projects" / "p" / "s.jsonl"
+    rng = random.Random(8)
+    rec = _line(rng, 1, "s")
+    rec["requestId"] = "req_1"
+    rec["message"]["usage"]["output_tokens"] = 10
+    lines = [orjson.dumps(rec)]
+    for output in (10, 12, 11):
+        rec["message"]["usage"]["output_tokens"] = output
+        lines.append(orjson.dumps(rec))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    solo = claude_tally.solo_calls(read_file(path).whole)
+    assert solo is not None and len(solo.lines) == 1
+    assert solo.snapshots == 2  # the repeat of 10, and 11 after 12
+    assert solo.lines[0].tokens[1] == 12
