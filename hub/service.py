@@ -444,6 +444,16 @@ class FleetService:
         self.prune()
         self.reprice()
 
+    def use_prices(self, book: PriceBook) -> None:
+        """Price with `book` from now on (a table installed while the hub serves): new calls at
+        once; the kept ones over the next upkeep rounds (`reprice`), then the figures reload."""
+        with self._lock:
+            self._book = book
+            self._store.use_prices(book)
+            self.ledger.use_prices(book)
+            self._repriced = False
+            self._reprice_changes = 0
+
     def reprice(self, budget_s: float = PRUNE_BUDGET_S) -> int:
         """Bring the kept calls to the price tables (`Store.reprice`), for about `budget_s`
         at most per call; once all are, reload the figures if a price changed. Returns the

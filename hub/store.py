@@ -541,6 +541,10 @@ class Store:
 
     # ---- re-pricing -----------------------------------------------------------------------
 
+    def use_prices(self, book: PriceBook) -> None:
+        """Store new calls at `book`'s prices; `reprice` brings the kept ones to it."""
+        self._price.use(book)
+
     def reprice(self, *, step: int = REPRICE_STEP) -> tuple[int, bool]:
         """Bring the kept raw rows to this store's price tables when they differ from those
         the rows were priced under (a corrected table, say): `step` rows per call, in one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -13,10 +14,13 @@ from typing import Final, Generic, TypeVar
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
 from pricing._engine import RatePlan, rate_plan
+from pricing._installed import installed_files, overlay, prices_dir, read_installed
 from pricing._match import ModelIndex
-from pricing._tables import load_directory, load_package
+from pricing._tables import PriceTableError, load_directory, load_package
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
 from shared.events import Tokens, UsageEvent
+
+log = logging.getLogger(__name__)
 
 # Distinct price terms a book keeps (a handful in practice; garbage tier names must not grow it).
 _MAX_TERMS: Final = 4096
@@ -35,7 +39,14 @@ class PriceBook:
 
     @classmethod
     def default(cls) -> PriceBook:
-        """The tables shipped in `pricing/tables/`, loaded once per process."""
+        """The tables shipped in `pricing/tables/` with the user's installed ones over them
+        (`fleet-hub prices install`), loaded once per process."""
+        return _default_book()
+
+    @classmethod
+    def reload_default(cls) -> PriceBook:
+        """`default()` read again (after `fleet-hub prices install`, say)."""
+        _default_book.cache_clear()
         return _default_book()
 
     @classmethod
@@ -215,4 +226,19 @@ def _bad_counts(event: UsageEvent) -> str | None:
 
 @cache
 def _default_book() -> PriceBook:
-    return PriceBook(load_package())
+    return PriceBook(default_tables())
+
+
+def default_tables() -> list[ProviderTable]:
+    """The shipped tables with this user's installed ones over them (`pricing._installed`).
+    A broken installed folder (a file edited by hand) is logged, named, and left out: the
+    shipped prices stand rather than no prices at all."""
+    shipped = load_package()
+    directory = prices_dir()
+    if not installed_files(directory):
+        return shipped
+    try:
+        return overlay(shipped, read_installed(directory))
+    except PriceTableError as exc:
+        log.error("installed price tables left out: %s", exc)
+        return shipped

@@ -56,6 +56,7 @@ class HubFront:
         reconciler = Reconciler(
             config.reconcile, service.report, hub.alerts, transport, book=hub.book
         )
+        hub.price_listeners.append(reconciler.use_prices)
         app = create_app(
             service,
             TokenBook(tokens_path(config.path)),

@@ -165,6 +165,12 @@ class Reconciler:
         self._lock = threading.Lock()
         self._latest: tuple[tuple[object, ...], float, Outcome] | None = None
 
+    def use_prices(self, book: PriceBook) -> None:
+        """Name price causes against `book` (tables installed while the hub serves)."""
+        with self._lock:
+            self.book = book
+            self._latest = None
+
     def run(
         self,
         first: date | None = None,
