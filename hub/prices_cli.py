@@ -203,7 +203,8 @@ def _check(args: argparse.Namespace) -> int:
             out = out.with_name(f"{out.stem}-{provider}{out.suffix}")
         if out is not None:
             out.write_text(text, encoding="utf-8")
-            print(f"wrote {out}: check it, then `fleet-hub prices install {out}`")
+            said = f"wrote {out}: check it, then `fleet-hub prices install {out}`"
+            print(said, file=sys.stderr if args.json else sys.stdout)
         elif not args.json:
             print(f"\n# a {provider} table for the rates above (save it as a .toml, check it,")
             print("# then `fleet-hub prices install FILE`)")
