@@ -133,6 +133,7 @@ class Hub:
             commander=self.commander,
             retain_days=self.config.retain_days,
         )
+        self.service.credit_meters.settings = self.config.subscriptions
         # before the receiver: no batch may pass the budgets unchecked
         self.governor = Governor(
             self._store.path,
