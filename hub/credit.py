@@ -96,14 +96,14 @@ class CreditMonth:
     def to_json(self) -> dict[str, Any]:
         return {
             "month": self.month,
-            "credit_usd": str(self.terms.credit_usd),
+            "credit_usd": _usd(self.terms.credit_usd),
             "credit_from": self.terms.source,
-            "used_usd": str(self.used_usd),
-            "remaining_usd": str(self.remaining_usd),
-            "overage_usd": str(self.overage_usd),
+            "used_usd": _usd(self.used_usd),
+            "remaining_usd": _usd(self.remaining_usd),
+            "overage_usd": _usd(self.overage_usd),
             "extra_usage": self.terms.extra_usage,
-            "refused_usd": str(self.refused_usd),
-            "untold_usd": str(self.untold_usd),
+            "refused_usd": _usd(self.refused_usd),
+            "untold_usd": _usd(self.untold_usd),
             "sdk_calls": self.sdk_calls,
             "overage_calls": self.overage_calls,
             "untold_calls": self.untold_calls,
@@ -117,7 +117,7 @@ class CreditMonth:
         parts = []
         if self.untold_calls:
             parts.append(
-                f"{self.untold_calls} call(s) (${self.untold_usd} API-equivalent) whose log does "
+                f"{self.untold_calls} call(s) (${_usd(self.untold_usd)} API-equivalent) whose log does "
                 "not say whether it was interactive or the Agent SDK: not counted against the "
                 "credit"
             )
@@ -127,6 +127,11 @@ class CreditMonth:
                 "is at least this"
             )
         return "; ".join(parts)
+
+
+def _usd(amount: Decimal) -> str:
+    """Exact, without the stored figures' trailing zeros ("25", "0.3375")."""
+    return format(amount.normalize(), "f")
 
 
 def month_bounds(now: float, tz: tzinfo) -> tuple[float, float, str]:

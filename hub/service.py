@@ -348,6 +348,8 @@ class FleetService:
         with self._lock:
             result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
+        if result.changes:
+            self.credit_meters.touch()
         self._publish(change)
         self._tell_listeners(result)
         return result

@@ -54,7 +54,12 @@ class HubFront:
         ensure_admin_token(config.path)
         transport = HttpxTransport()
         reconciler = Reconciler(
-            config.reconcile, service.report, hub.alerts, transport, book=hub.book
+            config.reconcile,
+            service.report,
+            hub.alerts,
+            transport,
+            book=hub.book,
+            overage=service.credit_meters.overage_between,
         )
         hub.price_listeners.append(reconciler.use_prices)
         app = create_app(

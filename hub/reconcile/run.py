@@ -14,6 +14,7 @@ import time as clock
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from hub.findings import Finding, FindingSink, Severity
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # (provider settings, first day, last day) -> the provider's reports
 Fetch = Callable[[ProviderSettings, date, date], ProviderReport]
+# (first day, last day) -> Agent SDK overage per (MACHINE/PROFILE, UTC day, model as logged)
+OverageFn = Callable[[date, date], Mapping[tuple[str, date, str], Decimal]]
 CONNECTORS = {"anthropic": anthropic.fetch, "openai": openai.fetch}
 
 
@@ -87,6 +90,7 @@ def reconcile(
     book: PriceBook | None = None,
     providers: tuple[str, ...] | None = None,
     sink: FindingSink | None = None,
+    overage: OverageFn | None = None,
 ) -> Outcome:
     outcome = Outcome(first, last, settings.fleet_tz)
     wanted = [p for p in settings.providers if providers is None or p in providers]
@@ -101,7 +105,8 @@ def reconcile(
             continue
         billed.update(billed_figures(provider_report))
         partial[name] = provider_report.partial_days
-    fleet, unmapped = fleet_figures(report, settings, first, last)
+    past = overage(first, last) if overage is not None else None
+    fleet, unmapped = fleet_figures(report, settings, first, last, past)
     outcome.unmapped = sorted(unmapped)
     fetched = {k: v for k, v in fleet.items() if k[0] in partial}  # providers that answered
     for row in join(fetched, billed, partial):
@@ -154,8 +159,10 @@ class Reconciler:
         transport: Transport,
         *,
         book: PriceBook | None = None,
+        overage: OverageFn | None = None,
     ) -> None:
         self.settings = settings
+        self.overage = overage
         self.report = report
         self.sink = sink
         self.book = book
@@ -197,6 +204,7 @@ class Reconciler:
                 book=self.book,
                 providers=providers,
                 sink=self.sink,
+                overage=self.overage,
             )
             self._latest = (asked, clock.monotonic(), outcome)
             return outcome
