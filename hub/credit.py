@@ -117,9 +117,9 @@ class CreditMonth:
         parts = []
         if self.untold_calls:
             parts.append(
-                f"{self.untold_calls} call(s) (${_usd(self.untold_usd)} API-equivalent) whose log does "
-                "not say whether it was interactive or the Agent SDK: not counted against the "
-                "credit"
+                f"{self.untold_calls} call(s) (${_usd(self.untold_usd)} API-equivalent) whose "
+                "log does not say whether it was interactive or the Agent SDK: not counted "
+                "against the credit"
             )
         if self.unpriced_sdk_calls:
             parts.append(
