@@ -305,3 +305,26 @@ def test_a_kill_during_install_leaves_the_old_tables_or_the_new(tmp_path: Path) 
         if text == new:
             (folder / "opus-fix.toml").write_text(old)  # back, for the next round
     assert seen == {False, True}  # killed before the rename, and after it
+
+
+def test_a_folder_edited_by_hand_into_a_bad_state_leaves_the_shipped_prices(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "prices"
+    install_table(put(tmp_path, "opus-fix.toml", table()), folder)
+    (folder / "opus-fix.toml").write_text(table({**GOOD_RATES, "cache_write_1h": "7"}))
+    code = (
+        "from pricing import PriceBook; from datetime import datetime, UTC; "
+        "p = PriceBook.default().lookup('claude-opus-4-5', datetime(2026, 11, 3, tzinfo=UTC)); "
+        "print(p.rates.input, p.file)"
+    )
+    env = {**child_env(tmp_path), "FLEETMETER_PRICES_DIR": str(folder)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["5", "pricing/tables/anthropic.toml"]
+    assert out.stderr.strip() == (
+        f"installed price tables left out: {folder / 'opus-fix.toml'}: "
+        "models[claude-opus-4-5].periods[0].rates.cache_write_1h: 7 is not 2x the input rate 4 "
+        "(Anthropic's ratio; give the model a ratio_exception saying why if it truly differs)"
+    )
