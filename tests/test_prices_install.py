@@ -284,11 +284,14 @@ def test_a_kill_during_install_leaves_the_old_tables_or_the_new(tmp_path: Path) 
     path = put(source, "opus-fix.toml", new)
     env = child_env(tmp_path)
     command = [sys.executable, "-m", "hub.cli", "prices", "install", str(path), "--config", "x"]
-    started = time.monotonic()
-    subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True)
-    whole = time.monotonic() - started  # one install, start to end, on this machine now
-    assert (folder / "opus-fix.toml").read_text() == new
-    (folder / "opus-fix.toml").write_text(old)
+    runs = []
+    for _ in range(2):  # the second warm (the parsed-table cache written by the first)
+        started = time.monotonic()
+        subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True)
+        runs.append(time.monotonic() - started)
+        assert (folder / "opus-fix.toml").read_text() == new
+        (folder / "opus-fix.toml").write_text(old)
+    whole = min(runs)  # one install, start to end, on this machine now
     rng = random.Random(7)
     seen = set()
     for _ in range(12):
