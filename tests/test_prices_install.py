@@ -292,13 +292,32 @@ def test_a_kill_during_install_leaves_the_old_tables_or_the_new(tmp_path: Path) 
         assert (folder / "opus-fix.toml").read_text() == new
         (folder / "opus-fix.toml").write_text(old)
     whole = min(runs)  # one install, start to end, on this machine now
-    rng = random.Random(7)
-    seen = set()
-    for _ in range(12):
+    target, partial = folder / "opus-fix.toml", folder / "opus-fix.toml.partial"
+    for _ in range(3):  # killed the moment it starts writing (watched in a busy loop)
+        before = target.stat().st_mtime_ns
         proc = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.5, 1.1) * whole)  # mostly in its last half: checks and writes
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if partial.exists() or target.stat().st_mtime_ns != before:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait()
+        assert target.read_text() in (old, new)
+        read_installed(folder)
+        target.write_text(old)
+    rng = random.Random(7)
+    seen = set()
+    rounds = 0
+    # kills aimed all over the install (its checks, its write, its rename), until both ends
+    # were seen: killed before the rename and after it
+    while rounds < 10 or (seen != {False, True} and rounds < 40):
+        rounds += 1
+        proc = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.3, 1.6) * whole)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         text = (folder / "opus-fix.toml").read_text()
