@@ -45,7 +45,7 @@ RATE_TOLERANCE: Final = Decimal("0.005")
 
 def add_parser(sub: Any, with_config: Any) -> None:
     p = sub.add_parser("prices", help="the price tables: list, check against bills, install")
-    actions = p.add_subparsers(dest="prices_action", required=True)
+    actions = p.add_subparsers(dest="prices_action", required=True, metavar="{list,check,install}")
     show = with_config(actions.add_parser("list", help="the rates in effect and their files"))
     show.add_argument("--model", help="only models whose id contains this")
     show.add_argument("--all", action="store_true", help="every period, not only today's")
