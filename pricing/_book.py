@@ -92,9 +92,11 @@ class PriceBook:
             return _unknown(entry.id, (f"the event time {event.ts!r} is not a valid instant",))
         period = entry.at(at)
         if period is None:
-            first = entry.periods[0].start.isoformat()
+            first = entry.periods[0].start
+            if first <= at:  # after a period that ends (`until`) and before the next
+                return _unknown(entry.id, (f"no price for {entry.id} on {at.date()}",))
             return _unknown(
-                entry.id, (f"no price for {entry.id} before {first} (its first price)",)
+                entry.id, (f"no price for {entry.id} before {first.isoformat()} (its first price)",)
             )
         cliff = period.tier_for(event.tokens.prompt)
         # Entries, periods and cliffs live as long as the book: their ids are stable keys.

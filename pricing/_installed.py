@@ -88,11 +88,11 @@ def overlay(
     """The shipped tables with the installed ones laid over them, after `check_installed`."""
     check_installed(shipped, installed)
     by_provider = {t.provider: t for t in shipped}
-    added: list[ProviderTable] = []
+    added: list[str] = []  # providers the shipped tables do not have, in order
     for table in installed:
         base = by_provider.get(table.provider)
         if base is None:
-            added.append(table)
+            added.append(table.provider)
             by_provider[table.provider] = table
             continue
         models = {m.id: m for m in base.models}
@@ -100,7 +100,7 @@ def overlay(
             old = models.get(model.id)
             models[model.id] = model if old is None else _laid_over(old, model)
         by_provider[table.provider] = replace(base, models=tuple(models.values()))
-    return [by_provider[t.provider] for t in shipped] + added
+    return [by_provider[p] for p in (*(t.provider for t in shipped), *added)]
 
 
 def _laid_over(shipped: ModelEntry, installed: ModelEntry) -> ModelEntry:

@@ -350,3 +350,27 @@ def test_a_folder_edited_by_hand_into_a_bad_state_leaves_the_shipped_prices(
         "models[claude-opus-4-5].periods[0].rates.cache_write_1h: 7 is not 2x the input rate 4 "
         "(Anthropic's ratio; give the model a ratio_exception saying why if it truly differs)"
     )
+
+
+def acme(model: str, start: str, until: str | None = None) -> str:
+    end = f"until = {until}\n" if until else ""
+    return (
+        'schema = 1\nprovider = "acme"\ncurrency = "USD"\n\n[[models]]\n'
+        f'id = "{model}"\nname = "{model}"\n{SOURCE}\n[[models.periods]]\nfrom = {start}\n{end}'
+        '[models.periods.rates]\ninput = "1"\noutput = "2"\nreasoning = "2"\ncache_read = "0.1"\n'
+    )
+
+
+def test_a_new_provider_in_two_files_and_a_gap_after_an_end(tmp_path: Path) -> None:
+    folder = tmp_path / "prices"
+    install_table(
+        put(tmp_path, "acme-1.toml", acme("acme-one", "2026-01-01", "2026-02-01")), folder
+    )
+    install_table(put(tmp_path, "acme-2.toml", acme("acme-two", "2026-01-01")), folder)
+    book = PriceBook(overlay(load_package(), read_installed(folder)))
+    [table] = [t for t in book.tables if t.provider == "acme"]
+    assert sorted(m.id for m in table.models) == ["acme-one", "acme-two"]
+    inside = book.price(call("2026-01-15", model="acme-one"))
+    assert inside.api_equivalent == Decimal(3)  # 1M input at $1 + 1M output at $2
+    after = book.price(call("2026-02-15", model="acme-one"))
+    assert after.api_equivalent is None and after.notes == ("no price for acme-one on 2026-02-15",)
