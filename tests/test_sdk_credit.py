@@ -24,13 +24,14 @@ from hub.config import load_hub_config
 from hub.credit import CreditTerms, Draw, draw_of, meter_month, month_bounds
 from hub.credit_settings import SubscriptionSettings, parse_subscriptions
 from hub.ledger import profile_key
+from hub.remote import RemoteFleet
 from shared.codec import from_map, pack, to_map, unpack
 from shared.config import Billing, ConfigError
 from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProfileInfo, hello_to_map
 from shared.wire import batch_body, seal
 from tests.api_harness import ServedHub
-from tests.fleet_harness import make_hub, start_hub, stop
+from tests.fleet_harness import make_hub, start_hub, stop, wait_for
 from tests.pilot_waits import until
 from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData
 from tests.synthetic_fleet import SyntheticFleet
@@ -283,6 +284,13 @@ profiles = ["spark01/max-a"]
                 "note": got["note"],
             }
             assert "whose log does not say" in str(got["note"])
+            # an attached dashboard reads the same
+            with RemoteFleet(hub.url, token) as remote:
+                wait_for(
+                    lambda: remote.credits().get("spark01/max-a") == got,
+                    30,
+                    "the attached dashboard's credit",
+                )
             schema = httpx.get(f"{hub.url}/api/v1/openapi.json", timeout=30).json()
             assert "overage_usd" in schema["components"]["schemas"]["Credit"]["properties"]
 
