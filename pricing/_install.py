@@ -9,7 +9,9 @@ the new ones in effect, never a half-written file (a leftover `*.partial` is nev
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from pricing._installed import (
 )
 from pricing._tables import PriceTableError, load_package, parse_table
 from pricing._types import ProviderTable
+
+LOCK = ".install.lock"  # not *.toml: never read as a table
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +48,28 @@ def install_table(source: Path, directory: Path) -> Installed:
     target = directory / source.name
     new = parse_table(str(source), text)
     shipped = load_package()
-    present = read_installed(directory)  # a broken installed file stops here, named
-    others = [t for t in present if Path(t.file).name != target.name]
-    before = overlay(shipped, present)
-    after = overlay(shipped, [*others, new])
-    replaced = target.exists()
-    _write_atomically(directory, target, text)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _installing(directory):  # two installs at once would each check without the other
+        present = read_installed(directory)  # a broken installed file stops here, named
+        others = [t for t in present if Path(t.file).name != target.name]
+        before = overlay(shipped, present)
+        after = overlay(shipped, [*others, new])
+        replaced = target.exists()
+        _write_atomically(directory, target, text)
     changes = rate_changes(before, after, {m.id for m in new.models})
     return Installed(target, replaced, after, changes)
 
 
+@contextlib.contextmanager
+def _installing(directory: Path) -> Iterator[None]:
+    """One install at a time in `directory` (an advisory lock the kernel drops with its holder,
+    so a killed install never leaves it held)."""
+    with open(directory / LOCK, "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        yield
+
+
 def _write_atomically(directory: Path, target: Path, text: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + PARTIAL)
     try:
         with open(partial, "w", encoding="utf-8") as out:

@@ -4,6 +4,8 @@ the middle of `fleet-hub prices install` leaving the old tables or the new, neve
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import random
 import signal
@@ -203,7 +205,7 @@ def test_each_bad_table_is_refused_by_name_and_changes_nothing(
     assert raised.value.key == key
     assert words in raised.value.message
     assert installed_state(folder) == before
-    assert sorted(p.name for p in folder.iterdir()) == ["first.toml"]
+    assert sorted(p.name for p in folder.iterdir()) == [".install.lock", "first.toml"]
 
 
 def test_periods_of_one_model_must_not_overlap_across_files(tmp_path: Path) -> None:
@@ -374,3 +376,23 @@ def test_a_new_provider_in_two_files_and_a_gap_after_an_end(tmp_path: Path) -> N
     assert inside.api_equivalent == Decimal(3)  # 1M input at $1 + 1M output at $2
     after = book.price(call("2026-02-15", model="acme-one"))
     assert after.api_equivalent is None and after.notes == ("no price for acme-one on 2026-02-15",)
+
+
+def test_an_install_waits_for_one_in_progress(tmp_path: Path) -> None:
+    folder = tmp_path / "xdg-data" / "fleetmeter" / "prices"
+    folder.mkdir(parents=True)
+    good = put(tmp_path, "opus-fix.toml", table())
+    with open(folder / ".install.lock", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another install is checking and writing
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "prices", "install", str(good), "--config", "x"],
+            env=child_env(tmp_path),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)  # it would be done by then on its own
+        assert proc.poll() is None and not (folder / "opus-fix.toml").exists()
+    assert proc.wait(timeout=60) == 0
+    assert (folder / "opus-fix.toml").read_text() == good.read_text()
