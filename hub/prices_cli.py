@@ -137,8 +137,8 @@ def _install(args: argparse.Namespace) -> int:
         print(f"  {line}")
     where = _audit(args, done, who, changed)
     print(
-        f"audited in {where}; a running hub re-prices its stored calls within seconds; "
-        "a node daemon on this machine prices with it once restarted"
+        f"audited in {where}; a running hub re-prices its stored calls within seconds, "
+        "a node daemon on this machine prices its new calls with it"
     )
     return 0
 
