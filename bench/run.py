@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own figures.
 
-python -m bench.run [--only scan,fleet,tui,store,governor,detectors]
+python -m bench.run [--only scan,fleet,tui,store,governor,detectors,credit]
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bench import detectors, fleet, governor, scan, store, tui
+from bench import credit, detectors, fleet, governor, scan, store, tui
 
-BENCHMARKS = ("scan", "fleet", "tui", "store", "governor", "detectors")
+BENCHMARKS = ("scan", "fleet", "tui", "store", "governor", "detectors", "credit")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "detectors" in chosen:
         print("\n== detectors: a simulated 50-machine week, clean and with injected scenarios ==")
         detectors.main([])
+    if "credit" in chosen:
+        print("\n== credit: a Claude subscription's Agent SDK credit read from the store ==")
+        credit.main([])
 
 
 if __name__ == "__main__":

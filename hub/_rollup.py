@@ -101,6 +101,10 @@ class StorePricer:
             self._book = PriceBook.default()
         return self._book
 
+    def use(self, book: PriceBook) -> None:
+        """Price with `book` from now on (tables installed while the hub serves)."""
+        self._book = book
+
     def __call__(self, event: UsageEvent) -> Price:
         priced, _ = safe_price(self.book, event, Billing.API)
         return priced.api_equivalent, priced.estimated

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from hub import attach, cli_fleet
+from hub import attach, cli_fleet, prices_cli
 from hub._schema import StoreError
 from hub.alerts import cli as alerts_cli
 from hub.api_client import ApiFailure, NoHub, running_hub, tls_context
@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "budget": budget_cli.cmd_budget,
         "alerts": alerts_cli.cmd_alerts,
         "reconcile": reconcile_cli.cmd_reconcile,
+        "prices": prices_cli.cmd_prices,
     }
     handlers.update(dict.fromkeys(cli_fleet.ACTIONS, cli_fleet.cmd_halt))
     handler = handlers[args.command]
@@ -198,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     budget_cli.add_parsers(sub, with_config)
     alerts_cli.add_parser(sub, with_config)
     reconcile_cli.add_parser(sub, with_config)
+    prices_cli.add_parser(sub, with_config)
     return parser
 
 

@@ -27,6 +27,7 @@ from tomlkit.exceptions import TOMLKitError
 from hub.alerts.settings import AlertSettings, parse_alerts
 from hub.budgets.config_io import parse_budgets
 from hub.budgets.model import Budget
+from hub.credit_settings import SubscriptionSettings, parse_subscriptions
 from hub.reconcile.settings import ReconcileSettings, parse_reconcile
 from shared.config import ConfigError, node_name_problem, read_toml
 from shared.tls import is_tls
@@ -56,7 +57,12 @@ KEYS: Final = (
     "api",
     "alerts",
 )
-READ_KEYS: Final = (*KEYS, "budgets", "reconcile")  # [[budgets]]: written by hub.budgets.config_io
+READ_KEYS: Final = (
+    *KEYS,
+    "budgets",
+    "reconcile",
+    "subscriptions",
+)  # [[budgets]]: written by hub.budgets.config_io
 _LOCAL_SCHEMES: Final = ("ipc", "abstract", "inproc")
 
 
@@ -78,6 +84,8 @@ class HubConfig:
     budgets: tuple[Budget, ...] = ()  # [[budgets]] (see hub.budgets)
     alerts: AlertSettings = AlertSettings()  # [alerts]: sinks and delivery (hub.alerts)
     reconcile: ReconcileSettings = ReconcileSettings()  # [reconcile] (hub.reconcile)
+    # [[subscriptions]]: Agent SDK credit, extra usage, month zone (hub.credit_settings)
+    subscriptions: tuple[SubscriptionSettings, ...] = ()
     path: Path | None = None  # where it was read from, for messages
 
 
@@ -172,6 +180,7 @@ def parse_hub_config(data: Mapping[str, Any], path: Path) -> HubConfig:
         budgets=parse_budgets(data.get("budgets"), where),
         alerts=parse_alerts(where, data.get("alerts", {}), base),
         reconcile=parse_reconcile(where, data.get("reconcile", {}), base),
+        subscriptions=parse_subscriptions(where, data.get("subscriptions")),
         path=path,
     )
     _check_consistent(config, where)

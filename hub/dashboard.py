@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -164,6 +164,8 @@ COLUMNS: Final[dict[Table, tuple[Column, ...]]] = {
         *_CLASS_COLUMNS,
         Column("cw_5m", "cache wr 5m", numeric=True, priority=5),
         Column("cw_1h", "cache wr 1h", numeric=True, priority=5),
+        Column("sdk_credit", "SDK credit", numeric=True, priority=2),
+        Column("overage", "overage", numeric=True, priority=2),
     ),
     Table.SESSIONS: (
         Column("session", "session"),
@@ -561,6 +563,7 @@ class Dashboard:
             *_class_cells(totals, o[8:12]),
             _tokens_cell(o[12], totals.cache_write_5m),
             _tokens_cell(o[13], totals.cache_write_1h),
+            *credit_cells(self.service.credits().get(key)),
         )
         return _row(key, cells, record.node, key, old)
 
@@ -821,6 +824,22 @@ def _ratio(input_: int, cache_read: int, writes: int, old: Cell | None) -> Cell:
     if old is not None and old.tone == tone and _pure(old, ratio):
         return old
     return Cell(fmt.percent(ratio) + (THRASH_MARK if tone else ""), ratio, tone)
+
+
+def credit_cells(credit: Mapping[str, Any] | None) -> tuple[Cell, Cell]:
+    """The Agent SDK credit drawn of the month's ("$12.30 / $100", "~" when estimated: some
+    calls' logs did not say how the agent was started) and the overage past it."""
+    if credit is None:
+        return Cell("", None), Cell("", None)
+    used, total = Decimal(credit["used_usd"]), Decimal(credit["credit_usd"])
+    mark = "~" if credit["estimated"] else ""
+    tone = "warn" if used >= total else ""
+    text = f"{mark}{fmt.money(used)} / {fmt.money(total)}"
+    overage = Decimal(credit["overage_usd"]) + Decimal(credit["refused_usd"])
+    return (
+        Cell(text, used, tone),
+        Cell(fmt.money_or_blank(overage), overage, "bad" if overage else ""),
+    )
 
 
 def _tokens_cell(old: Cell | None, n: int) -> Cell:

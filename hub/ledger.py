@@ -372,6 +372,10 @@ class Ledger:
         billing = Billing.API if profile is None else self._billing_of(event.machine, profile)
         return safe_price(self._book, event, billing)
 
+    def use_prices(self, book: PriceBook) -> None:
+        """Price the calls that arrive from now on with `book` (a reload re-reads the rest)."""
+        self._book = book
+
     # ---- reading ------------------------------------------------------------------------
 
     def labels(self) -> dict[Period, str]:

@@ -127,6 +127,7 @@ class RemoteFleet:
         self._nodes: dict[str, NodeView] = {}
         self._pauses: dict[str, dict[tuple[int, float], tuple[float, str]]] = {}
         self._profiles: dict[str, tuple[ProfileRecord, ProfileStanding]] = {}
+        self._credits: dict[str, dict[str, Any]] = {}  # MACHINE/PROFILE -> Agent SDK credit
         self._sessions: dict[str, SessionFigures] = {}
         self._fleet: dict[Period, Totals] = {}
         self._totals: dict[tuple[Dimension, Period], dict[str | None, Totals]] = {}
@@ -209,6 +210,10 @@ class RemoteFleet:
     def profiles(self) -> list[ProfileRecord]:
         with self._lock:
             return [record for record, _ in self._profiles.values()]
+
+    def credits(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._credits)
 
     def processes(self, node: str | None = None) -> list[tuple[str, ProcessInfo]]:
         with self._lock:
@@ -590,13 +595,26 @@ class RemoteFleet:
             for p in self._get("/mirror/profiles", key=chunk)["profiles"]
         ]
         changed = set()
+        # the Agent SDK credits move with every SDK call: read with every full round
+        credits = None if keys is not None else self._read_credits()
         with self._lock:
             for record, standing in got:
                 pkey = profile_key(record.node, record.name)
                 if self._profiles.get(pkey) != (record, standing):
                     changed.add(pkey)
                 self._profiles[pkey] = (record, standing)
+            if credits is not None:
+                changed |= {
+                    k
+                    for k in credits.keys() | self._credits.keys()
+                    if credits.get(k) != self._credits.get(k)
+                }
+                self._credits = credits
         return changed
+
+    def _read_credits(self) -> dict[str, dict[str, Any]]:
+        rows = self._get("/profiles")
+        return {str(r["key"]): r["credit"] for r in rows if r.get("credit")}
 
     def _figures(
         self, followed: list[tuple[Dimension, Period]], scopes: list[Scope]

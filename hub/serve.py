@@ -28,6 +28,7 @@ from hub.service import FleetService
 from hub.session_findings import RELOAD, SessionFindings
 from hub.store import Store
 from pricing import PriceBook
+from pricing.installed import installed_state, prices_dir
 from shared.discovery import ZeroconfAdvertiser
 from shared.tls import hub_tls_config
 from shared.wire import derive_node_key
@@ -74,6 +75,10 @@ class Hub:
     ) -> None:
         self.config = config
         self.book = book or PriceBook.default()
+        # The installed tables as last read (None: a given book, kept as given); when they
+        # change (`fleet-hub prices install`), the hub prices with them and re-prices the store.
+        self._prices_state = None if book is not None else installed_state(prices_dir())
+        self.price_listeners: list[Callable[[PriceBook], None]] = []
         self.command_timeout = command_timeout
         self.advertiser_factory = advertiser_factory
         check_plaintext(config)  # before anything listens
@@ -128,6 +133,7 @@ class Hub:
             commander=self.commander,
             retain_days=self.config.retain_days,
         )
+        self.service.credit_meters.settings = self.config.subscriptions
         # before the receiver: no batch may pass the budgets unchecked
         self.governor = Governor(
             self._store.path,
@@ -190,9 +196,25 @@ class Hub:
         while not self.stop_event.wait(LIVENESS_EVERY):
             try:
                 self.service.check_nodes()
+                self.reload_prices()
                 self.service.maintain()
             except Exception:
                 log.exception("liveness check or store upkeep failed")
+
+    def reload_prices(self) -> bool:
+        """Take up tables installed since the last look; True when they changed."""
+        if self._prices_state is None or self.service is None:
+            return False
+        state = installed_state(prices_dir())
+        if state == self._prices_state:
+            return False
+        self._prices_state = state
+        self.book = PriceBook.reload_default()
+        self.service.use_prices(self.book)
+        for listener in self.price_listeners:
+            listener(self.book)
+        log.info("price tables in %s changed: re-pricing the stored calls", prices_dir())
+        return True
 
     def _advertise(self) -> None:
         factory = self.advertiser_factory or _default_advertiser

@@ -39,6 +39,7 @@ from hub._subscribers import Subscribers
 from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
+from hub.credit_meters import CreditMeters
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.outcomes import OutcomeKeeper
@@ -175,6 +176,8 @@ class FleetService:
         self._closed = False  # the store is closing: a load that ends now leaves it be
         # what the nodes say their sessions produced (commits, pull requests)
         self.outcomes = OutcomeKeeper(store, self._lock, self._tz)
+        # each Claude subscription's Agent SDK credit this month (`subscriptions`: the config's)
+        self.credit_meters = CreditMeters(store.snapshot, self.profiles, clock=clock)
         self._start_load()
 
     def _start_load(self) -> None:
@@ -345,6 +348,8 @@ class FleetService:
         with self._lock:
             result = self._store.ingest(node, stream, seq0, seq1, events, hello, now, packed=packed)
             change = self._account(node, result, hello, now)
+        if result.changes:
+            self.credit_meters.touch()
         self._publish(change)
         self._tell_listeners(result)
         return result
@@ -443,6 +448,17 @@ class FleetService:
         raw events, and re-price the kept ones when the price tables changed."""
         self.prune()
         self.reprice()
+
+    def use_prices(self, book: PriceBook) -> None:
+        """Price with `book` from now on (a table installed while the hub serves): new calls at
+        once; the kept ones over the next upkeep rounds (`reprice`), then the figures reload."""
+        with self._lock:
+            self._book = book
+            self._store.use_prices(book)
+            self.ledger.use_prices(book)
+            self._repriced = False
+            self._reprice_changes = 0
+        self.credit_meters.forget()
 
     def reprice(self, budget_s: float = PRUNE_BUDGET_S) -> int:
         """Bring the kept calls to the price tables (`Store.reprice`), for about `budget_s`
@@ -618,6 +634,11 @@ class FleetService:
                 if line is None or e.ts >= line  # before the line: counted in the cells
             ]
         return spend_series(cells, priced, bins, line)
+
+    def credits(self) -> dict[str, dict[str, Any]]:
+        """MACHINE/PROFILE -> its Agent SDK credit this month (`CreditMonth.to_json`), for
+        each Claude subscription profile that has one."""
+        return {k: m.to_json() for k, m in self.credit_meters.months().items()}
 
     def profile_standing(self, key: str) -> ProfileStanding:
         """Where the profile "machine/profile" stands now."""

@@ -471,6 +471,21 @@ class Store:
         for (payload,) in self._select("usage", where, params):
             yield self._payloads.decode(payload)
 
+    def profile_calls(
+        self, machine: str, profile: str, since: float, until: float
+    ) -> Iterator[tuple[UsageEvent, Decimal | None]]:
+        """A profile's counted calls with since <= ts < until and the API-equivalent price
+        each was stored at (None: unknown), in (time, event id) order."""
+        rows = self._db.execute(
+            "SELECT amount, payload FROM usage WHERE counted = 1 AND machine = ? AND ts >= ? "
+            "AND ts < ? ORDER BY ts, event_id",
+            (machine, since, until),
+        )
+        for amount, payload in rows:
+            event = self._payloads.decode(payload)
+            if event.profile == profile:
+                yield event, None if amount is None else Decimal(amount)
+
     def start_of_latest_calls(self, since: float, count: int) -> float:
         """The time from which at most about `count` counted calls since `since` remain (ties
         at that instant all count): a reader can then stream them instead of keeping them."""
@@ -540,6 +555,10 @@ class Store:
         return read_minutes(self._db, since)
 
     # ---- re-pricing -----------------------------------------------------------------------
+
+    def use_prices(self, book: PriceBook) -> None:
+        """Store new calls at `book`'s prices; `reprice` brings the kept ones to it."""
+        self._price.use(book)
 
     def reprice(self, *, step: int = REPRICE_STEP) -> tuple[int, bool]:
         """Bring the kept raw rows to this store's price tables when they differ from those

@@ -51,6 +51,7 @@ from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
 from node_agent.timeline import ProfileTimeline
 from pricing import PriceBook
+from pricing.installed import installed_state, prices_dir
 from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
 from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
@@ -124,6 +125,8 @@ class Daemon:
         self.failed_thread = ""
         # What the agents' own gates ask about (hooks, status line, MCP), kept in memory.
         self.tally = SessionTally(PriceBook.default(), {p.name: p.billing for p in config.profiles})
+        # the installed price tables as last read: taken up when `fleet-hub prices install` adds one
+        self._prices_state = installed_state(prices_dir())
         self.verdict_book = VerdictBook()
 
     # -- what the hub hears ------------------------------------------------------------------
@@ -206,6 +209,15 @@ class Daemon:
                 AgentRef(p.pid, p.session_id, p.profile, p.agent.value, p.cwd)
                 for p in self.processes
             ]
+
+    def _take_up_prices(self) -> None:
+        """Price new calls with the installed tables when they changed (a stat of the folder)."""
+        state = installed_state(prices_dir())
+        if state == self._prices_state:
+            return
+        self._prices_state = state
+        self.tally.use_prices(PriceBook.reload_default())
+        log.info("price tables in %s changed: new calls are priced with them", prices_dir())
 
     def _refresh_processes(self) -> None:
         with self._lock:
@@ -429,6 +441,7 @@ class Daemon:
                 systemd.sd_notify(f"STATUS={status}")
             if time.monotonic() >= next_inventory:
                 self._refresh_processes()
+                self._take_up_prices()
                 next_inventory = time.monotonic() + INVENTORY_EVERY
             if not all(t.is_alive() for t in threads):
                 died = not self.stop.is_set()  # a thread may end by itself only after a stop

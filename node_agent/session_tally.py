@@ -146,6 +146,11 @@ class SessionTally:
         self._quota: dict[tuple[str, str], QuotaReading] = {}  # (profile or agent, window)
         self._standing: dict[str, ProfileEvent] = {}  # profile -> its latest timeline event
 
+    def use_prices(self, book: PriceBook) -> None:
+        """Price the calls added from now on with `book` (tables installed meanwhile)."""
+        with self._lock:
+            self._book = book
+
     def add(self, events: Iterable[Event]) -> None:
         with self._lock:
             for event in events:

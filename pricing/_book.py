@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -14,10 +15,13 @@ from typing import Final, Generic, TypeVar
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
 from pricing._engine import Counts, RatePlan, rate_plan
+from pricing._installed import installed_files, overlay, prices_dir, read_installed
 from pricing._match import ModelIndex
-from pricing._tables import load_directory, load_package
+from pricing._tables import PriceTableError, load_directory, load_package
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
 from shared.events import Tokens, UsageEvent
+
+log = logging.getLogger(__name__)
 
 # Distinct price terms a book keeps (a handful in practice; garbage tier names must not grow it).
 _MAX_TERMS: Final = 4096
@@ -43,7 +47,14 @@ class PriceBook:
 
     @classmethod
     def default(cls) -> PriceBook:
-        """The tables shipped in `pricing/tables/`, loaded once per process."""
+        """The tables shipped in `pricing/tables/` with the user's installed ones over them
+        (`fleet-hub prices install`), loaded once per process."""
+        return _default_book()
+
+    @classmethod
+    def reload_default(cls) -> PriceBook:
+        """`default()` read again (after `fleet-hub prices install`, say)."""
+        _default_book.cache_clear()
         return _default_book()
 
     @classmethod
@@ -109,9 +120,12 @@ class PriceBook:
         if isinstance(period, str):
             return _unknown(entry.id, (period,))
         if period is None:
-            first = entry.periods[0].start.isoformat()
+            first = entry.periods[0].start
+            at = datetime.fromtimestamp(ts, UTC)  # a valid instant: else `period` is why not
+            if first <= at:  # after a period that ends (`until`) and before the next
+                return _unknown(entry.id, (f"no price for {entry.id} on {at.date()}",))
             return _unknown(
-                entry.id, (f"no price for {entry.id} before {first} (its first price)",)
+                entry.id, (f"no price for {entry.id} before {first.isoformat()} (its first price)",)
             )
         cliff = (
             period.tier_for(counts[0] + counts[2] + counts[3] + counts[4]) if period.tiers else None
@@ -149,8 +163,10 @@ class PriceBook:
         starts = self._starts.get(id(entry))
         if starts is None:
             starts = tuple(p.start.timestamp() for p in entry.periods)
-            if list(starts) != sorted(starts):
-                starts = ()  # never met in a checked table; the datetime path still answers
+            if list(starts) != sorted(starts) or any(p.end is not None for p in entry.periods):
+                # never met in a shipped table (an installed one may end a period: a gap with
+                # no price); the datetime path still answers
+                starts = ()
             self._starts[id(entry)] = starts
         if starts and _FIRST_INSTANT < ts < _LAST_INSTANT:  # False for NaN
             i = bisect_right(starts, ts)
@@ -300,4 +316,19 @@ def _bad_counts(counts: Counts) -> str | None:
 
 @cache
 def _default_book() -> PriceBook:
-    return PriceBook(load_package())
+    return PriceBook(default_tables())
+
+
+def default_tables() -> list[ProviderTable]:
+    """The shipped tables with this user's installed ones over them (`pricing._installed`).
+    A broken installed folder (a file edited by hand) is logged, named, and left out: the
+    shipped prices stand rather than no prices at all."""
+    shipped = load_package()
+    directory = prices_dir()
+    if not installed_files(directory):
+        return shipped
+    try:
+        return overlay(shipped, read_installed(directory))
+    except PriceTableError as exc:
+        log.error("installed price tables left out: %s", exc)
+        return shipped

@@ -47,7 +47,16 @@ _MODEL_KEYS: Final = {
     "periods",
     *MODIFIER_KINDS,
 }
-_PERIOD_KEYS: Final = {"from", "rates", "tiers", "estimated", "notes", "sources", *MODIFIER_KINDS}
+_PERIOD_KEYS: Final = {
+    "from",
+    "until",
+    "rates",
+    "tiers",
+    "estimated",
+    "notes",
+    "sources",
+    *MODIFIER_KINDS,
+}
 _TIER_KEYS: Final = {"above", "rates", "estimated", "notes", "sources"}
 _MODIFIER_KEYS: Final = {"multiplier", "rates", "tiers", "estimated", "notes", "sources"}
 _SOURCE_KEYS: Final = {"name", "ref", "checked", "covers"}
@@ -251,8 +260,14 @@ def _model(r: _Reader, provider: str, item: object, index: int) -> ModelEntry:
     for i in range(1, len(drafts)):
         if drafts[i].start <= drafts[i - 1].start:
             r.fail(f"{where}.periods[{i}].from", "periods must be in strictly increasing order")
-    # Each period ends where the next begins; the last is open.
-    ends = [d.start for d in drafts[1:]] + [None]
+        until = drafts[i - 1].end
+        if until is not None and until > drafts[i].start:
+            r.fail(f"{where}.periods[{i - 1}].until", "overlaps the next period's from")
+    # Each period ends at its `until`, else where the next begins; the last is open.
+    ends: list[datetime | None] = [
+        d.end or n.start for d, n in zip(drafts, drafts[1:], strict=False)
+    ]
+    ends.append(drafts[-1].end)
     return ModelEntry(
         provider=provider,
         id=model_id,
@@ -272,6 +287,9 @@ def _period(r: _Reader, ctx: _ModelContext, item: object, where: str) -> PricePe
     if "rates" not in obj:
         r.fail(f"{where}.rates", "every period needs its rates")
     rates = r.rates(obj["rates"], f"{where}.rates")
+    end = r.instant(obj["until"], f"{where}.until") if "until" in obj else None
+    if end is not None and end <= start:
+        r.fail(f"{where}.until", "must be after the period's from")
     for cls in REQUIRED_CLASSES:
         if rates.get(cls) is None:
             r.fail(f"{where}.rates.{cls}", "is required (write it out even when it equals another)")
@@ -288,7 +306,7 @@ def _period(r: _Reader, ctx: _ModelContext, item: object, where: str) -> PricePe
         model_id=ctx.id,
         model_name=ctx.name,
         start=start,
-        end=None,
+        end=end,
         rates=rates,
         tiers=tiers,
         service_tiers=merged["service_tiers"],

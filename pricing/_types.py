@@ -142,7 +142,8 @@ class ModelEntry:
         # Periods are sorted and few (a price change every few months): newest first.
         for period in reversed(self.periods):
             if period.start <= when:
-                return period
+                # a period with an `until` leaves a gap after it: no price there
+                return period if period.end is None or when < period.end else None
         return None
 
 

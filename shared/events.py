@@ -128,6 +128,10 @@ class UsageEvent:
     # not read them). Lets the hub see the same tool call repeated (a retry loop) without
     # the input itself leaving the machine. Absent on the wire from older nodes: None.
     tool_calls: str | None = None
+    # How the agent was started, as it logs it (Claude Code: "cli" interactive; "sdk-cli",
+    # "sdk-ts", "sdk-py" for `claude -p` and the Agent SDK, which draw a subscription's Agent
+    # SDK credit); None where the log does not say. Absent on the wire from older nodes: None.
+    entrypoint: str | None = None
 
     @property
     def counts(self) -> bool:

@@ -64,7 +64,9 @@ class HubFront:
             transport,
             book=hub.book,
             local=StoreBilled(config.data_dir / DB_FILE, hub.book),  # imports, Cursor's dollars
+            overage=service.credit_meters.overage_between,
         )
+        hub.price_listeners.append(reconciler.use_prices)
         app = create_app(
             service,
             TokenBook(tokens_path(config.path)),

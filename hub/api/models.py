@@ -85,6 +85,29 @@ class Window(BaseModel):
     resets_at: float | None
 
 
+class Credit(BaseModel):
+    """A Claude subscription's Agent SDK credit this month (since 2026-06-15 `claude -p` and the
+    Agent SDK draw a monthly dollar credit, then overage at API rates if extra usage is on)."""
+
+    month: str = Field(description="YYYY-MM in the profile's zone ([[subscriptions]] tz)")
+    credit_usd: Money = Field(description="the month's credit")
+    credit_from: str = Field(description="where the amount comes from: the plan or the config")
+    used_usd: Money = Field(description="credit drawn by SDK calls (API-equivalent)")
+    remaining_usd: Money
+    overage_usd: Money = Field(description="SDK spend past the credit: billed at API rates")
+    extra_usage: bool
+    refused_usd: Money = Field(description="SDK spend past the credit with extra usage off")
+    untold_usd: Money = Field(
+        description="calls whose log does not say interactive or SDK: not counted (estimated)"
+    )
+    sdk_calls: int
+    overage_calls: int
+    untold_calls: int
+    unpriced_sdk_calls: int
+    estimated: bool = Field(description="the figures rest on calls that could not be placed")
+    note: str = Field(description="why the figures are estimated, in words")
+
+
 class Profile(BaseModel):
     key: str
     machine: str
@@ -101,6 +124,9 @@ class Profile(BaseModel):
     last_call: float | None
     windows: dict[str, Window]
     spend: Figures
+    credit: Credit | None = Field(
+        default=None, description="the Agent SDK credit (Claude subscriptions only)"
+    )
 
 
 class Process(BaseModel):

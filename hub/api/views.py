@@ -125,6 +125,7 @@ def machines(service: FleetService, scope: Scope, period: Period) -> list[dict[s
 
 def profiles(service: FleetService, scope: Scope, period: Period) -> list[dict[str, Any]]:
     totals = service.totals(Dimension.PROFILE, period)
+    credits = service.credits()
     out = []
     for record in service.profiles():
         if not scope.sees(record.node, record.name):
@@ -151,6 +152,7 @@ def profiles(service: FleetService, scope: Scope, period: Period) -> list[dict[s
                     for window, w in standing.windows.items()
                 },
                 "spend": figures(totals.get(key) or Totals()),
+                "credit": credits.get(key),
             }
         )
     return out

@@ -1,7 +1,8 @@
 """Why a row drifts, worked out from its figures, in the order that tells causes apart:
 
 1. `overage`: the fleet priced the usage as subscription-included, the provider billed it
-   (extra usage): a class error for that profile and day;
+   (extra usage): a class error for that profile and day (the Agent SDK overage the fleet does
+   know of, `hub.credit`, is already held against the bill as paid);
 2. `cache_tier`: the cache writes agree in sum but are split differently between the 5-minute
    and the 1-hour tier: a tier misread;
 3. `price`: every token class agrees, the dollars do not: a rate in the tables is wrong or
@@ -61,8 +62,12 @@ def name_cause(row: Row, book: PriceBook | None) -> Cause:
             "overage",
             f"{where}: the fleet priced {_money(row.fleet.subscription)} of {profiles} as "
             f"subscription-included, the provider billed {_money(row.billed.usd)}: extra usage "
-            "(overage) classed as included",
-            {"subscription_included_usd": str(row.fleet.subscription)},
+            "(overage) classed as included (Agent SDK calls past the monthly credit are billed "
+            "when extra usage is on: say so with extra_usage = true in [[subscriptions]])",
+            {
+                "subscription_included_usd": str(row.fleet.subscription),
+                "overage_usd": str(row.fleet.overage),
+            },
         )
     writes = ("cache_write_5m", "cache_write_1h")
     others = [c for c in CLASSES if c not in writes]

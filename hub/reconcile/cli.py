@@ -80,6 +80,7 @@ def _on_store(
 ) -> dict[str, Any]:
     from hub.alerts.cli import _outbox  # the store (or why there is none) and its outbox
     from hub.api.reconcile_http import HttpxTransport  # the web stack only when it asks
+    from hub.credit_meters import CreditMeters
     from hub.report import build_hub_report
     from hub.store import Store
 
@@ -95,6 +96,9 @@ def _on_store(
             transport,
             book=book,
             local=StoreBilled(store.path, book),
+            overage=CreditMeters(
+                store.snapshot, store.profiles, config.subscriptions
+            ).overage_between,
         )
         try:
             outcome = reconciler.run(since, until, (provider,) if provider else None)

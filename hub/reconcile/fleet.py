@@ -7,7 +7,7 @@ mapping names. Profiles no mapping names are not compared (they are counted in `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from decimal import Decimal
@@ -28,6 +28,7 @@ class FleetFigure:
     tokens: Tokens = field(default_factory=Tokens)
     paid: Decimal = ZERO  # metered + estimated: what the fleet expects to be billed
     subscription: Decimal = ZERO  # priced as subscription-included (at API rates)
+    overage: Decimal = ZERO  # of `paid`: Agent SDK spend past a subscription's credit
     api_equivalent: Decimal = ZERO
     unknown_calls: int = 0
     profiles: set[str] = field(default_factory=set)  # MACHINE/PROFILE
@@ -38,10 +39,16 @@ def _money(value: object) -> Decimal:
 
 
 def fleet_figures(
-    report: ReportFn, settings: ReconcileSettings, first: date, last: date
+    report: ReportFn,
+    settings: ReconcileSettings,
+    first: date,
+    last: date,
+    overage: Mapping[tuple[str, date, str], Decimal] | None = None,
 ) -> tuple[dict[RowKey, FleetFigure], set[str]]:
     """The fleet's figures per (provider, day, model, key) from `first` to `last` (UTC days),
-    and the MACHINE/PROFILE names of calls no mapping names."""
+    and the MACHINE/PROFILE names of calls no mapping names. `overage` (per MACHINE/PROFILE,
+    UTC day and model): subscription spend past the Agent SDK credit, which the provider bills
+    like any metered spend, so it is held against the bill as paid."""
     figures: dict[RowKey, FleetFigure] = {}
     unmapped: set[str] = set()
     for row in report(FLEET_BY, UTC, first, last)["rows"]:
@@ -56,8 +63,11 @@ def fleet_figures(
             **row["tokens"], web_search_requests=row["web_search_requests"]
         )
         cost = row["cost"]
-        figure.paid += _money(cost["metered"]) + _money(cost["estimated"])
-        figure.subscription += _money(cost["subscription_included"])
+        included = _money(cost["subscription_included"])
+        past = min((overage or {}).get((name, key[1], key[2]), ZERO), included)
+        figure.paid += _money(cost["metered"]) + _money(cost["estimated"]) + past
+        figure.overage += past
+        figure.subscription += included - past
         figure.api_equivalent += _money(cost["api_equivalent"])
         figure.unknown_calls += int(row["unknown_calls"])
         figure.profiles.add(name)

@@ -60,6 +60,7 @@ class Row:
             "fleet": {
                 "usd": _usd(self.fleet.paid),
                 "subscription_included_usd": _usd(self.fleet.subscription),
+                "overage_usd": _usd(self.fleet.overage),
                 "api_equivalent_usd": _usd(self.fleet.api_equivalent),
                 "unknown_calls": self.fleet.unknown_calls,
                 "tokens": billed_tokens(self.fleet.tokens),

@@ -14,6 +14,7 @@ import time as clock
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from hub.findings import Finding, FindingSink, Severity
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # (provider settings, first day, last day) -> the provider's reports
 Fetch = Callable[[ProviderSettings, date, date], ProviderReport]
+# (first day, last day) -> Agent SDK overage per (MACHINE/PROFILE, UTC day, model as logged)
+OverageFn = Callable[[date, date], Mapping[tuple[str, date, str], Decimal]]
 CONNECTORS = {"anthropic": anthropic.fetch, "openai": openai.fetch}
 
 
@@ -89,6 +92,7 @@ def reconcile(
     providers: tuple[str, ...] | None = None,
     sink: FindingSink | None = None,
     local: LocalSource | None = None,
+    overage: OverageFn | None = None,
 ) -> Outcome:
     outcome = Outcome(first, last, settings.fleet_tz)
     wanted = [p for p in settings.providers if providers is None or p in providers]
@@ -111,7 +115,8 @@ def reconcile(
         billed.update(side.billed)
         for name, days in side.partial.items():
             partial.setdefault(name, set()).update(days)
-    fleet, unmapped = fleet_figures(report, settings, first, last)
+    past = overage(first, last) if overage is not None else None
+    fleet, unmapped = fleet_figures(report, settings, first, last, past)
     outcome.unmapped = sorted(unmapped)
     covered = side.covered if side is not None else {}
     fetched = {  # providers that answered, and the days a local bill covers
@@ -170,8 +175,10 @@ class Reconciler:
         *,
         book: PriceBook | None = None,
         local: LocalSource | None = None,
+        overage: OverageFn | None = None,
     ) -> None:
         self.settings = settings
+        self.overage = overage
         self.report = report
         self.sink = sink
         self.book = book
@@ -185,6 +192,12 @@ class Reconciler:
     def forget(self) -> None:
         """Drop the latest answer: the store's billed figures changed (a bill was imported)."""
         with self._lock:
+            self._latest = None
+
+    def use_prices(self, book: PriceBook) -> None:
+        """Name price causes against `book` (tables installed while the hub serves)."""
+        with self._lock:
+            self.book = book
             self._latest = None
 
     def run(
@@ -214,6 +227,7 @@ class Reconciler:
                 providers=providers,
                 sink=self.sink,
                 local=self.local,
+                overage=self.overage,
             )
             self._latest = (asked, clock.monotonic(), outcome)
             return outcome

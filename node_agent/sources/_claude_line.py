@@ -90,6 +90,7 @@ class _Record(msgspec.Struct, gc=False):
     gitBranch: str | None = None  # noqa: N815
     version: str | None = None
     costUSD: _Int64 | float | None = None  # noqa: N815
+    entrypoint: str | None = None
 
 
 _decode = msgspec.json.Decoder(_Record).decode
@@ -118,6 +119,7 @@ class UsageLine(msgspec.Struct, array_like=True, gc=False, frozen=True):
     reported_cost: str | None
     version: str | None
     tool_calls: str | None  # see `UsageEvent.tool_calls`
+    entrypoint: str | None  # see `UsageEvent.entrypoint`
 
 
 class FileFacts:
@@ -220,6 +222,7 @@ def typed_usage(
             None if cost is None else repr(cost),
             rec.version or None,
             tool_calls,
+            rec.entrypoint or None,
         ),
     )
 
@@ -287,6 +290,7 @@ def checked_usage(
             _decimal_str(rec.get("costUSD")),
             _str(rec.get("version")),
             _checked_tool_calls(msg.get("content"), defer),
+            _str(rec.get("entrypoint")),
         ),
     )
 
@@ -298,6 +302,7 @@ _Extra = tuple[
     str | None,
     str | None,
     bool,
+    str | None,
     str | None,
     str | None,
     str | None,

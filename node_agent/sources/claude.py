@@ -360,6 +360,7 @@ class ClaudeSource(Source):
             agent_version=line.version,
             origin=f"{path}:{line.lineno}",
             tool_calls=line.tool_calls,
+            entrypoint=line.entrypoint,
         )
 
     @staticmethod

@@ -1,0 +1,82 @@
+"""What reading a Claude subscription's Agent SDK credit costs: one profile's month of calls
+(`--calls`, half of them SDK calls) in a store on disk, metered from the store (`CreditMeters`,
+a snapshot, every call decoded), CPU seconds per read, median of `--rounds`.
+
+    python -m bench.credit [--calls 50000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hub.credit_meters import CreditMeters
+from hub.credit_settings import SubscriptionSettings
+from hub.store import Store
+from pricing import PriceBook
+from shared.config import Billing
+from shared.events import Agent, Tokens, UsageEvent
+from shared.hello import NodeHello, ProfileInfo
+
+
+def fill(store: Store, calls: int, now: float) -> None:
+    hello = NodeHello(
+        node="spark01",
+        version="0",
+        boot_time=now,
+        os="linux",
+        cpu_count=2,
+        profiles=(ProfileInfo("max-a", Agent.CLAUDE_CODE, Billing.SUBSCRIPTION, plan="max_20x"),),
+    )
+    batch = 2000
+    for first in range(0, calls, batch):
+        events = [
+            UsageEvent(
+                event_id=f"claude:msg_{i}:req_{i}",
+                ts=now - 3600 + i * 3600 / calls,
+                agent=Agent.CLAUDE_CODE,
+                model="claude-sonnet-4-5-20250929",
+                tokens=Tokens(input=100, output=800, cache_read=40_000, cache_write_1h=900),
+                session_id=f"s{i % 50}",
+                machine="spark01",
+                profile="max-a",
+                entrypoint="sdk-cli" if i % 2 else "cli",
+            )
+            for i in range(first, min(first + batch, calls))
+        ]
+        store.ingest("spark01", "s1", first + 1, first + len(events), events, hello, now)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    now = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.in_dir(Path(tmp), book=PriceBook.default())
+        fill(store, args.calls, now)
+        meters = CreditMeters(
+            store.snapshot,
+            store.profiles,
+            (SubscriptionSettings("spark01/max-a", None, extra_usage=True),),
+        )
+        cpu = []
+        for _ in range(args.rounds):
+            start = time.process_time()
+            month = meters.months(now)["spark01/max-a"]
+            cpu.append(time.process_time() - start)
+        store.close()
+    print(
+        f"credit read, {args.calls} calls of one profile this month ({month.sdk_calls} SDK): "
+        f"{statistics.median(cpu) * 1000:.0f} ms CPU per read (median of {args.rounds}); "
+        f"used ${month.used_usd:.2f} of ${month.terms.credit_usd}, overage ${month.overage_usd:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
