@@ -10,6 +10,7 @@ import logging
 
 from fastapi import FastAPI
 
+from hub import reconcile_view
 from hub.alerts.courier import Courier, sink_secrets
 from hub.api import agent_mcp
 from hub.api.alert_http import HttpxPost
@@ -76,6 +77,7 @@ class HubFront:
             transport.close()
             raise
         self.app, self.api, self._transport = app, api, transport
+        reconcile_view.register(service, reconcile_view.LocalReconcile(reconciler))
         service.api_url = api.url
         assert self.hub.alerts is not None
         self._post = HttpxPost()

@@ -1,4 +1,6 @@
-"""`GET /api/v1/reconcile`: the fleet's figures held against the providers' reports, now.
+"""`GET /api/v1/reconcile`: the fleet's figures held against the providers' reports, now;
+`GET /api/v1/reconcile/latest`: the latest run of the usual days (the schedule's), never a new
+one (what the dashboard's Reconciliation tab reads).
 
 It asks the providers (so it takes seconds) and raises the drifts it finds into the alert
 outbox, idempotently: asking twice raises each drift once. Viewers may ask; so that they cannot
@@ -17,6 +19,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from hub.api.auth import Principal
 from hub.api.errors import ApiError
+from hub.reconcile.days import latest_json
 from hub.reconcile.run import Reconciler, resolve_days
 from shared.cli import day_range_error
 
@@ -52,5 +55,15 @@ def reconcile_routes(reconciler: Reconciler, reader: Callable[..., Principal]) -
         outcome = reconciler.run(since, until, (provider,) if provider else None, max_age=SHARE_S)
         body: dict[str, Any] = outcome.to_json()
         return Response(orjson.dumps(body), media_type="application/json")
+
+    @router.get(
+        "/latest",
+        response_class=Response,
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    def latest(_: Reader) -> Response:
+        """{"configured", "setup", "running", "at", "interval", "result": the latest run of
+        the usual days as `GET /api/v1/reconcile` gives it, or null before the first}."""
+        return Response(orjson.dumps(latest_json(reconciler)), media_type="application/json")
 
     return router

@@ -82,6 +82,8 @@ class Pager:
     transport: Transport
     headers: Mapping[str, str]
     timing: Timing = REAL_TIME
+    # what a 403 means here, when not the admin scope (Anthropic's analytics: read:analytics)
+    forbidden: str | None = None
 
     def pages(self, path: str, params: Sequence[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         """Every page of `path`'s report, in order."""
@@ -154,6 +156,10 @@ class Pager:
 
     def _decoded(self, path: str, reply: Reply) -> dict[str, Any]:
         name = self.settings.name
+        if reply.status == 403 and self.forbidden is not None:
+            raise ConnectorError(
+                f"{name} {path}: the key in {self.forbidden} (HTTP 403: {_message(reply.body)})"
+            )
         if reply.status in (401, 403):
             lacks = "was refused" if reply.status == 401 else "lacks the admin scope"
             raise ConnectorError(
