@@ -114,9 +114,8 @@ def test_claude_code_spend_per_day_model_and_user(tmp_path: Path) -> None:
 def test_a_key_without_read_analytics_is_said_in_one_line(tmp_path: Path) -> None:
     api = ProviderApi(ProviderData())
     mount(api, AnalyticsData())
-    with api.running(), HttpxTransport() as transport:
-        with pytest.raises(ConnectorError) as refused:
-            analytics.fetch(settings(tmp_path, api, ANTHROPIC_KEY), transport, D1, D1, QUICK)
+    with api.running(), HttpxTransport() as transport, pytest.raises(ConnectorError) as refused:
+        analytics.fetch(settings(tmp_path, api, ANTHROPIC_KEY), transport, D1, D1, QUICK)
     said = str(refused.value)
     assert "\n" not in said and "lacks the read:analytics scope" in said
     assert str(tmp_path / "analytics.key") in said and ANTHROPIC_KEY not in said
