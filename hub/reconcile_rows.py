@@ -23,10 +23,10 @@ RECONCILE_COLUMNS: Final = (
     Column("fleet", "fleet est.", numeric=True),
     Column("billed", "billed", numeric=True),
     Column("drift", "drift", numeric=True),
-    Column("percent", "drift %", numeric=True, priority=1),
+    Column("percent", "drift %", numeric=True, priority=2),
     Column("status", "status"),
     Column("trend", "trend", priority=2),
-    Column("cause", "cause", priority=1),
+    Column("cause", "cause", priority=1),  # before % and trend at 80 columns: the why
 )
 
 
@@ -97,27 +97,34 @@ def day_rows(entries: Sequence[ProviderDay], cause_width: int = 1000) -> dict[st
     return {e.key: day_row(e, cause_width) for e in entries}
 
 
-def _when(at: float, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(at, tz).strftime("%Y-%m-%d %H:%M")
+def _when(at: float, tz: tzinfo, now: float) -> str:
+    when = datetime.fromtimestamp(at, tz)
+    today = datetime.fromtimestamp(now, tz).date()
+    return when.strftime("%H:%M" if when.date() == today else "%m-%d %H:%M")
 
 
-def status_line(latest: Mapping[str, Any] | None, tz: tzinfo) -> str:
-    """What the line under the header says of the tab: when the rows are from, what failed."""
+def status_line(latest: Mapping[str, Any] | None, tz: tzinfo, now: float) -> str:
+    """What the line under the header says of the tab (short: it shares an 80-column line):
+    when the rows are from, and the key that asks again."""
     if latest is None:
         return "reading the latest reconciliation…"
     if not latest["configured"]:
         return "not set up (see the tab)"
     running = " · running now" if latest.get("running") else ""
-    result = latest.get("result")
-    if result is None:
+    if latest.get("result") is None:
         every = latest.get("interval") or 0
         when = f"the hub runs it every {fmt.age(every)}" if every else "interval = 0"
         return f"no run yet ({when}){running} · u: reconcile now"
-    parts = [f"as of {_when(float(latest['at']), tz)} ({result['since']} to {result['until']})"]
-    analytics = result["errors"].get("anthropic analytics")
-    if analytics:
-        parts.append(f"analytics: {analytics}")
-    return " · ".join(parts) + running + " · u: reconcile now · enter: detail"
+    return f"as of {_when(float(latest['at']), tz, now)}{running} · u: reconcile now"
+
+
+def analytics_problem(latest: Mapping[str, Any] | None) -> str | None:
+    """Why the analytics report could not be had (the rest of the run went on), or None."""
+    result = None if latest is None else latest.get("result")
+    if result is None:
+        return None
+    why = result["errors"].get("anthropic analytics")
+    return None if why is None else f"Claude Code analytics: {why}"
 
 
 def _row_line(row: Mapping[str, Any]) -> list[str]:
@@ -160,6 +167,8 @@ def detail_lines(entry: ProviderDay, result: Mapping[str, Any] | None) -> list[s
     claude_code = None if result is None else result.get("claude_code")
     if entry.provider == "anthropic" and claude_code and entry.day is not None:
         lines += _claude_code_lines(claude_code, entry.day.isoformat())
+    elif entry.provider == "anthropic" and (why := analytics_problem({"result": result})):
+        lines += ["", why]
     return lines
 
 

@@ -39,6 +39,7 @@ from tests.fleet_harness import make_hub, processes, start_hub
 from tests.pilot_waits import until
 from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData
 from tests.test_tui_halt import select
+from tests.test_tui_layout import fits
 
 NODE = "spark01"
 MODEL = "claude-sonnet-4-5-20250929"
@@ -201,10 +202,10 @@ async def test_embedded_reconcile_now_rows_detail_and_alert(tmp_path: Path) -> N
             assert (today["status"], today["trend"]) == ("partial", "▁▆█")
             assert app.reconcile.entries[row].billed == Decimal("6.66")  # exact, from the core
 
-            # the analytics key lacks read:analytics: one line, the rest went on
-            app._show_scope()
-            scope = str(app.query_one("#scope", Static).content)
-            assert "analytics:" in scope and "lacks the read:analytics scope" in scope
+            # the analytics key lacks read:analytics: one line over the rows, the rest went on
+            said = str(note.content)
+            assert said.startswith("Claude Code analytics: anthropic") and "\n" not in said
+            assert len(said) <= 160 and note.region.height == 1
 
             # the finalised day's drift is an alert (today's is not: still being finalised)
             assert hub.alerts is not None
@@ -220,6 +221,7 @@ async def test_embedded_reconcile_now_rows_detail_and_alert(tmp_path: Path) -> N
             text = "\n".join(app.screen.lines)
             assert MODEL in text and "apikey_1" in text and "+$3.33" in text
             assert "tokens more than any node reported" in text
+            assert "lacks the read:analytics scope" in text  # the whole line, on enter
             await pilot.press("escape")
 
             # redraws read the kept answer: the providers are not asked again
@@ -287,6 +289,12 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
                 await until(pilot, lambda: row in table.rows_by_key, "the scheduled run", 40)
                 assert cells(table, row)["billed"] == "$6.66"
                 assert cells(table, row)["drift"] == "+$3.33"
+                # 80x24: the figures and the status whole, nothing running off the edge
+                await until(pilot, lambda: fits(table), "the tab to fit")
+                must = ["provider", "day", "fleet", "billed", "drift", "status"]
+                assert [k for k in table.shown_columns if k in must] == must
+                tab = app.query_one("#tabs Tab#--content-tab-reconcile")
+                assert tab.region.right <= size[0]  # its label on screen
                 asked = provider_asks(api)
                 await pilot.pause(6)  # a read of the latest answer or more, and many ticks
                 assert provider_asks(api) == asked

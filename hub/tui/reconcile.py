@@ -5,14 +5,14 @@ provider."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from rich.text import Text
 from textual.widgets import Static
 
 from hub.dashboard import TableDiff
 from hub.reconcile.days import ProviderDay, provider_days
-from hub.reconcile_rows import day_rows, detail_lines, status_line
+from hub.reconcile_rows import analytics_problem, day_rows, detail_lines, status_line
 from hub.reconcile_view import ReconcileError, ReconcileWatch, backend_for
 from hub.tui.governance import InfoScreen
 
@@ -72,9 +72,10 @@ class ReconcileTab:
         elif view.problem is not None:
             self._note(f"Could not read the hub's reconciliation: {view.problem}")
         elif latest is not None and result is None:
-            self._note(status_line(latest, self.app.service.tz))
+            self._note(self._status(latest))
         else:
-            self._note(None)
+            why = analytics_problem(latest)  # one line: all of it on enter
+            self._note(None if why is None else _clip(why, self.app.size.width - 2))
         entries = [] if result is None else provider_days(result)
         self.entries = {e.key: e for e in entries}
         width = max(24, self.app.size.width - 70)
@@ -94,7 +95,10 @@ class ReconcileTab:
         hints = [f"could not read it: {view.problem}"] if view.problem else []
         if self.running:
             hints.append("reconciling now…")
-        return [*hints, status_line(view.latest, self.app.service.tz)]
+        return [*hints, self._status(view.latest)]
+
+    def _status(self, latest: dict[str, Any] | None) -> str:
+        return status_line(latest, self.app.service.tz, self.app.service.clock())
 
     def run_now(self) -> None:
         """u: ask the providers now (the hub's shared answer: a run in the last minute is
@@ -127,3 +131,7 @@ class ReconcileTab:
         day = entry.day.isoformat() if entry.day else "unreachable"
         title = f"{entry.provider} {day} (UTC)"
         self.app.push_screen(InfoScreen(title, detail_lines(entry, result)))
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
