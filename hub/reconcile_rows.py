@@ -127,19 +127,16 @@ def analytics_problem(latest: Mapping[str, Any] | None) -> str | None:
     return None if why is None else f"Claude Code analytics: {why}"
 
 
-def _row_line(row: Mapping[str, Any]) -> list[str]:
+def _row_lines(row: Mapping[str, Any]) -> list[str]:
+    """A row in two or three lines (80 columns hold them): what, figures, why."""
     fleet = fmt.spend(Decimal(row["fleet"]["usd"]), int(row["fleet"]["unknown_calls"]))
     billed = fmt.money(Decimal(row["billed"]["usd"]))
-    drift = Decimal(row["drift"]["usd"])
     given = row["drift"]["percent"]
     percent = signed_percent(None if given is None else Decimal(given))
-    line = (
-        f"{row['model']:<28} {row['key']:<16} {fleet:>12} {billed:>12} "
-        f"{signed_money(drift):>11} {percent:>8}"
-    )
-    out = [line + (f"  {row['cause']}" if row["cause"] else "")]
-    if row.get("partial"):
-        out[0] += "  (finalising)"
+    drift = signed_money(Decimal(row["drift"]["usd"]))
+    head = f"{row['model']}  key {row['key']}" + ("  (finalising)" if row.get("partial") else "")
+    figures = f"    fleet {fleet}   billed {billed}   drift {drift} ({percent})"
+    out = [head, figures + (f"   {row['cause']}" if row["cause"] else "")]
     if row.get("explanation"):
         out.append(f"    {row['explanation']}")
     return out
@@ -157,11 +154,9 @@ def detail_lines(entry: ProviderDay, result: Mapping[str, Any] | None) -> list[s
         f"trend (drift % of the days before, this one last): {trend(entry.trend)}  "
         + " ".join(signed_percent(v) for v in entry.trend),
         "",
-        f"{'model':<28} {'key':<16} {'fleet est.':>12} {'billed':>12} {'drift':>11} "
-        f"{'drift %':>8}  cause",
     ]
     for row in entry.rows:
-        lines += _row_line(row)
+        lines += _row_lines(row)
     if not entry.rows:
         lines.append("(no usage on either side)")
     claude_code = None if result is None else result.get("claude_code")
@@ -185,19 +180,14 @@ def _claude_code_lines(part: Mapping[str, Any], day: str) -> list[str]:
     )
     for m in (m for m in part["models"] if m["day"] == day):
         lines.append(
-            f"  {m['model']:<30} {fmt.money(Decimal(m['usd'])):>12} "
-            f"list {fmt.money(Decimal(m['list_usd'])):>12}"
+            f"  {m['model']}: {fmt.money(Decimal(m['usd']))} "
+            f"(list {fmt.money(Decimal(m['list_usd']))})"
         )
-    actors = [a for a in part["actors"] if a["day"] == day]
-    if actors:
-        lines.append(
-            f"  {'user':<30} {'fleet (list)':>12} {'billed list':>12} {'billed':>12} {'drift':>11}"
-        )
-    for a in actors:
+    for a in (a for a in part["actors"] if a["day"] == day):
         fleet = fmt.spend(Decimal(a["fleet"]["list_usd"]), int(a["fleet"]["unknown_calls"]))
         lines.append(
-            f"  {a['actor']:<30} {fleet:>12} {fmt.money(Decimal(a['billed']['list_usd'])):>12} "
-            f"{fmt.money(Decimal(a['billed']['usd'])):>12} "
-            f"{signed_money(Decimal(a['drift']['usd'])):>11}"
+            f"  {a['actor']}: fleet {fleet}, billed {fmt.money(Decimal(a['billed']['list_usd']))}"
+            f" at list price ({fmt.money(Decimal(a['billed']['usd']))} after the discount), "
+            f"drift {signed_money(Decimal(a['drift']['usd']))}"
         )
     return lines

@@ -307,7 +307,10 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
                 assert "Claude Code (the Enterprise analytics cost report)" in text
                 ann = next(line for line in text.splitlines() if "ann@example.com" in line)
                 # fleet at list $3.33, list $6.66, billed after the discount $5.33 (5.328)
-                assert ann.split()[1:5] == ["$3.33", "$6.66", "$5.33", "+$3.33"], ann
+                assert ann == (
+                    "  ann@example.com: fleet $3.33, billed $6.66 at list price ($5.33 after "
+                    "the discount), drift +$3.33"
+                )
                 await pilot.press("escape")
                 assert app.reconcile.watch is not None  # what GET /reconcile/latest gave
                 latest = app.reconcile.watch.view().latest
@@ -323,3 +326,15 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
         scopes = {a["scope"] for a in alerts if a["kind"] == "reconcile_unseen_usage"}
         assert "provider=anthropic,actor=ann@example.com" in scopes
         assert "provider=anthropic,actor=bob@example.com" in scopes
+        # the command says it too (the hub's shared answer: no second round of asks)
+        asked = provider_asks(api)
+        done = fleet_hub(tmp_path, "reconcile", "--config", str(setup.config))
+        assert done.returncode == 0, done.stderr
+        assert "Claude Code per user" in done.stdout
+        ann_day1 = next(
+            line.split()
+            for line in done.stdout.splitlines()
+            if line.split()[:2] == [DAYS[1].isoformat(), "ann@example.com"]
+        )
+        assert ann_day1[2:] == ["3.33", "6.66", "5.328", "3.33"]
+        assert provider_asks(api) == asked
