@@ -35,7 +35,7 @@ from tests.analytics_api import ANALYTICS_KEY, AnalyticsData, mount
 from tests.analytics_api import COST as ANALYTICS_COST
 from tests.api_harness import fleet_hub
 from tests.budget_harness import hello, send
-from tests.fleet_harness import make_hub, processes, start_hub
+from tests.fleet_harness import free_port, make_hub, processes, start_hub
 from tests.pilot_waits import until
 from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData
 from tests.test_tui_halt import select
@@ -110,8 +110,12 @@ def key(tmp: Path, name: str, secret: str) -> Path:
     return path
 
 
-def config(tmp: Path, api: ProviderApi, *, interval: float, analytics_key: str) -> str:
-    return f"""
+def config(
+    tmp: Path, api: ProviderApi, *, interval: float, analytics_key: str, openai: str = ""
+) -> str:
+    return (
+        openai
+        + f"""
 [reconcile]
 interval = {interval}
 days = 3
@@ -129,6 +133,7 @@ profiles = ["{NODE}/key-a"]
 actor = "ann@example.com"
 profiles = ["{NODE}/key-a"]
 """
+    )
 
 
 @contextmanager
@@ -161,7 +166,13 @@ async def test_embedded_reconcile_now_rows_detail_and_alert(tmp_path: Path) -> N
     api = ProviderApi(billed(), page_size=2)
     mount(api, AnalyticsData())
     api.delay = 0.4  # a slow provider: the run takes seconds
-    extra = config(tmp_path, api, interval=0, analytics_key=ANTHROPIC_KEY)  # no read:analytics
+    dead = f"""
+[reconcile.openai]
+key_file = "{key(tmp_path, "openai.key", "sk-admin-x")}"
+base_url = "http://127.0.0.1:{free_port()}"
+retries = 0
+"""  # nobody answers there
+    extra = config(tmp_path, api, interval=0, analytics_key=ANTHROPIC_KEY, openai=dead)
     with api.running(), embedded(tmp_path, extra) as hub:
         assert hub.service is not None
         app = FleetApp(hub.service, who="ann@tui")
@@ -201,6 +212,13 @@ async def test_embedded_reconcile_now_rows_detail_and_alert(tmp_path: Path) -> N
             )  # fmt: skip
             assert (today["status"], today["trend"]) == ("partial", "▁▆█")
             assert app.reconcile.entries[row].billed == Decimal("6.66")  # exact, from the core
+            # a provider nobody answers for: one row, its one-line error, the rest shown
+            down = cells(table, "openai:-")
+            assert (down["status"], down["fleet"]) == ("unreachable", "–")
+            assert (
+                down["cause"].startswith("openai /v1/organization/")
+                and "no answer" in down["cause"]
+            )
 
             # the analytics key lacks read:analytics: one line over the rows, the rest went on
             said = str(note.content)
