@@ -280,7 +280,8 @@ class FleetApp(App[None]):
                 yield LiveTable(BUDGET_COLUMNS, id="table-budgets")
             with TabPane("6 Alerts", id="alerts"):
                 yield LiveTable(ALERT_COLUMNS, id="table-alerts")
-            with TabPane("7 Reconciliation", id="reconcile"):
+            # "Recon": every label fits 80 columns (the help and the palette say it whole)
+            with TabPane("7 Recon", id="reconcile"):
                 yield Static("", id="reconcile-note")
                 yield LiveTable(RECONCILE_COLUMNS, id="table-reconcile")
         with Horizontal(id="feed-row"):
