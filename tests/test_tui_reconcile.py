@@ -25,6 +25,7 @@ from hub.api.front import HubFront
 from hub.config import load_hub_config
 from hub.reconcile.anthropic import COST as ADMIN_COST
 from hub.reconcile.anthropic import USAGE
+from hub.reconcile_rows import trend
 from hub.remote import RemoteFleet
 from hub.serve import Hub
 from hub.tui.app import FleetApp
@@ -130,7 +131,7 @@ provider = "anthropic"
 key = "apikey_1"
 profiles = ["{NODE}/key-a"]
 [[reconcile.actors]]
-actor = "ann@example.com"
+actor = "Ann@Example.com"  # the report says ann@example.com: emails match without case
 profiles = ["{NODE}/key-a"]
 """
     )
@@ -323,10 +324,10 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
                 assert isinstance(app.screen, InfoScreen)
                 text = "\n".join(app.screen.lines)
                 assert "Claude Code (the Enterprise analytics cost report)" in text
-                ann = next(line for line in text.splitlines() if "ann@example.com" in line)
+                ann = next(line for line in text.splitlines() if "Ann@Example.com" in line)
                 # fleet at list $3.33, list $6.66, billed after the discount $5.33 (5.328)
                 assert ann == (
-                    "  ann@example.com: fleet $3.33, billed $6.66 at list price ($5.33 after "
+                    "  Ann@Example.com: fleet $3.33, billed $6.66 at list price ($5.33 after "
                     "the discount), drift +$3.33"
                 )
                 await pilot.press("escape")
@@ -335,15 +336,17 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
                 assert latest is not None
         actors = latest["result"]["claude_code"]["actors"]
         day1 = {a["actor"]: a for a in actors if a["day"] == DAYS[1].isoformat()}
-        assert Decimal(day1["ann@example.com"]["drift"]["usd"]) == Decimal("3.33")
-        assert day1["ann@example.com"]["user_id"] == "user_01Ann"
+        assert Decimal(day1["Ann@Example.com"]["drift"]["usd"]) == Decimal("3.33")
+        assert day1["Ann@Example.com"]["user_id"] == "user_01Ann"
         assert day1["bob@example.com"]["fleet"]["profiles"] == []
         alerts = orjson.loads(
             fleet_hub(tmp_path, "alerts", "--json", "--config", str(setup.config)).stdout
         )["alerts"]
         scopes = {a["scope"] for a in alerts if a["kind"] == "reconcile_unseen_usage"}
-        assert "provider=anthropic,actor=ann@example.com" in scopes
+        assert "provider=anthropic,actor=Ann@Example.com" in scopes
         assert "provider=anthropic,actor=bob@example.com" in scopes
+        # today is past the analytics data's watermark: shown, never alerted
+        assert not [a for a in alerts if str(TODAY) in a["id"]]
         # the command says it too (the hub's shared answer: no second round of asks)
         asked = provider_asks(api)
         done = fleet_hub(tmp_path, "reconcile", "--config", str(setup.config))
@@ -352,7 +355,14 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
         ann_day1 = next(
             line.split()
             for line in done.stdout.splitlines()
-            if line.split()[:2] == [DAYS[1].isoformat(), "ann@example.com"]
+            if line.split()[:2] == [DAYS[1].isoformat(), "Ann@Example.com"]
         )
         assert ann_day1[2:] == ["3.33", "6.66", "5.328", "3.33"]
         assert provider_asks(api) == asked
+
+
+def test_the_trend_reads_a_drift_either_way() -> None:
+    """A day's block is as tall as its drift is large, under- or over-billed alike; "·" for a
+    day with nothing billed."""
+    assert trend([Decimal(-50), None, Decimal(25), Decimal(0)]) == "█·▄▁"
+    assert trend([Decimal(0), Decimal(0)]) == "▁▁"
