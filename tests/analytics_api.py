@@ -43,6 +43,7 @@ class AnalyticsData:
     # per UTC day: (user_id, email, product, amount cents, list_amount cents)
     users: dict[date, list[tuple[str, str, str, Decimal, Decimal]]] = field(default_factory=dict)
     refreshed_at: datetime | None = None  # None: now
+    expire_cursors: int = 0  # the next this many requests with a cursor get 410 (refreshed)
 
 
 def mount(api: ProviderApi, data: AnalyticsData, *, key: str = ANALYTICS_KEY) -> None:
@@ -113,6 +114,10 @@ def mount(api: ProviderApi, data: AnalyticsData, *, key: str = ANALYTICS_KEY) ->
     def user_cost(query: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, Any]:
         if (refused := checked(query, headers)) is not None:
             return refused
+        if "page" in query and data.expire_cursors > 0:
+            data.expire_cursors -= 1
+            message = "The page cursor has expired: the data was refreshed; start again"
+            return 410, {"error": {"type": "gone_error", "message": message}}
         if query.get("bucket_width") == ["1d"] and "ending_at" not in query:
             return 400, {"error": {"type": "invalid_request_error", "message": "ending_at"}}
         products = set(query.get("products[]", []))

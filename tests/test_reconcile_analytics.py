@@ -1,7 +1,8 @@
 """Claude Enterprise's analytics cost reports against a local server in their documented shapes
 (`tests.analytics_api`): fractional cents, the 100-group cap (the rest from the ungrouped
-total), cursor paging of users, a range longer than 31 days asked in pieces, a day past the
-data's watermark, Claude Code alone, and a key without `read:analytics` as one line."""
+total), cursor paging of users (an expired cursor: from the first page again, nothing counted
+twice), a range longer than 31 days asked in pieces, a day past the data's watermark, Claude
+Code alone, and a key without `read:analytics` as one line."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def spend_data() -> tuple[AnalyticsData, Decimal, Decimal]:
     ]
     # the watermark: noon of D3, so D3 is still being filled in
     data.refreshed_at = day_start(D3) + timedelta(hours=12)
+    data.expire_cursors = 1  # the users' second page: 410, the listing starts again
     cc = [r for r in rows if r[0] == CC]
     return data, sum(r[2] for r in cc), sum(r[2] for r in cc[100:])
 
@@ -106,7 +108,8 @@ def test_claude_code_spend_per_day_model_and_user(tmp_path: Path) -> None:
         assert query["bucket_width"] == ["1d"]
     assert sum(1 for q in costs if q.get("group_by[]") == ["model"]) == 2
     users = [q for p, q, _ in api.requests if p == USER_COST]
-    assert len(users) == 1 + 2  # July's one page, and August's 3 users at 2 a page
+    # July's one page, and August's 3 users at 2 a page: twice the first (its cursor expired)
+    assert [q.get("page") is None for q in users] == [True, True, False, True, False]
     assert all("ending_at" in q and q["bucket_width"] == ["1d"] for q in users)
     assert api.requests[-1][2]["x-api-key"] == ANALYTICS_KEY
 

@@ -39,6 +39,11 @@ class NoReply(OSError):
     """No reply: refused, reset, timed out."""
 
 
+class CursorExpired(ConnectorError):
+    """A page cursor the provider no longer knows (HTTP 410: its data was refreshed since the
+    first page): the listing starts again from its first page."""
+
+
 class Transport(Protocol):
     def get(
         self,
@@ -167,6 +172,8 @@ class Pager:
                 f"{reply.status}: {_message(reply.body)}); reports need an Admin API key"
                 + (" (sk-ant-admin...)" if name == "anthropic" else "")
             )
+        if reply.status == 410:
+            raise CursorExpired(f"{name} {path}: HTTP 410: {_message(reply.body)}")
         if not 200 <= reply.status < 300:
             raise ConnectorError(f"{name} {path}: HTTP {reply.status}: {_message(reply.body)}")
         try:
