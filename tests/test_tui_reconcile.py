@@ -254,13 +254,17 @@ async def test_not_set_up_says_how(tmp_path: Path) -> None:
         assert hub.service is not None
         app = FleetApp(hub.service)
         app.animation_level = "none"
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("7")
             note = app.query_one("#reconcile-note", Static)
             await until(pilot, lambda: "not set up" in str(note.content), "the set-up note")
             text = str(note.content)
             assert "[reconcile.anthropic]" in text and "[[reconcile.keys]]" in text
-            assert note.region.height > 10  # shown, not an empty tab
+            # whole on an 80x24 screen: no line wrapped, none below the tab's bottom
+            await pilot.pause()
+            assert note.region.height == len(text.splitlines())
+            assert note.region.bottom <= app.query_one("#feed-row").region.y
+            assert not app.table("reconcile").display
             await pilot.press("u")
             await pilot.pause(0.3)
             assert app.table("reconcile").row_count == 0

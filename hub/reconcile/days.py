@@ -21,28 +21,15 @@ if TYPE_CHECKING:
 
 HUNDRED: Final = Decimal(100)
 TREND_DAYS: Final = 7  # days of drift the trend shows, this one last
-SETUP: Final = """Reconciliation is not set up: the hub's config names no provider to ask.
-Add to hub.toml (then restart the hub):
-
-[reconcile]
-interval = 3600.0              # seconds between runs (0: only `fleet-hub reconcile`)
-days = 7                       # UTC days each run re-checks (and the trend shows)
-
-[reconcile.anthropic]          # an Admin API key (sk-ant-admin...), mode 600
+SETUP: Final = """Reconciliation is not set up: add this to hub.toml, then restart the hub:
+[reconcile]               # interval = 3600.0 s, days = 7 (the trend)
+[reconcile.anthropic]     # an Admin API key (sk-ant-admin...), mode 600
 key_file = "anthropic-admin.key"
-analytics = true               # Claude Enterprise: Claude Code spend per user too
-
-[reconcile.openai]             # an Admin key, mode 600
-key_file = "openai-admin.key"
-
-[[reconcile.keys]]             # which fleet profiles bill to which provider key
-provider = "anthropic"
+analytics = true          # Enterprise: Claude Code per user (read:analytics)
+[[reconcile.keys]]        # which fleet profiles bill to which provider key
+provider = "anthropic"    # or "openai" ([reconcile.openai] key_file = ...)
 key = "apikey_01AbC"
-profiles = ["spark01/claude"]
-
-[[reconcile.actors]]           # which profiles are which Enterprise user (analytics)
-actor = "ann@example.com"
-profiles = ["spark0*/claude-ent"]"""
+profiles = ["spark01/claude"]   # globs MACHINE/PROFILE; see README"""
 
 FINAL: Final = "final"
 PARTIAL: Final = "partial"  # the provider is still finalising the day
