@@ -16,8 +16,11 @@ from hub.api.reconcile_http import HttpxTransport
 from hub.reconcile import analytics
 from hub.reconcile.analytics import BEYOND_CAP, Spend
 from hub.reconcile.model import ConnectorError
+from hub.reconcile.run import http_analytics, http_fetch, reconcile
 from hub.reconcile.settings import ProviderSettings, parse_reconcile
 from hub.reconcile.transport import Timing
+from hub.report import build_hub_report
+from hub.store import Store
 from shared.config import ConfigError
 from tests.analytics_api import ANALYTICS_KEY, COST, USER_COST, AnalyticsData, mount
 from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData, day_start
@@ -165,3 +168,37 @@ def test_analytics_settings_read(tmp_path: Path) -> None:
     assert anthropic.analytics and anthropic.analytics_key_file == tmp_path / "b.key"
     assert parsed.actor_of("spark02", "claude-ent") == "ann@example.com"
     assert parsed.actor_of("spark02", "claude") is None
+
+
+def test_a_missing_analytics_key_file_costs_only_the_analytics(tmp_path: Path) -> None:
+    """A run with the analytics key file gone: one line under `anthropic analytics`, the
+    admin reports still reconciled (a store on disk, empty, is the fleet's side)."""
+    api = ProviderApi(ProviderData())
+    mount(api, AnalyticsData())
+    key_file(tmp_path, "admin.key", ANTHROPIC_KEY)
+    table = {
+        "anthropic": {
+            "key_file": "admin.key",
+            "base_url": api.url,
+            "analytics": True,
+            "analytics_key_file": "gone.key",
+        }
+    }
+    parsed = parse_reconcile("hub.toml", table, tmp_path)
+    (tmp_path / "data").mkdir()
+    with api.running(), HttpxTransport() as transport, Store.in_dir(tmp_path / "data") as store:
+        outcome = reconcile(
+            parsed,
+            lambda by, tz, first, last: build_hub_report(
+                store, by=by, tz=tz, since=first, until=last
+            ),
+            http_fetch(transport),
+            D1,
+            D2,
+            analytics_fetch=http_analytics(transport),
+        )
+    assert list(outcome.errors) == ["anthropic analytics"]
+    said = outcome.errors["anthropic analytics"]
+    assert "gone.key" in said and "does not exist" in said and "\n" not in said
+    assert api.count("/v1/organizations/usage_report/messages") > 0  # the rest went on
+    assert outcome.claude_code is None and outcome.providers == ["anthropic"]

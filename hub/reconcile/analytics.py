@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from hub.reconcile.model import ConnectorError
 from hub.reconcile.settings import ProviderSettings
-from hub.reconcile.transport import REAL_TIME, Pager, Timing, Transport
+from hub.reconcile.transport import REAL_TIME, CursorExpired, Pager, Timing, Transport
 from hub.reconcile.values import day_of_rfc3339, instant_of, money, text_or_none
 
 COST: Final = "/v1/organizations/analytics/cost_report"
@@ -109,6 +109,15 @@ def fetch(
     return report
 
 
+def _pages(pager: Pager, path: str, params: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Every page of one query; once more from the first page when a cursor expired (the
+    data was refreshed while paging: pages of two exports must not be mixed)."""
+    try:
+        return list(pager.pages(path, params))
+    except CursorExpired:
+        return list(pager.pages(path, params))
+
+
 def _watermark(page: Mapping[str, Any], now: float) -> float:
     """Until when the answer's data is filled in: buckets ending later are partial."""
     refreshed = page.get("data_refreshed_at")
@@ -122,7 +131,7 @@ def _buckets(
 ) -> Iterator[tuple[date, float, float, list[Mapping[str, Any]]]]:
     """(day, bucket end, the page's watermark, results) of every daily bucket."""
     where = f"anthropic {COST}"
-    for page in pager.pages(COST, params):
+    for page in _pages(pager, COST, params):
         watermark = _watermark(page, pager.timing.now())
         for bucket in page["data"]:
             if not isinstance(bucket, Mapping):
@@ -179,7 +188,7 @@ def _models(pager: Pager, params: Sequence[tuple[str, str]], report: AnalyticsRe
 
 def _actors(pager: Pager, params: Sequence[tuple[str, str]], report: AnalyticsReport) -> None:
     where = f"anthropic {USER_COST}"
-    for page in pager.pages(USER_COST, params):
+    for page in _pages(pager, USER_COST, params):
         for row in page["data"]:
             if not isinstance(row, Mapping):
                 raise ConnectorError(f"{where}: a row is not an object")

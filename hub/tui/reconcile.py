@@ -67,7 +67,10 @@ class ReconcileTab:
         self._seen = view.version
         latest = view.latest
         result = None if latest is None else latest.get("result")
-        if latest is not None and not latest["configured"]:
+        configured = latest is None or bool(latest["configured"])
+        self.app.table(TAB).display = configured  # else the set-up text has the room
+        if not configured:
+            assert latest is not None
             self._note(latest["setup"])
         elif view.problem is not None:
             self._note(f"Could not read the hub's reconciliation: {view.problem}")
