@@ -170,9 +170,9 @@ def test_analytics_settings_read(tmp_path: Path) -> None:
     assert parsed.actor_of("spark02", "claude") is None
 
 
-def test_a_missing_analytics_key_file_costs_only_the_analytics(tmp_path: Path) -> None:
-    """A run with the analytics key file gone: one line under `anthropic analytics`, the
-    admin reports still reconciled (a store on disk, empty, is the fleet's side)."""
+def test_a_missing_key_file_costs_only_what_needs_it(tmp_path: Path) -> None:
+    """A run with the analytics key file gone, and OpenAI's: one line each, Anthropic's admin
+    reports still reconciled (a store on disk, empty, is the fleet's side)."""
     api = ProviderApi(ProviderData())
     mount(api, AnalyticsData())
     key_file(tmp_path, "admin.key", ANTHROPIC_KEY)
@@ -182,7 +182,8 @@ def test_a_missing_analytics_key_file_costs_only_the_analytics(tmp_path: Path) -
             "base_url": api.url,
             "analytics": True,
             "analytics_key_file": "gone.key",
-        }
+        },
+        "openai": {"key_file": "gone-openai.key", "base_url": api.url},
     }
     parsed = parse_reconcile("hub.toml", table, tmp_path)
     (tmp_path / "data").mkdir()
@@ -197,8 +198,9 @@ def test_a_missing_analytics_key_file_costs_only_the_analytics(tmp_path: Path) -
             D2,
             analytics_fetch=http_analytics(transport),
         )
-    assert list(outcome.errors) == ["anthropic analytics"]
+    assert sorted(outcome.errors) == ["anthropic analytics", "openai"]
     said = outcome.errors["anthropic analytics"]
     assert "gone.key" in said and "does not exist" in said and "\n" not in said
+    assert "gone-openai.key" in outcome.errors["openai"]  # a provider's key file: its alone
     assert api.count("/v1/organizations/usage_report/messages") > 0  # the rest went on
-    assert outcome.claude_code is None and outcome.providers == ["anthropic"]
+    assert outcome.claude_code is None and outcome.providers == ["anthropic", "openai"]
