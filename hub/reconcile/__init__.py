@@ -5,4 +5,8 @@
 figures per UTC day, model and key; `match` joins the two and `causes` names why a row drifts;
 `run` ties them together and hands each drift past the threshold to a `FindingSink` (the alert
 outbox) as a finding whose id is stable, so a drift found twice is one alert.
+
+`analytics` reads Claude Enterprise's analytics cost reports (Claude Code per day, model and
+user) and `actors` holds them per user against the fleet's; `days` sums a run per provider
+and day for the dashboard's Recon tab and answers `GET /api/v1/reconcile/latest`.
 """
