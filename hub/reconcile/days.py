@@ -78,8 +78,10 @@ def provider_days(result: Mapping[str, Any], today: date | None = None) -> list[
     errors: dict[str, str] = {
         p: str(why) for p, why in result["errors"].items() if " " not in p
     }  # "anthropic analytics" is not a provider of its own
-    asked = result.get("providers") or sorted({p for p, _ in by_day})
-    answered = sorted(set(asked) - set(errors))
+    # those asked (a day without a row is $0 both sides) and any other with rows (a bill
+    # filed in the store, say)
+    asked = {*result.get("providers", ()), *(p for p, _ in by_day)}
+    answered = sorted(asked - set(errors))
     out: list[ProviderDay] = []
     for provider in answered:
         drifts: list[Decimal | None] = []
