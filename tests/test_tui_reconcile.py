@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -31,7 +32,7 @@ from hub.serve import Hub
 from hub.tui.app import FleetApp
 from hub.tui.governance import InfoScreen
 from hub.tui.table import LiveTable
-from shared.events import Agent, Tokens, UsageEvent
+from shared.events import Agent, Event, Tokens, UsageEvent
 from tests.analytics_api import ANALYTICS_KEY, AnalyticsData, mount
 from tests.analytics_api import COST as ANALYTICS_COST
 from tests.api_harness import fleet_hub
@@ -51,7 +52,7 @@ DAYS = (TODAY - timedelta(days=2), TODAY - timedelta(days=1), TODAY)
 TIMES = {DAYS[0]: 1, DAYS[1]: 2, DAYS[2]: 3}  # what the provider bills, in fleet days
 
 
-def calls_on(day: date) -> list[UsageEvent]:
+def calls_on(day: date) -> list[Event]:
     noon = datetime.combine(day, time(12), UTC).timestamp()
     at = min(noon, datetime.now(UTC).timestamp() - 60)  # today's calls: not in the future
     return [
@@ -159,6 +160,19 @@ def cells(table: LiveTable, row: str) -> dict[str, str]:
     return {c.key: table.get_cell(row, c.key).text for c in table.spec}
 
 
+def heard(app: FleetApp) -> list[str]:
+    """The messages the app will notify from now on (and still shows)."""
+    said: list[str] = []
+    notify = app.notify
+
+    def noting(message: str, **kw: Any) -> None:
+        said.append(message)
+        notify(message, **kw)
+
+    app.notify = noting  # type: ignore[method-assign]
+    return said
+
+
 def provider_asks(api: ProviderApi) -> int:
     return sum(api.count(p) for p in (USAGE, ADMIN_COST, ANALYTICS_COST))
 
@@ -195,7 +209,7 @@ retries = 0
             await pilot.press("7")
             row = f"anthropic:{DAYS[1]}"
             await until(pilot, lambda: row in table.rows_by_key, "the rows", within=30)
-            assert not app.reconcile.running
+            await until(pilot, lambda: not app.reconcile.running, "the run to end")
 
             assert cells(table, f"anthropic:{DAYS[0]}") == {
                 "provider": "anthropic", "day": DAYS[0].isoformat(), "fleet": "$3.33",
@@ -321,6 +335,11 @@ async def test_attached_shows_the_scheduled_run_and_claude_code_per_user(
                 asked = provider_asks(api)
                 await pilot.pause(6)  # a read of the latest answer or more, and many ticks
                 assert provider_asks(api) == asked
+                # u through the API: the hub's run of the last minute is the answer
+                said = heard(app)
+                await pilot.press("u")
+                await until(pilot, lambda: "Reconciled" in said, "the run through the API", 30)
+                assert provider_asks(api) == asked and not app.reconcile.running
 
                 await select(pilot, table, row)
                 await pilot.press("enter")
