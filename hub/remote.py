@@ -665,12 +665,20 @@ class RemoteFleet:
 
     # -- other parts of the API (the budgets and alerts tabs) -------------------------------
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
         """`method` on `path` under /api/v1 with this dashboard's token: the answer's JSON.
-        Raises HubUnavailable with the hub's own words (and its status) when it refuses."""
+        Raises HubUnavailable with the hub's own words (and its status) when it refuses.
+        `timeout`: seconds to wait for the answer (a reconciliation asks the providers)."""
         try:
             answer = self._http.request(
-                method, API + path, json=body, timeout=httpx.Timeout(COMMAND_READ_S)
+                method, API + path, json=body, timeout=httpx.Timeout(timeout or COMMAND_READ_S)
             )
         except httpx.HTTPError as exc:
             raise HubUnavailable(f"no hub answers at {self.url}: {exc}") from exc

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -227,6 +228,10 @@ class ProviderApi:
         self.keys = {"anthropic": anthropic_key, "openai": openai_key}
         self.faults: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
         self.requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = []
+        # more endpoints (tests.analytics_api): path -> (query, headers) -> (status, body)
+        self.extra: dict[str, Callable[[dict[str, list[str]], dict[str, str]], tuple[int, Any]]]
+        self.extra = {}
+        self.delay = 0.0  # seconds each answer takes (a slow provider)
         self._lock = threading.Lock()
         api = self
 
@@ -260,9 +265,14 @@ class ProviderApi:
         with self._lock:
             self.requests.append((parts.path, query, headers))
             fault = self.faults[parts.path].pop(0) if self.faults[parts.path] else None
+        if self.delay:
+            time.sleep(self.delay)
         if fault is not None:
             status, extra = fault
             self._send(handler, status, {"error": {"message": f"fault {status}"}}, extra)
+            return
+        if parts.path in self.extra:
+            self._send(handler, *self.extra[parts.path](query, headers))
             return
         routes = {
             "/v1/organizations/usage_report/messages": ("anthropic", self.data.anthropic_usage),

@@ -10,14 +10,13 @@ import logging
 
 from fastapi import FastAPI
 
+from hub import reconcile_view
 from hub.alerts.courier import Courier, sink_secrets
 from hub.api import agent_mcp
 from hub.api.alert_http import HttpxPost
 from hub.api.app import create_app
 from hub.api.reconcile_http import HttpxTransport
 from hub.api.server import ApiServer
-from hub.config import HubConfig
-from hub.reconcile.imports import IMPORT_PROVIDERS
 from hub.reconcile.local import StoreBilled
 from hub.reconcile.run import Reconciler
 from hub.reconcile.schedule import Schedule
@@ -87,6 +86,7 @@ class HubFront:
             transport.close()
             raise
         self.app, self.api, self._transport = app, api, transport
+        reconcile_view.register(service, reconcile_view.LocalReconcile(reconciler))
         service.api_url = api.url
         assert self.hub.alerts is not None
         self._post = HttpxPost()
@@ -94,7 +94,7 @@ class HubFront:
             self.hub.alerts, config.alerts, config.name, self._post, self._secrets
         )
         self._courier.start()
-        if _reconciles(config) and config.reconcile.interval > 0:
+        if config.reconcile.holds_bills and config.reconcile.interval > 0:
             self._schedule = Schedule(reconciler, config.reconcile.interval)
             self._schedule.start()
 
@@ -114,10 +114,3 @@ class HubFront:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-
-
-def _reconciles(config: HubConfig) -> bool:
-    """Whether the schedule has a bill to hold the fleet against: a provider to ask, or a
-    provider whose bills are imported (`[[reconcile.keys]]` naming one)."""
-    settings = config.reconcile
-    return bool(settings.providers) or any(k.provider in IMPORT_PROVIDERS for k in settings.keys)

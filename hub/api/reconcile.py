@@ -1,5 +1,7 @@
 """`GET /api/v1/reconcile`: the fleet's figures held against the providers' reports, now;
 `POST /api/v1/reconcile/import`: a provider's billing export filed in the store (operators).
+`GET /api/v1/reconcile/latest`: the latest run of the usual days (the schedule's), never a new
+one (what the dashboard's Reconciliation tab reads).
 
 It asks the providers (so it takes seconds) and raises the drifts it finds into the alert
 outbox, idempotently: asking twice raises each drift once. Viewers may ask; so that they cannot
@@ -22,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from hub.api.auth import Principal
 from hub.api.errors import ApiError
+from hub.reconcile.days import latest_json
 from hub.reconcile.import_run import import_bill
 from hub.reconcile.imports import MAX_BYTES, ImportFileError, ImportOptions, Rate, parse_rate
 from hub.reconcile.local import StoreBilled
@@ -82,6 +85,16 @@ def reconcile_routes(
         outcome = reconciler.run(since, until, (provider,) if provider else None, max_age=SHARE_S)
         body: dict[str, Any] = outcome.to_json()
         return Response(orjson.dumps(body), media_type="application/json")
+
+    @router.get(
+        "/latest",
+        response_class=Response,
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    def latest(_: Reader) -> Response:
+        """{"configured", "setup", "running", "at", "interval", "result": the latest run of
+        the usual days as `GET /api/v1/reconcile` gives it, or null before the first}."""
+        return Response(orjson.dumps(latest_json(reconciler)), media_type="application/json")
 
     local = reconciler.local
     if operator is None or not isinstance(local, StoreBilled):

@@ -10,4 +10,7 @@ Bills the hub holds itself (`local`): exports imported with `fleet-hub reconcile
 (`imports`, `import_generic`, `import_dashscope`, filed by `billed_store`; DeepSeek, Qwen,
 Zhipu) and Cursor's own dollars on the stored calls (`cursor_billed`). What each provider
 offers and what is unverified: docs/billing-imports.md.
+`analytics` reads Claude Enterprise's analytics cost reports (Claude Code per day, model and
+user) and `actors` holds them per user against the fleet's; `days` sums a run per provider
+and day for the dashboard's Recon tab and answers `GET /api/v1/reconcile/latest`.
 """

@@ -156,7 +156,31 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
                 f"  {row['provider']} {row['day']} {row['model']} {row['key']}: billed {charged}"
                 f" at {'; '.join(row['billed']['rates'])}"
             )
+    _print_claude_code(result.get("claude_code"))
     for finding in result["findings"]:
         print(f"! {finding['text']}")
     if result["unmapped_profiles"]:
         print(f"not compared (no [[reconcile.keys]]): {', '.join(result['unmapped_profiles'])}")
+
+
+def _print_claude_code(part: dict[str, Any] | None) -> None:
+    """The analytics report's Claude Code spend per user beside the fleet's (list prices)."""
+    if not part or not part["actors"]:
+        return
+    print("\nClaude Code per user (the analytics report; list prices, billed after discount):")
+    header = ["day", "user", "fleet $", "list $", "billed $", "drift $"]
+    lines = [header]
+    for a in part["actors"]:
+        lines.append(
+            [
+                a["day"] + (" (filling)" if a["partial"] else ""),
+                a["actor"],
+                a["fleet"]["list_usd"],
+                a["billed"]["list_usd"],
+                a["billed"]["usd"],
+                a["drift"]["usd"],
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())

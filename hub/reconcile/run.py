@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from hub.findings import Finding, FindingSink, Severity
-from hub.reconcile import anthropic, openai
+from hub.reconcile import analytics, anthropic, openai
+from hub.reconcile.actors import claude_code_json, fleet_by_actor, join_actors
 from hub.reconcile.billed import BilledFigure, billed_figures
 from hub.reconcile.causes import name_cause
 from hub.reconcile.fleet import ReportFn, RowKey, fleet_figures
@@ -28,6 +29,7 @@ from hub.reconcile.model import ConnectorError, ProviderReport
 from hub.reconcile.settings import ProviderSettings, ReconcileSettings
 from hub.reconcile.transport import Transport
 from pricing import PriceBook
+from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,22 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[ProviderSettings, date, date], ProviderReport]
 # (first day, last day) -> Agent SDK overage per (MACHINE/PROFILE, UTC day, model as logged)
 OverageFn = Callable[[date, date], Mapping[tuple[str, date, str], Decimal]]
+# (Anthropic's settings, first day, last day) -> Claude Code's spend from the analytics report
+AnalyticsFetch = Callable[[ProviderSettings, date, date], analytics.AnalyticsReport]
 CONNECTORS = {"anthropic": anthropic.fetch, "openai": openai.fetch}
+ANALYTICS: Final = "anthropic analytics"  # its key in Outcome.errors
 
 
 def http_fetch(transport: Transport) -> Fetch:
     def fetch(settings: ProviderSettings, first: date, last: date) -> ProviderReport:
         return CONNECTORS[settings.name](settings, transport, first, last)
+
+    return fetch
+
+
+def http_analytics(transport: Transport) -> AnalyticsFetch:
+    def fetch(settings: ProviderSettings, first: date, last: date) -> analytics.AnalyticsReport:
+        return analytics.fetch(settings, transport, first, last)
 
     return fetch
 
@@ -54,6 +66,8 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # provider -> why it has no rows
     unmapped: list[str] = field(default_factory=list)  # fleet profiles no key mapping names
+    claude_code: dict[str, Any] | None = None  # the analytics report's part, when asked
+    providers: list[str] = field(default_factory=list)  # those asked
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +79,8 @@ class Outcome:
             "findings": [_finding_json(f) for f in self.findings],
             "errors": dict(sorted(self.errors.items())),
             "unmapped_profiles": self.unmapped,
+            "claude_code": self.claude_code,
+            "providers": self.providers,
         }
 
 
@@ -93,18 +109,22 @@ def reconcile(
     sink: FindingSink | None = None,
     local: LocalSource | None = None,
     overage: OverageFn | None = None,
+    analytics_fetch: AnalyticsFetch | None = None,
 ) -> Outcome:
     outcome = Outcome(first, last, settings.fleet_tz)
     wanted = [p for p in settings.providers if providers is None or p in providers]
+    outcome.providers = sorted(wanted)
     billed: dict[RowKey, BilledFigure] = {}
     partial: dict[str, set[date]] = {}
     # imported bills and Cursor's dollars: compared on the days they cover
     local_wanted = [p for p in LOCAL_PROVIDERS if providers is None or p in providers]
     side = local(first, last, local_wanted) if local is not None and local_wanted else None
+    if side is not None:  # and the providers whose bills the store holds for these days
+        outcome.providers = sorted({*wanted, *side.covered})
     for name in wanted:
         try:
             provider_report = fetch(settings.providers[name], first, last)
-        except ConnectorError as exc:
+        except (ConnectorError, ConfigError) as exc:  # a key file's fault is this provider's
             outcome.errors[name] = str(exc)
             log.warning("reconcile: %s", exc)
             continue
@@ -130,10 +150,40 @@ def reconcile(
             if not row.partial:
                 outcome.findings.append(_finding(row))
         outcome.rows.append(row)
+    anthropic_settings = settings.providers.get("anthropic")
+    if (
+        analytics_fetch is not None
+        and anthropic_settings is not None
+        and anthropic_settings.analytics
+        and "anthropic" in wanted
+    ):
+        _claude_code(outcome, settings, report, analytics_fetch, anthropic_settings)
     if sink is not None:
         for finding in outcome.findings:
             sink.raise_finding(finding)  # idempotent on the id: a drift found again adds nothing
     return outcome
+
+
+def _claude_code(
+    outcome: Outcome,
+    settings: ReconcileSettings,
+    report: ReportFn,
+    fetch: AnalyticsFetch,
+    anthropic_settings: ProviderSettings,
+) -> None:
+    """Claude Code's spend per user against the fleet's; a key without the read:analytics
+    scope is one line in `errors` and costs nothing else."""
+    try:
+        billed = fetch(anthropic_settings, outcome.first, outcome.last)
+    except (ConnectorError, ConfigError) as exc:
+        outcome.errors[ANALYTICS] = str(exc)
+        log.warning("reconcile: %s", exc)
+        return
+    rows = join_actors(fleet_by_actor(report, settings, outcome.first, outcome.last), billed)
+    for row in rows:
+        if not row.partial and row.drifts(settings.threshold_percent, settings.threshold_usd):
+            outcome.findings.append(row.finding())
+    outcome.claude_code = claude_code_json(billed, rows)
 
 
 def _finding(row: Row) -> Finding:
@@ -184,10 +234,23 @@ class Reconciler:
         self.book = book
         self.local = local  # imported bills and Cursor's dollars, from the store
         self.fetch = http_fetch(transport)
+        self.fetch_analytics = http_analytics(transport)
         # One run at a time, and the latest answer kept: API readers asking at once, or again
         # within `max_age`, share one round of the providers' rate-limited admin APIs.
         self._lock = threading.Lock()
         self._latest: tuple[tuple[object, ...], float, Outcome] | None = None
+        # the latest run of the usual days and every provider (the schedule's), and when it
+        # ended: what the dashboard shows without asking the providers again
+        self._usual: tuple[Outcome, float] | None = None
+
+    def latest(self) -> tuple[Outcome, float] | None:
+        """The latest run of the last `days` for every provider and its end (epoch seconds),
+        or None before the first; never asks the providers."""
+        return self._usual
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
 
     def forget(self) -> None:
         """Drop the latest answer: the store's billed figures changed (a bill was imported)."""
@@ -210,6 +273,7 @@ class Reconciler:
     ) -> Outcome:
         """Reconcile now, or give the latest answer for the same days and providers when it is
         at most `max_age` seconds old."""
+        usual = first is None and last is None and providers is None
         first, last = resolve_days(self.settings, first, last)
         asked = (first, last, providers)
         with self._lock:
@@ -228,6 +292,9 @@ class Reconciler:
                 sink=self.sink,
                 local=self.local,
                 overage=self.overage,
+                analytics_fetch=self.fetch_analytics,
             )
             self._latest = (asked, clock.monotonic(), outcome)
+            if usual:
+                self._usual = (outcome, clock.time())
             return outcome

@@ -20,6 +20,11 @@ provider = "anthropic"
 key = "apikey_01AbC"       # the provider's API key id
 profiles = ["spark01/claude", "spark0*/claude-max2"]   # MACHINE/PROFILE globs
 ```
+
+Claude Enterprise's analytics cost report (Claude Code spend per user) is asked too with
+`analytics = true` in `[reconcile.anthropic]` (an Analytics API key with `read:analytics`,
+`analytics_key_file`, by default the same key file); `[[reconcile.actors]]` names which fleet
+profiles are which user (`actor`: the user's email or `user_...` id, `profiles`: globs).
 """
 
 from __future__ import annotations
@@ -49,10 +54,13 @@ RECONCILE_KEYS: Final = (
     "threshold_usd",
     "fleet_tz",
     "keys",
+    "actors",
     *PROVIDERS,
 )
 PROVIDER_KEYS: Final = ("key_file", "base_url", "timeout", "retries")
+ANALYTICS_KEYS: Final = ("analytics", "analytics_key_file")  # [reconcile.anthropic] only
 MAPPING_KEYS: Final = ("provider", "key", "profiles")
+ACTOR_KEYS: Final = ("actor", "profiles")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +70,33 @@ class ProviderSettings:
     base_url: str
     timeout: float = 30.0  # seconds per request
     retries: int = 5  # attempts after a 429, a 5xx or a dropped connection
+    analytics: bool = False  # Anthropic: also the Enterprise analytics cost report
+    analytics_key_file: Path | None = None  # its key (read:analytics); None: key_file
 
     def read_key(self) -> str:
         """The admin key: a file only its owner can read; its content is never echoed."""
         return read_api_key(self.key_file, self.name)
+
+    def read_analytics_key(self) -> str:
+        return read_api_key(self.analytics_key_file or self.key_file, f"{self.name} analytics")
 
 
 @dataclass(frozen=True, slots=True)
 class KeyMapping:
     provider: str
     key: str  # the provider's API key id
+    profiles: tuple[str, ...]  # MACHINE/PROFILE globs
+
+    def covers(self, machine: str, profile: str) -> bool:
+        name = f"{machine}/{profile}"
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.profiles)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorMapping:
+    """Fleet profiles that are one Claude Enterprise user (the analytics report's actor)."""
+
+    actor: str  # the user's email address or tagged id (user_...)
     profiles: tuple[str, ...]  # MACHINE/PROFILE globs
 
     def covers(self, machine: str, profile: str) -> bool:
@@ -88,10 +113,21 @@ class ReconcileSettings:
     fleet_tz: str = "UTC"
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     keys: tuple[KeyMapping, ...] = ()
+    actors: tuple[ActorMapping, ...] = ()
+
+    @property
+    def holds_bills(self) -> bool:
+        """Whether a run has a bill to hold the fleet against: a provider to ask, or one whose
+        bills are imported (`[[reconcile.keys]]` naming it)."""
+        return bool(self.providers) or any(k.provider in IMPORT_PROVIDERS for k in self.keys)
 
     def mapping_of(self, machine: str, profile: str) -> KeyMapping | None:
         """The provider key a fleet profile bills to (the first mapping naming it), or None."""
         return next((m for m in self.keys if m.covers(machine, profile)), None)
+
+    def actor_of(self, machine: str, profile: str) -> str | None:
+        """The Enterprise user a fleet profile is (the first mapping naming it), or None."""
+        return next((m.actor for m in self.actors if m.covers(machine, profile)), None)
 
 
 def parse_reconcile(where: str, data: object, base: Path) -> ReconcileSettings:
@@ -121,6 +157,11 @@ def parse_reconcile(where: str, data: object, base: Path) -> ReconcileSettings:
         raise ConfigError(
             f"{where}: reconcile.keys must be an array of tables ([[reconcile.keys]])"
         )
+    actors = table.get("actors", [])
+    if not isinstance(actors, list):
+        raise ConfigError(
+            f"{where}: reconcile.actors must be an array of tables ([[reconcile.actors]])"
+        )
     return ReconcileSettings(
         interval=interval,
         days=days,
@@ -129,6 +170,7 @@ def parse_reconcile(where: str, data: object, base: Path) -> ReconcileSettings:
         fleet_tz=fleet_tz,
         providers=providers,
         keys=tuple(_mapping(where, i, m) for i, m in enumerate(mappings)),
+        actors=tuple(_actor(where, i, m) for i, m in enumerate(actors)),
     )
 
 
@@ -160,10 +202,11 @@ def _decimal(where: str, key: str, table: Mapping[str, Any], default: int) -> De
 
 def _provider(where: str, name: str, data: object, base: Path) -> ProviderSettings:
     table = _table(where, f"reconcile.{name}", data)
-    if extra := sorted(set(table) - set(PROVIDER_KEYS)):
+    known = (*PROVIDER_KEYS, *ANALYTICS_KEYS) if name == "anthropic" else PROVIDER_KEYS
+    if extra := sorted(set(table) - set(known)):
         raise ConfigError(
             f"{where}: unknown key(s) in [reconcile.{name}]: {', '.join(extra)} "
-            f"(known: {', '.join(PROVIDER_KEYS)})"
+            f"(known: {', '.join(known)})"
         )
     key_file = table.get("key_file")
     if not isinstance(key_file, str) or not key_file:
@@ -181,13 +224,29 @@ def _provider(where: str, name: str, data: object, base: Path) -> ProviderSettin
     retries = table.get("retries", 5)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
         raise ConfigError(f"{where}: reconcile.{name}.retries must be a whole number from 0 to 20")
+    analytics = table.get("analytics", False)
+    if not isinstance(analytics, bool):
+        raise ConfigError(f"{where}: reconcile.{name}.analytics must be true or false")
+    analytics_key = table.get("analytics_key_file")
+    if analytics_key is not None and (not isinstance(analytics_key, str) or not analytics_key):
+        raise ConfigError(
+            f'{where}: reconcile.{name}.analytics_key_file must be "PATH" (an Analytics API '
+            "key with the read:analytics scope, mode 600)"
+        )
     return ProviderSettings(
         name=name,
-        key_file=path if path.is_absolute() else base / path,
+        key_file=_under(base, path),
         base_url=base_url.rstrip("/"),
         timeout=_number(where, f"reconcile.{name}.timeout", table.get("timeout", 30.0)),
         retries=retries,
+        analytics=analytics,
+        analytics_key_file=None if analytics_key is None else _under(base, Path(analytics_key)),
     )
+
+
+def _under(base: Path, path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _mapping(where: str, index: int, data: object) -> KeyMapping:
@@ -204,7 +263,21 @@ def _mapping(where: str, index: int, data: object) -> KeyMapping:
     key = table.get("key")
     if not isinstance(key, str) or not key.strip():
         raise ConfigError(f"{at}: key must be the provider's API key id (e.g. apikey_01AbC)")
-    profiles = table.get("profiles")
+    return KeyMapping(provider, key.strip(), tuple(_globs(at, table.get("profiles"))))
+
+
+def _actor(where: str, index: int, data: object) -> ActorMapping:
+    at = f"{where}: reconcile.actors[{index}]"
+    table = _table(where, f"reconcile.actors[{index}]", data)
+    if extra := sorted(set(table) - set(ACTOR_KEYS)):
+        raise ConfigError(f"{at}: unknown key(s) {', '.join(extra)} (known: actor, profiles)")
+    actor = table.get("actor")
+    if not isinstance(actor, str) or not actor.strip() or any(c.isspace() for c in actor.strip()):
+        raise ConfigError(f"{at}: actor must be the user's email address or id (e.g. user_01AbC)")
+    return ActorMapping(actor.strip(), tuple(_globs(at, table.get("profiles"))))
+
+
+def _globs(at: str, profiles: object) -> list[str]:
     if (
         not isinstance(profiles, list)
         or not profiles
@@ -213,7 +286,7 @@ def _mapping(where: str, index: int, data: object) -> KeyMapping:
         raise ConfigError(
             f'{at}: profiles must be a list of MACHINE/PROFILE globs (e.g. ["spark01/claude"])'
         )
-    return KeyMapping(provider, key.strip(), tuple(profiles))
+    return profiles
 
 
 def read_api_key(path: Path, provider: str) -> str:

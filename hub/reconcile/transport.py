@@ -39,6 +39,11 @@ class NoReply(OSError):
     """No reply: refused, reset, timed out."""
 
 
+class CursorExpired(ConnectorError):
+    """A page cursor the provider no longer knows (HTTP 410: its data was refreshed since the
+    first page): the listing starts again from its first page."""
+
+
 class Transport(Protocol):
     def get(
         self,
@@ -82,6 +87,8 @@ class Pager:
     transport: Transport
     headers: Mapping[str, str]
     timing: Timing = REAL_TIME
+    # what a 403 means here, when not the admin scope (Anthropic's analytics: read:analytics)
+    forbidden: str | None = None
 
     def pages(self, path: str, params: Sequence[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         """Every page of `path`'s report, in order."""
@@ -154,6 +161,10 @@ class Pager:
 
     def _decoded(self, path: str, reply: Reply) -> dict[str, Any]:
         name = self.settings.name
+        if reply.status == 403 and self.forbidden is not None:
+            raise ConnectorError(
+                f"{name} {path}: the key in {self.forbidden} (HTTP 403: {_message(reply.body)})"
+            )
         if reply.status in (401, 403):
             lacks = "was refused" if reply.status == 401 else "lacks the admin scope"
             raise ConnectorError(
@@ -161,6 +172,8 @@ class Pager:
                 f"{reply.status}: {_message(reply.body)}); reports need an Admin API key"
                 + (" (sk-ant-admin...)" if name == "anthropic" else "")
             )
+        if reply.status == 410:
+            raise CursorExpired(f"{name} {path}: HTTP 410: {_message(reply.body)}")
         if not 200 <= reply.status < 300:
             raise ConnectorError(f"{name} {path}: HTTP {reply.status}: {_message(reply.body)}")
         try:

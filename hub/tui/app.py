@@ -54,9 +54,11 @@ from hub.governance_rows import (
 )
 from hub.ledger import Dimension, Period
 from hub.outcome_view import OUTCOME_VIEWS, VIEW_NAMES, outcome_spend_rows
+from hub.reconcile_rows import RECONCILE_COLUMNS
 from hub.service import Action, CommandOutcome, FeedItem
 from hub.source import FleetSource
 from hub.tui.governance import GovernanceKeys
+from hub.tui.reconcile import ReconcileTab
 from hub.tui.screens import ConfirmScreen, DetailScreen, HelpScreen, SortScreen
 from hub.tui.table import LiveTable
 from hub.tui.trail import Step, Trail
@@ -124,6 +126,8 @@ class FleetApp(App[None]):
     #filter { dock: bottom; display: none; }
     #filter.shown { display: block; }
     LiveTable { height: 1fr; }
+    #reconcile-note { display: none; height: auto; max-height: 24; padding: 0 1; }
+    #reconcile-note.shown { display: block; }
     ConfirmScreen, HelpScreen, SortScreen, DetailScreen, FormScreen, InfoScreen {
         align: center middle;
     }
@@ -178,6 +182,8 @@ class FleetApp(App[None]):
         Binding("4", "tab('spend')", "Spend by", show=False),
         Binding("5", "tab('budgets')", "Budgets", show=False),
         Binding("6", "tab('alerts')", "Alerts", show=False),
+        Binding("7", "tab('reconcile')", "Reconciliation", show=False),
+        Binding("u", "reconcile_now", "Reconcile now", show=False),
         # the Budgets and Alerts tabs' keys (the line under the header names them there)
         Binding("a", "add", "Add / ack", show=False),
         Binding("e", "edit", "Edit budget", show=False),
@@ -190,7 +196,10 @@ class FleetApp(App[None]):
         Binding("o", "outcome_view", "Outcome", show=False),
     ]
     KEY_HELP: Final = (
-        ("1 2 3 4 5 6", "Machines, Profiles, Sessions, Spend-by, Budgets, Alerts"),
+        (
+            "1 2 3 4 5 6 7",
+            "Machines, Profiles, Sessions, Spend-by, Budgets, Alerts, Reconciliation",
+        ),
         # the halt keys first: an 80x24 screen shows them without scrolling
         ("p", "pause the selected session's agent (its whole process tree)"),
         ("r", "resume it"),
@@ -216,6 +225,7 @@ class FleetApp(App[None]):
         ("o", "Budgets tab: override the budget: raise or lift it until a time, with why"),
         ("m", "Alerts tab: silence alerts like the selected one (scope, kind, for how long)"),
         ("y", "Alerts tab: send a dead letter again (same webhook-id)"),
+        ("u", "Reconciliation tab: ask the providers now (a run of the last minute is shared)"),
         ("c", "all columns (← → scroll sideways), or again: those that fit"),
         ("ctrl+p", "command palette: every action by name"),
         ("?", "this help"),
@@ -249,6 +259,7 @@ class FleetApp(App[None]):
         self.governance_keys = GovernanceKeys(self, self.governance)
         self._governance_seen = -1  # the version of the rows on screen
         self.breaches = Breaches()
+        self.reconcile = ReconcileTab(self, service)  # the Reconciliation tab (7)
         self.refusal: str | None = None  # the last key refused to a viewer's token, and why
 
     # -- layout ------------------------------------------------------------------------------
@@ -269,6 +280,10 @@ class FleetApp(App[None]):
                 yield LiveTable(BUDGET_COLUMNS, id="table-budgets")
             with TabPane("6 Alerts", id="alerts"):
                 yield LiveTable(ALERT_COLUMNS, id="table-alerts")
+            # "Recon": every label fits 80 columns (the help and the palette say it whole)
+            with TabPane("7 Recon", id="reconcile"):
+                yield Static("", id="reconcile-note")
+                yield LiveTable(RECONCILE_COLUMNS, id="table-reconcile")
         with Horizontal(id="feed-row"):
             yield RichLog(id="feed", max_lines=500, wrap=False, markup=False)
         yield Input(
@@ -286,6 +301,7 @@ class FleetApp(App[None]):
         self.table("alerts").sort_by("raised", reverse=True)  # the newest first
         if self.governance is not None:
             self.governance.start()
+        self.reconcile.start()
         self.tick()
         self.set_interval(TICK_S, self.tick)
         self._show_scope()
@@ -295,6 +311,7 @@ class FleetApp(App[None]):
             self._unsubscribe()
         if self.governance is not None:
             self.governance.close()
+        self.reconcile.close()
 
     def table(self, which: Table | str) -> LiveTable:
         return self.query_one(f"#table-{which}", LiveTable)
@@ -315,6 +332,7 @@ class FleetApp(App[None]):
         frame = self.dashboard.tick()
         self.apply_frame(frame)
         self._governance_tick()
+        self.reconcile.tick()
         self._check_connection()
 
     def _check_connection(self) -> None:
@@ -396,6 +414,7 @@ class FleetApp(App[None]):
 
     def on_resize(self) -> None:
         self._governance_seen = -1  # the alerts' sentences are cut to the width: again
+        self.reconcile.redraw()  # and so are the reconciliation's causes
 
     def refresh_spend(self) -> None:
         self._spend_at = time.monotonic()
@@ -520,6 +539,7 @@ class FleetApp(App[None]):
             )
             parts.append(f"group by {group} · {self.period.value} (t)")
         parts.extend(self._governance_hints())
+        parts.extend(self.reconcile.hints())
         parts.append(f"{table.row_count} rows")
         hidden = table.hidden_columns
         if hidden:
@@ -575,7 +595,7 @@ class FleetApp(App[None]):
 
     def action_columns(self) -> None:
         show_all = not self.current_table.show_all
-        for which in (*Table, "spend", "budgets", "alerts"):
+        for which in (*Table, "spend", "budgets", "alerts", "reconcile"):
             self.table(which).set_show_all(show_all)
         self._show_scope()
 
@@ -623,6 +643,9 @@ class FleetApp(App[None]):
         elif tab in ("budgets", "alerts"):
             self.governance_keys.detail()
             return
+        elif tab == "reconcile":
+            self.reconcile.detail()
+            return
         else:
             self.notify("The Spend-by rows have no detail view", severity="warning")
             return
@@ -658,6 +681,9 @@ class FleetApp(App[None]):
 
     def action_retry(self) -> None:
         self.governance_keys.retry()
+
+    def action_reconcile_now(self) -> None:
+        self.reconcile.run_now()
 
     # -- halt actions ------------------------------------------------------------------------
 
@@ -788,6 +814,10 @@ class FleetApp(App[None]):
             SystemCommand("Acknowledge alert", "Alerts tab: the selected alert", self.action_add),
             SystemCommand("Silence alerts", "Alerts like the selected one", self.action_silence),
             SystemCommand("Retry delivery", "Send a dead letter again", self.action_retry),
+            SystemCommand(
+                "Show reconciliation", "Reconciliation tab", lambda: self.action_tab("reconcile")
+            ),
+            SystemCommand("Reconcile now", "Ask the providers now", self.action_reconcile_now),
             SystemCommand("Drill down", "Into the selected machine or profile", self.action_drill),
             SystemCommand("Back", "One level back up the drill-down", self.action_step_back),
             SystemCommand("Detail", "Detail view of the selected row", self.action_detail),
