@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
@@ -151,7 +151,7 @@ class _Group:
 G = TypeVar("G", bound=Hashable)
 
 # A call's counts in the order of Tokens' fields, so that Tokens(*sums) rebuilds them.
-_COUNTS: Final = attrgetter(*(f.name for f in fields(Tokens)))
+_COUNTS: Final = attrgetter(*Tokens.__struct_fields__)
 
 
 class CallBatch(Generic[G]):

@@ -72,11 +72,12 @@ import os
 import re
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Final, NamedTuple
 
+import msgspec
 import orjson
 
 from node_agent.sources._codex_limits import LimitTracker, parse_rate_limits, usage_limit_message
@@ -786,7 +787,11 @@ class CodexSource(Source):
         if match is not None:
             st.counts.remove(match)
             if match.event_id != event_id and match.event is not None:
-                sink.usage(replace(match.event, revision=REV_RETRACTED, duplicate_of=event_id))
+                sink.usage(
+                    msgspec.structs.replace(
+                        match.event, revision=REV_RETRACTED, duplicate_of=event_id
+                    )
+                )
         else:
             st.records.append(_Pending(call_key, event_id, None))
         event = self._usage(
@@ -802,7 +807,9 @@ class CodexSource(Source):
         )
         if event is not None:
             if match is not None and match.event is not None and event.tool_calls is None:
-                event = replace(event, tool_calls=match.event.tool_calls)  # its calls' tools
+                event = msgspec.structs.replace(
+                    event, tool_calls=match.event.tool_calls
+                )  # its calls' tools
             sink.usage(event)
 
     def _emit_copy(
