@@ -24,7 +24,6 @@ from _blake2 import blake2b
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -57,8 +56,7 @@ from shared.events import Agent, UsageEvent
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(msgspec.Struct, frozen=True):
     by: tuple[str, ...]
     tz: tzinfo
     since: date | None = None
@@ -74,17 +72,20 @@ class Query:
         )
 
 
-@dataclass(slots=True)
-class Report:
+class Report(msgspec.Struct):
     rollup: Rollup
     files: int = 0
     bytes: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    problems: list[ParseProblem] = field(default_factory=list)
-    unknown_models: Counter[str] = field(default_factory=Counter)
-    path_problems: list[ParseProblem] = field(default_factory=list)  # paths that were no home
-    calls: list[tuple[UsageEvent, PricedCall]] = field(default_factory=list)  # Query.keep_calls
-    warnings: list[str] = field(default_factory=list)  # about the scan itself (its index)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
+    problems: list[ParseProblem] = msgspec.field(default_factory=list)
+    unknown_models: Counter[str] = msgspec.field(default_factory=Counter)
+    path_problems: list[ParseProblem] = msgspec.field(
+        default_factory=list
+    )  # paths that were no home
+    calls: list[tuple[UsageEvent, PricedCall]] = msgspec.field(
+        default_factory=list
+    )  # Query.keep_calls
+    warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -101,8 +102,7 @@ class Report:
         self.calls.extend(other.calls)
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
+class Unit(msgspec.Struct, frozen=True):
     agent: Agent
     files: tuple[tuple[int, SourceFile], ...]  # (index of its target, file) in reading order
     size: int
@@ -251,8 +251,7 @@ _Solo = tuple["Report", bytes | None]
 _ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
 
 
-@dataclass(slots=True)
-class _Claude:
+class _Claude(msgspec.Struct):
     """What the merge needs of one transcript: the message ids of its calls (to group the files
     that share calls), and its reading, still msgpack (`raw`) until a group merges it."""
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Final, Generic, TypeVar
+
+import msgspec
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
 from pricing._engine import RatePlan, rate_plan
@@ -113,8 +114,7 @@ class PriceBook:
         return terms
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Terms:
+class Terms(msgspec.Struct, frozen=True, eq=False):
     """A call's price terms: its canonical model and rate plan, and how its name resolved."""
 
     model_id: str
@@ -142,10 +142,9 @@ class Terms:
         )
 
 
-@dataclass(slots=True)
-class _Group:
+class _Group(msgspec.Struct):
     calls: int = 0
-    counts: list[tuple[int, ...]] = field(default_factory=list)
+    counts: list[tuple[int, ...]] = msgspec.field(default_factory=list)
 
 
 G = TypeVar("G", bound=Hashable)

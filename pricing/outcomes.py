@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
+
+import msgspec
 
 from pricing import PricedCall
 from pricing.rollup import Row, RowKey
@@ -62,16 +63,15 @@ def check_outcome_keys(keys: Iterable[str]) -> str | None:
     return found[0]
 
 
-@dataclass(slots=True)
-class _Group:
+class _Group(msgspec.Struct):
     row: Row
-    detail: dict[str, Any] = field(default_factory=dict)
-    commits: dict[str, Commit] = field(default_factory=dict)
-    sessions: set[str] = field(default_factory=set)
-    no_outcome_sessions: set[str] = field(default_factory=set)
-    no_outcome: Row = field(default_factory=lambda: Row(keys={}))
-    subagent: Row = field(default_factory=lambda: Row(keys={}))
-    retry: Row = field(default_factory=lambda: Row(keys={}))
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+    commits: dict[str, Commit] = msgspec.field(default_factory=dict)
+    sessions: set[str] = msgspec.field(default_factory=set)
+    no_outcome_sessions: set[str] = msgspec.field(default_factory=set)
+    no_outcome: Row = msgspec.field(default_factory=lambda: Row(keys={}))
+    subagent: Row = msgspec.field(default_factory=lambda: Row(keys={}))
+    retry: Row = msgspec.field(default_factory=lambda: Row(keys={}))
     retry_unseen_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from node_agent.daemon import Daemon
@@ -66,7 +67,7 @@ def scanned(machine: Path, config: NodeConfig) -> EventSet:
 
 
 def _stamp(event: UsageEvent, node: str, profile: str) -> UsageEvent:
-    return replace(event, machine=node, profile=profile)
+    return msgspec.structs.replace(event, machine=node, profile=profile)
 
 
 def test_start_commits_what_a_scan_finds(machine: Path, tmp_path: Path) -> None:
