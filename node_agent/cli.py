@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node_agent.entry import fast_command
-from pricing.outcomes import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
+from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_USAGE,

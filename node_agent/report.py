@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import msgspec
 
@@ -47,10 +47,12 @@ from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
-from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
 from shared.events import Agent, UsageEvent
+
+if TYPE_CHECKING:
+    from pricing import PricedCall
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -172,7 +174,10 @@ def build_report(
     if jobs is None:
         big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
         jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
-    PriceBook.default()  # load once, before workers fork, so they share it
+    if units or tasks:  # (a scan that finds nothing to read loads no prices)
+        from pricing import PriceBook
+
+        PriceBook.default()  # load once, before workers fork, so they share it
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
     jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
@@ -569,6 +574,8 @@ def _price(
     report: Report,
 ) -> None:
     """The counted calls of each target's sink, priced into `report`'s rows."""
+    from pricing import CallBatch, PriceBook
+
     batch = CallBatch[RowKey](PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]

@@ -24,11 +24,11 @@ from typing import Any, Final
 import msgspec
 
 from pricing import PricedCall
+from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import Row, RowKey
 from shared.events import Agent, Role, UsageEvent
 from shared.outcomes import Commit, SessionOutcome, root_session
 
-OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
 # The columns each view's rows are keyed by (a branch is only one within its repository).
 VIEW_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "commit": ("commit",),
@@ -42,25 +42,6 @@ RULE: Final = (
     "spend after a session's last commit, and sessions with no commit, are 'no outcome'"
 )
 SHORT_SHA: Final = 12
-
-
-class OutcomeKeyError(ValueError):
-    pass
-
-
-def check_outcome_keys(keys: Iterable[str]) -> str | None:
-    """The one outcome key among `keys`, None when there is none; raises `OutcomeKeyError` for
-    an outcome key mixed with others (an outcome view has its own rows)."""
-    keys = list(keys)
-    found = [k for k in keys if k in OUTCOME_KEYS]
-    if not found:
-        return None
-    if len(keys) != 1:
-        raise OutcomeKeyError(
-            f"--by {found[0]} goes alone (its rows are outcomes, not event groups): "
-            f"use one of {', '.join(OUTCOME_KEYS)} by itself"
-        )
-    return found[0]
 
 
 class _Group(msgspec.Struct):

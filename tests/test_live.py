@@ -4,7 +4,6 @@ same files, while the files grow (torn lines included), across restarts and a fu
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,7 +177,9 @@ def test_a_full_disk_pauses_reading_and_loses_nothing(machine: Path, tmp_path: P
         assert reader.start() == 0
         assert outbox.pending() == 0 and outbox.positions() == {}
         assert reader.stats.stalled is not None and "no room on the disk" in reader.stats.stalled
-        daemon = Daemon(replace(config, state_dir=tmp_path / "state", status_file=None))
+        daemon = Daemon(
+            msgspec.structs.replace(config, state_dir=tmp_path / "state", status_file=None)
+        )
         daemon.reader = reader
         assert daemon.hello()["reader"]["stalled"] == reader.stats.stalled
         assert reader.rescan() == 0  # within the wait: not even tried
