@@ -1,9 +1,10 @@
 """`node-agent`: the per-machine command. `scan` reads local agent logs and prints a cost report;
-`init` writes the node's config and key; `install-service` writes its systemd unit.
+`init` writes the node's config and key; `install-service` writes its systemd unit."""
 
-Each command imports what it needs when it runs: a scan is often a short process, and the other
-commands' modules (tomlkit, the agents' settings, the daemon) would cost every scan's start.
-A scan builds only its own subparser for the same reason."""
+# (Not in the docstring: it is the --help text.) Each command imports what it needs when it
+# runs: a scan is often a short process, and the other commands' modules (tomlkit, the agents'
+# settings, the daemon) would cost every scan's start. A scan builds only its own subparser for
+# the same reason.
 
 from __future__ import annotations
 
