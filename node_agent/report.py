@@ -166,7 +166,7 @@ def build_report(
     )
     units = [unit for unit in units if unit.agent is not Agent.CLAUDE_CODE]
     index: ScanIndex | None = None
-    if cache_dir is not None:
+    if cache_dir is not None and (claude or units):  # nothing to read: leave the index be
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
     plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]

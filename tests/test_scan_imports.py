@@ -11,6 +11,8 @@ from pathlib import Path
 
 import orjson
 
+from node_agent.scan_index import INDEX_NAME
+
 # Run in a fresh interpreter: the test session has imported everything already.
 PROBE = """
 import dataclasses, sys
@@ -120,3 +122,15 @@ def test_a_codex_scan_loads_only_what_it_reads_with(tmp_path: Path) -> None:
     assert _loaded(modules, "pricing._book")  # it priced the call
     assert [name for name in NEVER if _loaded(modules, name)] == []
     assert made <= LEFT
+
+
+def test_a_scan_with_nothing_to_read_leaves_the_scan_index_alone(tmp_path: Path) -> None:
+    """Neither read (its decoding is start-up time) nor written again (which would drop the
+    priced reports the usual homes' next scan takes from it)."""
+    index = tmp_path / "cache" / "fleetmeter" / INDEX_NAME
+    index.parent.mkdir(parents=True)
+    index.write_bytes(b"not read")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _scan(tmp_path, empty)
+    assert index.read_bytes() == b"not read"  # a damaged index read would be written anew
