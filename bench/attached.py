@@ -17,10 +17,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from bench.api import percentiles
 from hub.ledger import Period
@@ -35,7 +35,7 @@ def seed(hub: ServedHub, machines: int, sessions: int) -> int:
     for m in range(machines):
         node = f"spark{m:02d}"
         calls = [
-            replace(call(node, n), session_id=f"{node}-s{n % sessions}")
+            msgspec.structs.replace(call(node, n), session_id=f"{node}-s{n % sessions}")
             for n in range(sessions * 2)
         ]
         hub.send(node, calls)
@@ -74,7 +74,9 @@ def main() -> None:
             for b in range(args.batches):
                 node = f"spark{rng.randrange(args.machines):02d}"
                 batch = [
-                    replace(call(node, 10_000 + b * 10 + i), session_id=f"{node}-s{i}")
+                    msgspec.structs.replace(
+                        call(node, 10_000 + b * 10 + i), session_id=f"{node}-s{i}"
+                    )
                     for i in range(10)
                 ]
                 calls += len(batch)

@@ -18,6 +18,7 @@ with the index as it was before them. The peers have no index: they read everyth
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,9 @@ class Run:
     stdout: bytes
     peak_pss_mb: float = 0.0
     spread: tuple[float, ...] = ()  # every timed run's seconds, fastest first
+    # CPU seconds (user + system) of the whole process tree: on a machine shared with other
+    # jobs the wall time swings with their load, the CPU time much less. Least of the runs.
+    cpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, pss: bool = F
     (workers included), sampled every 5 ms: of RSS, or with `pss` of PSS, which counts a page
     shared by forked workers once rather than once per process (slower to read: /proc smaps)."""
     began = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()))  # type: ignore[union-attr]
@@ -103,11 +108,13 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, pss: bool = F
             pass
         time.sleep(0.005)
     seconds = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers included: reaped by it
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     reader.join()
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}")
     rss, pss_mb = (0.0, peak / 1e6) if pss else (peak / 1e6, 0.0)
-    return Run(seconds, rss, b"".join(chunks), pss_mb)
+    return Run(seconds, rss, b"".join(chunks), pss_mb, cpu=cpu)
 
 
 def size_of(paths: Sequence[Path]) -> int:
@@ -166,7 +173,8 @@ def best(cmds: Sequence[Cmd], cold: bool) -> list[Run]:
         fastest = min(mine, key=lambda r: r.seconds)
         spread = tuple(sorted(r.seconds for r in mine))
         rss = max(r.peak_rss_mb for r in mine)
-        out.append(Run(fastest.seconds, rss, fastest.stdout, pss, spread))
+        cpu = min(r.cpu for r in mine)
+        out.append(Run(fastest.seconds, rss, fastest.stdout, pss, spread, cpu))
     return out
 
 
@@ -196,6 +204,7 @@ def line(name: str, run: Run, size: int, speed_of: Run | None = None) -> str:
     return (
         f"  {name:<36} {run.seconds:6.2f} s  {size / 1e6 / run.seconds:7.1f} MB/s  {speed}"
         f"  peak RSS {run.peak_rss_mb:6.1f} MB, PSS {run.peak_pss_mb:6.1f} MB  (runs {runs} s)"
+        f"  CPU {run.cpu:.2f} s"
     )
 
 
@@ -298,7 +307,8 @@ def main() -> None:
     print(
         f"best of {RUNS} fresh processes each, the tools taking turns; speed: the first peer's"
         " time over fleetmeter's; peak = max summed RSS of the process tree in those runs, and"
-        " max summed PSS in one more run (shared pages of forked workers once)"
+        " max summed PSS in one more run (shared pages of forked workers once); CPU: the least"
+        " user + system time of the process tree in those runs"
     )
 
     if "fleet" in wanted:
@@ -330,7 +340,10 @@ def main() -> None:
         empty.mkdir(exist_ok=True)
         (startup,) = best([ours([empty], "start-up: scan of an empty folder")], False)
         runs = "/".join(f"{s:.3f}" for s in startup.spread)
-        print(f"\n  fleetmeter start-up (scan of an empty folder, warm): {runs} s")
+        print(
+            f"\n  fleetmeter start-up (scan of an empty folder, warm): {runs} s,"
+            f" CPU {startup.cpu:.3f} s (least of the runs)"
+        )
 
     if "big" in wanted:
         big = [real_shaped_home(1000)]

@@ -18,7 +18,6 @@ import hashlib
 import sqlite3
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
 from datetime import date, datetime, tzinfo
 from decimal import Decimal, localcontext
 from functools import lru_cache
@@ -50,7 +49,7 @@ _KEY_COLUMNS: Final = (
     "priced",
     "estimated",
 )
-_TOKEN_COLUMNS: Final = tuple(f.name for f in fields(Tokens))  # the columns are named so
+_TOKEN_COLUMNS: Final = Tokens.__struct_fields__  # the columns are named so
 _COUNT_COLUMNS: Final = ("calls", *_TOKEN_COLUMNS, "retracted")
 _CELL_COLUMNS: Final = (*_KEY_COLUMNS, *_COUNT_COLUMNS, "amount", "first_ts", "last_ts")
 

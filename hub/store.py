@@ -24,7 +24,6 @@ service holds one lock for store and ledger); other processes open their own.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sqlite3
 import time
@@ -35,6 +34,8 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
+
+import msgspec
 
 from hub._payloads import Payloads
 from hub._rollup import (
@@ -321,7 +322,7 @@ class Store:
             account = accounts.get(event.profile)
         if event.machine == node and account == event.account:
             return event, blob  # the common case: skip the copy and the re-pack
-        return dataclasses.replace(event, machine=node, account=account), None
+        return msgspec.structs.replace(event, machine=node, account=account), None
 
     def _upsert_usage(
         self, usage: list[tuple[UsageEvent, bytes | None]], node: str, now: float
@@ -399,7 +400,7 @@ class Store:
             account = event.account
             if account is None and event.profile is not None:
                 account = accounts.get(event.profile)
-            event = dataclasses.replace(event, machine=node, account=account)
+            event = msgspec.structs.replace(event, machine=node, account=account)
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO limits (event_id, ts, machine, profile, account, agent, "
                 "kind, received, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -429,7 +430,7 @@ class Store:
         for event in events:
             if not isinstance(event, ProfileEvent):
                 continue
-            event = dataclasses.replace(event, machine=node)
+            event = msgspec.structs.replace(event, machine=node)
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO profile_events (event_id, ts, machine, profile, agent, "
                 "state, received, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

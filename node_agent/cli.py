@@ -1,6 +1,11 @@
 """`node-agent`: the per-machine command. `scan` reads local agent logs and prints a cost report;
 `init` writes the node's config and key; `install-service` writes its systemd unit."""
 
+# (Not in the docstring: it is the --help text.) Each command imports what it needs when it
+# runs: a scan is often a short process, and the other commands' modules (tomlkit, the agents'
+# settings, the daemon) would cost every scan's start. A scan builds only its own subparser for
+# the same reason.
+
 from __future__ import annotations
 
 import argparse
@@ -10,22 +15,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from node_agent.agent_cli import AGENT_COMMANDS, add_agent_commands
 from node_agent.entry import fast_command
-from node_agent.render import render_json, render_text
-from node_agent.report import Query, Report, build_report
-from node_agent.scan_index import default_dir as default_index_dir
-from node_agent.systemd import UNIT_PATH, render_unit
-from pricing.outcomes import (
-    OUTCOME_KEYS,
-    OutcomeKeyError,
-    check_outcome_keys,
-    render_outcome_text,
-)
+from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_USAGE,
@@ -39,19 +32,26 @@ from shared.cli import (
 from shared.config import ConfigError, NodeConfig, find_config, load_config
 from shared.systemd import program_words
 
+if TYPE_CHECKING:
+    from node_agent.report import Report
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     done = fast_command(given)  # `hook`, `statusline`: what the agents call synchronously
     if done is not None:
         return done
-    parser = _parser()
+    scan_only = given[:1] == ["scan"]  # `scan --help` and its usage errors read the same
+    parser = _parser(scan_only)
     args = parser.parse_args(given)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "scan":
+        return guarded("node-agent scan", lambda: cmd_scan(args))
+    from node_agent.agent_cli import AGENT_COMMANDS
+
     handler = {
-        "scan": cmd_scan,
         "init": cmd_init,
         "install-service": cmd_install_service,
         "run": cmd_run,
@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded(f"node-agent {args.command}", lambda: handler(args))
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(scan_only: bool = False) -> argparse.ArgumentParser:
+    """The command line; with `scan_only`, only the scan subcommand is added."""
     parser = OneLineParser(prog="node-agent", description=__doc__)
     add_version(parser)
     sub = parser.add_subparsers(dest="command")
@@ -110,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME|EMAIL",
         help="with an outcome --by: an author that commits for the agents (repeatable)",
     )
+    if scan_only:
+        return parser
+    from node_agent.agent_cli import add_agent_commands
+
     _add_init(sub)
     _add_install_service(sub)
     _add_run(sub)
@@ -174,6 +179,8 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_install_service(sub: Any) -> None:
+    from node_agent.systemd import UNIT_PATH
+
     svc = sub.add_parser(
         "install-service",
         help="write the systemd unit that runs `node-agent run`",
@@ -243,6 +250,10 @@ def _batch_gc() -> Iterator[None]:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from node_agent.render import render_json, render_text
+    from node_agent.report import Query, build_report
+    from node_agent.scan_index import default_dir as default_index_dir
+
     tz = _zone(args.tz)
     if tz is None:
         print(f"node-agent scan: unknown time zone {args.tz!r}", file=sys.stderr)
@@ -270,6 +281,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if outcome is not None:
         return _print_outcomes(report, outcome, config, args)
     if args.json:
+        import orjson
+
         blob = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2)
         sys.stdout.buffer.write(blob + b"\n")
     else:
@@ -280,7 +293,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _print_outcomes(report: Report, by: str, config: NodeConfig, args: argparse.Namespace) -> int:
+    import orjson
+
     from node_agent.outcomes.view import outcome_view  # git and the forge: only for this view
+    from pricing.outcomes import render_outcome_text
 
     view = outcome_view(report, by, [*config.commit_identities, *args.identity])
     if args.json:
@@ -351,6 +367,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     import pwd
 
     from node_agent.init import write_atomic
+    from node_agent.systemd import render_unit
 
     user = args.user or os.environ.get("SUDO_USER") or getpass.getuser()
     config = args.config.expanduser().absolute() if args.config else find_config()

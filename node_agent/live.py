@@ -28,11 +28,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import msgpack
+import msgspec
 
 from node_agent.outbox import Outbox, OutboxDiskFull, OutboxFull
 from node_agent.recovery import Backoff
@@ -431,7 +432,7 @@ class LiveReader:
         name = profile.name if profile is not None else None
         if self.profile_at is not None:
             name = self.profile_at(watched.target.agent, watched.target.path, event.ts) or name
-        return replace(
+        return msgspec.structs.replace(
             event, machine=self.config.node, profile=name, account=self._account_of(name)
         )
 

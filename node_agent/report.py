@@ -24,10 +24,9 @@ from _blake2 import blake2b
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import msgspec
 
@@ -49,17 +48,18 @@ from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
-from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
 from shared.events import Agent, Tokens, UsageEvent
+
+if TYPE_CHECKING:
+    from pricing import PricedCall
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(msgspec.Struct, frozen=True):
     by: tuple[str, ...]
     tz: tzinfo
     since: date | None = None
@@ -75,17 +75,20 @@ class Query:
         )
 
 
-@dataclass(slots=True)
-class Report:
+class Report(msgspec.Struct):
     rollup: Rollup
     files: int = 0
     bytes: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    problems: list[ParseProblem] = field(default_factory=list)
-    unknown_models: Counter[str] = field(default_factory=Counter)
-    path_problems: list[ParseProblem] = field(default_factory=list)  # paths that were no home
-    calls: list[tuple[UsageEvent, PricedCall]] = field(default_factory=list)  # Query.keep_calls
-    warnings: list[str] = field(default_factory=list)  # about the scan itself (its index)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
+    problems: list[ParseProblem] = msgspec.field(default_factory=list)
+    unknown_models: Counter[str] = msgspec.field(default_factory=Counter)
+    path_problems: list[ParseProblem] = msgspec.field(
+        default_factory=list
+    )  # paths that were no home
+    calls: list[tuple[UsageEvent, PricedCall]] = msgspec.field(
+        default_factory=list
+    )  # Query.keep_calls
+    warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -102,8 +105,7 @@ class Report:
         self.calls.extend(other.calls)
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
+class Unit(msgspec.Struct, frozen=True):
     agent: Agent
     files: tuple[tuple[int, SourceFile], ...]  # (index of its target, file) in reading order
     size: int
@@ -165,7 +167,7 @@ def build_report(
     )
     units = [unit for unit in units if unit.agent is not Agent.CLAUDE_CODE]
     index: ScanIndex | None = None
-    if cache_dir is not None:
+    if cache_dir is not None and (claude or units):  # nothing to read: leave the index be
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
     plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
@@ -179,6 +181,8 @@ def build_report(
     if jobs > 1:
         # Load once, before workers fork, so they share it. In process it loads when a call is
         # priced first: a repeat scan with nothing changed prices none.
+        from pricing import PriceBook
+
         PriceBook.default()
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
@@ -282,8 +286,7 @@ _Solo = tuple["Report", bytes | None]
 _ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
 
 
-@dataclass(slots=True)
-class _Claude:
+class _Claude(msgspec.Struct):
     """What the merge needs of one transcript: the message ids of its calls (to group the files
     that share calls), and its reading, still msgpack (`raw`) until a group merges it."""
 
@@ -504,6 +507,8 @@ def _solo_report(
     attribution = _attribution(target, node)
     billing = target.billing
     rollup = report.rollup
+    from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
+
     batch = CallBatch[RowKey](PriceBook.default())
     for line in solo.lines:
         if not query.wants(line.ts):
@@ -665,6 +670,8 @@ def _price(
     report: Report,
 ) -> None:
     """The counted calls of each target's sink, priced into `report`'s rows."""
+    from pricing import CallBatch, PriceBook
+
     batch = CallBatch[RowKey](PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]

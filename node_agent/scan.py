@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from node_agent.sources.base import Collector, FileKind, ParseProblem, Source, SourceFile
 from node_agent.sources.registry import all_sources
@@ -18,8 +19,7 @@ from shared.config import Billing, NodeConfig, Profile
 from shared.events import Agent
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     """A home (or a single file) to read, with the profile it belongs to if one is configured.
     `within`: only the files at or below this file or folder of the home (a path given to scan
     inside a home is read as part of its home, so it is attributed as in a scan of the home)."""
@@ -45,18 +45,16 @@ class Target:
         return source.discover_under(self.path, self.within)
 
 
-@dataclass(slots=True)
-class TargetResult:
+class TargetResult(msgspec.Struct):
     target: Target
-    collector: Collector = field(default_factory=Collector)
+    collector: Collector = msgspec.field(default_factory=Collector)
     files: int = 0
     bytes: int = 0
 
 
-@dataclass(slots=True)
-class ScanResult:
+class ScanResult(msgspec.Struct):
     results: list[TargetResult]
-    problems: list[ParseProblem] = field(default_factory=list)  # about paths themselves
+    problems: list[ParseProblem] = msgspec.field(default_factory=list)  # about paths themselves
 
     @property
     def files(self) -> int:

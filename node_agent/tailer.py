@@ -27,10 +27,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 CHUNK: Final = 1 << 20  # 1 MiB per read(): few syscalls on a cold scan, bounded memory
@@ -54,8 +54,7 @@ def _digest(data: bytes) -> str:
 _EMPTY_FP: Final = "e4a6a0577479b2b4"
 
 
-@dataclass(frozen=True, slots=True)
-class TailState:
+class TailState(msgspec.Struct, frozen=True):
     """Where a tailer stands in a file; saved with the events read up to it."""
 
     path: str

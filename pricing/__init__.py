@@ -18,11 +18,46 @@ Modules: `_tables` reads and checks the TOML, `_match` resolves logged model nam
 does the arithmetic, `_classes` the cost classes, `_book` ties them together.
 """
 
-from pricing._book import CallBatch, PriceBook, Terms
-from pricing._classes import Billing, CostClass, PricedCall, classify
-from pricing._match import normalise
-from pricing._tables import PriceTableError
-from pricing._types import Modifier, PricePeriod, RateSet, Source, Tier
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from pricing._book import CallBatch, PriceBook, Terms
+    from pricing._classes import Billing, CostClass, PricedCall, classify
+    from pricing._match import normalise
+    from pricing._tables import PriceTableError
+    from pricing._types import Modifier, PricePeriod, RateSet, Source, Tier
+
+# Each name is imported from its module when first asked for: what only reads cost classes or
+# rolls figures up (a report with nothing to price) does not load the tables and the engine.
+_HOMES: Final = {
+    "CallBatch": "_book",
+    "PriceBook": "_book",
+    "Terms": "_book",
+    "Billing": "_classes",
+    "CostClass": "_classes",
+    "PricedCall": "_classes",
+    "classify": "_classes",
+    "normalise": "_match",
+    "PriceTableError": "_tables",
+    "Modifier": "_types",
+    "PricePeriod": "_types",
+    "RateSet": "_types",
+    "Source": "_types",
+    "Tier": "_types",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pricing' has no attribute {name!r}")
+    value = getattr(import_module(f"pricing.{home}"), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value
+
 
 __all__ = [
     "Billing",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Final, Generic, TypeVar
+
+import msgspec
 
 from pricing._classes import Billing, CostClass, PricedCall, classify
 from pricing._engine import Counts, RatePlan, rate_plan
@@ -182,8 +183,7 @@ class PriceBook:
         return entry.at(at)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Terms:
+class Terms(msgspec.Struct, frozen=True, eq=False):
     """A call's price terms: its canonical model and rate plan, and how its name resolved."""
 
     model_id: str
@@ -211,16 +211,15 @@ class Terms:
         )
 
 
-@dataclass(slots=True)
-class _Group:
+class _Group(msgspec.Struct):
     calls: int = 0
-    counts: list[tuple[int, ...]] = field(default_factory=list)
+    counts: list[tuple[int, ...]] = msgspec.field(default_factory=list)
 
 
 G = TypeVar("G", bound=Hashable)
 
 # A call's counts in the order of Tokens' fields, so that Tokens(*sums) rebuilds them.
-_COUNT_FIELDS: Final = tuple(f.name for f in fields(Tokens))
+_COUNT_FIELDS: Final = Tokens.__struct_fields__
 _COUNTS: Final = attrgetter(*_COUNT_FIELDS)
 
 

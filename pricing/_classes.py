@@ -7,9 +7,10 @@ the plan's value shows); else ESTIMATED when the figure is approximate; else MET
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+
+import msgspec
 
 # How a profile pays lives with the profile configuration; pricing speaks the same type.
 from shared.config import Billing
@@ -22,8 +23,7 @@ class CostClass(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class PricedCall:
+class PricedCall(msgspec.Struct, frozen=True):
     """The price of one usage event.
 
     `api_equivalent` is what the call costs at list API rates (exact USD, unrounded), or None

@@ -9,7 +9,7 @@ call, output included, uses that tier's rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import (
     Context,
     Decimal,
@@ -35,7 +35,7 @@ KNOWN_SERVICE_TIERS: Final = frozenset({"batch", "flex", "priority", "fast", "sc
 
 # A call's counts in the order of `Tokens`' fields (what `Tokens(*counts)` rebuilds).
 Counts = tuple[int, ...]
-_COUNT_AT: Final = {f.name: i for i, f in enumerate(fields(Tokens))}
+_COUNT_AT: Final = {name: i for i, name in enumerate(Tokens.__struct_fields__)}
 _WEB_AT: Final = _COUNT_AT["web_search_requests"]
 _CW5_AT: Final = _COUNT_AT["cache_write_5m"]
 

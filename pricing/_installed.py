@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
+
+from msgspec.structs import replace
 
 from pricing._tables import PriceTableError, parse_table
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable, RateSet

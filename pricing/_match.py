@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from pricing._types import ModelEntry, ProviderTable
 
@@ -29,8 +30,7 @@ _CLAUDE_VERSION_FIRST: Final = re.compile(
 _FAMILY_FIRST_FROM: Final = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Normalised:
+class Normalised(msgspec.Struct, frozen=True):
     name: str
     hints: tuple[str, ...]  # provider words seen in the raw name (`openrouter/anthropic/…`)
 
@@ -69,8 +69,7 @@ def _claude(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(msgspec.Struct, frozen=True):
     entry: ModelEntry | None
     notes: tuple[str, ...] = ()
     ambiguous: bool = False

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
+
+import msgspec
 
 from pricing._cache import cached_tables
 from pricing._match import normalise
@@ -273,7 +275,9 @@ def _model(r: _Reader, provider: str, item: object, index: int) -> ModelEntry:
         id=model_id,
         name=ctx.name,
         names=tuple(dict.fromkeys(names)),
-        periods=tuple(replace(d, end=end) for d, end in zip(drafts, ends, strict=True)),
+        periods=tuple(
+            msgspec.structs.replace(d, end=end) for d, end in zip(drafts, ends, strict=True)
+        ),
         notes=ctx.notes,
         ratio_exception=ctx.ratio_exception,
     )

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
+import msgspec
+
 from pricing import PricedCall
+from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import Row, RowKey
 from shared.events import Agent, Role, UsageEvent
 from shared.outcomes import Commit, SessionOutcome, root_session
 
-OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
 # The columns each view's rows are keyed by (a branch is only one within its repository).
 VIEW_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "commit": ("commit",),
@@ -44,35 +45,15 @@ SHORT_SHA: Final = 12
 GIT_TIME_STEP_S: Final = 1.0  # the resolution of a commit's author time
 
 
-class OutcomeKeyError(ValueError):
-    pass
-
-
-def check_outcome_keys(keys: Iterable[str]) -> str | None:
-    """The one outcome key among `keys`, None when there is none; raises `OutcomeKeyError` for
-    an outcome key mixed with others (an outcome view has its own rows)."""
-    keys = list(keys)
-    found = [k for k in keys if k in OUTCOME_KEYS]
-    if not found:
-        return None
-    if len(keys) != 1:
-        raise OutcomeKeyError(
-            f"--by {found[0]} goes alone (its rows are outcomes, not event groups): "
-            f"use one of {', '.join(OUTCOME_KEYS)} by itself"
-        )
-    return found[0]
-
-
-@dataclass(slots=True)
-class _Group:
+class _Group(msgspec.Struct):
     row: Row
-    detail: dict[str, Any] = field(default_factory=dict)
-    commits: dict[str, Commit] = field(default_factory=dict)
-    sessions: set[str] = field(default_factory=set)
-    no_outcome_sessions: set[str] = field(default_factory=set)
-    no_outcome: Row = field(default_factory=lambda: Row(keys={}))
-    subagent: Row = field(default_factory=lambda: Row(keys={}))
-    retry: Row = field(default_factory=lambda: Row(keys={}))
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+    commits: dict[str, Commit] = msgspec.field(default_factory=dict)
+    sessions: set[str] = msgspec.field(default_factory=set)
+    no_outcome_sessions: set[str] = msgspec.field(default_factory=set)
+    no_outcome: Row = msgspec.field(default_factory=lambda: Row(keys={}))
+    subagent: Row = msgspec.field(default_factory=lambda: Row(keys={}))
+    retry: Row = msgspec.field(default_factory=lambda: Row(keys={}))
     retry_unseen_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -12,10 +12,11 @@ there are any (an amount exists but is not known), "0" when there are none.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Final, Protocol
+
+import msgspec
 
 from pricing import CostClass, PricedCall
 from shared.events import Agent, Role, Tokens, UsageEvent
@@ -36,8 +37,7 @@ CLASS_KEYS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(msgspec.Struct, frozen=True):
     """Who an event belongs to, where the event itself does not say (a scan's profile, a node)."""
 
     machine: str | None = None
@@ -107,13 +107,12 @@ def check_keys(keys: Sequence[str]) -> None:
         )
 
 
-@dataclass(slots=True)
-class Row:
+class Row(msgspec.Struct):
     keys: dict[str, str | None]
     calls: int = 0
-    tokens: Tokens = field(default_factory=Tokens)
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
     api_equivalent: Decimal = ZERO
-    by_class: dict[CostClass, Decimal] = field(default_factory=dict)
+    by_class: dict[CostClass, Decimal] = msgspec.field(default_factory=dict)
     unknown_calls: int = 0
     unknown_tokens: int = 0
 
@@ -170,11 +169,10 @@ def _dec(value: Decimal) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
-@dataclass(slots=True)
-class Rollup:
+class Rollup(msgspec.Struct):
     by: Sequence[str]
     tz: tzinfo
-    rows: dict[RowKey, Row] = field(default_factory=dict)
+    rows: dict[RowKey, Row] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_keys(self.by)

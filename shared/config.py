@@ -43,11 +43,12 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
+
+import msgspec
 
 from shared.events import Agent
 
@@ -118,8 +119,7 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and the key."""
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
+class Profile(msgspec.Struct, frozen=True):
     name: str
     agent: Agent
     home: Path
@@ -158,20 +158,19 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    node: str = field(default_factory=_hostname)
+class NodeConfig(msgspec.Struct, frozen=True):
+    node: str = msgspec.field(default_factory=_hostname)
     profiles: tuple[Profile, ...] = ()
     path: Path | None = None  # where it was read from, for messages
     # [hub]; both addresses None = discover the hub with zeroconf
     hub_events: str | None = None
     hub_commands: str | None = None
-    key_file: Path = field(default_factory=lambda: user_config_dir() / "node.key")
+    key_file: Path = msgspec.field(default_factory=lambda: user_config_dir() / "node.key")
     ca_file: Path | None = None
     server_name: str | None = None
     cert_key_file: Path | None = None
-    state_dir: Path = field(default_factory=default_state_dir)
-    status_file: Path | None = field(default_factory=default_status_file)
+    state_dir: Path = msgspec.field(default_factory=default_state_dir)
+    status_file: Path | None = msgspec.field(default_factory=default_status_file)
     poll_interval: float = DEFAULT_POLL_INTERVAL
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
     # Only the agents of this node's profiles: another user's (or a newcomer's own) session

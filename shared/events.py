@@ -11,13 +11,20 @@ It then emits the same `event_id` again with a higher `revision`. Every consumer
 re-reading a log (any number of times, in any order of files) converges on the same set.
 An event found to be a copy of another call is re-emitted with `duplicate_of` set; it
 then counts nothing.
+
+The types are msgspec Structs, not dataclasses: a scan imports them at every start, where 27
+fields of dataclass code generation cost milliseconds, and builds thousands of events, where a
+frozen dataclass sets each field through `object.__setattr__`. They keep the semantics the hub
+relies on: frozen, hashable, equal field by field (and only to their own type). Copy one with
+a change through `msgspec.structs.replace`; `dataclasses.replace` does not take them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
+
+import msgspec
 
 # The highest revision a source emits: Claude's retractions (2**48 + its last snapshot's
 # revision, 2 × a call's tokens) stay below 2**49, Gemini's and OpenCode's (2**44 + a line
@@ -49,8 +56,7 @@ class Role(StrEnum):
     AUXILIARY = "auxiliary"
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
+class Tokens(msgspec.Struct, frozen=True, gc=False):
     """Disjoint token buckets of one call. Each token is in exactly one bucket.
 
     `input` is uncached input only (for OpenAI/Gemini-style usage, where the prompt count
@@ -92,8 +98,7 @@ class Tokens:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
+class UsageEvent(msgspec.Struct, frozen=True, gc=False):
     """One billed model call."""
 
     event_id: str  # stable, from the source's own identity (same on every re-read)
@@ -150,8 +155,7 @@ class LimitWindow(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class LimitEvent:
+class LimitEvent(msgspec.Struct, frozen=True, gc=False):
     event_id: str
     ts: float
     agent: Agent
@@ -176,8 +180,7 @@ class ProfileState(StrEnum):
     SWITCHED_AWAY = "switched_away"
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileEvent:
+class ProfileEvent(msgspec.Struct, frozen=True, gc=False):
     """A change on a profile's timeline."""
 
     event_id: str
@@ -196,13 +199,12 @@ class ProfileEvent:
 Event = UsageEvent | LimitEvent | ProfileEvent
 
 
-@dataclass(slots=True)
-class EventSet:
+class EventSet(msgspec.Struct):
     """Events keyed by id, keeping the highest revision of each: the consumer side of revisions."""
 
-    usage: dict[str, UsageEvent] = field(default_factory=dict)
-    limits: dict[str, LimitEvent] = field(default_factory=dict)
-    profiles: dict[str, ProfileEvent] = field(default_factory=dict)
+    usage: dict[str, UsageEvent] = msgspec.field(default_factory=dict)
+    limits: dict[str, LimitEvent] = msgspec.field(default_factory=dict)
+    profiles: dict[str, ProfileEvent] = msgspec.field(default_factory=dict)
 
     def add(self, event: Event) -> bool:
         """Add or supersede; returns True when the set changed."""

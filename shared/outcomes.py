@@ -10,8 +10,9 @@ newest (by `checked_at`) replaces the older one, so sending it twice changes not
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 from shared.events import Role, UsageEvent
 
@@ -26,8 +27,7 @@ MAX_COMMITS: Final = 500  # per session: a hostile node cannot make the hub hold
 MAX_TEXT: Final = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(msgspec.Struct, frozen=True):
     sha: str
     author_ts: float
     lines_added: int
@@ -36,16 +36,14 @@ class Commit:
     subject: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class PullRequest:
+class PullRequest(msgspec.Struct, frozen=True):
     number: int
     state: str  # open / closed, as GitHub says
     merged: bool
     url: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class SessionOutcome:
+class SessionOutcome(msgspec.Struct, frozen=True):
     session_id: str
     checked_at: float
     status: str  # "ok", or why there are no repository facts

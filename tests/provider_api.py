@@ -15,13 +15,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import orjson
 
 from node_agent.simulate import prices
@@ -87,14 +88,16 @@ class ProviderData:
             if (key, model, day_text) in (unbilled or set()):
                 continue
             day = date.fromisoformat(day_text)
-            tokens = replace(tokens, output=tokens.output + tokens.reasoning, reasoning=0)
+            tokens = msgspec.structs.replace(
+                tokens, output=tokens.output + tokens.reasoning, reasoning=0
+            )
             amounts = _amounts(model, tokens, cost, output_rate or {})
             if moved := (to_1h or {}).get((key, model, day_text), 0):
                 # the fleet read these as 5-minute writes; the provider billed the 1-hour tier
                 rates = _rates(model)
                 amounts["cache_write_5m"] -= moved * (rates.cache_write_5m or 0) / MTOK
                 amounts["cache_write_1h"] += moved * (rates.cache_write_1h or 0) / MTOK
-                tokens = replace(
+                tokens = msgspec.structs.replace(
                     tokens,
                     cache_write_5m=tokens.cache_write_5m - moved,
                     cache_write_1h=tokens.cache_write_1h + moved,

@@ -232,9 +232,7 @@ def test_real_lines_read_the_same_both_ways() -> None:
 
 
 class _Sent(Collector):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[tuple[str, int, str | None, str]] = []
+    sent: list[tuple[str, int, str | None, str]] = msgspec.field(default_factory=list)
 
     def usage(self, event: UsageEvent) -> None:
         self.sent.append((event.event_id, event.revision, event.tool_calls, event.origin))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import msgpack
+import msgspec
 import pytest
 
 from shared.codec import DecodeError, pack, pack_batch, unpack, unpack_batch
@@ -189,7 +188,7 @@ def test_a_field_of_the_wrong_type_is_refused(changes: dict[str, object], messag
 def test_decoding_takes_nil_for_optional_fields_and_skips_unknown_ones() -> None:
     data = _usage_map(project=None, resets_at=1.0, someday="a field of a newer node", ts=17)
     event = unpack(msgpack.packb(data))
-    assert event == dataclasses.replace(USAGE, project=None, ts=17.0)
+    assert event == msgspec.structs.replace(USAGE, project=None, ts=17.0)
     assert type(event.ts) is float
 
 
@@ -215,7 +214,7 @@ def test_event_set_keeps_highest_revision() -> None:
 
 
 def test_tool_calls_travel_and_a_frame_without_them_decodes_as_none() -> None:
-    signed = dataclasses.replace(USAGE, tool_calls="Bash:0123456789ab,Read:ba9876543210")
+    signed = msgspec.structs.replace(USAGE, tool_calls="Bash:0123456789ab,Read:ba9876543210")
     assert unpack(pack(signed)) == signed
     older = msgpack.packb(_usage_map(tool_calls=_DROP))  # what a node before the field sends
     assert unpack(older).tool_calls is None

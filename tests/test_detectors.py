@@ -3,10 +3,10 @@ shipped tables), and each rule's edges on hand-made calls."""
 
 from __future__ import annotations
 
-import dataclasses
 from decimal import Decimal
 from functools import cache
 
+import msgspec
 import pytest
 
 from hub.detectors._base import Call, InputRates, Recent
@@ -160,7 +160,7 @@ def test_a_machine_at_many_times_its_peers_is_an_outlier_and_the_peers_are_not()
         for m in range(6):
             cost = Decimal("4.00") if m == 0 else Decimal("0.20")
             event = _call(minute, ts=T0 + minute * 60 + m, machine=f"spark0{m}", session=f"s{m}")
-            found += peers.observe(Call(dataclasses.replace(event, account=f"a{m}"), cost))
+            found += peers.observe(Call(msgspec.structs.replace(event, account=f"a{m}"), cost))
     scopes = {f.scope for f in found}
     assert scopes == {"machine=spark00", "account=a0", "machine=spark00,profile=max-a"}
     machine = next(f for f in found if f.scope == "machine=spark00")
@@ -298,7 +298,7 @@ def test_the_runner_judges_each_call_once_and_a_failing_detector_costs_nothing()
     assert [f.kind for f, _ in sink.found] == ["retry_loop"]
     # later revisions of calls already seen are not new calls (no second loop from them)
     again = IngestResult(
-        changes=[(e, dataclasses.replace(e, revision=1)) for e in events[:3]],
+        changes=[(e, msgspec.structs.replace(e, revision=1)) for e in events[:3]],
         prices=[(free, free)] * 3,
     )
     runner.observe_batch(again)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from hub._sessions import RECENT_S, cache_read_ratio
@@ -121,7 +121,7 @@ def test_sums_are_exact(ledger: Ledger) -> None:
 def test_a_higher_revision_replaces_the_old_figures(ledger: Ledger) -> None:
     first = usage("a", tokens=Tokens(input=1000))
     ledger.apply(None, first)
-    second = dataclasses.replace(first, revision=1, tokens=TOKENS, session_id="s2")
+    second = msgspec.structs.replace(first, revision=1, tokens=TOKENS, session_id="s2")
     ledger.apply(first, second)
     fleet = ledger.fleet(Period.TODAY)
     assert (fleet.calls, fleet.input, fleet.output, fleet.api_equivalent) == (1, 1000, 2000, PRICE)
@@ -333,7 +333,7 @@ def test_a_batch_applied_at_once_equals_its_calls_one_by_one(book: PriceBook) ->
     changes: list[tuple[UsageEvent | None, UsageEvent]] = []
     for node, events in scenario():
         for event in events:
-            event = dataclasses.replace(event, machine=node)
+            event = msgspec.structs.replace(event, machine=node)
             old = next(
                 (new for _, new in reversed(changes) if new.event_id == event.event_id), None
             )
@@ -415,7 +415,7 @@ def test_a_superseded_call_leaves_the_session_row_as_if_only_the_new_one_came(
 ) -> None:
     old = usage("m1")
     ledger.apply(None, old)
-    new = usage("m1", revision=1, tokens=dataclasses.replace(TOKENS, output=2 * TOKENS.output))
+    new = usage("m1", revision=1, tokens=msgspec.structs.replace(TOKENS, output=2 * TOKENS.output))
     ledger.apply(old, new)
     fresh = Ledger(ledger._book, billing, BERLIN, lambda: NOW)  # noqa: SLF001
     fresh.apply(None, new)

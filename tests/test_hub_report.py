@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from hub.report import build_hub_report
@@ -129,7 +129,7 @@ def test_rows_equal_a_direct_rollup(store: Store, book: PriceBook, by: tuple[str
 
 
 def _as_sent(event: UsageEvent) -> UsageEvent:
-    return replace(event, account=None, machine="localhost")
+    return msgspec.structs.replace(event, account=None, machine="localhost")
 
 
 def test_totals_equal_a_hand_computed_figure(store: Store, book: PriceBook) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,7 +51,7 @@ class DoubledPrices(PriceBook):
         priced = super().price(event, billing)
         if priced.api_equivalent is None:
             return priced
-        return replace(priced, api_equivalent=priced.api_equivalent * 2)
+        return msgspec.structs.replace(priced, api_equivalent=priced.api_equivalent * 2)
 
 
 BOOKS = {"shipped": PriceBook.default(), "doubled": DoubledPrices(PriceBook.default().tables)}

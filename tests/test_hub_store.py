@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import msgspec
 import pytest
 
 from hub._payloads import TRAIN_AFTER
@@ -205,7 +206,7 @@ def test_limit_and_profile_events_are_insert_or_ignore(store: Store) -> None:
     first = store.ingest("spark01", "events", 1, 1, [limit, switch], None, T0)
     assert [e.event_id for e in first.limits] == ["l1"]
     assert [e.event_id for e in first.profile_events] == ["p1"]
-    changed = dataclasses.replace(limit, used_percent=90.0)
+    changed = msgspec.structs.replace(limit, used_percent=90.0)
     second = store.ingest("spark01", "events", 2, 2, [changed, switch], None, T0)
     assert second.limits == [] and second.profile_events == [] and second.ignored == 2
     assert [e.used_percent for e in store.limit_events()] == [40.0]
@@ -263,9 +264,7 @@ def test_a_failed_batch_leaves_nothing_behind(store: Store) -> None:
     class Boom(Exception):
         pass
 
-    class Exploding(UsageEvent):
-        __slots__ = ()
-
+    class Exploding(UsageEvent):  # a Struct subclass: slotted like its base
         @property
         def counts(self) -> bool:
             raise Boom
@@ -353,7 +352,7 @@ def test_received_bytes_are_stored_as_they_came(store: Store) -> None:
     store.ingest("spark01", "events", 1, 1, [kept, moved], None, T0, packed=blobs)
     payloads = dict(store._db.execute("SELECT event_id, payload FROM usage"))  # noqa: SLF001
     assert payloads["a"] == blobs[0]
-    assert unpack(payloads["b"]) == dataclasses.replace(moved, machine="spark01")
+    assert unpack(payloads["b"]) == msgspec.structs.replace(moved, machine="spark01")
     with pytest.raises(ValueError, match="packed"):
         store.ingest("spark01", "events", 2, 2, [kept], None, T0, packed=[])
 

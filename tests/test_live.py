@@ -4,10 +4,10 @@ same files, while the files grow (torn lines included), across restarts and a fu
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from node_agent.daemon import Daemon
@@ -66,7 +66,7 @@ def scanned(machine: Path, config: NodeConfig) -> EventSet:
 
 
 def _stamp(event: UsageEvent, node: str, profile: str) -> UsageEvent:
-    return replace(event, machine=node, profile=profile)
+    return msgspec.structs.replace(event, machine=node, profile=profile)
 
 
 def test_start_commits_what_a_scan_finds(machine: Path, tmp_path: Path) -> None:
@@ -177,7 +177,9 @@ def test_a_full_disk_pauses_reading_and_loses_nothing(machine: Path, tmp_path: P
         assert reader.start() == 0
         assert outbox.pending() == 0 and outbox.positions() == {}
         assert reader.stats.stalled is not None and "no room on the disk" in reader.stats.stalled
-        daemon = Daemon(replace(config, state_dir=tmp_path / "state", status_file=None))
+        daemon = Daemon(
+            msgspec.structs.replace(config, state_dir=tmp_path / "state", status_file=None)
+        )
         daemon.reader = reader
         assert daemon.hello()["reader"]["stalled"] == reader.stats.stalled
         assert reader.rescan() == 0  # within the wait: not even tried

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import tomllib
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
@@ -182,7 +182,7 @@ def test_only_profile_processes_in_the_daemon(tmp_path: Path) -> None:
     try:
         listed = Daemon(config).execute({"cmd": "processes"})["processes"]
         assert [(p["pid"], p["profile"]) for p in listed] == [(ours.pid, "mine")]
-        everyone = dataclasses.replace(config, only_profile_processes=False)
+        everyone = msgspec.structs.replace(config, only_profile_processes=False)
         pids = {p["pid"] for p in Daemon(everyone).execute({"cmd": "processes"})["processes"]}
         assert {ours.pid, theirs.pid} <= pids
 

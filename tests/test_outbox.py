@@ -12,9 +12,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from node_agent.outbox import (
@@ -121,7 +121,9 @@ def test_an_event_the_wire_cannot_carry_is_left_out_and_the_rest_committed(
 ) -> None:
     """A revision past SQLite's 64 bits (an OpenCode row's damaged time) or a string msgpack
     cannot encode stopped the reader at every restart; now only that event is left out."""
-    unpackable = replace(usage("bad-text"), session_id="s\ud800")  # a lone surrogate
+    unpackable = msgspec.structs.replace(
+        usage("bad-text"), session_id="s\ud800"
+    )  # a lone surrogate
     with Outbox(tmp_path / "ob.db") as ob:
         result = ob.commit([usage("big", revision=2**63), unpackable, usage("ok")], {"f1": b"pos"})
         assert result.stored == 1 and ob.positions() == {"f1": b"pos"}

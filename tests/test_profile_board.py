@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+
+import msgspec
 
 from hub.profile_board import IDLE_AFTER_S, ProfileBoard, WindowReading
 from hub.service import FleetService
@@ -136,10 +137,16 @@ def test_two_readings_of_a_window_in_one_batch_make_one_feed_line(tmp_path: Path
     call); both were judged against the reading before the batch, so both crossed 50 %."""
     service = FleetService(Store.in_dir(tmp_path), PriceBook.default(), clock=lambda: T0 + 60)
     week = T0 + 5 * 86_400
-    first = replace(reading(T0 + 1, LimitWindow.WEEKLY, 60.2, week), machine="spark02")
-    second = replace(reading(T0 + 2, LimitWindow.WEEKLY, 60.4, week), machine="spark02")
+    first = msgspec.structs.replace(
+        reading(T0 + 1, LimitWindow.WEEKLY, 60.2, week), machine="spark02"
+    )
+    second = msgspec.structs.replace(
+        reading(T0 + 2, LimitWindow.WEEKLY, 60.4, week), machine="spark02"
+    )
     service.ingest("spark02", "events", 1, 2, [second, first])  # order in a batch: any
-    third = replace(reading(T0 + 3, LimitWindow.WEEKLY, 60.6, week), machine="spark02")
+    third = msgspec.structs.replace(
+        reading(T0 + 3, LimitWindow.WEEKLY, 60.6, week), machine="spark02"
+    )
     service.ingest("spark02", "events", 3, 3, [third])
     lines = [item.text for item in service.recent_feed(50) if item.kind == "limit"]
     assert lines == ["max-a has used 60% of its weekly window"]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import ssl
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from hub import mirror_codec as codec
@@ -143,7 +143,9 @@ def test_the_mirror_equals_the_hub_and_fetches_once_per_kind(hub: ServedHub) -> 
         assert asked["/api/v1/mirror/sessions"] == 1  # the snapshot
         before = asked.copy()
         # one batch of 40 calls in 40 sessions from a new machine: one update, one burst
-        calls = [replace(call("spark02", n), session_id=f"sess-{n}") for n in range(40)]
+        calls = [
+            msgspec.structs.replace(call("spark02", n), session_id=f"sess-{n}") for n in range(40)
+        ]
         hub.send("spark02", calls)
         wait_for(lambda: len(remote.sessions()) == 41, 20, "the 40 new sessions mirrored")
         wait_for(lambda: remote.fleet(Period.TODAY).calls == 43, 20, "the new calls")
@@ -219,7 +221,8 @@ def test_long_session_keys_are_asked_in_requests_a_proxy_takes(hub: ServedHub) -
 
     with RemoteFleet(hub.url, hub.tokens["viewer"], event_hooks={"request": [note]}) as remote:
         calls = [
-            replace(call("spark03", n), session_id=f"{n:03d}-" + "x" * 196) for n in range(300)
+            msgspec.structs.replace(call("spark03", n), session_id=f"{n:03d}-" + "x" * 196)
+            for n in range(300)
         ]
         hub.send("spark03", calls)
         wait_for(lambda: len(remote.sessions()) == 301, 30, "every long-named session")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 import pytest
 
@@ -30,11 +30,10 @@ CWD = "/home/dev/my_app"
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-@dataclass
 class Recorder(Collector):
     """A Collector that also keeps the order of emissions."""
 
-    sent: list[UsageEvent] = field(default_factory=list)
+    sent: list[UsageEvent] = msgspec.field(default_factory=list)
 
     def usage(self, event: UsageEvent) -> None:
         self.sent.append(event)

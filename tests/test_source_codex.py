@@ -13,6 +13,7 @@ import orjson
 import pytest
 import zstandard
 
+from node_agent.sources import _codex_lines
 from node_agent.sources.base import Collector, FileKind
 from node_agent.sources.codex import EARLY_FALLBACK_MODEL, UNKNOWN_MODEL, CodexSource
 from shared.events import LimitKind, LimitWindow, Role, Tokens, UsageEvent
@@ -990,7 +991,8 @@ def test_reset_file_rereads_to_the_same_ids(tmp_path: Path) -> None:
 def test_cold_scan_skips_bulk_lines_without_parsing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The prefilter must keep orjson away from response_item lines (the bulk of bytes)."""
+    """The prefilter must keep the JSON decoders (msgspec's typed one, orjson's checked one)
+    away from response_item lines (the bulk of bytes)."""
     thread = uuid7(T0)
     c = Counter()
     item = line(
@@ -1007,16 +1009,24 @@ def test_cold_scan_skips_bulk_lines_without_parsing(
         rows += [item, item, c.call(T0 + timedelta(seconds=k + 1), usage(100, 0, 1, 0))]
     path = write(rollout(tmp_path, thread, T0), rows)
     parsed: list[int] = []
-    real = orjson.loads
+    typed: list[int] = []
+    real, real_typed = orjson.loads, _codex_lines._decode
 
     def counting(data: bytes) -> Any:
         parsed.append(len(data))
         return real(data)
 
+    def counting_typed(data: bytes) -> Any:
+        typed.append(len(data))
+        return real_typed(data)
+
     monkeypatch.setattr(orjson, "loads", counting)  # the very module the source calls
+    monkeypatch.setattr(_codex_lines, "_decode", counting_typed)
     sink = read_all([path])
     assert len(sink.events.counted_usage()) == 50
-    assert len(parsed) == 52 and max(parsed) < 2000
+    # the typed path reads the turn and the token counts; orjson then reads session_meta and
+    # the rate limits (small): neither decoder sees a 20 kB item
+    assert len(typed) == 52 and max(typed + parsed) < 2000
 
 
 def test_slow_copy_burst_without_copied_turns_is_skipped_for_uuid7_threads(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ since the last one reported from the same file.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Final
+
+import msgspec
 
 from node_agent.sources._values import number as _num
 from node_agent.sources._values import text as _text
@@ -48,8 +49,7 @@ def classify_window(minutes: int | None) -> LimitWindow:
     return LimitWindow.OTHER
 
 
-@dataclass(frozen=True, slots=True)
-class WindowReading:
+class WindowReading(msgspec.Struct, frozen=True, gc=False):
     slot: str  # where it was logged ("primary"/"secondary"); informational only
     window_minutes: int | None
     used_percent: float | None
@@ -76,8 +76,7 @@ class WindowReading:
         return abs(self.resets_at - other.resets_at) < slack
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitsReading:
+class RateLimitsReading(msgspec.Struct, frozen=True, gc=False):
     limit_id: str | None
     limit_name: str | None
     plan_type: str | None
@@ -158,11 +157,10 @@ def _reset_window(reading: RateLimitsReading, at: float) -> WindowReading | None
     return max(pool, key=lambda w: w.resets_at or 0.0)
 
 
-@dataclass(slots=True)
-class LimitTracker:
+class LimitTracker(msgspec.Struct):
     """Per-file memory of the last reported reading of each window."""
 
-    reported: dict[str, tuple[WindowReading, str | None]] = field(default_factory=dict)
+    reported: dict[str, tuple[WindowReading, str | None]] = msgspec.field(default_factory=dict)
     latest: RateLimitsReading | None = None
 
     def snapshots(

@@ -17,10 +17,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Protocol
+
+import msgspec
 
 from shared.events import Agent, EventSet, LimitEvent, UsageEvent
 
@@ -31,8 +32,7 @@ class FileKind(StrEnum):
     WHOLE = "whole"
 
 
-@dataclass(frozen=True, slots=True)
-class SourceFile:
+class SourceFile(msgspec.Struct, frozen=True):
     path: Path
     kind: FileKind
     # Files are read in ascending order of (order, path). Sources use it where order decides
@@ -40,8 +40,7 @@ class SourceFile:
     order: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ParseProblem:
+class ParseProblem(msgspec.Struct, frozen=True):
     """Something in a log that could not be read. Reported with its place; never fatal."""
 
     path: str
@@ -65,13 +64,12 @@ class Sink(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class Collector:
+class Collector(msgspec.Struct):
     """A Sink that keeps everything in memory: for scans and tests."""
 
-    events: EventSet = field(default_factory=EventSet)
-    problems: list[ParseProblem] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)
+    events: EventSet = msgspec.field(default_factory=EventSet)
+    problems: list[ParseProblem] = msgspec.field(default_factory=list)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
 
     def usage(self, event: UsageEvent) -> None:
         self.events.add(event)

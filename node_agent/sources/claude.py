@@ -34,7 +34,7 @@ Event ids and revisions (the REVISION contract of `shared.events`):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -335,7 +335,11 @@ class ClaudeSource(Source):
         if loser is not None and loser.last is not None:
             # The sidechain copy was counted before its main copy turned up: take it back.
             loser.revision = RETRACTED + loser.revision
-            sink.usage(replace(loser.last, revision=loser.revision, duplicate_of=event.event_id))
+            sink.usage(
+                msgspec.structs.replace(
+                    loser.last, revision=loser.revision, duplicate_of=event.event_id
+                )
+            )
             loser.last = None
 
     def _event(self, line: UsageLine, path: Path) -> UsageEvent:

@@ -21,10 +21,11 @@ import csv
 import io
 import os
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+import msgspec
 
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import MAX_TOKENS, Agent, Tokens, UsageEvent
@@ -60,8 +61,7 @@ def _norm(name: str) -> str:
 _CANONICAL = {_norm(name): name for name in KNOWN}
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
+class _Row(msgspec.Struct, frozen=True):
     ts: float
     model: str
     tokens: Tokens

@@ -18,10 +18,10 @@ migrated copy and the records re-emitted after it win, and within a file the las
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from node_agent.sources._values import iso_time as _parse_ts
@@ -34,8 +34,7 @@ _JSONL_REVISION_BASE = 1 << 44
 _HEAD_LIMIT = 1 << 20  # the metadata line is small; never read more than this to find it
 
 
-@dataclass(frozen=True, slots=True)
-class _Place:
+class _Place(msgspec.Struct, frozen=True):
     """Where a record sits, for problems: line 0 plus a prefix inside a whole file."""
 
     path: str
@@ -46,8 +45,7 @@ class _Place:
         return ParseProblem(self.path, self.line, f"{self.prefix}{reason}")
 
 
-@dataclass(slots=True)
-class _Session:
+class _Session(msgspec.Struct):
     session_id: str
     role: Role
     parent_session_id: str | None

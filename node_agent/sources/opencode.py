@@ -26,12 +26,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
+import msgspec
 import orjson
 
 from node_agent.sources._values import count as _int
@@ -51,15 +51,13 @@ _DB_REVISION_BASE = 1 << 44
 _LOOKBACK_MS = 10 * 60 * 1000
 
 
-@dataclass(frozen=True, slots=True)
-class _Session:
+class _Session(msgspec.Struct, frozen=True):
     parent_id: str | None = None
     directory: str | None = None
     version: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
+class _Call(msgspec.Struct, frozen=True):
     """One billed call found in either store, before it becomes an event."""
 
     event_id: str
