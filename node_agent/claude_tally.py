@@ -11,15 +11,14 @@ None and goes through the source as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from node_agent.claude_reading import FileReading
 from node_agent.sources._claude_line import UsageLine
 from shared.events import Agent, Role
 
 
-@dataclass(frozen=True, slots=True)
-class SoloCalls:
+class SoloCalls(msgspec.Struct, frozen=True):
     lines: list[UsageLine]  # the best line of each call, in the source's order of events
     snapshots: int  # lines skipped as earlier or equal snapshots of a call
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from msgspec.structs import replace
 
 from pricing._tables import PriceTableError, parse_table
@@ -244,8 +244,7 @@ def _fail(table: ProviderTable, key: str, message: str) -> None:
     raise PriceTableError(table.file, key, message)
 
 
-@dataclass(frozen=True, slots=True)
-class RateChange:
+class RateChange(msgspec.Struct, frozen=True):
     provider: str
     model: str
     start: datetime

@@ -207,7 +207,7 @@ def test_a_call_added_by_its_fields_prices_as_its_event() -> None:
     unknown_events, unknown_fields = [], []
     for group, event, billing in events:
         unknown_events.append(by_event.add(group, event, billing))
-        counts = tuple(getattr(event.tokens, f) for f in Tokens.__dataclass_fields__)
+        counts = tuple(getattr(event.tokens, f) for f in Tokens.__struct_fields__)
         unknown_fields.append(
             by_fields.add_counts(
                 group,

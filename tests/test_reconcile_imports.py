@@ -5,12 +5,12 @@ complete one), and Cursor's own dollars held against the fleet's estimate of the
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from hub.reconcile.billed_store import BilledImports
 from hub.reconcile.cursor_billed import VALUATION, cursor_side

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import orjson
 import pynng
 import pytest
+from msgspec.structs import replace
 
 from hub.config import load_hub_config
 from hub.credit import CreditTerms, Draw, draw_of, meter_month, month_bounds

@@ -43,7 +43,6 @@ from hub.demo._spawn import child_env, spawn
 from hub.demo._webhook import Delivery, DemoWebhook, write_secret
 from hub.serve import Hub
 from hub.service import FleetService
-from node_agent.simulate.agent_commits import init_repository
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +242,6 @@ class DemoFleet:
             home = self._home(machine, profile.name)
             project = self.workdir / "projects" / next(self._projects)
             project.mkdir(parents=True, exist_ok=True)
-            init_repository(project)  # its agents commit there (without git: no outcomes)
             runs = self.workdir / "agents"
             runs.mkdir(parents=True, exist_ok=True)
             stem = f"{machine}-{profile.name}-{len(self._agents) + 1:02d}"

@@ -64,7 +64,7 @@ import psutil
 
 from shared.events import Agent, Role, Tokens
 
-from .agent_commits import commit
+from .agent_commits import commit, init_repository
 from .claude import (
     HAIKU,
     SONNET,
@@ -558,7 +558,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--commit-every",
         type=int,
         default=0,
-        help="commit to the project's git repository every N calls, as an agent does (0: never)",
+        help="commit every N calls as an agent does, in the project's git repository (made if"
+        " missing; 0: never)",
     )
     return p.parse_args(argv)
 
@@ -596,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 session = FakeCodex(home, project, rng, mode, model, journal)
         _announce(session, agent, tools)
         commits = _Commits(Path(project), agent, session.session_id, args.commit_every)
+        if args.commit_every > 0:
+            init_repository(Path(project))  # made once; agents sharing the project share it
         _run(session, mode, args.calls, args.pace, commits)
         if args.then == "exit":
             _end_tools(tools)  # a finished agent ends its tools
