@@ -70,6 +70,7 @@ class ProviderState:
     steps: deque[Step] = field(default_factory=deque)
     released: threading.Event = field(default_factory=threading.Event)
     streams_open: int = 0
+    cut: int = 0  # held answers the client hung up on
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -203,6 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
             while not state.released.wait(0.1):
                 self.wfile.write(b": held\n\n")  # an SSE comment: finds a client gone
                 self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            with state.lock:
+                state.cut += 1  # the client gave up the answer mid-stream
+            raise
         finally:
             with state.lock:
                 state.streams_open -= 1

@@ -5,6 +5,7 @@ first and both commands are in the audit log and the feed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -47,10 +48,8 @@ def standin(tmp_path: Path) -> Iterator[list[Standin]]:
     yield started
     for s in started:
         for pid in (s.shell, s.server, s.proc.pid):
-            try:
+            with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
         s.proc.wait(10)
 
 
