@@ -9,6 +9,7 @@ missing when it is not there.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,9 @@ import pytest
 CODEX_VERSION: Final = "0.171.0"
 OPENCODE_VERSION: Final = "1.18.33"
 PACKAGES: Final = (f"@openai/codex@{CODEX_VERSION}", f"opencode-ai@{OPENCODE_VERSION}")
+# OpenCode installs its plugin API package into a project's `.opencode/` once it finds a plugin
+# there (from the npm registry, ~30 s): kept installed beside the binaries and seeded.
+PLUGIN_PACKAGE: Final = f"@opencode-ai/plugin@{OPENCODE_VERSION}"
 INSTALL_HINT: Final = "python -m tests.real_agents install (npm, from the npm registry)"
 
 
@@ -55,21 +59,43 @@ def opencode() -> Path:
     return need("opencode", f"opencode-ai@{OPENCODE_VERSION}")
 
 
+def plugin_deps() -> Path:
+    return agents_dir() / "opencode-plugin"
+
+
+def seed_opencode_dir(directory: Path) -> bool:
+    """Give a project's `.opencode/` the plugin API package OpenCode would install there: its
+    package.json, lock and node_modules copied (OpenCode replaces a link with an install)."""
+    source = plugin_deps()
+    if not (source / "node_modules" / "@opencode-ai" / "plugin").exists():
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    dependency = {"dependencies": {"@opencode-ai/plugin": OPENCODE_VERSION}}
+    (directory / "package.json").write_text(json.dumps(dependency, indent=2) + "\n")
+    shutil.copy(source / "package-lock.json", directory / "package-lock.json")
+    shutil.copytree(source / "node_modules", directory / "node_modules", symlinks=True)
+    return True
+
+
 def install() -> int:
     npm = shutil.which("npm")
     if npm is None:
         print("no npm on PATH: the real-agent tests will skip", file=sys.stderr)
         return 0
-    if binary("codex") and binary("opencode"):
-        print(f"real agents already in {agents_dir()}")
-        return 0
-    target = agents_dir()
+    if not (binary("codex") and binary("opencode")):
+        _npm_install(npm, agents_dir(), PACKAGES)
+    if not (plugin_deps() / "node_modules" / "@opencode-ai" / "plugin").exists():
+        _npm_install(npm, plugin_deps(), (PLUGIN_PACKAGE,))
+    print(f"real agents in {agents_dir()}")
+    return 0  # the suite still runs; the tests say what is missing
+
+
+def _npm_install(npm: str, target: Path, packages: tuple[str, ...]) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(target), *PACKAGES]
+    command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(target), *packages]
     done = subprocess.run(command, check=False, timeout=900)
     if done.returncode != 0:
-        print(f"npm install failed ({done.returncode}): the real-agent tests will skip")
-    return 0  # the suite still runs; the tests say what is missing
+        print(f"npm install {' '.join(packages)} failed ({done.returncode}): tests will skip")
 
 
 if __name__ == "__main__":
