@@ -7,7 +7,8 @@ MCP server's place: `sleep 600`) below it.
 
 On SIGINT: `abort` writes `turn_aborted` (reason interrupted) and goes on (the TUI), `exit`
 writes it and exits (`codex exec`), `ignore` does nothing (a Codex that does not react).
-`--idle`: the turn has ended already (`task_complete`). Prints one JSON line once ready.
+`--idle`: the turn has ended already (`task_complete`). `--shell-first`: the shell was started
+before the turn (`started_at` says when the turn began). Prints one JSON line once ready.
 """
 
 from __future__ import annotations
@@ -37,14 +38,22 @@ def main() -> int:
     parser.add_argument("rollout", type=Path)
     parser.add_argument("--on-sigint", choices=("abort", "exit", "ignore"), required=True)
     parser.add_argument("--idle", action="store_true")
+    parser.add_argument("--shell-first", action="store_true", help="a shell an earlier turn left")
     args = parser.parse_args()
     set_process_name("codex")
     rollout = args.rollout.open("a", buffering=1)
-    rollout.write(line("task_started"))
+    server = subprocess.Popen(["sleep", "600"])  # started with the session, before any turn
+    shell = None
+    if args.shell_first:
+        shell = subprocess.Popen(["bash", "-c", "sleep 600; echo never"])
+        time.sleep(2.1)  # task_started's started_at is in whole seconds
+        rollout.write(line("task_started", started_at=int(time.time())))
+    else:
+        rollout.write(line("task_started"))
     if args.idle:
         rollout.write(line("task_complete", last_agent_message="done"))
-    shell = subprocess.Popen(["bash", "-c", "sleep 600; echo never"])
-    server = subprocess.Popen(["sleep", "600"])
+    if shell is None:
+        shell = subprocess.Popen(["bash", "-c", "sleep 600; echo never"])
     interrupted = False
 
     def on_sigint(_sig: int, _frame: FrameType | None) -> None:

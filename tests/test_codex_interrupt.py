@@ -108,6 +108,15 @@ def test_codex_exec_exits_with_its_turn_and_nothing_is_left_below_it(
     fleet.wait_for(lambda: not alive(s.shell) and not alive(s.server), 5, "the orphans ended")
 
 
+def test_a_shell_an_earlier_turn_left_running_is_not_ended(
+    tmp_path: Path, standin: list[Standin]
+) -> None:
+    s = start(standin, tmp_path, "--on-sigint", "abort", "--shell-first")
+    result = interrupt(s.proc.pid, s.ctime)
+    assert result.ok and result.outcome == "interrupted", result
+    assert "left running" not in result.detail and alive(s.shell)  # a dev server, say
+
+
 def test_an_idle_codex_gets_no_signal(tmp_path: Path, standin: list[Standin]) -> None:
     s = start(standin, tmp_path, "--on-sigint", "exit", "--idle")
     result = interrupt(s.proc.pid, s.ctime)

@@ -22,9 +22,11 @@ from typing import Any
 
 import psutil
 import pytest
+from websockets.sync.client import unix_connect
 
 from hub.budgets.model import parse_budget
 from hub.serve import Hub
+from node_agent.procs import interrupt
 from node_agent.query_client import session_figures
 from shared.events import Agent
 from shared.verdicts import Verdict, VerdictState
@@ -386,4 +388,108 @@ def test_turn_interrupt_through_the_app_server_ends_the_turn(cx: CodexFleet) -> 
         assert last["type"] == "turn_aborted" and last["turn_id"] == turn
     finally:
         cx.provider.release()
+        server.close()
+
+
+def sleeping_shells(pid: int) -> list[psutil.Process]:
+    return [
+        p for p in psutil.Process(pid).children(recursive=True)
+        if "sleep 600" in " ".join(p.cmdline())
+    ]  # fmt: skip
+
+
+class SocketClient:
+    """An IDE's side of `codex app-server --listen unix://PATH`: JSON-RPC over WebSocket."""
+
+    def __init__(self, path: Path) -> None:
+        self.ws = unix_connect(str(path), "ws://localhost/")
+        self._next = 0
+        self.seen: list[dict[str, Any]] = []
+        self.call("initialize", {"clientInfo": {"name": "ide", "version": "0"}})
+        self.ws.send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
+
+    def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._next += 1
+        ask = self._next
+        self.ws.send(json.dumps({"jsonrpc": "2.0", "id": ask, "method": method, "params": params}))
+        return self.wait(lambda m: m.get("id") == ask)
+
+    def wait(self, match: Any, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            self.seen.append(message)
+            if match(message):
+                return message
+        raise AssertionError(f"no such message from the app-server in {timeout:g} s")
+
+
+@pytest.fixture
+def provider_home(tmp_path: Path) -> Iterator[tuple[ModelProvider, CodexFleet]]:
+    """The real Codex with its provider, without a hub or node (the node's procs called)."""
+    binary = codex()
+    with model_provider() as provider:
+        home = tmp_path / "codex-home"
+        write_codex_config(home, provider)
+        work = tmp_path / "work"
+        work.mkdir()
+        (tmp_path / "home").mkdir()
+        yield provider, CodexFleet(tmp_path, None, tmp_path, home, work, provider, [], binary)  # type: ignore[arg-type]
+
+
+def test_the_node_interrupts_a_turn_in_an_app_server_it_can_reach(
+    provider_home: tuple[ModelProvider, CodexFleet],
+) -> None:
+    provider, cx = provider_home
+    sock = cx.tmp / "app-server.sock"
+    server = subprocess.Popen(
+        [str(cx.binary), "app-server", "--listen", f"unix://{sock}"],
+        cwd=cx.work, env=cx.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        fleet.wait_for(sock.exists, 30, "the app-server's socket")
+        ctime = psutil.Process(server.pid).create_time()
+        ide = SocketClient(sock)
+        thread = ide.call("thread/start", {"cwd": str(cx.work)})["result"]["thread"]["id"]
+        first = interrupt(server.pid, ctime)  # a thread with no turn yet: nothing to do
+        assert first.ok and first.outcome == "idle", first
+        provider.plan(Exec("sleep 600"), HOLD)
+        turn = ide.call(
+            "turn/start", {"threadId": thread, "input": [{"type": "text", "text": "go"}]}
+        )["result"]["turn"]["id"]
+        assert provider.wait_streaming(30)
+        shells = sleeping_shells(server.pid)
+        assert shells, "no tool shell under the app-server"
+        result = interrupt(server.pid, ctime)
+        assert result.ok and result.outcome == "interrupted", result
+        assert f"turn/interrupt over unix://{sock}: 1 of 1 turn(s) ended" in result.detail
+        assert "turn_aborted (interrupted)" in result.detail
+        fleet.wait_for(lambda: not any(p.is_running() for p in shells), 10, "the shell ended")
+        assert "left running" in result.detail  # ended by the node: Codex leaves it (#42717)
+        done = ide.wait(lambda m: m.get("method") == "turn/completed")
+        assert done["params"]["turn"]["id"] == turn
+        assert done["params"]["turn"]["status"] == "interrupted"
+        assert server.poll() is None  # the server and its other threads go on
+        (rollout,) = cx.rollouts()
+        assert thread in rollout.name
+        assert any(e["type"] == "turn_aborted" for e in rollout_events(rollout))
+        ide.ws.close()
+    finally:
+        provider.release()
+        server.terminate()
+        server.wait(10)
+
+
+def test_an_app_server_on_stdio_is_not_signalled(
+    provider_home: tuple[ModelProvider, CodexFleet],
+) -> None:
+    _, cx = provider_home
+    server = AppServer(cx)
+    try:
+        server.call("initialize", {"clientInfo": {"name": "ide", "version": "0"}})
+        result = interrupt(server.proc.pid, psutil.Process(server.proc.pid).create_time())
+        assert result.outcome == "refused" and "on stdio" in result.detail, result
+        assert server.proc.poll() is None
+    finally:
         server.close()

@@ -7,12 +7,17 @@ that keeps calling the model is stopped from outside (research/agent-integration
   `interrupted`); `codex exec` exits after it. That line (or the process's exit) is the proof
   the turn ended; without either within `wait` seconds the outcome is `failed` and the pause
   that follows is the brake.
+- A Codex app-server the node can reach (`--listen unix://PATH` or a loopback `ws://`) is
+  asked `turn/interrupt` for each turn in progress in the rollouts it holds open (SIGINT would
+  end the server and all its threads); one on stdio is refused: only its client reaches it,
+  and the pause that follows is the brake (`codex_appserver`).
 - A Codex with no turn in progress (its rollout's last turn has ended) is left alone: SIGINT
   there is a keypress-less Ctrl+C that the TUI may read as "quit".
-- Interrupting leaves a running tool shell alive (openai/codex#42717): once the turn has
-  ended, the shells Codex had started (`bash`, `sh`, `zsh`... below it, seen before the
-  signal) that still run are ended with their trees, as is everything left below a Codex
-  that exited. Other children (MCP servers) of a Codex that goes on are left running.
+- Interrupting leaves a running tool shell alive (openai/codex#42717; the app-server too, in
+  0.171.0): once the turn has ended, what it started (below Codex, seen before the signal,
+  started since the turn's `started_at`) and still runs is ended with its tree, as is
+  everything left below a Codex that exited. What an earlier turn left running and the MCP
+  servers of a Codex that goes on are left alone.
 
 Addressed by (pid, create_time) and refused on a recycled pid like the other commands (`halt`).
 """
@@ -29,6 +34,13 @@ from typing import Final
 import orjson
 import psutil
 
+from node_agent.procs.codex_appserver import (
+    AppServerError,
+    interrupt_turns,
+    is_app_server,
+    listener,
+    reachable,
+)
 from node_agent.procs.halt import (
     CommandResult,
     _Handle,
@@ -47,6 +59,7 @@ LEFTOVER_GRACE: Final = 0.5  # SIGTERM grace of a tool shell left running
 TAIL_BYTES: Final = 1 << 20  # how much of a rollout's end is read for the turn's state
 SHELLS: Final = frozenset({"bash", "sh", "zsh", "dash", "fish", "ksh"})
 TURN_ENDS: Final = frozenset({"turn_aborted", "task_complete"})
+SAME_START_S: Final = 1.0  # task_started's started_at is in whole seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class TurnState:
 
     turn_id: str | None
     ended: str | None
+    started_at: float | None = None  # epoch seconds, as task_started says
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +95,16 @@ def turn_state(lines: list[bytes]) -> TurnState | None:
         turn = payload.get("turn_id")
         turn = turn if isinstance(turn, str) else None
         if kind == "task_started":
-            state = TurnState(turn, None)
+            at = payload.get("started_at")
+            started = (
+                float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+            )
+            state = TurnState(turn, None, started)
         elif kind in TURN_ENDS:
             reason = payload.get("reason")
             ended = f"{kind} ({reason})" if isinstance(reason, str) else str(kind)
-            state = TurnState(turn or (state.turn_id if state else None), ended)
+            before = state if state is not None else TurnState(None, None)
+            state = TurnState(turn or before.turn_id, ended, before.started_at)
     return state
 
 
@@ -105,8 +124,9 @@ def read_from(path: Path, offset: int) -> list[bytes]:
     return lines[:-1]  # the last is not finished until its newline
 
 
-def rollout_of(procs: list[psutil.Process]) -> Path | None:
-    """The rollout a Codex tree holds open for writing."""
+def rollouts_of(procs: list[psutil.Process]) -> list[Path]:
+    """The rollouts a Codex tree holds open for writing (an app-server: one per thread)."""
+    found: dict[Path, None] = {}
     for proc in procs:
         try:
             files = proc.open_files()
@@ -115,8 +135,13 @@ def rollout_of(procs: list[psutil.Process]) -> Path | None:
         for f in files:
             name = Path(f.path).name
             if f.mode != "r" and name.startswith("rollout-") and name.endswith(".jsonl"):
-                return Path(f.path)
-    return None
+                found[Path(f.path)] = None
+    return list(found)
+
+
+def thread_of(rollout: Path) -> str:
+    """The thread a rollout is of: its name ends with the thread's id (a UUID)."""
+    return rollout.stem[-36:]
 
 
 def _members(root: _Handle) -> list[_Member]:
@@ -168,17 +193,21 @@ def _wait_for_end(
         pause = min(pause * 2, 0.05)
 
 
-def _end_leftovers(members: list[_Member], codex_exited: bool) -> list[str]:
-    """End the tool shells still running after the turn (all that is left when Codex itself
-    exited); their trees go with them. Returns what was ended, in words."""
+def _end_leftovers(members: list[_Member], codex_exited: bool, since: float | None) -> list[str]:
+    """End what the interrupted turn left running, with their trees: everything below a Codex
+    that exited (orphans now); else the processes started since the turn began (`since`, its
+    `started_at`: a tool's shell may have exec'd into its command by now), or, when the rollout
+    does not say when, the shells. A process an earlier turn left running on purpose (a dev
+    server) and the MCP servers are not the interrupt's to end. Returns what was ended."""
     ended: list[str] = []
     for member in members:
-        if member.handle.exited():
-            continue
-        if _is_codex(member.handle.proc):
-            continue  # the native binary under the npm wrapper: Codex itself
-        if not codex_exited and member.name not in SHELLS:
-            continue  # an MCP server of a Codex that goes on
+        if member.handle.exited() or _is_codex(member.handle.proc):
+            continue  # gone, or Codex itself (the native binary under the npm wrapper)
+        if not codex_exited:
+            if since is not None and member.create_time < since - SAME_START_S:
+                continue
+            if since is None and member.name not in SHELLS:
+                continue
         result = kill(member.handle.pid, member.create_time, grace=LEFTOVER_GRACE)
         if result.ok:
             ended.append(f"{member.name} pid {member.handle.pid}")
@@ -198,11 +227,16 @@ def interrupt(pid: int, create_time: float, wait: float = INTERRUPT_WAIT) -> Com
             raise _Refused(f"pid {pid} is not Codex CLI: only a Codex turn is interrupted")
         members = _members(root)
         procs = [root.proc, *(m.handle.proc for m in members)]
-        rollout = rollout_of(procs)
+        cmdline = root.proc.cmdline()
+        if is_app_server(cmdline):
+            return _app_server(root, cmdline, members, rollouts_of(procs), wait)
+        rollout = next(iter(rollouts_of(procs)), None)
         offset = 0
+        since = None
         if rollout is not None:
             offset = rollout.stat().st_size
             state = turn_state(read_from(rollout, 0))
+            since = state.started_at if state is not None else None
             if state is not None and state.ended is not None:
                 detail = f"no turn in progress: the last one ended with {state.ended}"
                 return CommandResult(True, "idle", detail)
@@ -223,7 +257,7 @@ def interrupt(pid: int, create_time: float, wait: float = INTERRUPT_WAIT) -> Com
             exited = not _wait([root], _Handle.exited, EXIT_GRACE)
         words = [f"SIGINT: the turn ended in {took:.1f} s"]
         words.append(f"rollout: {ended}" if ended else "Codex exited before its rollout said so")
-        leftovers = _end_leftovers(members, exited)
+        leftovers = _end_leftovers(members, exited, since)
         if exited:
             words.append("Codex exited")
         if leftovers:
@@ -232,9 +266,57 @@ def interrupt(pid: int, create_time: float, wait: float = INTERRUPT_WAIT) -> Com
         return CommandResult(True, outcome, "; ".join(words), (pid,))
     except _Refused as why:
         return CommandResult(False, "refused", str(why))
+    except psutil.Error as exc:
+        return CommandResult(False, "refused", f"pid {pid}: {exc}")
     except OSError as exc:  # the rollout vanished between the listing and the stat
         return CommandResult(False, "failed", f"pid {pid}: {exc}")
     finally:
         root.close()
         for member in members:
             member.handle.close()
+
+
+def _app_server(
+    root: _Handle, cmdline: list[str], members: list[_Member], rollouts: list[Path], wait: float
+) -> CommandResult:
+    """`turn/interrupt` each turn in progress in the app-server's open rollouts, then wait for
+    each rollout to record its end."""
+    pid = root.pid
+    where = listener(cmdline)
+    if where is None:
+        raise _Refused(
+            f"pid {pid} is a Codex app-server on stdio: only its client can interrupt its turns"
+        )
+    if (why := reachable(where)) is not None:
+        raise _Refused(f"pid {pid} is a Codex app-server the node cannot reach: {why}")
+    running: list[tuple[Path, int, str, str]] = []
+    starts: list[float | None] = []
+    for rollout in rollouts:
+        state = turn_state(read_from(rollout, 0))
+        if state is not None and state.ended is None and state.turn_id is not None:
+            running.append((rollout, rollout.stat().st_size, thread_of(rollout), state.turn_id))
+            starts.append(state.started_at)
+    if not running:
+        return CommandResult(True, "idle", f"no turn in progress in its {len(rollouts)} thread(s)")
+    started = time.monotonic()
+    try:
+        failed = interrupt_turns(where, [(thread, turn) for _, _, thread, turn in running])
+    except AppServerError as exc:
+        return CommandResult(False, "failed", f"turn/interrupt: {exc}", (pid,))
+    deadline = started + wait
+    ended: list[str] = []
+    for rollout, offset, _thread, _turn in running:
+        end, _ = _wait_for_end(root, rollout, offset, max(0.0, deadline - time.monotonic()))
+        if end is not None:
+            ended.append(end)
+    took = time.monotonic() - started
+    words = [f"turn/interrupt over {where.url}: {len(ended)} of {len(running)} turn(s) ended"]
+    words.append(f"in {took:.1f} s (rollout: {', '.join(sorted(set(ended)))})" if ended else "")
+    words += failed
+    known = [at for at in starts if at is not None]
+    since = min(known) if len(known) == len(starts) else None
+    leftovers = _end_leftovers(members, codex_exited=False, since=since)
+    if leftovers:
+        words.append(f"ended {len(leftovers)} left running ({', '.join(leftovers)})")
+    ok = len(ended) == len(running)
+    return CommandResult(ok, "interrupted" if ok else "failed", "; ".join(w for w in words if w))
