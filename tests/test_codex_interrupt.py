@@ -18,6 +18,7 @@ import pytest
 
 from hub.budgets.model import parse_budget
 from node_agent.procs import interrupt
+from node_agent.procs.codex_appserver import is_app_server, listener, reachable
 from node_agent.procs.interrupt import turn_state
 from node_agent.simulate.fake_agent import launch
 from shared.events import Agent
@@ -162,6 +163,23 @@ def test_turn_state_reads_the_last_turn_and_skips_cut_lines() -> None:
     ended = turn_state([started, aborted])
     assert ended is not None and ended.ended == "turn_aborted (x)"
     assert turn_state([b'{"type":"response_item","payload":{}}']) is None
+
+
+def test_which_app_servers_the_node_can_reach() -> None:
+    codex = ["node", "/usr/lib/node_modules/@openai/codex/bin/codex.js", "app-server"]
+    assert is_app_server(codex) and not is_app_server(["codex", "exec", "app-server"][:2])
+    assert listener(codex) is None  # stdio, the default
+    assert listener([*codex, "--listen", "stdio://"]) is None
+    unix = listener([*codex, "--listen", "unix:///run/codex.sock"])
+    assert unix is not None and unix.path == "/run/codex.sock" and reachable(unix) is None
+    default = listener([*codex, "--listen=unix://"])
+    assert default is not None and "default socket" in str(reachable(default))
+    ws = listener([*codex, "--listen", "ws://127.0.0.1:4500"])
+    assert ws is not None and reachable(ws) is None
+    far = listener([*codex, "--listen", "ws://10.0.0.5:4500"])
+    assert far is not None and "not a loopback" in str(reachable(far))
+    token = listener([*codex, "--listen", "ws://127.0.0.1:4500", "--ws-auth", "capability-token"])
+    assert token is not None and "--ws-auth" in str(reachable(token))
 
 
 NODE = "cx07"
