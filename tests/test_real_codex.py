@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -402,7 +403,8 @@ class SocketClient:
     """An IDE's side of `codex app-server --listen unix://PATH`: JSON-RPC over WebSocket."""
 
     def __init__(self, path: Path) -> None:
-        self.ws = unix_connect(str(path), "ws://localhost/")
+        self.stack = ExitStack()
+        self.ws = self.stack.enter_context(unix_connect(str(path), "ws://localhost/"))
         self._next = 0
         self.seen: list[dict[str, Any]] = []
         self.call("initialize", {"clientInfo": {"name": "ide", "version": "0"}})
@@ -474,7 +476,7 @@ def test_the_node_interrupts_a_turn_in_an_app_server_it_can_reach(
         (rollout,) = cx.rollouts()
         assert thread in rollout.name
         assert any(e["type"] == "turn_aborted" for e in rollout_events(rollout))
-        ide.ws.close()
+        ide.stack.close()
     finally:
         provider.release()
         server.terminate()

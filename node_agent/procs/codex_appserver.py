@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -75,13 +76,13 @@ class AppServerClient:
     """One JSON-RPC session with an app-server (initialize, then requests by id)."""
 
     def __init__(self, where: Listener) -> None:
+        self._stack = ExitStack()  # the connection is a context manager (websockets 14+)
         try:
             if where.path is not None:
-                self._ws: ClientConnection = unix_connect(
-                    where.path, "ws://localhost/", open_timeout=CONNECT_TIMEOUT
-                )
+                opened = unix_connect(where.path, "ws://localhost/", open_timeout=CONNECT_TIMEOUT)
             else:
-                self._ws = connect(where.url, open_timeout=CONNECT_TIMEOUT)
+                opened = connect(where.url, open_timeout=CONNECT_TIMEOUT)
+            self._ws: ClientConnection = self._stack.enter_context(opened)
         except (OSError, WebSocketException, TimeoutError) as exc:
             raise AppServerError(f"cannot connect to {where.url}: {exc}") from None
         self._next = 0
@@ -126,7 +127,7 @@ class AppServerClient:
             raise AppServerError(f"{self.url}: {exc}") from None
 
     def close(self) -> None:
-        self._ws.close()
+        self._stack.close()
 
 
 def interrupt_turns(where: Listener, turns: Sequence[tuple[str, str]]) -> list[str]:
