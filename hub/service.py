@@ -66,11 +66,17 @@ PRUNE_BUDGET_S: Final = 0.2  # time `prune` may take per call (in steps of PRUNE
 PRUNE_REST_S: Final = 60.0  # after pruning all it could: a minute's events are all it can gain
 PROFILE_MEMORY_S: Final = 8 * 86400.0  # limit and profile events read back at start (a week+)
 REPORT_CACHE_KIB: Final = 8 * 1024  # a report's own connection: it reads each roll-up page once
-Action = Literal["pause", "resume", "kill"]
+Action = Literal["pause", "resume", "kill", "interrupt"]
 # How long an operator waits for a node's answer: pause and resume take milliseconds on the
 # node, so silence for a second means the node is not answering; a kill waits out the agent's
-# SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers.
-ANSWER_WITHIN: Final[dict[str, float]] = {"pause": 1.0, "resume": 1.0, "kill": 6.0}
+# SIGTERM grace (2 s) and the SIGKILL (up to 2 s) before it answers; an interrupt waits up to
+# 3 s for Codex's rollout to record the aborted turn, then ends the shells it left running.
+ANSWER_WITHIN: Final[dict[str, float]] = {
+    "pause": 1.0,
+    "resume": 1.0,
+    "kill": 6.0,
+    "interrupt": 6.0,
+}
 EMBEDDED: Final = Connection("embedded hub")
 
 
@@ -751,7 +757,7 @@ class FleetService:
         who: str,
         command_id: str | None = None,
     ) -> CommandOutcome:
-        """Send pause / resume / kill for (pid, create_time) on `node` and wait for the answer.
+        """Send pause / resume / kill / interrupt for (pid, create_time) on `node`; its answer.
         Written to the audit log and the feed, whatever the outcome. `command_id`: the same id
         sent again is answered by the node from memory, not acted on twice (the governor's
         retries after a restart); default a fresh one."""

@@ -8,7 +8,7 @@ Threads, each with one concern and its own SQLite connection where it needs one:
   positions; profile timelines turn limit hits and status-file
   switches into profile events, committed the same way;
 - sender: `EventSender` drains the outbox to the hub;
-- commands: `CommandResponder` answers pause / resume / kill / processes;
+- commands: `CommandResponder` answers pause / resume / kill / interrupt / processes;
 - the main thread: signals, the systemd watchdog, and the process inventory.
 
 SIGTERM or SIGINT stops every loop; what was read is committed by then (every commit is
@@ -186,7 +186,12 @@ class Daemon:
         pid, ctime = body.get("pid"), body.get("ctime")
         if not isinstance(pid, int) or not isinstance(ctime, (int, float)):
             return {"ok": False, "outcome": "refused", "detail": "command names no pid/ctime"}
-        actions = {"pause": procs.pause, "resume": procs.resume, "kill": procs.kill}
+        actions = {
+            "pause": procs.pause,
+            "resume": procs.resume,
+            "kill": procs.kill,
+            "interrupt": procs.interrupt,
+        }
         action = actions.get(str(command))
         if action is None:
             return {"ok": False, "outcome": "refused", "detail": f"unknown command {command!r}"}

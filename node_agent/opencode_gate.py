@@ -4,8 +4,10 @@ loaded from its plugin directories, so the gate is a small file we write and rem
 Its `chat.params` hook runs before each model call and `tool.execute.before` before each tool;
 both ask the node (spawning `node-agent hook EVENT --agent opencode`, or POSTing to the node's
 hook_port with its token) and throw the stop reason when a budget is exhausted: OpenCode then
-refuses the call. A node that does not answer lets the call through and logs so, unless the
-plugin was installed with `--on-node-down block`.
+refuses the call (checked against the real OpenCode 1.18.33: no request reaches the provider).
+The reason is thrown in words OpenCode does not take for a provider's passing trouble, which it
+would retry for a minute (see `finalWords`). A node that does not answer lets the call through
+and logs so, unless the plugin was installed with `--on-node-down block`.
 """
 
 from __future__ import annotations
@@ -59,18 +61,41 @@ async function askPort(event, body) {
   return await answer.json();
 }
 
+// OpenCode (1.18.33, its SessionRetry) retries a failed model call whose error reads like a
+// provider's passing trouble: "exhausted", "unavailable", "rate limit", "overloaded", "timeout",
+// "connection refused", a status such as 429 or 500 anywhere in the text. It then asks this
+// hook again, up to 5 times over a minute, and calls the refusal "Provider is overloaded". A
+// refusal is final: an invisible word joiner after the first letter of such words keeps the
+// text as it reads and stops OpenCode from taking it for one.
+const TRANSIENT = [
+  /exhausted|unavailable|overloaded|capacity|too[-_ ]?many[-_ ]?requests/gi,
+  /rate[-_ ]?limit|rate increased|resource[-_ ]exhausted|internal[-_ ]error|server[-_ ]error/gi,
+  /timeout|timed out|time out|terminated|fetch failed|failed to fetch|network[-_ ]error/gi,
+  /connection|socket|reset before|getaddrinfo|enotfound|eai_again|econn\w*|etimedout/gi,
+  /try (?:again|your request)|retry|provider returned error|upstream|\d{3,}/gi,
+];
+
+function finalWords(message) {
+  // a number gets one between every digit: "1500" must not read as 500 either
+  const joined = (word) =>
+    /^\d+$/.test(word) ? word.split("").join("\u2060") : `${word[0]}\u2060${word.slice(1)}`;
+  return TRANSIENT.reduce((text, pattern) => text.replace(pattern, joined), String(message));
+}
+
 async function gate(event, body, log) {
   let answer;
   try {
     answer = HTTP ? await askPort(event, body) : await runHook(event, body);
   } catch (err) {
     const why = `fleetmeter: the node does not answer (${err.message})`;
-    if (BLOCK_WHEN_DOWN) throw new Error(`${why}; blocked as configured`);
+    if (BLOCK_WHEN_DOWN) throw new Error(finalWords(`${why}; blocked as configured`));
     await log("warn", `${why}; let through`);
     return;
   }
   // A throw is how OpenCode refuses the model call or the tool.
-  if (answer.continue === false) throw new Error(String(answer.stopReason || "fleetmeter: stop"));
+  if (answer.continue === false) {
+    throw new Error(finalWords(answer.stopReason || "fleetmeter: stop"));
+  }
   const note = answer.systemMessage || answer.hookSpecificOutput?.additionalContext;
   if (note) await log("warn", note);
 }

@@ -6,7 +6,8 @@ insert-or-ignore on (budget, period, mark), so a mark fires once per budget and 
 same commit as the calls that crossed it; a restart neither fires it again nor misses it (a
 mark still `pending` at start is acted on then). After the commit an actor thread acts on the
 new marks: a finding to the sink, a line in the feed and the audit log, and for a hard budget
-pause or kill of every agent process in scope through the commander, each stop recorded so
+pause or kill of every agent process in scope through the commander (a Codex process's turn is
+interrupted first: see `_interrupt`), each stop recorded so
 it is sent once (a command id derived from the mark makes a resend after a crash a no-op on
 the node). Calls that arrive after a stop are in-flight overshoot: they are added to the
 mark's `spent_after`, and any new agent process in a stopped scope is stopped too.
@@ -70,11 +71,11 @@ from hub.budgets.standing import BudgetStanding, standing_of, stop_summary
 from hub.config import load_hub_config
 from hub.findings import Finding, FindingSink, Severity
 from hub.model import Change, NodeState, Price
-from hub.service import FleetService
+from hub.service import CommandOutcome, FleetService
 from hub.store import Store
 from pricing import Billing
 from shared.config import ConfigError
-from shared.events import LimitEvent
+from shared.events import Agent, LimitEvent
 from shared.hello import ProcessInfo
 
 log = logging.getLogger(__name__)
@@ -498,6 +499,16 @@ class Governor:
                         db, budget.name, mark.bucket, key, action, "already paused", self.clock()
                     )
                 continue
+            if action == "pause" and process.agent is Agent.CODEX:
+                first = self._interrupt(node, process, who, budget.name, mark.bucket)
+                if first is not None:  # Codex ended with its turn: nothing left to pause
+                    outcomes[first.outcome] += 1
+                    acted += first.ok
+                    with self._own_lock, self._own.writing() as db:
+                        records.note_stop(
+                            db, budget.name, mark.bucket, key, action, first.outcome, self.clock()
+                        )
+                    continue
             outcome = self._service.command(
                 node,
                 "pause" if action == "pause" else "kill",
@@ -513,6 +524,25 @@ class Governor:
                     db, budget.name, mark.bucket, key, action, outcome.outcome, self.clock()
                 )
         return stop_summary(action, outcomes), acted
+
+    def _interrupt(
+        self, node: str, process: ProcessInfo, who: str, budget: str, bucket: str
+    ) -> CommandOutcome | None:
+        """A Codex turn is interrupted before the pause (its hooks gate no model call inside
+        a turn, and a turn frozen mid-stream goes on streaming when resumed): the outcome when
+        Codex exited with it (`codex exec`), else None and the pause follows as the brake,
+        whether the interrupt worked or not."""
+        outcome = self._service.command(
+            node,
+            "interrupt",
+            process.pid,
+            process.create_time,
+            who=who,
+            command_id=command_id(
+                budget, bucket, node, process.pid, process.create_time, "interrupt"
+            ),  # fmt: skip
+        )
+        return outcome if outcome.outcome == "exited" else None
 
     def _sentence(self, budget: Budget, mark: Mark, summary: str, due: Due) -> str:
         head = f"budget '{budget.name}' ({budget.scope.text}, {budget.period.text})"
