@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from pricing import PricedCall
 from pricing.rollup import Row, RowKey
-from shared.events import Agent, Role, UsageEvent
+from shared.events import Agent, Role, Tokens, UsageEvent
 from shared.outcomes import Commit, SessionOutcome, root_session
 
 OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
@@ -107,6 +107,13 @@ def _share(part: Row, whole: Row) -> str | None:
 
 
 Call = tuple[UsageEvent, PricedCall]
+# (commit index, calls, their tokens, their price, by a subagent, retry (None: not logged))
+Part = tuple[int, int, Tokens, PricedCall, bool, bool | None]
+
+
+def tool_set(tool_calls: str | None) -> frozenset[str]:
+    """The tool calls a call asked for (`UsageEvent.tool_calls`: comma-separated)."""
+    return frozenset(tool_calls.split(",")) if tool_calls else frozenset()
 
 
 def _retries(calls: list[Call]) -> list[bool | None]:
@@ -118,7 +125,7 @@ def _retries(calls: list[Call]) -> list[bool | None]:
         if event.agent not in TOOL_CALL_AGENTS:
             out.append(None)
             continue
-        tools = frozenset(event.tool_calls.split(",")) if event.tool_calls else frozenset()
+        tools = tool_set(event.tool_calls)
         thread = event.subagent_id
         out.append(bool(tools & last.get(thread, frozenset())))
         last[thread] = tools
@@ -141,30 +148,56 @@ class OutcomeReport:
         if not ordered:
             return
         session_id = root_session(ordered[0][0])
+        self._count(outcome)
+        commits = list(outcome.commits) if outcome is not None else []
+        times = [c.author_ts for c in commits]
+        for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
+            part = (bisect_left(times, event.ts), 1, event.tokens, priced)
+            self._add(outcome, commits, session_id, part, event.role is Role.SUBAGENT, retry)
+
+    def add_session_parts(
+        self, outcome: SessionOutcome | None, session_id: str, parts: Iterable[Part]
+    ) -> None:
+        """A session's calls (at least one) summed in parts: each part's calls all belong to
+        one commit, given by its index in `outcome.commits` (the rule above; past the end:
+        none), one class, subagent or not, retries or not (None: not logged)."""
+        self._count(outcome)
+        commits = list(outcome.commits) if outcome is not None else []
+        for at, calls, tokens, priced, subagent, retry in parts:
+            self._add(outcome, commits, session_id, (at, calls, tokens, priced), subagent, retry)
+
+    def _count(self, outcome: SessionOutcome | None) -> None:
         status = outcome.status if outcome is not None else "unchecked"
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if outcome is not None and outcome.pr_status:
             self.pr_lookups[outcome.pr_status] = self.pr_lookups.get(outcome.pr_status, 0) + 1
-        commits = list(outcome.commits) if outcome is not None else []
-        times = [c.author_ts for c in commits]
-        for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
-            at = bisect_left(times, event.ts)
-            commit = commits[at] if at < len(commits) else None
-            group = self._group(outcome, commit)
-            group.sessions.add(session_id)
-            if not commits:
-                group.no_outcome_sessions.add(session_id)
-            group.row.add_calls(1, event.tokens, priced)
-            if commit is None:
-                group.no_outcome.add_calls(1, event.tokens, priced)
-            else:
-                group.commits[commit.sha] = commit
-            if event.role is Role.SUBAGENT:
-                group.subagent.add_calls(1, event.tokens, priced)
-            if retry is None:
-                group.retry_unseen_calls += 1
-            elif retry:
-                group.retry.add_calls(1, event.tokens, priced)
+
+    def _add(
+        self,
+        outcome: SessionOutcome | None,
+        commits: list[Commit],
+        session_id: str,
+        part: tuple[int, int, Tokens, PricedCall],
+        subagent: bool,
+        retry: bool | None,
+    ) -> None:
+        at, calls, tokens, priced = part
+        commit = commits[at] if at < len(commits) else None
+        group = self._group(outcome, commit)
+        group.sessions.add(session_id)
+        if not commits:
+            group.no_outcome_sessions.add(session_id)
+        group.row.add_calls(calls, tokens, priced)
+        if commit is None:
+            group.no_outcome.add_calls(calls, tokens, priced)
+        else:
+            group.commits[commit.sha] = commit
+        if subagent:
+            group.subagent.add_calls(calls, tokens, priced)
+        if retry is None:
+            group.retry_unseen_calls += calls
+        elif retry:
+            group.retry.add_calls(calls, tokens, priced)
 
     def _group(self, outcome: SessionOutcome | None, commit: Commit | None) -> _Group:
         ok = outcome is not None and outcome.status == "ok"

@@ -1,0 +1,158 @@
+"""An outcome view read from the outcome roll-up (`hub._outcome_rollup`): sums for the sessions
+whose calls are all filed there in order, the calls themselves for the others (a session with
+calls before the report's first day or the retention edge, or marked dirty). The result is the
+one reading every call gives (`hub.outcomes.build_outcome_report(..., from_sums=False)`), which
+the tests check on stores with re-sent, revised, re-priced and pruned calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from hub._outcome_rollup import QUARTER_S, RETRY_UNSEEN, RETRY_YES, TOKEN_COLUMNS, commit_index
+from hub._pricing import billing_of
+from hub._rollup import cost_class
+from pricing import PricedCall
+from pricing.outcomes import OutcomeReport, Part
+from shared.config import Billing
+from shared.events import Tokens
+from shared.outcomes import SessionOutcome, root_session
+
+if TYPE_CHECKING:
+    from hub.store import Store
+
+_FAR: Final = 1e300  # past any time (SQLite is given no infinities)
+_ROWS: Final = f"""
+SELECT quarter, machine, session, cut, profile, priced, estimated, subagent, retry, calls,
+       {", ".join(TOKEN_COLUMNS)}, amount
+FROM outcome_rollup WHERE quarter >= ? AND quarter < ? AND calls != 0
+"""
+
+SessionKey = tuple[str, str]
+CallKey = tuple[float, str]
+# (commit index, profile, priced, estimated, subagent, retry) -> [calls, *tokens, amount]
+_PartKey = tuple[int, str, int, int, int, int]
+
+
+def report_from_sums(
+    store: Store,
+    report: OutcomeReport,
+    start: float | None,
+    end: float | None,
+    billing: Mapping[tuple[str, str], Billing],
+    outcomes: Mapping[SessionKey, SessionOutcome],
+) -> bool:
+    """Feed `report` the calls with start <= ts < end (call under `localcontext(MONEY)`);
+    False, with nothing fed, when the edges are not whole quarter-hours (the sums cannot
+    tell)."""
+    if any(t is not None and t % QUARTER_S for t in (start, end)):
+        return False
+    db = store.reading()
+    low = -_FAR if start is None else start
+    high = _FAR if end is None else end
+    edge = max(low, store.pruned_before)
+    summed: dict[SessionKey, tuple[CallKey, list[float]]] = {}
+    spans: list[tuple[float, float]] = []
+    for machine, session, first_ts, first_id, last_ts, dirty in db.execute(
+        "SELECT machine, session, first_ts, first_id, last_ts, dirty FROM outcome_sessions "
+        "WHERE first_ts < ? AND last_ts >= ?",
+        (high, low),
+    ):
+        outcome = outcomes.get((machine, session))
+        times = [] if outcome is None else [c.author_ts for c in outcome.commits]
+        if not dirty and first_ts >= edge and times == sorted(times):
+            summed[(machine, session)] = ((first_ts, first_id), times)
+        else:  # read raw: all its calls in the range lie in this span
+            spans.append((max(low, first_ts), last_ts))
+    if store.pruned_before > low:  # calls a prune in progress has not reached yet
+        spans.append((low, store.pruned_before))
+    firsts: dict[SessionKey, CallKey] = {}
+    raw = _raw_calls(store, spans, high, summed, billing)
+    for key, calls in raw.items():
+        firsts[key] = min((event.ts, event.event_id) for event, _ in calls)
+    parts = _summed_parts(store, start, end, summed)
+    for key in parts:
+        firsts[key] = summed[key][0]
+    for key in sorted(firsts, key=firsts.__getitem__):  # as the calls come: by first call
+        outcome = outcomes.get(key)
+        if key in raw:
+            report.add_session(outcome, raw[key])
+        else:
+            report.add_session_parts(outcome, key[1], _parts(key[0], parts[key], billing))
+    return True
+
+
+def _raw_calls(
+    store: Store,
+    spans: list[tuple[float, float]],
+    high: float,
+    summed: Mapping[SessionKey, object],
+    billing: Mapping[tuple[str, str], Billing],
+) -> dict[SessionKey, list[tuple[Any, PricedCall]]]:
+    """The calls in `spans` (before `high`) of the sessions not summed, priced as stored."""
+    out: dict[SessionKey, list[tuple[Any, PricedCall]]] = {}
+    merged: list[list[float]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    for a, b in merged:
+        for event, amount, estimated in store.priced_usage(a, min(high, b + 1.0)):
+            if event.ts > b:
+                continue
+            key = (event.machine, root_session(event))
+            if key in summed:
+                continue
+            cls = cost_class(
+                amount is not None, estimated, billing_of(billing, event.machine, event.profile)
+            )
+            out.setdefault(key, []).append((event, PricedCall(amount, cls, None, estimated)))
+    return out
+
+
+def _summed_parts(
+    store: Store,
+    start: float | None,
+    end: float | None,
+    summed: Mapping[SessionKey, tuple[CallKey, list[float]]],
+) -> dict[SessionKey, dict[_PartKey, list[Any]]]:
+    low = -(2**62) if start is None else int(start // QUARTER_S)
+    high = 2**62 if end is None else int(end // QUARTER_S)
+    out: dict[SessionKey, dict[_PartKey, list[Any]]] = {}
+    width = len(TOKEN_COLUMNS) + 2
+    for row in store.reading().execute(_ROWS, (low, high)):
+        key = (row[1], row[2])
+        got = summed.get(key)
+        if got is None:
+            continue
+        at = commit_index(got[1], row[0], row[3])
+        part_key = (at, row[4], row[5], row[6], row[7], row[8])
+        session = out.get(key)
+        if session is None:
+            session = out[key] = {}
+        sums = session.get(part_key)
+        if sums is None:
+            session[part_key] = [*row[9:-1], Decimal(row[-1])]
+        else:
+            for i in range(width - 1):
+                sums[i] += row[9 + i]
+            sums[-1] += Decimal(row[-1])
+    return out
+
+
+def _parts(
+    machine: str, sums: Mapping[_PartKey, list[Any]], billing: Mapping[tuple[str, str], Billing]
+) -> list[Part]:
+    out: list[Part] = []
+    for (at, profile, priced, estimated, subagent, retry), (calls, *rest) in sums.items():
+        tokens, amount = Tokens(*rest[:-1]), rest[-1]
+        cls = cost_class(
+            bool(priced), bool(estimated), billing_of(billing, machine, profile or None)
+        )
+        price = PricedCall(amount if priced else None, cls, None, bool(estimated))
+        flag = None if retry == RETRY_UNSEEN else retry == RETRY_YES
+        out.append((at, calls, tokens, price, bool(subagent), flag))
+    return out
