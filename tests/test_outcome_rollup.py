@@ -147,13 +147,15 @@ def build_store(path: Path, seed: int) -> tuple[Store, Fleet]:
                 if rng.random() < 0.05 and len(batch) > 2:  # one call comes late
                     held.append((machine, batch.pop(rng.randrange(len(batch) - 1))))
                 tail = batch[-1]
-                if rng.random() < 0.4:  # the tail call written again, further along
-                    tokens = replace(tail.tokens, output=tail.tokens.output + 7)
-                    more = rng.choice(TOOLS)
-                    batch.append(replace(tail, revision=1, tokens=tokens, tool_calls=more))
+                tokens = replace(tail.tokens, output=tail.tokens.output + 7)
+                again = replace(tail, revision=1, tokens=tokens, tool_calls=rng.choice(TOOLS))
+                if rng.random() < 0.3:  # the tail call written again, further along
+                    batch.append(again)
                 fleet.send(store, machine, batch, T0)
                 if rng.random() < 0.2:  # the same batch again (a lost ack)
                     fleet.send(store, machine, batch, T0)
+                if rng.random() < 0.5:  # the tail call written again, in the next batch
+                    fleet.send(store, machine, [replace(again, revision=2)], T0)
             if rng.random() < 0.2:  # an older call revised: out of order
                 old = calls[rng.randrange(len(calls) // 2)]
                 fleet.send(store, machine, [replace(old, revision=5, tool_calls="Bash:1")], T0)
