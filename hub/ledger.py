@@ -31,12 +31,13 @@ from typing import Final, TypeVar
 from hub._pricing import safe_price
 from hub._rollup import Cell, MinuteCell, cell_totals, cost_class, totals_of
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
-from hub._sessions import SessionBook, SessionFigures
+from hub._sessions import SessionBook, SessionFigures, session_key
 from hub._totals import MONEY, Basis, Totals
 from hub.model import Change, Price
 from pricing import PriceBook, PricedCall
 from shared.config import Billing
 from shared.events import Role, Tokens, UsageEvent
+from shared.session_rates import RUN_RATE_WINDOW, run_rate_per_hour
 
 __all__ = [
     "FLEET",
@@ -132,6 +133,9 @@ class Ledger:
         self.tz = tz
         self._now = now
         self._rate = RunRate(run_rate_hours)
+        # each session's spend by minute over the last hour: its run-rate (kept apart from the
+        # fleet's scopes, which the dashboard lists)
+        self._session_rate = RunRate(RUN_RATE_WINDOW / 3600)
         self._days: dict[date, _Day] = {}
         self.sessions = SessionBook()  # lifetime figures of sessions with calls in kept days
         self.price_errors = 0  # calls the price book failed on (counted as unknown)
@@ -237,12 +241,38 @@ class Ledger:
                 pkey = profile_key(m.machine, m.profile) if m.profile else None
                 _add_to(sums, (None, m.minute, None, True, (m.machine, pkey, *_NO_KEYS)), calls)
             self._post(sums)
-        for event in recent:
-            self.sessions.note_recent(event, self._minute)
+        with localcontext(MONEY):
+            for event in recent:
+                self.sessions.note_recent(event, self._minute)
+                self._rate_recent(event)
+
+    def _rate_recent(self, event: UsageEvent) -> None:
+        """A stored call of the last hour into its session's run-rate (the roll-ups' minutes
+        do not name sessions)."""
+        minute = int(event.ts // 60)
+        if minute <= self._minute - self._session_rate.minutes:
+            return
+        calls = Totals()
+        calls.add_call(event.tokens, self._priced(event)[0])
+        self._session_rate.add((("session", session_key(event)),), minute, self._minute, calls)
+
+    def session_run_rate(self, key: str, now: float) -> Decimal | None:
+        """Session `key`'s API-equivalent dollars an hour over the last hour (as the node's
+        MCP tells it: `shared.session_rates`); None for a session not kept."""
+        self._tick()
+        row = self.sessions.get(key)
+        if row is None:
+            return None
+        scope = ("session", key)
+        window = self._session_rate.minutes
+        with localcontext(MONEY):
+            recent = self._session_rate.total(scope, self._minute, window, Basis.API_EQUIVALENT)
+            return run_rate_per_hour(recent, row.first_ts, now)
 
     def _clear(self) -> None:
         self._days.clear()
         self._rate.clear()
+        self._session_rate.clear()
         self.sessions.clear()
         self.price_errors = self.unplaceable = 0
         self.first_call = None
@@ -265,6 +295,7 @@ class Ledger:
             return
         self._minute = minute
         self._rate.prune(minute)
+        self._session_rate.prune(minute)
         self.sessions.prune(minute)
         today = self._date(now)
         if today != self._today:
@@ -344,6 +375,8 @@ class Ledger:
                     else (FLEET, ("machine", machine))
                 )
                 self._rate.add(scopes, minute, self._minute, calls)
+                if session is not None:
+                    self._session_rate.add((("session", session),), minute, self._minute, calls)
 
     def _day_of(self, ts: float) -> date:
         """`ts`'s day in the ledger's zone; the last day's bounds are kept, as a batch's calls

@@ -23,9 +23,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
 from pricing import PricedCall
-from pricing.rollup import Row, RowKey
+from pricing.rollup import Row, RowKey, money_text
 from shared.events import Agent, Role, Tokens, UsageEvent
-from shared.outcomes import Commit, SessionOutcome, root_session
+from shared.outcomes import Commit, PullRequest, SessionOutcome, root_session
 
 OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
 # The columns each view's rows are keyed by (a branch is only one within its repository).
@@ -96,7 +96,7 @@ class _Group:
 
 def _amount(row: Row) -> str | None:
     """A row's API-equivalent dollars; None when a call in it has no known price."""
-    return None if row.unknown_calls else row.to_json()["cost"]["api_equivalent"]
+    return None if row.unknown_calls else money_text(row.api_equivalent)
 
 
 def _share(part: Row, whole: Row) -> str | None:
@@ -204,29 +204,34 @@ class OutcomeReport:
         repo = outcome.repo if outcome is not None and ok else None
         branch = outcome.branch if outcome is not None and ok else None
         pr = outcome.pr if outcome is not None else None
-        where = {"repo": repo, "branch": branch}
-        detail: dict[str, Any] = {}
         if self.by == "commit":
             key: RowKey = (commit.sha if commit else None,)
-            if commit is not None:
-                detail = where | {"subject": commit.subject, "author_ts": commit.author_ts}
-                detail["rule"] = commit.rule
         elif self.by == "branch":
             key = (repo, branch)
-            if pr is not None:
-                detail = {"pr": pr.number, "pr_merged": pr.merged}
         elif self.by == "pr":
             key = (f"{repo}#{pr.number}" if pr is not None and repo else None,)
-            if pr is not None:
-                detail = where | {"number": pr.number, "state": pr.state}
-                detail |= {"merged": pr.merged, "url": pr.url}
         else:
             key = (repo,)
         group = self.groups.get(key)
-        if group is None:
+        if group is None:  # its detail comes from the first call's outcome
             keys = dict(zip(VIEW_KEYS[self.by], key, strict=True))
+            detail = self._detail(repo, branch, pr, commit)
             group = self.groups[key] = _Group(Row(keys=keys), detail)
         return group
+
+    def _detail(
+        self, repo: str | None, branch: str | None, pr: PullRequest | None, commit: Commit | None
+    ) -> dict[str, Any]:
+        where = {"repo": repo, "branch": branch}
+        if self.by == "commit" and commit is not None:
+            detail = where | {"subject": commit.subject, "author_ts": commit.author_ts}
+            return detail | {"rule": commit.rule}
+        if self.by == "branch" and pr is not None:
+            return {"pr": pr.number, "pr_merged": pr.merged}
+        if self.by == "pr" and pr is not None:
+            detail = where | {"number": pr.number, "state": pr.state}
+            return detail | {"merged": pr.merged, "url": pr.url}
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         rows = [self.groups[k] for k in sorted(self.groups, key=lambda k: [v or "" for v in k])]
@@ -363,4 +368,5 @@ __all__ = [
     "check_outcome_keys",
     "outcome_report",
     "render_outcome_text",
+    "tool_set",
 ]

@@ -147,6 +147,11 @@ def _dec(value: Decimal) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
+def money_text(value: Decimal) -> str:
+    """A dollar figure as a row shows it."""
+    return _dec(value)
+
+
 @dataclass(slots=True)
 class Rollup:
     by: Sequence[str]
