@@ -69,9 +69,10 @@ class _Group:
     commits: dict[str, Commit] = field(default_factory=dict)
     sessions: set[str] = field(default_factory=set)
     no_outcome_sessions: set[str] = field(default_factory=set)
-    no_outcome: Row = field(default_factory=lambda: Row(keys={}))
-    subagent: Row = field(default_factory=lambda: Row(keys={}))
-    retry: Row = field(default_factory=lambda: Row(keys={}))
+    # made at their first call (a view of many commits has many groups with none)
+    no_outcome: Row | None = None
+    subagent: Row | None = None
+    retry: Row | None = None
     retry_unseen_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -88,18 +89,23 @@ class _Group:
             "subagent_cost": _amount(self.subagent),
             "subagent_share": _share(self.subagent, self.row),
             "retry_cost": retry,
-            "retry_calls": self.retry.calls,
+            "retry_calls": 0 if self.retry is None else self.retry.calls,
             "retry_unseen_calls": self.retry_unseen_calls,
         }
         return out
 
 
-def _amount(row: Row) -> str | None:
+_EMPTY: Final = Row(keys={})  # what a group's part is before its first call (never added to)
+
+
+def _amount(row: Row | None) -> str | None:
     """A row's API-equivalent dollars; None when a call in it has no known price."""
+    row = row or _EMPTY
     return None if row.unknown_calls else money_text(row.api_equivalent)
 
 
-def _share(part: Row, whole: Row) -> str | None:
+def _share(part: Row | None, whole: Row) -> str | None:
+    part = part or _EMPTY
     if part.unknown_calls or whole.unknown_calls or not whole.api_equivalent:
         return None
     share = part.api_equivalent / whole.api_equivalent
@@ -189,14 +195,17 @@ class OutcomeReport:
             group.no_outcome_sessions.add(session_id)
         group.row.add_calls(calls, tokens, priced)
         if commit is None:
+            group.no_outcome = group.no_outcome or Row(keys={})
             group.no_outcome.add_calls(calls, tokens, priced)
         else:
             group.commits[commit.sha] = commit
         if subagent:
+            group.subagent = group.subagent or Row(keys={})
             group.subagent.add_calls(calls, tokens, priced)
         if retry is None:
             group.retry_unseen_calls += calls
         elif retry:
+            group.retry = group.retry or Row(keys={})
             group.retry.add_calls(calls, tokens, priced)
 
     def _group(self, outcome: SessionOutcome | None, commit: Commit | None) -> _Group:
@@ -235,15 +244,18 @@ class OutcomeReport:
 
     def to_json(self) -> dict[str, Any]:
         rows = [self.groups[k] for k in sorted(self.groups, key=lambda k: [v or "" for v in k])]
-        total = _Group(Row(keys={}))
+        no_outcome, subagent, retry = Row(keys={}), Row(keys={}), Row(keys={})
+        total = _Group(Row(keys={}), no_outcome=no_outcome, subagent=subagent, retry=retry)
         for group in rows:
             total.row.merge(group.row)
             total.commits.update(group.commits)
             total.sessions |= group.sessions
             total.no_outcome_sessions |= group.no_outcome_sessions
-            total.no_outcome.merge(group.no_outcome)
-            total.subagent.merge(group.subagent)
-            total.retry.merge(group.retry)
+            for into, part in ((no_outcome, group.no_outcome), (subagent, group.subagent)):
+                if part is not None:
+                    into.merge(part)
+            if group.retry is not None:
+                retry.merge(group.retry)
             total.retry_unseen_calls += group.retry_unseen_calls
         return {
             "group_by": list(VIEW_KEYS[self.by]),

@@ -140,6 +140,8 @@ class Row:
 
 def _dec(value: Decimal) -> str:
     """Exact, without exponent notation and without trailing zeros past the cent."""
+    if not value and not value.is_signed():  # most class figures of most rows
+        return "0.00"
     text = format(value.normalize(), "f")
     if "." not in text:
         return text + ".00"
