@@ -7,9 +7,13 @@ the tests check on stores with re-sent, revised, re-priced and pruned calls.
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from hub._outcome_rollup import QUARTER_S, RETRY_UNSEEN, RETRY_YES, TOKEN_COLUMNS, commit_index
 from hub._pricing import billing_of
@@ -52,22 +56,24 @@ def report_from_sums(
     db = store.reading()
     low = -_FAR if start is None else start
     high = _FAR if end is None else end
-    edge = max(low, store.pruned_before)
+    pruned = _pruned_before(db)  # as this read's snapshot has it
+    edge = max(low, pruned)
     summed: dict[SessionKey, tuple[CallKey, list[float]]] = {}
     spans: list[tuple[float, float]] = []
-    for machine, session, first_ts, first_id, last_ts, dirty in db.execute(
-        "SELECT machine, session, first_ts, first_id, last_ts, dirty FROM outcome_sessions "
+    for machine, session, first_ts, last_ts, earliest, dirty in db.execute(
+        "SELECT machine, session, first_ts, last_ts, earliest, dirty FROM outcome_sessions "
         "WHERE first_ts < ? AND last_ts >= ?",
         (high, low),
     ):
         outcome = outcomes.get((machine, session))
         times = [] if outcome is None else [c.author_ts for c in outcome.commits]
-        if not dirty and first_ts >= edge and times == sorted(times):
-            summed[(machine, session)] = ((first_ts, first_id), times)
+        calls = orjson.loads(earliest)
+        if not dirty and calls and first_ts >= edge and times == sorted(times):
+            summed[(machine, session)] = ((calls[0][0], calls[0][1]), times)
         else:  # read raw: all its calls in the range lie in this span
             spans.append((max(low, first_ts), last_ts))
-    if store.pruned_before > low:  # calls a prune in progress has not reached yet
-        spans.append((low, store.pruned_before))
+    if pruned > low:  # calls a prune in progress has not reached yet
+        spans.append((low, pruned))
     firsts: dict[SessionKey, CallKey] = {}
     raw = _raw_calls(store, spans, high, summed, billing)
     for key, calls in raw.items():
@@ -82,6 +88,11 @@ def report_from_sums(
         else:
             report.add_session_parts(outcome, key[1], _parts(key[0], parts[key], billing))
     return True
+
+
+def _pruned_before(db: sqlite3.Connection) -> float:
+    row = db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
+    return -math.inf if row is None else float(row[0])
 
 
 def _raw_calls(

@@ -11,9 +11,12 @@ quarter move to the new span (read raw: a quarter's calls, once per commit).
 
 Retries (a call asking again for a tool call its thread's previous call asked for) depend on
 the calls' order: each thread's last two calls are kept (`outcome_threads`) and the calls
-found to be retries listed (`outcome_retries`). A session whose calls came out of order within
-a thread, or which lost its first call, is marked dirty: readers read its calls raw, as they do
-a session with calls before a report's first day or before the retention edge.
+found to be retries listed (`outcome_retries`); so are a session's earliest calls (readers take
+sessions in the order of their first calls, as reading every call does). A session whose calls
+came out of order within a thread, or which lost its earliest calls, is marked dirty: readers
+read its calls raw, as they do a session with calls before a report's first day or before the
+retention edge. A call's revision (a streamed reply written again, a little later) as its
+thread's last call keeps its session in order.
 
 Every write here is made in the transaction of what caused it (a batch, an outcome, a
 re-pricing step, a prune step), so the sums always equal a recount of the kept calls.
@@ -21,8 +24,9 @@ re-pricing step, a prune step), so the sums always equal a recount of the kept c
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -87,13 +91,14 @@ CREATE TABLE outcome_cuts (       -- every commit time an outcome named for a se
     PRIMARY KEY (machine, session, at)
 ) WITHOUT ROWID;
 
-CREATE TABLE outcome_sessions (   -- per session: its first call and whether its order held
+CREATE TABLE outcome_sessions (   -- per session: its first calls and whether its order held
     machine  TEXT NOT NULL,
     session  TEXT NOT NULL,
-    first_ts REAL NOT NULL,       -- the first counted call (ts, event id)
-    first_id TEXT NOT NULL,
+    first_ts REAL NOT NULL,       -- the earliest time a call of it had (never raised)
     last_ts  REAL NOT NULL,       -- the latest time a call of it had (never lowered)
-    dirty    INTEGER NOT NULL,    -- 1: its retries are unknown here, read its calls raw
+    earliest TEXT NOT NULL,       -- its earliest counted calls' [ts, event id], in order
+    whole    INTEGER NOT NULL,    -- 1: `earliest` holds every counted call of it
+    dirty    INTEGER NOT NULL,    -- 1: its order is unknown here, read its calls raw
     PRIMARY KEY (machine, session)
 ) WITHOUT ROWID;
 
@@ -130,6 +135,8 @@ _DROP_EMPTY: Final = (
     "AND calls = 0"
 )
 REBUILD_BATCH: Final = 20_000  # calls filed per step of a rebuild
+EARLIEST: Final = 4  # a session's earliest calls kept: its first call's revisions keep it known
+MAX_CUTS: Final = 2_000  # per session (4 outcomes' worth of commits): past it, read it raw
 
 RowKey = tuple[int, str, str, float, str, int, int, int, int]
 Price = tuple[Decimal | None, bool]
@@ -187,8 +194,10 @@ class _Session:
     machine: str
     session: str
     cuts: list[float]
-    first: CallKey | None
+    first_ts: float
     last_ts: float
+    earliest: list[CallKey]
+    whole: bool
     dirty: bool
     threads: dict[str, _Thread | None] = field(default_factory=dict)
     changed: bool = False
@@ -244,14 +253,18 @@ class OutcomeSums:
             )
         ]
         row = self._db.execute(
-            "SELECT first_ts, first_id, last_ts, dirty FROM outcome_sessions "
+            "SELECT first_ts, last_ts, earliest, whole, dirty FROM outcome_sessions "
             "WHERE machine = ? AND session = ?",
             (machine, session),
         ).fetchone()
         if row is None:
-            got = _Session(machine, session, cuts, None, float("-inf"), False)
+            got = _Session(machine, session, cuts, math.inf, -math.inf, [], True, False)
         else:
-            got = _Session(machine, session, cuts, (row[0], row[1]), row[2], bool(row[3]))
+            first_ts, last_ts, earliest, whole, dirty = row
+            calls = [(ts, event_id) for ts, event_id in orjson.loads(earliest)]
+            got = _Session(
+                machine, session, cuts, first_ts, last_ts, calls, bool(whole), bool(dirty)
+            )
         self._sessions[(machine, session)] = got
         return got
 
@@ -313,6 +326,11 @@ class OutcomeSums:
         self._deltas.add(key, event, price[0], -1)
         if flag == RETRY_YES:
             self._drop_retry(_key(event))
+        if _key(event) in s.earliest:
+            s.earliest.remove(_key(event))
+            if not s.earliest and not s.whole:
+                self._mark_dirty(s)  # which of its calls is first is not known here now
+        s.changed = True
 
     def _drop_retry(self, key: CallKey) -> None:
         if key in self._retries_added:
@@ -322,14 +340,19 @@ class OutcomeSums:
 
     def put(self, event: UsageEvent, price: Price, flag: int) -> None:
         s = self.session(event.machine, root_session(event))
-        key = self.row_key(s, event, price, flag, span_of(s.cuts, event.ts))
-        self._deltas.add(key, event, price[0], 1)
+        row = self.row_key(s, event, price, flag, span_of(s.cuts, event.ts))
+        self._deltas.add(row, event, price[0], 1)
+        key = _key(event)
         if flag == RETRY_YES:
-            self._retries_added.append(_key(event))
-            if _key(event) in self._retries_dropped:
-                self._retries_dropped.remove(_key(event))
-        if s.first is None or _key(event) < s.first:
-            s.first = _key(event)
+            self._retries_added.append(key)
+            if key in self._retries_dropped:
+                self._retries_dropped.remove(key)
+        if s.whole or (s.earliest and key < s.earliest[-1]):
+            insort(s.earliest, key)
+            if len(s.earliest) > EARLIEST:
+                s.earliest.pop()
+                s.whole = False
+        s.first_ts = min(s.first_ts, event.ts)
         s.last_ts = max(s.last_ts, event.ts)
         s.changed = True
 
@@ -345,12 +368,8 @@ class OutcomeSums:
         if old is not None and revising:
             assert old_price is not None
             self.withdraw(old, old_price)
-            s_old = self.session(old.machine, root_session(old))
-            same_place = root_session(old) == root_session(new) and new.counts
-            if s_old.first == _key(old) and not (same_place and _key(new) == _key(old)):
-                self._mark_dirty(s_old)  # its first call is gone: which is first now is unknown
-            if not same_place:
-                self._mark_dirty(s_old)
+            if root_session(old) != root_session(new):  # moved to another session
+                self._mark_dirty(self.session(old.machine, root_session(old)))
         if not new.counts:
             if revising and old is not None and old.agent in TOOL_CALL_AGENTS:
                 self._mark_dirty(self.session(old.machine, root_session(old)))
@@ -412,6 +431,9 @@ class OutcomeSums:
         new = sorted(set(times) - set(s.cuts))
         if not new:
             return
+        if len(s.cuts) + len(new) > MAX_CUTS:  # a node that keeps naming new times
+            self._mark_dirty(s)
+            return
         self._db.executemany(
             "INSERT OR IGNORE INTO outcome_cuts (machine, session, at) VALUES (?, ?, ?)",
             [(machine, session, at) for at in new],
@@ -464,14 +486,22 @@ class OutcomeSums:
         )
         self._retries_added, self._retries_dropped = [], []
         for s in self._sessions.values():
-            if not s.changed or s.first is None:
+            if not s.changed or s.first_ts == math.inf:  # (cuts only: no call yet)
                 continue
             db.execute(
-                "INSERT INTO outcome_sessions (machine, session, first_ts, first_id, last_ts, "
-                "dirty) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (machine, session) DO UPDATE SET "
-                "first_ts = excluded.first_ts, first_id = excluded.first_id, "
-                "last_ts = excluded.last_ts, dirty = excluded.dirty",
-                (s.machine, s.session, s.first[0], s.first[1], s.last_ts, int(s.dirty)),
+                "INSERT INTO outcome_sessions (machine, session, first_ts, last_ts, earliest, "
+                "whole, dirty) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (machine, session) "
+                "DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts, "
+                "earliest = excluded.earliest, whole = excluded.whole, dirty = excluded.dirty",
+                (
+                    s.machine,
+                    s.session,
+                    s.first_ts,
+                    s.last_ts,
+                    orjson.dumps(s.earliest).decode(),
+                    int(s.whole),
+                    int(s.dirty),
+                ),
             )
             for name, t in s.threads.items():
                 if t is None:

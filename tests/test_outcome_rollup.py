@@ -142,20 +142,27 @@ def build_store(path: Path, seed: int) -> tuple[Store, Fleet]:
             with store.writing() as db:
                 create_table(db)
                 record(db, machine, [early])
-            for start in range(0, len(calls), 7):
+            # the first call alone, then written again a little later (a streamed reply)
+            fleet.send(store, machine, calls[:1], T0)
+            first = replace(calls[0], revision=3, ts=calls[0].ts + 1)
+            fleet.send(store, machine, [first], T0)
+            for start in range(1, len(calls), 7):
                 batch = calls[start : start + 7]
                 if rng.random() < 0.05 and len(batch) > 2:  # one call comes late
                     held.append((machine, batch.pop(rng.randrange(len(batch) - 1))))
                 tail = batch[-1]
                 tokens = replace(tail.tokens, output=tail.tokens.output + 7)
-                again = replace(tail, revision=1, tokens=tokens, tool_calls=rng.choice(TOOLS))
+                # a streamed reply's later line: a little later, maybe with its tool calls
+                again = replace(
+                    tail, revision=1, ts=tail.ts + 0.5, tokens=tokens, tool_calls=rng.choice(TOOLS)
+                )
                 if rng.random() < 0.3:  # the tail call written again, further along
                     batch.append(again)
                 fleet.send(store, machine, batch, T0)
                 if rng.random() < 0.2:  # the same batch again (a lost ack)
                     fleet.send(store, machine, batch, T0)
                 if rng.random() < 0.5:  # the tail call written again, in the next batch
-                    fleet.send(store, machine, [replace(again, revision=2)], T0)
+                    fleet.send(store, machine, [replace(again, revision=2, ts=tail.ts + 1)], T0)
             if rng.random() < 0.2:  # an older call revised: out of order
                 old = calls[rng.randrange(len(calls) // 2)]
                 fleet.send(store, machine, [replace(old, revision=5, tool_calls="Bash:1")], T0)
@@ -227,7 +234,7 @@ def summed_sessions(store: Store) -> int:
 def test_outcome_views_from_sums_equal_reading_every_call(tmp_path: Path, seed: int) -> None:
     store, _ = build_store(tmp_path / DB_FILE, seed)
     with store:
-        assert summed_sessions(store) >= 4  # the sums are what is read, mostly
+        assert summed_sessions(store) >= 9  # the sums are what is read, mostly
         report = build_outcome_report(store, "commit", UTC)
         assert report["total"]["calls"] > 300 and len(report["rows"]) > 20
         assert report["total"]["outcome"]["retry_calls"] > 0
