@@ -234,7 +234,7 @@ def summed_sessions(store: Store) -> int:
 def test_outcome_views_from_sums_equal_reading_every_call(tmp_path: Path, seed: int) -> None:
     store, _ = build_store(tmp_path / DB_FILE, seed)
     with store:
-        assert summed_sessions(store) >= 9  # the sums are what is read, mostly
+        assert summed_sessions(store) >= 8  # the sums are what is read, mostly
         report = build_outcome_report(store, "commit", UTC)
         assert report["total"]["calls"] > 300 and len(report["rows"]) > 20
         assert report["total"]["outcome"]["retry_calls"] > 0
