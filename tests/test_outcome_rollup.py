@@ -309,3 +309,31 @@ def test_a_commit_on_a_calls_time_and_its_quarter(tmp_path: Path) -> None:
         calls_by = {row["commit"]: row["calls"] for row in report["rows"]}
         assert calls_by == {"aaaa": 2, "bbbb": 2, None: 1}
         assert report == build_outcome_report(store, "commit", UTC, from_sums=False)
+
+
+def test_sessions_are_taken_in_the_order_of_their_first_calls(tmp_path: Path) -> None:
+    """A group's detail comes from the first session with a call in it: session a's first call,
+    written again later, now comes after b's, so the branch row says b's (no) pull request."""
+    with Store(tmp_path / DB_FILE) as store:
+
+        def one(event_id: str, session: str, at: float, revision: int = 0) -> UsageEvent:
+            return UsageEvent(
+                event_id, at, Agent.CLAUDE_CODE, "claude-sonnet-4-5", Tokens(input=10),
+                session, machine="n1", revision=revision, tool_calls="Bash:1",
+            )  # fmt: skip
+
+        store.ingest("n1", "e", 1, 1, [one("a1", "a", T0)], None, T0)
+        store.ingest("n1", "e", 2, 2, [one("b1", "b", T0 + 0.5)], None, T0)
+        store.ingest("n1", "e", 3, 3, [one("a1", "a", T0 + 1, revision=1)], None, T0)
+        store.ingest("n1", "e", 4, 5, [one("a2", "a", T0 + 9), one("b2", "b", T0 + 9)], None, T0)
+        outcomes = [
+            SessionOutcome("a", T0, "ok", "", "r", "main", (), PullRequest(7, "open", False)),
+            SessionOutcome("b", T0, "ok", "", "r", "main"),
+        ]
+        with store.writing() as db:
+            create_table(db)
+            record(db, "n1", outcomes)
+        assert summed_sessions(store) == 2
+        report = build_outcome_report(store, "branch", UTC)
+        assert "pr" not in report["rows"][0]["outcome"]  # b's: its first call came first
+        assert report == build_outcome_report(store, "branch", UTC, from_sums=False)
