@@ -31,7 +31,7 @@ from typing import Final, TypeVar
 from hub._pricing import safe_price
 from hub._rollup import Cell, MinuteCell, cell_totals, cost_class, totals_of
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
-from hub._sessions import SessionBook, SessionFigures, session_key
+from hub._sessions import SessionBook, SessionFigures
 from hub._totals import MONEY, Basis, Totals
 from hub.model import Change, Price
 from pricing import PriceBook, PricedCall
@@ -186,12 +186,18 @@ class Ledger:
             self._post(sums)
 
     def load(
-        self, cells: Iterable[Cell], minutes: Iterable[MinuteCell], recent: Iterable[UsageEvent]
+        self,
+        cells: Iterable[Cell],
+        minutes: Iterable[MinuteCell],
+        recent: Iterable[UsageEvent],
+        session_spend: Iterable[tuple[float, str, Decimal | None]] = (),
     ) -> None:
         """Start over from the store's roll-ups: the cells since `horizon()` summed by day in
         the ledger's zone and every key, the minutes since then, and the calls of the last few
         minutes (for the sessions' current token rates). Reads sums, not events: this is what
-        a hub does at start-up and when a profile's billing changes."""
+        a hub does at start-up and when a profile's billing changes. `session_spend`: each
+        call of the last hour's (ts, session id, API-equivalent amount), for the sessions'
+        run-rates (a subagent filed under a session id of its own counts in that one)."""
         self._clear()
         sums: _Sums = {}
         window_start = self._minute - self._rate.minutes
@@ -241,20 +247,16 @@ class Ledger:
                 pkey = profile_key(m.machine, m.profile) if m.profile else None
                 _add_to(sums, (None, m.minute, None, True, (m.machine, pkey, *_NO_KEYS)), calls)
             self._post(sums)
+        for event in recent:
+            self.sessions.note_recent(event, self._minute)
         with localcontext(MONEY):
-            for event in recent:
-                self.sessions.note_recent(event, self._minute)
-                self._rate_recent(event)
-
-    def _rate_recent(self, event: UsageEvent) -> None:
-        """A stored call of the last hour into its session's run-rate (the roll-ups' minutes
-        do not name sessions)."""
-        minute = int(event.ts // 60)
-        if minute <= self._minute - self._session_rate.minutes:
-            return
-        calls = Totals()
-        calls.add_call(event.tokens, self._priced(event)[0])
-        self._session_rate.add((("session", session_key(event)),), minute, self._minute, calls)
+            for ts, session, amount in session_spend:
+                minute = int(ts // 60)
+                if amount is None or minute <= self._minute - self._session_rate.minutes:
+                    continue
+                spent = Totals()
+                spent.api_equivalent = amount  # the one figure the session's rate reads
+                self._session_rate.add((("session", session),), minute, self._minute, spent)
 
     def session_run_rate(self, key: str, now: float) -> Decimal | None:
         """Session `key`'s API-equivalent dollars an hour over the last hour (as the node's

@@ -241,11 +241,9 @@ class FleetService:
         ledger.load(
             source.rollup(ledger.tz, since=horizon),
             source.rollup_minutes(since=horizon),
-            # the last hour's calls (the sessions' run-rates; their token rates take the
-            # last RECENT_S), and a minute more: a window starts at a minute's start
-            source.usage_events(
-                since=self.clock() - max(RECENT_S, RUN_RATE_WINDOW) - 60, counted_only=True
-            ),
+            # a minute more: the rate's window starts at a minute's start before now
+            source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
+            source.session_spend(since=self.clock() - RUN_RATE_WINDOW - 60),
         )
 
     def close(self) -> None:

@@ -490,6 +490,15 @@ class Store:
         )
         return [self._payloads.decode(payload) for (payload,) in rows]
 
+    def session_spend(self, since: float) -> Iterator[tuple[float, str, Decimal | None]]:
+        """(ts, session id, API-equivalent amount as stored; None: unknown) of each counted
+        call since `since`, undecoded: the sessions' run-rates at start-up."""
+        rows = self._db.execute(
+            "SELECT ts, session_id, amount FROM usage WHERE ts >= ? AND counted = 1", (since,)
+        )
+        for ts, session_id, amount in rows:
+            yield ts, session_id, None if amount is None else Decimal(amount)
+
     def priced_usage(
         self, since: float | None = None, until: float | None = None
     ) -> Iterator[tuple[UsageEvent, Decimal | None, bool]]:
