@@ -78,7 +78,10 @@ def report_from_sums(
     raw = _raw_calls(store, spans, high, summed, billing)
     for key, calls in raw.items():
         firsts[key] = min((event.ts, event.event_id) for event, _ in calls)
-    parts = _summed_parts(store, start, end, summed)
+    # a view whose rows are not commits puts all of a session's commits in one row: its
+    # calls are summed across them, and the commits they reached told apart (`also`)
+    merge = report.by != "commit"
+    parts, reached = _summed_parts(store, start, end, summed, merge)
     for key in parts:
         firsts[key] = summed[key][0]
     for key in sorted(firsts, key=firsts.__getitem__):  # as the calls come: by first call
@@ -86,7 +89,9 @@ def report_from_sums(
         if key in raw:
             report.add_session(outcome, raw[key])
         else:
-            report.add_session_parts(outcome, key[1], _parts(key[0], parts[key], billing))
+            commits = sorted(reached.get(key, ()))
+            feed = _parts(key[0], parts[key], billing, commits[0] if commits else -1)
+            report.add_session_parts(outcome, key[1], feed, commits[1:])
     return True
 
 
@@ -129,10 +134,14 @@ def _summed_parts(
     start: float | None,
     end: float | None,
     summed: Mapping[SessionKey, tuple[CallKey, list[float]]],
-) -> dict[SessionKey, dict[_PartKey, list[Any]]]:
+    merge: bool,
+) -> tuple[dict[SessionKey, dict[_PartKey, list[Any]]], dict[SessionKey, set[int]]]:
+    """Each summed session's parts; with `merge`, a session's calls on any commit are one
+    part (commit index -1) and the commits reached are listed apart."""
     low = -(2**62) if start is None else int(start // QUARTER_S)
     high = 2**62 if end is None else int(end // QUARTER_S)
     out: dict[SessionKey, dict[_PartKey, list[Any]]] = {}
+    reached: dict[SessionKey, set[int]] = {}
     width = len(TOKEN_COLUMNS) + 2
     for row in store.reading().execute(_ROWS, (low, high)):
         key = (row[1], row[2])
@@ -140,6 +149,9 @@ def _summed_parts(
         if got is None:
             continue
         at = commit_index(got[1], row[0], row[3])
+        if merge and at < len(got[1]):
+            reached.setdefault(key, set()).add(at)
+            at = -1
         part_key = (at, row[4], row[5], row[6], row[7], row[8])
         session = out.get(key)
         if session is None:
@@ -151,14 +163,19 @@ def _summed_parts(
             for i in range(width - 1):
                 sums[i] += row[9 + i]
             sums[-1] += Decimal(row[-1])
-    return out
+    return out, reached
 
 
 def _parts(
-    machine: str, sums: Mapping[_PartKey, list[Any]], billing: Mapping[tuple[str, str], Billing]
+    machine: str,
+    sums: Mapping[_PartKey, list[Any]],
+    billing: Mapping[tuple[str, str], Billing],
+    merged_at: int,
 ) -> list[Part]:
+    """The parts of one session; a merged part (-1) goes on commit `merged_at`."""
     out: list[Part] = []
     for (at, profile, priced, estimated, subagent, retry), (calls, *rest) in sums.items():
+        at = merged_at if at == -1 else at
         tokens, amount = Tokens(*rest[:-1]), rest[-1]
         cls = cost_class(
             bool(priced), bool(estimated), billing_of(billing, machine, profile or None)

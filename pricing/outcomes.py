@@ -162,15 +162,25 @@ class OutcomeReport:
             self._add(outcome, commits, session_id, part, event.role is Role.SUBAGENT, retry)
 
     def add_session_parts(
-        self, outcome: SessionOutcome | None, session_id: str, parts: Iterable[Part]
+        self,
+        outcome: SessionOutcome | None,
+        session_id: str,
+        parts: Iterable[Part],
+        also: Iterable[int] = (),
     ) -> None:
         """A session's calls (at least one) summed in parts: each part's calls all belong to
         one commit, given by its index in `outcome.commits` (the rule above; past the end:
-        none), one class, subagent or not, retries or not (None: not logged)."""
+        none), one class, subagent or not, retries or not (None: not logged). `also`: in a
+        view whose rows are not commits (all of a session's commits fall in one row), other
+        commits that calls of a part belong to."""
         self._count(outcome)
         commits = list(outcome.commits) if outcome is not None else []
         for at, calls, tokens, priced, subagent, retry in parts:
             self._add(outcome, commits, session_id, (at, calls, tokens, priced), subagent, retry)
+        for at in also:
+            if self.by == "commit":
+                raise ValueError("a commit view's parts name their commits one by one")
+            self._group(outcome, commits[at]).commits[commits[at].sha] = commits[at]
 
     def _count(self, outcome: SessionOutcome | None) -> None:
         status = outcome.status if outcome is not None else "unchecked"
