@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from hub._outcome_read import report_from_sums
-from hub._outcome_rollup import QUARTER_S
+from hub._outcome_rollup import MAX_CUTS, QUARTER_S
 from hub._schema import SCHEMA_VERSION
 from hub.outcomes import build_outcome_report, create_table, record, stored_outcomes
 from hub.store import DB_FILE, Store
@@ -337,3 +337,32 @@ def test_sessions_are_taken_in_the_order_of_their_first_calls(tmp_path: Path) ->
         report = build_outcome_report(store, "branch", UTC)
         assert "pr" not in report["rows"][0]["outcome"]  # b's: its first call came first
         assert report == build_outcome_report(store, "branch", UTC, from_sums=False)
+
+
+def test_a_node_naming_new_commit_times_forever_gets_its_session_read_raw(
+    tmp_path: Path,
+) -> None:
+    """Cuts are bounded per session: past MAX_CUTS the session is read call by call (and the
+    report is still the one reading every call gives)."""
+    with Store(tmp_path / DB_FILE) as store:
+        calls = [
+            UsageEvent(f"c{i}", T0 + i * 60.0, Agent.CLAUDE_CODE, "claude-sonnet-4-5",
+                       Tokens(input=10), "s1", machine="n1")
+            for i in range(30)
+        ]  # fmt: skip
+        store.ingest("n1", "e", 1, 30, calls, None, T0)
+        with store.writing() as db:
+            create_table(db)
+        for n in range(6):  # 6 x 500 commit times, each outcome newer than the last
+            commits = tuple(
+                Commit(f"{n:04x}{i:08x}", T0 + n * 0.01 + i * 3.1, 1, 0, "trailer", "x")
+                for i in range(500)
+            )
+            with store.writing() as db:
+                record(db, "n1", [SessionOutcome("s1", T0 + n, "ok", "", "r", "main", commits)])
+        db = store.reading()
+        assert db.execute("SELECT count(*) FROM outcome_cuts").fetchone()[0] <= MAX_CUTS
+        assert db.execute("SELECT dirty FROM outcome_sessions").fetchall() == [(1,)]
+        for by in OUTCOME_KEYS:
+            fast = build_outcome_report(store, by, UTC)
+            assert fast == build_outcome_report(store, by, UTC, from_sums=False)
