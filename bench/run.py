@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own figures.
 
-python -m bench.run [--only scan,fleet,tui,store,governor,detectors,credit]
+python -m bench.run [--only scan,fleet,tui,store,outcomes,governor,detectors,credit]
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bench import credit, detectors, fleet, governor, scan, store, tui
+from bench import credit, detectors, fleet, governor, outcomes, scan, store, tui
 
-BENCHMARKS = ("scan", "fleet", "tui", "store", "governor", "detectors", "credit")
+BENCHMARKS = ("scan", "fleet", "tui", "store", "outcomes", "governor", "detectors", "credit")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "store" in chosen:
         print("\n== store: a hub restarted on 1,000,000 stored events, its report and memory ==")
         store.main([])
+    if "outcomes" in chosen:
+        print("\n== outcomes: fleet-hub report --by commit|branch|pr|repo vs --by day, 1M calls ==")
+        outcomes.hub_main([])
     if "governor" in chosen:
         print("\n== governor: a budget's crossing log line to the agent stopped, and overshoot ==")
         governor.main([])

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Final, Literal, NoReturn
 
+from hub import _outcome_rollup as outcome_rollup
 from hub._rollup import MINUTE_KEEP_S, RollupDeltas, StorePricer, amount_text, register
 from shared.codec import unpack
 from shared.events import UsageEvent
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 BUSY_TIMEOUT_MS: Final = 5_000
 # The page cache, in KiB: the usage table's indexes take random inserts (event ids are hashes),
 # and past ~100k calls they outgrow the 2 MiB default, so batches re-read their pages (4% of a
@@ -167,10 +168,13 @@ CREATE TABLE audit (
 # version after the first, so an old hub's database opens at SCHEMA_VERSION). A step is SQL,
 # or a function of the connection and the pricer (v3 prices every kept call into the roll-ups).
 _V2_TO_V3: Final = "v3"
+_V3_TO_V4: Final = "v4"
 _UPGRADES: Final = (
     # v2: no query reads usage by machine, and every index costs each insert a random write
     "DROP INDEX IF EXISTS usage_machine",
     _V2_TO_V3,
+    # v4: the outcome roll-up (`hub._outcome_rollup`), filled from the kept calls
+    _V3_TO_V4,
 )
 _MIGRATE_BATCH: Final = 20_000  # usage rows re-filed per step of the v3 migration
 
@@ -226,12 +230,16 @@ def _migrate(db: sqlite3.Connection, path: Path, pricer: StorePricer | None) -> 
         version: int = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             _run(db, _TABLES)
+            outcome_rollup.create_tables(db)
             if pricer is not None:  # the tables its calls will be priced under
                 db.execute("INSERT INTO meta VALUES ('prices', ?)", (pricer.fingerprint(),))
         elif 0 < version < SCHEMA_VERSION:
             for step in _UPGRADES[version - 1 :]:
                 if step is _V2_TO_V3:
                     _to_v3(db, pricer or _no_pricer(path))
+                elif step is _V3_TO_V4:
+                    outcome_rollup.create_tables(db)
+                    outcome_rollup.rebuild(db)
                 else:
                     db.execute(step)
         elif version != SCHEMA_VERSION:

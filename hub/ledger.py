@@ -37,6 +37,7 @@ from hub.model import Change, Price
 from pricing import PriceBook, PricedCall
 from shared.config import Billing
 from shared.events import Role, Tokens, UsageEvent
+from shared.session_rates import RUN_RATE_WINDOW, run_rate_per_hour
 
 __all__ = [
     "FLEET",
@@ -132,6 +133,9 @@ class Ledger:
         self.tz = tz
         self._now = now
         self._rate = RunRate(run_rate_hours)
+        # each session's spend by minute over the last hour: its run-rate (kept apart from the
+        # fleet's scopes, which the dashboard lists)
+        self._session_rate = RunRate(RUN_RATE_WINDOW / 3600)
         self._days: dict[date, _Day] = {}
         self.sessions = SessionBook()  # lifetime figures of sessions with calls in kept days
         self.price_errors = 0  # calls the price book failed on (counted as unknown)
@@ -182,12 +186,18 @@ class Ledger:
             self._post(sums)
 
     def load(
-        self, cells: Iterable[Cell], minutes: Iterable[MinuteCell], recent: Iterable[UsageEvent]
+        self,
+        cells: Iterable[Cell],
+        minutes: Iterable[MinuteCell],
+        recent: Iterable[UsageEvent],
+        session_spend: Iterable[tuple[float, str, Decimal | None]] = (),
     ) -> None:
         """Start over from the store's roll-ups: the cells since `horizon()` summed by day in
         the ledger's zone and every key, the minutes since then, and the calls of the last few
         minutes (for the sessions' current token rates). Reads sums, not events: this is what
-        a hub does at start-up and when a profile's billing changes."""
+        a hub does at start-up and when a profile's billing changes. `session_spend`: each
+        call of the last hour's (ts, session id, API-equivalent amount), for the sessions'
+        run-rates (a subagent filed under a session id of its own counts in that one)."""
         self._clear()
         sums: _Sums = {}
         window_start = self._minute - self._rate.minutes
@@ -239,10 +249,32 @@ class Ledger:
             self._post(sums)
         for event in recent:
             self.sessions.note_recent(event, self._minute)
+        with localcontext(MONEY):
+            for ts, session, amount in session_spend:
+                minute = int(ts // 60)
+                if amount is None or minute <= self._minute - self._session_rate.minutes:
+                    continue
+                spent = Totals()
+                spent.api_equivalent = amount  # the one figure the session's rate reads
+                self._session_rate.add((("session", session),), minute, self._minute, spent)
+
+    def session_run_rate(self, key: str, now: float) -> Decimal | None:
+        """Session `key`'s API-equivalent dollars an hour over the last hour (as the node's
+        MCP tells it: `shared.session_rates`); None for a session not kept."""
+        self._tick()
+        row = self.sessions.get(key)
+        if row is None:
+            return None
+        scope = ("session", key)
+        window = self._session_rate.minutes
+        with localcontext(MONEY):
+            recent = self._session_rate.total(scope, self._minute, window, Basis.API_EQUIVALENT)
+            return run_rate_per_hour(recent, row.first_ts, now)
 
     def _clear(self) -> None:
         self._days.clear()
         self._rate.clear()
+        self._session_rate.clear()
         self.sessions.clear()
         self.price_errors = self.unplaceable = 0
         self.first_call = None
@@ -265,6 +297,7 @@ class Ledger:
             return
         self._minute = minute
         self._rate.prune(minute)
+        self._session_rate.prune(minute)
         self.sessions.prune(minute)
         today = self._date(now)
         if today != self._today:
@@ -344,6 +377,8 @@ class Ledger:
                     else (FLEET, ("machine", machine))
                 )
                 self._rate.add(scopes, minute, self._minute, calls)
+                if session is not None:
+                    self._session_rate.add((("session", session),), minute, self._minute, calls)
 
     def _day_of(self, ts: float) -> date:
         """`ts`'s day in the ledger's zone; the last day's bounds are kept, as a batch's calls

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import localcontext
 from typing import Any, Final
 
 import orjson
 
+from hub import _outcome_rollup as outcome_rollup
 from hub._counted_log import CountedLog
 from hub._outcome_cache import OutcomeRowsCache, first_day
+from hub._outcome_read import report_from_sums
+from hub._payloads import Payloads
 from hub._pricing import billing_of
 from hub._rollup import cost_class
 from hub._totals import MONEY
@@ -28,6 +31,7 @@ from hub.ledger import Period
 from hub.store import Store
 from pricing import PricedCall
 from pricing.outcomes import OutcomeReport
+from shared.config import Billing
 from shared.events import UsageEvent
 from shared.outcomes import SessionOutcome, outcome_from_map, outcome_to_map, root_session
 
@@ -55,11 +59,13 @@ def create_table(db: sqlite3.Connection) -> None:
 
 
 def record(db: sqlite3.Connection, node: str, outcomes: Sequence[SessionOutcome]) -> None:
-    """Keep `node`'s outcomes (call inside a write transaction: they commit before the ack)."""
+    """Keep `node`'s outcomes (call inside a write transaction: they commit before the ack),
+    and cut their sessions' sums at the commit times they name (`hub._outcome_rollup`)."""
     db.executemany(
         _UPSERT,
         [(node, o.session_id, o.checked_at, orjson.dumps(outcome_to_map(o))) for o in outcomes],
     )
+    outcome_rollup.on_outcomes(db, node, outcomes, lambda: Payloads(db))
 
 
 def _has_table(db: sqlite3.Connection) -> bool:
@@ -108,25 +114,42 @@ def build_outcome_report(
     tz: tzinfo,
     since: date | None = None,
     until: date | None = None,
+    *,
+    from_sums: bool = True,
 ) -> dict[str, Any]:
     """The `by` outcome view of the stored calls from day `since` to `until` (in `tz`): each
-    call priced as when stored, its class from its profile's billing now (as `report`)."""
+    call priced as when stored, its class from its profile's billing now (as `report`).
+    `from_sums` False: read every call, not the outcome roll-up (the same result, slower)."""
     start = _day_start(since, tz) if since is not None else None
     end = _day_start(until + timedelta(days=1), tz) if until is not None else None
     billing = store.billing()
     outcomes = stored_outcomes(store.reading())
-    sessions: dict[tuple[str, str], list[tuple[UsageEvent, PricedCall]]] = {}
     with localcontext(MONEY):
-        for event, amount, estimated in store.priced_usage(start, end):
-            cls = cost_class(
-                amount is not None, estimated, billing_of(billing, event.machine, event.profile)
-            )
-            priced = PricedCall(amount, cls, None, estimated)
-            sessions.setdefault((event.machine, root_session(event)), []).append((event, priced))
         report = OutcomeReport(by)
-        for key, calls in sessions.items():
-            report.add_session(outcomes.get(key), calls)
+        # the store's per-session sums, where they tell (`hub._outcome_read`); else every call
+        if not (from_sums and report_from_sums(store, report, start, end, billing, outcomes)):
+            _add_calls(store, report, start, end, billing, outcomes)
         return report.to_json()
+
+
+def _add_calls(
+    store: Store,
+    report: OutcomeReport,
+    start: float | None,
+    end: float | None,
+    billing: Mapping[tuple[str, str], Billing],
+    outcomes: Mapping[tuple[str, str], SessionOutcome],
+) -> None:
+    """Feed `report` every stored call with start <= ts < end, session by session."""
+    sessions: dict[tuple[str, str], list[tuple[UsageEvent, PricedCall]]] = {}
+    for event, amount, estimated in store.priced_usage(start, end):
+        cls = cost_class(
+            amount is not None, estimated, billing_of(billing, event.machine, event.profile)
+        )
+        priced = PricedCall(amount, cls, None, estimated)
+        sessions.setdefault((event.machine, root_session(event)), []).append((event, priced))
+    for key, calls in sessions.items():
+        report.add_session(outcomes.get(key), calls)
 
 
 def session_outcome(store: Store, node: str, session_id: str) -> SessionOutcome | None:

@@ -56,6 +56,7 @@ from shared.events import Event, LimitEvent, ProfileEvent
 from shared.hello import NodeHello, ProcessInfo, hello_from_map
 from shared.outcomes import SessionOutcome
 from shared.session_notes import MAX_NOTES, SessionNote, note_to_map
+from shared.session_rates import RUN_RATE_WINDOW
 from shared.verdicts import Verdict, bounded
 from shared.wire import Frame, parse_batch_body
 
@@ -251,6 +252,7 @@ class FleetService:
             source.rollup_minutes(since=horizon),
             # a minute more: the rate's window starts at a minute's start before now
             source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
+            source.session_spend(since=self.clock() - RUN_RATE_WINDOW - 60),
         )
 
     def close(self) -> None:
@@ -606,6 +608,12 @@ class FleetService:
             book = self.ledger.sessions
             rows = (book.get(k) for k in (book.keys() if keys is None else keys))
             return [self._snapshot(row) for row in rows if row is not None]
+
+    def session_run_rate(self, key: str) -> Decimal | None:
+        """Session `key`'s dollars an hour over the last hour (None: not a kept session)."""
+        self._loaded.wait()
+        with self._lock:
+            return self.ledger.session_run_rate(key, self.clock())
 
     def active_sessions(self, since: float) -> list[SessionFigures]:
         self._loaded.wait()

@@ -37,6 +37,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from hub import _outcome_rollup as outcome_rollup
 from hub._payloads import Payloads
 from hub._rollup import (
     MINUTE_KEEP_S,
@@ -121,7 +122,8 @@ class Store:
         self._price = StorePricer(book)
         self._db = connect(self.path, synchronous, self._price, cache_kib)
         self._payloads = Payloads(self._db)
-        self._ingest_hooks: list[IngestHook] = []
+        # the outcome roll-up is kept with every batch, in its transaction
+        self._ingest_hooks: list[IngestHook] = [_file_outcomes]
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
         # Raw events before this time were pruned: later copies of them are not stored.
         self._pruned_before = float(row[0]) if row else -math.inf
@@ -504,6 +506,15 @@ class Store:
         )
         return [self._payloads.decode(payload) for (payload,) in rows]
 
+    def session_spend(self, since: float) -> Iterator[tuple[float, str, Decimal | None]]:
+        """(ts, session id, API-equivalent amount as stored; None: unknown) of each counted
+        call since `since`, undecoded: the sessions' run-rates at start-up."""
+        rows = self._db.execute(
+            "SELECT ts, session_id, amount FROM usage WHERE ts >= ? AND counted = 1", (since,)
+        )
+        for ts, session_id, amount in rows:
+            yield ts, session_id, None if amount is None else Decimal(amount)
+
     def priced_usage(
         self, since: float | None = None, until: float | None = None
     ) -> Iterator[tuple[UsageEvent, Decimal | None, bool]]:
@@ -579,6 +590,7 @@ class Store:
             ).fetchall()
             deltas = RollupDeltas(minutes_since=time.time() - MINUTE_KEEP_S)
             changed = []
+            repriced = []
             for rowid, amount, estimated, payload in rows:
                 event, old = self._payloads.decode(payload), stored_price(amount, estimated)
                 new = self._price(event)
@@ -586,9 +598,11 @@ class Store:
                     deltas.add(event, old, -1)
                     deltas.add(event, new, 1)
                     changed.append((amount_text(new[0]), int(new[1]), rowid))
+                    repriced.append((event, old, new))
             self._db.executemany(
                 "UPDATE usage SET amount = ?, estimated = ? WHERE rowid = ?", changed
             )
+            outcome_rollup.on_reprice(self._db, repriced)
             deltas.write(self._db)
             self.rollup_writes.note(deltas)
             done = len(rows) < step
@@ -616,6 +630,7 @@ class Store:
         with self._transaction():
             if before > self._pruned_before:
                 self._set_meta(("pruned_before", before))
+                outcome_rollup.on_prune(self._db, before)
             for table in ("usage", "limits", "profile_events"):
                 left = step - deleted
                 if left <= 0:
@@ -675,6 +690,16 @@ class Store:
             (limit,),
         )
         return [AuditRecord(*row) for row in rows]
+
+
+def _file_outcomes(
+    db: sqlite3.Connection,
+    changes: Sequence[Change],
+    prices: Sequence[tuple[Price | None, Price]],
+    limits: Sequence[LimitEvent],
+    now: float,
+) -> None:
+    outcome_rollup.on_ingest(db, changes, prices)
 
 
 # Times past this (the year 3000) are damage: the feed and the ledger cannot turn them into

@@ -26,9 +26,9 @@ from shared.events import (
     Tokens,
     UsageEvent,
 )
+from shared.session_rates import RUN_RATE_WINDOW, cache_read_ratio, run_rate_per_hour
 
 MAX_SESSIONS: Final = 2000  # the least recently active are dropped past this
-RUN_RATE_WINDOW: Final = 3600.0  # seconds: the run-rate is the spend of the last hour, per hour
 ZERO: Final = Decimal(0)
 
 
@@ -74,9 +74,6 @@ class SessionUsage:
             if call.ts >= now - RUN_RATE_WINDOW:
                 recent += call.cost
         spend = sum(by_class.values(), ZERO)
-        prompt = tokens.prompt
-        # Per hour over the last hour, or over the session's life when it is younger.
-        hours = max(min(now - self.first, RUN_RATE_WINDOW), 60.0) / 3600
         return {
             "session": self.session,
             "agent": self.agent,
@@ -98,8 +95,8 @@ class SessionUsage:
                 "cache_write_1h": tokens.cache_write_1h,
                 "reasoning": tokens.reasoning,
             },
-            "cache_read_ratio": round(tokens.cache_read / prompt, 4) if prompt else None,
-            "run_rate_per_hour": str((recent / Decimal(str(hours))).quantize(Decimal("0.0001"))),
+            "cache_read_ratio": cache_read_ratio(tokens),
+            "run_rate_per_hour": str(run_rate_per_hour(recent, self.first, now)),
             "models": models,
             "spend_by_model": {k: str(v) for k, v in sorted(by_model.items())},
             **_shape(sorted(self.calls.values(), key=lambda c: c.ts)),

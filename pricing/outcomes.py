@@ -25,9 +25,9 @@ import msgspec
 
 from pricing import PricedCall
 from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
-from pricing.rollup import Row, RowKey
-from shared.events import Agent, Role, UsageEvent
-from shared.outcomes import Commit, SessionOutcome, root_session
+from pricing.rollup import Row, RowKey, money_text
+from shared.events import Agent, Role, Tokens, UsageEvent
+from shared.outcomes import Commit, PullRequest, SessionOutcome, root_session
 
 # The columns each view's rows are keyed by (a branch is only one within its repository).
 VIEW_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -45,15 +45,23 @@ SHORT_SHA: Final = 12
 GIT_TIME_STEP_S: Final = 1.0  # the resolution of a commit's author time
 
 
+def commit_times(commits: Iterable[Commit]) -> list[float]:
+    """When each commit counts as made, for putting calls on commits (the first commit at or
+    after a call's time takes it): git keeps whole seconds, so a commit stamped S was made in
+    [S, S + 1), after the call that decided it, which may have ended within that second."""
+    return [c.author_ts + GIT_TIME_STEP_S for c in commits]
+
+
 class _Group(msgspec.Struct):
     row: Row
     detail: dict[str, Any] = msgspec.field(default_factory=dict)
     commits: dict[str, Commit] = msgspec.field(default_factory=dict)
     sessions: set[str] = msgspec.field(default_factory=set)
     no_outcome_sessions: set[str] = msgspec.field(default_factory=set)
-    no_outcome: Row = msgspec.field(default_factory=lambda: Row(keys={}))
-    subagent: Row = msgspec.field(default_factory=lambda: Row(keys={}))
-    retry: Row = msgspec.field(default_factory=lambda: Row(keys={}))
+    # made at their first call (a view of many commits has many groups with none)
+    no_outcome: Row | None = None
+    subagent: Row | None = None
+    retry: Row | None = None
     retry_unseen_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -70,18 +78,23 @@ class _Group(msgspec.Struct):
             "subagent_cost": _amount(self.subagent),
             "subagent_share": _share(self.subagent, self.row),
             "retry_cost": retry,
-            "retry_calls": self.retry.calls,
+            "retry_calls": 0 if self.retry is None else self.retry.calls,
             "retry_unseen_calls": self.retry_unseen_calls,
         }
         return out
 
 
-def _amount(row: Row) -> str | None:
+_EMPTY: Final = Row(keys={})  # what a group's part is before its first call (never added to)
+
+
+def _amount(row: Row | None) -> str | None:
     """A row's API-equivalent dollars; None when a call in it has no known price."""
-    return None if row.unknown_calls else row.to_json()["cost"]["api_equivalent"]
+    row = row or _EMPTY
+    return None if row.unknown_calls else money_text(row.api_equivalent)
 
 
-def _share(part: Row, whole: Row) -> str | None:
+def _share(part: Row | None, whole: Row) -> str | None:
+    part = part or _EMPTY
     if part.unknown_calls or whole.unknown_calls or not whole.api_equivalent:
         return None
     share = part.api_equivalent / whole.api_equivalent
@@ -89,6 +102,13 @@ def _share(part: Row, whole: Row) -> str | None:
 
 
 Call = tuple[UsageEvent, PricedCall]
+# (commit index, calls, their tokens, their price, by a subagent, retry (None: not logged))
+Part = tuple[int, int, Tokens, PricedCall, bool, bool | None]
+
+
+def tool_set(tool_calls: str | None) -> frozenset[str]:
+    """The tool calls a call asked for (`UsageEvent.tool_calls`: comma-separated)."""
+    return frozenset(tool_calls.split(",")) if tool_calls else frozenset()
 
 
 def _retries(calls: list[Call]) -> list[bool | None]:
@@ -100,7 +120,7 @@ def _retries(calls: list[Call]) -> list[bool | None]:
         if event.agent not in TOOL_CALL_AGENTS:
             out.append(None)
             continue
-        tools = frozenset(event.tool_calls.split(",")) if event.tool_calls else frozenset()
+        tools = tool_set(event.tool_calls)
         thread = event.subagent_id
         out.append(bool(tools & last.get(thread, frozenset())))
         last[thread] = tools
@@ -123,73 +143,118 @@ class OutcomeReport:
         if not ordered:
             return
         session_id = root_session(ordered[0][0])
+        self._count(outcome)
+        commits = list(outcome.commits) if outcome is not None else []
+        times = commit_times(commits)
+        for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
+            part = (bisect_left(times, event.ts), 1, event.tokens, priced)
+            self._add(outcome, commits, session_id, part, event.role is Role.SUBAGENT, retry)
+
+    def add_session_parts(
+        self,
+        outcome: SessionOutcome | None,
+        session_id: str,
+        parts: Iterable[Part],
+        also: Iterable[int] = (),
+    ) -> None:
+        """A session's calls (at least one) summed in parts: each part's calls all belong to
+        one commit, given by its index in `outcome.commits` (the rule above; past the end:
+        none), one class, subagent or not, retries or not (None: not logged). `also`: in a
+        view whose rows are not commits (all of a session's commits fall in one row), other
+        commits that calls of a part belong to."""
+        self._count(outcome)
+        commits = list(outcome.commits) if outcome is not None else []
+        for at, calls, tokens, priced, subagent, retry in parts:
+            self._add(outcome, commits, session_id, (at, calls, tokens, priced), subagent, retry)
+        for at in also:
+            if self.by == "commit":
+                raise ValueError("a commit view's parts name their commits one by one")
+            self._group(outcome, commits[at]).commits[commits[at].sha] = commits[at]
+
+    def _count(self, outcome: SessionOutcome | None) -> None:
         status = outcome.status if outcome is not None else "unchecked"
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if outcome is not None and outcome.pr_status:
             self.pr_lookups[outcome.pr_status] = self.pr_lookups.get(outcome.pr_status, 0) + 1
-        commits = list(outcome.commits) if outcome is not None else []
-        # git keeps whole seconds: a commit stamped S was made in [S, S + 1), after the call
-        # that decided it, which may have ended within that second
-        times = [c.author_ts + GIT_TIME_STEP_S for c in commits]
-        for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
-            at = bisect_left(times, event.ts)
-            commit = commits[at] if at < len(commits) else None
-            group = self._group(outcome, commit)
-            group.sessions.add(session_id)
-            if not commits:
-                group.no_outcome_sessions.add(session_id)
-            group.row.add_calls(1, event.tokens, priced)
-            if commit is None:
-                group.no_outcome.add_calls(1, event.tokens, priced)
-            else:
-                group.commits[commit.sha] = commit
-            if event.role is Role.SUBAGENT:
-                group.subagent.add_calls(1, event.tokens, priced)
-            if retry is None:
-                group.retry_unseen_calls += 1
-            elif retry:
-                group.retry.add_calls(1, event.tokens, priced)
+
+    def _add(
+        self,
+        outcome: SessionOutcome | None,
+        commits: list[Commit],
+        session_id: str,
+        part: tuple[int, int, Tokens, PricedCall],
+        subagent: bool,
+        retry: bool | None,
+    ) -> None:
+        at, calls, tokens, priced = part
+        commit = commits[at] if at < len(commits) else None
+        group = self._group(outcome, commit)
+        group.sessions.add(session_id)
+        if not commits:
+            group.no_outcome_sessions.add(session_id)
+        group.row.add_calls(calls, tokens, priced)
+        if commit is None:
+            group.no_outcome = group.no_outcome or Row(keys={})
+            group.no_outcome.add_calls(calls, tokens, priced)
+        else:
+            group.commits[commit.sha] = commit
+        if subagent:
+            group.subagent = group.subagent or Row(keys={})
+            group.subagent.add_calls(calls, tokens, priced)
+        if retry is None:
+            group.retry_unseen_calls += calls
+        elif retry:
+            group.retry = group.retry or Row(keys={})
+            group.retry.add_calls(calls, tokens, priced)
 
     def _group(self, outcome: SessionOutcome | None, commit: Commit | None) -> _Group:
         ok = outcome is not None and outcome.status == "ok"
         repo = outcome.repo if outcome is not None and ok else None
         branch = outcome.branch if outcome is not None and ok else None
         pr = outcome.pr if outcome is not None else None
-        where = {"repo": repo, "branch": branch}
-        detail: dict[str, Any] = {}
         if self.by == "commit":
             key: RowKey = (commit.sha if commit else None,)
-            if commit is not None:
-                detail = where | {"subject": commit.subject, "author_ts": commit.author_ts}
-                detail["rule"] = commit.rule
         elif self.by == "branch":
             key = (repo, branch)
-            if pr is not None:
-                detail = {"pr": pr.number, "pr_merged": pr.merged}
         elif self.by == "pr":
             key = (f"{repo}#{pr.number}" if pr is not None and repo else None,)
-            if pr is not None:
-                detail = where | {"number": pr.number, "state": pr.state}
-                detail |= {"merged": pr.merged, "url": pr.url}
         else:
             key = (repo,)
         group = self.groups.get(key)
-        if group is None:
+        if group is None:  # its detail comes from the first call's outcome
             keys = dict(zip(VIEW_KEYS[self.by], key, strict=True))
+            detail = self._detail(repo, branch, pr, commit)
             group = self.groups[key] = _Group(Row(keys=keys), detail)
         return group
 
+    def _detail(
+        self, repo: str | None, branch: str | None, pr: PullRequest | None, commit: Commit | None
+    ) -> dict[str, Any]:
+        where = {"repo": repo, "branch": branch}
+        if self.by == "commit" and commit is not None:
+            detail = where | {"subject": commit.subject, "author_ts": commit.author_ts}
+            return detail | {"rule": commit.rule}
+        if self.by == "branch" and pr is not None:
+            return {"pr": pr.number, "pr_merged": pr.merged}
+        if self.by == "pr" and pr is not None:
+            detail = where | {"number": pr.number, "state": pr.state}
+            return detail | {"merged": pr.merged, "url": pr.url}
+        return {}
+
     def to_json(self) -> dict[str, Any]:
         rows = [self.groups[k] for k in sorted(self.groups, key=lambda k: [v or "" for v in k])]
-        total = _Group(Row(keys={}))
+        no_outcome, subagent, retry = Row(keys={}), Row(keys={}), Row(keys={})
+        total = _Group(Row(keys={}), no_outcome=no_outcome, subagent=subagent, retry=retry)
         for group in rows:
             total.row.merge(group.row)
             total.commits.update(group.commits)
             total.sessions |= group.sessions
             total.no_outcome_sessions |= group.no_outcome_sessions
-            total.no_outcome.merge(group.no_outcome)
-            total.subagent.merge(group.subagent)
-            total.retry.merge(group.retry)
+            for into, part in ((no_outcome, group.no_outcome), (subagent, group.subagent)):
+                if part is not None:
+                    into.merge(part)
+            if group.retry is not None:
+                retry.merge(group.retry)
             total.retry_unseen_calls += group.retry_unseen_calls
         return {
             "group_by": list(VIEW_KEYS[self.by]),
@@ -314,4 +379,5 @@ __all__ = [
     "check_outcome_keys",
     "outcome_report",
     "render_outcome_text",
+    "tool_set",
 ]

@@ -162,11 +162,18 @@ class Row(msgspec.Struct):
 
 def _dec(value: Decimal) -> str:
     """Exact, without exponent notation and without trailing zeros past the cent."""
+    if not value and not value.is_signed():  # most class figures of most rows
+        return "0.00"
     text = format(value.normalize(), "f")
     if "." not in text:
         return text + ".00"
     whole, frac = text.split(".")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def money_text(value: Decimal) -> str:
+    """A dollar figure as a row shows it."""
+    return _dec(value)
 
 
 class Rollup(msgspec.Struct):

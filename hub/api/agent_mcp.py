@@ -83,14 +83,17 @@ class HubAnswers:
             rows = views.sessions(self.service, scope, 0.0, keys=[scope.session])
             if not rows:
                 return f"No calls of session {scope.session} at the hub.", {"sessions": []}
-            row = rows[0]
+            row = rows[0] | views.session_rates(self.service, scope.session)
             main, sub = row["main"], row["subagents"]
+            ratio, rate = row["cache_read_ratio"], row["run_rate_per_hour"]
             words = (
                 f"Session {row['key']} on {row['machine']} ({row['profile'] or 'no profile'}): "
                 f"API-equivalent {_usd(main)} main + {_usd(sub)} subagents over "
-                f"{main['calls'] + sub['calls']} calls; model {row['model'] or 'unknown'}."
+                f"{main['calls'] + sub['calls']} calls; model {row['model'] or 'unknown'}. "
+                f"Cache-read ratio {'unknown' if ratio is None else f'{ratio:.0%}'}. "
+                f"Run-rate {'unknown' if rate is None else f'${rate}'}/h over the last hour."
             )
-            return words, {"sessions": rows}
+            return words, {"sessions": [row]}
         if scope.profile is not None:
             rows = views.profiles(self.service, scope, Period.TODAY)
             parts = [f"{r['machine']}/{r['profile']} {_usd(r['spend'])}" for r in rows]

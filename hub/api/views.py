@@ -17,6 +17,7 @@ from hub.ledger import Dimension, Period, profile_key
 from hub.model import AuditRecord, NodeState
 from hub.service import FeedItem, FleetService, NodeView, Update
 from shared.hello import process_to_map
+from shared.session_rates import cache_read_ratio
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,17 @@ def sessions(
             }
         )
     return out
+
+
+def session_rates(service: FleetService, key: str) -> dict[str, Any]:
+    """A session's cache-read ratio (all its calls, subagents' too) and API-equivalent
+    run-rate over the last hour, as the node's MCP tells them (`shared.session_rates`)."""
+    rows = service.sessions([key])
+    rate = service.session_run_rate(key)
+    return {
+        "cache_read_ratio": cache_read_ratio(rows[0].total) if rows else None,
+        "run_rate_per_hour": money(rate),
+    }
 
 
 def spend_by(service: FleetService, dimension: Dimension, period: Period) -> list[dict[str, Any]]:
