@@ -199,16 +199,23 @@ def test_a_budgets_pause_of_a_codex_agent_interrupts_its_turn_first(tmp_path: Pa
             fleet.start_node(fleet.write_node(tmp_path, NODE, setup, [profile]), tmp_path)
         )
         fleet.wait_for(lambda: any(v.record.node == NODE for v in service.nodes()), 30, "node")
-        hub.governor.add_budget(
-            parse_budget({"name": "cx day", "scope": f"machine={NODE}", "period": "day",
-                          "basis": "api", "limit": "0.50", "action": "pause"}),
-            "test",
-        )  # fmt: skip
         agent = launch(
             Agent.CODEX, home, "--mode", "runaway", "--pace", "0.3", "--machine", NODE,
             "--profile", "cx", env=fleet.child_env(tmp_path),
         )  # fmt: skip
         try:
+            # The budget once the hub knows the agent: a runaway's first call may cross it
+            # before the node's inventory has told the hub of the process to stop.
+            fleet.wait_for(
+                lambda: any(p.pid == agent.pid for _, p in service.processes(NODE)),
+                30,
+                "the agent in the node's inventory",
+            )
+            hub.governor.add_budget(
+                parse_budget({"name": "cx day", "scope": f"machine={NODE}", "period": "day",
+                              "basis": "api", "limit": "0.50", "action": "pause"}),
+                "test",
+            )  # fmt: skip
 
             def acted() -> list[tuple[str, str, str]]:
                 return [
