@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -116,6 +116,50 @@ class ProviderData:
                 )
                 data.openai_costs.setdefault(day, []).extend(_openai_costs(scope, model, amounts))
         return data
+
+
+# The cost report's cents per call at list price, for a Sonnet 4.5 call of 1,000 input, 20,000
+# output and 100,000 cache-read tokens ($3, $15 and $0.30 per MTok): $0.333.
+LIST_CENTS: Final = (
+    ("uncached_input_tokens", Decimal("0.3")),
+    ("output_tokens", Decimal(30)),
+    ("cache_read_input_tokens", Decimal(3)),
+)
+
+
+def bill_anthropic_day(
+    data: ProviderData,
+    day: date,
+    model: str,
+    tokens: Tokens,
+    calls: int,
+    cents: tuple[tuple[str, Decimal], ...],
+) -> None:
+    """`day` on key `apikey_1` (no workspace): `calls` calls of `tokens` each, and per token
+    type the cost report's cents per call (Anthropic's `amount` is in cents)."""
+    data.anthropic_usage[day] = [
+        {
+            "api_key_id": "apikey_1",
+            "workspace_id": None,
+            "model": model,
+            "uncached_input_tokens": tokens.input * calls,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "cache_read_input_tokens": tokens.cache_read * calls,
+            "output_tokens": tokens.output * calls,
+        }
+    ]
+    data.anthropic_cost[day] = [
+        {
+            "amount": str(per_call * calls),
+            "currency": "USD",
+            "workspace_id": None,
+            "cost_type": "tokens",
+            "token_type": token_type,
+            "model": model,
+            "description": token_type,
+        }
+        for token_type, per_call in cents
+    ]
 
 
 def _amounts(

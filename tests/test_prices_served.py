@@ -20,7 +20,7 @@ from hub.config import load_hub_config
 from shared.events import Agent, Tokens, UsageEvent
 from tests.api_harness import ServedHub
 from tests.fleet_harness import ROOT, child_env, make_hub, start_hub, stop, wait_for
-from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData
+from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData, bill_anthropic_day
 
 MODEL = "claude-sonnet-4-5-20250929"
 TOKENS = Tokens(input=1000, output=20_000, cache_read=100_000)
@@ -34,33 +34,18 @@ AT_BILL = CALLS * Decimal("0.353")
 
 def billed() -> ProviderData:
     data = ProviderData()
-    data.anthropic_usage[YESTERDAY] = [
-        {
-            "api_key_id": "apikey_1",
-            "workspace_id": None,
-            "model": MODEL,
-            "uncached_input_tokens": TOKENS.input * CALLS,
-            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-            "cache_read_input_tokens": TOKENS.cache_read * CALLS,
-            "output_tokens": TOKENS.output * CALLS,
-        }
-    ]
-    data.anthropic_cost[YESTERDAY] = [
-        {
-            "amount": str(cents * CALLS),
-            "currency": "USD",
-            "workspace_id": None,
-            "cost_type": "tokens",
-            "token_type": token_type,
-            "model": MODEL,
-            "description": token_type,
-        }
-        for token_type, cents in (
+    bill_anthropic_day(
+        data,
+        YESTERDAY,
+        MODEL,
+        TOKENS,
+        CALLS,
+        (
             ("uncached_input_tokens", Decimal("0.3")),
             ("output_tokens", Decimal(32)),  # 20,000 at $16/MTok
             ("cache_read_input_tokens", Decimal(3)),
-        )
-    ]
+        ),
+    )
     return data
 
 

@@ -18,7 +18,13 @@ from hub.reconcile.anthropic import USAGE as USAGE_PATH
 from shared.events import Agent, Tokens, UsageEvent
 from tests.api_harness import ServedHub, fleet_hub
 from tests.fleet_harness import free_port, make_hub, start_hub, stop
-from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData
+from tests.provider_api import (
+    ANTHROPIC_KEY,
+    LIST_CENTS,
+    ProviderApi,
+    ProviderData,
+    bill_anthropic_day,
+)
 
 MODEL = "claude-sonnet-4-5-20250929"
 TOKENS = Tokens(input=1000, output=20_000, cache_read=100_000)  # $0.333 a call at list
@@ -55,33 +61,7 @@ def today_billed(times: int) -> ProviderData:
     today = datetime.now(UTC).date()
     data = ProviderData()
     n = 10 * times
-    data.anthropic_usage[today] = [
-        {
-            "api_key_id": "apikey_1",
-            "workspace_id": None,
-            "model": MODEL,
-            "uncached_input_tokens": TOKENS.input * n,
-            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-            "cache_read_input_tokens": TOKENS.cache_read * n,
-            "output_tokens": TOKENS.output * n,
-        }
-    ]
-    data.anthropic_cost[today] = [
-        {
-            "amount": str(cents * n),
-            "currency": "USD",
-            "workspace_id": None,
-            "cost_type": "tokens",
-            "token_type": token_type,
-            "model": MODEL,
-            "description": token_type,
-        }
-        for token_type, cents in (
-            ("uncached_input_tokens", Decimal("0.3")),  # 1,000 at $3/MTok: 0.3 cents
-            ("output_tokens", Decimal(30)),
-            ("cache_read_input_tokens", Decimal(3)),
-        )
-    ]
+    bill_anthropic_day(data, today, MODEL, TOKENS, n, LIST_CENTS)
     return data
 
 

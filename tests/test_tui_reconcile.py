@@ -39,7 +39,13 @@ from tests.api_harness import fleet_hub
 from tests.budget_harness import hello, send
 from tests.fleet_harness import free_port, make_hub, processes, start_hub
 from tests.pilot_waits import until
-from tests.provider_api import ANTHROPIC_KEY, ProviderApi, ProviderData
+from tests.provider_api import (
+    ANTHROPIC_KEY,
+    LIST_CENTS,
+    ProviderApi,
+    ProviderData,
+    bill_anthropic_day,
+)
 from tests.test_tui_halt import select
 from tests.test_tui_layout import fits
 
@@ -75,33 +81,7 @@ def billed() -> ProviderData:
     data = ProviderData()
     for day, times in TIMES.items():
         n = CALLS * times
-        data.anthropic_usage[day] = [
-            {
-                "api_key_id": "apikey_1",
-                "workspace_id": None,
-                "model": MODEL,
-                "uncached_input_tokens": TOKENS.input * n,
-                "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-                "cache_read_input_tokens": TOKENS.cache_read * n,
-                "output_tokens": TOKENS.output * n,
-            }
-        ]
-        data.anthropic_cost[day] = [
-            {
-                "amount": str(cents * n),
-                "currency": "USD",
-                "workspace_id": None,
-                "cost_type": "tokens",
-                "token_type": token_type,
-                "model": MODEL,
-                "description": token_type,
-            }
-            for token_type, cents in (
-                ("uncached_input_tokens", Decimal("0.3")),
-                ("output_tokens", Decimal(30)),
-                ("cache_read_input_tokens", Decimal(3)),
-            )
-        ]
+        bill_anthropic_day(data, day, MODEL, TOKENS, n, LIST_CENTS)
     return data
 
 
