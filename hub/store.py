@@ -28,7 +28,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -53,6 +53,7 @@ from hub._rollup import (
     stored_price,
 )
 from hub._schema import CACHE_KIB, Synchronous, connect
+from hub._transaction import immediate
 from hub.model import (
     AuditRecord,
     Change,
@@ -162,17 +163,8 @@ class Store:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # IMMEDIATE: take the write lock up front, so a busy database waits (busy_timeout)
-        # at BEGIN rather than failing halfway through a batch.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db)
 
     @contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:

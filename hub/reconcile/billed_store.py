@@ -17,14 +17,15 @@ import hashlib
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from hub._transaction import immediate
 from hub.reconcile.billed import BilledFigure
 from hub.reconcile.fleet import RowKey
 from hub.reconcile.imports import BilledRow, Rate
@@ -161,15 +162,8 @@ class BilledImports:
                 self._file_day(db, provider, day, day_rows, partial, source, now, done)
         return done
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db)
 
     @staticmethod
     def _file_day(
