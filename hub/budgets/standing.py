@@ -126,7 +126,9 @@ def standing_of(
         for m in records.marks(db, budget.name)
         if m.state == "done" and m.outcome and not m.outcome.startswith(PASSED)
     ]
-    last = acted[-1] if acted else None
+    # the latest; a stop before an alert of the same evaluation (a forecast noted with the
+    # crossing that stopped the work is not what the budget did)
+    last = max(reversed(acted), key=_weight) if acted else None
     last_action, last_at = _last_action(db, last) if last is not None else (None, None)
     hard = [m for m in records.marks(db, budget.name) if m.action in ("pause", "kill")]
     overshoot = None
@@ -176,6 +178,10 @@ def _last_action(db: sqlite3.Connection, mark: Mark) -> tuple[str, float]:
         return f"{_label(mark)}: {mark.outcome}", mark.at
     summary = stop_summary(mark.action, Counter(outcome for outcome, _ in stops))
     return f"{_label(mark)}: {summary}", max(at for _, at in stops)
+
+
+def _weight(mark: Mark) -> tuple[float, bool]:
+    return mark.at, mark.action in ("pause", "kill")
 
 
 def _label(mark: Mark) -> str:
