@@ -145,7 +145,8 @@ def test_the_demo_at_80x24_without_colour(tmux: Tmux, tmp_path: Path) -> None:
     """The smallest usual terminal, NO_COLOR: the header keeps every figure, the footer the
     halt keys, the Sessions tab its key columns, and the runaway's cache ratio is marked."""
     workdir = start_demo(tmux, tmp_path, (80, 24), NO_COLOR="1")
-    screen = tmux.wait_for("spark01", "spark02", "online", "Machines", timeout=90)
+    # the header is redrawn on its own tick, which may come after the table's rows: both
+    screen = tmux.wait_for("spark01", "spark02", "online", "Machines", "2/2", "met $", timeout=90)
     lines = screen.splitlines()
     header, footer = lines[0], lines[-1]
     for part in ("met $", "sub $", "est", "unk", "/h", "→", "2/2"):
