@@ -10,7 +10,10 @@ pause or kill of every agent process in scope through the commander (a Codex pro
 interrupted first: see `_interrupt`), each stop recorded so
 it is sent once (a command id derived from the mark makes a resend after a crash a no-op on
 the node). Calls that arrive after a stop are in-flight overshoot: they are added to the
-mark's `spent_after`, and any new agent process in a stopped scope is stopped too.
+mark's `spent_after`. An agent process that joins a scope whose stop stands (see
+`stopped_scope`) is stopped with the same action as soon as its node's hello names it (or it
+logs a call there), once per process: `budget_stops` remembers what was stopped, so a
+restarted hub neither stops it again nor misses one it had not reached.
 
 A hard budget fires when less than one typical call (the p95 of the scope's recent calls) of
 headroom is left, so the stop lands near the limit rather than one call past it.
@@ -68,10 +71,11 @@ from hub.budgets.periods import (
 from hub.budgets.records import PASSED, Mark, Override
 from hub.budgets.seed import billing_map, seed
 from hub.budgets.standing import BudgetStanding, standing_of, stop_summary
+from hub.budgets.stopped_scope import standing_stops, stands
 from hub.config import load_hub_config
 from hub.findings import Finding, FindingSink, Severity
 from hub.model import Change, NodeState, Price
-from hub.service import CommandOutcome, FleetService
+from hub.service import CommandOutcome, FleetService, Update
 from hub.store import Store
 from pricing import Billing
 from shared.config import ConfigError
@@ -128,6 +132,10 @@ class Governor:
         self._later: list[Due] = []  # hard marks waiting for the nodes' first hellos
         self._hellos_by = clock() + HELLO_GRACE_S
         self._due: deque[Due] = deque()
+        # each node's agent processes as its last hello named them: a new one may join a
+        # stopped scope (empty at start, so a restarted hub looks at every process once)
+        self._known: dict[str, frozenset[tuple[int, float]]] = {}
+        self._joined = False  # a hello named a process not known before: check the stops
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,7 +153,7 @@ class Governor:
         """Hook into `store`'s ingest transactions and start acting (before the receiver
         starts: no batch may pass unchecked)."""
         store.add_ingest_hook(self.on_ingest)
-        self._service.subscribe(lambda _update: self._committed())
+        self._service.subscribe(self._on_update)
         self._thread = threading.Thread(target=self._run, name="governor", daemon=True)
         self._thread.start()
         self._wake.set()
@@ -368,6 +376,11 @@ class Governor:
 
     # -- after the commit -----------------------------------------------------------------------
 
+    def _on_update(self, update: Update) -> None:
+        self._committed()
+        if update.machines:
+            self._note_processes(update.machines)
+
     def _committed(self) -> None:
         with self._lock:
             if not self._tentative:
@@ -375,6 +388,39 @@ class Governor:
             self._due.extend(self._tentative)
             self._tentative = []
         self._wake.set()
+
+    def _note_processes(self, machines: set[str]) -> None:
+        """A hello that names a process its node had not named before wakes the actor to
+        stop it if it joined a stopped scope (checked there, after the marks queued before
+        it: a crossing in the same batch acts on it first)."""
+        reported = {
+            node: {(p.pid, p.create_time) for _, p in self._service.processes(node)
+                   if p.state != "zombie"}
+            for node in machines
+        }  # fmt: skip
+        joined = False
+        with self._lock:
+            for node, keys in reported.items():
+                joined |= bool(keys - self._known.get(node, frozenset()))
+                self._known[node] = frozenset(keys)
+            if not joined or not any(b.hard for b in self._budgets.values()):
+                return
+            self._joined = True
+        self._wake.set()
+
+    def _stop_joiners(self) -> None:
+        """Each stop that stands acts again on the agents of its scope it has not stopped."""
+        now = self.clock()
+        with self._own_lock:
+            db = self._own.reading()
+            due = [
+                Due(mark, repeat=True)
+                for budget in self.budgets
+                if budget.hard
+                for mark in standing_stops(db, budget, now)
+            ]
+        for item in due:
+            self._act(item)
 
     def _run(self) -> None:
         next_tick = 0.0
@@ -390,6 +436,13 @@ class Governor:
                     self._act(due)
                 except Exception:
                     log.exception("the governor could not act on %s", due.mark)
+            with self._lock:
+                joined, self._joined = self._joined, False
+            if joined:
+                try:
+                    self._stop_joiners()
+                except Exception:
+                    log.exception("the governor could not check the stopped scopes")
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + TICK_S
                 with self._lock:
@@ -418,6 +471,8 @@ class Governor:
             with self._own_lock, self._own.writing() as db:
                 records.finish_mark(db, mark, "budget removed", None)
             return
+        if due.repeat and not self._stands(budget, mark):
+            return  # resumed by a person, overridden, or its period is over
         summary, stopped_at = "", None
         if mark.action in ("pause", "kill"):
             if not self._targets(budget, mark.bucket) and self._awaiting_hellos(budget):
@@ -438,6 +493,10 @@ class Governor:
         self._own_audit(f"budget '{budget.name}'", f"budget {mark.action}", budget, text)
         if self._sink is not None and not due.repeat:
             self._sink.raise_finding(self._finding(budget, mark, text, summary))
+
+    def _stands(self, budget: Budget, mark: Mark) -> bool:
+        with self._own_lock:
+            return stands(self._own.reading(), budget, mark, self.clock())
 
     def _own_audit(self, who: str, action: str, budget: Budget, result: str) -> None:
         with self._own_lock:

@@ -22,6 +22,8 @@ What it does, so tests and the demo can rely on it:
 - Modes: `normal` (a growing, cached context), `runaway` (cache thrash: every call writes a
   large prompt to the cache and reads none back), `ratelimit` (after `--calls` calls, 3 by
   default, the agent's real limit record, then no more calls).
+- `--first-call-after S`: it waits S seconds at its prompt before its first call (started and
+  not asked anything yet: a process its node reports before it has spent a cent).
 - After its calls (`--calls`, 0 = no end) it idles like an agent at its prompt, or exits with
   `--then exit`. On SIGTERM/SIGINT it closes its files and exits 0, leaving its tool
   subprocesses to whoever kills the tree (real agents orphan them).
@@ -555,6 +557,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", help="profile name in truth (default: the home's dir name)")
     p.add_argument("--then", choices=("idle", "exit"), default="idle", help="after the calls")
     p.add_argument(
+        "--first-call-after",
+        type=float,
+        default=0.0,
+        help="seconds at the prompt before the first call (default: at once)",
+    )
+    p.add_argument(
         "--commit-every",
         type=int,
         default=0,
@@ -599,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commits = _Commits(Path(project), agent, session.session_id, args.commit_every)
         if args.commit_every > 0:
             init_repository(Path(project))  # made once; agents sharing the project share it
+        time.sleep(max(0.0, args.first_call_after))  # at its prompt, not asked yet
         _run(session, mode, args.calls, args.pace, commits)
         if args.then == "exit":
             _end_tools(tools)  # a finished agent ends its tools
