@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 from hub.api_client import TOKEN_VARIABLE
+from hub.shutdown import Shutdown
 from hub.tokens import read_admin_token
 from shared.cli import EXIT_FAILURE, EXIT_USAGE
 from shared.config import ConfigError
@@ -48,8 +49,6 @@ def run_attached(url: str, token: str, verify: ssl.SSLContext | bool = True) -> 
     except HubUnavailable as exc:
         print(f"fleet-hub: {exc}", file=sys.stderr)
         return EXIT_USAGE if exc.status in (401, 403) else EXIT_FAILURE
-    try:
-        run_dashboard(remote)
-    finally:
-        remote.close()
+    with Shutdown(remote.close) as shutdown:  # after a quit, a signal or a lost terminal
+        run_dashboard(remote, shutdown=shutdown)
     return 0

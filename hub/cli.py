@@ -40,6 +40,7 @@ from hub.config import (
 from hub.outcomes import build_outcome_report
 from hub.reconcile import cli as reconcile_cli
 from hub.report import build_hub_report
+from hub.shutdown import Shutdown
 from hub.store import DB_FILE, Store
 from pricing.outcomes import OutcomeKeyError, check_outcome_keys, render_outcome_text
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
@@ -233,12 +234,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     service = _start(hub, "fleet-hub")
     if service is None:
         return EXIT_FAILURE
-    try:
-        _serve_beside(front, service)
-        run_dashboard(service)
-    finally:
+
+    def stop() -> None:
         front.stop()
         hub.stop()
+
+    with Shutdown(stop) as shutdown:  # stops them after a quit, a signal, a lost terminal
+        _serve_beside(front, service)
+        run_dashboard(service, shutdown=shutdown)
     return 0
 
 
@@ -279,13 +282,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"fleet-hub demo: starting {args.machines} node agents and their agents in {workdir}",
             flush=True,
         )
-        stack.callback(fleet.stop)  # not enter_context: __enter__ would start it outside the try
+        # Ends the fleet after a quit, on SIGTERM / SIGHUP / SIGINT or a lost terminal, while
+        # it starts as well (see hub.shutdown). Not the fleet's own __enter__: that would start
+        # it outside the try.
+        shutdown = stack.enter_context(Shutdown(fleet.stop))
         try:
             service = fleet.start()
         except (OSError, RuntimeError, ConfigError) as exc:
             print(f"fleet-hub demo: could not start the demo fleet: {exc}", file=sys.stderr)
             return 1
-        run_dashboard(service)
+        run_dashboard(service, shutdown=shutdown)
     return 0
 
 

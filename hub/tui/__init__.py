@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
+from contextlib import nullcontext
 
+from hub.shutdown import Shutdown
 from hub.source import FleetSource
 from hub.tui.app import FleetApp
 
 __all__ = ["FleetApp", "run_dashboard"]
 
 
-def run_dashboard(service: FleetSource, *, who: str | None = None) -> None:
-    """Run the TUI in this terminal until the operator quits (or SIGTERM / SIGHUP arrive:
-    the caller's cleanup then runs as after a quit)."""
+def run_dashboard(
+    service: FleetSource, *, who: str | None = None, shutdown: Shutdown | None = None
+) -> None:
+    """Run the TUI in this terminal until the operator quits, or SIGTERM, SIGHUP or SIGINT
+    arrive or the terminal goes away (`shutdown`: the caller's, whose cleanup then runs as
+    after a quit, or by force if the app cannot end; see hub.shutdown)."""
     app = FleetApp(service, who=who)
-
-    def leave(signum: int, frame: FrameType | None) -> None:
-        app.call_later(app.exit)
-
-    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        app.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with nullcontext(shutdown) if shutdown is not None else Shutdown(lambda: None) as ending:
+        if ending.requested:
+            return  # asked to end while starting
+        ending.asks(app.leave_soon)
+        try:
+            app.run()
+        finally:
+            ending.asks(None)

@@ -261,6 +261,7 @@ class FleetApp(App[None]):
         self.breaches = Breaches()
         self.reconcile = ReconcileTab(self, service)  # the Reconciliation tab (7)
         self.refusal: str | None = None  # the last key refused to a viewer's token, and why
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while mounted: see leave_soon
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -293,6 +294,7 @@ class FleetApp(App[None]):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.service.subscribe(self.dashboard.note)
         feed = self.query_one("#feed", RichLog)
         for item in self.dashboard.feed_backlog():
@@ -305,6 +307,15 @@ class FleetApp(App[None]):
         self.tick()
         self.set_interval(TICK_S, self.tick)
         self._show_scope()
+
+    def leave_soon(self) -> bool:
+        """Ask the app to exit, from any thread or a signal handler (the exit is posted through
+        the loop's thread-safe door, which also wakes it); False when it is not running."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        loop.call_soon_threadsafe(self.exit)
+        return True
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
