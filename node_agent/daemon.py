@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import platform
 import signal
@@ -55,7 +56,7 @@ from pricing.installed import installed_state, prices_dir
 from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
 from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
-from shared.events import Event, LimitEvent, ProfileEvent
+from shared.events import Event, LimitEvent, ProfileEvent, UsageEvent
 from shared.hello import (
     NodeHello,
     ProcessInfo,
@@ -75,6 +76,11 @@ RESCAN_FACTOR_WITH_EVENTS: Final = 12
 HOT_POLL_WITH_EVENTS: Final = 5.0
 STOP_CHECK: Final = 0.5  # seconds a wait for file events lasts at most
 INVENTORY_EVERY: Final = 5.0  # seconds between process scans (a scan is ~5 ms of CPU)
+# A call this recent from a session no listed process holds: an agent started since the last
+# scan, scanned for before the next hello (at most every INVENTORY_AT_MOST s), so the batch
+# that may cross a budget names the process to stop (not up to INVENTORY_EVERY s later).
+NEW_SESSION_CALL_S: Final = 120.0
+INVENTORY_AT_MOST: Final = 1.0
 PROFILE_EVENTS_META: Final = "profile_events"
 KEEP_PROFILE_EVENTS: Final = 500
 
@@ -101,6 +107,8 @@ class Daemon:
             for home in source.default_homes()
         )
         self.processes: list[procs.AgentProcess] = []
+        self._scanned_at = -math.inf  # monotonic time of the last process scan
+        self._unlisted_caller = False  # a recent call from a session no listed process holds
         self.timeline = ProfileTimeline(config)
         self.status_watcher = (
             StatusFileWatcher(config.status_file, config.node, config.profiles)
@@ -133,6 +141,8 @@ class Daemon:
 
     def hello(self) -> dict[str, Any]:
         with self._lock:
+            if self._unlisted_caller and time.monotonic() - self._scanned_at >= INVENTORY_AT_MOST:
+                self.processes = self._scan()
             processes = tuple(_process_info(p) for p in self.processes)
         stats = self.reader.stats if self.reader is not None else None
         sender = self.sender
@@ -231,6 +241,8 @@ class Daemon:
     def _scan(self) -> list[procs.AgentProcess]:
         """The agents to report; with `only_profile_processes`, only our own (nodes sharing a
         host, or another user's session, would otherwise be listed and haltable)."""
+        self._scanned_at = time.monotonic()
+        self._unlisted_caller = False
         found = self.inventory.scan()
         if self.config.only_profile_processes:
             return [p for p in found if self._is_ours(p)]
@@ -312,10 +324,16 @@ class Daemon:
     def _saw(self, events: Sequence[Event]) -> None:
         self.tally.add(events)
         self.outcomes.saw(events)
+        recent = time.time() - NEW_SESSION_CALL_S
         with self._lock:
             for event in events:
                 if isinstance(event, LimitEvent):
                     self.timeline.add_limit(event)
+            listed = {p.session_id for p in self.processes}
+            self._unlisted_caller |= any(
+                isinstance(e, UsageEvent) and e.ts >= recent and e.session_id not in listed
+                for e in events
+            )
 
     def _commit_profile_events(self, outbox: Outbox) -> int:
         """Status file and logins into the timelines; their new profile events into the outbox."""

@@ -128,9 +128,12 @@ def test_a_runaway_is_paused_whole_tree_at_its_budget(tmp_path: Path) -> None:
             who == "budget 'spark07 day'" and act == "pause" and "paused" in result
             for who, act, result in acts
         )
+        # (a crossing whose batch came before the node listed the agent finds no agent; the
+        # hello that names it then brings the pause: one more row, the newest)
         summaries = [r for w, a, r in acts if a == "budget pause"]
-        assert len(summaries) == 1 and "at 100 %: " in summaries[0]
-        assert "paused 1 agent" in summaries[0]
+        assert "at 100 %: " in summaries[0] and "paused 1 agent" in summaries[0]
+        assert all(r.endswith("no agent to pause in scope") for r in summaries[1:]), summaries
+        assert len(summaries) <= 2, summaries
         assert _stopped(agent)  # and it stays stopped: nothing resumes it in this period
 
 
@@ -179,7 +182,14 @@ def test_a_hub_killed_just_after_a_crossing_acts_once(tmp_path: Path) -> None:
         assert len(marks) == 1 and marks[0][1] == "done"
         assert [pid for pid, _ in stops] == [agent.pid]
         summaries = [r for _, a, r in _audit(served) if a == "budget pause"]
-        assert len(summaries) == 1, summaries
+        # one stop (killed while acting: "1 already paused" after the restart); a crossing
+        # that found no agent yet may come before it (see above)
+        assert not summaries[0].endswith("no agent to pause in scope"), summaries
+        assert all(r.endswith("no agent to pause in scope") for r in summaries[1:]), summaries
+        assert len(summaries) <= 2, summaries
+        # never a second pause command (the first one's audit row may have died with the hub)
+        pauses = [r for w, a, r in _audit(served) if w == "budget 'spark07 day'" and a == "pause"]
+        assert len(pauses) <= 1, pauses
         assert _stopped(agent)
 
 
