@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
+# The same for the agents read faster per byte. Codex (rollouts are mostly lines the prefilter
+# drops): `--jobs 1` beat `--jobs 2` up to 90 MB of generated rollouts, lost at 180 MB.
+_PARALLEL_MIN_BYTES_OF: Final = {Agent.CODEX: 128 * 1024 * 1024}
 
 
 class Query(msgspec.Struct, frozen=True):
@@ -173,8 +176,7 @@ def build_report(
     plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
     tasks = [plan for plan in plans if isinstance(plan, Task)]
     if jobs is None:
-        big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
-        jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
+        jobs = os.cpu_count() or 1 if _worth_workers(units, tasks) else 1
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
     jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
@@ -215,6 +217,15 @@ def build_report(
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
     return report
+
+
+def _worth_workers(units: Sequence[Unit], tasks: Sequence[Task]) -> bool:
+    """Whether there is enough to read for worker processes to pay for their start: the
+    bytes left to read, each agent's against its own threshold."""
+    share = sum(_unread(task) for task in tasks) / PARALLEL_MIN_BYTES
+    for unit in units:
+        share += unit.size / _PARALLEL_MIN_BYTES_OF.get(unit.agent, PARALLEL_MIN_BYTES)
+    return share >= 1
 
 
 def _unread(task: Task) -> int:
@@ -648,6 +659,7 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
     unit, targets, node, query = item
     source = source_for(unit.agent)
     source.wants_quota_readings = False  # the report counts spend only
+    source.wants_tool_calls = query.keep_calls  # only an outcome view attributes tool calls
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
     for index, file in unit.files:

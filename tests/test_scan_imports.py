@@ -112,6 +112,11 @@ def test_a_codex_scan_loads_only_what_it_reads_with(tmp_path: Path) -> None:
             "payload": {"model": "gpt-5"},
         },
         {
+            "timestamp": "2026-03-01T10:00:00.5Z",
+            "type": "response_item",
+            "payload": {"type": "function_call", "name": "shell", "arguments": '{"cmd":"ls"}'},
+        },
+        {
             "timestamp": "2026-03-01T10:00:01Z",
             "type": "event_msg",
             "payload": {"type": "token_count", "info": {"total_token_usage": usage}},
@@ -121,6 +126,8 @@ def test_a_codex_scan_loads_only_what_it_reads_with(tmp_path: Path) -> None:
     modules, made = _scan(tmp_path, tmp_path / "codex")
     assert _loaded(modules, "pricing._book")  # it priced the call
     assert [name for name in NEVER if _loaded(modules, name)] == []
+    # A report that sums leaves tool calls unhashed (hashlib loads OpenSSL first)
+    assert not _loaded(modules, "hashlib")
     assert made <= LEFT
 
 

@@ -224,8 +224,9 @@ class CodexSource(Source):
         ts = iso_time(line.timestamp) if line.timestamp is not None else None
         quota = self.wants_quota_readings and ts is not None
         # What may still make orjson refuse the line is decoded before anything is changed.
+        tools = kind == "response_item" and self.wants_tool_calls
         try:
-            arguments = typed_tool_arguments(payload) if kind == "response_item" else None
+            arguments = typed_tool_arguments(payload) if tools else None
             limits = raw_value(payload.rate_limits) if quota and event == "token_count" else None
         except orjson.JSONDecodeError:
             self._parse_checked(path, lineno, data, sink)
@@ -233,7 +234,7 @@ class CodexSource(Source):
         st = self._file(path)
         st.begin(lineno, ts, line.timestamp, line.ordinal)
         if kind == "response_item":
-            if not st.region:  # copied history's tool calls are not this thread's
+            if tools and not st.region:  # copied history's tool calls are not this thread's
                 st.tools.append(tool_call(payload.name, payload.type, arguments))
         elif kind == "turn_context":
             rules.on_turn(
@@ -303,7 +304,7 @@ class CodexSource(Source):
         )
         kind = line.get("type")
         if kind == "response_item":
-            if not st.region:  # copied history's tool calls are not this thread's
+            if self.wants_tool_calls and not st.region:  # copied history's are not this thread's
                 st.tools.append(checked_tool_call(payload))
         elif kind == "session_meta":
             rules.on_meta(st, payload, line)
