@@ -245,6 +245,8 @@ def _merge_claude(
     or taken from the index when none of its files changed since it was priced, or, for a file
     that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
+    if not files:
+        return report  # (its context hashes fleetmeter's source: not for nothing)
     context = _context(targets, node, query) if index is not None else b""
     groups = connected(part.calls for part in parts)
     keys = [

@@ -129,6 +129,7 @@ class CodexSource(Source):
         tested against."""
         self._files: dict[str, FileState] = {}
         self._typed = typed
+        self._last: tuple[Path, FileState] | None = None  # the file being read (most lines)
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -183,6 +184,7 @@ class CodexSource(Source):
 
     def reset_file(self, path: Path) -> None:
         self._files.pop(str(path), None)
+        self._last = None
 
     # --- lines --------------------------------------------------------------------------------
 
@@ -365,6 +367,9 @@ class CodexSource(Source):
         )
 
     def _file(self, path: Path) -> FileState:
+        last = self._last
+        if last is not None and last[0] is path:
+            return last[1]
         key = str(path)
         st = self._files.get(key)
         if st is None:
@@ -373,4 +378,5 @@ class CodexSource(Source):
             stem = path.name.removesuffix(".zst").removesuffix(".jsonl")
             st = FileState(path=key, thread=name_thread or stem, name_thread=name_thread)
             self._files[key] = st
+        self._last = (path, st)
         return st
