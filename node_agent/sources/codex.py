@@ -72,7 +72,7 @@ refuse), `_codex_rules` applies the rules above to what it read, `_codex_meta` r
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from re import Pattern
@@ -88,6 +88,7 @@ from node_agent.sources._codex_lines import (
     TypedPayload,
     Usage,
     checked_tool_call,
+    ignored,
     raw_value,
     tool_call,
     typed_line,
@@ -189,8 +190,10 @@ class CodexSource(Source):
     # --- lines --------------------------------------------------------------------------------
 
     def ignores(self, data: bytes, start: int, end: int) -> bool:
-        # A torn line (no closing brace) is never ignored: feed_line reports it.
-        return end > start and data[end - 1] == 0x7D and not wanted(data, start, end)
+        return ignored(data, start, end)
+
+    def line_test(self) -> Callable[[bytes, int, int], bool]:
+        return ignored  # itself: one call per line rather than two
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         data = line.strip()
