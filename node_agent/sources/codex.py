@@ -66,7 +66,10 @@ here needs no other file, so it holds when the parent's rollout is absent or rea
 
 Modules: `_codex_lines` reads a line (typed msgspec decoding, or orjson dicts for what the types
 refuse), `_codex_rules` applies the rules above to what it read, `_codex_meta` reads
-`session_meta`, `_codex_limits` quota readings and limit hits.
+`session_meta`, `_codex_limits` quota readings and limit hits. A cost report reads neither quota
+readings nor tool calls (`wants_quota_readings`, `wants_tool_calls`): a tool call's line is still
+decoded (its time and its faults count) but its arguments are left unread, like other skipped
+fields (see `_codex_lines` on what that may let through).
 """
 
 from __future__ import annotations
