@@ -97,6 +97,8 @@ def test_a_scan_with_nothing_to_read_loads_no_prices_and_no_other_command(tmp_pa
     # argparse asks shutil for the terminal width (shutil loads bz2 and lzma); a first priced
     # scan may load it to write the parsed price tables' cache
     assert not _loaded(modules, "shutil")
+    # nothing to keep in the index, no file to read ahead (pickle, threading)
+    assert not _loaded(modules, "pickle") and not _loaded(modules, "node_agent.readahead")
     assert not _loaded(modules, "pricing._book") and not _loaded(modules, "pricing._engine")
     assert made <= LEFT
 
