@@ -99,6 +99,7 @@ def test_a_scan_with_nothing_to_read_loads_no_prices_and_no_other_command(tmp_pa
     assert not _loaded(modules, "shutil")
     # nothing to keep in the index, no file to read ahead (pickle, threading)
     assert not _loaded(modules, "pickle") and not _loaded(modules, "node_agent.readahead")
+    assert not _loaded(modules, "csv")  # a Cursor export's reader
     assert not _loaded(modules, "pricing._book") and not _loaded(modules, "pricing._engine")
     assert made <= LEFT
 
