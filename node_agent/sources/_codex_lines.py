@@ -91,6 +91,10 @@ def ignored(data: bytes, start: int, end: int) -> bool:
     return event not in _PARSE_EVENTS
 
 
+# tuple.__new__ itself: a NamedTuple's own __new__ is a Python function (~1 µs a call)
+_new_tuple: Final = tuple.__new__
+
+
 class Usage(NamedTuple):
     """One Codex `TokenUsage` object, as logged (subsets not yet split out)."""
 
@@ -166,13 +170,16 @@ class Usage(NamedTuple):
         )
 
     def minus(self, other: Usage) -> Usage:
-        return Usage(
-            self.input - other.input,
-            self.cached - other.cached,
-            self.cache_write - other.cache_write,
-            self.output - other.output,
-            self.reasoning - other.reasoning,
-            self.total - other.total,
+        return _new_tuple(
+            Usage,
+            (
+                self.input - other.input,
+                self.cached - other.cached,
+                self.cache_write - other.cache_write,
+                self.output - other.output,
+                self.reasoning - other.reasoning,
+                self.total - other.total,
+            ),
         )
 
     def plus(self, other: Usage) -> Usage:
@@ -198,8 +205,6 @@ class Usage(NamedTuple):
         )
 
 
-_new_tuple: Final = tuple.__new__
-
 # --- the typed path ---------------------------------------------------------------------------
 
 # What the checked path's fast path takes as a count; anything else sends a line there.
@@ -220,7 +225,6 @@ class TypedUsage(msgspec.Struct, gc=False):
     cache_write_input_tokens: _Count = 0
 
     def usage(self) -> Usage:
-        # tuple.__new__ itself: a NamedTuple's own __new__ is a Python function (~1 µs a call)
         return _new_tuple(
             Usage,
             (
