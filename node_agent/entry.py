@@ -52,11 +52,11 @@ def _leave(code: int) -> NoReturn:
             file=sys.stderr,
         )
         code = code or 1
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # closed, or None (started without fd 1)
         code = code or 1
     try:
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         code = code or 1
     os._exit(code)
 

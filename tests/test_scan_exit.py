@@ -82,3 +82,23 @@ def test_a_reader_gone_before_the_last_flush_gets_one_line(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert "broken pipe" in proc.stderr
     assert proc.returncode == 1
+
+
+def test_a_scan_started_without_stdout_says_so_in_one_line(tmp_path: Path) -> None:
+    """fd 1 closed at start: Python has no sys.stdout; the scan's error is its one line, and
+    the exit's flush adds no traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, "scan", "--json", str(empty)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        preexec_fn=lambda: os.close(1),  # the child starts without fd 1
+    )
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.returncode == 1
