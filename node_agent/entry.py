@@ -3,8 +3,10 @@ skip the full command line's imports (a third of a second); everything else goes
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 
 def fast_command(args: Sequence[str]) -> int | None:
@@ -31,7 +33,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return done
     from node_agent.cli import main as full
 
-    return full(args)
+    code = full(args)
+    if argv is None and args[:1] == ["scan"]:
+        _leave(code)  # a process of its own (the console script): nothing after it
+    return code
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit without tearing the interpreter down: freeing a scan's objects one by one cost
+    ~20 ms of a 0.17 s scan (26 MB of Codex rollouts), and the OS takes them back at once. A
+    scan has nothing left to run at exit (its index and price cache are written, its workers
+    joined), so only the output is flushed; a reader gone by then gets the commands' one line."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        print(
+            "node-agent scan: output closed early (broken pipe): the rest was not written",
+            file=sys.stderr,
+        )
+        code = code or 1
+    except (OSError, ValueError, AttributeError):  # closed, or None (started without fd 1)
+        code = code or 1
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        code = code or 1
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ again as one, so the result always equals one global read.
 from __future__ import annotations
 
 import os
-import pickle
 
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
 from _blake2 import blake2b
@@ -30,7 +29,6 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import msgspec
 
-from node_agent import readahead
 from node_agent.claude_reading import FileReading, replay
 from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
@@ -57,6 +55,9 @@ if TYPE_CHECKING:
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
+# The same for the agents read faster per byte. Codex (rollouts are mostly lines the prefilter
+# drops): `--jobs 1` beat `--jobs 2` up to 90 MB of generated rollouts, lost at 180 MB.
+_PARALLEL_MIN_BYTES_OF: Final = {Agent.CODEX: 128 * 1024 * 1024}
 
 
 class Query(msgspec.Struct, frozen=True):
@@ -166,15 +167,16 @@ def build_report(
         key=lambda item: (item[1].order, str(item[1].path)),
     )
     units = [unit for unit in units if unit.agent is not Agent.CLAUDE_CODE]
+    if not claude and not units:
+        return report  # nothing to read: no index, no reader started
     index: ScanIndex | None = None
-    if cache_dir is not None and (claude or units):  # nothing to read: leave the index be
+    if cache_dir is not None:
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
     plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
     tasks = [plan for plan in plans if isinstance(plan, Task)]
     if jobs is None:
-        big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
-        jobs = os.cpu_count() or 1 if big >= PARALLEL_MIN_BYTES else 1
+        jobs = os.cpu_count() or 1 if _worth_workers(units, tasks) else 1
     # More workers than units, or than a few per CPU, only costs forks (--jobs 10000 forked for
     # minutes on a 2-core machine).
     jobs = min(jobs, max(len(units), len(tasks)), MAX_JOBS_PER_CPU * (os.cpu_count() or 1))
@@ -184,6 +186,8 @@ def build_report(
         from pricing import PriceBook
 
         PriceBook.default()
+    from node_agent import readahead  # (its thread module: not for a scan with nothing to read)
+
     with _runner(jobs) as run:
         # Once the workers are up (their start would queue behind these reads on a cold disk).
         fresh = [Path(task.path) for task in tasks if task.prior is None]
@@ -217,6 +221,15 @@ def build_report(
     return report
 
 
+def _worth_workers(units: Sequence[Unit], tasks: Sequence[Task]) -> bool:
+    """Whether there is enough to read for worker processes to pay for their start: the
+    bytes left to read, each agent's against its own threshold."""
+    share = sum(_unread(task) for task in tasks) / PARALLEL_MIN_BYTES
+    for unit in units:
+        share += unit.size / _PARALLEL_MIN_BYTES_OF.get(unit.agent, PARALLEL_MIN_BYTES)
+    return share >= 1
+
+
 def _unread(task: Task) -> int:
     return _size(Path(task.path)) - (task.prior.end if task.prior else 0)
 
@@ -234,6 +247,8 @@ def _merge_claude(
     or taken from the index when none of its files changed since it was priced, or, for a file
     that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
+    if not files:
+        return report  # (its context hashes fleetmeter's source: not for nothing)
     context = _context(targets, node, query) if index is not None else b""
     groups = connected(part.calls for part in parts)
     keys = [
@@ -264,10 +279,10 @@ def _merge_claude(
                 readings = [_reading(files[m], parts[m], index) for m in members]
                 part = _merge_files(group, readings, targets, node, query)
             if index is not None and key is not None:
-                index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
+                index.keep_report(key, blob or _pickled(part))
         report.merge(part)
     if index is not None and whole_key is not None:
-        index.keep_report(whole_key, pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
+        index.keep_report(whole_key, _pickled(report))
     return report
 
 
@@ -331,7 +346,7 @@ def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
     if not ship:
         return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
     whole = None if keepable else msgspec.msgpack.encode(outcome.whole)
-    blob = pickle.dumps(solo, pickle.HIGHEST_PROTOCOL)
+    blob = _pickled(solo)
     return msgspec.msgpack.encode(_Shipped(calls, whole, outcome.size, entry, blob))
 
 
@@ -370,8 +385,16 @@ def _reading(
     return part.whole or FileReading([], [], {}), part.size
 
 
+def _pickled(value: object) -> bytes:
+    import pickle  # here: a scan with nothing to read keeps nothing
+
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
 def _unpickled(blob: bytes) -> Report | None:
     """A kept partial report; None (priced anew) when the blob is not one."""
+    import pickle
+
     try:
         found = pickle.loads(blob)  # our own cache, in an owner-only folder
     except Exception:  # a damaged pickle can raise nearly anything
@@ -598,13 +621,15 @@ def _units_done(
         if got is None:
             got = next(fresh)
             if index is not None and key is not None:
-                index.keep_report(key, pickle.dumps(got, pickle.HIGHEST_PROTOCOL))
+                index.keep_report(key, _pickled(got))
         done.append(got)
     return done
 
 
 def _unpickled_result(blob: bytes) -> Result | None:
     """A kept unit result; None (read anew) when the blob is not one."""
+    import pickle
+
     try:
         found = pickle.loads(blob)  # our own cache, in an owner-only folder
     except Exception:  # a damaged pickle can raise nearly anything
@@ -648,6 +673,7 @@ def _run_unit(item: tuple[Unit, Sequence[Target], str, Query]) -> Result:
     unit, targets, node, query = item
     source = source_for(unit.agent)
     source.wants_quota_readings = False  # the report counts spend only
+    source.wants_tool_calls = query.keep_calls  # only an outcome view attributes tool calls
     sinks: dict[int, Collector] = {}
     report = Report(Rollup(query.by, query.tz))
     for index, file in unit.files:

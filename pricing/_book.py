@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from bisect import bisect_right
 from collections.abc import Hashable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -21,8 +20,6 @@ from pricing._match import ModelIndex
 from pricing._tables import PriceTableError, load_directory, load_package
 from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
 from shared.events import Tokens, UsageEvent
-
-log = logging.getLogger(__name__)
 
 # Distinct price terms a book keeps (a handful in practice; garbage tier names must not grow it).
 _MAX_TERMS: Final = 4096
@@ -329,5 +326,7 @@ def default_tables() -> list[ProviderTable]:
     try:
         return overlay(shipped, read_installed(directory))
     except PriceTableError as exc:
-        log.error("installed price tables left out: %s", exc)
+        import logging  # only here: logging costs every priced scan ~2 ms to import
+
+        logging.getLogger(__name__).error("installed price tables left out: %s", exc)
         return shipped

@@ -14,6 +14,7 @@ refuse the whole line, while the typed path reads it. No agent writes such a num
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, Final, NamedTuple
@@ -66,6 +67,32 @@ def wanted(data: bytes, start: int = 0, stop: int | None = None) -> bool:
     if kind == b"response_item":
         return end >= 0 and data[begin:end] in _TOOL_ITEMS
     return end < 0 or data[begin:end] in _PARSE_EVENTS
+
+
+# The head nearly every chatty line has, as Codex (serde) writes it: the kind and the payload's
+# type at known places, so one anchored match in C reads both. `wanted` reads them the same
+# from such a head (the timestamp holds no quote); any other head goes to `wanted`.
+_STANDARD_HEAD: Final = re.compile(
+    rb'\{"timestamp":"[^"]*","type":"(response_item|event_msg)","payload":\{"type":"([^"]*)"'
+).match
+
+
+def ignored(data: bytes, start: int, end: int) -> bool:
+    """`CodexSource.ignores`: the line `data[start:end]` is complete (it ends in '}': a torn
+    line is reported, never ignored) and not `wanted`. Every line of a scan comes here."""
+    if end <= start or data[end - 1] != 0x7D:
+        return False
+    head = _STANDARD_HEAD(data, start, min(start + _HEAD, end))
+    if head is None:
+        return not wanted(data, start, end)
+    kind, event = head.groups()
+    if kind == b"response_item":
+        return event not in _TOOL_ITEMS
+    return event not in _PARSE_EVENTS
+
+
+# tuple.__new__ itself: a NamedTuple's own __new__ is a Python function (~1 µs a call)
+_new_tuple: Final = tuple.__new__
 
 
 class Usage(NamedTuple):
@@ -143,13 +170,16 @@ class Usage(NamedTuple):
         )
 
     def minus(self, other: Usage) -> Usage:
-        return Usage(
-            self.input - other.input,
-            self.cached - other.cached,
-            self.cache_write - other.cache_write,
-            self.output - other.output,
-            self.reasoning - other.reasoning,
-            self.total - other.total,
+        return _new_tuple(
+            Usage,
+            (
+                self.input - other.input,
+                self.cached - other.cached,
+                self.cache_write - other.cache_write,
+                self.output - other.output,
+                self.reasoning - other.reasoning,
+                self.total - other.total,
+            ),
         )
 
     def plus(self, other: Usage) -> Usage:
@@ -195,13 +225,16 @@ class TypedUsage(msgspec.Struct, gc=False):
     cache_write_input_tokens: _Count = 0
 
     def usage(self) -> Usage:
-        return Usage(
-            self.input_tokens,
-            self.cached_input_tokens,
-            self.cache_write_input_tokens,
-            self.output_tokens,
-            self.reasoning_output_tokens,
-            self.total_tokens,
+        return _new_tuple(
+            Usage,
+            (
+                self.input_tokens,
+                self.cached_input_tokens,
+                self.cache_write_input_tokens,
+                self.output_tokens,
+                self.reasoning_output_tokens,
+                self.total_tokens,
+            ),
         )
 
 

@@ -452,7 +452,9 @@ def _usage(
         sink.problem(st.problem("usage line without timestamp"))
         return None
     meta = st.meta or Meta(thread=st.thread)
-    tools, st.tools = ",".join(st.tools) or None, []
+    tools = None
+    if st.tools:  # (most calls ask for none: no new list for them)
+        tools, st.tools = ",".join(st.tools), []
     return UsageEvent(
         event_id=event_id,
         ts=ts,

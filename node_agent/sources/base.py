@@ -92,6 +92,9 @@ class Source(ABC):
     # A one-shot cost report has no use for quota readings: a source may skip building them
     # (rate-limit hits are still read: they are rare and cheap).
     wants_quota_readings: bool = True
+    # Nor for the tool calls each call asked for (only outcome views read them): a source may
+    # skip hashing their arguments.
+    wants_tool_calls: bool = True
 
     @abstractmethod
     def default_homes(self) -> list[Path]:

@@ -66,13 +66,16 @@ here needs no other file, so it holds when the parent's rollout is absent or rea
 
 Modules: `_codex_lines` reads a line (typed msgspec decoding, or orjson dicts for what the types
 refuse), `_codex_rules` applies the rules above to what it read, `_codex_meta` reads
-`session_meta`, `_codex_limits` quota readings and limit hits.
+`session_meta`, `_codex_limits` quota readings and limit hits. A cost report reads neither quota
+readings nor tool calls (`wants_quota_readings`, `wants_tool_calls`): a tool call's line is still
+decoded (its time and its faults count) but its arguments are left unread, like other skipped
+fields (see `_codex_lines` on what that may let through).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from re import Pattern
@@ -88,6 +91,7 @@ from node_agent.sources._codex_lines import (
     TypedPayload,
     Usage,
     checked_tool_call,
+    ignored,
     raw_value,
     tool_call,
     typed_line,
@@ -129,6 +133,7 @@ class CodexSource(Source):
         tested against."""
         self._files: dict[str, FileState] = {}
         self._typed = typed
+        self._last: tuple[Path, FileState] | None = None  # the file being read (most lines)
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -183,12 +188,15 @@ class CodexSource(Source):
 
     def reset_file(self, path: Path) -> None:
         self._files.pop(str(path), None)
+        self._last = None
 
     # --- lines --------------------------------------------------------------------------------
 
     def ignores(self, data: bytes, start: int, end: int) -> bool:
-        # A torn line (no closing brace) is never ignored: feed_line reports it.
-        return end > start and data[end - 1] == 0x7D and not wanted(data, start, end)
+        return ignored(data, start, end)
+
+    def line_test(self) -> Callable[[bytes, int, int], bool]:
+        return ignored  # itself: one call per line rather than two
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         data = line.strip()
@@ -224,8 +232,9 @@ class CodexSource(Source):
         ts = iso_time(line.timestamp) if line.timestamp is not None else None
         quota = self.wants_quota_readings and ts is not None
         # What may still make orjson refuse the line is decoded before anything is changed.
+        tools = kind == "response_item" and self.wants_tool_calls
         try:
-            arguments = typed_tool_arguments(payload) if kind == "response_item" else None
+            arguments = typed_tool_arguments(payload) if tools else None
             limits = raw_value(payload.rate_limits) if quota and event == "token_count" else None
         except orjson.JSONDecodeError:
             self._parse_checked(path, lineno, data, sink)
@@ -233,7 +242,7 @@ class CodexSource(Source):
         st = self._file(path)
         st.begin(lineno, ts, line.timestamp, line.ordinal)
         if kind == "response_item":
-            if not st.region:  # copied history's tool calls are not this thread's
+            if tools and not st.region:  # copied history's tool calls are not this thread's
                 st.tools.append(tool_call(payload.name, payload.type, arguments))
         elif kind == "turn_context":
             rules.on_turn(
@@ -303,7 +312,7 @@ class CodexSource(Source):
         )
         kind = line.get("type")
         if kind == "response_item":
-            if not st.region:  # copied history's tool calls are not this thread's
+            if self.wants_tool_calls and not st.region:  # copied history's are not this thread's
                 st.tools.append(checked_tool_call(payload))
         elif kind == "session_meta":
             rules.on_meta(st, payload, line)
@@ -364,6 +373,9 @@ class CodexSource(Source):
         )
 
     def _file(self, path: Path) -> FileState:
+        last = self._last
+        if last is not None and last[0] is path:
+            return last[1]
         key = str(path)
         st = self._files.get(key)
         if st is None:
@@ -372,4 +384,5 @@ class CodexSource(Source):
             stem = path.name.removesuffix(".zst").removesuffix(".jsonl")
             st = FileState(path=key, thread=name_thread or stem, name_thread=name_thread)
             self._files[key] = st
+        self._last = (path, st)
         return st

@@ -17,7 +17,6 @@ Cloud Agent rows, `cursor:automation:<Automation ID>` for automation rows, else
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections import Counter
@@ -173,6 +172,8 @@ class CursorSource(Source):
         except UnicodeDecodeError as exc:
             sink.problem(ParseProblem(str(path), 0, f"not UTF-8 text: {exc}"))
             return
+        import csv  # here: every scan loads this source, few read a Cursor export
+
         reader = csv.reader(io.StringIO(text, newline=""))
         try:
             header = next(reader, None)
@@ -304,6 +305,8 @@ def _is_cursor_csv(path: Path) -> bool:
     except OSError:
         return False
     text = head.decode("utf-8-sig", errors="replace")
+    import csv  # (a .csv file met: see read_whole)
+
     try:
         header = next(csv.reader(io.StringIO(text, newline="")), None)
     except csv.Error:
