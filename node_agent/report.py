@@ -89,6 +89,7 @@ class Report(msgspec.Struct):
         default_factory=list
     )  # Query.keep_calls
     warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
+    homes: list[Path] = msgspec.field(default_factory=list)  # the homes read (kept answers' deps)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -161,6 +162,7 @@ def build_report(
         by_agent = {source.agent: source for source in sources}
         path_problems += [nothing_to_read(target, by_agent[target.agent]) for target in empty]
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
+    report.homes = [target.path for target in targets]
     claude = sorted(
         (item for unit in units if unit.agent is Agent.CLAUDE_CODE for item in unit.files),
         key=lambda item: (item[1].order, str(item[1].path)),
@@ -421,6 +423,15 @@ def _context(
         + code
     ):
         digest.update(source.read_bytes())
+    # The user's installed tables price over the shipped ones (`fleet-hub prices install`).
+    from pricing._installed import installed_files, prices_dir  # (not .installed: its install)
+
+    for installed in installed_files(prices_dir()):
+        digest.update(installed.name.encode() + b"\0")
+        try:
+            digest.update(installed.read_bytes())
+        except OSError as exc:  # priced without it, as `PriceBook.default` does
+            digest.update(repr(exc).encode())
     digest.update(Path(__file__).read_bytes())
     # keep_calls too: a report kept without its calls must not answer an outcome view
     digest.update(
