@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 # Below this much data a worker process costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
+# Groups of files whose reports are also kept summed, in reading order: a scan after an append
+# to a few files takes the sums of the blocks around them, not every other group's report.
+BLOCK_GROUPS: Final = 32
 
 
 class Query(msgspec.Struct, frozen=True):
@@ -242,17 +245,55 @@ def _merge_claude(
         _key(context, [files[m] for m in members], [parts[m] for m in members], index)
         for members in groups
     ]
-    whole_key = _whole_key(keys) if index is not None else None
+    whole_key = _whole_key(b"whole", keys) if index is not None else None
+    blocks = [
+        (groups[at : at + BLOCK_GROUPS], keys[at : at + BLOCK_GROUPS])
+        for at in range(0, len(groups), BLOCK_GROUPS)
+    ]
+    block_keys = [_whole_key(b"block", block) if index is not None else None for _, block in blocks]
     if index is not None and whole_key is not None:
         # Nothing changed since a scan with this query: its whole Claude part, one blob. The
-        # groups' own reports are kept too, for the scan after the next append.
-        for key in keys:
+        # blocks' and groups' own reports are kept too, for the scan after the next append.
+        for key in [*keys, *block_keys]:
             if key is not None:
                 index.report(key)
         kept_whole = index.report(whole_key)
         whole = _unpickled(kept_whole) if kept_whole is not None else None
         if whole is not None:
             return whole
+    for (block_groups, keys_of_groups), block_key in zip(blocks, block_keys, strict=True):
+        kept = index.report(block_key) if index is not None and block_key is not None else None
+        part = _unpickled(kept) if kept is not None else None
+        if part is not None and index is not None:
+            for key in keys_of_groups:  # kept for the scan after an append in this block
+                if key is not None:
+                    index.report(key)
+        if part is None:
+            part = _merge_groups(
+                files, parts, block_groups, keys_of_groups, index, targets, node, query
+            )
+            if index is not None and block_key is not None:
+                # Pickled before it is merged: the sum adopts its rows and adds to them.
+                index.keep_report(block_key, pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
+        report.merge(part)
+    if index is not None and whole_key is not None:
+        index.keep_report(whole_key, pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
+    return report
+
+
+def _merge_groups(
+    files: Sequence[tuple[int, SourceFile]],
+    parts: Sequence[_Claude],
+    groups: Sequence[Sequence[int]],
+    keys: Sequence[bytes | None],
+    index: ScanIndex | None,
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+) -> Report:
+    """The report of some groups of files that share calls: each group's taken from the index,
+    or priced (and kept)."""
+    report = Report(Rollup(query.by, query.tz))
     for members, key in zip(groups, keys, strict=True):
         kept = index.report(key) if index is not None and key is not None else None
         part = _unpickled(kept) if kept is not None else None
@@ -268,14 +309,12 @@ def _merge_claude(
             if index is not None and key is not None:
                 index.keep_report(key, blob or pickle.dumps(part, pickle.HIGHEST_PROTOCOL))
         report.merge(part)
-    if index is not None and whole_key is not None:
-        index.keep_report(whole_key, pickle.dumps(report, pickle.HIGHEST_PROTOCOL))
     return report
 
 
-def _whole_key(keys: Sequence[bytes | None]) -> bytes | None:
-    """The key of every group's report added up: None when a group cannot be kept."""
-    digest = blake2b(b"whole", digest_size=16)
+def _whole_key(kind: bytes, keys: Sequence[bytes | None]) -> bytes | None:
+    """The key of the reports of `keys` added up: None when one of them cannot be kept."""
+    digest = blake2b(kind, digest_size=16)
     for key in keys:
         if key is None:
             return None

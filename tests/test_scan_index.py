@@ -157,13 +157,17 @@ def streaming_totals(home: Path) -> tuple[int, int, dict[str, int]]:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.lists(ops, min_size=1, max_size=12))
+@given(st.lists(ops, min_size=1, max_size=12), st.integers(1, 3))
 def test_an_indexed_scan_always_equals_a_full_re_read(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[Any, ...]]
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: list[tuple[Any, ...]],
+    block: int,
 ) -> None:
     root = tmp_path_factory.mktemp("home")
     home, cache = root / "claude", root / "cache"
     (home / "projects").mkdir(parents=True)
+    monkeypatch.setattr(report_module, "BLOCK_GROUPS", block)  # blocks of kept sums split
     for step in steps:
         apply(home, step)
         indexed = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
@@ -279,6 +283,33 @@ def test_a_repeat_scan_with_nothing_changed_takes_one_kept_report(
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
 
 
+def test_an_append_takes_the_kept_sums_of_the_blocks_it_did_not_touch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four files that share no call, in blocks of two: after an append to one, the other
+    block's sum and the unchanged file of its own block are taken, not each file's report."""
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    for index, name in enumerate(NAMES[1::2]):
+        path = home / "projects" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(usage_line(20 + index * 3 + n, 10) + b"\n" for n in range(3)))
+    monkeypatch.setattr(report_module, "BLOCK_GROUPS", 2)
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    taken: list[bytes] = []
+    real = report_module._unpickled
+
+    def spy(blob: bytes) -> Any:
+        taken.append(blob)
+        return real(blob)
+
+    monkeypatch.setattr(report_module, "_unpickled", spy)
+    with (home / "projects" / NAMES[3]).open("ab") as fh:
+        fh.write(usage_line(61, 7) + b"\n")
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert len(taken) == 2  # the untouched block's sum, and the other file of this block
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+
+
 def test_a_damaged_index_is_discarded_with_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -327,7 +358,7 @@ def test_a_damaged_priced_report_in_the_index_is_priced_anew(tmp_path: Path) -> 
     first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     path = cache / scan_index.INDEX_NAME
     found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    assert len(found.reports) == 3  # the two files' groups, and their sum
+    assert len(found.reports) == 4  # the two files' groups, their block, and the whole sum
     found.reports = {key: b"\x80\x05not a pickle" for key in found.reports}
     path.write_bytes(msgspec.msgpack.encode(found))
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
