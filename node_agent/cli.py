@@ -325,9 +325,9 @@ def _keep_answer(
         from node_agent.sources.registry import all_sources
 
         paths += [str(home) for source in all_sources() for home in source.default_homes()]
-    deps = scan_answer.dependencies(trees, paths + scan_answer.code_paths())
+    deps = scan_answer.dependencies(trees, paths + scan_answer.code_paths(), started_ns)
     if deps is not None:
-        scan_answer.keep(argv, started_ns, deps, out)
+        scan_answer.keep(argv, deps, out)
 
 
 def _shipped_tables() -> Path:

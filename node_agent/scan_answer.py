@@ -144,25 +144,37 @@ def _decoded(blob: bytes, key: bytes) -> tuple[list[Dependency], bytes | str] | 
     return list(deps), out
 
 
-def dependencies(trees: Iterable[str], paths: Iterable[str]) -> list[Dependency] | None:
+def dependencies(
+    trees: Iterable[str], paths: Iterable[str], started_ns: int
+) -> list[Dependency] | None:
     """Every entry at and below each of `trees` and each of `paths`, with its signature; None
-    when they cannot all be known (a folder that cannot be listed, a link to a folder below a
-    tree: what is behind it could change unseen)."""
+    when no answer may be kept from them: one is too young (changed within the racy window of
+    the scan's start, `started_ns`, wall clock), or they cannot all be known (a folder that
+    cannot be listed, a link to a folder below a tree: what is behind it could change unseen).
+    Stops at the first such entry (after an append, a young file is met early)."""
+    young = started_ns - RACY_NS
     found: dict[str, Signature] = {}
     try:
         for path in paths:
-            found.setdefault(path, signature(path))
+            if path not in found and _too_young(found.setdefault(path, signature(path)), young):
+                return None
         for tree in trees:
-            if not _walk(tree, found):
+            if not _walk(tree, found, young):
                 return None
     except UnstatableError:
         return None
     return list(found.items())
 
 
-def _walk(tree: str, found: dict[str, Signature]) -> bool:
+def _too_young(sig: Signature, young: int) -> bool:
+    return sig is not None and (sig[4] >= young or sig[5] >= young)
+
+
+def _walk(tree: str, found: dict[str, Signature], young: int) -> bool:
     sig = signature(tree)
     found[tree] = sig
+    if _too_young(sig, young):
+        return False
     if sig is None or not stat.S_ISDIR(sig[0]):
         return True
     folders = [tree]
@@ -174,6 +186,8 @@ def _walk(tree: str, found: dict[str, Signature]) -> bool:
                     if entry.is_symlink() and entry.is_dir():
                         return False
                     sig = signature(entry.path)
+                    if _too_young(sig, young):
+                        return False
                     found[entry.path] = sig
                     if sig is not None and stat.S_ISDIR(sig[0]):
                         folders.append(entry.path)
@@ -193,14 +207,9 @@ def code_paths() -> list[str]:
     return files + [p for p in sys.path if p]
 
 
-def keep(
-    argv: Sequence[str], started_ns: int, deps: Sequence[Dependency], out: bytes | str
-) -> None:
-    """Keep `out` as the answer of `argv` when every dependency is safely older than the scan
-    (`started_ns`, wall clock); a cache that cannot be written is only a slower next scan."""
-    young = started_ns - RACY_NS
-    if any(sig is not None and (sig[4] >= young or sig[5] >= young) for _, sig in deps):
-        return
+def keep(argv: Sequence[str], deps: Sequence[Dependency], out: bytes | str) -> None:
+    """Keep `out` as the answer of `argv` with its `dependencies`; a cache that cannot be
+    written is only a slower next scan."""
     key = answer_key(argv)
     body = marshal.dumps((key, tuple(deps), out))
     blob = _MAGIC + blake2b(body, digest_size=_DIGEST).digest() + body
