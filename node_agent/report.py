@@ -36,6 +36,7 @@ from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
 from node_agent.scan_index import (
+    Done,
     Entry,
     ScanIndex,
     Task,
@@ -44,6 +45,7 @@ from node_agent.scan_index import (
     run_task,
     unit_key,
 )
+from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
@@ -60,6 +62,9 @@ PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 # Groups of files whose reports are also kept summed, in reading order: a scan after an append
 # to a few files takes the sums of the blocks around them, not every other group's report.
 BLOCK_GROUPS: Final = 32
+# Files with fewer solo calls than this are priced whole after an append: keeping the priced
+# report of their settled calls in the index would cost more than it saves.
+SETTLED_MIN_CALLS: Final = 100
 
 
 class Query(msgspec.Struct, frozen=True):
@@ -176,6 +181,8 @@ def build_report(
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
     plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
+    # What a priced partial report depends on besides its files (b"": none is kept).
+    context = _context(targets, config.node, query) if index is not None else b""
     tasks = [plan for plan in plans if isinstance(plan, Task)]
     if jobs is None:
         big = sum(u.size for u in units) + sum(_unread(task) for task in tasks)
@@ -198,7 +205,7 @@ def build_report(
         )
         ship = run is not _in_process
         claude_work = [
-            (task, item, targets, config.node, query, ship)
+            (task, item, targets, config.node, query, ship, context)
             for item, task in zip(claude, plans, strict=True)
             if isinstance(task, Task)
         ]
@@ -215,7 +222,7 @@ def build_report(
             parts.append(read)
         else:
             parts.append(_Claude.unchanged(plan))
-    report.merge(_merge_claude(claude, parts, targets, config.node, query, index))
+    report.merge(_merge_claude(claude, parts, targets, config.node, query, index, context))
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
@@ -233,13 +240,13 @@ def _merge_claude(
     node: str,
     query: Query,
     index: ScanIndex | None,
+    context: bytes,
 ) -> Report:
     """The Claude part of the report: each group of files that share calls merged and priced on
     its own (groups share no dedupe key, and integer tokens and Decimal amounts add up exactly),
     or taken from the index when none of its files changed since it was priced, or, for a file
     that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
-    context = _context(targets, node, query) if index is not None else b""
     groups = connected(part.calls for part in parts)
     keys = [
         _key(context, [files[m] for m in members], [parts[m] for m in members], index)
@@ -324,7 +331,7 @@ def _whole_key(kind: bytes, keys: Sequence[bytes | None]) -> bytes | None:
 
 # A file's report priced on its own, and pickled when it came from a worker.
 _Solo = tuple["Report", bytes | None]
-_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
+_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool, bytes]
 
 
 class _Claude(msgspec.Struct):
@@ -363,10 +370,10 @@ def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
     """Read one transcript and price it alone: most files share no call with another, so the
     parent only adds their reports up (the pricing is spread over the workers with the reading).
     Shipped as bytes from a worker (`ship`)."""
-    task, file, targets, node, query, ship = work
+    task, file, targets, node, query, ship, context = work
     done = run_task(task)
     outcome, entry = done.outcome, done.entry
-    solo = _merge_files([file], [(outcome.whole, outcome.size)], targets, node, query)
+    solo = _file_report(task, done, file, targets, node, query, context)
     keepable = entry is not None and outcome.kept is outcome.whole
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
     if not ship:
@@ -374,6 +381,57 @@ def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
     whole = None if keepable else msgspec.msgpack.encode(outcome.whole)
     blob = pickle.dumps(solo, pickle.HIGHEST_PROTOCOL)
     return msgspec.msgpack.encode(_Shipped(calls, whole, outcome.size, entry, blob))
+
+
+def _file_report(
+    task: Task,
+    done: Done,
+    file: tuple[int, SourceFile],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    context: bytes,
+) -> Report:
+    """`_merge_files` of one file. A long file whose calls need no dedupe keeps in its entry
+    the priced report of its settled calls (all but those its next lines may still change),
+    so that after an append only the calls from there on are priced again."""
+    outcome, entry = done.outcome, done.entry
+    reading = outcome.whole
+    keep = bool(context) and not query.keep_calls and entry is not None and outcome.kept is reading
+    count = _settled_count(reading) if keep else 0
+    solo = solo_calls(reading) if keep and count >= SETTLED_MIN_CALLS else None
+    if solo is None or entry is None:
+        return _merge_files([file], [(reading, outcome.size)], targets, node, query)
+    key = blake2b(context + repr((file[0], str(file[1].path))).encode(), digest_size=16).digest()
+    settled = None
+    if done.resumed and task.settled_key == key and task.settled_count <= count:
+        settled = _unpickled(task.settled)
+    start = task.settled_count if settled is not None else 0
+    settled = settled or Report(Rollup(query.by, query.tz))
+    target = targets[file[0]]
+    _price_lines(settled, solo.lines[start:count], target, node, query)
+    entry.settled = pickle.dumps(settled, pickle.HIGHEST_PROTOCOL)  # before rows are added on
+    entry.settled_count, entry.settled_key = count, key
+    report = _solo_report(
+        file[1].path, reading, outcome.size, SoloCalls([], solo.snapshots), target, node, query
+    )
+    report.merge(settled)
+    _price_lines(report, solo.lines[count:], target, node, query)
+    return report
+
+
+def _settled_count(reading: FileReading) -> int:
+    """How many of the solo calls of `reading` (`solo_calls`, in order) come before its last
+    run: an append may extend that run, and the call held before it is given out at the next."""
+    count = 0
+    held = False
+    for run in reading.runs[:-1]:
+        if run.best.group is None:
+            count += 1
+        else:
+            count += held
+            held = True
+    return count
 
 
 def _received(got: bytes | _Claude) -> _Claude:
@@ -554,13 +612,21 @@ def _solo_report(
             skipped[reason] += times
     if solo.snapshots:
         skipped["snapshot"] += solo.snapshots
+    _price_lines(report, solo.lines, target, node, query)
+    return report
+
+
+def _price_lines(
+    report: Report, lines: Sequence[UsageLine], target: Target, node: str, query: Query
+) -> None:
+    """Solo calls (`claude_tally`) priced from their lines into `report`'s rows."""
     attribution = _attribution(target, node)
     billing = target.billing
     rollup = report.rollup
     from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
 
     batch = CallBatch[RowKey](PriceBook.default())
-    for line in solo.lines:
+    for line in lines:
         if not query.wants(line.ts):
             continue
         row = rollup.key(LineCall(line), attribution)
@@ -581,7 +647,6 @@ def _solo_report(
             rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
     for group, calls, tokens, priced in batch.settle():
         rollup.add_calls(group, calls, tokens, priced)
-    return report
 
 
 def _attribution(target: Target, node: str) -> Attribution:
