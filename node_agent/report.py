@@ -511,15 +511,15 @@ def _context(
     """What a priced partial report depends on besides its files' readings (and `rules`, more
     of fleetmeter's own source under node_agent/)."""
     digest = blake2b(digest_size=16)
-    root = Path(__file__).resolve().parent.parent
-    mine = [root / "node_agent" / name for name in rules]
-    code = [found for p in mine for found in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    mine = [os.path.join(root, "node_agent", name) for name in rules]
+    code = [found for p in mine for found in (_files(p, ".py") if os.path.isdir(p) else [p])]
+    pricing = os.path.join(root, "pricing")
     for source in (
-        sorted((root / "pricing").rglob("*.py"))
-        + sorted((root / "pricing" / "tables").glob("*.toml"))
-        + code
+        _files(pricing, ".py") + _files(os.path.join(pricing, "tables"), ".toml", deep=False) + code
     ):
-        digest.update(source.read_bytes())
+        with open(source, "rb") as fh:
+            digest.update(fh.read())
     # The user's installed tables price over the shipped ones (`fleet-hub prices install`).
     from pricing._installed import installed_files, prices_dir  # (not .installed: its install)
 
@@ -539,6 +539,17 @@ def _context(
         who = (profile.name, profile.account) if profile else None
         digest.update(repr((who, target.billing.value)).encode())
     return digest.digest()
+
+
+def _files(folder: str, suffix: str, deep: bool = True) -> list[str]:
+    """The files named *`suffix` in `folder` (and below it, with `deep`), sorted: what
+    `Path.rglob` gives, without the pattern compiled for it (~10 ms of a short scan)."""
+    found: list[str] = []
+    for at, dirs, names in os.walk(folder):
+        found += [os.path.join(at, name) for name in names if name.endswith(suffix)]
+        if not deep:
+            dirs.clear()
+    return sorted(found)
 
 
 def _key(
