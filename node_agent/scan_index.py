@@ -164,15 +164,20 @@ class ScanIndex:
             index._changed = True  # written anew in its place, if that can be done
             return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
-            if msgspec.msgpack.decode(data, type=_Stamp).stamp != stamp:
+            found = msgspec.msgpack.decode(data, type=_IndexFile)  # one parse in the usual case
+        except (msgspec.DecodeError, RecursionError) as exc:
+            found, damage = None, exc
+        try:
+            if (found.stamp if found else msgspec.msgpack.decode(data, type=_Stamp).stamp) != stamp:
                 index = cls(path, {}, stamp)  # written by other reading rules: of no use
                 index._changed = True
                 return index, None
-            found = msgspec.msgpack.decode(data, type=_IndexFile)
         except (msgspec.DecodeError, RecursionError) as exc:
+            found, damage = None, exc
+        if found is None:
             index = cls(path, {}, stamp)
             index._changed = True
-            return index, f"the scan index {path} is damaged ({exc}): discarded, read anew"
+            return index, f"the scan index {path} is damaged ({damage}): discarded, read anew"
         return cls(path, found.entries, stamp, found.reports), None
 
     def plan(self, path: Path) -> Entry | Task:
