@@ -321,6 +321,10 @@ def _keep_answer(
     given = [p.expanduser() for p in args.paths]
     trees = [str(p) for p in [*given, *report.homes, prices_dir(), _shipped_tables()]]
     paths = [str(p) for p in ([args.config] if args.config else default_config_paths())]
+    if args.tz != "UTC":  # the zone's rules, where zoneinfo looks for them
+        from zoneinfo import TZPATH
+
+        paths += [os.path.join(folder, args.tz) for folder in TZPATH]
     if not args.paths:  # the default homes looked for, there or not
         from node_agent.sources.registry import all_sources
 

@@ -534,11 +534,35 @@ def _context(
     digest.update(
         repr((node, query.by, str(query.tz), query.since, query.until, query.keep_calls)).encode()
     )
+    digest.update(_zone_rules(query.tz))
     for target in targets:
         profile = target.profile
         who = (profile.name, profile.account) if profile else None
         digest.update(repr((who, target.billing.value)).encode())
     return digest.digest()
+
+
+def _zone_rules(tz: tzinfo) -> bytes:
+    """What a zone's days depend on: its file where zoneinfo finds it (updated tz data moves
+    them), else the tzdata package's version; a fixed zone is its own name."""
+    key = getattr(tz, "key", None)
+    if not isinstance(key, str):
+        return b""
+    from zoneinfo import TZPATH
+
+    for folder in TZPATH:
+        try:
+            with open(os.path.join(folder, key), "rb") as fh:
+                return fh.read()
+        except OSError:
+            continue
+    from importlib import import_module
+
+    try:
+        tzdata = import_module("tzdata")  # where zoneinfo looks next
+    except ImportError:
+        return b"no rules"
+    return str(getattr(tzdata, "IANA_VERSION", "tzdata")).encode()
 
 
 def _files(folder: str, suffix: str, deep: bool = True) -> list[str]:

@@ -276,3 +276,35 @@ def test_concurrent_scans_each_print_the_answer_and_keep_a_whole_one(tmp_path: P
     assert [p.name for p in folder.iterdir() if p.name.endswith(".partial")] == []
     done = subprocess.run(argv, env=env, capture_output=True, timeout=120, check=True)
     assert done.stdout == outs[0][0] and done.stderr == b""
+
+
+def test_new_rules_for_the_zone_asked_for_are_read(
+    scans: Scans, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zone's rules (tzdata updated) are a dependency of a --tz answer: the days move."""
+    import shutil
+    import zoneinfo
+
+    folder = tmp_path / "zones"
+    (folder / "Test").mkdir(parents=True)
+    zone = folder / "Test" / "Zone"
+    shutil.copy(Path(zoneinfo.TZPATH[0]) / "Asia" / "Tokyo", zone)
+    zoneinfo.reset_tzpath(to=[str(folder)])
+    monkeypatch.setattr(zoneinfo, "TZPATH", (str(folder),))
+    try:
+        home = _home(tmp_path)
+        for name in NAMES[::2]:  # calls late in the day: Tokyo and Los Angeles days differ
+            path = home / "projects" / name
+            path.write_bytes(path.read_bytes().replace(b"T10:00:00", b"T20:00:00"))
+        scans.changed()
+        argv = ["scan", "--json", "--tz", "Test/Zone", str(home)]
+        tokyo = scans.run(argv)
+        assert scans.run(argv) == tokyo and scans.served[-1] is True
+        shutil.copy(Path("/usr/share/zoneinfo/America/Los_Angeles"), zone)
+        zoneinfo.ZoneInfo.clear_cache()  # what a new process would read
+        scans.changed()
+        moved = scans.run(argv)
+        assert scans.served[-1] is False and moved != tokyo and moved == scans.full(argv)
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
