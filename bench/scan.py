@@ -9,10 +9,11 @@ machine slows them alike. Peak memory is the largest sum of resident sets over t
 cold run when the kernel lets us; otherwise every run reads from a warm cache, which is said in
 the output. The peers are set up by `bench.peers`; the real-shaped homes by `bench.corpora`.
 
-A first scan runs with an empty scan index each time (it writes one, as a user's first scan
-does); a repeat scan with the index the previous run left; "appended" puts 10 MB of new calls
-across the 10 largest transcripts before each run (taken back and appended again, same inodes),
-with the index as it was before them. The peers have no index: they read everything every time.
+A first scan runs with an empty scan index and no kept answers each time (it writes them, as a
+user's first scan does); a repeat scan with the index and answer the previous run left;
+"appended" puts 10 MB of new calls across the 10 largest transcripts before each run (taken back
+and appended again, same inodes), with the index as it was before them. The peers have no index:
+they read everything every time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import psutil
 
 from bench.corpora import Appends, real_shaped_home
 from bench.peers import Tokscale, ccusage, ensure_ccusage, tokscale_totals
+from node_agent.scan_answer import FOLDER as ANSWERS
 from node_agent.scan_index import INDEX_NAME
 from node_agent.simulate.fleet import generate_fleet
 
@@ -179,9 +181,11 @@ def best(cmds: Sequence[Cmd], cold: bool) -> list[Run]:
 
 
 def _wipe_cache() -> None:
-    """An empty scan index: a first scan of these logs. The parsed price tables beside it stay
-    (made once after an install, by whichever command prices first: ~50 ms of TOML)."""
+    """An empty scan index and no kept answers: a first scan of these logs. The parsed price
+    tables beside them stay (made once after an install, by whichever command prices first:
+    ~50 ms of TOML)."""
     (CACHE / "fleetmeter" / INDEX_NAME).unlink(missing_ok=True)
+    shutil.rmtree(CACHE / "fleetmeter" / ANSWERS, ignore_errors=True)
 
 
 def ours(

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from node_agent.entry import fast_command
 from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
@@ -29,7 +29,13 @@ from shared.cli import (
     iso_day,
     positive_int,
 )
-from shared.config import ConfigError, NodeConfig, find_config, load_config
+from shared.config import (
+    ConfigError,
+    NodeConfig,
+    default_config_paths,
+    find_config,
+    load_config,
+)
 from shared.systemd import program_words
 
 if TYPE_CHECKING:
@@ -48,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command == "scan":
-        return guarded("node-agent scan", lambda: cmd_scan(args))
+        return guarded("node-agent scan", lambda: cmd_scan(args, given))
     from node_agent.agent_cli import AGENT_COMMANDS
 
     handler = {
@@ -249,11 +255,16 @@ def _batch_gc() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-def cmd_scan(args: argparse.Namespace) -> int:
+def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """`argv`: the command line as given, under which a clean answer is kept for the next
+    scan (`scan_answer`); None keeps none."""
+    import time
+
     from node_agent.render import render_json, render_text
     from node_agent.report import Query, build_report
     from node_agent.scan_index import default_dir as default_index_dir
 
+    started_ns = time.time_ns()  # before the config and the logs are read
     tz = _zone(args.tz)
     if tz is None:
         print(f"node-agent scan: unknown time zone {args.tz!r}", file=sys.stderr)
@@ -273,23 +284,93 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     keys = ("session",) if outcome else tuple(by)
     query = Query(keys, tz, args.since, args.until, keep_calls=outcome is not None)
-    with _batch_gc():
+    with _batch_gc(), _noticing_stderr() as noticed:
         cache = None if args.no_cache else default_index_dir()
         report = build_report(args.paths, config, query, jobs=args.jobs, cache_dir=cache)
     for warning in report.warnings:
         print(f"node-agent scan: {warning}", file=sys.stderr)
     if outcome is not None:
         return _print_outcomes(report, outcome, config, args)
+    out: bytes | str
     if args.json:
         import orjson
 
-        blob = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2)
-        sys.stdout.buffer.write(blob + b"\n")
+        out = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2) + b"\n"
+        sys.stdout.buffer.write(out)
     else:
-        print(render_text(report))
+        out = render_text(report) + "\n"
+        sys.stdout.write(out)
     for problem in report.path_problems:
         print(f"node-agent scan: {problem}", file=sys.stderr)
-    return 1 if report.path_problems else 0
+    if report.path_problems:
+        return 1
+    if argv is not None and cache is not None and not (report.warnings or noticed):
+        sys.stdout.flush()
+        _keep_answer(argv, started_ns, args, report, out)
+    return 0
+
+
+def _keep_answer(
+    argv: Sequence[str], started_ns: int, args: argparse.Namespace, report: Report, out: bytes | str
+) -> None:
+    """Keep a clean scan's output for the next scan with the same command line, with what it
+    depended on (`scan_answer`)."""
+    from node_agent import scan_answer
+    from pricing._installed import prices_dir
+
+    given = [p.expanduser() for p in args.paths]
+    trees = [str(p) for p in [*given, *report.homes, prices_dir(), _shipped_tables()]]
+    paths = [str(p) for p in ([args.config] if args.config else default_config_paths())]
+    if args.tz != "UTC":  # the zone's rules, where zoneinfo looks for them
+        from zoneinfo import TZPATH
+
+        paths += [os.path.join(folder, args.tz) for folder in TZPATH]
+    if not args.paths:  # the default homes looked for, there or not
+        from node_agent.sources.registry import all_sources
+
+        paths += [str(home) for source in all_sources() for home in source.default_homes()]
+    deps = scan_answer.dependencies(trees, paths + scan_answer.code_paths(), started_ns)
+    if deps is not None:
+        scan_answer.keep(argv, deps, out)
+
+
+def _shipped_tables() -> Path:
+    import pricing
+
+    return Path(pricing.__file__).resolve().parent / "tables"
+
+
+class _Noticed:
+    """Whether anything was written to stderr (a logged warning, say): such a scan's answer is
+    not kept, since a kept answer prints stdout only."""
+
+    def __init__(self) -> None:
+        self.written = False
+
+    def __bool__(self) -> bool:
+        return self.written
+
+
+@contextmanager
+def _noticing_stderr() -> Iterator[_Noticed]:
+    import io
+
+    noticed = _Noticed()
+    real = sys.stderr
+
+    class Noticing(io.TextIOBase):
+        def write(self, text: str) -> int:
+            noticed.written = noticed.written or bool(text)
+            return real.write(text)
+
+        def flush(self) -> None:
+            real.flush()
+
+    sys.stderr = cast(TextIO, Noticing())
+    try:
+        yield noticed
+    finally:
+        sys.stderr = real
 
 
 def _print_outcomes(report: Report, by: str, config: NodeConfig, args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """The `node-agent` program: the calls an agent makes synchronously (`hook`, `statusline`)
-skip the full command line's imports (a third of a second); everything else goes to it."""
+skip the full command line's imports (a third of a second), and so does a `scan` whose kept
+answer still holds (`scan_answer`); everything else goes to the full command line."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = fast_command(args)
     if done is not None:
         return done
+    if args[:1] == ["scan"]:
+        from node_agent.scan_answer import serve
+
+        if serve(args):
+            return 0
     from node_agent.cli import main as full
 
     code = full(args)

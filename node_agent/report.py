@@ -34,6 +34,7 @@ from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
 from node_agent.scan_index import (
+    Done,
     Entry,
     ScanIndex,
     Task,
@@ -42,6 +43,7 @@ from node_agent.scan_index import (
     run_task,
     unit_key,
 )
+from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
@@ -58,6 +60,12 @@ PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 # The same for the agents read faster per byte. Codex (rollouts are mostly lines the prefilter
 # drops): `--jobs 1` beat `--jobs 2` up to 90 MB of generated rollouts, lost at 180 MB.
 _PARALLEL_MIN_BYTES_OF: Final = {Agent.CODEX: 128 * 1024 * 1024}
+# Groups of files whose reports are also kept summed, in reading order: a scan after an append
+# to a few files takes the sums of the blocks around them, not every other group's report.
+BLOCK_GROUPS: Final = 32
+# Files with fewer solo calls than this are priced whole after an append: keeping the priced
+# report of their settled calls in the index would cost more than it saves.
+SETTLED_MIN_CALLS: Final = 100
 
 
 class Query(msgspec.Struct, frozen=True):
@@ -90,6 +98,7 @@ class Report(msgspec.Struct):
         default_factory=list
     )  # Query.keep_calls
     warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
+    homes: list[Path] = msgspec.field(default_factory=list)  # the homes read (kept answers' deps)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -162,6 +171,7 @@ def build_report(
         by_agent = {source.agent: source for source in sources}
         path_problems += [nothing_to_read(target, by_agent[target.agent]) for target in empty]
     report = Report(Rollup(query.by, query.tz), path_problems=path_problems)
+    report.homes = [target.path for target in targets]
     claude = sorted(
         (item for unit in units if unit.agent is Agent.CLAUDE_CODE for item in unit.files),
         key=lambda item: (item[1].order, str(item[1].path)),
@@ -174,6 +184,8 @@ def build_report(
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
     plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
+    # What a priced partial report depends on besides its files (b"": none is kept).
+    context = _context(targets, config.node, query) if index is not None and claude else b""
     tasks = [plan for plan in plans if isinstance(plan, Task)]
     if jobs is None:
         jobs = os.cpu_count() or 1 if _worth_workers(units, tasks) else 1
@@ -197,7 +209,7 @@ def build_report(
         )
         ship = run is not _in_process
         claude_work = [
-            (task, item, targets, config.node, query, ship)
+            (task, item, targets, config.node, query, ship, context)
             for item, task in zip(claude, plans, strict=True)
             if isinstance(task, Task)
         ]
@@ -214,7 +226,7 @@ def build_report(
             parts.append(read)
         else:
             parts.append(_Claude.unchanged(plan))
-    report.merge(_merge_claude(claude, parts, targets, config.node, query, index))
+    report.merge(_merge_claude(claude, parts, targets, config.node, query, index, context))
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
@@ -241,6 +253,7 @@ def _merge_claude(
     node: str,
     query: Query,
     index: ScanIndex | None,
+    context: bytes,
 ) -> Report:
     """The Claude part of the report: each group of files that share calls merged and priced on
     its own (groups share no dedupe key, and integer tokens and Decimal amounts add up exactly),
@@ -248,24 +261,61 @@ def _merge_claude(
     that shares no call, its report priced alone where it was read."""
     report = Report(Rollup(query.by, query.tz))
     if not files:
-        return report  # (its context hashes fleetmeter's source: not for nothing)
-    context = _context(targets, node, query) if index is not None else b""
+        return report
     groups = connected(part.calls for part in parts)
     keys = [
         _key(context, [files[m] for m in members], [parts[m] for m in members], index)
         for members in groups
     ]
-    whole_key = _whole_key(keys) if index is not None else None
+    whole_key = _whole_key(b"whole", keys) if index is not None else None
+    blocks = [
+        (groups[at : at + BLOCK_GROUPS], keys[at : at + BLOCK_GROUPS])
+        for at in range(0, len(groups), BLOCK_GROUPS)
+    ]
+    block_keys = [_whole_key(b"block", block) if index is not None else None for _, block in blocks]
     if index is not None and whole_key is not None:
         # Nothing changed since a scan with this query: its whole Claude part, one blob. The
-        # groups' own reports are kept too, for the scan after the next append.
-        for key in keys:
+        # blocks' and groups' own reports are kept too, for the scan after the next append.
+        for key in [*keys, *block_keys]:
             if key is not None:
                 index.report(key)
         kept_whole = index.report(whole_key)
         whole = _unpickled(kept_whole) if kept_whole is not None else None
         if whole is not None:
             return whole
+    for (block_groups, keys_of_groups), block_key in zip(blocks, block_keys, strict=True):
+        kept = index.report(block_key) if index is not None and block_key is not None else None
+        part = _unpickled(kept) if kept is not None else None
+        if part is not None and index is not None:
+            for key in keys_of_groups:  # kept for the scan after an append in this block
+                if key is not None:
+                    index.report(key)
+        if part is None:
+            part = _merge_groups(
+                files, parts, block_groups, keys_of_groups, index, targets, node, query
+            )
+            if index is not None and block_key is not None:
+                # Pickled before it is merged: the sum adopts its rows and adds to them.
+                index.keep_report(block_key, _pickled(part))
+        report.merge(part)
+    if index is not None and whole_key is not None:
+        index.keep_report(whole_key, _pickled(report))
+    return report
+
+
+def _merge_groups(
+    files: Sequence[tuple[int, SourceFile]],
+    parts: Sequence[_Claude],
+    groups: Sequence[Sequence[int]],
+    keys: Sequence[bytes | None],
+    index: ScanIndex | None,
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+) -> Report:
+    """The report of some groups of files that share calls: each group's taken from the index,
+    or priced (and kept)."""
+    report = Report(Rollup(query.by, query.tz))
     for members, key in zip(groups, keys, strict=True):
         kept = index.report(key) if index is not None and key is not None else None
         part = _unpickled(kept) if kept is not None else None
@@ -281,14 +331,12 @@ def _merge_claude(
             if index is not None and key is not None:
                 index.keep_report(key, blob or _pickled(part))
         report.merge(part)
-    if index is not None and whole_key is not None:
-        index.keep_report(whole_key, _pickled(report))
     return report
 
 
-def _whole_key(keys: Sequence[bytes | None]) -> bytes | None:
-    """The key of every group's report added up: None when a group cannot be kept."""
-    digest = blake2b(b"whole", digest_size=16)
+def _whole_key(kind: bytes, keys: Sequence[bytes | None]) -> bytes | None:
+    """The key of the reports of `keys` added up: None when one of them cannot be kept."""
+    digest = blake2b(kind, digest_size=16)
     for key in keys:
         if key is None:
             return None
@@ -298,7 +346,7 @@ def _whole_key(keys: Sequence[bytes | None]) -> bytes | None:
 
 # A file's report priced on its own, and pickled when it came from a worker.
 _Solo = tuple["Report", bytes | None]
-_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool]
+_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool, bytes]
 
 
 class _Claude(msgspec.Struct):
@@ -337,10 +385,10 @@ def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
     """Read one transcript and price it alone: most files share no call with another, so the
     parent only adds their reports up (the pricing is spread over the workers with the reading).
     Shipped as bytes from a worker (`ship`)."""
-    task, file, targets, node, query, ship = work
+    task, file, targets, node, query, ship, context = work
     done = run_task(task)
     outcome, entry = done.outcome, done.entry
-    solo = _merge_files([file], [(outcome.whole, outcome.size)], targets, node, query)
+    solo = _file_report(task, done, file, targets, node, query, context)
     keepable = entry is not None and outcome.kept is outcome.whole
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
     if not ship:
@@ -348,6 +396,57 @@ def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
     whole = None if keepable else msgspec.msgpack.encode(outcome.whole)
     blob = _pickled(solo)
     return msgspec.msgpack.encode(_Shipped(calls, whole, outcome.size, entry, blob))
+
+
+def _file_report(
+    task: Task,
+    done: Done,
+    file: tuple[int, SourceFile],
+    targets: Sequence[Target],
+    node: str,
+    query: Query,
+    context: bytes,
+) -> Report:
+    """`_merge_files` of one file. A long file whose calls need no dedupe keeps in its entry
+    the priced report of its settled calls (all but those its next lines may still change),
+    so that after an append only the calls from there on are priced again."""
+    outcome, entry = done.outcome, done.entry
+    reading = outcome.whole
+    keep = bool(context) and not query.keep_calls and entry is not None and outcome.kept is reading
+    count = _settled_count(reading) if keep else 0
+    solo = solo_calls(reading) if keep and count >= SETTLED_MIN_CALLS else None
+    if solo is None or entry is None:
+        return _merge_files([file], [(reading, outcome.size)], targets, node, query)
+    key = blake2b(context + repr((file[0], str(file[1].path))).encode(), digest_size=16).digest()
+    settled = None
+    if done.resumed and task.settled_key == key and task.settled_count <= count:
+        settled = _unpickled(task.settled)
+    start = task.settled_count if settled is not None else 0
+    settled = settled or Report(Rollup(query.by, query.tz))
+    target = targets[file[0]]
+    _price_lines(settled, solo.lines[start:count], target, node, query)
+    entry.settled = _pickled(settled)  # before rows are added on
+    entry.settled_count, entry.settled_key = count, key
+    report = _solo_report(
+        file[1].path, reading, outcome.size, SoloCalls([], solo.snapshots), target, node, query
+    )
+    report.merge(settled)
+    _price_lines(report, solo.lines[count:], target, node, query)
+    return report
+
+
+def _settled_count(reading: FileReading) -> int:
+    """How many of the solo calls of `reading` (`solo_calls`, in order) come before its last
+    run: an append may extend that run, and the call held before it is given out at the next."""
+    count = 0
+    held = False
+    for run in reading.runs[:-1]:
+        if run.best.group is None:
+            count += 1
+        else:
+            count += held
+            held = True
+    return count
 
 
 def _received(got: bytes | _Claude) -> _Claude:
@@ -435,25 +534,69 @@ def _context(
     """What a priced partial report depends on besides its files' readings (and `rules`, more
     of fleetmeter's own source under node_agent/)."""
     digest = blake2b(digest_size=16)
-    root = Path(__file__).resolve().parent.parent
-    mine = [root / "node_agent" / name for name in rules]
-    code = [found for p in mine for found in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    mine = [os.path.join(root, "node_agent", name) for name in rules]
+    code = [found for p in mine for found in (_files(p, ".py") if os.path.isdir(p) else [p])]
+    pricing = os.path.join(root, "pricing")
     for source in (
-        sorted((root / "pricing").rglob("*.py"))
-        + sorted((root / "pricing" / "tables").glob("*.toml"))
-        + code
+        _files(pricing, ".py") + _files(os.path.join(pricing, "tables"), ".toml", deep=False) + code
     ):
-        digest.update(source.read_bytes())
+        with open(source, "rb") as fh:
+            digest.update(fh.read())
+    # The user's installed tables price over the shipped ones (`fleet-hub prices install`).
+    from pricing._installed import installed_files, prices_dir  # (not .installed: its install)
+
+    for installed in installed_files(prices_dir()):
+        digest.update(installed.name.encode() + b"\0")
+        try:
+            digest.update(installed.read_bytes())
+        except OSError as exc:  # priced without it, as `PriceBook.default` does
+            digest.update(repr(exc).encode())
     digest.update(Path(__file__).read_bytes())
     # keep_calls too: a report kept without its calls must not answer an outcome view
     digest.update(
         repr((node, query.by, str(query.tz), query.since, query.until, query.keep_calls)).encode()
     )
+    digest.update(_zone_rules(query.tz))
     for target in targets:
         profile = target.profile
         who = (profile.name, profile.account) if profile else None
         digest.update(repr((who, target.billing.value)).encode())
     return digest.digest()
+
+
+def _zone_rules(tz: tzinfo) -> bytes:
+    """What a zone's days depend on: its file where zoneinfo finds it (updated tz data moves
+    them), else the tzdata package's version; a fixed zone is its own name."""
+    key = getattr(tz, "key", None)
+    if not isinstance(key, str):
+        return b""
+    from zoneinfo import TZPATH
+
+    for folder in TZPATH:
+        try:
+            with open(os.path.join(folder, key), "rb") as fh:
+                return fh.read()
+        except OSError:
+            continue
+    from importlib import import_module
+
+    try:
+        tzdata = import_module("tzdata")  # where zoneinfo looks next
+    except ImportError:
+        return b"no rules"
+    return str(getattr(tzdata, "IANA_VERSION", "tzdata")).encode()
+
+
+def _files(folder: str, suffix: str, deep: bool = True) -> list[str]:
+    """The files named *`suffix` in `folder` (and below it, with `deep`), sorted: what
+    `Path.rglob` gives, without the pattern compiled for it (~10 ms of a short scan)."""
+    found: list[str] = []
+    for at, dirs, names in os.walk(folder):
+        found += [os.path.join(at, name) for name in names if name.endswith(suffix)]
+        if not deep:
+            dirs.clear()
+    return sorted(found)
 
 
 def _key(
@@ -527,13 +670,21 @@ def _solo_report(
             skipped[reason] += times
     if solo.snapshots:
         skipped["snapshot"] += solo.snapshots
+    _price_lines(report, solo.lines, target, node, query)
+    return report
+
+
+def _price_lines(
+    report: Report, lines: Sequence[UsageLine], target: Target, node: str, query: Query
+) -> None:
+    """Solo calls (`claude_tally`) priced from their lines into `report`'s rows."""
     attribution = _attribution(target, node)
     billing = target.billing
     rollup = report.rollup
     from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
 
     batch = CallBatch[RowKey](PriceBook.default())
-    for line in solo.lines:
+    for line in lines:
         if not query.wants(line.ts):
             continue
         row = rollup.key(LineCall(line), attribution)
@@ -554,7 +705,6 @@ def _solo_report(
             rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
     for group, calls, tokens, priced in batch.settle():
         rollup.add_calls(group, calls, tokens, priced)
-    return report
 
 
 def _attribution(target: Target, node: str) -> Attribution:

@@ -67,6 +67,11 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     calls: list[str]  # the message ids of the reading's calls: what files sharing calls share
     # The `FileReading`, still msgpack: a repeat scan decodes only those it merges again.
     reading: msgspec.Raw
+    # The pickled priced report of the reading's settled solo calls (see `report._file_report`),
+    # how many they are, and the key of what their pricing depends on (b"": none kept).
+    settled: bytes = b""
+    settled_count: int = 0
+    settled_key: bytes = b""
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)
@@ -102,11 +107,16 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     path: str
     prior: FileReading | None = None
     window: bytes = b""
+    # The prior entry's priced settled calls (`Entry.settled`), taken on if the file only grew.
+    settled: bytes = b""
+    settled_count: int = 0
+    settled_key: bytes = b""
 
 
 class Done(msgspec.Struct, array_like=True, gc=False):
     outcome: Outcome
     entry: Entry | None  # what to keep in the index (None: the file could not be read through)
+    resumed: bool = False  # read on from the task's prior reading (the file only grew)
 
 
 def default_dir() -> Path:
@@ -154,15 +164,20 @@ class ScanIndex:
             index._changed = True  # written anew in its place, if that can be done
             return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
-            if msgspec.msgpack.decode(data, type=_Stamp).stamp != stamp:
+            found = msgspec.msgpack.decode(data, type=_IndexFile)  # one parse in the usual case
+        except (msgspec.DecodeError, RecursionError) as exc:
+            found, damage = None, exc
+        try:
+            if (found.stamp if found else msgspec.msgpack.decode(data, type=_Stamp).stamp) != stamp:
                 index = cls(path, {}, stamp)  # written by other reading rules: of no use
                 index._changed = True
                 return index, None
-            found = msgspec.msgpack.decode(data, type=_IndexFile)
         except (msgspec.DecodeError, RecursionError) as exc:
+            found, damage = None, exc
+        if found is None:
             index = cls(path, {}, stamp)
             index._changed = True
-            return index, f"the scan index {path} is damaged ({exc}): discarded, read anew"
+            return index, f"the scan index {path} is damaged ({damage}): discarded, read anew"
         return cls(path, found.entries, stamp, found.reports), None
 
     def plan(self, path: Path) -> Entry | Task:
@@ -189,7 +204,9 @@ class ScanIndex:
             prior = entry.kept()
         except (msgspec.DecodeError, RecursionError):
             return Task(name)  # a damaged reading: read it all again
-        return Task(name, prior, entry.window)
+        return Task(
+            name, prior, entry.window, entry.settled, entry.settled_count, entry.settled_key
+        )
 
     def entry(self, path: Path) -> Entry | None:
         return self.entries.get(str(path))
@@ -265,7 +282,7 @@ def run_task(task: Task) -> Done:
         calls_of(kept),
         stored(kept),
     )
-    return Done(outcome, entry)
+    return Done(outcome, entry, prior is not None)
 
 
 def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes | None:

@@ -100,6 +100,8 @@ ops = st.one_of(
     st.tuples(st.just("replace"), st.integers(0, 3), st.lists(lines, max_size=4)),
     st.tuples(st.just("delete"), st.integers(0, 3)),
     st.tuples(st.just("age"), st.just(0)),
+    # A session streaming on: a later snapshot of its last call, and calls of its own.
+    st.tuples(st.just("stream"), st.integers(0, 3), st.integers(0, 3), st.booleans()),
 )
 
 
@@ -135,6 +137,24 @@ def apply(home: Path, op: tuple[Any, ...]) -> None:
         fresh.replace(path)
     elif kind == "delete":
         path.unlink(missing_ok=True)
+    elif kind == "stream":
+        size = path.stat().st_size if path.exists() else 0
+        last = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1] if size else b""
+        try:
+            found = orjson.loads(last)
+            msg, output = (
+                int(found["message"]["id"][4:]),
+                found["message"]["usage"]["output_tokens"],
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            msg, output = -1, None  # not one of this test's usage lines: nothing to stream on
+        added = []
+        if op[3] and isinstance(output, int) and msg >= 0:
+            added.append(usage_line(msg, output + 1, session=index % 2))
+        first = 1000 + index * 1_000_000 + size  # ids of this file's own
+        added += [usage_line(first + n, 5 + n, session=index % 2) for n in range(op[2])]
+        with path.open("ab") as fh:
+            fh.write(b"".join(line + b"\n" for line in added))
     elif kind == "age":  # time passes: every file is old enough to be taken as unchanged
         old = time.time() - 3600
         for file in (home / "projects").rglob("*.jsonl"):
@@ -157,13 +177,18 @@ def streaming_totals(home: Path) -> tuple[int, int, dict[str, int]]:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.lists(ops, min_size=1, max_size=12))
+@given(st.lists(ops, min_size=1, max_size=12), st.integers(1, 3))
 def test_an_indexed_scan_always_equals_a_full_re_read(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[Any, ...]]
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: list[tuple[Any, ...]],
+    block: int,
 ) -> None:
     root = tmp_path_factory.mktemp("home")
     home, cache = root / "claude", root / "cache"
     (home / "projects").mkdir(parents=True)
+    monkeypatch.setattr(report_module, "BLOCK_GROUPS", block)  # blocks of kept sums split
+    monkeypatch.setattr(report_module, "SETTLED_MIN_CALLS", block - 1)  # settled calls kept
     for step in steps:
         apply(home, step)
         indexed = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
@@ -279,6 +304,58 @@ def test_a_repeat_scan_with_nothing_changed_takes_one_kept_report(
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
 
 
+def test_an_append_takes_the_kept_sums_of_the_blocks_it_did_not_touch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four files that share no call, in blocks of two: after an append to one, the other
+    block's sum and the unchanged file of its own block are taken, not each file's report."""
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    for index, name in enumerate(NAMES[1::2]):
+        path = home / "projects" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(usage_line(20 + index * 3 + n, 10) + b"\n" for n in range(3)))
+    monkeypatch.setattr(report_module, "BLOCK_GROUPS", 2)
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    taken: list[bytes] = []
+    real = report_module._unpickled
+
+    def spy(blob: bytes) -> Any:
+        taken.append(blob)
+        return real(blob)
+
+    monkeypatch.setattr(report_module, "_unpickled", spy)
+    with (home / "projects" / NAMES[3]).open("ab") as fh:
+        fh.write(usage_line(61, 7) + b"\n")
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert len(taken) == 2  # the untouched block's sum, and the other file of this block
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+
+
+def test_after_an_append_only_the_calls_from_the_last_settled_one_are_priced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    grown = home / "projects" / NAMES[0]
+    grown.write_bytes(b"".join(usage_line(100 + n, 10) + b"\n" for n in range(40)))
+    monkeypatch.setattr(report_module, "SETTLED_MIN_CALLS", 10)
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    priced: list[int] = []
+    real = report_module._price_lines
+
+    def spy(report: Any, lines: Any, *rest: Any) -> None:
+        priced.append(len(lines))
+        real(report, lines, *rest)
+
+    monkeypatch.setattr(report_module, "_price_lines", spy)
+    with grown.open("ab") as fh:  # a later snapshot of the last call, and three new calls
+        fh.write(b"".join(usage_line(n, 50 if n == 139 else 9) + b"\n" for n in range(139, 143)))
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    # The 38 calls settled before are taken priced: the last two (one grew) and the three new
+    # ones are priced (40 + 3 in the files before, 3 new).
+    assert sum(priced) == 5 and after.rollup.total.calls == 46
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+
+
 def test_a_damaged_index_is_discarded_with_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -327,7 +404,7 @@ def test_a_damaged_priced_report_in_the_index_is_priced_anew(tmp_path: Path) -> 
     first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     path = cache / scan_index.INDEX_NAME
     found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    assert len(found.reports) == 3  # the two files' groups, and their sum
+    assert len(found.reports) == 4  # the two files' groups, their block, and the whole sum
     found.reports = {key: b"\x80\x05not a pickle" for key in found.reports}
     path.write_bytes(msgspec.msgpack.encode(found))
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)

@@ -1,0 +1,254 @@
+"""Kept answers: a repeat `node-agent scan` with nothing changed prints what the last one printed,
+after a stat of everything that answer depended on, without loading the reading engine.
+
+A scan that ends cleanly (exit 0, nothing on stderr, no outcome view) keeps its output in
+`$XDG_CACHE_HOME/fleetmeter/answers/`, one file per query, under a key of everything besides
+files that its output depends on: the command line, the working directory, the environment (but
+for a few variables a shell changes between commands), the host name and the interpreter. With
+it go the dependencies: every file and folder below the paths scanned and the homes read (a new,
+removed, renamed or grown file changes its folder's or its own stat), the config files looked
+for, the installed and shipped price tables, and fleetmeter's own code (every module the scan
+loaded, and the folders of `sys.path`), each with its stat (type, device, inode, size, mtime and
+ctime) or its absence. A later scan with the same key whose dependencies all stat alike prints
+the kept output; anything else runs the full scan, which keeps its answer anew.
+
+An answer is kept only when every dependency's mtime and ctime are safely older than the scan's
+start: a change during the scan, or in the same clock tick as a stat, could otherwise leave the
+stat alike and the output stale. A damaged answer file (it carries a hash of its body) is
+discarded with a one-line warning, never printed. Files are written whole and renamed into
+place, so concurrent scans never see a half-written one.
+
+Imports only what an interpreter has loaded at start-up anyway (and the builtin marshal and
+blake2): this runs before anything else of a scan.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+import sys
+from _blake2 import blake2b
+
+# Not `typing.TYPE_CHECKING`: typing and collections.abc are not loaded at start-up (~3 ms).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Final
+
+FOLDER: Final = "answers"
+_MAGIC: Final = b"fleetmeter-answer-1\n"
+_DIGEST: Final = 16
+# Younger than this at the scan's start, a stat may not show a write in the same clock tick.
+RACY_NS: Final = 2_000_000_000
+MAX_KEPT: Final = 32  # answers kept per user: one per query asked lately
+# What a shell changes between two commands without changing what a scan prints.
+_VOLATILE_ENV: Final = frozenset(
+    {"_", "OLDPWD", "PWD", "SHLVL", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "WINDOWID"}
+)
+
+# (st_mode, st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns); None: the path does not exist.
+Signature = tuple[int, int, int, int, int, int] | None
+Dependency = tuple[str, Signature]
+
+
+class UnstatableError(OSError):
+    """A dependency that could be neither stat'ed nor found absent (permissions, say)."""
+
+
+def answers_dir() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "fleetmeter", FOLDER)
+
+
+def answer_key(argv: Sequence[str]) -> bytes:
+    """What a scan's output depends on besides files: the same key and the same files, the
+    same output."""
+    digest = blake2b(_MAGIC, digest_size=_DIGEST)
+    env = sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE_ENV)
+    for part in (sys.version, sys.executable, os.getcwd(), os.uname().nodename, *argv):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for name, value in env:
+        digest.update(f"{name}={value}".encode("utf-8", "surrogateescape") + b"\0")
+    return digest.digest()
+
+
+def signature(path: str) -> Signature:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise UnstatableError(exc.errno, exc.strerror, path) from exc
+    return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _path_of(key: bytes) -> str:
+    return os.path.join(answers_dir(), key.hex())
+
+
+def serve(argv: Sequence[str]) -> bool:
+    """Print the kept answer of `argv` (`scan ...`) when nothing it depends on changed; False
+    (nothing printed) when the scan must run."""
+    if "--no-cache" in argv:
+        return False
+    key = answer_key(argv)
+    path = _path_of(key)
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except OSError:
+        return False
+    kept = _decoded(blob, key)
+    if kept is None:
+        print(
+            f"node-agent scan: the kept answer {path} is damaged: discarded, scanning anew",
+            file=sys.stderr,
+        )
+        _remove(path)
+        return False
+    deps, out = kept
+    try:
+        if any(signature(name) != sig for name, sig in deps):
+            return False
+    except UnstatableError:
+        return False
+    if isinstance(out, bytes):
+        sys.stdout.buffer.write(out)
+    else:
+        sys.stdout.write(out)
+    sys.stdout.flush()
+    return True
+
+
+def _decoded(blob: bytes, key: bytes) -> tuple[list[Dependency], bytes | str] | None:
+    """The dependencies and output of an answer file; None when it is not one for `key`."""
+    head = len(_MAGIC) + _DIGEST
+    if not blob.startswith(_MAGIC) or len(blob) < head:
+        return None
+    body = blob[head:]
+    if blake2b(body, digest_size=_DIGEST).digest() != blob[len(_MAGIC) : head]:
+        return None
+    try:
+        found = marshal.loads(body)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if not (isinstance(found, tuple) and len(found) == 3 and found[0] == key):
+        return None
+    deps, out = found[1], found[2]
+    if not isinstance(out, bytes | str) or not isinstance(deps, tuple):
+        return None
+    # The hash says these are the bytes written: only their shape is checked, in one pass.
+    if not all(type(dep) is tuple and len(dep) == 2 and type(dep[0]) is str for dep in deps):
+        return None
+    return list(deps), out
+
+
+def dependencies(
+    trees: Iterable[str], paths: Iterable[str], started_ns: int
+) -> list[Dependency] | None:
+    """Every entry at and below each of `trees` and each of `paths`, with its signature; None
+    when no answer may be kept from them: one is too young (changed within the racy window of
+    the scan's start, `started_ns`, wall clock), or they cannot all be known (a folder that
+    cannot be listed, a link to a folder below a tree: what is behind it could change unseen).
+    Stops at the first such entry (after an append, a young file is met early)."""
+    young = started_ns - RACY_NS
+    found: dict[str, Signature] = {}
+    try:
+        for path in paths:
+            if path not in found and _too_young(found.setdefault(path, signature(path)), young):
+                return None
+        for tree in trees:
+            if not _walk(tree, found, young):
+                return None
+    except UnstatableError:
+        return None
+    return list(found.items())
+
+
+def _too_young(sig: Signature, young: int) -> bool:
+    return sig is not None and (sig[4] >= young or sig[5] >= young)
+
+
+def _walk(tree: str, found: dict[str, Signature], young: int) -> bool:
+    sig = signature(tree)
+    found[tree] = sig
+    if _too_young(sig, young):
+        return False
+    if sig is None or not stat.S_ISDIR(sig[0]):
+        return True
+    folders = [tree]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink() and entry.is_dir():
+                        return False
+                    sig = signature(entry.path)
+                    if _too_young(sig, young):
+                        return False
+                    found[entry.path] = sig
+                    if sig is not None and stat.S_ISDIR(sig[0]):
+                        folders.append(entry.path)
+        except OSError:
+            return False
+    return True
+
+
+def code_paths() -> list[str]:
+    """The files of every module loaded but the standard library's (the interpreter's version
+    in the key stands for them: fewer files to stat on a cold start), and the folders modules
+    are looked up in: what a new fleetmeter (or a changed library it uses) changes."""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+    files = [
+        name
+        for module in list(sys.modules.values())
+        if isinstance(name := getattr(module, "__file__", None), str)
+        and not (name.startswith(stdlib) and _outside_packages(name[len(stdlib) :]))
+    ]
+    return files + [p for p in sys.path if p]
+
+
+def _outside_packages(below_stdlib: str) -> bool:
+    parts = below_stdlib.split(os.sep)
+    return "site-packages" not in parts and "dist-packages" not in parts
+
+
+def keep(argv: Sequence[str], deps: Sequence[Dependency], out: bytes | str) -> None:
+    """Keep `out` as the answer of `argv` with its `dependencies`; a cache that cannot be
+    written is only a slower next scan."""
+    key = answer_key(argv)
+    body = marshal.dumps((key, tuple(deps), out))
+    blob = _MAGIC + blake2b(body, digest_size=_DIGEST).digest() + body
+    path = _path_of(key)
+    temp = f"{path}.{os.getpid()}.partial"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(temp, path)
+    except OSError:
+        _remove(temp)
+        return
+    _prune(os.path.dirname(path))
+
+
+def _prune(folder: str) -> None:
+    """Only the MAX_KEPT answers used or made last stay."""
+    try:
+        with os.scandir(folder) as entries:
+            kept = [(e.stat().st_mtime_ns, e.path) for e in entries if e.is_file()]
+    except OSError:
+        return
+    kept.sort(reverse=True)
+    for _, path in kept[MAX_KEPT:]:
+        _remove(path)
+
+
+def _remove(path: str) -> None:
+    try:  # noqa: SIM105 (contextlib is not loaded at start-up)
+        os.unlink(path)
+    except OSError:
+        pass
