@@ -209,7 +209,7 @@ def build_report(
     parts: list[_Claude] = []
     for (_, file), plan in zip(claude, plans, strict=True):
         if isinstance(plan, Task):
-            read = _received(next(done))
+            read = next(done)
             if index is not None:
                 index.keep(file.path, read.entry)
             parts.append(read)
@@ -345,9 +345,8 @@ def _read_claude_shipped(work: _ClaudeWork) -> bytes:
     return msgspec.msgpack.encode(_Shipped(read.calls, whole, read.size, read.entry, blob))
 
 
-def _received(got: bytes | _Claude) -> _Claude:
-    if not isinstance(got, bytes):
-        return got
+def _received(got: bytes | memoryview) -> _Claude:
+    """A worker's `_read_claude_shipped`, taken back."""
     shipped = _decode_shipped(got)
     entry = shipped.entry
     raw = entry.reading if shipped.whole is None and entry is not None else shipped.whole
@@ -583,10 +582,12 @@ class _Runner:
 
     def read_claude(
         self, work: Sequence[_ClaudeWork], started: Callable[[], None]
-    ) -> list[bytes | _Claude]:
+    ) -> list[_Claude]:
         """`_read_claude` of each transcript; `started` runs once the workers are up."""
         if self.jobs > 1 and self._pool is None and can_share():
-            return share(_read_claude, _read_claude_shipped, work, self.jobs - 1, started)
+            return share(
+                _read_claude, _read_claude_shipped, _received, work, self.jobs - 1, started
+            )
         if self.jobs <= 1 or not work:
             started()
             return [_read_claude(item) for item in work]
@@ -594,7 +595,7 @@ class _Runner:
             self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
         started()
         chunk = max(1, len(work) // (self.jobs * 8))
-        return list(self._pool.map(_read_claude_shipped, work, chunksize=chunk))
+        return [_received(got) for got in self._pool.map(_read_claude_shipped, work, chunk)]
 
 
 @contextmanager

@@ -9,19 +9,20 @@ pynng (the daemon, the hub, a test session) starts its workers with forkserver i
 
 from __future__ import annotations
 
+import os
+import struct
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
     from multiprocessing.context import BaseContext
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-_INDEX_BYTES = 4
 # How long this process waits for the claims' lock before it checks that no helper died.
 _PATIENCE = 1.0
 
@@ -66,82 +67,80 @@ class _Claims:
 def share(
     here: Callable[[In], Out],
     there: Callable[[In], bytes],
+    back: Callable[[memoryview], Out],
     work: Sequence[In],
     helpers: int,
     started: Callable[[], object] = lambda: None,
     chunk: int = 4,
-) -> list[Out | bytes]:
-    """`here(item)` or `there(item)` of each item, in the order of `work`: this process and
-    `helpers` forked processes take items in turn; a helper's results (`there`, bytes) come
-    back through a pipe. The helpers inherit `work` and the functions (nothing is pickled),
-    so call this only where `can_share()`. Items a helper took and did not send back (it
-    died) are done here at the end: a lost helper costs time, never results. `started` runs
-    once the helpers are forked (a thread started before a fork is not in the child)."""
+) -> list[Out]:
+    """`here(item)`, or `back(there(item))`, of each item, in the order of `work`: this
+    process and `helpers` forked processes take items in turn.
+
+    A helper inherits `work` and the functions (nothing is pickled: call this only where
+    `can_share()`), and writes its results (`there`, bytes) to a file of its own, unnamed, that
+    this process reads once the helper is done: a helper never waits for this one (through a
+    pipe it would wait on every result for this process's thread to get the GIL). Items a
+    helper took and did not write whole (it died) are done here at the end: a lost helper
+    costs time, never results. `started` runs once the helpers are forked (a thread started
+    before a fork is not in the child)."""
     context = worker_context()
     claims = _Claims(context, len(work), chunk)
-    got: dict[int, Out | bytes] = {}
-    processes, pipes = [], []
-    for _ in range(helpers):
-        receive, send = context.Pipe(duplex=False)
-        process = context.Process(  # type: ignore[attr-defined]
-            target=_help, args=(there, work, claims, send), daemon=True
-        )
-        process.start()
-        send.close()  # the helper's own copy is the pipe's only writer: its end is our EOF
-        processes.append(process)
-        pipes.append(receive)
-    # Each pipe is drained while this process works, so that no helper waits on a full pipe;
-    # the threads start after the last fork (a fork takes only the thread that makes it).
-    threads = [
-        threading.Thread(target=_Reader(receive, got).run, name="share-reader", daemon=True)
-        for receive in pipes
-    ]
-    for thread in threads:
-        thread.start()
-    started()
-    while True:
-        taken = claims.take(timeout=_PATIENCE)
-        if taken is None:
-            if all(process.is_alive() for process in processes):
-                continue  # only slow: this machine is busy
-            # A helper died, maybe holding the lock: stop sharing, do the rest here.
-            for process in processes:
-                process.kill()
-            break
-        if not taken:
-            break
-        for index in taken:
-            got[index] = here(work[index])
-    for thread in threads:
-        thread.join()
-    for process in processes:
-        process.join()
+    got: dict[int, Out] = {}
+    with ExitStack() as stack:
+        outputs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(helpers)]
+        processes = []
+        for output in outputs:
+            process = context.Process(  # type: ignore[attr-defined]
+                target=_help, args=(there, work, claims, output.fileno()), daemon=True
+            )
+            process.start()
+            processes.append(process)
+        started()
+        while True:
+            taken = claims.take(timeout=_PATIENCE)
+            if taken is None:
+                if all(process.is_alive() for process in processes):
+                    continue  # only slow: this machine is busy
+                # A helper died, maybe holding the lock: stop sharing, do the rest here.
+                for process in processes:
+                    process.kill()
+                break
+            if not taken:
+                break
+            for index in taken:
+                got[index] = here(work[index])
+        for process, output in zip(processes, outputs, strict=True):
+            process.join()
+            output.seek(0)
+            for index, result in _records(output.read()):
+                got[index] = back(result)
     return [got[index] if index in got else here(work[index]) for index in range(len(work))]
 
 
-class _Reader:
-    """Takes a helper's results off its pipe as they come."""
-
-    def __init__(self, receive: Connection, got: dict[int, Any]) -> None:
-        self._receive = receive
-        self._got = got
-
-    def run(self) -> None:
-        try:
-            while True:
-                message = self._receive.recv_bytes()
-                index = int.from_bytes(message[:_INDEX_BYTES], "little")
-                self._got[index] = message[_INDEX_BYTES:]
-        except (EOFError, OSError):
-            pass  # the helper is done (or gone: its items are redone)
-        finally:
-            self._receive.close()
+_HEAD = struct.Struct("<IQ")  # a result's index in the work, and its length
 
 
-def _help(there: Callable[[In], bytes], work: Sequence[In], claims: _Claims, send: Any) -> None:
-    try:
-        while taken := claims.take():  # never None: no timeout
-            for index in taken:
-                send.send_bytes(index.to_bytes(_INDEX_BYTES, "little") + there(work[index]))
-    finally:
-        send.close()
+def _records(data: bytes) -> Iterator[tuple[int, memoryview]]:
+    """The whole records of a helper's file (a helper killed while writing leaves a part)."""
+    view = memoryview(data)
+    at = 0
+    while at + _HEAD.size <= len(view):
+        index, length = _HEAD.unpack_from(view, at)
+        at += _HEAD.size
+        if at + length > len(view):
+            return
+        yield index, view[at : at + length]
+        at += length
+
+
+def _help(there: Callable[[In], bytes], work: Sequence[In], claims: _Claims, fd: int) -> None:
+    while taken := claims.take():  # never None: no timeout
+        for index in taken:
+            result = there(work[index])
+            _write_all(fd, _HEAD.pack(index, len(result)) + result)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -47,9 +47,13 @@ SCRIPT = textwrap.dedent(
 
         workers._help = dies_holding_the_lock
 
+    def back(message):
+        return json.loads(bytes(message))
+
     started = []
-    got = workers.share(here, there, list(range(count)), helpers, lambda: started.append(1), chunk)
-    out = [json.loads(r) if isinstance(r, bytes) else r for r in got]
+    out = workers.share(
+        here, there, back, list(range(count)), helpers, lambda: started.append(1), chunk
+    )
     print(json.dumps({"parent": parent, "out": out, "started": started}))
     """
 )
