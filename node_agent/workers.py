@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -94,6 +94,7 @@ def share(
             )
             process.start()
             processes.append(process)
+        results = [_Results(output.fileno()) for output in outputs]
         started()
         while True:
             taken = claims.take(timeout=_PATIENCE)
@@ -108,12 +109,30 @@ def share(
                 break
             for index in taken:
                 got[index] = here(work[index])
-        for process, output in zip(processes, outputs, strict=True):
+            # The helpers' results so far, taken back between items: the helpers read more
+            # meanwhile, and less is left to take back once they are done.
+            for found in results:
+                found.collect(got, back)
+        for process, found in zip(processes, results, strict=True):
             process.join()
-            output.seek(0)
-            for index, result in _records(output.read()):
-                got[index] = back(result)
+            found.collect(got, back)
     return [got[index] if index in got else here(work[index]) for index in range(len(work))]
+
+
+class _Results:
+    """The whole records a helper has written to its file so far, read on from the last."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._read = 0  # through the last whole record taken
+
+    def collect(self, got: dict[int, Out], back: Callable[[memoryview], Out]) -> None:
+        # pread: the helper writes through the same open file (one offset for both).
+        data = os.pread(self._fd, os.fstat(self._fd).st_size - self._read, self._read)
+        records, whole = _records(data)
+        for index, result in records:
+            got[index] = back(result)
+        self._read += whole
 
 
 def _unnamed_file() -> BinaryIO:
@@ -129,17 +148,19 @@ def _unnamed_file() -> BinaryIO:
 _HEAD = struct.Struct("<IQ")  # a result's index in the work, and its length
 
 
-def _records(data: bytes) -> Iterator[tuple[int, memoryview]]:
-    """The whole records of a helper's file (a helper killed while writing leaves a part)."""
+def _records(data: bytes) -> tuple[list[tuple[int, memoryview]], int]:
+    """The whole records at the start of `data` (the last may be still being written, or
+    left in part by a helper killed while writing it), and how many bytes they take."""
     view = memoryview(data)
+    records = []
     at = 0
     while at + _HEAD.size <= len(view):
         index, length = _HEAD.unpack_from(view, at)
-        at += _HEAD.size
-        if at + length > len(view):
-            return
-        yield index, view[at : at + length]
-        at += length
+        if at + _HEAD.size + length > len(view):
+            break
+        records.append((index, view[at + _HEAD.size : at + _HEAD.size + length]))
+        at += _HEAD.size + length
+    return records, at
 
 
 def _help(there: Callable[[In], bytes], work: Sequence[In], claims: _Claims, fd: int) -> None:
