@@ -22,7 +22,7 @@ import os
 from _blake2 import blake2b
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
@@ -47,12 +47,14 @@ from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
-from node_agent.workers import worker_context
+from node_agent.workers import can_share, share, worker_context
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.config import NodeConfig
 from shared.events import Agent, Tokens, UsageEvent
 
 if TYPE_CHECKING:
+    from multiprocessing.pool import Pool
+
     from pricing import PricedCall
 
 # Below this much data a worker process costs more than it saves.
@@ -201,26 +203,29 @@ def build_report(
     from node_agent import readahead  # (its thread module: not for a scan with nothing to read)
 
     with _runner(jobs) as run:
-        # Once the workers are up (their start would queue behind these reads on a cold disk).
         fresh = [Path(task.path) for task in tasks if task.prior is None]
-        readahead.start(
-            (path, _size(path))
-            for path in fresh + [f.path for unit in units for _, f in unit.files]
-        )
-        ship = run is not _in_process
+
+        def read_ahead() -> None:
+            # Once the workers are up (their start would queue behind these reads on a cold
+            # disk, and a thread is not forked with them).
+            readahead.start(
+                (path, _size(path))
+                for path in fresh + [f.path for unit in units for _, f in unit.files]
+            )
+
         claude_work = [
-            (task, item, targets, config.node, query, ship, context)
+            (task, item, targets, config.node, query, context)
             for item, task in zip(claude, plans, strict=True)
             if isinstance(task, Task)
         ]
-        done = iter(run(_read_claude, claude_work))
+        done = iter(run.read_claude(claude_work, read_ahead))
         units_done = _units_done(units, targets, config.node, query, index, run)
         for part, _keys in _regroup_overlaps(units, units_done, targets, config.node, query, run):
             report.merge(part)
     parts: list[_Claude] = []
     for (_, file), plan in zip(claude, plans, strict=True):
         if isinstance(plan, Task):
-            read = _received(next(done))
+            read = next(done)
             if index is not None:
                 index.keep(file.path, read.entry)
             parts.append(read)
@@ -346,7 +351,7 @@ def _whole_key(kind: bytes, keys: Sequence[bytes | None]) -> bytes | None:
 
 # A file's report priced on its own, and pickled when it came from a worker.
 _Solo = tuple["Report", bytes | None]
-_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bool, bytes]
+_ClaudeWork = tuple[Task, tuple[int, SourceFile], Sequence[Target], str, Query, bytes]
 
 
 class _Claude(msgspec.Struct):
@@ -381,21 +386,17 @@ class _Shipped(msgspec.Struct, array_like=True, gc=False):
 _decode_shipped = msgspec.msgpack.Decoder(_Shipped).decode
 
 
-def _read_claude(work: _ClaudeWork) -> bytes | _Claude:
+def _read_claude(work: _ClaudeWork) -> _Claude:
     """Read one transcript and price it alone: most files share no call with another, so the
-    parent only adds their reports up (the pricing is spread over the workers with the reading).
-    Shipped as bytes from a worker (`ship`)."""
-    task, file, targets, node, query, ship, context = work
+    merge only adds their reports up (the pricing is spread over the workers with the
+    reading)."""
+    task, file, targets, node, query, context = work
     done = run_task(task)
     outcome, entry = done.outcome, done.entry
     solo = _file_report(task, done, file, targets, node, query, context)
     keepable = entry is not None and outcome.kept is outcome.whole
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
-    if not ship:
-        return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
-    whole = None if keepable else msgspec.msgpack.encode(outcome.whole)
-    blob = _pickled(solo)
-    return msgspec.msgpack.encode(_Shipped(calls, whole, outcome.size, entry, blob))
+    return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
 
 
 def _file_report(
@@ -449,9 +450,17 @@ def _settled_count(reading: FileReading) -> int:
     return count
 
 
-def _received(got: bytes | _Claude) -> _Claude:
-    if not isinstance(got, bytes):
-        return got
+def _read_claude_shipped(work: _ClaudeWork) -> bytes:
+    """`_read_claude` in a worker, shipped as msgpack bytes."""
+    read = _read_claude(work)
+    whole = None if read.keepable else msgspec.msgpack.encode(read.whole)
+    assert read.solo is not None
+    blob = _pickled(read.solo[0])
+    return msgspec.msgpack.encode(_Shipped(read.calls, whole, read.size, read.entry, blob))
+
+
+def _received(got: bytes | memoryview) -> _Claude:
+    """A worker's `_read_claude_shipped`, taken back."""
     shipped = _decode_shipped(got)
     entry = shipped.entry
     raw = entry.reading if shipped.whole is None and entry is not None else shipped.whole
@@ -726,24 +735,46 @@ class Runner(Protocol):
     def __call__(self, task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]: ...
 
 
-def _in_process(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
-    return [task(item) for item in work]
+class _Runner:
+    """Runs tasks in order: in this process, or spread over `jobs` processes. The worker pool
+    is started at its first use: the Claude transcripts are shared between this process and
+    forked helpers instead (`workers.share`), where that can be done."""
+
+    def __init__(self, jobs: int, stack: ExitStack) -> None:
+        self.jobs = jobs
+        self._stack = stack
+        self._pool: Pool | None = None
+
+    def __call__(self, task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
+        if self.jobs <= 1 or not work:
+            return [task(item) for item in work]
+        if self._pool is None:
+            self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
+        # Work comes biggest first; chunks amortise the per-task cost of small items.
+        return self._pool.map(task, work, chunksize=max(1, len(work) // (self.jobs * 8)))
+
+    def read_claude(
+        self, work: Sequence[_ClaudeWork], started: Callable[[], None]
+    ) -> list[_Claude]:
+        """`_read_claude` of each transcript; `started` runs once the workers are up."""
+        if self.jobs > 1 and self._pool is None and can_share():
+            return share(
+                _read_claude, _read_claude_shipped, _received, work, self.jobs - 1, started
+            )
+        if self.jobs <= 1 or not work:
+            started()
+            return [_read_claude(item) for item in work]
+        if self._pool is None:
+            self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
+        started()
+        chunk = max(1, len(work) // (self.jobs * 8))
+        return [_received(got) for got in self._pool.map(_read_claude_shipped, work, chunk)]
 
 
 @contextmanager
-def _runner(jobs: int) -> Iterator[Runner]:
-    """Runs tasks in order: in this process, or spread over `jobs` worker processes that stay
-    up for every batch (the regrouped units too)."""
-    if jobs <= 1:
-        yield _in_process
-        return
-    with worker_context().Pool(jobs) as pool:
-
-        def run(task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
-            # Work comes biggest first; chunks amortise the per-task cost of small items.
-            return pool.map(task, work, chunksize=max(1, len(work) // (jobs * 8)))
-
-        yield run
+def _runner(jobs: int) -> Iterator[_Runner]:
+    with ExitStack() as stack:
+        yield _Runner(jobs, stack)
 
 
 def _units_done(

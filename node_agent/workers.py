@@ -1,4 +1,5 @@
-"""The start method for worker processes (parallel scan, corpus generation).
+"""Worker processes: the start method (parallel scan, corpus generation), and `share`, which
+spreads a list of work over this process and forked helpers.
 
 fork is fastest (a scan's workers start with the price tables already loaded), but nng panics
 ("nng is not fork-reentrant safe") in a forked child of a process that has used it, as soon as
@@ -8,11 +9,21 @@ pynng (the daemon, the hub, a test session) starts its workers with forkserver i
 
 from __future__ import annotations
 
+import os
+import struct
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+# How long this process waits for the claims' lock before it checks that no helper died.
+_PATIENCE = 1.0
 
 
 def worker_context() -> BaseContext:
@@ -21,3 +32,145 @@ def worker_context() -> BaseContext:
     if "pynng" in sys.modules:
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("fork")
+
+
+def can_share() -> bool:
+    """Whether `share` may fork here (see the module doc)."""
+    return worker_context().get_start_method() == "fork"
+
+
+class _Claims:
+    """The next items to take, shared by the processes: a few at a time, so that the work
+    spreads evenly to the end whatever each item costs."""
+
+    def __init__(self, context: BaseContext, count: int, chunk: int) -> None:
+        self._next = context.RawValue("q", 0)
+        self._lock = context.Lock()
+        self._count = count
+        self._chunk = chunk
+
+    def take(self, timeout: float | None = None) -> range | None:
+        """The next items (empty when all are taken); None when the lock could not be had in
+        `timeout` seconds (a helper killed while holding it never lets it go)."""
+        if not self._lock.acquire(timeout=timeout):
+            return None
+        try:
+            start = self._next.value
+            stop = min(self._count, start + self._chunk)
+            self._next.value = stop
+        finally:
+            self._lock.release()
+        return range(start, stop)
+
+
+def share(
+    here: Callable[[In], Out],
+    there: Callable[[In], bytes],
+    back: Callable[[memoryview], Out],
+    work: Sequence[In],
+    helpers: int,
+    started: Callable[[], object] = lambda: None,
+    chunk: int = 4,
+) -> list[Out]:
+    """`here(item)`, or `back(there(item))`, of each item, in the order of `work`: this
+    process and `helpers` forked processes take items in turn.
+
+    A helper inherits `work` and the functions (nothing is pickled: call this only where
+    `can_share()`), and writes its results (`there`, bytes) to a file of its own, unnamed, that
+    this process reads once the helper is done: a helper never waits for this one (through a
+    pipe it would wait on every result for this process's thread to get the GIL). Items a
+    helper took and did not write whole (it died) are done here at the end: a lost helper
+    costs time, never results. `started` runs once the helpers are forked (a thread started
+    before a fork is not in the child)."""
+    context = worker_context()
+    claims = _Claims(context, len(work), chunk)
+    got: dict[int, Out] = {}
+    with ExitStack() as stack:
+        outputs = [stack.enter_context(_unnamed_file()) for _ in range(helpers)]
+        processes = []
+        for output in outputs:
+            process = context.Process(  # type: ignore[attr-defined]
+                target=_help, args=(there, work, claims, output.fileno()), daemon=True
+            )
+            process.start()
+            processes.append(process)
+        results = [_Results(output.fileno()) for output in outputs]
+        started()
+        while True:
+            taken = claims.take(timeout=_PATIENCE)
+            if taken is None:
+                if all(process.is_alive() for process in processes):
+                    continue  # only slow: this machine is busy
+                # A helper died, maybe holding the lock: stop sharing, do the rest here.
+                for process in processes:
+                    process.kill()
+                break
+            if not taken:
+                break
+            for index in taken:
+                got[index] = here(work[index])
+            # The helpers' results so far, taken back between items: the helpers read more
+            # meanwhile, and less is left to take back once they are done.
+            for found in results:
+                found.collect(got, back)
+        for process, found in zip(processes, results, strict=True):
+            process.join()
+            found.collect(got, back)
+    return [got[index] if index in got else here(work[index]) for index in range(len(work))]
+
+
+class _Results:
+    """The whole records a helper has written to its file so far, read on from the last."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._read = 0  # through the last whole record taken
+
+    def collect(self, got: dict[int, Out], back: Callable[[memoryview], Out]) -> None:
+        # pread: the helper writes through the same open file (one offset for both).
+        data = os.pread(self._fd, os.fstat(self._fd).st_size - self._read, self._read)
+        records, whole = _records(data)
+        for index, result in records:
+            got[index] = back(result)
+        self._read += whole
+
+
+def _unnamed_file() -> BinaryIO:
+    """A file with no name, gone once closed: in memory where Linux offers it (no disk, and
+    no `tempfile` import, which costs a scan's start-up several ms)."""
+    if hasattr(os, "memfd_create"):
+        return os.fdopen(os.memfd_create("fleetmeter-share", os.MFD_CLOEXEC), "w+b")
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
+_HEAD = struct.Struct("<IQ")  # a result's index in the work, and its length
+
+
+def _records(data: bytes) -> tuple[list[tuple[int, memoryview]], int]:
+    """The whole records at the start of `data` (the last may be still being written, or
+    left in part by a helper killed while writing it), and how many bytes they take."""
+    view = memoryview(data)
+    records = []
+    at = 0
+    while at + _HEAD.size <= len(view):
+        index, length = _HEAD.unpack_from(view, at)
+        if at + _HEAD.size + length > len(view):
+            break
+        records.append((index, view[at + _HEAD.size : at + _HEAD.size + length]))
+        at += _HEAD.size + length
+    return records, at
+
+
+def _help(there: Callable[[In], bytes], work: Sequence[In], claims: _Claims, fd: int) -> None:
+    while taken := claims.take():  # never None: no timeout
+        for index in taken:
+            result = there(work[index])
+            _write_all(fd, _HEAD.pack(index, len(result)) + result)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +171,38 @@ def _same(line: bytes) -> None:
         deferred = typed_usage(typed, FileFacts(PATH), 1, Collector(), uses)
         assert deferred == msgspec.structs.replace(got, tool_calls=None)
         assert tool_calls_of(uses) == got.tool_calls
+
+
+# Each branch of the typed path, met for sure (random changes meet some only rarely): a fork's
+# session, session-scoped and line ids, a subagent, a reported cost, a split that disagrees
+# with its total, an older line without a split, a tool use, a speed, a synthetic reply.
+BRANCHES: list[list[tuple[str, object]]] = [
+    [("forkedFrom", {"sessionId": "parent-session"})],
+    [("requestId", ABSENT)],
+    [("requestId", ABSENT), ("forkedFrom", {"sessionId": "parent-session"})],
+    [("id", ABSENT)],
+    [("id", ABSENT), ("uuid", ABSENT)],
+    [("agentId", "a-7")],
+    [("isSidechain", True)],
+    [("costUSD", 0.0123)],
+    [("costUSD", 3)],
+    [("cache_creation_input_tokens", 999)],
+    [("cache_creation", ABSENT)],
+    [("speed", "fast")],
+    [("model", "<synthetic>")],
+    [("timestamp", "2026-03-01T10:00:00")],
+    [("timestamp", "2026-03-01T11:00:00+01:00")],
+]
+
+
+@pytest.mark.parametrize("changes", BRANCHES)
+def test_each_branch_of_the_typed_path_equals_the_checked_path(
+    changes: list[tuple[str, object]],
+) -> None:
+    names = [name for _, name in FIELDS]
+    line = _mutated([(names.index(name), value) for name, value in changes])
+    assert typed_record(line) is not None
+    _same(line)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,6 +13,7 @@ writes such a number, and looking for one costs more than the decoding (a regex 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -94,6 +95,7 @@ class _Record(msgspec.Struct, gc=False):
 
 
 _decode = msgspec.json.Decoder(_Record).decode
+_fromisoformat = datetime.fromisoformat
 
 
 class UsageLine(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -161,7 +163,9 @@ def typed_usage(
 ) -> UsageLine | None | Literal[False]:
     """The usage line of a typed record; None when it holds none (after telling `sink` why, as
     the checked path would); False when it is one for the checked path. With `defer`, its tool
-    uses go there and its `tool_calls` is left None."""
+    uses go there and its `tool_calls` is left None.
+
+    Run for every usage line of a scan, so written flat: `_line` and `iso_time` inlined."""
     msg = rec.message
     if msg is None:
         return None
@@ -170,12 +174,18 @@ def typed_usage(
     usage = msg.usage
     if usage is None or rec.type == "user":
         return None
-    if msg.model == SYNTHETIC_MODEL:
+    model = msg.model
+    if model == SYNTHETIC_MODEL:
         sink.skip("synthetic")
         return None
-    ts = _timestamp(rec.timestamp)
-    if ts is None:
+    stamp = rec.timestamp
+    if not stamp:
         return False  # the checked path words the problem
+    try:
+        parsed = _fromisoformat(stamp)
+    except ValueError:
+        return False
+    ts = (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
     # Types and ranges are checked: an absent or null count is 0, as on the checked path.
     inp, out = usage.input_tokens or 0, usage.output_tokens or 0
     read, total = usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens
@@ -183,47 +193,64 @@ def typed_usage(
     if split is None:
         # Older lines: total only. Put it in the 5m tier and let pricing mark it estimated.
         w5, w1, unsplit = total or 0, 0, bool(total)
-    elif split.ephemeral_5m_input_tokens is None or split.ephemeral_1h_input_tokens is None:
-        return False  # half a split, or nulls in it
     else:
+        split_5m, split_1h = split.ephemeral_5m_input_tokens, split.ephemeral_1h_input_tokens
+        if split_5m is None or split_1h is None:
+            return False  # half a split, or nulls in it
         # The split is what the API bills by tier, so it wins over a disagreeing total.
-        w5, w1, unsplit = split.ephemeral_5m_input_tokens, split.ephemeral_1h_input_tokens, False
+        w5, w1, unsplit = split_5m, split_1h, False
         if total is not None and w5 + w1 != total:
             _mismatch_problem(facts, lineno, _mismatch(w5, w1, total), sink)
-    web = usage.server_tool_use.web_search_requests if usage.server_tool_use else 0
+    content = msg.content
+    tool_calls: str | None = None
+    if type(content) is list:
+        uses = _typed_tool_uses(content)
+        if uses is False:
+            return False  # an input orjson refuses: the checked path words it
+        if uses:
+            if defer is not None:
+                defer.extend(uses)
+            else:
+                tool_calls = tool_calls_of(uses)
+    server = usage.server_tool_use
     fork = rec.forkedFrom
     session = (fork.sessionId if fork is not None else None) or rec.sessionId or facts.stem
     agent_id = rec.agentId or None
     is_sub = rec.isSidechain is True or agent_id is not None or facts.subagent
+    speed = usage.speed
+    msg_id = msg.id
+    group: str | None
+    if not msg_id:
+        event_id = f"claude:line:{facts.rel}:{rec.uuid or f'#{lineno}'}"
+        group = None
+    elif request_id := rec.requestId:
+        event_id = f"claude:{msg_id}:{request_id}"
+        group = msg_id
+    else:
+        event_id = f"claude:{msg_id}:session={session}"
+        group = f"{msg_id}@{session}"  # gateways reuse message ids across sessions
     cost = rec.costUSD
-    tool_calls = _typed_tool_calls(msg.content, defer)
-    if tool_calls is False:
-        return False  # an input orjson refuses: the checked path words it
-    return _line(
-        facts,
+    return UsageLine(
         lineno,
-        msg_id=msg.id or None,
-        request_id=rec.requestId or None,
-        uid=rec.uuid or None,
-        revision=2 * (inp + out + read + w5 + w1) + (1 if usage.speed is not None else 0),
-        ts=ts,
-        model=msg.model or "unknown",
-        tokens=(inp, out, read, w5, w1, 0, web),
-        session=session,
-        is_sub=is_sub,
-        agent_id=agent_id,
-        extra=(
-            rec.cwd or None,
-            rec.gitBranch or None,
-            usage.service_tier or None,
-            usage.speed or None,
-            usage.inference_geo or None,
-            unsplit,
-            None if cost is None else repr(cost),
-            rec.version or None,
-            tool_calls,
-            rec.entrypoint or None,
-        ),
+        event_id,
+        group,
+        2 * (inp + out + read + w5 + w1) + (1 if speed is not None else 0),
+        ts,
+        model or "unknown",
+        (inp, out, read, w5, w1, 0, server.web_search_requests if server else 0),
+        session,
+        is_sub,
+        (agent_id or facts.file_agent_id) if is_sub else None,
+        rec.cwd or None,
+        rec.gitBranch or None,
+        usage.service_tier or None,
+        speed or None,
+        usage.inference_geo or None,
+        unsplit,
+        None if cost is None else repr(cost),
+        rec.version or None,
+        tool_calls,
+        rec.entrypoint or None,
     )
 
 
@@ -384,15 +411,11 @@ def record_of(path: Path, lineno: int, line: bytes, sink: Sink) -> dict[str, Any
 ToolUses = list[tuple[str, object]]
 
 
-def _typed_tool_calls(
-    content: str | list[_Block] | None, defer: ToolUses | None
-) -> str | None | Literal[False]:
-    """The tool uses of typed content blocks (see `_signature`); False when an input is not
+def _typed_tool_uses(blocks: list[_Block]) -> ToolUses | Literal[False]:
+    """The tool uses of typed content blocks as (name, input); False when an input is not
     JSON orjson reads (the checked path then refuses the line)."""
-    if not isinstance(content, list):
-        return None
     uses: ToolUses = []
-    for block in content:
+    for block in blocks:
         if block.type == "tool_use":
             raw = block.input
             try:
@@ -400,7 +423,7 @@ def _typed_tool_calls(
             except orjson.JSONDecodeError:
                 return False
             uses.append((block.name or "?", value))
-    return _tool_calls(uses, defer)
+    return uses
 
 
 def _checked_tool_calls(content: object, defer: ToolUses | None) -> str | None:

@@ -241,8 +241,9 @@ class ClaudeSource(Source):
             # Most bytes are user/tool-result lines; their top-level type comes before the big
             # message, so the head says enough. (Their toolUseResult.usage is never spend.)
             return True
-        # Summary, snapshot and system lines carry no usage.
-        return data.find(_USAGE_MARK, start, end) < 0 and data.find(_ERROR_MARK, start, end) < 0
+        # Summary, snapshot and system lines carry no usage. Searched from the end: an
+        # assistant line's usage follows its content, most of its bytes.
+        return data.rfind(_USAGE_MARK, start, end) < 0 and data.find(_ERROR_MARK, start, end) < 0
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         if not self.ignores(line, 0, len(line)):
