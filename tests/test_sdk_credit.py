@@ -309,9 +309,7 @@ profiles = ["spark01/max-a"]
 
 
 async def test_the_profiles_tab_shows_the_credit_and_the_overage(fleet: SyntheticFleet) -> None:
-    fleet.service.credit_meters.settings = (
-        SubscriptionSettings("spark001/p01", None, extra_usage=True),
-    )
+    fleet.service.use_subscriptions((SubscriptionSettings("spark001/p01", None, extra_usage=True),))
     fleet.service.credit_meters.min_s = 1.0  # read again soon after calls (10 s when serving)
     key = profile_key("spark001", "p01")  # Claude Code on max_20x: a $200 credit
     async with fleet_app(fleet).run_test(size=(240, 50)) as pilot:
