@@ -448,6 +448,9 @@ class CreditStore:
                 if kind == "untold":
                     out.untold_calls += 1
                     out.untold_usd += amount or ZERO
+                    if amount is not None:
+                        key = (datetime.fromtimestamp(ts, UTC).date(), model)
+                        out.untold_by_day[key] = out.untold_by_day.get(key, ZERO) + amount
                     continue
                 out.sdk_calls += 1
                 if amount is None:

@@ -63,6 +63,8 @@ class CreditMonth:
     unpriced_sdk_calls: int = 0  # SDK calls with no known price: the credit drawn is a floor
     # Overage per (UTC day, model as logged): what reconciliation holds against the bill.
     overage_by_day: dict[tuple[date, str], Decimal] = field(default_factory=dict)
+    # Untold calls per (UTC day, model): estimated, but not expected on the bill.
+    untold_by_day: dict[tuple[date, str], Decimal] = field(default_factory=dict)
 
     @property
     def remaining_usd(self) -> Decimal:
@@ -145,6 +147,9 @@ def meter_month(
         if draw is Draw.UNTOLD:
             out.untold_calls += 1
             out.untold_usd += amount or ZERO
+            if amount is not None:
+                key = (datetime.fromtimestamp(event.ts, UTC).date(), event.model)
+                out.untold_by_day[key] = out.untold_by_day.get(key, ZERO) + amount
             continue
         out.sdk_calls += 1
         if amount is None:

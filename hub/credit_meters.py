@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from decimal import Decimal
 from typing import Final
 
 from hub.credit import ZERO, CreditMonth, month_bounds
@@ -24,6 +23,7 @@ from hub.credit_settings import SubscriptionSettings, credit_terms
 from hub.ledger import profile_key
 from hub.model import ProfileRecord
 from hub.store import Store
+from pricing.sdk_credit import NOTHING, Moved
 
 MIN_S: Final = 10.0
 KEEP_S: Final = 60.0
@@ -67,10 +67,10 @@ class CreditMeters:
         """Calls were stored: the next ask (from `min_s` after the last read) reads afresh."""
         self._dirty = True
 
-    def overage_between(self, first: date, last: date) -> dict[OverageKey, Decimal]:
+    def overage_between(self, first: date, last: date) -> dict[OverageKey, Moved]:
         """Overage (Agent SDK spend past the credit, extra usage on) per (MACHINE/PROFILE, UTC
         day, model as logged) on the UTC days `first` to `last`, each month metered whole."""
-        found: dict[OverageKey, Decimal] = {}
+        found: dict[OverageKey, Moved] = {}
         wanted = [(r, t) for r in self._profiles() if (t := credit_terms(r, self.settings))]
         if not wanted:
             return found
@@ -79,9 +79,14 @@ class CreditMeters:
                 name = profile_key(record.node, record.name)
                 for month in store.credit_months_between(record.node, record.name, first, last):
                     meter = store.credit_month(record.node, record.name, month, terms)
-                    for (day, model), amount in meter.overage_by_day.items():
+                    days = meter.overage_by_day.keys() | meter.untold_by_day.keys()
+                    for day, model in days:
                         if first <= day <= last:
-                            found[(name, day, model)] = found.get((name, day, model), ZERO) + amount
+                            got = found.get((name, day, model), NOTHING)
+                            found[(name, day, model)] = Moved(
+                                got.overage + meter.overage_by_day.get((day, model), ZERO),
+                                got.untold + meter.untold_by_day.get((day, model), ZERO),
+                            )
         return found
 
     def forget(self) -> None:

@@ -316,9 +316,7 @@ class Ledger:
                     continue
                 pkey = profile_key(machine, profile)
                 at: _Place = (None, minute, None, True, (machine, pkey, *_NO_KEYS))
-                _add_to(sums, at, Totals()).move(
-                    moved.overage, moved.untold, estimated=estimated
-                )
+                _add_to(sums, at, Totals()).move(moved.overage, moved.untold, estimated=estimated)
             self._post(sums)
         for event in recent:
             self.sessions.note_recent(event, self._minute)

@@ -35,6 +35,14 @@ from node_agent.claude_reading import FileReading, replay
 from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
+from node_agent.scan_credit import (
+    NOT_TOLD,
+    CreditCall,
+    CreditOptions,
+    apply_credit,
+    credit_call,
+    drawing_profile,
+)
 from node_agent.scan_index import (
     Entry,
     ScanIndex,
@@ -44,12 +52,14 @@ from node_agent.scan_index import (
     run_task,
     unit_key,
 )
+from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
 from pricing.rollup import Attribution, Rollup, RowKey
-from shared.config import NodeConfig
+from pricing.sdk_credit import Draw, draw_at
+from shared.config import Billing, NodeConfig, Profile
 from shared.events import Agent, Tokens, UsageEvent
 
 if TYPE_CHECKING:
@@ -89,6 +99,8 @@ class Report(msgspec.Struct):
         default_factory=list
     )  # Query.keep_calls
     warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
+    # calls the Agent SDK credit may class (`scan_credit`): drawn once every part is merged
+    credit_calls: list[CreditCall] = msgspec.field(default_factory=list)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -103,6 +115,7 @@ class Report(msgspec.Struct):
         self.problems.extend(other.problems)
         self.unknown_models.update(other.unknown_models)
         self.calls.extend(other.calls)
+        self.credit_calls.extend(other.credit_calls)
 
 
 class Unit(msgspec.Struct, frozen=True):
@@ -151,9 +164,11 @@ def build_report(
     query: Query,
     jobs: int | None = None,
     cache_dir: Path | None = None,
+    credit: CreditOptions = NOT_TOLD,
 ) -> Report:
     """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process.
-    `cache_dir`: where the scan index is kept (None: read everything, keep nothing)."""
+    `cache_dir`: where the scan index is kept (None: read everything, keep nothing).
+    `credit`: what the scan was told of the subscriptions' Agent SDK credit terms."""
     sources = all_sources()
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
@@ -214,6 +229,7 @@ def build_report(
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
+    report.warnings += apply_credit(report.rollup, report.credit_calls, credit)
     return report
 
 
@@ -510,8 +526,13 @@ def _solo_report(
     from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
 
     batch = CallBatch[RowKey](PriceBook.default())
+    drawing = drawing_profile(target.agent, target.profile)
     for line in solo.lines:
-        if not query.wants(line.ts):
+        wanted = query.wants(line.ts)
+        if drawing is not None:  # drawn over the whole month, wanted or not
+            row_of = rollup.key(LineCall(line), attribution) if wanted else None
+            _note_credit(report, drawing, line, row_of)
+        if not wanted:
             continue
         row = rollup.key(LineCall(line), attribution)
         unknown = batch.add_counts(
@@ -532,6 +553,32 @@ def _solo_report(
     for group, calls, tokens, priced in batch.settle():
         rollup.add_calls(group, calls, tokens, priced)
     return report
+
+
+def _note_credit(report: Report, profile: Profile, line: UsageLine, row: RowKey | None) -> None:
+    """Keep a line's call for the Agent SDK credit (priced alone) if it may draw it."""
+    if draw_at(line.entrypoint, line.ts) is Draw.INTERACTIVE:
+        return
+    from pricing import CallBatch, PriceBook
+
+    one = CallBatch[int](PriceBook.default())
+    unknown = one.add_counts(
+        0,
+        line.model,
+        None,
+        line.ts,
+        line.tokens,
+        Billing.API,
+        service_tier=line.service_tier,
+        speed=line.speed,
+        inference_geo=line.inference_geo,
+        cache_write_unsplit=line.unsplit,
+    )
+    priced = unknown or next(p for _, _, _, p in one.settle())
+    price = (priced.api_equivalent, priced.estimated)
+    call = credit_call(profile, line.ts, line.event_id, line.entrypoint, price, row)
+    if call is not None:
+        report.credit_calls.append(call)
 
 
 def _attribution(target: Target, node: str) -> Attribution:
@@ -678,8 +725,22 @@ def _price(
         attribution = _attribution(target, node)
         report.skipped.update(sink.skipped)
         report.problems.extend(sink.problems)
+        drawing = drawing_profile(target.agent, target.profile)
         for event in sink.events.counted_usage():
-            if not query.wants(event.ts):
+            wanted = query.wants(event.ts)
+            if drawing is not None:  # drawn over the whole month, wanted or not
+                priced = PriceBook.default().price(event, Billing.API)
+                call = credit_call(
+                    drawing,
+                    event.ts,
+                    event.event_id,
+                    event.entrypoint,
+                    (priced.api_equivalent, priced.estimated),
+                    report.rollup.key(event, attribution) if wanted else None,
+                )
+                if call is not None:
+                    report.credit_calls.append(call)
+            if not wanted:
                 continue
             # Priced per row in sums (exact, and far cheaper than a price per call).
             row = report.rollup.key(event, attribution)
