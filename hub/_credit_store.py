@@ -102,6 +102,10 @@ class _Work:
     redraws: list[Redraw] = field(default_factory=list)
     dirty: dict[_Month, tuple[_Key, _Key]] = field(default_factory=dict)  # first, last place
     known: dict[str, tuple[UsageEvent, Price]] = field(default_factory=dict)  # by event id
+    # rows to insert (`_insert`), in the table's column order; the SDK calls' by month
+    rows: list[list[object]] = field(default_factory=list)
+    filed: dict[_Month, list[int]] = field(default_factory=dict)
+    withdrawn: set[_Month] = field(default_factory=set)  # months a stored call left
     live: bool = True  # tell the ledger (not when every figure is reloaded anyway)
     stale: bool = False  # a move the ledger could not be told: reload its figures
 
@@ -212,6 +216,7 @@ class CreditStore:
                 "UPDATE SET terms = excluded.terms",
                 (machine, profile, terms.fingerprint()),
             )
+            _insert(db, work)
             months = db.execute(
                 f"SELECT DISTINCT month FROM credit_calls WHERE {where}", (machine, profile)
             ).fetchall()
@@ -233,9 +238,21 @@ class CreditStore:
         assert isinstance(ts, float) and isinstance(cell, str)
         untold = _amount(amount) if kind == "untold" and isinstance(amount, str) else None
         month = month_of(ts, terms.tz)
-        db.execute(
-            "INSERT INTO credit_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '0', '0', ?)",
-            (*who, month, ts, event_id, kind, amount, model, cell, str(untold or ZERO)),
+        work.rows.append(
+            [
+                *who,
+                month,
+                ts,
+                event_id,
+                kind,
+                amount,
+                model,
+                cell,
+                None,
+                "0",
+                "0",
+                str(untold or ZERO),
+            ]
         )
         if untold:
             work.move(_cell(cell), Moved(untold=untold))
@@ -303,20 +320,23 @@ class CreditStore:
         amount = price[0]
         cell = cell_key(event, price)
         untold = moved(draw, amount, ZERO, terms.extra_usage).untold
-        db.execute(
-            "INSERT INTO credit_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '0', '0', ?)",
-            (
-                event.machine,
-                event.profile,
-                month,
+        where = (event.machine, event.profile, month)
+        if draw is Draw.CREDIT:
+            work.filed.setdefault(where, []).append(len(work.rows))
+        work.rows.append(
+            [
+                *where,
                 event.ts,
                 event.event_id,
                 _KIND[draw],
                 None if amount is None else str(amount),
                 event.model,
                 json.dumps(cell),
+                None,
+                "0",
+                "0",
                 str(untold),
-            ),
+            ]
         )
         if draw is Draw.UNTOLD:  # untold calls never draw: moved at once
             if untold:
@@ -345,6 +365,7 @@ class CreditStore:
             self._moved(work, _cell(cell), event, price, change)
         if kind == "credit":
             work.mark((machine, profile, month), (ts, event.event_id))
+            work.withdrawn.add((machine, profile, month))
         return True
 
     def _moved(
@@ -362,13 +383,55 @@ class CreditStore:
         decode: Decode,
     ) -> None:
         """Draw each marked month again from its first marked place: until the first call past
-        its last marked place whose credit left before it is unchanged."""
+        its last marked place whose credit left before it is unchanged. Calls that come after
+        every stored one of their month (nearly every batch) are drawn before they are
+        inserted: no row is read back or updated."""
         with localcontext(MONEY):
+            appended = [
+                (where, terms)
+                for where in work.dirty
+                if where not in work.withdrawn and (terms := terms_of(where[0], where[1]))
+            ]
+            for where, terms in appended:
+                if self._append(db, work, where, terms):
+                    del work.dirty[where]
+            _insert(db, work)
             for (machine, profile, month), (first, last) in work.dirty.items():
                 terms = terms_of(machine, profile)
                 if terms is None:
                     continue
                 self._draw_month(db, work, (machine, profile, month), first, last, terms, decode)
+
+    def _append(
+        self, db: sqlite3.Connection, work: _Work, where: _Month, terms: CreditTerms
+    ) -> bool:
+        """Draw a month's new calls where it stands when they all come after its stored ones;
+        False when some do not."""
+        rows = sorted((work.rows[i] for i in work.filed.get(where, ())), key=_place)
+        if not rows:
+            return False
+        stored = db.execute(
+            "SELECT ts, event_id, amount, left_before FROM credit_calls WHERE machine = ? "
+            "AND profile = ? AND month = ? AND kind = 'credit' ORDER BY ts DESC, event_id DESC "
+            "LIMIT 1",
+            where,
+        ).fetchone()
+        left = terms.credit_usd
+        if stored is not None:
+            if (stored[0], stored[1]) >= _place(rows[0]) or stored[3] is None:
+                return False
+            left = split(_amount(stored[2]), Decimal(stored[3]))[1]
+        for row in rows:
+            text = row[6]
+            amount = None if text is None else Decimal(str(text))
+            past, after = split(amount, left)
+            overage = moved(Draw.CREDIT, amount, past, terms.extra_usage).overage
+            row[9], row[10], row[11] = str(left), str(past), str(overage)
+            if overage:
+                event, price = work.known[str(row[4])]
+                self._moved(work, _cell(str(row[8])), event, price, Moved(overage=overage))
+            left = after
+        return True
 
     def _draw_month(
         self,
@@ -426,6 +489,7 @@ class CreditStore:
         )
 
     def _write(self, db: sqlite3.Connection, work: _Work) -> None:
+        _insert(db, work)
         write_credit(db, work.cells)
         self.touched.extend(work.cells)
 
@@ -516,6 +580,20 @@ class _TermsCache:
         if key not in self._found:
             self._found[key] = self._owner.terms(self._db, machine, profile)
         return self._found[key]
+
+
+def _insert(db: sqlite3.Connection, work: _Work) -> None:
+    """Insert the rows filed so far (not drawn yet)."""
+    if work.rows:
+        db.executemany(f"INSERT INTO credit_calls VALUES ({', '.join('?' * 13)})", work.rows)
+        work.rows.clear()
+        work.filed.clear()
+
+
+def _place(row: list[object]) -> tuple[float, str]:
+    ts = row[3]
+    assert isinstance(ts, (float, int))
+    return float(ts), str(row[4])
 
 
 def _amount(text: str | None) -> Decimal | None:
