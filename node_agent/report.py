@@ -16,6 +16,7 @@ again as one, so the result always equals one global read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 
@@ -431,12 +432,19 @@ def _context(
     root = Path(__file__).resolve().parent.parent
     mine = [root / "node_agent" / name for name in rules]
     code = [found for p in mine for found in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    from pricing.installed import installed_files, prices_dir
+
     for source in (
         sorted((root / "pricing").rglob("*.py"))
         + sorted((root / "pricing" / "tables").glob("*.toml"))
         + code
     ):
         digest.update(source.read_bytes())
+    # the tables `fleet-hub prices install` added price the calls too
+    for installed in installed_files(prices_dir()):
+        digest.update(installed.name.encode() + b"\0")
+        with contextlib.suppress(OSError):
+            digest.update(installed.read_bytes())
     digest.update(Path(__file__).read_bytes())
     # keep_calls too: a report kept without its calls must not answer an outcome view
     digest.update(

@@ -7,25 +7,52 @@ agree to the cent."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from hub.config import load_hub_config
 from hub.credit_settings import SubscriptionSettings
 from hub.ledger import Dimension, Ledger, Period, Totals, profile_key
+from hub.remote import RemoteFleet
 from hub.report import build_hub_report
 from hub.service import FleetService
 from hub.store import Store
+from hub.tui.app import FleetApp
 from pricing import Billing, PriceBook
 from pricing.rollup import Attribution, Rollup
 from pricing.sdk_credit import PLAN_CREDIT, ZERO, CreditTerms, draw_calls
 from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProfileInfo
+from tests.api_harness import fleet_hub
+from tests.fleet_harness import (
+    ROOT,
+    ProfileSpec,
+    child_env,
+    hub_report,
+    make_hub,
+    processes,
+    start_hub,
+    start_node,
+    stop,
+    wait_for,
+    write_node,
+)
+from tests.pilot_waits import until
 from tests.test_hub_rollup import DoubledPrices
+from tests.test_prices_install import table
+from tests.test_source_claude import OTHER_SESSION, SESSION, SLUG, assistant, write
+from tests.test_tui import cell, money_cells
 
 NOW = datetime(2026, 12, 20, 12, tzinfo=UTC).timestamp()
 DAY = 86400.0
@@ -214,3 +241,204 @@ def test_a_served_hub_reloads_the_figures_when_the_terms_change(tmp_path: Path) 
     assert month.metered == spent - PLAN_CREDIT["pro"]
     assert month.subscription_included == PLAN_CREDIT["pro"]
     assert service.credits()[key]["overage_usd"] == str((spent - 20).normalize())
+
+
+# -- end to end: a real serve, a real node-agent, the scan, the API, metrics and the dashboard --
+
+
+def _transcript(home: Path, session: str, calls: list[tuple[str, float, str | None]]) -> None:
+    """Claude Code lines, one call of $15 (Sonnet 4.5 output, 1M tokens) each: (id, time,
+    entrypoint)."""
+    lines = []
+    for name, ts, entrypoint in calls:
+        extra = {} if entrypoint is None else {"entrypoint": entrypoint}
+        stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+        lines.append(
+            assistant(
+                f"msg_{name}",
+                f"req_{name}",
+                output=1_000_000,
+                input_tokens=0,
+                cache_read=0,
+                w1=0,
+                session=session,
+                ts=stamp.replace("+00:00", "Z"),
+                **extra,
+            )
+        )
+    write(home / "projects" / SLUG / f"{session}.jsonl", lines)
+
+
+Figures = tuple[Decimal, Decimal, Decimal, Decimal]  # api-equivalent, metered, included, est.
+
+
+def _cost(cost: dict[str, Any]) -> Figures:
+    return tuple(  # type: ignore[return-value]
+        Decimal(cost[k] or "0")
+        for k in ("api_equivalent", "metered", "subscription_included", "estimated")
+    )
+
+
+class _Surfaces:
+    """Each surface's figures for the profile: the report, the API (profiles and the header's
+    summary), metrics and `node-agent scan`."""
+
+    def __init__(self, tmp: Path, setup: Any, url: str, token: str, node_config: Path) -> None:
+        self.tmp, self.setup, self.url, self.node_config = tmp, setup, url, node_config
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.last: list[Figures] = []
+
+    def report(self) -> Figures:
+        rows = hub_report(self.setup, self.tmp, "profile")["rows"]
+        return next((_cost(r["cost"]) for r in rows if r["profile"] == "max-a"), _NONE)
+
+    def api(self) -> Figures:
+        rows = httpx.get(
+            f"{self.url}/api/v1/profiles?period=month", headers=self.headers, timeout=30
+        ).json()
+        return next((_cost(r["spend"]["cost"]) for r in rows if r["key"] == "spark01/max-a"), _NONE)
+
+    def summary(self) -> Figures:
+        got = httpx.get(f"{self.url}/api/v1/summary", headers=self.headers, timeout=30).json()
+        return _cost(got)
+
+    def metrics(self) -> Figures:
+        text = httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=30).text
+        found = {
+            s.labels["class"]: Decimal(str(s.value)).quantize(Decimal("0.01"))
+            for family in text_string_to_metric_families(text)
+            if family.name == "fleetmeter_spend_today_usd"
+            for s in family.samples
+            if (s.labels["dimension"], s.labels["key"]) == ("profile", "spark01/max-a")
+        }
+        return tuple(  # type: ignore[return-value]
+            found.get(k, ZERO)
+            for k in ("api_equivalent", "metered", "subscription_included", "estimated")
+        )
+
+    def scan(self) -> Figures:
+        done = subprocess.run(
+            [sys.executable, "-m", "node_agent.cli", "scan", "--json", "--by", "profile"]
+            + ["--config", str(self.node_config), "--extra-usage", "on"],
+            capture_output=True,
+            text=True,
+            env=child_env(self.tmp),
+            cwd=ROOT,
+            check=False,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "not known" in done.stderr  # the untold call is named, not guessed
+        [row] = [r for r in orjson.loads(done.stdout)["rows"] if r["profile"] == "max-a"]
+        return _cost(row["cost"])
+
+    def all_agree(self, want: Figures) -> bool:
+        try:
+            self.last = [f() for f in (self.report, self.api, self.summary, self.metrics)]
+        except httpx.HTTPError:  # a restarted hub that does not answer yet
+            return False
+        return all(got == want for got in self.last)
+
+    def wait(self, want: Figures, what: str) -> None:
+        """Until every surface shows `want` (the last figures in the error, when not)."""
+        try:
+            wait_for(lambda: self.all_agree(want), 60, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: report, API, summary, metrics: {self.last}") from None
+
+
+async def _dashboard_shows(app: FleetApp) -> None:
+    """The Profiles tab of a dashboard attached to the hub: today's classes and the overage."""
+    async with app.run_test(size=(240, 50)) as pilot:
+        await pilot.press("2")
+        profiles = app.table("profiles")
+        key = profile_key("spark01", "max-a")
+        await until(
+            pilot,
+            lambda: _shown(profiles, key) == ("$25.00", "$35.00", "$15.00"),
+            "the profile's classes",
+            30,
+        )
+        # the credit's own column (read from the hub at its next full round)
+        await until(pilot, lambda: cell(profiles, key, "overage") == "$25.00", "the overage", 30)
+
+
+_NONE: Figures = (ZERO, ZERO, ZERO, ZERO)
+
+
+def _shown(profiles: Any, key: str) -> tuple[str, ...] | None:
+    try:
+        return money_cells(profiles, key)
+    except KeyError:  # not drawn yet
+        return None
+
+
+def _dollars(*amounts: int) -> Figures:
+    return tuple(Decimal(a) for a in amounts)  # type: ignore[return-value]
+
+
+async def test_a_served_hub_the_scan_and_the_dashboard_class_the_overage_alike(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    base = max(now - 600, today.timestamp() + 1)  # today (the dashboard and metrics show it)
+    setup = make_hub(tmp_path)
+    setup.config.write_text(
+        setup.config.read_text()
+        + '\n[[subscriptions]]\nprofile = "spark01/max-a"\nextra_usage = true\n'
+    )
+    done = fleet_hub(tmp_path, "token", "create", "t-v", "--role", "viewer", "--config",
+                     str(setup.config))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.split()[-1]
+    url = f"http://{load_hub_config(setup.config).api_listen}"
+    home = tmp_path / "claude"
+    # two SDK calls ($30 against a $20 credit: $10 overage), one interactive, one untold
+    _transcript(home, SESSION, [("c1", base + 10, "sdk-cli"), ("c2", base + 20, "sdk-cli"),
+                                ("c3", base + 30, "cli"), ("c4", base + 40, None)])  # fmt: skip
+    node_config = write_node(
+        tmp_path,
+        "spark01",
+        setup,
+        [ProfileSpec("max-a", Agent.CLAUDE_CODE, home, Billing.SUBSCRIPTION)],
+    )
+    node_config.write_text(node_config.read_text() + 'plan = "pro"\n')  # the $20 credit
+    with processes() as started:
+        started.append(start_hub(setup, tmp_path))
+        started.append(start_node(node_config, tmp_path))
+        seen = _Surfaces(tmp_path, setup, url, token, node_config)
+        first = _dollars(60, 10, 35, 15)
+        seen.wait(first, "every surface to show the overage")
+        assert seen.scan() == first
+
+        # a call from before them arrives late (another session's file): the credit it drew
+        # moves the boundary, $15 more is overage
+        _transcript(home, OTHER_SESSION, [("c0", base + 5, "sdk-py")])
+        late = _dollars(75, 25, 35, 15)
+        seen.wait(late, "the late call's redraw")
+        assert seen.scan() == late
+        with RemoteFleet(url, token) as remote:
+            await _dashboard_shows(FleetApp(remote))
+
+        # a restart reads the same from the store
+        stop(started[0])
+        started[0] = start_hub(setup, tmp_path)
+        seen.wait(late, "the figures after a restart")
+
+        # the tables corrected ($18 a call): re-priced, the credit is spent sooner
+        month_start = today.replace(day=1).date().isoformat()
+        rates = {"input": "3", "output": "18", "reasoning": "18", "cache_read": "0.3",
+                 "cache_write_5m": "3.75", "cache_write_1h": "6"}  # fmt: skip
+        fix = tmp_path / "sonnet-fix.toml"
+        fix.write_text(
+            table(rates, model="claude-sonnet-4-5", start=month_start, until=None).replace(
+                "Claude Opus 4.5", "Claude Sonnet 4.5"
+            )
+        )
+        done = fleet_hub(tmp_path, "prices", "install", str(fix), "--config", str(setup.config))
+        assert done.returncode == 0, done.stderr
+        # $54 of SDK calls against $20: $34 overage; the interactive call and the untold one
+        repriced = _dollars(90, 34, 38, 18)
+        seen.wait(repriced, "the re-priced classes")
+        assert seen.scan() == repriced
