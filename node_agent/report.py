@@ -432,7 +432,7 @@ def _context(
     root = Path(__file__).resolve().parent.parent
     mine = [root / "node_agent" / name for name in rules]
     code = [found for p in mine for found in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
-    from pricing.installed import installed_files, prices_dir
+    from pricing._installed import installed_files, prices_dir
 
     for source in (
         sorted((root / "pricing").rglob("*.py"))

@@ -24,17 +24,19 @@ A call that crosses the credit is split: the part the credit covers is subscript
 the part past it is overage. Only API-equivalent amounts move between classes; the
 API-equivalent figure itself never changes.
 
-This is pricing's module (not the hub's) because `node-agent scan` applies the same rule.
+This is pricing's module (not the hub's) because `node-agent scan` applies the same rule (hence
+msgspec structs, not dataclasses: a scan's start loads none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from enum import StrEnum
 from typing import Final
+
+import msgspec
 
 from pricing._classes import CostClass
 
@@ -89,8 +91,7 @@ def draw_at(entrypoint: str | None, ts: float) -> Draw:
     return Draw.INTERACTIVE if ts < CREDIT_SINCE else draw_of(entrypoint)
 
 
-@dataclass(frozen=True, slots=True)
-class CreditTerms:
+class CreditTerms(msgspec.Struct, frozen=True):
     """A profile's credit: dollars a month, whether extra usage is on, the zone of its month."""
 
     credit_usd: Decimal
@@ -118,8 +119,7 @@ def split(amount: Decimal | None, left: Decimal) -> tuple[Decimal, Decimal]:
     return amount - covered, left - covered
 
 
-@dataclass(frozen=True, slots=True)
-class Moved:
+class Moved(msgspec.Struct, frozen=True):
     """What leaves subscription_included for a call: `overage` goes to metered (estimated when
     the price is), `untold` to estimated."""
 
@@ -145,8 +145,7 @@ def moved(draw: Draw, amount: Decimal | None, past: Decimal, extra_usage: bool) 
     return NOTHING
 
 
-@dataclass(frozen=True, slots=True)
-class Drawn:
+class Drawn(msgspec.Struct, frozen=True):
     """One call weighed against its month's credit."""
 
     draw: Draw  # as logged: INTERACTIVE, CREDIT (an SDK call) or UNTOLD

@@ -7,6 +7,7 @@ agree to the cent."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -222,6 +223,29 @@ def test_a_restart_and_a_repricing_keep_the_classes_exact(tmp_path: Path) -> Non
         off = expected_report(calls, doubled, extra_usage=False)
         assert report_of(reopened) == off
         assert all(r["cost"]["metered"] == "0.00" for r in off["rows"] if r["profile"] == "max-a")
+
+
+def test_a_store_from_before_the_credit_draws_its_kept_calls_when_the_hub_starts(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(5)
+    calls = [call(n, rng) for n in range(30)]
+    with Store.in_dir(tmp_path) as store:
+        store.ingest("spark01", "events", 0, -1, [], HELLO, NOW)
+        store.use_subscriptions(EXTRA)
+        deliver(store, fresh_ledger(store, PriceBook.default()), [calls])
+        want = report_of(store)
+    assert want == expected_report(calls, PriceBook.default(), extra_usage=True)
+    db = sqlite3.connect(tmp_path / "hub.db")  # as schema 4 left it: no credit kept
+    for name in ("credit_calls", "credit_terms", "rollup_credit"):
+        db.execute(f"DROP TABLE {name}")
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    db.close()
+    with Store.in_dir(tmp_path) as store:
+        assert report_of(store) != want  # upgraded: nothing drawn yet
+        assert store.use_subscriptions(EXTRA)  # what the hub does as it starts
+        assert report_of(store) == want
 
 
 def test_a_served_hub_reloads_the_figures_when_the_terms_change(tmp_path: Path) -> None:
