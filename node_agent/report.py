@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -53,14 +53,13 @@ from node_agent.scan_index import (
     run_task,
     unit_key,
 )
-from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import worker_context
 from pricing.rollup import Attribution, Rollup, RowKey
 from pricing.sdk_credit import Draw, draw_at
-from shared.config import Billing, NodeConfig, Profile
+from shared.config import Billing, NodeConfig
 from shared.events import Agent, Tokens, UsageEvent
 
 if TYPE_CHECKING:
@@ -533,18 +532,26 @@ def _solo_report(
     rollup = report.rollup
     from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
 
-    batch = CallBatch[RowKey](PriceBook.default())
+    # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
+    batch = CallBatch[Hashable](PriceBook.default())
     drawing = drawing_profile(target.agent, target.profile)
     for line in solo.lines:
         wanted = query.wants(line.ts)
-        if drawing is not None:  # drawn over the whole month, wanted or not
-            row_of = rollup.key(LineCall(line), attribution) if wanted else None
-            _note_credit(report, drawing, line, row_of)
-        if not wanted:
+        row = rollup.key(LineCall(line), attribution) if wanted else None
+        group: Hashable | None = row
+        if drawing is not None:
+            draw = draw_at(line.entrypoint, line.ts)
+            if draw is Draw.CREDIT:  # priced when the credit is weighed (`scan_credit`)
+                report.credit_calls.append(
+                    CreditCall(drawing.name, drawing.plan, line.ts, line.event_id,
+                               line.entrypoint, None, False, row, line=line)
+                )  # fmt: skip
+            elif draw is Draw.UNTOLD and row is not None:
+                group = _Untold(row)
+        if group is None:
             continue
-        row = rollup.key(LineCall(line), attribution)
         unknown = batch.add_counts(
-            row,
+            group,
             line.model,
             None,  # Claude Code logs no provider
             line.ts,
@@ -555,38 +562,27 @@ def _solo_report(
             inference_geo=line.inference_geo,
             cache_write_unsplit=line.unsplit,
         )
-        if unknown is not None:
+        if unknown is not None and row is not None:
             report.unknown_models[line.model] += 1
             rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
     for group, calls, tokens, priced in batch.settle():
-        rollup.add_calls(group, calls, tokens, priced)
+        if isinstance(group, _Untold):
+            assert drawing is not None
+            rollup.add_calls(group.row, calls, tokens, priced)
+            report.credit_calls.append(
+                CreditCall(drawing.name, drawing.plan, 0.0, "", None, priced.api_equivalent,
+                           priced.estimated, group.row, untold=True)
+            )  # fmt: skip
+        else:
+            assert isinstance(group, tuple)
+            rollup.add_calls(group, calls, tokens, priced)
     return report
 
 
-def _note_credit(report: Report, profile: Profile, line: UsageLine, row: RowKey | None) -> None:
-    """Keep a line's call for the Agent SDK credit (priced alone) if it may draw it."""
-    if draw_at(line.entrypoint, line.ts) is Draw.INTERACTIVE:
-        return
-    from pricing import CallBatch, PriceBook
+class _Untold(NamedTuple):
+    """A row's calls that do not say how Claude Code was started: estimated as a sum."""
 
-    one = CallBatch[int](PriceBook.default())
-    unknown = one.add_counts(
-        0,
-        line.model,
-        None,
-        line.ts,
-        line.tokens,
-        Billing.API,
-        service_tier=line.service_tier,
-        speed=line.speed,
-        inference_geo=line.inference_geo,
-        cache_write_unsplit=line.unsplit,
-    )
-    priced = unknown or next(p for _, _, _, p in one.settle())
-    price = (priced.api_equivalent, priced.estimated)
-    call = credit_call(profile, line.ts, line.event_id, line.entrypoint, price, row)
-    if call is not None:
-        report.credit_calls.append(call)
+    row: RowKey
 
 
 def _attribution(target: Target, node: str) -> Attribution:

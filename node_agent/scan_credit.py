@@ -21,24 +21,30 @@ before `--since` draws the credit all the same); only the calls in the report's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from datetime import UTC
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from node_agent.sources._claude_line import UsageLine
 from pricing.rollup import Rollup, RowKey, money_text
 from pricing.sdk_credit import (
     PLAN_CREDIT,
     UNTOLD_REASON,
     ZERO,
-    CreditTerms,
     Draw,
     draw_at,
-    draw_calls,
+    month_of,
+    moved,
+    split,
 )
 from shared.config import Billing, Profile
 from shared.events import Agent
+
+if TYPE_CHECKING:
+    from pricing import CallBatch, PricedCall
 
 
 class CreditOptions(msgspec.Struct, frozen=True):
@@ -63,6 +69,11 @@ class CreditCall(msgspec.Struct, array_like=True, gc=False, frozen=True):
     amount: Decimal | None  # API-equivalent (None: no price known)
     estimated: bool
     row: RowKey | None  # the report row it is in (None: outside --since/--until)
+    untold: bool = False  # the log does not say how it was started (may be a row's sum)
+    # An SDK call read from its line is priced only when the credit is weighed, and alone
+    # only until its month's credit is spent (the rest of the month is past it, summed by
+    # row): `amount` is None until then.
+    line: UsageLine | None = None
 
 
 def drawing_profile(agent: Agent, profile: Profile | None) -> Profile | None:
@@ -86,12 +97,22 @@ def credit_call(
 ) -> CreditCall | None:
     """The call as the credit needs it, or None when it draws nothing (interactive, or before
     the credit existed)."""
-    if draw_at(entrypoint, ts) is Draw.INTERACTIVE:
+    draw = draw_at(entrypoint, ts)
+    if draw is Draw.INTERACTIVE:
         return None
-    return CreditCall(profile.name, profile.plan, ts, event_id, entrypoint, *price, row)
+    untold = draw is Draw.UNTOLD
+    return CreditCall(profile.name, profile.plan, ts, event_id, entrypoint, *price, row, untold)
 
 
 def apply_credit(rollup: Rollup, calls: Iterable[CreditCall], options: CreditOptions) -> list[str]:
+    """`_apply_credit`, the calls read from lines priced as the credit needs them."""
+    calls = list(calls)
+    if not calls:
+        return []
+    return _apply_credit(rollup, calls, options)
+
+
+def _apply_credit(rollup: Rollup, calls: list[CreditCall], options: CreditOptions) -> list[str]:
     """Move what the credit takes out of subscription_included in `rollup`'s rows; returns a
     note per profile on what could not be known."""
     by_profile: dict[str, list[CreditCall]] = {}
@@ -99,32 +120,32 @@ def apply_credit(rollup: Rollup, calls: Iterable[CreditCall], options: CreditOpt
         by_profile.setdefault(call.profile, []).append(call)
     notes = []
     for profile, mine in sorted(by_profile.items()):
+        untold = ZERO
+        for call in mine:
+            if call.untold and call.row is not None and call.amount is not None:
+                rollup.rows[call.row].move(ZERO, call.amount, estimated=call.estimated)
+                untold += call.amount
+        if untold:
+            notes.append(f"profile {profile}: ${money_text(untold)} estimated: {UNTOLD_REASON}")
+        sdk = [c for c in mine if not c.untold]
         credit = options.sdk_credit
         if credit is None:
             credit = PLAN_CREDIT.get(mine[0].plan or "")
         if credit is None:
-            notes += _unknown_credit(rollup, profile, mine)
+            notes += _unknown_credit(rollup, profile, sdk)
             continue
-        terms = CreditTerms(credit, bool(options.extra_usage), UTC, "scan")
-        found = {c.event_id: c for c in mine}
-        untold = past_unsure = ZERO
-        for event_id, drawn in draw_calls(
-            ((c.ts, c.event_id, c.entrypoint, c.amount) for c in mine), terms
-        ):
-            call = found[event_id]
-            if call.row is None or call.amount is None:
-                continue
-            row = rollup.rows[call.row]
-            if drawn.draw is Draw.UNTOLD:
-                row.move(ZERO, call.amount, estimated=call.estimated)
-                untold += call.amount
-            elif drawn.past and options.extra_usage is None:
-                row.move(ZERO, drawn.past, estimated=call.estimated)
-                past_unsure += drawn.past
-            elif drawn.moved:
-                row.move(drawn.moved.overage, ZERO, estimated=call.estimated)
-        if untold:
-            notes.append(f"profile {profile}: ${money_text(untold)} estimated: {UNTOLD_REASON}")
+        past_unsure = ZERO
+        # summed per row (and price estimate) first: one move per row, not per call
+        sums: dict[tuple[RowKey, bool], Decimal] = {}
+        for row, estimated, past in _pasts(sdk, credit):
+            sums[(row, estimated)] = sums.get((row, estimated), ZERO) + past
+        for (row, estimated), past in sums.items():
+            if options.extra_usage is None:
+                rollup.rows[row].move(ZERO, past, estimated=estimated)
+                past_unsure += past
+            else:
+                overage = moved(Draw.CREDIT, past, past, options.extra_usage).overage
+                rollup.rows[row].move(overage, ZERO, estimated=estimated)
         if past_unsure:
             notes.append(
                 f"profile {profile}: ${money_text(past_unsure)} of Agent SDK calls past the "
@@ -134,16 +155,62 @@ def apply_credit(rollup: Rollup, calls: Iterable[CreditCall], options: CreditOpt
     return notes
 
 
+def _pasts(calls: list[CreditCall], credit: Decimal) -> Iterator[tuple[RowKey, bool, Decimal]]:
+    """(row, estimated price, the part past the credit) of SDK calls in report rows, drawn in
+    (time, event id) order month by month (UTC, as `pricing.sdk_credit.draw_calls`). A call
+    read from its line is priced alone while its month has credit left; after that every call
+    of the month is wholly past it, and those are priced together by row."""
+    from pricing import CallBatch, PriceBook
+
+    book = PriceBook.default()
+    calls = sorted(calls, key=lambda c: (c.ts, c.event_id))
+    left: dict[str, Decimal] = {}
+    spent: CallBatch[Hashable] = CallBatch(book)  # wholly past, by (row)
+    for call in calls:
+        month = month_of(call.ts, UTC)
+        have = left.get(month, credit)
+        if not have and call.line is not None:
+            if call.row is not None:
+                _add_line(spent, call.row, call.line)
+            continue
+        amount, estimated = call.amount, call.estimated
+        if call.line is not None:
+            alone: CallBatch[int] = CallBatch(book)
+            priced = _add_line(alone, 0, call.line) or next(p for *_, p in alone.settle())
+            amount, estimated = priced.api_equivalent, priced.estimated
+        past, left[month] = split(amount, have)
+        if past and call.row is not None:
+            yield call.row, estimated, past
+    for row, _, _, priced in spent.settle():
+        if priced.api_equivalent:
+            assert isinstance(row, tuple)
+            yield row, priced.estimated, priced.api_equivalent
+
+
+def _add_line(batch: CallBatch[Any], group: Hashable, line: UsageLine) -> PricedCall | None:
+    return batch.add_counts(
+        group,
+        line.model,
+        None,  # Claude Code logs no provider
+        line.ts,
+        line.tokens,
+        Billing.API,
+        service_tier=line.service_tier,
+        speed=line.speed,
+        inference_geo=line.inference_geo,
+        cache_write_unsplit=line.unsplit,
+    )
+
+
 def _unknown_credit(rollup: Rollup, profile: str, calls: list[CreditCall]) -> list[str]:
     moved = ZERO
-    for call in calls:
-        if call.row is not None and call.amount is not None:
-            rollup.rows[call.row].move(ZERO, call.amount, estimated=call.estimated)
-            moved += call.amount
+    for row, estimated, amount in _pasts(calls, ZERO):  # with no credit, all of each call
+        rollup.rows[row].move(ZERO, amount, estimated=estimated)
+        moved += amount
     if not moved:
         return []
     return [
-        f"profile {profile}: ${money_text(moved)} of Agent SDK (or untold) calls counted as "
+        f"profile {profile}: ${money_text(moved)} of Agent SDK calls counted as "
         "estimated: the profile's Agent SDK credit is not known (set its plan in the node "
         "config, or pass --sdk-credit USD)"
     ]

@@ -160,10 +160,21 @@ def draw_calls(
     weighed against its credit, month by month in the terms' zone, in (time, event id) order
     whatever order they are given in: (event id, how it is drawn)."""
     left: dict[str, Decimal] = {}
+    bounds = (0.0, 0.0, "")  # the last month's [start, end) and name: most calls share it
     for ts, event_id, entrypoint, amount in sorted(calls, key=lambda c: (c[0], c[1])):
         draw = draw_at(entrypoint, ts)
         past = ZERO
         if draw is Draw.CREDIT:
-            month = month_of(ts, terms.tz)
+            if not bounds[0] <= ts < bounds[1]:
+                bounds = _month_bounds(ts, terms.tz)
+            month = bounds[2]
             past, left[month] = split(amount, left.get(month, terms.credit_usd))
         yield event_id, Drawn(draw, past, moved(draw, amount, past, terms.extra_usage))
+
+
+def _month_bounds(ts: float, tz: tzinfo) -> tuple[float, float, str]:
+    local = datetime.fromtimestamp(ts, tz)
+    start = datetime(local.year, local.month, 1, tzinfo=tz)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    end = datetime(year, month, 1, tzinfo=tz)
+    return start.timestamp(), end.timestamp(), f"{local.year:04d}-{local.month:02d}"
