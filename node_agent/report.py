@@ -40,6 +40,7 @@ from node_agent.scan_credit import (
     NOT_TOLD,
     CreditCall,
     CreditOptions,
+    CreditSum,
     apply_credit,
     credit_call,
     drawing_profile,
@@ -101,6 +102,7 @@ class Report(msgspec.Struct):
     warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
     # calls the Agent SDK credit may class (`scan_credit`): drawn once every part is merged
     credit_calls: list[CreditCall] = msgspec.field(default_factory=list)
+    credit_sums: list[CreditSum] = msgspec.field(default_factory=list)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -116,6 +118,7 @@ class Report(msgspec.Struct):
         self.unknown_models.update(other.unknown_models)
         self.calls.extend(other.calls)
         self.credit_calls.extend(other.credit_calls)
+        self.credit_sums.extend(other.credit_sums)
 
 
 class Unit(msgspec.Struct, frozen=True):
@@ -229,7 +232,7 @@ def build_report(
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
-    report.warnings += apply_credit(report.rollup, report.credit_calls, credit)
+    report.warnings += apply_credit(report.rollup, report.credit_calls, report.credit_sums, credit)
     return report
 
 
@@ -541,11 +544,12 @@ def _solo_report(
         group: Hashable | None = row
         if drawing is not None:
             draw = draw_at(line.entrypoint, line.ts)
-            if draw is Draw.CREDIT:  # priced when the credit is weighed (`scan_credit`)
+            if draw is Draw.CREDIT:  # weighed by the hour (`scan_credit`), wanted or not
                 report.credit_calls.append(
                     CreditCall(drawing.name, drawing.plan, line.ts, line.event_id,
                                line.entrypoint, None, False, row, line=line)
                 )  # fmt: skip
+                group = _Sdk(row, int(line.ts // 3600))
             elif draw is Draw.UNTOLD and row is not None:
                 group = _Untold(row)
         if group is None:
@@ -566,7 +570,16 @@ def _solo_report(
             report.unknown_models[line.model] += 1
             rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
     for group, calls, tokens, priced in batch.settle():
-        if isinstance(group, _Untold):
+        if isinstance(group, _Sdk):
+            assert drawing is not None
+            if group.row is not None:
+                rollup.add_calls(group.row, calls, tokens, priced)
+            if priced.api_equivalent is not None:
+                report.credit_sums.append(
+                    CreditSum(drawing.name, group.hour, group.row, priced.estimated,
+                              priced.api_equivalent)
+                )  # fmt: skip
+        elif isinstance(group, _Untold):
             assert drawing is not None
             rollup.add_calls(group.row, calls, tokens, priced)
             report.credit_calls.append(
@@ -577,6 +590,14 @@ def _solo_report(
             assert isinstance(group, tuple)
             rollup.add_calls(group, calls, tokens, priced)
     return report
+
+
+class _Sdk(NamedTuple):
+    """A row's SDK calls of a Claude subscription in one hour (row None: outside
+    --since/--until, priced for the credit only)."""
+
+    row: RowKey | None
+    hour: int
 
 
 class _Untold(NamedTuple):
@@ -744,6 +765,11 @@ def _price(
                 )
                 if call is not None:
                     report.credit_calls.append(call)
+                    if not call.untold and call.amount is not None:
+                        report.credit_sums.append(
+                            CreditSum(call.profile, int(event.ts // 3600), call.row,
+                                      call.estimated, call.amount)
+                        )  # fmt: skip
             if not wanted:
                 continue
             # Priced per row in sums (exact, and far cheaper than a price per call).

@@ -70,10 +70,21 @@ class CreditCall(msgspec.Struct, array_like=True, gc=False, frozen=True):
     estimated: bool
     row: RowKey | None  # the report row it is in (None: outside --since/--until)
     untold: bool = False  # the log does not say how it was started (may be a row's sum)
-    # An SDK call read from its line is priced only when the credit is weighed, and alone
-    # only until its month's credit is spent (the rest of the month is past it, summed by
-    # row): `amount` is None until then.
+    # An SDK call read from its line is priced with its row's hour (`CreditSum`), and alone
+    # only in the hour its month's credit runs out: `amount` is None until then.
     line: UsageLine | None = None
+
+
+class CreditSum(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A report row's SDK calls of one hour, priced together (`row` None: outside
+    --since/--until): the credit is weighed an hour at a time, and only the calls of the hour
+    in which it runs out are priced one by one."""
+
+    profile: str
+    hour: int  # ts // 3600: UTC months are whole hours
+    row: RowKey | None
+    estimated: bool
+    amount: Decimal
 
 
 def drawing_profile(agent: Agent, profile: Profile | None) -> Profile | None:
@@ -104,20 +115,17 @@ def credit_call(
     return CreditCall(profile.name, profile.plan, ts, event_id, entrypoint, *price, row, untold)
 
 
-def apply_credit(rollup: Rollup, calls: Iterable[CreditCall], options: CreditOptions) -> list[str]:
-    """`_apply_credit`, the calls read from lines priced as the credit needs them."""
-    calls = list(calls)
-    if not calls:
-        return []
-    return _apply_credit(rollup, calls, options)
-
-
-def _apply_credit(rollup: Rollup, calls: list[CreditCall], options: CreditOptions) -> list[str]:
+def apply_credit(
+    rollup: Rollup, calls: Iterable[CreditCall], sums: Iterable[CreditSum], options: CreditOptions
+) -> list[str]:
     """Move what the credit takes out of subscription_included in `rollup`'s rows; returns a
     note per profile on what could not be known."""
     by_profile: dict[str, list[CreditCall]] = {}
     for call in calls:
         by_profile.setdefault(call.profile, []).append(call)
+    hours: dict[str, list[CreditSum]] = {}
+    for part in sums:
+        hours.setdefault(part.profile, []).append(part)
     notes = []
     for profile, mine in sorted(by_profile.items()):
         untold = ZERO
@@ -132,14 +140,14 @@ def _apply_credit(rollup: Rollup, calls: list[CreditCall], options: CreditOption
         if credit is None:
             credit = PLAN_CREDIT.get(mine[0].plan or "")
         if credit is None:
-            notes += _unknown_credit(rollup, profile, sdk)
+            notes += _unknown_credit(rollup, profile, sdk, hours.get(profile, []))
             continue
         past_unsure = ZERO
         # summed per row (and price estimate) first: one move per row, not per call
-        sums: dict[tuple[RowKey, bool], Decimal] = {}
-        for row, estimated, past in _pasts(sdk, credit):
-            sums[(row, estimated)] = sums.get((row, estimated), ZERO) + past
-        for (row, estimated), past in sums.items():
+        pasts: dict[tuple[RowKey, bool], Decimal] = {}
+        for row, estimated, past in _pasts(sdk, hours.get(profile, []), credit):
+            pasts[(row, estimated)] = pasts.get((row, estimated), ZERO) + past
+        for (row, estimated), past in pasts.items():
             if options.extra_usage is None:
                 rollup.rows[row].move(ZERO, past, estimated=estimated)
                 past_unsure += past
@@ -155,36 +163,47 @@ def _apply_credit(rollup: Rollup, calls: list[CreditCall], options: CreditOption
     return notes
 
 
-def _pasts(calls: list[CreditCall], credit: Decimal) -> Iterator[tuple[RowKey, bool, Decimal]]:
+def _pasts(
+    calls: list[CreditCall], sums: list[CreditSum], credit: Decimal
+) -> Iterator[tuple[RowKey, bool, Decimal]]:
     """(row, estimated price, the part past the credit) of SDK calls in report rows, drawn in
-    (time, event id) order month by month (UTC, as `pricing.sdk_credit.draw_calls`). A call
-    read from its line is priced alone while its month has credit left; after that every call
-    of the month is wholly past it, and those are priced together by row."""
+    (time, event id) order month by month (UTC, as `pricing.sdk_credit.draw_calls`), an hour
+    at a time: an hour the credit left covers moves nothing, an hour after it ran out moves
+    its sums, and the calls of the hour in which it runs out are priced and drawn one by one."""
+    by_hour: dict[int, list[CreditCall]] = {}
+    for call in calls:
+        by_hour.setdefault(int(call.ts // 3600), []).append(call)
+    summed: dict[int, list[CreditSum]] = {}
+    for part in sums:
+        summed.setdefault(part.hour, []).append(part)
+    left: dict[str, Decimal] = {}
+    for hour in sorted(summed.keys() | by_hour.keys()):
+        month = month_of(hour * 3600.0, UTC)
+        have = left.get(month, credit)
+        parts = summed.get(hour, [])
+        total = sum((p.amount for p in parts), ZERO)
+        if total <= have:
+            left[month] = have - total
+            continue
+        if not have:
+            yield from ((p.row, p.estimated, p.amount) for p in parts if p.row is not None)
+            continue
+        for call in sorted(by_hour.get(hour, []), key=lambda c: (c.ts, c.event_id)):
+            amount, estimated = call.amount, call.estimated
+            if call.line is not None:
+                amount, estimated = _alone(call.line)
+            past, have = split(amount, have)
+            if past and call.row is not None:
+                yield call.row, estimated, past
+        left[month] = have
+
+
+def _alone(line: UsageLine) -> tuple[Decimal | None, bool]:
     from pricing import CallBatch, PriceBook
 
-    book = PriceBook.default()
-    calls = sorted(calls, key=lambda c: (c.ts, c.event_id))
-    left: dict[str, Decimal] = {}
-    spent: CallBatch[Hashable] = CallBatch(book)  # wholly past, by (row)
-    for call in calls:
-        month = month_of(call.ts, UTC)
-        have = left.get(month, credit)
-        if not have and call.line is not None:
-            if call.row is not None:
-                _add_line(spent, call.row, call.line)
-            continue
-        amount, estimated = call.amount, call.estimated
-        if call.line is not None:
-            alone: CallBatch[int] = CallBatch(book)
-            priced = _add_line(alone, 0, call.line) or next(p for *_, p in alone.settle())
-            amount, estimated = priced.api_equivalent, priced.estimated
-        past, left[month] = split(amount, have)
-        if past and call.row is not None:
-            yield call.row, estimated, past
-    for row, _, _, priced in spent.settle():
-        if priced.api_equivalent:
-            assert isinstance(row, tuple)
-            yield row, priced.estimated, priced.api_equivalent
+    alone: CallBatch[int] = CallBatch(PriceBook.default())
+    priced = _add_line(alone, 0, line) or next(p for *_, p in alone.settle())
+    return priced.api_equivalent, priced.estimated
 
 
 def _add_line(batch: CallBatch[Any], group: Hashable, line: UsageLine) -> PricedCall | None:
@@ -202,9 +221,11 @@ def _add_line(batch: CallBatch[Any], group: Hashable, line: UsageLine) -> Priced
     )
 
 
-def _unknown_credit(rollup: Rollup, profile: str, calls: list[CreditCall]) -> list[str]:
+def _unknown_credit(
+    rollup: Rollup, profile: str, calls: list[CreditCall], sums: list[CreditSum]
+) -> list[str]:
     moved = ZERO
-    for row, estimated, amount in _pasts(calls, ZERO):  # with no credit, all of each call
+    for row, estimated, amount in _pasts(calls, sums, ZERO):  # with no credit, all of each call
         rollup.rows[row].move(ZERO, amount, estimated=estimated)
         moved += amount
     if not moved:

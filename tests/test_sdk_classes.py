@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,12 @@ from hub.report import build_hub_report
 from hub.service import FleetService
 from hub.store import Store
 from hub.tui.app import FleetApp
+from node_agent.report import Query, build_report
+from node_agent.scan_credit import CreditOptions
 from pricing import Billing, PriceBook
 from pricing.rollup import Attribution, Rollup
 from pricing.sdk_credit import PLAN_CREDIT, ZERO, CreditTerms, draw_calls
+from shared.config import load_config
 from shared.events import Agent, Tokens, UsageEvent
 from shared.hello import NodeHello, ProfileInfo
 from tests.api_harness import fleet_hub
@@ -388,6 +391,7 @@ async def _dashboard_shows(app: FleetApp) -> None:
 
 
 _NONE: Figures = (ZERO, ZERO, ZERO, ZERO)
+WANT_KEYS = ("metered", "estimated", "subscription_included")
 
 
 def _shown(profiles: Any, key: str) -> tuple[str, ...] | None:
@@ -466,3 +470,85 @@ async def test_a_served_hub_the_scan_and_the_dashboard_class_the_overage_alike(
         repriced = _dollars(90, 34, 38, 18)
         seen.wait(repriced, "the re-priced classes")
         assert seen.scan() == repriced
+
+
+# -- node-agent scan: the same rule over a month of transcripts -----------------------------
+
+
+@pytest.mark.parametrize("extra_usage", [True, False, None])
+def test_the_scan_draws_the_credit_as_the_rule_does(
+    tmp_path: Path, extra_usage: bool | None
+) -> None:
+    """Many calls an hour, the credit running out inside one, `--since` cutting the month (the
+    calls before it draw the credit all the same), untold calls, and extra usage on, off or
+    not said (then the part past the credit is estimated)."""
+    rng = random.Random(3)
+    home = tmp_path / "claude"
+    start = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    events = []
+    for s in range(3):
+        session = f"{s:08d}-0000-4000-8000-000000000000"
+        lines = []
+        for i in range(150):
+            ts = start + rng.randrange(0, 3 * 86400)
+            entrypoint = rng.choice(("sdk-cli", "sdk-cli", "cli", None))
+            output = rng.randrange(1_000, 400_000)
+            extra = {} if entrypoint is None else {"entrypoint": entrypoint}
+            stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+            lines.append(
+                assistant(f"msg_{s}_{i}", f"req_{s}_{i}", output=output, input_tokens=0,
+                          cache_read=0, w1=0, session=session,
+                          ts=stamp.replace("+00:00", "Z"), **extra)
+            )  # fmt: skip
+            events.append((ts, f"{s}_{i}", session, entrypoint, output))
+        write(home / "projects" / SLUG / f"{session}.jsonl", lines)
+    config_path = tmp_path / "node.toml"
+    config_path.write_text(
+        f'node = "spark01"\n\n[[profiles]]\nname = "max-a"\nagent = "claude-code"\n'
+        f'home = "{home}"\nbilling = "subscription"\nplan = "pro"\n'
+    )
+    since = date(2026, 12, 2)
+    report = build_report(
+        [],
+        load_config(config_path),
+        Query(("day", "session"), UTC, since=since),
+        jobs=1,
+        credit=CreditOptions(None, extra_usage),
+    )
+
+    # the rule by hand: every call priced alone, drawn in order over the whole month
+    book = PriceBook.default()
+    price = {
+        name: book.price(
+            UsageEvent(event_id=name, ts=ts, agent=Agent.CLAUDE_CODE, model=MODEL,
+                       tokens=Tokens(output=output), session_id=session)
+        ).api_equivalent
+        for ts, name, session, _, output in events
+    }  # fmt: skip
+    terms = CreditTerms(PLAN_CREDIT["pro"], bool(extra_usage))
+    drawn = dict(draw_calls(((ts, n, e, price[n]) for ts, n, _, e, _ in events), terms))
+    want: dict[tuple[str, str], dict[str, Decimal]] = {}
+    for ts, name, session, entrypoint, _ in events:
+        day = datetime.fromtimestamp(ts, UTC).date()
+        if day < since:
+            continue
+        cost = want.setdefault((day.isoformat(), session), dict.fromkeys(WANT_KEYS, ZERO))
+        amount, done = price[name], drawn[name]
+        assert amount is not None
+        if entrypoint is None:
+            cost["estimated"] += amount
+        elif done.past and extra_usage is None:
+            cost["estimated"] += done.past
+            cost["subscription_included"] += amount - done.past
+        else:
+            cost["metered"] += done.moved.overage
+            cost["subscription_included"] += amount - done.moved.overage
+    got = {
+        (row.keys["day"], row.keys["session"]): {
+            k: Decimal(v) for k, v in row.to_json()["cost"].items() if k in WANT_KEYS
+        }
+        for row in report.rollup.rows.values()
+    }
+    assert got == want
+    total = sum((c["metered"] for c in want.values()), ZERO)
+    assert (total > 0) is bool(extra_usage)  # the credit did run out in the window
