@@ -1,6 +1,8 @@
-"""What reading a Claude subscription's Agent SDK credit costs: one profile's month of calls
-(`--calls`, half of them SDK calls) in a store on disk, metered from the store (`CreditMeters`,
-a snapshot, every call decoded), CPU seconds per read, median of `--rounds`.
+"""What a Claude subscription's Agent SDK credit costs: one profile's month of calls (`--calls`,
+half of them SDK calls, in batches of 2,000) stored on disk (CPU per 1,000 calls stored: the
+store draws the credit at ingest, `hub._credit_store`), then read (`CreditMeters`, a snapshot),
+CPU seconds per read, median of `--rounds`; then one call that arrives late (at the month's
+start: every SDK call after it is drawn again), CPU of its batch.
 
     python -m bench.credit [--calls 50000] [--rounds 5]
 """
@@ -59,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.in_dir(Path(tmp), book=PriceBook.default())
+        if hasattr(store, "use_subscriptions"):  # (a store from before the credit was kept)
+            store.use_subscriptions((SubscriptionSettings("spark01/max-a", None, True),))
+        start = time.process_time()
         fill(store, args.calls, now)
+        ingest = (time.process_time() - start) / args.calls * 1000
         meters = CreditMeters(
             store.snapshot,
             store.profiles,
@@ -70,11 +76,30 @@ def main(argv: Sequence[str] | None = None) -> None:
             start = time.process_time()
             month = meters.months(now)["spark01/max-a"]
             cpu.append(time.process_time() - start)
+        late = time.process_time()
+        store.ingest("spark01", "s1", args.calls + 1, args.calls + 1, [_late(now)], None, now)
+        late = time.process_time() - late
         store.close()
     print(
         f"credit read, {args.calls} calls of one profile this month ({month.sdk_calls} SDK): "
-        f"{statistics.median(cpu) * 1000:.0f} ms CPU per read (median of {args.rounds}); "
+        f"{statistics.median(cpu) * 1000:.1f} ms CPU per read (median of {args.rounds}); "
         f"used ${month.used_usd:.2f} of ${month.terms.credit_usd}, overage ${month.overage_usd:.2f}"
+    )
+    print(f"ingest: {ingest * 1000:.1f} ms CPU per 1,000 calls stored (batches of 2,000)")
+    print(f"one late SDK call at the month's start: {late * 1000:.1f} ms CPU for its batch")
+
+
+def _late(now: float) -> UsageEvent:
+    return UsageEvent(
+        event_id="claude:msg_late:req_late",
+        ts=now - 3600 - 1,
+        agent=Agent.CLAUDE_CODE,
+        model="claude-sonnet-4-5-20250929",
+        tokens=Tokens(input=100, output=800, cache_read=40_000, cache_write_1h=900),
+        session_id="s0",
+        machine="spark01",
+        profile="max-a",
+        entrypoint="sdk-cli",
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, tzinfo
 from decimal import Decimal, localcontext
 from functools import lru_cache
@@ -141,23 +141,8 @@ class RollupDeltas:
 
     def add(self, event: UsageEvent, price: Price, sign: int) -> None:
         """Add `event` priced at `price` (`sign` -1: withdraw it)."""
-        amount, estimated = price
-        counted = event.counts
-        key: CellKey = (
-            int(event.ts // QUARTER_S),
-            event.machine,
-            event.profile or "",
-            event.account or "",
-            event.agent.value,
-            event.project or "",
-            event.session_id,
-            session_key(event),
-            event.model,
-            event.role.value,
-            # a retraction counts nothing: it is only told in `retracted`, in a plain cell
-            int(amount is not None) if counted else 1,
-            int(estimated) if counted else 0,
-        )
+        amount = price[0]
+        key = cell_key(event, price)
         entries = self.cells.get(key)
         if entries is None:
             entries = self.cells[key] = []
@@ -190,6 +175,50 @@ class RollupDeltas:
         )
 
 
+def cell_key(event: UsageEvent, price: Price) -> CellKey:
+    """The cell a call priced at `price` is summed in."""
+    amount, estimated = price
+    counted = event.counts
+    return (
+        int(event.ts // QUARTER_S),
+        event.machine,
+        event.profile or "",
+        event.account or "",
+        event.agent.value,
+        event.project or "",
+        event.session_id,
+        session_key(event),
+        event.model,
+        event.role.value,
+        # a retraction counts nothing: it is only told in `retracted`, in a plain cell
+        int(amount is not None) if counted else 1,
+        int(estimated) if counted else 0,
+    )
+
+
+# What leaves subscription_included in a cell (`pricing.sdk_credit.Moved`): kept apart from the
+# cell's sums, since it follows the order of a whole month's calls, not the call alone.
+_UPSERT_CREDIT: Final = f"""
+INSERT INTO rollup_credit ({", ".join(_KEY_COLUMNS)}, overage, untold)
+VALUES ({", ".join("?" * (len(_KEY_COLUMNS) + 2))})
+ON CONFLICT ({", ".join(_KEY_COLUMNS)}) DO UPDATE SET
+    overage = dec_add(overage, excluded.overage), untold = dec_add(untold, excluded.untold)
+"""
+_DROP_EMPTY_CREDIT: Final = (
+    f"DELETE FROM rollup_credit WHERE {' AND '.join(f'{c} = ?' for c in _KEY_COLUMNS)} "
+    "AND dec_zero(overage) AND dec_zero(untold)"
+)
+
+
+def write_credit(db: sqlite3.Connection, moves: dict[CellKey, tuple[Decimal, Decimal]]) -> None:
+    """Add each cell's change of (overage, untold) (inside the caller's transaction); drop the
+    rows it leaves at zero."""
+    rows = [(*key, str(o), str(u)) for key, (o, u) in moves.items() if o or u]
+    if rows:
+        db.executemany(_UPSERT_CREDIT, rows)
+        db.executemany(_DROP_EMPTY_CREDIT, [row[:-2] for row in rows])
+
+
 class RollupWrites:
     """Which quarters this process's writes to the roll-ups touched, by generation (one per
     written set of deltas), so that a reader who kept older cells can tell whether they are
@@ -203,9 +232,13 @@ class RollupWrites:
         self._lowest: deque[tuple[int, int]] = deque(maxlen=self.KEPT)
 
     def note(self, deltas: RollupDeltas) -> None:
-        if deltas.cells:
+        self.note_cells(deltas.cells)
+
+    def note_cells(self, cells: Iterable[CellKey]) -> None:
+        quarters = [key[0] for key in cells]
+        if quarters:
             self.generation += 1
-            self._lowest.append((self.generation, min(key[0] for key in deltas.cells)))
+            self._lowest.append((self.generation, min(quarters)))
 
     def touched_before(self, generation: int, quarter: int) -> bool:
         """Whether a write after `generation` touched a quarter before `quarter`."""
@@ -273,6 +306,10 @@ class Cell(NamedTuple):
     first_ts: float
     last_ts: float
     git_branch: str | None
+    # moved out of subscription_included by the Agent SDK credit (`pricing.sdk_credit`): to
+    # metered (estimated for an estimated price), and to estimated (the log did not say)
+    overage: Decimal = ZERO
+    untold: Decimal = ZERO
 
 
 class MinuteCell(NamedTuple):
@@ -318,9 +355,15 @@ class _DecimalSum:
         return str(self.total)
 
 
+def dec_zero(a: str) -> bool:
+    """SQL `dec_zero(a)`: whether a decimal text is zero ("0", "0.00", "-0E-10")."""
+    return not Decimal(a)
+
+
 def register(db: sqlite3.Connection) -> None:
     """The SQL functions the roll-ups use, on a new connection."""
     db.create_function("dec_add", 2, dec_add, deterministic=True)
+    db.create_function("dec_zero", 1, dec_zero, deterministic=True)
     # typeshed's aggregate protocol has finalize return an int; SQLite takes text as well
     db.create_aggregate("dec_sum", 1, _DecimalSum)  # type: ignore[arg-type]
 
@@ -360,10 +403,12 @@ def read_cells(
         (low, high),
     )
     width = len(names)
+    moves = _credit_moves(db, grouped, low, high)
     for r in rows:
         found = dict(zip(names, r[:width], strict=True))
         role = found.get("role")
         n = r[width + 2 :]
+        overage, untold = moves.get(r[: width + 2], _NO_MOVE) if moves else _NO_MOVE
         yield Cell(
             date.fromordinal(r[0]),
             r[1],
@@ -384,7 +429,26 @@ def read_cells(
             n[10],
             n[11],
             n[12],
+            overage,
+            untold,
         )
+
+
+_NO_MOVE: Final = (ZERO, ZERO)
+
+
+def _credit_moves(
+    db: sqlite3.Connection, grouped: str, low: int, high: int
+) -> dict[tuple[object, ...], tuple[Decimal, Decimal]]:
+    """The credit's moves (`rollup_credit`) summed by the same groups as the cells: a few rows
+    (only Claude subscription calls past the credit or untold), read apart so that the cells'
+    own read stays as it was."""
+    rows = db.execute(
+        f"SELECT {grouped}, dec_sum(overage), dec_sum(untold) FROM rollup_credit "
+        f"WHERE quarter >= ? AND quarter < ? GROUP BY {grouped}",
+        (low, high),
+    )
+    return {tuple(r[:-2]): (Decimal(r[-2]), Decimal(r[-1])) for r in rows}
 
 
 def read_minutes(db: sqlite3.Connection, since: float) -> Iterator[MinuteCell]:
@@ -431,4 +495,7 @@ def totals_of(
 
 def cell_totals(cell: Cell, billing: Billing) -> Totals:
     cls = cost_class(cell.priced, cell.estimated, billing)
-    return totals_of(cell.calls, cell.tokens, cell.amount, cls, unknown_tokens=cell.tokens.total)
+    out = totals_of(cell.calls, cell.tokens, cell.amount, cls, unknown_tokens=cell.tokens.total)
+    if cls is CostClass.SUBSCRIPTION_INCLUDED and (cell.overage or cell.untold):
+        out.move(cell.overage, cell.untold, estimated=cell.estimated)
+    return out

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Final, Literal, NoReturn
 
+from hub import _credit_store as credit_store
 from hub import _outcome_rollup as outcome_rollup
 from hub._rollup import MINUTE_KEEP_S, RollupDeltas, StorePricer, amount_text, register
 from shared.codec import unpack
 from shared.events import UsageEvent
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 BUSY_TIMEOUT_MS: Final = 5_000
 # The page cache, in KiB: the usage table's indexes take random inserts (event ids are hashes),
 # and past ~100k calls they outgrow the 2 MiB default, so batches re-read their pages (4% of a
@@ -169,12 +170,16 @@ CREATE TABLE audit (
 # or a function of the connection and the pricer (v3 prices every kept call into the roll-ups).
 _V2_TO_V3: Final = "v3"
 _V3_TO_V4: Final = "v4"
+_V4_TO_V5: Final = "v5"
 _UPGRADES: Final = (
     # v2: no query reads usage by machine, and every index costs each insert a random write
     "DROP INDEX IF EXISTS usage_machine",
     _V2_TO_V3,
     # v4: the outcome roll-up (`hub._outcome_rollup`), filled from the kept calls
     _V3_TO_V4,
+    # v5: the Agent SDK credit's draws (`hub._credit_store`), filled when the hub first
+    # settles its subscriptions (`Store.use_subscriptions`)
+    _V4_TO_V5,
 )
 _MIGRATE_BATCH: Final = 20_000  # usage rows re-filed per step of the v3 migration
 
@@ -231,6 +236,7 @@ def _migrate(db: sqlite3.Connection, path: Path, pricer: StorePricer | None) -> 
         if version == 0:
             _run(db, _TABLES)
             outcome_rollup.create_tables(db)
+            credit_store.create_tables(db)
             if pricer is not None:  # the tables its calls will be priced under
                 db.execute("INSERT INTO meta VALUES ('prices', ?)", (pricer.fingerprint(),))
         elif 0 < version < SCHEMA_VERSION:
@@ -240,6 +246,8 @@ def _migrate(db: sqlite3.Connection, path: Path, pricer: StorePricer | None) -> 
                 elif step is _V3_TO_V4:
                     outcome_rollup.create_tables(db)
                     outcome_rollup.rebuild(db)
+                elif step is _V4_TO_V5:
+                    credit_store.create_tables(db)
                 else:
                     db.execute(step)
         elif version != SCHEMA_VERSION:

@@ -91,6 +91,17 @@ class Totals:
         self.unknown_calls += f.unknown_calls
         self.unknown_tokens += f.unknown_tokens
 
+    def move(self, overage: Decimal, untold: Decimal, *, estimated: bool) -> None:
+        """Move what the Agent SDK credit takes out of subscription_included
+        (`pricing.sdk_credit.Moved`): `overage` to metered (estimated when the price is),
+        `untold` to estimated. Negative amounts move back. Call under `localcontext(MONEY)`."""
+        self.subscription_included -= overage + untold
+        if estimated:
+            self.estimated += overage
+        else:
+            self.metered += overage
+        self.estimated += untold
+
     def copy(self) -> Totals:
         out = Totals()
         out.add(self)

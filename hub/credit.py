@@ -5,10 +5,12 @@ a monthly Agent SDK credit in dollars (per user, no rollover: $20 Pro, $100 Max 
 20x) that `claude -p`, the Agent SDK and third-party apps on the plan draw from; and overage
 billed at API rates once the credit is spent, only when extra usage is on.
 
-Claude Code logs how it was started (`entrypoint`): "cli" is interactive (the windows cover
-it); "sdk-cli", "sdk-ts", "sdk-py" are SDK calls, which draw the credit at their API-equivalent
-price until it is spent, then are overage. A call whose log does not say (an older Claude
-Code, another agent on the plan) is neither: it is counted apart as estimated, never guessed.
+The rule that classes each call is `pricing.sdk_credit` (the scan applies it too); the hub's
+store keeps each profile-month's draws (`hub._credit_store`). Claude Code logs how it was
+started (`entrypoint`): "cli" is interactive (the windows cover it); "sdk-cli", "sdk-ts",
+"sdk-py" are SDK calls, which draw the credit at their API-equivalent price until it is spent,
+then are overage. A call whose log does not say (an older Claude Code, another agent on the
+plan) is neither: it is counted apart as estimated, never guessed.
 
 `meter_month` recomputes a profile's month from its stored calls, in (time, event id) order,
 so the result is the same whatever order and however often the calls arrived.
@@ -16,54 +18,32 @@ so the result is the same whatever order and however often the calls arrived.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
-from enum import StrEnum
-from typing import Any, Final
+from typing import Any
 
+from pricing.sdk_credit import (
+    PLAN_CREDIT,
+    ZERO,
+    CreditTerms,
+    Draw,
+    draw_at,
+    draw_of,
+)
 from shared.events import UsageEvent
 
-# The credit each plan comes with, USD a month (research/peers-2026-12.md §0.5).
-PLAN_CREDIT: Final[Mapping[str, Decimal]] = {
-    "pro": Decimal(20),
-    "max_5x": Decimal(100),
-    "max_20x": Decimal(200),
-}
-INTERACTIVE: Final = frozenset({"cli"})
-SDK_PREFIX: Final = "sdk-"
-ZERO: Final = Decimal(0)
-
-
-class Draw(StrEnum):
-    """How a subscription call is paid."""
-
-    INTERACTIVE = "interactive"  # the 5-hour and weekly windows: subscription-included
-    CREDIT = "credit"  # the Agent SDK credit: subscription-included while it lasts
-    OVERAGE = "overage"  # past the credit, extra usage on: metered at API rates
-    REFUSED = "refused"  # past the credit, extra usage off: the provider should have refused
-    UNTOLD = "untold"  # the log does not say how the agent was started: estimated
-
-
-def draw_of(entrypoint: str | None) -> Draw:
-    """What a call's `entrypoint` says about which meter it draws (before the credit is
-    weighed): interactive, SDK (CREDIT), or untold."""
-    if entrypoint in INTERACTIVE:
-        return Draw.INTERACTIVE
-    if entrypoint is not None and entrypoint.startswith(SDK_PREFIX):
-        return Draw.CREDIT
-    return Draw.UNTOLD
-
-
-@dataclass(frozen=True, slots=True)
-class CreditTerms:
-    """A profile's credit: dollars a month, whether extra usage is on, the zone of its month."""
-
-    credit_usd: Decimal
-    extra_usage: bool = False
-    tz: tzinfo = UTC
-    source: str = ""  # where the amount comes from: "plan max_20x" or the hub config
+__all__ = [
+    "PLAN_CREDIT",
+    "ZERO",
+    "CreditMonth",
+    "CreditTerms",
+    "Draw",
+    "draw_of",
+    "meter_month",
+    "month_bounds",
+]
 
 
 @dataclass(slots=True)
@@ -83,6 +63,8 @@ class CreditMonth:
     unpriced_sdk_calls: int = 0  # SDK calls with no known price: the credit drawn is a floor
     # Overage per (UTC day, model as logged): what reconciliation holds against the bill.
     overage_by_day: dict[tuple[date, str], Decimal] = field(default_factory=dict)
+    # Untold calls per (UTC day, model): estimated, but not expected on the bill.
+    untold_by_day: dict[tuple[date, str], Decimal] = field(default_factory=dict)
 
     @property
     def remaining_usd(self) -> Decimal:
@@ -126,6 +108,12 @@ class CreditMonth:
                 f"{self.unpriced_sdk_calls} SDK call(s) with no known price: the credit drawn "
                 "is at least this"
             )
+        if self.refused_usd:
+            parts.append(
+                f"${_usd(self.refused_usd)} of SDK calls past the credit with extra usage off: "
+                "billed nowhere, so counted as included (check the credit amount and "
+                "extra_usage in [[subscriptions]])"
+            )
         return "; ".join(parts)
 
 
@@ -152,13 +140,16 @@ def meter_month(
     out = CreditMonth(month, terms)
     left = terms.credit_usd
     for event, amount in sorted(calls, key=lambda c: (c[0].ts, c[0].event_id)):
-        draw = draw_of(event.entrypoint)
+        draw = draw_at(event.entrypoint, event.ts)
         if draw is Draw.INTERACTIVE:
             out.interactive_usd += amount or ZERO
             continue
         if draw is Draw.UNTOLD:
             out.untold_calls += 1
             out.untold_usd += amount or ZERO
+            if amount is not None:
+                key = (datetime.fromtimestamp(event.ts, UTC).date(), event.model)
+                out.untold_by_day[key] = out.untold_by_day.get(key, ZERO) + amount
             continue
         out.sdk_calls += 1
         if amount is None:

@@ -3,9 +3,10 @@
 Read on a snapshot of the store (its own connection: ingest never waits for it) and kept until
 calls arrive (`touch`), then read again at most every `MIN_S` (and at least every `KEEP_S`, for
 the month's turn): the API, the dashboard and reconciliation asking at once read the month once.
-A read decodes the month's calls of each such profile (`bench/credit.py`: about 16 µs a call on
-the 2-core CI machine, so 0.8 s of CPU for a profile with 50,000 calls this month): hence at
-most one read every `MIN_S` while calls flow.
+A read takes each such profile's month as the store drew it (`hub._credit_store`: its SDK and
+untold calls' stored rows, no call decoded; it was 0.8 s of CPU for a profile with 50,000 calls
+when each read decoded the month, `bench/credit.py`); still at most one read every `MIN_S`
+while calls flow.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
-from decimal import Decimal
+from datetime import date
 from typing import Final
 
-from hub.credit import ZERO, CreditMonth, meter_month, month_bounds
+from hub.credit import ZERO, CreditMonth, month_bounds
 from hub.credit_settings import SubscriptionSettings, credit_terms
 from hub.ledger import profile_key
 from hub.model import ProfileRecord
 from hub.store import Store
+from pricing.sdk_credit import NOTHING, Moved
 
 MIN_S: Final = 10.0
 KEEP_S: Final = 60.0
@@ -67,27 +67,26 @@ class CreditMeters:
         """Calls were stored: the next ask (from `min_s` after the last read) reads afresh."""
         self._dirty = True
 
-    def overage_between(self, first: date, last: date) -> dict[OverageKey, Decimal]:
+    def overage_between(self, first: date, last: date) -> dict[OverageKey, Moved]:
         """Overage (Agent SDK spend past the credit, extra usage on) per (MACHINE/PROFILE, UTC
         day, model as logged) on the UTC days `first` to `last`, each month metered whole."""
-        since = datetime.combine(first, dt_time(), UTC).timestamp()
-        until = datetime.combine(last + timedelta(days=1), dt_time(), UTC).timestamp()
-        found: dict[OverageKey, Decimal] = {}
+        found: dict[OverageKey, Moved] = {}
         wanted = [(r, t) for r in self._profiles() if (t := credit_terms(r, self.settings))]
         if not wanted:
             return found
         with self._snapshot() as store:
             for record, terms in wanted:
-                at = since
-                while at < until:
-                    start, end, month = month_bounds(at, terms.tz)
-                    calls = store.profile_calls(record.node, record.name, start, end)
-                    meter = meter_month(calls, terms, month)
-                    name = profile_key(record.node, record.name)
-                    for (day, model), amount in meter.overage_by_day.items():
+                name = profile_key(record.node, record.name)
+                for month in store.credit_months_between(record.node, record.name, first, last):
+                    meter = store.credit_month(record.node, record.name, month, terms)
+                    days = meter.overage_by_day.keys() | meter.untold_by_day.keys()
+                    for day, model in days:
                         if first <= day <= last:
-                            found[(name, day, model)] = found.get((name, day, model), ZERO) + amount
-                    at = end
+                            got = found.get((name, day, model), NOTHING)
+                            found[(name, day, model)] = Moved(
+                                got.overage + meter.overage_by_day.get((day, model), ZERO),
+                                got.untold + meter.untold_by_day.get((day, model), ZERO),
+                            )
         return found
 
     def forget(self) -> None:
@@ -102,7 +101,7 @@ class CreditMeters:
         out = {}
         with self._snapshot() as store:
             for record, terms in wanted:
-                start, end, month = month_bounds(now, terms.tz)
-                calls = store.profile_calls(record.node, record.name, start, end)
-                out[profile_key(record.node, record.name)] = meter_month(calls, terms, month)
+                month = month_bounds(now, terms.tz)[2]
+                key = profile_key(record.node, record.name)
+                out[key] = store.credit_month(record.node, record.name, month, terms)
         return out

@@ -21,7 +21,7 @@ Not thread-safe: one owner (the hub service) calls it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, localcontext
@@ -31,10 +31,11 @@ from typing import Final, TypeVar
 from hub._pricing import safe_price
 from hub._rollup import Cell, MinuteCell, cell_totals, cost_class, totals_of
 from hub._runrate import FLEET, MinutePoint, RunRate, Scope
-from hub._sessions import SessionBook, SessionFigures
+from hub._sessions import SessionBook, SessionFigures, session_key
 from hub._totals import MONEY, Basis, Totals
-from hub.model import Change, Price
+from hub.model import Change, Price, Redraw
 from pricing import PriceBook, PricedCall
+from pricing.sdk_credit import Moved
 from shared.config import Billing
 from shared.events import Role, Tokens, UsageEvent
 from shared.session_rates import RUN_RATE_WINDOW, run_rate_per_hour
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 BillingOf = Callable[[str, str], Billing]
+# what the Agent SDK credit moved of a call in a minute: (minute, machine, profile, whether its
+# price is estimated, the move), for the run rate at start-up (`Store.credit_minute_moves`)
+MinuteMove = tuple[int, str, str, bool, Moved]
 MIN_COVERED_S: Final = 60  # a rate is never taken over less time than this
 
 
@@ -160,10 +164,13 @@ class Ledger:
         self,
         changes: Sequence[Change],
         prices: Sequence[tuple[Price | None, Price]] | None = None,
+        redraws: Sequence[Redraw] = (),
     ) -> None:
         """`apply` each (old, new) in turn: a batch's changes in one go, cheaper per call.
         `prices`: what the store priced each (old, new) at (`IngestResult.prices`), so that
-        nothing is priced twice and a call is withdrawn at the price it was added at."""
+        nothing is priced twice and a call is withdrawn at the price it was added at.
+        `redraws`: what the Agent SDK credit moved out of subscription_included (or back) in
+        the batch (`IngestResult.redraws`), as the store's roll-ups took it."""
         self._tick()
         sums: _Sums = {}
         with localcontext(MONEY):
@@ -173,16 +180,71 @@ class Ledger:
                     self._add(old, sums, negate=True, price=old_price)
                 if new.counts:
                     self._add(new, sums, negate=False, price=new_price)
+            for redraw in redraws:
+                self._move(redraw, sums)
             self._post(sums)
 
-    def rebuild(self, events: Iterable[UsageEvent]) -> None:
-        """Start over from the store's kept events (pass those since `horizon()`)."""
+    def _move(self, redraw: Redraw, sums: _Sums) -> None:
+        """Move a call's part between classes where it counts (only a subscription's calls
+        have such parts: the ledger classes the rest by billing alone)."""
+        event, (amount, estimated) = redraw.event, redraw.price
+        if amount is None or event.profile is None:
+            return
+        if self._billing_of(event.machine, event.profile) is not Billing.SUBSCRIPTION:
+            return
+        place = self._place(event, session=self.sessions.get(session_key(event)) is not None)
+        if place is None:
+            return
+        totals = sums.get(place)
+        if totals is None:
+            totals = sums[place] = Totals()
+        totals.move(redraw.moved.overage, redraw.moved.untold, estimated=estimated)
+
+    def _place(self, event: UsageEvent, *, session: bool) -> _Place | None:
+        """Where a call counts (`session`: in its session row), None: nowhere kept."""
+        try:
+            minute = int(event.ts // 60)
+            day = self._day_of(event.ts)
+        except (OverflowError, OSError, ValueError):
+            return None
+        in_days = day >= self._keep_from
+        in_window = minute > self._minute - self._rate.minutes
+        if not (in_days or in_window):
+            return None
+        return (
+            day if in_days else None,
+            minute if in_window else None,
+            session_key(event) if session and in_days else None,
+            event.role is Role.MAIN,
+            self._keys(event),
+        )
+
+    @staticmethod
+    def _keys(event: UsageEvent) -> _Keys:
+        machine, profile = event.machine, event.profile
+        return (
+            machine,
+            profile_key(machine, profile) if profile is not None else None,
+            event.account,
+            event.agent,  # a StrEnum: equal to, and hashed as, its value
+            event.project,
+            event.session_id,
+            event.model,
+        )
+
+    def rebuild(self, events: Iterable[UsageEvent], moves: Mapping[str, Moved] = {}) -> None:
+        """Start over from the store's kept events (pass those since `horizon()`), with what
+        the Agent SDK credit moved of each (`Store.credit_moves`, by event id)."""
         self._clear()
         sums: _Sums = {}
         with localcontext(MONEY):
             for event in events:
                 if event.counts:
                     self._add(event, sums, negate=False)
+                    if (moved := moves.get(event.event_id)) is not None:
+                        priced = self.price(event)
+                        price = (priced.api_equivalent, priced.estimated)
+                        self._move(Redraw(event, price, moved), sums)
             self._post(sums)
 
     def load(
@@ -191,6 +253,7 @@ class Ledger:
         minutes: Iterable[MinuteCell],
         recent: Iterable[UsageEvent],
         session_spend: Iterable[tuple[float, str, Decimal | None]] = (),
+        minute_moves: Iterable[MinuteMove] = (),
     ) -> None:
         """Start over from the store's roll-ups: the cells since `horizon()` summed by day in
         the ledger's zone and every key, the minutes since then, and the calls of the last few
@@ -246,6 +309,14 @@ class Ledger:
                 )
                 pkey = profile_key(m.machine, m.profile) if m.profile else None
                 _add_to(sums, (None, m.minute, None, True, (m.machine, pkey, *_NO_KEYS)), calls)
+            for minute, machine, profile, estimated, moved in minute_moves:
+                if minute <= window_start:
+                    continue
+                if self._billing_of(machine, profile) is not Billing.SUBSCRIPTION:
+                    continue
+                pkey = profile_key(machine, profile)
+                at: _Place = (None, minute, None, True, (machine, pkey, *_NO_KEYS))
+                _add_to(sums, at, Totals()).move(moved.overage, moved.untold, estimated=estimated)
             self._post(sums)
         for event in recent:
             self.sessions.note_recent(event, self._minute)

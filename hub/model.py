@@ -11,6 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
+from pricing.sdk_credit import Moved
 from shared.config import Billing
 from shared.events import Agent, LimitEvent, ProfileEvent, UsageEvent
 
@@ -77,6 +78,16 @@ Price = tuple[Decimal | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
+class Redraw:
+    """A call whose moves out of subscription_included changed by `moved` (negative: moved
+    back), at the price its roll-up cell was summed at."""
+
+    event: UsageEvent
+    price: Price
+    moved: Moved
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     """What one batch did. A re-sent batch changes nothing but liveness (every event in it is
     known at its revision): the receiver acks it again."""
@@ -97,3 +108,9 @@ class IngestResult:
     # counts: its events were taken as API before). Ledger figures classified under the old
     # billing are stale: rebuild the ledger instead of applying `changes`.
     billing_changed: bool = False
+    # Calls whose part past the Agent SDK credit (or untold part) changed in this batch
+    # (`hub._credit_store`): the ledger moves them between classes.
+    redraws: list[Redraw] = field(default_factory=list)
+    # A profile's credit was drawn again whole (its terms changed), or a move could not be
+    # placed: reload the figures from the roll-ups instead of applying `redraws`.
+    credit_redrawn: bool = False

@@ -492,6 +492,9 @@ class RemoteFleet:
                     refreshed = time.monotonic()
                 elif _anything(pending):
                     change = self._fetch(pending)
+                    if due:  # a busy hub (heartbeats) must not starve the profiles' refresh
+                        change.profiles |= self._read_profiles(None)
+                        refreshed = time.monotonic()
                 elif due:
                     change = Update(profiles=self._read_profiles(None))
                     refreshed = time.monotonic()

@@ -28,7 +28,7 @@ from hub._pricing import billing_of
 from hub._rollup import QUARTER_S, Cell, RollupWrites, cost_class
 from hub._totals import MONEY
 from hub.store import Store
-from pricing import PricedCall
+from pricing import CostClass, PricedCall
 from pricing.rollup import Rollup
 
 RETRACTED = "retracted"  # the `skipped` reason for calls found to copy another one
@@ -162,6 +162,8 @@ def build_hub_report(
             priced = PricedCall(cell.amount if cell.priced else None, cls, None, cell.estimated)
             row_key = tuple(key(cell) for key in keys)
             rollup.add_calls(row_key, cell.calls, cell.tokens, priced)
+            if cls is CostClass.SUBSCRIPTION_INCLUDED and (cell.overage or cell.untold):
+                rollup.rows[row_key].move(cell.overage, cell.untold, estimated=cell.estimated)
     rows = (row.to_json() for row in rollup.sorted_rows())
     return {
         "group_by": list(rollup.by),

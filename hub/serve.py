@@ -132,8 +132,8 @@ class Hub:
             stale_after=self.config.stale_after,
             commander=self.commander,
             retain_days=self.config.retain_days,
+            subscriptions=self.config.subscriptions,
         )
-        self.service.credit_meters.settings = self.config.subscriptions
         # before the receiver: no batch may pass the budgets unchecked
         self.governor = Governor(
             self._store.path,

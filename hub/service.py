@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
@@ -33,6 +33,7 @@ from hub._counted_log import CountedLog
 from hub._feed import FeedItem as FeedItem  # the screens take it from here
 from hub._feed import FeedWords
 from hub._node_news import PAUSE_MEMORY, PauseBook, hello_news, pause_target
+from hub._rollup import MINUTE_KEEP_S
 from hub._runrate import MinutePoint
 from hub._sessions import RECENT_S, SessionNames, session_key
 from hub._subscribers import Subscribers
@@ -40,6 +41,7 @@ from hub._totals import ZERO, Basis, Totals
 from hub.commander import Commander
 from hub.config import DEFAULT_RETAIN_DAYS
 from hub.credit_meters import CreditMeters
+from hub.credit_settings import SubscriptionSettings
 from hub.ledger import FLEET, Dimension, Ledger, Period, Scope, SessionFigures, profile_key
 from hub.model import AuditRecord, IngestResult, NodeRecord, NodeState, ProfileRecord
 from hub.outcomes import OutcomeKeeper
@@ -132,8 +134,13 @@ class FleetService:
         clock: Callable[[], float] = time.time,
         retain_days: int = DEFAULT_RETAIN_DAYS,
         verdicts: VerdictProvider | None = None,
+        subscriptions: Sequence[SubscriptionSettings] = (),
     ) -> None:
         self._store = store
+        # the calls of each Claude subscription drawn against its Agent SDK credit under the
+        # config's terms (at the first start after an upgrade, or a change of terms, this
+        # draws the kept calls again: before the figures load, which read the result)
+        store.use_subscriptions(subscriptions)
         # The budget verdicts for a node's machine, profiles and sessions, sent in its acks
         # (None: no budgets; the governor plugs in here).
         self.verdicts = verdicts
@@ -184,7 +191,7 @@ class FleetService:
         # what the nodes say their sessions produced (commits, pull requests)
         self.outcomes = OutcomeKeeper(store, self._lock, self._tz)
         # each Claude subscription's Agent SDK credit this month (`subscriptions`: the config's)
-        self.credit_meters = CreditMeters(store.snapshot, self.profiles, clock=clock)
+        self.credit_meters = CreditMeters(store.snapshot, self.profiles, subscriptions, clock=clock)
         self._start_load()
 
     def _start_load(self) -> None:
@@ -219,12 +226,12 @@ class FleetService:
                 return
             pending, self._pending = self._pending or [], None
             self.ledger = ledger
-            if any(result.billing_changed for result in pending):
+            if any(result.billing_changed or result.credit_redrawn for result in pending):
                 self._billing = self._store.billing()
                 self._fill(ledger, self._store)  # the store has those batches too
             else:
                 for result in pending:
-                    ledger.apply_all(result.changes, result.prices)
+                    ledger.apply_all(result.changes, result.prices, result.redraws)
             self._sessions.update(ledger.sessions.keys())
             for row in ledger.sessions.active_since(0.0):
                 if row.profile is not None:
@@ -253,7 +260,20 @@ class FleetService:
             # a minute more: the rate's window starts at a minute's start before now
             source.usage_events(since=self.clock() - RECENT_S - 60, counted_only=True),
             source.session_spend(since=self.clock() - RUN_RATE_WINDOW - 60),
+            # (minute rows are kept a day: no move before that can be in the run rate)
+            source.credit_minute_moves(since=max(horizon, self.clock() - MINUTE_KEEP_S)),
         )
+
+    def use_subscriptions(self, settings: Sequence[SubscriptionSettings]) -> None:
+        """Draw the Agent SDK credits under new `[[subscriptions]]` settings: the profiles whose
+        terms changed are drawn again whole, then the figures reload."""
+        self.wait_settled()
+        with self._lock:
+            changed = self._store.use_subscriptions(settings)
+            self.credit_meters.settings = tuple(settings)
+            if changed:
+                self._start_load()
+        self.credit_meters.forget()
 
     def close(self) -> None:
         """Before the store closes: a figures load still running ends without using it."""
@@ -382,12 +402,12 @@ class FleetService:
         change.feed.extend(news)
         if self._pending is not None:
             self._pending.append(result)  # the ledger is loading: applied once it has
-        elif result.billing_changed:
+        elif result.billing_changed or result.credit_redrawn:
             # not here: a month of sums takes a second or more, and the receiver acks
             self._billing = self._store.billing()
             self._start_load()
         else:
-            self.ledger.apply_all(result.changes, result.prices)
+            self.ledger.apply_all(result.changes, result.prices, result.redraws)
         change.usage = len(result.changes)
         self.events_in += len(result.changes)
         # (machine, profile) -> its latest counted call in the batch: the board is told once

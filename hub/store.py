@@ -29,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import tzinfo
+from datetime import date, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +38,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from hub import _outcome_rollup as outcome_rollup
+from hub._credit_store import CreditStore
 from hub._payloads import Payloads
 from hub._rollup import (
     MINUTE_KEEP_S,
@@ -54,6 +55,8 @@ from hub._rollup import (
 )
 from hub._schema import CACHE_KIB, Synchronous, connect
 from hub._transaction import immediate
+from hub.credit import CreditMonth, CreditTerms
+from hub.credit_settings import SubscriptionSettings
 from hub.model import (
     AuditRecord,
     Change,
@@ -61,8 +64,10 @@ from hub.model import (
     NodeRecord,
     Price,
     ProfileRecord,
+    Redraw,
 )
 from pricing import PriceBook
+from pricing.sdk_credit import Moved
 from shared.codec import pack, unpack
 from shared.config import Billing
 from shared.events import MAX_REVISION, Agent, Event, LimitEvent, ProfileEvent, UsageEvent
@@ -129,6 +134,8 @@ class Store:
         # Raw events before this time were pruned: later copies of them are not stored.
         self._pruned_before = float(row[0]) if row else -math.inf
         self.rollup_writes = RollupWrites()
+        # each Claude subscription's Agent SDK credit, call by call (`hub._credit_store`)
+        self._credit = CreditStore()
 
     @classmethod
     def in_dir(
@@ -240,6 +247,7 @@ class Store:
                 else:
                     others.append(event)
             changes, prices, ignored, foreign = self._upsert_usage(usage, node, now)
+            redraws, credit_redrawn = self._draw_credit(node, hello, changes, prices)
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             for hook in self._ingest_hooks:
@@ -260,7 +268,96 @@ class Store:
             foreign=foreign,
             gap=last is not None and seq0 > last + 1,
             billing_changed=billing_changed,
+            redraws=redraws,
+            credit_redrawn=credit_redrawn,
         )
+
+    def _draw_credit(
+        self,
+        node: str,
+        hello: NodeHello | None,
+        changes: Sequence[Change],
+        prices: Sequence[tuple[Price | None, Price]],
+    ) -> tuple[list[Redraw], bool]:
+        """The batch's calls weighed against their profiles' Agent SDK credit (in its
+        transaction): profiles whose terms changed (a hello's plan, say) are drawn again whole."""
+        profiles = {(node, p.name) for p in hello.profiles} if hello is not None else set()
+        profiles |= {
+            (new.machine, new.profile)
+            for _, new in changes
+            if new.profile is not None and new.agent is Agent.CLAUDE_CODE
+        }
+        if not profiles:
+            return [], False
+        redrawn = self._credit.settle(
+            self._db, sorted(profiles), self._machine_calls, self._pruned_before
+        )
+        redraws, stale = self._credit.on_changes(self._db, changes, prices, self._call, redrawn)
+        self.rollup_writes.note_cells(self._credit.touched)
+        self._credit.touched.clear()
+        return redraws, bool(redrawn) or stale
+
+    def _call(self, event_id: str) -> tuple[UsageEvent, Price] | None:
+        row = self._db.execute(
+            "SELECT payload, amount, estimated FROM usage WHERE event_id = ? AND counted = 1",
+            (event_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return self._payloads.decode(row[0]), stored_price(row[1], row[2])
+
+    def _machine_calls(self, machine: str, since: float) -> Iterator[tuple[UsageEvent, Price]]:
+        rows = self._db.execute(
+            "SELECT payload, amount, estimated FROM usage WHERE counted = 1 AND machine = ? "
+            "AND ts >= ? ORDER BY ts, event_id",
+            (machine, since),
+        ).fetchall()
+        for payload, amount, estimated in rows:
+            yield self._payloads.decode(payload), stored_price(amount, estimated)
+
+    # ---- the Agent SDK credit -------------------------------------------------------------
+
+    def use_subscriptions(self, settings: Sequence[SubscriptionSettings]) -> bool:
+        """Draw the credit under these `[[subscriptions]]` settings: every profile whose terms
+        changed (and, on a store that kept none yet, every one) is drawn again whole. True when
+        one was: the figures must be reloaded from the roll-ups."""
+        with self._transaction():
+            self._credit.settings = tuple(settings)
+            redrawn = self._credit.settle(
+                self._db,
+                self._credit.all_profiles(self._db),
+                self._machine_calls,
+                self._pruned_before,
+            )
+        self.rollup_writes.note_cells(self._credit.touched)
+        self._credit.touched.clear()
+        return bool(redrawn)
+
+    def credit_moves(self) -> dict[str, Moved]:
+        """Event id -> what the Agent SDK credit moved out of subscription_included of it (the
+        calls it moved anything of)."""
+        return self._credit.moves(self._db)
+
+    def credit_minute_moves(self, since: float) -> list[tuple[int, str, str, bool, Moved]]:
+        """What the Agent SDK credit moved of each call since `since`, by minute (the run rate
+        at start-up: `Ledger.load`)."""
+        return self._credit.minute_moves(self._db, since)
+
+    def credit_terms(self, machine: str, profile: str) -> CreditTerms | None:
+        """A profile's Agent SDK credit terms (None: it has no credit)."""
+        return self._credit.terms(self._db, machine, profile)
+
+    def credit_month(
+        self, machine: str, profile: str, month: str, terms: CreditTerms
+    ) -> CreditMonth:
+        """A profile's month of the credit, as drawn."""
+        return self._credit.month(self._db, machine, profile, month, terms)
+
+    def credit_months_between(
+        self, machine: str, profile: str, first: date, last: date
+    ) -> list[str]:
+        """The months of a profile's credit rows with calls on UTC days `first` to `last`."""
+        return self._credit.months_between(self._db, machine, profile, first, last)
 
     def _touch_node(self, node: str, hello: NodeHello | None, now: float) -> None:
         self._db.execute(
@@ -595,8 +692,11 @@ class Store:
                 "UPDATE usage SET amount = ?, estimated = ? WHERE rowid = ?", changed
             )
             outcome_rollup.on_reprice(self._db, repriced)
+            self._credit.on_reprice(self._db, repriced, self._call)
             deltas.write(self._db)
             self.rollup_writes.note(deltas)
+            self.rollup_writes.note_cells(self._credit.touched)
+            self._credit.touched.clear()
             done = len(rows) < step
             self._set_meta(("prices", prices) if done else ("reprice_from", rows[-1][0]))
             if done:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 from node_agent.entry import fast_command
 from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
@@ -40,6 +41,7 @@ from shared.systemd import program_words
 
 if TYPE_CHECKING:
     from node_agent.report import Report
+    from node_agent.scan_credit import CreditOptions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +118,18 @@ def _parser(scan_only: bool = False) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME|EMAIL",
         help="with an outcome --by: an author that commits for the agents (repeatable)",
+    )
+    scan_p.add_argument(
+        "--sdk-credit",
+        metavar="USD",
+        help="the Agent SDK credit a month of each Claude subscription profile scanned "
+        "(default: its plan's in the node config: pro 20, max_5x 100, max_20x 200)",
+    )
+    scan_p.add_argument(
+        "--extra-usage",
+        choices=("on", "off"),
+        help="whether Agent SDK calls past the credit are billed (on) or refused (off); "
+        "unsaid, their part past the credit is counted as estimated",
     )
     if scan_only:
         return parser
@@ -282,11 +296,17 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
         print(f"node-agent scan: {exc}", file=sys.stderr)
         return 2
 
+    credit = _credit_options(args.sdk_credit, args.extra_usage)
+    if isinstance(credit, str):
+        print(f"node-agent scan: {credit}", file=sys.stderr)
+        return EXIT_USAGE
     keys = ("session",) if outcome else tuple(by)
     query = Query(keys, tz, args.since, args.until, keep_calls=outcome is not None)
     with _batch_gc(), _noticing_stderr() as noticed:
         cache = None if args.no_cache else default_index_dir()
-        report = build_report(args.paths, config, query, jobs=args.jobs, cache_dir=cache)
+        report = build_report(
+            args.paths, config, query, jobs=args.jobs, cache_dir=cache, credit=credit
+        )
     for warning in report.warnings:
         print(f"node-agent scan: {warning}", file=sys.stderr)
     if outcome is not None:
@@ -371,6 +391,24 @@ def _noticing_stderr() -> Iterator[_Noticed]:
         yield noticed
     finally:
         sys.stderr = real
+
+
+def _credit_options(sdk_credit: str | None, extra_usage: str | None) -> CreditOptions | str:
+    """The scan's credit options, or what is wrong with them."""
+    from decimal import Decimal
+
+    from node_agent.scan_credit import CreditOptions
+
+    amount = None
+    if sdk_credit is not None:
+        if not _AMOUNT.match(sdk_credit):
+            return f'--sdk-credit must be dollars like "100" or "150.50", not {sdk_credit!r}'
+        amount = Decimal(sdk_credit)
+    told = None if extra_usage is None else extra_usage == "on"
+    return CreditOptions(amount, told)
+
+
+_AMOUNT: Final = re.compile(r"^\d{1,7}(?:\.\d{1,2})?$")
 
 
 def _print_outcomes(report: Report, by: str, config: NodeConfig, args: argparse.Namespace) -> int:

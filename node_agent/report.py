@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -33,6 +33,15 @@ from node_agent.claude_reading import FileReading, replay
 from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
+from node_agent.scan_credit import (
+    NOT_TOLD,
+    CreditCall,
+    CreditOptions,
+    CreditSum,
+    apply_credit,
+    credit_call,
+    drawing_profile,
+)
 from node_agent.scan_index import (
     Done,
     Entry,
@@ -49,7 +58,8 @@ from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import can_share, share, worker_context
 from pricing.rollup import Attribution, Rollup, RowKey
-from shared.config import NodeConfig
+from pricing.sdk_credit import Draw, draw_at
+from shared.config import Billing, NodeConfig
 from shared.events import Agent, Tokens, UsageEvent
 
 if TYPE_CHECKING:
@@ -101,6 +111,9 @@ class Report(msgspec.Struct):
     )  # Query.keep_calls
     warnings: list[str] = msgspec.field(default_factory=list)  # about the scan itself (its index)
     homes: list[Path] = msgspec.field(default_factory=list)  # the homes read (kept answers' deps)
+    # calls the Agent SDK credit may class (`scan_credit`): drawn once every part is merged
+    credit_calls: list[CreditCall] = msgspec.field(default_factory=list)
+    credit_sums: list[CreditSum] = msgspec.field(default_factory=list)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -115,6 +128,8 @@ class Report(msgspec.Struct):
         self.problems.extend(other.problems)
         self.unknown_models.update(other.unknown_models)
         self.calls.extend(other.calls)
+        self.credit_calls.extend(other.credit_calls)
+        self.credit_sums.extend(other.credit_sums)
 
 
 class Unit(msgspec.Struct, frozen=True):
@@ -163,9 +178,11 @@ def build_report(
     query: Query,
     jobs: int | None = None,
     cache_dir: Path | None = None,
+    credit: CreditOptions = NOT_TOLD,
 ) -> Report:
     """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process.
-    `cache_dir`: where the scan index is kept (None: read everything, keep nothing)."""
+    `cache_dir`: where the scan index is kept (None: read everything, keep nothing).
+    `credit`: what the scan was told of the subscriptions' Agent SDK credit terms."""
     sources = all_sources()
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
@@ -235,6 +252,7 @@ def build_report(
     if index is not None and (warning := index.save()):
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
+    report.warnings += apply_credit(report.rollup, report.credit_calls, report.credit_sums, credit)
     return report
 
 
@@ -692,13 +710,27 @@ def _price_lines(
     rollup = report.rollup
     from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
 
-    batch = CallBatch[RowKey](PriceBook.default())
+    # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
+    batch = CallBatch[Hashable](PriceBook.default())
+    drawing = drawing_profile(target.agent, target.profile)
     for line in lines:
-        if not query.wants(line.ts):
+        wanted = query.wants(line.ts)
+        row = rollup.key(LineCall(line), attribution) if wanted else None
+        group: Hashable | None = row
+        if drawing is not None:
+            draw = draw_at(line.entrypoint, line.ts)
+            if draw is Draw.CREDIT:  # weighed by the hour (`scan_credit`), wanted or not
+                report.credit_calls.append(
+                    CreditCall(drawing.name, drawing.plan, line.ts, line.event_id,
+                               line.entrypoint, None, False, row, line=line)
+                )  # fmt: skip
+                group = _Sdk(row, int(line.ts // 3600))
+            elif draw is Draw.UNTOLD and row is not None:
+                group = _Untold(row)
+        if group is None:
             continue
-        row = rollup.key(LineCall(line), attribution)
         unknown = batch.add_counts(
-            row,
+            group,
             line.model,
             None,  # Claude Code logs no provider
             line.ts,
@@ -709,11 +741,43 @@ def _price_lines(
             inference_geo=line.inference_geo,
             cache_write_unsplit=line.unsplit,
         )
-        if unknown is not None:
+        if unknown is not None and row is not None:
             report.unknown_models[line.model] += 1
             rollup.add_calls(row, 1, Tokens(*line.tokens), unknown)
     for group, calls, tokens, priced in batch.settle():
-        rollup.add_calls(group, calls, tokens, priced)
+        if isinstance(group, _Sdk):
+            assert drawing is not None
+            if group.row is not None:
+                rollup.add_calls(group.row, calls, tokens, priced)
+            if priced.api_equivalent is not None:
+                report.credit_sums.append(
+                    CreditSum(drawing.name, group.hour, group.row, priced.estimated,
+                              priced.api_equivalent)
+                )  # fmt: skip
+        elif isinstance(group, _Untold):
+            assert drawing is not None
+            rollup.add_calls(group.row, calls, tokens, priced)
+            report.credit_calls.append(
+                CreditCall(drawing.name, drawing.plan, 0.0, "", None, priced.api_equivalent,
+                           priced.estimated, group.row, untold=True)
+            )  # fmt: skip
+        else:
+            assert isinstance(group, tuple)
+            rollup.add_calls(group, calls, tokens, priced)
+
+
+class _Sdk(NamedTuple):
+    """A row's SDK calls of a Claude subscription in one hour (row None: outside
+    --since/--until, priced for the credit only)."""
+
+    row: RowKey | None
+    hour: int
+
+
+class _Untold(NamedTuple):
+    """A row's calls that do not say how Claude Code was started: estimated as a sum."""
+
+    row: RowKey
 
 
 def _attribution(target: Target, node: str) -> Attribution:
@@ -885,8 +949,27 @@ def _price(
         attribution = _attribution(target, node)
         report.skipped.update(sink.skipped)
         report.problems.extend(sink.problems)
+        drawing = drawing_profile(target.agent, target.profile)
         for event in sink.events.counted_usage():
-            if not query.wants(event.ts):
+            wanted = query.wants(event.ts)
+            if drawing is not None:  # drawn over the whole month, wanted or not
+                priced = PriceBook.default().price(event, Billing.API)
+                call = credit_call(
+                    drawing,
+                    event.ts,
+                    event.event_id,
+                    event.entrypoint,
+                    (priced.api_equivalent, priced.estimated),
+                    report.rollup.key(event, attribution) if wanted else None,
+                )
+                if call is not None:
+                    report.credit_calls.append(call)
+                    if not call.untold and call.amount is not None:
+                        report.credit_sums.append(
+                            CreditSum(call.profile, int(event.ts // 3600), call.row,
+                                      call.estimated, call.amount)
+                        )  # fmt: skip
+            if not wanted:
                 continue
             # Priced per row in sums (exact, and far cheaper than a price per call).
             row = report.rollup.key(event, attribution)

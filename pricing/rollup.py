@@ -132,6 +132,17 @@ class Row(msgspec.Struct):
             self.by_class.get(priced.cost_class, ZERO) + priced.api_equivalent
         )
 
+    def move(self, overage: Decimal, untold: Decimal, *, estimated: bool) -> None:
+        """Move what the Agent SDK credit takes out of subscription_included
+        (`pricing.sdk_credit.Moved`): `overage` to metered (estimated when the price is),
+        `untold` to estimated."""
+        by_class = self.by_class
+        included = CostClass.SUBSCRIPTION_INCLUDED
+        by_class[included] = by_class.get(included, ZERO) - overage - untold
+        to = CostClass.ESTIMATED if estimated else CostClass.METERED
+        by_class[to] = by_class.get(to, ZERO) + overage
+        by_class[CostClass.ESTIMATED] = by_class.get(CostClass.ESTIMATED, ZERO) + untold
+
     def merge(self, other: Row) -> None:
         self.calls += other.calls
         self.tokens = self.tokens + other.tokens

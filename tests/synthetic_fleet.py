@@ -80,6 +80,11 @@ class SyntheticFleet:
             git_branch="main",
             machine=machine,
             profile=profile.name,
+            # as Claude Code logs it: interactive, but for a tenth of calls that do not say (an
+            # older Claude Code), which a subscription's Agent SDK credit counts as estimated
+            entrypoint=(
+                "cli" if profile.agent is Agent.CLAUDE_CODE and self.counter % 10 else None
+            ),
         )
 
     def send(self, machine: str, events: list[UsageEvent | LimitEvent | ProfileEvent]) -> None:

@@ -66,6 +66,7 @@ def usage(event_id: str, revision: int = 0, *, ts: float = T0, **kw: Any) -> Usa
         "machine": "spark01",
         "profile": "max-a",
         "project": "/work/app",
+        "entrypoint": "cli",  # interactive: the plan's windows (not the Agent SDK credit)
     }
     fields.update(kw)
     return UsageEvent(event_id=event_id, ts=ts, revision=revision, **fields)
@@ -270,8 +271,9 @@ def test_the_ledger_loads_from_rollups_as_it_would_from_the_events(tmp_path: Pat
             store.rollup(BERLIN, since=horizon),
             store.rollup_minutes(since=horizon),
             store.usage_events(since=now - 360, counted_only=True),
+            minute_moves=store.credit_minute_moves(since=horizon),
         )
-        rebuilt.rebuild(store.usage_events(since=horizon))
+        rebuilt.rebuild(store.usage_events(since=horizon), store.credit_moves())
     for period in Period:
         assert loaded.fleet(period) == rebuilt.fleet(period)
         for dimension in Dimension:

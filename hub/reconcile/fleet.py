@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from hub.reconcile.settings import ReconcileSettings
+from pricing.sdk_credit import NOTHING, Moved
 from shared.events import Tokens
 
 # (by, tz, since, until) -> the rows of `fleet-hub report --json`
@@ -43,12 +44,13 @@ def fleet_figures(
     settings: ReconcileSettings,
     first: date,
     last: date,
-    overage: Mapping[tuple[str, date, str], Decimal] | None = None,
+    overage: Mapping[tuple[str, date, str], Moved] | None = None,
 ) -> tuple[dict[RowKey, FleetFigure], set[str]]:
     """The fleet's figures per (provider, day, model, key) from `first` to `last` (UTC days),
     and the MACHINE/PROFILE names of calls no mapping names. `overage` (per MACHINE/PROFILE,
     UTC day and model): subscription spend past the Agent SDK credit, which the provider bills
-    like any metered spend, so it is held against the bill as paid."""
+    like any metered spend: the report counts it as metered, so it is held against the bill as
+    paid; this tells how much of that is overage."""
     figures: dict[RowKey, FleetFigure] = {}
     unmapped: set[str] = set()
     for row in report(FLEET_BY, UTC, first, last)["rows"]:
@@ -63,11 +65,15 @@ def fleet_figures(
             **row["tokens"], web_search_requests=row["web_search_requests"]
         )
         cost = row["cost"]
-        included = _money(cost["subscription_included"])
-        past = min((overage or {}).get((name, key[1], key[2]), ZERO), included)
-        figure.paid += _money(cost["metered"]) + _money(cost["estimated"]) + past
-        figure.overage += past
-        figure.subscription += included - past
+        # The report counts the overage as metered (`pricing.sdk_credit`), and calls whose
+        # log does not say how Claude Code was started as estimated: those are not expected on
+        # the bill (most are interactive), so they are held as subscription, not as paid.
+        moved = (overage or {}).get((name, key[1], key[2]), NOTHING)
+        estimated = _money(cost["estimated"])
+        untold = min(moved.untold, estimated)
+        figure.paid += _money(cost["metered"]) + estimated - untold
+        figure.overage += moved.overage
+        figure.subscription += _money(cost["subscription_included"]) + untold
         figure.api_equivalent += _money(cost["api_equivalent"])
         figure.unknown_calls += int(row["unknown_calls"])
         figure.profiles.add(name)

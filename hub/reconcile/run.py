@@ -14,7 +14,6 @@ import time as clock
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, Final
 
 from hub.findings import Finding, FindingSink, Severity
@@ -29,14 +28,16 @@ from hub.reconcile.model import ConnectorError, ProviderReport
 from hub.reconcile.settings import ProviderSettings, ReconcileSettings
 from hub.reconcile.transport import Transport
 from pricing import PriceBook
+from pricing.sdk_credit import Moved
 from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 # (provider settings, first day, last day) -> the provider's reports
 Fetch = Callable[[ProviderSettings, date, date], ProviderReport]
-# (first day, last day) -> Agent SDK overage per (MACHINE/PROFILE, UTC day, model as logged)
-OverageFn = Callable[[date, date], Mapping[tuple[str, date, str], Decimal]]
+# (first day, last day) -> Agent SDK overage and untold calls per (MACHINE/PROFILE, UTC day,
+# model as logged)
+OverageFn = Callable[[date, date], Mapping[tuple[str, date, str], Moved]]
 # (Anthropic's settings, first day, last day) -> Claude Code's spend from the analytics report
 AnalyticsFetch = Callable[[ProviderSettings, date, date], analytics.AnalyticsReport]
 CONNECTORS = {"anthropic": anthropic.fetch, "openai": openai.fetch}
