@@ -115,8 +115,10 @@ class Shutdown:
     # -- requests --------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if not self.request(signum):
-            raise SystemExit(128 + signum)  # nothing to ask: unwind through the cleanup
+        if not self.request(signum) and not self._cleaned:
+            # Nothing to ask: unwind through the cleanup. Not once it has begun: unwinding
+            # would cut it short (the forced end armed by the request bounds it instead).
+            raise SystemExit(128 + signum)
 
     def request(self, signum: int) -> bool:
         """Ask the program to end (any thread) and arm the forced end; a second request

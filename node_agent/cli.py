@@ -316,10 +316,12 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
         import orjson
 
         out = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2) + b"\n"
-        sys.stdout.buffer.write(out)
+        if sys.stdout is not None:  # None: started without fd 1, as `print` has it
+            sys.stdout.buffer.write(out)
     else:
         out = render_text(report) + "\n"
-        sys.stdout.write(out)
+        if sys.stdout is not None:
+            sys.stdout.write(out)
     for problem in report.path_problems:
         print(f"node-agent scan: {problem}", file=sys.stderr)
     if report.path_problems:
@@ -348,7 +350,11 @@ def _keep_answer(
     if not args.paths:  # the default homes looked for, there or not
         from node_agent.sources.registry import all_sources
 
-        paths += [str(home) for source in all_sources() for home in source.default_homes()]
+        # Whole trees: whether a folder is a home can depend on what lies deep in it (Gemini's
+        # tmp/*/chats, OpenCode's storage/message), which its own stat does not show.
+        homes = [home for source in all_sources() for home in source.default_homes()]
+        trees += [str(home) for home in homes if home.is_dir()]
+        paths += [str(home) for home in homes]
     deps = scan_answer.dependencies(trees, paths + scan_answer.code_paths(), started_ns)
     if deps is not None:
         scan_answer.keep(argv, deps, out)
@@ -381,10 +387,12 @@ def _noticing_stderr() -> Iterator[_Noticed]:
     class Noticing(io.TextIOBase):
         def write(self, text: str) -> int:
             noticed.written = noticed.written or bool(text)
-            return real.write(text)
+            # None: started without fd 2, where a write is lost as `print` loses it
+            return len(text) if real is None else real.write(text)
 
         def flush(self) -> None:
-            real.flush()
+            if real is not None:
+                real.flush()
 
     sys.stderr = cast(TextIO, Noticing())
     try:

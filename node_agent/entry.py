@@ -53,18 +53,29 @@ def _leave(code: int) -> NoReturn:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        print(
-            "node-agent scan: output closed early (broken pipe): the rest was not written",
-            file=sys.stderr,
-        )
+        _say("output closed early (broken pipe): the rest was not written")
         code = code or 1
-    except (OSError, ValueError, AttributeError):  # closed, or None (started without fd 1)
+    except AttributeError:  # None: started without fd 1, so the report went nowhere
+        if not code:  # (else the scan has told its own error: one line is enough)
+            _say("no standard output to write to")
         code = code or 1
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError) as exc:  # a full disk, say
+        _say(f"could not write the output: {exc}")
         code = code or 1
+    if sys.stderr is not None:  # (None: started without fd 2, which loses nothing of stdout)
+        try:  # noqa: SIM105 (contextlib is not loaded at start-up: a scan's ms)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(code)
+
+
+def _say(why: str) -> None:
+    if sys.stderr is not None:
+        try:  # noqa: SIM105 (contextlib is not loaded at start-up)
+            print(f"node-agent scan: {why}", file=sys.stderr)
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == "__main__":

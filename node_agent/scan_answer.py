@@ -92,7 +92,10 @@ def serve(argv: Sequence[str]) -> bool:
     (nothing printed) when the scan must run."""
     if "--no-cache" in argv:
         return False
-    key = answer_key(argv)
+    try:
+        key = answer_key(argv)  # (the working directory may be gone: the full scan copes)
+    except OSError:
+        return False
     path = _path_of(key)
     try:
         with open(path, "rb") as fh:
@@ -113,12 +116,34 @@ def serve(argv: Sequence[str]) -> bool:
             return False
     except UnstatableError:
         return False
-    if isinstance(out, bytes):
-        sys.stdout.buffer.write(out)
-    else:
-        sys.stdout.write(out)
-    sys.stdout.flush()
+    _print(out)
     return True
+
+
+def _print(out: bytes | str) -> None:
+    """Write the kept output; a reader gone, a full disk or no fd 1 is told in one line and
+    the exit status, as the full scan tells it (`entry._leave`)."""
+    try:
+        if isinstance(out, bytes):
+            sys.stdout.buffer.write(out)
+        else:
+            sys.stdout.write(out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _fail("output closed early (broken pipe): the rest was not written")
+    except AttributeError:  # sys.stdout is None: started without fd 1
+        _fail("no standard output to write to")
+    except (OSError, ValueError) as exc:
+        _fail(f"could not write the output: {exc}")
+
+
+def _fail(why: str) -> None:
+    try:  # noqa: SIM105 (contextlib is not loaded at start-up)
+        print(f"node-agent scan: {why}", file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+    os._exit(1)  # buffered output left behind would fail again at the interpreter's exit
 
 
 def _decoded(blob: bytes, key: bytes) -> tuple[list[Dependency], bytes | str] | None:

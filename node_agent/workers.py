@@ -139,7 +139,10 @@ def _unnamed_file() -> BinaryIO:
     """A file with no name, gone once closed: in memory where Linux offers it (no disk, and
     no `tempfile` import, which costs a scan's start-up several ms)."""
     if hasattr(os, "memfd_create"):
-        return os.fdopen(os.memfd_create("fleetmeter-share", os.MFD_CLOEXEC), "w+b")
+        try:
+            return os.fdopen(os.memfd_create("fleetmeter-share", os.MFD_CLOEXEC), "w+b")
+        except OSError:  # an old kernel or a seccomp filter refusing it: a file on disk
+            pass
     import tempfile
 
     return tempfile.TemporaryFile()

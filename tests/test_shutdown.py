@@ -101,3 +101,48 @@ def test_a_closed_terminal_ends_it_without_any_signal(tmp_path: Path, mode: str)
     code = proc.wait(30)
     assert "cleaned" in marks.read_text().split()
     assert code == (0 if mode == "obedient" else 128 + signal.SIGHUP)
+
+
+SLOW_CLEANUP = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from hub.shutdown import Shutdown
+
+    marks = Path(sys.argv[1])
+
+    def note(text):
+        with marks.open("a") as out:
+            out.write(text + "\\n")
+
+    def cleanup():
+        note("cleaning")
+        for child in range(3):  # the demo's end: agents, nodes, the hub, one after another
+            time.sleep(0.7)
+            note(f"stopped {child}")
+
+    with Shutdown(cleanup, grace=20.0) as shutdown:
+        note("ready")  # then left as after `q`: nothing to ask any more
+    note("after")
+    """
+)
+
+
+def test_a_signal_during_the_cleanup_does_not_cut_it_short(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    script = tmp_path / "program.py"
+    script.write_text(SLOW_CLEANUP)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(marks)],
+        cwd=ROOT, env=child_env(tmp_path), start_new_session=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: marks.exists() and "cleaning" in marks.read_text(), 30, "the cleanup")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C while the children are being stopped
+        assert proc.wait(30) == 0
+        assert marks.read_text().split() == [
+            "ready", "cleaning", "stopped", "0", "stopped", "1", "stopped", "2", "after"
+        ]  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.kill()
