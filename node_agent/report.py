@@ -202,7 +202,11 @@ def build_report(
     if cache_dir is not None:
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
-    plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
+    # Tool calls are read only for an outcome view (a sum has no use for them).
+    tools = query.keep_calls
+    plans = [
+        index.plan(f.path, tools) if index else Task(str(f.path), tools=tools) for _, f in claude
+    ]
     # What a priced partial report depends on besides its files (b"": none is kept).
     context = _context(targets, config.node, query) if index is not None and claude else b""
     tasks = [plan for plan in plans if isinstance(plan, Task)]
