@@ -6,6 +6,9 @@ and its skip counts. One `ClaudeSource` then takes the readings in reading order
 it had been fed the lines, so the dedupe across files (forks, replays, copies between homes) is
 the same as one global read, with nothing read twice.
 
+A reading made without tool calls (`tools` False: a report that only sums) says so, so that
+it never serves a reader that needs them (an outcome view); the daemon reads lines with them.
+
 A reading covers the file up to its last newline (`end`), so the scan index can keep it and a
 later scan go on from there when the file only grew. The unterminated rest of a file is read on
 top of a copy each time (it is most likely still being written).
@@ -34,6 +37,7 @@ class FileReading(msgspec.Struct, array_like=True, gc=False):
     lineno: int = 0  # of the last complete line
     end: int = 0  # just past the last complete line
     mismatch_reported: bool = False  # the file's one cache-split problem was told
+    tools: bool = True  # its lines carry their `tool_calls` (False: read without them)
 
 
 class _Lines:
@@ -67,10 +71,14 @@ class Outcome(msgspec.Struct, gc=False):
     size: int | None
 
 
-def read_file(path: Path, prior: FileReading | None = None) -> Outcome:
+def read_file(path: Path, prior: FileReading | None = None, tools: bool = True) -> Outcome:
     """Read `path` from the start, or on from `prior` (a reading of its first `prior.end` bytes,
-    which the caller has checked are unchanged)."""
-    reading = _copy(prior) if prior is not None else FileReading([], [], {})
+    which the caller has checked are unchanged). Without `tools`, tool uses are not read; with
+    them, a `prior` read without them is not read on from (its lines lack them)."""
+    if prior is not None and tools and not prior.tools:
+        prior = None
+    reading = _copy(prior) if prior is not None else FileReading([], [], {}, tools=tools)
+    reading.tools = reading.tools and tools
     sink = _Lines(reading)
     try:
         size = os.stat(path).st_size
@@ -78,6 +86,7 @@ def read_file(path: Path, prior: FileReading | None = None) -> Outcome:
         sink.problem(ParseProblem(str(path), 0, f"cannot stat: {exc.strerror}"))
         return Outcome(reading, None, None)
     source = ClaudeSource()
+    source.wants_tool_calls = tools
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
@@ -157,6 +166,7 @@ def _copy(reading: FileReading) -> FileReading:
         reading.lineno,
         reading.end,
         reading.mismatch_reported,
+        reading.tools,
     )
 
 

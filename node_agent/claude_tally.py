@@ -11,11 +11,17 @@ None and goes through the source as before.
 
 from __future__ import annotations
 
+from datetime import date, datetime
+
 import msgspec
 
 from node_agent.claude_reading import FileReading
 from node_agent.sources._claude_line import UsageLine
+from pricing.rollup import Attribution, Rollup, RowKey
 from shared.events import Agent, Role
+
+# The row keys that read a call's time: each only through its local date.
+_DATED = frozenset(("day", "week", "month"))
 
 
 class SoloCalls(msgspec.Struct, frozen=True):
@@ -74,3 +80,27 @@ class LineCall:
         self.session_id = line.session
         self.project = line.project
         self.role = Role.SUBAGENT if line.is_sub else Role.MAIN
+
+
+class RowKeys:
+    """`rollup.key(LineCall(line), attribution)` for the lines of one target, each worked out
+    once per distinct (local date, model, session, project, role): a transcript's calls share
+    a handful. Exact: a `LineCall` gives its row keys nothing else (the rest is the target's
+    `attribution` or the class's constants), and the dated keys read only the local date."""
+
+    __slots__ = ("_rollup", "_attribution", "_tz", "_dated", "_known")
+
+    def __init__(self, rollup: Rollup, attribution: Attribution) -> None:
+        self._rollup = rollup
+        self._attribution = attribution
+        self._tz = rollup.tz
+        self._dated = not _DATED.isdisjoint(rollup.by)
+        self._known: dict[tuple[date | None, str, str, str | None, bool], RowKey] = {}
+
+    def __call__(self, line: UsageLine) -> RowKey:
+        day = datetime.fromtimestamp(line.ts, self._tz).date() if self._dated else None
+        terms = (day, line.model, line.session, line.project, line.is_sub)
+        row = self._known.get(terms)
+        if row is None:
+            row = self._known[terms] = self._rollup.key(LineCall(line), self._attribution)
+        return row

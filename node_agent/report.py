@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from node_agent.claude_reading import FileReading, replay
-from node_agent.claude_tally import LineCall, SoloCalls, solo_calls
+from node_agent.claude_tally import RowKeys, SoloCalls, solo_calls
 from node_agent.scan import Target, nothing_to_read, resolve_targets
 from node_agent.scan import read_file as feed_file
 from node_agent.scan_credit import (
@@ -202,7 +202,11 @@ def build_report(
     if cache_dir is not None:
         index, warning = ScanIndex.load(cache_dir)
         report.warnings += [warning] if warning else []
-    plans = [index.plan(f.path) if index else Task(str(f.path)) for _, f in claude]
+    # Tool calls are read only for an outcome view (a sum has no use for them).
+    tools = query.keep_calls
+    plans = [
+        index.plan(f.path, tools) if index else Task(str(f.path), tools=tools) for _, f in claude
+    ]
     # What a priced partial report depends on besides its files (b"": none is kept).
     context = _context(targets, config.node, query) if index is not None and claude else b""
     tasks = [plan for plan in plans if isinstance(plan, Task)]
@@ -713,9 +717,10 @@ def _price_lines(
     # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
     batch = CallBatch[Hashable](PriceBook.default())
     drawing = drawing_profile(target.agent, target.profile)
+    row_of = RowKeys(rollup, attribution)
     for line in lines:
         wanted = query.wants(line.ts)
-        row = rollup.key(LineCall(line), attribution) if wanted else None
+        row = row_of(line) if wanted else None
         group: Hashable | None = row
         if drawing is not None:
             draw = draw_at(line.entrypoint, line.ts)

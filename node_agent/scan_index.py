@@ -72,6 +72,7 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     settled: bytes = b""
     settled_count: int = 0
     settled_key: bytes = b""
+    tools: bool = True  # its reading carries tool calls (`FileReading.tools`)
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)
@@ -111,6 +112,7 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     settled: bytes = b""
     settled_count: int = 0
     settled_key: bytes = b""
+    tools: bool = True  # read tool calls too (an outcome view needs them; a sum does not)
 
 
 class Done(msgspec.Struct, array_like=True, gc=False):
@@ -180,20 +182,21 @@ class ScanIndex:
             return index, f"the scan index {path} is damaged ({damage}): discarded, read anew"
         return cls(path, found.entries, stamp, found.reports), None
 
-    def plan(self, path: Path) -> Entry | Task:
+    def plan(self, path: Path, tools: bool = True) -> Entry | Task:
         """The entry of an unchanged file (its reading is what a read would give), or the
-        task that reads it."""
+        task that reads it. `tools`: the reading must carry tool calls; an entry read without
+        them is read again from the start."""
         name = str(path)
         self._planned.add(name)
         entry = self.entries.get(name)
-        if entry is None:
-            return Task(name)
+        if entry is None or (tools and not entry.tools):
+            return Task(name, tools=tools)
         try:
             st = os.stat(path)
         except OSError:
-            return Task(name)  # the reader says what is wrong with it
+            return Task(name, tools=tools)  # the reader says what is wrong with it
         if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < entry.end:
-            return Task(name)
+            return Task(name, tools=tools)
         if (
             st.st_size == entry.size == entry.end
             and st.st_mtime_ns == entry.mtime_ns
@@ -203,9 +206,15 @@ class ScanIndex:
         try:
             prior = entry.kept()
         except (msgspec.DecodeError, RecursionError):
-            return Task(name)  # a damaged reading: read it all again
+            return Task(name, tools=tools)  # a damaged reading: read it all again
         return Task(
-            name, prior, entry.window, entry.settled, entry.settled_count, entry.settled_key
+            name,
+            prior,
+            entry.window,
+            entry.settled,
+            entry.settled_count,
+            entry.settled_key,
+            tools,
         )
 
     def entry(self, path: Path) -> Entry | None:
@@ -259,12 +268,14 @@ def run_task(task: Task) -> Done:
     try:
         st = os.stat(path)
     except OSError:
-        return Done(read_file(path), None)
+        return Done(read_file(path, tools=task.tools), None)
     read_at = time.time_ns()
     prior = task.prior
     if prior is not None and _window(path, prior.end) != task.window:
         prior = None  # rewritten: read it all again
-    outcome = read_file(path, prior)
+    if prior is not None and task.tools and not prior.tools:
+        prior = None  # its lines lack the tool calls wanted now
+    outcome = read_file(path, prior, task.tools)
     kept = outcome.kept
     if kept is None:
         return Done(outcome, None)
@@ -281,6 +292,7 @@ def run_task(task: Task) -> Done:
         kept.end,
         calls_of(kept),
         stored(kept),
+        tools=kept.tools,
     )
     return Done(outcome, entry, prior is not None)
 

@@ -9,9 +9,12 @@ import random
 from datetime import UTC
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node_agent import claude_tally
 from node_agent import report as report_module
@@ -19,7 +22,9 @@ from node_agent.claude_reading import read_file
 from node_agent.render import render_json
 from node_agent.report import Query, Report
 from node_agent.scan import Target
+from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import FileKind, SourceFile
+from pricing.rollup import Attribution, Rollup
 from shared.config import Billing, Profile
 from shared.events import Agent
 
@@ -171,3 +176,64 @@ def test_only_streamed_snapshots_that_add_nothing_count_as_skipped(tmp_path: Pat
     assert solo is not None and len(solo.lines) == 1
     assert solo.snapshots == 2  # the repeat of 10, and 11 after 12
     assert solo.lines[0].tokens[1] == 12
+
+
+# Zones with DST, half- and quarter-hour offsets, and a 30-minute DST shift.
+ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe"]
+KEYS = ["day", "week", "month", "model", "agent", "profile", "account", "machine", "project",
+        "session", "role"]  # fmt: skip
+# Anchors: local midnights, DST changes and year ends (ISO weeks), or anywhere; each example's
+# calls fall within two days of its anchor, so that many share a UTC date but not a local one.
+ANCHORS = st.one_of(
+    st.floats(1.7e9, 1.8e9),
+    st.sampled_from([1735689600.0, 1741503600.0, 1743865200.0, 1767225600.0, 1775354400.0]),
+)
+
+
+def _lines(anchor: float) -> st.SearchStrategy[list[UsageLine]]:
+    line = st.builds(
+        lambda ts, model, session, project, side: UsageLine(
+            1,
+            "claude:m:r",
+            "m",
+            2,
+            ts,
+            model,
+            (1, 2, 3, 0, 0, 0, 0),
+            session,
+            side,
+            None,
+            project,
+            None,
+            None,
+            None,
+            None,
+            False,
+            None,
+            None,
+            None,
+            None,
+        ),  # fmt: skip
+        st.floats(anchor - 2 * 86400, anchor + 2 * 86400),
+        st.sampled_from(MODELS),
+        st.sampled_from(["s1", "s2"]),
+        st.sampled_from(["/w/a", "/w/b", None]),
+        st.booleans(),
+    )
+    return st.lists(line, min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(KEYS), min_size=1, max_size=4, unique=True),
+    st.sampled_from(ZONES),
+    st.builds(Attribution, st.sampled_from(["n1", None]), st.sampled_from(["p", None])),
+    ANCHORS.flatmap(_lines),
+)
+def test_row_keys_worked_out_once_equal_each_call_s_own(
+    by: list[str], zone: str, attribution: Attribution, lines: list[UsageLine]
+) -> None:
+    rollup = Rollup(tuple(by), ZoneInfo(zone))
+    row_of = claude_tally.RowKeys(rollup, attribution)
+    for line in lines + lines[::-1]:  # again, from the memo
+        assert row_of(line) == rollup.key(claude_tally.LineCall(line), attribution)

@@ -155,6 +155,7 @@ def _checked(line: bytes) -> tuple[UsageLine | None, Collector]:
 
 
 def _same(line: bytes) -> None:
+    _same_without_tools(line)
     typed = typed_record(line)
     if typed is None:
         return  # a type the typed path does not take: the checked path reads it
@@ -171,6 +172,20 @@ def _same(line: bytes) -> None:
         deferred = typed_usage(typed, FileFacts(PATH), 1, Collector(), uses)
         assert deferred == msgspec.structs.replace(got, tool_calls=None)
         assert tool_calls_of(uses) == got.tool_calls
+
+
+def _same_without_tools(line: bytes) -> None:
+    """A reading without tool calls (a scan that only sums) skips the content: the same line
+    as with them, less its `tool_calls`, on whichever path each takes."""
+    bare = typed_record(line, tools=False)
+    got = typed_usage(bare, FileFacts(PATH), 1, Collector()) if bare is not None else False
+    if got is False:
+        return  # the checked path reads it, `tools` or not (`test_checked_path_without_tools`)
+    full = typed_record(line)
+    want = typed_usage(full, FileFacts(PATH), 1, Collector()) if full is not None else False
+    if want is False:
+        want = _checked(line)[0]
+    assert got == (msgspec.structs.replace(want, tool_calls=None) if want else want)
 
 
 # Each branch of the typed path, met for sure (random changes meet some only rarely): a fork's
@@ -222,6 +237,20 @@ def test_tool_uses_read_the_same_both_ways(content: object) -> None:
     _same(json.dumps(record, ensure_ascii=False).encode())
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(contents, values))
+def test_checked_path_without_tools(content: object) -> None:
+    """The checked path without tool calls: its line less its `tool_calls`, nothing else."""
+    record = orjson.loads(orjson.dumps(BASE))
+    record["message"]["content"] = content
+    msg, usage = record["message"], record["message"]["usage"]
+    facts = FileFacts(PATH)
+    with_tools = checked_usage(record, msg, usage, facts, 1, Collector())
+    without = checked_usage(record, msg, usage, FileFacts(PATH), 1, Collector(), tools=False)
+    assert with_tools is not None
+    assert without == msgspec.structs.replace(with_tools, tool_calls=None)
+
+
 def test_the_common_shapes_take_the_typed_path() -> None:
     """A current line, an older one without the 5m/1h split, and one with a tool use never
     build dicts."""
@@ -271,11 +300,11 @@ class _Sent(Collector):
         self.sent.append((event.event_id, event.revision, event.tool_calls, event.origin))
 
 
-def _events(home: Path, engine: bool) -> list[tuple[str, int, str | None, str]]:
+def _events(home: Path, engine: bool, tools: bool = True) -> list[tuple[str, int, str | None, str]]:
     source, sink = ClaudeSource(), _Sent()
     for found in source.discover(home):
         if engine:
-            replay(source, found.path, read_file(found.path).whole, sink)
+            replay(source, found.path, read_file(found.path, tools=tools).whole, sink)
             continue
         for n, line in enumerate(found.path.read_bytes().split(b"\n"), 1):
             if line:
@@ -315,3 +344,16 @@ def test_real_transcripts_give_the_same_tool_uses_both_ways() -> None:
         engine = _events(home, engine=True)
         assert engine == _events(home, engine=False)
     assert any(tools for home in homes for _, _, tools, _ in _events(home, engine=True))
+
+
+def test_real_transcripts_read_without_tool_calls_give_the_same_calls() -> None:
+    """A reading that only sums (no tool calls) gives the same events, less their tool calls,
+    and says that it has none."""
+    realdata = Path(__file__).resolve().parent.parent.parent / "shared" / "realdata"
+    homes = sorted(p.parent for p in realdata.rglob("projects") if p.is_dir())
+    for home in homes:
+        bare = _events(home, engine=True, tools=False)
+        assert bare == [(i, r, None, o) for i, r, _, o in _events(home, engine=True)]
+    files = [f for home in homes for f in ClaudeSource().discover(home)]
+    assert all(not read_file(f.path, tools=False).whole.tools for f in files)
+    assert all(read_file(f.path).whole.tools for f in files)

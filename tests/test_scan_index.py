@@ -48,7 +48,10 @@ def usage_line(
         "message": {
             "id": f"msg_{msg}",
             "model": ["claude-sonnet-4-5", "claude-opus-4-1", "mystery-model"][msg % 3],
-            "content": [{"type": "text", "text": "x" * (output % 50)}],
+            "content": [{"type": "text", "text": "x" * (output % 50)}]
+            + (
+                [{"type": "tool_use", "name": "Bash", "input": {"n": output}}] if output % 3 else []
+            ),
             "usage": {
                 "input_tokens": 3 + msg,
                 "output_tokens": output,
@@ -200,6 +203,51 @@ def test_an_indexed_scan_always_equals_a_full_re_read(
         assert dict(full.skipped) == skipped
 
 
+def _tool_calls(report: report_module.Report) -> list[tuple[str, str | None]]:
+    return [(event.event_id, event.tool_calls) for event, _ in report.calls]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.tuples(ops, st.booleans()), min_size=1, max_size=10))
+def test_a_reading_kept_without_tool_calls_never_serves_an_outcome_view(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[tuple[Any, ...], bool]]
+) -> None:
+    """Scans that only sum keep readings without tool calls; an outcome view (keep_calls)
+    after them, through the same index, still sees every call's tool calls."""
+    root = tmp_path_factory.mktemp("home")
+    home, cache = root / "claude", root / "cache"
+    (home / "projects").mkdir(parents=True)
+    for step, outcome in steps:
+        apply(home, step)
+        query = msgspec.structs.replace(QUERY, keep_calls=outcome)
+        indexed = build_report([home], NodeConfig(), query, jobs=1, cache_dir=cache)
+        full = build_report([home], NodeConfig(), query, jobs=1)
+        assert indexed.warnings == []
+        assert render_json(indexed) == render_json(full), step
+        assert _tool_calls(indexed) == _tool_calls(full), step
+
+
+def test_an_outcome_view_after_a_sum_reads_the_tool_calls_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, cache = _home(tmp_path), tmp_path / "cache"
+    seen = _reads(monkeypatch)
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    seen.clear()
+    outcome = msgspec.structs.replace(QUERY, keep_calls=True)
+    got = build_report([home], NodeConfig(), outcome, jobs=1, cache_dir=cache)
+    assert sorted(seen) == sorted((path.name, 0) for path in home.rglob("*.jsonl"))
+    assert any(tools for _, tools in _tool_calls(got))
+    assert _tool_calls(got) == _tool_calls(build_report([home], NodeConfig(), outcome, jobs=1))
+    seen.clear()
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert seen == []  # a reading with tool calls serves a sum too
+
+
 def _home(tmp_path: Path) -> Path:
     home = tmp_path / "claude"
     for index, name in enumerate(NAMES[::2]):
@@ -217,9 +265,9 @@ def _reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     seen: list[tuple[str, int]] = []
     real = claude_reading.read_file
 
-    def spy(path: Path, prior: claude_reading.FileReading | None = None) -> Any:
+    def spy(path: Path, prior: claude_reading.FileReading | None = None, tools: bool = True) -> Any:
         seen.append((path.name, prior.end if prior else 0))
-        return real(path, prior)
+        return real(path, prior, tools)
 
     monkeypatch.setattr(scan_index, "read_file", spy)
     return seen

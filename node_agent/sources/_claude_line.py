@@ -8,6 +8,8 @@ dicts, every value checked as logs drift. The typed path only takes lines where 
 with one known exception: a number too large for a double (1e999) in a field the typed path
 skips unread makes orjson refuse the whole line, while the typed path reads its usage. No agent
 writes such a number, and looking for one costs more than the decoding (a regex over the line).
+A reading without tool calls (a scan that only sums) skips the message content the same way, so
+the same exception holds there for a tool use's input.
 """
 
 from __future__ import annotations
@@ -65,10 +67,16 @@ class _Block(msgspec.Struct, gc=False):
     input: msgspec.Raw = msgspec.Raw()  # empty: absent
 
 
-class _Message(msgspec.Struct, gc=False):
+class _BareMessage(msgspec.Struct, gc=False):
+    """A message without its content: for a reading that needs no tool calls (its content is
+    then skipped in C like any unknown field, tool-use inputs neither decoded nor hashed)."""
+
     id: str | None = None
     model: str | None = None
     usage: _Usage | None = None
+
+
+class _Message(_BareMessage, gc=False):
     content: str | list[_Block] | None = None
 
 
@@ -76,9 +84,9 @@ class _Fork(msgspec.Struct, gc=False):
     sessionId: str | None = None  # noqa: N815 (the log's own name)
 
 
-class _Record(msgspec.Struct, gc=False):
+class _BareRecord(msgspec.Struct, gc=False):
     type: str | None = None
-    message: _Message | None = None
+    message: _BareMessage | None = None
     isApiErrorMessage: bool | None = None  # noqa: N815
     timestamp: str | None = None
     sessionId: str | None = None  # noqa: N815
@@ -94,7 +102,12 @@ class _Record(msgspec.Struct, gc=False):
     entrypoint: str | None = None
 
 
+class _Record(_BareRecord, gc=False):
+    message: _Message | None = None
+
+
 _decode = msgspec.json.Decoder(_Record).decode
+_decode_bare = msgspec.json.Decoder(_BareRecord).decode
 _fromisoformat = datetime.fromisoformat
 
 
@@ -144,10 +157,11 @@ class FileFacts:
         self.split_mismatch_reported = False
 
 
-def typed_record(line: bytes) -> _Record | None:
-    """The line through the typed path, or None when the checked path must read it."""
+def typed_record(line: bytes, tools: bool = True) -> _BareRecord | None:
+    """The line through the typed path, or None when the checked path must read it. Without
+    `tools`, its message content (and so its tool uses) is skipped unread."""
     try:
-        rec = _decode(line)
+        rec = (_decode if tools else _decode_bare)(line)
     except (msgspec.DecodeError, RecursionError):
         return None
     if not line.isascii():
@@ -159,7 +173,7 @@ def typed_record(line: bytes) -> _Record | None:
 
 
 def typed_usage(
-    rec: _Record, facts: FileFacts, lineno: int, sink: Sink, defer: ToolUses | None = None
+    rec: _BareRecord, facts: FileFacts, lineno: int, sink: Sink, defer: ToolUses | None = None
 ) -> UsageLine | None | Literal[False]:
     """The usage line of a typed record; None when it holds none (after telling `sink` why, as
     the checked path would); False when it is one for the checked path. With `defer`, its tool
@@ -201,7 +215,7 @@ def typed_usage(
         w5, w1, unsplit = split_5m, split_1h, False
         if total is not None and w5 + w1 != total:
             _mismatch_problem(facts, lineno, _mismatch(w5, w1, total), sink)
-    content = msg.content
+    content = msg.content if type(msg) is _Message else None  # None: a bare record's
     tool_calls: str | None = None
     if type(content) is list:
         uses = _typed_tool_uses(content)
@@ -262,9 +276,11 @@ def checked_usage(
     lineno: int,
     sink: Sink,
     defer: ToolUses | None = None,
+    tools: bool = True,
 ) -> UsageLine | None:
     """The usage line of a record read as dicts, every value checked; None (after reporting
-    the problem) when it cannot be one. `defer`: as for `typed_usage`."""
+    the problem) when it cannot be one. `defer`: as for `typed_usage`; without `tools`, its
+    tool uses are not read (`tool_calls` None)."""
     ts = _timestamp(rec.get("timestamp"))
     path = str(facts.path)
     if ts is None:
@@ -316,7 +332,7 @@ def checked_usage(
             unsplit,
             _decimal_str(rec.get("costUSD")),
             _str(rec.get("version")),
-            _checked_tool_calls(msg.get("content"), defer),
+            _checked_tool_calls(msg.get("content"), defer) if tools else None,
             _str(rec.get("entrypoint")),
         ),
     )

@@ -263,8 +263,10 @@ class ClaudeSource(Source):
         defer: ToolUses | None = None,
     ) -> UsageLine | None:
         """The usage line on `line`, if any; limit lines, skips and problems go to `sink`.
-        `defer`: takes its tool uses, leaving its `tool_calls` to the caller (`with_tools`)."""
-        typed = typed_record(line)
+        `defer`: takes its tool uses, leaving its `tool_calls` to the caller (`with_tools`).
+        Without `wants_tool_calls`, tool uses are not read at all (`tool_calls` None)."""
+        tools = self.wants_tool_calls
+        typed = typed_record(line, tools)
         if typed is not None:
             usage = typed_usage(typed, facts, lineno, sink, defer)
             if usage is not False:
@@ -287,7 +289,7 @@ class ClaudeSource(Source):
             return None
         if defer is not None:
             defer.clear()  # of the typed path, had it got as far
-        return checked_usage(rec, msg, found, facts, lineno, sink, defer)
+        return checked_usage(rec, msg, found, facts, lineno, sink, defer, tools)
 
     def take(self, run: Run, path: Path, sink: Sink) -> None:
         """The dedupe of a run of `path`'s usage lines: as if its lines came one by one."""
