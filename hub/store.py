@@ -87,7 +87,9 @@ ON CONFLICT (event_id) DO UPDATE SET
 WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
 # Called inside a batch's transaction with what it changed (new and superseded calls, their
-# prices, new limit readings) and the time: its writes commit or roll back with the batch.
+# prices, new limit readings), the time, and what the Agent SDK credit moved between classes
+# (`IngestResult.redraws`; True: a profile was drawn again whole, recount from the roll-ups):
+# its writes commit or roll back with the batch.
 IngestHook = Callable[
     [
         sqlite3.Connection,
@@ -95,6 +97,8 @@ IngestHook = Callable[
         Sequence[tuple[Price | None, Price]],
         Sequence[LimitEvent],
         float,
+        Sequence[Redraw],
+        bool,
     ],
     None,
 ]
@@ -251,7 +255,7 @@ class Store:
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             for hook in self._ingest_hooks:
-                hook(self._db, changes, prices, limits, now)
+                hook(self._db, changes, prices, limits, now, redraws, credit_redrawn)
             self._db.execute(
                 "INSERT INTO streams (node, stream, seq, committed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (node, stream) DO UPDATE SET seq = excluded.seq, "
@@ -790,6 +794,8 @@ def _file_outcomes(
     prices: Sequence[tuple[Price | None, Price]],
     limits: Sequence[LimitEvent],
     now: float,
+    redraws: Sequence[Redraw],
+    redrawn: bool,
 ) -> None:
     outcome_rollup.on_ingest(db, changes, prices)
 
