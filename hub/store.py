@@ -38,7 +38,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from hub import _outcome_rollup as outcome_rollup
-from hub._credit_store import CreditStore
+from hub._credit_store import CallMove, CreditStore
 from hub._payloads import Payloads
 from hub._rollup import (
     MINUTE_KEEP_S,
@@ -346,6 +346,13 @@ class Store:
         """What the Agent SDK credit moved of each call since `since`, by minute (the run rate
         at start-up: `Ledger.load`)."""
         return self._credit.minute_moves(self._db, since)
+
+    def credit_call_moves(
+        self, db: sqlite3.Connection, since: float, until: float
+    ) -> list[CallMove]:
+        """What the Agent SDK credit moved of each call with since <= ts < until, read on `db`
+        (a reader's snapshot): the outcome views class calls by it."""
+        return self._credit.call_moves(db, since, until)
 
     def credit_terms(self, machine: str, profile: str) -> CreditTerms | None:
         """A profile's Agent SDK credit terms (None: it has no credit)."""
