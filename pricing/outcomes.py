@@ -305,15 +305,19 @@ class OutcomeReport:
 
 
 def outcome_report(
-    by: str, outcomes: Mapping[str, SessionOutcome], calls: Iterable[Call]
+    by: str,
+    outcomes: Mapping[str, SessionOutcome],
+    calls: Iterable[Call],
+    moves: Mapping[str, Moved] | None = None,
 ) -> dict[str, Any]:
-    """The `by` view of `calls` (any sessions, any order) against the sessions' outcomes."""
+    """The `by` view of `calls` (any sessions, any order) against the sessions' outcomes;
+    `moves`: what the Agent SDK credit moves of each call (`OutcomeReport.add_session`)."""
     per_session: dict[str, list[Call]] = {}
     for call in calls:
         per_session.setdefault(root_session(call[0]), []).append(call)
     report = OutcomeReport(by)
     for session_id, session_calls in per_session.items():
-        report.add_session(outcomes.get(session_id), session_calls)
+        report.add_session(outcomes.get(session_id), session_calls, moves)
     return report.to_json()
 
 

@@ -6,7 +6,7 @@ roll-up's sums or call by call, and the rows add up to the report's figures per 
 from __future__ import annotations
 
 import random
-from datetime import UTC
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,18 @@ import pytest
 from hub.outcomes import build_outcome_report, create_table, record
 from hub.report import build_hub_report
 from hub.store import Store
+from node_agent.outcomes.view import outcome_view
+from node_agent.report import Query, build_report
+from node_agent.scan_credit import CreditOptions
 from pricing import Billing, PriceBook
 from pricing.outcomes import OutcomeReport
 from pricing.sdk_credit import PLAN_CREDIT, CreditTerms, draw_calls
+from shared.config import load_config
 from shared.events import UsageEvent
 from shared.outcomes import Commit, SessionOutcome
 from tests.test_outcome_rollup import summed_sessions
 from tests.test_sdk_classes import DAY, EXTRA, HELLO, NOW, call, deliver, fresh_ledger
+from tests.test_source_claude import SLUG, assistant, write
 
 CLASSES = ("metered", "estimated", "subscription_included", "api_equivalent")
 SESSIONS = {
@@ -107,3 +112,50 @@ def test_outcome_rows_class_the_overage_as_the_report_does(
             assert fast == _expected(calls, by, book)
             # every call is in one row: the rows add up to the report's figures per class
             assert _by_class(fast["rows"]) == total, by
+
+
+# -- node-agent scan --by commit: the scan's outcome view, by the same rule -----------------
+
+
+@pytest.mark.parametrize(
+    ("plan", "extra_usage"), [("pro", True), ("pro", None), ("pro", False), (None, True)]
+)
+def test_the_scans_outcome_view_classes_calls_as_its_report(
+    tmp_path: Path, plan: str | None, extra_usage: bool | None
+) -> None:
+    """Many SDK calls an hour (the credit running out inside one), untold and interactive
+    ones, `--since` cutting the month; extra usage on, not said, off; no credit known."""
+    rng = random.Random(5)
+    home = tmp_path / "claude"
+    start = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    for s in range(3):
+        session = f"{s:08d}-0000-4000-8000-000000000000"
+        lines = []
+        for i in range(120):
+            ts = start + rng.randrange(0, 3 * 86400)
+            entrypoint = rng.choice(("sdk-cli", "sdk-cli", "cli", None))
+            extra = {} if entrypoint is None else {"entrypoint": entrypoint}
+            stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+            lines.append(
+                assistant(f"msg_{s}_{i}", f"req_{s}_{i}", output=rng.randrange(1_000, 400_000),
+                          input_tokens=0, cache_read=0, w1=0, session=session,
+                          ts=stamp.replace("+00:00", "Z"), **extra)
+            )  # fmt: skip
+        write(home / "projects" / SLUG / f"{session}.jsonl", lines)
+    config_path = tmp_path / "node.toml"
+    config_path.write_text(
+        f'node = "spark01"\n\n[[profiles]]\nname = "max-a"\nagent = "claude-code"\n'
+        f'home = "{home}"\nbilling = "subscription"\n' + (f'plan = "{plan}"\n' if plan else "")
+    )
+    report = build_report(
+        [],
+        load_config(config_path),
+        Query(("day", "session"), UTC, since=date(2026, 12, 2), keep_calls=True),
+        jobs=1,
+        credit=CreditOptions(None, extra_usage),
+    )
+    want = _by_class([row.to_json() for row in report.rollup.rows.values()])
+    assert want["metered"] > 0 or extra_usage is not True or plan is None
+    assert want["estimated"] > 0  # untold calls (and past the credit, when not known)
+    view = outcome_view(report, "commit")
+    assert _by_class(view["rows"]) == want
