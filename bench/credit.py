@@ -4,7 +4,11 @@ store draws the credit at ingest, `hub._credit_store`), then read (`CreditMeters
 CPU seconds per read, median of `--rounds`; then one call that arrives late (at the month's
 start: every SDK call after it is drawn again), CPU of its batch.
 
-    python -m bench.credit [--calls 50000] [--rounds 5]
+With `--budgets`, a governor watches the ingest with two paid-dollars budgets on the
+subscription (the profile's day, the fleet's month): what counting the overage and untold calls
+(and the late call's re-draw) adds to it.
+
+    python -m bench.credit [--calls 50000] [--rounds 5] [--budgets]
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hub.budgets.governor import Governor
+from hub.budgets.model import parse_budget
 from hub.credit_meters import CreditMeters
 from hub.credit_settings import SubscriptionSettings
+from hub.service import FleetService
 from hub.store import Store
 from pricing import PriceBook
 from shared.config import Billing
@@ -57,12 +64,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--budgets", action="store_true", help="a governor with paid budgets")
     args = parser.parse_args(argv)
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.in_dir(Path(tmp), book=PriceBook.default())
         if hasattr(store, "use_subscriptions"):  # (a store from before the credit was kept)
             store.use_subscriptions((SubscriptionSettings("spark01/max-a", None, True),))
+        governor = _governor(store) if args.budgets else None
         start = time.process_time()
         fill(store, args.calls, now)
         ingest = (time.process_time() - start) / args.calls * 1000
@@ -79,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         late = time.process_time()
         store.ingest("spark01", "s1", args.calls + 1, args.calls + 1, [_late(now)], None, now)
         late = time.process_time() - late
+        if governor is not None:
+            spent = {b.budget.name: b.spent for b in governor.standings()}
+            print(f"budgets' spend: {', '.join(f'{k} ${v}' for k, v in sorted(spent.items()))}")
+            governor.close()
         store.close()
     print(
         f"credit read, {args.calls} calls of one profile this month ({month.sdk_calls} SDK): "
@@ -87,6 +100,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"ingest: {ingest * 1000:.1f} ms CPU per 1,000 calls stored (batches of 2,000)")
     print(f"one late SDK call at the month's start: {late * 1000:.1f} ms CPU for its batch")
+
+
+def _governor(store: Store) -> Governor:
+    table = [
+        parse_budget({"name": "profile day", "scope": "profile=max-a", "period": "day",
+                      "basis": "paid", "limit": "1000000"}),
+        parse_budget({"name": "fleet month", "scope": "fleet", "period": "month",
+                      "basis": "paid", "limit": "1000000"}),
+    ]  # fmt: skip
+    extra = (SubscriptionSettings("spark01/max-a", None, extra_usage=True),)
+    service = FleetService(store, PriceBook.default(), subscriptions=extra)
+    service.wait_loaded()
+    governor = Governor(store.path, service, table)
+    governor.attach(store)
+    return governor
 
 
 def _late(now: float) -> UsageEvent:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, localcontext
-from typing import Final
+from typing import Final, NamedTuple
 
 from hub._rollup import CellKey, cell_key, write_credit
 from hub._totals import MONEY, ZERO
@@ -554,6 +554,30 @@ class CreditStore:
             for ts, machine, profile, cell, o, u in rows
         ]
 
+    def call_moves(self, db: sqlite3.Connection, since: float, until: float) -> list[CallMove]:
+        """Each call with since <= ts < until that the credit moved something of."""
+        rows = db.execute(
+            "SELECT event_id, ts, machine, cell, overage, untold FROM credit_calls "
+            "WHERE ts >= ? AND ts < ? AND NOT (dec_zero(overage) AND dec_zero(untold))",
+            (since, until),
+        )
+        out = []
+        for event_id, ts, machine, cell, overage, untold in rows:
+            key = _cell(cell)
+            out.append(
+                CallMove(
+                    event_id,
+                    ts,
+                    machine,
+                    key[7],
+                    key[9],
+                    key[4],
+                    bool(key[11]),
+                    Moved(Decimal(overage), Decimal(untold)),
+                )  # fmt: skip
+            )
+        return out
+
     def months_between(
         self, db: sqlite3.Connection, machine: str, profile: str, first: date, last: date
     ) -> list[str]:
@@ -566,6 +590,19 @@ class CreditStore:
             (machine, profile, since, until),
         )
         return [month for (month,) in rows]
+
+
+class CallMove(NamedTuple):
+    """What the credit moved of one call, and where an outcome view files the call."""
+
+    event_id: str
+    ts: float
+    machine: str
+    session: str  # its root session (a subagent's parent)
+    role: str
+    agent: str
+    estimated: bool  # its price is an estimate
+    moved: Moved
 
 
 class _TermsCache:

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from bisect import bisect_left
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from hub._credit_store import CallMove
 from hub._outcome_rollup import QUARTER_S, RETRY_UNSEEN, RETRY_YES, TOKEN_COLUMNS, commit_index
 from hub._pricing import billing_of
 from hub._rollup import cost_class
 from pricing import PricedCall
-from pricing.outcomes import OutcomeReport, Part, commit_times
+from pricing.outcomes import TOOL_CALL_AGENTS, OutcomeReport, Part, commit_times
 from shared.config import Billing
-from shared.events import Tokens
+from shared.events import Role, Tokens
 from shared.outcomes import SessionOutcome, root_session
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ def report_from_sums(
         spans.append((low, pruned))
     firsts: dict[SessionKey, CallKey] = {}
     raw = _raw_calls(store, spans, high, summed, billing)
+    moves = credit_moves(store, db, low, high)
     for key, calls in raw.items():
         firsts[key] = min((event.ts, event.event_id) for event, _ in calls)
     # a view whose rows are not commits puts all of a session's commits in one row: its
@@ -86,13 +89,49 @@ def report_from_sums(
         firsts[key] = summed[key][0]
     for key in sorted(firsts, key=firsts.__getitem__):  # as the calls come: by first call
         outcome = outcomes.get(key)
+        mine = moves.get(key, [])
         if key in raw:
-            report.add_session(outcome, raw[key])
+            report.add_session(outcome, raw[key], {m.event_id: m.moved for m in mine})
         else:
             commits = sorted(reached.get(key, ()))
             feed = _parts(key[0], parts[key], billing, commits[0] if commits else -1)
             report.add_session_parts(outcome, key[1], feed, commits[1:])
+            _move_summed(store, report, outcome, key[1], summed[key][1], mine)
     return True
+
+
+def credit_moves(
+    store: Store, db: sqlite3.Connection, low: float, high: float
+) -> dict[SessionKey, list[CallMove]]:
+    """What the Agent SDK credit moved out of subscription_included of each call in range (its
+    overage, its untold part), by outcome session: the rule of every other spend surface."""
+    out: dict[SessionKey, list[CallMove]] = {}
+    for move in store.credit_call_moves(db, max(low, -_FAR), min(high, _FAR)):
+        out.setdefault((move.machine, move.session), []).append(move)
+    return out
+
+
+def _move_summed(
+    store: Store,
+    report: OutcomeReport,
+    outcome: SessionOutcome | None,
+    session: str,
+    times: list[float],
+    moves: list[CallMove],
+) -> None:
+    """Move a summed session's moved calls in the rows their parts went to."""
+    db = store.reading()
+    for move in moves:
+        retry: bool | None = None
+        if move.agent in {a.value for a in TOOL_CALL_AGENTS}:
+            found = db.execute(
+                "SELECT 1 FROM outcome_retries WHERE ts = ? AND event_id = ?",
+                (move.ts, move.event_id),
+            ).fetchone()
+            retry = found is not None
+        at = bisect_left(times, move.ts)
+        subagent = move.role == Role.SUBAGENT.value
+        report.move(outcome, session, (at, move.moved, move.estimated), subagent, retry)
 
 
 def _pruned_before(db: sqlite3.Connection) -> float:

@@ -11,6 +11,7 @@ that names another's session id attributes nothing of it.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
@@ -22,7 +23,7 @@ import orjson
 from hub import _outcome_rollup as outcome_rollup
 from hub._counted_log import CountedLog
 from hub._outcome_cache import OutcomeRowsCache, first_day
-from hub._outcome_read import report_from_sums
+from hub._outcome_read import credit_moves, report_from_sums
 from hub._payloads import Payloads
 from hub._pricing import billing_of
 from hub._rollup import cost_class
@@ -148,8 +149,11 @@ def _add_calls(
         )
         priced = PricedCall(amount, cls, None, estimated)
         sessions.setdefault((event.machine, root_session(event)), []).append((event, priced))
+    low, high = -math.inf if start is None else start, math.inf if end is None else end
+    moves = credit_moves(store, store.reading(), low, high)
     for key, calls in sessions.items():
-        report.add_session(outcomes.get(key), calls)
+        mine = {m.event_id: m.moved for m in moves.get(key, [])}
+        report.add_session(outcomes.get(key), calls, mine)
 
 
 def session_outcome(store: Store, node: str, session_id: str) -> SessionOutcome | None:

@@ -38,7 +38,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from hub import _outcome_rollup as outcome_rollup
-from hub._credit_store import CreditStore
+from hub._credit_store import CallMove, CreditStore
 from hub._payloads import Payloads
 from hub._rollup import (
     MINUTE_KEEP_S,
@@ -87,7 +87,9 @@ ON CONFLICT (event_id) DO UPDATE SET
 WHERE excluded.revision > usage.revision AND excluded.machine = usage.machine
 """
 # Called inside a batch's transaction with what it changed (new and superseded calls, their
-# prices, new limit readings) and the time: its writes commit or roll back with the batch.
+# prices, new limit readings), the time, and what the Agent SDK credit moved between classes
+# (`IngestResult.redraws`; True: a profile was drawn again whole, recount from the roll-ups):
+# its writes commit or roll back with the batch.
 IngestHook = Callable[
     [
         sqlite3.Connection,
@@ -95,6 +97,8 @@ IngestHook = Callable[
         Sequence[tuple[Price | None, Price]],
         Sequence[LimitEvent],
         float,
+        Sequence[Redraw],
+        bool,
     ],
     None,
 ]
@@ -251,7 +255,7 @@ class Store:
             limits, ignored_limits = self._insert_limits(others, node, accounts, now)
             profile_events, ignored_profiles = self._insert_profile_events(others, node, now)
             for hook in self._ingest_hooks:
-                hook(self._db, changes, prices, limits, now)
+                hook(self._db, changes, prices, limits, now, redraws, credit_redrawn)
             self._db.execute(
                 "INSERT INTO streams (node, stream, seq, committed) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (node, stream) DO UPDATE SET seq = excluded.seq, "
@@ -342,6 +346,13 @@ class Store:
         """What the Agent SDK credit moved of each call since `since`, by minute (the run rate
         at start-up: `Ledger.load`)."""
         return self._credit.minute_moves(self._db, since)
+
+    def credit_call_moves(
+        self, db: sqlite3.Connection, since: float, until: float
+    ) -> list[CallMove]:
+        """What the Agent SDK credit moved of each call with since <= ts < until, read on `db`
+        (a reader's snapshot): the outcome views class calls by it."""
+        return self._credit.call_moves(db, since, until)
 
     def credit_terms(self, machine: str, profile: str) -> CreditTerms | None:
         """A profile's Agent SDK credit terms (None: it has no credit)."""
@@ -790,6 +801,8 @@ def _file_outcomes(
     prices: Sequence[tuple[Price | None, Price]],
     limits: Sequence[LimitEvent],
     now: float,
+    redraws: Sequence[Redraw],
+    redrawn: bool,
 ) -> None:
     outcome_rollup.on_ingest(db, changes, prices)
 

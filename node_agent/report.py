@@ -39,6 +39,7 @@ from node_agent.scan_credit import (
     CreditOptions,
     CreditSum,
     apply_credit,
+    call_moves,
     credit_call,
     drawing_profile,
 )
@@ -58,7 +59,7 @@ from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
 from node_agent.workers import can_share, share, worker_context
 from pricing.rollup import Attribution, Rollup, RowKey
-from pricing.sdk_credit import Draw, draw_at
+from pricing.sdk_credit import Draw, Moved, draw_at
 from shared.config import Billing, NodeConfig
 from shared.events import Agent, Tokens, UsageEvent
 
@@ -114,6 +115,8 @@ class Report(msgspec.Struct):
     # calls the Agent SDK credit may class (`scan_credit`): drawn once every part is merged
     credit_calls: list[CreditCall] = msgspec.field(default_factory=list)
     credit_sums: list[CreditSum] = msgspec.field(default_factory=list)
+    # Query.keep_calls: what the credit moved of each kept call, by event id (`call_moves`)
+    moves: dict[str, Moved] = msgspec.field(default_factory=dict)
 
     def merge(self, other: Report) -> None:
         for key, row in other.rollup.rows.items():
@@ -257,6 +260,8 @@ def build_report(
         report.warnings.append(warning)
     report.problems.sort(key=lambda p: (p.path, p.line))
     report.warnings += apply_credit(report.rollup, report.credit_calls, report.credit_sums, credit)
+    if query.keep_calls:  # the outcome view classes its calls one by one, by the same rule
+        report.moves = call_moves(report.credit_calls, credit)
     return report
 
 

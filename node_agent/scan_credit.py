@@ -34,8 +34,11 @@ from pricing.sdk_credit import (
     PLAN_CREDIT,
     UNTOLD_REASON,
     ZERO,
+    CreditTerms,
     Draw,
+    Moved,
     draw_at,
+    draw_calls,
     month_of,
     moved,
     split,
@@ -219,6 +222,39 @@ def _add_line(batch: CallBatch[Any], group: Hashable, line: UsageLine) -> Priced
         inference_geo=line.inference_geo,
         cache_write_unsplit=line.unsplit,
     )
+
+
+def call_moves(calls: Iterable[CreditCall], options: CreditOptions) -> dict[str, Moved]:
+    """What `apply_credit` moves of each call with an event id, call by call (an outcome view
+    attributes calls one by one): the same rule (`draw_calls`), the same terms and the same
+    "not known" cases (no credit known, extra usage not said: estimated)."""
+    by_profile: dict[str, list[CreditCall]] = {}
+    for call in calls:
+        by_profile.setdefault(call.profile, []).append(call)
+    out: dict[str, Moved] = {}
+    for mine in by_profile.values():
+        priced = []
+        for call in mine:
+            amount = call.amount
+            if amount is None and call.line is not None:
+                amount = _alone(call.line)[0]
+            if call.untold:
+                if call.event_id and amount is not None:
+                    out[call.event_id] = Moved(untold=amount)
+                continue
+            priced.append((call.ts, call.event_id, call.entrypoint, amount))
+        credit = options.sdk_credit
+        if credit is None:
+            credit = PLAN_CREDIT.get(mine[0].plan or "")
+        terms = CreditTerms(credit or ZERO, bool(options.extra_usage))
+        for event_id, drawn in draw_calls(priced, terms):
+            if not drawn.past or not event_id:
+                continue
+            if credit is None or options.extra_usage is None:  # not known: estimated
+                out[event_id] = Moved(untold=drawn.past)
+            elif drawn.moved:
+                out[event_id] = drawn.moved
+    return out
 
 
 def _unknown_credit(

@@ -26,6 +26,7 @@ import msgspec
 from pricing import PricedCall
 from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import Row, RowKey, money_text
+from pricing.sdk_credit import Moved
 from shared.events import Agent, Role, Tokens, UsageEvent
 from shared.outcomes import Commit, PullRequest, SessionOutcome, root_session
 
@@ -138,7 +139,16 @@ class OutcomeReport:
         self.statuses: dict[str, int] = {}
         self.pr_lookups: dict[str, int] = {}  # per session: found, none, or why not known
 
-    def add_session(self, outcome: SessionOutcome | None, calls: Iterable[Call]) -> None:
+    def add_session(
+        self,
+        outcome: SessionOutcome | None,
+        calls: Iterable[Call],
+        moves: Mapping[str, Moved] | None = None,
+    ) -> None:
+        """A session's calls one by one; `moves`: by event id, what the Agent SDK credit's rule
+        (`pricing.sdk_credit`) moves out of subscription_included for a call (its overage is
+        metered, its untold part estimated), so that a row's classes are those of every other
+        spend surface."""
         ordered = sorted(calls, key=lambda c: (c[0].ts, c[0].event_id))
         if not ordered:
             return
@@ -148,7 +158,34 @@ class OutcomeReport:
         times = commit_times(commits)
         for (event, priced), retry in zip(ordered, _retries(ordered), strict=True):
             part = (bisect_left(times, event.ts), 1, event.tokens, priced)
-            self._add(outcome, commits, session_id, part, event.role is Role.SUBAGENT, retry)
+            subagent = event.role is Role.SUBAGENT
+            self._add(outcome, commits, session_id, part, subagent, retry)
+            if moves and (move := moves.get(event.event_id)):
+                self.move(outcome, session_id, (part[0], move, priced.estimated), subagent, retry)
+
+    def move(
+        self,
+        outcome: SessionOutcome | None,
+        session_id: str,
+        move: tuple[int, Moved, bool],
+        subagent: bool,
+        retry: bool | None,
+    ) -> None:
+        """Move one call's part out of subscription_included in the rows it was added to:
+        (its commit index, what moves, whether its price is an estimate)."""
+        at, moved, estimated = move
+        commits = list(outcome.commits) if outcome is not None else []
+        commit = commits[at] if at < len(commits) else None
+        group = self._group(outcome, commit)
+        rows = [group.row]
+        if commit is None and group.no_outcome is not None:
+            rows.append(group.no_outcome)
+        if subagent and group.subagent is not None:
+            rows.append(group.subagent)
+        if retry and group.retry is not None:
+            rows.append(group.retry)
+        for row in rows:
+            row.move(moved.overage, moved.untold, estimated=estimated)
 
     def add_session_parts(
         self,
@@ -268,15 +305,19 @@ class OutcomeReport:
 
 
 def outcome_report(
-    by: str, outcomes: Mapping[str, SessionOutcome], calls: Iterable[Call]
+    by: str,
+    outcomes: Mapping[str, SessionOutcome],
+    calls: Iterable[Call],
+    moves: Mapping[str, Moved] | None = None,
 ) -> dict[str, Any]:
-    """The `by` view of `calls` (any sessions, any order) against the sessions' outcomes."""
+    """The `by` view of `calls` (any sessions, any order) against the sessions' outcomes;
+    `moves`: what the Agent SDK credit moves of each call (`OutcomeReport.add_session`)."""
     per_session: dict[str, list[Call]] = {}
     for call in calls:
         per_session.setdefault(root_session(call[0]), []).append(call)
     report = OutcomeReport(by)
     for session_id, session_calls in per_session.items():
-        report.add_session(outcomes.get(session_id), session_calls)
+        report.add_session(outcomes.get(session_id), session_calls, moves)
     return report.to_json()
 
 

@@ -13,6 +13,7 @@ from hub._sessions import session_key
 from hub.budgets.model import Basis, Budget, Scope, ScopeKind
 from hub.model import Price
 from pricing import Billing, CostClass, classify
+from pricing.sdk_credit import Moved
 from shared.events import LimitEvent, UsageEvent
 from shared.hello import ProcessInfo
 
@@ -60,6 +61,16 @@ def counted(basis: Basis, price: Price, billing: Billing) -> Decimal | None:
     if basis is Basis.API:
         return amount
     return amount if classify(True, estimated, billing) in PAID else ZERO
+
+
+def counted_move(basis: Basis, moved: Moved, billing: Billing) -> Decimal:
+    """What the Agent SDK credit moving part of a subscription's call out of
+    subscription_included (or back: negative) adds on `basis` (`pricing.sdk_credit`): its
+    overage is metered and its untold part estimated, both paid; the API-equivalent basis and
+    other billings count the whole call already."""
+    if basis is Basis.API or billing is not Billing.SUBSCRIPTION:
+        return ZERO
+    return moved.overage + moved.untold
 
 
 def p95(amounts: Collection[Decimal]) -> Decimal:

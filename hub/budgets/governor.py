@@ -46,6 +46,7 @@ from hub.budgets.evaluation import (
     RunRate,
     call_matches,
     counted,
+    counted_move,
     forecast_due,
     limit_marks,
     p95,
@@ -74,7 +75,7 @@ from hub.budgets.standing import BudgetStanding, standing_of, stop_summary
 from hub.budgets.stopped_scope import standing_stops, stands
 from hub.config import load_hub_config
 from hub.findings import Finding, FindingSink, Severity
-from hub.model import Change, NodeState, Price
+from hub.model import Change, NodeState, Price, Redraw
 from hub.service import CommandOutcome, FleetService, Update
 from hub.store import Store
 from pricing import Billing
@@ -199,18 +200,28 @@ class Governor:
         prices: Sequence[tuple[Price | None, Price]],
         limits: Sequence[LimitEvent],
         now: float,
+        redraws: Sequence[Redraw] = (),
+        redrawn: bool = False,
     ) -> None:
+        """`redraws`: what the Agent SDK credit moved out of subscription_included (or back) in
+        the batch, late calls' re-draws of earlier ones included; `redrawn`: a profile was drawn
+        again whole, so paid budgets are recounted from the roll-ups (which hold the batch)."""
         with self._lock:
             self._tentative = []
-            if not self._budgets or not (changes or limits):
+            if not self._budgets or not (changes or limits or redraws or redrawn):
                 return
             overrides = records.active_overrides(db, now)
-            billing = billing_map(db) if changes else {}
+            billing = billing_map(db) if changes or redraws or redrawn else {}
             for budget in self._budgets.values():
                 if budget.basis is Basis.QUOTA:
                     self._quota(db, budget, limits, overrides.get(budget.name), now)
-                elif changes:
-                    self._money(db, budget, changes, prices, billing, overrides, now)
+                elif changes or redraws or redrawn:
+                    recount = redrawn and budget.basis is not Basis.API
+                    if recount:
+                        seed(db, budget, now)
+                    self._money(
+                        db, budget, changes, prices, redraws, billing, overrides, now, recount
+                    )
 
     @staticmethod
     def _bucketer(budget: Budget, now: float) -> Callable[[float, str], str | None]:
@@ -234,13 +245,32 @@ class Governor:
         budget: Budget,
         changes: Sequence[Change],
         prices: Sequence[tuple[Price | None, Price]],
+        redraws: Sequence[Redraw],
         billing: dict[tuple[str, str], Billing],
         overrides: dict[str, Override],
         now: float,
+        recounted: bool,
     ) -> None:
+        """Add the batch's calls and credit moves to `budget`'s spend (not when it was just
+        `recounted` from the roll-ups: they are in it) and judge the buckets they touched."""
         name = budget.name
         calls: dict[str, list[tuple[int, float, Decimal | None]]] = defaultdict(list)
+        # the credit's moves: spend on the paid basis, but no call of their own
+        moves: dict[str, list[tuple[int, float, Decimal | None]]] = defaultdict(list)
         bucket_of = self._bucketer(budget, now)
+        for redraw in redraws:
+            call = redraw.event
+            if not call.counts or not call_matches(budget.scope, call):
+                continue
+            bill = billing.get((call.machine, call.profile or ""), Billing.API)
+            move = counted_move(budget.basis, redraw.moved, bill)
+            bucket = bucket_of(call.ts, session_key(call))
+            if not move or bucket is None:
+                continue
+            moves[bucket].append((1, call.ts, move))
+            if move > 0:
+                self._recent[name].append(move)
+                self._flow[name].add(call.ts, move)
         for (old, new), (old_price, new_price) in zip(changes, prices, strict=True):
             for sign, event, price in ((-1, old, old_price), (1, new, new_price)):
                 if event is None or price is None or not event.counts:
@@ -258,14 +288,23 @@ class Governor:
                     if amount is not None and amount > 0:
                         self._recent[name].append(amount)
                         self._flow[name].add(event.ts, amount)
-        if not calls:
+        if not calls and not moves and not recounted:
             return
-        for bucket, items in calls.items():
-            known = [(s, ts, a) for s, ts, a in items if a is not None]
-            amount = sum((s * a for s, _, a in known), ZERO)
-            unknown = sum(s for s, _, a in items if a is None)
-            records.add_spend(db, name, bucket, amount, unknown, sum(s for s, _, _ in items), now)
-        self._judge(db, budget, list(calls), calls, overrides.get(name), now)
+        if not recounted:
+            for bucket in {*calls, *moves}:
+                items = calls.get(bucket, [])
+                known = [(s, a) for s, _, a in items + moves.get(bucket, []) if a is not None]
+                amount = sum((s * a for s, a in known), ZERO)
+                unknown = sum(s for s, _, a in items if a is None)
+                count = sum(s for s, _, _ in items)
+                records.add_spend(db, name, bucket, amount, unknown, count, now)
+        order = [*calls, *(b for b in moves if b not in calls)]
+        if recounted and budget.period.kind is not PeriodKind.SESSION:
+            current = bucket_of(now, "")  # a re-drawn month may move the current period
+            if current is not None and current not in order:
+                order.append(current)
+        touched = {b: calls.get(b, []) + moves.get(b, []) for b in order}
+        self._judge(db, budget, list(touched), touched, overrides.get(name), now)
 
     def _judge(
         self,

@@ -16,7 +16,7 @@ from typing import Final
 
 from hub._rollup import QUARTER_S
 from hub.budgets import records
-from hub.budgets.evaluation import counted, reading_matches
+from hub.budgets.evaluation import counted, counted_move, reading_matches
 from hub.budgets.model import CALENDAR, Basis, Budget, PeriodKind, ScopeKind
 from hub.budgets.periods import (
     QUOTA_WINDOW_S,
@@ -26,6 +26,7 @@ from hub.budgets.periods import (
     window_slots,
 )
 from pricing import Billing
+from pricing.sdk_credit import Moved
 from shared.codec import unpack
 from shared.events import LimitEvent
 
@@ -128,7 +129,35 @@ def _sums(
         else:
             total += got
         out[str(key)] = (total, unknown, n + calls)
+    if basis is not Basis.API:
+        _add_credit_moves(db, group, scope_sql, scope_args, since, until, billing, out)
     return out
+
+
+def _add_credit_moves(
+    db: sqlite3.Connection,
+    group: str,
+    scope_sql: str,
+    scope_args: list[str],
+    since: float,
+    until: float,
+    billing: BillingOf,
+    out: dict[str, tuple[Decimal, int, int]],
+) -> None:
+    """Add to `out` what the Agent SDK credit moved out of subscription_included in range (a
+    subscription's overage and untold calls: paid), as the store keeps it per roll-up cell."""
+    rows = db.execute(
+        f"SELECT {group}, machine, profile, dec_sum(overage), dec_sum(untold) "
+        f"FROM rollup_credit WHERE quarter >= ? AND quarter < ?{scope_sql} "
+        f"GROUP BY {group}, machine, profile",
+        [int(since // QUARTER_S), -(-int(until) // QUARTER_S), *scope_args],
+    )
+    for key, machine, profile, overage, untold in rows:
+        moved = Moved(Decimal(overage or 0), Decimal(untold or 0))
+        got = counted_move(Basis.PAID, moved, billing.get((machine, profile), Billing.API))
+        if got:
+            total, unknown, n = out.get(str(key), (Decimal(0), 0, 0))
+            out[str(key)] = (total + got, unknown, n)
 
 
 def _seed_quota(db: sqlite3.Connection, budget: Budget, now: float) -> None:

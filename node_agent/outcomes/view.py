@@ -17,4 +17,4 @@ def outcome_view(report: Report, by: str, identities: Collection[str] = ()) -> d
     outcomes = {
         span.session_id: reader.read(span) for span in spans(event for event, _ in report.calls)
     }
-    return outcome_report(by, outcomes, report.calls)
+    return outcome_report(by, outcomes, report.calls, report.moves)

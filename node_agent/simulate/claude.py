@@ -117,8 +117,11 @@ class ClaudeSessionWriter:
         agent_id: str | None = None,
         sidechain: bool = False,
         split_cache: bool = True,
+        entrypoint: str | None = None,
     ) -> None:
         self.sink = sink
+        # how Claude Code was started ("cli", "sdk-cli", ...): logged when given
+        self.entrypoint = entrypoint
         self.session_id = session_id
         self.cwd = cwd
         self.version = version
@@ -152,6 +155,8 @@ class ClaudeSessionWriter:
             uuid=uid,
             timestamp=iso_ms(at),
         )
+        if self.entrypoint is not None:
+            line["entrypoint"] = self.entrypoint
         self._parent = uid
         return line
 

@@ -248,6 +248,7 @@ class FakeClaude:
         model: str,
         journal: TruthJournal,
         subagents: int = 0,
+        entrypoint: str | None = None,
     ) -> None:
         self.rng = rng
         self.mode = mode
@@ -264,6 +265,7 @@ class FakeClaude:
             version=VERSION_2X[-1],
             git_branch="main",
             rng=rng,
+            entrypoint=entrypoint,
         )
         self.calls = 0
         self.cached = 0
@@ -557,6 +559,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", help="profile name in truth (default: the home's dir name)")
     p.add_argument("--then", choices=("idle", "exit"), default="idle", help="after the calls")
     p.add_argument(
+        "--entrypoint", help='Claude: how Claude Code says it was started ("cli", "sdk-cli", ...)'
+    )
+    p.add_argument(
         "--first-call-after",
         type=float,
         default=0.0,
@@ -600,7 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tools = spawn_tools(args.children)  # not while signals are blocked: they inherit that
         with _uninterrupted():
             if agent is Agent.CLAUDE_CODE:
-                session = FakeClaude(home, project, rng, mode, model, journal, args.subagents)
+                session = FakeClaude(
+                    home, project, rng, mode, model, journal, args.subagents, args.entrypoint
+                )
             else:
                 session = FakeCodex(home, project, rng, mode, model, journal)
         _announce(session, agent, tools)
