@@ -110,7 +110,7 @@ class RunRate:
         out = [ZERO] * bins
         first = now_minute - self.minutes + 1
         for minute, b in self._series.get(scope, {}).items():
-            if minute >= first:
+            if first <= minute <= now_minute:  # (a call stamped in the future is no bin's)
                 out[(minute - first) * bins // self.minutes] += b.amount(basis)
         return out
 

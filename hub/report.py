@@ -27,7 +27,7 @@ from typing import Any, Final
 from hub._pricing import billing_of
 from hub._rollup import QUARTER_S, Cell, RollupWrites, cost_class
 from hub._totals import MONEY
-from hub.store import Store
+from hub.store import LAST_TIME, Store
 from pricing import CostClass, PricedCall
 from pricing.rollup import Rollup
 
@@ -142,7 +142,7 @@ def build_hub_report(
     unknown_models: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     start = _day_start(since, tz) if since is not None else None
-    end = _day_start(until + timedelta(days=1), tz) if until is not None else None
+    end = _day_start(until + timedelta(days=1), tz) if until not in (None, date.max) else None
     with localcontext(MONEY):
         cells = (
             store.rollup(tz, sorted(read), start, end)
@@ -176,4 +176,7 @@ def build_hub_report(
 
 def _day_start(day: date, tz: tzinfo) -> float:
     # fold=0 gives the day's first instant even where a DST change skips or repeats midnight.
-    return datetime.combine(day, datetime.min.time(), tz).timestamp()
+    try:
+        return datetime.combine(day, datetime.min.time(), tz).timestamp()
+    except (OverflowError, ValueError):  # a day at the calendar's edge: before or after any call
+        return 0.0 if day.year < 1970 else LAST_TIME

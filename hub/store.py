@@ -229,7 +229,15 @@ class Store:
             self._touch_node(node, hello, now)
             billing_changed = self._announce(node, hello, now) if hello is not None else False
             if seq0 == seq1 + 1:
-                return IngestResult(billing_changed=billing_changed)
+                # A heartbeat's hello may change a profile's plan or billing: its credit is
+                # drawn again here, as a batch with calls would have it.
+                redraws, credit_redrawn = self._draw_credit(node, hello, [], [])
+                if redraws or credit_redrawn:
+                    for hook in self._ingest_hooks:
+                        hook(self._db, [], [], [], now, redraws, credit_redrawn)
+                return IngestResult(
+                    billing_changed=billing_changed, redraws=redraws, credit_redrawn=credit_redrawn
+                )
             last = self.stream_seq(node, stream)
             accounts = self._accounts(node)
             usage: list[tuple[UsageEvent, bytes | None]] = []
@@ -809,7 +817,7 @@ def _file_outcomes(
 
 # Times past this (the year 3000) are damage: the feed and the ledger cannot turn them into
 # dates (OverflowError past the year 9999), and one stopped a whole batch's accounting.
-_LAST_TIME: Final = 32_503_680_000.0
+LAST_TIME: Final = 32_503_680_000.0
 
 
 def _unstorable(event: Event) -> str | None:
@@ -820,7 +828,7 @@ def _unstorable(event: Event) -> str | None:
     if isinstance(event, ProfileEvent):
         until = event.until
     for when in (event.ts, until):
-        if when is not None and not 0 <= when <= _LAST_TIME:
+        if when is not None and not 0 <= when <= LAST_TIME:
             return f"time {when!r} is out of range (the epoch to the year 3000)"
     if isinstance(event, UsageEvent) and not 0 <= event.revision <= MAX_REVISION:
         return f"revision {event.revision!r} is out of range (0..{MAX_REVISION})"
