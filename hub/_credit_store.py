@@ -119,7 +119,7 @@ class _Work:
 
 
 Decode = Callable[[str], tuple[UsageEvent, Price] | None]
-ReadMachine = Callable[[str, float], Iterable[tuple[UsageEvent, Price]]]
+ReadMachine = Callable[[str, str, float], Iterable[tuple[UsageEvent, Price]]]
 
 
 class CreditStore:
@@ -208,7 +208,7 @@ class CreditStore:
                 self._refile(
                     db, (machine, profile), terms, work, ts, event_id, kind, amount, model, cell
                 )
-            for event, price in read_machine(machine, kept):
+            for event, price in read_machine(machine, profile, kept):
                 if event.profile == profile and event.counts:
                     self._file(db, event, price, terms, work)
             db.execute(
