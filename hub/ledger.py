@@ -405,16 +405,7 @@ class Ledger:
             session = self.sessions.note(
                 event, sign * event.tokens.total, negate=negate, now_minute=self._minute
             )
-        machine, profile = event.machine, event.profile
-        keys = (
-            machine,
-            profile_key(machine, profile) if profile is not None else None,
-            event.account,
-            event.agent,  # a StrEnum: equal to, and hashed as, its value
-            event.project,
-            event.session_id,
-            event.model,
-        )
+        keys = self._keys(event)
         place = (
             day if in_days else None,
             minute if in_window else None,
