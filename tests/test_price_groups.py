@@ -6,6 +6,7 @@ and their order, unknown models, and the SDK credit's per-hour sums and per-call
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,11 +19,11 @@ from node_agent.render import render_json
 from node_agent.report import Query, Report
 from node_agent.scan import Target
 from node_agent.sources._claude_line import UsageLine
-from pricing import CallBatch, PriceBook
+from pricing import CallBatch, PriceBook, PricedCall
 from pricing.rollup import Rollup
 from pricing.sdk_credit import CREDIT_SINCE
 from shared.config import Billing, Profile
-from shared.events import Agent
+from shared.events import Agent, Tokens
 
 # Models with price changes (their period starts are anchors), long-context cliffs, a dated
 # alias, a name with no price, and one priced only from a later date.
@@ -76,7 +77,23 @@ def _tokens() -> st.SearchStrategy[tuple[int, int, int, int, int, int, int]]:
     )
 
 
+# What fixes a call's terms apart from its counts and instant: each example draws a few, so that
+# calls of one kind meet on both sides of price changes and cliffs.
+KINDS = st.tuples(
+    st.sampled_from(MODELS),
+    st.sampled_from([None, None, "standard", "batch", "priority", "mystery-tier"]),
+    st.sampled_from([None, None, "fast"]),
+    st.sampled_from([None, None, "us"]),
+)
+
+
 def _lines(anchor: float) -> st.SearchStrategy[list[UsageLine]]:
+    return st.lists(KINDS, min_size=1, max_size=3).flatmap(lambda kinds: _lines_of(anchor, kinds))
+
+
+def _lines_of(
+    anchor: float, kinds: list[tuple[str, str | None, str | None, str | None]]
+) -> st.SearchStrategy[list[UsageLine]]:
     # Near an anchor (down to the millisecond a period start is compared as a datetime) or
     # within two days of it, so that calls of one kind fall on both sides of a price change.
     offset = st.one_of(
@@ -84,22 +101,22 @@ def _lines(anchor: float) -> st.SearchStrategy[list[UsageLine]]:
         st.sampled_from([0.0, -1e-3, 1e-3, -2e-3, 2e-3, -5e-4, 5e-4, -1e-6, 1e-6, -1.0, 1.0]),
     )
     line = st.builds(
-        lambda n, off, model, tokens, tier, speed, geo, unsplit, entry, side: UsageLine(
+        lambda n, off, kind, tokens, unsplit, entry, side: UsageLine(
             n,
             f"claude:m:{n}",
             f"m{n}",
             2,
             anchor + off,
-            model,
+            kind[0],
             tokens,
             f"s{n % 2}",
             side,
             None,
             "/w/a" if n % 3 else None,
             None,
-            tier,
-            speed,
-            geo,
+            kind[1],
+            kind[2],
+            kind[3],
             unsplit,
             None,
             None,
@@ -108,11 +125,8 @@ def _lines(anchor: float) -> st.SearchStrategy[list[UsageLine]]:
         ),  # fmt: skip
         st.integers(0, 10_000),
         offset,
-        st.sampled_from(MODELS),
+        st.sampled_from(kinds),
         _tokens(),
-        st.sampled_from([None, None, "standard", "batch", "priority", "mystery-tier"]),
-        st.sampled_from([None, None, "fast"]),
-        st.sampled_from([None, None, "us"]),
         st.booleans(),
         st.sampled_from([None, "cli", "sdk-py", "sdk-ts", "claude-vscode"]),
         st.booleans(),
@@ -211,3 +225,60 @@ def test_a_span_never_reaches_across_a_price_change() -> None:
     assert book.span_at("claude-sonnet-4-5", None, float("nan")) is None
     first = entry.periods[0].start.timestamp()
     assert book.span_at("claude-sonnet-4-5", None, first - 86_400) is None  # before any price
+
+
+# An installed table may leave a gap with no price (`until` before the next `from`) and end
+# its last period: calls there are unknown, never priced from a neighbouring period.
+GAP_TABLE = """
+schema = 1
+provider = "gapco"
+currency = "USD"
+aliases = []
+
+[[models]]
+id = "gap-model"
+name = "Gap Model"
+sources = [{ name = "test", ref = "test", checked = 2026-01-01 }]
+
+[[models.periods]]
+from = 2026-01-01
+until = 2026-02-01
+[models.periods.rates]
+input = "1"
+output = "2"
+reasoning = "2"
+cache_read = "0.1"
+
+[[models.periods]]
+from = 2026-03-01
+until = 2026-04-01
+[models.periods.rates]
+input = "3"
+output = "4"
+reasoning = "4"
+cache_read = "0.3"
+"""
+
+
+def test_calls_in_a_gap_between_installed_periods_stay_unknown(tmp_path: Path) -> None:
+    (tmp_path / "gap.toml").write_text(GAP_TABLE, encoding="utf-8")
+    book = PriceBook.load(tmp_path)
+    day = 86_400.0
+    jan, feb, mar, apr = (datetime(2026, m, 1, tzinfo=UTC).timestamp() for m in (1, 2, 3, 4))
+    instants = [jan + day, feb - day, feb + day, mar - 1e-3, mar + day, apr - day, apr + day]
+    instants += [apr + 1e-3, feb, mar, jan + 10 * day]
+    grouped = CallBatch[int](book)
+    counts = (100, 10, 0, 0, 0, 0, 0)
+    unknown: list[float] = []
+    per_call = Decimal(0)
+    for ts in instants:
+        if grouped.add_counts(0, "gap-model", None, ts, counts, Billing.API) is not None:
+            unknown.append(ts)
+        expected = book.terms_for("gap-model", None, ts, counts)
+        assert isinstance(expected, PricedCall) == (ts in unknown), ts
+        if not isinstance(expected, PricedCall):
+            per_call += expected.plan.amount(Tokens(*counts))
+    assert unknown == [feb + day, mar - 1e-3, apr + day, apr + 1e-3, feb]
+    settled = [priced.api_equivalent for _g, _c, _t, priced in grouped.settle()]
+    # 3 January calls at $1 / $2 per million, 3 March ones at $3 / $4
+    assert sum(a for a in settled if a is not None) == per_call == Decimal("0.00138")
