@@ -18,7 +18,7 @@ from pricing._engine import Counts, RatePlan, rate_plan
 from pricing._installed import installed_files, overlay, prices_dir, read_installed
 from pricing._match import ModelIndex
 from pricing._tables import PriceTableError, load_directory, load_package
-from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable
+from pricing._types import TOKEN_CLASSES, ModelEntry, PricePeriod, ProviderTable, Tier
 from shared.events import Tokens, UsageEvent
 
 # Distinct price terms a book keeps (a handful in practice; garbage tier names must not grow it).
@@ -154,6 +154,26 @@ class PriceBook:
             self._terms[key] = terms
         return terms
 
+    def span_at(
+        self, model: str, provider: str | None, ts: float
+    ) -> tuple[float, float, PricePeriod] | None:
+        """An open interval around `ts` in which every instant finds, by epoch seconds alone,
+        the price period `ts` finds (`_period_at`), kept clear of the datetime comparisons near
+        a period's start, and that period; None where there is no such interval (no price
+        then, a period that ends)."""
+        entry = self._resolve(model, provider).entry
+        if entry is None or not _FIRST_INSTANT < ts < _LAST_INSTANT:  # False for NaN
+            return None
+        self._period_at(entry, ts)  # fills `_starts`
+        starts = self._starts[id(entry)]
+        i = bisect_right(starts, ts)
+        if not i:  # no starts (`_period_at` then compares datetimes), or before the first
+            return None
+        # twice the margin `_period_at` keeps, so that rounding cannot put an instant inside
+        low = starts[i - 1] + 2 * _NEAR
+        high = starts[i] - 2 * _NEAR if i < len(starts) else _LAST_INSTANT
+        return (low, high, entry.periods[i - 1]) if low < ts < high else None
+
     def _period_at(self, entry: ModelEntry, ts: float) -> PricePeriod | None | str:
         """`entry.at` the instant `ts`, or why `ts` is no instant. Compared as epoch seconds,
         without a datetime per call, unless `ts` lies within a millisecond of a period's start
@@ -161,9 +181,9 @@ class PriceBook:
         starts = self._starts.get(id(entry))
         if starts is None:
             starts = tuple(p.start.timestamp() for p in entry.periods)
-            if list(starts) != sorted(starts) or any(p.end is not None for p in entry.periods):
-                # never met in a shipped table (an installed one may end a period: a gap with
-                # no price); the datetime path still answers
+            if list(starts) != sorted(starts) or not _contiguous(entry.periods):
+                # a period that ends before the next begins (an installed table may leave such
+                # a gap with no price): the datetime path still answers
                 starts = ()
             self._starts[id(entry)] = starts
         if starts and _FIRST_INSTANT < ts < _LAST_INSTANT:  # False for NaN
@@ -208,6 +228,32 @@ class Terms(msgspec.Struct, frozen=True, eq=False):
         )
 
 
+class _Span:
+    """Within one price period (epoch seconds `low` < ts < `high`) of one kind of call: its
+    terms per long-context cliff crossed (-1: none), as `terms_for` gave them."""
+
+    __slots__ = ("by_cliff", "high", "low", "thresholds")
+
+    def __init__(self, low: float, high: float, tiers: Sequence[Tier]) -> None:
+        self.low = low
+        self.high = high
+        self.thresholds = tuple(tier.above for tier in tiers)
+        self.by_cliff: dict[int, Terms] = {}
+
+    def cliff_of(self, counts: Counts) -> int:
+        """The index of the tier `PricePeriod.tier_for` picks for `counts` (-1: none)."""
+        crossed = -1
+        if self.thresholds:
+            prompt = counts[0] + counts[2] + counts[3] + counts[4]
+            for i, above in enumerate(self.thresholds):
+                if prompt > above:
+                    crossed = i
+        return crossed
+
+    def terms_of(self, counts: Counts) -> Terms | None:
+        return self.by_cliff.get(self.cliff_of(counts))
+
+
 class _Group(msgspec.Struct):
     calls: int = 0
     counts: list[tuple[int, ...]] = msgspec.field(default_factory=list)
@@ -229,6 +275,10 @@ class CallBatch(Generic[G]):
     def __init__(self, book: PriceBook) -> None:
         self._book = book
         self._groups: dict[tuple[G, Terms, bool, Billing], _Group] = {}
+        # A log's calls share a handful of (model, provider, tier, speed, geo) and each keeps
+        # its terms over a whole price period: once a call's period span is known, a call of
+        # the same kind inside it needs only a range check and its long-context cliff.
+        self._spans: dict[tuple[str, str | None, str | None, str | None, str | None], _Span] = {}
 
     def add(self, group: G, event: UsageEvent, billing: Billing) -> PricedCall | None:
         """Count `event` into `group`; returns its `PricedCall` at once when no price is known
@@ -261,11 +311,19 @@ class CallBatch(Generic[G]):
         cache_write_unsplit: bool = False,
     ) -> PricedCall | None:
         """`add` for a call given by its fields (`counts` in the order of `Tokens`' fields)."""
-        terms = self._book.terms_for(
-            model, provider, ts, counts, service_tier, speed, inference_geo
-        )
-        if isinstance(terms, PricedCall):
-            return terms
+        kind = (model, provider, service_tier, speed, inference_geo)
+        span = self._spans.get(kind)
+        terms: Terms | None = None
+        if span is not None and span.low < ts < span.high and _healthy(counts):
+            terms = span.terms_of(counts)
+        if terms is None:
+            found_terms = self._book.terms_for(
+                model, provider, ts, counts, service_tier, speed, inference_geo
+            )
+            if isinstance(found_terms, PricedCall):
+                return found_terms
+            terms = found_terms
+            self._learn(kind, ts, counts, terms)
         estimated = terms.ambiguous or terms.plan.estimated_for_counts(counts, cache_write_unsplit)
         key = (group, terms, estimated, billing)
         found = self._groups.get(key)
@@ -274,6 +332,26 @@ class CallBatch(Generic[G]):
         found.calls += 1
         found.counts.append(counts)
         return None
+
+    def _learn(
+        self,
+        kind: tuple[str, str | None, str | None, str | None, str | None],
+        ts: float,
+        counts: Counts,
+        terms: Terms,
+    ) -> None:
+        """Remember the span of the period `terms` came from, and `terms` for the cliff of
+        `counts`, so the next calls of this kind in that period skip `terms_for`."""
+        span = self._spans.get(kind)
+        if span is None or not span.low < ts < span.high:
+            bounds = self._book.span_at(kind[0], kind[1], ts)
+            if bounds is None:
+                return
+            if len(self._spans) >= _MAX_TERMS:  # garbage tier names must not grow it
+                self._spans.clear()
+            low, high, period = bounds
+            span = self._spans[kind] = _Span(low, high, period.tiers)
+        span.by_cliff[span.cliff_of(counts)] = terms
 
     def settle(self) -> Iterator[tuple[G, int, Tokens, PricedCall]]:
         """(group, calls, summed tokens, their price) for each priced group; then empty."""
@@ -297,6 +375,24 @@ def _unknown(model_id: str | None, notes: tuple[str, ...]) -> PricedCall:
 _COUNTED: Final = (*TOKEN_CLASSES, "web_search_requests")
 _COUNTED_AT: Final = tuple(_COUNT_FIELDS.index(name) for name in _COUNTED)
 _ALL_INT: Final = (int,) * len(_COUNT_FIELDS)
+
+
+def _contiguous(periods: Sequence[PricePeriod]) -> bool:
+    """Each period ends where the next begins, the last never: `ModelEntry.at` then finds
+    the period of the latest start at or before an instant, as a bisection of starts does."""
+    ends = [p.end for p in periods]
+    return (
+        bool(ends)
+        and ends[-1] is None
+        and all(
+            end is None or end == after.start for end, after in zip(ends, periods[1:], strict=False)
+        )
+    )
+
+
+def _healthy(counts: Counts) -> bool:
+    """Every count a non-negative int (`_bad_counts` finds nothing)."""
+    return tuple(map(type, counts)) == _ALL_INT and min(counts) >= 0
 
 
 def _bad_counts(counts: Counts) -> str | None:
