@@ -88,6 +88,10 @@ log = logging.getLogger(__name__)
 RECENT_CALLS: Final = 200  # call costs kept per budget for the headroom's p95
 RATE_WINDOW_S: Final = 600.0  # the run rate a forecast extrapolates: the last 10 minutes
 TICK_S: Final = 1.0
+# A stop that stands is also checked for agents that joined its scope this often, besides when
+# a hello names a new process: a process named before its node had told its profile or session
+# (or in a hello the hub read before its processes were recorded) is not new at its next hello.
+SWEEP_S: Final = 5.0
 # A restarted hub knows no agent process until each node says hello again (with its first
 # batch after the restart): a stop to make waits for the hellos of the nodes in its scope, up
 # to this long, before it says there is no agent in scope (a loaded machine took over 7 s).
@@ -463,6 +467,7 @@ class Governor:
 
     def _run(self) -> None:
         next_tick = 0.0
+        next_sweep = time.monotonic() + SWEEP_S
         while not self._stop.is_set():
             self._wake.wait(TICK_S)
             self._wake.clear()
@@ -477,6 +482,9 @@ class Governor:
                     log.exception("the governor could not act on %s", due.mark)
             with self._lock:
                 joined, self._joined = self._joined, False
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_S
+                joined = True
             if joined:
                 try:
                     self._stop_joiners()
