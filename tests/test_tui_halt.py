@@ -38,7 +38,10 @@ from tests.pilot_waits import asking, until
 
 NODE = "spark07"
 PROFILE = "claude-max-a"
-OUTCOME_WITHIN_S = 1.0  # the issue: the row shows the outcome within a second
+# The issue: the row shows the outcome within a second (about 0.1 s here when unloaded). The test
+# allows 3 s so that a loaded 2-core CI box (1.45 s seen at load 5) does not flake it; it still
+# fails when the row waits for the node's next process report (every 5 s) instead of the answer.
+OUTCOME_WITHIN_S = 3.0
 
 
 @pytest.fixture
