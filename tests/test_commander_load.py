@@ -54,9 +54,9 @@ def test_commands_whose_wait_ends_mid_call_answer_none_and_never_raise() -> None
 def test_a_reply_within_the_wait_is_returned() -> None:
     import pynng
 
-    commander = Commander("tcp://127.0.0.1:0", lambda _: KEY, timeout=5.0)
-    try:
-        with pynng.Respondent0(recv_timeout=5000, send_timeout=2000) as node:
+    commander = Commander("tcp://127.0.0.1:0", lambda _: KEY, timeout=20.0)
+    try:  # generous waits: a loaded 2-core box (load 7) once took over 5 s to answer
+        with pynng.Respondent0(recv_timeout=20000, send_timeout=5000) as node:
             node.dial(commander.url, block=True)
             wait_for(lambda: len(node.pipes) == 1, 5, "the node connected")
 
@@ -68,8 +68,8 @@ def test_a_reply_within_the_wait_is_returned() -> None:
 
             responder = threading.Thread(target=answer)
             responder.start()
-            got = commander.send("spark01", {"cmd": "pause", "pid": 1}, 5.0)
-            responder.join(10)
+            got = commander.send("spark01", {"cmd": "pause", "pid": 1}, 20.0)
+            responder.join(30)
     finally:
         commander.close()
     assert got is not None and got["outcome"] == "paused"
