@@ -41,7 +41,7 @@ from pricing.sdk_credit import (
     CreditTerms,
     Draw,
     Moved,
-    draw_at,
+    draw_under,
     month_of,
     moved,
     split,
@@ -313,7 +313,7 @@ class CreditStore:
         work: _Work,
     ) -> None:
         """Add a counted call of a profile with a credit: its row, not yet drawn."""
-        draw = draw_at(event.entrypoint, event.ts)
+        draw = draw_under(event.entrypoint, event.ts, terms)
         if draw is Draw.INTERACTIVE or event.profile is None:
             return
         month = month_of(event.ts, terms.tz)

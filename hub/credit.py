@@ -26,11 +26,12 @@ from typing import Any
 
 from pricing.sdk_credit import (
     PLAN_CREDIT,
+    UNKNOWN_CREDIT_REASON,
     ZERO,
     CreditTerms,
     Draw,
-    draw_at,
     draw_of,
+    draw_under,
 )
 from shared.events import UsageEvent
 
@@ -67,21 +68,26 @@ class CreditMonth:
     untold_by_day: dict[tuple[date, str], Decimal] = field(default_factory=dict)
 
     @property
-    def remaining_usd(self) -> Decimal:
+    def remaining_usd(self) -> Decimal | None:
+        """None when the credit is not known."""
+        if not self.terms.known:
+            return None
         return max(self.terms.credit_usd - self.used_usd, ZERO)
 
     @property
     def estimated(self) -> bool:
-        """The figures rest on calls the logs could not place, or could not price."""
-        return bool(self.untold_calls or self.unpriced_sdk_calls)
+        """The figures rest on calls the logs could not place, or could not price, or on a
+        credit nobody told."""
+        return bool(self.untold_calls or self.unpriced_sdk_calls or not self.terms.known)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "month": self.month,
-            "credit_usd": _usd(self.terms.credit_usd),
+            "credit_usd": _usd(self.terms.credit_usd) if self.terms.known else None,
+            "credit_known": self.terms.known,
             "credit_from": self.terms.source,
             "used_usd": _usd(self.used_usd),
-            "remaining_usd": _usd(self.remaining_usd),
+            "remaining_usd": None if self.remaining_usd is None else _usd(self.remaining_usd),
             "overage_usd": _usd(self.overage_usd),
             "extra_usage": self.terms.extra_usage,
             "refused_usd": _usd(self.refused_usd),
@@ -97,7 +103,13 @@ class CreditMonth:
     def note(self) -> str:
         """Why the figures are estimated, in words (empty when they are not)."""
         parts = []
-        if self.untold_calls:
+        if not self.terms.known:
+            parts.append(
+                f"{self.untold_calls} Agent SDK or unplaced call(s) "
+                f"(${_usd(self.untold_usd)} API-equivalent) counted as estimated: "
+                f"{UNKNOWN_CREDIT_REASON}"
+            )
+        elif self.untold_calls:
             parts.append(
                 f"{self.untold_calls} call(s) (${_usd(self.untold_usd)} API-equivalent) whose "
                 "log does not say whether it was interactive or the Agent SDK: not counted "
@@ -140,7 +152,7 @@ def meter_month(
     out = CreditMonth(month, terms)
     left = terms.credit_usd
     for event, amount in sorted(calls, key=lambda c: (c[0].ts, c[0].event_id)):
-        draw = draw_at(event.entrypoint, event.ts)
+        draw = draw_under(event.entrypoint, event.ts, terms)
         if draw is Draw.INTERACTIVE:
             out.interactive_usd += amount or ZERO
             continue

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub.credit import PLAN_CREDIT, CreditTerms
+from hub.credit import PLAN_CREDIT, ZERO, CreditTerms
 from hub.model import ProfileRecord
 from shared.config import Billing, ConfigError
 from shared.events import Agent
@@ -81,7 +81,8 @@ def credit_terms(
     record: ProfileRecord, settings: Sequence[SubscriptionSettings]
 ) -> CreditTerms | None:
     """The credit a profile draws from, or None when it has none: only Claude Code on a
-    subscription, with a plan that comes with one or an amount configured."""
+    subscription has one, from an amount configured or its plan; with neither, its terms say
+    the credit is not known (its SDK calls are then estimated, never silently included)."""
     if record.agent is not Agent.CLAUDE_CODE or record.billing is not Billing.SUBSCRIPTION:
         return None
     key = f"{record.node}/{record.name}"
@@ -89,8 +90,9 @@ def credit_terms(
     tz = ZoneInfo(own.tz) if own is not None else ZoneInfo("UTC")
     if own is not None and own.sdk_credit is not None:
         return CreditTerms(own.sdk_credit, own.extra_usage, tz, "hub config [[subscriptions]]")
+    extra = own.extra_usage if own is not None else False
     plan_credit = PLAN_CREDIT.get(record.plan or "")
     if plan_credit is None:
-        return None
-    extra = own.extra_usage if own is not None else False
+        told = f"plan {record.plan!r}" if record.plan else "no plan"
+        return CreditTerms(ZERO, extra, tz, f"not known ({told})", known=False)
     return CreditTerms(plan_credit, extra, tz, f"plan {record.plan}")

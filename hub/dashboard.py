@@ -831,10 +831,15 @@ def credit_cells(credit: Mapping[str, Any] | None) -> tuple[Cell, Cell]:
     calls' logs did not say how the agent was started) and the overage past it."""
     if credit is None:
         return Cell("", None), Cell("", None)
-    used, total = Decimal(credit["used_usd"]), Decimal(credit["credit_usd"])
+    used = Decimal(credit["used_usd"])
     mark = "~" if credit["estimated"] else ""
-    tone = "warn" if used >= total else ""
-    text = f"{mark}{fmt.money(used)} / {fmt.money(total)}"
+    if credit["credit_usd"] is None:  # not known: the SDK calls are estimated apart
+        used = Decimal(credit["untold_usd"])
+        text, tone = f"~{fmt.money(used)} / ?", "warn"
+    else:
+        total = Decimal(credit["credit_usd"])
+        tone = "warn" if used >= total else ""
+        text = f"{mark}{fmt.money(used)} / {fmt.money(total)}"
     overage = Decimal(credit["overage_usd"]) + Decimal(credit["refused_usd"])
     return (
         Cell(text, used, tone),

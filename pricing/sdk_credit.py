@@ -18,7 +18,9 @@ The class of a call (`CLASS_OF_DRAW`), used by the hub's store and ledger, its r
 - REFUSED (past the credit with extra usage off: billed nowhere, the provider should have
   refused it) → subscription_included, and the credit's figures say so (`refused_usd`): the
   configured terms are likely wrong, which is a finding, not a bill;
-- UNTOLD on a subscription with credit terms → estimated, with the reason.
+- UNTOLD on a subscription with credit terms → estimated, with the reason; so is an SDK call
+  of a subscription whose credit is not known (its plan is not one the table knows and no
+  amount is configured): whether the credit covered it cannot be told (`draw_under`).
 
 A call that crosses the credit is split: the part the credit covers is subscription_included,
 the part past it is overage. Only API-equivalent amounts move between classes; the
@@ -92,16 +94,33 @@ def draw_at(entrypoint: str | None, ts: float) -> Draw:
 
 
 class CreditTerms(msgspec.Struct, frozen=True):
-    """A profile's credit: dollars a month, whether extra usage is on, the zone of its month."""
+    """A profile's credit: dollars a month, whether extra usage is on, the zone of its month.
+    `known` False: a subscription whose credit nobody told (`credit_usd` is then 0 and unused)."""
 
     credit_usd: Decimal
     extra_usage: bool = False
     tz: tzinfo = UTC
     source: str = ""  # where the amount comes from: "plan max_20x" or the hub config
+    known: bool = True
 
     def fingerprint(self) -> str:
         """What the classes depend on (a change re-draws the profile's months)."""
-        return f"{self.credit_usd.normalize()}|{int(self.extra_usage)}|{self.tz}"
+        amount = self.credit_usd.normalize() if self.known else "unknown"
+        return f"{amount}|{int(self.extra_usage)}|{self.tz}"
+
+
+UNKNOWN_CREDIT_REASON: Final = (
+    "the profile's Agent SDK credit is not known (its plan is not one fleetmeter knows, and no "
+    "sdk_credit is set in [[subscriptions]]), so whether the credit covered its SDK calls is not "
+    "known"
+)
+
+
+def draw_under(entrypoint: str | None, ts: float, terms: CreditTerms) -> Draw:
+    """`draw_at` for a profile with these terms: an SDK call is UNTOLD (estimated) when the
+    credit it would draw is not known."""
+    draw = draw_at(entrypoint, ts)
+    return Draw.UNTOLD if draw is Draw.CREDIT and not terms.known else draw
 
 
 def month_of(ts: float, tz: tzinfo) -> str:
@@ -162,7 +181,7 @@ def draw_calls(
     left: dict[str, Decimal] = {}
     bounds = (0.0, 0.0, "")  # the last month's [start, end) and name: most calls share it
     for ts, event_id, entrypoint, amount in sorted(calls, key=lambda c: (c[0], c[1])):
-        draw = draw_at(entrypoint, ts)
+        draw = draw_under(entrypoint, ts, terms)
         past = ZERO
         if draw is Draw.CREDIT:
             if not bounds[0] <= ts < bounds[1]:

@@ -269,6 +269,7 @@ profiles = ["spark01/max-a"]
             assert got == {
                 "month": month,
                 "credit_usd": "20",
+                "credit_known": True,
                 "credit_from": "plan pro",
                 "used_usd": "20",
                 "remaining_usd": "0",

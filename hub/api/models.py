@@ -90,10 +90,15 @@ class Credit(BaseModel):
     Agent SDK draw a monthly dollar credit, then overage at API rates if extra usage is on)."""
 
     month: str = Field(description="YYYY-MM in the profile's zone ([[subscriptions]] tz)")
-    credit_usd: Money = Field(description="the month's credit")
+    credit_usd: Money | None = Field(
+        description="the month's credit (null: not known, see credit_known and note)"
+    )
+    credit_known: bool = Field(
+        description="false: the plan's credit is not known, so SDK calls count as estimated"
+    )
     credit_from: str = Field(description="where the amount comes from: the plan or the config")
     used_usd: Money = Field(description="credit drawn by SDK calls (API-equivalent)")
-    remaining_usd: Money
+    remaining_usd: Money | None
     overage_usd: Money = Field(description="SDK spend past the credit: billed at API rates")
     extra_usage: bool
     refused_usd: Money = Field(description="SDK spend past the credit with extra usage off")
