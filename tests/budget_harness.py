@@ -48,6 +48,7 @@ def usage(
     model: str = "claude-sonnet-4-5",
     agent: Agent = Agent.CLAUDE_CODE,
     ts: float | None = None,
+    entrypoint: str | None = "cli",  # interactive, as a terminal's Claude Code logs it
 ) -> UsageEvent:
     return UsageEvent(
         event_id=f"claude:{node}:{session}:msg_{n}",
@@ -59,6 +60,7 @@ def usage(
         machine=node,
         profile=profile,
         project=project,
+        entrypoint=entrypoint,
     )
 
 

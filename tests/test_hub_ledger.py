@@ -53,6 +53,7 @@ def usage(event_id: str, ts: float = NOW - 60, revision: int = 0, **kw: object) 
         "profile": "key-a",
         "account": "ops@example.com",
         "project": "/src/app",
+        "entrypoint": "cli",  # interactive: a subscription's windows cover it
     }
     fields.update(kw)
     return UsageEvent(event_id=event_id, ts=ts, revision=revision, **fields)  # type: ignore[arg-type]

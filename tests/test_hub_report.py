@@ -43,6 +43,7 @@ def usage(event_id: str, ts: float = T0, revision: int = 0, **kw: object) -> Usa
         "session_id": "s1",
         "machine": "spark01",
         "profile": "key-a",
+        "entrypoint": "cli",  # interactive: a subscription's windows cover it
     }
     fields.update(kw)
     return UsageEvent(event_id=event_id, ts=ts, revision=revision, **fields)  # type: ignore[arg-type]
