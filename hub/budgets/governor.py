@@ -17,6 +17,10 @@ restarted hub neither stops it again nor misses one it had not reached. A proces
 stopped only when its node confirmed it: a stop that failed (no answer, an error) is kept in
 `budget_retries` with its reason and tried again with a backoff while the stop stands.
 
+A re-price (new price tables) recounts each money budget in the re-pricing transaction and
+judges it as a batch would (`on_reprice`): a crossing by the new prices fires once, as a live
+one does.
+
 A hard budget fires when less than one typical call (the p95 of the scope's recent calls) of
 headroom is left, so the stop lands near the limit rather than one call past it.
 
@@ -160,6 +164,7 @@ class Governor:
         """Hook into `store`'s ingest transactions and start acting (before the receiver
         starts: no batch may pass unchecked)."""
         store.add_ingest_hook(self.on_ingest)
+        store.add_reprice_hook(self.on_reprice)
         self._service.subscribe(self._on_update)
         self._thread = threading.Thread(target=self._run, name="governor", daemon=True)
         self._thread.start()
@@ -312,6 +317,34 @@ class Governor:
                 order.append(current)
         touched = {b: calls.get(b, []) + moves.get(b, []) for b in order}
         self._tentative += self._judge(db, budget, list(touched), touched, overrides.get(name), now)
+
+    def on_reprice(self, db: sqlite3.Connection, now: float) -> Callable[[], None]:
+        """Stored calls were re-priced (new price tables) in this transaction: each money
+        budget's spend is recounted from the roll-ups, as a restart would, and judged as a
+        batch's would be (a re-price that crosses a limit fires its mark in this commit, once).
+        Returns what queues the marks it fired, for after the commit."""
+        fired: list[Due] = []
+        with self._lock:
+            overrides = records.active_overrides(db, now)
+            for budget in self._budgets.values():
+                if budget.basis is Basis.QUOTA:
+                    continue
+                seed(db, budget, now)
+                buckets = [bucket for bucket, *_ in records.buckets(db, budget.name)]
+                if not buckets:
+                    continue
+                calls: dict[str, list[tuple[int, float, Decimal | None]]] = {
+                    b: [] for b in buckets
+                }  # no call of its own: spend moved, nothing was added
+                override = overrides.get(budget.name)
+                fired += self._judge(db, budget, buckets, calls, override, now)
+
+        def queue() -> None:
+            with self._lock:
+                self._due.extend(fired)
+            self._wake.set()
+
+        return queue
 
     def _judge(
         self,
