@@ -191,7 +191,7 @@ class Governor:
             self._budgets = {b.name: b for b in budgets}
             for name in set(old) - set(self._budgets):
                 records.forget_spend(db, name)
-                records.forget_retries(db, name, set())
+                records.forget_retries(db, name)
             for budget in budgets:
                 if old.get(budget.name) != budget:
                     self._recent.pop(budget.name, None)
@@ -498,10 +498,16 @@ class Governor:
         now = self.clock()
         with self._own_lock:
             db = self._own.reading()
-            standing = {b.name: standing_stops(db, b, now) for b in self.budgets if b.hard}
-            with self._own.writing() as wdb:  # retries of stops that no longer stand end
-                for name, marks in standing.items():
-                    records.forget_retries(wdb, name, {m.bucket for m in marks})
+            standing = {b.name: standing_stops(db, b, now) if b.hard else [] for b in self.budgets}
+            # retries of stops that no longer stand end
+            over = {
+                name: records.retry_buckets(db, name) - {m.bucket for m in marks}
+                for name, marks in standing.items()
+            }
+            if any(over.values()):
+                with self._own.writing() as wdb:
+                    for name, buckets in over.items():
+                        records.forget_retries(wdb, name, buckets)
         due = [Due(mark, repeat=True) for marks in standing.values() for mark in marks]
         for item in due:
             self._act(item)

@@ -419,18 +419,23 @@ def note_failure(
     return retry
 
 
-def forget_retries(db: sqlite3.Connection, budget: str, keep: set[str]) -> int:
-    """Drop `budget`'s retries outside the buckets in `keep` (stops that no longer stand)."""
-    gone = [
-        bucket
+def retry_buckets(db: sqlite3.Connection, budget: str) -> set[str]:
+    """The buckets `budget` has stops to retry in."""
+    return {
+        str(bucket)
         for (bucket,) in db.execute(
             "SELECT DISTINCT bucket FROM budget_retries WHERE budget = ?", (budget,)
         )
-        if bucket not in keep
-    ]
-    for bucket in gone:
+    }
+
+
+def forget_retries(db: sqlite3.Connection, budget: str, buckets: set[str] | None = None) -> None:
+    """Drop `budget`'s retries in `buckets` (default all): stops that no longer stand."""
+    if buckets is None:
+        db.execute("DELETE FROM budget_retries WHERE budget = ?", (budget,))
+        return
+    for bucket in buckets:
         db.execute("DELETE FROM budget_retries WHERE budget = ? AND bucket = ?", (budget, bucket))
-    return len(gone)
 
 
 def stops_since(
