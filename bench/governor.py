@@ -12,7 +12,9 @@ headroom of one typical call intends).
 
 Also what the governor adds to the hub's ingest: the service's whole path per event for
 500-event batches from 20 machines, with no budget and with `--budgets` of mixed scopes and
-periods (in process, a store on disk).
+periods (in process, a store on disk); and to a re-price of those calls under a corrected
+table (Haiku 4.5 at twice its rates: every budget recounted in each re-pricing step), CPU
+time per stored call, best of 3, no budget and `--budgets` alternating.
 
     python -m bench.governor [--agents 5] [--rounds 4] [--rate 500] [--calls 6] [--budgets 10]
 """
@@ -40,6 +42,7 @@ from hub.service import FleetService
 from hub.store import Store
 from node_agent.simulate.fake_agent import LaunchedAgent, launch
 from pricing import Billing, PriceBook
+from pricing.installed import install_table, overlay, read_installed
 from shared.events import Agent, Event, Tokens, UsageEvent
 from tests import fleet_harness as fleet
 from tests.api_harness import ServedHub, serve_hub
@@ -152,8 +155,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def ingest_cost(budgets: int, batches: int = 40, size: int = 500) -> dict[int, float]:
-    """Microseconds per event through `FleetService.ingest` with 0 and `budgets` budgets."""
+def ingest_cost(
+    budgets: int, batches: int = 40, size: int = 500, reprice_runs: int = 0
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Microseconds per event through `FleetService.ingest` with 0 and `budgets` budgets; and
+    (with `reprice_runs`) CPU microseconds per stored call of a whole re-price, best of those
+    runs, the two stores taking turns."""
     kinds = ["machine=m{i:02d}", "project=/src/p{i}", "session=s{i}", "model=claude-haiku-4-5"]
     periods = ["day", "hour", "5h", "session", "week"]
     table = [parse_budget({"name": "fleet", "scope": "fleet", "period": "month",
@@ -172,7 +179,9 @@ def ingest_cost(budgets: int, batches: int = 40, size: int = 500) -> dict[int, f
         for i in range(budgets - 1)
     ]
     out: dict[int, float] = {}
+    repriced: dict[int, float] = {}
     book = PriceBook.default()
+    kept: dict[int, tuple[Store, FleetService, Governor]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-governor-ingest-") as tmp_name:
         for n in (0, budgets):
             store = Store.in_dir(Path(tmp_name) / str(n))
@@ -199,10 +208,52 @@ def ingest_cost(budgets: int, batches: int = 40, size: int = 500) -> dict[int, f
                 started = time.perf_counter()
                 service.ingest(node, "s1", b * size + 1, (b + 1) * size, events)
                 elapsed += time.perf_counter() - started
+            kept[n] = (store, service, governor)
+            out[n] = elapsed / (batches * size) * 1e6
+        books = (_doubled(Path(tmp_name) / "prices"), book)
+        for run in range(reprice_runs):
+            for n in (0, budgets) if run % 2 == 0 else (budgets, 0):
+                _, service, _ = kept[n]
+                service.use_prices(books[run % 2])
+                started = time.process_time()
+                service.reprice(budget_s=1e9)
+                spent = (time.process_time() - started) / (batches * size) * 1e6
+                repriced[n] = min(repriced.get(n, spent), spent)
+        for store, _, governor in kept.values():
             governor.close()
             store.close()
-            out[n] = elapsed / (batches * size) * 1e6
-    return out
+    return out, repriced
+
+
+def _doubled(folder: Path) -> PriceBook:
+    """The shipped tables with Haiku 4.5 at twice its rates (installed in `folder`)."""
+    [haiku] = [m for m in PriceBook.default().models() if m.id == MODEL]
+    rates = haiku.periods[-1].rates
+    source = folder.parent / "haiku-twice.toml"
+    lines = [
+        'schema = 1\nprovider = "anthropic"\ncurrency = "USD"',
+        "[[models]]",
+        f'id = "{MODEL}"',
+        'name = "Claude Haiku 4.5"',
+        'sources = [{ name = "bench", ref = "bench.governor", checked = 2026-12-01 }]',
+        "[[models.periods]]",
+        "from = 2020-01-01",
+        "[models.periods.rates]",
+        *(
+            f'{name} = "{getattr(rates, name) * 2}"'
+            for name in (
+                "input",
+                "output",
+                "reasoning",
+                "cache_read",
+                "cache_write_5m",
+                "cache_write_1h",
+            )
+        ),
+    ]
+    source.write_text("\n".join(lines) + "\n")
+    install_table(source, folder)
+    return PriceBook(overlay(list(PriceBook.default().tables), read_installed(folder)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -213,10 +264,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=6, help="typical calls to the limit")
     parser.add_argument("--budgets", type=int, default=10, help="budgets for the ingest cost")
     args = parser.parse_args(argv)
-    cost = ingest_cost(args.budgets)
+    cost, repriced = ingest_cost(args.budgets, reprice_runs=6)
     print(
         f"ingest with the governor: {cost[0]:.1f} us/event with no budget, "
         f"{cost[args.budgets]:.1f} us/event with {args.budgets} (500-event batches)"
+    )
+    print(
+        f"re-price of those 20,000 calls: {repriced[0]:.1f} CPU us/call with no budget, "
+        f"{repriced[args.budgets]:.1f} with {args.budgets} (each recounted per 5,000-call step;"
+        " best of 3)"
     )
     mean = mean_call_cost()
     pace = float(mean) * 3600 / args.rate

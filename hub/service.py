@@ -784,11 +784,14 @@ class FleetService:
         *,
         who: str,
         command_id: str | None = None,
+        told: str | None = None,
     ) -> CommandOutcome:
         """Send pause / resume / kill / interrupt for (pid, create_time) on `node`; its answer.
-        Written to the audit log and the feed, whatever the outcome. `command_id`: the same id
-        sent again is answered by the node from memory, not acted on twice (the governor's
-        retries after a restart); default a fresh one."""
+        Written to the audit log and the feed, whatever the outcome, except an outcome equal to
+        `told` (a retry's repeat of a failure its caller audited already: one row per outcome,
+        not one per attempt). `command_id`: the same id sent again is answered by the node from
+        memory, not acted on twice (the governor's retries after a restart); default a fresh
+        one."""
         if self.commander is None:
             outcome = CommandOutcome(
                 False, "refused", "this hub has no command endpoint", node, pid
@@ -813,6 +816,8 @@ class FleetService:
                     tuple(p for p in reply.get("pids", []) if isinstance(p, int)),
                 )
         now = self.clock()
+        if told is not None and outcome.outcome == told:
+            return outcome
         text = f"{action} pid {pid} on {node}: {outcome.outcome}"
         if outcome.detail:
             text += f" ({outcome.detail})"

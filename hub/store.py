@@ -103,6 +103,9 @@ IngestHook = Callable[
     ],
     None,
 ]
+# Told inside each re-pricing transaction that changed a stored price (the roll-ups hold the new
+# prices) and the time; what it returns, if anything, is run once that transaction committed.
+RepriceHook = Callable[[sqlite3.Connection, float], Callable[[], None] | None]
 REPRICE_STEP: Final = 5_000  # raw rows re-priced per transaction (see `reprice`)
 PRUNE_STEP: Final = 5_000  # raw rows deleted per transaction: the receiver waits no longer
 VACUUM_PAGES: Final = 2_000  # free pages handed back to the file system per step (8 MiB)
@@ -135,6 +138,7 @@ class Store:
         self._payloads = Payloads(self._db)
         # the outcome roll-up is kept with every batch, in its transaction
         self._ingest_hooks: list[IngestHook] = [_file_outcomes]
+        self._reprice_hooks: list[RepriceHook] = []
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pruned_before'").fetchone()
         # Raw events before this time were pruned: later copies of them are not stored.
         self._pruned_before = float(row[0]) if row else -math.inf
@@ -197,6 +201,10 @@ class Store:
     def add_ingest_hook(self, hook: IngestHook) -> None:
         """Have `hook` run inside every batch's transaction (see `IngestHook`)."""
         self._ingest_hooks.append(hook)
+
+    def add_reprice_hook(self, hook: RepriceHook) -> None:
+        """Have `hook` run inside every re-pricing step that changed a price (`RepriceHook`)."""
+        self._reprice_hooks.append(hook)
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -694,6 +702,7 @@ class Store:
         transaction with the roll-ups' deltas. Returns (rows whose price changed, whether
         every row is now priced under these tables). Pruned days keep their old prices."""
         prices = self._price.fingerprint()
+        after: list[Callable[[], None] | None] = []
         with self._transaction():
             meta = dict(self._db.execute("SELECT key, value FROM meta"))
             if meta.get("prices") == prices:
@@ -728,6 +737,12 @@ class Store:
             self._set_meta(("prices", prices) if done else ("reprice_from", rows[-1][0]))
             if done:
                 self._db.execute("DELETE FROM meta WHERE key = 'reprice_from'")
+            if repriced:  # in this transaction: what follows the new prices commits with them
+                now = time.time()
+                after = [hook(self._db, now) for hook in self._reprice_hooks]
+        for then in after:
+            if then is not None:
+                then()
         return len(changed), done
 
     def _set_meta(self, item: tuple[str, object]) -> None:

@@ -40,6 +40,8 @@ class StoppedScope:
     agent: Agent
     home: Path
     tmp: Path
+    profile: fleet.ProfileSpec
+    node: subprocess.Popen[bytes]
 
     def join(self, name: str) -> LaunchedAgent:
         """An agent at its prompt: it logs no call for an hour (its truth file stays empty)."""
@@ -85,9 +87,10 @@ class StoppedScope:
 
 
 @contextmanager
-def _stopped_scope(tmp: Path, agent: Agent) -> Iterator[StoppedScope]:
+def stopped_scope(tmp: Path, agent: Agent, commands: str | None = None) -> Iterator[StoppedScope]:
     """A day budget (pause at $0.10) crossed by one call of an agent that had exited before
-    its node started: the budget stands stopped with no agent paused."""
+    its node started: the budget stands stopped with no agent paused. `commands`: the command
+    address the node dials (default the hub's)."""
     served = serve_hub(tmp)
     with fleet.processes() as started:
         started.append(served.proc)
@@ -111,9 +114,9 @@ def _stopped_scope(tmp: Path, agent: Agent) -> Iterator[StoppedScope]:
         )  # fmt: skip
         assert gone.popen.wait(30) == 0
         profile = fleet.ProfileSpec("p", agent, home)
-        node = fleet.write_node(tmp, NODE, served.setup, [profile])
+        node = fleet.write_node(tmp, NODE, served.setup, [profile], commands=commands)
         started.append(fleet.start_node(node, tmp))
-        scope = StoppedScope(served, started, agent, home, tmp)
+        scope = StoppedScope(served, started, agent, home, tmp, profile, started[-1])
         fleet.wait_for(
             lambda: scope.row()["last_action"] == "100 %: no agent to pause in scope",
             60,
@@ -123,19 +126,19 @@ def _stopped_scope(tmp: Path, agent: Agent) -> Iterator[StoppedScope]:
         yield scope
 
 
-def _paused(agent: LaunchedAgent) -> bool:
+def paused(agent: LaunchedAgent) -> bool:
     return states(agent) == {psutil.STATUS_STOPPED}
 
 
 def test_an_agent_joining_a_stopped_scope_is_paused_once_when_its_node_reports_it(
     tmp_path: Path,
 ) -> None:
-    with _stopped_scope(tmp_path, Agent.CLAUDE_CODE) as scope:
+    with stopped_scope(tmp_path, Agent.CLAUDE_CODE) as scope:
         spent = scope.row()["spent"]
         joiner = scope.join("joiner.truth")
         late: LaunchedAgent | None = None
         try:
-            fleet.wait_for(lambda: _paused(joiner), 60, "the joiner's whole tree paused")
+            fleet.wait_for(lambda: paused(joiner), 60, "the joiner's whole tree paused")
             # stopped before any call of its own: nothing logged, nothing more spent
             assert (tmp_path / "joiner.truth").read_text() == ""
             assert scope.row()["spent"] == spent
@@ -151,7 +154,7 @@ def test_an_agent_joining_a_stopped_scope_is_paused_once_when_its_node_reports_i
             late = scope.join("late.truth")
             restart(scope.served, tmp_path, signal.SIGKILL)
             scope.started.append(scope.served.proc)
-            fleet.wait_for(lambda: _paused(late), 60, "the agent that joined during the outage")
+            fleet.wait_for(lambda: paused(late), 60, "the agent that joined during the outage")
             assert (tmp_path / "late.truth").read_text() == ""
             fleet.wait_for(lambda: scope.agents() == (0, 2), 30, "both reported paused")
             fleet.wait_for(
@@ -162,7 +165,7 @@ def test_an_agent_joining_a_stopped_scope_is_paused_once_when_its_node_reports_i
             # the first one's pause was not sent again; each agent had exactly one command
             assert scope.actions_to(joiner) == ["pause"]
             assert scope.actions_to(late) == ["pause"]
-            assert _paused(joiner)
+            assert paused(joiner)
             db = scope.served.setup.data_dir / "hub.db"
             with sqlite3.connect(db, timeout=5) as con:
                 stops = con.execute("SELECT pid, outcome FROM budget_stops ORDER BY at").fetchall()
@@ -174,7 +177,7 @@ def test_an_agent_joining_a_stopped_scope_is_paused_once_when_its_node_reports_i
 
 
 def test_a_codex_joining_a_stopped_scope_is_interrupted_then_paused(tmp_path: Path) -> None:
-    with _stopped_scope(tmp_path, Agent.CODEX) as scope:
+    with stopped_scope(tmp_path, Agent.CODEX) as scope:
         joiner = scope.join("joiner.truth")
         create_time = psutil.Process(joiner.pid).create_time()
         try:
@@ -192,7 +195,7 @@ def test_a_codex_joining_a_stopped_scope_is_interrupted_then_paused(tmp_path: Pa
                 assert scope.row()["last_action"] == "100 %: paused 0 agents, 1 exited"
             else:
                 assert [a for a, _ in commands] == ["interrupt", "pause"], commands
-                fleet.wait_for(lambda: _paused(joiner), 10, "the joiner's whole tree paused")
+                fleet.wait_for(lambda: paused(joiner), 10, "the joiner's whole tree paused")
             assert (tmp_path / "joiner.truth").read_text() == ""
         finally:
             joiner.destroy()
@@ -203,11 +206,11 @@ def test_a_stop_a_person_released_leaves_later_agents_alone(tmp_path: Path, how:
     """Joiners are stopped only while the stop stands: once a person resumed an agent it
     paused, or raised the limit, a later agent runs on (judged two hellos after the one that
     named it: the governor checks a joiner as soon as the hello naming it is committed)."""
-    with _stopped_scope(tmp_path, Agent.CLAUDE_CODE) as scope:
+    with stopped_scope(tmp_path, Agent.CLAUDE_CODE) as scope:
         first = scope.join("first.truth")
         later: LaunchedAgent | None = None
         try:
-            fleet.wait_for(lambda: _paused(first), 60, "the first joiner paused")
+            fleet.wait_for(lambda: paused(first), 60, "the first joiner paused")
             headers = scope.served.headers("operator")
             if how == "resumed by a person":
                 body = {"pid": first.pid}
@@ -227,9 +230,9 @@ def test_a_stop_a_person_released_leaves_later_agents_alone(tmp_path: Path, how:
             fleet.wait_for(lambda: sum(scope.agents()) == 2, 30, "the later agent reported")
             # the governor's joiner check runs on the actor thread right after the hello;
             # a hello later still (the next heartbeat) means it has had its turn
-            heartbeats = _batches(scope)
-            fleet.wait_for(lambda: _batches(scope) >= heartbeats + 2, 30, "two more hellos")
-            assert not _paused(later)
+            heartbeats = batches(scope)
+            fleet.wait_for(lambda: batches(scope) >= heartbeats + 2, 30, "two more hellos")
+            assert not paused(later)
             assert scope.actions_to(later) == []
         finally:
             first.destroy()
@@ -237,7 +240,7 @@ def test_a_stop_a_person_released_leaves_later_agents_alone(tmp_path: Path, how:
                 later.destroy()
 
 
-def _batches(scope: StoppedScope) -> int:
+def batches(scope: StoppedScope) -> int:
     reply = httpx.get(
         scope.served.url + "/metrics", headers=scope.served.headers("viewer"), timeout=10
     )

@@ -13,7 +13,13 @@ the node). Calls that arrive after a stop are in-flight overshoot: they are adde
 mark's `spent_after`. An agent process that joins a scope whose stop stands (see
 `stopped_scope`) is stopped with the same action as soon as its node's hello names it (or it
 logs a call there), once per process: `budget_stops` remembers what was stopped, so a
-restarted hub neither stops it again nor misses one it had not reached.
+restarted hub neither stops it again nor misses one it had not reached. A process counts as
+stopped only when its node confirmed it: a stop that failed (no answer, an error) is kept in
+`budget_retries` with its reason and tried again with a backoff while the stop stands.
+
+A re-price (new price tables) recounts each money budget in the re-pricing transaction and
+judges it as a batch would (`on_reprice`): a crossing by the new prices fires once, as a live
+one does.
 
 A hard budget fires when less than one typical call (the p95 of the scope's recent calls) of
 headroom is left, so the stop lands near the limit rather than one call past it.
@@ -158,6 +164,7 @@ class Governor:
         """Hook into `store`'s ingest transactions and start acting (before the receiver
         starts: no batch may pass unchecked)."""
         store.add_ingest_hook(self.on_ingest)
+        store.add_reprice_hook(self.on_reprice)
         self._service.subscribe(self._on_update)
         self._thread = threading.Thread(target=self._run, name="governor", daemon=True)
         self._thread.start()
@@ -184,6 +191,7 @@ class Governor:
             self._budgets = {b.name: b for b in budgets}
             for name in set(old) - set(self._budgets):
                 records.forget_spend(db, name)
+                records.forget_retries(db, name)
             for budget in budgets:
                 if old.get(budget.name) != budget:
                     self._recent.pop(budget.name, None)
@@ -308,7 +316,35 @@ class Governor:
             if current is not None and current not in order:
                 order.append(current)
         touched = {b: calls.get(b, []) + moves.get(b, []) for b in order}
-        self._judge(db, budget, list(touched), touched, overrides.get(name), now)
+        self._tentative += self._judge(db, budget, list(touched), touched, overrides.get(name), now)
+
+    def on_reprice(self, db: sqlite3.Connection, now: float) -> Callable[[], None]:
+        """Stored calls were re-priced (new price tables) in this transaction: each money
+        budget's spend is recounted from the roll-ups, as a restart would, and judged as a
+        batch's would be (a re-price that crosses a limit fires its mark in this commit, once).
+        Returns what queues the marks it fired, for after the commit."""
+        fired: list[Due] = []
+        with self._lock:
+            overrides = records.active_overrides(db, now)
+            for budget in self._budgets.values():
+                if budget.basis is Basis.QUOTA:
+                    continue
+                seed(db, budget, now)
+                buckets = [bucket for bucket, *_ in records.buckets(db, budget.name)]
+                if not buckets:
+                    continue
+                calls: dict[str, list[tuple[int, float, Decimal | None]]] = {
+                    b: [] for b in buckets
+                }  # no call of its own: spend moved, nothing was added
+                override = overrides.get(budget.name)
+                fired += self._judge(db, budget, buckets, calls, override, now)
+
+        def queue() -> None:
+            with self._lock:
+                self._due.extend(fired)
+            self._wake.set()
+
+        return queue
 
     def _judge(
         self,
@@ -318,8 +354,11 @@ class Governor:
         calls: dict[str, list[tuple[int, float, Decimal | None]]],
         override: Override | None,
         now: float,
-    ) -> None:
+    ) -> list[Due]:
+        """The marks `budget`'s spend in the `touched` buckets reaches (inserted, to act on
+        once the transaction commits)."""
         name = budget.name
+        due: list[Due] = []
         if budget.period.kind is PeriodKind.ROLLING:
             low, high = window_slots(budget, now)
             spent, unknown = records.spend_between(db, name, low, high)
@@ -369,7 +408,8 @@ class Governor:
                         if m.action in ("pause", "kill") and m.limit == limit
                     ]
                     fired += [Due(m, repeat=True) for m in hard[-1:]]
-            self._tentative += fired
+            due += fired
+        return due
 
     def _fire(
         self,
@@ -415,7 +455,9 @@ class Governor:
             if reading.profile is not None:
                 self._sessions[budget.name].add((reading.machine, reading.session_id or ""))
         if touched:
-            self._judge(db, budget, sorted(touched), defaultdict(list), override, now)
+            self._tentative += self._judge(
+                db, budget, sorted(touched), defaultdict(list), override, now
+            )
 
     # -- after the commit -----------------------------------------------------------------------
 
@@ -456,12 +498,17 @@ class Governor:
         now = self.clock()
         with self._own_lock:
             db = self._own.reading()
-            due = [
-                Due(mark, repeat=True)
-                for budget in self.budgets
-                if budget.hard
-                for mark in standing_stops(db, budget, now)
-            ]
+            standing = {b.name: standing_stops(db, b, now) if b.hard else [] for b in self.budgets}
+            # retries of stops that no longer stand end
+            over = {
+                name: records.retry_buckets(db, name) - {m.bucket for m in marks}
+                for name, marks in standing.items()
+            }
+            if any(over.values()):
+                with self._own.writing() as wdb:
+                    for name, buckets in over.items():
+                        records.forget_retries(wdb, name, buckets)
+        due = [Due(mark, repeat=True) for marks in standing.values() for mark in marks]
         for item in due:
             self._act(item)
 
@@ -584,16 +631,25 @@ class Governor:
         return out
 
     def _stop_scope(self, budget: Budget, mark: Mark) -> tuple[str, int]:
-        """Pause or kill every agent process in scope not stopped yet; (summary, stopped)."""
+        """Pause or kill every agent process in scope not stopped yet (one whose last try
+        failed: once its retry is due); (summary, stopped)."""
         action = mark.action
         with self._own_lock:
-            done = records.stopped(self._own.reading(), budget.name, mark.bucket, action)
+            db = self._own.reading()
+            done = records.stopped(db, budget.name, mark.bucket, action)
+            pending = records.retries(db, budget.name, mark.bucket, action)
         outcomes: dict[str, int] = defaultdict(int)
         acted = 0
         who = f"budget '{budget.name}'"
+        now = self.clock()
+        for key in self._left(set(pending) - done):
+            outcomes["gone"] += 1
+            with self._own_lock, self._own.writing() as db:
+                records.confirm_stop(db, budget.name, mark.bucket, key, action, "gone", now)
         for node, process in self._targets(budget, mark.bucket):
             key = (node, process.pid, process.create_time)
-            if key in done:
+            retry = pending.get(key)
+            if key in done or (retry is not None and retry.next_at > now):
                 continue
             holder = self._service.pause_holder(*key)
             if action == "pause" and (
@@ -601,38 +657,78 @@ class Governor:
             ):  # by a person (its hello may not say so yet), or by us before a restart
                 outcomes["already paused"] += 1
                 with self._own_lock, self._own.writing() as db:
-                    records.note_stop(
+                    records.confirm_stop(
                         db, budget.name, mark.bucket, key, action, "already paused", self.clock()
                     )
                 continue
-            if action == "pause" and process.agent is Agent.CODEX:
-                first = self._interrupt(node, process, who, budget.name, mark.bucket)
-                if first is not None:  # Codex ended with its turn: nothing left to pause
-                    outcomes[first.outcome] += 1
-                    acted += first.ok
-                    with self._own_lock, self._own.writing() as db:
-                        records.note_stop(
-                            db, budget.name, mark.bucket, key, action, first.outcome, self.clock()
-                        )
-                    continue
-            outcome = self._service.command(
-                node,
-                "pause" if action == "pause" else "kill",
-                process.pid,
-                process.create_time,
-                who=who,
-                command_id=command_id(budget.name, mark.bucket, *key, action),
-            )
-            outcomes[outcome.outcome] += 1
+            outcome = self._command(budget.name, mark.bucket, node, process, action, retry)
+            settled = outcome.ok or _gone(outcome)
+            word = outcome.outcome if outcome.ok else "gone" if settled else outcome.outcome
+            outcomes[word] += 1
             acted += outcome.ok
             with self._own_lock, self._own.writing() as db:
-                records.note_stop(
-                    db, budget.name, mark.bucket, key, action, outcome.outcome, self.clock()
-                )
+                if settled:
+                    records.confirm_stop(
+                        db, budget.name, mark.bucket, key, action, word, self.clock()
+                    )
+                else:
+                    reason = outcome.outcome + (f": {outcome.detail}" if outcome.detail else "")
+                    answered = outcome.outcome != "no answer"
+                    records.note_failure(
+                        db, budget.name, mark.bucket, action, retry, key, outcome.outcome,
+                        reason, answered, self.clock(),
+                    )  # fmt: skip
         return stop_summary(action, outcomes), acted
 
+    def _left(self, keys: set[records.StopKey]) -> list[records.StopKey]:
+        """Those of `keys` whose node has said hello since this hub started without them."""
+        named = {
+            view.record.node: {(p.pid, p.create_time) for p in view.hello.processes
+                               if p.state != "zombie"}
+            for view in self._service.nodes()
+            if view.hello is not None
+        }  # fmt: skip
+        return sorted(k for k in keys if k[0] in named and (k[1], k[2]) not in named[k[0]])
+
+    def _command(
+        self,
+        budget: str,
+        bucket: str,
+        node: str,
+        process: ProcessInfo,
+        action: str,
+        retry: records.Retry | None,
+    ) -> CommandOutcome:
+        """One try at stopping `process` (a Codex one is interrupted first). A retry's repeat
+        of the failure it had is not audited again; its command id is new after an answered
+        failure (the node would answer the same id from memory) and the same after none."""
+        who = f"budget '{budget}'"
+        key = (node, process.pid, process.create_time)
+        told = None if retry is None else retry.outcome
+        generation = () if retry is None or not retry.generation else (retry.generation,)
+        if action == "pause" and process.agent is Agent.CODEX:
+            first = self._interrupt(node, process, who, budget, bucket, generation, told)
+            if first is not None:  # Codex ended with its turn: nothing left to pause
+                return first
+        return self._service.command(
+            node,
+            "pause" if action == "pause" else "kill",
+            process.pid,
+            process.create_time,
+            who=who,
+            command_id=command_id(budget, bucket, *key, action, *generation),
+            told=told,
+        )
+
     def _interrupt(
-        self, node: str, process: ProcessInfo, who: str, budget: str, bucket: str
+        self,
+        node: str,
+        process: ProcessInfo,
+        who: str,
+        budget: str,
+        bucket: str,
+        generation: tuple[int, ...] = (),
+        told: str | None = None,
     ) -> CommandOutcome | None:
         """A Codex turn is interrupted before the pause (its hooks gate no model call inside
         a turn, and a turn frozen mid-stream goes on streaming when resumed): the outcome when
@@ -645,8 +741,9 @@ class Governor:
             process.create_time,
             who=who,
             command_id=command_id(
-                budget, bucket, node, process.pid, process.create_time, "interrupt"
+                budget, bucket, node, process.pid, process.create_time, "interrupt", *generation
             ),  # fmt: skip
+            told=told,
         )
         return outcome if outcome.outcome == "exited" else None
 
@@ -911,6 +1008,14 @@ def override_text(budget: Budget, entry: Override) -> str:
     until = datetime.fromtimestamp(entry.until, UTC).strftime("%Y-%m-%d %H:%M UTC")
     what = "lifted" if entry.limit is None else f"raised to {budget.limit_text(entry.limit)}"
     return f"budget '{budget.name}' {what} until {until} by {entry.who}: {entry.why}"
+
+
+def _gone(outcome: CommandOutcome) -> bool:
+    """Whether the node refused because the process is no longer there: nothing to retry."""
+    return outcome.outcome == "refused" and any(
+        words in outcome.detail
+        for words in ("no such process", "has already exited", "now belongs to another")
+    )
 
 
 def _mtime(path: Path | None) -> float | None:

@@ -5,8 +5,13 @@
 - `budget_marks`: one row per threshold a budget crossed in a bucket, inserted (insert or
   ignore) in that same transaction: a mark fires once per budget, period and limit, whatever
   restarts or replays happen. `state` pending → done once acted on (after the commit).
-- `budget_stops`: each process a budget paused or killed in a bucket: a stop is sent once, and
-  a resume at the next period knows what to resume.
+- `budget_stops`: each process a budget paused or killed in a bucket, as its node confirmed it
+  (or gone before it could be): a stop is made once, and a resume at the next period knows what
+  to resume.
+- `budget_retries`: each process a stop could not be confirmed for yet (no answer, an error,
+  a process the node could not stop): the last failure, how many so far and when to try again.
+  A row leaves when the stop is confirmed (into `budget_stops`), the process is gone, or the
+  stop no longer stands; a restarted hub reads them and goes on.
 - `budget_overrides`: a raised or lifted limit until a time, with who and why.
 - `budget_episodes`: a rolling window's open episode (from its first crossing until the window
   is back under its limit), the bucket its marks are filed under.
@@ -40,6 +45,13 @@ CREATE TABLE IF NOT EXISTS budget_stops (
     resumed_at REAL,
     PRIMARY KEY (budget, bucket, machine, pid, ctime, action)
 );
+CREATE TABLE IF NOT EXISTS budget_retries (
+    budget TEXT NOT NULL, bucket TEXT NOT NULL, machine TEXT NOT NULL, pid INTEGER NOT NULL,
+    ctime REAL NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
+    failures INTEGER NOT NULL, generation INTEGER NOT NULL, first_at REAL NOT NULL,
+    next_at REAL NOT NULL,
+    PRIMARY KEY (budget, bucket, machine, pid, ctime, action)
+);
 CREATE TABLE IF NOT EXISTS budget_overrides (
     id INTEGER PRIMARY KEY, budget TEXT NOT NULL, lim TEXT, until REAL NOT NULL,
     who TEXT NOT NULL, why TEXT NOT NULL, at REAL NOT NULL
@@ -56,6 +68,8 @@ def create_tables(db: sqlite3.Connection) -> None:
     for statement in TABLES.split(";"):
         if statement.strip():
             db.execute(statement)
+    # a store from before retries noted failed stops as made: they are retried now instead
+    db.execute("DELETE FROM budget_stops WHERE outcome IN ('no answer', 'failed')")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +321,121 @@ def note_stop(
         "outcome, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (budget, bucket, *key, action, outcome, at),
     )
+
+
+def confirm_stop(
+    db: sqlite3.Connection,
+    budget: str,
+    bucket: str,
+    key: StopKey,
+    action: str,
+    outcome: str,
+    at: float,
+) -> None:
+    """The stop of `key` is settled (done, or the process is gone): noted, retries over."""
+    note_stop(db, budget, bucket, key, action, outcome, at)
+    db.execute(
+        "DELETE FROM budget_retries WHERE budget = ? AND bucket = ? AND machine = ? AND pid = ? "
+        "AND ctime = ? AND action = ?",
+        (budget, bucket, *key, action),
+    )
+
+
+# --- stops to retry ---------------------------------------------------------------------------
+
+RETRY_FIRST_S: Final = 5.0  # the first retry's wait; each failure doubles it ...
+RETRY_MAX_S: Final = 60.0  # ... up to this
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A stop not confirmed yet: its last failure (`outcome`, the node's word, and `reason`,
+    with its detail), failures so far, and when to try again. `generation` numbers the command
+    id: the node answers a repeated id from memory, so after an answered failure the next try
+    needs a new one; after no answer the same one (the node may have acted)."""
+
+    key: StopKey
+    outcome: str
+    reason: str
+    failures: int
+    generation: int
+    first_at: float
+    next_at: float
+
+
+def retry_wait(failures: int) -> float:
+    doubled: float = RETRY_FIRST_S * 2.0 ** max(0, failures - 1)
+    return min(RETRY_MAX_S, doubled)
+
+
+def retries(db: sqlite3.Connection, budget: str, bucket: str, action: str) -> dict[StopKey, Retry]:
+    out: dict[StopKey, Retry] = {}
+    for machine, pid, ctime, outcome, reason, failures, generation, first, next_at in db.execute(
+        "SELECT machine, pid, ctime, outcome, reason, failures, generation, first_at, next_at "
+        "FROM budget_retries WHERE budget = ? AND bucket = ? AND action = ?",
+        (budget, bucket, action),
+    ):
+        key = (str(machine), int(pid), float(ctime))
+        out[key] = Retry(
+            key, str(outcome), str(reason), int(failures), int(generation), float(first),
+            float(next_at),
+        )  # fmt: skip
+    return out
+
+
+def note_failure(
+    db: sqlite3.Connection,
+    budget: str,
+    bucket: str,
+    action: str,
+    before: Retry | None,
+    key: StopKey,
+    outcome: str,
+    reason: str,
+    answered: bool,
+    at: float,
+) -> Retry:
+    """Record a failed stop of `key` (`before`: its retry row so far) and when to retry."""
+    failures = 1 if before is None else before.failures + 1
+    generation = 0 if before is None else before.generation
+    retry = Retry(
+        key,
+        outcome,
+        reason,
+        failures,
+        generation + int(answered),
+        at if before is None else before.first_at,
+        at + retry_wait(failures),
+    )
+    db.execute(
+        "INSERT INTO budget_retries (budget, bucket, machine, pid, ctime, action, outcome, "
+        "reason, failures, generation, first_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?) ON CONFLICT (budget, bucket, machine, pid, ctime, action) DO UPDATE SET "
+        "outcome = excluded.outcome, reason = excluded.reason, failures = excluded.failures, "
+        "generation = excluded.generation, next_at = excluded.next_at",
+        (budget, bucket, *key, action, outcome, reason, retry.failures, retry.generation,
+         retry.first_at, retry.next_at),
+    )  # fmt: skip
+    return retry
+
+
+def retry_buckets(db: sqlite3.Connection, budget: str) -> set[str]:
+    """The buckets `budget` has stops to retry in."""
+    return {
+        str(bucket)
+        for (bucket,) in db.execute(
+            "SELECT DISTINCT bucket FROM budget_retries WHERE budget = ?", (budget,)
+        )
+    }
+
+
+def forget_retries(db: sqlite3.Connection, budget: str, buckets: set[str] | None = None) -> None:
+    """Drop `budget`'s retries in `buckets` (default all): stops that no longer stand."""
+    if buckets is None:
+        db.execute("DELETE FROM budget_retries WHERE budget = ?", (budget,))
+        return
+    for bucket in buckets:
+        db.execute("DELETE FROM budget_retries WHERE budget = ? AND bucket = ?", (budget, bucket))
 
 
 def stops_since(

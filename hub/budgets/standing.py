@@ -169,15 +169,16 @@ def _last_action(db: sqlite3.Connection, mark: Mark) -> tuple[str, float]:
     first action and any later (an agent its node had not reported yet at the crossing, one
     that joined the stopped scope): each stop is noted as it is made, so this reads right
     after a kill -9 too."""
-    stops = (
-        records.stops_since(db, mark.budget, mark.bucket, mark.action, mark.at)
-        if mark.action in ("pause", "kill")
-        else []
-    )
-    if not stops:
+    hard = mark.action in ("pause", "kill")
+    stops = records.stops_since(db, mark.budget, mark.bucket, mark.action, mark.at) if hard else []
+    # stops not confirmed yet, to be tried again (`records.Retry`)
+    retries = records.retries(db, mark.budget, mark.bucket, mark.action) if hard else {}
+    if not stops and not retries:
         return f"{_label(mark)}: {mark.outcome}", mark.at
-    summary = stop_summary(mark.action, Counter(outcome for outcome, _ in stops))
-    return f"{_label(mark)}: {summary}", max(at for _, at in stops)
+    counts = Counter(outcome for outcome, _ in stops)
+    counts.update(f"retrying after {r.outcome}" for r in retries.values())
+    times = [at for _, at in stops] + [r.first_at for r in retries.values()]
+    return f"{_label(mark)}: {stop_summary(mark.action, counts)}", max(times)
 
 
 def _weight(mark: Mark) -> tuple[float, bool]:
