@@ -714,15 +714,45 @@ def _price_lines(
     report: Report, lines: Sequence[UsageLine], target: Target, node: str, query: Query
 ) -> None:
     """Solo calls (`claude_tally`) priced from their lines into `report`'s rows."""
-    attribution = _attribution(target, node)
+    row_of = RowKeys(report.rollup, _attribution(target, node))
+    drawing = drawing_profile(target.agent, target.profile)
+    alike = drawing is None and query.since is None and query.until is None
+    if not alike or not _price_alike(report, lines, row_of, target.billing):
+        _price_each(report, lines, row_of, target, query)
+
+
+def _price_alike(
+    report: Report, lines: Sequence[UsageLine], row_of: RowKeys, billing: Billing
+) -> bool:
+    """`_price_each` of calls that all count in a row and draw on no subscription's credit,
+    priced by the sums of their counts per row and kind of call (`CallBatch.add_alike`),
+    nothing per call but its bucket. False, with nothing added, when some call has no price
+    (priced one by one, its unknown model and row are told in the calls' order)."""
+    from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
+
+    batch = CallBatch[RowKey](PriceBook.default())
+    for row, kind, unsplit, alike in row_of.alike(lines):
+        stamps = [line.ts for line in alike]
+        counts = [line.tokens for line in alike]
+        if not batch.add_alike(row, kind, stamps, counts, billing, unsplit):
+            return False
+    rollup = report.rollup
+    for row, calls, tokens, priced in batch.settle():
+        rollup.add_calls(row, calls, tokens, priced)
+    return True
+
+
+def _price_each(
+    report: Report, lines: Sequence[UsageLine], row_of: RowKeys, target: Target, query: Query
+) -> None:
+    """`_price_lines` one call at a time: each call's row, credit drawn and unknown price."""
     billing = target.billing
     rollup = report.rollup
-    from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
+    from pricing import CallBatch, PriceBook
 
     # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
     batch = CallBatch[Hashable](PriceBook.default())
     drawing = drawing_profile(target.agent, target.profile)
-    row_of = RowKeys(rollup, attribution)
     for line in lines:
         wanted = query.wants(line.ts)
         row = row_of(line) if wanted else None
