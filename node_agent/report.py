@@ -267,8 +267,16 @@ def build_report(
 
 def _worth_workers(units: Sequence[Unit], tasks: Sequence[Task]) -> bool:
     """Whether there is enough to read for worker processes to pay for their start: the
-    bytes left to read, each agent's against its own threshold."""
-    share = sum(_unread(task) for task in tasks) / PARALLEL_MIN_BYTES
+    bytes left to read, each agent's against its own threshold. Files read from the start
+    are only stat'ed until they are enough on their own (a first scan of 600 files stat'ed
+    them all before any worker started)."""
+    unread = sum(_unread(task) for task in tasks if task.prior is not None)  # may be < 0
+    for task in tasks:
+        if task.prior is None:
+            unread += _size(Path(task.path))
+            if unread >= PARALLEL_MIN_BYTES:  # the rest (>= 0 each) can only add to it
+                return True
+    share = unread / PARALLEL_MIN_BYTES
     for unit in units:
         share += unit.size / _PARALLEL_MIN_BYTES_OF.get(unit.agent, PARALLEL_MIN_BYTES)
     return share >= 1
@@ -423,7 +431,10 @@ def _read_claude(work: _ClaudeWork) -> _Claude:
     solo = _file_report(task, done, file, targets, node, query, context)
     keepable = entry is not None and outcome.kept is outcome.whole
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
-    return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
+    # Pickled here for the index (`context`: one is kept), where the files are read in
+    # parallel, not by the merge after them.
+    blob = _pickled(solo) if context else None
+    return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
 
 
 def _file_report(
@@ -482,7 +493,7 @@ def _read_claude_shipped(work: _ClaudeWork) -> bytes:
     read = _read_claude(work)
     whole = None if read.keepable else msgspec.msgpack.encode(read.whole)
     assert read.solo is not None
-    blob = _pickled(read.solo[0])
+    blob = read.solo[1] or _pickled(read.solo[0])
     return msgspec.msgpack.encode(_Shipped(read.calls, whole, read.size, read.entry, blob))
 
 
@@ -714,6 +725,8 @@ def _price_lines(
     report: Report, lines: Sequence[UsageLine], target: Target, node: str, query: Query
 ) -> None:
     """Solo calls (`claude_tally`) priced from their lines into `report`'s rows."""
+    if not lines:  # (a long file's report after its settled calls, say)
+        return
     row_of = RowKeys(report.rollup, _attribution(target, node))
     drawing = drawing_profile(target.agent, target.profile)
     alike = drawing is None and query.since is None and query.until is None
