@@ -271,6 +271,18 @@ class ClaudeSource(Source):
             usage = typed_usage(typed, facts, lineno, sink, defer)
             if usage is not False:
                 return usage
+        return self.checked_line(facts, lineno, line, sink, defer)
+
+    def checked_line(
+        self,
+        facts: FileFacts,
+        lineno: int,
+        line: bytes,
+        sink: Sink,
+        defer: ToolUses | None = None,
+    ) -> UsageLine | None:
+        """`read_line` through the checked path alone: for a line the typed path declined."""
+        tools = self.wants_tool_calls
         path = facts.path
         rec = record_of(path, lineno, line, sink)
         if rec is None:
