@@ -743,7 +743,8 @@ def _price_alike(
     (priced one by one, its unknown model and row are told in the calls' order)."""
     from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
 
-    batch = CallBatch[RowKey](PriceBook.default())
+    # Annotated, not subscripted: `CallBatch[RowKey](...)` builds a typing alias per call.
+    batch: CallBatch[RowKey] = CallBatch(PriceBook.default())
     for row, kind, unsplit, alike in row_of.alike(lines):
         stamps = [line.ts for line in alike]
         counts = [line.tokens for line in alike]
@@ -764,7 +765,7 @@ def _price_each(
     from pricing import CallBatch, PriceBook
 
     # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
-    batch = CallBatch[Hashable](PriceBook.default())
+    batch: CallBatch[Hashable] = CallBatch(PriceBook.default())
     drawing = drawing_profile(target.agent, target.profile)
     for line in lines:
         wanted = query.wants(line.ts)
@@ -996,7 +997,7 @@ def _price(
     """The counted calls of each target's sink, priced into `report`'s rows."""
     from pricing import CallBatch, PriceBook
 
-    batch = CallBatch[RowKey](PriceBook.default())
+    batch: CallBatch[RowKey] = CallBatch(PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]
         attribution = _attribution(target, node)
