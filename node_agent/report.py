@@ -741,7 +741,9 @@ def _price_alike(
     priced by the sums of their counts per row and kind of call (`CallBatch.add_alike`),
     nothing per call but its bucket. False, with nothing added, when some call has no price
     (priced one by one, its unknown model and row are told in the calls' order)."""
-    from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
+    # (a scan with nothing to read loads no prices; the module, not the package: a package's
+    # `from ... import` runs importlib's fromlist handling at every file)
+    from pricing._book import CallBatch, PriceBook
 
     # Annotated, not subscripted: `CallBatch[RowKey](...)` builds a typing alias per call.
     batch: CallBatch[RowKey] = CallBatch(PriceBook.default())
@@ -762,7 +764,7 @@ def _price_each(
     """`_price_lines` one call at a time: each call's row, credit drawn and unknown price."""
     billing = target.billing
     rollup = report.rollup
-    from pricing import CallBatch, PriceBook
+    from pricing._book import CallBatch, PriceBook
 
     # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
     batch: CallBatch[Hashable] = CallBatch(PriceBook.default())
