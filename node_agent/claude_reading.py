@@ -30,7 +30,7 @@ from node_agent.sources._claude_line import (
     typed_usage,
 )
 from node_agent.sources.base import ParseProblem, Sink
-from node_agent.sources.claude import ClaudeSource, Run
+from node_agent.sources.claude import ClaudeSource, Run, number_kept_lines
 from node_agent.tailer import LinesFrom, is_json
 from shared.events import LimitEvent, UsageEvent
 
@@ -97,7 +97,7 @@ def read_file(path: Path, prior: FileReading | None = None, tools: bool = True) 
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            lines = LinesFrom(fd, reading.end, reading.lineno, source.ignores)
+            lines = LinesFrom(fd, reading.end, reading.lineno, None, number_kept_lines)
             _feed(source, path, reading, lines, sink)
         finally:
             os.close(fd)

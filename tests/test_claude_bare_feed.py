@@ -1,7 +1,8 @@
 """A reading without tool uses (a scan that sums) takes its own loop, `_feed_bare`: the same
 runs, snapshots, problems, skips and line numbers as the general loop read without tool uses,
 over transcripts of random usage lines (a call's snapshots one after another, lines the typed
-path leaves to the checked one), torn and garbage lines."""
+path leaves to the checked one), torn and garbage lines. And its lines are found by
+`number_kept_lines`, the prefilter (`ClaudeSource.ignores`) written into the line loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node_agent.claude_reading import FileReading, _feed_bare, _feed_tools, _Lines
-from node_agent.sources.claude import ClaudeSource
+from node_agent.sources.claude import ClaudeSource, number_kept_lines
+from node_agent.tailer import _number
 from tests.test_claude_typed_lines import FIELDS, PATH, _mutated, values
 
 REALDATA = Path(__file__).resolve().parent.parent.parent / "shared" / "realdata"
@@ -83,3 +85,37 @@ def test_real_transcripts_read_alike_by_both_loops() -> None:
         assert isinstance(bare, FileReading)
         snapshots += sum(len(run.revisions) - 1 for run in bare.runs)
     assert snapshots > 100  # streamed replies' earlier snapshots were met
+
+
+# Pieces of transcript lines: the prefilter's marks (the user mark inside and past the head it
+# looks in), line ends ('}' or not, CRLF), filler.
+PIECE = st.sampled_from(
+    [
+        b'{"type":"user"',
+        b'"type":"user"',
+        b'"usage"',
+        b'"isApiErrorMessage"',
+        b"}",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b" ",
+        b"x" * 100,
+        b"y" * 509,
+        b'{"a":1}',
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PIECE, max_size=40), st.integers(0, 5))
+def test_the_built_in_prefilter_keeps_the_lines_ignores_keeps(
+    pieces: list[bytes], lineno: int
+) -> None:
+    block = b"".join(pieces)
+    for end in {len(block), max(0, block.rfind(b"\n"))}:
+        mine: list[tuple[int, bytes]] = []
+        theirs: list[tuple[int, bytes]] = []
+        last = number_kept_lines(block, end, lineno, mine)
+        assert last == _number(block, end, lineno, theirs, ClaudeSource().ignores)
+        assert mine == theirs
