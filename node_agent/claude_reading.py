@@ -21,9 +21,16 @@ from pathlib import Path
 
 import msgspec
 
-from node_agent.sources._claude_line import FileFacts, ToolUses, UsageLine, tool_calls_of
+from node_agent.sources._claude_line import (
+    FileFacts,
+    ToolUses,
+    UsageLine,
+    tool_calls_of,
+    typed_record,
+    typed_usage,
+)
 from node_agent.sources.base import ParseProblem, Sink
-from node_agent.sources.claude import ClaudeSource, Run
+from node_agent.sources.claude import ClaudeSource, Run, number_kept_lines
 from node_agent.tailer import LinesFrom, is_json
 from shared.events import LimitEvent, UsageEvent
 
@@ -90,7 +97,7 @@ def read_file(path: Path, prior: FileReading | None = None, tools: bool = True) 
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            lines = LinesFrom(fd, reading.end, reading.lineno, source.ignores)
+            lines = LinesFrom(fd, reading.end, reading.lineno, None, number_kept_lines)
             _feed(source, path, reading, lines, sink)
         finally:
             os.close(fd)
@@ -117,6 +124,20 @@ def _feed(
     lines: LinesFrom | list[tuple[int, bytes]],
     sink: Sink,
 ) -> None:
+    if source.wants_tool_calls:
+        _feed_tools(source, path, reading, lines, sink)
+    else:
+        _feed_bare(source, path, reading, lines, sink)
+
+
+def _feed_tools(
+    source: ClaudeSource,
+    path: Path,
+    reading: FileReading,
+    lines: LinesFrom | list[tuple[int, bytes]],
+    sink: Sink,
+) -> None:
+    """`_feed` with tool uses: a call's are signed once its best snapshot is known."""
     facts = FileFacts(path)
     facts.split_mismatch_reported = reading.mismatch_reported
     runs = reading.runs
@@ -144,6 +165,38 @@ def _feed(
         runs.append(last)
     if last is not None and best_tools:
         last.best = _with_tools(last.best, best_tools)
+    reading.mismatch_reported = facts.split_mismatch_reported
+
+
+def _feed_bare(
+    source: ClaudeSource,
+    path: Path,
+    reading: FileReading,
+    lines: LinesFrom | list[tuple[int, bytes]],
+    sink: Sink,
+) -> None:
+    """`_feed` without tool uses (a scan that sums: its hot loop): each line straight through
+    the typed path, the checked path only for what that declines, and no tool uses to carry
+    from a call's best snapshot (`read_line` would take the same steps, one call deeper)."""
+    facts = FileFacts(path)
+    facts.split_mismatch_reported = reading.mismatch_reported
+    runs = reading.runs
+    last = runs[-1] if runs else None
+    for lineno, line in lines:
+        typed = typed_record(line, False)
+        usage = typed_usage(typed, facts, lineno, sink) if typed is not None else False
+        if usage is False:
+            usage = source.checked_line(facts, lineno, line, sink)
+        if usage is None:
+            continue
+        if last is not None and usage.group is not None and last.best.event_id == usage.event_id:
+            # The next snapshot of the same call (a line without message.id is its own call).
+            last.revisions.append(usage.revision)
+            if usage.revision > last.best.revision:
+                last.best = usage
+            continue
+        last = Run(usage, [usage.revision], usage.is_sub)
+        runs.append(last)
     reading.mismatch_reported = facts.split_mismatch_reported
 
 

@@ -11,7 +11,9 @@ None and goes through the source as before.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -19,6 +21,9 @@ from node_agent.claude_reading import FileReading
 from node_agent.sources._claude_line import UsageLine
 from pricing.rollup import Attribution, Rollup, RowKey
 from shared.events import Agent, Role
+
+if TYPE_CHECKING:
+    from pricing._book import Kind
 
 # The row keys that read a call's time: each only through its local date.
 _DATED = frozenset(("day", "week", "month"))
@@ -104,3 +109,40 @@ class RowKeys:
         if row is None:
             row = self._known[terms] = self._rollup.key(LineCall(line), self._attribution)
         return row
+
+    def alike(self, lines: Iterable[UsageLine]) -> list[tuple[RowKey, Kind, bool, list[UsageLine]]]:
+        """The lines in buckets of one row, one kind of call (model, provider, service tier,
+        speed, inference geography: what finds its price terms with its time and counts) and
+        one cache-write split, in the order of each bucket's first line: (row, kind, unsplit,
+        lines). Per line only its bucket is found; the row once per bucket."""
+        dated, tz = self._dated, self._tz
+        stamp = datetime.fromtimestamp
+        buckets: dict[tuple[object, ...], list[UsageLine]] = {}
+        for line in lines:
+            key = (
+                stamp(line.ts, tz).date() if dated else None,
+                line.model,
+                line.session,
+                line.project,
+                line.is_sub,
+                line.service_tier,
+                line.speed,
+                line.inference_geo,
+                line.unsplit,
+            )
+            found = buckets.get(key)
+            if found is None:
+                buckets[key] = [line]
+            else:
+                found.append(line)
+        return [
+            (
+                self(first),
+                # Claude Code logs no provider
+                (first.model, None, first.service_tier, first.speed, first.inference_geo),
+                first.unsplit,
+                alike,
+            )
+            for alike in buckets.values()
+            for first in alike[:1]
+        ]

@@ -267,8 +267,16 @@ def build_report(
 
 def _worth_workers(units: Sequence[Unit], tasks: Sequence[Task]) -> bool:
     """Whether there is enough to read for worker processes to pay for their start: the
-    bytes left to read, each agent's against its own threshold."""
-    share = sum(_unread(task) for task in tasks) / PARALLEL_MIN_BYTES
+    bytes left to read, each agent's against its own threshold. Files read from the start
+    are only stat'ed until they are enough on their own (a first scan of 600 files stat'ed
+    them all before any worker started)."""
+    unread = sum(_unread(task) for task in tasks if task.prior is not None)  # may be < 0
+    for task in tasks:
+        if task.prior is None:
+            unread += _size(Path(task.path))
+            if unread >= PARALLEL_MIN_BYTES:  # the rest (>= 0 each) can only add to it
+                return True
+    share = unread / PARALLEL_MIN_BYTES
     for unit in units:
         share += unit.size / _PARALLEL_MIN_BYTES_OF.get(unit.agent, PARALLEL_MIN_BYTES)
     return share >= 1
@@ -423,7 +431,10 @@ def _read_claude(work: _ClaudeWork) -> _Claude:
     solo = _file_report(task, done, file, targets, node, query, context)
     keepable = entry is not None and outcome.kept is outcome.whole
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
-    return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, None))
+    # Pickled here for the index (`context`: one is kept), where the files are read in
+    # parallel, not by the merge after them.
+    blob = _pickled(solo) if context else None
+    return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
 
 
 def _file_report(
@@ -482,7 +493,7 @@ def _read_claude_shipped(work: _ClaudeWork) -> bytes:
     read = _read_claude(work)
     whole = None if read.keepable else msgspec.msgpack.encode(read.whole)
     assert read.solo is not None
-    blob = _pickled(read.solo[0])
+    blob = read.solo[1] or _pickled(read.solo[0])
     return msgspec.msgpack.encode(_Shipped(read.calls, whole, read.size, read.entry, blob))
 
 
@@ -714,15 +725,50 @@ def _price_lines(
     report: Report, lines: Sequence[UsageLine], target: Target, node: str, query: Query
 ) -> None:
     """Solo calls (`claude_tally`) priced from their lines into `report`'s rows."""
-    attribution = _attribution(target, node)
+    if not lines:  # (a long file's report after its settled calls, say)
+        return
+    row_of = RowKeys(report.rollup, _attribution(target, node))
+    drawing = drawing_profile(target.agent, target.profile)
+    alike = drawing is None and query.since is None and query.until is None
+    if not alike or not _price_alike(report, lines, row_of, target.billing):
+        _price_each(report, lines, row_of, target, query)
+
+
+def _price_alike(
+    report: Report, lines: Sequence[UsageLine], row_of: RowKeys, billing: Billing
+) -> bool:
+    """`_price_each` of calls that all count in a row and draw on no subscription's credit,
+    priced by the sums of their counts per row and kind of call (`CallBatch.add_alike`),
+    nothing per call but its bucket. False, with nothing added, when some call has no price
+    (priced one by one, its unknown model and row are told in the calls' order)."""
+    # (a scan with nothing to read loads no prices; the module, not the package: a package's
+    # `from ... import` runs importlib's fromlist handling at every file)
+    from pricing._book import CallBatch, PriceBook
+
+    # Annotated, not subscripted: `CallBatch[RowKey](...)` builds a typing alias per call.
+    batch: CallBatch[RowKey] = CallBatch(PriceBook.default())
+    for row, kind, unsplit, alike in row_of.alike(lines):
+        stamps = [line.ts for line in alike]
+        counts = [line.tokens for line in alike]
+        if not batch.add_alike(row, kind, stamps, counts, billing, unsplit):
+            return False
+    rollup = report.rollup
+    for row, calls, tokens, priced in batch.settle():
+        rollup.add_calls(row, calls, tokens, priced)
+    return True
+
+
+def _price_each(
+    report: Report, lines: Sequence[UsageLine], row_of: RowKeys, target: Target, query: Query
+) -> None:
+    """`_price_lines` one call at a time: each call's row, credit drawn and unknown price."""
     billing = target.billing
     rollup = report.rollup
-    from pricing import CallBatch, PriceBook  # (a scan with nothing to read loads no prices)
+    from pricing._book import CallBatch, PriceBook
 
     # groups: a report row, or a Claude subscription row's untold calls (moved as a sum)
-    batch = CallBatch[Hashable](PriceBook.default())
+    batch: CallBatch[Hashable] = CallBatch(PriceBook.default())
     drawing = drawing_profile(target.agent, target.profile)
-    row_of = RowKeys(rollup, attribution)
     for line in lines:
         wanted = query.wants(line.ts)
         row = row_of(line) if wanted else None
@@ -953,7 +999,7 @@ def _price(
     """The counted calls of each target's sink, priced into `report`'s rows."""
     from pricing import CallBatch, PriceBook
 
-    batch = CallBatch[RowKey](PriceBook.default())
+    batch: CallBatch[RowKey] = CallBatch(PriceBook.default())
     for index, sink in sinks.items():
         target = targets[index]
         attribution = _attribution(target, node)

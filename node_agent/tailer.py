@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -185,6 +186,10 @@ class _Splitter:
 # A test on the line `data[start:end]` (newline and CR excluded): True when its reader would
 # drop it without a word, so it need not be copied out. See `Source.ignores`.
 LineTest = Callable[[bytes, int, int], bool]
+
+
+# `_number` of a reader whose `ignores` is built in: (block, end, lineno, out) -> last lineno.
+Numberer = Callable[[bytes, int, int, list[tuple[int, bytes]]], int]
 
 
 def _number(
@@ -411,21 +416,30 @@ class LinesFrom:
     reader that keeps where it stopped. Once iterated: `end` is the offset just past the last
     newline, `lineno` that line's number, and `tail` the unterminated rest (not handed out)."""
 
-    def __init__(self, fd: int, start: int, lineno: int, ignores: LineTest | None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        start: int,
+        lineno: int,
+        ignores: LineTest | None,
+        number: Numberer | None = None,
+    ) -> None:
+        """`number`: `_number` with `ignores` built in (a reader's own, faster), else None."""
         self._fd = fd
         self.end = start
         self.lineno = lineno
-        self._ignores = ignores
+        self._number: Numberer = number or partial(_number, ignores=ignores)
         self.tail = b""
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         split = _Splitter()
         read = self.end
+        number = self._number
         while chunk := os.pread(self._fd, CHUNK, read):
             read += len(chunk)
             batch: list[tuple[int, bytes]] = []
             if (block := split.feed(chunk)) is not None:
-                self.lineno = _number(*block, self.lineno, batch, self._ignores)
+                self.lineno = number(*block, self.lineno, batch)
             self.end = read - split.pending
             yield from batch
         self.tail = split.tail()
@@ -433,7 +447,7 @@ class LinesFrom:
     def tail_lines(self) -> list[tuple[int, bytes]]:
         """The unterminated rest as a line (numbered after the complete ones), if kept."""
         batch: list[tuple[int, bytes]] = []
-        _number(self.tail, len(self.tail), self.lineno, batch, self._ignores)
+        self._number(self.tail, len(self.tail), self.lineno, batch)
         return batch
 
 

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Final, Generic, TypeVar
 
@@ -42,6 +42,9 @@ class PriceBook:
         self._terms: dict[tuple[object, ...], Terms] = {}
         # Each entry's period starts as epoch seconds (entries live as long as the book).
         self._starts: dict[int, tuple[float, ...]] = {}
+        # Each kind of call's terms over its latest price period (`CallBatch`): shared by the
+        # batches, so that a scan's per-file batches look each kind's period up once.
+        self._spans: dict[Kind, _Span] = {}
 
     @classmethod
     def default(cls) -> PriceBook:
@@ -260,10 +263,16 @@ class _Group(msgspec.Struct):
 
 
 G = TypeVar("G", bound=Hashable)
+# What, besides its time and counts, finds a call's terms: model, provider, service tier, speed
+# and inference geography.
+Kind = tuple[str, str | None, str | None, str | None, str | None]
 
 # A call's counts in the order of Tokens' fields, so that Tokens(*sums) rebuilds them.
 _COUNT_FIELDS: Final = Tokens.__struct_fields__
 _COUNTS: Final = attrgetter(*_COUNT_FIELDS)
+# A call's prompt (what long-context cliffs weigh) as the counts summed: input, cache read and
+# both cache writes, as `PricePeriod.tier_for` is given it.
+_PROMPT: Final = itemgetter(0, 2, 3, 4)
 
 
 class CallBatch(Generic[G]):
@@ -278,7 +287,7 @@ class CallBatch(Generic[G]):
         # A log's calls share a handful of (model, provider, tier, speed, geo) and each keeps
         # its terms over a whole price period: once a call's period span is known, a call of
         # the same kind inside it needs only a range check and its long-context cliff.
-        self._spans: dict[tuple[str, str | None, str | None, str | None, str | None], _Span] = {}
+        self._spans = book._spans
 
     def add(self, group: G, event: UsageEvent, billing: Billing) -> PricedCall | None:
         """Count `event` into `group`; returns its `PricedCall` at once when no price is known
@@ -333,9 +342,124 @@ class CallBatch(Generic[G]):
         found.counts.append(counts)
         return None
 
+    def add_alike(
+        self,
+        group: G,
+        kind: Kind,
+        stamps: Sequence[float],
+        counts: Sequence[Counts],
+        billing: Billing,
+        cache_write_unsplit: bool = False,
+    ) -> bool:
+        """`add_counts` of calls that share `group`, `kind` (model, provider, service tier,
+        speed, inference geography) and `cache_write_unsplit`, given by their times and counts:
+        where one price period holds them all, each cliff's calls are priced by their summed
+        counts, with no per-call lookup. Exact: the same terms and estimated flag per call as
+        `add_counts` (a count class is non-zero in some call exactly when its sum is), and so
+        the same groups and sums. False, with nothing counted, when a call has no price: the
+        caller adds them one by one to get each one's unknown `PricedCall`."""
+        if not counts:
+            return True
+        span = self._span_over(kind, stamps, counts)
+        if span is None:
+            return self._add_each(group, kind, stamps, counts, billing, cache_write_unsplit)
+        by_cliff: dict[int, list[Counts]] = {}
+        thresholds = span.thresholds
+        if thresholds and max(map(sum, map(_PROMPT, counts))) > min(thresholds):
+            cliff_of = span.cliff_of
+            for call in counts:
+                by_cliff.setdefault(cliff_of(call), []).append(call)
+        else:  # no call's prompt above any cliff
+            by_cliff[-1] = list(counts)
+        priced: list[tuple[Terms, list[Counts]]] = []
+        for cliff, calls in by_cliff.items():
+            terms = span.by_cliff.get(cliff)
+            if terms is None:  # any instant of the span finds its period
+                found = self._book.terms_for(kind[0], kind[1], stamps[0], calls[0], *kind[2:])
+                if isinstance(found, PricedCall):
+                    return False
+                terms = span.by_cliff[cliff] = found
+            priced.append((terms, calls))
+        for terms, calls in priced:
+            self._count_alike(group, terms, calls, billing, cache_write_unsplit)
+        return True
+
+    def _span_over(
+        self, kind: Kind, stamps: Sequence[float], counts: Sequence[Counts]
+    ) -> _Span | None:
+        """The span of one price period holding every stamp, with healthy counts all (else
+        None: the calls are priced one by one)."""
+        if not _all_healthy(counts):
+            return None
+        first, last = min(stamps), max(stamps)
+        span = self._spans.get(kind)
+        if span is None or not span.low < first or not last < span.high:
+            found = self._book.terms_for(kind[0], kind[1], stamps[0], counts[0], *kind[2:])
+            if isinstance(found, PricedCall):
+                return None
+            self._learn(kind, stamps[0], counts[0], found)
+            span = self._spans.get(kind)
+            if span is None or not span.low < first or not last < span.high:
+                return None
+        return span
+
+    def _add_each(
+        self,
+        group: G,
+        kind: Kind,
+        stamps: Sequence[float],
+        counts: Sequence[Counts],
+        billing: Billing,
+        cache_write_unsplit: bool,
+    ) -> bool:
+        """`add_alike` one call at a time (calls across price periods, odd counts)."""
+        model, provider, service_tier, speed, inference_geo = kind
+        terms_of = self._book.terms_for
+        found = [
+            terms_of(model, provider, ts, call, service_tier, speed, inference_geo)
+            for ts, call in zip(stamps, counts, strict=True)
+        ]
+        if any(isinstance(terms, PricedCall) for terms in found):
+            return False
+        for terms, call in zip(found, counts, strict=True):
+            assert isinstance(terms, Terms)
+            self._count_alike(group, terms, [call], billing, cache_write_unsplit)
+        return True
+
+    def _count_alike(
+        self,
+        group: G,
+        terms: Terms,
+        calls: list[Counts],
+        billing: Billing,
+        cache_write_unsplit: bool,
+    ) -> None:
+        """Count calls priced under `terms` into their groups, as their sums where the
+        estimated flag is the same for all (it is for nearly every log)."""
+        sums = tuple(map(sum, zip(*calls, strict=True)))
+        estimated_for = terms.plan.estimated_for_counts
+        if terms.ambiguous or not estimated_for(sums, cache_write_unsplit):
+            # Ambiguous: every call estimated. Else no call has a count the flag looks at.
+            split = {terms.ambiguous: (len(calls), sums)}
+        else:
+            flagged: dict[bool, list[Counts]] = {}
+            for call in calls:
+                flagged.setdefault(estimated_for(call, cache_write_unsplit), []).append(call)
+            split = {
+                estimated: (len(some), tuple(map(sum, zip(*some, strict=True))))
+                for estimated, some in flagged.items()
+            }
+        for estimated, (calls_in, summed) in split.items():
+            key = (group, terms, estimated, billing)
+            found = self._groups.get(key)
+            if found is None:
+                found = self._groups[key] = _Group()
+            found.calls += calls_in
+            found.counts.append(summed)
+
     def _learn(
         self,
-        kind: tuple[str, str | None, str | None, str | None, str | None],
+        kind: Kind,
         ts: float,
         counts: Counts,
         terms: Terms,
@@ -387,6 +511,16 @@ def _contiguous(periods: Sequence[PricePeriod]) -> bool:
         and all(
             end is None or end == after.start for end, after in zip(ends, periods[1:], strict=False)
         )
+    )
+
+
+def _all_healthy(counts: Sequence[Counts]) -> bool:
+    """`_healthy` of every call, checked over all their counts at once."""
+    flat = [count for call in counts for count in call]
+    return (
+        set(map(len, counts)) == {len(_COUNT_FIELDS)}
+        and set(map(type, flat)) == {int}
+        and min(flat) >= 0
     )
 
 

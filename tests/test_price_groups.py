@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node_agent import report as report_module
+from node_agent.claude_tally import RowKeys
 from node_agent.render import render_json
 from node_agent.report import Query, Report
 from node_agent.scan import Target
@@ -167,6 +168,16 @@ def _priced(lines: list[UsageLine], target: Target, query: Query) -> Report:
     return report
 
 
+def _per_call(lines: list[UsageLine], target: Target, query: Query) -> Report:
+    """The reference: every call priced on its own, its terms looked up afresh (`terms_for`)."""
+    report = Report(Rollup(query.by, query.tz))
+    row_of = RowKeys(report.rollup, report_module._attribution(target, "node-1"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CallBatch, "_learn", lambda *_args: None)
+        report_module._price_each(report, lines, row_of, target, query)
+    return report
+
+
 def _same(grouped: Report, per_call: Report) -> None:
     assert render_json(grouped) == render_json(per_call)
     assert list(grouped.rollup.rows.items()) == list(per_call.rollup.rows.items())
@@ -185,18 +196,67 @@ def test_calls_classed_by_their_period_span_price_as_the_per_call_lookup(
 ) -> None:
     lines, query = lines_and_query
     target = _target(billing)
-    grouped = _priced(lines, target, query)
+    _same(_priced(lines, target, query), _per_call(lines, target, query))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ANCHORS.flatmap(lambda a: st.tuples(_lines(a), _query(a).map(lambda q: Query(q.by, q.tz)))),
+    st.sampled_from([None, Billing.API]),
+)
+def test_calls_priced_by_their_summed_counts_price_as_one_by_one(
+    lines_and_query: tuple[list[UsageLine], Query], billing: Billing | None
+) -> None:
+    """`_price_alike` (every call in a row, no credit drawn): per bucket of row and kind, the
+    calls of one period and cliff summed before pricing. Equal to the per-call path, or it
+    declines (some call has no price) with nothing added."""
+    lines, query = lines_and_query
+    target = _target(billing)
+    alike = Report(Rollup(query.by, query.tz))
+    row_of = RowKeys(alike.rollup, report_module._attribution(target, "node-1"))
+    took = report_module._price_alike(alike, lines, row_of, target.billing)
+    per_call = _per_call(lines, target, query)
+    unknown = sum(row.unknown_calls for row in per_call.rollup.rows.values())
+    assert took == (unknown == 0)
+    if took:
+        _same(alike, per_call)
+    else:
+        assert not alike.rollup.rows and not alike.unknown_models
+
+
+def test_alike_calls_look_their_terms_up_once_per_bucket_and_cliff() -> None:
+    """Calls of one row and kind in one period: one `terms_for` per cliff, and the sums."""
+    book = PriceBook.default()
+    batch = CallBatch[int](book)
+    book._spans.clear()  # (shared by the book's batches: another test may have filled it)
+    looked_up = 0
+    real = book.terms_for
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal looked_up
+        looked_up += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    start = datetime(2026, 5, 1, tzinfo=UTC).timestamp()
+    stamps = [start + n * 60 for n in range(1_000)]
+    counts = [(250_000 if n % 2 else 1_000, 10, 0, n % 3, 0, 0, 0) for n in range(1_000)]
+    kind = ("claude-sonnet-4-5", None, None, None, None)
     with pytest.MonkeyPatch.context() as patch:
-        # The per-call path: every call's terms looked up afresh (`terms_for`).
-        patch.setattr(CallBatch, "_learn", lambda *_args: None)
-        per_call = _priced(lines, target, query)
-    _same(grouped, per_call)
+        patch.setattr(book, "terms_for", counting)
+        assert batch.add_alike(7, kind, stamps, counts, Billing.API)
+    assert looked_up == 2  # once per side of sonnet 4.5's 200k cliff
+    settled = list(batch.settle())
+    assert [(g, calls) for g, calls, _t, _p in settled] == [(7, 500), (7, 500)]
+    assert sum((t for _g, _c, t, _p in settled), Tokens()) == Tokens(
+        *map(sum, zip(*counts, strict=True))
+    )
 
 
 def test_the_span_memo_serves_most_calls_of_a_log() -> None:
     """Calls of one kind in one period after the first skip `terms_for` (else no gain)."""
     book = PriceBook.default()
     batch = CallBatch[int](book)
+    book._spans.clear()  # (shared by the book's batches: another test may have filled it)
     looked_up = 0
     real = book.terms_for
 
