@@ -532,27 +532,36 @@ def test_a_damaged_reading_in_the_index_is_read_afresh(tmp_path: Path) -> None:
     then is read from its file again, never used for figures nor a traceback."""
     home, cache = _home(tmp_path), tmp_path / "cache"
     first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
-    path = cache / scan_index.INDEX_NAME
-    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    for entry in found.entries.values():
-        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
-    found.reports = {}  # so that every group is merged again
-    path.write_bytes(msgspec.msgpack.encode(found))
+    _damage_readings(cache)
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     assert render_json(again) == render_json(first)
     assert again.warnings == []
-    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    for entry in found.entries.values():  # written anew with the readings made again
+    # written anew (in the journal) with the readings made again
+    for entry in _loaded(cache).entries.values():
         assert entry.kept().end == entry.end > 0
-    for entry in found.entries.values():
-        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
-    path.write_bytes(msgspec.msgpack.encode(found))
+    _damage_readings(cache)
     grown = home / "projects" / NAMES[0]
     with grown.open("ab") as fh:  # a grown file would be read on from its damaged reading
         fh.write(usage_line(40, 7) + b"\n")
     after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
     assert after.rollup.total.calls == first.rollup.total.calls + 1
+
+
+def _loaded(cache: Path) -> scan_index.ScanIndex:
+    """The index as a scan finds it: the whole index and its journal."""
+    index, warning = scan_index.ScanIndex.load(cache)
+    assert warning is None
+    return index
+
+
+def _damage_readings(cache: Path) -> None:
+    """Every reading in the index made one that does not decode, its priced reports dropped
+    (so that every group is merged again), written whole."""
+    index = _loaded(cache)
+    for entry in index.entries.values():
+        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
+    assert index.save(whole=True) is None  # (keeps only the reports used: none)
 
 
 def test_other_agents_units_are_kept_priced_until_one_of_their_files_changes(
