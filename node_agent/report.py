@@ -861,6 +861,8 @@ def _units_done(
 ) -> list[Result]:
     """Each unit's priced report and dedupe keys: taken from the index when none of its files
     changed since, else read (and kept there)."""
+    if not units:
+        return []  # (a scan of Claude homes only: their reading rules' digest is not needed)
     context = _context(targets, node, query, _SOURCES) if index is not None else b""
     keys = [unit_key(context, unit.files) if index is not None else None for unit in units]
     kept: list[Result | None] = []
