@@ -160,7 +160,10 @@ def plan_units(targets: Sequence[Target]) -> tuple[list[Unit], list[Target]]:
     units = []
     for (agent, _), files in groups.items():
         files.sort(key=lambda item: (item[1].order, str(item[1].path)))
-        units.append(Unit(agent, tuple(files), sum(_size(f.path) for _, f in files)))
+        # (Claude transcripts are planned one by one from the index: their unit's size is
+        # never used, and a stat of each costs an appended scan ~1 ms per 600 files.)
+        size = 0 if agent is Agent.CLAUDE_CODE else sum(_size(f.path) for _, f in files)
+        units.append(Unit(agent, tuple(files), size))
     units.sort(key=lambda u: u.size, reverse=True)  # biggest first: better load balance
     return units, empty
 
