@@ -57,13 +57,13 @@ from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
 from node_agent.sources.registry import all_sources, source_for
-from node_agent.workers import can_share, share, worker_context
 from pricing.rollup import Attribution, Rollup, RowKey
 from pricing.sdk_credit import Draw, Moved, draw_at
 from shared.config import Billing, NodeConfig
 from shared.events import Agent, Tokens, UsageEvent
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
     from multiprocessing.pool import Pool
 
     from pricing import PricedCall
@@ -227,18 +227,18 @@ def build_report(
         from pricing import PriceBook
 
         PriceBook.default()
-    from node_agent import readahead  # (its thread module: not for a scan with nothing to read)
-
     with _runner(jobs) as run:
         fresh = [Path(task.path) for task in tasks if task.prior is None]
+        ahead = fresh + [f.path for unit in units for _, f in unit.files]
 
         def read_ahead() -> None:
             # Once the workers are up (their start would queue behind these reads on a cold
-            # disk, and a thread is not forked with them).
-            readahead.start(
-                (path, _size(path))
-                for path in fresh + [f.path for unit in units for _, f in unit.files]
-            )
+            # disk, and a thread is not forked with them). Only files read from the start: a
+            # grown one is read on for its appended bytes, which the kernel reads ahead anyway.
+            if ahead:
+                from node_agent import readahead  # (and threading: not for an appended scan)
+
+                readahead.start((path, _size(path)) for path in ahead)
 
         claude_work = [
             (task, item, targets, config.node, query, context)
@@ -834,18 +834,28 @@ class _Runner:
         self, work: Sequence[_ClaudeWork], started: Callable[[], None]
     ) -> list[_Claude]:
         """`_read_claude` of each transcript; `started` runs once the workers are up."""
-        if self.jobs > 1 and self._pool is None and can_share():
-            return share(
-                _read_claude, _read_claude_shipped, _received, work, self.jobs - 1, started
-            )
         if self.jobs <= 1 or not work:
             started()
             return [_read_claude(item) for item in work]
+        from node_agent.workers import can_share, share
+
+        if self._pool is None and can_share():
+            return share(
+                _read_claude, _read_claude_shipped, _received, work, self.jobs - 1, started
+            )
         if self._pool is None:
             self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
         started()
         chunk = max(1, len(work) // (self.jobs * 8))
         return [_received(got) for got in self._pool.map(_read_claude_shipped, work, chunk)]
+
+
+def worker_context() -> BaseContext:
+    """`workers.worker_context`, that module loaded only by a scan that forks (struct,
+    multiprocessing)."""
+    from node_agent import workers
+
+    return workers.worker_context()
 
 
 @contextmanager
