@@ -21,7 +21,7 @@ Readings hold token counts, never prices, so a changed price table needs nothing
 prices the same readings anew. A reading depends on fleetmeter's reading rules, so the index is
 stamped with a hash of their source and dropped whole when they change (a new version). An index
 that cannot be decoded is discarded with a one-line warning and written anew; it is never used
-for figures. So is the rest of a journal from a record that does not match its hash on; a record
+for figures. So is the rest of a journal from a record that does not match its CRC on; a record
 cut short at its end (a scan killed while writing it) is dropped without a word: the records
 before it are the index as the scan before left it. A file rewritten in place to the same size
 with the same last 4 KiB and its mtime put back would not be noticed: logs are only ever
@@ -239,7 +239,7 @@ class ScanIndex:
         for body in replay.bodies:
             try:
                 change = _decode_change(body)
-            except (msgspec.DecodeError, RecursionError):  # whole and hashed: written so
+            except (msgspec.DecodeError, RecursionError):  # whole and checked: written so
                 self._generation, self._changed = b"", True
                 return f"the scan index journal {where} is damaged: the rest is discarded"
             for name, entry in change.entries.items():

@@ -3,12 +3,15 @@ records appended to one file, so that a scan after an append to a few transcript
 entries, not the whole index again.
 
 The file starts with a head naming the generation of the whole index it goes on from (a journal
-left by an older one is not used). Each record is its length, a hash of its body and the body,
-written with one `write` in append mode. A scan killed while writing leaves its record torn at
-the end: the records before it are the index as the scan before left it, and the torn one is
-dropped without a word. A record that is whole but does not match its hash was damaged (a disk,
-an editor): it and those after it are dropped, with a warning; the index goes on from the
-records before it. Either way the figures never come from a damaged record.
+left by an older one is not used). Each record is its length, a CRC-32 of its body and the body,
+written with one `write` in append mode. (A CRC, not a cryptographic hash: it is there to catch
+damage in an owner-only cache, and it costs a fifth of blake2b's time: ~0.2 ms per MB, which an
+appended scan pays once writing its record and each later scan once reading it.) A scan killed
+while writing leaves its record torn at the end: the records before it are the index as the scan
+before left it, and the torn one is dropped without a word. A record that is whole but does not
+match its CRC was damaged (a disk, an editor): it and those after it are dropped, with a
+warning; the index goes on from the records before it. Either way the figures never come from
+a damaged record.
 """
 
 from __future__ import annotations
@@ -16,17 +19,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-
-# blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
-from _blake2 import blake2b
 from pathlib import Path
 from typing import Final, NamedTuple
+from zlib import crc32
 
 JOURNAL_NAME: Final = "scan-index.journal"
 MAGIC: Final = b"fleetmeter-scan-journal-1\n"
 GENERATION_BYTES: Final = 16
 _LENGTH: Final = 4
-_DIGEST: Final = 16
+_DIGEST: Final = 4
 _RECORD_HEAD: Final = _LENGTH + _DIGEST
 
 
@@ -47,7 +48,7 @@ def head(generation: bytes) -> bytes:
 
 
 def record(body: bytes) -> bytes:
-    digest = blake2b(body, digest_size=_DIGEST).digest()
+    digest = crc32(body).to_bytes(_DIGEST, "little")
     return len(body).to_bytes(_LENGTH, "little") + digest + body
 
 
@@ -66,8 +67,8 @@ def replay(data: bytes, generation: bytes) -> Replay:
         if end > len(data):
             return Replay(bodies, None, torn=True)
         body = data[at + _RECORD_HEAD : end]
-        if blake2b(body, digest_size=_DIGEST).digest() != data[at + _LENGTH : at + _RECORD_HEAD]:
-            dropped = f"record {len(bodies) + 1} does not match its hash"
+        if crc32(body).to_bytes(_DIGEST, "little") != data[at + _LENGTH : at + _RECORD_HEAD]:
+            dropped = f"record {len(bodies) + 1} does not match its CRC"
             return Replay(bodies, None, damage=dropped)
         bodies.append(body)
         at = end

@@ -89,7 +89,7 @@ def test_a_journal_grown_past_half_the_index_makes_the_next_scan_write_it_whole(
     assert len(generations) > 1  # written whole again along the way
 
 
-def test_a_record_that_does_not_match_its_hash_is_dropped_with_one_warning(
+def test_a_record_that_does_not_match_its_crc_is_dropped_with_one_warning(
     tmp_path: Path,
 ) -> None:
     home, cache = _home(tmp_path), tmp_path / "cache"
