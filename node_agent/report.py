@@ -644,14 +644,15 @@ def _key(
     parts: Sequence[_Claude],
     index: ScanIndex | None,
 ) -> bytes | None:
-    """The key of a group's priced report: None when one of its files has no kept reading or an
-    unterminated last line (read afresh each time, so never kept)."""
+    """The key of a group's priced report: None when one of its files has no kept reading, an
+    unterminated last line (read afresh each time, so never kept) or a reading made in the
+    clock tick of a write (`Entry.racy`: the key could not tell a change in that tick)."""
     if index is None:
         return None
     digest = blake2b(context, digest_size=16)
     for (target, file), part in zip(files, parts, strict=True):
         entry = part.entry
-        if entry is None or not part.keepable:
+        if entry is None or not part.keepable or entry.racy:
             return None
         end = entry.end
         identity = (file.path, target, entry.dev, entry.ino, entry.size, entry.mtime_ns, end)

@@ -13,7 +13,9 @@ that point. A later scan then, per file:
 - same (device, inode), size and mtime, and the mtime safely older than that reading (a write in
   the same clock tick leaves both alike): the reading is used as it is, nothing is read;
 - same (device, inode) and at least as long: the hashed window is read again; if it still
-  matches, the file is read on from where the reading stopped (appended bytes only);
+  matches, the file is read on from where the reading stopped (appended bytes only), unless it
+  was read in the clock tick of a write (then it is read from the start: bytes before the
+  window may have changed in that tick);
 - anything else (truncated, replaced, rotated under the same name, a window that changed): the
   file is read from the start.
 
@@ -87,6 +89,13 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)
+
+    @property
+    def racy(self) -> bool:
+        """Read in the clock tick of a write: a change in place in that tick (before the
+        hashed window) would leave the size, mtime and window alike, so neither the reading
+        nor anything priced from it may stand for the file at a later scan."""
+        return self.mtime_ns >= self.read_at_ns - RACY_NS
 
 
 def stored(reading: FileReading) -> msgspec.Raw:
@@ -274,11 +283,9 @@ class ScanIndex:
             return Task(name, tools=tools)  # the reader says what is wrong with it
         if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < entry.end:
             return Task(name, tools=tools)
-        if (
-            st.st_size == entry.size == entry.end
-            and st.st_mtime_ns == entry.mtime_ns
-            and entry.mtime_ns < entry.read_at_ns - RACY_NS
-        ):
+        if entry.racy:
+            return Task(name, tools=tools)
+        if st.st_size == entry.size == entry.end and st.st_mtime_ns == entry.mtime_ns:
             return entry
         try:
             prior = entry.kept()

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from node_agent.scan_index import INDEX_NAME
-from tests.test_scan_index import usage_line
+from tests.test_scan_index import _age, usage_line
 
 # Run in a fresh interpreter: the test session has imported everything already.
 PROBE = """
@@ -167,6 +167,7 @@ def test_a_scan_after_an_append_loads_only_what_it_reads_and_prices_with(tmp_pat
     transcript = home / "projects" / "p" / "11111111-aaaa-4000-8000-000000000001.jsonl"
     transcript.parent.mkdir(parents=True)
     transcript.write_bytes(usage_line(1, 10) + b"\n")
+    _age(home)  # (a file read in the clock tick of a write is read whole again)
     _scan(tmp_path, home)  # the index
     with transcript.open("ab") as fh:
         fh.write(usage_line(2, 20) + b"\n")

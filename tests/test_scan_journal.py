@@ -34,8 +34,13 @@ def _full(home: Path) -> Any:
 
 
 def _grow(home: Path, msg: int) -> None:
-    with (home / "projects" / NAMES[0]).open("ab") as fh:
+    """An append to a transcript, an hour ago (a file read in the clock tick of a write is
+    read from its start the next time: `Entry.racy`)."""
+    grown = home / "projects" / NAMES[0]
+    with grown.open("ab") as fh:
         fh.write(usage_line(msg, 7) + b"\n")
+    old = time.time() - 1800
+    os.utime(grown, (old, old))
 
 
 def _files(cache: Path) -> tuple[Path, Path]:
