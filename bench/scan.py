@@ -36,6 +36,7 @@ from bench.corpora import Appends, real_shaped_home
 from bench.peers import Tokscale, ccusage, ensure_ccusage, tokscale_totals
 from node_agent.scan_answer import FOLDER as ANSWERS
 from node_agent.scan_index import INDEX_NAME
+from node_agent.scan_journal import JOURNAL_NAME
 from node_agent.simulate.fleet import generate_fleet
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -185,6 +186,7 @@ def _wipe_cache() -> None:
     tables beside them stay (made once after an install, by whichever command prices first:
     ~50 ms of TOML)."""
     (CACHE / "fleetmeter" / INDEX_NAME).unlink(missing_ok=True)
+    (CACHE / "fleetmeter" / JOURNAL_NAME).unlink(missing_ok=True)
     shutil.rmtree(CACHE / "fleetmeter" / ANSWERS, ignore_errors=True)
 
 

@@ -1,15 +1,21 @@
 """The scan index: what earlier scans read of each Claude Code transcript, so that a repeat scan
 reads only the bytes appended since.
 
-Kept in `$XDG_CACHE_HOME/fleetmeter/scan-index.msgpack` (one file, written whole and renamed
-into place, readable by its owner only). Per file: its (device, inode), size and mtime when it
+Kept in `$XDG_CACHE_HOME/fleetmeter/scan-index.msgpack` (written whole and renamed into place,
+readable by its owner only), and what later scans changed in `scan-index.journal` beside it
+(`scan_journal`): a scan after an append to a few files appends their entries and the priced
+reports it made, not the whole index (6.7 MB for 200 MB of transcripts) again. Once the journal
+holds half as much as the whole index, the next scan writes the index whole (a new generation,
+whose journal starts empty). Per file: its (device, inode), size and mtime when it
 was read, its `FileReading` up to the last complete line, and a hash of the bytes just before
 that point. A later scan then, per file:
 
 - same (device, inode), size and mtime, and the mtime safely older than that reading (a write in
   the same clock tick leaves both alike): the reading is used as it is, nothing is read;
 - same (device, inode) and at least as long: the hashed window is read again; if it still
-  matches, the file is read on from where the reading stopped (appended bytes only);
+  matches, the file is read on from where the reading stopped (appended bytes only), unless it
+  was read in the clock tick of a write (then it is read from the start: bytes before the
+  window may have changed in that tick);
 - anything else (truncated, replaced, rotated under the same name, a window that changed): the
   file is read from the start.
 
@@ -17,8 +23,11 @@ Readings hold token counts, never prices, so a changed price table needs nothing
 prices the same readings anew. A reading depends on fleetmeter's reading rules, so the index is
 stamped with a hash of their source and dropped whole when they change (a new version). An index
 that cannot be decoded is discarded with a one-line warning and written anew; it is never used
-for figures. A file rewritten in place to the same size with the same last 4 KiB and its mtime put
-back would not be noticed: logs are only ever appended to.
+for figures. So is the rest of a journal from a record that does not match its CRC on; a record
+cut short at its end (a scan killed while writing it) is dropped without a word: the records
+before it are the index as the scan before left it. A file rewritten in place to the same size
+with the same last 4 KiB and its mtime put back would not be noticed: logs are only ever
+appended to.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Final
 
 import msgspec
 
+from node_agent import scan_journal
 from node_agent.claude_reading import FileReading, Outcome, read_file
 from node_agent.sources.base import FileKind, SourceFile
 
@@ -53,7 +63,10 @@ _RULES: Final = (
     "claude_reading.py",
     "tailer.py",
     "scan_index.py",  # the layout of the index itself
+    "scan_journal.py",
 )
+# A journal smaller than this never makes the next scan write the index whole.
+JOURNAL_MIN_BYTES: Final = 1 << 20
 
 
 class Entry(msgspec.Struct, array_like=True, gc=False):
@@ -76,6 +89,13 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)
+
+    @property
+    def racy(self) -> bool:
+        """Read in the clock tick of a write: a change in place in that tick (before the
+        hashed window) would leave the size, mtime and window alike, so neither the reading
+        nor anything priced from it may stand for the file at a later scan."""
+        return self.mtime_ns >= self.read_at_ns - RACY_NS
 
 
 def stored(reading: FileReading) -> msgspec.Raw:
@@ -100,6 +120,20 @@ class _IndexFile(msgspec.Struct, array_like=True, gc=False):
     # Priced partial reports of groups of files that share calls, by a key of everything they
     # depend on (see `report.py`): files unchanged since need no merge or pricing again.
     reports: dict[bytes, bytes] = {}
+    generation: bytes = b""  # names the journal that goes on from this index (random)
+
+
+class _Change(msgspec.Struct, array_like=True, gc=False):
+    """One scan's record in the journal: the entries it changed (None: dropped), the priced
+    reports it made, and the earlier ones it used (the others are dropped, as a whole index
+    keeps only the reports its scan used)."""
+
+    entries: dict[str, Entry | None]
+    made: dict[bytes, bytes]
+    kept: list[bytes]
+
+
+_decode_change = msgspec.msgpack.Decoder(_Change).decode
 
 
 class Task(msgspec.Struct, array_like=True, gc=False):
@@ -142,6 +176,8 @@ class ScanIndex:
         entries: dict[str, Entry],
         stamp: str,
         reports: dict[bytes, bytes] | None = None,
+        generation: bytes = b"",
+        size: int = 0,
     ) -> None:
         self.path = path
         self.entries = entries
@@ -150,6 +186,16 @@ class ScanIndex:
         self._planned: set[str] = set()
         self._reports = reports or {}
         self._used: dict[bytes, bytes] = {}  # reports this scan used or made: the ones kept
+        self._made: set[bytes] = set()  # reports this scan made
+        self._dirty: set[str] = set()  # files whose entries this scan changed or dropped
+        self._generation = generation  # b"": no whole index to go on from (write it whole)
+        self._size = size  # of the whole index file, when read
+        self._journal_end: int | None = None  # see `scan_journal.Replay.end`
+        self._journal_read = 0  # bytes of good records read from the journal
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path.with_name(scan_journal.JOURNAL_NAME)
 
     @classmethod
     def load(cls, directory: Path) -> tuple[ScanIndex, str | None]:
@@ -162,25 +208,65 @@ class ScanIndex:
         except FileNotFoundError:
             return cls(path, {}, stamp), None
         except OSError as exc:
-            index = cls(path, {}, stamp)
-            index._changed = True  # written anew in its place, if that can be done
-            return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
+            return cls._anew(
+                path, stamp
+            ), f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
             found = msgspec.msgpack.decode(data, type=_IndexFile)  # one parse in the usual case
         except (msgspec.DecodeError, RecursionError) as exc:
             found, damage = None, exc
         try:
             if (found.stamp if found else msgspec.msgpack.decode(data, type=_Stamp).stamp) != stamp:
-                index = cls(path, {}, stamp)  # written by other reading rules: of no use
-                index._changed = True
-                return index, None
+                return cls._anew(path, stamp), None  # written by other reading rules: of no use
         except (msgspec.DecodeError, RecursionError) as exc:
             found, damage = None, exc
         if found is None:
-            index = cls(path, {}, stamp)
-            index._changed = True
-            return index, f"the scan index {path} is damaged ({damage}): discarded, read anew"
-        return cls(path, found.entries, stamp, found.reports), None
+            warning = f"the scan index {path} is damaged ({damage}): discarded, read anew"
+            return cls._anew(path, stamp), warning
+        index = cls(path, found.entries, stamp, found.reports, found.generation, len(data))
+        return index, index._replay_journal()
+
+    @classmethod
+    def _anew(cls, path: Path, stamp: str) -> ScanIndex:
+        """An empty index written whole in place of one of no use, whatever the scan reads."""
+        index = cls(path, {}, stamp)
+        index._changed = True
+        return index
+
+    def _replay_journal(self) -> str | None:
+        """Apply the journal's records that go on from this whole index; a warning when some
+        were damaged (the index is then written whole at the end of the scan)."""
+        where = self.journal_path
+        try:
+            data = scan_journal.read(where)
+        except OSError as exc:
+            self._generation, self._changed = b"", True  # written whole, the journal anew
+            return f"cannot read the scan index journal {where}: {exc.strerror or exc}"
+        if data is None:
+            return None
+        replay = scan_journal.replay(data, self._generation)
+        for body in replay.bodies:
+            try:
+                change = _decode_change(body)
+            except (msgspec.DecodeError, RecursionError):  # whole and checked: written so
+                self._generation, self._changed = b"", True
+                return f"the scan index journal {where} is damaged: the rest is discarded"
+            for name, entry in change.entries.items():
+                if entry is None:
+                    self.entries.pop(name, None)
+                else:
+                    self.entries[name] = entry
+            kept = {k: blob for k in change.kept if (blob := self._reports.get(k)) is not None}
+            kept.update(change.made)
+            self._reports = kept
+            self._journal_read += len(body)
+        self._journal_end = replay.end
+        if replay.torn or replay.damage:  # written whole at the end of this scan
+            self._generation, self._changed = b"", True
+        if replay.damage:
+            damage = replay.damage
+            return f"the scan index journal {where} is damaged ({damage}): the rest is discarded"
+        return None
 
     def plan(self, path: Path, tools: bool = True) -> Entry | Task:
         """The entry of an unchanged file (its reading is what a read would give), or the
@@ -197,11 +283,9 @@ class ScanIndex:
             return Task(name, tools=tools)  # the reader says what is wrong with it
         if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < entry.end:
             return Task(name, tools=tools)
-        if (
-            st.st_size == entry.size == entry.end
-            and st.st_mtime_ns == entry.mtime_ns
-            and entry.mtime_ns < entry.read_at_ns - RACY_NS
-        ):
+        if entry.racy:
+            return Task(name, tools=tools)
+        if st.st_size == entry.size == entry.end and st.st_mtime_ns == entry.mtime_ns:
             return entry
         try:
             prior = entry.kept()
@@ -228,6 +312,7 @@ class ScanIndex:
 
     def keep_report(self, key: bytes, blob: bytes) -> None:
         self._used[key] = blob
+        self._made.add(key)
         self._changed = True
 
     def keep(self, path: Path, entry: Entry | None) -> None:
@@ -235,30 +320,65 @@ class ScanIndex:
         if entry is None:
             if self.entries.pop(name, None) is not None:
                 self._changed = True
+                self._dirty.add(name)
             return
         self.entries[name] = entry
         self._changed = True
+        self._dirty.add(name)
 
-    def save(self) -> str | None:
-        """Write the index if it changed; a warning when it could not be written. Files this scan
-        did not look at are kept while they exist (another scan may read them)."""
+    def save(self, whole: bool = False) -> str | None:
+        """Write what this scan changed, if anything (`whole`: the whole index, changed or
+        not); a warning when it could not be written. Files this scan did not look at are kept
+        while they exist (another scan may read them)."""
         gone = [name for name in self.entries if name not in self._planned and not _exists(name)]
         for name in gone:
             del self.entries[name]
-        if not (self._changed or gone or self._used.keys() != self._reports.keys()):
+        self._dirty.update(gone)
+        if not (whole or self._changed or gone or self._used.keys() != self._reports.keys()):
             return None
-        blob = msgspec.msgpack.encode(_IndexFile(self._stamp, self.entries, self._used))
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if whole or not self._journaled():
+                self._write_whole()
+        except OSError as exc:
+            return f"cannot write the scan index {self.path}: {exc.strerror or exc}"
+        return None
+
+    def _journaled(self) -> bool:
+        """Record this scan's changes in the journal; False when the index must be written
+        whole instead (none to go on from, a journal grown to half its size, or one that is
+        no longer as this scan read it)."""
+        if not self._generation:
+            return False
+        change = _Change(
+            {name: self.entries.get(name) for name in self._dirty},
+            {key: blob for key, blob in self._used.items() if key in self._made},
+            [key for key in self._used if key not in self._made],
+        )
+        body = msgspec.msgpack.encode(change)
+        if self._journal_read + len(body) > max(JOURNAL_MIN_BYTES, self._size // 2):
+            return False
+        if self._journal_end is None:
+            scan_journal.create(self.journal_path, self._generation, body)
+            return True
+        return scan_journal.append(self.journal_path, self._journal_end, body)
+
+    def _write_whole(self) -> None:
+        """The whole index, a new generation: renamed into place over the old one, after which
+        the old journal is of no use (one left by a scan killed in between is not read)."""
+        generation = os.urandom(scan_journal.GENERATION_BYTES)
+        whole = _IndexFile(self._stamp, self.entries, self._used, generation)
+        blob = msgspec.msgpack.encode(whole)
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
             os.replace(temp, self.path)
-        except OSError as exc:
+        except OSError:
             temp.unlink(missing_ok=True)
-            return f"cannot write the scan index {self.path}: {exc.strerror or exc}"
-        return None
+            raise
+        self.journal_path.unlink(missing_ok=True)
 
 
 def run_task(task: Task) -> Done:

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 
 from node_agent.scan_index import INDEX_NAME
+from tests.test_scan_index import _age, usage_line
 
 # Run in a fresh interpreter: the test session has imported everything already.
 PROBE = """
@@ -149,3 +150,29 @@ def test_a_scan_with_nothing_to_read_leaves_the_scan_index_alone(tmp_path: Path)
     empty.mkdir()
     _scan(tmp_path, empty)
     assert index.read_bytes() == b"not read"  # a damaged index read would be written anew
+
+
+# What a scan after an append to Claude transcripts needs neither for reading nor for pricing:
+# no file is read from its start (nothing to read ahead), nothing forks.
+NOT_AFTER_AN_APPEND = (
+    "node_agent.readahead",
+    "threading",
+    "node_agent.workers",
+    "multiprocessing",
+)
+
+
+def test_a_scan_after_an_append_loads_only_what_it_reads_and_prices_with(tmp_path: Path) -> None:
+    home = tmp_path / "claude"
+    transcript = home / "projects" / "p" / "11111111-aaaa-4000-8000-000000000001.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_bytes(usage_line(1, 10) + b"\n")
+    _age(home)  # (a file read in the clock tick of a write is read whole again)
+    _scan(tmp_path, home)  # the index
+    with transcript.open("ab") as fh:
+        fh.write(usage_line(2, 20) + b"\n")
+    modules, _ = _scan(tmp_path, home)
+    assert _loaded(modules, "pricing._book")  # it priced the new call
+    assert "node_agent.scan_index" in modules
+    assert [name for name in NOT_AFTER_AN_APPEND if _loaded(modules, name)] == []
+    assert [name for name in NEVER if _loaded(modules, name)] == []

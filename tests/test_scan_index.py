@@ -254,10 +254,15 @@ def _home(tmp_path: Path) -> Path:
         path = home / "projects" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"".join(usage_line(index * 3 + n, 10) + b"\n" for n in range(3)))
+    _age(home)
+    return home
+
+
+def _age(home: Path) -> None:
+    """Every transcript last written an hour ago: not in the clock tick of a scan's read."""
     old = time.time() - 3600
     for file in (home / "projects").rglob("*.jsonl"):
         os.utime(file, (old, old))
-    return home
 
 
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
@@ -362,6 +367,7 @@ def test_an_append_takes_the_kept_sums_of_the_blocks_it_did_not_touch(
         path = home / "projects" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"".join(usage_line(20 + index * 3 + n, 10) + b"\n" for n in range(3)))
+    _age(home)  # (read in the tick of their writes, they would be read whole again)
     monkeypatch.setattr(report_module, "BLOCK_GROUPS", 2)
     build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     taken: list[bytes] = []
@@ -385,6 +391,7 @@ def test_after_an_append_only_the_calls_from_the_last_settled_one_are_priced(
     home, cache = _home(tmp_path), tmp_path / "cache"
     grown = home / "projects" / NAMES[0]
     grown.write_bytes(b"".join(usage_line(100 + n, 10) + b"\n" for n in range(40)))
+    _age(home)
     monkeypatch.setattr(report_module, "SETTLED_MIN_CALLS", 10)
     build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     priced: list[int] = []
@@ -402,6 +409,29 @@ def test_after_an_append_only_the_calls_from_the_last_settled_one_are_priced(
     # ones are priced (40 + 3 in the files before, 3 new).
     assert sum(priced) == 5 and after.rollup.total.calls == 46
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+
+
+def test_a_change_in_place_in_the_tick_of_the_read_is_seen_before_the_window(
+    tmp_path: Path,
+) -> None:
+    """A transcript read in the clock tick of its last write, then changed in place in that
+    tick more than a window (4 KiB) before its end, size and mtime put back: the next scan
+    neither reads on from the reading nor takes the group's kept report (hypothesis found it:
+    an append, a rewrite, a digit changed near the start)."""
+    home, cache = tmp_path / "claude", tmp_path / "cache"
+    path = home / "projects" / NAMES[0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join(usage_line(n, 10) + b"\n" for n in range(20)))
+    assert path.stat().st_size > 2 * scan_index.WINDOW_BYTES
+    first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    before = path.stat()
+    data = path.read_bytes()
+    at = data.index(b"2026")
+    path.write_bytes(data[:at] + b"3" + data[at + 1 :])  # the first call a thousand years on
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+    assert render_json(after) != render_json(first)
 
 
 def test_a_damaged_index_is_discarded_with_a_warning(
@@ -532,27 +562,36 @@ def test_a_damaged_reading_in_the_index_is_read_afresh(tmp_path: Path) -> None:
     then is read from its file again, never used for figures nor a traceback."""
     home, cache = _home(tmp_path), tmp_path / "cache"
     first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
-    path = cache / scan_index.INDEX_NAME
-    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    for entry in found.entries.values():
-        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
-    found.reports = {}  # so that every group is merged again
-    path.write_bytes(msgspec.msgpack.encode(found))
+    _damage_readings(cache)
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     assert render_json(again) == render_json(first)
     assert again.warnings == []
-    found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    for entry in found.entries.values():  # written anew with the readings made again
+    # written anew (in the journal) with the readings made again
+    for entry in _loaded(cache).entries.values():
         assert entry.kept().end == entry.end > 0
-    for entry in found.entries.values():
-        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
-    path.write_bytes(msgspec.msgpack.encode(found))
+    _damage_readings(cache)
     grown = home / "projects" / NAMES[0]
     with grown.open("ab") as fh:  # a grown file would be read on from its damaged reading
         fh.write(usage_line(40, 7) + b"\n")
     after = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     assert render_json(after) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
     assert after.rollup.total.calls == first.rollup.total.calls + 1
+
+
+def _loaded(cache: Path) -> scan_index.ScanIndex:
+    """The index as a scan finds it: the whole index and its journal."""
+    index, warning = scan_index.ScanIndex.load(cache)
+    assert warning is None
+    return index
+
+
+def _damage_readings(cache: Path) -> None:
+    """Every reading in the index made one that does not decode, its priced reports dropped
+    (so that every group is merged again), written whole."""
+    index = _loaded(cache)
+    for entry in index.entries.values():
+        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
+    assert index.save(whole=True) is None  # (keeps only the reports used: none)
 
 
 def test_other_agents_units_are_kept_priced_until_one_of_their_files_changes(
