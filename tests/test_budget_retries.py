@@ -56,7 +56,7 @@ def test_a_pause_the_node_did_not_answer_is_retried_until_it_lands_once(tmp_path
                     scope.row()["last_action"]
                     == "100 %: paused 0 agents, 1 retrying after no answer"
                 ),
-                10,
+                30,
                 "the standing that says a retry is pending",
             )
             assert _rows(scope, "SELECT pid, reason FROM budget_retries") == [
