@@ -50,6 +50,7 @@ from node_agent.session_tally import SessionTally
 from node_agent.sources.registry import all_sources
 from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
+from node_agent.thread_names import name_os_thread
 from node_agent.timeline import ProfileTimeline
 from pricing import PriceBook
 from pricing.installed import installed_state, prices_dir
@@ -517,6 +518,7 @@ class Daemon:
 
     def _guard(self, target: Any) -> Any:
         def run() -> None:
+            name_os_thread(threading.current_thread().name)
             try:
                 target()
             except Exception as exc:

@@ -27,6 +27,7 @@ import orjson
 from node_agent.gate import decide
 from node_agent.query_client import SOCKET_NAME, TOKEN_NAME
 from node_agent.session_tally import SessionTally
+from node_agent.thread_names import named
 from shared.session_notes import SessionNote, note_to_map
 from shared.verdicts import Verdict, verdict_to_map
 
@@ -297,7 +298,7 @@ class QueryService:
             finally:
                 os.umask(old)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="queries", daemon=True
+            target=named("queries", self._server.serve_forever), name="queries", daemon=True
         )
 
     def start(self) -> None:
