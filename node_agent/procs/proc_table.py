@@ -18,6 +18,7 @@ import psutil
 
 PROC: Final = "/proc"
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+STAT_MAX: Final = 4096  # a stat line is ~300 bytes: a 15-byte name and 52 numbers
 # /proc/<pid>/stat's state letter, in psutil's words (man 5 proc).
 _STATUS: Final = {
     "R": psutil.STATUS_RUNNING,
@@ -52,11 +53,16 @@ def sweep() -> Iterator[ProcRow]:
     with os.scandir(PROC) as entries:
         names = [entry.name for entry in entries if entry.name.isdigit()]
     for name in names:
-        try:
-            with open(f"{PROC}/{name}/stat", "rb") as fh:
-                data = fh.read()
+        try:  # os.open/os.read: a third of the cost of open() and its buffered file object
+            fd = os.open(f"{PROC}/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:  # gone since the listing
             continue
+        try:
+            data = os.read(fd, STAT_MAX)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         row = parse_stat(int(name), data, boot)
         if row is not None:
             yield row
@@ -66,7 +72,7 @@ def parse_stat(pid: int, data: bytes, boot: float) -> ProcRow | None:
     """The fields of one /proc/<pid>/stat; None when it is not one (the name may hold spaces
     and parentheses: it is what lies between the first '(' and the last ')')."""
     close = data.rfind(b")")
-    fields = data[close + 2 :].split()
+    fields = data[close + 2 :].split(maxsplit=20)  # up to the start time, field 22
     if close < 0 or len(fields) < 20:
         return None
     try:
