@@ -75,6 +75,7 @@ RESCAN_FACTOR_WITH_EVENTS: Final = 12
 # With file events, hot files are polled this often at most: a safety net, not the way in.
 HOT_POLL_WITH_EVENTS: Final = 5.0
 PROFILE_POLL: Final = 0.5  # seconds between looks at the status file and login files
+SETTLE_CHECK: Final = 1.0  # seconds between looks whether the start-up is over (`memory`)
 INVENTORY_EVERY: Final = 5.0  # seconds between process scans (a scan is ~5 ms of CPU)
 # A call this recent from a session no listed process holds: an agent started since the last
 # scan, scanned for before the next hello (at most every INVENTORY_AT_MOST s), so the batch
@@ -474,7 +475,11 @@ class Daemon:
         next_inventory = time.monotonic() + INVENTORY_EVERY  # scanned just above
         died = False
         settled = not self.settle_memory
-        while not self.stop.wait(max(0.0, min(tick, next_inventory - time.monotonic()))):
+        while not self.stop.wait(
+            # Each second until settled: its one-off collection belongs to the start, done
+            # as soon as the backlog is sent, not seconds into the idle time after it.
+            max(0.0, min(tick if settled else SETTLE_CHECK, next_inventory - time.monotonic()))
+        ):
             if watchdog:
                 systemd.sd_notify("WATCHDOG=1")
             if (status := self._status()) != shown:  # `systemctl status` shows the last one
