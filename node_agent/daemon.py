@@ -22,7 +22,6 @@ failure of a thread stops the daemon with exit status 1, telling systemd why (`S
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import math
@@ -32,11 +31,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from node_agent import procs, systemd
+from node_agent import memory, procs, systemd
 from node_agent.file_events import FileEvents
 from node_agent.identity import identity_watchers
 from node_agent.link import CommandResponder, EventSender, LinkConfig
@@ -50,12 +49,12 @@ from node_agent.session_tally import SessionTally
 from node_agent.sources.registry import all_sources
 from node_agent.state_lock import StateDirBusy, StateDirUnusable, state_dir_lock
 from node_agent.status_file import StatusFileWatcher
+from node_agent.thread_names import name_os_thread
 from node_agent.timeline import ProfileTimeline
 from pricing import PriceBook
 from pricing.installed import installed_state, prices_dir
 from shared.codec import pack_batch, unpack_batch
 from shared.config import NodeConfig, read_node_key
-from shared.discovery import Discovery, HubAddress, ZeroconfDiscovery
 from shared.events import Event, LimitEvent, ProfileEvent, UsageEvent
 from shared.hello import (
     NodeHello,
@@ -65,6 +64,7 @@ from shared.hello import (
     hello_to_map,
     process_to_map,
 )
+from shared.hub_address import Discovery, HubAddress
 from shared.tls import node_tls_config
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ VERSION: Final = "0.1.0"
 RESCAN_FACTOR_WITH_EVENTS: Final = 12
 # With file events, hot files are polled this often at most: a safety net, not the way in.
 HOT_POLL_WITH_EVENTS: Final = 5.0
-STOP_CHECK: Final = 0.5  # seconds a wait for file events lasts at most
+PROFILE_POLL: Final = 0.5  # seconds between looks at the status file and login files
+SETTLE_CHECK: Final = 1.0  # seconds between looks whether the start-up is over (`memory`)
 INVENTORY_EVERY: Final = 5.0  # seconds between process scans (a scan is ~5 ms of CPU)
 # A call this recent from a session no listed process holds: an agent started since the last
 # scan, scanned for before the next hello (at most every INVENTORY_AT_MOST s), so the batch
@@ -92,9 +93,14 @@ class Daemon:
         *,
         address: HubAddress | None = None,
         discovery: Discovery | None = None,
+        settle_memory: bool = False,
     ) -> None:
         self.config = config
-        self.stop = threading.Event()
+        # A daemon process of its own (not a test's): hand start-up memory back (`memory`).
+        self.settle_memory = settle_memory
+        self.read_once = threading.Event()  # every log read once since the start
+        # Setting it also ends the threads' sleeps: they wait for their next duty, not polling it.
+        self.stop = WakingEvent(self._wake_threads)
         self.wake = threading.Event()
         self.state_dir = Path(config.state_dir)  # made by run(), under its lock
         self.outbox_path = self.state_dir / "outbox.db"
@@ -129,6 +135,7 @@ class Daemon:
         self.reader: LiveReader | None = None
         self.sender: EventSender | None = None
         self.responder: CommandResponder | None = None
+        self._events: FileEvents | None = None  # the reader's, interrupted at a stop
         self.failure: BaseException | None = None  # what stopped a thread
         self.failed_thread = ""
         # What the agents' own gates ask about (hooks, status line, MCP), kept in memory.
@@ -200,7 +207,7 @@ class Daemon:
             "pause": procs.pause,
             "resume": procs.resume,
             "kill": procs.kill,
-            "interrupt": procs.interrupt,
+            "interrupt": _interrupt,
         }
         action = actions.get(str(command))
         if action is None:
@@ -273,10 +280,12 @@ class Daemon:
             reader.start()
             self._commit_profile_events(outbox)
             self.pending = outbox.pending()
+            self.read_once.set()
             self.wake.set()
-            events = FileEvents.open()
+            self._events = events = FileEvents.open()
             try:
-                self._read_on(reader, outbox, events)
+                if not self.stop.is_set():  # (a stop before `_events` was set interrupts none)
+                    self._read_on(reader, outbox, events)
             finally:
                 if events is not None:
                     events.close()
@@ -292,11 +301,14 @@ class Daemon:
             # Lines written since the first read gave no event: read them once watched.
             if reader.read_in(events.watch(reader.watched_dirs())):
                 self.wake.set()
+                self.pending = outbox.pending()
         now = time.monotonic()
         next_scan, next_poll = now + rescan, now + poll
+        # The status file and login files are looked at every PROFILE_POLL s where there are
+        # any; otherwise the reader sleeps until an event or its next poll (a stop interrupts).
+        profile_poll = PROFILE_POLL if self.status_watcher or self.identities else math.inf
         while not self.stop.is_set():
-            # Not longer than STOP_CHECK at a time with file events: stopping must not wait.
-            wait = min(max(0.0, next_poll - time.monotonic()), STOP_CHECK)
+            wait = min(max(0.0, next_poll - time.monotonic()), profile_poll)
             changes = events.wait(wait) if events else None
             if changes is None and self.stop.wait(max(0.0, next_poll - time.monotonic())):
                 return
@@ -386,6 +398,8 @@ class Daemon:
     def run(self) -> int:
         """Until stopped: 0 after a stop, 1 after a failure. Raises StateDirBusy when another
         daemon holds the state dir."""
+        if self.settle_memory:
+            memory.limit_arenas()  # before any thread of ours or nng's allocates
         with state_dir_lock(self.state_dir):
             if not self._open_outbox():
                 return 0  # stopped while waiting for room on the disk
@@ -406,7 +420,7 @@ class Daemon:
 
     def _serve(self) -> int:
         key = read_node_key(self.config.key_file)
-        address = self.address or _discover(self.discovery or ZeroconfDiscovery(), self.stop)
+        address = self.address or _discover(self.discovery or _zeroconf(), self.stop)
         if address is None:
             return 0  # stopped while looking for a hub
         tls = None
@@ -454,9 +468,18 @@ class Daemon:
         shown = "watching"
         systemd.sd_notify(f"READY=1\nSTATUS={shown}")
         watchdog = systemd.watchdog_interval()
-        next_inventory = 0.0
+        # One wake-up for every duty of this thread: the inventory's cadence, or the watchdog's
+        # if that is shorter. A thread that fails sets `stop` itself (`_guard`), which ends
+        # the wait at once.
+        tick = min(INVENTORY_EVERY, watchdog / 2) if watchdog else INVENTORY_EVERY
+        next_inventory = time.monotonic() + INVENTORY_EVERY  # scanned just above
         died = False
-        while not self.stop.wait(min(0.5, watchdog / 2) if watchdog else 0.5):
+        settled = not self.settle_memory
+        while not self.stop.wait(
+            # Each second until settled: its one-off collection belongs to the start, done
+            # as soon as the backlog is sent, not seconds into the idle time after it.
+            max(0.0, min(tick if settled else SETTLE_CHECK, next_inventory - time.monotonic()))
+        ):
             if watchdog:
                 systemd.sd_notify("WATCHDOG=1")
             if (status := self._status()) != shown:  # `systemctl status` shows the last one
@@ -466,6 +489,9 @@ class Daemon:
                 self._refresh_processes()
                 self._take_up_prices()
                 next_inventory = time.monotonic() + INVENTORY_EVERY
+            if not settled and self.read_once.is_set() and self.pending == 0:
+                memory.settle()  # the logs read and their backlog sent: the start is over
+                settled = True
             if not all(t.is_alive() for t in threads):
                 died = not self.stop.is_set()  # a thread may end by itself only after a stop
                 self.stop.set()
@@ -478,6 +504,15 @@ class Daemon:
         if self.failure is not None or died:
             return self._failed(self.failure)
         return 0
+
+    def _wake_threads(self) -> None:
+        """At a stop: end the threads' waits (each sleeps until its next duty)."""
+        self.wake.set()  # the sender's
+        if self.responder is not None:
+            self.responder.close()
+        events = self._events
+        if events is not None:
+            events.interrupt()
 
     def _start_queries(self, port: int | None) -> QueryService | None:
         """The agents' query socket (or `http` hook port); without it the node still meters
@@ -517,6 +552,7 @@ class Daemon:
 
     def _guard(self, target: Any) -> Any:
         def run() -> None:
+            name_os_thread(threading.current_thread().name)
             try:
                 target()
             except Exception as exc:
@@ -540,6 +576,19 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
 
 
+class WakingEvent(threading.Event):
+    """A stop flag whose `set()` also calls `on_set` (from whichever thread set it, or the
+    signal handler): the threads waiting on something else than the flag are woken."""
+
+    def __init__(self, on_set: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_set = on_set
+
+    def set(self) -> None:
+        super().set()
+        self._on_set()
+
+
 def _errno_of(failure: BaseException | None) -> int:
     """The errno-style code systemd records for the failure (`ERRNO=`)."""
     if isinstance(failure, OSError) and failure.errno:
@@ -557,8 +606,18 @@ def _configured_address(config: NodeConfig) -> HubAddress | None:
     return None
 
 
+def _zeroconf() -> Discovery:
+    """mDNS discovery, imported only by a node that must look for its hub (zeroconf and
+    asyncio are ~9 MB of an idle node that was given the address)."""
+    from shared.discovery import ZeroconfDiscovery
+
+    return ZeroconfDiscovery()
+
+
 def _discover(discovery: Discovery, stop: threading.Event) -> HubAddress | None:
     """Browse for a hub until one answers (or the daemon is stopped)."""
+    import asyncio  # (see `_zeroconf`)
+
     while not stop.is_set():
         try:
             found = asyncio.run(discovery.find(timeout=5.0))
@@ -571,6 +630,14 @@ def _discover(discovery: Discovery, stop: threading.Event) -> HubAddress | None:
         log.info("no hub found yet; still looking")
         stop.wait(5.0)
     return None
+
+
+def _interrupt(pid: int, ctime: float) -> procs.CommandResult:
+    """Interrupt a Codex turn; its app-server client (websockets, ~4 MB) is imported at the
+    first interrupt, not by every idle node."""
+    from node_agent.procs.interrupt import interrupt
+
+    return interrupt(pid, ctime)
 
 
 def _process_info(process: procs.AgentProcess) -> ProcessInfo:
@@ -592,7 +659,7 @@ def run(config: NodeConfig) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {config.node} %(levelname)s %(message)s"
     )
-    daemon = Daemon(config)
+    daemon = Daemon(config, settle_memory=True)
     daemon.install_signals()
     try:
         return daemon.run()

@@ -6,12 +6,20 @@ and their home, so a new session file or project folder is seen as well. An even
 written to (read it now), or tells that something appeared, moved or was lost (look for files
 again: `rescan`). The kernel's queue overflowing says events were dropped: rescan too. Where
 inotify cannot be used (another OS, no watches left) `open()` gives None and the reader polls.
+
+`interrupt()` (from another thread) ends a `wait` at once: the reader can then wait for events
+until its next poll is due, not wake every half second to look whether it should stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import select
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -51,6 +59,12 @@ class FileEvents:
         self._dirs: dict[int, str] = {}  # watch descriptor -> directory
         self._watched: set[str] = set()
         self._refused: set[str] = set()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closing = threading.Lock()
+        self._closed = False
+        self._poller = select.poll()
+        self._poller.register(inotify.fileno(), select.POLLIN)
+        self._poller.register(self._wake_read, select.POLLIN)
 
     @classmethod
     def open(cls) -> FileEvents | None:
@@ -81,11 +95,31 @@ class FileEvents:
             added.add(directory)
         return added
 
+    def interrupt(self) -> None:
+        """End the current (or the next) `wait` now; safe from any thread."""
+        with self._closing:  # never a write to a closed fd (its number may be reused)
+            if self._closed:
+                return
+            with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+                os.write(self._wake_write, b"x")
+
     def wait(self, timeout: float) -> Changes:
-        """What changed, as soon as something did or after `timeout` seconds (nothing)."""
+        """What changed, as soon as something did, after `timeout` seconds, or when
+        interrupted (nothing)."""
         changes = Changes()
         flags = self._flags
-        for event in self._inotify.read(timeout=int(timeout * 1000), read_delay=GATHER_MS):
+        ready = {fd for fd, _ in self._poller.poll(max(0, math.ceil(timeout * 1000)))}
+        if self._wake_read in ready:
+            while True:
+                try:
+                    if not os.read(self._wake_read, 4096):
+                        break
+                except BlockingIOError:
+                    break
+        if self._inotify.fileno() not in ready:
+            return changes
+        time.sleep(GATHER_MS / 1000)  # the rest of the burst: one read for one write
+        for event in self._inotify.read(timeout=0):
             if event.mask & flags.Q_OVERFLOW:
                 changes.rescan = True  # events were dropped
                 continue
@@ -106,4 +140,10 @@ class FileEvents:
         return changes
 
     def close(self) -> None:
-        self._inotify.close()
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._inotify.close()
+            os.close(self._wake_read)
+            os.close(self._wake_write)

@@ -52,6 +52,9 @@ HEARTBEAT: Final = 5.0  # seconds between batches when there is nothing to send
 # hub is away; a hub commits a full batch in tens of milliseconds.
 SEND_TIMEOUT_MS: Final = 2_000
 REPLY_TIMEOUT_MS: Final = 5_000
+# The command link's receive waits until a survey comes or `close()`; this bound only keeps a
+# forgotten close from blocking for ever (each timeout is a wake-up of an idle node).
+RECV_SAFETY_MS: Final = 60_000
 BATCH_EVENTS: Final = 500
 BATCH_BYTES: Final = 512 << 10  # well under the frame cap, with room for the hello
 # Connected, yet this many batches in a row got no answer: the hub drops our frames. It tells
@@ -125,14 +128,21 @@ class EventSender:
             ) as sock,
         ):
             _keepalive(sock)
+            # No resends by nng: a batch unanswered within REPLY_TIMEOUT_MS is sent again by
+            # this loop. nng's resend timer (60 s, never reached) woke its timer thread ~3 times
+            # a second after each heartbeat: a fifth of an idle node's CPU.
+            sock.resend_time = -1
             sock.dial(self.address, block=False)
             last_sent = 0.0
             disk = Backoff()
             while not self.stop.is_set():
+                # Cleared before the outbox is looked at: a commit after the look sets it
+                # again, so the wait below cannot miss it (and need not wake to look again).
+                self.wake.clear()
                 # Idle: sleep until the reader commits (wake) or the next heartbeat is due.
-                if outbox.pending() == 0 and time.monotonic() - last_sent < self.heartbeat:
-                    self.wake.wait(min(1.0, self.heartbeat))
-                    self.wake.clear()
+                due = last_sent + self.heartbeat - time.monotonic()
+                if due > 0 and outbox.pending() == 0:
+                    self.wake.wait(due)
                     continue
                 try:
                     if self._send_one(outbox, sock):
@@ -275,12 +285,26 @@ class CommandResponder:
         self.guard = ReplayGuard(window=2 * max_skew)
         self.answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.handled = 0
+        self._closing = threading.Lock()
+        self._closed = False
+        self._sock: pynng.Respondent0 | None = None
+
+    def close(self) -> None:
+        """End `run` now (its receive waits for the hub's next survey, not for a timeout)."""
+        with self._closing:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()
 
     def run(self) -> None:
         options = _socket_options()
         if self.link.tls is not None:
             options["tls_config"] = self.link.tls
-        with pynng.Respondent0(recv_timeout=1000, **options) as sock:
+        with pynng.Respondent0(recv_timeout=RECV_SAFETY_MS, **options) as sock:
+            with self._closing:
+                if self._closed:
+                    return
+                self._sock = sock
             _keepalive(sock)
             sock.dial(self.address, block=False)
             while not self.stop.is_set():
@@ -288,6 +312,8 @@ class CommandResponder:
                     data = sock.recv()
                 except pynng.Timeout:
                     continue
+                except pynng.Closed:
+                    return  # close(): the daemon stops
                 except pynng.NNGException as exc:
                     log.warning("command link: %s", exc)
                     self.stop.wait(0.5)

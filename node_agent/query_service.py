@@ -8,10 +8,12 @@ budget verdicts that apply to it, and the hook's decision.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import secrets
+import socket
 import socketserver
 import threading
 import time
@@ -27,6 +29,7 @@ import orjson
 from node_agent.gate import decide
 from node_agent.query_client import SOCKET_NAME, TOKEN_NAME
 from node_agent.session_tally import SessionTally
+from node_agent.thread_names import named
 from shared.session_notes import SessionNote, note_to_map
 from shared.verdicts import Verdict, verdict_to_map
 
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_NOTES_KEPT: Final = 256  # the hub's notes on this node's sessions
 MAX_BODY: Final = 1 << 20  # a hook's JSON; PostToolBatch carries tool results, so be generous
+# The serving loop's own look for a shutdown: `close()` wakes it at once, so this only bounds a
+# lost wake-up (each look is a wake-up of an idle node; socketserver's default is 0.5 s).
+SERVE_POLL_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,14 +303,28 @@ class QueryService:
             finally:
                 os.umask(old)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="queries", daemon=True
+            target=named("queries", lambda: self._server.serve_forever(SERVE_POLL_S)),
+            name="queries",
+            daemon=True,
         )
 
     def start(self) -> None:
         self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
+        # shutdown() waits for the serving loop to see its flag, which it looks at after each
+        # select(): a connection of our own ends that select now, not SERVE_POLL_S later.
+        stopping = threading.Thread(target=self._server.shutdown, daemon=True)
+        stopping.start()
+        while stopping.is_alive():
+            self._poke()
+            stopping.join(0.05)
         self._server.server_close()
         if isinstance(self._server, _Server):  # the token stays: the installed hooks send it
             self.path.unlink(missing_ok=True)
+
+    def _poke(self) -> None:
+        family = socket.AF_UNIX if isinstance(self._server, _Server) else socket.AF_INET
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(self._server.server_address)

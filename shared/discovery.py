@@ -15,14 +15,24 @@ import logging
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import urlsplit
 
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from shared.hub_address import Discovery, HubAddress
 from shared.wire import PROTOCOL_VERSION
+
+__all__ = [
+    "Discovery",
+    "HubAddress",
+    "StaticDiscovery",
+    "ZeroconfAdvertiser",
+    "ZeroconfDiscovery",
+    "hub_address_from_txt",
+    "txt_properties",
+]
 
 SERVICE_TYPE: Final = "_fleethub._tcp.local."
 # RFC 6335 service name: 1..15 letters, digits and single inner hyphens
@@ -34,22 +44,6 @@ Interfaces = Sequence[str] | InterfaceChoice  # IPs of the interfaces to use, or
 _WILDCARDS: Final = frozenset({"", "*", "0.0.0.0", "::"})
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class HubAddress:
-    events: str  # where a node dials its Req0 (events, acks)
-    commands: str  # where a node dials its Respondent0 (commands)
-    fingerprint: str | None = None  # SHA-256 of the hub's certificate, when it uses TLS
-
-
-# ASYNC109: `timeout` is how long to browse before answering None, not a cancel deadline.
-
-
-class Discovery(Protocol):
-    async def find(self, timeout: float) -> HubAddress | None:  # noqa: ASYNC109
-        """The hub's address, or None when none answered within `timeout` seconds."""
-        ...
 
 
 class StaticDiscovery:

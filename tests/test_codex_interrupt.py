@@ -17,9 +17,8 @@ import psutil
 import pytest
 
 from hub.budgets.model import parse_budget
-from node_agent.procs import interrupt
 from node_agent.procs.codex_appserver import is_app_server, listener, reachable
-from node_agent.procs.interrupt import turn_state
+from node_agent.procs.interrupt import interrupt, turn_state
 from node_agent.simulate.fake_agent import launch
 from shared.events import Agent
 from tests import fleet_harness as fleet

@@ -27,7 +27,7 @@ from websockets.sync.client import unix_connect
 
 from hub.budgets.model import parse_budget
 from hub.serve import Hub
-from node_agent.procs import interrupt
+from node_agent.procs.interrupt import interrupt
 from node_agent.query_client import session_figures
 from shared.events import Agent
 from shared.verdicts import Verdict, VerdictState

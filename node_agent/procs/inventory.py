@@ -1,11 +1,12 @@
 """Which coding agents run on this machine right now, under which profile, in which session.
 
-One sweep reads (ppid, name, status) of every process; agents are matched by `identify`, and
-only the top-most process of an agent's own tree is reported (a Codex node wrapper and its
-native `codex` child, or Gemini's relaunched child, are one agent). Static facts (command
-line, home, profile, cwd) are read once per process identity (pid, create_time); status, CPU
-and memory are read every scan. The node-agent must run as the agents' owner: where the
-kernel refuses a read (AccessDenied), that field is None and the scan goes on.
+One sweep reads (ppid, name, status) of every process from /proc (`proc_table`); agents are
+matched by `identify`, and only the top-most process of an agent's own tree is reported (a
+Codex node wrapper and its native `codex` child, or Gemini's relaunched child, are one agent).
+Static facts (command line, home, profile, cwd) are read once per process identity (pid,
+create_time); status, CPU and memory are read every scan. The node-agent must run as the
+agents' owner: where the kernel refuses a read (AccessDenied), that field is None and the scan
+goes on.
 
 Not thread-safe: one caller scans at a time.
 """
@@ -25,6 +26,9 @@ from shared.config import NodeConfig
 from shared.events import Agent
 
 from .identify import SessionFile, agent_of, home_of, session_file
+from .proc_table import ProcRow as _Row
+from .proc_table import cmdline as _cmdline
+from .proc_table import sweep as _sweep
 
 State = Literal["running", "paused", "zombie"]
 T = TypeVar("T")
@@ -45,17 +49,6 @@ class AgentProcess:
     rss: int  # bytes
     children: int  # live (non-zombie) descendants
     home: str | None = None  # the agent's data home as its environment names it
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One process in one sweep."""
-
-    pid: int
-    create_time: float
-    ppid: int
-    name: str
-    status: str
 
 
 @dataclass(slots=True)
@@ -182,24 +175,6 @@ class ProcessInventory:
             children=sum(d.status != psutil.STATUS_ZOMBIE for d in descendants),
             home=str(known.home) if known.home else None,
         )
-
-
-def _sweep() -> Iterator[_Row]:
-    # Fresh Process objects: psutil's process_iter cache keeps a recycled pid's old start time.
-    for pid in psutil.pids():
-        try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                yield _Row(pid, proc.create_time(), proc.ppid(), proc.name(), proc.status())
-        except psutil.Error:
-            continue
-
-
-def _cmdline(pid: int) -> tuple[str, ...]:
-    try:
-        return tuple(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return ()
 
 
 def _has_ancestor(
