@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -72,6 +73,8 @@ def test_the_sweep_reads_what_psutil_reads(
     stopped.send_signal(signal.SIGSTOP)
     wait_for(lambda: psutil.Process(stopped.pid).status() == "stopped", 10, "the stop")
     wait_for(lambda: psutil.Process(zombie.pid).status() == "zombie", 10, "the zombie")
+    for asleep in (sleeping, odd):  # a process still starting up reads "running"
+        wait_for(lambda p=asleep: psutil.Process(p.pid).status() == "sleeping", 30, "at its sleep")
 
     rows = {row.pid: row for row in sweep()}
     me = os.getpid()
@@ -157,6 +160,14 @@ def test_a_reused_pid_is_not_taken_for_the_agent_that_had_it(
     # ... and then to another agent, of the other profile: a new identity, read afresh.
     other.kill()
     other.wait()
+    # A process's identity is (pid, start time), and start times count clock ticks (10 ms;
+    # coarser still on some sandboxed kernels, seen here): a pid comes round again after its
+    # whole range is used, never within the tick, which only forcing it makes possible. So the
+    # new agent starts in a later tick than the old one.
+    wait_for(lambda: time.time() > first[1] + 0.05, 10, "a later tick")
+    probe = subprocess.Popen(["true"])
+    wait_for(lambda: psutil.Process(probe.pid).create_time() > first[1], 10, "a later start")
+    probe.wait()
     start_at(pid, run_as(tmp_path, "claude", "60"), env_b, started)
     again = listed(inventory, pid)
     assert again is not None
