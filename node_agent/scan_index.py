@@ -32,9 +32,7 @@ appended to.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import time
 
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
@@ -47,6 +45,7 @@ import msgspec
 
 from node_agent import scan_journal
 from node_agent.claude_reading import FileReading, Outcome, read_file
+from node_agent.regular_file import read_regular
 from node_agent.sources.base import FileKind, SourceFile
 
 INDEX_NAME: Final = "scan-index.msgpack"
@@ -204,7 +203,7 @@ class ScanIndex:
         path = directory / INDEX_NAME
         stamp = rules_stamp()
         try:
-            data = _read_regular(path)
+            data = read_regular(path)
         except FileNotFoundError:
             return cls(path, {}, stamp), None
         except OSError as exc:
@@ -437,19 +436,6 @@ def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes |
         identity = (str(file.path), target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest.update(repr(identity).encode())
     return digest.digest()
-
-
-def _read_regular(path: Path) -> bytes:
-    """The bytes of a regular file: a pipe or a device put in the index's place must neither
-    block the scan nor fill its memory."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
-        os.close(fd)
 
 
 def _exists(name: str) -> bool:

@@ -16,12 +16,13 @@ a damaged record.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 from typing import Final, NamedTuple
 from zlib import crc32
+
+from node_agent.regular_file import read_regular
 
 JOURNAL_NAME: Final = "scan-index.journal"
 MAGIC: Final = b"fleetmeter-scan-journal-1\n"
@@ -79,16 +80,9 @@ def read(path: Path) -> bytes | None:
     """The journal's bytes; None when there is none. A pipe or a device in its place must
     neither block the scan nor fill its memory (OSError)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_regular(path)
     except FileNotFoundError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
-        os.close(fd)
 
 
 def append(path: Path, expected_end: int, body: bytes) -> bool:
