@@ -139,6 +139,8 @@ class EventSender:
                 # Cleared before the outbox is looked at: a commit after the look sets it
                 # again, so the wait below cannot miss it (and need not wake to look again).
                 self.wake.clear()
+                if self.stop.is_set():  # set after the look above: its wake-up was cleared
+                    break
                 # Idle: sleep until the reader commits (wake) or the next heartbeat is due.
                 due = last_sent + self.heartbeat - time.monotonic()
                 if due > 0 and outbox.pending() == 0:
