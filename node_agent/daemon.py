@@ -508,6 +508,7 @@ class Daemon:
     def _wake_threads(self) -> None:
         """At a stop: end the threads' waits (each sleeps until its next duty)."""
         self.wake.set()  # the sender's
+        self.outcomes.wake()  # its wait for news lasts up to 28 s
         if self.responder is not None:
             self.responder.close()
         events = self._events

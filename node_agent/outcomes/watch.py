@@ -126,6 +126,10 @@ class OutcomeWatch:
                     changed += 1
         return changed
 
+    def wake(self) -> None:
+        """End `run`'s wait for news now (a stop: it then looks at its flag)."""
+        self._news.set()
+
     def run(self, stop: threading.Event, interval: float = INTERVAL_S) -> None:
         while not stop.is_set():
             self._news.clear()
