@@ -22,6 +22,7 @@ failure of a thread stops the daemon with exit status 1, telling systemd why (`S
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -569,9 +570,24 @@ class Daemon:
         return run
 
     def install_signals(self) -> None:
+        """SIGTERM and SIGINT stop the node. The handler only writes the signal to a pipe: it
+        runs in the main thread between any two bytecodes, possibly while that thread holds the
+        stop flag's own lock (inside `Event.wait`), so taking a lock there could hang the
+        daemon for good. A thread of its own reads the pipe and sets the flag."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+
+        def relay() -> None:
+            while received := os.read(read_end, 64):
+                for signum in received:
+                    log.info("signal %d: stopping", signum)
+                self.stop.set()
+
+        threading.Thread(target=relay, name="signals", daemon=True).start()
+
         def stop(signum: int, _frame: object) -> None:
-            log.info("signal %d: stopping", signum)
-            self.stop.set()
+            with contextlib.suppress(OSError):  # a full pipe already holds a stop
+                os.write(write_end, bytes([signum]))
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
