@@ -85,6 +85,8 @@ def fake_agent_command(
     command += ["--home", str(home), "--model", profile.model, "--mode", profile.mode]
     command += ["--children", str(children), "--project", str(project)]
     command += ["--truth", str(truth), "--machine", machine, "--profile", profile.name]
+    if profile.agent is Agent.CLAUDE_CODE:  # interactive, as a terminal's Claude Code logs it
+        command += ["--entrypoint", "cli"]
     return command + list(pace)
 
 
