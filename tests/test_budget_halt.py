@@ -187,9 +187,13 @@ def test_a_hub_killed_just_after_a_crossing_acts_once(tmp_path: Path) -> None:
         assert not summaries[0].endswith("no agent to pause in scope"), summaries
         assert all(r.endswith("no agent to pause in scope") for r in summaries[1:]), summaries
         assert len(summaries) <= 2, summaries
-        # never a second pause command (the first one's audit row may have died with the hub)
+        # A kill -9 between a pause's audit row and the record of its stop (`budget_stops`,
+        # written once the node's answer is in) sends the pause again after the restart, once
+        # at most: a SIGSTOP to a stopped tree changes nothing, and the stop is recorded once
+        # (above). Before the kill there is one command; never a third.
         pauses = [r for w, a, r in _audit(served) if w == "budget 'spark07 day'" and a == "pause"]
-        assert len(pauses) <= 1, pauses
+        assert len(pauses) <= 2, pauses
+        assert all(r.startswith(("paused:", "no answer")) for r in pauses), pauses
         assert _stopped(agent)
 
 
