@@ -172,9 +172,10 @@ def _set(line: dict[str, Any], path: tuple[str, ...], value: object) -> None:
         holder[path[-1]] = copy.deepcopy(value)
 
 
-def _read(lines: list[bytes], *, typed: bool, quota: bool) -> Collector:
+def _read(lines: list[bytes], *, typed: bool, quota: bool, tools: bool = True) -> Collector:
     source = CodexSource(typed=typed)
     source.wants_quota_readings = quota
+    source.wants_tool_calls = tools
     sink = Collector()
     for lineno, line in enumerate(lines, start=1):
         source.feed_line(PATH, lineno, line, sink)
@@ -182,8 +183,9 @@ def _read(lines: list[bytes], *, typed: bool, quota: bool) -> Collector:
     return sink
 
 
-def _same(lines: list[bytes], quota: bool) -> None:
-    typed, checked = _read(lines, typed=True, quota=quota), _read(lines, typed=False, quota=quota)
+def _same(lines: list[bytes], quota: bool, tools: bool = True) -> None:
+    typed = _read(lines, typed=True, quota=quota, tools=tools)
+    checked = _read(lines, typed=False, quota=quota, tools=tools)
     assert typed.events == checked.events
     assert typed.problems == checked.problems
     assert typed.skipped == checked.skipped
@@ -193,16 +195,29 @@ mutation = st.tuples(st.integers(0, len(LINES) - 1), st.sampled_from(FIELDS), va
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(mutation, min_size=1, max_size=6), st.booleans())
+@given(st.lists(mutation, min_size=1, max_size=6), st.booleans(), st.booleans())
 def test_typed_and_checked_paths_read_any_line_alike(
-    mutations: list[tuple[int, tuple[str, ...], object]], quota: bool
+    mutations: list[tuple[int, tuple[str, ...], object]], quota: bool, tools: bool
 ) -> None:
+    """`tools`: a scan that does not want tool calls reads only the time of their lines."""
     lines = copy.deepcopy(LINES)
     for index, path, value in mutations:
         _set(lines[index], path, value)
     # serialised compact as Codex writes (the prefilter sees the kinds in the line head);
     # json, not orjson: it writes integers beyond 64 bits too
-    _same([_dumps(line) for line in lines], quota)
+    _same([_dumps(line) for line in lines], quota, tools)
+
+
+@pytest.mark.parametrize("tools", [True, False])
+def test_a_tool_calls_time_serves_a_later_line_without_one(tools: bool) -> None:
+    """Read or not, a tool call's line gives its time to a later usage line that has none."""
+    lines = copy.deepcopy(LINES)
+    assert lines[5]["payload"]["type"] == "token_count" and "timestamp" in lines[5]
+    del lines[5]["timestamp"]
+    _same([_dumps(line) for line in lines], quota=False, tools=tools)
+    events = _read([_dumps(line) for line in lines], typed=True, quota=False, tools=tools)
+    shell_call = datetime(2026, 3, 1, 10, 0, 3, 500000, tzinfo=UTC).timestamp()
+    assert [event.ts for event in events.events.usage.values()][:1] == [shell_call]
 
 
 def _dumps(line: dict[str, Any]) -> bytes:

@@ -109,7 +109,17 @@ _LINES = st.tuples(
     _part(b'{"timestamp":"', b'{"timestamp": "', b'{"ts":"', b"", b'{"type":"x","timestamp":"'),
     _part(b"2026-03-01T10:00:05.120Z", b"", b'20"26', b"x" * 600, b'x"type":"session_meta'),
     _part(b'","type":"', b'", "type":"', b'","type":', b'"', b""),
-    _part(b"event_msg", b"response_item", b"session_meta", b"compacted", b"Event_msg", b""),
+    _part(
+        b"event_msg",
+        b"response_item",
+        b"session_meta",
+        b"turn_context",
+        b"token_usage_record",
+        b"turn_contexts",
+        b"compacted",
+        b"Event_msg",
+        b"",
+    ),
     _part(b'","payload":{"type":"', b'","payload":{"type": "', b'","payload":{"kind":"', b""),
     _part(
         b"message",

@@ -69,11 +69,14 @@ def wanted(data: bytes, start: int = 0, stop: int | None = None) -> bool:
     return end < 0 or data[begin:end] in _PARSE_EVENTS
 
 
-# The head nearly every chatty line has, as Codex (serde) writes it: the kind and the payload's
-# type at known places, so one anchored match in C reads both. `wanted` reads them the same
-# from such a head (the timestamp holds no quote); any other head goes to `wanted`.
+# The head nearly every line has, as Codex (serde) writes it: the kind and the payload's type
+# at known places, so one anchored match in C reads both (or finds a kind always parsed: the
+# kind group is then None). `wanted` reads them the same from such a head (the timestamp holds
+# no quote); any other head goes to `wanted`.
 _STANDARD_HEAD: Final = re.compile(
-    rb'\{"timestamp":"[^"]*","type":"(response_item|event_msg)","payload":\{"type":"([^"]*)"'
+    rb'\{"timestamp":"[^"]*","type":"(?:'
+    rb'(response_item|event_msg)","payload":\{"type":"([^"]*)"'
+    rb"|(?:" + b"|".join(re.escape(kind) for kind in sorted(_PARSE_KINDS)) + rb')")'
 ).match
 
 
@@ -86,6 +89,8 @@ def ignored(data: bytes, start: int, end: int) -> bool:
     if head is None:
         return not wanted(data, start, end)
     kind, event = head.groups()
+    if kind is None:  # one of _PARSE_KINDS
+        return False
     if kind == b"response_item":
         return event not in _TOOL_ITEMS
     return event not in _PARSE_EVENTS
@@ -145,40 +150,51 @@ class Usage(NamedTuple):
             total = inp + out  # reasoning is inside output: never add it again (ccusage #1460)
         return cls(inp, cached, cache_write, out, reasoning, total)
 
+    # The methods below run for every usage row: they unpack the tuple, as a NamedTuple's
+    # field names are properties (a call each).
+
     def key(self) -> tuple[int, int, int, int, int]:
         # cache writes are left out: older token_count totals lack the field while records have it
-        return (self.input, self.cached, self.output, self.reasoning, self.total)
+        inp, cached, _, out, reasoning, total = self
+        return (inp, cached, out, reasoning, total)
 
     def call_key(self) -> tuple[int, int, int, int]:
-        return (self.input, self.cached, self.output, self.reasoning)
+        inp, cached, _, out, reasoning, _ = self
+        return (inp, cached, out, reasoning)
 
     def is_fill(self) -> bool:
         """Upstream `fill_to_context_window`: only total_tokens set. Not a model call."""
-        return self.total > 0 and not (self.input or self.cached or self.output or self.reasoning)
+        inp, cached, _, out, reasoning, total = self
+        return total > 0 and not (inp or cached or out or reasoning)
 
     def is_zero(self) -> bool:
-        return not (self.input or self.cached or self.cache_write or self.output or self.reasoning)
+        inp, cached, write, out, reasoning, _ = self
+        return not (inp or cached or write or out or reasoning)
 
     def covers(self, other: Usage) -> bool:
+        inp, cached, write, out, reasoning, total = self
+        o_inp, o_cached, o_write, o_out, o_reasoning, o_total = other
         return (
-            self.input >= other.input
-            and self.cached >= other.cached
-            and self.cache_write >= other.cache_write
-            and self.output >= other.output
-            and self.reasoning >= other.reasoning
-            and self.total >= other.total
+            inp >= o_inp
+            and cached >= o_cached
+            and write >= o_write
+            and out >= o_out
+            and reasoning >= o_reasoning
+            and total >= o_total
         )
 
     def minus(self, other: Usage) -> Usage:
+        inp, cached, write, out, reasoning, total = self
+        o_inp, o_cached, o_write, o_out, o_reasoning, o_total = other
         return _new_tuple(
             Usage,
             (
-                self.input - other.input,
-                self.cached - other.cached,
-                self.cache_write - other.cache_write,
-                self.output - other.output,
-                self.reasoning - other.reasoning,
-                self.total - other.total,
+                inp - o_inp,
+                cached - o_cached,
+                write - o_write,
+                out - o_out,
+                reasoning - o_reasoning,
+                total - o_total,
             ),
         )
 
@@ -193,16 +209,13 @@ class Usage(NamedTuple):
         )
 
     def tokens(self) -> Tokens:
-        cached = min(self.cached, self.input)
-        cache_write = min(self.cache_write, self.input - cached)
-        reasoning = min(self.reasoning, self.output)
-        return Tokens(
-            input=self.input - cached - cache_write,
-            output=self.output - reasoning,
-            cache_read=cached,
-            cache_write_5m=cache_write,
-            reasoning=reasoning,
-        )
+        inp, cached, write, out, reasoning, _ = self
+        # (conditionals, not min(): a builtin call each, for every call read)
+        cached = cached if cached < inp else inp
+        rest = inp - cached
+        write = write if write < rest else rest
+        reasoning = reasoning if reasoning < out else out
+        return Tokens(rest - write, out - reasoning, cached, write, 0, reasoning)
 
 
 # --- the typed path ---------------------------------------------------------------------------

@@ -39,8 +39,8 @@ PAIR_WINDOW: Final = 8  # a record sits next to its token_count; a few rows of s
 def cum_id(thread: str, usage: Usage) -> str:
     """A call's id: its thread and the thread's cumulative usage after it (cache writes left
     out: older token_count totals lack the field while records have it)."""
-    u = usage
-    return f"codex:{thread}:cum:{u.input}-{u.cached}-{u.output}-{u.reasoning}-{u.total}"
+    inp, cached, _, out, reasoning, total = usage
+    return f"codex:{thread}:cum:{inp}-{cached}-{out}-{reasoning}-{total}"
 
 
 class Pending(msgspec.Struct, gc=False):

@@ -225,26 +225,56 @@ class CodexSource(Source):
         if payload is None:
             return
         kind = line.type
-        event = payload.type if kind == "event_msg" else None
-        if event in _CHECKED_EVENTS:
-            self._parse_checked(path, lineno, data, sink)
+        raw_ts = line.timestamp
+        if kind == "response_item":
+            ts = iso_time(raw_ts) if raw_ts is not None else None
+            if not self.wants_tool_calls:
+                # A quarter of the lines a scan parses. Of such a line only its time outlives
+                # it (`FileState.begin`: the time of a later line that has none).
+                if ts is not None:
+                    self._file(path).last_ts = ts
+                return
+            try:  # (what may still make orjson refuse the line: before anything is changed)
+                arguments = typed_tool_arguments(payload)
+            except orjson.JSONDecodeError:
+                self._parse_checked(path, lineno, data, sink)
+                return
+            st = self._file(path)
+            st.begin(lineno, ts, raw_ts, line.ordinal)
+            if not st.region:  # copied history's tool calls are not this thread's
+                st.tools.append(tool_call(payload.name, payload.type, arguments))
             return
-        ts = iso_time(line.timestamp) if line.timestamp is not None else None
-        quota = self.wants_quota_readings and ts is not None
-        # What may still make orjson refuse the line is decoded before anything is changed.
-        tools = kind == "response_item" and self.wants_tool_calls
-        try:
-            arguments = typed_tool_arguments(payload) if tools else None
-            limits = raw_value(payload.rate_limits) if quota and event == "token_count" else None
-        except orjson.JSONDecodeError:
-            self._parse_checked(path, lineno, data, sink)
+        if kind == "event_msg":
+            event = payload.type
+            if event in _CHECKED_EVENTS:
+                self._parse_checked(path, lineno, data, sink)
+                return
+            ts = iso_time(raw_ts) if raw_ts is not None else None
+            quota = self.wants_quota_readings and ts is not None
+            limits = None
+            if quota and event == "token_count":
+                try:
+                    limits = raw_value(payload.rate_limits)
+                except orjson.JSONDecodeError:
+                    self._parse_checked(path, lineno, data, sink)
+                    return
+            st = self._file(path)
+            st.begin(lineno, ts, raw_ts, line.ordinal)
+            if event == "token_count":
+                info = payload.info
+                total = last = None
+                model = payload.model or None
+                if info is not None:
+                    total = info.total_token_usage.usage() if info.total_token_usage else None
+                    last = info.last_token_usage.usage() if info.last_token_usage else None
+                    model = model or info.model or None
+                rules.on_token_count(st, info is not None, total, last, model, limits, quota, sink)
+            elif event == "task_started":
+                rules.turn_signal(st, payload.turn_id or None, payload.started_at)
             return
         st = self._file(path)
-        st.begin(lineno, ts, line.timestamp, line.ordinal)
-        if kind == "response_item":
-            if tools and not st.region:  # copied history's tool calls are not this thread's
-                st.tools.append(tool_call(payload.name, payload.type, arguments))
-        elif kind == "turn_context":
+        st.begin(lineno, iso_time(raw_ts) if raw_ts is not None else None, raw_ts, line.ordinal)
+        if kind == "turn_context":
             rules.on_turn(
                 st,
                 payload.turn_id or None,
@@ -252,19 +282,8 @@ class CodexSource(Source):
                 payload.model or None,
                 payload.cwd or None,
             )
-        elif kind == "token_usage_record":
+        else:  # token_usage_record (TYPED_KINDS)
             self._typed_record(st, payload, sink)
-        elif event == "token_count":
-            info = payload.info
-            total = last = None
-            model = payload.model or None
-            if info is not None:
-                total = info.total_token_usage.usage() if info.total_token_usage else None
-                last = info.last_token_usage.usage() if info.last_token_usage else None
-                model = model or info.model or None
-            rules.on_token_count(st, info is not None, total, last, model, limits, quota, sink)
-        elif event == "task_started":
-            rules.turn_signal(st, payload.turn_id or None, payload.started_at)
 
     def _typed_record(self, st: FileState, payload: TypedPayload, sink: Sink) -> None:
         usage = payload.usage.usage() if payload.usage is not None else None
