@@ -224,7 +224,7 @@ def read_file(source: Source, file: SourceFile, sink: Collector) -> int | None:
     test = source.line_test()
     feed = source.feed_line if test is None else source.feed_kept_line
     try:
-        for lineno, line in read(file.path, torn_tail, test):
+        for lineno, line in read(file.path, torn_tail, test, source.line_numberer()):
             feed(file.path, lineno, line, sink)
     except (OSError, CorruptStreamError) as exc:
         # Lines before the damage were read; say what stopped the rest.

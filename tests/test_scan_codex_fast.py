@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from node_agent import report
 from node_agent.scan import read_file
 from node_agent.simulate.fleet import generate_fleet
-from node_agent.sources._codex_lines import ignored, wanted
+from node_agent.sources._codex_lines import ignored, number_kept_lines, wanted
 from node_agent.sources.base import Collector
 from node_agent.sources.codex import CodexSource
+from node_agent.tailer import _number
 from shared.config import NodeConfig
 from shared.events import Agent
 
@@ -169,3 +170,29 @@ def test_the_fast_path_reads_the_lines_codex_writes(machine: Path) -> None:
         bool(line) and line.endswith(b"}") and not wanted(line) for line in lines
     ]
     assert sum(ignored(line, 0, len(line)) for line in lines) > len(lines) // 3
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(_LINES, max_size=8),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.integers(0, 5),
+    st.integers(0, 1000),
+)
+def test_the_codex_numberer_keeps_and_numbers_lines_as_the_line_test_does(
+    lines: list[bytes], newline: bytes, cut: int, lineno: int
+) -> None:
+    """`number_kept_lines` is `tailer._number` with `ignored` written in: the same lines kept,
+    with the same numbers, on blocks of random heads (blank lines, CRs, a cut last line)."""
+    block = newline.join(lines)
+    end = max(len(block) - cut, 0)
+    ours: list[tuple[int, bytes]] = []
+    reference: list[tuple[int, bytes]] = []
+    assert number_kept_lines(block, end, lineno, ours) == _number(
+        block, end, lineno, reference, ignored
+    )
+    assert ours == reference
+
+
+def test_a_codex_scan_reads_with_its_numberer() -> None:
+    assert CodexSource().line_numberer() is number_kept_lines

@@ -96,6 +96,38 @@ def ignored(data: bytes, start: int, end: int) -> bool:
     return event not in _PARSE_EVENTS
 
 
+def number_kept_lines(block: bytes, end: int, lineno: int, out: list[tuple[int, bytes]]) -> int:
+    """`tailer._number(block, end, lineno, out, ignored)` with `ignored` written into the loop:
+    it runs on every line of a rollout, and a call per line cost ~10% of the reading (a
+    property test holds the two alike)."""
+    find = block.find
+    head = _STANDARD_HEAD
+    pos = 0
+    while True:
+        nl = find(b"\n", pos, end)
+        stop = end if nl < 0 else nl
+        lineno += 1
+        if stop > pos and block[stop - 1] == 13:  # CR
+            stop -= 1
+        if stop > pos:
+            if block[stop - 1] != 0x7D:  # not '}': torn or garbage, for the reader to tell
+                out.append((lineno, block[pos:stop]))
+            else:
+                match = head(block, pos, pos + _HEAD if pos + _HEAD < stop else stop)
+                if match is None:
+                    if wanted(block, pos, stop):
+                        out.append((lineno, block[pos:stop]))
+                else:
+                    kind, event = match.groups()
+                    if kind is None or (
+                        event in _TOOL_ITEMS if kind == b"response_item" else event in _PARSE_EVENTS
+                    ):
+                        out.append((lineno, block[pos:stop]))
+        if nl < 0:
+            return lineno
+        pos = nl + 1
+
+
 # tuple.__new__ itself: a NamedTuple's own __new__ is a Python function (~1 µs a call)
 _new_tuple: Final = tuple.__new__
 

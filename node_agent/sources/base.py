@@ -19,11 +19,14 @@ from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import msgspec
 
 from shared.events import Agent, EventSet, LimitEvent, UsageEvent
+
+if TYPE_CHECKING:
+    from node_agent.tailer import Numberer
 
 
 class FileKind(StrEnum):
@@ -137,6 +140,12 @@ class Source(ABC):
     def line_test(self) -> Callable[[bytes, int, int], bool] | None:
         """`ignores`, when this source has one worth calling."""
         return None if type(self).ignores is Source.ignores else self.ignores
+
+    def line_numberer(self) -> Numberer | None:
+        """`tailer._number` with `line_test` written into its loop (the same lines kept, the
+        same numbers), when this source has one: the test runs on every line of a scan, and
+        a call per line can cost more than the test. Default: None (`_number` calls it)."""
+        return None
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         """One complete line (without its newline) of a JSONL file."""

@@ -79,7 +79,7 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from re import Pattern
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import orjson
 
@@ -92,6 +92,7 @@ from node_agent.sources._codex_lines import (
     Usage,
     checked_tool_call,
     ignored,
+    number_kept_lines,
     raw_value,
     tool_call,
     typed_line,
@@ -106,6 +107,9 @@ from node_agent.sources._values import number as _num
 from node_agent.sources._values import text as _text
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
 from shared.events import Agent
+
+if TYPE_CHECKING:
+    from node_agent.tailer import Numberer
 
 __all__ = ["EARLY_FALLBACK_MODEL", "UNKNOWN_MODEL", "CodexSource"]
 
@@ -197,6 +201,9 @@ class CodexSource(Source):
 
     def line_test(self) -> Callable[[bytes, int, int], bool]:
         return ignored  # itself: one call per line rather than two
+
+    def line_numberer(self) -> Numberer:
+        return number_kept_lines
 
     def feed_line(self, path: Path, lineno: int, line: bytes, sink: Sink) -> None:
         data = line.strip()
