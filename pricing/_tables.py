@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -218,9 +217,9 @@ def parse_table(file: str, text: str) -> ProviderTable:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _ModelContext:
-    """What every period of a model inherits."""
+class _ModelContext(msgspec.Struct, frozen=True):
+    """What every period of a model inherits. (A Struct: a dataclass's definition costs ~0.5 ms
+    of every scan that prices.)"""
 
     provider: str
     id: str

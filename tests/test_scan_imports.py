@@ -1,6 +1,6 @@
 """What `node-agent scan` imports: a scan is often a short process, so it loads no other command's
-modules, no hub, dashboard or network library, and (but for the few left in the Claude reader
-and the pricing engine) no dataclass, whose definition costs about 1 ms of every start. Which
+modules, no hub, dashboard or network library, and (but for the few left in the Claude reader)
+no dataclass, whose definition costs about 0.5 ms of every start. Which
 modules load is checked here; how long they take is the bench's business (`bench/scan.py`)."""
 
 from __future__ import annotations
@@ -58,15 +58,12 @@ NEVER = (
     "logging",
     "hashlib",
 )
-# The dataclasses left on the scan path (the Claude reader's and the pricing engine's).
+# The dataclasses left on the scan path (the Claude reader's).
 LEFT = {
     "node_agent.sources._claude_limits.LimitInfo",
     "node_agent.sources.claude._Key",
     "node_agent.sources.claude._Pending",
     "node_agent.sources.claude._Call",
-    "pricing._engine.Quote",
-    "pricing._engine.RatePlan",
-    "pricing._tables._ModelContext",
 }
 
 
