@@ -338,9 +338,7 @@ def on_record(
         return
     # Same response already counted from its token_count under another id: retract that.
     call_key = usage.call_key()
-    match = next((p for p in reversed(st.counts) if p.event_id == event_id), None)
-    if match is None:
-        match = next((p for p in reversed(st.counts) if p.call_key == call_key), None)
+    match = _pending_of(st.counts, event_id, call_key)
     if match is not None:
         st.counts.remove(match)
         if match.event_id != event_id and match.event is not None:
@@ -363,6 +361,20 @@ def on_record(
     )
     if event is not None:
         sink.usage(event)
+
+
+def _pending_of(
+    window: deque[Pending], event_id: str, call_key: tuple[int, int, int, int]
+) -> Pending | None:
+    """The latest pending of `window` with this event id, else the latest with this call key.
+    (Loops, not generators: this runs for every record.)"""
+    for pending in reversed(window):
+        if pending.event_id == event_id:
+            return pending
+    for pending in reversed(window):
+        if pending.call_key == call_key:
+            return pending
+    return None
 
 
 def _emit_copy(
