@@ -37,7 +37,6 @@ from shared.config import (
     find_config,
     load_config,
 )
-from shared.systemd import program_words
 
 if TYPE_CHECKING:
     from node_agent.report import Report
@@ -536,6 +535,8 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 def _node_agent_command() -> list[str]:
     """How systemd should start this same installation (not whatever is first on PATH)."""
+    from shared.systemd import program_words  # (here: a scan has no use for the unit's rules)
+
     return program_words("node-agent", "node_agent.cli")
 
 

@@ -51,6 +51,7 @@ NEVER = (
     "node_agent.daemon",
     "node_agent.init",
     "node_agent.systemd",
+    "shared.systemd",
     "pricing.outcomes",
     "shared.outcomes",
     # the price book logs only when an installed table is broken; tool calls are hashed only
