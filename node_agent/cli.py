@@ -255,15 +255,20 @@ def _batch_gc() -> Iterator[None]:
     """A scan builds tens of thousands of small objects that live until it ends; the cyclic
     collector would walk them again and again for nothing (about 10 % of a scan's time).
     Collect young objects rarely, and never walk what start-up built (inherited by workers).
-    Put back as it was afterwards, for a caller that goes on (a test calling `main`)."""
+    The collector is on meanwhile, even when start-up had it off (`entry.main`). Put back as
+    it was afterwards, for a caller that goes on (a test calling `main`)."""
     import gc
 
     thresholds = gc.get_threshold()
+    enabled = gc.isenabled()
     gc.set_threshold(100_000, 50, 1000)
     gc.freeze()
+    gc.enable()
     try:
         yield
     finally:
+        if not enabled:
+            gc.disable()
         gc.unfreeze()
         gc.set_threshold(*thresholds)
 
