@@ -435,8 +435,8 @@ def _read_claude(work: _ClaudeWork) -> _Claude:
     keepable = entry is not None and outcome.kept is outcome.whole
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
     # Pickled here for the index (`context`: one is kept), where the files are read in
-    # parallel, not by the merge after them.
-    blob = _pickled(solo) if context else None
+    # parallel, not by the merge after them; not when its group cannot be kept (`_key`).
+    blob = _pickled(solo) if context and keepable and entry and not entry.racy else None
     return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
 
 

@@ -477,6 +477,33 @@ def test_a_pipe_in_place_of_the_index_is_named_not_waited_on(tmp_path: Path) -> 
     assert (cache / scan_index.INDEX_NAME).is_file()  # written anew in its place
 
 
+def test_a_report_that_cannot_be_kept_is_not_pickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files written in the clock tick of their read keep no priced group: nothing of theirs
+    is pickled for the index (a scan right after an append of a few MB pickled each one's
+    report for nothing)."""
+    home, cache = tmp_path / "claude", tmp_path / "cache"
+    for index, name in enumerate(NAMES[:2]):
+        path = home / "projects" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(usage_line(index * 3 + n, 10) + b"\n" for n in range(3)))
+    pickled: list[object] = []
+    real = report_module._pickled
+
+    def spy(value: object) -> bytes:
+        pickled.append(value)
+        return real(value)
+
+    monkeypatch.setattr(report_module, "_pickled", spy)
+    young = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert pickled == []
+    assert render_json(young) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+    _age(home)
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert pickled  # read again from the start, now kept priced
+
+
 def _priced(index: scan_index._IndexFile) -> list[bytes]:
     """The priced reports kept in `index`: not the digests of the code they depend on (kept
     there too, `file_digest`)."""
