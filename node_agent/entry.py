@@ -37,11 +37,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if serve(args):
             return 0
-        from node_agent.metadata_ahead import walk_ahead
-
-        # On a cold disk its folders are listed while the scan loads its code (an option's
-        # value taken for a path is only listed for nothing).
-        walk_ahead([arg for arg in args[1:] if not arg.startswith("-")])
     from node_agent.cli import main as full
 
     code = full(args)

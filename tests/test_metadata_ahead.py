@@ -1,9 +1,8 @@
-"""The metadata read ahead on a cold disk: what the helper thread reads, that it stops when
-told, and that a scan's results never depend on it (it only reads what the scan reads too)."""
+"""A kept answer's dependencies stat'ed ahead on a cold disk: what the helper thread reads,
+that it stops when told, and that what is served never depends on it."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -43,52 +42,6 @@ def test_a_stopped_helper_reads_no_more(monkeypatch: pytest.MonkeyPatch) -> None
     metadata_ahead.stat_behind(["a", "b"])
     time.sleep(0.1)
     assert seen == []
-
-
-def _tree(tmp_path: Path) -> Path:
-    home = tmp_path / "claude"
-    for rel in ("projects/p1/s1/subagents", "projects/p2", "projects/p1/s1/subagents/x/too-deep"):
-        (home / rel).mkdir(parents=True)
-    (home / "projects" / "p2" / "t.jsonl").write_bytes(b"{}\n")
-    os.symlink(tmp_path, home / "projects" / "link")  # not walked into
-    return home
-
-
-def test_a_cold_first_listing_walks_the_folders_below(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home = _tree(tmp_path)
-    monkeypatch.setattr(metadata_ahead, "COLD_LISTING_NS", -1)  # every listing "cold"
-    listed: list[str] = []
-    real = metadata_ahead._folders
-
-    def spy(folder: str, depth: int = 0) -> list[tuple[str, int]] | None:
-        found = real(folder, depth)
-        if found is not None:  # (the option, its value and the file are tried, not listed)
-            listed.append(os.path.relpath(folder, home))
-        return found
-
-    monkeypatch.setattr(metadata_ahead, "_folders", spy)
-    helper = metadata_ahead.walk_ahead(
-        ["--by", "day", str(home / "projects" / "p2" / "t.jsonl"), str(home)]
-    )
-    assert helper is not None
-    _wait(helper, listed, 6)
-    time.sleep(0.05)
-    assert sorted(listed) == [
-        ".",
-        "projects",
-        "projects/p1",
-        "projects/p1/s1",
-        "projects/p1/s1/subagents",
-        "projects/p2",
-    ]  # four levels below the home; the file given, the option and the link are not listed
-
-
-def test_a_warm_listing_starts_no_helper(tmp_path: Path) -> None:
-    home = _tree(tmp_path)
-    assert metadata_ahead.walk_ahead([str(home)]) is None  # just made: in the page cache
-    assert metadata_ahead.walk_ahead([str(tmp_path / "none"), "day"]) is None  # no folder
 
 
 def test_a_cold_answer_check_serves_the_same(
