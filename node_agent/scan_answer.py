@@ -204,7 +204,14 @@ def dependencies(
                 return None
     except UnstatableError:
         return None
-    return list(found.items())
+    # Last changed first: a transcript written lately is the likeliest to have grown by the next
+    # scan, whose check then stops at once instead of after a stat of most of the others.
+    return sorted(found.items(), key=_newest_first)
+
+
+def _newest_first(dep: Dependency) -> int:
+    sig = dep[1]
+    return -sig[4] if sig is not None else 0  # (mtime: what a write moves)
 
 
 def _too_young(sig: Signature, young: int) -> bool:
