@@ -668,9 +668,10 @@ def _key(
         entry = part.entry
         if entry is None or not part.keepable or entry.racy:
             return None
-        end = entry.end
-        identity = (file.path, target, entry.dev, entry.ino, entry.size, entry.mtime_ns, end)
-        digest.update(repr(identity).encode() + entry.window)
+        # (Formatted, not a tuple's repr: a Path's repr cost ~1 us a file more.)
+        identity = f"{file.path}\0{target}\0{entry.dev}\0{entry.ino}\0{entry.size}\0"
+        identity += f"{entry.mtime_ns}\0{entry.end}\0"
+        digest.update(identity.encode("utf-8", "surrogateescape") + entry.window)
     return digest.digest()
 
 
