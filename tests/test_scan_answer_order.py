@@ -1,15 +1,21 @@
-"""A kept answer's dependencies are checked last changed first: after an append to the
-transcript written last, the check stops at its first stat."""
+"""What a kept answer's check costs: its dependencies are checked last changed first (after an
+append to the transcript written last, the check stops at its first stat), and a served scan
+loads only a few modules."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from node_agent import scan_answer
+from tests.fleet_harness import child_env
+from tests.test_scan_answer import _old_enough
+from tests.test_scan_index import _home
 
 
 def test_the_newest_dependency_is_checked_first(
@@ -43,3 +49,22 @@ def test_the_newest_dependency_is_checked_first(
     monkeypatch.setattr(scan_answer, "signature", spy)
     assert scan_answer.serve(argv) is False
     assert len(stats) <= 2  # not the other 19 first
+
+
+def test_a_served_scan_loads_neither_typing_nor_the_cli(tmp_path: Path) -> None:
+    """A real console-script process served its kept answer: the few modules it loads besides
+    the interpreter's own (typing, with contextlib and warnings, cost ~3 ms of ~30)."""
+    home = _home(tmp_path)
+    env = {**child_env(tmp_path), "PYTHONPROFILEIMPORTTIME": "1"}
+    argv = [str(Path(sys.executable).parent / "node-agent"), "scan", "--json", str(home)]
+
+    def loaded() -> set[str]:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+
+    _old_enough(home)
+    assert "node_agent.cli" in loaded()  # the first scan keeps its answer
+    served = loaded()
+    assert "node_agent.scan_answer" in served and "node_agent.cli" not in served
+    assert {"typing", "collections.abc"} & served == set()
