@@ -436,7 +436,7 @@ def _read_claude(work: _ClaudeWork) -> _Claude:
     calls = entry.calls if entry is not None and keepable else calls_of(outcome.whole)
     # Pickled here for the index (`context`: one is kept), where the files are read in
     # parallel, not by the merge after them; not when its group cannot be kept (`_key`).
-    blob = _pickled(solo) if context and keepable and entry and not entry.racy else None
+    blob = _pickled(solo) if context and keepable and entry is not None and not entry.racy else None
     return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
 
 
