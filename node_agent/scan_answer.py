@@ -19,7 +19,8 @@ discarded with a one-line warning, never printed. Files are written whole and re
 place, so concurrent scans never see a half-written one.
 
 Imports only what an interpreter has loaded at start-up anyway (and the builtin marshal and
-blake2): this runs before anything else of a scan.
+blake2): this runs before anything else of a scan. On a cold disk a second thread stats the
+dependencies from the last one back (`metadata_ahead`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import marshal
 import os
 import stat
 import sys
+import time
 from _blake2 import blake2b
 
 # Not `typing.TYPE_CHECKING`: typing and collections.abc are not loaded at start-up (~3 ms).
@@ -42,6 +44,12 @@ _DIGEST: Final = 16
 # Younger than this at the scan's start, a stat may not show a write in the same clock tick.
 RACY_NS: Final = 2_000_000_000
 MAX_KEPT: Final = 32  # answers kept per user: one per query asked lately
+# Dependencies stat'ed before a cold disk is told from a warm one, and how long they take at
+# most when warm (~2 us each; one read from the disk takes ~0.1 ms).
+_PROBE: Final = 32
+_COLD_NS: Final = 1_000_000
+# Dependencies checked first for being the last modified (see `dependencies`).
+_NEWEST: Final = 16
 # What a shell changes between two commands without changing what a scan prints.
 _VOLATILE_ENV: Final = frozenset(
     {"_", "OLDPWD", "PWD", "SHLVL", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "WINDOWID"}
@@ -111,11 +119,21 @@ def serve(argv: Sequence[str]) -> bool:
         _remove(path)
         return False
     deps, out = kept
+    started = time.perf_counter_ns()
+    helper = None
     try:
-        if any(signature(name) != sig for name, sig in deps):
-            return False
+        for at, (name, sig) in enumerate(deps):
+            if at == _PROBE and time.perf_counter_ns() - started > _COLD_NS:
+                from node_agent.metadata_ahead import stat_behind
+
+                # A cold disk: a second thread stats them from the last one back.
+                helper = stat_behind([name for name, _ in deps[at:]])
+            if signature(name) != sig:
+                return False  # (a helper goes on: the full scan stats them all too)
     except UnstatableError:
         return False
+    if helper is not None:
+        helper.stop()
     _print(out)
     return True
 
@@ -188,7 +206,19 @@ def dependencies(
                 return None
     except UnstatableError:
         return None
-    return list(found.items())
+    # The last changed first: a transcript written lately is the likeliest to have grown by the
+    # next scan, whose check then stops at once instead of after a stat of most of the others.
+    # The rest as found, folder by folder: on a cold disk the check's helper (`metadata_ahead`)
+    # meets it sooner than in an order that goes from folder to folder (~18 ms against ~23).
+    items = list(found.items())
+    newest = sorted(items, key=_newest_first)[:_NEWEST]
+    first = {name for name, _ in newest}
+    return newest + [dep for dep in items if dep[0] not in first]
+
+
+def _newest_first(dep: Dependency) -> int:
+    sig = dep[1]
+    return -sig[4] if sig is not None else 0  # (mtime: what a write moves)
 
 
 def _too_young(sig: Signature, young: int) -> bool:

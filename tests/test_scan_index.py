@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node_agent import claude_reading, scan_index
+from node_agent import claude_reading, file_digest, scan_index
 from node_agent import report as report_module
 from node_agent.cli import main
 from node_agent.render import render_json
@@ -477,12 +477,46 @@ def test_a_pipe_in_place_of_the_index_is_named_not_waited_on(tmp_path: Path) -> 
     assert (cache / scan_index.INDEX_NAME).is_file()  # written anew in its place
 
 
+def test_a_report_that_cannot_be_kept_is_not_pickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files written in the clock tick of their read keep no priced group: nothing of theirs
+    is pickled for the index (a scan right after an append of a few MB pickled each one's
+    report for nothing)."""
+    home, cache = tmp_path / "claude", tmp_path / "cache"
+    for index, name in enumerate(NAMES[:2]):
+        path = home / "projects" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(usage_line(index * 3 + n, 10) + b"\n" for n in range(3)))
+    pickled: list[object] = []
+    real = report_module._pickled
+
+    def spy(value: object) -> bytes:
+        pickled.append(value)
+        return real(value)
+
+    monkeypatch.setattr(report_module, "_pickled", spy)
+    young = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert pickled == []
+    assert render_json(young) == render_json(build_report([home], NodeConfig(), QUERY, jobs=1))
+    _age(home)
+    build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
+    assert pickled  # read again from the start, now kept priced
+
+
+def _priced(index: scan_index._IndexFile) -> list[bytes]:
+    """The priced reports kept in `index`: not the digests of the code they depend on (kept
+    there too, `file_digest`)."""
+    return [blob for blob in index.reports.values() if len(blob) != file_digest.DIGEST_BYTES]
+
+
 def test_a_damaged_priced_report_in_the_index_is_priced_anew(tmp_path: Path) -> None:
     home, cache = _home(tmp_path), tmp_path / "cache"
     first = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
     path = cache / scan_index.INDEX_NAME
     found = msgspec.msgpack.decode(path.read_bytes(), type=scan_index._IndexFile)
-    assert len(found.reports) == 4  # the two files' groups, their block, and the whole sum
+    # the two files' groups, their block and the whole sum (beside the pricing code's digest)
+    assert len(_priced(found)) == 4
     found.reports = {key: b"\x80\x05not a pickle" for key in found.reports}
     path.write_bytes(msgspec.msgpack.encode(found))
     again = build_report([home], NodeConfig(), QUERY, jobs=1, cache_dir=cache)
@@ -546,7 +580,7 @@ def test_worker_processes_give_the_report_and_index_of_one_process(tmp_path: Pat
         (cache / scan_index.INDEX_NAME).read_bytes(), type=scan_index._IndexFile
     )
     # Groups without an unterminated line are kept priced: {0, 1} and {3}, not {2}.
-    assert len(index.reports) == 2
+    assert len(_priced(index)) == 2
     assert sorted(index.entries) == sorted(map(str, files))
     again, alone = both()
     assert render_json(again) == render_json(alone)
