@@ -437,6 +437,11 @@ def _read_claude(work: _ClaudeWork) -> _Claude:
     # Pickled here for the index (`context`: one is kept), where the files are read in
     # parallel, not by the merge after them.
     blob = _pickled(solo) if context else None
+    if keepable and entry is not None:
+        # Held as the index's msgpack, as a helper's reading is: its objects are freed here,
+        # while the files are read in parallel, not all at the end of the scan (~8 ms for
+        # 200 MB). A file that shares calls with another has it decoded again (`_reading`).
+        return _Claude(calls, None, entry.reading, outcome.size, entry, True, (solo, blob))
     return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
 
 

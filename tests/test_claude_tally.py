@@ -22,6 +22,7 @@ from node_agent.claude_reading import read_file
 from node_agent.render import render_json
 from node_agent.report import Query, Report
 from node_agent.scan import Target
+from node_agent.scan_index import Task, decode_reading
 from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import FileKind, SourceFile
 from pricing.rollup import Attribution, Rollup
@@ -237,3 +238,30 @@ def test_row_keys_worked_out_once_equal_each_call_s_own(
     row_of = claude_tally.RowKeys(rollup, attribution)
     for line in lines + lines[::-1]:  # again, from the memo
         assert row_of(line) == rollup.key(claude_tally.LineCall(line), attribution)
+
+
+def test_a_reading_read_through_is_held_as_its_msgpack(tmp_path: Path) -> None:
+    """`_read_claude` keeps a reading the index keeps as that msgpack, as a helper's comes back,
+    so that its objects are freed while the files are read, not all at the end of a scan; the
+    merge of a group decodes it again, equal. A file with an unterminated last line keeps its
+    whole reading (the index keeps less of it)."""
+    home = tmp_path / "claude"
+    done = home / "projects" / "p" / "done.jsonl"
+    _transcript(random.Random(3), done, repeats=False)
+    torn = home / "projects" / "p" / "torn.jsonl"
+    _transcript(random.Random(4), torn, repeats=False)
+    with torn.open("ab") as fh:
+        fh.write(orjson.dumps(_line(random.Random(5), 99, "s")))  # no newline: being written
+    target = Target(home, Agent.CLAUDE_CODE)
+    query = Query(("day",), UTC)
+    for path, held in ((done, True), (torn, False)):
+        file = (0, SourceFile(path, FileKind.JSONL, 0))
+        work = (Task(str(path), tools=False), file, [target], "node-1", query, b"ctx")
+        part = report_module._read_claude(work)
+        assert (part.whole is None) is held
+        assert part.entry is not None
+        if held:
+            assert part.raw is part.entry.reading
+            reading, _size = report_module._reading(file, part, None)
+            assert reading == decode_reading(part.entry.reading)
+            assert reading == read_file(path, tools=False).whole
