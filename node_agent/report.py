@@ -21,7 +21,7 @@ import os
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
 from _blake2 import blake2b
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, tzinfo
 from pathlib import Path
@@ -556,9 +556,14 @@ def _unpickled(blob: bytes) -> Report | None:
     return found if isinstance(found, Report) else None
 
 
-def connected(keys: Iterable[Iterable[Hashable]]) -> list[list[int]]:
+def connected(keys: Iterable[Collection[Hashable]]) -> list[list[int]]:
     """The indices of the items (each given by its keys), in groups such that items sharing a
     key are in one group; groups and their members in the items' order."""
+    items = list(keys)
+    if sum(map(len, items)) == len(set().union(*items)):
+        # No key met twice (most transcripts share no call): each item is a group of its own,
+        # told at C speed (the union-find below took ~4 ms of a scan's merge for 600 files).
+        return [[index] for index in range(len(items))]
     parent: list[int] = []
 
     def root(i: int) -> int:
@@ -568,7 +573,7 @@ def connected(keys: Iterable[Iterable[Hashable]]) -> list[list[int]]:
         return i
 
     owner: dict[Hashable, int] = {}
-    for index, item in enumerate(keys):
+    for index, item in enumerate(items):
         parent.append(index)
         for key in item:
             if (other := owner.setdefault(key, index)) != index:
