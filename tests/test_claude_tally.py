@@ -6,11 +6,12 @@ back goes through the source."""
 from __future__ import annotations
 
 import random
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -238,6 +239,49 @@ def test_row_keys_worked_out_once_equal_each_call_s_own(
     row_of = claude_tally.RowKeys(rollup, attribution)
     for line in lines + lines[::-1]:  # again, from the memo
         assert row_of(line) == rollup.key(claude_tally.LineCall(line), attribution)
+
+
+# Fixed offsets (`--tz UTC`, the default, or a zone of one offset), micro- and sub-second ones.
+FIXED = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=45)), timezone(-timedelta(hours=9, seconds=1))]
+    + [timezone(timedelta(microseconds=7)), timezone(-timedelta(hours=23, microseconds=999_999))]
+)
+# Times at and around local midnights (to the microsecond's rounding), or anywhere.
+NEAR_MIDNIGHT = st.builds(
+    lambda days, offset, shift: days * 86400.0 - offset.utcoffset(None).total_seconds() + shift,
+    st.integers(19_000, 21_000),
+    FIXED,
+    st.sampled_from([0.0, 1.0, -1.0, 0.4999995, -0.0000005, 1e-6, -1e-6, 86399.9999996]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True),
+    FIXED,
+    st.lists(st.one_of(NEAR_MIDNIGHT, st.floats(1.7e9, 1.8e9)), min_size=1, max_size=30),
+)
+def test_buckets_of_a_fixed_offset_zone_hold_each_call_s_own_date(
+    by: list[str], tz: timezone, stamps: list[float]
+) -> None:
+    """`RowKeys.alike` tells the date of a fixed-offset zone's calls from the last day's span:
+    each call lands in the bucket of its own date all the same, in any order of times."""
+    rollup = Rollup(tuple(by), tz)
+    attribution = Attribution("n1", None)
+    lines = [
+        msgspec.structs.replace(_ONE, ts=ts, lineno=n) for n, ts in enumerate(stamps + stamps[::-1])
+    ]
+    for row, _kind, _unsplit, alike in claude_tally.RowKeys(rollup, attribution).alike(lines):
+        for line in alike:
+            assert row == rollup.key(claude_tally.LineCall(line), attribution)
+        days = {datetime.fromtimestamp(line.ts, tz).date() for line in alike}
+        assert len(days) == 1 or not {"day", "week", "month"} & set(by)
+
+
+_ONE = UsageLine(
+    1, "claude:m:r", "m", 2, 0.0, "claude-sonnet-4-5", (1, 2, 3, 0, 0, 0, 0), "s1", False, None,
+    "/w/a", None, None, None, None, False, None, None, None, None,
+)  # fmt: skip
 
 
 def test_a_reading_read_through_is_held_as_its_msgpack(tmp_path: Path) -> None:
