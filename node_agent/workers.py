@@ -15,7 +15,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -122,7 +122,9 @@ class _Helper:
 
     def __init__(self, task: Callable[[], object]) -> None:
         for stream in (sys.stdout, sys.stderr):
-            if stream is not None:  # else the child would write the parent's buffer again
+            # Else the child could write the parent's buffer again. A stream that is None,
+            # closed or broken is the parent's to tell of, at its own writes.
+            with suppress(AttributeError, OSError, ValueError):
                 stream.flush()
         self._pid: int | None = os.fork()
         if self._pid == 0:
