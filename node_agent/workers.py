@@ -9,7 +9,6 @@ pynng (the daemon, the hub, a test session) starts its workers with forkserver i
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import struct
@@ -48,6 +47,10 @@ class _Claims:
     multiprocessing's shared values and semaphores need loading."""
 
     def __init__(self, count: int, chunk: int) -> None:
+        import fcntl  # here: there is none where there is no fork (Windows), nor `share`
+
+        self._lockf = fcntl.lockf
+        self._exclusive, self._unlocked = fcntl.LOCK_EX, fcntl.LOCK_UN
         self._file = _unnamed_file()
         self._fd = self._file.fileno()
         self._count = count
@@ -57,13 +60,13 @@ class _Claims:
     def take(self) -> range:
         """The next items (empty when all are taken)."""
         fd = self._fd
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        self._lockf(fd, self._exclusive)
         try:
             (start,) = _NEXT.unpack(os.pread(fd, _NEXT.size, 0))
             stop = min(self._count, start + self._chunk)
             os.pwrite(fd, _NEXT.pack(stop), 0)
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN)
+            self._lockf(fd, self._unlocked)
         return range(start, stop)
 
     def close(self) -> None:

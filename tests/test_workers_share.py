@@ -98,3 +98,19 @@ def test_a_helper_killed_loses_nothing(mode: str) -> None:
     assert isinstance(out, list)
     assert [value for _, value, _ in out] == [item * 3 for item in range(200)]
     assert any(how == "here" for how, _, _ in out)
+
+
+def test_the_module_loads_where_there_is_no_fcntl() -> None:
+    """Windows has neither fcntl nor fork: `worker_context` (its process pool) still loads."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['fcntl'] = None; import node_agent.workers",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
