@@ -307,7 +307,9 @@ def _merge_claude(
         return report
     groups = connected(part.calls for part in parts)
     keys = [
-        _key(context, [files[m] for m in members], [parts[m] for m in members], index)
+        parts[members[0]].key
+        if len(members) == 1 and parts[members[0]].key is not None
+        else _key(context, [files[m] for m in members], [parts[m] for m in members])
         for members in groups
     ]
     whole_key = _whole_key(b"whole", keys) if index is not None else None
@@ -403,6 +405,9 @@ class _Claude(msgspec.Struct):
     entry: Entry | None  # in the index
     keepable: bool  # the whole reading is the entry's (no unterminated tail): may be kept priced
     solo: _Solo | None = None
+    # `_key` of the file as a group of its own, worked out where it was read (in parallel, not
+    # by the merge after the reading); None: not worked out, or none (then `_key` tells why).
+    key: bytes | None = None
 
     @classmethod
     def unchanged(cls, entry: Entry) -> _Claude:
@@ -414,11 +419,12 @@ class _Shipped(msgspec.Struct, array_like=True, gc=False):
     the message ids of its calls, and the reading when its file shares calls (unpickling every
     reading cost the parent ~0.1 s per 200 MB). `whole` is None when it is the entry's reading."""
 
-    calls: list[str]
+    calls: list[str]  # empty when `whole` is None: the entry's
     whole: bytes | None  # msgpack (a Raw cannot be optional)
     size: int | None
     entry: Entry | None
     solo: bytes
+    key: bytes | None = None  # `_Claude.key`
 
 
 _decode_shipped = msgspec.msgpack.Decoder(_Shipped).decode
@@ -441,8 +447,11 @@ def _read_claude(work: _ClaudeWork) -> _Claude:
         # Held as the index's msgpack, as a helper's reading is: its objects are freed here,
         # while the files are read in parallel, not all at the end of the scan (~8 ms for
         # 200 MB). A file that shares calls with another has it decoded again (`_reading`).
-        return _Claude(calls, None, entry.reading, outcome.size, entry, True, (solo, blob))
-    return _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
+        read = _Claude(calls, None, entry.reading, outcome.size, entry, True, (solo, blob))
+    else:
+        read = _Claude(calls, outcome.whole, None, outcome.size, entry, keepable, (solo, blob))
+    read.key = _key(context, [file], [read])
+    return read
 
 
 def _file_report(
@@ -502,23 +511,26 @@ def _read_claude_shipped(work: _ClaudeWork) -> bytes:
     whole = None if read.keepable else msgspec.msgpack.encode(read.whole)
     assert read.solo is not None
     blob = read.solo[1] or _pickled(read.solo[0])
-    return msgspec.msgpack.encode(_Shipped(read.calls, whole, read.size, read.entry, blob))
+    # The entry's calls are not shipped twice (their strings decoded twice by the parent).
+    calls = [] if whole is None else read.calls
+    return msgspec.msgpack.encode(_Shipped(calls, whole, read.size, read.entry, blob, read.key))
 
 
 def _received(got: bytes | memoryview) -> _Claude:
     """A worker's `_read_claude_shipped`, taken back."""
     shipped = _decode_shipped(got)
     entry = shipped.entry
-    raw = entry.reading if shipped.whole is None and entry is not None else shipped.whole
+    kept = shipped.whole is None and entry is not None
     solo = _unpickled(shipped.solo)
     return _Claude(
-        shipped.calls,
+        entry.calls if kept and entry is not None else shipped.calls,
         None,
-        raw,
+        entry.reading if kept and entry is not None else shipped.whole,
         shipped.size,
         entry,
-        shipped.whole is None and entry is not None,
+        kept,
         (solo, shipped.solo) if solo is not None else None,
+        shipped.key,
     )
 
 
@@ -660,15 +672,13 @@ def _files(folder: str, suffix: str, deep: bool = True) -> list[str]:
 
 
 def _key(
-    context: bytes,
-    files: Sequence[tuple[int, SourceFile]],
-    parts: Sequence[_Claude],
-    index: ScanIndex | None,
+    context: bytes, files: Sequence[tuple[int, SourceFile]], parts: Sequence[_Claude]
 ) -> bytes | None:
-    """The key of a group's priced report: None when one of its files has no kept reading, an
-    unterminated last line (read afresh each time, so never kept) or a reading made in the
-    clock tick of a write (`Entry.racy`: the key could not tell a change in that tick)."""
-    if index is None:
+    """The key of a group's priced report: None when there is no index (`context` b""), or
+    one of its files has no kept reading, an unterminated last line (read afresh each time,
+    so never kept) or a reading made in the clock tick of a write (`Entry.racy`: the key could
+    not tell a change in that tick)."""
+    if not context:
         return None
     digest = blake2b(context, digest_size=16)
     for (target, file), part in zip(files, parts, strict=True):
