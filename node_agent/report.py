@@ -127,9 +127,13 @@ class Report(msgspec.Struct):
                 mine.merge(row)
         self.files += other.files
         self.bytes += other.bytes
-        self.skipped.update(other.skipped)
+        # (Counter.update runs in Python even when given nothing: a scan merges a report per
+        # file, most of them with no skip and no unknown model.)
+        if other.skipped:
+            self.skipped.update(other.skipped)
         self.problems.extend(other.problems)
-        self.unknown_models.update(other.unknown_models)
+        if other.unknown_models:
+            self.unknown_models.update(other.unknown_models)
         self.calls.extend(other.calls)
         self.credit_calls.extend(other.credit_calls)
         self.credit_sums.extend(other.credit_sums)
