@@ -5,6 +5,7 @@ back goes through the source."""
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -309,3 +310,36 @@ def test_a_reading_read_through_is_held_as_its_msgpack(tmp_path: Path) -> None:
             reading, _size = report_module._reading(file, part, None)
             assert reading == decode_reading(part.entry.reading)
             assert reading == read_file(path, tools=False).whole
+
+
+def test_a_helpers_reading_comes_back_as_read_here(tmp_path: Path) -> None:
+    """A transcript read by a helper (`_read_claude_shipped`, then `_received`) comes back as
+    `_read_claude` reads it here: its calls (shipped once, in its entry, when the entry holds
+    the whole reading), its reading and its own report key, which is the merge's `_key` of the
+    file as a group of its own (None without an index, or for a file not kept whole)."""
+    home = tmp_path / "claude"
+    done = home / "projects" / "p" / "done.jsonl"
+    _transcript(random.Random(6), done, repeats=False)
+    torn = home / "projects" / "p" / "torn.jsonl"
+    _transcript(random.Random(7), torn, repeats=False)
+    with torn.open("ab") as fh:
+        fh.write(orjson.dumps(_line(random.Random(8), 99, "s")))  # no newline: being written
+    for path in (done, torn):  # written long before it is read (not racy: `Entry.racy`)
+        os.utime(path, ns=(1_700_000_000 * 10**9,) * 2)
+    target = Target(home, Agent.CLAUDE_CODE)
+    query = Query(("day",), UTC)
+    for path, held in ((done, True), (torn, False)):
+        file = (0, SourceFile(path, FileKind.JSONL, 0))
+        for context in (b"ctx", b""):
+            work = (Task(str(path), tools=False), file, [target], "node-1", query, context)
+            here = report_module._read_claude(work)
+            shipped = report_module._read_claude_shipped(work)
+            assert (report_module._decode_shipped(shipped).calls == []) is held
+            back = report_module._received(shipped)
+            assert here.calls and back.calls == here.calls
+            assert back.keepable == here.keepable == held
+            assert back.key == here.key == report_module._key(context, [file], [here])
+            assert (here.key is not None) is (held and bool(context))
+            if not held:
+                assert back.raw is not None
+                assert decode_reading(back.raw) == here.whole
