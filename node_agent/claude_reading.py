@@ -184,10 +184,16 @@ def _feed_bare(
     last = runs[-1] if runs else None
     for lineno, line in lines:
         typed = typed_record(line, False)
-        usage = typed_usage(typed, facts, lineno, sink) if typed is not None else False
+        best = last.best if last is not None else None
+        usage = typed_usage(typed, facts, lineno, sink, None, best) if typed is not None else False
         if usage is False:
             usage = source.checked_line(facts, lineno, line, sink)
         if usage is None:
+            continue
+        if isinstance(usage, int):
+            # A snapshot of the last run's call that does not beat its best line (`best`).
+            if last is not None:
+                last.revisions.append(usage)
             continue
         if last is not None and usage.group is not None and last.best.event_id == usage.event_id:
             # The next snapshot of the same call (a line without message.id is its own call).

@@ -12,7 +12,7 @@ None and goes through the source as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, time, timezone
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -117,10 +117,22 @@ class RowKeys:
         lines). Per line only its bucket is found; the row once per bucket."""
         dated, tz = self._dated, self._tz
         stamp = datetime.fromtimestamp
+        # A fixed-offset zone (the default, UTC) has days of 86,400 s and a date that never
+        # goes back: a time over a second inside the last day found (clear of any rounding to
+        # microseconds) is on that day, told without building a datetime.
+        fixed = dated and isinstance(tz, timezone)
+        day: date | None = None
+        low = high = 0.0
         buckets: dict[tuple[object, ...], list[UsageLine]] = {}
         for line in lines:
+            ts = line.ts
+            if dated and not (fixed and low < ts < high):
+                day = stamp(ts, tz).date()
+                if fixed:
+                    low = datetime.combine(day, time(), tz).timestamp() + 1
+                    high = low + 86_398
             key = (
-                stamp(line.ts, tz).date() if dated else None,
+                day,
                 line.model,
                 line.session,
                 line.project,

@@ -13,7 +13,8 @@ import os
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
+from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-# How long this process waits for the claims' lock before it checks that no helper died.
-_PATIENCE = 1.0
 
 
 def worker_context() -> BaseContext:
@@ -35,32 +33,46 @@ def worker_context() -> BaseContext:
 
 
 def can_share() -> bool:
-    """Whether `share` may fork here (see the module doc)."""
-    return worker_context().get_start_method() == "fork"
+    """Whether `share` may fork here (see the module doc). Told without importing
+    multiprocessing, which `share` does not use (~10 ms of a scan's start)."""
+    return hasattr(os, "fork") and "pynng" not in sys.modules
 
 
 class _Claims:
     """The next items to take, shared by the processes: a few at a time, so that the work
-    spreads evenly to the end whatever each item costs."""
+    spreads evenly to the end whatever each item costs. The next index is kept in an unnamed
+    file under a POSIX record lock (`lockf`): the kernel lets go of it when its holder dies,
+    so a helper killed while taking items never stalls the others, and none of
+    multiprocessing's shared values and semaphores need loading."""
 
-    def __init__(self, context: BaseContext, count: int, chunk: int) -> None:
-        self._next = context.RawValue("q", 0)
-        self._lock = context.Lock()
+    def __init__(self, count: int, chunk: int) -> None:
+        import fcntl  # here: there is none where there is no fork (Windows), nor `share`
+
+        self._lockf = fcntl.lockf
+        self._exclusive, self._unlocked = fcntl.LOCK_EX, fcntl.LOCK_UN
+        self._file = _unnamed_file()
+        self._fd = self._file.fileno()
         self._count = count
         self._chunk = chunk
+        os.pwrite(self._fd, _NEXT.pack(0), 0)
 
-    def take(self, timeout: float | None = None) -> range | None:
-        """The next items (empty when all are taken); None when the lock could not be had in
-        `timeout` seconds (a helper killed while holding it never lets it go)."""
-        if not self._lock.acquire(timeout=timeout):
-            return None
+    def take(self) -> range:
+        """The next items (empty when all are taken)."""
+        fd = self._fd
+        self._lockf(fd, self._exclusive)
         try:
-            start = self._next.value
+            (start,) = _NEXT.unpack(os.pread(fd, _NEXT.size, 0))
             stop = min(self._count, start + self._chunk)
-            self._next.value = stop
+            os.pwrite(fd, _NEXT.pack(stop), 0)
         finally:
-            self._lock.release()
+            self._lockf(fd, self._unlocked)
         return range(start, stop)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_NEXT = struct.Struct("<q")
 
 
 def share(
@@ -82,41 +94,70 @@ def share(
     helper took and did not write whole (it died) are done here at the end: a lost helper
     costs time, never results. `started` runs once the helpers are forked (a thread started
     before a fork is not in the child)."""
-    context = worker_context()
-    claims = _Claims(context, len(work), chunk)
     got: dict[int, Out] = {}
     with ExitStack() as stack:
+        claims = _Claims(len(work), chunk)
+        stack.callback(claims.close)
         outputs = [stack.enter_context(_unnamed_file()) for _ in range(helpers)]
-        processes = []
+        forked: list[_Helper] = []
+        stack.callback(_stop_all, forked)  # (an error here: none is left running)
         for output in outputs:
-            process = context.Process(  # type: ignore[attr-defined]
-                target=_help, args=(there, work, claims, output.fileno()), daemon=True
-            )
-            process.start()
-            processes.append(process)
+            forked.append(_Helper(partial(_help, there, work, claims, output.fileno())))
         results = [_Results(output.fileno()) for output in outputs]
         started()
-        while True:
-            taken = claims.take(timeout=_PATIENCE)
-            if taken is None:
-                if all(process.is_alive() for process in processes):
-                    continue  # only slow: this machine is busy
-                # A helper died, maybe holding the lock: stop sharing, do the rest here.
-                for process in processes:
-                    process.kill()
-                break
-            if not taken:
-                break
+        while taken := claims.take():
             for index in taken:
                 got[index] = here(work[index])
             # The helpers' results so far, taken back between items: the helpers read more
             # meanwhile, and less is left to take back once they are done.
             for found in results:
                 found.collect(got, back)
-        for process, found in zip(processes, results, strict=True):
-            process.join()
+        for helper, found in zip(forked, results, strict=True):
+            helper.join()
             found.collect(got, back)
     return [got[index] if index in got else here(work[index]) for index in range(len(work))]
+
+
+class _Helper:
+    """A forked process that runs `task` and exits, as multiprocessing's fork start method
+    would run it, without loading multiprocessing (~10 ms of a scan's start)."""
+
+    def __init__(self, task: Callable[[], object]) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            # Else the child could write the parent's buffer again. A stream that is None,
+            # closed or broken is the parent's to tell of, at its own writes.
+            with suppress(AttributeError, OSError, ValueError):
+                stream.flush()
+        self._pid: int | None = os.fork()
+        if self._pid == 0:
+            code = 1
+            try:
+                task()
+                code = 0
+            except BaseException:  # noqa: BLE001 (its items are done again by the parent)
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)  # nothing of the parent's (atexit, buffers) runs twice
+
+    def join(self) -> None:
+        if self._pid is not None:
+            os.waitpid(self._pid, 0)
+            self._pid = None
+
+    def stop(self) -> None:
+        """Kill it, if it has not been waited for yet (an error in this process)."""
+        if self._pid is not None:
+            import signal  # here: only on an error (its enums cost a scan's start ~0.4 ms)
+
+            os.kill(self._pid, signal.SIGKILL)
+            self.join()
+
+
+def _stop_all(helpers: list[_Helper]) -> None:
+    for helper in helpers:
+        helper.stop()
 
 
 class _Results:
@@ -167,7 +208,7 @@ def _records(data: bytes) -> tuple[list[tuple[int, memoryview]], int]:
 
 
 def _help(there: Callable[[In], bytes], work: Sequence[In], claims: _Claims, fd: int) -> None:
-    while taken := claims.take():  # never None: no timeout
+    while taken := claims.take():
         for index in taken:
             result = there(work[index])
             _write_all(fd, _HEAD.pack(index, len(result)) + result)

@@ -5,12 +5,14 @@ back goes through the source."""
 
 from __future__ import annotations
 
+import os
 import random
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -22,6 +24,7 @@ from node_agent.claude_reading import read_file
 from node_agent.render import render_json
 from node_agent.report import Query, Report
 from node_agent.scan import Target
+from node_agent.scan_index import Task, decode_reading
 from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import FileKind, SourceFile
 from pricing.rollup import Attribution, Rollup
@@ -237,3 +240,106 @@ def test_row_keys_worked_out_once_equal_each_call_s_own(
     row_of = claude_tally.RowKeys(rollup, attribution)
     for line in lines + lines[::-1]:  # again, from the memo
         assert row_of(line) == rollup.key(claude_tally.LineCall(line), attribution)
+
+
+# Fixed offsets (`--tz UTC`, the default, or a zone of one offset), micro- and sub-second ones.
+FIXED = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=45)), timezone(-timedelta(hours=9, seconds=1))]
+    + [timezone(timedelta(microseconds=7)), timezone(-timedelta(hours=23, microseconds=999_999))]
+)
+# Times at and around local midnights (to the microsecond's rounding), or anywhere.
+NEAR_MIDNIGHT = st.builds(
+    lambda days, offset, shift: days * 86400.0 - offset.utcoffset(None).total_seconds() + shift,
+    st.integers(19_000, 21_000),
+    FIXED,
+    st.sampled_from([0.0, 1.0, -1.0, 0.4999995, -0.0000005, 1e-6, -1e-6, 86399.9999996]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True),
+    FIXED,
+    st.lists(st.one_of(NEAR_MIDNIGHT, st.floats(1.7e9, 1.8e9)), min_size=1, max_size=30),
+)
+def test_buckets_of_a_fixed_offset_zone_hold_each_call_s_own_date(
+    by: list[str], tz: timezone, stamps: list[float]
+) -> None:
+    """`RowKeys.alike` tells the date of a fixed-offset zone's calls from the last day's span:
+    each call lands in the bucket of its own date all the same, in any order of times."""
+    rollup = Rollup(tuple(by), tz)
+    attribution = Attribution("n1", None)
+    lines = [
+        msgspec.structs.replace(_ONE, ts=ts, lineno=n) for n, ts in enumerate(stamps + stamps[::-1])
+    ]
+    for row, _kind, _unsplit, alike in claude_tally.RowKeys(rollup, attribution).alike(lines):
+        for line in alike:
+            assert row == rollup.key(claude_tally.LineCall(line), attribution)
+        days = {datetime.fromtimestamp(line.ts, tz).date() for line in alike}
+        assert len(days) == 1 or not {"day", "week", "month"} & set(by)
+
+
+_ONE = UsageLine(
+    1, "claude:m:r", "m", 2, 0.0, "claude-sonnet-4-5", (1, 2, 3, 0, 0, 0, 0), "s1", False, None,
+    "/w/a", None, None, None, None, False, None, None, None, None,
+)  # fmt: skip
+
+
+def test_a_reading_read_through_is_held_as_its_msgpack(tmp_path: Path) -> None:
+    """`_read_claude` keeps a reading the index keeps as that msgpack, as a helper's comes back,
+    so that its objects are freed while the files are read, not all at the end of a scan; the
+    merge of a group decodes it again, equal. A file with an unterminated last line keeps its
+    whole reading (the index keeps less of it)."""
+    home = tmp_path / "claude"
+    done = home / "projects" / "p" / "done.jsonl"
+    _transcript(random.Random(3), done, repeats=False)
+    torn = home / "projects" / "p" / "torn.jsonl"
+    _transcript(random.Random(4), torn, repeats=False)
+    with torn.open("ab") as fh:
+        fh.write(orjson.dumps(_line(random.Random(5), 99, "s")))  # no newline: being written
+    target = Target(home, Agent.CLAUDE_CODE)
+    query = Query(("day",), UTC)
+    for path, held in ((done, True), (torn, False)):
+        file = (0, SourceFile(path, FileKind.JSONL, 0))
+        work = (Task(str(path), tools=False), file, [target], "node-1", query, b"ctx")
+        part = report_module._read_claude(work)
+        assert (part.whole is None) is held
+        assert part.entry is not None
+        if held:
+            assert part.raw is part.entry.reading
+            reading, _size = report_module._reading(file, part, None)
+            assert reading == decode_reading(part.entry.reading)
+            assert reading == read_file(path, tools=False).whole
+
+
+def test_a_helpers_reading_comes_back_as_read_here(tmp_path: Path) -> None:
+    """A transcript read by a helper (`_read_claude_shipped`, then `_received`) comes back as
+    `_read_claude` reads it here: its calls (shipped once, in its entry, when the entry holds
+    the whole reading), its reading and its own report key, which is the merge's `_key` of the
+    file as a group of its own (None without an index, or for a file not kept whole)."""
+    home = tmp_path / "claude"
+    done = home / "projects" / "p" / "done.jsonl"
+    _transcript(random.Random(6), done, repeats=False)
+    torn = home / "projects" / "p" / "torn.jsonl"
+    _transcript(random.Random(7), torn, repeats=False)
+    with torn.open("ab") as fh:
+        fh.write(orjson.dumps(_line(random.Random(8), 99, "s")))  # no newline: being written
+    for path in (done, torn):  # written long before it is read (not racy: `Entry.racy`)
+        os.utime(path, ns=(1_700_000_000 * 10**9,) * 2)
+    target = Target(home, Agent.CLAUDE_CODE)
+    query = Query(("day",), UTC)
+    for path, held in ((done, True), (torn, False)):
+        file = (0, SourceFile(path, FileKind.JSONL, 0))
+        for context in (b"ctx", b""):
+            work = (Task(str(path), tools=False), file, [target], "node-1", query, context)
+            here = report_module._read_claude(work)
+            shipped = report_module._read_claude_shipped(work)
+            assert (report_module._decode_shipped(shipped).calls == []) is held
+            back = report_module._received(shipped)
+            assert here.calls and back.calls == here.calls
+            assert back.keepable == here.keepable == held
+            assert back.key == here.key == report_module._key(context, [file], [here])
+            assert (here.key is not None) is (held and bool(context))
+            if not held:
+                assert back.raw is not None
+                assert decode_reading(back.raw) == here.whole

@@ -172,6 +172,21 @@ def _same(line: bytes) -> None:
         deferred = typed_usage(typed, FileFacts(PATH), 1, Collector(), uses)
         assert deferred == msgspec.structs.replace(got, tool_calls=None)
         assert tool_calls_of(uses) == got.tool_calls
+        _same_as_snapshot(typed, got, sink)
+
+
+def _same_as_snapshot(typed: Any, got: UsageLine, sink: Collector) -> None:
+    """Read after a best line of its call that it does not beat, a line gives only its
+    revision, with the same problems and skips; after one it beats, or of another call (or
+    without message.id, never deduped), the whole line."""
+    after = Collector()
+    alone = got.revision if got.group is not None else got
+    assert typed_usage(typed, FileFacts(PATH), 1, after, None, got) == alone
+    assert (after.problems, after.skipped) == (sink.problems, sink.skipped)
+    beaten = msgspec.structs.replace(got, revision=got.revision - 1)
+    assert typed_usage(typed, FileFacts(PATH), 1, Collector(), None, beaten) == got
+    other = msgspec.structs.replace(got, event_id=got.event_id + "-other")
+    assert typed_usage(typed, FileFacts(PATH), 1, Collector(), None, other) == got
 
 
 def _same_without_tools(line: bytes) -> None:

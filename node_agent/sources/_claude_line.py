@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, overload
 
 import msgspec
 import orjson
@@ -172,12 +172,42 @@ def typed_record(line: bytes, tools: bool = True) -> _BareRecord | None:
     return rec
 
 
+@overload
 def typed_usage(
-    rec: _BareRecord, facts: FileFacts, lineno: int, sink: Sink, defer: ToolUses | None = None
-) -> UsageLine | None | Literal[False]:
+    rec: _BareRecord,
+    facts: FileFacts,
+    lineno: int,
+    sink: Sink,
+    defer: ToolUses | None = None,
+    best: None = None,
+) -> UsageLine | None | Literal[False]: ...
+
+
+@overload
+def typed_usage(
+    rec: _BareRecord,
+    facts: FileFacts,
+    lineno: int,
+    sink: Sink,
+    defer: ToolUses | None,
+    best: UsageLine | None,
+) -> UsageLine | int | None | Literal[False]: ...
+
+
+def typed_usage(
+    rec: _BareRecord,
+    facts: FileFacts,
+    lineno: int,
+    sink: Sink,
+    defer: ToolUses | None = None,
+    best: UsageLine | None = None,
+) -> UsageLine | int | None | Literal[False]:
     """The usage line of a typed record; None when it holds none (after telling `sink` why, as
     the checked path would); False when it is one for the checked path. With `defer`, its tool
-    uses go there and its `tool_calls` is left None.
+    uses go there and its `tool_calls` is left None. With `best` (the best line so far of the
+    run this line may go on), a later snapshot of that call that does not beat it gives only
+    its revision, an int: a reader keeps nothing else of it, and about half of a transcript's
+    usage lines are such snapshots (a reply's content blocks repeat its usage).
 
     Run for every usage line of a scan, so written flat: `_line` and `iso_time` inlined."""
     msg = rec.message
@@ -199,7 +229,6 @@ def typed_usage(
         parsed = _fromisoformat(stamp)
     except ValueError:
         return False
-    ts = (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
     # Types and ranges are checked: an absent or null count is 0, as on the checked path.
     inp, out = usage.input_tokens or 0, usage.output_tokens or 0
     read, total = usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens
@@ -226,12 +255,10 @@ def typed_usage(
                 defer.extend(uses)
             else:
                 tool_calls = tool_calls_of(uses)
-    server = usage.server_tool_use
     fork = rec.forkedFrom
     session = (fork.sessionId if fork is not None else None) or rec.sessionId or facts.stem
-    agent_id = rec.agentId or None
-    is_sub = rec.isSidechain is True or agent_id is not None or facts.subagent
     speed = usage.speed
+    revision = 2 * (inp + out + read + w5 + w1) + (1 if speed is not None else 0)
     msg_id = msg.id
     group: str | None
     if not msg_id:
@@ -243,13 +270,23 @@ def typed_usage(
     else:
         event_id = f"claude:{msg_id}:session={session}"
         group = f"{msg_id}@{session}"  # gateways reuse message ids across sessions
+    if (
+        best is not None
+        and group is not None
+        and revision <= best.revision
+        and best.event_id == event_id
+    ):
+        return revision
+    server = usage.server_tool_use
+    agent_id = rec.agentId or None
+    is_sub = rec.isSidechain is True or agent_id is not None or facts.subagent
     cost = rec.costUSD
     return UsageLine(
         lineno,
         event_id,
         group,
-        2 * (inp + out + read + w5 + w1) + (1 if speed is not None else 0),
-        ts,
+        revision,
+        (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp(),
         model or "unknown",
         (inp, out, read, w5, w1, 0, server.web_search_requests if server else 0),
         session,
