@@ -33,7 +33,6 @@ from shared.cli import (
 from shared.config import (
     ConfigError,
     NodeConfig,
-    default_config_paths,
     find_config,
     load_config,
 )
@@ -278,6 +277,7 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
     scan (`scan_answer`); None keeps none."""
     import time
 
+    from node_agent.answer_deps import AnswerDeps
     from node_agent.render import render_json, render_text
     from node_agent.report import Query, build_report
     from node_agent.scan_index import default_dir as default_index_dir
@@ -306,10 +306,19 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
         return EXIT_USAGE
     keys = ("session",) if outcome else tuple(by)
     query = Query(keys, tz, args.since, args.until, keep_calls=outcome is not None)
+    cache = None if args.no_cache else default_index_dir()
+    # An answer is kept of a clean scan's report (not of an outcome view's), stat'ed meanwhile.
+    keeps = argv is not None and cache is not None and outcome is None
+    deps = AnswerDeps(args, started_ns) if keeps else None
     with _batch_gc(), _noticing_stderr() as noticed:
-        cache = None if args.no_cache else default_index_dir()
         report = build_report(
-            args.paths, config, query, jobs=args.jobs, cache_dir=cache, credit=credit
+            args.paths,
+            config,
+            query,
+            jobs=args.jobs,
+            cache_dir=cache,
+            credit=credit,
+            meanwhile=deps.gather if deps else None,
         )
     for warning in report.warnings:
         print(f"node-agent scan: {warning}", file=sys.stderr)
@@ -330,44 +339,14 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
         print(f"node-agent scan: {problem}", file=sys.stderr)
     if report.path_problems:
         return 1
-    if argv is not None and cache is not None and not (report.warnings or noticed):
+    if argv is not None and deps is not None and not (report.warnings or noticed):
         sys.stdout.flush()
-        _keep_answer(argv, started_ns, args, report, out)
+        found = deps.found(report.homes)
+        if found is not None:
+            from node_agent.scan_answer import keep
+
+            keep(argv, found, out)
     return 0
-
-
-def _keep_answer(
-    argv: Sequence[str], started_ns: int, args: argparse.Namespace, report: Report, out: bytes | str
-) -> None:
-    """Keep a clean scan's output for the next scan with the same command line, with what it
-    depended on (`scan_answer`)."""
-    from node_agent import scan_answer
-    from pricing._installed import prices_dir
-
-    given = [p.expanduser() for p in args.paths]
-    trees = [str(p) for p in [*given, *report.homes, prices_dir(), _shipped_tables()]]
-    paths = [str(p) for p in ([args.config] if args.config else default_config_paths())]
-    if args.tz != "UTC":  # the zone's rules, where zoneinfo looks for them
-        from zoneinfo import TZPATH
-
-        paths += [os.path.join(folder, args.tz) for folder in TZPATH]
-    if not args.paths:  # the default homes looked for, there or not
-        from node_agent.sources.registry import all_sources
-
-        # Whole trees: whether a folder is a home can depend on what lies deep in it (Gemini's
-        # tmp/*/chats, OpenCode's storage/message), which its own stat does not show.
-        homes = [home for source in all_sources() for home in source.default_homes()]
-        trees += [str(home) for home in homes if home.is_dir()]
-        paths += [str(home) for home in homes]
-    deps = scan_answer.dependencies(trees, paths + scan_answer.code_paths(), started_ns)
-    if deps is not None:
-        scan_answer.keep(argv, deps, out)
-
-
-def _shipped_tables() -> Path:
-    import pricing
-
-    return Path(pricing.__file__).resolve().parent / "tables"
 
 
 class _Noticed:

@@ -189,10 +189,13 @@ def build_report(
     jobs: int | None = None,
     cache_dir: Path | None = None,
     credit: CreditOptions = NOT_TOLD,
+    meanwhile: Callable[[Sequence[Path]], object] | None = None,
 ) -> Report:
     """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process.
     `cache_dir`: where the scan index is kept (None: read everything, keep nothing).
-    `credit`: what the scan was told of the subscriptions' Agent SDK credit terms."""
+    `credit`: what the scan was told of the subscriptions' Agent SDK credit terms.
+    `meanwhile`: called with the homes read once the workers are up (work of the caller's
+    done while they read rather than after); not called when there is nothing to read."""
     sources = all_sources()
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
@@ -249,6 +252,8 @@ def build_report(
                 from node_agent import readahead  # (and threading: not for an appended scan)
 
                 readahead.start((path, _size(path)) for path in ahead)
+            if meanwhile is not None:
+                meanwhile(report.homes)
 
         claude_work = [
             (task, item, targets, config.node, query, context)

@@ -195,17 +195,32 @@ def dependencies(
     the scan's start, `started_ns`, wall clock), or they cannot all be known (a folder that
     cannot be listed, a link to a folder below a tree: what is behind it could change unseen).
     Stops at the first such entry (after an append, a young file is met early)."""
-    young = started_ns - RACY_NS
     found: dict[str, Signature] = {}
+    return ordered(found) if gathered(trees, paths, started_ns, found) else None
+
+
+def gathered(
+    trees: Iterable[str], paths: Iterable[str], started_ns: int, found: dict[str, Signature]
+) -> bool:
+    """Add `trees` and `paths` to `found`, as `dependencies` finds them (a path already in
+    `found` is not stat'ed again); False when no answer may be kept from them. Lets a scan
+    stat most of them while it reads and only the rest (the code it loaded since) at its end.
+    Any time after `started_ns` will do: a change after a stat changes that stat next time."""
+    young = started_ns - RACY_NS
     try:
         for path in paths:
             if path not in found and _too_young(found.setdefault(path, signature(path)), young):
-                return None
+                return False
         for tree in trees:
             if not _walk(tree, found, young):
-                return None
+                return False
     except UnstatableError:
-        return None
+        return False
+    return True
+
+
+def ordered(found: dict[str, Signature]) -> list[Dependency]:
+    """The dependencies in the order a later check stats them."""
     # The last changed first: a transcript written lately is the likeliest to have grown by the
     # next scan, whose check then stops at once instead of after a stat of most of the others.
     # The rest as found, folder by folder: on a cold disk the check's helper (`metadata_ahead`)
