@@ -18,7 +18,7 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
-from node_agent.entry import fast_command
+from node_agent.entry import fast_command, left_at_exit
 from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
@@ -319,6 +319,7 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
             cache_dir=cache,
             credit=credit,
             meanwhile=deps.gather if deps else None,
+            held=left_at_exit(),
         )
     for warning in report.warnings:
         print(f"node-agent scan: {warning}", file=sys.stderr)

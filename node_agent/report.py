@@ -190,12 +190,15 @@ def build_report(
     cache_dir: Path | None = None,
     credit: CreditOptions = NOT_TOLD,
     meanwhile: Callable[[Sequence[Path]], object] | None = None,
+    held: list[object] | None = None,
 ) -> Report:
     """`jobs`: worker processes; None picks by data size and CPU count; 1 reads in process.
     `cache_dir`: where the scan index is kept (None: read everything, keep nothing).
     `credit`: what the scan was told of the subscriptions' Agent SDK credit terms.
     `meanwhile`: called with the homes read once the workers are up (work of the caller's
-    done while they read rather than after); not called when there is nothing to read."""
+    done while they read rather than after); not called when there is nothing to read.
+    `held`: where the readings and the index go once done with, instead of being freed at the
+    return, for a process that ends next without teardown (`entry.left_at_exit`)."""
     sources = all_sources()
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
@@ -280,6 +283,8 @@ def build_report(
     report.warnings += apply_credit(report.rollup, report.credit_calls, report.credit_sums, credit)
     if query.keep_calls:  # the outcome view classes its calls one by one, by the same rule
         report.moves = call_moves(report.credit_calls, credit)
+    if held is not None:
+        held += [parts, index, plans, claude, claude_work]
     return report
 
 
