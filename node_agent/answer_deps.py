@@ -61,12 +61,12 @@ class AnswerDeps:
 
             paths += [os.path.join(folder, args.tz) for folder in TZPATH]
         if not args.paths:  # the default homes looked for, there or not
-            from node_agent.sources.registry import all_sources
+            from node_agent.sources.registry import all_homes
 
             # Whole trees: whether a folder is a home can depend on what lies deep in it
             # (Gemini's tmp/*/chats, OpenCode's storage/message), which its own stat does not
             # show.
-            defaults = [home for source in all_sources() for home in source.default_homes()]
+            defaults = [home for homes in all_homes() for home in homes.default_homes()]
             trees += [str(home) for home in defaults if home.is_dir()]
             paths += [str(home) for home in defaults]
         return trees, paths

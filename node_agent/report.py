@@ -56,7 +56,7 @@ from node_agent.scan_index import (
 from node_agent.sources._claude_line import UsageLine
 from node_agent.sources.base import Collector, ParseProblem, Source, SourceFile
 from node_agent.sources.claude import ClaudeSource
-from node_agent.sources.registry import all_sources, source_for
+from node_agent.sources.registry import all_homes, source_for
 from pricing.rollup import Attribution, Rollup, RowKey
 from pricing.sdk_credit import Draw, Moved, draw_at
 from shared.config import Billing, NodeConfig
@@ -147,7 +147,7 @@ class Unit(msgspec.Struct, frozen=True):
 
 def plan_units(targets: Sequence[Target]) -> tuple[list[Unit], list[Target]]:
     """The units to read, and the targets in which no file to read was found."""
-    sources = {s.agent: s for s in all_sources()}
+    sources = {agent: source_for(agent) for agent in {target.agent for target in targets}}
     groups: dict[tuple[Agent, str], list[tuple[int, SourceFile]]] = {}
     seen: set[tuple[Agent, Path]] = set()  # a file named twice (its home and itself) is read once
     empty: list[Target] = []
@@ -199,7 +199,7 @@ def build_report(
     done while they read rather than after); not called when there is nothing to read.
     `held`: where the readings and the index go once done with, instead of being freed at the
     return, for a process that ends next without teardown (`entry.left_at_exit`)."""
-    sources = all_sources()
+    sources = all_homes()  # (the readers of the agents found only are loaded, by plan_units)
     targets, path_problems = resolve_targets(paths, config, sources)
     units, empty = plan_units(targets)
     if paths:  # a path the user named that gave nothing to read says why

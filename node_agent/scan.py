@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from node_agent.sources.base import Collector, FileKind, ParseProblem, Source, SourceFile
+from node_agent.sources.homes import Homes
 from node_agent.sources.registry import all_sources
 from node_agent.tailer import CorruptStreamError, iter_plain_lines, iter_zst_lines
 from shared.config import Billing, NodeConfig, Profile
@@ -70,7 +71,7 @@ class UnknownPathError(ValueError):
 
 
 def resolve_targets(
-    paths: Sequence[Path], config: NodeConfig, sources: Sequence[Source]
+    paths: Sequence[Path], config: NodeConfig, sources: Sequence[Homes]
 ) -> tuple[list[Target], list[ParseProblem]]:
     """Map each path to the agents whose home it is; with no path, configured profiles and defaults.
 
@@ -102,7 +103,7 @@ def resolve_targets(
     return _unique(targets), problems
 
 
-def not_a_home(sources: Sequence[Source]) -> str:
+def not_a_home(sources: Sequence[Homes]) -> str:
     kinds = ", ".join(source.home_kind for source in sources)
     return (
         "no agent's logs: a PATH may be an agent home, a file or folder inside one, or a folder "
@@ -110,7 +111,7 @@ def not_a_home(sources: Sequence[Source]) -> str:
     )
 
 
-def _targets_for(path: Path, config: NodeConfig, sources: Sequence[Source]) -> list[Target]:
+def _targets_for(path: Path, config: NodeConfig, sources: Sequence[Homes]) -> list[Target]:
     """A home itself; else the homes one level down; else the part of the home `path` is in;
     else loose files one level down, or `path` itself, that a source reads alone (a copied
     rollout). Homes one level down come before the home around: that one may be a guess (any
@@ -131,7 +132,7 @@ def _targets_for(path: Path, config: NodeConfig, sources: Sequence[Source]) -> l
     return []
 
 
-def _targets_at(path: Path, config: NodeConfig, sources: Sequence[Source]) -> list[Target]:
+def _targets_at(path: Path, config: NodeConfig, sources: Sequence[Homes]) -> list[Target]:
     return [
         Target(path, source.agent, config.profile_for(path))
         for source in sources
@@ -139,7 +140,7 @@ def _targets_at(path: Path, config: NodeConfig, sources: Sequence[Source]) -> li
     ]
 
 
-def _targets_inside(path: Path, config: NodeConfig, sources: Sequence[Source]) -> list[Target]:
+def _targets_inside(path: Path, config: NodeConfig, sources: Sequence[Homes]) -> list[Target]:
     """`path` as part of the innermost home that holds it (several agents' if they share it)."""
     homes = [(home, source) for source in sources if (home := source.home_of(path)) is not None]
     if not homes:
@@ -164,7 +165,7 @@ def _unique(targets: Iterable[Target]) -> list[Target]:
     return out
 
 
-def nothing_to_read(target: Target, source: Source) -> ParseProblem:
+def nothing_to_read(target: Target, source: Homes) -> ParseProblem:
     """Why a given path yielded no file: what it is, what was looked for, what it holds."""
     where = (
         f"inside {source.home_kind} at {target.path}"

@@ -17,6 +17,7 @@ import pytest
 from node_agent import report
 from node_agent.simulate.fleet import generate_fleet
 from node_agent.simulate.truth import Truth
+from node_agent.sources.registry import all_sources
 from shared.config import NodeConfig
 
 
@@ -150,6 +151,6 @@ def test_jobs_beyond_the_units_start_no_more_workers(
     path, truth = machine
     built = report.build_report([path], NodeConfig(), report.Query(("day",), UTC), jobs=10_000)
     assert built.rollup.total.calls == truth.total().calls
-    targets, _ = report.resolve_targets([path], NodeConfig(), report.all_sources())
+    targets, _ = report.resolve_targets([path], NodeConfig(), all_sources())
     units, _ = report.plan_units(targets)
     assert asked == [min(len(units), 4 * (os.cpu_count() or 1))]

@@ -174,3 +174,23 @@ def test_a_scan_after_an_append_loads_only_what_it_reads_and_prices_with(tmp_pat
     assert "node_agent.scan_index" in modules
     assert [name for name in NOT_AFTER_AN_APPEND if _loaded(modules, name)] == []
     assert [name for name in NEVER if _loaded(modules, name)] == []
+
+
+# The other agents' readers: a scan of Claude homes only tells their homes apart without them
+# (`sources.homes`; a .csv met would load Cursor's, whose header tells an export).
+NOT_FOR_CLAUDE = (
+    "node_agent.sources.codex",
+    "node_agent.sources.gemini",
+    "node_agent.sources.opencode",
+    "node_agent.sources.cursor",
+)
+
+
+def test_a_claude_scan_loads_no_other_agents_reader(tmp_path: Path) -> None:
+    home = tmp_path / "claude"
+    transcript = home / "projects" / "p" / "11111111-aaaa-4000-8000-000000000001.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_bytes(usage_line(1, 10) + b"\n")
+    modules, _ = _scan(tmp_path, home)
+    assert _loaded(modules, "pricing._book")  # it priced the call
+    assert [name for name in NOT_FOR_CLAUDE if _loaded(modules, name)] == []

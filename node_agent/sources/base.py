@@ -19,11 +19,12 @@ from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from shared.events import Agent, EventSet, LimitEvent, UsageEvent
+from node_agent.sources.homes import Homes
+from shared.events import EventSet, LimitEvent, UsageEvent
 
 if TYPE_CHECKING:
     from node_agent.tailer import Numberer
@@ -87,11 +88,9 @@ class Collector(msgspec.Struct):
         self.skipped[reason] += 1
 
 
-class Source(ABC):
-    agent: ClassVar[Agent]
-    # For messages about paths: what a home of this agent is, and which files in it hold usage.
-    home_kind: ClassVar[str]
-    usage_files: ClassVar[str]
+class Source(Homes, ABC):
+    """An agent's reader; where its homes are and how one is told comes from its `Homes`."""
+
     # A one-shot cost report has no use for quota readings: a source may skip building them
     # (rate-limit hits are still read: they are rare and cheap).
     wants_quota_readings: bool = True
@@ -100,21 +99,8 @@ class Source(ABC):
     wants_tool_calls: bool = True
 
     @abstractmethod
-    def default_homes(self) -> list[Path]:
-        """Where this agent keeps its data on this machine (env overrides first); may not exist."""
-
-    @abstractmethod
-    def is_home(self, path: Path) -> bool:
-        """True when `path` looks like this agent's home (or a file this source reads)."""
-
-    @abstractmethod
     def discover(self, home: Path) -> list[SourceFile]:
         """Every file under `home` that may hold usage, in reading order."""
-
-    def home_of(self, path: Path) -> Path | None:
-        """The nearest folder above `path` that is this agent's home, so that a file or folder
-        inside a home is read as part of it (same attribution), or None."""
-        return next((p for p in path.parents if self.is_home(p)), None)
 
     def discover_under(self, home: Path, under: Path) -> list[SourceFile]:
         """`discover(home)`, limited to `under` (a file or folder inside the home)."""

@@ -37,7 +37,7 @@ import os
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import msgspec
 
@@ -55,7 +55,8 @@ from node_agent.sources._claude_line import (
 from node_agent.sources._values import iso_time as _timestamp
 from node_agent.sources._values import text as _str
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
-from shared.events import Agent, LimitEvent, LimitKind, Role, Tokens, UsageEvent
+from node_agent.sources.homes import ClaudeHomes
+from shared.events import LimitEvent, LimitKind, Role, Tokens, UsageEvent
 
 # Above any snapshot revision (2 × tokens of one call stays far below 2**48).
 RETRACTED: Final = 1 << 48
@@ -176,11 +177,7 @@ def _kind(entry: os.DirEntry[str]) -> tuple[bool, bool]:
         return False, False
 
 
-class ClaudeSource(Source):
-    agent: ClassVar[Agent] = Agent.CLAUDE_CODE
-    home_kind: ClassVar[str] = "a Claude Code config dir (~/.claude, $CLAUDE_CONFIG_DIR)"
-    usage_files: ClassVar[str] = "session transcripts (projects/<project>/<session>.jsonl)"
-
+class ClaudeSource(ClaudeHomes, Source):
     def __init__(self, local_tz: tzinfo | None = None) -> None:
         # Zone of reset times that name none (Claude Code prints them in the machine's zone);
         # a parameter so tests do not depend on the machine.
@@ -199,26 +196,9 @@ class ClaudeSource(Source):
 
     # -- homes and files ------------------------------------------------------------------
 
-    def default_homes(self) -> list[Path]:
-        env = os.environ.get("CLAUDE_CONFIG_DIR", "")
-        homes = [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
-        if homes:
-            return homes
-        xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        return [Path.home() / ".claude", Path(xdg) / "claude"]
-
-    def is_home(self, path: Path) -> bool:
-        if path.is_dir():
-            return path.name == "projects" or (path / "projects").is_dir()
-        return path.suffix == ".jsonl" and "projects" in path.parent.parts
-
     def discover(self, home: Path) -> list[SourceFile]:
         root = self._projects_dir(home)
         return self._walk(root, root) if root.is_dir() else []
-
-    def home_of(self, path: Path) -> Path | None:
-        # The config dir above the nearest projects/: any other folder may be called projects.
-        return next((p.parent for p in path.parents if p.name == "projects"), None)
 
     def discover_under(self, home: Path, under: Path) -> list[SourceFile]:
         # Walks only `under`: the projects dir of a wrongly guessed home may be a code tree.

@@ -74,12 +74,11 @@ fields (see `_codex_lines` on what that may let through).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from re import Pattern
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -106,7 +105,7 @@ from node_agent.sources._values import iso_time
 from node_agent.sources._values import number as _num
 from node_agent.sources._values import text as _text
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
-from shared.events import Agent
+from node_agent.sources.homes import CodexHomes
 
 if TYPE_CHECKING:
     from node_agent.tailer import Numberer
@@ -127,11 +126,7 @@ def _rollout_name() -> Pattern[str]:
     )
 
 
-class CodexSource(Source):
-    agent: ClassVar[Agent] = Agent.CODEX
-    home_kind: ClassVar[str] = "a Codex home (~/.codex, $CODEX_HOME)"
-    usage_files: ClassVar[str] = "rollouts (sessions/YYYY/MM/DD/rollout-*.jsonl[.zst])"
-
+class CodexSource(CodexHomes, Source):
     def __init__(self, *, typed: bool = True) -> None:
         """`typed=False` reads every line the checked way: the reference the typed path is
         tested against."""
@@ -140,17 +135,6 @@ class CodexSource(Source):
         self._last: tuple[Path, FileState] | None = None  # the file being read (most lines)
 
     # --- layout -------------------------------------------------------------------------------
-
-    def default_homes(self) -> list[Path]:
-        env = os.environ.get("CODEX_HOME")
-        if env:
-            return [Path(env).expanduser()]
-        return [Path.home() / ".codex"]
-
-    def is_home(self, path: Path) -> bool:
-        if path.is_file():
-            return path.name.startswith("rollout-") and path.name.endswith((".jsonl", ".jsonl.zst"))
-        return (path / "sessions").is_dir() or (path / "archived_sessions").is_dir()
 
     def discover(self, home: Path) -> list[SourceFile]:
         # One file per rollout name: sessions/ before archived_sessions/ (`codex archive` moves

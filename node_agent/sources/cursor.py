@@ -18,7 +18,6 @@ Cloud Agent rows, `cursor:automation:<Automation ID>` for automation rows, else
 from __future__ import annotations
 
 import io
-import os
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,6 +26,7 @@ from pathlib import Path
 import msgspec
 
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
+from node_agent.sources.homes import CursorHomes
 from shared.events import MAX_TOKENS, Agent, Tokens, UsageEvent
 
 DATE = "Date"
@@ -134,25 +134,9 @@ def _cost(text: str) -> str | None:
     return format(value, "f")
 
 
-class CursorSource(Source):
-    agent = Agent.CURSOR
-    home_kind = "a folder of Cursor usage CSVs"
-    usage_files = "Cursor usage CSVs (exported from the dashboard)"
-
+class CursorSource(CursorHomes, Source):
     def __init__(self) -> None:
         self._emitted: set[str] = set()  # re-reads of an unchanged export send nothing new
-
-    def default_homes(self) -> list[Path]:
-        xdg = os.environ.get("XDG_CONFIG_HOME")
-        base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
-        return [base / "fleetmeter" / "cursor"]
-
-    def is_home(self, path: Path) -> bool:
-        if path.is_file():
-            return _is_cursor_csv(path)
-        if path.is_dir():
-            return any(_is_cursor_csv(p) for p in path.iterdir() if p.is_file())
-        return False
 
     def discover(self, home: Path) -> list[SourceFile]:
         if home.is_file():
@@ -161,7 +145,7 @@ class CursorSource(Source):
             candidates = sorted(p for p in home.iterdir() if p.is_file())
         else:
             return []
-        return [SourceFile(p, FileKind.WHOLE) for p in candidates if _is_cursor_csv(p)]
+        return [SourceFile(p, FileKind.WHOLE) for p in candidates if is_cursor_csv(p)]
 
     def read_whole(self, path: Path, sink: Sink) -> None:
         try:
@@ -296,7 +280,8 @@ class CursorSource(Source):
         )
 
 
-def _is_cursor_csv(path: Path) -> bool:
+def is_cursor_csv(path: Path) -> bool:
+    """A Cursor usage export, by its header (`CursorHomes`)."""
     if path.suffix.lower() != ".csv":
         return False
     try:

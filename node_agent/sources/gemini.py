@@ -17,7 +17,6 @@ migrated copy and the records re-emitted after it win, and within a file the las
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,9 @@ import orjson
 from node_agent.sources._values import iso_time as _parse_ts
 from node_agent.sources._values import json_object, token_count
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
+from node_agent.sources.homes import GeminiHomes
+from node_agent.sources.homes import chats_dir as _chats_dir
+from node_agent.sources.homes import is_chat_file as _is_chat_file
 from shared.events import Agent, Role, Tokens, UsageEvent
 
 # Above any legacy revision (an mtime in ms stays below 2**44 until the year 2527).
@@ -88,11 +90,7 @@ def gemini_tokens(raw: Any) -> Tokens | None:
     return Tokens(input=uncached + tool, output=output, cache_read=cached, reasoning=thoughts)
 
 
-class GeminiSource(Source):
-    agent = Agent.GEMINI
-    home_kind = "a Gemini CLI home (~/.gemini)"
-    usage_files = "chats (tmp/<project>/chats/session-*.json[l])"
-
+class GeminiSource(GeminiHomes, Source):
     def __init__(self) -> None:
         self._sessions: dict[Path, _Session] = {}  # per JSONL file, from its metadata line
         self._warned_no_meta: set[Path] = set()
@@ -103,24 +101,6 @@ class GeminiSource(Source):
         self._registries: dict[Path, tuple[int, dict[str, str]]] = {}
 
     # -- where ---------------------------------------------------------------------------
-
-    def default_homes(self) -> list[Path]:
-        homes: list[Path] = []
-        override = os.environ.get("GEMINI_CLI_HOME")
-        if override:
-            homes.append(Path(override).expanduser() / ".gemini")
-        default = Path.home() / ".gemini"
-        if default not in homes:
-            homes.append(default)
-        return homes
-
-    def is_home(self, path: Path) -> bool:
-        if path.is_file():
-            return _is_chat_file(path)
-        tmp = path / "tmp"
-        if not tmp.is_dir():
-            return False  # a project-level .gemini (settings only) has no tmp/
-        return (path / "projects.json").is_file() or any(tmp.glob("*/chats"))
 
     def discover(self, home: Path) -> list[SourceFile]:
         if home.is_file():
@@ -343,21 +323,6 @@ class GeminiSource(Source):
             mapping = {k: v for k, v in projects.items() if isinstance(v, str)}
         self._registries[path] = (mtime, mapping)
         return mapping
-
-
-def _is_chat_file(path: Path) -> bool:
-    if path.suffix not in (".json", ".jsonl"):
-        return False
-    chats = _chats_dir(path)
-    return chats is not None and (path.parent != chats or path.name.startswith("session-"))
-
-
-def _chats_dir(path: Path) -> Path | None:
-    """The `chats` dir holding `path` directly or one level down (subagents)."""
-    for candidate in (path.parent, path.parent.parent):
-        if candidate.name == "chats":
-            return candidate
-    return None
 
 
 def _source_file(path: Path, order: int = 0) -> SourceFile:

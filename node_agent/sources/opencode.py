@@ -23,7 +23,6 @@ mtime in ms, which is lower: the database wins on the ids it shares with migrate
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from decimal import Decimal, InvalidOperation
@@ -38,6 +37,8 @@ from node_agent.sources._values import count as _int
 from node_agent.sources._values import text as _str
 from node_agent.sources._values import token_count
 from node_agent.sources.base import FileKind, ParseProblem, Sink, Source, SourceFile
+from node_agent.sources.homes import OpenCodeHomes, databases
+from node_agent.sources.homes import is_db_name as _is_db_name
 from shared.events import Agent, Role, Tokens, UsageEvent
 
 # sqlite3 is imported where a database is read: a scan of the other agents starts faster.
@@ -138,10 +139,7 @@ def _finished(message: dict[str, Any]) -> bool:
     return completed or message.get("finish") is not None or message.get("error") is not None
 
 
-class OpenCodeSource(Source):
-    agent = Agent.OPENCODE
-    home_kind = "an OpenCode data dir (~/.local/share/opencode)"
-    usage_files = "opencode.db or storage/message/<session>/<message>.json"
+class OpenCodeSource(OpenCodeHomes, Source):
     # How long to wait for a lock before reading the database as an immutable snapshot.
     busy_timeout_s: ClassVar[float] = 2.0
 
@@ -152,25 +150,6 @@ class OpenCodeSource(Source):
 
     # -- where ---------------------------------------------------------------------------
 
-    def default_homes(self) -> list[Path]:
-        homes: list[Path] = []
-        for item in os.environ.get("OPENCODE_DATA_DIR", "").split(","):
-            if item.strip():
-                homes.append(Path(item.strip()).expanduser())
-        xdg = os.environ.get("XDG_DATA_HOME")
-        base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-        default = base / "opencode"
-        if default not in homes:
-            homes.append(default)
-        return homes
-
-    def is_home(self, path: Path) -> bool:
-        if path.is_file():
-            return _is_db_name(path.name)
-        if not path.is_dir():
-            return False
-        return bool(self._databases(path)) or (path / "storage" / "message").is_dir()
-
     def discover(self, home: Path) -> list[SourceFile]:
         if home.is_file():
             return [SourceFile(home, FileKind.WHOLE, 1)] if _is_db_name(home.name) else []
@@ -178,12 +157,8 @@ class OpenCodeSource(Source):
             SourceFile(message, FileKind.WHOLE, 0)
             for message in sorted((home / "storage" / "message").glob("*/*.json"))
         ]
-        files.extend(SourceFile(db, FileKind.WHOLE, 1) for db in self._databases(home))
+        files.extend(SourceFile(db, FileKind.WHOLE, 1) for db in databases(home))
         return files
-
-    @staticmethod
-    def _databases(home: Path) -> list[Path]:
-        return sorted(p for p in home.glob("opencode*.db") if _is_db_name(p.name) and p.is_file())
 
     def read_whole(self, path: Path, sink: Sink) -> None:
         if path.suffix == ".db":
@@ -541,10 +516,6 @@ def _newer(current: int | None, value: Any) -> int | None:
     if number is None:
         return current
     return number if current is None else max(current, number)
-
-
-def _is_db_name(name: str) -> bool:
-    return name == "opencode.db" or (name.startswith("opencode-") and name.endswith(".db"))
 
 
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
