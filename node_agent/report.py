@@ -420,7 +420,7 @@ class _Claude(msgspec.Struct):
 
     calls: list[str]
     whole: FileReading | None
-    raw: msgspec.Raw | bytes | None
+    raw: memoryview | bytes | None
     size: int | None  # None: the file could not be opened
     entry: Entry | None  # in the index
     keepable: bool  # the whole reading is the entry's (no unterminated tail): may be kept priced

@@ -23,7 +23,9 @@ WINDOW_MINUTES: Final[dict[LimitWindow, int]] = {
     LimitWindow.WEEKLY: 7 * 24 * 60,
 }
 
-_LEGACY_RE: Final = re.compile(r"usage limit reached\|(\d{9,12})\b", re.IGNORECASE)
+# Patterns, not compiled at import: `re` compiles them at their first use (its cache keeps
+# them), and most scans meet no limit line (the two cost ~0.5 ms of every scan's start-up).
+_LEGACY: Final = r"usage limit reached\|(\d{9,12})\b"
 
 _MONTHS: Final = {
     name: i
@@ -49,12 +51,11 @@ _MONTHS: Final = {
 
 # "resets 6pm", "resets 5:40pm (Europe/Madrid)", "resets Sep 17 at 10pm (Europe/Lisbon)",
 # "reset at 3pm"; a 24-hour "resets 18:00" is accepted too in case the wording changes.
-_RESET_RE: Final = re.compile(
+_RESET: Final = (
     r"\breset(?:s)?\s+(?:at\s+)?"
     r"(?:(?P<month>[A-Za-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?\s+(?:at\s+)?)?"
     r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)?"
-    r"(?:\s*\((?P<zone>[^()]+)\))?",
-    re.IGNORECASE,
+    r"(?:\s*\((?P<zone>[^()]+)\))?"
 )
 
 
@@ -92,7 +93,7 @@ def is_limit_text(text: str) -> bool:
         "limit reached" in low
         or "out of extra usage" in low
         or ("hit your" in low and "limit" in low)
-        or _LEGACY_RE.search(text) is not None
+        or re.search(_LEGACY, text, re.IGNORECASE) is not None
     )
 
 
@@ -111,10 +112,10 @@ def parse_limit_text(text: str, ts: float, local_tz: tzinfo) -> LimitInfo:
     """Window and reset instant of one limit message logged at epoch `ts`."""
     window = classify_window(text)
     minutes = WINDOW_MINUTES.get(window)
-    legacy = _LEGACY_RE.search(text)
+    legacy = re.search(_LEGACY, text, re.IGNORECASE)
     if legacy is not None:
         return LimitInfo(window, minutes, float(legacy.group(1)))
-    match = _RESET_RE.search(text)
+    match = re.search(_RESET, text, re.IGNORECASE)
     if match is None:
         return LimitInfo(window, minutes, None)
     resets_at, problem = _resolve(match, ts, local_tz)
