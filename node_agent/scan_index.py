@@ -45,7 +45,7 @@ import msgspec
 
 from node_agent import scan_journal
 from node_agent.claude_reading import FileReading, Outcome, read_file
-from node_agent.regular_file import map_regular
+from node_agent.regular_file import read_regular
 from node_agent.sources.base import FileKind, SourceFile
 
 INDEX_NAME: Final = "scan-index.msgpack"
@@ -214,7 +214,7 @@ class ScanIndex:
         path = directory / INDEX_NAME
         stamp = rules_stamp()
         try:
-            data = map_regular(path)  # (an entry's reading is a view of it)
+            data = read_regular(path)
         except FileNotFoundError:
             return cls(path, {}, stamp), None
         except OSError as exc:
