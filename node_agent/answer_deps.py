@@ -41,7 +41,7 @@ class AnswerDeps:
 
     def found(self, homes: Sequence[Path]) -> list[Dependency] | None:
         """All of them, the code loaded since `gather` added; None when no answer may be
-        kept (`scan_answer.dependencies`)."""
+        kept (`scan_answer.gathered`)."""
         self.gather(homes)  # (not yet when the scan had nothing to read)
         if not self._keepable:
             return None

@@ -2,21 +2,21 @@
 on, say), kept in the scan index under a key of the files' stat: a scan after an append reads
 and hashes none of them again while they stat alike (on a cold disk, ~6 ms of small reads).
 
-A stat is trusted as a scan index entry's is: only when each file's mtime and ctime are safely
-older than the stat (a write in the same clock tick could leave it alike); a file that cannot
-be stat'ed, or one that young, is read every time and its digest not kept.
+A stat is trusted as a kept answer's is (`scan_answer.signature`): only when each file's mtime
+and ctime are safely older than the stat (a write in the same clock tick could leave it alike);
+a file that cannot be stat'ed, or one that young, is read every time and its digest not kept.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 # blake2b from CPython's own module: `import hashlib` loads OpenSSL first (~12 ms cold).
 from _blake2 import blake2b
 from collections.abc import Sequence
 
-from node_agent.scan_index import RACY_NS, ScanIndex
+from node_agent.scan_answer import RACY_NS, UnstatableError, signature, too_young
+from node_agent.scan_index import ScanIndex
 
 DIGEST_BYTES = 16
 
@@ -50,11 +50,10 @@ def _stat_key(paths: Sequence[str]) -> bytes | None:
     digest = blake2b(b"contents-by-stat", digest_size=DIGEST_BYTES)
     for path in paths:
         try:
-            st = os.stat(path)
-        except OSError:
+            sig = signature(path)
+        except UnstatableError:
             return None
-        if st.st_mtime_ns >= young or st.st_ctime_ns >= young:
+        if sig is None or too_young(sig, young):
             return None
-        identity = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        digest.update(repr(identity).encode("utf-8", "surrogateescape"))
+        digest.update(repr((path, sig)).encode("utf-8", "surrogateescape"))
     return digest.digest()

@@ -48,7 +48,7 @@ MAX_KEPT: Final = 32  # answers kept per user: one per query asked lately
 # most when warm (~2 us each; one read from the disk takes ~0.1 ms).
 _PROBE: Final = 32
 _COLD_NS: Final = 1_000_000
-# Dependencies checked first for being the last modified (see `dependencies`).
+# Dependencies checked first for being the last modified (see `ordered`).
 _NEWEST: Final = 16
 # What a shell changes between two commands without changing what a scan prints.
 _VOLATILE_ENV: Final = frozenset(
@@ -187,29 +187,21 @@ def _decoded(blob: bytes, key: bytes) -> tuple[list[Dependency], bytes | str] | 
     return list(deps), out
 
 
-def dependencies(
-    trees: Iterable[str], paths: Iterable[str], started_ns: int
-) -> list[Dependency] | None:
-    """Every entry at and below each of `trees` and each of `paths`, with its signature; None
-    when no answer may be kept from them: one is too young (changed within the racy window of
-    the scan's start, `started_ns`, wall clock), or they cannot all be known (a folder that
-    cannot be listed, a link to a folder below a tree: what is behind it could change unseen).
-    Stops at the first such entry (after an append, a young file is met early)."""
-    found: dict[str, Signature] = {}
-    return ordered(found) if gathered(trees, paths, started_ns, found) else None
-
-
 def gathered(
     trees: Iterable[str], paths: Iterable[str], started_ns: int, found: dict[str, Signature]
 ) -> bool:
-    """Add `trees` and `paths` to `found`, as `dependencies` finds them (a path already in
-    `found` is not stat'ed again); False when no answer may be kept from them. Lets a scan
-    stat most of them while it reads and only the rest (the code it loaded since) at its end.
-    Any time after `started_ns` will do: a change after a stat changes that stat next time."""
+    """Add every entry at and below each of `trees` and each of `paths` to `found`, with its
+    signature (a path already there is not stat'ed again); False when no answer may be kept
+    from them: one is too young (changed within the racy window of the scan's start,
+    `started_ns`, wall clock), or they cannot all be known (a folder that cannot be listed, a
+    link to a folder below a tree: what is behind it could change unseen). Stops at the first
+    such entry (after an append, a young file is met early). A scan stats most of them while
+    it reads and only the rest (the code it loaded since) at its end (`answer_deps`): any time
+    after `started_ns` will do, a change after a stat changes that stat next time."""
     young = started_ns - RACY_NS
     try:
         for path in paths:
-            if path not in found and _too_young(found.setdefault(path, signature(path)), young):
+            if path not in found and too_young(found.setdefault(path, signature(path)), young):
                 return False
         for tree in trees:
             if not _walk(tree, found, young):
@@ -236,14 +228,15 @@ def _newest_first(dep: Dependency) -> int:
     return -sig[4] if sig is not None else 0  # (mtime: what a write moves)
 
 
-def _too_young(sig: Signature, young: int) -> bool:
+def too_young(sig: Signature, young: int) -> bool:
+    """Changed at or after `young` (ns): its stat may not show a write in the same tick."""
     return sig is not None and (sig[4] >= young or sig[5] >= young)
 
 
 def _walk(tree: str, found: dict[str, Signature], young: int) -> bool:
     sig = signature(tree)
     found[tree] = sig
-    if _too_young(sig, young):
+    if too_young(sig, young):
         return False
     if sig is None or not stat.S_ISDIR(sig[0]):
         return True
@@ -256,7 +249,7 @@ def _walk(tree: str, found: dict[str, Signature], young: int) -> bool:
                     if entry.is_symlink() and entry.is_dir():
                         return False
                     sig = signature(entry.path)
-                    if _too_young(sig, young):
+                    if too_young(sig, young):
                         return False
                     found[entry.path] = sig
                     if sig is not None and stat.S_ISDIR(sig[0]):

@@ -77,25 +77,17 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     window: bytes  # hash of the WINDOW_BYTES before `end`
     end: int  # where the reading stops: just past the file's last complete line
     calls: list[str]  # the message ids of the reading's calls: what files sharing calls share
-    # The `FileReading`, still msgpack (`reading`): a repeat scan decodes only those it merges
-    # again. Kept as a msgpack bin, decoded as a view of the index's bytes: its length is in
-    # its header, where a nested value (`msgspec.Raw`) had to be walked through to be skipped
-    # (~30 M instructions of the appended bench's ~765 M, to load the index).
-    packed: memoryview
+    # The `FileReading`, still msgpack: a repeat scan decodes only those it merges again. Kept
+    # as a msgpack bin, decoded as a view of the index's bytes: its length is in its header,
+    # where a nested value (`msgspec.Raw`) had to be walked through to be skipped (~30 M
+    # instructions of the appended bench's ~765 M, to load the index).
+    reading: memoryview
     # The pickled priced report of the reading's settled solo calls (see `report._file_report`),
     # how many they are, and the key of what their pricing depends on (b"": none kept).
     settled: bytes = b""
     settled_count: int = 0
     settled_key: bytes = b""
     tools: bool = True  # its reading carries tool calls (`FileReading.tools`)
-
-    @property
-    def reading(self) -> memoryview:
-        return self.packed
-
-    @reading.setter
-    def reading(self, value: memoryview | bytes | msgspec.Raw) -> None:
-        self.packed = memoryview(value)  # (a bin whatever buffer holds the msgpack)
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)

@@ -27,14 +27,12 @@ Out = TypeVar("Out")
 def worker_context() -> BaseContext:
     import multiprocessing  # here: a small scan runs in process and never needs it
 
-    if "pynng" in sys.modules:
-        return multiprocessing.get_context("forkserver")
-    return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("fork" if can_share() else "forkserver")
 
 
 def can_share() -> bool:
-    """Whether `share` may fork here (see the module doc). Told without importing
-    multiprocessing, which `share` does not use (~10 ms of a scan's start)."""
+    """Whether this process may fork (see the module doc), and so `share`. Told without
+    importing multiprocessing, which `share` does not use (~10 ms of a scan's start)."""
     return hasattr(os, "fork") and "pynng" not in sys.modules
 
 
@@ -134,10 +132,8 @@ class _Helper:
             try:
                 task()
                 code = 0
-            except BaseException:  # noqa: BLE001 (its items are done again by the parent)
-                import traceback
-
-                traceback.print_exc()
+            except BaseException as exc:  # noqa: BLE001 (its items are done again by the parent)
+                _say_failed(exc)
             finally:
                 os._exit(code)  # nothing of the parent's (atexit, buffers) runs twice
 
@@ -153,6 +149,18 @@ class _Helper:
 
             os.kill(self._pid, signal.SIGKILL)
             self.join()
+
+
+def _say_failed(exc: BaseException) -> None:
+    """One line, no traceback: the parent reads the helper's unfinished items itself."""
+    if sys.stderr is not None:
+        with suppress(OSError, ValueError):
+            print(
+                f"node-agent: a helper process failed ({type(exc).__name__}: {exc});"
+                " its items were done again in the main process",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _stop_all(helpers: list[_Helper]) -> None:

@@ -31,8 +31,10 @@ def test_the_newest_dependency_is_checked_first(
         at = old + 60 * (n if n != 7 else 50)  # s07 written last
         os.utime(tree / f"s{n:02}.jsonl", (at, at))
     started = time.time_ns() + 10 * scan_answer.RACY_NS  # (their ctimes are now)
-    deps = scan_answer.dependencies([str(tree)], [], started)
-    assert deps is not None and len(deps) == 21
+    found: dict[str, scan_answer.Signature] = {}
+    assert scan_answer.gathered([str(tree)], [], started, found)
+    deps = scan_answer.ordered(found)
+    assert len(deps) == 21
     assert deps[0][0] == str(tree)  # the folder: made now
     assert deps[1][0] == str(tree / "s07.jsonl")
     argv = ["scan", str(tree)]

@@ -624,7 +624,7 @@ def _damage_readings(cache: Path) -> None:
     (so that every group is merged again), written whole."""
     index = _loaded(cache)
     for entry in index.entries.values():
-        entry.reading = msgspec.Raw(msgspec.msgpack.encode(["not", "a", "reading"]))
+        entry.reading = memoryview(msgspec.msgpack.encode(["not", "a", "reading"]))
     assert index.save(whole=True) is None  # (keeps only the reports used: none)
 
 

@@ -43,12 +43,11 @@ def test_an_entry_holds_its_reading_as_a_bin_and_loads_as_a_view_of_the_index(
 
     data = (cache / scan_index.INDEX_NAME).read_bytes()
     (entry,) = msgspec.msgpack.decode(data)[1].values()  # untyped: bin gives bytes
-    position = list(scan_index.Entry.__struct_fields__).index("packed")
+    position = list(scan_index.Entry.__struct_fields__).index("reading")
     assert isinstance(entry[position], bytes)  # not a nested array
 
     index, warning = scan_index.ScanIndex.load(cache)
     assert warning is None
     (loaded,) = index.entries.values()
     assert isinstance(loaded.reading, memoryview) and loaded.reading.obj is not None
-    assert loaded.reading is loaded.packed
     assert len(loaded.kept().runs) == 3

@@ -35,6 +35,8 @@ SCRIPT = textwrap.dedent(
         done_there.append(item)
         if mode == "kill" and len(done_there) == 6:
             os.kill(os.getpid(), signal.SIGKILL)  # lost mid-way, within its second claim
+        if mode == "raise" and len(done_there) == 6:
+            raise RuntimeError("a bug in the reader")
         return json.dumps(["there", item * 3, os.getpid()]).encode()
 
     if mode == "held":
@@ -61,6 +63,13 @@ SCRIPT = textwrap.dedent(
 
 
 def run(mode: str, count: int, helpers: int, chunk: int) -> dict[str, object]:
+    found, _stderr = run_with_stderr(mode, count, helpers, chunk)
+    return found
+
+
+def run_with_stderr(
+    mode: str, count: int, helpers: int, chunk: int
+) -> tuple[dict[str, object], str]:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, mode, str(count), str(helpers), str(chunk)],
         cwd=ROOT,
@@ -70,7 +79,7 @@ def run(mode: str, count: int, helpers: int, chunk: int) -> dict[str, object]:
     )
     assert done.returncode == 0, done.stderr
     found: dict[str, object] = json.loads(done.stdout)
-    return found
+    return found, done.stderr
 
 
 @pytest.mark.parametrize(
@@ -114,3 +123,15 @@ def test_the_module_loads_where_there_is_no_fcntl() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_helper_that_fails_says_so_in_one_line_and_loses_nothing() -> None:
+    found, stderr = run_with_stderr("raise", 200, 1, 4)
+    out = found["out"]
+    assert isinstance(out, list)
+    assert [value for _, value, _ in out] == [item * 3 for item in range(200)]
+    assert stderr.splitlines() == [
+        "node-agent: a helper process failed (RuntimeError: a bug in the reader);"
+        " its items were done again in the main process"
+    ]
+    assert "Traceback" not in stderr

@@ -217,8 +217,8 @@ class CodexSource(CodexHomes, Source):
             return
         kind = line.type
         raw_ts = line.timestamp
+        ts = iso_time(raw_ts) if raw_ts is not None else None
         if kind == "response_item":
-            ts = iso_time(raw_ts) if raw_ts is not None else None
             if not self.wants_tool_calls:
                 # A quarter of the lines a scan parses. Of such a line only its time outlives
                 # it (`FileState.begin`: the time of a later line that has none).
@@ -240,7 +240,6 @@ class CodexSource(CodexHomes, Source):
             if event in _CHECKED_EVENTS:
                 self._parse_checked(path, lineno, data, sink)
                 return
-            ts = iso_time(raw_ts) if raw_ts is not None else None
             quota = self.wants_quota_readings and ts is not None
             limits = None
             if quota and event == "token_count":
@@ -264,7 +263,7 @@ class CodexSource(CodexHomes, Source):
                 rules.turn_signal(st, payload.turn_id or None, payload.started_at)
             return
         st = self._file(path)
-        st.begin(lineno, iso_time(raw_ts) if raw_ts is not None else None, raw_ts, line.ordinal)
+        st.begin(lineno, ts, raw_ts, line.ordinal)
         if kind == "turn_context":
             rules.on_turn(
                 st,
