@@ -460,9 +460,8 @@ class FleetService:
         a node reading months of old logs sends them in many batches)."""
         edge = datetime.fromtimestamp(self._store.pruned_before, UTC).strftime("%Y-%m-%d %H:%M")
         return (
-            f"{node} sent {result.too_old} event(s) from before {edge} UTC, which this hub does "
-            f"not store (retain_days = {self.retain_days} in hub.toml; for older logs: "
-            "node-agent scan)"
+            f"{node} sends events from before {edge} UTC, which this hub does not store "
+            f"(retain_days = {self.retain_days} in hub.toml; for older logs: node-agent scan)"
         )
 
     def _add_to_feed(self, items: list[FeedItem]) -> None:

@@ -421,10 +421,10 @@ def test_calls_from_before_the_retention_edge_are_told_once_per_node(tmp_path: P
     assert [(item.machine, item.text) for item in told] == [
         (
             node,
-            f"{node} sent {n} event(s) from before {edge} UTC, which this hub does not store "
+            f"{node} sends events from before {edge} UTC, which this hub does not store "
             "(retain_days = 90 in hub.toml; for older logs: node-agent scan)",
         )
-        for node, n in (("spark01", 3), ("spark02", 1))
+        for node in ("spark01", "spark02")
     ]
 
 
