@@ -334,6 +334,9 @@ def _log_to_file(path: Path) -> None:
         filename=path,
         format="%(asctime)s hub %(levelname)s %(name)s %(message)s",
     )
+    # httpx says every request at INFO: an attached dashboard asks every few seconds (the
+    # budgets, the alerts, the Recon tab, each change's mirror), some 50,000 lines a day
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
