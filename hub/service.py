@@ -403,7 +403,7 @@ class FleetService:
         change.feed.extend(news)
         if result.too_old and node not in self._told_too_old:
             self._told_too_old.add(node)
-            change.feed.append(FeedItem(now, "node", node, self._too_old_words(node, result)))
+            change.feed.append(FeedItem(now, "node", node, self._too_old_words(node)))
             log.warning("%s", change.feed[-1].text)
         if self._pending is not None:
             self._pending.append(result)  # the ledger is loading: applied once it has
@@ -455,7 +455,7 @@ class FleetService:
         self._add_to_feed(change.feed)
         return change
 
-    def _too_old_words(self, node: str, result: IngestResult) -> str:
+    def _too_old_words(self, node: str) -> str:
         """Why a node's calls from before the retention edge count nowhere (said once per node:
         a node reading months of old logs sends them in many batches)."""
         edge = datetime.fromtimestamp(self._store.pruned_before, UTC).strftime("%Y-%m-%d %H:%M")
