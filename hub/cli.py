@@ -42,6 +42,7 @@ from hub.reconcile import cli as reconcile_cli
 from hub.report import build_hub_report
 from hub.shutdown import Shutdown
 from hub.store import DB_FILE, Store
+from pricing.outcome_keys import OR_AN_OUTCOME
 from pricing.outcomes import OutcomeKeyError, check_outcome_keys, render_outcome_text
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
@@ -334,6 +335,9 @@ def _log_to_file(path: Path) -> None:
         filename=path,
         format="%(asctime)s hub %(levelname)s %(name)s %(message)s",
     )
+    # httpx says every request at INFO: an attached dashboard asks every few seconds (the
+    # budgets, the alerts, the Recon tab, each change's mirror), some 50,000 lines a day
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -415,7 +419,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         outcome = check_outcome_keys(by)
         if outcome is None:
             check_keys(by)
-    except (UnknownGroupKeyError, OutcomeKeyError) as exc:
+    except UnknownGroupKeyError as exc:
+        print(f"fleet-hub report: {exc}; or {OR_AN_OUTCOME}", file=sys.stderr)
+        return EXIT_USAGE
+    except OutcomeKeyError as exc:
         print(f"fleet-hub report: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if problem := day_range_error(args.since, args.until):

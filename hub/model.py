@@ -98,6 +98,10 @@ class IngestResult:
     limits: list[LimitEvent] = field(default_factory=list)  # newly stored
     profile_events: list[ProfileEvent] = field(default_factory=list)  # newly stored
     ignored: int = 0  # events already known at this or a higher revision
+    # events from before the store's retention edge (`Store.pruned_before`): not stored, as a
+    # copy of a pruned call could not be told from it (a node reading logs older than
+    # `retain_days`, say)
+    too_old: int = 0
     # (event_id, why) of events that could not be stored (a non-finite time, say): left out
     # and reported, so that one bad event never blocks the node's stream
     rejected: list[tuple[str, str]] = field(default_factory=list)

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -178,6 +178,7 @@ class FleetService:
         self._bad_hellos = CountedLog(log, "malformed hellos")
         self._refused = CountedLog(log, "events the store refused")
         self._foreign = CountedLog(log, "events another node stored first")
+        self._told_too_old: set[str] = set()  # nodes whose events older than the edge were told
         self.batches = 0
         self.events_in = 0
         self.api_url: str | None = None  # where this hub's API serves, once it does
@@ -400,6 +401,10 @@ class FleetService:
             change.nodes_changed = True
             change.feed.append(FeedItem(now, "node", node, f"{node} is online"))
         change.feed.extend(news)
+        if result.too_old and node not in self._told_too_old:
+            self._told_too_old.add(node)
+            change.feed.append(FeedItem(now, "node", node, self._too_old_words(node)))
+            log.warning("%s", change.feed[-1].text)
         if self._pending is not None:
             self._pending.append(result)  # the ledger is loading: applied once it has
         elif result.billing_changed or result.credit_redrawn:
@@ -449,6 +454,15 @@ class FleetService:
         change.feed.sort(key=lambda item: item.ts)
         self._add_to_feed(change.feed)
         return change
+
+    def _too_old_words(self, node: str) -> str:
+        """Why a node's calls from before the retention edge count nowhere (said once per node:
+        a node reading months of old logs sends them in many batches)."""
+        edge = datetime.fromtimestamp(self._store.pruned_before, UTC).strftime("%Y-%m-%d %H:%M")
+        return (
+            f"{node} sends events from before {edge} UTC, which this hub does not store "
+            f"(retain_days = {self.retain_days} in hub.toml; for older logs: node-agent scan)"
+        )
 
     def _add_to_feed(self, items: list[FeedItem]) -> None:
         """Keep the feed in the order things happened (a node catching up tells older news)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 from node_agent.entry import fast_command, left_at_exit
-from pricing.outcome_keys import OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
+from pricing.outcome_keys import OR_AN_OUTCOME, OUTCOME_KEYS, OutcomeKeyError, check_outcome_keys
 from pricing.rollup import GROUP_KEYS, UnknownGroupKeyError, check_keys
 from shared.cli import (
     EXIT_USAGE,
@@ -296,9 +296,12 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
         outcome = check_outcome_keys(by)
         if outcome is None:
             check_keys(by)
-    except (ConfigError, UnknownGroupKeyError, OutcomeKeyError) as exc:
+    except UnknownGroupKeyError as exc:
+        print(f"node-agent scan: {exc}; or {OR_AN_OUTCOME}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, OutcomeKeyError) as exc:
         print(f"node-agent scan: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
     credit = _credit_options(args.sdk_credit, args.extra_usage)
     if isinstance(credit, str):

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import Final
 
 OUTCOME_KEYS: Final = ("commit", "branch", "pr", "repo")
+# what a command line adds to an unknown `--by` word's message
+OR_AN_OUTCOME: Final = f"one outcome alone: {', '.join(OUTCOME_KEYS)}"
 
 
 class OutcomeKeyError(ValueError):

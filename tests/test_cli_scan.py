@@ -97,6 +97,7 @@ def test_tz_moves_day_boundaries(machine: tuple[Path, Truth]) -> None:
     ("args", "code", "message"),
     [
         (["--by", "colour"], 2, "unknown grouping colour"),
+        (["--by", "commits"], 2, "or one outcome alone: commit, branch, pr, repo"),
         (["--tz", "Mars/Olympus"], 2, "unknown time zone 'Mars/Olympus'"),
         (["/no/such/dir"], 1, "/no/such/dir: no such file or directory"),
     ],

@@ -403,6 +403,31 @@ def test_the_service_prunes_old_events_and_keeps_their_figures(tmp_path: Path) -
     assert restarted.report(["day", "session"], UTC) == report
 
 
+def test_calls_from_before_the_retention_edge_are_told_once_per_node(tmp_path: Path) -> None:
+    """A node set up on a machine with months of old logs: the hub does not store what lies
+    before its retention edge (set at its first prune, at start), and says so in the feed and
+    its log once per node, not silently."""
+    now = T0 + 100 * DAY
+    service = service_on(tmp_path, now, retain_days=90)
+    assert service.prune() == 0  # a fresh hub: nothing to prune, but the edge is set
+    old = [usage(f"old{i}", ts=now - 95 * DAY) for i in range(3)]
+    service.ingest("spark01", "events", 1, 3, old, HELLO)
+    service.ingest("spark01", "events", 4, 4, [usage("old3", ts=now - 95 * DAY)])
+    service.ingest("spark02", "events", 1, 1, [usage("new", ts=now - 60, machine="spark02")])
+    service.ingest("spark02", "events", 2, 2, [usage("old4", ts=now - 91 * DAY, machine="spark02")])
+    assert [e.event_id for e in service._store.usage_events()] == ["new"]  # noqa: SLF001
+    edge = datetime.fromtimestamp(now - 90 * DAY, UTC).strftime("%Y-%m-%d %H:%M")
+    told = [item for item in service.feed if "retain_days" in item.text]
+    assert [(item.machine, item.text) for item in told] == [
+        (
+            node,
+            f"{node} sends events from before {edge} UTC, which this hub does not store "
+            "(retain_days = 90 in hub.toml; for older logs: node-agent scan)",
+        )
+        for node in ("spark01", "spark02")
+    ]
+
+
 class WatchedStore(Store):
     """A store whose figures load (on `snapshot`'s connection) waits for `gate` and whose
     statements there are kept in `statements`."""

@@ -149,3 +149,15 @@ def test_bad_reconcile_config_is_one_line_and_exit_2(tmp_path: Path, extra: str,
     done = fleet_hub(tmp_path, "reconcile", "--config", str(setup.config))
     assert done.returncode == 2, done.stderr
     assert said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_no_provider_is_said_through_a_running_hub_too(tmp_path: Path) -> None:
+    """With a hub serving the config, as without one: not an empty table and exit 0."""
+    hub = served(tmp_path, "")
+    try:
+        done = hub.cli("reconcile")
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert "names no provider to ask: add [reconcile.anthropic]" in done.stderr
+        assert done.stderr.count("\n") == 1 and done.stdout == ""
+    finally:
+        stop(hub.proc)

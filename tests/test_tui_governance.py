@@ -160,6 +160,12 @@ async def test_embedded_add_cross_override_and_acknowledge(tmp_path: Path) -> No
             await until(pilot, lambda: crossing() is not None, "the crossing's alert")
             key = crossing()
             assert key is not None
+            # the line under the header counts what nobody acknowledged, in other words than
+            # the state column's "open" (no sink routes it)
+            unacked = sum(
+                cell(alerts, k, "state") not in ("acked", "silenced") for k in alerts.rows_by_key
+            )
+            assert f"{unacked} unacked · 0 silences" in app._governance_hints()  # noqa: SLF001
             # and an end: a past one is told on the form, which stays open
             await select(pilot, alerts, key)
             await pilot.press("a")

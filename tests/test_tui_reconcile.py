@@ -254,6 +254,8 @@ async def test_not_set_up_says_how(tmp_path: Path) -> None:
             await until(pilot, lambda: "not set up" in str(note.content), "the set-up note")
             text = str(note.content)
             assert "[reconcile.anthropic]" in text and "[[reconcile.keys]]" in text
+            # the defaults as they are, and nothing that needs an Enterprise plan to copy
+            assert "days = 3 " in text and "\nanalytics = true" not in text
             # whole on an 80x24 screen: no line wrapped, none below the tab's bottom
             await pilot.pause()
             assert note.region.height == len(text.splitlines())

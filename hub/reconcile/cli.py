@@ -57,22 +57,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     client = running_hub(config, args.token)
     if not config.reconcile.providers and client is None and not _has_local(config):
-        print(
-            f"{prog}: {config.path} names no provider to ask: add [reconcile.anthropic] or "
-            "[reconcile.openai] with a key_file, or import a bill (fleet-hub reconcile import "
-            "FILE; see README, Reconciliation)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return _no_provider(prog, config)
     if client is not None:
         days = {"since": since.isoformat(), "until": until.isoformat()}
         result = client.get(API, **days, provider=args.provider)
+        if not config.reconcile.providers and not result["providers"] and not result["rows"]:
+            return _no_provider(prog, config)  # as without a hub, not an empty table
     else:
         result = _on_store(config, since, until, args.provider)
     _print(result, args.json)
     for provider, why in result["errors"].items():
         print(f"{prog}: {provider}: {why}", file=sys.stderr)
     return EXIT_FAILURE if result["errors"] else 0
+
+
+def _no_provider(prog: str, config: HubConfig) -> int:
+    print(
+        f"{prog}: {config.path} names no provider to ask: add [reconcile.anthropic] or "
+        "[reconcile.openai] with a key_file, or import a bill (fleet-hub reconcile import "
+        "FILE; see README, Reconciliation)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
 
 
 def _on_store(

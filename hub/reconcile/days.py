@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 HUNDRED: Final = Decimal(100)
 TREND_DAYS: Final = 7  # days of drift the trend shows, this one last
 SETUP: Final = """Reconciliation is not set up: add this to hub.toml, then restart the hub:
-[reconcile]               # interval = 3600.0 s, days = 7 (the trend)
+[reconcile]               # interval = 3600.0 s, days = 3 (7: the trend)
 [reconcile.anthropic]     # an Admin API key (sk-ant-admin...), mode 600
 key_file = "anthropic-admin.key"
-analytics = true          # Enterprise: Claude Code per user (read:analytics)
+# analytics = true        # Enterprise: Claude Code per user (read:analytics)
 [[reconcile.keys]]        # which fleet profiles bill to which provider key
 provider = "anthropic"    # or "openai" ([reconcile.openai] key_file = ...)
 key = "apikey_01AbC"

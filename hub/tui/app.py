@@ -572,7 +572,8 @@ class FleetApp(App[None]):
         silences = len(view.silences)
         return [
             *hints,
-            f"{open_alerts(view.alerts)} open · {silences} silence{'s' * (silences != 1)}",
+            # not "open": that is the state of an alert no sink routes (the table's column)
+            f"{open_alerts(view.alerts)} unacked · {silences} silence{'s' * (silences != 1)}",
             "a ack · m silence · y retry",
         ]
 
