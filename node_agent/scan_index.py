@@ -194,6 +194,10 @@ class ScanIndex:
         self._size = size  # of the whole index file, when read
         self._journal_end: int | None = None  # see `scan_journal.Replay.end`
         self._journal_read = 0  # bytes of good records read from the journal
+        # The index or its journal could not be read (told at the load): what keeps it from
+        # being read (a folder in its place, a cache folder that is a file) mostly keeps it
+        # from being written too, which is then not told again: one line a scan.
+        self._unreadable = False
 
     @property
     def journal_path(self) -> Path:
@@ -210,9 +214,9 @@ class ScanIndex:
         except FileNotFoundError:
             return cls(path, {}, stamp), None
         except OSError as exc:
-            return cls._anew(
-                path, stamp
-            ), f"cannot read the scan index {path}: {exc.strerror or exc}"
+            index = cls._anew(path, stamp)
+            index._unreadable = True
+            return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
             found = msgspec.msgpack.decode(data, type=_IndexFile)  # one parse in the usual case
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -243,6 +247,7 @@ class ScanIndex:
             data = scan_journal.read(where)
         except OSError as exc:
             self._generation, self._changed = b"", True  # written whole, the journal anew
+            self._unreadable = True
             return f"cannot read the scan index journal {where}: {exc.strerror or exc}"
         if data is None:
             return None
@@ -343,7 +348,14 @@ class ScanIndex:
             if whole or not self._journaled():
                 self._write_whole()
         except OSError as exc:
-            return f"cannot write the scan index {self.path}: {exc.strerror or exc}"
+            if self._unreadable:
+                return None
+            # The file that failed: the journal is removed after the index is written.
+            failed = exc.filename in (self.journal_path, str(self.journal_path))
+            what = (
+                f"scan index journal {self.journal_path}" if failed else f"scan index {self.path}"
+            )
+            return f"cannot write the {what}: {exc.strerror or exc}"
         return None
 
     def _journaled(self) -> bool:

@@ -4,6 +4,7 @@ kills, odd environments): real console-script processes, real files."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from tests.test_scan_answer import _old_enough
@@ -47,3 +48,34 @@ def test_a_pipe_or_a_device_in_the_price_cache_neither_blocks_nor_fills(tmp_path
         done = _scan(env, "--no-cache", str(home))
         assert (done.returncode, done.stdout, done.stderr) == (0, want.stdout, "")
         assert tables.is_file() and not tables.is_symlink()  # written anew in its place
+
+
+def test_a_folder_in_the_index_or_journals_place_is_told_in_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    """What keeps the index from being read keeps it from being written: told once a scan
+    (it was told twice, and a folder in the journal's place was told as the index's)."""
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    want = _scan(env, str(home))
+    assert want.returncode == 0 and not want.stderr, want.stderr
+    cache = _cache(tmp_path)
+    journal = cache / "scan-index.journal"
+    journal.mkdir()
+    first = _scan(env, str(home))
+    assert (first.returncode, first.stdout) == (0, want.stdout)
+    said = f"node-agent scan: cannot read the scan index journal {journal}: not a regular file\n"
+    assert first.stderr == said
+    journal.rmdir()
+    for name in ("scan-index.msgpack", "scan-index.journal"):
+        (cache / name).unlink(missing_ok=True)
+    (cache / "scan-index.msgpack").mkdir()
+    done = _scan(env, str(home))
+    assert (done.returncode, done.stdout) == (0, want.stdout)
+    assert done.stderr.count("\n") == 1 and "scan-index.msgpack: not a regular file" in done.stderr
+    # The cache folder a file: one line too.
+    shutil.rmtree(cache)
+    cache.write_bytes(b"not a folder")
+    done = _scan(env, str(home))
+    assert (done.returncode, done.stdout) == (0, want.stdout)
+    assert done.stderr.count("\n") == 1 and "Not a directory" in done.stderr, done.stderr
