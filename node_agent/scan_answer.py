@@ -294,7 +294,10 @@ def _outside_packages(below_stdlib: str) -> bool:
 def keep(argv: Sequence[str], deps: Sequence[Dependency], out: bytes | str) -> None:
     """Keep `out` as the answer of `argv` with its `dependencies`; a cache that cannot be
     written is only a slower next scan."""
-    key = answer_key(argv)
+    try:
+        key = answer_key(argv)
+    except OSError:  # the working directory is gone: no key (`serve` finds none either)
+        return
     body = marshal.dumps((key, tuple(deps), out))
     blob = _MAGIC + blake2b(body, digest_size=_DIGEST).digest() + body
     path = _path_of(key)

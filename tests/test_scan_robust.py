@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from tests.test_scan_answer import _old_enough
-from tests.test_scan_answer_edges import _env, _scan, _served
+from tests.test_scan_answer_edges import NODE_AGENT, _env, _scan, _served
 from tests.test_scan_index import _home
 
 
@@ -79,3 +80,20 @@ def test_a_folder_in_the_index_or_journals_place_is_told_in_one_line_naming_it(
     done = _scan(env, str(home))
     assert (done.returncode, done.stdout) == (0, want.stdout)
     assert done.stderr.count("\n") == 1 and "Not a directory" in done.stderr, done.stderr
+
+
+def test_a_clean_scan_from_a_working_directory_that_is_gone_fails_nothing(tmp_path: Path) -> None:
+    """Its answer, which would be kept under the working directory, is not kept: the scan
+    printed its report, then 'No such file or directory' and exit status 1."""
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    want = _scan(env, str(home))
+    _old_enough(tmp_path)  # (else no answer is kept, and none tried)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    done = subprocess.run(
+        f"cd {gone} && rmdir {gone} && {NODE_AGENT} scan --json {home}",
+        shell=True, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time")]
+    assert (done.returncode, done.stdout, said) == (0, want.stdout, [])
