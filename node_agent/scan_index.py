@@ -324,7 +324,7 @@ class ScanIndex:
 
     def keep(self, path: Path, entry: Entry | None) -> None:
         name = str(path)
-        if entry is None:
+        if entry is None or not _storable(name):
             if self.entries.pop(name, None) is not None:
                 self._changed = True
                 self._dirty.add(name)
@@ -451,6 +451,17 @@ def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes |
         identity = (str(file.path), target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest.update(repr(identity).encode())
     return digest.digest()
+
+
+def _storable(name: str) -> bool:
+    """Whether msgpack can hold `name`: a path whose bytes are not UTF-8 (decoded with
+    surrogate escapes) could not be written, and failed the whole scan; its file is read
+    whole at each scan instead."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _exists(name: str) -> bool:

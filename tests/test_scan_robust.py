@@ -3,6 +3,7 @@ kills, odd environments): real console-script processes, real files."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -97,3 +98,35 @@ def test_a_clean_scan_from_a_working_directory_that_is_gone_fails_nothing(tmp_pa
     )  # fmt: skip
     said = [line for line in done.stderr.splitlines() if not line.startswith("import time")]
     assert (done.returncode, done.stdout, said) == (0, want.stdout, [])
+
+
+def test_a_home_whose_path_is_not_utf8_is_kept_in_the_index(tmp_path: Path) -> None:
+    """msgpack holds only UTF-8 names: such a file's entry is not kept (it is read whole each
+    time), where writing the index failed the whole scan ('unexpected error', no report)."""
+    home = _home(tmp_path / os.fsdecode(b"caf\xe9"))
+    env = _env(tmp_path)
+    want = _scan(env, "--no-cache", str(home))
+    assert want.returncode == 0 and not want.stderr, want.stderr
+    for _ in range(2):  # the index written, then read back
+        done = _scan(env, str(home))
+        assert (done.returncode, done.stdout, done.stderr) == (0, want.stdout, "")
+
+
+def test_a_problem_in_a_file_whose_name_is_not_utf8_is_printed(tmp_path: Path) -> None:
+    """Its name is printed with \\xNN for the bytes that are not UTF-8: orjson (--json) and a
+    strict UTF-8 stdout (any UTF-8 locale but C.UTF-8) refused it, and the scan failed."""
+    home = _home(tmp_path)
+    torn = next((home / "projects").rglob("*.jsonl")).with_name(os.fsdecode(b"t\xfe.jsonl"))
+    torn.write_bytes(b'{"torn\n')
+    env = _env(tmp_path, PYTHONIOENCODING="utf-8:strict")
+    done = _scan(env, "--no-cache", str(home))
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    (problem,) = json.loads(done.stdout)["problems"]
+    assert problem["path"] == str(torn.parent / "t\\xfe.jsonl")
+    text = subprocess.run(
+        [NODE_AGENT, "scan", "--no-cache", str(home)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    said = [line for line in text.stderr.splitlines() if not line.startswith("import time")]
+    assert (text.returncode, said) == (0, [])
+    assert f"{torn.parent}/t\\xfe.jsonl:1: " in text.stdout
