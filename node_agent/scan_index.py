@@ -12,6 +12,7 @@ that point. A later scan then, per file:
 
 - same (device, inode), size and mtime, and the mtime safely older than that reading (a write in
   the same clock tick leaves both alike): the reading is used as it is, nothing is read;
+- same (device, inode) and size, a new mtime (written, not appended to): read from the start;
 - same (device, inode) and at least as long: the hashed window is read again; if it still
   matches, the file is read on from where the reading stopped (appended bytes only), unless it
   was read in the clock tick of a write (then it is read from the start: bytes before the
@@ -26,8 +27,8 @@ that cannot be decoded is discarded with a one-line warning and written anew; it
 for figures. So is the rest of a journal from a record that does not match its CRC on; a record
 cut short at its end (a scan killed while writing it) is dropped without a word: the records
 before it are the index as the scan before left it. A file rewritten in place to the same size
-with the same last 4 KiB and its mtime put back would not be noticed: logs are only ever
-appended to.
+with its mtime put back, or rewritten before the hashed window and appended to, would not be
+noticed: logs are only ever appended to.
 """
 
 from __future__ import annotations
@@ -291,6 +292,10 @@ class ScanIndex:
         if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) or st.st_size < entry.end:
             return Task(name, tools=tools)
         if entry.racy:
+            return Task(name, tools=tools)
+        if st.st_size == entry.size and st.st_mtime_ns != entry.mtime_ns:
+            # Written but not grown: no append (a line rewritten in place, say), which the
+            # window before the reading's end need not show: read it all again.
             return Task(name, tools=tools)
         if st.st_size == entry.size == entry.end and st.st_mtime_ns == entry.mtime_ns:
             return entry

@@ -9,9 +9,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from node_agent.scan_index import WINDOW_BYTES
 from tests.test_scan_answer import _old_enough
 from tests.test_scan_answer_edges import NODE_AGENT, _env, _scan, _served
-from tests.test_scan_index import _home
+from tests.test_scan_index import _home, usage_line
 
 
 def _cache(tmp_path: Path) -> Path:
@@ -130,3 +131,25 @@ def test_a_problem_in_a_file_whose_name_is_not_utf8_is_printed(tmp_path: Path) -
     said = [line for line in text.stderr.splitlines() if not line.startswith("import time")]
     assert (text.returncode, said) == (0, [])
     assert f"{torn.parent}/t\\xfe.jsonl:1: " in text.stdout
+
+
+def test_a_line_rewritten_in_place_to_the_same_size_is_read_again(tmp_path: Path) -> None:
+    """Written without growing is no append: the file is read from the start. The index read
+    it on from its kept reading's end, as grown, when the 4 KiB hashed before that end were
+    alike: the old figures were printed from then on."""
+    home = tmp_path / "claude"
+    transcript = home / "projects" / "p" / "s.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_bytes(b"".join(usage_line(n, 20 + n) + b"\n" for n in range(60)))
+    assert transcript.stat().st_size > 4 * WINDOW_BYTES
+    env = _env(tmp_path)
+    _old_enough(tmp_path)
+    assert _scan(env, str(home)).returncode == 0
+    data = transcript.read_bytes()
+    at = data.index(b'"output_tokens":20,')
+    transcript.write_bytes(data[:at] + b'"output_tokens":29,' + data[at + 19 :])  # same size
+    _old_enough(tmp_path)  # (not in the clock tick of a read: that case is told apart)
+    want = _scan(env, "--no-cache", str(home))
+    done = _scan(env, str(home))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout) == json.loads(want.stdout)
