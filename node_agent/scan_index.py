@@ -385,6 +385,7 @@ class ScanIndex:
     def _write_whole(self) -> None:
         """The whole index, a new generation: renamed into place over the old one, after which
         the old journal is of no use (one left by a scan killed in between is not read)."""
+        _sweep(self.path.parent)
         generation = os.urandom(scan_journal.GENERATION_BYTES)
         whole = _IndexFile(self._stamp, self.entries, self._used, generation)
         blob = msgspec.msgpack.encode(whole)
@@ -456,6 +457,36 @@ def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes |
         identity = (str(file.path), target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest.update(repr(identity).encode())
     return digest.digest()
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what scans that died while writing the index or the journal left of it (killed,
+    nothing of theirs removed their file, `.NAME.PID`): each kill there left a copy of the
+    index for good. A live process's file is left alone: it may be a scan writing it."""
+    if os.name != "posix":  # (os.kill(pid, 0) would end the process elsewhere)
+        return
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        base, _, pid = name.rpartition(".")
+        if base not in _TEMPORARY or not pid.isdigit() or int(pid) <= 0:
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue
+        except ProcessLookupError:  # gone: its file is of no use
+            pass
+        except OSError:  # (alive, as another user)
+            continue
+        try:  # noqa: SIM105 (a sweep that fails leaves the index to be written)
+            os.unlink(folder / name)
+        except OSError:
+            pass
+
+
+_TEMPORARY: Final = (f".{INDEX_NAME}", f".{scan_journal.JOURNAL_NAME}")
 
 
 def _storable(name: str) -> bool:

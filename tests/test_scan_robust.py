@@ -153,3 +153,26 @@ def test_a_line_rewritten_in_place_to_the_same_size_is_read_again(tmp_path: Path
     done = _scan(env, str(home))
     assert (done.returncode, done.stderr) == (0, "")
     assert json.loads(done.stdout) == json.loads(want.stdout)
+
+
+def test_what_a_killed_scan_left_of_the_index_is_swept_when_it_is_written_whole(
+    tmp_path: Path,
+) -> None:
+    """A scan killed while writing the index (or the journal) leaves its `.NAME.PID` file:
+    the next scan that writes the index whole removes those of processes that are gone (each
+    kill there left a copy of the index for good); a live process's is left alone."""
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    cache = _cache(tmp_path)
+    cache.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [cache / f".scan-index.msgpack.{dead.pid}", cache / f".scan-index.journal.{dead.pid}"]
+    writing = cache / f".scan-index.msgpack.{os.getpid()}"  # alive: a scan still writing
+    others = [writing, cache / ".scan-index.msgpack.x", cache / "scan-index.msgpack.7"]
+    for path in left + others:
+        path.write_bytes(b"partial")
+    done = _scan(env, str(home))  # no index yet: written whole
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in others)
