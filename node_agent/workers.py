@@ -100,8 +100,11 @@ def share(
         forked: list[_Helper] = []
         stack.callback(_stop_all, forked)  # (an error here: none is left running)
         for output in outputs:
-            forked.append(_Helper(partial(_help, there, work, claims, output.fileno())))
-        results = [_Results(output.fileno()) for output in outputs]
+            try:
+                forked.append(_Helper(partial(_help, there, work, claims, output.fileno())))
+            except OSError:  # no process to be had (a limit on them): fewer helpers, or none
+                break
+        results = [_Results(output.fileno()) for output in outputs[: len(forked)]]
         started()
         while taken := claims.take():
             for index in taken:

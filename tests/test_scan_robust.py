@@ -7,9 +7,13 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from node_agent.scan_index import WINDOW_BYTES
+from node_agent.simulate.fleet import generate_fleet
 from tests.test_scan_answer import _old_enough
 from tests.test_scan_answer_edges import NODE_AGENT, _env, _scan, _served
 from tests.test_scan_index import _home, usage_line
@@ -176,3 +180,28 @@ def test_what_a_killed_scan_left_of_the_index_is_swept_when_it_is_written_whole(
     assert (done.returncode, done.stderr) == (0, "")
     assert not any(path.exists() for path in left)
     assert all(path.exists() for path in others)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or os.geteuid() == 0, reason="root is not held to RLIMIT_NPROC"
+)
+def test_a_scan_that_may_start_no_process_or_thread_reads_in_process(tmp_path: Path) -> None:
+    """Under a limit on processes (a container's, a user's), a helper, the worker pool or the
+    read-ahead thread that cannot be started is done without: the scan failed ('Resource
+    temporarily unavailable', "can't start new thread") with no report."""
+    import resource
+
+    fleet = tmp_path / "fleet"
+    generate_fleet(fleet, seed=3, machines=1, start=datetime(2026, 10, 12, tzinfo=UTC), days=1)
+    homes = [str(p) for p in sorted((fleet / "spark01").iterdir()) if p.name in ("claude", "codex")]
+    env = _env(tmp_path)
+    want = _scan(env, "--no-cache", "--jobs", "1", *homes)
+    assert want.returncode == 0 and json.loads(want.stdout)["total"]["calls"] > 0, want.stderr
+
+    def no_more_processes() -> None:  # (this user's processes already count one at least)
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+
+    for args in (["--no-cache"], [], []):
+        done = _scan(env, "--jobs", "3", *args, *homes, preexec_fn=no_more_processes)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert json.loads(done.stdout) == json.loads(want.stdout)
