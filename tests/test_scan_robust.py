@@ -205,3 +205,13 @@ def test_a_scan_that_may_start_no_process_or_thread_reads_in_process(tmp_path: P
         done = _scan(env, "--jobs", "3", *args, *homes, preexec_fn=no_more_processes)
         assert (done.returncode, done.stderr) == (0, "")
         assert json.loads(done.stdout) == json.loads(want.stdout)
+
+
+def test_a_pipe_named_as_a_path_is_said_to_be_one_not_empty(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    pipe = home / "projects" / "p" / "fifo.jsonl"
+    pipe.parent.mkdir(parents=True)
+    os.mkfifo(pipe)
+    done = _scan(_env(tmp_path), "--no-cache", str(pipe))
+    assert done.returncode == 1
+    assert "neither a regular file nor a folder" in done.stderr and "empty" not in done.stderr
