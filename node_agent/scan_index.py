@@ -462,13 +462,15 @@ def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes |
 def _sweep(folder: Path) -> None:
     """Remove what scans that died while writing the index or the journal left of it (killed,
     nothing of theirs removed their file, `.NAME.PID`): each kill there left a copy of the
-    index for good. A live process's file is left alone: it may be a scan writing it."""
+    index for good. A file of a live process is left alone (a scan writing it), and so is one
+    written in the last minute (a process of another PID namespace sharing the cache)."""
     if os.name != "posix":  # (os.kill(pid, 0) would end the process elsewhere)
         return
     try:
         names = os.listdir(folder)
     except OSError:
         return
+    old = time.time_ns() - _LEFT_NS
     for name in names:
         base, _, pid = name.rpartition(".")
         if base not in _TEMPORARY or not pid.isdigit() or int(pid) <= 0:
@@ -480,13 +482,15 @@ def _sweep(folder: Path) -> None:
             pass
         except OSError:  # (alive, as another user)
             continue
-        try:  # noqa: SIM105 (a sweep that fails leaves the index to be written)
-            os.unlink(folder / name)
-        except OSError:
+        try:
+            if os.stat(folder / name).st_mtime_ns < old:
+                os.unlink(folder / name)
+        except OSError:  # (a sweep that fails leaves the index to be written)
             pass
 
 
 _TEMPORARY: Final = (f".{INDEX_NAME}", f".{scan_journal.JOURNAL_NAME}")
+_LEFT_NS: Final = 60_000_000_000
 
 
 def _storable(name: str) -> bool:

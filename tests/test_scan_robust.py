@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def test_what_a_killed_scan_left_of_the_index_is_swept_when_it_is_written_whole(
 ) -> None:
     """A scan killed while writing the index (or the journal) leaves its `.NAME.PID` file:
     the next scan that writes the index whole removes those of processes that are gone (each
-    kill there left a copy of the index for good); a live process's is left alone."""
+    kill there left a copy of the index for good); a live process's is left alone, and so is
+    one written in the last minute."""
     home = _home(tmp_path)
     env = _env(tmp_path)
     cache = _cache(tmp_path)
@@ -176,6 +178,10 @@ def test_what_a_killed_scan_left_of_the_index_is_swept_when_it_is_written_whole(
     others = [writing, cache / ".scan-index.msgpack.x", cache / "scan-index.msgpack.7"]
     for path in left + others:
         path.write_bytes(b"partial")
+        os.utime(path, (time.time() - 120, time.time() - 120))  # (not in the last minute)
+    young = cache / f".scan-index.journal.{dead.pid + 100_000_000}"  # no such process
+    young.write_bytes(b"partial")  # (written in the last minute: maybe another namespace's)
+    others.append(young)
     done = _scan(env, str(home))  # no index yet: written whole
     assert (done.returncode, done.stderr) == (0, "")
     assert not any(path.exists() for path in left)
