@@ -135,6 +135,8 @@ class _Helper:
             try:
                 task()
                 code = 0
+            except KeyboardInterrupt:  # Ctrl-C: the parent, told it too, says it was interrupted
+                pass
             except BaseException as exc:  # noqa: BLE001 (its items are done again by the parent)
                 _say_failed(exc)
             finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -221,3 +222,39 @@ def test_a_pipe_named_as_a_path_is_said_to_be_one_not_empty(tmp_path: Path) -> N
     done = _scan(_env(tmp_path), "--no-cache", str(pipe))
     assert done.returncode == 1
     assert "neither a regular file nor a folder" in done.stderr and "empty" not in done.stderr
+
+
+def test_ctrl_c_during_a_scan_with_helpers_says_interrupted_once(tmp_path: Path) -> None:
+    """Ctrl-C reaches the scan and its forked helpers (one process group): each helper said
+    it 'failed (KeyboardInterrupt: ); its items were done again in the main process', which
+    the interrupted scan did not do."""
+    home = tmp_path / "claude"
+    lines = b"".join(usage_line(n, 10 + n % 40) + b"\n" for n in range(400))
+    for project in range(150):
+        folder = home / "projects" / f"p{project}"
+        folder.mkdir(parents=True)
+        (folder / "s.jsonl").write_bytes(lines)
+    scan = subprocess.Popen(
+        [NODE_AGENT, "scan", "--json", "--no-cache", "--jobs", "2", str(home)],
+        env={**_env(tmp_path), "PYTHONPROFILEIMPORTTIME": ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not _children(scan.pid) and scan.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert _children(scan.pid), "no helper was forked"
+    os.killpg(scan.pid, signal.SIGINT)  # as a terminal's Ctrl-C
+    _, err = scan.communicate(timeout=60)
+    assert (scan.returncode, err) == (130, "node-agent scan: interrupted\n")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        return [
+            int(child)
+            for task in tasks
+            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        ]
+    except OSError:
+        return []
