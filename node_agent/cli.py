@@ -340,7 +340,9 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
         print(f"node-agent scan: {problem}", file=sys.stderr)
     if report.path_problems:
         return 1
-    if deps is not None and argv is not None and not (report.warnings or noticed):
+    # (No stdout, None: nothing was printed, so nothing is kept; `entry._leave` tells of it.)
+    clean = sys.stdout is not None and not (report.warnings or noticed)
+    if deps is not None and argv is not None and clean:
         sys.stdout.flush()
         found = deps.found(report.homes)
         if found is not None:

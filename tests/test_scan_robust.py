@@ -258,3 +258,17 @@ def _children(pid: int) -> list[int]:
         ]
     except OSError:
         return []
+
+
+def test_a_scan_without_stdout_whose_answer_could_be_kept_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """With files old enough for an answer to be kept, the scan flushed the stdout it did not
+    have: 'unexpected error: AttributeError' (the existing test's files were too young)."""
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    _old_enough(tmp_path)
+    done = _scan(env, str(home), stdout=None, preexec_fn=lambda: os.close(1))
+    assert done.returncode == 1
+    assert done.stderr == "node-agent scan: no standard output to write to\n"
+    assert not (_cache(tmp_path) / "answers").exists()  # nothing printed, nothing kept
