@@ -272,3 +272,18 @@ def test_a_scan_without_stdout_whose_answer_could_be_kept_says_so_in_one_line(
     assert done.returncode == 1
     assert done.stderr == "node-agent scan: no standard output to write to\n"
     assert not (_cache(tmp_path) / "answers").exists()  # nothing printed, nothing kept
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_an_output_that_cannot_be_written_is_told_as_the_outputs(tmp_path: Path) -> None:
+    """A full disk under stdout said 'node-agent scan: No space left on device' (which could
+    be the cache's) when the scan flushed its output to keep an answer, or wrote more than a
+    buffer; a served scan and the exit's flush say it as here."""
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    _old_enough(tmp_path)  # an answer is to be kept: the output is flushed first
+    with open("/dev/full", "wb") as full:
+        done = _scan(env, str(home), stdout=full)
+    assert done.returncode == 1
+    said = "node-agent scan: could not write the output: [Errno 28] No space left on device\n"
+    assert done.stderr == said
