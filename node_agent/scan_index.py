@@ -6,12 +6,12 @@ readable by its owner only), and what later scans changed in `scan-index.journal
 (`scan_journal`): a scan after an append to a few files appends their entries and the priced
 reports it made, not the whole index (6.7 MB for 200 MB of transcripts) again. Once the journal
 holds half as much as the whole index, the next scan writes the index whole (a new generation,
-whose journal starts empty). Per file: its (device, inode), size and mtime when it
+whose journal starts empty). Per file: its (device, inode), size, mtime and ctime when it
 was read, its `FileReading` up to the last complete line, and a hash of the bytes just before
 that point. A later scan then, per file:
 
-- same (device, inode), size and mtime, and the mtime safely older than that reading (a write in
-  the same clock tick leaves both alike): the reading is used as it is, nothing is read;
+- same (device, inode), size, mtime and ctime, and the mtime safely older than that reading (a
+  write in the same clock tick leaves both alike): the reading is used as it is, nothing is read;
 - same (device, inode) and size, a new mtime (written, not appended to): read from the start;
 - same (device, inode) and at least as long: the hashed window is read again; if it still
   matches, the file is read on from where the reading stopped (appended bytes only), unless it
@@ -89,6 +89,9 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     settled_count: int = 0
     settled_key: bytes = b""
     tools: bool = True  # its reading carries tool calls (`FileReading.tools`)
+    # The file's ctime when read: what changes it but not the mtime (its permissions taken
+    # away, say: the reading is no longer what a read would give) is not taken as unchanged.
+    ctime_ns: int = 0
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)
@@ -297,7 +300,11 @@ class ScanIndex:
             # Written but not grown: no append (a line rewritten in place, say), which the
             # window before the reading's end need not show: read it all again.
             return Task(name, tools=tools)
-        if st.st_size == entry.size == entry.end and st.st_mtime_ns == entry.mtime_ns:
+        if (
+            st.st_size == entry.size == entry.end
+            and st.st_mtime_ns == entry.mtime_ns
+            and st.st_ctime_ns == entry.ctime_ns
+        ):
             return entry
         try:
             prior = entry.kept()
@@ -433,6 +440,7 @@ def run_task(task: Task) -> Done:
         calls_of(kept),
         stored(kept),
         tools=kept.tools,
+        ctime_ns=st.st_ctime_ns,
     )
     return Done(outcome, entry, prior is not None)
 

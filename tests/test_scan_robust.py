@@ -287,3 +287,20 @@ def test_an_output_that_cannot_be_written_is_told_as_the_outputs(tmp_path: Path)
     assert done.returncode == 1
     said = "node-agent scan: could not write the output: [Errno 28] No space left on device\n"
     assert done.stderr == said
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its permissions")
+def test_a_transcript_no_longer_readable_is_not_taken_from_the_index(tmp_path: Path) -> None:
+    """Its permissions taken away change its ctime, not its mtime: the index served its old
+    reading, where a read (and --no-cache) tells it cannot be opened and counts none of it."""
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    _old_enough(tmp_path)
+    assert _scan(env, str(home)).returncode == 0
+    transcript = next((home / "projects").rglob("*.jsonl"))
+    transcript.chmod(0)
+    want = _scan(env, "--no-cache", str(home))
+    assert "cannot" in want.stdout  # (told among the problems)
+    done = _scan(env, str(home))
+    assert (done.returncode, done.stderr) == (want.returncode, want.stderr)
+    assert json.loads(done.stdout) == json.loads(want.stdout)
