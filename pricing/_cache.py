@@ -72,8 +72,11 @@ def _read_regular(path: Path) -> bytes:
     in the cache's place must neither block the scan nor fill its memory."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path}: not a regular file")
+        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():  # a pickle runs its code
+            raise OSError(f"{path}: owned by another user")
         with open(fd, "rb", closefd=False) as fh:
             return fh.read()
     finally:

@@ -304,3 +304,43 @@ def test_a_transcript_no_longer_readable_is_not_taken_from_the_index(tmp_path: P
     done = _scan(env, str(home))
     assert (done.returncode, done.stderr) == (want.returncode, want.stderr)
     assert json.loads(done.stdout) == json.loads(want.stdout)
+
+
+class _Planted:
+    """A pickle that, loaded, creates the file at `marker`: code run by whoever loads it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.skipif(not hasattr(os, "chown") or os.geteuid() != 0, reason="needs chown")
+def test_cache_files_of_another_user_are_not_loaded(tmp_path: Path) -> None:
+    """The price tables' cache and the index's priced reports are pickles: one planted by
+    another user (a shared cache folder, a user's cache under a scan run as root) ran its
+    code in the scan. Such files are not read: the tables are parsed, the index read anew."""
+    import pickle
+
+    home = _home(tmp_path)
+    env = _env(tmp_path)
+    want = _scan(env, str(home))
+    assert want.returncode == 0 and not want.stderr, want.stderr
+    cache = _cache(tmp_path)
+    (tables,) = cache.glob("price-tables-*.pickle")
+    marker = tmp_path / "code-ran"
+    tables.write_bytes(pickle.dumps(_Planted(marker)))
+    index = cache / "scan-index.msgpack"
+    for planted in (tables, index):
+        os.chown(planted, 65534, 65534)
+    shutil.rmtree(cache / "answers", ignore_errors=True)
+    done = _scan(env, "--no-cache", str(home))  # (the tables are loaded: no priced report kept)
+    assert not marker.exists()
+    assert (done.returncode, done.stdout, done.stderr) == (0, want.stdout, "")
+    done = _scan(env, str(home))
+    assert (done.returncode, done.stdout) == (0, want.stdout)
+    assert (
+        done.stderr
+        == f"node-agent scan: cannot read the scan index {index}: owned by another user\n"
+    )
