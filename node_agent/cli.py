@@ -329,28 +329,51 @@ def cmd_scan(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int
     if outcome is not None:
         return _print_outcomes(report, outcome, config, args)
     out: bytes | str
-    if args.json:
-        import orjson
+    try:
+        if args.json:
+            import orjson
 
-        out = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2) + b"\n"
-        if sys.stdout is not None:  # None: started without fd 1, as `print` has it
-            sys.stdout.buffer.write(out)
-    else:
-        out = render_text(report) + "\n"
-        if sys.stdout is not None:
-            sys.stdout.write(out)
+            out = orjson.dumps(render_json(report), option=orjson.OPT_INDENT_2) + b"\n"
+            if sys.stdout is not None:  # None: started without fd 1, as `print` has it
+                sys.stdout.buffer.write(out)
+        else:
+            out = render_text(report) + "\n"
+            if sys.stdout is not None:
+                sys.stdout.write(out)
+    except BrokenPipeError:
+        raise  # (`guarded` tells of it)
+    except OSError as exc:
+        return _unwritten(exc)
     for problem in report.path_problems:
         print(f"node-agent scan: {problem}", file=sys.stderr)
     if report.path_problems:
         return 1
-    if deps is not None and argv is not None and not (report.warnings or noticed):
-        sys.stdout.flush()
+    # (No stdout, None: nothing was printed, so nothing is kept; `entry._leave` tells of it.)
+    clean = sys.stdout is not None and not (report.warnings or noticed)
+    if deps is not None and argv is not None and clean:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            return _unwritten(exc)
         found = deps.found(report.homes)
         if found is not None:
             from node_agent.scan_answer import keep
 
             keep(argv, found, out)
     return 0
+
+
+def _unwritten(exc: OSError) -> int:
+    """The scan's output could not be written (a full disk, say): told as the output's, where
+    a bare 'No space left on device' could have been the cache's; once (stdout is detached,
+    so the last flush at exit does not fail again)."""
+    from shared.cli import _detach_stdout
+
+    print(f"node-agent scan: could not write the output: {exc}", file=sys.stderr)
+    _detach_stdout()
+    return 1
 
 
 class _Noticed:

@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             global _left_at_exit
             _left_at_exit = []
         code = full(args)
+    except KeyboardInterrupt:  # Ctrl-C before the command's own handling (`guarded`) took over
+        _say("interrupted")
+        code = 130  # (shared.cli.EXIT_INTERRUPTED: not imported by a served scan)
     finally:
         if enabled:
             gc.enable()

@@ -60,5 +60,8 @@ def start(files: Iterable[tuple[Path, int]]) -> threading.Thread | None:
     if not paths:
         return None
     thread = threading.Thread(target=advise, args=(paths,), name="readahead", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had (a limit on processes): advice only
+        return None
     return thread

@@ -72,7 +72,7 @@ def render_text(report: Report) -> str:
     problems = report.problems
     if problems:
         lines.append(f"{len(problems)} unreadable records:")
-        lines += [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+        lines += [f"  {_printable(str(p))}" for p in problems[:MAX_LISTED_PROBLEMS]]
         if len(problems) > MAX_LISTED_PROBLEMS:
             lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see --json)")
     return "\n".join(lines)
@@ -89,7 +89,16 @@ def render_json(report: Report) -> dict[str, Any]:
         "skipped": dict(sorted(report.skipped.items())),
         "unknown_models": dict(sorted(report.unknown_models.items())),
         "problems": [
-            {"path": p.path, "line": p.line, "reason": p.reason}
+            {"path": _printable(p.path), "line": p.line, "reason": p.reason}
             for p in report.path_problems + report.problems
         ],
     }
+
+
+def _printable(name: str) -> str:
+    """A file name as JSON or a UTF-8 stdout can hold it: its bytes that are not UTF-8
+    (decoded with surrogate escapes, which orjson and a strict stream refuse: the scan
+    failed) are written as \\xNN."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

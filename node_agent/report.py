@@ -916,12 +916,22 @@ class _Runner:
         self._pool: Pool | None = None
 
     def __call__(self, task: Callable[[_In], _Out], work: list[_In]) -> list[_Out]:
-        if self.jobs <= 1 or not work:
+        pool = self._started() if self.jobs > 1 and work else None
+        if pool is None:
             return [task(item) for item in work]
-        if self._pool is None:
-            self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
         # Work comes biggest first; chunks amortise the per-task cost of small items.
-        return self._pool.map(task, work, chunksize=max(1, len(work) // (self.jobs * 8)))
+        return pool.map(task, work, chunksize=max(1, len(work) // (self.jobs * 8)))
+
+    def _started(self) -> Pool | None:
+        """The worker pool, started at its first use; None when it cannot be (no process or
+        thread to be had: a limit on them), which failed the whole scan: its work is done in
+        this process instead, as `workers.share` does it."""
+        if self._pool is None:
+            try:
+                self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
+            except (OSError, RuntimeError):
+                self.jobs = 1
+        return self._pool
 
     def read_claude(
         self, work: Sequence[_ClaudeWork], started: Callable[[], None]
@@ -936,11 +946,12 @@ class _Runner:
             return share(
                 _read_claude, _read_claude_shipped, _received, work, self.jobs - 1, started
             )
-        if self._pool is None:
-            self._pool = self._stack.enter_context(worker_context().Pool(self.jobs))
+        pool = self._started()
         started()
+        if pool is None:
+            return [_read_claude(item) for item in work]
         chunk = max(1, len(work) // (self.jobs * 8))
-        return [_received(got) for got in self._pool.map(_read_claude_shipped, work, chunk)]
+        return [_received(got) for got in pool.map(_read_claude_shipped, work, chunk)]
 
 
 def worker_context() -> BaseContext:

@@ -174,6 +174,8 @@ def nothing_to_read(target: Target, source: Homes) -> ParseProblem:
     )
     if target.given.is_file():
         what = f"it is none of the {source.usage_files} read there"
+    elif not target.given.is_dir():  # (said to be empty, which a pipe or a device is not)
+        what = "it is neither a regular file nor a folder (a pipe or a device: not read)"
     elif held := _count_files(target.given):
         what = f"none of its {held} file(s) is one of the {source.usage_files} read there"
     else:

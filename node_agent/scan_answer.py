@@ -106,8 +106,7 @@ def serve(argv: Sequence[str]) -> bool:
         return False
     path = _path_of(key)
     try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
+        blob = _read_regular(path)
     except OSError:
         return False
     kept = _decoded(blob, key)
@@ -136,6 +135,20 @@ def serve(argv: Sequence[str]) -> bool:
         helper.stop()
     _print(out)
     return True
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of the regular file at `path`; OSError for anything else: a pipe or a device
+    in an answer's place must neither block the scan nor fill its memory (as
+    `regular_file.read_regular`, which loads pathlib: not at start-up)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        with open(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _print(out: bytes | str) -> None:
@@ -281,7 +294,10 @@ def _outside_packages(below_stdlib: str) -> bool:
 def keep(argv: Sequence[str], deps: Sequence[Dependency], out: bytes | str) -> None:
     """Keep `out` as the answer of `argv` with its `dependencies`; a cache that cannot be
     written is only a slower next scan."""
-    key = answer_key(argv)
+    try:
+        key = answer_key(argv)
+    except OSError:  # the working directory is gone: no key (`serve` finds none either)
+        return
     body = marshal.dumps((key, tuple(deps), out))
     blob = _MAGIC + blake2b(body, digest_size=_DIGEST).digest() + body
     path = _path_of(key)

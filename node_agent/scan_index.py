@@ -6,12 +6,13 @@ readable by its owner only), and what later scans changed in `scan-index.journal
 (`scan_journal`): a scan after an append to a few files appends their entries and the priced
 reports it made, not the whole index (6.7 MB for 200 MB of transcripts) again. Once the journal
 holds half as much as the whole index, the next scan writes the index whole (a new generation,
-whose journal starts empty). Per file: its (device, inode), size and mtime when it
+whose journal starts empty). Per file: its (device, inode), size, mtime and ctime when it
 was read, its `FileReading` up to the last complete line, and a hash of the bytes just before
 that point. A later scan then, per file:
 
-- same (device, inode), size and mtime, and the mtime safely older than that reading (a write in
-  the same clock tick leaves both alike): the reading is used as it is, nothing is read;
+- same (device, inode), size, mtime and ctime, and the mtime safely older than that reading (a
+  write in the same clock tick leaves both alike): the reading is used as it is, nothing is read;
+- same (device, inode) and size, a new mtime (written, not appended to): read from the start;
 - same (device, inode) and at least as long: the hashed window is read again; if it still
   matches, the file is read on from where the reading stopped (appended bytes only), unless it
   was read in the clock tick of a write (then it is read from the start: bytes before the
@@ -26,8 +27,8 @@ that cannot be decoded is discarded with a one-line warning and written anew; it
 for figures. So is the rest of a journal from a record that does not match its CRC on; a record
 cut short at its end (a scan killed while writing it) is dropped without a word: the records
 before it are the index as the scan before left it. A file rewritten in place to the same size
-with the same last 4 KiB and its mtime put back would not be noticed: logs are only ever
-appended to.
+with its mtime put back, or rewritten before the hashed window and appended to, would not be
+noticed: logs are only ever appended to.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     settled_count: int = 0
     settled_key: bytes = b""
     tools: bool = True  # its reading carries tool calls (`FileReading.tools`)
+    # The file's ctime when read: what changes it but not the mtime (its permissions taken
+    # away, say: the reading is no longer what a read would give) is not taken as unchanged.
+    ctime_ns: int = 0
 
     def kept(self) -> FileReading:
         return decode_reading(self.reading)
@@ -194,6 +198,10 @@ class ScanIndex:
         self._size = size  # of the whole index file, when read
         self._journal_end: int | None = None  # see `scan_journal.Replay.end`
         self._journal_read = 0  # bytes of good records read from the journal
+        # The index or its journal could not be read (told at the load): what keeps it from
+        # being read (a folder in its place, a cache folder that is a file) mostly keeps it
+        # from being written too, which is then not told again: one line a scan.
+        self._unreadable = False
 
     @property
     def journal_path(self) -> Path:
@@ -210,9 +218,9 @@ class ScanIndex:
         except FileNotFoundError:
             return cls(path, {}, stamp), None
         except OSError as exc:
-            return cls._anew(
-                path, stamp
-            ), f"cannot read the scan index {path}: {exc.strerror or exc}"
+            index = cls._anew(path, stamp)
+            index._unreadable = True
+            return index, f"cannot read the scan index {path}: {exc.strerror or exc}"
         try:
             found = msgspec.msgpack.decode(data, type=_IndexFile)  # one parse in the usual case
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -243,6 +251,7 @@ class ScanIndex:
             data = scan_journal.read(where)
         except OSError as exc:
             self._generation, self._changed = b"", True  # written whole, the journal anew
+            self._unreadable = True
             return f"cannot read the scan index journal {where}: {exc.strerror or exc}"
         if data is None:
             return None
@@ -287,7 +296,15 @@ class ScanIndex:
             return Task(name, tools=tools)
         if entry.racy:
             return Task(name, tools=tools)
-        if st.st_size == entry.size == entry.end and st.st_mtime_ns == entry.mtime_ns:
+        if st.st_size == entry.size and st.st_mtime_ns != entry.mtime_ns:
+            # Written but not grown: no append (a line rewritten in place, say), which the
+            # window before the reading's end need not show: read it all again.
+            return Task(name, tools=tools)
+        if (
+            st.st_size == entry.size == entry.end
+            and st.st_mtime_ns == entry.mtime_ns
+            and st.st_ctime_ns == entry.ctime_ns
+        ):
             return entry
         try:
             prior = entry.kept()
@@ -319,7 +336,7 @@ class ScanIndex:
 
     def keep(self, path: Path, entry: Entry | None) -> None:
         name = str(path)
-        if entry is None:
+        if entry is None or not _storable(name):
             if self.entries.pop(name, None) is not None:
                 self._changed = True
                 self._dirty.add(name)
@@ -343,7 +360,14 @@ class ScanIndex:
             if whole or not self._journaled():
                 self._write_whole()
         except OSError as exc:
-            return f"cannot write the scan index {self.path}: {exc.strerror or exc}"
+            if self._unreadable:
+                return None
+            # The file that failed: the journal is removed after the index is written.
+            failed = exc.filename in (self.journal_path, str(self.journal_path))
+            what = (
+                f"scan index journal {self.journal_path}" if failed else f"scan index {self.path}"
+            )
+            return f"cannot write the {what}: {exc.strerror or exc}"
         return None
 
     def _journaled(self) -> bool:
@@ -368,6 +392,7 @@ class ScanIndex:
     def _write_whole(self) -> None:
         """The whole index, a new generation: renamed into place over the old one, after which
         the old journal is of no use (one left by a scan killed in between is not read)."""
+        _sweep(self.path.parent)
         generation = os.urandom(scan_journal.GENERATION_BYTES)
         whole = _IndexFile(self._stamp, self.entries, self._used, generation)
         blob = msgspec.msgpack.encode(whole)
@@ -415,6 +440,7 @@ def run_task(task: Task) -> Done:
         calls_of(kept),
         stored(kept),
         tools=kept.tools,
+        ctime_ns=st.st_ctime_ns,
     )
     return Done(outcome, entry, prior is not None)
 
@@ -439,6 +465,51 @@ def unit_key(context: bytes, files: Iterable[tuple[int, SourceFile]]) -> bytes |
         identity = (str(file.path), target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest.update(repr(identity).encode())
     return digest.digest()
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what scans that died while writing the index or the journal left of it (killed,
+    nothing of theirs removed their file, `.NAME.PID`): each kill there left a copy of the
+    index for good. A file of a live process is left alone (a scan writing it), and so is one
+    written in the last minute (a process of another PID namespace sharing the cache)."""
+    if os.name != "posix":  # (os.kill(pid, 0) would end the process elsewhere)
+        return
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    old = time.time_ns() - _LEFT_NS
+    for name in names:
+        base, _, pid = name.rpartition(".")
+        if base not in _TEMPORARY or not pid.isdigit() or int(pid) <= 0:
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue
+        except ProcessLookupError:  # gone: its file is of no use
+            pass
+        except OSError:  # (alive, as another user)
+            continue
+        try:
+            if os.stat(folder / name).st_mtime_ns < old:
+                os.unlink(folder / name)
+        except OSError:  # (a sweep that fails leaves the index to be written)
+            pass
+
+
+_TEMPORARY: Final = (f".{INDEX_NAME}", f".{scan_journal.JOURNAL_NAME}")
+_LEFT_NS: Final = 60_000_000_000
+
+
+def _storable(name: str) -> bool:
+    """Whether msgpack can hold `name`: a path whose bytes are not UTF-8 (decoded with
+    surrogate escapes) could not be written, and failed the whole scan; its file is read
+    whole at each scan instead."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _exists(name: str) -> bool:

@@ -100,8 +100,11 @@ def share(
         forked: list[_Helper] = []
         stack.callback(_stop_all, forked)  # (an error here: none is left running)
         for output in outputs:
-            forked.append(_Helper(partial(_help, there, work, claims, output.fileno())))
-        results = [_Results(output.fileno()) for output in outputs]
+            try:
+                forked.append(_Helper(partial(_help, there, work, claims, output.fileno())))
+            except OSError:  # no process to be had (a limit on them): fewer helpers, or none
+                break
+        results = [_Results(output.fileno()) for output in outputs[: len(forked)]]
         started()
         while taken := claims.take():
             for index in taken:
@@ -132,6 +135,8 @@ class _Helper:
             try:
                 task()
                 code = 0
+            except KeyboardInterrupt:  # Ctrl-C: the parent, told it too, says it was interrupted
+                pass
             except BaseException as exc:  # noqa: BLE001 (its items are done again by the parent)
                 _say_failed(exc)
             finally:
