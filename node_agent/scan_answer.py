@@ -19,7 +19,8 @@ discarded with a one-line warning, never printed. Files are written whole and re
 place, so concurrent scans never see a half-written one.
 
 Imports only what an interpreter has loaded at start-up anyway (and the builtin marshal and
-blake2): this runs before anything else of a scan. On a cold disk a second thread stats the
+blake2, and `shared.regular_file`, which imports nothing more): this runs before anything else
+of a scan. On a cold disk a second thread stats the
 dependencies from the last one back (`metadata_ahead`).
 """
 
@@ -31,6 +32,8 @@ import stat
 import sys
 import time
 from _blake2 import blake2b
+
+from shared.regular_file import read_regular
 
 # Not `typing.TYPE_CHECKING`: typing and collections.abc are not loaded at start-up (~3 ms).
 TYPE_CHECKING = False
@@ -106,7 +109,7 @@ def serve(argv: Sequence[str]) -> bool:
         return False
     path = _path_of(key)
     try:
-        blob = _read_regular(path)
+        blob = read_regular(path)
     except OSError:
         return False
     kept = _decoded(blob, key)
@@ -135,20 +138,6 @@ def serve(argv: Sequence[str]) -> bool:
         helper.stop()
     _print(out)
     return True
-
-
-def _read_regular(path: str) -> bytes:
-    """The bytes of the regular file at `path`; OSError for anything else: a pipe or a device
-    in an answer's place must neither block the scan nor fill its memory (as
-    `regular_file.read_regular`, which loads pathlib: not at start-up)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        with open(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
-        os.close(fd)
 
 
 def _print(out: bytes | str) -> None:

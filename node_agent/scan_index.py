@@ -46,8 +46,8 @@ import msgspec
 
 from node_agent import scan_journal
 from node_agent.claude_reading import FileReading, Outcome, read_file
-from node_agent.regular_file import read_regular
 from node_agent.sources.base import FileKind, SourceFile
+from shared.regular_file import read_regular
 
 INDEX_NAME: Final = "scan-index.msgpack"
 WINDOW_BYTES: Final = 4096

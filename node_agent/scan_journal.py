@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final, NamedTuple
 from zlib import crc32
 
-from node_agent.regular_file import read_regular
+from shared.regular_file import read_regular
 
 JOURNAL_NAME: Final = "scan-index.journal"
 MAGIC: Final = b"fleetmeter-scan-journal-1\n"

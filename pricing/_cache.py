@@ -13,7 +13,6 @@ import copyreg
 import io
 import os
 import pickle
-import stat
 import sys
 
 # blake2b straight from CPython's own module: `import hashlib` loads OpenSSL's libcrypto first,
@@ -25,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pricing._types import ProviderTable
+from shared.regular_file import read_regular
 
 _CODE = ("_types.py", "_tables.py", "_cache.py")
 
@@ -67,29 +67,13 @@ def _key(items: Sequence[tuple[str, str]]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _read_regular(path: Path) -> bytes:
-    """The bytes of the regular file at `path`; OSError for anything else: a pipe or a device
-    in the cache's place must neither block the scan nor fill its memory."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path}: not a regular file")
-        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():  # a pickle runs its code
-            raise OSError(f"{path}: owned by another user")
-        with open(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
-        os.close(fd)
-
-
 Parse = Callable[[Sequence[tuple[str, str]]], list[ProviderTable]]
 
 
 def cached_tables(items: Sequence[tuple[str, str]], parse: Parse) -> list[ProviderTable]:
     path = cache_dir() / f"price-tables-{_key(items)}.pickle"
     try:
-        tables = pickle.loads(_read_regular(path))
+        tables = pickle.loads(read_regular(path))
         if isinstance(tables, list) and all(isinstance(t, ProviderTable) for t in tables):
             return tables
     except Exception:  # a bad cache must never stop a scan: parse instead
