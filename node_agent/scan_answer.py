@@ -137,7 +137,15 @@ def serve(argv: Sequence[str]) -> bool:
     if helper is not None:
         helper.stop()
     _print(out)
+    _touch(path)  # used now: the last to be pruned (`_prune`)
     return True
+
+
+def _touch(path: str) -> None:
+    try:  # noqa: SIM105 (contextlib is not loaded at start-up)
+        os.utime(path)
+    except OSError:  # (gone meanwhile, or not ours to touch: only its turn to be pruned)
+        pass
 
 
 def _print(out: bytes | str) -> None:

@@ -10,13 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from node_agent import workers
+from node_agent import scan_answer, workers
 from node_agent.simulate.fleet import generate_fleet
 from tests.fleet_harness import child_env
 from tests.test_scan_answer import _old_enough
@@ -163,3 +164,24 @@ def test_a_refused_memfd_falls_back_to_a_file(monkeypatch: pytest.MonkeyPatch) -
         fh.write(b"results")
         fh.seek(0)
         assert fh.read() == b"results"
+
+
+def test_an_answer_served_lately_outlives_answers_made_before_it_was_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """Only the MAX_KEPT answers used or made last are kept: one served now is not pruned
+    for being made first."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = time.time_ns() - 10**12  # made long ago, one a second apart, the first oldest
+    for query in range(scan_answer.MAX_KEPT):
+        scan_answer.keep(["scan", f"q{query}"], [], f"answer {query}\n".encode())
+        stamp = made + query * 10**9
+        os.utime(
+            scan_answer._path_of(scan_answer.answer_key(["scan", f"q{query}"])), ns=(stamp, stamp)
+        )
+    assert scan_answer.serve(["scan", "q0"])
+    assert capfdbinary.readouterr().out == b"answer 0\n"
+    scan_answer.keep(["scan", "new"], [], b"new\n")  # one too many: the least lately used goes
+    assert scan_answer.serve(["scan", "q0"])
+    assert not scan_answer.serve(["scan", "q1"])
+    assert len(os.listdir(scan_answer.answers_dir())) == scan_answer.MAX_KEPT
