@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import sys
+import time
 
 # blake2b straight from CPython's own module: `import hashlib` loads OpenSSL's libcrypto first,
 # which costs a cold start about 12 ms.
@@ -67,6 +68,21 @@ def _key(items: Sequence[tuple[str, str]]) -> str:
     return digest.hexdigest()[:32]
 
 
+# A partial cache file older than this is no scan's that still writes it (one is written in
+# milliseconds): it was left by a scan killed while writing, and would stay for good.
+_PARTIAL_LEFT_S = 60.0
+
+
+def _sweep_partial(folder: Path) -> None:
+    left = time.time() - _PARTIAL_LEFT_S
+    for partial in folder.glob(".price-tables-*"):
+        try:
+            if partial.stat().st_mtime < left:
+                partial.unlink()
+        except OSError:  # (gone meanwhile: another scan swept it)
+            pass
+
+
 Parse = Callable[[Sequence[tuple[str, str]]], list[ProviderTable]]
 
 
@@ -95,6 +111,7 @@ def cached_tables(items: Sequence[tuple[str, str]], parse: Parse) -> list[Provid
         for stale in path.parent.glob("price-tables-*.pickle"):  # of other versions or tables
             if stale != path:
                 stale.unlink(missing_ok=True)
+        _sweep_partial(path.parent)
     except Exception:  # no writable cache dir, or anything else: parse each time
         pass
     return tables

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,18 @@ def test_a_new_cache_file_replaces_the_stale_ones(own_cache: Path) -> None:
     assert len(list(cache_dir().glob("price-tables-*.pickle"))) == 1
     cached_tables(edited, counting_parse(calls))
     assert len(calls) == 2  # the kept file is the edited tables'
+
+
+def test_what_a_scan_killed_while_writing_left_is_swept_at_the_next_write(
+    own_cache: Path,
+) -> None:
+    own_cache.mkdir(parents=True)
+    left, writing = own_cache / ".price-tables-k1ll3d", own_cache / ".price-tables-n0w"
+    for partial in (left, writing):
+        partial.write_bytes(b"half a pickle")
+    long_ago = time.time() - 3600
+    os.utime(left, (long_ago, long_ago))
+    cached_tables(texts(), load_texts)  # a miss: the cache is written
+    assert not left.exists()
+    assert writing.exists()  # (another scan's, being written now)
+    assert len(list(own_cache.glob("price-tables-*.pickle"))) == 1
