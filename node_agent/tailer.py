@@ -5,6 +5,8 @@ Behaviour (research/stack.md §6, measured there):
 - Binary reads in large chunks from the committed offset. A line is handed out only once its
   `\\n` is on disk; a torn last line is left on disk and read again at the next poll. The
   committed offset therefore always sits just past a complete line, and is what is saved.
+  The torn rest a poll found at the end is kept as `tail` (a file at rest may end without its
+  newline: the caller may read it without committing it).
 - Truncation: checked whenever the file's size or mtime changed, before reading on. The file is
   shorter than the committed offset, or its first bytes (up to 64) or the window just before the
   committed offset (up to 1 KiB, the end of the last line read) no longer hash as saved
@@ -228,6 +230,8 @@ class Tailer:
     1-based line number. After it, `state` is the position just past those lines, `reset` tells
     whether the batch restarted a file from 0, and `more` that data is waiting (call again).
     A missing file is waited for; other OS errors (permissions, a directory) propagate.
+    `tail` is the unterminated rest found at the end of the file by the last poll (b"" when
+    there was none or the poll did not reach the end): not handed out, nor committed.
     """
 
     def __init__(
@@ -245,6 +249,7 @@ class Tailer:
         self.max_batch = max_batch
         self.reset = False
         self.more = False
+        self.tail = b""
         self._saved = state  # applied when the file is (re)opened
         self._fd: int | None = None
         self._dev = 0
@@ -268,6 +273,14 @@ class Tailer:
     def is_open(self) -> bool:
         return self._fd is not None
 
+    def tail_line(self) -> tuple[int, bytes] | None:
+        """`tail` as the line it would be, numbered after the lines handed out; None when
+        there is none (or only a blank)."""
+        batch: list[tuple[int, bytes]] = []
+        if self.tail:
+            _number(self.tail, len(self.tail), self._lineno, batch)
+        return batch[0] if batch else None
+
     def close(self) -> None:
         """Release the fd (e.g. an idle file); the next poll reopens it like a resume."""
         if self._fd is not None:
@@ -284,6 +297,7 @@ class Tailer:
         """New complete lines since the last poll (possibly none)."""
         self.reset = False
         self.more = False
+        self.tail = b""
         out: list[tuple[int, bytes]] = []
         if self._fd is None and not self._open(restart=False):
             return out
@@ -388,6 +402,8 @@ class Tailer:
             tail = split.tail()
             self._offset += len(tail)
             self._lineno = _number(tail, len(tail), self._lineno, out)
+        elif eof and split.pending:
+            self.tail = split.tail()
         want = min(FINGERPRINT_BYTES, self._offset)
         if want != self._fp_len:
             self._fp, self._fp_len = _head_hash(self._fd, want), want
