@@ -116,8 +116,6 @@ class _Watched:
     tailer: Tailer | None = None  # for plain JSONL
     signature: tuple[int, ...] | None = None  # for whole files: what was last read
     emitted: dict[str, int] = field(default_factory=dict)  # whole files: id -> revision sent
-    # A complete last line without its newline, fed but not committed (see `_read_tail`).
-    given: tuple[int, bytes] | None = None
     last_change: float = 0.0  # monotonic time the file last gave lines or changed
 
     @property
@@ -353,35 +351,28 @@ class LiveReader:
         assert tailer is not None
         before = tailer.state
         lines: list[tuple[int, bytes]] = []
-        fed_tail = False
         try:
             while True:
                 batch = tailer.poll()
                 if tailer.reset:
                     watched.source.reset_file(watched.file.path)
-                    watched.given = None
                 lines.extend(batch)
-                if batch and watched.given is not None:
-                    if batch[0] == watched.given:
-                        batch = batch[1:]  # fed already, before its newline came
-                    watched.given = None
                 for lineno, line in batch:
                     watched.source.feed_line(watched.file.path, lineno, line, sink)
                 if not tailer.more:
                     break
             tail = tailer.tail_line()
-            if tail is not None and tail != watched.given and is_json(tail[1]):
-                # A complete line without its newline: a file at rest may end so (the Codex
-                # writer adds it only before its next append) and a scan counts it. Fed now,
-                # but not committed: the newline, when it comes, ends this same line, which
-                # is then not fed again (after a restart it is, under the same event ids).
+            if tail is not None and is_json(tail[1]):
+                # A complete last line without its newline: a file at rest may end so (the
+                # Codex writer adds it only before its next append), and a scan counts it.
+                tailer.take_tail()
+                lines.append(tail)
                 watched.source.feed_line(watched.file.path, *tail, sink)
-                watched.given, fed_tail = tail, True
         except OSError as exc:
             self._log_problem(ParseProblem(watched.key, 0, f"cannot read: {exc}"))
         watched.source.flush(sink)
         after = tailer.state
-        if not lines and not fed_tail and after == before:
+        if not lines and after == before:
             return None
         watched.last_change = self.clock()
         return _pack_state(after)
