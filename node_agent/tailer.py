@@ -236,7 +236,8 @@ class Tailer:
     whether the batch restarted a file from 0, and `more` that data is waiting (call again).
     A missing file is waited for; other OS errors (permissions, a directory) propagate.
     `tail` is the unterminated rest found at the end of the file by the last poll (b"" when
-    there was none or the poll did not reach the end): not handed out, nor committed.
+    there was none or the poll did not reach the end): not handed out, nor committed, unless
+    the caller takes it (`take_tail`).
     """
 
     def __init__(
