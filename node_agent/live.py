@@ -44,6 +44,7 @@ from node_agent.tailer import (
     CorruptStreamError,
     Tailer,
     TailState,
+    is_json,
     iter_head_lines,
     iter_zst_lines,
     still_describes,
@@ -360,6 +361,13 @@ class LiveReader:
                     watched.source.feed_line(watched.file.path, lineno, line, sink)
                 if not tailer.more:
                     break
+            tail = tailer.tail_line()
+            if tail is not None and is_json(tail[1]):
+                # A complete last line without its newline: a file at rest may end so (the
+                # Codex writer adds it only before its next append), and a scan counts it.
+                tailer.take_tail()
+                lines.append(tail)
+                watched.source.feed_line(watched.file.path, *tail, sink)
         except OSError as exc:
             self._log_problem(ParseProblem(watched.key, 0, f"cannot read: {exc}"))
         watched.source.flush(sink)

@@ -5,6 +5,9 @@ Behaviour (research/stack.md §6, measured there):
 - Binary reads in large chunks from the committed offset. A line is handed out only once its
   `\\n` is on disk; a torn last line is left on disk and read again at the next poll. The
   committed offset therefore always sits just past a complete line, and is what is saved.
+  A file at rest may end without its newline (the Codex writer adds it only before its next
+  append): `take_tail` hands out the rest a poll found at the end as that last line and commits
+  past it; the newline, when it comes, is then skipped (`TailState.owed`), not a new line.
 - Truncation: checked whenever the file's size or mtime changed, before reading on. The file is
   shorter than the committed offset, or its first bytes (up to 64) or the window just before the
   committed offset (up to 1 KiB, the end of the last line read) no longer hash as saved
@@ -67,6 +70,8 @@ class TailState(msgspec.Struct, frozen=True):
     # of the min(1024, offset) bytes before `offset`; "" in states saved before it existed
     # (then only the head is checked until the next read)
     window: str = ""
+    # the last line was taken without its newline (`Tailer.take_tail`): one at `offset` ends it
+    owed: bool = False
 
     def to_dict(self) -> dict[str, str | int]:
         return {
@@ -77,6 +82,7 @@ class TailState(msgspec.Struct, frozen=True):
             "lineno": self.lineno,
             "fingerprint": self.fingerprint,
             "window": self.window,
+            "owed": self.owed,
         }
 
     @classmethod
@@ -103,6 +109,7 @@ class TailState(msgspec.Struct, frozen=True):
             lineno=get_int("lineno"),
             fingerprint=get_str("fingerprint"),
             window=get_str("window") if "window" in data else "",
+            owed=data.get("owed") is True,
         )
 
     def describes(self, fd: int, st: os.stat_result) -> bool:
@@ -228,6 +235,9 @@ class Tailer:
     1-based line number. After it, `state` is the position just past those lines, `reset` tells
     whether the batch restarted a file from 0, and `more` that data is waiting (call again).
     A missing file is waited for; other OS errors (permissions, a directory) propagate.
+    `tail` is the unterminated rest found at the end of the file by the last poll (b"" when
+    there was none or the poll did not reach the end): not handed out, nor committed, unless
+    the caller takes it (`take_tail`).
     """
 
     def __init__(
@@ -245,6 +255,7 @@ class Tailer:
         self.max_batch = max_batch
         self.reset = False
         self.more = False
+        self.tail = b""
         self._saved = state  # applied when the file is (re)opened
         self._fd: int | None = None
         self._dev = 0
@@ -254,6 +265,7 @@ class Tailer:
         self._fp = _EMPTY_FP
         self._fp_len = 0
         self._window = _EMPTY_FP
+        self._owed = False
         self._seen: tuple[int, int] = (-1, -1)  # (size, mtime_ns) at the last check
 
     @property
@@ -261,12 +273,41 @@ class Tailer:
         if self._fd is None and self._saved is not None:
             return self._saved
         return TailState(
-            str(self.path), self._dev, self._ino, self._offset, self._lineno, self._fp, self._window
+            str(self.path),
+            self._dev,
+            self._ino,
+            self._offset,
+            self._lineno,
+            self._fp,
+            self._window,
+            self._owed,
         )
 
     @property
     def is_open(self) -> bool:
         return self._fd is not None
+
+    def tail_line(self) -> tuple[int, bytes] | None:
+        """`tail` as the line it would be, numbered after the lines handed out; None when
+        there is none (or only a blank)."""
+        batch: list[tuple[int, bytes]] = []
+        if self.tail:
+            _number(self.tail, len(self.tail), self._lineno, batch)
+        return batch[0] if batch else None
+
+    def take_tail(self) -> None:
+        """Count `tail` as the file's last line (the caller has read it, `tail_line`) and commit
+        past it: the newline that may follow later ends it and starts no line."""
+        if not self.tail or self._fd is None:
+            return
+        self._offset += len(self.tail)
+        self._lineno += 1
+        self._owed = True
+        self.tail = b""
+        want = min(FINGERPRINT_BYTES, self._offset)
+        if want != self._fp_len:
+            self._fp, self._fp_len = _head_hash(self._fd, want), want
+        self._window = _window_hash(self._fd, self._offset)
 
     def close(self) -> None:
         """Release the fd (e.g. an idle file); the next poll reopens it like a resume."""
@@ -284,6 +325,7 @@ class Tailer:
         """New complete lines since the last poll (possibly none)."""
         self.reset = False
         self.more = False
+        self.tail = b""
         out: list[tuple[int, bytes]] = []
         if self._fd is None and not self._open(restart=False):
             return out
@@ -334,12 +376,13 @@ class Tailer:
         self._seen = (st.st_size, st.st_mtime_ns)
         saved, self._saved = self._saved, None
         if saved is not None and not restart and saved.describes(fd, st):
-            self._offset, self._lineno = saved.offset, saved.lineno
+            self._offset, self._lineno, self._owed = saved.offset, saved.lineno, saved.owed
             self._fp, self._fp_len = saved.fingerprint, min(FINGERPRINT_BYTES, saved.offset)
             self._window = saved.window or _window_hash(fd, saved.offset)
             return True
         self._offset = self._lineno = 0
         self._fp, self._fp_len, self._window = _EMPTY_FP, 0, _EMPTY_FP
+        self._owed = False
         if restart or saved is not None:
             self._signal_reset()
         return True
@@ -347,6 +390,7 @@ class Tailer:
     def _restart(self) -> None:
         self._offset = self._lineno = 0
         self._fp, self._fp_len, self._window = _EMPTY_FP, 0, _EMPTY_FP
+        self._owed = False
         self._signal_reset()
 
     def _signal_reset(self) -> None:
@@ -369,10 +413,21 @@ class Tailer:
         """
         assert self._fd is not None
         split = _Splitter()
-        pos = start = self._offset
+        start = self._offset
+        if self._owed:
+            # The last line was taken without its newline: the newline, once written, ends it.
+            ending = _pread(self._fd, 2, start)
+            if ending.startswith(b"\n"):
+                self._offset += 1
+            elif ending == b"\r\n":
+                self._offset += 2
+            # Not a newline: what follows is a line of its own. Nothing yet (or a lone CR so
+            # far): still owed.
+            self._owed = ending in (b"", b"\r")
+        pos = begin = self._offset
         eof = False
         while True:
-            if pos - start >= self.max_batch and self._offset > start:
+            if pos - begin >= self.max_batch and self._offset > begin:
                 self.more = True
                 break
             chunk = _pread(self._fd, CHUNK, pos)
@@ -388,6 +443,8 @@ class Tailer:
             tail = split.tail()
             self._offset += len(tail)
             self._lineno = _number(tail, len(tail), self._lineno, out)
+        elif eof and split.pending:
+            self.tail = split.tail()
         want = min(FINGERPRINT_BYTES, self._offset)
         if want != self._fp_len:
             self._fp, self._fp_len = _head_hash(self._fd, want), want
@@ -462,7 +519,8 @@ def is_json(line: bytes) -> bool:
 
 def iter_head_lines(path: Path | str, end: int) -> Iterator[tuple[int, bytes]]:
     """(lineno, line) of the lines in the first `end` bytes of a file: a committed offset, which
-    always sits just past a newline. Numbered exactly as `Tailer.poll` numbered them."""
+    sits just past a newline or past a last line taken without it (`Tailer.take_tail`).
+    Numbered exactly as the tailer numbered them."""
 
     def chunks() -> Iterator[bytes]:
         with open(path, "rb", buffering=0) as fh:
@@ -481,6 +539,10 @@ def iter_head_lines(path: Path | str, end: int) -> Iterator[tuple[int, bytes]]:
         if (block := split.feed(chunk)) is not None:
             lineno = _number(*block, lineno, batch)
         yield from batch
+    batch = []
+    rest = split.tail()  # a last line taken without its newline
+    _number(rest, len(rest), lineno, batch)
+    yield from batch
 
 
 def iter_zst_lines(

@@ -4,10 +4,15 @@ same files, while the files grow (torn lines included), across restarts and a fu
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import orjson
 import pytest
 
 from node_agent.daemon import Daemon
@@ -18,7 +23,21 @@ from node_agent.simulate.fleet import generate_fleet
 from shared.codec import unpack
 from shared.config import NodeConfig, Profile
 from shared.events import Agent, EventSet, UsageEvent
-from tests.fleet_harness import grow, profiles_of
+from tests import test_source_codex as codex
+from tests.fleet_harness import (
+    ProfileSpec,
+    child_env,
+    grow,
+    hub_report,
+    make_hub,
+    processes,
+    profiles_of,
+    start_hub,
+    start_node,
+    stop,
+    wait_for,
+    write_node,
+)
 from tests.small_disk import fill, small_tmpfs
 from tests.test_source_claude import assistant, main_file, write
 
@@ -216,3 +235,83 @@ def test_a_log_truncated_and_regrown_between_polls_equals_a_scan(tmp_path: Path)
         got = {e.event_id for e in outbox_events(outbox).counted_usage()}
     scanned_ids = {e.event_id for e in scanned(home, config).counted_usage()}
     assert len(scanned_ids) == 4 and scanned_ids <= got
+
+
+def test_a_last_line_without_its_newline_reaches_the_hub_as_a_scan_counts_it(
+    tmp_path: Path,
+) -> None:
+    """A log at rest may end without its newline (the Codex writer adds it only before its next
+    append); a scan counts that last line, so the hub must have it too: real hub and node
+    processes, the node killed with SIGKILL before the newline comes, nothing doubled after."""
+    now = datetime.now(UTC) - timedelta(hours=1)
+    claude_home, codex_home = tmp_path / "claude", tmp_path / "codex"
+    transcript = main_file(claude_home)
+    stamp = [f"{(now + timedelta(seconds=n)).isoformat()[:23]}Z" for n in range(3)]
+    calls = [assistant(f"msg_{n}", f"req_{n}", ts=stamp[n], output=100 + n) for n in range(3)]
+    write(transcript, calls[:1])
+    with transcript.open("ab") as fh:
+        fh.write(orjson.dumps(calls[1]))  # no newline yet
+    thread = codex.uuid7(now)
+    rollout = codex.rollout(codex_home, thread, now)
+    counter = codex.Counter()
+    first, second, third = (
+        counter.call(now + timedelta(seconds=n), codex.usage(1000 * n, 0, 50 * n, 0))
+        for n in (1, 2, 3)
+    )
+    codex.write(rollout, [codex.meta(now, thread), codex.turn(now), first])
+    with rollout.open("ab") as fh:
+        fh.write(orjson.dumps(second))
+    hub = make_hub(tmp_path)
+    specs = [
+        ProfileSpec("claude", Agent.CLAUDE_CODE, claude_home),
+        ProfileSpec("codex", Agent.CODEX, codex_home),
+    ]
+    config = write_node(tmp_path, "n1", hub, specs)
+
+    def scanned_total() -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "node_agent.cli", "scan", "--json", "--no-cache"]
+            + ["--config", str(config)],
+            capture_output=True,
+            env=child_env(tmp_path),
+            timeout=60,
+            check=True,
+        )
+        total: dict[str, Any] = orjson.loads(out.stdout)["total"]
+        return total
+
+    def at_hub(want: dict[str, Any]) -> None:
+        wait_for(
+            lambda: hub_report(hub, tmp_path)["total"]["calls"] >= want["calls"],
+            30,
+            f"{want['calls']} calls at the hub",
+        )
+        got = hub_report(hub, tmp_path)["total"]
+        assert (got["calls"], got["tokens"], got["cost"]) == (
+            want["calls"],
+            want["tokens"],
+            want["cost"],
+        )
+
+    with processes() as started:
+        hub_proc = start_hub(hub, tmp_path)
+        started.append(hub_proc)
+        node = start_node(config, tmp_path)
+        started.append(node)
+        want = scanned_total()
+        assert want["calls"] == 4  # the lines without their newline included
+        at_hub(want)
+        node.send_signal(signal.SIGKILL)
+        node.wait()
+        # The writers add the newline, then go on.
+        with transcript.open("ab") as fh:
+            fh.write(b"\n" + orjson.dumps(calls[2]) + b"\n")
+        with rollout.open("ab") as fh:
+            fh.write(b"\n" + orjson.dumps(third) + b"\n")
+        node = start_node(config, tmp_path)
+        started.append(node)
+        want = scanned_total()
+        assert want["calls"] == 6
+        at_hub(want)
+        assert stop(node) == 0
+        assert stop(hub_proc) == 0

@@ -24,6 +24,7 @@ from node_agent.tailer import (
     Tailer,
     TailState,
     fingerprint,
+    iter_head_lines,
     iter_plain_lines,
     iter_zst_lines,
 )
@@ -516,3 +517,25 @@ def test_torn_tail_callback_gets_an_incomplete_last_line_only(tmp_path: Path) ->
         (2, b'{"a":2}'),
     ]
     assert len(torn) == 1
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_last_line_taken_without_its_newline_is_not_counted_again(
+    tmp_path: Path, newline: bytes
+) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2}')
+    t = Tailer(path)
+    assert t.poll() == [(1, b'{"a":1}')]
+    assert t.tail_line() == (2, b'{"a":2}')
+    t.take_tail()
+    saved = t.state
+    assert (saved.offset, saved.lineno, saved.owed) == (15, 2, True)
+    assert t.poll() == [] and t.tail_line() is None
+    assert list(iter_head_lines(path, saved.offset)) == [(1, b'{"a":1}'), (2, b'{"a":2}')]
+    append(path, newline + b'{"a":3}\n')
+    # A restart from the saved state, and the tailer that took it, go on alike.
+    again = Tailer(path, TailState.from_dict(saved.to_dict()))
+    for tailer in (t, again):
+        assert tailer.poll() == [(3, b'{"a":3}')] and not tailer.reset
+        assert tailer.state.offset == path.stat().st_size and not tailer.state.owed
