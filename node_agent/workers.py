@@ -129,18 +129,32 @@ class _Helper:
             # closed or broken is the parent's to tell of, at its own writes.
             with suppress(AttributeError, OSError, ValueError):
                 stream.flush()
-        self._pid: int | None = os.fork()
+        import signal  # here: only where helpers are forked (its enums cost ~0.4 ms)
+
+        # Ctrl-C reaches the whole process group, helpers too, and the parent alone answers
+        # it (it kills its helpers and says it was interrupted). SIGINT stays blocked in the
+        # child from before the fork, so it cannot land in the child's after-fork hooks
+        # (random's reseed), which printed an 'Exception ignored ... KeyboardInterrupt'.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._pid: int | None = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if self._pid == 0:
             code = 1
             try:
                 task()
                 code = 0
-            except KeyboardInterrupt:  # Ctrl-C: the parent, told it too, says it was interrupted
-                pass
             except BaseException as exc:  # noqa: BLE001 (its items are done again by the parent)
                 _say_failed(exc)
             finally:
                 os._exit(code)  # nothing of the parent's (atexit, buffers) runs twice
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (a Ctrl-C meanwhile: here)
+        except BaseException:
+            self.stop()  # not yet the caller's to stop
+            raise
 
     def join(self) -> None:
         if self._pid is not None:
@@ -150,7 +164,7 @@ class _Helper:
     def stop(self) -> None:
         """Kill it, if it has not been waited for yet (an error in this process)."""
         if self._pid is not None:
-            import signal  # here: only on an error (its enums cost a scan's start ~0.4 ms)
+            import signal  # (loaded already, by the fork)
 
             os.kill(self._pid, signal.SIGKILL)
             self.join()
